@@ -1,0 +1,187 @@
+//! The command line: `s3-fanout sync SRC DST [options]`.
+//!
+//! clap parses flags into a [`SyncSpec`], which is validated once into
+//! [`SyncOptions`]. This is the only place that prints for humans and picks
+//! exit codes: 0 synced and verified, 1 failures, 2 bad usage or
+//! configuration, 3 warnings only, 130 interrupted.
+
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SyncOptions, SyncSpec};
+use crate::diff::{Action, SkipReason};
+use crate::error::SyncError;
+use crate::pipeline::{ActionObserver, run_sync};
+use crate::progress::{Progress, ProgressMode, human_bytes};
+use crate::report::{Stats, Summary};
+
+#[derive(Debug, Parser)]
+#[command(name = "s3-fanout", version, about = "Keep very large S3 buckets in sync with server-side copies")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More output: -v lists every action taken, -vv adds debug logs.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print the summary as JSON on stdout (no progress display).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bar or progress log lines.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make DST match SRC: list both, copy what differs, verify, report.
+    Sync(SyncSpec),
+}
+
+pub const EXIT_USAGE: i32 = 2;
+
+/// Run the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    init_tracing(cli.verbose);
+    let Command::Sync(spec) = cli.command;
+    let options = match SyncOptions::try_from(spec) {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_USAGE;
+        }
+    };
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_ctrl_c(cancel.clone()));
+    let stats = Arc::new(Stats::default());
+    let progress = Progress::start(stats.clone(), ProgressMode::auto(!cli.json && !cli.no_progress));
+    let observer: Option<ActionObserver> = (cli.verbose > 0 && !cli.json).then(|| {
+        let dry_run = options.dry_run;
+        Arc::new(move |action: &Action| print_action(action, dry_run)) as ActionObserver
+    });
+
+    let result = run_sync(&options, stats, cancel, observer).await;
+    progress.finish().await;
+    match result {
+        Ok(summary) => {
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&summary).expect("summary serialises"));
+            } else {
+                print_summary(&summary);
+            }
+            summary.exit_code
+        }
+        Err(err @ SyncError::Config(_)) => {
+            eprintln!("error: {err}");
+            EXIT_USAGE
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            1
+        }
+    }
+}
+
+async fn cancel_on_ctrl_c(cancel: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("\ninterrupted: finishing copies in flight and aborting open multipart uploads (Ctrl-C again to quit at once)");
+    cancel.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(130);
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 | 1 => "s3_fanout=info",
+        _ => "s3_fanout=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn print_action(action: &Action, dry_run: bool) {
+    let prefix = if dry_run { "(dry run) " } else { "" };
+    match action {
+        Action::Copy { source } => println!("{prefix}copy    {} ({})", source.key, human_bytes(source.size)),
+        Action::Update { source, .. } => println!("{prefix}update  {} ({})", source.key, human_bytes(source.size)),
+        Action::Delete { destination } => println!("{prefix}delete  {}", destination.key),
+        Action::Skip { key, reason: SkipReason::Unverified, .. } => println!("{prefix}unverified {key}"),
+        Action::Skip { .. } => {}
+    }
+}
+
+fn n(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn print_summary(s: &Summary) {
+    let c = &s.counts;
+    println!("s3-fanout sync {} -> {}  (run {})", s.source, s.destination, s.run_id);
+    println!(
+        "  listed     {} source objects ({}), {} destination objects",
+        n(c.listed_source),
+        human_bytes(c.listed_source_bytes),
+        n(c.listed_destination)
+    );
+    println!(
+        "  plan       copy {} · update {} · delete {} · unchanged {} · unverified {} · filtered {} · older than --modified-since {} · only at destination {}  ({})",
+        n(c.plan_copy),
+        n(c.plan_update),
+        n(c.plan_delete),
+        n(c.skip_equal),
+        n(c.skip_unverified),
+        n(c.skip_filtered),
+        n(c.skip_not_modified),
+        n(c.extraneous_kept),
+        human_bytes(c.plan_bytes)
+    );
+    if s.dry_run {
+        println!("  dry run    nothing was written");
+    } else {
+        println!(
+            "  done       copied {} · updated {} · deleted {} · failed {} · skipped {} (archived {}, SSE-C {}) · vanished {}  ({} in {:.1}s)",
+            n(c.copied),
+            n(c.updated),
+            n(c.deleted),
+            n(c.failed),
+            n(c.skipped_archived + c.skipped_sse_c),
+            n(c.skipped_archived),
+            n(c.skipped_sse_c),
+            n(c.source_vanished),
+            human_bytes(c.bytes_copied),
+            s.duration_secs
+        );
+        println!("  verify     {} checked, {} mismatched", n(c.verify_checked), n(c.verify_mismatched));
+    }
+    let requests: Vec<String> = s.requests.iter().map(|(op, count)| format!("{op} {}", n(*count))).collect();
+    println!("  requests   {}", requests.join(" · "));
+    if let Some(error) = &s.error {
+        println!("  error      {error}");
+    }
+    if !s.sample_rows.is_empty() {
+        println!("  problems   {} (first {} below)", n(s.report_rows), s.sample_rows.len());
+        for row in &s.sample_rows {
+            println!("    {:<8} {:<22} s3://{}/{}  {}", format!("{:?}", row.status).to_lowercase(), row.error_code, row.bucket, row.key, row.message);
+        }
+    }
+    if let Some(path) = &s.summary_json {
+        println!("  report     {path}");
+    }
+    if let Some(path) = &s.failures_csv {
+        println!("  failures   {path}");
+    }
+    println!("  status     {:?} (exit {})", s.status, s.exit_code);
+}

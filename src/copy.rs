@@ -1,0 +1,257 @@
+//! Stage 3: copy one object server-side.
+//!
+//! Objects up to the multipart threshold take one `CopyObject`; larger ones
+//! go through [`crate::multipart`]. Either way the copy is conditional on the
+//! ETag the listing saw (`x-amz-copy-source-if-match`): if the source changed
+//! in between, the key is listed again and copied once more as it is now, so
+//! a sync never writes a version it did not diff.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::types::{RequestPayer, ServerSideEncryption, StorageClass};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CopyOptions, Sse};
+use crate::error::{RetryClass, S3Failure, classify};
+use crate::listing::ObjectEntry;
+use crate::location::S3Location;
+
+/// Everything a copy needs: both sides and how to write.
+#[derive(Debug, Clone)]
+pub struct Copier {
+    pub source_client: Client,
+    pub destination_client: Client,
+    pub source: S3Location,
+    pub destination: S3Location,
+    pub options: CopyOptions,
+}
+
+/// A finished copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub bytes: u64,
+    pub multipart: bool,
+    /// Things that worked only in part (tags the server cannot copy).
+    pub warnings: Vec<String>,
+}
+
+/// Why an object was not copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyError {
+    Failed(S3Failure),
+    /// Glacier Flexible Retrieval or Deep Archive, not restored: retrying is
+    /// pointless until someone restores it.
+    Archived(S3Failure),
+    /// Encrypted with a customer-provided key (SSE-C): S3 cannot read it
+    /// without that key, which this tool never has.
+    SseC(S3Failure),
+    /// The source was deleted after it was listed.
+    Vanished,
+    /// The source changed after it was listed (412 on the listed ETag).
+    SourceChanged,
+    Cancelled,
+}
+
+impl CopyError {
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            CopyError::Failed(f) => f.class,
+            CopyError::Cancelled | CopyError::SourceChanged => RetryClass::Retryable,
+            _ => RetryClass::NonRetryable,
+        }
+    }
+
+    /// Sort an S3 failure on a source object into what it means for a sync.
+    pub fn from_failure(failure: S3Failure) -> Self {
+        let message = failure.message.to_ascii_lowercase();
+        match (failure.code.as_str(), failure.http_status) {
+            ("InvalidObjectState", _) => CopyError::Archived(failure),
+            ("PreconditionFailed", _) | (_, Some(412)) => CopyError::SourceChanged,
+            ("NoSuchKey", _) => CopyError::Vanished,
+            ("InvalidRequest" | "BadRequest", _)
+                if message.contains("encrypt") || message.contains("customer") || message.contains("sse") =>
+            {
+                CopyError::SseC(failure)
+            }
+            _ => CopyError::Failed(failure),
+        }
+    }
+}
+
+/// Characters kept literal in `x-amz-copy-source`: the RFC 3986 unreserved
+/// set and `/`. Everything else, `+` and `%` included, is escaped so that a
+/// key like `a+b%41` reaches S3 as itself.
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+
+pub fn copy_source(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{}", utf8_percent_encode(key, COPY_SOURCE))
+}
+
+/// ETags go back to S3 quoted, as S3 sends them.
+pub fn quoted(etag: &str) -> String {
+    format!("\"{etag}\"")
+}
+
+impl Copier {
+    /// Copy one listed object to the same relative key at the destination.
+    pub async fn copy(&self, entry: &ObjectEntry, cancel: &CancellationToken) -> Result<Copied, CopyError> {
+        match self.copy_once(entry, cancel).await {
+            Err(CopyError::SourceChanged) => {
+                tracing::info!(key = %entry.key, "source changed since it was listed; listing it again");
+                match self.relist(&entry.key).await? {
+                    Some(fresh) => self.copy_once(&fresh, cancel).await.map_err(|e| match e {
+                        CopyError::SourceChanged => CopyError::Failed(S3Failure {
+                            code: "PreconditionFailed".into(),
+                            http_status: Some(412),
+                            message: "the source changed twice while it was being copied; the next run will copy it".into(),
+                            class: RetryClass::Retryable,
+                        }),
+                        other => other,
+                    }),
+                    None => Err(CopyError::Vanished),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn copy_once(&self, entry: &ObjectEntry, cancel: &CancellationToken) -> Result<Copied, CopyError> {
+        if cancel.is_cancelled() {
+            return Err(CopyError::Cancelled);
+        }
+        if entry.size > self.options.multipart_threshold {
+            crate::multipart::copy_multipart(self, entry, cancel).await
+        } else {
+            self.copy_single(entry).await
+        }
+    }
+
+    async fn copy_single(&self, entry: &ObjectEntry) -> Result<Copied, CopyError> {
+        let (sse, kms_key) = self.encryption();
+        // CopyObject copies metadata, content headers and tags by default
+        // (MetadataDirective and TaggingDirective COPY), but *not* the storage
+        // class: without one it writes STANDARD, silently un-archiving
+        // IA/Glacier data. So the source's class is passed explicitly.
+        let mut request = self
+            .destination_client
+            .copy_object()
+            .bucket(&self.destination.bucket)
+            .key(self.destination.key_for(&entry.key))
+            .copy_source(copy_source(&self.source.bucket, &self.source.key_for(&entry.key)))
+            .copy_source_if_match(quoted(&entry.etag))
+            .set_storage_class(self.storage_class(entry))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
+            .set_expected_bucket_owner(self.options.expected_dest_owner.clone())
+            .set_expected_source_bucket_owner(self.options.expected_source_owner.clone());
+        if self.options.request_payer {
+            request = request.request_payer(RequestPayer::Requester);
+        }
+        request.send().await.map_err(|e| CopyError::from_failure(classify(&e)))?;
+        Ok(Copied { bytes: entry.size, multipart: false, warnings: Vec::new() })
+    }
+
+    /// The storage class for the copy: the override, else the source's own.
+    pub fn storage_class(&self, entry: &ObjectEntry) -> Option<StorageClass> {
+        self.options.storage_class.clone().or_else(|| {
+            entry
+                .storage_class
+                .as_deref()
+                .filter(|class| *class != "STANDARD")
+                .map(StorageClass::from)
+        })
+    }
+
+    pub fn encryption(&self) -> (Option<ServerSideEncryption>, Option<String>) {
+        match &self.options.sse {
+            None => (None, None),
+            Some(Sse::S3) => (Some(ServerSideEncryption::Aes256), None),
+            Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
+        }
+    }
+
+    /// List one key again (after a 412), exactly: a prefix listing returns
+    /// the key itself first if it exists, since it sorts before its
+    /// extensions.
+    async fn relist(&self, relative: &str) -> Result<Option<ObjectEntry>, CopyError> {
+        let key = self.source.key_for(relative);
+        let mut request = self
+            .source_client
+            .list_objects_v2()
+            .bucket(&self.source.bucket)
+            .prefix(&key)
+            .max_keys(1)
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+            .set_expected_bucket_owner(self.options.expected_source_owner.clone());
+        if self.options.request_payer {
+            request = request.request_payer(RequestPayer::Requester);
+        }
+        let page = request.send().await.map_err(|e| CopyError::from_failure(classify(&e)))?;
+        let encoded = page.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url);
+        let Some(object) = page.contents().first() else { return Ok(None) };
+        let raw = object.key().unwrap_or_default();
+        let listed = if encoded {
+            crate::listing::form_decode(raw).map_err(|e| {
+                CopyError::Failed(S3Failure {
+                    code: "InvalidKey".into(),
+                    http_status: None,
+                    message: e.to_string(),
+                    class: RetryClass::NonRetryable,
+                })
+            })?
+        } else {
+            raw.to_owned()
+        };
+        if listed != key {
+            return Ok(None);
+        }
+        Ok(Some(ObjectEntry {
+            key: relative.to_owned(),
+            size: object.size().unwrap_or(0).max(0) as u64,
+            etag: object.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+            last_modified_ms: object.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0),
+            storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
+        }))
+    }
+
+    /// Delete one destination object (for `--delete`).
+    pub async fn delete(&self, entry: &ObjectEntry) -> Result<(), S3Failure> {
+        let mut request = self
+            .destination_client
+            .delete_object()
+            .bucket(&self.destination.bucket)
+            .key(self.destination.key_for(&entry.key))
+            .set_expected_bucket_owner(self.options.expected_dest_owner.clone());
+        if self.options.request_payer {
+            request = request.request_payer(RequestPayer::Requester);
+        }
+        request.send().await.map(|_| ()).map_err(|e| classify(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_escapes_everything_but_slashes() {
+        assert_eq!(copy_source("b", "a b+c%41/ü"), "b/a%20b%2Bc%2541/%C3%BC");
+        assert_eq!(copy_source("b", "/lead//x "), "b//lead//x%20");
+    }
+
+    fn failure(code: &str, status: u16, message: &str) -> S3Failure {
+        S3Failure { code: code.into(), http_status: Some(status), message: message.into(), class: RetryClass::NonRetryable }
+    }
+
+    #[test]
+    fn failures_are_sorted_by_what_they_mean() {
+        assert!(matches!(CopyError::from_failure(failure("InvalidObjectState", 403, "archived")), CopyError::Archived(_)));
+        assert_eq!(CopyError::from_failure(failure("PreconditionFailed", 412, "")), CopyError::SourceChanged);
+        assert_eq!(CopyError::from_failure(failure("NoSuchKey", 404, "")), CopyError::Vanished);
+        assert!(matches!(
+            CopyError::from_failure(failure("InvalidRequest", 400, "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.")),
+            CopyError::SseC(_)
+        ));
+        assert!(matches!(CopyError::from_failure(failure("AccessDenied", 403, "no")), CopyError::Failed(_)));
+    }
+}

@@ -1,0 +1,34 @@
+//! s3-fanout: keep very large S3 buckets in sync with server-side copies.
+//!
+//! The pipeline, one file per stage, the same code in every runtime:
+//!
+//! | stage | module | what it does |
+//! |---|---|---|
+//! | config | [`location`], [`config`], [`filter`] | parse `s3://` URLs and flags, validate once |
+//! | clients | [`client`], [`metrics`] | the one client factory; requests counted by operation |
+//! | list | [`listing`] | paginated ListObjectsV2 over a [`location::KeyRange`] |
+//! | diff | [`diff`] | streaming merge-join of both listings, O(1) memory |
+//! | copy | [`copy`], [`multipart`], [`worker`] | CopyObject / UploadPartCopy, outcomes recorded |
+//! | verify | [`verify`] | list again: the diff must now be empty |
+//! | report | [`report`] | JSON summary + failure CSV (S3 Batch Operations columns) |
+//!
+//! Runtimes: [`pipeline`] runs it all in one process with bounded channels
+//! and a worker pool (`s3-fanout sync`, see [`cli`]). Errors carry their
+//! retry class ([`error`]).
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod copy;
+pub mod diff;
+pub mod error;
+pub mod filter;
+pub mod listing;
+pub mod location;
+pub mod metrics;
+pub mod multipart;
+pub mod pipeline;
+pub mod progress;
+pub mod report;
+pub mod verify;
+pub mod worker;

@@ -1,0 +1,200 @@
+//! `s3://bucket/prefix` locations and the key ranges every stage works on.
+//!
+//! A [`KeyRange`] is expressed in *relative* keys (the part after the
+//! location's prefix), so the same range means the same keys on the source
+//! and the destination. Later runtimes shard a sync by splitting its range.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SyncError;
+
+/// A bucket and a key prefix. The prefix is empty or ends in `/`: like
+/// `aws s3 sync` and rclone, `s3://b/photos` means the "folder" `photos/`,
+/// so it never matches `photos2/...`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// The full key for a key relative to this location.
+    pub fn key_for(&self, relative: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + relative.len());
+        key.push_str(&self.prefix);
+        key.push_str(relative);
+        key
+    }
+
+    /// The part of `key` after this location's prefix, if it is under it.
+    pub fn relative<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())
+    }
+
+    /// True when the two locations can hold the same key: same bucket and one
+    /// prefix inside the other. Syncing such a pair would copy into the range
+    /// being listed, and with `--delete` could delete the source.
+    pub fn overlaps(&self, other: &S3Location) -> bool {
+        self.bucket == other.bucket
+            && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
+    }
+}
+
+impl fmt::Display for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+impl From<S3Location> for String {
+    fn from(location: S3Location) -> String {
+        location.to_string()
+    }
+}
+
+impl TryFrom<String> for S3Location {
+    type Error = SyncError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl FromStr for S3Location {
+    type Err = SyncError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| SyncError::Config(format!("invalid S3 URL {url:?}: {why}"));
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("expected s3://BUCKET[/PREFIX]"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("the bucket name is empty"));
+        }
+        // AWS allows 3-63 lowercase characters today; legacy us-east-1 buckets
+        // and S3-compatible servers allow up to 255 with upper case and `_`.
+        // Anything else cannot be a bucket on any server, so say so now
+        // rather than with an opaque signature error later.
+        if bucket.len() < 3 || bucket.len() > 255 {
+            return Err(bad("a bucket name has 3 to 255 characters"));
+        }
+        if let Some(c) = bucket
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+        {
+            return Err(bad(&format!("the bucket name contains {c:?}")));
+        }
+        if prefix.len() > 1024 {
+            return Err(bad("the prefix is longer than S3's 1,024-byte key limit"));
+        }
+        let mut prefix = prefix.to_owned();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(S3Location {
+            bucket: bucket.to_owned(),
+            prefix,
+        })
+    }
+}
+
+/// A contiguous range of relative keys: those under `prefix`, strictly after
+/// `start_after` and strictly before `end_before`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRange {
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub start_after: Option<String>,
+    #[serde(default)]
+    pub end_before: Option<String>,
+}
+
+impl KeyRange {
+    /// Every key of the location.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    pub fn contains(&self, relative: &str) -> bool {
+        relative.starts_with(&self.prefix)
+            && self.start_after.as_deref().is_none_or(|s| relative > s)
+            && self.end_before.as_deref().is_none_or(|e| relative < e)
+    }
+
+    /// True once `relative` is at or past the end of the range, so a listing
+    /// in ascending order can stop.
+    pub fn is_past_end(&self, relative: &str) -> bool {
+        self.end_before.as_deref().is_some_and(|e| relative >= e)
+    }
+}
+
+impl fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{:?}, after {:?}, before {:?}]",
+            self.prefix, self.start_after, self.end_before
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(s: &str) -> S3Location {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_bucket_and_folder_prefix() {
+        assert_eq!(loc("s3://my-bucket"), S3Location { bucket: "my-bucket".into(), prefix: "".into() });
+        assert_eq!(loc("s3://my-bucket/").prefix, "");
+        assert_eq!(loc("s3://my-bucket/photos").prefix, "photos/");
+        assert_eq!(loc("s3://my-bucket/a//b/").prefix, "a//b/");
+    }
+
+    #[test]
+    fn rejects_malformed_urls_with_a_reason() {
+        for (url, why) in [
+            ("my-bucket/key", "expected s3://"),
+            ("http://my-bucket/key", "expected s3://"),
+            ("s3://", "empty"),
+            ("s3:///key", "empty"),
+            ("s3://ab", "3 to 255"),
+            ("s3://bad bucket/x", "contains ' '"),
+        ] {
+            let err = url.parse::<S3Location>().unwrap_err().to_string();
+            assert!(err.contains(why), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn overlap_means_same_bucket_and_nested_prefixes() {
+        assert!(loc("s3://bkt/a").overlaps(&loc("s3://bkt/a/b")));
+        assert!(loc("s3://bkt/a/b").overlaps(&loc("s3://bkt/a")));
+        assert!(loc("s3://bkt").overlaps(&loc("s3://bkt/x")));
+        assert!(!loc("s3://bkt/a").overlaps(&loc("s3://bkt/ab")));
+        assert!(!loc("s3://bkt/a").overlaps(&loc("s3://ckt/a")));
+    }
+
+    #[test]
+    fn range_bounds_are_exclusive() {
+        let range = KeyRange {
+            prefix: "".into(),
+            start_after: Some("b".into()),
+            end_before: Some("d".into()),
+        };
+        assert!(!range.contains("b"));
+        assert!(range.contains("b0"));
+        assert!(range.contains("c"));
+        assert!(!range.contains("d"));
+        assert!(range.is_past_end("d"));
+        assert!(!range.is_past_end("c~"));
+    }
+}

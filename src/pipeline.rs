@@ -1,0 +1,265 @@
+//! The local runtime: the whole pipeline in one process.
+//!
+//! ```text
+//!  list source ─┐                                  ┌─ worker ─┐
+//!               ├─ merge_join ─ decide ─ channel ──┼─ worker ─┼─ Stats + ReportRows
+//!  list dest  ──┘   (diff.rs)    (bounded)          └─ worker ─┘      │
+//!                                                                     ▼
+//!                        verify (list both again, diff must be empty) ─ report
+//! ```
+//!
+//! Listing, diff and copying overlap: copies start with the first page. The
+//! channel is bounded, so a fast listing waits for slow copies instead of
+//! queueing the bucket in memory. A cancellation token reaches every stage;
+//! on cancel, listing stops, queued actions are dropped, copies in flight
+//! finish (a CopyObject is atomic) and multipart copies abort their upload.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use aws_sdk_s3::Client;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::build_s3_client;
+use crate::config::SyncOptions;
+use crate::copy::Copier;
+use crate::diff::{Action, decide, merge_join};
+use crate::error::{SyncError, classify};
+use crate::listing::{ListTarget, list_range};
+use crate::metrics::RequestCounter;
+use crate::report::{ReportRows, Stats, Summary, write_report};
+use crate::verify::verify_range;
+use crate::worker::WorkContext;
+
+/// Called with every planned action (for `--dry-run -v` and `-v` output).
+pub type ActionObserver = Arc<dyn Fn(&Action) + Send + Sync>;
+
+/// The phases, stored in [`Stats::phase`] for progress displays.
+pub mod phase {
+    pub const LISTING: u64 = 0;
+    pub const COPYING: u64 = 1;
+    pub const VERIFYING: u64 = 2;
+    pub const DONE: u64 = 3;
+}
+
+/// Run one sync. `Err` means it could not start (bad configuration, missing
+/// bucket): nothing was written. Once started, failures are in the summary.
+pub async fn run_sync(
+    options: &SyncOptions,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+    observer: Option<ActionObserver>,
+) -> Result<Summary, SyncError> {
+    let started = Instant::now();
+    let started_at = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default();
+    let run_id = format!("{}-{:05}", started_at.replace([':', '-'], ""), std::process::id() % 100_000);
+
+    let counter = RequestCounter::new();
+    let source_client = build_s3_client(&options.source_client, Some(counter.clone())).await;
+    let destination_client = if options.destination_client == options.source_client {
+        source_client.clone()
+    } else {
+        build_s3_client(&options.destination_client, Some(counter.clone())).await
+    };
+    preflight(&source_client, &options.source.bucket, "source", options.copy.expected_source_owner.as_deref()).await?;
+    preflight(&destination_client, &options.destination.bucket, "destination", options.copy.expected_dest_owner.as_deref()).await?;
+
+    let rows = Arc::new(ReportRows::new()?);
+    let context = WorkContext {
+        copier: Arc::new(Copier {
+            source_client: source_client.clone(),
+            destination_client: destination_client.clone(),
+            source: options.source.clone(),
+            destination: options.destination.clone(),
+            options: options.copy.clone(),
+        }),
+        stats: stats.clone(),
+        rows: rows.clone(),
+        cancel: cancel.clone(),
+    };
+    let targets = || {
+        (
+            ListTarget {
+                client: source_client.clone(),
+                location: options.source.clone(),
+                expected_owner: options.copy.expected_source_owner.clone(),
+                request_payer: options.copy.request_payer,
+            },
+            ListTarget {
+                client: destination_client.clone(),
+                location: options.destination.clone(),
+                expected_owner: options.copy.expected_dest_owner.clone(),
+                request_payer: options.copy.request_payer,
+            },
+        )
+    };
+
+    let (source, destination) = targets();
+    let mut fatal = write_phase(options, source, destination, &context, observer).await.err();
+    if fatal.is_none() && options.verify && !cancel.is_cancelled() {
+        stats.phase.store(phase::VERIFYING, Ordering::Relaxed);
+        let (source, destination) = targets();
+        fatal = verify_range(source, destination, &options.range, &options.diff, &stats, &rows, &cancel).await.err();
+    }
+    stats.phase.store(phase::DONE, Ordering::Relaxed);
+    let interrupted = cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
+    if let Some(err) = &fatal
+        && !interrupted
+    {
+        tracing::error!(error = %err, "the run stopped early");
+    }
+
+    let counts = stats.snapshot();
+    let status = Summary::status_of(&counts, fatal.is_some(), interrupted);
+    let mut summary = Summary {
+        run_id,
+        source: options.source.to_string(),
+        destination: options.destination.to_string(),
+        dry_run: options.dry_run,
+        status,
+        exit_code: status.exit_code(),
+        started_at,
+        duration_secs: started.elapsed().as_secs_f64(),
+        counts,
+        error: fatal.filter(|_| !interrupted).map(|e| e.to_string()),
+        requests: counter.snapshot(),
+        report_rows: rows.len(),
+        failures_csv: None,
+        summary_json: None,
+        sample_rows: rows.sample(),
+    };
+    let spool = rows.finish()?;
+    if let Some(location) = &options.report {
+        let (summary_at, csv_at) = write_report(location, &summary, spool, &destination_client).await?;
+        summary.summary_json = Some(summary_at);
+        summary.failures_csv = Some(csv_at);
+    } else if !rows.is_empty() {
+        // No report location, but problems: keep the list somewhere rather
+        // than print a count nobody can act on.
+        let path = std::env::temp_dir().join(format!("s3-fanout-{}-failures.csv", summary.run_id));
+        crate::report::write_csv_with_header(spool, &path)?;
+        summary.failures_csv = Some(path.display().to_string());
+    }
+    Ok(summary)
+}
+
+/// List, diff and copy: the producer feeds a bounded channel read by
+/// `options.concurrency` workers.
+async fn write_phase(
+    options: &SyncOptions,
+    source: ListTarget,
+    destination: ListTarget,
+    context: &WorkContext,
+    observer: Option<ActionObserver>,
+) -> Result<(), SyncError> {
+    let (tx, rx) = async_channel::bounded::<Action>(options.concurrency * 2);
+    let workers: Vec<_> = if options.dry_run {
+        Vec::new()
+    } else {
+        (0..options.concurrency)
+            .map(|_| {
+                let (rx, context) = (rx.clone(), context.clone());
+                tokio::spawn(async move {
+                    while let Ok(action) = rx.recv().await {
+                        if context.cancel.is_cancelled() {
+                            break;
+                        }
+                        context.apply(action).await;
+                    }
+                })
+            })
+            .collect()
+    };
+    drop(rx);
+
+    let stats = &context.stats;
+    stats.phase.store(phase::LISTING, Ordering::Relaxed);
+    let counts = stats.clone();
+    let source_stream = list_range(source, options.range.clone()).inspect(move |entry| {
+        if let Ok(entry) = entry {
+            Stats::add(&counts.listed_source, 1);
+            Stats::add(&counts.listed_source_bytes, entry.size);
+        }
+    });
+    let counts = stats.clone();
+    let destination_stream = list_range(destination, options.range.clone()).inspect(move |entry| {
+        if entry.is_ok() {
+            Stats::add(&counts.listed_destination, 1);
+        }
+    });
+    let pairs = merge_join(source_stream, destination_stream);
+    futures::pin_mut!(pairs);
+
+    let mut deletes = 0u64;
+    let result = loop {
+        let pair = tokio::select! {
+            _ = context.cancel.cancelled() => break Err(SyncError::Cancelled),
+            pair = pairs.next() => pair,
+        };
+        let pair = match pair {
+            None => break Ok(()),
+            Some(Err(err)) => break Err(err),
+            Some(Ok(pair)) => pair,
+        };
+        let action = decide(pair, &options.diff);
+        if let Some(observer) = &observer {
+            observer(&action);
+        }
+        if let Action::Delete { destination } = &action {
+            if let Some(limit) = options.max_delete
+                && deletes >= limit
+            {
+                context.refuse_delete(&destination.key, limit);
+                continue;
+            }
+            deletes += 1;
+        }
+        context.record_plan(&action);
+        if options.dry_run || matches!(action, Action::Skip { .. }) {
+            continue;
+        }
+        let sent = tokio::select! {
+            _ = context.cancel.cancelled() => break Err(SyncError::Cancelled),
+            sent = tx.send(action) => sent,
+        };
+        if sent.is_err() {
+            break Ok(()); // every worker is gone: only after cancellation
+        }
+    };
+    stats.phase.store(phase::COPYING, Ordering::Relaxed);
+    drop(tx);
+    for worker in workers {
+        if let Err(e) = worker.await {
+            tracing::error!(error = %e, "a copy worker panicked");
+        }
+    }
+    result
+}
+
+/// Check a bucket before any write: a missing or forbidden bucket is a
+/// configuration error (exit 2), said plainly, not a thousand failed copies.
+async fn preflight(client: &Client, bucket: &str, side: &str, expected_owner: Option<&str>) -> Result<(), SyncError> {
+    let result = client
+        .head_bucket()
+        .bucket(bucket)
+        .set_expected_bucket_owner(expected_owner.map(str::to_owned))
+        .send()
+        .await;
+    let Err(err) = result else { return Ok(()) };
+    let failure = classify(&err);
+    let why = match failure.http_status {
+        Some(404) => format!("the {side} bucket {bucket:?} does not exist"),
+        Some(403) => format!(
+            "access to the {side} bucket {bucket:?} is denied (check the credentials, the bucket policy{})",
+            if expected_owner.is_some() { " and the expected owner" } else { "" }
+        ),
+        Some(301) => format!("the {side} bucket {bucket:?} is in another region: pass --{}-region", if side == "source" { "source" } else { "dest" }),
+        Some(400) => format!("the {side} bucket {bucket:?} rejected the request: {}", failure.message),
+        _ => return Err(SyncError::s3(format!("checking the {side} bucket {bucket:?}"), failure)),
+    };
+    Err(SyncError::Config(why))
+}

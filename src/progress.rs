@@ -1,0 +1,168 @@
+//! Progress while a sync runs: an indicatif bar when stderr is a terminal,
+//! a log line every few seconds otherwise (CI logs, cron mail), nothing with
+//! `--json` or `--no-progress`. It only reads [`Stats`], so it costs the
+//! pipeline nothing.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::phase;
+use crate::report::{Counts, Stats};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    Bar,
+    Log,
+    Off,
+}
+
+impl ProgressMode {
+    /// A bar on a terminal, log lines elsewhere.
+    pub fn auto(enabled: bool) -> Self {
+        match (enabled, std::io::stderr().is_terminal()) {
+            (false, _) => ProgressMode::Off,
+            (true, true) => ProgressMode::Bar,
+            (true, false) => ProgressMode::Log,
+        }
+    }
+}
+
+pub struct Progress {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn start(stats: Arc<Stats>, mode: ProgressMode) -> Self {
+        let stop = CancellationToken::new();
+        let task = match mode {
+            ProgressMode::Off => None,
+            ProgressMode::Bar | ProgressMode::Log => Some(tokio::spawn(render(stats, mode, stop.clone()))),
+        };
+        Progress { stop, task }
+    }
+
+    pub async fn finish(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn render(stats: Arc<Stats>, mode: ProgressMode, stop: CancellationToken) {
+    let started = Instant::now();
+    let (tick, bar) = match mode {
+        ProgressMode::Bar => {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"));
+            (Duration::from_millis(200), Some(bar))
+        }
+        _ => (Duration::from_secs(5), None),
+    };
+    let mut interval = tokio::time::interval(tick);
+    interval.tick().await;
+    loop {
+        let stopped = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = interval.tick() => false,
+        };
+        let line = status_line(&stats.snapshot(), stats.phase.load(Ordering::Relaxed), started.elapsed());
+        match &bar {
+            Some(bar) => {
+                bar.set_message(line);
+                bar.tick();
+            }
+            None if !stopped => tracing::info!("{line}"),
+            None => {}
+        }
+        if stopped {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            return;
+        }
+    }
+}
+
+/// One line of progress: what is listed, done, and how fast.
+pub fn status_line(c: &Counts, current_phase: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let done = c.copied + c.updated + c.deleted;
+    let finished = done + c.failed + c.skipped_archived + c.skipped_sse_c + c.source_vanished;
+    let planned = c.plan_copy + c.plan_update + c.plan_delete;
+    let skipped = c.skip_equal + c.skip_unverified + c.skip_filtered + c.skip_not_modified;
+    let phase_name = match current_phase {
+        phase::LISTING => "listing",
+        phase::COPYING => "copying",
+        phase::VERIFYING => "verifying",
+        _ => "done",
+    };
+    let mut line = format!(
+        "{phase_name}: listed {} | copied {}/{} ({}) | skipped {} | failed {} | {:.0} obj/s {}/s",
+        c.listed_source,
+        done,
+        planned,
+        human_bytes(c.bytes_copied),
+        skipped,
+        c.failed,
+        finished as f64 / secs,
+        human_bytes((c.bytes_copied as f64 / secs) as u64),
+    );
+    // An ETA only means something once the listing has said how much there is.
+    if current_phase >= phase::COPYING && finished > 0 && planned > finished {
+        let remaining = (planned - finished) as f64 * secs / finished as f64;
+        line.push_str(&format!(" | ETA {}", human_duration(remaining)));
+    }
+    if current_phase == phase::VERIFYING {
+        line.push_str(&format!(" | verified {}", c.verify_checked));
+    }
+    line
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+pub fn human_duration(secs: f64) -> String {
+    let secs = secs.round() as u64;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humanises() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(human_duration(59.0), "59s");
+        assert_eq!(human_duration(61.0), "1m01s");
+        assert_eq!(human_duration(3700.0), "1h01m");
+    }
+
+    #[test]
+    fn eta_appears_once_listing_is_done() {
+        let c = Counts { plan_copy: 10, copied: 5, ..Counts::default() };
+        assert!(!status_line(&c, phase::LISTING, Duration::from_secs(5)).contains("ETA"));
+        assert!(status_line(&c, phase::COPYING, Duration::from_secs(5)).contains("ETA 5s"));
+    }
+}

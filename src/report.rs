@@ -1,0 +1,363 @@
+//! Stage 5: the report.
+//!
+//! [`Stats`] counts everything as it happens (atomics, so workers never wait
+//! on each other). Per-object problems are streamed to a CSV spool file in
+//! the S3 Batch Operations completion-report columns, so a run with a million
+//! failures still runs in bounded memory. At the end, [`Summary`] is the JSON
+//! document users and the state machine read, and both files are written to
+//! the report location, local or `s3://`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use serde::Serialize;
+
+use crate::error::{S3Failure, SyncError, classify};
+use crate::location::S3Location;
+
+/// Where summary.json and failures.csv go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportLocation {
+    Local(PathBuf),
+    S3(S3Location),
+}
+
+impl FromStr for ReportLocation {
+    type Err = SyncError;
+    fn from_str(text: &str) -> Result<Self, SyncError> {
+        if text.starts_with("s3://") {
+            Ok(ReportLocation::S3(text.parse()?))
+        } else if text.is_empty() {
+            Err(SyncError::Config("--report needs a directory or an s3:// URL".into()))
+        } else {
+            Ok(ReportLocation::Local(PathBuf::from(text)))
+        }
+    }
+}
+
+/// The TaskStatus column: S3 Batch Operations uses `succeeded`/`failed`;
+/// rows here are only written for objects that did not simply succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Not synced: counts toward exit code 1.
+    Failed,
+    /// Deliberately not copied (archived, SSE-C): a warning, exit code 3.
+    Skipped,
+    /// Synced, with a caveat (unverified ETag, tags not copied): exit code 3.
+    Warning,
+}
+
+/// One row of failures.csv.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportRow {
+    #[serde(rename = "Bucket")]
+    pub bucket: String,
+    #[serde(rename = "Key")]
+    pub key: String,
+    #[serde(rename = "VersionId")]
+    pub version_id: String,
+    #[serde(rename = "TaskStatus")]
+    pub status: TaskStatus,
+    #[serde(rename = "ErrorCode")]
+    pub error_code: String,
+    #[serde(rename = "HTTPStatusCode")]
+    pub http_status: String,
+    #[serde(rename = "ResultMessage")]
+    pub message: String,
+}
+
+impl ReportRow {
+    pub fn new(bucket: &str, key: &str, status: TaskStatus, code: &str, http: Option<u16>, message: &str) -> Self {
+        ReportRow {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id: String::new(),
+            status,
+            error_code: code.to_owned(),
+            http_status: http.map(|s| s.to_string()).unwrap_or_default(),
+            message: message.to_owned(),
+        }
+    }
+
+    pub fn from_failure(bucket: &str, key: &str, status: TaskStatus, failure: &S3Failure) -> Self {
+        Self::new(bucket, key, status, &failure.code, failure.http_status, &failure.message)
+    }
+}
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters of a run.
+        #[derive(Debug, Default)]
+        pub struct Stats { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A point-in-time copy of [`Stats`].
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+        pub struct Counts { $(pub $name: u64,)* }
+
+        impl Stats {
+            pub fn snapshot(&self) -> Counts {
+                Counts { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    listed_source, listed_source_bytes, listed_destination,
+    /// Planned actions.
+    plan_copy, plan_update, plan_delete, plan_bytes,
+    skip_equal, skip_unverified, skip_filtered, skip_not_modified, extraneous_kept,
+    /// Outcomes.
+    copied, updated, deleted, bytes_copied,
+    failed, skipped_archived, skipped_sse_c, source_vanished, warnings,
+    verify_checked, verify_mismatched,
+    /// The current phase, see `pipeline::phase`.
+    phase,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Keeps at most this many rows in memory for the printed report.
+const SAMPLE_ROWS: usize = 20;
+
+/// Per-object problems: streamed to a CSV spool file, with a small sample
+/// and the set of problem keys (so the verify pass reports each key once).
+/// Memory grows with the number of problems, never with the bucket.
+pub struct ReportRows {
+    writer: Mutex<csv::Writer<File>>,
+    spool: tempfile::TempPath,
+    sample: Mutex<Vec<ReportRow>>,
+    problem_keys: Mutex<HashSet<String>>,
+    rows: AtomicU64,
+}
+
+impl ReportRows {
+    pub fn new() -> Result<Self, SyncError> {
+        let file = tempfile::NamedTempFile::new().map_err(|e| SyncError::Report(e.to_string()))?;
+        let (file, spool) = file.into_parts();
+        Ok(Self {
+            // The header is written once, in front, when the report is written.
+            writer: Mutex::new(csv::WriterBuilder::new().has_headers(false).from_writer(file)),
+            spool,
+            sample: Mutex::new(Vec::new()),
+            problem_keys: Mutex::new(HashSet::new()),
+            rows: AtomicU64::new(0),
+        })
+    }
+
+    /// Record a row. `relative_key` marks the key as already reported.
+    pub fn push(&self, relative_key: &str, row: ReportRow) {
+        self.problem_keys.lock().expect("poisoned").insert(relative_key.to_owned());
+        {
+            let mut sample = self.sample.lock().expect("poisoned");
+            if sample.len() < SAMPLE_ROWS {
+                sample.push(row.clone());
+            }
+        }
+        if let Err(e) = self.writer.lock().expect("poisoned").serialize(&row) {
+            // The spool is a local temp file; if it cannot be written the
+            // row still reaches the log, and the run is not declared clean.
+            tracing::error!(key = %row.key, error = %e, "could not write a report row");
+        }
+        self.rows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn already_reported(&self, relative_key: &str) -> bool {
+        self.problem_keys.lock().expect("poisoned").contains(relative_key)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn sample(&self) -> Vec<ReportRow> {
+        self.sample.lock().expect("poisoned").clone()
+    }
+
+    /// Flush and return the spool file's path.
+    pub fn finish(&self) -> Result<&Path, SyncError> {
+        self.writer
+            .lock()
+            .expect("poisoned")
+            .flush()
+            .map_err(|e| SyncError::Report(e.to_string()))?;
+        Ok(&self.spool)
+    }
+}
+
+/// The outcome class of a whole run, and its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Ok,
+    Warnings,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            RunStatus::Ok => 0,
+            RunStatus::Failed => 1,
+            RunStatus::Warnings => 3,
+            // 128 + SIGINT, as shells report a Ctrl-C.
+            RunStatus::Interrupted => 130,
+        }
+    }
+}
+
+/// The JSON summary of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub source: String,
+    pub destination: String,
+    pub dry_run: bool,
+    pub status: RunStatus,
+    pub exit_code: i32,
+    pub started_at: String,
+    pub duration_secs: f64,
+    pub counts: Counts,
+    /// A fatal error that stopped the run (listing failed, for example).
+    pub error: Option<String>,
+    pub requests: BTreeMap<String, u64>,
+    /// Rows in failures.csv.
+    pub report_rows: u64,
+    /// Where failures.csv was written, if anywhere.
+    pub failures_csv: Option<String>,
+    pub summary_json: Option<String>,
+    #[serde(skip)]
+    pub sample_rows: Vec<ReportRow>,
+}
+
+impl Summary {
+    /// Classify a run from its counts.
+    pub fn status_of(counts: &Counts, fatal: bool, interrupted: bool) -> RunStatus {
+        if interrupted {
+            RunStatus::Interrupted
+        } else if fatal || counts.failed > 0 || counts.verify_mismatched > 0 {
+            RunStatus::Failed
+        } else if counts.skip_unverified > 0
+            || counts.skipped_archived > 0
+            || counts.skipped_sse_c > 0
+            || counts.source_vanished > 0
+            || counts.warnings > 0
+        {
+            RunStatus::Warnings
+        } else {
+            RunStatus::Ok
+        }
+    }
+}
+
+/// Write summary.json and failures.csv to `location`. Returns their paths or URLs.
+pub async fn write_report(
+    location: &ReportLocation,
+    summary: &Summary,
+    failures_csv: &Path,
+    client: &Client,
+) -> Result<(String, String), SyncError> {
+    let json = serde_json::to_vec_pretty(summary).map_err(|e| SyncError::Report(e.to_string()))?;
+    match location {
+        ReportLocation::Local(dir) => {
+            let dir = dir.join(&summary.run_id);
+            std::fs::create_dir_all(&dir).map_err(|e| SyncError::Report(format!("{}: {e}", dir.display())))?;
+            let summary_path = dir.join("summary.json");
+            let csv_path = dir.join("failures.csv");
+            std::fs::write(&summary_path, json).map_err(|e| SyncError::Report(e.to_string()))?;
+            write_csv_with_header(failures_csv, &csv_path)?;
+            Ok((summary_path.display().to_string(), csv_path.display().to_string()))
+        }
+        ReportLocation::S3(prefix) => {
+            let base = prefix.key_for(&format!("{}/", summary.run_id));
+            let put = |key: String, body: ByteStream, content_type: &'static str| async move {
+                client
+                    .put_object()
+                    .bucket(&prefix.bucket)
+                    .key(&key)
+                    .content_type(content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| SyncError::s3(format!("writing the report to s3://{}/{key}", prefix.bucket), classify(&e)))?;
+                Ok::<String, SyncError>(format!("s3://{}/{key}", prefix.bucket))
+            };
+            let local_csv = tempfile::NamedTempFile::new().map_err(|e| SyncError::Report(e.to_string()))?;
+            write_csv_with_header(failures_csv, local_csv.path())?;
+            let body = ByteStream::from_path(local_csv.path())
+                .await
+                .map_err(|e| SyncError::Report(e.to_string()))?;
+            let summary_url = put(format!("{base}summary.json"), ByteStream::from(json), "application/json").await?;
+            let csv_url = put(format!("{base}failures.csv"), body, "text/csv").await?;
+            Ok((summary_url, csv_url))
+        }
+    }
+}
+
+/// The spool has rows only; the written file gets the header S3 Batch
+/// Operations reports lack but spreadsheets and `csv` readers want.
+pub fn write_csv_with_header(spool: &Path, to: &Path) -> Result<(), SyncError> {
+    let io = |e: std::io::Error| SyncError::Report(format!("{}: {e}", to.display()));
+    let mut out = File::create(to).map_err(io)?;
+    use std::io::Write;
+    out.write_all(b"Bucket,Key,VersionId,TaskStatus,ErrorCode,HTTPStatusCode,ResultMessage\n").map_err(io)?;
+    let mut spool_file = File::open(spool).map_err(io)?;
+    std::io::copy(&mut spool_file, &mut out).map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_valid_csv_even_with_awkward_keys() {
+        let rows = ReportRows::new().unwrap();
+        rows.push("a,b\"c\nd", ReportRow::new("bkt", "a,b\"c\nd", TaskStatus::Failed, "AccessDenied", Some(403), "denied"));
+        let spool = rows.finish().unwrap().to_owned();
+        let out = tempfile::NamedTempFile::new().unwrap();
+        write_csv_with_header(&spool, out.path()).unwrap();
+        let mut reader = csv::Reader::from_path(out.path()).unwrap();
+        let headers = reader.headers().unwrap().clone();
+        assert_eq!(&headers[6], "ResultMessage");
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(&record[1], "a,b\"c\nd");
+        assert_eq!(&record[3], "failed");
+        assert_eq!(&record[5], "403");
+        assert!(rows.already_reported("a,b\"c\nd"));
+    }
+
+    #[test]
+    fn status_and_exit_codes() {
+        let mut counts = Counts::default();
+        assert_eq!(Summary::status_of(&counts, false, false).exit_code(), 0);
+        counts.skip_unverified = 1;
+        assert_eq!(Summary::status_of(&counts, false, false).exit_code(), 3);
+        counts.failed = 1;
+        assert_eq!(Summary::status_of(&counts, false, false).exit_code(), 1);
+        assert_eq!(Summary::status_of(&Counts::default(), true, false).exit_code(), 1);
+        assert_eq!(Summary::status_of(&counts, false, true).exit_code(), 130);
+    }
+
+    #[test]
+    fn report_location_parses() {
+        assert_eq!("s3://bkt/r".parse::<ReportLocation>().unwrap(), ReportLocation::S3("s3://bkt/r".parse().unwrap()));
+        assert_eq!("out".parse::<ReportLocation>().unwrap(), ReportLocation::Local("out".into()));
+    }
+}

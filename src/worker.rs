@@ -1,0 +1,152 @@
+//! Apply one planned [`Action`] and record its outcome.
+//!
+//! This is the unit of work of every runtime: the CLI's worker pool calls it
+//! for each action off the channel; the copier Lambda will call it for each
+//! task of a batch. Outcomes go to [`Stats`] and problems to [`ReportRows`],
+//! so nothing that happens to an object is only logged.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::copy::{CopyError, Copier};
+use crate::diff::{Action, SkipReason};
+use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
+
+/// What a worker needs, shared by all workers of a run.
+#[derive(Clone)]
+pub struct WorkContext {
+    pub copier: Arc<Copier>,
+    pub stats: Arc<Stats>,
+    pub rows: Arc<ReportRows>,
+    pub cancel: CancellationToken,
+}
+
+impl WorkContext {
+    fn source_row(&self, key: &str, status: TaskStatus, code: &str, http: Option<u16>, message: &str) -> ReportRow {
+        ReportRow::new(&self.copier.source.bucket, &self.copier.source.key_for(key), status, code, http, message)
+    }
+
+    /// Count a planned action (both real runs and dry runs).
+    pub fn record_plan(&self, action: &Action) {
+        let s = &self.stats;
+        match action {
+            Action::Copy { source } => {
+                Stats::add(&s.plan_copy, 1);
+                Stats::add(&s.plan_bytes, source.size);
+            }
+            Action::Update { source, .. } => {
+                Stats::add(&s.plan_update, 1);
+                Stats::add(&s.plan_bytes, source.size);
+            }
+            Action::Delete { .. } => Stats::add(&s.plan_delete, 1),
+            Action::Skip { key, reason, .. } => match reason {
+                SkipReason::Equal => Stats::add(&s.skip_equal, 1),
+                SkipReason::Filtered => Stats::add(&s.skip_filtered, 1),
+                SkipReason::NotModifiedSince => Stats::add(&s.skip_not_modified, 1),
+                SkipReason::ExtraneousKept => Stats::add(&s.extraneous_kept, 1),
+                SkipReason::Unverified => {
+                    Stats::add(&s.skip_unverified, 1);
+                    self.rows.push(
+                        key,
+                        self.source_row(
+                            key,
+                            TaskStatus::Warning,
+                            "Unverified",
+                            None,
+                            "same size and the copy is newer, but the ETags come from different multipart layouts and cannot prove equality",
+                        ),
+                    );
+                }
+            },
+        }
+    }
+
+    /// Refuse a deletion beyond `--max-delete`: a failure row, not a silent skip.
+    pub fn refuse_delete(&self, key: &str, limit: u64) {
+        Stats::add(&self.stats.failed, 1);
+        self.rows.push(
+            key,
+            ReportRow::new(
+                &self.copier.destination.bucket,
+                &self.copier.destination.key_for(key),
+                TaskStatus::Failed,
+                "MaxDeleteExceeded",
+                None,
+                &format!("not deleted: --max-delete {limit} reached"),
+            ),
+        );
+    }
+
+    /// Carry out one action. Skips are no-ops here (they were counted when planned).
+    pub async fn apply(&self, action: Action) {
+        let s = &self.stats;
+        match action {
+            Action::Copy { source } | Action::Update { source, .. } if self.cancel.is_cancelled() => {
+                tracing::debug!(key = %source.key, "not started: cancelled");
+            }
+            Action::Copy { source } => self.copy(&source, &s.copied).await,
+            Action::Update { source, .. } => self.copy(&source, &s.updated).await,
+            Action::Delete { destination } => match self.copier.delete(&destination).await {
+                Ok(()) => Stats::add(&s.deleted, 1),
+                Err(failure) => {
+                    Stats::add(&s.failed, 1);
+                    self.rows.push(
+                        &destination.key,
+                        ReportRow::from_failure(
+                            &self.copier.destination.bucket,
+                            &self.copier.destination.key_for(&destination.key),
+                            TaskStatus::Failed,
+                            &failure,
+                        ),
+                    );
+                }
+            },
+            Action::Skip { .. } => {}
+        }
+    }
+
+    async fn copy(&self, source: &crate::listing::ObjectEntry, done: &std::sync::atomic::AtomicU64) {
+        match self.copier.copy(source, &self.cancel).await {
+            Ok(copied) => {
+                Stats::add(done, 1);
+                Stats::add(&self.stats.bytes_copied, copied.bytes);
+                for warning in copied.warnings {
+                    Stats::add(&self.stats.warnings, 1);
+                    self.rows.push(&source.key, self.source_row(&source.key, TaskStatus::Warning, "PartialCopy", None, &warning));
+                }
+            }
+            Err(err) => self.record_copy_error(&source.key, err),
+        }
+    }
+
+    fn record_copy_error(&self, key: &str, err: CopyError) {
+        let s = &self.stats;
+        let bucket = &self.copier.source.bucket;
+        let full_key = self.copier.source.key_for(key);
+        let row = match err {
+            CopyError::Cancelled => return,
+            CopyError::Archived(f) => {
+                Stats::add(&s.skipped_archived, 1);
+                ReportRow::new(bucket, &full_key, TaskStatus::Skipped, "SkippedArchived", f.http_status, &format!("archived object, restore it first: {}", f.message))
+            }
+            CopyError::SseC(f) => {
+                Stats::add(&s.skipped_sse_c, 1);
+                ReportRow::new(bucket, &full_key, TaskStatus::Skipped, "SkippedSSEC", f.http_status, &format!("SSE-C object, cannot be copied without the customer key: {}", f.message))
+            }
+            CopyError::Vanished => {
+                Stats::add(&s.source_vanished, 1);
+                ReportRow::new(bucket, &full_key, TaskStatus::Warning, "SourceDeleted", Some(404), "the source object was deleted after it was listed")
+            }
+            CopyError::SourceChanged => {
+                Stats::add(&s.failed, 1);
+                ReportRow::new(bucket, &full_key, TaskStatus::Failed, "PreconditionFailed", Some(412), "the source changed while it was being copied")
+            }
+            CopyError::Failed(f) => {
+                Stats::add(&s.failed, 1);
+                ReportRow::from_failure(bucket, &full_key, TaskStatus::Failed, &f)
+            }
+        };
+        self.rows.push(key, row);
+    }
+}
