@@ -101,7 +101,7 @@ fn init_tracing(verbose: u8) {
         _ => "s3_fanout=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
 }
 
 fn print_action(action: &Action, dry_run: bool) {
@@ -183,5 +183,6 @@ pub fn print_summary(s: &Summary) {
     if let Some(path) = &s.failures_csv {
         println!("  failures   {path}");
     }
-    println!("  status     {:?} (exit {})", s.status, s.exit_code);
+    let status = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    println!("  status     {status} (exit {})", s.exit_code);
 }

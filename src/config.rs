@@ -66,6 +66,12 @@ pub struct SyncSpec {
     /// their own (5MiB to 5GiB); sources uploaded in parts keep their layout.
     #[arg(long, default_value = "512MiB", value_name = "SIZE", env = "S3_FANOUT_PART_SIZE")]
     pub part_size: String,
+    /// Copy sources uploaded in parts with UploadPartCopy and the same part
+    /// boundaries even below the threshold, so the copy keeps the source's
+    /// `-N` ETag and later runs can verify it. Turning this off saves a few
+    /// requests per such object and leaves them "unverified".
+    #[arg(long, env = "S3_FANOUT_NO_MIRROR_PARTS")]
+    pub no_mirror_parts: bool,
     /// Parts of one object copied at once.
     #[arg(long, default_value_t = 8, env = "S3_FANOUT_PART_CONCURRENCY")]
     pub part_concurrency: usize,
@@ -145,6 +151,7 @@ impl Default for SyncSpec {
             multipart_threshold: "5GiB".into(),
             part_size: "512MiB".into(),
             part_concurrency: 8,
+            no_mirror_parts: false,
             storage_class: None,
             sse: None,
             sse_kms_key_id: None,
@@ -192,6 +199,7 @@ pub struct CopyOptions {
     pub multipart_threshold: u64,
     pub part_size: u64,
     pub part_concurrency: usize,
+    pub mirror_parts: bool,
     pub storage_class: Option<StorageClass>,
     pub sse: Option<Sse>,
     pub expected_source_owner: Option<String>,
@@ -294,6 +302,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
                 multipart_threshold,
                 part_size,
                 part_concurrency: spec.part_concurrency,
+                mirror_parts: !spec.no_mirror_parts,
                 storage_class,
                 sse,
                 expected_source_owner: spec.expected_source_owner,

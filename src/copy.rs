@@ -1,7 +1,8 @@
 //! Stage 3: copy one object server-side.
 //!
-//! Objects up to the multipart threshold take one `CopyObject`; larger ones
-//! go through [`crate::multipart`]. Either way the copy is conditional on the
+//! Objects up to the multipart threshold take one `CopyObject`; larger ones,
+//! and sources that were uploaded in parts (unless `--no-mirror-parts`), go
+//! through [`crate::multipart`], which keeps their `-N` ETag verifiable. Either way the copy is conditional on the
 //! ETag the listing saw (`x-amz-copy-source-if-match`): if the source changed
 //! in between, the key is listed again and copied once more as it is now, so
 //! a sync never writes a version it did not diff.
@@ -12,6 +13,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CopyOptions, Sse};
+use crate::diff::{EtagShape, etag_shape};
 use crate::error::{RetryClass, S3Failure, classify};
 use crate::listing::ObjectEntry;
 use crate::location::S3Location;
@@ -119,7 +121,8 @@ impl Copier {
         if cancel.is_cancelled() {
             return Err(CopyError::Cancelled);
         }
-        if entry.size > self.options.multipart_threshold {
+        let multipart_source = matches!(etag_shape(&entry.etag), EtagShape::Multipart(n) if n > 1);
+        if entry.size > self.options.multipart_threshold || (self.options.mirror_parts && multipart_source) {
             crate::multipart::copy_multipart(self, entry, cancel).await
         } else {
             self.copy_single(entry).await

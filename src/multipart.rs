@@ -213,7 +213,9 @@ async fn source_layout(copier: &Copier, entry: &ObjectEntry, source_key: &str) -
             .bucket(&copier.source.bucket)
             .key(source_key)
             .part_number(part)
-            .if_match(quoted(&entry.etag))
+            // No If-Match here: some servers (moto) apply it to the part's
+            // ETag. Every UploadPartCopy is conditional on the object's ETag,
+            // which is the check that matters.
             .set_expected_bucket_owner(copier.options.expected_source_owner.clone());
         if copier.options.request_payer {
             head = head.request_payer(RequestPayer::Requester);
@@ -225,7 +227,6 @@ async fn source_layout(copier: &Copier, entry: &ObjectEntry, source_key: &str) -
     };
     let (first, reported) = match part_size(1).await {
         Ok(found) => found,
-        Err(failure) if failure.http_status == Some(412) => return Err(CopyError::SourceChanged),
         Err(failure) => {
             tracing::warn!(key = %entry.key, error = %failure.message, "cannot read the source's part layout; using the default part size");
             return Ok(None);

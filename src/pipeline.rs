@@ -28,6 +28,7 @@ use crate::copy::Copier;
 use crate::diff::{Action, decide, merge_join};
 use crate::error::{SyncError, classify};
 use crate::listing::{ListTarget, list_range};
+use crate::location::S3Location;
 use crate::metrics::RequestCounter;
 use crate::report::{ReportRows, Stats, Summary, write_report};
 use crate::verify::verify_range;
@@ -53,10 +54,10 @@ pub async fn run_sync(
     observer: Option<ActionObserver>,
 ) -> Result<Summary, SyncError> {
     let started = Instant::now();
-    let started_at = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+    let started_at = aws_smithy_types::DateTime::from_secs(aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs())
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .unwrap_or_default();
-    let run_id = format!("{}-{:05}", started_at.replace([':', '-'], ""), std::process::id() % 100_000);
+    let run_id = format!("{}-{:05}", started_at.replace([':', '-'], "").trim_end_matches('Z'), std::process::id() % 100_000);
 
     let counter = RequestCounter::new();
     let source_client = build_s3_client(&options.source_client, Some(counter.clone())).await;
@@ -65,8 +66,8 @@ pub async fn run_sync(
     } else {
         build_s3_client(&options.destination_client, Some(counter.clone())).await
     };
-    preflight(&source_client, &options.source.bucket, "source", options.copy.expected_source_owner.as_deref()).await?;
-    preflight(&destination_client, &options.destination.bucket, "destination", options.copy.expected_dest_owner.as_deref()).await?;
+    preflight(&source_client, &options.source, "source", options.copy.expected_source_owner.as_deref()).await?;
+    preflight(&destination_client, &options.destination, "destination", options.copy.expected_dest_owner.as_deref()).await?;
 
     let rows = Arc::new(ReportRows::new()?);
     let context = WorkContext {
@@ -242,23 +243,30 @@ async fn write_phase(
 
 /// Check a bucket before any write: a missing or forbidden bucket is a
 /// configuration error (exit 2), said plainly, not a thousand failed copies.
-async fn preflight(client: &Client, bucket: &str, side: &str, expected_owner: Option<&str>) -> Result<(), SyncError> {
+/// The check is a one-key listing (what the run needs anyway) rather than
+/// HeadBucket, so an unchanged re-run makes nothing but listings and errors
+/// come with S3's own code (`NoSuchBucket`, `AccessDenied`).
+async fn preflight(client: &Client, location: &S3Location, side: &str, expected_owner: Option<&str>) -> Result<(), SyncError> {
+    let bucket = &location.bucket;
     let result = client
-        .head_bucket()
+        .list_objects_v2()
         .bucket(bucket)
+        .prefix(&location.prefix)
+        .max_keys(1)
         .set_expected_bucket_owner(expected_owner.map(str::to_owned))
         .send()
         .await;
     let Err(err) = result else { return Ok(()) };
     let failure = classify(&err);
-    let why = match failure.http_status {
-        Some(404) => format!("the {side} bucket {bucket:?} does not exist"),
-        Some(403) => format!(
-            "access to the {side} bucket {bucket:?} is denied (check the credentials, the bucket policy{})",
+    let why = match (failure.code.as_str(), failure.http_status) {
+        ("NoSuchBucket", _) | (_, Some(404)) => format!("the {side} bucket {bucket:?} does not exist"),
+        (_, Some(403)) => format!(
+            "access to the {side} bucket {bucket:?} is denied: {} (check the credentials, the bucket policy{})",
+            failure.message,
             if expected_owner.is_some() { " and the expected owner" } else { "" }
         ),
-        Some(301) => format!("the {side} bucket {bucket:?} is in another region: pass --{}-region", if side == "source" { "source" } else { "dest" }),
-        Some(400) => format!("the {side} bucket {bucket:?} rejected the request: {}", failure.message),
+        (_, Some(301)) => format!("the {side} bucket {bucket:?} is in another region: pass --{}-region", if side == "source" { "source" } else { "dest" }),
+        (_, Some(400)) => format!("the {side} bucket {bucket:?} rejected the request: {}", failure.message),
         _ => return Err(SyncError::s3(format!("checking the {side} bucket {bucket:?}"), failure)),
     };
     Err(SyncError::Config(why))
