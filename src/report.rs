@@ -156,9 +156,14 @@ impl ReportRows {
         })
     }
 
-    /// Record a row. `relative_key` marks the key as already reported.
+    /// Record a row. A failed or skipped key is remembered so the verify
+    /// pass does not report it again; warnings are not (their objects pass
+    /// verification), which keeps this set to the size of the *failures*
+    /// even when millions of objects are "unverified".
     pub fn push(&self, relative_key: &str, row: ReportRow) {
-        self.problem_keys.lock().expect("poisoned").insert(relative_key.to_owned());
+        if row.status != TaskStatus::Warning {
+            self.problem_keys.lock().expect("poisoned").insert(relative_key.to_owned());
+        }
         {
             let mut sample = self.sample.lock().expect("poisoned");
             if sample.len() < SAMPLE_ROWS {
@@ -341,6 +346,14 @@ mod tests {
         assert_eq!(&record[3], "failed");
         assert_eq!(&record[5], "403");
         assert!(rows.already_reported("a,b\"c\nd"));
+    }
+
+    #[test]
+    fn warnings_are_not_remembered_as_problem_keys() {
+        let rows = ReportRows::new().unwrap();
+        rows.push("k", ReportRow::new("b", "k", TaskStatus::Warning, "Unverified", None, ""));
+        assert!(!rows.already_reported("k"));
+        assert_eq!(rows.len(), 1);
     }
 
     #[test]

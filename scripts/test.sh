@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every check the project has: formatting, lints, unit, property and
+# integration tests against a real S3 API server (moto) on loopback.
+# This is the README's test command, and exactly what CI runs.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+# One build directory for every clone on this machine: CI runs on a fresh
+# clone each time, and rebuilding the AWS SDK from nothing costs minutes.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3-fanout/target}"
+# Never let a developer's own AWS setup leak into the tests.
+export AWS_EC2_METADATA_DISABLED=true
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "toolchain and system packages"
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    # Debian splits venv/ensurepip out of python3.
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+fi
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        rustup component add "$component"
+    fi
+done
+
+step "moto (pinned, project-local virtualenv)"
+scripts/moto.sh install
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, property and integration tests)"
+cargo test --workspace --all-targets --locked "$@"
