@@ -18,7 +18,11 @@ use crate::progress::{Progress, ProgressMode, human_bytes};
 use crate::report::{Stats, Summary};
 
 #[derive(Debug, Parser)]
-#[command(name = "s3-fanout", version, about = "Keep very large S3 buckets in sync with server-side copies")]
+#[command(
+    name = "s3-fanout",
+    version,
+    about = "Keep very large S3 buckets in sync with server-side copies"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -56,7 +60,10 @@ pub async fn run(cli: Cli) -> i32 {
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_ctrl_c(cancel.clone()));
     let stats = Arc::new(Stats::default());
-    let progress = Progress::start(stats.clone(), ProgressMode::auto(!cli.json && !cli.no_progress));
+    let progress = Progress::start(
+        stats.clone(),
+        ProgressMode::auto(!cli.json && !cli.no_progress),
+    );
     let observer: Option<ActionObserver> = (cli.verbose > 0 && !cli.json).then(|| {
         let dry_run = options.dry_run;
         Arc::new(move |action: &Action| print_action(action, dry_run)) as ActionObserver
@@ -67,7 +74,10 @@ pub async fn run(cli: Cli) -> i32 {
     match result {
         Ok(summary) => {
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&summary).expect("summary serialises"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).expect("summary serialises")
+                );
             } else {
                 print_summary(&summary);
             }
@@ -88,7 +98,9 @@ async fn cancel_on_ctrl_c(cancel: CancellationToken) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
-    eprintln!("\ninterrupted: finishing copies in flight and aborting open multipart uploads (Ctrl-C again to quit at once)");
+    eprintln!(
+        "\ninterrupted: finishing copies in flight and aborting open multipart uploads (Ctrl-C again to quit at once)"
+    );
     cancel.cancel();
     if tokio::signal::ctrl_c().await.is_ok() {
         std::process::exit(130);
@@ -100,17 +112,35 @@ fn init_tracing(verbose: u8) {
         0 | 1 => "s3_fanout=info",
         _ => "s3_fanout=debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }
 
 fn print_action(action: &Action, dry_run: bool) {
     let prefix = if dry_run { "(dry run) " } else { "" };
     match action {
-        Action::Copy { source } => println!("{prefix}copy    {} ({})", source.key, human_bytes(source.size)),
-        Action::Update { source, .. } => println!("{prefix}update  {} ({})", source.key, human_bytes(source.size)),
+        Action::Copy { source } => println!(
+            "{prefix}copy    {} ({})",
+            source.key,
+            human_bytes(source.size)
+        ),
+        Action::Update { source, .. } => println!(
+            "{prefix}update  {} ({})",
+            source.key,
+            human_bytes(source.size)
+        ),
         Action::Delete { destination } => println!("{prefix}delete  {}", destination.key),
-        Action::Skip { key, reason: SkipReason::Unverified, .. } => println!("{prefix}unverified {key}"),
+        Action::Skip {
+            key,
+            reason: SkipReason::Unverified,
+            ..
+        } => println!("{prefix}unverified {key}"),
         Action::Skip { .. } => {}
     }
 }
@@ -129,7 +159,10 @@ fn n(value: u64) -> String {
 
 pub fn print_summary(s: &Summary) {
     let c = &s.counts;
-    println!("s3-fanout sync {} -> {}  (run {})", s.source, s.destination, s.run_id);
+    println!(
+        "s3-fanout sync {} -> {}  (run {})",
+        s.source, s.destination, s.run_id
+    );
     println!(
         "  listed     {} source objects ({}), {} destination objects",
         n(c.listed_source),
@@ -164,17 +197,36 @@ pub fn print_summary(s: &Summary) {
             human_bytes(c.bytes_copied),
             s.duration_secs
         );
-        println!("  verify     {} checked, {} mismatched", n(c.verify_checked), n(c.verify_mismatched));
+        println!(
+            "  verify     {} checked, {} mismatched",
+            n(c.verify_checked),
+            n(c.verify_mismatched)
+        );
     }
-    let requests: Vec<String> = s.requests.iter().map(|(op, count)| format!("{op} {}", n(*count))).collect();
+    let requests: Vec<String> = s
+        .requests
+        .iter()
+        .map(|(op, count)| format!("{op} {}", n(*count)))
+        .collect();
     println!("  requests   {}", requests.join(" · "));
     if let Some(error) = &s.error {
         println!("  error      {error}");
     }
     if !s.sample_rows.is_empty() {
-        println!("  problems   {} (first {} below)", n(s.report_rows), s.sample_rows.len());
+        println!(
+            "  problems   {} (first {} below)",
+            n(s.report_rows),
+            s.sample_rows.len()
+        );
         for row in &s.sample_rows {
-            println!("    {:<8} {:<22} s3://{}/{}  {}", format!("{:?}", row.status).to_lowercase(), row.error_code, row.bucket, row.key, row.message);
+            println!(
+                "    {:<8} {:<22} s3://{}/{}  {}",
+                format!("{:?}", row.status).to_lowercase(),
+                row.error_code,
+                row.bucket,
+                row.key,
+                row.message
+            );
         }
     }
     if let Some(path) = &s.summary_json {
@@ -183,6 +235,9 @@ pub fn print_summary(s: &Summary) {
     if let Some(path) = &s.failures_csv {
         println!("  failures   {path}");
     }
-    let status = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let status = serde_json::to_value(s.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
     println!("  status     {status} (exit {})", s.exit_code);
 }

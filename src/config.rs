@@ -60,11 +60,21 @@ pub struct SyncSpec {
     #[arg(long, default_value_t = 64, env = "S3_FANOUT_CONCURRENCY")]
     pub concurrency: usize,
     /// Copy objects above this size with multipart UploadPartCopy (max 5GiB).
-    #[arg(long, default_value = "5GiB", value_name = "SIZE", env = "S3_FANOUT_MULTIPART_THRESHOLD")]
+    #[arg(
+        long,
+        default_value = "5GiB",
+        value_name = "SIZE",
+        env = "S3_FANOUT_MULTIPART_THRESHOLD"
+    )]
     pub multipart_threshold: String,
     /// Part size for multipart copies of sources without a part layout of
     /// their own (5MiB to 5GiB); sources uploaded in parts keep their layout.
-    #[arg(long, default_value = "512MiB", value_name = "SIZE", env = "S3_FANOUT_PART_SIZE")]
+    #[arg(
+        long,
+        default_value = "512MiB",
+        value_name = "SIZE",
+        env = "S3_FANOUT_PART_SIZE"
+    )]
     pub part_size: String,
     /// Copy sources uploaded in parts with UploadPartCopy and the same part
     /// boundaries even below the threshold, so the copy keeps the source's
@@ -124,14 +134,29 @@ pub struct SyncSpec {
     /// Path-style addressing; on by default for endpoints on an IP or localhost.
     #[arg(long, env = "S3_FANOUT_PATH_STYLE")]
     pub path_style: bool,
-    #[arg(long, value_enum, default_value = "adaptive", env = "S3_FANOUT_RETRY_MODE")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "adaptive",
+        env = "S3_FANOUT_RETRY_MODE"
+    )]
     pub retry_mode: RetryMode,
     /// Attempts per request, the first included (SDK default: 3).
     #[arg(long, default_value_t = 10, env = "S3_FANOUT_MAX_ATTEMPTS")]
     pub max_attempts: u32,
-    #[arg(long, default_value_t = 10, value_name = "SECS", env = "S3_FANOUT_CONNECT_TIMEOUT")]
+    #[arg(
+        long,
+        default_value_t = 10,
+        value_name = "SECS",
+        env = "S3_FANOUT_CONNECT_TIMEOUT"
+    )]
     pub connect_timeout_secs: u64,
-    #[arg(long, default_value_t = 120, value_name = "SECS", env = "S3_FANOUT_READ_TIMEOUT")]
+    #[arg(
+        long,
+        default_value_t = 120,
+        value_name = "SECS",
+        env = "S3_FANOUT_READ_TIMEOUT"
+    )]
     pub read_timeout_secs: u64,
 }
 
@@ -231,12 +256,21 @@ impl TryFrom<SyncSpec> for SyncOptions {
         let source: S3Location = spec.source.parse()?;
         let destination: S3Location = spec.destination.parse()?;
 
-        let source_client = client_settings(&spec, spec.source_endpoint_url.as_ref(), spec.source_region.as_ref());
-        let destination_client =
-            client_settings(&spec, spec.dest_endpoint_url.as_ref(), spec.dest_region.as_ref());
+        let source_client = client_settings(
+            &spec,
+            spec.source_endpoint_url.as_ref(),
+            spec.source_region.as_ref(),
+        );
+        let destination_client = client_settings(
+            &spec,
+            spec.dest_endpoint_url.as_ref(),
+            spec.dest_region.as_ref(),
+        );
         // Two endpoints can hold buckets of the same name that are different
         // buckets, so overlap only means something on the same endpoint.
-        if source_client.endpoint_url == destination_client.endpoint_url && source.overlaps(&destination) {
+        if source_client.endpoint_url == destination_client.endpoint_url
+            && source.overlaps(&destination)
+        {
             return Err(SyncError::Config(format!(
                 "the destination {destination} overlaps the source {source}: \
                  one prefix contains the other in the same bucket, so the sync would copy into the range it reads"
@@ -244,13 +278,19 @@ impl TryFrom<SyncSpec> for SyncOptions {
         }
 
         if spec.concurrency == 0 || spec.part_concurrency == 0 {
-            return Err(SyncError::Config("--concurrency and --part-concurrency must be at least 1".into()));
+            return Err(SyncError::Config(
+                "--concurrency and --part-concurrency must be at least 1".into(),
+            ));
         }
         if spec.max_attempts == 0 {
-            return Err(SyncError::Config("--max-attempts must be at least 1".into()));
+            return Err(SyncError::Config(
+                "--max-attempts must be at least 1".into(),
+            ));
         }
         if spec.max_delete.is_some() && !spec.delete {
-            return Err(SyncError::Config("--max-delete only makes sense with --delete".into()));
+            return Err(SyncError::Config(
+                "--max-delete only makes sense with --delete".into(),
+            ));
         }
 
         let multipart_threshold = parse_size(&spec.multipart_threshold, "--multipart-threshold")?;
@@ -268,13 +308,19 @@ impl TryFrom<SyncSpec> for SyncOptions {
             )));
         }
 
-        let storage_class = spec.storage_class.as_deref().map(parse_storage_class).transpose()?;
+        let storage_class = spec
+            .storage_class
+            .as_deref()
+            .map(parse_storage_class)
+            .transpose()?;
         let sse = match (spec.sse.as_deref(), spec.sse_kms_key_id) {
             (None, None) => None,
             (Some("AES256"), None) => Some(Sse::S3),
             (Some("aws:kms"), key_id) => Some(Sse::Kms { key_id }),
             (Some("AES256") | None, Some(_)) => {
-                return Err(SyncError::Config("--sse-kms-key-id needs --sse aws:kms".into()));
+                return Err(SyncError::Config(
+                    "--sse-kms-key-id needs --sse aws:kms".into(),
+                ));
             }
             (Some(other), _) => {
                 return Err(SyncError::Config(format!(
@@ -318,13 +364,19 @@ impl TryFrom<SyncSpec> for SyncOptions {
     }
 }
 
-fn client_settings(spec: &SyncSpec, endpoint: Option<&String>, region: Option<&String>) -> ClientSettings {
+fn client_settings(
+    spec: &SyncSpec,
+    endpoint: Option<&String>,
+    region: Option<&String>,
+) -> ClientSettings {
     let endpoint_url = endpoint.or(spec.endpoint_url.as_ref()).cloned();
     // Virtual-hosted addressing puts the bucket in the host name, which
     // cannot work on an IP address or localhost.
     let local = endpoint_url.as_deref().is_some_and(|url| {
         let host = url.split("://").nth(1).unwrap_or(url);
-        host.starts_with("localhost") || host.starts_with('[') || host.chars().next().is_some_and(|c| c.is_ascii_digit())
+        host.starts_with("localhost")
+            || host.starts_with('[')
+            || host.chars().next().is_some_and(|c| c.is_ascii_digit())
     });
     ClientSettings {
         region: region.or(spec.region.as_ref()).cloned(),
@@ -340,9 +392,15 @@ fn client_settings(spec: &SyncSpec, endpoint: Option<&String>, region: Option<&S
 
 /// Parse `5368709120`, `5GiB`, `512MiB`, `64KiB`, `5GB` (decimal) into bytes.
 pub fn parse_size(text: &str, flag: &str) -> Result<u64, SyncError> {
-    let bad = || SyncError::Config(format!("{flag}: {text:?} is not a size such as 5GiB, 8MiB or 1048576"));
+    let bad = || {
+        SyncError::Config(format!(
+            "{flag}: {text:?} is not a size such as 5GiB, 8MiB or 1048576"
+        ))
+    };
     let trimmed = text.trim();
-    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(split);
     let number: u64 = digits.parse().map_err(|_| bad())?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -371,7 +429,11 @@ fn parse_storage_class(text: &str) -> Result<StorageClass, SyncError> {
 
 /// `2024-03-01T12:00:00Z` or `2024-03-01` (midnight UTC).
 pub fn parse_date(text: &str) -> Result<DateTime, SyncError> {
-    let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_owned() };
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
     DateTime::from_str(&full, Format::DateTime).map_err(|e| {
         SyncError::Config(format!(
             "--modified-since {text:?} is not a date (use 2024-03-01 or 2024-03-01T12:00:00Z): {e}"
@@ -400,7 +462,8 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let options = SyncOptions::try_from(spec("s3://src-bucket", "s3://dst-bucket/backup")).unwrap();
+        let options =
+            SyncOptions::try_from(spec("s3://src-bucket", "s3://dst-bucket/backup")).unwrap();
         assert_eq!(options.copy.multipart_threshold, 5 * GIB);
         assert_eq!(options.destination.prefix, "backup/");
         assert!(options.verify);
@@ -466,12 +529,14 @@ mod tests {
     fn dates_accept_day_or_timestamp() {
         assert_eq!(parse_date("2024-03-01").unwrap().secs(), 1_709_251_200);
         assert!(parse_date("2024-03-01T12:00:00Z").is_ok());
-        assert!(config_error({
-            let mut s = spec("s3://aaa", "s3://bbb");
-            s.modified_since = Some("yesterday".into());
-            s
-        })
-        .contains("--modified-since"));
+        assert!(
+            config_error({
+                let mut s = spec("s3://aaa", "s3://bbb");
+                s.modified_since = Some("yesterday".into());
+                s
+            })
+            .contains("--modified-since")
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ impl CopyError {
             ("PreconditionFailed", _) | (_, Some(412)) => CopyError::SourceChanged,
             ("NoSuchKey", _) => CopyError::Vanished,
             ("InvalidRequest" | "BadRequest", _)
-                if message.contains("encrypt") || message.contains("customer") || message.contains("sse") =>
+                if message.contains("encrypt")
+                    || message.contains("customer")
+                    || message.contains("sse") =>
             {
                 CopyError::SseC(failure)
             }
@@ -83,7 +85,12 @@ impl CopyError {
 /// Characters kept literal in `x-amz-copy-source`: the RFC 3986 unreserved
 /// set and `/`. Everything else, `+` and `%` included, is escaped so that a
 /// key like `a+b%41` reaches S3 as itself.
-const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
 
 pub fn copy_source(bucket: &str, key: &str) -> String {
     format!("{bucket}/{}", utf8_percent_encode(key, COPY_SOURCE))
@@ -96,7 +103,11 @@ pub fn quoted(etag: &str) -> String {
 
 impl Copier {
     /// Copy one listed object to the same relative key at the destination.
-    pub async fn copy(&self, entry: &ObjectEntry, cancel: &CancellationToken) -> Result<Copied, CopyError> {
+    pub async fn copy(
+        &self,
+        entry: &ObjectEntry,
+        cancel: &CancellationToken,
+    ) -> Result<Copied, CopyError> {
         match self.copy_once(entry, cancel).await {
             Err(CopyError::SourceChanged) => {
                 tracing::info!(key = %entry.key, "source changed since it was listed; listing it again");
@@ -117,12 +128,18 @@ impl Copier {
         }
     }
 
-    async fn copy_once(&self, entry: &ObjectEntry, cancel: &CancellationToken) -> Result<Copied, CopyError> {
+    async fn copy_once(
+        &self,
+        entry: &ObjectEntry,
+        cancel: &CancellationToken,
+    ) -> Result<Copied, CopyError> {
         if cancel.is_cancelled() {
             return Err(CopyError::Cancelled);
         }
         let multipart_source = matches!(etag_shape(&entry.etag), EtagShape::Multipart(n) if n > 1);
-        if entry.size > self.options.multipart_threshold || (self.options.mirror_parts && multipart_source) {
+        if entry.size > self.options.multipart_threshold
+            || (self.options.mirror_parts && multipart_source)
+        {
             crate::multipart::copy_multipart(self, entry, cancel).await
         } else {
             self.copy_single(entry).await
@@ -140,7 +157,10 @@ impl Copier {
             .copy_object()
             .bucket(&self.destination.bucket)
             .key(self.destination.key_for(&entry.key))
-            .copy_source(copy_source(&self.source.bucket, &self.source.key_for(&entry.key)))
+            .copy_source(copy_source(
+                &self.source.bucket,
+                &self.source.key_for(&entry.key),
+            ))
             .copy_source_if_match(quoted(&entry.etag))
             .set_storage_class(self.storage_class(entry))
             .set_server_side_encryption(sse)
@@ -150,8 +170,15 @@ impl Copier {
         if self.options.request_payer {
             request = request.request_payer(RequestPayer::Requester);
         }
-        request.send().await.map_err(|e| CopyError::from_failure(classify(&e)))?;
-        Ok(Copied { bytes: entry.size, multipart: false, warnings: Vec::new() })
+        request
+            .send()
+            .await
+            .map_err(|e| CopyError::from_failure(classify(&e)))?;
+        Ok(Copied {
+            bytes: entry.size,
+            multipart: false,
+            warnings: Vec::new(),
+        })
     }
 
     /// The storage class for the copy: the override, else the source's own.
@@ -189,9 +216,14 @@ impl Copier {
         if self.options.request_payer {
             request = request.request_payer(RequestPayer::Requester);
         }
-        let page = request.send().await.map_err(|e| CopyError::from_failure(classify(&e)))?;
+        let page = request
+            .send()
+            .await
+            .map_err(|e| CopyError::from_failure(classify(&e)))?;
         let encoded = page.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url);
-        let Some(object) = page.contents().first() else { return Ok(None) };
+        let Some(object) = page.contents().first() else {
+            return Ok(None);
+        };
         let raw = object.key().unwrap_or_default();
         let listed = if encoded {
             crate::listing::form_decode(raw).map_err(|e| {
@@ -211,8 +243,15 @@ impl Copier {
         Ok(Some(ObjectEntry {
             key: relative.to_owned(),
             size: object.size().unwrap_or(0).max(0) as u64,
-            etag: object.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-            last_modified_ms: object.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0),
+            etag: object
+                .e_tag()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_owned(),
+            last_modified_ms: object
+                .last_modified()
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or(0),
             storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
         }))
     }
@@ -243,18 +282,39 @@ mod tests {
     }
 
     fn failure(code: &str, status: u16, message: &str) -> S3Failure {
-        S3Failure { code: code.into(), http_status: Some(status), message: message.into(), class: RetryClass::NonRetryable }
+        S3Failure {
+            code: code.into(),
+            http_status: Some(status),
+            message: message.into(),
+            class: RetryClass::NonRetryable,
+        }
     }
 
     #[test]
     fn failures_are_sorted_by_what_they_mean() {
-        assert!(matches!(CopyError::from_failure(failure("InvalidObjectState", 403, "archived")), CopyError::Archived(_)));
-        assert_eq!(CopyError::from_failure(failure("PreconditionFailed", 412, "")), CopyError::SourceChanged);
-        assert_eq!(CopyError::from_failure(failure("NoSuchKey", 404, "")), CopyError::Vanished);
         assert!(matches!(
-            CopyError::from_failure(failure("InvalidRequest", 400, "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.")),
+            CopyError::from_failure(failure("InvalidObjectState", 403, "archived")),
+            CopyError::Archived(_)
+        ));
+        assert_eq!(
+            CopyError::from_failure(failure("PreconditionFailed", 412, "")),
+            CopyError::SourceChanged
+        );
+        assert_eq!(
+            CopyError::from_failure(failure("NoSuchKey", 404, "")),
+            CopyError::Vanished
+        );
+        assert!(matches!(
+            CopyError::from_failure(failure(
+                "InvalidRequest",
+                400,
+                "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."
+            )),
             CopyError::SseC(_)
         ));
-        assert!(matches!(CopyError::from_failure(failure("AccessDenied", 403, "no")), CopyError::Failed(_)));
+        assert!(matches!(
+            CopyError::from_failure(failure("AccessDenied", 403, "no")),
+            CopyError::Failed(_)
+        ));
     }
 }

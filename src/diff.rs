@@ -52,11 +52,18 @@ pub enum Action {
     /// New at the destination.
     Copy { source: ObjectEntry },
     /// Present at the destination but different.
-    Update { source: ObjectEntry, destination: ObjectEntry },
+    Update {
+        source: ObjectEntry,
+        destination: ObjectEntry,
+    },
     /// Present only at the destination, and `--delete` is on.
     Delete { destination: ObjectEntry },
     /// Nothing to do.
-    Skip { key: String, size: u64, reason: SkipReason },
+    Skip {
+        key: String,
+        size: u64,
+        reason: SkipReason,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +100,10 @@ pub enum EtagShape {
 
 pub fn etag_shape(etag: &str) -> EtagShape {
     match etag.rsplit_once('-') {
-        Some((_, parts)) => parts.parse().map(EtagShape::Multipart).unwrap_or(EtagShape::Single),
+        Some((_, parts)) => parts
+            .parse()
+            .map(EtagShape::Multipart)
+            .unwrap_or(EtagShape::Single),
         None => EtagShape::Single,
     }
 }
@@ -103,7 +113,12 @@ pub fn etag_shape(etag: &str) -> EtagShape {
 /// is "probably the same" ([`Comparison::SameUnverified`]); a copy older than
 /// its source differs. With `time_fallback` off (the verify pass) the size
 /// alone decides.
-pub fn compare(source: &ObjectEntry, destination: &ObjectEntry, mode: DiffMode, time_fallback: bool) -> Comparison {
+pub fn compare(
+    source: &ObjectEntry,
+    destination: &ObjectEntry,
+    mode: DiffMode,
+    time_fallback: bool,
+) -> Comparison {
     match mode {
         DiffMode::Missing => Comparison::Same,
         DiffMode::Size if source.size == destination.size => Comparison::Same,
@@ -138,7 +153,11 @@ pub fn decide_with(pair: Pair, options: &DiffOptions, time_fallback: bool) -> Ac
         let (key, size) = match pair {
             Pair::SourceOnly(e) | Pair::DestinationOnly(e) | Pair::Both(e, _) => (e.key, e.size),
         };
-        return Action::Skip { key, size, reason: SkipReason::Filtered };
+        return Action::Skip {
+            key,
+            size,
+            reason: SkipReason::Filtered,
+        };
     }
     let too_old = |e: &ObjectEntry| {
         options
@@ -158,30 +177,49 @@ pub fn decide_with(pair: Pair, options: &DiffOptions, time_fallback: bool) -> Ac
             size: destination.size,
             reason: SkipReason::ExtraneousKept,
         },
-        Pair::Both(source, destination) => match compare(&source, &destination, options.mode, time_fallback) {
-            Comparison::Same => Action::Skip { key: source.key, size: source.size, reason: SkipReason::Equal },
-            Comparison::SameUnverified => Action::Skip {
-                key: source.key,
-                size: source.size,
-                reason: SkipReason::Unverified,
-            },
-            Comparison::Differs => Action::Update { source, destination },
-        },
+        Pair::Both(source, destination) => {
+            match compare(&source, &destination, options.mode, time_fallback) {
+                Comparison::Same => Action::Skip {
+                    key: source.key,
+                    size: source.size,
+                    reason: SkipReason::Equal,
+                },
+                Comparison::SameUnverified => Action::Skip {
+                    key: source.key,
+                    size: source.size,
+                    reason: SkipReason::Unverified,
+                },
+                Comparison::Differs => Action::Update {
+                    source,
+                    destination,
+                },
+            }
+        }
     }
 }
 
-type EntryStream = Pin<Box<futures::stream::Peekable<Pin<Box<dyn Stream<Item = Result<ObjectEntry, SyncError>> + Send>>>>>;
+type EntryStream = Pin<
+    Box<
+        futures::stream::Peekable<
+            Pin<Box<dyn Stream<Item = Result<ObjectEntry, SyncError>> + Send>>,
+        >,
+    >,
+>;
 
 /// Join two ascending listings of the same range by key. Errors from either
 /// side end the join: a listing that failed is not a listing that ended.
-pub fn merge_join<S, D>(source: S, destination: D) -> impl Stream<Item = Result<Pair, SyncError>> + Send
+pub fn merge_join<S, D>(
+    source: S,
+    destination: D,
+) -> impl Stream<Item = Result<Pair, SyncError>> + Send
 where
     S: Stream<Item = Result<ObjectEntry, SyncError>> + Send + 'static,
     D: Stream<Item = Result<ObjectEntry, SyncError>> + Send + 'static,
 {
-    let boxed = |s: Pin<Box<dyn Stream<Item = Result<ObjectEntry, SyncError>> + Send>>| -> EntryStream {
-        Box::pin(s.peekable())
-    };
+    let boxed =
+        |s: Pin<Box<dyn Stream<Item = Result<ObjectEntry, SyncError>> + Send>>| -> EntryStream {
+            Box::pin(s.peekable())
+        };
     let state = (boxed(Box::pin(source)), boxed(Box::pin(destination)), false);
     futures::stream::unfold(state, |(mut src, mut dst, failed)| async move {
         if failed {
@@ -236,35 +274,73 @@ mod tests {
     }
 
     fn options(mode: DiffMode, delete: bool) -> DiffOptions {
-        DiffOptions { mode, modified_since: None, filter: KeyFilter::allow_all(), delete }
+        DiffOptions {
+            mode,
+            modified_since: None,
+            filter: KeyFilter::allow_all(),
+            delete,
+        }
     }
 
     #[test]
     fn multipart_etags_compare_only_with_the_same_shape() {
         let src = entry("k", 10, "aaa-3", 100);
-        assert_eq!(compare(&src, &entry("k", 10, "aaa-3", 50), DiffMode::Etag, true), Comparison::Same);
-        assert_eq!(compare(&src, &entry("k", 10, "bbb-3", 200), DiffMode::Etag, true), Comparison::Differs);
+        assert_eq!(
+            compare(&src, &entry("k", 10, "aaa-3", 50), DiffMode::Etag, true),
+            Comparison::Same
+        );
+        assert_eq!(
+            compare(&src, &entry("k", 10, "bbb-3", 200), DiffMode::Etag, true),
+            Comparison::Differs
+        );
         // Different layouts: fall back to size and time, never guess.
-        assert_eq!(compare(&src, &entry("k", 10, "bbb-2", 200), DiffMode::Etag, true), Comparison::SameUnverified);
-        assert_eq!(compare(&src, &entry("k", 10, "0123abc", 200), DiffMode::Etag, true), Comparison::SameUnverified);
-        assert_eq!(compare(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, true), Comparison::Differs);
-        assert_eq!(compare(&src, &entry("k", 11, "bbb-2", 200), DiffMode::Etag, true), Comparison::Differs);
+        assert_eq!(
+            compare(&src, &entry("k", 10, "bbb-2", 200), DiffMode::Etag, true),
+            Comparison::SameUnverified
+        );
+        assert_eq!(
+            compare(&src, &entry("k", 10, "0123abc", 200), DiffMode::Etag, true),
+            Comparison::SameUnverified
+        );
+        assert_eq!(
+            compare(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, true),
+            Comparison::Differs
+        );
+        assert_eq!(
+            compare(&src, &entry("k", 11, "bbb-2", 200), DiffMode::Etag, true),
+            Comparison::Differs
+        );
         // Verify pass: no time fallback, size decides.
-        assert_eq!(compare(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, false), Comparison::SameUnverified);
+        assert_eq!(
+            compare(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, false),
+            Comparison::SameUnverified
+        );
     }
 
     #[test]
     fn modes_ignore_what_they_do_not_compare() {
         let src = entry("k", 10, "aaa", 100);
         let other = entry("k", 11, "bbb", 100);
-        assert_eq!(compare(&src, &other, DiffMode::Missing, true), Comparison::Same);
-        assert_eq!(compare(&src, &other, DiffMode::Size, true), Comparison::Differs);
-        assert_eq!(compare(&src, &entry("k", 10, "bbb", 1), DiffMode::Size, true), Comparison::Same);
+        assert_eq!(
+            compare(&src, &other, DiffMode::Missing, true),
+            Comparison::Same
+        );
+        assert_eq!(
+            compare(&src, &other, DiffMode::Size, true),
+            Comparison::Differs
+        );
+        assert_eq!(
+            compare(&src, &entry("k", 10, "bbb", 1), DiffMode::Size, true),
+            Comparison::Same
+        );
     }
 
     #[test]
     fn etag_shapes() {
-        assert_eq!(etag_shape("d41d8cd98f00b204e9800998ecf8427e"), EtagShape::Single);
+        assert_eq!(
+            etag_shape("d41d8cd98f00b204e9800998ecf8427e"),
+            EtagShape::Single
+        );
         assert_eq!(etag_shape("abc-12"), EtagShape::Multipart(12));
         assert_eq!(etag_shape("not-a-number"), EtagShape::Single);
     }
@@ -272,19 +348,43 @@ mod tests {
     #[test]
     fn delete_only_with_the_flag_and_filters_protect_keys() {
         let only_dst = Pair::DestinationOnly(entry("x", 1, "e", 0));
-        assert!(matches!(decide(only_dst.clone(), &options(DiffMode::Etag, false)), Action::Skip { reason: SkipReason::ExtraneousKept, .. }));
-        assert!(matches!(decide(only_dst.clone(), &options(DiffMode::Etag, true)), Action::Delete { .. }));
+        assert!(matches!(
+            decide(only_dst.clone(), &options(DiffMode::Etag, false)),
+            Action::Skip {
+                reason: SkipReason::ExtraneousKept,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(only_dst.clone(), &options(DiffMode::Etag, true)),
+            Action::Delete { .. }
+        ));
         let mut filtered = options(DiffMode::Etag, true);
         filtered.filter = KeyFilter::new(&[], &["x".into()]).unwrap();
-        assert!(matches!(decide(only_dst, &filtered), Action::Skip { reason: SkipReason::Filtered, .. }));
+        assert!(matches!(
+            decide(only_dst, &filtered),
+            Action::Skip {
+                reason: SkipReason::Filtered,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn modified_since_skips_older_sources() {
         let mut opts = options(DiffMode::Etag, false);
         opts.modified_since = Some(aws_smithy_types::DateTime::from_millis(1_000));
-        assert!(matches!(decide(Pair::SourceOnly(entry("a", 1, "e", 999)), &opts), Action::Skip { reason: SkipReason::NotModifiedSince, .. }));
-        assert!(matches!(decide(Pair::SourceOnly(entry("a", 1, "e", 1_000)), &opts), Action::Copy { .. }));
+        assert!(matches!(
+            decide(Pair::SourceOnly(entry("a", 1, "e", 999)), &opts),
+            Action::Skip {
+                reason: SkipReason::NotModifiedSince,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(Pair::SourceOnly(entry("a", 1, "e", 1_000)), &opts),
+            Action::Copy { .. }
+        ));
     }
 
     fn run_join(src: Vec<ObjectEntry>, dst: Vec<ObjectEntry>) -> Vec<Pair> {
@@ -310,20 +410,42 @@ mod tests {
     /// Keys drawn from a small alphabet with multi-byte characters, so
     /// prefixes collide and byte order differs from char-count order.
     fn key_strategy() -> impl Strategy<Value = String> {
-        proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("/"), Just(" "), Just("ü"), Just("+"), Just("~")], 1..6)
-            .prop_map(|parts| parts.concat())
+        proptest::collection::vec(
+            prop_oneof![
+                Just("a"),
+                Just("b"),
+                Just("/"),
+                Just(" "),
+                Just("ü"),
+                Just("+"),
+                Just("~")
+            ],
+            1..6,
+        )
+        .prop_map(|parts| parts.concat())
     }
 
     fn side_strategy() -> impl Strategy<Value = BTreeMap<String, (u64, String, i64)>> {
         proptest::collection::btree_map(
             key_strategy(),
-            (0u64..3, prop_oneof![Just("e1".to_string()), Just("e2".to_string()), Just("m1-2".to_string()), Just("m2-3".to_string())], 0i64..3),
+            (
+                0u64..3,
+                prop_oneof![
+                    Just("e1".to_string()),
+                    Just("e2".to_string()),
+                    Just("m1-2".to_string()),
+                    Just("m2-3".to_string())
+                ],
+                0i64..3,
+            ),
             0..40,
         )
     }
 
     fn entries(side: &BTreeMap<String, (u64, String, i64)>) -> Vec<ObjectEntry> {
-        side.iter().map(|(k, (size, etag, t))| entry(k, *size, etag, *t)).collect()
+        side.iter()
+            .map(|(k, (size, etag, t))| entry(k, *size, etag, *t))
+            .collect()
     }
 
     proptest! {

@@ -32,8 +32,13 @@ impl KeyFilter {
     }
 
     pub fn matches(&self, relative_key: &str) -> bool {
-        self.include.as_ref().is_none_or(|set| set.is_match(relative_key))
-            && !self.exclude.as_ref().is_some_and(|set| set.is_match(relative_key))
+        self.include
+            .as_ref()
+            .is_none_or(|set| set.is_match(relative_key))
+            && !self
+                .exclude
+                .as_ref()
+                .is_some_and(|set| set.is_match(relative_key))
     }
 }
 

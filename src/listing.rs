@@ -106,7 +106,11 @@ async fn list_pages(
         let mut reached_end = false;
         for object in page.contents() {
             let raw = object.key().unwrap_or_default();
-            let key = if url_encoded { form_decode(raw)? } else { raw.to_owned() };
+            let key = if url_encoded {
+                form_decode(raw)?
+            } else {
+                raw.to_owned()
+            };
             if let Some(prev) = &previous
                 && key.as_str() <= prev.as_str()
             {
@@ -130,7 +134,11 @@ async fn list_pages(
             entries.push(ObjectEntry {
                 key: relative.to_owned(),
                 size: object.size().unwrap_or(0).max(0) as u64,
-                etag: object.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                etag: object
+                    .e_tag()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_owned(),
                 last_modified_ms: object
                     .last_modified()
                     .and_then(|t| t.to_millis().ok())
@@ -155,7 +163,9 @@ pub fn form_decode(encoded: &str) -> Result<String, SyncError> {
     let spaced = encoded.replace('+', " ");
     let bytes: Vec<u8> = percent_encoding::percent_decode_str(&spaced).collect();
     String::from_utf8(bytes).map_err(|_| {
-        SyncError::Config(format!("the server listed a key that is not UTF-8 once decoded: {encoded:?}"))
+        SyncError::Config(format!(
+            "the server listed a key that is not UTF-8 once decoded: {encoded:?}"
+        ))
     })
 }
 

@@ -153,7 +153,13 @@ mod tests {
 
     #[test]
     fn parses_bucket_and_folder_prefix() {
-        assert_eq!(loc("s3://my-bucket"), S3Location { bucket: "my-bucket".into(), prefix: "".into() });
+        assert_eq!(
+            loc("s3://my-bucket"),
+            S3Location {
+                bucket: "my-bucket".into(),
+                prefix: "".into()
+            }
+        );
         assert_eq!(loc("s3://my-bucket/").prefix, "");
         assert_eq!(loc("s3://my-bucket/photos").prefix, "photos/");
         assert_eq!(loc("s3://my-bucket/a//b/").prefix, "a//b/");

@@ -33,7 +33,10 @@ impl RequestCounter {
 
     /// A copy of the current counts, sorted by operation name.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().expect("request counter poisoned").clone()
+        self.counts
+            .lock()
+            .expect("request counter poisoned")
+            .clone()
     }
 
     pub fn total(&self) -> u64 {

@@ -14,7 +14,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MAX_PARTS, MIN_PART_SIZE};
-use crate::copy::{CopyError, Copied, Copier, copy_source, quoted};
+use crate::copy::{Copied, Copier, CopyError, copy_source, quoted};
 use crate::diff::{EtagShape, etag_shape};
 use crate::error::{S3Failure, classify};
 use crate::listing::ObjectEntry;
@@ -42,7 +42,11 @@ pub fn default_part_size(size: u64, configured: u64) -> u64 {
     part.div_ceil(1024 * 1024) * 1024 * 1024
 }
 
-pub(crate) async fn copy_multipart(copier: &Copier, entry: &ObjectEntry, cancel: &CancellationToken) -> Result<Copied, CopyError> {
+pub(crate) async fn copy_multipart(
+    copier: &Copier,
+    entry: &ObjectEntry,
+    cancel: &CancellationToken,
+) -> Result<Copied, CopyError> {
     let source_key = copier.source.key_for(&entry.key);
     let destination_key = copier.destination.key_for(&entry.key);
     let fail = |e: S3Failure| CopyError::from_failure(e);
@@ -81,7 +85,10 @@ pub(crate) async fn copy_multipart(copier: &Copier, entry: &ObjectEntry, cancel:
     let mut warnings = Vec::new();
     let layout = match source_layout(copier, entry, &source_key).await? {
         Some(layout) => layout,
-        None => uniform_layout(entry.size, default_part_size(entry.size, copier.options.part_size)),
+        None => uniform_layout(
+            entry.size,
+            default_part_size(entry.size, copier.options.part_size),
+        ),
     };
     let tagging = source_tagging(copier, &source_key, &mut warnings).await?;
 
@@ -114,7 +121,11 @@ pub(crate) async fn copy_multipart(copier: &Copier, entry: &ObjectEntry, cancel:
         _ = cancel.cancelled() => Err(CopyError::Cancelled),
     };
     match result {
-        Ok(()) => Ok(Copied { bytes: entry.size, multipart: true, warnings }),
+        Ok(()) => Ok(Copied {
+            bytes: entry.size,
+            multipart: true,
+            warnings,
+        }),
         Err(err) => {
             // Abort even when cancelled: this is the step that keeps a
             // Ctrl-C or a failed part from leaving billable parts behind.
@@ -131,7 +142,10 @@ pub(crate) async fn copy_multipart(copier: &Copier, entry: &ObjectEntry, cancel:
                 let failure = classify(&e);
                 tracing::error!(key = %destination_key, upload_id, error = %failure.message, "could not abort a multipart upload");
                 if let CopyError::Failed(mut f) = err {
-                    f.message = format!("{}; and aborting upload {upload_id} failed: {}", f.message, failure.message);
+                    f.message = format!(
+                        "{}; and aborting upload {upload_id} failed: {}",
+                        f.message, failure.message
+                    );
                     return Err(CopyError::Failed(f));
                 }
             }
@@ -172,9 +186,20 @@ async fn copy_parts_and_complete(
                 request = request.request_payer(RequestPayer::Requester);
             }
             async move {
-                let output = request.send().await.map_err(|e| CopyError::from_failure(classify(&e)))?;
-                let etag = output.copy_part_result().and_then(|r| r.e_tag()).map(str::to_owned);
-                Ok::<_, CopyError>(CompletedPart::builder().part_number(part_number).set_e_tag(etag).build())
+                let output = request
+                    .send()
+                    .await
+                    .map_err(|e| CopyError::from_failure(classify(&e)))?;
+                let etag = output
+                    .copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_owned);
+                Ok::<_, CopyError>(
+                    CompletedPart::builder()
+                        .part_number(part_number)
+                        .set_e_tag(etag)
+                        .build(),
+                )
             }
         })
         .collect();
@@ -190,12 +215,19 @@ async fn copy_parts_and_complete(
         .bucket(&copier.destination.bucket)
         .key(destination_key)
         .upload_id(upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .set_expected_bucket_owner(copier.options.expected_dest_owner.clone());
     if copier.options.request_payer {
         complete = complete.request_payer(RequestPayer::Requester);
     }
-    complete.send().await.map_err(|e| CopyError::from_failure(classify(&e)))?;
+    complete
+        .send()
+        .await
+        .map_err(|e| CopyError::from_failure(classify(&e)))?;
     Ok(())
 }
 
@@ -203,8 +235,14 @@ async fn copy_parts_and_complete(
 /// server tells us (HEAD with `partNumber`). Most uploaders use equal parts
 /// but the last, which one HEAD of part 1 reveals; otherwise every part is
 /// asked for (HEADs cost a tenth of a copy request).
-async fn source_layout(copier: &Copier, entry: &ObjectEntry, source_key: &str) -> Result<Option<Layout>, CopyError> {
-    let EtagShape::Multipart(count) = etag_shape(&entry.etag) else { return Ok(None) };
+async fn source_layout(
+    copier: &Copier,
+    entry: &ObjectEntry,
+    source_key: &str,
+) -> Result<Option<Layout>, CopyError> {
+    let EtagShape::Multipart(count) = etag_shape(&entry.etag) else {
+        return Ok(None);
+    };
     let count = u64::from(count);
     let part_size = |part: i32| {
         let mut head = copier
@@ -222,7 +260,10 @@ async fn source_layout(copier: &Copier, entry: &ObjectEntry, source_key: &str) -
         }
         async move {
             let out = head.send().await.map_err(|e| classify(&e))?;
-            Ok::<_, S3Failure>((out.content_length().unwrap_or(0).max(0) as u64, out.parts_count()))
+            Ok::<_, S3Failure>((
+                out.content_length().unwrap_or(0).max(0) as u64,
+                out.parts_count(),
+            ))
         }
     };
     let (first, reported) = match part_size(1).await {
@@ -259,7 +300,11 @@ async fn source_layout(copier: &Copier, entry: &ObjectEntry, source_key: &str) -
 /// The source's tags as the `x-amz-tagging` query string. A server that does
 /// not implement tagging (Garage answers NotImplemented) costs the tags, not
 /// the object: the copy goes ahead with a warning in the report.
-async fn source_tagging(copier: &Copier, source_key: &str, warnings: &mut Vec<String>) -> Result<Option<String>, CopyError> {
+async fn source_tagging(
+    copier: &Copier,
+    source_key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, CopyError> {
     let mut request = copier
         .source_client
         .get_object_tagging()
@@ -287,7 +332,9 @@ async fn source_tagging(copier: &Copier, source_key: &str, warnings: &mut Vec<St
         Err(e) => {
             let failure = classify(&e);
             if failure.code == "NotImplemented" || failure.http_status == Some(501) {
-                warnings.push("tags not copied: the source server does not implement object tagging".into());
+                warnings.push(
+                    "tags not copied: the source server does not implement object tagging".into(),
+                );
                 Ok(None)
             } else {
                 Err(CopyError::from_failure(failure))

@@ -54,10 +54,16 @@ pub async fn run_sync(
     observer: Option<ActionObserver>,
 ) -> Result<Summary, SyncError> {
     let started = Instant::now();
-    let started_at = aws_smithy_types::DateTime::from_secs(aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs())
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default();
-    let run_id = format!("{}-{:05}", started_at.replace([':', '-'], "").trim_end_matches('Z'), std::process::id() % 100_000);
+    let started_at = aws_smithy_types::DateTime::from_secs(
+        aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs(),
+    )
+    .fmt(aws_smithy_types::date_time::Format::DateTime)
+    .unwrap_or_default();
+    let run_id = format!(
+        "{}-{:05}",
+        started_at.replace([':', '-'], "").trim_end_matches('Z'),
+        std::process::id() % 100_000
+    );
 
     let counter = RequestCounter::new();
     let source_client = build_s3_client(&options.source_client, Some(counter.clone())).await;
@@ -66,8 +72,20 @@ pub async fn run_sync(
     } else {
         build_s3_client(&options.destination_client, Some(counter.clone())).await
     };
-    preflight(&source_client, &options.source, "source", options.copy.expected_source_owner.as_deref()).await?;
-    preflight(&destination_client, &options.destination, "destination", options.copy.expected_dest_owner.as_deref()).await?;
+    preflight(
+        &source_client,
+        &options.source,
+        "source",
+        options.copy.expected_source_owner.as_deref(),
+    )
+    .await?;
+    preflight(
+        &destination_client,
+        &options.destination,
+        "destination",
+        options.copy.expected_dest_owner.as_deref(),
+    )
+    .await?;
 
     let rows = Arc::new(ReportRows::new()?);
     let context = WorkContext {
@@ -100,11 +118,23 @@ pub async fn run_sync(
     };
 
     let (source, destination) = targets();
-    let mut fatal = write_phase(options, source, destination, &context, observer).await.err();
+    let mut fatal = write_phase(options, source, destination, &context, observer)
+        .await
+        .err();
     if fatal.is_none() && options.verify && !cancel.is_cancelled() {
         stats.phase.store(phase::VERIFYING, Ordering::Relaxed);
         let (source, destination) = targets();
-        fatal = verify_range(source, destination, &options.range, &options.diff, &stats, &rows, &cancel).await.err();
+        fatal = verify_range(
+            source,
+            destination,
+            &options.range,
+            &options.diff,
+            &stats,
+            &rows,
+            &cancel,
+        )
+        .await
+        .err();
     }
     stats.phase.store(phase::DONE, Ordering::Relaxed);
     let interrupted = cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
@@ -135,7 +165,8 @@ pub async fn run_sync(
     };
     let spool = rows.finish()?;
     if let Some(location) = &options.report {
-        let (summary_at, csv_at) = write_report(location, &summary, spool, &destination_client).await?;
+        let (summary_at, csv_at) =
+            write_report(location, &summary, spool, &destination_client).await?;
         summary.summary_json = Some(summary_at);
         summary.failures_csv = Some(csv_at);
     } else if !rows.is_empty() {
@@ -246,7 +277,12 @@ async fn write_phase(
 /// The check is a one-key listing (what the run needs anyway) rather than
 /// HeadBucket, so an unchanged re-run makes nothing but listings and errors
 /// come with S3's own code (`NoSuchBucket`, `AccessDenied`).
-async fn preflight(client: &Client, location: &S3Location, side: &str, expected_owner: Option<&str>) -> Result<(), SyncError> {
+async fn preflight(
+    client: &Client,
+    location: &S3Location,
+    side: &str,
+    expected_owner: Option<&str>,
+) -> Result<(), SyncError> {
     let bucket = &location.bucket;
     let result = client
         .list_objects_v2()
@@ -259,15 +295,32 @@ async fn preflight(client: &Client, location: &S3Location, side: &str, expected_
     let Err(err) = result else { return Ok(()) };
     let failure = classify(&err);
     let why = match (failure.code.as_str(), failure.http_status) {
-        ("NoSuchBucket", _) | (_, Some(404)) => format!("the {side} bucket {bucket:?} does not exist"),
+        ("NoSuchBucket", _) | (_, Some(404)) => {
+            format!("the {side} bucket {bucket:?} does not exist")
+        }
         (_, Some(403)) => format!(
             "access to the {side} bucket {bucket:?} is denied: {} (check the credentials, the bucket policy{})",
             failure.message,
-            if expected_owner.is_some() { " and the expected owner" } else { "" }
+            if expected_owner.is_some() {
+                " and the expected owner"
+            } else {
+                ""
+            }
         ),
-        (_, Some(301)) => format!("the {side} bucket {bucket:?} is in another region: pass --{}-region", if side == "source" { "source" } else { "dest" }),
-        (_, Some(400)) => format!("the {side} bucket {bucket:?} rejected the request: {}", failure.message),
-        _ => return Err(SyncError::s3(format!("checking the {side} bucket {bucket:?}"), failure)),
+        (_, Some(301)) => format!(
+            "the {side} bucket {bucket:?} is in another region: pass --{}-region",
+            if side == "source" { "source" } else { "dest" }
+        ),
+        (_, Some(400)) => format!(
+            "the {side} bucket {bucket:?} rejected the request: {}",
+            failure.message
+        ),
+        _ => {
+            return Err(SyncError::s3(
+                format!("checking the {side} bucket {bucket:?}"),
+                failure,
+            ));
+        }
     };
     Err(SyncError::Config(why))
 }

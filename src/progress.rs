@@ -43,7 +43,9 @@ impl Progress {
         let stop = CancellationToken::new();
         let task = match mode {
             ProgressMode::Off => None,
-            ProgressMode::Bar | ProgressMode::Log => Some(tokio::spawn(render(stats, mode, stop.clone()))),
+            ProgressMode::Bar | ProgressMode::Log => {
+                Some(tokio::spawn(render(stats, mode, stop.clone())))
+            }
         };
         Progress { stop, task }
     }
@@ -61,7 +63,10 @@ async fn render(stats: Arc<Stats>, mode: ProgressMode, stop: CancellationToken) 
     let (tick, bar) = match mode {
         ProgressMode::Bar => {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                    .expect("valid template"),
+            );
             (Duration::from_millis(200), Some(bar))
         }
         _ => (Duration::from_secs(5), None),
@@ -73,7 +78,11 @@ async fn render(stats: Arc<Stats>, mode: ProgressMode, stop: CancellationToken) 
             _ = stop.cancelled() => true,
             _ = interval.tick() => false,
         };
-        let line = status_line(&stats.snapshot(), stats.phase.load(Ordering::Relaxed), started.elapsed());
+        let line = status_line(
+            &stats.snapshot(),
+            stats.phase.load(Ordering::Relaxed),
+            started.elapsed(),
+        );
         match &bar {
             Some(bar) => {
                 bar.set_message(line);
@@ -134,7 +143,11 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 pub fn human_duration(secs: f64) -> String {
@@ -161,7 +174,11 @@ mod tests {
 
     #[test]
     fn eta_appears_once_listing_is_done() {
-        let c = Counts { plan_copy: 10, copied: 5, ..Counts::default() };
+        let c = Counts {
+            plan_copy: 10,
+            copied: 5,
+            ..Counts::default()
+        };
         assert!(!status_line(&c, phase::LISTING, Duration::from_secs(5)).contains("ETA"));
         assert!(status_line(&c, phase::COPYING, Duration::from_secs(5)).contains("ETA 5s"));
     }

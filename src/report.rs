@@ -34,7 +34,9 @@ impl FromStr for ReportLocation {
         if text.starts_with("s3://") {
             Ok(ReportLocation::S3(text.parse()?))
         } else if text.is_empty() {
-            Err(SyncError::Config("--report needs a directory or an s3:// URL".into()))
+            Err(SyncError::Config(
+                "--report needs a directory or an s3:// URL".into(),
+            ))
         } else {
             Ok(ReportLocation::Local(PathBuf::from(text)))
         }
@@ -74,7 +76,14 @@ pub struct ReportRow {
 }
 
 impl ReportRow {
-    pub fn new(bucket: &str, key: &str, status: TaskStatus, code: &str, http: Option<u16>, message: &str) -> Self {
+    pub fn new(
+        bucket: &str,
+        key: &str,
+        status: TaskStatus,
+        code: &str,
+        http: Option<u16>,
+        message: &str,
+    ) -> Self {
         ReportRow {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -87,7 +96,14 @@ impl ReportRow {
     }
 
     pub fn from_failure(bucket: &str, key: &str, status: TaskStatus, failure: &S3Failure) -> Self {
-        Self::new(bucket, key, status, &failure.code, failure.http_status, &failure.message)
+        Self::new(
+            bucket,
+            key,
+            status,
+            &failure.code,
+            failure.http_status,
+            &failure.message,
+        )
     }
 }
 
@@ -148,7 +164,11 @@ impl ReportRows {
         let (file, spool) = file.into_parts();
         Ok(Self {
             // The header is written once, in front, when the report is written.
-            writer: Mutex::new(csv::WriterBuilder::new().has_headers(false).from_writer(file)),
+            writer: Mutex::new(
+                csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(file),
+            ),
             spool,
             sample: Mutex::new(Vec::new()),
             problem_keys: Mutex::new(HashSet::new()),
@@ -162,7 +182,10 @@ impl ReportRows {
     /// even when millions of objects are "unverified".
     pub fn push(&self, relative_key: &str, row: ReportRow) {
         if row.status != TaskStatus::Warning {
-            self.problem_keys.lock().expect("poisoned").insert(relative_key.to_owned());
+            self.problem_keys
+                .lock()
+                .expect("poisoned")
+                .insert(relative_key.to_owned());
         }
         {
             let mut sample = self.sample.lock().expect("poisoned");
@@ -179,7 +202,10 @@ impl ReportRows {
     }
 
     pub fn already_reported(&self, relative_key: &str) -> bool {
-        self.problem_keys.lock().expect("poisoned").contains(relative_key)
+        self.problem_keys
+            .lock()
+            .expect("poisoned")
+            .contains(relative_key)
     }
 
     pub fn len(&self) -> u64 {
@@ -282,12 +308,16 @@ pub async fn write_report(
     match location {
         ReportLocation::Local(dir) => {
             let dir = dir.join(&summary.run_id);
-            std::fs::create_dir_all(&dir).map_err(|e| SyncError::Report(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| SyncError::Report(format!("{}: {e}", dir.display())))?;
             let summary_path = dir.join("summary.json");
             let csv_path = dir.join("failures.csv");
             std::fs::write(&summary_path, json).map_err(|e| SyncError::Report(e.to_string()))?;
             write_csv_with_header(failures_csv, &csv_path)?;
-            Ok((summary_path.display().to_string(), csv_path.display().to_string()))
+            Ok((
+                summary_path.display().to_string(),
+                csv_path.display().to_string(),
+            ))
         }
         ReportLocation::S3(prefix) => {
             let base = prefix.key_for(&format!("{}/", summary.run_id));
@@ -300,15 +330,26 @@ pub async fn write_report(
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| SyncError::s3(format!("writing the report to s3://{}/{key}", prefix.bucket), classify(&e)))?;
+                    .map_err(|e| {
+                        SyncError::s3(
+                            format!("writing the report to s3://{}/{key}", prefix.bucket),
+                            classify(&e),
+                        )
+                    })?;
                 Ok::<String, SyncError>(format!("s3://{}/{key}", prefix.bucket))
             };
-            let local_csv = tempfile::NamedTempFile::new().map_err(|e| SyncError::Report(e.to_string()))?;
+            let local_csv =
+                tempfile::NamedTempFile::new().map_err(|e| SyncError::Report(e.to_string()))?;
             write_csv_with_header(failures_csv, local_csv.path())?;
             let body = ByteStream::from_path(local_csv.path())
                 .await
                 .map_err(|e| SyncError::Report(e.to_string()))?;
-            let summary_url = put(format!("{base}summary.json"), ByteStream::from(json), "application/json").await?;
+            let summary_url = put(
+                format!("{base}summary.json"),
+                ByteStream::from(json),
+                "application/json",
+            )
+            .await?;
             let csv_url = put(format!("{base}failures.csv"), body, "text/csv").await?;
             Ok((summary_url, csv_url))
         }
@@ -321,7 +362,8 @@ pub fn write_csv_with_header(spool: &Path, to: &Path) -> Result<(), SyncError> {
     let io = |e: std::io::Error| SyncError::Report(format!("{}: {e}", to.display()));
     let mut out = File::create(to).map_err(io)?;
     use std::io::Write;
-    out.write_all(b"Bucket,Key,VersionId,TaskStatus,ErrorCode,HTTPStatusCode,ResultMessage\n").map_err(io)?;
+    out.write_all(b"Bucket,Key,VersionId,TaskStatus,ErrorCode,HTTPStatusCode,ResultMessage\n")
+        .map_err(io)?;
     let mut spool_file = File::open(spool).map_err(io)?;
     std::io::copy(&mut spool_file, &mut out).map_err(io)?;
     Ok(())
@@ -334,7 +376,17 @@ mod tests {
     #[test]
     fn rows_are_valid_csv_even_with_awkward_keys() {
         let rows = ReportRows::new().unwrap();
-        rows.push("a,b\"c\nd", ReportRow::new("bkt", "a,b\"c\nd", TaskStatus::Failed, "AccessDenied", Some(403), "denied"));
+        rows.push(
+            "a,b\"c\nd",
+            ReportRow::new(
+                "bkt",
+                "a,b\"c\nd",
+                TaskStatus::Failed,
+                "AccessDenied",
+                Some(403),
+                "denied",
+            ),
+        );
         let spool = rows.finish().unwrap().to_owned();
         let out = tempfile::NamedTempFile::new().unwrap();
         write_csv_with_header(&spool, out.path()).unwrap();
@@ -351,7 +403,10 @@ mod tests {
     #[test]
     fn warnings_are_not_remembered_as_problem_keys() {
         let rows = ReportRows::new().unwrap();
-        rows.push("k", ReportRow::new("b", "k", TaskStatus::Warning, "Unverified", None, ""));
+        rows.push(
+            "k",
+            ReportRow::new("b", "k", TaskStatus::Warning, "Unverified", None, ""),
+        );
         assert!(!rows.already_reported("k"));
         assert_eq!(rows.len(), 1);
     }
@@ -364,13 +419,22 @@ mod tests {
         assert_eq!(Summary::status_of(&counts, false, false).exit_code(), 3);
         counts.failed = 1;
         assert_eq!(Summary::status_of(&counts, false, false).exit_code(), 1);
-        assert_eq!(Summary::status_of(&Counts::default(), true, false).exit_code(), 1);
+        assert_eq!(
+            Summary::status_of(&Counts::default(), true, false).exit_code(),
+            1
+        );
         assert_eq!(Summary::status_of(&counts, false, true).exit_code(), 130);
     }
 
     #[test]
     fn report_location_parses() {
-        assert_eq!("s3://bkt/r".parse::<ReportLocation>().unwrap(), ReportLocation::S3("s3://bkt/r".parse().unwrap()));
-        assert_eq!("out".parse::<ReportLocation>().unwrap(), ReportLocation::Local("out".into()));
+        assert_eq!(
+            "s3://bkt/r".parse::<ReportLocation>().unwrap(),
+            ReportLocation::S3("s3://bkt/r".parse().unwrap())
+        );
+        assert_eq!(
+            "out".parse::<ReportLocation>().unwrap(),
+            ReportLocation::Local("out".into())
+        );
     }
 }

@@ -26,7 +26,10 @@ pub async fn verify_range(
 ) -> Result<(), SyncError> {
     let (source_bucket, source_loc) = (source.location.bucket.clone(), source.location.clone());
     let destination_loc = destination.location.clone();
-    let pairs = merge_join(list_range(source, range.clone()), list_range(destination, range.clone()));
+    let pairs = merge_join(
+        list_range(source, range.clone()),
+        list_range(destination, range.clone()),
+    );
     futures::pin_mut!(pairs);
     loop {
         let pair = tokio::select! {
@@ -41,9 +44,18 @@ pub async fn verify_range(
             }
             Action::Copy { source } => {
                 Stats::add(&stats.verify_checked, 1);
-                (source.key, Some(("MissingAtDestination", "verify: the object is not at the destination".to_owned())))
+                (
+                    source.key,
+                    Some((
+                        "MissingAtDestination",
+                        "verify: the object is not at the destination".to_owned(),
+                    )),
+                )
             }
-            Action::Update { source, destination } => {
+            Action::Update {
+                source,
+                destination,
+            } => {
                 Stats::add(&stats.verify_checked, 1);
                 let why = format!(
                     "verify: destination differs (size {} vs {}, ETag {} vs {})",
@@ -53,7 +65,11 @@ pub async fn verify_range(
             }
             Action::Delete { destination } => (
                 destination.key,
-                Some(("ExtraneousAtDestination", "verify: the object is still at the destination but not at the source".to_owned())),
+                Some((
+                    "ExtraneousAtDestination",
+                    "verify: the object is still at the destination but not at the source"
+                        .to_owned(),
+                )),
             ),
         };
         if let Some((code, message)) = problem
@@ -61,11 +77,17 @@ pub async fn verify_range(
         {
             Stats::add(&stats.verify_mismatched, 1);
             let (bucket, full_key) = if code == "ExtraneousAtDestination" {
-                (destination_loc.bucket.clone(), destination_loc.key_for(&key))
+                (
+                    destination_loc.bucket.clone(),
+                    destination_loc.key_for(&key),
+                )
             } else {
                 (source_bucket.clone(), source_loc.key_for(&key))
             };
-            rows.push(&key, ReportRow::new(&bucket, &full_key, TaskStatus::Failed, code, None, &message));
+            rows.push(
+                &key,
+                ReportRow::new(&bucket, &full_key, TaskStatus::Failed, code, None, &message),
+            );
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::copy::{CopyError, Copier};
+use crate::copy::{Copier, CopyError};
 use crate::diff::{Action, SkipReason};
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
 
@@ -23,8 +23,22 @@ pub struct WorkContext {
 }
 
 impl WorkContext {
-    fn source_row(&self, key: &str, status: TaskStatus, code: &str, http: Option<u16>, message: &str) -> ReportRow {
-        ReportRow::new(&self.copier.source.bucket, &self.copier.source.key_for(key), status, code, http, message)
+    fn source_row(
+        &self,
+        key: &str,
+        status: TaskStatus,
+        code: &str,
+        http: Option<u16>,
+        message: &str,
+    ) -> ReportRow {
+        ReportRow::new(
+            &self.copier.source.bucket,
+            &self.copier.source.key_for(key),
+            status,
+            code,
+            http,
+            message,
+        )
     }
 
     /// Count a planned action (both real runs and dry runs).
@@ -82,7 +96,9 @@ impl WorkContext {
     pub async fn apply(&self, action: Action) {
         let s = &self.stats;
         match action {
-            Action::Copy { source } | Action::Update { source, .. } if self.cancel.is_cancelled() => {
+            Action::Copy { source } | Action::Update { source, .. }
+                if self.cancel.is_cancelled() =>
+            {
                 tracing::debug!(key = %source.key, "not started: cancelled");
             }
             Action::Copy { source } => self.copy(&source, &s.copied).await,
@@ -106,14 +122,27 @@ impl WorkContext {
         }
     }
 
-    async fn copy(&self, source: &crate::listing::ObjectEntry, done: &std::sync::atomic::AtomicU64) {
+    async fn copy(
+        &self,
+        source: &crate::listing::ObjectEntry,
+        done: &std::sync::atomic::AtomicU64,
+    ) {
         match self.copier.copy(source, &self.cancel).await {
             Ok(copied) => {
                 Stats::add(done, 1);
                 Stats::add(&self.stats.bytes_copied, copied.bytes);
                 for warning in copied.warnings {
                     Stats::add(&self.stats.warnings, 1);
-                    self.rows.push(&source.key, self.source_row(&source.key, TaskStatus::Warning, "PartialCopy", None, &warning));
+                    self.rows.push(
+                        &source.key,
+                        self.source_row(
+                            &source.key,
+                            TaskStatus::Warning,
+                            "PartialCopy",
+                            None,
+                            &warning,
+                        ),
+                    );
                 }
             }
             Err(err) => self.record_copy_error(&source.key, err),
@@ -128,19 +157,50 @@ impl WorkContext {
             CopyError::Cancelled => return,
             CopyError::Archived(f) => {
                 Stats::add(&s.skipped_archived, 1);
-                ReportRow::new(bucket, &full_key, TaskStatus::Skipped, "SkippedArchived", f.http_status, &format!("archived object, restore it first: {}", f.message))
+                ReportRow::new(
+                    bucket,
+                    &full_key,
+                    TaskStatus::Skipped,
+                    "SkippedArchived",
+                    f.http_status,
+                    &format!("archived object, restore it first: {}", f.message),
+                )
             }
             CopyError::SseC(f) => {
                 Stats::add(&s.skipped_sse_c, 1);
-                ReportRow::new(bucket, &full_key, TaskStatus::Skipped, "SkippedSSEC", f.http_status, &format!("SSE-C object, cannot be copied without the customer key: {}", f.message))
+                ReportRow::new(
+                    bucket,
+                    &full_key,
+                    TaskStatus::Skipped,
+                    "SkippedSSEC",
+                    f.http_status,
+                    &format!(
+                        "SSE-C object, cannot be copied without the customer key: {}",
+                        f.message
+                    ),
+                )
             }
             CopyError::Vanished => {
                 Stats::add(&s.source_vanished, 1);
-                ReportRow::new(bucket, &full_key, TaskStatus::Warning, "SourceDeleted", Some(404), "the source object was deleted after it was listed")
+                ReportRow::new(
+                    bucket,
+                    &full_key,
+                    TaskStatus::Warning,
+                    "SourceDeleted",
+                    Some(404),
+                    "the source object was deleted after it was listed",
+                )
             }
             CopyError::SourceChanged => {
                 Stats::add(&s.failed, 1);
-                ReportRow::new(bucket, &full_key, TaskStatus::Failed, "PreconditionFailed", Some(412), "the source changed while it was being copied")
+                ReportRow::new(
+                    bucket,
+                    &full_key,
+                    TaskStatus::Failed,
+                    "PreconditionFailed",
+                    Some(412),
+                    "the source changed while it was being copied",
+                )
             }
             CopyError::Failed(f) => {
                 Stats::add(&s.failed, 1);

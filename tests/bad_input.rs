@@ -41,11 +41,21 @@ async fn a_missing_bucket_is_named_and_nothing_is_written() {
 
     let out = sync(&["s3://does-not-exist-bucket", &format!("s3://{dst}")]);
     assert_eq!(out.status, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("the source bucket \"does-not-exist-bucket\" does not exist"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the source bucket \"does-not-exist-bucket\" does not exist"),
+        "{}",
+        out.stderr
+    );
 
     let out = sync(&[&format!("s3://{src}"), "s3://no-such-destination"]);
     assert_eq!(out.status, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("the destination bucket \"no-such-destination\" does not exist"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the destination bucket \"no-such-destination\" does not exist"),
+        "{}",
+        out.stderr
+    );
     assert!(list_all(&s3, &dst, "").await.is_empty());
 }
 
@@ -56,24 +66,50 @@ async fn overlapping_ranges_are_refused_before_any_request() {
     create_bucket(&s3, &bucket).await;
     put(&s3, &bucket, "data/a", body(1, 3)).await;
 
-    for (src, dst) in [("data", "data/backup"), ("data/backup", "data"), ("", "copy")] {
-        let out = sync(&[&format!("s3://{bucket}/{src}"), &format!("s3://{bucket}/{dst}")]);
+    for (src, dst) in [
+        ("data", "data/backup"),
+        ("data/backup", "data"),
+        ("", "copy"),
+    ] {
+        let out = sync(&[
+            &format!("s3://{bucket}/{src}"),
+            &format!("s3://{bucket}/{dst}"),
+        ]);
         assert_eq!(out.status, 2, "{src} -> {dst}: {}", out.stderr);
         assert!(out.stderr.contains("overlaps"), "{}", out.stderr);
     }
-    let keys: Vec<String> = list_all(&s3, &bucket, "").await.into_iter().map(|l| l.key).collect();
+    let keys: Vec<String> = list_all(&s3, &bucket, "")
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
     assert_eq!(keys, vec!["data/a"]);
 }
 
 #[test]
 fn conflicting_and_invalid_options_exit_2() {
     for (args, why) in [
-        (vec!["s3://aaa", "s3://bbb", "--max-delete", "3"], "--max-delete only makes sense with --delete"),
-        (vec!["s3://aaa", "s3://bbb", "--multipart-threshold", "1KiB"], "--multipart-threshold"),
-        (vec!["s3://aaa", "s3://bbb", "--storage-class", "COLD"], "--storage-class"),
-        (vec!["s3://aaa", "s3://bbb", "--modified-since", "yesterday"], "--modified-since"),
+        (
+            vec!["s3://aaa", "s3://bbb", "--max-delete", "3"],
+            "--max-delete only makes sense with --delete",
+        ),
+        (
+            vec!["s3://aaa", "s3://bbb", "--multipart-threshold", "1KiB"],
+            "--multipart-threshold",
+        ),
+        (
+            vec!["s3://aaa", "s3://bbb", "--storage-class", "COLD"],
+            "--storage-class",
+        ),
+        (
+            vec!["s3://aaa", "s3://bbb", "--modified-since", "yesterday"],
+            "--modified-since",
+        ),
         (vec!["s3://aaa", "s3://bbb", "--include", "a["], "--include"),
-        (vec!["s3://aaa", "s3://bbb", "--mode", "checksum"], "invalid value"),
+        (
+            vec!["s3://aaa", "s3://bbb", "--mode", "checksum"],
+            "invalid value",
+        ),
     ] {
         let out = sync(&args);
         assert_eq!(out.status, 2, "{args:?}: {}", out.stderr);

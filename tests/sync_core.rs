@@ -18,13 +18,19 @@ fn sync_json(src: &str, dst: &str, extra: &[&str]) -> (i32, Value) {
     let mut args = vec!["sync", src, dst, "--endpoint-url", &endpoint, "--json"];
     args.extend_from_slice(extra);
     let out = run_cli(&args);
-    let summary: Value = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not a JSON summary ({e}):\n{}\n{}", out.stdout, out.stderr));
+    let summary: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not a JSON summary ({e}):\n{}\n{}",
+            out.stdout, out.stderr
+        )
+    });
     (out.status, summary)
 }
 
 fn count(summary: &Value, name: &str) -> u64 {
-    summary["counts"][name].as_u64().unwrap_or_else(|| panic!("no count {name} in {summary}"))
+    summary["counts"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count {name} in {summary}"))
 }
 
 /// The listing as (key, size, etag) without storage class, for equality.
@@ -44,11 +50,21 @@ async fn full_sync_makes_destination_equal_then_rerun_only_lists() {
     create_bucket(&s3, &src).await;
     create_bucket(&s3, &dst).await;
     for i in 0..120u64 {
-        put(&s3, &src, &format!("p{}/obj-{i:04}", i % 7), body(i, (i * 37 % 3000) as usize)).await;
+        put(
+            &s3,
+            &src,
+            &format!("p{}/obj-{i:04}", i % 7),
+            body(i, (i * 37 % 3000) as usize),
+        )
+        .await;
     }
 
     // WHEN it is synced
-    let (code, summary) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &["--concurrency", "16"]);
+    let (code, summary) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--concurrency", "16"],
+    );
 
     // THEN the destination equals the source, verified, exit 0
     assert_eq!(code, 0, "{summary}");
@@ -66,7 +82,11 @@ async fn full_sync_makes_destination_equal_then_rerun_only_lists() {
     assert_eq!(count(&summary, "copied") + count(&summary, "updated"), 0);
     assert_eq!(count(&summary, "skip_equal"), 120);
     let requests = summary["requests"].as_object().unwrap();
-    assert_eq!(requests.keys().collect::<Vec<_>>(), vec!["ListObjectsV2"], "{requests:?}");
+    assert_eq!(
+        requests.keys().collect::<Vec<_>>(),
+        vec!["ListObjectsV2"],
+        "{requests:?}"
+    );
 }
 
 /// Keys that tools commonly mangle: each must arrive as itself.
@@ -114,10 +134,21 @@ async fn awkward_keys_round_trip_byte_for_byte() {
 
     let mut expected: Vec<String> = keys.clone();
     expected.sort();
-    let got: Vec<String> = list_all(&s3, &dst, "").await.into_iter().map(|l| l.key).collect();
-    assert_eq!(got, expected, "distinct keys must stay distinct and unchanged");
+    let got: Vec<String> = list_all(&s3, &dst, "")
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(
+        got, expected,
+        "distinct keys must stay distinct and unchanged"
+    );
     for (i, key) in keys.iter().enumerate() {
-        assert_eq!(get_bytes(&s3, &dst, key).await, body(i as u64, 10 + i), "content of {key:?}");
+        assert_eq!(
+            get_bytes(&s3, &dst, key).await,
+            body(i as u64, 10 + i),
+            "content of {key:?}"
+        );
     }
 
     // And a re-run agrees that they are all there.
@@ -136,11 +167,23 @@ async fn sync_into_a_destination_prefix_maps_relative_keys() {
     put(&s3, &src, "data/y", body(2, 5)).await;
     put(&s3, &src, "data2/not-included", body(3, 5)).await;
 
-    let (code, summary) = sync_json(&format!("s3://{src}/data"), &format!("s3://{dst}/backup/2024"), &[]);
+    let (code, summary) = sync_json(
+        &format!("s3://{src}/data"),
+        &format!("s3://{dst}/backup/2024"),
+        &[],
+    );
 
     assert_eq!(code, 0, "{summary}");
-    let got: Vec<String> = list_all(&s3, &dst, "").await.into_iter().map(|l| l.key).collect();
-    assert_eq!(got, vec!["backup/2024/x/1", "backup/2024/y"], "data2/ is not under data/");
+    let got: Vec<String> = list_all(&s3, &dst, "")
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(
+        got,
+        vec!["backup/2024/x/1", "backup/2024/y"],
+        "data2/ is not under data/"
+    );
 }
 
 #[tokio::test]
@@ -172,15 +215,36 @@ async fn sizes_from_zero_to_above_the_threshold_and_multipart_copies_keep_their_
     assert_eq!(count(&summary, "verify_mismatched"), 0);
     for size in plain_sizes {
         let key = format!("plain/{size}");
-        assert_eq!(get_bytes(&s3, &dst, &key).await, body(size as u64, size), "{key}");
+        assert_eq!(
+            get_bytes(&s3, &dst, &key).await,
+            body(size as u64, size),
+            "{key}"
+        );
     }
     let dst_listing = list_all(&s3, &dst, "mp/").await;
-    let etag_of = |key: &str| dst_listing.iter().find(|l| l.key == key).map(|l| l.etag.clone()).unwrap();
+    let etag_of = |key: &str| {
+        dst_listing
+            .iter()
+            .find(|l| l.key == key)
+            .map(|l| l.etag.clone())
+            .unwrap()
+    };
     assert_eq!(etag_of("mp/8mib-parts"), mp_8, "8 MiB layout mirrored");
     assert_eq!(etag_of("mp/5mib-parts"), mp_5, "5 MiB layout mirrored");
-    assert_eq!(etag_of("mp/below-threshold"), mp_small, "multipart source below the threshold mirrored too");
-    assert_eq!(get_bytes(&s3, &dst, "mp/8mib-parts").await, multipart_body("mp/8mib-parts", 20 * MIB + 123));
-    assert_eq!(list_multipart_uploads(&s3, &dst).await, 0, "no orphaned multipart uploads");
+    assert_eq!(
+        etag_of("mp/below-threshold"),
+        mp_small,
+        "multipart source below the threshold mirrored too"
+    );
+    assert_eq!(
+        get_bytes(&s3, &dst, "mp/8mib-parts").await,
+        multipart_body("mp/8mib-parts", 20 * MIB + 123)
+    );
+    assert_eq!(
+        list_multipart_uploads(&s3, &dst).await,
+        0,
+        "no orphaned multipart uploads"
+    );
 
     // The mirrored copies are proven equal next time, not "unverified".
     let (_, again) = sync_json(
@@ -188,7 +252,11 @@ async fn sizes_from_zero_to_above_the_threshold_and_multipart_copies_keep_their_
         &format!("s3://{dst}"),
         &["--multipart-threshold", "5MiB", "--part-size", "5MiB"],
     );
-    assert_eq!(count(&again, "copied") + count(&again, "updated"), 0, "{again}");
+    assert_eq!(
+        count(&again, "copied") + count(&again, "updated"),
+        0,
+        "{again}"
+    );
     assert_eq!(
         count(&again, "skip_unverified"),
         2,
@@ -226,13 +294,22 @@ async fn put_multipart_with_attributes(s3: &Client, bucket: &str, key: &str) -> 
             .send()
             .await
             .unwrap();
-        parts.push(CompletedPart::builder().part_number(n).set_e_tag(out.e_tag).build());
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .set_e_tag(out.e_tag)
+                .build(),
+        );
     }
     s3.complete_multipart_upload()
         .bucket(bucket)
         .key(key)
         .upload_id(id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await
         .unwrap()
@@ -254,7 +331,10 @@ async fn metadata_content_type_tags_and_storage_class_are_preserved() {
         PutExtras {
             content_type: Some("text/csv".into()),
             metadata: vec![("owner".into(), "team-a".into())],
-            tags: vec![("class".into(), "gold".into()), ("note".into(), "a b".into())],
+            tags: vec![
+                ("class".into(), "gold".into()),
+                ("note".into(), "a b".into()),
+            ],
             storage_class: Some("STANDARD_IA".into()),
             cache_control: Some("max-age=60".into()),
             content_disposition: Some("attachment".into()),
@@ -262,26 +342,57 @@ async fn metadata_content_type_tags_and_storage_class_are_preserved() {
     )
     .await;
     put_multipart_with_attributes(&s3, &src, "multi").await;
-    put_with(&s3, &src, "glacier-ir", body(8, 10), PutExtras { storage_class: Some("GLACIER_IR".into()), ..Default::default() }).await;
+    put_with(
+        &s3,
+        &src,
+        "glacier-ir",
+        body(8, 10),
+        PutExtras {
+            storage_class: Some("GLACIER_IR".into()),
+            ..Default::default()
+        },
+    )
+    .await;
 
-    let (code, summary) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &["--multipart-threshold", "5MiB"]);
+    let (code, summary) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--multipart-threshold", "5MiB"],
+    );
     assert_eq!(code, 0, "{summary}");
 
     for key in ["single", "multi"] {
         let head = head(&s3, &dst, key).await;
-        let expected_type = if key == "single" { "text/csv" } else { "application/x-custom" };
+        let expected_type = if key == "single" {
+            "text/csv"
+        } else {
+            "application/x-custom"
+        };
         assert_eq!(head.content_type(), Some(expected_type), "{key}");
         assert_eq!(head.cache_control(), Some("max-age=60"), "{key}");
-        assert_eq!(head.metadata().unwrap().get("owner").map(String::as_str), Some("team-a"), "{key}");
+        assert_eq!(
+            head.metadata().unwrap().get("owner").map(String::as_str),
+            Some("team-a"),
+            "{key}"
+        );
         assert_eq!(
             tags(&s3, &dst, key).await,
-            vec![("class".to_string(), "gold".to_string()), ("note".to_string(), "a b".to_string())],
+            vec![
+                ("class".to_string(), "gold".to_string()),
+                ("note".to_string(), "a b".to_string())
+            ],
             "{key}"
         );
     }
-    assert_eq!(head(&s3, &dst, "single").await.content_disposition(), Some("attachment"));
-    let classes: Vec<(String, Option<String>)> =
-        list_all(&s3, &dst, "").await.into_iter().map(|l| (l.key, l.storage_class)).collect();
+    assert_eq!(
+        head(&s3, &dst, "single").await.content_disposition(),
+        Some("attachment")
+    );
+    let classes: Vec<(String, Option<String>)> = list_all(&s3, &dst, "")
+        .await
+        .into_iter()
+        .map(|l| (l.key, l.storage_class))
+        .collect();
     assert_eq!(
         classes,
         vec![
@@ -302,9 +413,18 @@ async fn storage_class_override_applies_to_every_copy() {
     put(&s3, &src, "a", body(1, 10)).await;
     put_multipart(&s3, &src, "b", 6 * MIB, 5 * MIB).await;
 
-    let (code, summary) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &["--storage-class", "GLACIER_IR"]);
+    let (code, summary) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--storage-class", "GLACIER_IR"],
+    );
     assert_eq!(code, 0, "{summary}");
     for listed in list_all(&s3, &dst, "").await {
-        assert_eq!(listed.storage_class.as_deref(), Some("GLACIER_IR"), "{}", listed.key);
+        assert_eq!(
+            listed.storage_class.as_deref(),
+            Some("GLACIER_IR"),
+            "{}",
+            listed.key
+        );
     }
 }

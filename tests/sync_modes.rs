@@ -12,24 +12,37 @@ fn sync_json(src: &str, dst: &str, extra: &[&str]) -> (i32, Value) {
     let mut args = vec!["sync", src, dst, "--endpoint-url", &endpoint, "--json"];
     args.extend_from_slice(extra);
     let out = run_cli(&args);
-    let summary: Value = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not a JSON summary ({e}):\n{}\n{}", out.stdout, out.stderr));
+    let summary: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not a JSON summary ({e}):\n{}\n{}",
+            out.stdout, out.stderr
+        )
+    });
     (out.status, summary)
 }
 
 fn count(summary: &Value, name: &str) -> u64 {
-    summary["counts"][name].as_u64().unwrap_or_else(|| panic!("no count {name} in {summary}"))
+    summary["counts"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count {name} in {summary}"))
 }
 
 async fn keys(bucket: &str) -> Vec<String> {
-    list_all(&s3().await, bucket, "").await.into_iter().map(|l| l.key).collect()
+    list_all(&s3().await, bucket, "")
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect()
 }
 
 /// Two buckets with: a key only at the source, a key equal on both sides, a
 /// key with the same size but other content, and a key with another size.
 async fn differing_pair(tag: &str) -> (String, String) {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket(&format!("{tag}-src")), unique_bucket(&format!("{tag}-dst")));
+    let (src, dst) = (
+        unique_bucket(&format!("{tag}-src")),
+        unique_bucket(&format!("{tag}-dst")),
+    );
     create_bucket(&s3, &src).await;
     create_bucket(&s3, &dst).await;
     put(&s3, &src, "new", body(1, 10)).await;
@@ -45,21 +58,37 @@ async fn differing_pair(tag: &str) -> (String, String) {
 #[tokio::test]
 async fn missing_mode_copies_only_absent_keys() {
     let (src, dst) = differing_pair("missing").await;
-    let (code, s) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &["--mode", "missing"]);
+    let (code, s) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--mode", "missing"],
+    );
     assert_eq!(code, 0, "{s}");
     assert_eq!((count(&s, "copied"), count(&s, "updated")), (1, 0));
-    assert_eq!(get_bytes(&s3().await, &dst, "other-size").await, body(5, 11), "left alone");
+    assert_eq!(
+        get_bytes(&s3().await, &dst, "other-size").await,
+        body(5, 11),
+        "left alone"
+    );
 }
 
 #[tokio::test]
 async fn size_mode_updates_only_size_differences() {
     let (src, dst) = differing_pair("size").await;
-    let (code, s) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &["--mode", "size"]);
+    let (code, s) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--mode", "size"],
+    );
     assert_eq!(code, 0, "{s}");
     assert_eq!((count(&s, "copied"), count(&s, "updated")), (1, 1));
     let s3 = s3().await;
     assert_eq!(get_bytes(&s3, &dst, "other-size").await, body(5, 10));
-    assert_eq!(get_bytes(&s3, &dst, "same-size").await, body(4, 10), "same size: not compared further");
+    assert_eq!(
+        get_bytes(&s3, &dst, "same-size").await,
+        body(4, 10),
+        "same size: not compared further"
+    );
 }
 
 #[tokio::test]
@@ -67,7 +96,14 @@ async fn etag_mode_is_the_default_and_catches_same_size_changes() {
     let (src, dst) = differing_pair("etag").await;
     let (code, s) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &[]);
     assert_eq!(code, 0, "{s}");
-    assert_eq!((count(&s, "copied"), count(&s, "updated"), count(&s, "skip_equal")), (1, 2, 1));
+    assert_eq!(
+        (
+            count(&s, "copied"),
+            count(&s, "updated"),
+            count(&s, "skip_equal")
+        ),
+        (1, 2, 1)
+    );
     assert_eq!(get_bytes(&s3().await, &dst, "same-size").await, body(3, 10));
 }
 
@@ -88,7 +124,13 @@ async fn incomparable_multipart_etags_fall_back_to_size_and_time_and_say_unverif
     // A copy newer than its multipart source, same size: probably equal.
     put_multipart(&s3, &src, "newer-copy", 6 * MIB, 5 * MIB).await;
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    put(&s3, &dst, "newer-copy", multipart_body("newer-copy", 6 * MIB)).await;
+    put(
+        &s3,
+        &dst,
+        "newer-copy",
+        multipart_body("newer-copy", 6 * MIB),
+    )
+    .await;
 
     let (code, s) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &[]);
 
@@ -97,10 +139,22 @@ async fn incomparable_multipart_etags_fall_back_to_size_and_time_and_say_unverif
     assert_eq!(code, 3, "{s}");
     assert_eq!(count(&s, "updated"), 2, "{s}");
     assert_eq!(count(&s, "skip_unverified"), 1, "{s}");
-    assert_eq!(count(&s, "skip_equal"), 0, "never called equal on incomparable ETags");
+    assert_eq!(
+        count(&s, "skip_equal"),
+        0,
+        "never called equal on incomparable ETags"
+    );
     assert_eq!(count(&s, "verify_mismatched"), 0, "{s}");
-    let csv = std::fs::read_to_string(s["failures_csv"].as_str().expect("the warning is in the report")).unwrap();
-    assert!(csv.contains(&format!("{src},newer-copy,,warning,Unverified")), "{csv}");
+    let csv = std::fs::read_to_string(
+        s["failures_csv"]
+            .as_str()
+            .expect("the warning is in the report"),
+    )
+    .unwrap();
+    assert!(
+        csv.contains(&format!("{src},newer-copy,,warning,Unverified")),
+        "{csv}"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +169,11 @@ async fn delete_removes_extraneous_keys_only_with_the_flag() {
     assert_eq!(count(&s, "extraneous_kept"), 2);
     assert!(keys(&dst).await.contains(&"extra-1".to_string()));
 
-    let (code, s) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &["--delete"]);
+    let (code, s) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--delete"],
+    );
     assert_eq!(code, 0, "{s}");
     assert_eq!(count(&s, "deleted"), 2);
     assert_eq!(keys(&dst).await, keys(&src).await);
@@ -132,13 +190,24 @@ async fn max_delete_caps_deletions_and_fails_the_run_with_a_row_per_refusal() {
         put(&s3, &dst, &format!("extra-{i}"), body(i, 3)).await;
     }
 
-    let (code, s) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &["--delete", "--max-delete", "2"]);
+    let (code, s) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--delete", "--max-delete", "2"],
+    );
 
     assert_eq!(code, 1, "{s}");
     assert_eq!(count(&s, "deleted"), 2);
     assert_eq!(count(&s, "failed"), 3);
-    assert_eq!(count(&s, "verify_mismatched"), 0, "refusals are reported once, not again by verify");
-    assert_eq!(keys(&dst).await, vec!["extra-2", "extra-3", "extra-4", "keep"]);
+    assert_eq!(
+        count(&s, "verify_mismatched"),
+        0,
+        "refusals are reported once, not again by verify"
+    );
+    assert_eq!(
+        keys(&dst).await,
+        vec!["extra-2", "extra-3", "extra-4", "keep"]
+    );
     let csv = std::fs::read_to_string(s["failures_csv"].as_str().unwrap()).unwrap();
     assert_eq!(csv.matches("MaxDeleteExceeded").count(), 3, "{csv}");
 }
@@ -149,19 +218,51 @@ async fn dry_run_plans_and_writes_nothing() {
     let before = list_all(&s3().await, &dst, "").await;
     let endpoint = moto().endpoint.clone();
 
-    let out = run_cli(&["sync", &format!("s3://{src}"), &format!("s3://{dst}"), "--endpoint-url", &endpoint, "--dry-run", "-v", "--no-progress"]);
+    let out = run_cli(&[
+        "sync",
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        "--endpoint-url",
+        &endpoint,
+        "--dry-run",
+        "-v",
+        "--no-progress",
+    ]);
 
     assert_eq!(out.status, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("(dry run) copy    new"), "{}", out.stdout);
-    assert!(out.stdout.contains("(dry run) update  same-size"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("(dry run) copy    new"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("(dry run) update  same-size"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("nothing was written"), "{}", out.stdout);
     assert_eq!(list_all(&s3().await, &dst, "").await, before);
 
-    let (code, s) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &["--dry-run", "--delete"]);
+    let (code, s) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--dry-run", "--delete"],
+    );
     assert_eq!(code, 0, "{s}");
-    assert_eq!((count(&s, "plan_copy"), count(&s, "plan_update"), count(&s, "copied")), (1, 2, 0));
+    assert_eq!(
+        (
+            count(&s, "plan_copy"),
+            count(&s, "plan_update"),
+            count(&s, "copied")
+        ),
+        (1, 2, 0)
+    );
     let requests = s["requests"].as_object().unwrap();
-    assert_eq!(requests.keys().collect::<Vec<_>>(), vec!["ListObjectsV2"], "{requests:?}");
+    assert_eq!(
+        requests.keys().collect::<Vec<_>>(),
+        vec!["ListObjectsV2"],
+        "{requests:?}"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +271,13 @@ async fn include_and_exclude_filters_select_keys_on_both_sides() {
     let (src, dst) = (unique_bucket("flt-src"), unique_bucket("flt-dst"));
     create_bucket(&s3, &src).await;
     create_bucket(&s3, &dst).await;
-    for key in ["logs/a.log", "logs/debug/b.log", "logs/c.tmp", "data/d.csv", "e.log"] {
+    for key in [
+        "logs/a.log",
+        "logs/debug/b.log",
+        "logs/c.tmp",
+        "data/d.csv",
+        "e.log",
+    ] {
         put(&s3, &src, key, body(1, 4)).await;
     }
     put(&s3, &dst, "logs/old.tmp", body(2, 4)).await;
@@ -178,11 +285,25 @@ async fn include_and_exclude_filters_select_keys_on_both_sides() {
     let (code, s) = sync_json(
         &format!("s3://{src}"),
         &format!("s3://{dst}"),
-        &["--include", "logs/*", "--include", "*.log", "--exclude", "logs/debug/*", "--exclude", "*.tmp", "--delete"],
+        &[
+            "--include",
+            "logs/*",
+            "--include",
+            "*.log",
+            "--exclude",
+            "logs/debug/*",
+            "--exclude",
+            "*.tmp",
+            "--delete",
+        ],
     );
 
     assert_eq!(code, 0, "{s}");
-    assert_eq!(keys(&dst).await, vec!["e.log", "logs/a.log", "logs/old.tmp"], "excluded keys are neither copied nor deleted");
+    assert_eq!(
+        keys(&dst).await,
+        vec!["e.log", "logs/a.log", "logs/old.tmp"],
+        "excluded keys are neither copied nor deleted"
+    );
     assert_eq!(count(&s, "skip_filtered"), 4, "{s}");
 }
 
@@ -200,7 +321,11 @@ async fn modified_since_copies_only_recent_source_objects() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     put(&s3, &src, "new", body(2, 4)).await;
 
-    let (code, s) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &["--modified-since", &cutoff]);
+    let (code, s) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--modified-since", &cutoff],
+    );
 
     assert_eq!(code, 0, "{s}");
     assert_eq!(keys(&dst).await, vec!["new"]);
