@@ -233,7 +233,7 @@ pub fn print_summary(s: &Summary) {
         println!("  report     {path}");
     }
     if let Some(path) = &s.failures_csv {
-        println!("  failures   {path}");
+        println!("  failures   {path} ({} rows)", n(s.report_rows));
     }
     let status = serde_json::to_value(s.status)
         .ok()

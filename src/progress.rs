@@ -108,8 +108,8 @@ pub fn status_line(c: &Counts, current_phase: u64, elapsed: Duration) -> String 
     let planned = c.plan_copy + c.plan_update + c.plan_delete;
     let skipped = c.skip_equal + c.skip_unverified + c.skip_filtered + c.skip_not_modified;
     let phase_name = match current_phase {
-        phase::LISTING => "listing",
-        phase::COPYING => "copying",
+        phase::LISTING => "listing and copying",
+        phase::COPYING => "copying (listing done)",
         phase::VERIFYING => "verifying",
         _ => "done",
     };

@@ -111,7 +111,12 @@ macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// Live counters of a run.
         #[derive(Debug, Default)]
-        pub struct Stats { $($(#[$doc])* pub $name: AtomicU64,)* }
+        pub struct Stats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+            /// The current phase, see `pipeline::phase`: for progress
+            /// displays, not part of the summary.
+            pub phase: AtomicU64,
+        }
 
         /// A point-in-time copy of [`Stats`].
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -134,8 +139,6 @@ counters! {
     copied, updated, deleted, bytes_copied,
     failed, skipped_archived, skipped_sse_c, source_vanished, warnings,
     verify_checked, verify_mismatched,
-    /// The current phase, see `pipeline::phase`.
-    phase,
 }
 
 impl Stats {
