@@ -428,3 +428,83 @@ async fn storage_class_override_applies_to_every_copy() {
         );
     }
 }
+
+#[tokio::test]
+async fn report_is_written_to_an_s3_prefix() {
+    let s3 = s3().await;
+    let (src, dst, reports) = (
+        unique_bucket("rep-src"),
+        unique_bucket("rep-dst"),
+        unique_bucket("rep-out"),
+    );
+    for bucket in [&src, &dst, &reports] {
+        create_bucket(&s3, bucket).await;
+    }
+    put(&s3, &src, "a", body(1, 10)).await;
+    // A multipart source whose copy was written later in one PUT: the ETags
+    // cannot be compared, which gives the report one warning row.
+    put_multipart(&s3, &src, "mp", 6 * MIB, 5 * MIB).await;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    put(&s3, &dst, "mp", multipart_body("mp", 6 * MIB)).await;
+
+    let (code, summary) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--report", &format!("s3://{reports}/nightly")],
+    );
+
+    assert_eq!(code, 3, "{summary}");
+    let run_id = summary["run_id"].as_str().unwrap();
+    assert_eq!(
+        summary["summary_json"],
+        format!("s3://{reports}/nightly/{run_id}/summary.json")
+    );
+    let written: Value = serde_json::from_slice(
+        &get_bytes(&s3, &reports, &format!("nightly/{run_id}/summary.json")).await,
+    )
+    .unwrap();
+    assert_eq!(written["counts"]["copied"], 1);
+    assert_eq!(written["status"], "warnings");
+    let csv = String::from_utf8(
+        get_bytes(&s3, &reports, &format!("nightly/{run_id}/failures.csv")).await,
+    )
+    .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert_eq!(
+        lines[0],
+        "Bucket,Key,VersionId,TaskStatus,ErrorCode,HTTPStatusCode,ResultMessage"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{src},mp,,warning,Unverified,,")),
+        "{csv}"
+    );
+}
+
+#[tokio::test]
+async fn sse_option_encrypts_copies() {
+    let s3 = s3().await;
+    let (src, dst) = (unique_bucket("sse-src"), unique_bucket("sse-dst"));
+    create_bucket(&s3, &src).await;
+    create_bucket(&s3, &dst).await;
+    put(&s3, &src, "a", body(1, 10)).await;
+    put_multipart(&s3, &src, "b", 6 * MIB, 5 * MIB).await;
+
+    let (code, summary) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--sse", "AES256"],
+    );
+
+    assert_eq!(code, 0, "{summary}");
+    for key in ["a", "b"] {
+        assert_eq!(
+            head(&s3, &dst, key)
+                .await
+                .server_side_encryption()
+                .map(|s| s.as_str()),
+            Some("AES256"),
+            "{key}"
+        );
+    }
+}
