@@ -136,7 +136,8 @@ impl Copier {
         if cancel.is_cancelled() {
             return Err(CopyError::Cancelled);
         }
-        let multipart_source = matches!(etag_shape(&entry.etag), EtagShape::Multipart(n) if n > 1);
+        // `-1` counts too: a one-part upload's ETag differs from a plain one.
+        let multipart_source = matches!(etag_shape(&entry.etag), EtagShape::Multipart(_));
         if entry.size > self.options.multipart_threshold
             || (self.options.mirror_parts && multipart_source)
         {
