@@ -52,8 +52,13 @@ impl Default for ClientSettings {
             endpoint_url: None,
             force_path_style: false,
             retry_mode: RetryMode::Adaptive,
-            // The SDK default of 3 gives up within about a second of SlowDown;
-            // 10 attempts ride out a throttling burst of ~20 s with backoff.
+            // The SDK default of 3 gives up within seconds of a SlowDown.
+            // With 10, backoff (exponential with jitter, capped at 20 s per
+            // wait) keeps a request alive through about two minutes of
+            // throttling. In adaptive mode the client-side limiter adds its
+            // own waits after throttling (its refill floor is 0.5 tokens/s,
+            // 5 per retry), which is slow for a lone request but is what
+            // lowers a whole worker pool's rate under sustained SlowDown.
             max_attempts: 10,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(120),

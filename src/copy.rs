@@ -70,10 +70,11 @@ impl CopyError {
             ("InvalidObjectState", _) => CopyError::Archived(failure),
             ("PreconditionFailed", _) | (_, Some(412)) => CopyError::SourceChanged,
             ("NoSuchKey", _) => CopyError::Vanished,
+            // S3's own words for a customer-key object; other InvalidRequest
+            // errors (a KMS request without SigV4, say) are real failures.
             ("InvalidRequest" | "BadRequest", _)
-                if message.contains("encrypt")
-                    || message.contains("customer")
-                    || message.contains("sse") =>
+                if message.contains("stored using a form of server side encryption")
+                    && message.contains("correct parameters must be provided") =>
             {
                 CopyError::SseC(failure)
             }
@@ -312,6 +313,14 @@ mod tests {
                 "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."
             )),
             CopyError::SseC(_)
+        ));
+        assert!(matches!(
+            CopyError::from_failure(failure(
+                "InvalidRequest",
+                400,
+                "Requests specifying Server Side Encryption with AWS KMS managed keys require AWS Signature Version 4."
+            )),
+            CopyError::Failed(_)
         ));
         assert!(matches!(
             CopyError::from_failure(failure("AccessDenied", 403, "no")),

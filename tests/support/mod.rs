@@ -15,6 +15,7 @@
 //! so any two of them compare directly.
 
 #![allow(dead_code)]
+pub mod fault_proxy;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

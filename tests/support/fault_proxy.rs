@@ -1,0 +1,836 @@
+//! A fault-injecting HTTP proxy on loopback, between the CLI and moto.
+//!
+//! moto answers every request promptly and correctly. Real S3 does not: it
+//! throttles (503 SlowDown), answers some copies `200 OK` with an `<Error>`
+//! body, refuses archived and SSE-C sources, and honours
+//! `x-amz-copy-source-if-match`, which moto ignores. The proxy forwards every
+//! request to moto unchanged, except those that match a [`Rule`], and records
+//! every request so a test can count attempts per operation and key.
+//!
+//! ```ignore
+//! let proxy = FaultProxy::start(&moto().endpoint);
+//! proxy.add_rule(Rule::on(Op::CopyObject).key("k").times(3).respond(503, SLOW_DOWN_XML));
+//! // run the CLI with `--endpoint-url proxy.endpoint()`
+//! assert_eq!(proxy.count(Op::CopyObject, "k"), 4);
+//! ```
+//!
+//! Besides rules there are two switches that make moto behave like S3:
+//! [`FaultProxy::enforce_copy_source_if_match`] and
+//! [`FaultProxy::rewrite_source_before_first_copy`] (the source changing
+//! between the listing and the copy, at a moment a test controls).
+//!
+//! The proxy runs on a thread and Tokio runtime of its own: tests block on
+//! the CLI (`run_cli`), and that must not stall the proxy the CLI talks to.
+//! It only listens on and connects to 127.0.0.1. Requests are read whole
+//! (the CLI sends no large bodies: copies are server-side); responses are
+//! streamed back. moto does not check signatures, so the `Host` header is
+//! rewritten to moto's address without re-signing.
+//!
+//! A failure of the proxy itself (moto refusing the proxy's own HEAD or PUT)
+//! must not become a dropped connection that the SDK retries, which would
+//! hide that the fault was never injected: it is recorded instead, and
+//! [`FaultProxy::assert_no_errors`] fails the test.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HOST, HeaderName,
+};
+use hyper::http::request::Parts;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use percent_encoding::percent_decode_str;
+
+/// S3's throttling answer, sent with status 503.
+pub const SLOW_DOWN_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
+
+/// The body S3 sends with `200 OK` when a CopyObject, UploadPartCopy or
+/// CompleteMultipartUpload fails after the status line has gone out.
+pub const INTERNAL_ERROR_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
+
+/// A copy of an object in Glacier Flexible Retrieval or Deep Archive that
+/// has not been restored, sent with status 403.
+pub const INVALID_OBJECT_STATE_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidObjectState</Code><Message>The operation is not valid for the object's storage class</Message><StorageClass>GLACIER</StorageClass><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
+
+/// A copy of an SSE-C object without the customer key, sent with status 400.
+/// The message is S3's own, word for word.
+pub const SSE_C_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code><Message>The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
+
+/// Sent with status 403.
+pub const ACCESS_DENIED_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
+
+/// What [`FaultProxy::enforce_copy_source_if_match`] answers, with 412.
+const PRECONDITION_FAILED_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message><Condition>x-amz-copy-source-If-Match</Condition><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
+
+/// For the proxy's own requests to moto. moto does not verify signatures,
+/// but treats a request with no `Authorization` at all as anonymous and
+/// refuses it on a private object.
+const DUMMY_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+
+const COPY_SOURCE: HeaderName = HeaderName::from_static("x-amz-copy-source");
+const COPY_SOURCE_IF_MATCH: HeaderName = HeaderName::from_static("x-amz-copy-source-if-match");
+
+/// An S3 operation, as told from method, path, query and headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    ListBuckets,
+    CreateBucket,
+    HeadBucket,
+    ListObjectsV2,
+    ListMultipartUploads,
+    HeadObject,
+    GetObject,
+    GetObjectTagging,
+    PutObject,
+    PutObjectTagging,
+    DeleteObject,
+    /// PUT with `x-amz-copy-source` and no `partNumber`.
+    CopyObject,
+    /// PUT with `partNumber` and a body.
+    UploadPart,
+    /// PUT with `x-amz-copy-source` and `partNumber`.
+    UploadPartCopy,
+    /// POST `?uploads`.
+    CreateMultipartUpload,
+    /// POST `?uploadId=`.
+    CompleteMultipartUpload,
+    /// DELETE `?uploadId=`.
+    AbortMultipartUpload,
+    /// GET `?uploadId=` on a key.
+    ListParts,
+    Other,
+}
+
+/// One request the proxy received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub op: Op,
+    pub method: String,
+    pub bucket: String,
+    /// The object key, percent-decoded; `None` for bucket-level requests.
+    pub key: Option<String>,
+    /// The path as sent (still percent-encoded).
+    pub path: String,
+    /// The raw query string.
+    pub query: String,
+    pub part_number: Option<u32>,
+    /// `x-amz-copy-source` as sent.
+    pub copy_source: Option<String>,
+    pub copy_source_if_match: Option<String>,
+    /// The status answered (by moto or the proxy); `None` while in flight.
+    pub status: Option<u16>,
+    /// Whether the proxy answered itself instead of moto.
+    pub injected: bool,
+}
+
+/// What a matching [`Rule`] does.
+#[derive(Debug, Clone)]
+enum Fault {
+    /// Answer with this status and body instead of forwarding.
+    Respond { status: u16, body: String },
+    /// Wait, then forward.
+    Delay(Duration),
+}
+
+/// A fault for requests of one operation, optionally narrowed to one key
+/// (the key in the request path: for a copy, the *destination* key) and one
+/// part number. Applies forever unless limited with [`RuleBuilder::times`].
+#[derive(Debug, Clone)]
+pub struct Rule {
+    op: Op,
+    key: Option<String>,
+    part: Option<u32>,
+    /// `None`: forever.
+    remaining: Option<u32>,
+    fault: Fault,
+}
+
+/// A [`Rule`] being described; `respond` or `delay` finish it, so a rule
+/// without a fault cannot exist.
+#[derive(Debug, Clone)]
+#[must_use = "finish the rule with .respond(..) or .delay(..)"]
+pub struct RuleBuilder {
+    op: Op,
+    key: Option<String>,
+    part: Option<u32>,
+    remaining: Option<u32>,
+}
+
+impl Rule {
+    pub fn on(op: Op) -> RuleBuilder {
+        RuleBuilder {
+            op,
+            key: None,
+            part: None,
+            remaining: None,
+        }
+    }
+
+    fn matches(&self, request: &Recorded) -> bool {
+        self.op == request.op
+            && self.remaining != Some(0)
+            && self
+                .key
+                .as_ref()
+                .is_none_or(|k| request.key.as_ref() == Some(k))
+            && self.part.is_none_or(|p| request.part_number == Some(p))
+    }
+}
+
+impl RuleBuilder {
+    /// Only requests for this object key (decoded, relative to the bucket).
+    pub fn key(mut self, key: &str) -> Self {
+        self.key = Some(key.to_owned());
+        self
+    }
+
+    /// Only this part number (UploadPart, UploadPartCopy).
+    pub fn part(mut self, part_number: u32) -> Self {
+        self.part = Some(part_number);
+        self
+    }
+
+    /// Apply to the first `n` matching requests only; later ones are
+    /// forwarded.
+    pub fn times(mut self, n: u32) -> Self {
+        self.remaining = Some(n);
+        self
+    }
+
+    /// Answer `status` with an XML `body` instead of forwarding.
+    pub fn respond(self, status: u16, body: &str) -> Rule {
+        self.finish(Fault::Respond {
+            status,
+            body: body.to_owned(),
+        })
+    }
+
+    /// Forward after waiting `delay`.
+    pub fn delay(self, delay: Duration) -> Rule {
+        self.finish(Fault::Delay(delay))
+    }
+
+    fn finish(self, fault: Fault) -> Rule {
+        Rule {
+            op: self.op,
+            key: self.key,
+            part: self.part,
+            remaining: self.remaining,
+            fault,
+        }
+    }
+}
+
+/// A one-shot change to a source object, see
+/// [`FaultProxy::rewrite_source_before_first_copy`].
+#[derive(Debug)]
+struct SourceRewrite {
+    key: String,
+    body: Vec<u8>,
+    done: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: Vec<Rule>,
+    enforce_if_match: bool,
+    rewrites: Vec<SourceRewrite>,
+    log: Vec<Recorded>,
+    in_flight: usize,
+    /// The proxy's own failures.
+    errors: Vec<String>,
+}
+
+/// What the proxy shares between connections.
+struct Shared {
+    /// `http://127.0.0.1:PORT` of moto.
+    upstream: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    state: Arc<Mutex<State>>,
+}
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// A running proxy; stopped when dropped.
+pub struct FaultProxy {
+    endpoint: String,
+    state: Arc<Mutex<State>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Start a proxy on a free loopback port in front of `upstream`
+    /// (`http://127.0.0.1:PORT`, moto's endpoint).
+    pub fn start(upstream: &str) -> Self {
+        // The tests must never send traffic off this machine.
+        assert!(
+            upstream.starts_with("http://127.0.0.1:"),
+            "the proxy only forwards to loopback, not {upstream}"
+        );
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .expect("bind a loopback port for the proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let (shutdown, stop) = tokio::sync::oneshot::channel();
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let shared_state = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("fault-proxy".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("proxy runtime");
+                runtime.block_on(async move {
+                    let shared = Arc::new(Shared {
+                        upstream,
+                        client: Client::builder(TokioExecutor::new()).build_http(),
+                        state: shared_state,
+                    });
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    serve(listener, shared, stop).await;
+                });
+                // Dropping the runtime here cancels connections still open.
+            })
+            .expect("spawn the proxy thread");
+        FaultProxy {
+            endpoint,
+            state,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `--endpoint-url`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("proxy state poisoned")
+    }
+
+    /// Add a rule. When several match a request, the first added applies.
+    pub fn add_rule(&self, rule: Rule) {
+        self.state().rules.push(rule);
+    }
+
+    /// Remove every rule: from now on everything is forwarded (the switches
+    /// below stay as they are).
+    pub fn clear_rules(&self) {
+        self.state().rules.clear();
+    }
+
+    /// Make CopyObject and UploadPartCopy honour `x-amz-copy-source-if-match`
+    /// as S3 does: the proxy HEADs the source at moto and answers 412
+    /// `PreconditionFailed` when its ETag is not the one asked for.
+    pub fn enforce_copy_source_if_match(&self) {
+        self.state().enforce_if_match = true;
+    }
+
+    /// Just before forwarding the first CopyObject whose *source* key is
+    /// `key`, overwrite that source object at moto with `body`: the source
+    /// changes between the listing and the copy, deterministically.
+    pub fn rewrite_source_before_first_copy(&self, key: &str, body: Vec<u8>) {
+        self.state().rewrites.push(SourceRewrite {
+            key: key.to_owned(),
+            body,
+            done: false,
+        });
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state().log.clone()
+    }
+
+    /// Forget the requests recorded so far (before a re-run, say).
+    pub fn clear_log(&self) {
+        self.state().log.clear();
+    }
+
+    /// Requests of `op` for object `key`.
+    pub fn count(&self, op: Op, key: &str) -> usize {
+        self.state()
+            .log
+            .iter()
+            .filter(|r| r.op == op && r.key.as_deref() == Some(key))
+            .count()
+    }
+
+    /// Requests of `op`, any key.
+    pub fn count_op(&self, op: Op) -> usize {
+        self.state().log.iter().filter(|r| r.op == op).count()
+    }
+
+    /// Panic if the proxy failed at something of its own (a rewrite or an
+    /// if-match check that moto refused): the fault was then not injected.
+    pub fn assert_no_errors(&self) {
+        let errors = self.state().errors.clone();
+        assert!(errors.is_empty(), "the fault proxy failed: {errors:#?}");
+    }
+
+    /// Block until at least `n` requests of `op` have arrived; false on timeout.
+    pub fn wait_for(&self, op: Op, n: usize, timeout: Duration) -> bool {
+        poll_until(timeout, || self.count_op(op) >= n)
+    }
+
+    /// Block until no request is being handled: every delayed request has
+    /// been forwarded and answered, even if its client is gone; false on
+    /// timeout.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        poll_until(timeout, || self.state().in_flight == 0)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle(request, shared.clone()));
+            // Keep-alive is hyper's default; a client hanging up is no error here.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Marks a request as finished, with the status it got, when dropped: on
+/// every way out of [`process`], a panic included.
+struct InFlight {
+    state: Arc<Mutex<State>>,
+    index: usize,
+    status: Option<u16>,
+    injected: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().expect("proxy state poisoned");
+        state.in_flight -= 1;
+        // The log may have been cleared meanwhile.
+        if let Some(entry) = state.log.get_mut(self.index) {
+            entry.status = self.status;
+            entry.injected = self.injected;
+        }
+    }
+}
+
+/// What to do with one request, decided under the lock: the first matching
+/// rule, then the one-shot rewrite and the if-match check.
+enum Plan {
+    Respond {
+        status: u16,
+        body: String,
+    },
+    Forward {
+        delay: Option<Duration>,
+        rewrite: Option<Vec<u8>>,
+        check_if_match: bool,
+    },
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    // A task of its own, so a request is carried through to moto even when
+    // the client hangs up (hyper then drops this future): S3 too completes a
+    // copy whose client stopped waiting, and `wait_idle` can only promise
+    // that moto has seen everything if nothing is cut off half-way.
+    let task = tokio::spawn(process(request, shared.clone()));
+    Ok(task.await.unwrap_or_else(|e| {
+        let why = format!("handling a request: {e}");
+        shared.record_error(why.clone());
+        canned(502, &why)
+    }))
+}
+
+async fn process(request: Request<Incoming>, shared: Arc<Shared>) -> Response<ProxyBody> {
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return canned(502, &format!("fault proxy: reading the request: {e}")),
+    };
+    let recorded = describe(&parts);
+
+    let (plan, mut guard) = {
+        let mut state = shared.state.lock().expect("proxy state poisoned");
+        let plan = plan(&mut state, &recorded);
+        state.log.push(recorded.clone());
+        state.in_flight += 1;
+        let guard = InFlight {
+            state: shared.state.clone(),
+            index: state.log.len() - 1,
+            status: None,
+            injected: false,
+        };
+        (plan, guard)
+    };
+
+    let response = match plan {
+        Plan::Respond { status, body } => {
+            guard.injected = true;
+            canned(status, &body)
+        }
+        Plan::Forward {
+            delay,
+            rewrite,
+            check_if_match,
+        } => {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            if let (Some(new_body), Some(source)) = (rewrite, recorded.copy_source.as_deref())
+                && let Err(why) = overwrite_source(&shared, source, new_body).await
+            {
+                shared.record_error(why);
+            }
+            let precondition_failed = check_if_match
+                && if_match_fails(&shared, &recorded)
+                    .await
+                    .unwrap_or_else(|why| {
+                        shared.record_error(why);
+                        false
+                    });
+            if precondition_failed {
+                guard.injected = true;
+                canned(412, PRECONDITION_FAILED_XML)
+            } else {
+                forward(&shared, parts, body).await
+            }
+        }
+    };
+    guard.status = Some(response.status().as_u16());
+    response
+}
+
+fn plan(state: &mut State, request: &Recorded) -> Plan {
+    let mut delay = None;
+    if let Some(rule) = state.rules.iter_mut().find(|rule| rule.matches(request)) {
+        if let Some(n) = rule.remaining.as_mut() {
+            *n -= 1;
+        }
+        match &rule.fault {
+            Fault::Respond { status, body } => {
+                return Plan::Respond {
+                    status: *status,
+                    body: body.clone(),
+                };
+            }
+            Fault::Delay(d) => delay = Some(*d),
+        }
+    }
+    // Only a copy that goes on to moto uses up the one-shot rewrite.
+    let rewrite = match (
+        request.op,
+        request.copy_source.as_deref().map(copy_source_key),
+    ) {
+        (Op::CopyObject, Some(source_key)) => state
+            .rewrites
+            .iter_mut()
+            .find(|r| !r.done && r.key == source_key)
+            .map(|r| {
+                r.done = true;
+                r.body.clone()
+            }),
+        _ => None,
+    };
+    let check_if_match = state.enforce_if_match
+        && matches!(request.op, Op::CopyObject | Op::UploadPartCopy)
+        && request.copy_source_if_match.is_some();
+    Plan::Forward {
+        delay,
+        rewrite,
+        check_if_match,
+    }
+}
+
+/// Record what a request is: operation, bucket, key and the headers tests ask about.
+fn describe(parts: &Parts) -> Recorded {
+    let path = parts
+        .uri
+        .path()
+        .strip_prefix('/')
+        .unwrap_or(parts.uri.path());
+    // Path-style: the first segment is the bucket, the rest the encoded key
+    // (which may itself start with `/` or contain `//`).
+    let (bucket, key) = match path.split_once('/') {
+        Some((bucket, key)) if !key.is_empty() => (bucket, Some(decode(key))),
+        Some((bucket, _)) => (bucket, None),
+        None => (path, None),
+    };
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            (decode(name), decode(value))
+        })
+        .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let header = |name: &HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let copy_source = header(&COPY_SOURCE);
+
+    let has = |name: &str| param(name).is_some();
+    let copy = copy_source.is_some();
+    let op = match (parts.method.as_str(), key.is_some()) {
+        ("GET", false) if bucket.is_empty() => Op::ListBuckets,
+        ("GET", false) if has("list-type") => Op::ListObjectsV2,
+        ("GET", false) if has("uploads") => Op::ListMultipartUploads,
+        ("HEAD", false) => Op::HeadBucket,
+        ("PUT", false) => Op::CreateBucket,
+        ("PUT", true) if copy && has("partNumber") => Op::UploadPartCopy,
+        ("PUT", true) if copy => Op::CopyObject,
+        ("PUT", true) if has("partNumber") => Op::UploadPart,
+        ("PUT", true) if has("tagging") => Op::PutObjectTagging,
+        ("PUT", true) => Op::PutObject,
+        ("POST", true) if has("uploads") => Op::CreateMultipartUpload,
+        ("POST", true) if has("uploadId") => Op::CompleteMultipartUpload,
+        ("DELETE", true) if has("uploadId") => Op::AbortMultipartUpload,
+        ("DELETE", true) => Op::DeleteObject,
+        ("GET", true) if has("tagging") => Op::GetObjectTagging,
+        ("GET", true) if has("uploadId") => Op::ListParts,
+        ("GET", true) => Op::GetObject,
+        ("HEAD", true) => Op::HeadObject,
+        _ => Op::Other,
+    };
+    Recorded {
+        op,
+        method: parts.method.to_string(),
+        bucket: decode(bucket),
+        key,
+        part_number: param("partNumber").and_then(|n| n.parse().ok()),
+        path: parts.uri.path().to_owned(),
+        query,
+        copy_source,
+        copy_source_if_match: header(&COPY_SOURCE_IF_MATCH),
+        status: None,
+        injected: false,
+    }
+}
+
+fn decode(text: &str) -> String {
+    percent_decode_str(text).decode_utf8_lossy().into_owned()
+}
+
+/// `x-amz-copy-source` is `[/]bucket/encoded-key[?versionId=..]`: the path
+/// of the source object at moto, still encoded.
+fn copy_source_path(copy_source: &str) -> String {
+    let source = copy_source.split('?').next().unwrap_or_default();
+    format!("/{}", source.trim_start_matches('/'))
+}
+
+/// The decoded key of an `x-amz-copy-source`.
+fn copy_source_key(copy_source: &str) -> String {
+    let path = copy_source_path(copy_source);
+    let encoded = path[1..]
+        .split_once('/')
+        .map(|(_, key)| key)
+        .unwrap_or_default();
+    decode(encoded)
+}
+
+fn canned(status: u16, body: &str) -> Response<ProxyBody> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).expect("valid status"))
+        .header(CONTENT_TYPE, "application/xml")
+        .header("x-amz-request-id", "FAULTPROXY")
+        .body(
+            Full::new(Bytes::from(body.to_owned()))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("a canned response")
+}
+
+/// Headers that belong to one connection, not to the request.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+async fn forward(shared: &Shared, parts: Parts, body: Bytes) -> Response<ProxyBody> {
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("{}{path_and_query}", shared.upstream));
+    for (name, value) in &parts.headers {
+        // Host is set from the upstream URI by the client.
+        if name != HOST && name != CONTENT_LENGTH && !hop_by_hop(name) {
+            builder = builder.header(name, value);
+        }
+    }
+    // The body was read whole, so its length is known (even if it came chunked).
+    if !body.is_empty() || parts.headers.contains_key(CONTENT_LENGTH) {
+        builder = builder.header(CONTENT_LENGTH, body.len());
+    }
+    let request = match builder.body(Full::new(body)) {
+        Ok(request) => request,
+        Err(e) => return canned(502, &format!("fault proxy: building the request: {e}")),
+    };
+    match shared.client.request(request).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            parts.headers.remove(CONNECTION);
+            parts.headers.remove("keep-alive");
+            Response::from_parts(parts, body.boxed())
+        }
+        Err(e) => canned(502, &format!("fault proxy: moto did not answer: {e}")),
+    }
+}
+
+impl Shared {
+    fn record_error(&self, why: String) {
+        self.state
+            .lock()
+            .expect("proxy state poisoned")
+            .errors
+            .push(why);
+    }
+}
+
+/// PUT `body` over the copy's source object at moto.
+async fn overwrite_source(shared: &Shared, copy_source: &str, body: Vec<u8>) -> Result<(), String> {
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri(format!(
+            "{}{}",
+            shared.upstream,
+            copy_source_path(copy_source)
+        ))
+        .header(AUTHORIZATION, DUMMY_AUTHORIZATION)
+        .header(CONTENT_LENGTH, body.len())
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("building the rewrite of {copy_source}: {e}"))?;
+    let response = shared
+        .client
+        .request(request)
+        .await
+        .map_err(|e| format!("rewriting {copy_source}: {e}"))?;
+    let status = response.status();
+    // Read the body so the connection goes back to the pool.
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("rewriting {copy_source}: moto answered {status}"))
+    }
+}
+
+/// Whether the copy's `x-amz-copy-source-if-match` names another ETag than
+/// the source's current one. A source moto cannot find is left to moto, which
+/// answers NoSuchKey as S3 would.
+async fn if_match_fails(shared: &Shared, request: &Recorded) -> Result<bool, String> {
+    let (Some(source), Some(wanted)) = (&request.copy_source, &request.copy_source_if_match) else {
+        return Ok(false);
+    };
+    let head = Request::builder()
+        .method(Method::HEAD)
+        .uri(format!("{}{}", shared.upstream, copy_source_path(source)))
+        .header(AUTHORIZATION, DUMMY_AUTHORIZATION)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("building the HEAD of {source}: {e}"))?;
+    let response = shared
+        .client
+        .request(head)
+        .await
+        .map_err(|e| format!("HEAD {source}: {e}"))?;
+    let status = response.status();
+    let current = response
+        .headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned();
+    let _ = response.into_body().collect().await;
+    if status == StatusCode::NOT_FOUND {
+        return Ok(false);
+    }
+    if !status.is_success() {
+        return Err(format!("HEAD {source}: moto answered {status}"));
+    }
+    // If-Match may list several ETags, or `*` for "exists".
+    Ok(!wanted
+        .split(',')
+        .map(|t| t.trim().trim_matches('"'))
+        .any(|t| t == "*" || t == current))
+}
