@@ -763,3 +763,144 @@ async fn an_invalid_request_about_kms_is_a_failure_not_an_sse_c_skip() {
         .collect();
     assert_eq!(copied, ["obj-001"]);
 }
+
+#[tokio::test]
+async fn a_source_listing_that_fails_midway_stops_the_run_and_deletes_nothing() {
+    // GIVEN a source of two listing pages, and a destination holding keys that
+    // are on the source's second page
+    let s3 = s3().await;
+    let (src, dst) = (unique_bucket("lstfail-src"), unique_bucket("lstfail-dst"));
+    create_bucket(&s3, &src).await;
+    create_bucket(&s3, &dst).await;
+    for i in 0..1_050 {
+        put(&s3, &src, &format!("k{i:05}"), small_body(i)).await;
+    }
+    for i in 1_000..1_050 {
+        put(&s3, &dst, &format!("k{i:05}"), small_body(i)).await;
+    }
+    // WHEN the source's second page is denied, with --delete on
+    let proxy = FaultProxy::start(&moto().endpoint);
+    proxy.add_rule(
+        Rule::on(Op::ListObjectsV2)
+            .bucket(&src)
+            .query_contains("continuation-token=")
+            .respond(403, ACCESS_DENIED_XML),
+    );
+    let run = sync_via(&proxy, &src, &dst, &["--delete"]);
+
+    // THEN the run fails and names the listing, and the destination keys the
+    // failed page would have shown are not mistaken for extraneous ones
+    assert_eq!(run.code, 1, "{}", run.summary);
+    let error = run.summary["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("listing s3://{src}/")) && error.contains("AccessDenied"),
+        "{error}"
+    );
+    assert_eq!(run.count("deleted"), 0);
+    assert_eq!(proxy.count_op(Op::DeleteObject), 0);
+    assert_eq!(
+        list_all(&s3, &dst, "").await.len(),
+        1_050 - 1_000 + run.count("copied") as usize
+    );
+}
+
+#[tokio::test]
+async fn a_denied_destination_bucket_is_a_configuration_error_before_any_write() {
+    let (s3, src, dst, proxy) = fixture("denied-bucket", 3).await;
+    proxy.add_rule(
+        Rule::on(Op::ListObjectsV2)
+            .bucket(&dst)
+            .respond(403, ACCESS_DENIED_XML),
+    );
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+
+    let out = run_cli(&[
+        "sync",
+        &source,
+        &destination,
+        "--endpoint-url",
+        proxy.endpoint(),
+        "--no-progress",
+    ]);
+
+    assert_eq!(out.status, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "access to the destination bucket \"{dst}\" is denied"
+        )),
+        "{}",
+        out.stderr
+    );
+    let writes: Vec<Op> = proxy
+        .requests()
+        .iter()
+        .map(|r| r.op)
+        .filter(|op| *op != Op::ListObjectsV2)
+        .collect();
+    assert_eq!(writes, vec![], "nothing but the preflight listings");
+    assert!(list_all(&s3, &dst, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn expected_bucket_owners_are_sent_on_every_request() {
+    // GIVEN a small and a multipart source, and owners for both buckets
+    let (s3, src, dst, proxy) = fixture("owners", 2).await;
+    put_multipart(&s3, &src, "mp", 6 * MIB, 5 * MIB).await;
+    put(&s3, &dst, "extra", small_body(9)).await;
+
+    let run = sync_via(
+        &proxy,
+        &src,
+        &dst,
+        &[
+            "--expected-source-owner",
+            "111111111111",
+            "--expected-dest-owner",
+            "222222222222",
+            "--delete",
+        ],
+    );
+
+    // THEN every request carries the owner of the bucket it addresses, and
+    // copies also carry the source's owner
+    assert_eq!(run.code, 0, "{}", run.summary);
+    let requests = proxy.requests();
+    let ops: std::collections::BTreeSet<String> =
+        requests.iter().map(|r| format!("{:?}", r.op)).collect();
+    for op in [
+        "CopyObject",
+        "UploadPartCopy",
+        "CreateMultipartUpload",
+        "CompleteMultipartUpload",
+        "HeadObject",
+        "GetObjectTagging",
+        "DeleteObject",
+        "ListObjectsV2",
+    ] {
+        assert!(ops.contains(op), "{op} was not exercised: {ops:?}");
+    }
+    for r in &requests {
+        let expected = if r.bucket == src {
+            "111111111111"
+        } else {
+            "222222222222"
+        };
+        assert_eq!(
+            r.expected_owner.as_deref(),
+            Some(expected),
+            "{:?} {} {:?}",
+            r.op,
+            r.bucket,
+            r.key
+        );
+        if matches!(r.op, Op::CopyObject | Op::UploadPartCopy) {
+            assert_eq!(
+                r.expected_source_owner.as_deref(),
+                Some("111111111111"),
+                "{:?} {:?}",
+                r.op,
+                r.key
+            );
+        }
+    }
+}

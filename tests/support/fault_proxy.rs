@@ -128,6 +128,9 @@ pub struct Recorded {
     /// `x-amz-copy-source` as sent.
     pub copy_source: Option<String>,
     pub copy_source_if_match: Option<String>,
+    /// `x-amz-expected-bucket-owner` and `x-amz-source-expected-bucket-owner`.
+    pub expected_owner: Option<String>,
+    pub expected_source_owner: Option<String>,
     /// The status answered (by moto or the proxy); `None` while in flight.
     pub status: Option<u16>,
     /// Whether the proxy answered itself instead of moto.
@@ -150,6 +153,8 @@ enum Fault {
 pub struct Rule {
     op: Op,
     key: Option<String>,
+    bucket: Option<String>,
+    query: Option<String>,
     part: Option<u32>,
     /// `None`: forever.
     remaining: Option<u32>,
@@ -163,6 +168,8 @@ pub struct Rule {
 pub struct RuleBuilder {
     op: Op,
     key: Option<String>,
+    bucket: Option<String>,
+    query: Option<String>,
     part: Option<u32>,
     remaining: Option<u32>,
 }
@@ -172,6 +179,8 @@ impl Rule {
         RuleBuilder {
             op,
             key: None,
+            bucket: None,
+            query: None,
             part: None,
             remaining: None,
         }
@@ -184,6 +193,11 @@ impl Rule {
                 .key
                 .as_ref()
                 .is_none_or(|k| request.key.as_ref() == Some(k))
+            && self.bucket.as_ref().is_none_or(|b| &request.bucket == b)
+            && self
+                .query
+                .as_ref()
+                .is_none_or(|q| request.query.contains(q.as_str()))
             && self.part.is_none_or(|p| request.part_number == Some(p))
     }
 }
@@ -192,6 +206,20 @@ impl RuleBuilder {
     /// Only requests for this object key (decoded, relative to the bucket).
     pub fn key(mut self, key: &str) -> Self {
         self.key = Some(key.to_owned());
+        self
+    }
+
+    /// Only requests to this bucket (for bucket-level operations such as
+    /// listings, where there is no key to match).
+    pub fn bucket(mut self, bucket: &str) -> Self {
+        self.bucket = Some(bucket.to_owned());
+        self
+    }
+
+    /// Only requests whose raw query string contains `fragment`
+    /// (`continuation-token=` picks the second and later listing pages).
+    pub fn query_contains(mut self, fragment: &str) -> Self {
+        self.query = Some(fragment.to_owned());
         self
     }
 
@@ -225,6 +253,8 @@ impl RuleBuilder {
         Rule {
             op: self.op,
             key: self.key,
+            bucket: self.bucket,
+            query: self.query,
             part: self.part,
             remaining: self.remaining,
             fault,
@@ -670,6 +700,10 @@ fn describe(parts: &Parts) -> Recorded {
         query,
         copy_source,
         copy_source_if_match: header(&COPY_SOURCE_IF_MATCH),
+        expected_owner: header(&HeaderName::from_static("x-amz-expected-bucket-owner")),
+        expected_source_owner: header(&HeaderName::from_static(
+            "x-amz-source-expected-bucket-owner",
+        )),
         status: None,
         injected: false,
     }
