@@ -240,6 +240,11 @@ async fn sizes_from_zero_to_above_the_threshold_and_multipart_copies_keep_their_
         "multipart source below the threshold mirrored too"
     );
     assert_eq!(
+        etag_of("mp/one-part"),
+        mp_one,
+        "a one-part upload keeps its -1 ETag"
+    );
+    assert_eq!(
         get_bytes(&s3, &dst, "mp/8mib-parts").await,
         multipart_body("mp/8mib-parts", 20 * MIB + 123)
     );
