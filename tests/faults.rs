@@ -904,3 +904,29 @@ async fn expected_bucket_owners_are_sent_on_every_request() {
         }
     }
 }
+
+/// What S3 answers to a successful CopyObject.
+const COPY_OK_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>&quot;00000000000000000000000000000000&quot;</ETag></CopyObjectResult>";
+
+#[tokio::test]
+async fn verify_catches_a_copy_the_server_acknowledged_but_never_made() {
+    // GIVEN a server that acknowledges one copy without making it
+    let (s3, src, dst, proxy) = fixture("lying", 3).await;
+    proxy.add_rule(
+        Rule::on(Op::CopyObject)
+            .key(&small_key(1))
+            .respond(200, COPY_OK_XML),
+    );
+
+    let run = sync_via(&proxy, &src, &dst, &[]);
+
+    // THEN the write phase believes it, and the verify pass does not
+    assert_eq!(run.count("copied"), 3);
+    assert_eq!(run.count("verify_mismatched"), 1);
+    assert_eq!(run.code, 1, "{}", run.summary);
+    assert_eq!(
+        run.row_summaries(),
+        vec![row(&small_key(1), "failed", "MissingAtDestination", "")]
+    );
+    assert_eq!(list_all(&s3, &dst, "").await.len(), 2);
+}
