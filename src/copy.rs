@@ -226,36 +226,15 @@ impl Copier {
         let Some(object) = page.contents().first() else {
             return Ok(None);
         };
-        let raw = object.key().unwrap_or_default();
-        let listed = if encoded {
-            crate::listing::form_decode(raw).map_err(|e| {
-                CopyError::Failed(S3Failure {
-                    code: "InvalidKey".into(),
-                    http_status: None,
-                    message: e.to_string(),
-                    class: RetryClass::NonRetryable,
-                })
-            })?
-        } else {
-            raw.to_owned()
-        };
-        if listed != key {
-            return Ok(None);
-        }
-        Ok(Some(ObjectEntry {
-            key: relative.to_owned(),
-            size: object.size().unwrap_or(0).max(0) as u64,
-            etag: object
-                .e_tag()
-                .unwrap_or_default()
-                .trim_matches('"')
-                .to_owned(),
-            last_modified_ms: object
-                .last_modified()
-                .and_then(|t| t.to_millis().ok())
-                .unwrap_or(0),
-            storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
-        }))
+        let listed = crate::listing::listed_key(object, encoded).map_err(|e| {
+            CopyError::Failed(S3Failure {
+                code: "InvalidKey".into(),
+                http_status: None,
+                message: e.to_string(),
+                class: RetryClass::NonRetryable,
+            })
+        })?;
+        Ok((listed == key).then(|| ObjectEntry::from_listed(relative, object)))
     }
 
     /// Delete one destination object (for `--delete`).

@@ -31,6 +31,40 @@ pub struct ObjectEntry {
     pub storage_class: Option<String>,
 }
 
+impl ObjectEntry {
+    /// The entry for one object of a ListObjectsV2 page; `relative` is its
+    /// already decoded key, relative to the listed location.
+    pub fn from_listed(relative: &str, object: &aws_sdk_s3::types::Object) -> Self {
+        ObjectEntry {
+            key: relative.to_owned(),
+            size: object.size().unwrap_or(0).max(0) as u64,
+            etag: object
+                .e_tag()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_owned(),
+            last_modified_ms: object
+                .last_modified()
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or(0),
+            storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
+        }
+    }
+}
+
+/// The full key of a listed object, decoded if the page was URL-encoded.
+pub fn listed_key(
+    object: &aws_sdk_s3::types::Object,
+    url_encoded: bool,
+) -> Result<String, SyncError> {
+    let raw = object.key().unwrap_or_default();
+    if url_encoded {
+        form_decode(raw)
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
 /// Who is listing what: a location on the client that reaches it.
 #[derive(Debug, Clone)]
 pub struct ListTarget {
@@ -105,12 +139,7 @@ async fn list_pages(
         let mut entries = Vec::with_capacity(page.contents().len());
         let mut reached_end = false;
         for object in page.contents() {
-            let raw = object.key().unwrap_or_default();
-            let key = if url_encoded {
-                form_decode(raw)?
-            } else {
-                raw.to_owned()
-            };
+            let key = listed_key(object, url_encoded)?;
             if let Some(prev) = &previous
                 && key.as_str() <= prev.as_str()
             {
@@ -131,20 +160,7 @@ async fn list_pages(
             if !range.contains(relative) {
                 continue;
             }
-            entries.push(ObjectEntry {
-                key: relative.to_owned(),
-                size: object.size().unwrap_or(0).max(0) as u64,
-                etag: object
-                    .e_tag()
-                    .unwrap_or_default()
-                    .trim_matches('"')
-                    .to_owned(),
-                last_modified_ms: object
-                    .last_modified()
-                    .and_then(|t| t.to_millis().ok())
-                    .unwrap_or(0),
-                storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
-            });
+            entries.push(ObjectEntry::from_listed(relative, object));
         }
         if !entries.is_empty() && tx.send(Ok(entries)).await.is_err() {
             return Ok(()); // consumer gone

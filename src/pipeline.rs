@@ -100,20 +100,25 @@ pub async fn run_sync(
         rows: rows.clone(),
         cancel: cancel.clone(),
     };
+    let target =
+        |client: &Client, location: &S3Location, expected_owner: &Option<String>| ListTarget {
+            client: client.clone(),
+            location: location.clone(),
+            expected_owner: expected_owner.clone(),
+            request_payer: options.copy.request_payer,
+        };
     let targets = || {
         (
-            ListTarget {
-                client: source_client.clone(),
-                location: options.source.clone(),
-                expected_owner: options.copy.expected_source_owner.clone(),
-                request_payer: options.copy.request_payer,
-            },
-            ListTarget {
-                client: destination_client.clone(),
-                location: options.destination.clone(),
-                expected_owner: options.copy.expected_dest_owner.clone(),
-                request_payer: options.copy.request_payer,
-            },
+            target(
+                &source_client,
+                &options.source,
+                &options.copy.expected_source_owner,
+            ),
+            target(
+                &destination_client,
+                &options.destination,
+                &options.copy.expected_dest_owner,
+            ),
         )
     };
 

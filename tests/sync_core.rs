@@ -11,28 +11,6 @@ use support::*;
 
 const MIB: usize = 1024 * 1024;
 
-/// Run `s3-fanout sync SRC DST --json` against moto plus `extra` flags and
-/// return (exit code, parsed summary).
-fn sync_json(src: &str, dst: &str, extra: &[&str]) -> (i32, Value) {
-    let endpoint = moto().endpoint.clone();
-    let mut args = vec!["sync", src, dst, "--endpoint-url", &endpoint, "--json"];
-    args.extend_from_slice(extra);
-    let out = run_cli(&args);
-    let summary: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not a JSON summary ({e}):\n{}\n{}",
-            out.stdout, out.stderr
-        )
-    });
-    (out.status, summary)
-}
-
-fn count(summary: &Value, name: &str) -> u64 {
-    summary["counts"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no count {name} in {summary}"))
-}
-
 /// The listing as (key, size, etag) without storage class, for equality.
 async fn contents(client: &Client, bucket: &str, prefix: &str) -> Vec<(String, u64, String)> {
     list_all(client, bucket, prefix)

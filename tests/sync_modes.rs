@@ -2,30 +2,9 @@
 
 mod support;
 
-use serde_json::Value;
 use support::*;
 
 const MIB: usize = 1024 * 1024;
-
-fn sync_json(src: &str, dst: &str, extra: &[&str]) -> (i32, Value) {
-    let endpoint = moto().endpoint.clone();
-    let mut args = vec!["sync", src, dst, "--endpoint-url", &endpoint, "--json"];
-    args.extend_from_slice(extra);
-    let out = run_cli(&args);
-    let summary: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not a JSON summary ({e}):\n{}\n{}",
-            out.stdout, out.stderr
-        )
-    });
-    (out.status, summary)
-}
-
-fn count(summary: &Value, name: &str) -> u64 {
-    summary["counts"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no count {name} in {summary}"))
-}
 
 async fn keys(bucket: &str) -> Vec<String> {
     list_all(&s3().await, bucket, "")

@@ -638,3 +638,26 @@ pub fn run_cli(args: &[&str]) -> CliOutput {
     eprintln!("--- stderr ---\n{}", result.stderr);
     result
 }
+
+/// Run `s3-fanout sync SRC DST --endpoint-url <moto> --json` plus `extra`
+/// flags; returns the exit code and the parsed JSON summary.
+pub fn sync_json(src: &str, dst: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+    let endpoint = moto().endpoint.clone();
+    let mut args = vec!["sync", src, dst, "--endpoint-url", &endpoint, "--json"];
+    args.extend_from_slice(extra);
+    let out = run_cli(&args);
+    let summary = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not a JSON summary ({e}):\n{}\n{}",
+            out.stdout, out.stderr
+        )
+    });
+    (out.status, summary)
+}
+
+/// One of the summary's `counts`.
+pub fn count(summary: &serde_json::Value, name: &str) -> u64 {
+    summary["counts"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count {name} in {summary}"))
+}
