@@ -34,9 +34,7 @@ async fn malformed_urls_are_refused_with_exit_2() {
 #[tokio::test]
 async fn a_missing_bucket_is_named_and_nothing_is_written() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("nobkt-src"), unique_bucket("nobkt-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "nobkt").await;
     put(&s3, &src, "a", body(1, 3)).await;
 
     let out = sync(&["s3://does-not-exist-bucket", &format!("s3://{dst}")]);

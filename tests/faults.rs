@@ -153,12 +153,7 @@ fn small_body(i: usize) -> Vec<u8> {
 /// and a proxy in front of moto.
 async fn fixture(tag: &str, n: usize) -> (Client, String, String, FaultProxy) {
     let s3 = s3().await;
-    let (src, dst) = (
-        unique_bucket(&format!("{tag}-src")),
-        unique_bucket(&format!("{tag}-dst")),
-    );
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, tag).await;
     // Seeded straight at moto, not through the proxy: only the CLI's
     // requests are recorded.
     for i in 0..n {
@@ -567,9 +562,7 @@ fn wait_for_exit(child: std::process::Child, timeout: Duration) -> (i32, String)
 async fn ctrl_c_mid_multipart_copy_exits_130_aborts_the_upload_and_a_rerun_converges() {
     // GIVEN a multipart copy whose part copies each take 3 s
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("ctrl-c-src"), unique_bucket("ctrl-c-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "ctrl-c").await;
     put_multipart(&s3, &src, "big.bin", 12 * MIB, 5 * MIB).await;
     let proxy = FaultProxy::start(&moto().endpoint);
     proxy.add_rule(Rule::on(Op::UploadPartCopy).delay(Duration::from_secs(3)));
@@ -660,9 +653,7 @@ async fn sigkill_mid_run_then_rerun_copies_only_what_is_missing() {
     // GIVEN 300 small objects whose copies each take 50 ms, four at a time
     const TOTAL: usize = 300;
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("sigkill-src"), unique_bucket("sigkill-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "sigkill").await;
     // 16 at a time: quick, without flooding moto.
     futures::stream::iter(0..TOTAL)
         .for_each_concurrent(16, |i| {
@@ -769,9 +760,7 @@ async fn a_source_listing_that_fails_midway_stops_the_run_and_deletes_nothing() 
     // GIVEN a source of two listing pages, and a destination holding keys that
     // are on the source's second page
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("lstfail-src"), unique_bucket("lstfail-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "lstfail").await;
     for i in 0..1_050 {
         put(&s3, &src, &format!("k{i:05}"), small_body(i)).await;
     }

@@ -24,9 +24,7 @@ async fn contents(client: &Client, bucket: &str, prefix: &str) -> Vec<(String, u
 async fn full_sync_makes_destination_equal_then_rerun_only_lists() {
     // GIVEN a source with objects under several prefixes and an empty destination
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("full-src"), unique_bucket("full-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "full").await;
     for i in 0..120u64 {
         put(
             &s3,
@@ -98,9 +96,7 @@ fn awkward_keys() -> Vec<String> {
 #[tokio::test]
 async fn awkward_keys_round_trip_byte_for_byte() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("keys-src"), unique_bucket("keys-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "keys").await;
     let keys = awkward_keys();
     for (i, key) in keys.iter().enumerate() {
         put(&s3, &src, key, body(i as u64, 10 + i)).await;
@@ -138,9 +134,7 @@ async fn awkward_keys_round_trip_byte_for_byte() {
 #[tokio::test]
 async fn sync_into_a_destination_prefix_maps_relative_keys() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("pfx-src"), unique_bucket("pfx-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "pfx").await;
     put(&s3, &src, "data/x/1", body(1, 5)).await;
     put(&s3, &src, "data/y", body(2, 5)).await;
     put(&s3, &src, "data2/not-included", body(3, 5)).await;
@@ -167,9 +161,7 @@ async fn sync_into_a_destination_prefix_maps_relative_keys() {
 #[tokio::test]
 async fn sizes_from_zero_to_above_the_threshold_and_multipart_copies_keep_their_etag() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("size-src"), unique_bucket("size-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "size").await;
     let plain_sizes = [0, 1, 5 * MIB - 1, 5 * MIB, 5 * MIB + 1, 11 * MIB];
     for size in plain_sizes {
         put(&s3, &src, &format!("plain/{size}"), body(size as u64, size)).await;
@@ -306,9 +298,7 @@ async fn put_multipart_with_attributes(s3: &Client, bucket: &str, key: &str) -> 
 #[tokio::test]
 async fn metadata_content_type_tags_and_storage_class_are_preserved() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("attr-src"), unique_bucket("attr-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "attr").await;
     put_with(
         &s3,
         &src,
@@ -393,9 +383,7 @@ async fn metadata_content_type_tags_and_storage_class_are_preserved() {
 #[tokio::test]
 async fn storage_class_override_applies_to_every_copy() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("sc-src"), unique_bucket("sc-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "sc").await;
     put(&s3, &src, "a", body(1, 10)).await;
     put_multipart(&s3, &src, "b", 6 * MIB, 5 * MIB).await;
 
@@ -470,9 +458,7 @@ async fn report_is_written_to_an_s3_prefix() {
 #[tokio::test]
 async fn sse_option_encrypts_copies() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("sse-src"), unique_bucket("sse-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "sse").await;
     put(&s3, &src, "a", body(1, 10)).await;
     put_multipart(&s3, &src, "b", 6 * MIB, 5 * MIB).await;
 

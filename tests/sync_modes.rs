@@ -18,12 +18,7 @@ async fn keys(bucket: &str) -> Vec<String> {
 /// key with the same size but other content, and a key with another size.
 async fn differing_pair(tag: &str) -> (String, String) {
     let s3 = s3().await;
-    let (src, dst) = (
-        unique_bucket(&format!("{tag}-src")),
-        unique_bucket(&format!("{tag}-dst")),
-    );
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, tag).await;
     put(&s3, &src, "new", body(1, 10)).await;
     put(&s3, &src, "equal", body(2, 10)).await;
     put(&s3, &dst, "equal", body(2, 10)).await;
@@ -89,9 +84,7 @@ async fn etag_mode_is_the_default_and_catches_same_size_changes() {
 #[tokio::test]
 async fn incomparable_multipart_etags_fall_back_to_size_and_time_and_say_unverified() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("fb-src"), unique_bucket("fb-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "fb").await;
     // The destination copy was written first, in one PUT (plain ETag)...
     let data = multipart_body("k", 6 * MIB);
     put(&s3, &dst, "older-copy", data.clone()).await;
@@ -161,9 +154,7 @@ async fn delete_removes_extraneous_keys_only_with_the_flag() {
 #[tokio::test]
 async fn max_delete_caps_deletions_and_fails_the_run_with_a_row_per_refusal() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("maxdel-src"), unique_bucket("maxdel-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "maxdel").await;
     put(&s3, &src, "keep", body(1, 3)).await;
     for i in 0..5 {
         put(&s3, &dst, &format!("extra-{i}"), body(i, 3)).await;
@@ -247,9 +238,7 @@ async fn dry_run_plans_and_writes_nothing() {
 #[tokio::test]
 async fn include_and_exclude_filters_select_keys_on_both_sides() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("flt-src"), unique_bucket("flt-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "flt").await;
     for key in [
         "logs/a.log",
         "logs/debug/b.log",
@@ -289,9 +278,7 @@ async fn include_and_exclude_filters_select_keys_on_both_sides() {
 #[tokio::test]
 async fn modified_since_copies_only_recent_source_objects() {
     let s3 = s3().await;
-    let (src, dst) = (unique_bucket("since-src"), unique_bucket("since-dst"));
-    create_bucket(&s3, &src).await;
-    create_bucket(&s3, &dst).await;
+    let (src, dst) = bucket_pair(&s3, "since").await;
     put(&s3, &src, "old", body(1, 4)).await;
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let cutoff = aws_smithy_types::DateTime::from(std::time::SystemTime::now())

@@ -661,3 +661,14 @@ pub fn count(summary: &serde_json::Value, name: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no count {name} in {summary}"))
 }
+
+/// Create a fresh, empty source and destination bucket named after `tag`.
+pub async fn bucket_pair(client: &Client, tag: &str) -> (String, String) {
+    let (src, dst) = (
+        unique_bucket(&format!("{tag}-src")),
+        unique_bucket(&format!("{tag}-dst")),
+    );
+    create_bucket(client, &src).await;
+    create_bucket(client, &dst).await;
+    (src, dst)
+}
