@@ -66,8 +66,9 @@ impl Default for ClientSettings {
     }
 }
 
-/// Build an S3 client. `counter`, when given, sees every HTTP attempt.
-pub async fn build_s3_client(settings: &ClientSettings, counter: Option<RequestCounter>) -> Client {
+/// The shared configuration every service client starts from: credentials,
+/// region, endpoint, retries and timeouts.
+async fn shared_config(settings: &ClientSettings) -> aws_config::SdkConfig {
     let retry = match settings.retry_mode {
         RetryMode::Standard => RetryConfig::standard(),
         RetryMode::Adaptive => RetryConfig::adaptive(),
@@ -91,19 +92,45 @@ pub async fn build_s3_client(settings: &ClientSettings, counter: Option<RequestC
         loader = loader.endpoint_url(endpoint);
     }
     let shared = loader.load().await;
+    if shared.region().is_none() {
+        // S3-compatible servers and local emulators ignore the region, but
+        // SigV4 needs one.
+        return shared
+            .into_builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+    }
+    shared
+}
 
+/// Build an S3 client. `counter`, when given, sees every HTTP attempt.
+pub async fn build_s3_client(settings: &ClientSettings, counter: Option<RequestCounter>) -> Client {
+    let shared = shared_config(settings).await;
     let mut builder = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(settings.force_path_style)
         // Only compute request checksums where S3 requires them: S3-compatible
         // servers reject the newer default CRC trailers on some operations.
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
-    if shared.region().is_none() {
-        // S3-compatible servers ignore the region, but SigV4 needs one.
-        builder = builder.region(aws_config::Region::new("us-east-1"));
-    }
     if let Some(counter) = counter {
         builder = builder.interceptor(counter);
     }
     Client::from_conf(builder.build())
+}
+
+/// The SQS client of the serverless runtime (work queue, dead-letter queue).
+pub async fn build_sqs_client(settings: &ClientSettings) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&shared_config(settings).await)
+}
+
+/// The Step Functions client of `s3-fanout run`, `status` and `report`.
+pub async fn build_sfn_client(settings: &ClientSettings) -> aws_sdk_sfn::Client {
+    aws_sdk_sfn::Client::new(&shared_config(settings).await)
+}
+
+/// The CloudFormation client that reads a deployed stack's outputs.
+pub async fn build_cloudformation_client(
+    settings: &ClientSettings,
+) -> aws_sdk_cloudformation::Client {
+    aws_sdk_cloudformation::Client::new(&shared_config(settings).await)
 }

@@ -364,7 +364,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
     }
 }
 
-fn client_settings(
+pub(crate) fn client_settings(
     spec: &SyncSpec,
     endpoint: Option<&String>,
     region: Option<&String>,

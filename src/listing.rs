@@ -111,7 +111,7 @@ async fn list_pages(
 ) -> Result<(), SyncError> {
     let location = &target.location;
     let list_prefix = location.key_for(&range.prefix);
-    let start_after = range.start_after.as_deref().map(|s| location.key_for(s));
+    let start_after = range.list_start_after().map(|s| location.key_for(&s));
     let mut token: Option<String> = None;
     let mut previous: Option<String> = None;
     loop {

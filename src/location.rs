@@ -102,12 +102,19 @@ impl FromStr for S3Location {
     }
 }
 
-/// A contiguous range of relative keys: those under `prefix`, strictly after
-/// `start_after` and strictly before `end_before`.
+/// A contiguous range of relative keys: those under `prefix`, at or after
+/// `start_at`, strictly after `start_after` and strictly before `end_before`.
+///
+/// Shards are cut at common prefixes (`photos/`), and a key may equal its
+/// shard's first boundary (a folder marker), so a shard needs an inclusive
+/// start; a lister's cursor is the last key it finished, so it needs an
+/// exclusive one. Both can hold at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {
     #[serde(default)]
     pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
     #[serde(default)]
     pub start_after: Option<String>,
     #[serde(default)]
@@ -122,8 +129,36 @@ impl KeyRange {
 
     pub fn contains(&self, relative: &str) -> bool {
         relative.starts_with(&self.prefix)
+            && self.start_at.as_deref().is_none_or(|s| relative >= s)
             && self.start_after.as_deref().is_none_or(|s| relative > s)
             && self.end_before.as_deref().is_none_or(|e| relative < e)
+    }
+
+    /// The `StartAfter` for a listing of this range: ListObjectsV2 only has an
+    /// exclusive start, so an inclusive `start_at` becomes the string one
+    /// character shorter (smaller than it); the few keys in between are
+    /// dropped by [`KeyRange::contains`].
+    pub fn list_start_after(&self) -> Option<String> {
+        let below_start_at = self.start_at.as_deref().and_then(|s| {
+            let mut shorter = s.to_owned();
+            shorter.pop();
+            (!shorter.is_empty()).then_some(shorter)
+        });
+        match (self.start_after.clone(), below_start_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The same range, resumed after `cursor` (the last key already handled).
+    pub fn resumed_after(&self, cursor: Option<&str>) -> KeyRange {
+        let mut range = self.clone();
+        if let Some(cursor) = cursor
+            && range.start_after.as_deref().is_none_or(|s| cursor > s)
+        {
+            range.start_after = Some(cursor.to_owned());
+        }
+        range
     }
 
     /// True once `relative` is at or past the end of the range, so a listing
@@ -195,6 +230,7 @@ mod tests {
             prefix: "".into(),
             start_after: Some("b".into()),
             end_before: Some("d".into()),
+            ..KeyRange::default()
         };
         assert!(!range.contains("b"));
         assert!(range.contains("b0"));
@@ -202,5 +238,28 @@ mod tests {
         assert!(!range.contains("d"));
         assert!(range.is_past_end("d"));
         assert!(!range.is_past_end("c~"));
+    }
+
+    #[test]
+    fn start_at_is_inclusive_and_lists_from_just_below_it() {
+        let range = KeyRange {
+            start_at: Some("photos/".into()),
+            end_before: Some("videos/".into()),
+            ..KeyRange::default()
+        };
+        assert!(range.contains("photos/"));
+        assert!(range.contains("photos/a"));
+        assert!(
+            !range.contains("photos.x"),
+            "below start_at, above StartAfter"
+        );
+        assert!(!range.contains("photo"));
+        assert_eq!(range.list_start_after().as_deref(), Some("photos"));
+        let resumed = range.resumed_after(Some("photos/a"));
+        assert!(!resumed.contains("photos/a"));
+        assert!(resumed.contains("photos/b"));
+        assert_eq!(resumed.list_start_after().as_deref(), Some("photos/a"));
+        // A cursor never moves a range backwards.
+        assert_eq!(resumed.resumed_after(Some("a")), resumed);
     }
 }

@@ -42,11 +42,44 @@ pub fn default_part_size(size: u64, configured: u64) -> u64 {
     part.div_ceil(1024 * 1024) * 1024 * 1024
 }
 
+/// A multipart upload started at the destination, with the part layout
+/// it will be filled with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub upload_id: String,
+    pub layout: Layout,
+    pub warnings: Vec<String>,
+}
+
 pub(crate) async fn copy_multipart(
     copier: &Copier,
     entry: &ObjectEntry,
     cancel: &CancellationToken,
 ) -> Result<Copied, CopyError> {
+    let upload = start_upload(copier, entry).await?;
+    let all = 0..upload.layout.len();
+    let result = tokio::select! {
+        result = async {
+            let parts = copy_parts(copier, entry, &upload.upload_id, &upload.layout, all).await?;
+            complete_upload(copier, entry, &upload.upload_id, parts).await
+        } => result,
+        _ = cancel.cancelled() => Err(CopyError::Cancelled),
+    };
+    match result {
+        Ok(()) => Ok(Copied {
+            bytes: entry.size,
+            multipart: true,
+            warnings: upload.warnings,
+        }),
+        // Abort even when cancelled: this is the step that keeps a Ctrl-C
+        // or a failed part from leaving billable parts behind.
+        Err(err) => Err(abort_after(copier, entry, &upload.upload_id, err).await),
+    }
+}
+
+/// Read the source's metadata, headers, tags and part layout, and start an
+/// upload that carries them (`CreateMultipartUpload` copies nothing itself).
+pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload, CopyError> {
     let source_key = copier.source.key_for(&entry.key);
     let destination_key = copier.destination.key_for(&entry.key);
     let fail = |e: S3Failure| CopyError::from_failure(e);
@@ -114,67 +147,68 @@ pub(crate) async fn copy_multipart(
         create = create.request_payer(RequestPayer::Requester);
     }
     let created = create.send().await.map_err(|e| fail(classify(&e)))?;
-    let upload_id = created.upload_id().unwrap_or_default().to_owned();
-
-    let result = tokio::select! {
-        result = copy_parts_and_complete(copier, entry, &source_key, &destination_key, &upload_id, &layout) => result,
-        _ = cancel.cancelled() => Err(CopyError::Cancelled),
-    };
-    match result {
-        Ok(()) => Ok(Copied {
-            bytes: entry.size,
-            multipart: true,
-            warnings,
-        }),
-        Err(err) => {
-            // Abort even when cancelled: this is the step that keeps a
-            // Ctrl-C or a failed part from leaving billable parts behind.
-            let abort = copier
-                .destination_client
-                .abort_multipart_upload()
-                .bucket(&copier.destination.bucket)
-                .key(&destination_key)
-                .upload_id(&upload_id)
-                .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
-                .send()
-                .await;
-            if let Err(e) = abort {
-                let failure = classify(&e);
-                tracing::error!(key = %destination_key, upload_id, error = %failure.message, "could not abort a multipart upload");
-                if let CopyError::Failed(mut f) = err {
-                    f.message = format!(
-                        "{}; and aborting upload {upload_id} failed: {}",
-                        f.message, failure.message
-                    );
-                    return Err(CopyError::Failed(f));
-                }
-            }
-            Err(err)
-        }
-    }
+    Ok(Upload {
+        upload_id: created.upload_id().unwrap_or_default().to_owned(),
+        layout,
+        warnings,
+    })
 }
 
-async fn copy_parts_and_complete(
+/// Abort an upload after `err`; the error returned says if aborting failed too.
+pub async fn abort_after(
     copier: &Copier,
     entry: &ObjectEntry,
-    source_key: &str,
-    destination_key: &str,
+    upload_id: &str,
+    err: CopyError,
+) -> CopyError {
+    let destination_key = copier.destination.key_for(&entry.key);
+    let abort = copier
+        .destination_client
+        .abort_multipart_upload()
+        .bucket(&copier.destination.bucket)
+        .key(&destination_key)
+        .upload_id(upload_id)
+        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
+        .send()
+        .await;
+    if let Err(e) = abort {
+        let failure = classify(&e);
+        tracing::error!(key = %destination_key, upload_id, error = %failure.message, "could not abort a multipart upload");
+        if let CopyError::Failed(mut f) = err {
+            f.message = format!(
+                "{}; and aborting upload {upload_id} failed: {}",
+                f.message, failure.message
+            );
+            return CopyError::Failed(f);
+        }
+    }
+    err
+}
+
+/// Copy the parts `indexes` (0-based positions in `layout`; part numbers
+/// are one more) of an upload, in parallel; returns them in part order.
+pub async fn copy_parts(
+    copier: &Copier,
+    entry: &ObjectEntry,
     upload_id: &str,
     layout: &Layout,
-) -> Result<(), CopyError> {
-    let source = copy_source(&copier.source.bucket, source_key);
+    indexes: std::ops::Range<usize>,
+) -> Result<Vec<CompletedPart>, CopyError> {
+    let source_key = copier.source.key_for(&entry.key);
+    let destination_key = copier.destination.key_for(&entry.key);
+    let source = copy_source(&copier.source.bucket, &source_key);
     // The futures are built up front: a closure mapped over a stream inside
     // an async fn trips rustc's higher-ranked Send check once spawned.
-    let requests: Vec<_> = layout
+    let requests: Vec<_> = layout[indexes.clone()]
         .iter()
-        .enumerate()
-        .map(|(index, (start, end))| {
+        .zip(indexes)
+        .map(|((start, end), index)| {
             let part_number = index as i32 + 1;
             let mut request = copier
                 .destination_client
                 .upload_part_copy()
                 .bucket(&copier.destination.bucket)
-                .key(destination_key)
+                .key(&destination_key)
                 .upload_id(upload_id)
                 .part_number(part_number)
                 .copy_source(&source)
@@ -208,12 +242,22 @@ async fn copy_parts_and_complete(
         .try_collect()
         .await?;
     parts.sort_by_key(|p| p.part_number());
+    Ok(parts)
+}
 
+/// Complete an upload with all its parts.
+pub async fn complete_upload(
+    copier: &Copier,
+    entry: &ObjectEntry,
+    upload_id: &str,
+    mut parts: Vec<CompletedPart>,
+) -> Result<(), CopyError> {
+    parts.sort_by_key(|p| p.part_number());
     let mut complete = copier
         .destination_client
         .complete_multipart_upload()
         .bucket(&copier.destination.bucket)
-        .key(destination_key)
+        .key(copier.destination.key_for(&entry.key))
         .upload_id(upload_id)
         .multipart_upload(
             CompletedMultipartUpload::builder()

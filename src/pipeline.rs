@@ -54,11 +54,7 @@ pub async fn run_sync(
     observer: Option<ActionObserver>,
 ) -> Result<Summary, SyncError> {
     let started = Instant::now();
-    let started_at = aws_smithy_types::DateTime::from_secs(
-        aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs(),
-    )
-    .fmt(aws_smithy_types::date_time::Format::DateTime)
-    .unwrap_or_default();
+    let started_at = crate::report::now_rfc3339();
     let run_id = format!(
         "{}-{:05}",
         started_at.replace([':', '-'], "").trim_end_matches('Z'),
@@ -205,7 +201,8 @@ async fn write_phase(
                         if context.cancel.is_cancelled() {
                             break;
                         }
-                        context.apply(action).await;
+                        // Retries happened inside the SDK; what is left is reported.
+                        let _ = context.apply(action).await;
                     }
                 })
             })
@@ -282,7 +279,7 @@ async fn write_phase(
 /// The check is a one-key listing (what the run needs anyway) rather than
 /// HeadBucket, so an unchanged re-run makes nothing but listings and errors
 /// come with S3's own code (`NoSuchBucket`, `AccessDenied`).
-async fn preflight(
+pub(crate) async fn preflight(
     client: &Client,
     location: &S3Location,
     side: &str,

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{S3Failure, SyncError, classify};
 use crate::location::S3Location;
@@ -45,7 +45,7 @@ impl FromStr for ReportLocation {
 
 /// The TaskStatus column: S3 Batch Operations uses `succeeded`/`failed`;
 /// rows here are only written for objects that did not simply succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Not synced: counts toward exit code 1.
@@ -57,7 +57,7 @@ pub enum TaskStatus {
 }
 
 /// One row of failures.csv.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportRow {
     #[serde(rename = "Bucket")]
     pub bucket: String,
@@ -119,8 +119,16 @@ macro_rules! counters {
         }
 
         /// A point-in-time copy of [`Stats`].
-        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
         pub struct Counts { $(pub $name: u64,)* }
+
+        impl Counts {
+            /// Add another run's (or batch's) counts to these.
+            pub fn add(&mut self, other: &Counts) {
+                $(self.$name += other.$name;)*
+            }
+        }
 
         impl Stats {
             pub fn snapshot(&self) -> Counts {
@@ -138,6 +146,9 @@ counters! {
     /// Outcomes.
     copied, updated, deleted, bytes_copied,
     failed, skipped_archived, skipped_sse_c, source_vanished, warnings,
+    /// Objects too large for one copier invocation, split into part tasks
+    /// (serverless; each is then counted once as copied or failed).
+    split_objects,
     verify_checked, verify_mismatched,
 }
 
@@ -223,6 +234,17 @@ impl ReportRows {
         self.sample.lock().expect("poisoned").clone()
     }
 
+    /// Every row so far, read back from the spool (for a copier batch's
+    /// result object, which holds at most a batch's worth).
+    pub fn read_all(&self) -> Result<Vec<ReportRow>, SyncError> {
+        let path = self.finish()?;
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_path(path)
+            .and_then(|mut reader| reader.deserialize().collect::<Result<Vec<_>, _>>())
+            .map_err(|e| SyncError::Report(format!("reading the report spool: {e}")))
+    }
+
     /// Flush and return the spool file's path.
     pub fn finish(&self) -> Result<&Path, SyncError> {
         self.writer
@@ -235,7 +257,7 @@ impl ReportRows {
 }
 
 /// The outcome class of a whole run, and its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Ok,
@@ -257,7 +279,7 @@ impl RunStatus {
 }
 
 /// The JSON summary of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub run_id: String,
     pub source: String,
@@ -298,6 +320,15 @@ impl Summary {
             RunStatus::Ok
         }
     }
+}
+
+/// Now, to the second, as RFC 3339 (`2026-11-22T07:51:25Z`).
+pub fn now_rfc3339() -> String {
+    aws_smithy_types::DateTime::from_secs(
+        aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs(),
+    )
+    .fmt(aws_smithy_types::date_time::Format::DateTime)
+    .unwrap_or_default()
 }
 
 /// Write summary.json and failures.csv to `location`. Returns their paths or URLs.

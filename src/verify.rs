@@ -9,11 +9,86 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DiffOptions;
-use crate::diff::{Action, decide_with, merge_join};
+use crate::diff::{Action, Pair, decide_with, merge_join};
 use crate::error::SyncError;
 use crate::listing::{ListTarget, list_range};
-use crate::location::KeyRange;
+use crate::location::{KeyRange, S3Location};
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
+
+/// A mismatch found by verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub key: String,
+    pub code: &'static str,
+    pub message: String,
+    /// The object that is wrong is at the destination (an extra object),
+    /// not a source object that failed to arrive.
+    pub at_destination: bool,
+}
+
+/// Check one pair of the re-listing. `None`: in sync. The CLI's verify pass
+/// and the serverless VALIDATE phase both decide with this.
+pub fn check_pair(pair: Pair, diff: &DiffOptions, stats: &Stats) -> Option<Mismatch> {
+    let mismatch = |key: String, code, message: String, at_destination| {
+        Some(Mismatch {
+            key,
+            code,
+            message,
+            at_destination,
+        })
+    };
+    match decide_with(pair, diff, false) {
+        Action::Skip { .. } => {
+            Stats::add(&stats.verify_checked, 1);
+            None
+        }
+        Action::Copy { source } => {
+            Stats::add(&stats.verify_checked, 1);
+            mismatch(
+                source.key,
+                "MissingAtDestination",
+                "verify: the object is not at the destination".to_owned(),
+                false,
+            )
+        }
+        Action::Update {
+            source,
+            destination,
+        } => {
+            Stats::add(&stats.verify_checked, 1);
+            let why = format!(
+                "verify: destination differs (size {} vs {}, ETag {} vs {})",
+                source.size, destination.size, source.etag, destination.etag
+            );
+            mismatch(source.key, "VerifyMismatch", why, false)
+        }
+        Action::Delete { destination } => mismatch(
+            destination.key,
+            "ExtraneousAtDestination",
+            "verify: the object is still at the destination but not at the source".to_owned(),
+            true,
+        ),
+    }
+}
+
+impl Mismatch {
+    /// The report row, naming the bucket and full key of the object at fault.
+    pub fn row(&self, source: &S3Location, destination: &S3Location) -> ReportRow {
+        let side = if self.at_destination {
+            destination
+        } else {
+            source
+        };
+        ReportRow::new(
+            &side.bucket,
+            &side.key_for(&self.key),
+            TaskStatus::Failed,
+            self.code,
+            None,
+            &self.message,
+        )
+    }
+}
 
 pub async fn verify_range(
     source: ListTarget,
@@ -24,8 +99,7 @@ pub async fn verify_range(
     rows: &ReportRows,
     cancel: &CancellationToken,
 ) -> Result<(), SyncError> {
-    let (source_bucket, source_loc) = (source.location.bucket.clone(), source.location.clone());
-    let destination_loc = destination.location.clone();
+    let (source_loc, destination_loc) = (source.location.clone(), destination.location.clone());
     let pairs = merge_join(
         list_range(source, range.clone()),
         list_range(destination, range.clone()),
@@ -37,57 +111,11 @@ pub async fn verify_range(
             pair = pairs.next() => pair,
         };
         let Some(pair) = pair else { return Ok(()) };
-        let (key, problem) = match decide_with(pair?, diff, false) {
-            Action::Skip { key, .. } => {
-                Stats::add(&stats.verify_checked, 1);
-                (key, None)
-            }
-            Action::Copy { source } => {
-                Stats::add(&stats.verify_checked, 1);
-                (
-                    source.key,
-                    Some((
-                        "MissingAtDestination",
-                        "verify: the object is not at the destination".to_owned(),
-                    )),
-                )
-            }
-            Action::Update {
-                source,
-                destination,
-            } => {
-                Stats::add(&stats.verify_checked, 1);
-                let why = format!(
-                    "verify: destination differs (size {} vs {}, ETag {} vs {})",
-                    source.size, destination.size, source.etag, destination.etag
-                );
-                (source.key, Some(("VerifyMismatch", why)))
-            }
-            Action::Delete { destination } => (
-                destination.key,
-                Some((
-                    "ExtraneousAtDestination",
-                    "verify: the object is still at the destination but not at the source"
-                        .to_owned(),
-                )),
-            ),
-        };
-        if let Some((code, message)) = problem
-            && !rows.already_reported(&key)
+        if let Some(mismatch) = check_pair(pair?, diff, stats)
+            && !rows.already_reported(&mismatch.key)
         {
             Stats::add(&stats.verify_mismatched, 1);
-            let (bucket, full_key) = if code == "ExtraneousAtDestination" {
-                (
-                    destination_loc.bucket.clone(),
-                    destination_loc.key_for(&key),
-                )
-            } else {
-                (source_bucket.clone(), source_loc.key_for(&key))
-            };
-            rows.push(
-                &key,
-                ReportRow::new(&bucket, &full_key, TaskStatus::Failed, code, None, &message),
-            );
+            rows.push(&mismatch.key, mismatch.row(&source_loc, &destination_loc));
         }
     }
 }

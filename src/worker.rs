@@ -11,7 +11,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::copy::{Copier, CopyError};
 use crate::diff::{Action, SkipReason};
+use crate::error::RetryClass;
+use crate::location::S3Location;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
+
+/// Whether an action that did not complete is worth another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    No,
+    Worthwhile,
+}
+
+impl From<RetryClass> for Retry {
+    fn from(class: RetryClass) -> Self {
+        match class {
+            RetryClass::Retryable => Retry::Worthwhile,
+            RetryClass::NonRetryable => Retry::No,
+        }
+    }
+}
 
 /// What a worker needs, shared by all workers of a run.
 #[derive(Clone)]
@@ -43,36 +61,8 @@ impl WorkContext {
 
     /// Count a planned action (both real runs and dry runs).
     pub fn record_plan(&self, action: &Action) {
-        let s = &self.stats;
-        match action {
-            Action::Copy { source } => {
-                Stats::add(&s.plan_copy, 1);
-                Stats::add(&s.plan_bytes, source.size);
-            }
-            Action::Update { source, .. } => {
-                Stats::add(&s.plan_update, 1);
-                Stats::add(&s.plan_bytes, source.size);
-            }
-            Action::Delete { .. } => Stats::add(&s.plan_delete, 1),
-            Action::Skip { key, reason, .. } => match reason {
-                SkipReason::Equal => Stats::add(&s.skip_equal, 1),
-                SkipReason::Filtered => Stats::add(&s.skip_filtered, 1),
-                SkipReason::NotModifiedSince => Stats::add(&s.skip_not_modified, 1),
-                SkipReason::ExtraneousKept => Stats::add(&s.extraneous_kept, 1),
-                SkipReason::Unverified => {
-                    Stats::add(&s.skip_unverified, 1);
-                    self.rows.push(
-                        key,
-                        self.source_row(
-                            key,
-                            TaskStatus::Warning,
-                            "Unverified",
-                            None,
-                            "same size and the copy is newer, but the ETags come from different multipart layouts and cannot prove equality",
-                        ),
-                    );
-                }
-            },
+        if let Some(row) = count_plan(&self.stats, action, &self.copier.source) {
+            self.rows.push(action_key(action), row);
         }
     }
 
@@ -92,21 +82,30 @@ impl WorkContext {
         );
     }
 
-    /// Carry out one action. Skips are no-ops here (they were counted when planned).
-    pub async fn apply(&self, action: Action) {
+    /// Carry out one action. Skips are no-ops here (they were counted when
+    /// planned). Returns [`Retry::Worthwhile`] when the action did not
+    /// complete and trying again could help (throttling, a timeout, not
+    /// started before cancellation): the copier Lambda hands such batches
+    /// back to SQS; the CLI has already retried inside the SDK and reports.
+    pub async fn apply(&self, action: Action) -> Retry {
         let s = &self.stats;
         match action {
             Action::Copy { source } | Action::Update { source, .. }
                 if self.cancel.is_cancelled() =>
             {
                 tracing::debug!(key = %source.key, "not started: cancelled");
+                Retry::Worthwhile
             }
             Action::Copy { source } => self.copy(&source, &s.copied).await,
             Action::Update { source, .. } => self.copy(&source, &s.updated).await,
             Action::Delete { destination } => match self.copier.delete(&destination).await {
-                Ok(()) => Stats::add(&s.deleted, 1),
+                Ok(()) => {
+                    Stats::add(&s.deleted, 1);
+                    Retry::No
+                }
                 Err(failure) => {
                     Stats::add(&s.failed, 1);
+                    let retry = Retry::from(failure.class);
                     self.rows.push(
                         &destination.key,
                         ReportRow::from_failure(
@@ -116,9 +115,10 @@ impl WorkContext {
                             &failure,
                         ),
                     );
+                    retry
                 }
             },
-            Action::Skip { .. } => {}
+            Action::Skip { .. } => Retry::No,
         }
     }
 
@@ -126,7 +126,7 @@ impl WorkContext {
         &self,
         source: &crate::listing::ObjectEntry,
         done: &std::sync::atomic::AtomicU64,
-    ) {
+    ) -> Retry {
         match self.copier.copy(source, &self.cancel).await {
             Ok(copied) => {
                 Stats::add(done, 1);
@@ -144,12 +144,17 @@ impl WorkContext {
                         ),
                     );
                 }
+                Retry::No
             }
-            Err(err) => self.record_copy_error(&source.key, err),
+            Err(err) => {
+                let retry = Retry::from(err.retry_class());
+                self.record_copy_error(&source.key, err);
+                retry
+            }
         }
     }
 
-    fn record_copy_error(&self, key: &str, err: CopyError) {
+    pub(crate) fn record_copy_error(&self, key: &str, err: CopyError) {
         let s = &self.stats;
         let bucket = &self.copier.source.bucket;
         let full_key = self.copier.source.key_for(key);
@@ -209,4 +214,46 @@ impl WorkContext {
         };
         self.rows.push(key, row);
     }
+}
+
+fn action_key(action: &Action) -> &str {
+    match action {
+        Action::Copy { source } | Action::Update { source, .. } => &source.key,
+        Action::Delete { destination } => &destination.key,
+        Action::Skip { key, .. } => key,
+    }
+}
+
+/// Count a planned action; returns the warning row it calls for, if any
+/// (an unverified pair). Shared by the CLI and the serverless lister.
+pub fn count_plan(s: &Stats, action: &Action, source: &S3Location) -> Option<ReportRow> {
+    match action {
+        Action::Copy { source } => {
+            Stats::add(&s.plan_copy, 1);
+            Stats::add(&s.plan_bytes, source.size);
+        }
+        Action::Update { source, .. } => {
+            Stats::add(&s.plan_update, 1);
+            Stats::add(&s.plan_bytes, source.size);
+        }
+        Action::Delete { .. } => Stats::add(&s.plan_delete, 1),
+        Action::Skip { key, reason, .. } => match reason {
+            SkipReason::Equal => Stats::add(&s.skip_equal, 1),
+            SkipReason::Filtered => Stats::add(&s.skip_filtered, 1),
+            SkipReason::NotModifiedSince => Stats::add(&s.skip_not_modified, 1),
+            SkipReason::ExtraneousKept => Stats::add(&s.extraneous_kept, 1),
+            SkipReason::Unverified => {
+                Stats::add(&s.skip_unverified, 1);
+                return Some(ReportRow::new(
+                    &source.bucket,
+                    &source.key_for(key),
+                    TaskStatus::Warning,
+                    "Unverified",
+                    None,
+                    "same size and the copy is newer, but the ETags come from different multipart layouts and cannot prove equality",
+                ));
+            }
+        },
+    }
+    None
 }

@@ -42,6 +42,7 @@ async fn a_range_lists_exactly_the_keys_between_its_bounds_across_pages() {
         prefix: String::new(),
         start_after: Some("00099".into()),
         end_before: Some("01100".into()),
+        ..KeyRange::default()
     };
     let keys = listed(&bucket, "data", range).await;
     assert_eq!(keys.len(), 1_000);
@@ -54,16 +55,19 @@ async fn a_range_lists_exactly_the_keys_between_its_bounds_across_pages() {
             prefix: "00".into(),
             start_after: None,
             end_before: Some("00500".into()),
+            ..KeyRange::default()
         },
         KeyRange {
             prefix: "00".into(),
             start_after: Some("00499".into()),
             end_before: None,
+            ..KeyRange::default()
         },
         KeyRange {
             prefix: "01".into(),
             start_after: None,
             end_before: None,
+            ..KeyRange::default()
         },
     ];
     let mut tiled = Vec::new();
