@@ -1,0 +1,412 @@
+//! The work queue's message: a versioned batch of copy tasks.
+//!
+//! A batch is cut when it reaches [`BatchLimits::max_tasks`] tasks, its JSON
+//! reaches [`BatchLimits::max_message_bytes`] (SQS refuses messages over
+//! 256 KiB), or its objects add up to [`BatchLimits::max_object_bytes`] (so
+//! one copier invocation can copy them within its time limit).
+
+use serde::{Deserialize, Serialize};
+
+use crate::diff::Action;
+use crate::error::{RetryClass, S3Failure, SyncError, classify};
+use crate::listing::ObjectEntry;
+use crate::serverless::parts::PartGroup;
+
+/// Bumped on any change a copier of the previous version could misread.
+pub const MESSAGE_VERSION: u32 = 1;
+/// SQS's limit for one message and for one SendMessageBatch call.
+pub const SQS_MAX_BYTES: usize = 256 * 1024;
+
+/// One unit of copier work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CopyTask {
+    /// Absent at the destination.
+    Copy {
+        #[serde(flatten)]
+        object: ObjectEntry,
+    },
+    /// Present at the destination but different.
+    Update {
+        #[serde(flatten)]
+        object: ObjectEntry,
+    },
+    /// Only at the destination, with delete on.
+    Delete { key: String },
+    /// Some parts of an object too large for one invocation (parts.rs).
+    Parts(PartGroup),
+}
+
+impl CopyTask {
+    /// The task for an action; skips are not tasks.
+    pub fn from_action(action: Action) -> Option<Self> {
+        match action {
+            Action::Copy { source } => Some(CopyTask::Copy { object: source }),
+            Action::Update { source, .. } => Some(CopyTask::Update { object: source }),
+            Action::Delete { destination } => Some(CopyTask::Delete {
+                key: destination.key,
+            }),
+            Action::Skip { .. } => None,
+        }
+    }
+
+    /// Back to the action the worker applies; part tasks are not actions.
+    pub fn into_action(self) -> Option<Action> {
+        Some(match self {
+            CopyTask::Copy { object } => Action::Copy { source: object },
+            CopyTask::Update { object } => Action::Update {
+                destination: object.clone(),
+                source: object,
+            },
+            CopyTask::Parts(_) => return None,
+            CopyTask::Delete { key } => Action::Delete {
+                destination: ObjectEntry {
+                    key,
+                    size: 0,
+                    etag: String::new(),
+                    last_modified_ms: 0,
+                    storage_class: None,
+                },
+            },
+        })
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            CopyTask::Copy { object } | CopyTask::Update { object } => &object.key,
+            CopyTask::Parts(group) => &group.object.key,
+            CopyTask::Delete { key } => key,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match self {
+            CopyTask::Copy { object } | CopyTask::Update { object } => object.size,
+            CopyTask::Parts(group) => group.object.size,
+            CopyTask::Delete { .. } => 0,
+        }
+    }
+}
+
+/// The message body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyBatch {
+    pub version: u32,
+    pub run_id: String,
+    pub batch_id: String,
+    pub tasks: Vec<CopyTask>,
+}
+
+impl CopyBatch {
+    pub fn parse(body: &str) -> Result<Self, SyncError> {
+        let batch: CopyBatch = serde_json::from_str(body)
+            .map_err(|e| SyncError::Config(format!("not a copy batch: {e}")))?;
+        if batch.version != MESSAGE_VERSION {
+            return Err(SyncError::Config(format!(
+                "copy batch {} has message version {}, this copier reads version {MESSAGE_VERSION}",
+                batch.batch_id, batch.version
+            )));
+        }
+        Ok(batch)
+    }
+
+    pub fn body(&self) -> String {
+        serde_json::to_string(self).expect("a batch serialises")
+    }
+}
+
+/// What a batch sent was, as recorded in the lister's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentBatch {
+    pub id: String,
+    pub tasks: u64,
+    pub first_key: String,
+    pub last_key: String,
+}
+
+impl From<&CopyBatch> for SentBatch {
+    fn from(batch: &CopyBatch) -> Self {
+        SentBatch {
+            id: batch.batch_id.clone(),
+            tasks: batch.tasks.len() as u64,
+            first_key: batch
+                .tasks
+                .first()
+                .map(|t| t.key().to_owned())
+                .unwrap_or_default(),
+            last_key: batch
+                .tasks
+                .last()
+                .map(|t| t.key().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_tasks: usize,
+    pub max_message_bytes: usize,
+    pub max_object_bytes: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            // 1,000 small objects at 16 copies in flight take seconds.
+            max_tasks: 1_000,
+            // 16 KiB under SQS's limit: room for the envelope and attributes.
+            max_message_bytes: SQS_MAX_BYTES - 16 * 1024,
+            // Server-side copies run at hundreds of MB/s each; 64 GiB keeps a
+            // batch well inside a 15-minute invocation even when slow.
+            max_object_bytes: 64 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// Packs tasks into batches named `{id_prefix}-{n:05}`, in key order.
+pub struct BatchBuilder {
+    run_id: String,
+    id_prefix: String,
+    next: usize,
+    limits: BatchLimits,
+    tasks: Vec<CopyTask>,
+    bytes: usize,
+    object_bytes: u64,
+}
+
+impl BatchBuilder {
+    /// `first` is the number of the next batch: a resumed invocation goes on
+    /// from the count in its checkpoint, so its batch ids are the ones the
+    /// interrupted attempt would have used.
+    pub fn new(run_id: &str, id_prefix: &str, first: usize, limits: BatchLimits) -> Self {
+        let mut builder = BatchBuilder {
+            run_id: run_id.to_owned(),
+            id_prefix: id_prefix.to_owned(),
+            next: first,
+            limits,
+            tasks: Vec::new(),
+            bytes: 0,
+            object_bytes: 0,
+        };
+        builder.bytes = builder.envelope_bytes();
+        builder
+    }
+
+    fn envelope_bytes(&self) -> usize {
+        CopyBatch {
+            version: MESSAGE_VERSION,
+            run_id: self.run_id.clone(),
+            batch_id: format!("{}-{:05}", self.id_prefix, self.next),
+            tasks: Vec::new(),
+        }
+        .body()
+        .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Add a task; returns a full batch when the task did not fit with the others.
+    pub fn push(&mut self, task: CopyTask) -> Option<CopyBatch> {
+        let task_bytes = serde_json::to_string(&task)
+            .expect("a task serialises")
+            .len()
+            + 1;
+        let full = !self.tasks.is_empty()
+            && (self.tasks.len() >= self.limits.max_tasks
+                || self.bytes + task_bytes > self.limits.max_message_bytes
+                || self.object_bytes + task.size() > self.limits.max_object_bytes);
+        let out = if full { self.flush() } else { None };
+        self.bytes += task_bytes;
+        self.object_bytes += task.size();
+        self.tasks.push(task);
+        out
+    }
+
+    /// The batch of the tasks so far, if any.
+    pub fn flush(&mut self) -> Option<CopyBatch> {
+        if self.tasks.is_empty() {
+            return None;
+        }
+        let batch = CopyBatch {
+            version: MESSAGE_VERSION,
+            run_id: self.run_id.clone(),
+            batch_id: format!("{}-{:05}", self.id_prefix, self.next),
+            tasks: std::mem::take(&mut self.tasks),
+        };
+        self.next += 1;
+        self.object_bytes = 0;
+        self.bytes = self.envelope_bytes();
+        Some(batch)
+    }
+}
+
+/// Send batches with SendMessageBatch: up to 10 messages and 256 KiB per
+/// call. Entries SQS refuses are sent again; what still fails is an error
+/// (retryable), and the caller's checkpoint makes the retry resend it.
+pub async fn send_batches(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    batches: &[CopyBatch],
+) -> Result<(), SyncError> {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    let bodies: Vec<(String, String)> = batches
+        .iter()
+        .map(|b| (b.batch_id.clone(), b.body()))
+        .collect();
+    let mut start = 0;
+    while start < bodies.len() {
+        let (mut end, mut total) = (start, 0);
+        while end < bodies.len() && end - start < 10 && total + bodies[end].1.len() <= SQS_MAX_BYTES
+        {
+            total += bodies[end].1.len();
+            end += 1;
+        }
+        let mut pending: Vec<usize> = (start..end).collect();
+        for attempt in 1..=3 {
+            let entries = pending
+                .iter()
+                .map(|&i| {
+                    SendMessageBatchRequestEntry::builder()
+                        // Entry ids only pair requests with responses.
+                        .id(i.to_string())
+                        .message_body(&bodies[i].1)
+                        .build()
+                        .expect("id and body are set")
+                })
+                .collect();
+            let response = sqs
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| SyncError::s3("sending copy batches to SQS", classify(&e)))?;
+            pending = response
+                .failed()
+                .iter()
+                .filter_map(|f| f.id().parse().ok())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let first = &response.failed()[0];
+            if attempt == 3 || first.sender_fault() {
+                return Err(SyncError::s3(
+                    format!("SQS refused batch {}", bodies[pending[0]].0),
+                    S3Failure {
+                        code: first.code().to_owned(),
+                        http_status: None,
+                        message: first.message().unwrap_or_default().to_owned(),
+                        class: if first.sender_fault() {
+                            RetryClass::NonRetryable
+                        } else {
+                            RetryClass::Retryable
+                        },
+                    },
+                ));
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(key: String, size: u64) -> ObjectEntry {
+        ObjectEntry {
+            key,
+            size,
+            etag: "0123456789abcdef0123456789abcdef-12".into(),
+            last_modified_ms: 1_700_000_000_000,
+            storage_class: Some("STANDARD".into()),
+        }
+    }
+
+    #[test]
+    fn a_batch_round_trips_and_refuses_another_version() {
+        let mut builder = BatchBuilder::new("run-1", "00003-00001", 7, BatchLimits::default());
+        assert!(
+            builder
+                .push(CopyTask::Copy {
+                    object: entry("a b+%41/ü".into(), 5)
+                })
+                .is_none()
+        );
+        builder.push(CopyTask::Delete { key: "gone".into() });
+        let batch = builder.flush().unwrap();
+        assert_eq!(batch.batch_id, "00003-00001-00007");
+        assert_eq!(CopyBatch::parse(&batch.body()).unwrap(), batch);
+        let newer = batch.body().replace("\"version\":1", "\"version\":2");
+        assert!(
+            CopyBatch::parse(&newer)
+                .unwrap_err()
+                .to_string()
+                .contains("version 2")
+        );
+        assert!(builder.flush().is_none());
+    }
+
+    #[test]
+    fn object_bytes_cut_a_batch() {
+        let limits = BatchLimits {
+            max_object_bytes: 100,
+            ..BatchLimits::default()
+        };
+        let mut builder = BatchBuilder::new("r", "s", 0, limits);
+        assert!(
+            builder
+                .push(CopyTask::Copy {
+                    object: entry("a".into(), 60)
+                })
+                .is_none()
+        );
+        let full = builder
+            .push(CopyTask::Copy {
+                object: entry("b".into(), 60),
+            })
+            .unwrap();
+        assert_eq!(full.tasks.len(), 1);
+        // One object larger than the limit still travels, alone.
+        let alone = builder
+            .push(CopyTask::Copy {
+                object: entry("c".into(), 500),
+            })
+            .unwrap();
+        assert_eq!(alone.tasks[0].key(), "b");
+    }
+
+    proptest! {
+        /// Whatever the keys (up to S3's 1,024 bytes, control characters that
+        /// JSON escapes six-fold), every message fits SQS, and the batches
+        /// carry every task once, in order.
+        #[test]
+        fn batches_fit_sqs_and_keep_every_task(
+            keys in proptest::collection::vec("[\\x00-\\x1f a-z/ü]{1,300}", 1..400),
+            max_tasks in 1usize..1500,
+        ) {
+            let limits = BatchLimits { max_tasks, ..BatchLimits::default() };
+            let mut builder = BatchBuilder::new("run-x", "00000-00000", 0, limits);
+            let mut batches = Vec::new();
+            for key in &keys {
+                // Stretch keys toward 1,024 bytes.
+                let long = key.repeat(1024 / key.len().max(1)).chars().take(1024).collect::<String>();
+                batches.extend(builder.push(CopyTask::Copy { object: entry(long, 1) }));
+            }
+            batches.extend(builder.flush());
+            let mut seen = 0;
+            for batch in &batches {
+                prop_assert!(batch.body().len() <= limits.max_message_bytes, "{} bytes", batch.body().len());
+                prop_assert!(batch.tasks.len() <= max_tasks);
+                seen += batch.tasks.len();
+            }
+            prop_assert_eq!(seen, keys.len());
+        }
+    }
+}

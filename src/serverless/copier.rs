@@ -1,0 +1,295 @@
+//! The copier: SQS batches in, server-side copies out, one result object per
+//! batch.
+//!
+//! Each message is a [`CopyBatch`]. Its tasks run with bounded concurrency
+//! through the same [`WorkContext::apply`] the CLI's workers use, so copies
+//! are conditional on the listed ETag, multipart above the threshold, and
+//! abort their uploads on failure. Then:
+//!
+//! - all tasks settled (copied, or failed for good): the result goes to
+//!   `results/BATCH.json` and the message is done;
+//! - some failed in a way a retry can help (throttling, timeouts, not
+//!   started before the deadline): the message is returned in
+//!   `batchItemFailures` and SQS redelivers it after its visibility timeout;
+//!   no result is written, so nothing is counted twice;
+//! - on the last receive SQS allows (`maxReceiveCount`), failures are
+//!   recorded in the result instead, so every batch ends in a result.
+//!
+//! A redelivered batch first checks which of its objects already arrived
+//! (HEAD at the destination, same ETag and size) and counts those as copied
+//! instead of copying them again.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::SyncError;
+use crate::report::{Counts, ReportRow, ReportRows, Stats, TaskStatus};
+use crate::serverless::FunctionEnv;
+use crate::serverless::batch::{CopyBatch, CopyTask};
+use crate::serverless::env::RunContext;
+use crate::serverless::parts;
+use crate::worker::{Retry, WorkContext};
+
+/// One batch's outcome, at `results/BATCH.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub run_id: String,
+    pub batch_id: String,
+    /// Which receive of the message wrote it.
+    pub receive_count: u32,
+    pub counts: Counts,
+    pub rows: Vec<ReportRow>,
+}
+
+pub fn result_name(batch_id: &str) -> String {
+    format!("results/{batch_id}.json")
+}
+
+pub async fn handle(
+    event: LambdaEvent<SqsEvent>,
+    env: &FunctionEnv,
+) -> Result<SqsBatchResponse, Diagnostic> {
+    let deadline = event.context.deadline();
+    Ok(copy_messages(env, event.payload.records, deadline).await)
+}
+
+/// Handle every message; the response names the ones to hand back to SQS.
+pub async fn copy_messages(
+    env: &FunctionEnv,
+    records: Vec<SqsMessage>,
+    deadline: SystemTime,
+) -> SqsBatchResponse {
+    let outcomes = futures::future::join_all(
+        records
+            .iter()
+            .map(|record| copy_message(env, record, deadline)),
+    )
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for (record, hand_back) in records.iter().zip(outcomes) {
+        if hand_back {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = record.message_id.clone().unwrap_or_default();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// Returns true when the message should be handed back to SQS.
+async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTime) -> bool {
+    let receive_count: u32 = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    let last = receive_count >= env.config.max_receive_count;
+    let batch = match CopyBatch::parse(record.body.as_deref().unwrap_or_default()) {
+        Ok(batch) => batch,
+        Err(err) => {
+            // Nothing to copy and no run to report to: it can only end in
+            // the dead-letter queue, where someone can read it.
+            tracing::error!(message_id = ?record.message_id, error = %err, "unreadable message");
+            return true;
+        }
+    };
+    let result = match env.run(&batch.run_id).await {
+        Ok(run) => copy_batch(env, &run, &batch, receive_count, last, deadline).await,
+        Err(err) => {
+            tracing::error!(batch = %batch.batch_id, error = %err, "the run's manifest is unavailable");
+            if !last {
+                return true;
+            }
+            Ok(unavailable_result(&batch, receive_count, &err))
+        }
+    };
+    let result = match result {
+        Ok(result) => result,
+        Err(hand_back) => return hand_back,
+    };
+    match env
+        .store
+        .put_json(&batch.run_id, &result_name(&batch.batch_id), &result)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(batch = %batch.batch_id, receive_count, copied = result.counts.copied + result.counts.updated, failed = result.counts.failed, "batch done");
+            false
+        }
+        Err(err) => {
+            tracing::error!(batch = %batch.batch_id, error = %err, "could not write the batch result");
+            true
+        }
+    }
+}
+
+/// Every task of a batch failed because the run could not be read.
+fn unavailable_result(batch: &CopyBatch, receive_count: u32, err: &SyncError) -> BatchResult {
+    let mut counts = Counts::default();
+    let rows = batch
+        .tasks
+        .iter()
+        .map(|task| {
+            counts.failed += 1;
+            ReportRow::new(
+                "",
+                task.key(),
+                TaskStatus::Failed,
+                "RunUnavailable",
+                None,
+                &err.to_string(),
+            )
+        })
+        .collect();
+    BatchResult {
+        run_id: batch.run_id.clone(),
+        batch_id: batch.batch_id.clone(),
+        receive_count,
+        counts,
+        rows,
+    }
+}
+
+/// Copy a batch's tasks. `Err(true)`: hand the message back, write nothing.
+async fn copy_batch(
+    env: &FunctionEnv,
+    run: &Arc<RunContext>,
+    batch: &CopyBatch,
+    receive_count: u32,
+    last: bool,
+    deadline: SystemTime,
+) -> Result<BatchResult, bool> {
+    let rows = match ReportRows::new() {
+        Ok(rows) => Arc::new(rows),
+        Err(err) => {
+            tracing::error!(error = %err, "no temporary space for the report rows");
+            return Err(true);
+        }
+    };
+    let context = WorkContext {
+        copier: run.copier.clone(),
+        stats: Arc::new(Stats::default()),
+        rows: rows.clone(),
+        cancel: CancellationToken::new(),
+    };
+    // Stop starting copies when the invocation is nearly out of time: a copy
+    // cut off by Lambda's timeout would count nothing and hold the message
+    // until its visibility timeout.
+    let remaining = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    let stop_at = deadline
+        .checked_sub((remaining / 5).clamp(Duration::from_secs(2), Duration::from_secs(120)))
+        .unwrap_or(deadline);
+    let redelivered = receive_count > 1;
+    // Above both this and the multipart threshold, an object is split into
+    // part tasks rather than copied within this invocation.
+    let split_above = env
+        .config
+        .split_object_bytes
+        .max(run.options.copy.multipart_threshold);
+    let retries: Vec<Retry> = futures::stream::iter(batch.tasks.iter().cloned().enumerate())
+        .map(|(index, task)| {
+            let context = context.clone();
+            async move {
+                if let CopyTask::Parts(group) = &task {
+                    return parts::copy_group(env, run, &context, &batch.batch_id, group, last)
+                        .await;
+                }
+                if redelivered && already_copied(&context, &task).await {
+                    return Retry::No;
+                }
+                if SystemTime::now() >= stop_at {
+                    return not_started(&context, &task, last);
+                }
+                let update = matches!(task, CopyTask::Update { .. });
+                match task {
+                    CopyTask::Copy { object } | CopyTask::Update { object }
+                        if object.size > split_above =>
+                    {
+                        parts::split(env, run, &context, &batch.batch_id, index, &object, update)
+                            .await
+                    }
+                    task => match task.into_action() {
+                        Some(action) => context.apply(action).await,
+                        None => Retry::No,
+                    },
+                }
+            }
+        })
+        .buffer_unordered(env.config.copy_concurrency)
+        .collect()
+        .await;
+    let worth_retrying = retries.iter().filter(|r| **r == Retry::Worthwhile).count();
+    if worth_retrying > 0 && !last {
+        tracing::warn!(batch = %batch.batch_id, receive_count, worth_retrying, "handing the batch back for another attempt");
+        return Err(true);
+    }
+    let rows = rows.read_all().map_err(|err| {
+        tracing::error!(error = %err, "could not read the report rows back");
+        true
+    })?;
+    Ok(BatchResult {
+        run_id: batch.run_id.clone(),
+        batch_id: batch.batch_id.clone(),
+        receive_count,
+        counts: context.stats.snapshot(),
+        rows,
+    })
+}
+
+/// A task not started for lack of time: retried, or on the last receive a
+/// failure row.
+fn not_started(context: &WorkContext, task: &CopyTask, last: bool) -> Retry {
+    if last {
+        Stats::add(&context.stats.failed, 1);
+        let copier = &context.copier;
+        context.rows.push(
+            task.key(),
+            ReportRow::new(
+                &copier.source.bucket,
+                &copier.source.key_for(task.key()),
+                TaskStatus::Failed,
+                "NotStarted",
+                None,
+                "the copier ran out of time on the message's last delivery; the next run will copy it",
+            ),
+        );
+    }
+    Retry::Worthwhile
+}
+
+/// On redelivery: did an earlier attempt already copy this object?
+async fn already_copied(context: &WorkContext, task: &CopyTask) -> bool {
+    let (CopyTask::Copy { object } | CopyTask::Update { object }) = task else {
+        return false; // deleting again is harmless and as cheap as checking
+    };
+    let copier = &context.copier;
+    let head = copier
+        .destination_client
+        .head_object()
+        .bucket(&copier.destination.bucket)
+        .key(copier.destination.key_for(&object.key))
+        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
+        .send()
+        .await;
+    let Ok(head) = head else { return false };
+    let same = head.e_tag().map(|e| e.trim_matches('"')) == Some(object.etag.as_str())
+        && head.content_length() == Some(object.size as i64);
+    if same {
+        let stats = &context.stats;
+        let counter = match task {
+            CopyTask::Update { .. } => &stats.updated,
+            _ => &stats.copied,
+        };
+        Stats::add(counter, 1);
+        Stats::add(&stats.bytes_copied, object.size);
+    }
+    same
+}

@@ -1,0 +1,206 @@
+//! What a function knows from its environment (set by `infra/template.yaml`,
+//! or by the local stack), and the clients it builds once per container.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::client::{ClientSettings, RetryMode, build_s3_client, build_sqs_client};
+use crate::config::{SyncOptions, SyncSpec, client_settings};
+use crate::copy::Copier;
+use crate::diff::DiffMode;
+use crate::error::SyncError;
+use crate::serverless::input::RunManifest;
+use crate::serverless::store::RunStore;
+
+/// The stack's configuration, one environment variable each.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The buckets this stack was deployed for (its IAM policies name them):
+    /// the defaults of an execution input, and the only buckets it may name.
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    pub mode: Option<DiffMode>,
+    /// Whether the copier's role may delete (the `AllowDelete` parameter).
+    pub allow_delete: bool,
+    pub report_bucket: String,
+    pub report_prefix: String,
+    pub queue_url: Option<String>,
+    /// The work queue's `maxReceiveCount`: on that receive, the copier
+    /// records failures instead of handing the batch back.
+    pub max_receive_count: u32,
+    /// Tasks of one batch copied at once inside one invocation.
+    pub copy_concurrency: usize,
+    /// Keys one lister invocation handles at most before it returns its
+    /// cursor (besides its deadline): bounds the work a crash repeats.
+    pub lister_max_keys: u64,
+    /// Objects above this size are copied as several part-range tasks, each
+    /// its own invocation, instead of inside one: an invocation has 15
+    /// minutes, and UploadPartCopy moves a few hundred MB/s per object.
+    pub split_object_bytes: u64,
+    pub client: ClientSettings,
+}
+
+impl StackConfig {
+    /// Read the configuration through `var` (the process environment, or a
+    /// map in tests and the local stack).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, SyncError> {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let number = |name: &str, default: u64| -> Result<u64, SyncError> {
+            var(name).map_or(Ok(default), |v| {
+                v.trim().parse().map_err(|_| {
+                    SyncError::Config(format!("{name} must be a whole number, got {v:?}"))
+                })
+            })
+        };
+        let mode = var("S3_FANOUT_MODE")
+            .map(|m| {
+                <DiffMode as clap::ValueEnum>::from_str(&m, true).map_err(|_| {
+                    SyncError::Config(format!(
+                        "S3_FANOUT_MODE must be missing, size or etag, got {m:?}"
+                    ))
+                })
+            })
+            .transpose()?;
+        let report_bucket = var("S3_FANOUT_REPORT_BUCKET").ok_or_else(|| {
+            SyncError::Config(
+                "S3_FANOUT_REPORT_BUCKET is not set: the run's state and report go there".into(),
+            )
+        })?;
+        let mut report_prefix = var("S3_FANOUT_REPORT_PREFIX").unwrap_or_default();
+        if !report_prefix.is_empty() && !report_prefix.ends_with('/') {
+            report_prefix.push('/');
+        }
+        // Functions retry in standard mode: adaptive mode's limiter is per
+        // process, so it cannot pace a fleet of Lambdas (the event source
+        // mapping's MaximumConcurrency does), and its slow refill would eat
+        // an invocation's time limit.
+        let spec = SyncSpec {
+            endpoint_url: var("S3_FANOUT_ENDPOINT_URL"),
+            region: var("S3_FANOUT_REGION").or_else(|| var("AWS_REGION")),
+            retry_mode: RetryMode::Standard,
+            max_attempts: number("S3_FANOUT_MAX_ATTEMPTS", 10)?.max(1) as u32,
+            ..SyncSpec::default()
+        };
+        Ok(StackConfig {
+            source: var("S3_FANOUT_SOURCE"),
+            destination: var("S3_FANOUT_DESTINATION"),
+            mode,
+            allow_delete: var("S3_FANOUT_ALLOW_DELETE").is_some_and(|v| v == "true"),
+            report_bucket,
+            report_prefix,
+            queue_url: var("S3_FANOUT_WORK_QUEUE_URL"),
+            max_receive_count: number("S3_FANOUT_MAX_RECEIVE_COUNT", 5)?.max(1) as u32,
+            copy_concurrency: number("S3_FANOUT_COPY_CONCURRENCY", 16)?.max(1) as usize,
+            lister_max_keys: number("S3_FANOUT_LISTER_MAX_KEYS", 2_000_000)?.max(1),
+            split_object_bytes: var("S3_FANOUT_SPLIT_OBJECT_BYTES")
+                .map(|v| crate::config::parse_size(&v, "S3_FANOUT_SPLIT_OBJECT_BYTES"))
+                .transpose()?
+                .unwrap_or(64 * 1024 * 1024 * 1024)
+                .max(crate::config::MIN_PART_SIZE),
+            client: client_settings(&spec, None, None),
+        })
+    }
+
+    pub fn queue_url(&self) -> Result<&str, SyncError> {
+        self.queue_url.as_deref().ok_or_else(|| {
+            SyncError::Config("S3_FANOUT_WORK_QUEUE_URL is not set for this function".into())
+        })
+    }
+}
+
+/// A run's validated options and the clients that reach its buckets.
+pub struct RunContext {
+    pub manifest: RunManifest,
+    pub options: SyncOptions,
+    pub copier: Arc<Copier>,
+}
+
+/// Built once per Lambda container (or once by the local stack) and shared
+/// by every invocation: clients are expensive, runs are cached by id.
+pub struct FunctionEnv {
+    pub config: StackConfig,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub store: RunStore,
+    runs: Mutex<HashMap<String, Arc<RunContext>>>,
+}
+
+impl FunctionEnv {
+    pub async fn from_environment() -> Result<Self, SyncError> {
+        let config = StackConfig::from_vars(|name| std::env::var(name).ok())?;
+        Ok(Self::new(config).await)
+    }
+
+    pub async fn new(config: StackConfig) -> Self {
+        let s3 = build_s3_client(&config.client, None).await;
+        let sqs = build_sqs_client(&config.client).await;
+        let store = RunStore::new(
+            s3.clone(),
+            config.report_bucket.clone(),
+            config.report_prefix.clone(),
+        );
+        FunctionEnv {
+            config,
+            s3,
+            sqs,
+            store,
+            runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Clients for a run's two sides: this container's own client where the
+    /// settings are the same (they are, unless a side names another region).
+    pub async fn copier_for(&self, options: &SyncOptions) -> Copier {
+        let client = |settings: &ClientSettings| {
+            let settings = settings.clone();
+            let shared = self.s3.clone();
+            let same = settings == self.config.client;
+            async move {
+                if same {
+                    shared
+                } else {
+                    build_s3_client(&settings, None).await
+                }
+            }
+        };
+        Copier {
+            source_client: client(&options.source_client).await,
+            destination_client: client(&options.destination_client).await,
+            source: options.source.clone(),
+            destination: options.destination.clone(),
+            options: options.copy.clone(),
+        }
+    }
+
+    /// The run `run_id`, as the planner recorded it.
+    pub async fn run(&self, run_id: &str) -> Result<Arc<RunContext>, SyncError> {
+        if let Some(run) = self.runs.lock().expect("poisoned").get(run_id) {
+            return Ok(run.clone());
+        }
+        let manifest: RunManifest = self
+            .store
+            .get_json(run_id, RunManifest::KEY)
+            .await?
+            .ok_or_else(|| {
+                SyncError::Config(format!(
+                    "run {run_id:?} has no {} in {}: was it planned by this stack?",
+                    RunManifest::KEY,
+                    self.store.run_url(run_id)
+                ))
+            })?;
+        let options = SyncOptions::try_from(manifest.spec.clone())?;
+        let copier = Arc::new(self.copier_for(&options).await);
+        let run = Arc::new(RunContext {
+            manifest,
+            options,
+            copier,
+        });
+        let mut runs = self.runs.lock().expect("poisoned");
+        // A warm container serves run after run; keep only a few.
+        if runs.len() >= 8 {
+            runs.clear();
+        }
+        runs.insert(run_id.to_owned(), run.clone());
+        Ok(run)
+    }
+}

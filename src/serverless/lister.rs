@@ -1,0 +1,309 @@
+//! The lister: one shard, both sides, the CLI's merge-join and decision, and
+//! copy batches sent to SQS. The same loop, in validate mode, is the
+//! VALIDATE phase: re-list, re-diff, and record every mismatch.
+//!
+//! An invocation works page by page (1,000 keys). After each page it sends
+//! the page's batches and writes its checkpoint (`sent/SHARD-SEQ.json`): the
+//! last key handled, the counts, the batches sent. It stops before its
+//! deadline, or after `S3_FANOUT_LISTER_MAX_KEYS` keys, and returns its
+//! cursor; the state machine calls it again with the next SEQ. A retried
+//! invocation (same SEQ) resumes from its checkpoint and numbers its batches
+//! from the count there, so a crash repeats at most one page, and what it
+//! repeats is sent under the same batch ids.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::diff::{Action, Pair, decide, merge_join};
+use crate::error::SyncError;
+use crate::listing::{ListTarget, list_range};
+use crate::report::{Counts, ReportRow, Stats};
+use crate::serverless::FunctionEnv;
+use crate::serverless::batch::{
+    BatchBuilder, BatchLimits, CopyBatch, CopyTask, SentBatch, send_batches,
+};
+use crate::serverless::env::RunContext;
+use crate::verify::check_pair;
+use crate::worker::count_plan;
+
+/// Keys per checkpoint: one ListObjectsV2 page.
+const PAGE_KEYS: u64 = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Write,
+    Validate,
+}
+
+impl Phase {
+    fn folder(self) -> &'static str {
+        match self {
+            Phase::Write => "sent",
+            Phase::Validate => "validate",
+        }
+    }
+}
+
+/// The lister's event and result: where a shard's listing stands. The state
+/// machine feeds each result back in until `done`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCursor {
+    pub run_id: String,
+    pub phase: Phase,
+    pub shard: usize,
+    /// The invocation number within the shard.
+    #[serde(default)]
+    pub seq: u32,
+    /// The last key handled (relative), or none yet.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// One invocation's checkpoint, rewritten after every page.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub shard: usize,
+    pub seq: u32,
+    pub cursor: Option<String>,
+    pub done: bool,
+    pub counts: Counts,
+    /// Write phase: every batch this invocation sent.
+    pub batches: Vec<SentBatch>,
+    /// Report rows (unverified pairs; VALIDATE mismatches), all of this
+    /// invocation's; bounded by its key budget.
+    pub rows: Vec<ReportRow>,
+}
+
+/// Listing counts, as the CLI's listing streams count them.
+fn count_listed(stats: &Stats, pair: &Pair) {
+    let (source, destination) = match pair {
+        Pair::SourceOnly(s) => (Some(s), None),
+        Pair::DestinationOnly(d) => (None, Some(d)),
+        Pair::Both(s, d) => (Some(s), Some(d)),
+    };
+    if let Some(source) = source {
+        Stats::add(&stats.listed_source, 1);
+        Stats::add(&stats.listed_source_bytes, source.size);
+    }
+    if destination.is_some() {
+        Stats::add(&stats.listed_destination, 1);
+    }
+}
+
+pub fn checkpoint_name(phase: Phase, shard: usize, seq: u32) -> String {
+    format!("{}/{shard:05}-{seq:05}.json", phase.folder())
+}
+
+pub async fn handle(
+    event: LambdaEvent<ShardCursor>,
+    env: &FunctionEnv,
+) -> Result<ShardCursor, Diagnostic> {
+    let deadline = event.context.deadline();
+    let cursor = event.payload;
+    list_shard(env, cursor.clone(), deadline).await.map_err(|err| {
+        tracing::error!(run_id = %cursor.run_id, shard = cursor.shard, seq = cursor.seq, error = %err, "listing failed");
+        err.into()
+    })
+}
+
+/// Run one invocation's worth of a shard; returns the cursor for the next.
+pub async fn list_shard(
+    env: &FunctionEnv,
+    at: ShardCursor,
+    deadline: SystemTime,
+) -> Result<ShardCursor, SyncError> {
+    if at.done {
+        return Ok(at);
+    }
+    let run = env.run(&at.run_id).await?;
+    let shard_range = run.manifest.shards.get(at.shard).ok_or_else(|| {
+        SyncError::Config(format!(
+            "run {} has {} shards, not {}",
+            at.run_id,
+            run.manifest.shards.len(),
+            at.shard + 1
+        ))
+    })?;
+    let name = checkpoint_name(at.phase, at.shard, at.seq);
+    let mut checkpoint = match env.store.get_json::<Checkpoint>(&at.run_id, &name).await? {
+        Some(saved) => {
+            tracing::info!(shard = at.shard, seq = at.seq, cursor = ?saved.cursor, "resuming from a checkpoint");
+            saved
+        }
+        None => Checkpoint {
+            shard: at.shard,
+            seq: at.seq,
+            cursor: at.cursor.clone(),
+            ..Checkpoint::default()
+        },
+    };
+    if !checkpoint.done {
+        let range = shard_range.resumed_after(checkpoint.cursor.as_deref());
+        let mut pass = Pass::new(env, &run, &at, &mut checkpoint, deadline);
+        pass.run(range).await?;
+    }
+    Ok(ShardCursor {
+        seq: at.seq + 1,
+        cursor: checkpoint.cursor.clone(),
+        done: checkpoint.done,
+        ..at
+    })
+}
+
+/// The state of one invocation's pass over its part of a shard.
+struct Pass<'a> {
+    env: &'a FunctionEnv,
+    run: &'a Arc<RunContext>,
+    at: &'a ShardCursor,
+    checkpoint: &'a mut Checkpoint,
+    stats: Stats,
+    builder: BatchBuilder,
+    ready: Vec<CopyBatch>,
+    stop_at: SystemTime,
+}
+
+impl<'a> Pass<'a> {
+    fn new(
+        env: &'a FunctionEnv,
+        run: &'a Arc<RunContext>,
+        at: &'a ShardCursor,
+        checkpoint: &'a mut Checkpoint,
+        deadline: SystemTime,
+    ) -> Self {
+        // Keep a fifth of the remaining time (at least 5 s, at most 2 min)
+        // for the last page's sends and checkpoint.
+        let remaining = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let margin = (remaining / 5).clamp(Duration::from_secs(5), Duration::from_secs(120));
+        let builder = BatchBuilder::new(
+            &at.run_id,
+            &format!("{:05}-{:05}", at.shard, at.seq),
+            checkpoint.batches.len(),
+            BatchLimits::default(),
+        );
+        Pass {
+            env,
+            run,
+            at,
+            checkpoint,
+            stats: Stats::default(),
+            builder,
+            ready: Vec::new(),
+            stop_at: deadline.checked_sub(margin).unwrap_or(deadline),
+        }
+    }
+
+    async fn run(&mut self, range: crate::location::KeyRange) -> Result<(), SyncError> {
+        let options = &self.run.options;
+        let copier = &self.run.copier;
+        let target = |client: &aws_sdk_s3::Client,
+                      location: &crate::location::S3Location,
+                      owner: &Option<String>| ListTarget {
+            client: client.clone(),
+            location: location.clone(),
+            expected_owner: owner.clone(),
+            request_payer: options.copy.request_payer,
+        };
+        let source = target(
+            &copier.source_client,
+            &options.source,
+            &options.copy.expected_source_owner,
+        );
+        let destination = target(
+            &copier.destination_client,
+            &options.destination,
+            &options.copy.expected_dest_owner,
+        );
+        let pairs = merge_join(
+            list_range(source, range.clone()),
+            list_range(destination, range),
+        );
+        futures::pin_mut!(pairs);
+
+        let page_keys = PAGE_KEYS.min(self.env.config.lister_max_keys);
+        let (mut in_page, mut in_invocation) = (0u64, 0u64);
+        let mut last_key: Option<String> = None;
+        loop {
+            let Some(pair) = pairs.next().await else {
+                return self.save(last_key, true).await;
+            };
+            let pair = pair?;
+            let key = pair.key().to_owned();
+            if self.at.phase == Phase::Write {
+                count_listed(&self.stats, &pair);
+            }
+            match self.at.phase {
+                Phase::Write => self.plan(decide(pair, &options.diff)),
+                Phase::Validate => {
+                    if let Some(mismatch) = check_pair(pair, &options.diff, &self.stats) {
+                        Stats::add(&self.stats.verify_mismatched, 1);
+                        self.checkpoint
+                            .rows
+                            .push(mismatch.row(&options.source, &options.destination));
+                    }
+                }
+            }
+            last_key = Some(key);
+            in_page += 1;
+            in_invocation += 1;
+            if in_page >= page_keys {
+                self.save(last_key.clone(), false).await?;
+                in_page = 0;
+                if in_invocation >= self.env.config.lister_max_keys
+                    || SystemTime::now() >= self.stop_at
+                {
+                    tracing::info!(
+                        shard = self.at.shard,
+                        seq = self.at.seq,
+                        keys = in_invocation,
+                        "returning the cursor for the next invocation"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn plan(&mut self, action: Action) {
+        let options = &self.run.options;
+        if let Some(row) = count_plan(&self.stats, &action, &options.source) {
+            self.checkpoint.rows.push(row);
+        }
+        if let Some(task) = CopyTask::from_action(action) {
+            self.ready.extend(self.builder.push(task));
+        }
+    }
+
+    /// Send the page's batches, then record them: a batch is in the
+    /// checkpoint only once SQS has it.
+    async fn save(&mut self, last_key: Option<String>, done: bool) -> Result<(), SyncError> {
+        self.ready.extend(self.builder.flush());
+        if !self.ready.is_empty() {
+            let queue = self.env.config.queue_url()?;
+            send_batches(&self.env.sqs, queue, &self.ready).await?;
+            self.checkpoint
+                .batches
+                .extend(self.ready.drain(..).map(|b| SentBatch::from(&b)));
+        }
+        if last_key.is_some() {
+            self.checkpoint.cursor = last_key;
+        }
+        self.checkpoint.done = done;
+        let counts = self.stats.snapshot();
+        self.checkpoint.counts.add(&counts);
+        self.stats = Stats::default();
+        let name = checkpoint_name(self.at.phase, self.at.shard, self.at.seq);
+        self.env
+            .store
+            .put_json(&self.at.run_id, &name, &*self.checkpoint)
+            .await
+    }
+}

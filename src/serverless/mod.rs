@@ -1,0 +1,61 @@
+//! The serverless runtime: the same pipeline, fanned out over Lambda, SQS
+//! and Step Functions (`statemachine/sync.asl.json`, `infra/template.yaml`).
+//!
+//! ```text
+//!  execution input ─▶ planner ─▶ shards ─▶ Map(MaxConcurrency) ─┐
+//!                    (plan.rs)            lister, looped on its cursor        (lister.rs)
+//!                                         list both sides, merge_join, decide
+//!                                         └─ SendMessageBatch ─▶ work queue ─▶ copier (copier.rs)
+//!                                                                  │   ESM     CopyObject / UploadPartCopy
+//!                                                                  └─ DLQ      one result object per batch
+//!  progress: results == batches sent? (reporter.rs) ─▶ VALIDATE: Map, lister in validate mode
+//!  ─▶ REPORT: aggregate results into summary.json + failures.csv ─▶ Choice on the failure threshold
+//! ```
+//!
+//! Every function is a handler here; `functions/<name>` only wires one to
+//! the Lambda runtime. State that outlives an invocation lives in the run's
+//! folder of the report bucket ([`store`]): which batches were sent, one
+//! result per batch, the lister checkpoints. That makes progress exact
+//! (results counted against batches sent, not approximate queue depth), and
+//! keeps the state machine's own payloads small.
+
+pub mod batch;
+pub mod control;
+pub mod copier;
+pub mod env;
+pub mod input;
+pub mod lister;
+pub mod parts;
+pub mod plan;
+pub mod planner;
+pub mod reporter;
+pub mod store;
+
+pub use env::FunctionEnv;
+
+use lambda_runtime::Diagnostic;
+
+use crate::error::SyncError;
+
+/// JSON logs, as CloudWatch Logs Insights wants them; `RUST_LOG` filters.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .without_time() // CloudWatch stamps every line
+        .try_init();
+}
+
+/// A failed invocation carries the retry class as its error type, which is
+/// what the state machine's `Retry` (`Retryable`) and `Catch` match on.
+impl From<SyncError> for Diagnostic {
+    fn from(err: SyncError) -> Self {
+        Diagnostic {
+            error_type: err.error_type().to_owned(),
+            error_message: err.to_string(),
+        }
+    }
+}

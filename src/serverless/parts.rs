@@ -1,0 +1,448 @@
+//! Objects too large to copy within one copier invocation.
+//!
+//! The copier that meets such an object starts the multipart upload (the
+//! same [`start_upload`] as every multipart copy: metadata, tags, the
+//! source's part layout) and records it in `parts/UPLOAD/upload.json`. It
+//! then splits the parts into groups of at most `S3_FANOUT_SPLIT_OBJECT_BYTES`
+//! and sends one part-range task per group to the work queue, recorded in
+//! `sent/UPLOAD.json` like any lister's batches, so progress waits for them.
+//!
+//! Each group copies its parts and writes their ETags to
+//! `parts/UPLOAD/GROUP.json`, then lists the folder. The group that finds
+//! every group's file claims the completion (`complete.json`, written only if
+//! absent) and completes the upload, and only it counts the object. A group
+//! that fails for good writes `aborted.json` and aborts the upload; the
+//! others then stop without counting, so the object fails exactly once.
+//! Upload ids and group ids are recorded before anything is sent, so a
+//! redelivered message reuses them: no upload is started twice.
+
+use std::ops::Range;
+
+use aws_sdk_s3::types::CompletedPart;
+use serde::{Deserialize, Serialize};
+
+use crate::copy::CopyError;
+use crate::error::RetryClass;
+use crate::listing::ObjectEntry;
+use crate::multipart::{Layout, abort_after, complete_upload, copy_parts, start_upload};
+use crate::report::Stats;
+use crate::serverless::FunctionEnv;
+use crate::serverless::batch::{CopyBatch, CopyTask, MESSAGE_VERSION, SentBatch, send_batches};
+use crate::serverless::env::RunContext;
+use crate::serverless::lister::Checkpoint;
+use crate::worker::{Retry, WorkContext};
+
+/// `parts/UPLOAD/upload.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedUpload {
+    pub upload_id: String,
+    pub layout: Layout,
+    pub warnings: Vec<String>,
+}
+
+/// One part-range task: the parts `first_part..=last_part` of an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartGroup {
+    #[serde(flatten)]
+    pub object: ObjectEntry,
+    pub update: bool,
+    /// Names the upload's folder: `{batch}-p{task}`.
+    pub upload: String,
+    pub upload_id: String,
+    pub group: u32,
+    pub groups: u32,
+    pub first_part: u32,
+    pub last_part: u32,
+}
+
+fn folder(upload: &str) -> String {
+    format!("parts/{upload}/")
+}
+
+/// Contiguous groups of parts of at most `max_bytes` each (one part at least).
+pub fn group_parts(layout: &Layout, max_bytes: u64) -> Vec<Range<usize>> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, (first, last)) in layout.iter().enumerate() {
+        let size = last - first + 1;
+        if index > start && bytes + size > max_bytes {
+            groups.push(start..index);
+            start = index;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < layout.len() {
+        groups.push(start..layout.len());
+    }
+    groups
+}
+
+/// Split one large object of batch `batch_id` (its task number `task`) into
+/// part-range tasks.
+pub async fn split(
+    env: &FunctionEnv,
+    run: &RunContext,
+    context: &WorkContext,
+    batch_id: &str,
+    task: usize,
+    object: &ObjectEntry,
+    update: bool,
+) -> Retry {
+    let run_id = &run.manifest.run_id;
+    let upload = format!("{batch_id}-p{task:04}");
+    let saved_name = format!("{}upload.json", folder(&upload));
+    let saved = match env.store.get_json::<SavedUpload>(run_id, &saved_name).await {
+        Ok(Some(saved)) => saved,
+        Ok(None) => match start_upload(&run.copier, object).await {
+            Ok(started) => {
+                let saved = SavedUpload {
+                    upload_id: started.upload_id,
+                    layout: started.layout,
+                    warnings: started.warnings,
+                };
+                if let Err(err) = env.store.put_json(run_id, &saved_name, &saved).await {
+                    let err = CopyError::Failed(store_failure(err));
+                    let err = abort_after(&run.copier, object, &saved.upload_id, err).await;
+                    return settle(context, &object.key, err);
+                }
+                saved
+            }
+            Err(err) => return settle(context, &object.key, err),
+        },
+        Err(err) => return settle(context, &object.key, CopyError::Failed(store_failure(err))),
+    };
+    let ranges = group_parts(&saved.layout, env.config.split_object_bytes);
+    let groups = ranges.len() as u32;
+    let batches: Vec<CopyBatch> = ranges
+        .into_iter()
+        .enumerate()
+        .map(|(group, parts)| CopyBatch {
+            version: MESSAGE_VERSION,
+            run_id: run_id.clone(),
+            batch_id: format!("{upload}-{group:04}"),
+            tasks: vec![CopyTask::Parts(PartGroup {
+                object: object.clone(),
+                update,
+                upload: upload.clone(),
+                upload_id: saved.upload_id.clone(),
+                group: group as u32,
+                groups,
+                first_part: parts.start as u32 + 1,
+                last_part: parts.end as u32,
+            })],
+        })
+        .collect();
+    // Recorded before sent: progress must wait for every group, and a
+    // retry sends the same ids.
+    let sent = Checkpoint {
+        done: true,
+        batches: batches.iter().map(SentBatch::from).collect(),
+        ..Checkpoint::default()
+    };
+    if let Err(err) = env
+        .store
+        .put_json(run_id, &format!("sent/{upload}.json"), &sent)
+        .await
+    {
+        tracing::warn!(upload, error = %err, "could not record the part tasks");
+        return Retry::Worthwhile;
+    }
+    let Ok(queue) = env.config.queue_url() else {
+        return settle(
+            context,
+            &object.key,
+            CopyError::Failed(store_failure(crate::error::SyncError::Config(
+                "S3_FANOUT_WORK_QUEUE_URL is not set for the copier".into(),
+            ))),
+        );
+    };
+    if let Err(err) = send_batches(&env.sqs, queue, &batches).await {
+        tracing::warn!(upload, error = %err, "could not send the part tasks");
+        return Retry::Worthwhile;
+    }
+    tracing::info!(key = %object.key, upload, groups, "split a large object into part tasks");
+    Stats::add(&context.stats.split_objects, 1);
+    Retry::No
+}
+
+/// Copy one group of parts; the last group to finish completes the upload.
+pub async fn copy_group(
+    env: &FunctionEnv,
+    run: &RunContext,
+    context: &WorkContext,
+    batch_id: &str,
+    group: &PartGroup,
+    last_receive: bool,
+) -> Retry {
+    let run_id = &run.manifest.run_id;
+    let dir = folder(&group.upload);
+    let key = &group.object.key;
+    let exists = |name: &str| {
+        let name = format!("{dir}{name}");
+        async move { env.store.get_bytes(run_id, &name).await }
+    };
+    let saved = match env
+        .store
+        .get_json::<SavedUpload>(run_id, &format!("{dir}upload.json"))
+        .await
+    {
+        Ok(Some(saved)) => saved,
+        Ok(None) => {
+            return settle(
+                context,
+                key,
+                CopyError::Failed(store_failure(crate::error::SyncError::Config(format!(
+                    "part task {batch_id}: the upload record {dir}upload.json is missing"
+                )))),
+            );
+        }
+        Err(err) => {
+            return retry_or_settle(
+                context,
+                key,
+                CopyError::Failed(store_failure(err)),
+                last_receive,
+            );
+        }
+    };
+    match exists("aborted.json").await {
+        Ok(Some(_)) => return Retry::No, // another group failed and counted it
+        Ok(None) => {}
+        Err(err) => {
+            return retry_or_settle(
+                context,
+                key,
+                CopyError::Failed(store_failure(err)),
+                last_receive,
+            );
+        }
+    }
+    let claimed_by = exists("complete.json").await.ok().flatten();
+    if claimed_by.is_none() {
+        let indexes = (group.first_part as usize - 1)..(group.last_part as usize);
+        let parts = match copy_parts(
+            &run.copier,
+            &group.object,
+            &group.upload_id,
+            &saved.layout,
+            indexes,
+        )
+        .await
+        {
+            Ok(parts) => parts,
+            Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
+                return Retry::Worthwhile;
+            }
+            Err(err) => return fail_upload(env, run, context, group, err).await,
+        };
+        let etags: Vec<(i32, String)> = parts
+            .iter()
+            .map(|p| {
+                (
+                    p.part_number().unwrap_or(0),
+                    p.e_tag().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        if let Err(err) = env
+            .store
+            .put_json(run_id, &format!("{dir}{:04}.json", group.group), &etags)
+            .await
+        {
+            return retry_or_settle(
+                context,
+                key,
+                CopyError::Failed(store_failure(err)),
+                last_receive,
+            );
+        }
+    }
+    // Am I the last group? Every group lists after writing its own file, so
+    // the last to write sees them all.
+    let names = match env.store.list(run_id, &dir).await {
+        Ok(names) => names,
+        Err(err) => {
+            return retry_or_settle(
+                context,
+                key,
+                CopyError::Failed(store_failure(err)),
+                last_receive,
+            );
+        }
+    };
+    let finished: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            n.rsplit('/')
+                .next()
+                .is_some_and(|f| f.len() == 9 && f[..4].bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    if (finished.len() as u32) < group.groups {
+        return Retry::No;
+    }
+    let me = batch_id.as_bytes().to_vec();
+    let claimed = match claimed_by {
+        Some(owner) => owner == me,
+        None => match env
+            .store
+            .put_if_absent(run_id, &format!("{dir}complete.json"), me.clone())
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                exists("complete.json").await.ok().flatten().as_deref() == Some(me.as_slice())
+            }
+            Err(err) => {
+                return retry_or_settle(
+                    context,
+                    key,
+                    CopyError::Failed(store_failure(err)),
+                    last_receive,
+                );
+            }
+        },
+    };
+    if !claimed {
+        return Retry::No; // another group completes and counts it
+    }
+    let mut parts = Vec::new();
+    for name in finished {
+        match env.store.get_json::<Vec<(i32, String)>>(run_id, name).await {
+            Ok(Some(etags)) => parts.extend(etags.into_iter().map(|(number, etag)| {
+                CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(etag)
+                    .build()
+            })),
+            Ok(None) => return Retry::Worthwhile,
+            Err(err) => {
+                return retry_or_settle(
+                    context,
+                    key,
+                    CopyError::Failed(store_failure(err)),
+                    last_receive,
+                );
+            }
+        }
+    }
+    match complete_upload(&run.copier, &group.object, &group.upload_id, parts).await {
+        Ok(()) => {}
+        Err(CopyError::Failed(f))
+            if f.code == "NoSuchUpload" && arrived(run, &group.object).await =>
+        {
+            // Completed by an earlier attempt of this same message.
+        }
+        Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
+            return Retry::Worthwhile;
+        }
+        Err(err) => return fail_upload(env, run, context, group, err).await,
+    }
+    let stats = &context.stats;
+    Stats::add(
+        if group.update {
+            &stats.updated
+        } else {
+            &stats.copied
+        },
+        1,
+    );
+    Stats::add(&stats.bytes_copied, group.object.size);
+    tracing::info!(
+        key,
+        upload = group.upload,
+        "completed a split multipart copy"
+    );
+    Retry::No
+}
+
+/// The destination object is there with the source's ETag and size.
+async fn arrived(run: &RunContext, object: &ObjectEntry) -> bool {
+    let copier = &run.copier;
+    copier
+        .destination_client
+        .head_object()
+        .bucket(&copier.destination.bucket)
+        .key(copier.destination.key_for(&object.key))
+        .send()
+        .await
+        .is_ok_and(|h| h.content_length() == Some(object.size as i64))
+}
+
+/// A group failed for good: mark the upload aborted, abort it, report once.
+async fn fail_upload(
+    env: &FunctionEnv,
+    run: &RunContext,
+    context: &WorkContext,
+    group: &PartGroup,
+    err: CopyError,
+) -> Retry {
+    let run_id = &run.manifest.run_id;
+    let dir = folder(&group.upload);
+    if let Ok(Some(_)) = env
+        .store
+        .get_bytes(run_id, &format!("{dir}aborted.json"))
+        .await
+    {
+        return Retry::No; // another group already reported it
+    }
+    let _ = env
+        .store
+        .put_bytes(
+            run_id,
+            &format!("{dir}aborted.json"),
+            format!("{err:?}").into_bytes(),
+            "text/plain",
+        )
+        .await;
+    let err = abort_after(&run.copier, &group.object, &group.upload_id, err).await;
+    settle(context, &group.object.key, err)
+}
+
+fn retry_or_settle(context: &WorkContext, key: &str, err: CopyError, last_receive: bool) -> Retry {
+    if last_receive {
+        settle(context, key, err)
+    } else {
+        Retry::Worthwhile
+    }
+}
+
+/// Record a final outcome for the object.
+fn settle(context: &WorkContext, key: &str, err: CopyError) -> Retry {
+    let retry = Retry::from(err.retry_class());
+    context.record_copy_error(key, err);
+    retry
+}
+
+fn store_failure(err: crate::error::SyncError) -> crate::error::S3Failure {
+    match err {
+        crate::error::SyncError::S3 { failure, .. } => failure,
+        other => crate::error::S3Failure {
+            code: "RunStateError".into(),
+            http_status: None,
+            message: other.to_string(),
+            class: other.retry_class(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::multipart::uniform_layout;
+
+    #[test]
+    fn groups_are_contiguous_cover_every_part_and_stay_under_the_limit() {
+        let layout = uniform_layout(26 * 1024 * 1024, 5 * 1024 * 1024);
+        assert_eq!(layout.len(), 6);
+        let groups = group_parts(&layout, 12 * 1024 * 1024);
+        assert_eq!(groups, vec![0..2, 2..4, 4..6]);
+        // A part larger than the limit is a group of its own.
+        assert_eq!(
+            group_parts(&layout, 1),
+            (0..6).map(|i| i..i + 1).collect::<Vec<_>>()
+        );
+        assert_eq!(group_parts(&layout, u64::MAX), vec![0..6]);
+    }
+}

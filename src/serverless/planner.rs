@@ -1,0 +1,96 @@
+//! The planner: validate the execution input, split the source into shards,
+//! record the run in `run.json`, and hand the state machine the shard list.
+
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::SyncError;
+use crate::listing::ListTarget;
+use crate::pipeline::preflight;
+use crate::serverless::FunctionEnv;
+use crate::serverless::input::{RunManifest, resolve_input};
+use crate::serverless::plan::plan_shards;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannerEvent {
+    /// The execution's name: runs are named by their id.
+    pub run_id: String,
+    /// The execution input, as the user gave it.
+    pub input: Value,
+}
+
+/// What the state machine carries through the run: small on purpose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub run_id: String,
+    /// Shard numbers, the Map state's items.
+    pub shards: Vec<usize>,
+    pub shard_concurrency: u32,
+    pub validate: bool,
+    pub run_url: String,
+}
+
+pub async fn handle(
+    event: LambdaEvent<PlannerEvent>,
+    env: &FunctionEnv,
+) -> Result<Plan, Diagnostic> {
+    let PlannerEvent { run_id, input } = event.payload;
+    plan(env, &run_id, &input).await.map_err(|err| {
+        tracing::error!(run_id, error = %err, "planning failed");
+        err.into()
+    })
+}
+
+pub async fn plan(env: &FunctionEnv, run_id: &str, input: &Value) -> Result<Plan, SyncError> {
+    if run_id.is_empty() || run_id.contains('/') {
+        return Err(SyncError::Config(format!(
+            "run id {run_id:?} must be non-empty and free of '/'"
+        )));
+    }
+    let (spec, settings, options) = resolve_input(input, &env.config)?;
+    let run = env.copier_for(&options).await;
+    // A missing or forbidden bucket fails the execution here, before any
+    // write, with S3's own words.
+    preflight(
+        &run.source_client,
+        &options.source,
+        "source",
+        options.copy.expected_source_owner.as_deref(),
+    )
+    .await?;
+    preflight(
+        &run.destination_client,
+        &options.destination,
+        "destination",
+        options.copy.expected_dest_owner.as_deref(),
+    )
+    .await?;
+    let source = ListTarget {
+        client: run.source_client.clone(),
+        location: options.source.clone(),
+        expected_owner: options.copy.expected_source_owner.clone(),
+        request_payer: options.copy.request_payer,
+    };
+    let want = (settings.shard_concurrency as usize * 4).min(settings.max_shards as usize);
+    let shards = plan_shards(&source, &options.range, want, settings.max_shards as usize).await?;
+    tracing::info!(run_id, shards = shards.len(), source = %options.source, destination = %options.destination, "planned");
+    let manifest = RunManifest {
+        version: RunManifest::VERSION,
+        run_id: run_id.to_owned(),
+        spec,
+        settings: settings.clone(),
+        shards,
+        created_at: crate::report::now_rfc3339(),
+    };
+    env.store
+        .put_json(run_id, RunManifest::KEY, &manifest)
+        .await?;
+    Ok(Plan {
+        run_id: run_id.to_owned(),
+        shards: (0..manifest.shards.len()).collect(),
+        shard_concurrency: settings.shard_concurrency,
+        validate: settings.validate,
+        run_url: env.store.run_url(run_id),
+    })
+}

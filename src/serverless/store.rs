@@ -1,0 +1,211 @@
+//! The run's folder in the report bucket: the only state that outlives an
+//! invocation.
+//!
+//! ```text
+//! s3://REPORT_BUCKET/REPORT_PREFIX/RUN_ID/
+//!   run.json                      the validated execution input and its shards (planner)
+//!   sent/SHARD-SEQ.json           a lister invocation's checkpoint: cursor, counts, batches sent
+//!   results/BATCH.json            one per batch (copier); a redelivery overwrites it
+//!   validate/SHARD-SEQ.json       a VALIDATE invocation's checkpoint and mismatches
+//!   summary.json, failures.csv    the report (reporter)
+//! ```
+//!
+//! Objects are named by what they describe (batch id, shard and invocation
+//! number), never by when they were written, so every write is idempotent:
+//! a retried invocation or a redelivered message rewrites the same object.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{SyncError, classify};
+
+#[derive(Debug, Clone)]
+pub struct RunStore {
+    s3: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl RunStore {
+    pub fn new(s3: Client, bucket: String, prefix: String) -> Self {
+        RunStore { s3, bucket, prefix }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The full key of `name` in the run's folder.
+    pub fn key(&self, run_id: &str, name: &str) -> String {
+        format!("{}{run_id}/{name}", self.prefix)
+    }
+
+    pub fn run_url(&self, run_id: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(run_id, ""))
+    }
+
+    pub fn url(&self, run_id: &str, name: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(run_id, name))
+    }
+
+    pub async fn put_json<T: Serialize>(
+        &self,
+        run_id: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), SyncError> {
+        let body = serde_json::to_vec(value).map_err(|e| SyncError::Report(e.to_string()))?;
+        self.put_bytes(run_id, name, body, "application/json").await
+    }
+
+    pub async fn put_bytes(
+        &self,
+        run_id: &str,
+        name: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), SyncError> {
+        let key = self.key(run_id, name);
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                SyncError::s3(format!("writing s3://{}/{key}", self.bucket), classify(&e))
+            })?;
+        Ok(())
+    }
+
+    /// Write `name` only if it does not exist yet (`If-None-Match: *`);
+    /// false when it already did. The one compare-and-set S3 offers.
+    pub async fn put_if_absent(
+        &self,
+        run_id: &str,
+        name: &str,
+        body: Vec<u8>,
+    ) -> Result<bool, SyncError> {
+        let key = self.key(run_id, name);
+        match self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                let failure = classify(&err);
+                // 409: a concurrent conditional write of the same key.
+                if matches!(failure.http_status, Some(412 | 409)) {
+                    Ok(false)
+                } else {
+                    Err(SyncError::s3(
+                        format!("writing s3://{}/{key}", self.bucket),
+                        failure,
+                    ))
+                }
+            }
+        }
+    }
+
+    /// `None` when the object does not exist.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        run_id: &str,
+        name: &str,
+    ) -> Result<Option<T>, SyncError> {
+        let key = self.key(run_id, name);
+        let Some(bytes) = self.get_bytes(run_id, name).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| SyncError::Report(format!("s3://{}/{key} is not valid: {e}", self.bucket)))
+    }
+
+    /// `None` when the object does not exist.
+    pub async fn get_bytes(&self, run_id: &str, name: &str) -> Result<Option<Vec<u8>>, SyncError> {
+        let key = self.key(run_id, name);
+        let response = match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                let failure = classify(&err);
+                if failure.code == "NoSuchKey" || failure.http_status == Some(404) {
+                    return Ok(None);
+                }
+                return Err(SyncError::s3(
+                    format!("reading s3://{}/{key}", self.bucket),
+                    failure,
+                ));
+            }
+        };
+        let bytes =
+            response.body.collect().await.map_err(|e| {
+                SyncError::Report(format!("reading s3://{}/{key}: {e}", self.bucket))
+            })?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    /// Names (relative to the run's folder) of the objects under `folder`.
+    pub async fn list(&self, run_id: &str, folder: &str) -> Result<Vec<String>, SyncError> {
+        let run_prefix = self.key(run_id, "");
+        let prefix = self.key(run_id, folder);
+        let mut names = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                SyncError::s3(
+                    format!("listing s3://{}/{prefix}", self.bucket),
+                    classify(&e),
+                )
+            })?;
+            for object in page.contents() {
+                if let Some(name) = object.key().and_then(|k| k.strip_prefix(&run_prefix)) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Read every JSON object under `folder`, a few at a time.
+    pub async fn get_all<T: DeserializeOwned>(
+        &self,
+        run_id: &str,
+        folder: &str,
+    ) -> Result<Vec<(String, T)>, SyncError> {
+        use futures::{StreamExt, TryStreamExt};
+        let names = self.list(run_id, folder).await?;
+        futures::stream::iter(names)
+            .map(|name| async move {
+                let value = self.get_json::<T>(run_id, &name).await?;
+                Ok::<_, SyncError>(value.map(|v| (name, v)))
+            })
+            .buffered(16)
+            .try_filter_map(|v| async move { Ok(v) })
+            .try_collect()
+            .await
+    }
+}
