@@ -119,7 +119,9 @@ launch() {
     log "starting moto $MOTO_VERSION on 127.0.0.1:$port (log: $logfile)"
     # stdin/stdout/stderr detached from ours: otherwise `$(moto.sh start)`
     # would wait for the server to exit before returning.
-    nohup "$MOTO_BIN" -H 127.0.0.1 -p "$port" </dev/null >"$logfile" 2>&1 &
+    # scripts/moto_server.py is moto_server with a fix that lets a state
+    # machine run more than once (see the file).
+    nohup "$VENV/bin/python" "$REPO/scripts/moto_server.py" -H 127.0.0.1 -p "$port" </dev/null >"$logfile" 2>&1 &
     MOTO_PID=$!
     echo "$MOTO_PID" >"$STATE/moto-$port.pid"
 }

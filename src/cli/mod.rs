@@ -41,14 +41,30 @@ pub struct Cli {
 pub enum Command {
     /// Make DST match SRC: list both, copy what differs, verify, report.
     Sync(SyncSpec),
+    /// Start a serverless run on a deployed stack (Step Functions).
+    Run(serverless::RunArgs),
+    /// Show a serverless run's phase and progress.
+    Status(serverless::RunRef),
+    /// Print a serverless run's report.
+    Report(serverless::RunRef),
+    /// Run the serverless stack on this machine, on moto (development).
+    LocalStack(serverless::LocalStackArgs),
 }
+
+mod serverless;
 
 pub const EXIT_USAGE: i32 = 2;
 
 /// Run the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     init_tracing(cli.verbose);
-    let Command::Sync(spec) = cli.command;
+    let spec = match cli.command {
+        Command::Sync(spec) => spec,
+        Command::Run(args) => return serverless::run(args, cli.json).await,
+        Command::Status(args) => return serverless::status(args, cli.json).await,
+        Command::Report(args) => return serverless::report(args, cli.json).await,
+        Command::LocalStack(args) => return serverless::local_stack(args).await,
+    };
     let options = match SyncOptions::try_from(spec) {
         Ok(options) => options,
         Err(err) => {
@@ -208,7 +224,9 @@ pub fn print_summary(s: &Summary) {
         .iter()
         .map(|(op, count)| format!("{op} {}", n(*count)))
         .collect();
-    println!("  requests   {}", requests.join(" · "));
+    if !requests.is_empty() {
+        println!("  requests   {}", requests.join(" · "));
+    }
     if let Some(error) = &s.error {
         println!("  error      {error}");
     }

@@ -16,6 +16,7 @@
 
 #![allow(dead_code)]
 pub mod fault_proxy;
+pub mod local_stack;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -76,6 +77,10 @@ pub struct Moto {
     /// `http://127.0.0.1:PORT`, ready for `--endpoint-url`.
     pub endpoint: String,
     pub port: u16,
+    /// moto's `MOTO_PORT`: where its Step Functions interpreter sends
+    /// `lambda:invoke`. The serverless tests run the local stack's Lambda
+    /// router there; other binaries leave it unused.
+    pub router_port: u16,
 }
 
 fn repo_root() -> &'static Path {
@@ -140,6 +145,7 @@ fn start_moto() -> Result<Moto, String> {
     }
 
     let port = free_port().map_err(|e| format!("no free loopback port: {e}"))?;
+    let router_port = free_port().map_err(|e| format!("no free loopback port: {e}"))?;
     let state_dir = repo_root().join(".moto");
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     // The script's own messages; moto's log is `.moto/moto-PORT.log`.
@@ -154,6 +160,7 @@ fn start_moto() -> Result<Moto, String> {
         .arg("run-with-parent")
         .arg(std::process::id().to_string())
         .arg(port.to_string())
+        .env("MOTO_PORT", router_port.to_string())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -187,6 +194,7 @@ fn start_moto() -> Result<Moto, String> {
     Ok(Moto {
         endpoint: format!("http://127.0.0.1:{port}"),
         port,
+        router_port,
     })
 }
 

@@ -1,0 +1,391 @@
+//! `s3-fanout run`, `status`, `report` and `local-stack`: the serverless
+//! runtime from the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::client::ClientSettings;
+use crate::config::{SyncSpec, client_settings};
+use crate::diff::DiffMode;
+use crate::error::SyncError;
+use crate::local_stack::{self, LocalStackOptions};
+use crate::report::{ReportRow, Summary};
+use crate::serverless::control::{self, RunState, StackOutputs};
+
+use super::{EXIT_USAGE, print_summary};
+
+/// Which deployed stack to drive.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackArgs {
+    /// CloudFormation stack name; its outputs name the state machine and
+    /// the report bucket.
+    #[arg(long, env = "S3_FANOUT_STACK")]
+    pub stack: Option<String>,
+    /// A JSON file of the stack's outputs (from `aws cloudformation
+    /// describe-stacks`, or written by `s3-fanout local-stack`).
+    #[arg(long, value_name = "FILE", env = "S3_FANOUT_STACK_OUTPUTS")]
+    pub stack_outputs: Option<PathBuf>,
+    /// Instead of a stack: the state machine...
+    #[arg(long, value_name = "ARN", env = "S3_FANOUT_STATE_MACHINE_ARN")]
+    pub state_machine_arn: Option<String>,
+    /// ...and the report bucket.
+    #[arg(long, value_name = "BUCKET", env = "S3_FANOUT_REPORT_BUCKET")]
+    pub report_bucket: Option<String>,
+    #[arg(long, value_name = "PREFIX", default_value = "runs/")]
+    pub report_prefix: String,
+    #[arg(long, env = "S3_FANOUT_REGION")]
+    pub region: Option<String>,
+    #[arg(long, env = "S3_FANOUT_PROFILE")]
+    pub profile: Option<String>,
+    /// Endpoint for Step Functions, S3 and SQS (local stacks).
+    #[arg(long, value_name = "URL", env = "S3_FANOUT_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+}
+
+impl StackArgs {
+    fn settings(&self) -> ClientSettings {
+        client_settings(
+            &SyncSpec {
+                region: self.region.clone(),
+                profile: self.profile.clone(),
+                endpoint_url: self.endpoint_url.clone(),
+                ..SyncSpec::default()
+            },
+            None,
+            None,
+        )
+    }
+
+    async fn resolve(&self) -> Result<(StackOutputs, ClientSettings), SyncError> {
+        let settings = self.settings();
+        let outputs = match (&self.stack_outputs, &self.stack, &self.state_machine_arn) {
+            (Some(path), _, _) => StackOutputs::from_file(path)?,
+            (None, Some(name), _) => StackOutputs::from_stack(name, &settings).await?,
+            (None, None, Some(arn)) => StackOutputs {
+                state_machine_arn: arn.clone(),
+                report_bucket_name: self.report_bucket.clone().ok_or_else(|| {
+                    SyncError::Config("--state-machine-arn needs --report-bucket".into())
+                })?,
+                report_prefix: self.report_prefix.clone(),
+                work_queue_url: None,
+                dead_letter_queue_url: None,
+                endpoint_url: None,
+            },
+            (None, None, None) => {
+                return Err(SyncError::Config(
+                    "which stack? pass --stack NAME, --stack-outputs FILE, or --state-machine-arn with --report-bucket".into(),
+                ));
+            }
+        };
+        Ok((outputs, settings))
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Source, s3://BUCKET[/PREFIX] (default: the stack's).
+    #[arg(value_name = "SRC")]
+    pub source: Option<String>,
+    /// Destination (default: the stack's).
+    #[arg(value_name = "DST")]
+    pub destination: Option<String>,
+    /// The execution input as a JSON file; the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub mode: Option<DiffMode>,
+    #[arg(long)]
+    pub delete: bool,
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Failed objects the run may have and still succeed (default 0).
+    #[arg(long, value_name = "N")]
+    pub failure_threshold: Option<u64>,
+    /// Shards listed at once (default 16).
+    #[arg(long, value_name = "N")]
+    pub shard_concurrency: Option<u32>,
+    /// Skip the VALIDATE phase.
+    #[arg(long)]
+    pub no_validate: bool,
+    /// Name the run (the execution's name); default: time-based.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Wait for the run to end, print its report, exit with its status.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+impl RunArgs {
+    fn execution_input(&self) -> Result<Value, SyncError> {
+        let mut input = match &self.input {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| SyncError::Config(format!("--input {}: {e}", path.display())))?;
+                serde_json::from_str(&text).map_err(|e| {
+                    SyncError::Config(format!("--input {}: not JSON: {e}", path.display()))
+                })?
+            }
+            None => Value::Object(Map::new()),
+        };
+        let Value::Object(fields) = &mut input else {
+            return Err(SyncError::Config("--input must hold a JSON object".into()));
+        };
+        let mut set = |name: &str, value: Value| {
+            fields.insert(name.to_owned(), value);
+        };
+        if let Some(source) = &self.source {
+            set("source", json!(source));
+        }
+        if let Some(destination) = &self.destination {
+            set("destination", json!(destination));
+        }
+        if let Some(mode) = self.mode {
+            set(
+                "mode",
+                serde_json::to_value(mode).expect("a mode serialises"),
+            );
+        }
+        if self.delete {
+            set("delete", json!(true));
+        }
+        if !self.include.is_empty() {
+            set("include", json!(self.include));
+        }
+        if !self.exclude.is_empty() {
+            set("exclude", json!(self.exclude));
+        }
+        if let Some(n) = self.failure_threshold {
+            set("failure_threshold", json!(n));
+        }
+        if let Some(n) = self.shard_concurrency {
+            set("shard_concurrency", json!(n));
+        }
+        if self.no_validate {
+            set("validate", json!(false));
+        }
+        Ok(input)
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunRef {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// The run id (the execution's name).
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalStackArgs {
+    /// The moto server, started with MOTO_PORT set to --listen's port.
+    #[arg(long, value_name = "URL")]
+    pub moto_endpoint: String,
+    /// Where the Lambda router listens (moto's MOTO_PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Write the stack's outputs here, for `--stack-outputs`.
+    #[arg(long, value_name = "FILE")]
+    pub outputs: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub max_receive_count: u32,
+    #[arg(long, default_value_t = 2, value_name = "SECS")]
+    pub visibility_timeout: u32,
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: i32,
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrency: usize,
+    /// Keys one lister invocation handles at most (small values exercise
+    /// the cursor loop).
+    #[arg(long, value_name = "N")]
+    pub lister_max_keys: Option<u64>,
+}
+
+fn config_exit(err: &SyncError) -> i32 {
+    eprintln!("error: {err}");
+    if matches!(err, SyncError::Config(_)) {
+        EXIT_USAGE
+    } else {
+        1
+    }
+}
+
+pub async fn run(args: RunArgs, json_output: bool) -> i32 {
+    let result = async {
+        let input = args.execution_input()?;
+        let (stack, settings) = args.stack.resolve().await?;
+        let run_id = args.run_id.clone().unwrap_or_else(control::new_run_id);
+        let arn = control::start_run(&stack, &settings, &run_id, &input).await?;
+        eprintln!("started run {run_id} ({arn})");
+        if !args.wait {
+            println!("{run_id}");
+            return Ok(0);
+        }
+        let state = control::wait_for_run(&stack, &settings, &run_id, print_progress).await?;
+        finish(&stack, &settings, &state, json_output).await
+    }
+    .await;
+    result.unwrap_or_else(|err| config_exit(&err))
+}
+
+fn print_progress(state: &RunState) {
+    eprintln!(
+        "  {:<10} {:<16} batches {}/{}",
+        state.status,
+        state.phase.as_deref().unwrap_or("-"),
+        state.batches_done,
+        state.batches_sent
+    );
+}
+
+/// Print the report of an ended run; the exit code follows the run.
+async fn finish(
+    stack: &StackOutputs,
+    settings: &ClientSettings,
+    state: &RunState,
+    json_output: bool,
+) -> Result<i32, SyncError> {
+    let report = control::read_report(stack, settings, &state.run_id)
+        .await
+        .ok();
+    if let Some(summary) = &report {
+        print_report(stack, settings, summary, json_output).await;
+    }
+    if state.status == "SUCCEEDED" {
+        return Ok(report
+            .as_ref()
+            .and_then(|r| r.get("exit_code")?.as_i64())
+            .unwrap_or(0) as i32);
+    }
+    eprintln!(
+        "run {} {}: {} {}",
+        state.run_id,
+        state.status.to_lowercase(),
+        state.error.as_deref().unwrap_or_default(),
+        state.cause.as_deref().unwrap_or_default()
+    );
+    // A refused input is a usage error, like the CLI's.
+    if state.error.as_deref() == Some("PlanFailed")
+        && state
+            .cause
+            .as_deref()
+            .is_some_and(|c| c.contains("NonRetryable"))
+    {
+        return Ok(EXIT_USAGE);
+    }
+    Ok(1)
+}
+
+async fn print_report(
+    stack: &StackOutputs,
+    settings: &ClientSettings,
+    summary: &Value,
+    json_output: bool,
+) {
+    if json_output {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(summary).expect("JSON prints")
+        );
+        return;
+    }
+    let Ok(mut parsed) = serde_json::from_value::<Summary>(summary.clone()) else {
+        println!("{summary}");
+        return;
+    };
+    let store = stack.store(settings).await;
+    if let Ok(Some(csv)) = store.get_bytes(&parsed.run_id, "failures.csv").await {
+        parsed.sample_rows = csv::Reader::from_reader(csv.as_slice())
+            .deserialize::<ReportRow>()
+            .filter_map(Result::ok)
+            .take(20)
+            .collect();
+    }
+    print_summary(&parsed);
+}
+
+pub async fn status(args: RunRef, json_output: bool) -> i32 {
+    let result = async {
+        let (stack, settings) = args.stack.resolve().await?;
+        let state = control::run_state(&stack, &settings, &args.run_id).await?;
+        if json_output {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&state).expect("JSON prints")
+            );
+        } else {
+            println!(
+                "run {}: {} · phase {} · batches {} of {} done",
+                state.run_id,
+                state.status,
+                state.phase.as_deref().unwrap_or("-"),
+                state.batches_done,
+                state.batches_sent
+            );
+            if let Some(error) = &state.error {
+                println!(
+                    "  error  {error}: {}",
+                    state.cause.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        Ok(0)
+    }
+    .await;
+    result.unwrap_or_else(|err| config_exit(&err))
+}
+
+pub async fn report(args: RunRef, json_output: bool) -> i32 {
+    let result = async {
+        let (stack, settings) = args.stack.resolve().await?;
+        let summary = control::read_report(&stack, &settings, &args.run_id).await?;
+        print_report(&stack, &settings, &summary, json_output).await;
+        Ok(summary
+            .get("exit_code")
+            .and_then(Value::as_i64)
+            .unwrap_or(1) as i32)
+    }
+    .await;
+    result.unwrap_or_else(|err| config_exit(&err))
+}
+
+pub async fn local_stack(args: LocalStackArgs) -> i32 {
+    // moto takes any credentials, but without some the SDK would go looking
+    // for an instance role, off this machine.
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        eprintln!(
+            "error: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for moto: testing / testing)"
+        );
+        return EXIT_USAGE;
+    }
+    let mut options = LocalStackOptions::new(&args.moto_endpoint, args.listen);
+    options.max_receive_count = args.max_receive_count;
+    options.visibility_timeout_secs = args.visibility_timeout;
+    options.batch_size = args.batch_size;
+    options.max_concurrency = args.max_concurrency;
+    options.lister_max_keys = args.lister_max_keys;
+    let stack = match local_stack::start(options).await {
+        Ok(stack) => stack,
+        Err(err) => return config_exit(&err),
+    };
+    let outputs = serde_json::to_string_pretty(&stack.outputs).expect("JSON prints");
+    if let Err(err) = std::fs::write(&args.outputs, outputs) {
+        eprintln!("error: {}: {err}", args.outputs.display());
+        return 1;
+    }
+    eprintln!(
+        "local stack ready: router on {}, outputs in {} (Ctrl-C stops it)",
+        args.listen,
+        args.outputs.display()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    stack.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    0
+}

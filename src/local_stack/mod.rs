@@ -1,0 +1,312 @@
+//! The serverless runtime on this machine, without AWS or Docker.
+//!
+//! moto provides S3, SQS and Step Functions, and its Step Functions
+//! interpreter executes the real `statemachine/sync.asl.json`. This module
+//! provides the rest: the stack's resources (queues with a redrive policy,
+//! the report bucket, the state machine with its substitutions), a Lambda
+//! router that runs the project's handlers ([`router`]), and the SQS event
+//! source mapping ([`event_source`]).
+//!
+//! moto must run with `MOTO_PORT` set to the router's port: that is where
+//! its interpreter sends `lambda:invoke`.
+
+pub mod event_source;
+pub mod router;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ClientSettings, build_s3_client, build_sfn_client, build_sqs_client};
+use crate::config::{SyncSpec, client_settings};
+use crate::error::{SyncError, classify};
+use crate::serverless::FunctionEnv;
+use crate::serverless::control::StackOutputs;
+use crate::serverless::env::StackConfig;
+
+/// The state machine, as deployed.
+pub const STATE_MACHINE: &str = include_str!("../../statemachine/sync.asl.json");
+const ACCOUNT: &str = "123456789012";
+
+#[derive(Debug, Clone)]
+pub struct LocalStackOptions {
+    /// moto, started with `MOTO_PORT` = the router's port.
+    pub moto_endpoint: String,
+    /// Where the router listens.
+    pub router: SocketAddr,
+    /// The endpoint the functions use for S3 (default: moto). A fault
+    /// injecting proxy goes here.
+    pub functions_s3_endpoint: Option<String>,
+    /// Resource names start with this, so several stacks can share a moto.
+    pub name: String,
+    pub visibility_timeout_secs: u32,
+    pub max_receive_count: u32,
+    pub batch_size: i32,
+    pub max_concurrency: usize,
+    pub copier_timeout: Duration,
+    pub lister_max_keys: Option<u64>,
+    /// Split objects above this size into part tasks (default 64 GiB).
+    pub split_object_bytes: Option<u64>,
+    /// The functions' SDK attempts per request (default 10).
+    pub function_max_attempts: Option<u32>,
+    pub duplicate_deliveries: bool,
+}
+
+impl LocalStackOptions {
+    pub fn new(moto_endpoint: &str, router: SocketAddr) -> Self {
+        LocalStackOptions {
+            moto_endpoint: moto_endpoint.to_owned(),
+            router,
+            functions_s3_endpoint: None,
+            name: "s3-fanout".into(),
+            // Short, so a handed-back batch is retried within seconds here;
+            // the template sets 6x the copier's timeout.
+            visibility_timeout_secs: 2,
+            max_receive_count: 3,
+            batch_size: 1,
+            max_concurrency: 4,
+            copier_timeout: Duration::from_secs(900),
+            lister_max_keys: None,
+            function_max_attempts: None,
+            split_object_bytes: None,
+            duplicate_deliveries: false,
+        }
+    }
+}
+
+pub struct LocalStack {
+    pub outputs: StackOutputs,
+    pub env: Arc<FunctionEnv>,
+    cancel: CancellationToken,
+}
+
+impl LocalStack {
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn settings(endpoint: &str) -> ClientSettings {
+    client_settings(
+        &SyncSpec {
+            endpoint_url: Some(endpoint.to_owned()),
+            ..SyncSpec::default()
+        },
+        None,
+        None,
+    )
+}
+
+/// Create the stack's resources in moto and start the router and the event
+/// source mapping. They run until the returned stack is dropped.
+pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> {
+    let moto = settings(&options.moto_endpoint);
+    let fail =
+        |what: &str, message: String| SyncError::Config(format!("local stack: {what}: {message}"));
+
+    // Step Functions execution is off in moto unless asked for.
+    let config_url = format!("{}/moto-api/config", options.moto_endpoint);
+    enable_state_machine_execution(&config_url)
+        .await
+        .map_err(|e| fail("enabling Step Functions execution in moto", e))?;
+
+    let s3 = build_s3_client(&moto, None).await;
+    let report_bucket = format!("{}-reports", options.name);
+    if let Err(err) = s3.create_bucket().bucket(&report_bucket).send().await {
+        let failure = classify(&err);
+        if failure.code != "BucketAlreadyOwnedByYou" && failure.code != "BucketAlreadyExists" {
+            return Err(fail("creating the report bucket", failure.message));
+        }
+    }
+
+    let sqs = build_sqs_client(&moto).await;
+    let queue = |name: String, attributes: HashMap<QueueAttributeName, String>| {
+        let sqs = sqs.clone();
+        async move {
+            let url = sqs
+                .create_queue()
+                .queue_name(&name)
+                .set_attributes(Some(attributes))
+                .send()
+                .await
+                .map_err(|e| classify(&e).message)?
+                .queue_url
+                .unwrap_or_default();
+            let arn = sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .map_err(|e| classify(&e).message)?
+                .attributes
+                .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+                .unwrap_or_default();
+            Ok::<_, String>((url, arn))
+        }
+    };
+    let (dlq_url, dlq_arn) = queue(format!("{}-dlq", options.name), HashMap::new())
+        .await
+        .map_err(|e| fail("creating the dead-letter queue", e))?;
+    let (queue_url, queue_arn) = queue(
+        format!("{}-work", options.name),
+        HashMap::from([
+            (
+                QueueAttributeName::VisibilityTimeout,
+                options.visibility_timeout_secs.to_string(),
+            ),
+            (
+                QueueAttributeName::RedrivePolicy,
+                serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.max_receive_count}).to_string(),
+            ),
+        ]),
+    )
+    .await
+    .map_err(|e| fail("creating the work queue", e))?;
+
+    let function_arn = |f: &str| {
+        format!(
+            "arn:aws:lambda:us-east-1:{ACCOUNT}:function:{}-{f}",
+            options.name
+        )
+    };
+    let definition = STATE_MACHINE
+        .replace("${PlannerFunctionArn}", &function_arn("planner"))
+        .replace("${ListerFunctionArn}", &function_arn("lister"))
+        .replace("${ReporterFunctionArn}", &function_arn("reporter"));
+    let sfn = build_sfn_client(&moto).await;
+    let machine_name = format!("{}-sync", options.name);
+    let state_machine_arn = match sfn
+        .create_state_machine()
+        .name(&machine_name)
+        .definition(&definition)
+        .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/{}-sync", options.name))
+        .send()
+        .await
+    {
+        Ok(created) => created.state_machine_arn,
+        Err(err) => {
+            let failure = classify(&err);
+            if failure.code != "StateMachineAlreadyExists" {
+                return Err(fail("creating the state machine", failure.message));
+            }
+            let arn = format!("arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:{machine_name}");
+            sfn.update_state_machine()
+                .state_machine_arn(&arn)
+                .definition(&definition)
+                .send()
+                .await
+                .map_err(|e| fail("updating the state machine", classify(&e).message))?;
+            arn
+        }
+    };
+
+    let functions_endpoint = options
+        .functions_s3_endpoint
+        .clone()
+        .unwrap_or_else(|| options.moto_endpoint.clone());
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("S3_FANOUT_ENDPOINT_URL", functions_endpoint),
+        ("S3_FANOUT_REPORT_BUCKET", report_bucket.clone()),
+        ("S3_FANOUT_REPORT_PREFIX", "runs/".into()),
+        ("S3_FANOUT_WORK_QUEUE_URL", queue_url.clone()),
+        (
+            "S3_FANOUT_MAX_RECEIVE_COUNT",
+            options.max_receive_count.to_string(),
+        ),
+        ("S3_FANOUT_ALLOW_DELETE", "true".into()),
+        (
+            "S3_FANOUT_LISTER_MAX_KEYS",
+            options
+                .lister_max_keys
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "S3_FANOUT_SPLIT_OBJECT_BYTES",
+            options
+                .split_object_bytes
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "S3_FANOUT_MAX_ATTEMPTS",
+            options
+                .function_max_attempts
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        ),
+    ]);
+    let config = StackConfig::from_vars(|name| vars.get(name).cloned())?;
+    // SQS goes to moto even when S3 goes through a proxy.
+    let mut env = FunctionEnv::new(config).await;
+    env.sqs = build_sqs_client(&moto).await;
+    let env = Arc::new(env);
+
+    let cancel = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(options.router)
+        .await
+        .map_err(|e| fail(&format!("listening on {}", options.router), e.to_string()))?;
+    tokio::spawn(router::serve(
+        listener,
+        env.clone(),
+        options.moto_endpoint.clone(),
+        cancel.clone(),
+    ));
+    tokio::spawn(event_source::run(
+        env.clone(),
+        event_source::EventSourceOptions {
+            queue_url: queue_url.clone(),
+            queue_arn,
+            batch_size: options.batch_size,
+            max_concurrency: options.max_concurrency,
+            function_timeout: options.copier_timeout,
+            duplicate_deliveries: options.duplicate_deliveries,
+        },
+        cancel.clone(),
+    ));
+
+    Ok(LocalStack {
+        outputs: StackOutputs {
+            state_machine_arn,
+            report_bucket_name: report_bucket,
+            report_prefix: "runs/".into(),
+            work_queue_url: Some(queue_url),
+            dead_letter_queue_url: Some(dlq_url),
+            endpoint_url: Some(options.moto_endpoint.clone()),
+        },
+        env,
+        cancel,
+    })
+}
+
+/// `POST /moto-api/config {"stepfunctions": {"execute_state_machine": true}}`.
+async fn enable_state_machine_execution(url: &str) -> Result<(), String> {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let request = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from_static(
+            br#"{"stepfunctions": {"execute_state_machine": true}}"#,
+        )))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("moto answered {status}"))
+    }
+}

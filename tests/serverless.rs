@@ -1,0 +1,338 @@
+//! The serverless runtime end to end, on this machine: moto's Step
+//! Functions interpreter executes the real `statemachine/sync.asl.json`; its
+//! Lambda tasks run the project's handlers through the local stack's router;
+//! the copier is fed by the event source emulator; runs are started and
+//! read through the real `s3-fanout run` and `report` commands.
+//!
+//! The test stack delivers every SQS batch twice (see
+//! `support::local_stack`), so every exact count below also proves that a
+//! redelivered batch is not counted twice.
+
+mod support;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use aws_sdk_s3::Client;
+use serde_json::Value;
+use support::fault_proxy::{Op, Rule};
+use support::local_stack::{MAX_RECEIVE_COUNT, one_run_at_a_time, stack};
+use support::*;
+
+const MIB: usize = 1024 * 1024;
+
+/// (key, size, ETag) of every object, for comparing buckets.
+async fn contents(client: &Client, bucket: &str) -> Vec<(String, u64, String)> {
+    list_all(client, bucket, "")
+        .await
+        .into_iter()
+        .map(|l| (l.key, l.size, l.etag))
+        .collect()
+}
+
+/// `s3-fanout run --stack-outputs <test stack> --wait --json ARGS`.
+fn run(args: &[&str]) -> (i32, Option<Value>, CliOutput) {
+    let _turn = one_run_at_a_time();
+    let outputs = stack().outputs_file.display().to_string();
+    let mut all = vec!["run", "--stack-outputs", &outputs, "--wait", "--json"];
+    all.extend_from_slice(args);
+    let out = run_cli(&all);
+    let summary = serde_json::from_str(&out.stdout).ok();
+    (out.status, summary, out)
+}
+
+fn status_json(run_id: &str) -> Value {
+    let outputs = stack().outputs_file.display().to_string();
+    let out = run_cli(&["status", "--stack-outputs", &outputs, "--json", run_id]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("status prints JSON")
+}
+
+/// Keys that exercise encoding everywhere a key travels: listing, the SQS
+/// message, the copy source header, the report.
+const AWKWARD: &[&str] = &[
+    "a b",
+    "a+b",
+    "%41",
+    "ü/ñ",
+    "dir//double",
+    "trailing space ",
+    "/leading",
+];
+
+/// A source over several first-level prefixes (so the planner makes several
+/// shards, each longer than one lister invocation), awkward keys, and two
+/// objects uploaded in parts.
+async fn seed_source(client: &Client, bucket: &str) -> usize {
+    let mut count = 0;
+    for prefix in ["alpha", "beta", "gamma", "delta"] {
+        for i in 0..12 {
+            let key = format!("{prefix}/{i:03}.dat");
+            put(client, bucket, &key, body(count as u64, 100 + i * 37)).await;
+            count += 1;
+        }
+    }
+    for key in AWKWARD {
+        put(client, bucket, key, body(count as u64, 64)).await;
+        count += 1;
+    }
+    let long = format!("long/{}", "k".repeat(1024 - 5));
+    put(client, bucket, &long, b"1,024-byte key".to_vec()).await;
+    count += 1;
+    put_multipart(client, bucket, "big/one.bin", 11 * MIB, 5 * MIB).await;
+    put_multipart(client, bucket, "big/two.bin", 6 * MIB, 5 * MIB).await;
+    count + 2
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_serverless_run_copies_every_shard_verifies_and_a_rerun_copies_nothing() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-e2e").await;
+    let seeded = seed_source(&s3, &src).await as u64;
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+
+    // GIVEN a seeded source WHEN a run goes through the state machine
+    let (code, summary, out) = run(&[&source, &destination, "--run-id", &unique_bucket("run")]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    // THEN it succeeds with every object copied once and verified
+    assert_eq!(code, 0, "{}", out.stderr);
+    assert_eq!(summary["status"], "ok");
+    assert_eq!(count(&summary, "listed_source"), seeded);
+    assert_eq!(count(&summary, "plan_copy"), seeded);
+    assert_eq!(
+        count(&summary, "copied"),
+        seeded,
+        "each copy counted exactly once"
+    );
+    assert_eq!(count(&summary, "failed"), 0);
+    assert_eq!(count(&summary, "verify_checked"), seeded);
+    assert_eq!(count(&summary, "verify_mismatched"), 0);
+    assert_eq!(contents(&s3, &dst).await, contents(&s3, &src).await);
+    let big = head(&s3, &dst, "big/one.bin").await;
+    assert!(
+        big.e_tag().unwrap_or_default().ends_with("-3\""),
+        "the multipart layout is mirrored: {:?}",
+        big.e_tag()
+    );
+    let run_id = summary["run_id"].as_str().unwrap().to_owned();
+    assert!(
+        summary["summary_json"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("runs/{run_id}/summary.json"))
+    );
+    let state = status_json(&run_id);
+    assert_eq!(state["status"], "SUCCEEDED");
+    assert!(
+        state["batches_sent"].as_u64().unwrap() > 4,
+        "several shards sent batches: {state}"
+    );
+    assert_eq!(state["batches_sent"], state["batches_done"]);
+
+    // WHEN the same sync runs again THEN nothing is copied
+    let (code, summary, out) = run(&[&source, &destination]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    assert_eq!(code, 0, "{}", out.stderr);
+    assert_eq!(count(&summary, "copied"), 0);
+    assert_eq!(count(&summary, "skip_equal"), seeded);
+    assert_eq!(count(&summary, "verify_checked"), seeded);
+
+    // AND `report` prints the same summary
+    let outputs = stack().outputs_file.display().to_string();
+    let printed = run_cli(&["report", "--stack-outputs", &outputs, &run_id]);
+    assert_eq!(printed.status, 0, "{}", printed.stderr);
+    assert!(
+        printed.stdout.contains(&format!("copied {seeded}")),
+        "{}",
+        printed.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_always_fails_is_reported_and_the_threshold_decides_the_execution() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-fail").await;
+    for i in 0..6 {
+        put(&s3, &src, &format!("ok/{i}"), body(i, 50)).await;
+    }
+    put(&s3, &src, "poison/key", body(99, 50)).await;
+    // GIVEN a copy that fails with a retryable error every time
+    stack().proxy.add_rule(
+        Rule::on(Op::CopyObject)
+            .bucket(&dst)
+            .key("poison/key")
+            .respond(500, support::fault_proxy::INTERNAL_ERROR_XML),
+    );
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+
+    // WHEN the run allows no failure THEN the execution fails, naming the report
+    let run_id = unique_bucket("fail");
+    let (code, summary, out) = run(&[&source, &destination, "--run-id", &run_id]);
+    assert_eq!(code, 1, "{}", out.stderr);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    assert_eq!(count(&summary, "copied"), 6);
+    assert_eq!(count(&summary, "failed"), 1);
+    assert_eq!(
+        count(&summary, "verify_mismatched"),
+        0,
+        "the failed key is reported once"
+    );
+    assert!(out.stderr.contains("SyncFailed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("runs/{run_id}/summary.json")),
+        "the cause names the report: {}",
+        out.stderr
+    );
+    let state = status_json(&run_id);
+    assert_eq!(state["status"], "FAILED");
+    // The batch was handed back until its last receive, then recorded.
+    let store = &stack().env.store;
+    let failures = String::from_utf8(
+        stack()
+            .runtime
+            .spawn({
+                let (store, run_id) = (store.clone(), run_id.clone());
+                async move { store.get_bytes(&run_id, "failures.csv").await }
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("failures.csv"),
+    )
+    .unwrap();
+    assert!(
+        failures.contains("poison/key,,failed,InternalError,500"),
+        "{failures}"
+    );
+    let copies = stack().proxy.count_op(Op::CopyObject);
+    assert!(
+        copies >= MAX_RECEIVE_COUNT as usize,
+        "{copies} copy attempts"
+    );
+
+    // WHEN one failure is allowed THEN the execution succeeds, and the
+    // report still lists the failure (exit 1, as the CLI's).
+    let run_id = unique_bucket("tolerated");
+    let (code, summary, out) = run(&[
+        &source,
+        &destination,
+        "--run-id",
+        &run_id,
+        "--failure-threshold",
+        "1",
+    ]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    assert_eq!(status_json(&run_id)["status"], "SUCCEEDED");
+    assert_eq!(count(&summary, "failed"), 1);
+    assert_eq!(count(&summary, "skip_equal"), 6);
+    assert_eq!(code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_execution_input_fails_the_run_before_any_write() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-bad").await;
+    put(&s3, &src, "k", body(1, 10)).await;
+    let input = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input.path(), br#"{"delet": true}"#).unwrap();
+    let (code, _, out) = run(&[
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        "--input",
+        input.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown field \\\"delet\\\""),
+        "{}",
+        out.stderr
+    );
+    assert!(list_all(&s3, &dst, "").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_three_with_one_unreadable_message_hands_back_exactly_that_one() {
+    let stack = stack();
+    let env = stack.env.clone();
+    let message = |id: &str, body: &str| {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(body.into());
+        m.attributes
+            .insert("ApproximateReceiveCount".into(), "1".into());
+        m
+    };
+    // Two readable batches (of a run without a manifest, on their last
+    // receive, so they end in a result) and one unreadable message.
+    let empty = |id: &str| {
+        format!(r#"{{"version":1,"run_id":"no-such-run","batch_id":"{id}","tasks":[]}}"#)
+    };
+    let records = vec![
+        message("m1", &empty("b1")),
+        message("m2", "{not json"),
+        message("m3", &empty("b3")),
+    ];
+    let records: Vec<SqsMessage> = records
+        .into_iter()
+        .map(|mut m| {
+            m.attributes.insert(
+                "ApproximateReceiveCount".into(),
+                MAX_RECEIVE_COUNT.to_string(),
+            );
+            m
+        })
+        .collect();
+    let response = stack
+        .runtime
+        .spawn(async move {
+            s3_fanout::serverless::copier::copy_messages(
+                &env,
+                records,
+                std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+            )
+            .await
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(ids, ["m2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_too_large_for_one_invocation_is_copied_by_part_tasks_and_counted_once() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-split").await;
+    // GIVEN an object over the stack's split size (12 MiB here): 6 parts of
+    // 5 MiB, so three part tasks of two parts each
+    let etag = put_multipart(&s3, &src, "huge/object.bin", 26 * MIB, 5 * MIB).await;
+    put(&s3, &src, "small", body(7, 10)).await;
+    let input = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input.path(), br#"{"multipart_threshold": "5MiB"}"#).unwrap();
+
+    // WHEN it is synced (every part task delivered twice)
+    let (code, summary, out) = run(&[
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        "--input",
+        input.path().to_str().unwrap(),
+    ]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+
+    // THEN the object arrives whole, with the source's layout, counted once
+    assert_eq!(code, 0, "{}", out.stderr);
+    assert_eq!(count(&summary, "split_objects"), 1);
+    assert_eq!(count(&summary, "copied"), 2);
+    assert_eq!(count(&summary, "verify_mismatched"), 0);
+    assert_eq!(
+        head(&s3, &dst, "huge/object.bin").await.e_tag(),
+        Some(etag.as_str())
+    );
+    assert_eq!(
+        get_bytes(&s3, &dst, "huge/object.bin").await,
+        get_bytes(&s3, &src, "huge/object.bin").await
+    );
+    // AND no upload is left open
+    assert_eq!(list_multipart_uploads(&s3, &dst).await, 0);
+}
