@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Every check the project has: formatting, lints, unit, property and
-# integration tests against a real S3 API server (moto) on loopback.
+# Every check the project has: formatting, lints, the SAM template and state
+# machine checks, unit, property and integration tests against a real S3 API
+# server (moto) on loopback, and the serverless runtime end to end (moto's
+# Step Functions running statemachine/sync.asl.json).
 # This is the README's test command, and exactly what CI runs.
 set -euo pipefail
 
@@ -35,5 +37,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (unit, property and integration tests)"
+step "serverless stack: cfn-lint, asl-validator, cargo lambda build"
+scripts/check-infra.sh
+
+step "cargo test (unit, property, integration and end-to-end tests)"
 cargo test --workspace --all-targets --locked "$@"
