@@ -2,7 +2,10 @@
 # The main job on a local S3 emulator: start moto, seed a source bucket with a
 # few thousand objects (mixed sizes, multipart objects, awkward keys, tags,
 # metadata, storage classes), plan with --dry-run, sync, then sync again to
-# show that an unchanged bucket costs only listings. Prints each report.
+# show that an unchanged bucket costs only listings. Then the same job on the
+# serverless runtime: the real state machine on moto's Step Functions, the
+# Lambda handlers behind a local router, SQS batches fed to the copier
+# (`s3-fanout local-stack`), started with `s3-fanout run`. Prints each report.
 #
 #   scripts/demo.sh            # COUNT=3000 objects by default
 #   COUNT=20000 scripts/demo.sh
@@ -24,11 +27,20 @@ cargo build --quiet --bin s3-fanout --example seed
 BIN="$CARGO_TARGET_DIR/debug/s3-fanout"
 SEED="$CARGO_TARGET_DIR/debug/examples/seed"
 
-say "starting a local S3 server (moto)"
-ENDPOINT="$(scripts/moto.sh start)"
+say "starting a local AWS (moto: S3, SQS, Step Functions)"
+scripts/moto.sh install
+# moto's Step Functions sends lambda:invoke to localhost:$MOTO_PORT: the
+# local stack's Lambda router listens there.
+ROUTER_PORT="$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+ENDPOINT="$(MOTO_PORT="$ROUTER_PORT" scripts/moto.sh start)"
 PORT="${ENDPOINT##*:}"
-trap 'scripts/moto.sh stop "$PORT" >/dev/null 2>&1 || true' EXIT
-echo "S3 endpoint: $ENDPOINT" >&2
+STACK_PID=""
+cleanup() {
+    [[ -n "$STACK_PID" ]] && kill "$STACK_PID" 2>/dev/null
+    scripts/moto.sh stop "$PORT" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+echo "endpoint: $ENDPOINT" >&2
 
 say "seeding s3://demo-source with $COUNT objects"
 "$SEED" --endpoint-url "$ENDPOINT" --bucket demo-source --count "$COUNT" --mixed
@@ -52,4 +64,21 @@ latest="$(ls -td "$REPORT_DIR"/*/ | sed -n 2p)"
 say "the first sync's summary.json ($latest)"
 cat "$latest/summary.json"
 echo
+
+say "serverless: s3-fanout local-stack (router on 127.0.0.1:$ROUTER_PORT, event source emulator)"
+OUTPUTS="$REPORT_DIR/local-stack.json"
+rm -f "$OUTPUTS"
+"$BIN" local-stack --moto-endpoint "$ENDPOINT" --listen "127.0.0.1:$ROUTER_PORT" \
+    --outputs "$OUTPUTS" --max-concurrency 8 2>"$REPORT_DIR/local-stack.log" &
+STACK_PID=$!
+for _ in $(seq 100); do [[ -s "$OUTPUTS" ]] && break; sleep 0.1; done
+[[ -s "$OUTPUTS" ]] || { cat "$REPORT_DIR/local-stack.log" >&2; exit 1; }
+"$SEED" --endpoint-url "$ENDPOINT" --bucket demo-serverless --count 0
+echo '{"multipart_threshold": "8MiB"}' >"$REPORT_DIR/run-input.json"
+
+say "serverless: s3-fanout run s3://demo-source s3://demo-serverless --wait"
+serverless_status=0
+"$BIN" run --stack-outputs "$OUTPUTS" s3://demo-source s3://demo-serverless \
+    --input "$REPORT_DIR/run-input.json" --wait || serverless_status=$?
+((status == 0)) && status=$serverless_status
 exit "$status"

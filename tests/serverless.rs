@@ -336,3 +336,60 @@ async fn an_object_too_large_for_one_invocation_is_copied_by_part_tasks_and_coun
     // AND no upload is left open
     assert_eq!(list_multipart_uploads(&s3, &dst).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_lister_invocation_resumes_from_its_checkpoint_and_resends_nothing() {
+    use s3_fanout::serverless::lister::{
+        Checkpoint, Phase, ShardCursor, checkpoint_name, list_shard,
+    };
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-resume").await;
+    // A flat keyspace: one shard, several lister invocations (7 keys each).
+    for i in 0..20 {
+        put(&s3, &src, &format!("k{i:03}"), body(i, 10)).await;
+    }
+    let stack = stack();
+    let env = stack.env.clone();
+    let run_id = unique_bucket("resume");
+    let input =
+        serde_json::json!({"source": format!("s3://{src}"), "destination": format!("s3://{dst}")});
+    let (first, retried, checkpoint) = stack
+        .runtime
+        .spawn(async move {
+            let far = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+            let plan = s3_fanout::serverless::planner::plan(&env, &run_id, &input)
+                .await
+                .unwrap();
+            assert_eq!(plan.shards, vec![0]);
+            let start = ShardCursor {
+                run_id: run_id.clone(),
+                phase: Phase::Write,
+                shard: 0,
+                seq: 0,
+                cursor: None,
+                done: false,
+            };
+            // GIVEN an invocation that checkpointed and then died before
+            // returning (Step Functions retries it with the same input)
+            let first = list_shard(&env, start.clone(), far).await.unwrap();
+            // WHEN the retry runs
+            let retried = list_shard(&env, start, far).await.unwrap();
+            let checkpoint: Checkpoint = env
+                .store
+                .get_json(&run_id, &checkpoint_name(Phase::Write, 0, 0))
+                .await
+                .unwrap()
+                .unwrap();
+            (first, retried, checkpoint)
+        })
+        .await
+        .unwrap();
+    // THEN it went on from the checkpoint instead of listing and sending again
+    assert_eq!(first.cursor.as_deref(), Some("k006"));
+    assert_eq!(retried.cursor.as_deref(), Some("k013"));
+    assert_eq!(retried.seq, 1);
+    let ids: Vec<&str> = checkpoint.batches.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["00000-00000-00000", "00000-00000-00001"]);
+    assert_eq!(checkpoint.batches[1].first_key, "k007", "no key sent twice");
+    assert_eq!(checkpoint.counts.plan_copy, 14);
+}

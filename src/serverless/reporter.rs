@@ -149,7 +149,7 @@ pub async fn progress(
         complete,
         idle_polls: idle,
         polls: polls + 1,
-        wait_seconds: (2u64 << polls.min(5)).min(60),
+        wait_seconds: (2 * (u64::from(polls) + 1)).min(60),
     })
 }
 
