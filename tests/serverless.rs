@@ -393,3 +393,48 @@ async fn a_retried_lister_invocation_resumes_from_its_checkpoint_and_resends_not
     assert_eq!(checkpoint.batches[1].first_key, "k007", "no key sent twice");
     assert_eq!(checkpoint.counts.plan_copy, 14);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_message_is_handed_back_until_the_redrive_policy_moves_it_to_the_dlq() {
+    let stack = stack();
+    let env = stack.env.clone();
+    let outputs = stack.outputs.clone();
+    let marker = unique_bucket("poison");
+    let dead = stack
+        .runtime
+        .spawn(async move {
+            let work = outputs.work_queue_url.clone().unwrap();
+            let dlq = outputs.dead_letter_queue_url.clone().unwrap();
+            // GIVEN a message no copier can read
+            env.sqs
+                .send_message()
+                .queue_url(&work)
+                .message_body(format!("not a batch {marker}"))
+                .send()
+                .await
+                .unwrap();
+            // THEN after MAX_RECEIVE_COUNT receives (2 s visibility timeout
+            // each) it is in the dead-letter queue, and nowhere else
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                let received = env
+                    .sqs
+                    .receive_message()
+                    .queue_url(&dlq)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .unwrap();
+                for message in received.messages() {
+                    if message.body().unwrap_or_default().contains(&marker) {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+        .await
+        .unwrap();
+    assert!(dead, "the message never reached the dead-letter queue");
+}

@@ -1,0 +1,200 @@
+//! Checks on the Lambda functions: Rust builds by cargo-lambda from the
+//! workspace on provided.al2023 and the Architecture parameter, a log group
+//! with retention each, and the environment the code reads.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::Check;
+use crate::iam::render;
+use crate::model::{COPIER, FUNCTION_BINARIES, Template, infra_dir};
+use crate::workspace::{function_crate_dir, manifest_has_table, workspace_list};
+
+/// The directory a function's CodeUri names, relative to the template.
+pub fn code_dir(t: &Template, function: &Value) -> Result<PathBuf, String> {
+    let uri = t
+        .function_prop(function, "CodeUri")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .ok_or("function without a string CodeUri")?;
+    // canonicalize: the template's own directory is where SAM resolves it.
+    infra_dir()
+        .join(&uri)
+        .canonicalize()
+        .map_err(|e| format!("CodeUri {uri} does not exist relative to infra/: {e}"))
+}
+
+/// (h) Four Rust functions, built by cargo-lambda from the workspace, on
+/// provided.al2023 and the Architecture parameter (default arm64).
+pub fn check_functions_build(t: &Template) -> Check {
+    let functions = t.of_type("AWS::Serverless::Function");
+    let binaries: BTreeSet<&str> = functions
+        .iter()
+        .filter_map(|(_, f)| f.pointer("/Metadata/BuildProperties/Binary")?.as_str())
+        .collect();
+    ensure!(
+        functions.len() == FUNCTION_BINARIES.len()
+            && binaries == FUNCTION_BINARIES.iter().copied().collect(),
+        "expected one function per binary {FUNCTION_BINARIES:?}, found {binaries:?} in {} functions",
+        functions.len()
+    );
+    let architecture = t
+        .parameter("Architecture")
+        .ok_or("no Architecture parameter")?;
+    ensure!(
+        architecture.get("Default").and_then(Value::as_str) == Some("arm64"),
+        "Architecture must default to arm64"
+    );
+    ensure!(
+        t.allowed_values("Architecture") == ["arm64", "x86_64"],
+        "Architecture must allow exactly arm64 and x86_64"
+    );
+    for (id, function) in functions {
+        ensure!(
+            function
+                .pointer("/Metadata/BuildMethod")
+                .and_then(Value::as_str)
+                == Some("rust-cargolambda"),
+            "{id} must have Metadata.BuildMethod rust-cargolambda"
+        );
+        ensure!(
+            t.function_prop(function, "Runtime") == Some(json!("provided.al2023")),
+            "{id} must run on provided.al2023"
+        );
+        ensure!(
+            t.function_prop(function, "Architectures") == Some(json!([{ "Ref": "Architecture" }])),
+            "{id} Architectures must be [!Ref Architecture]"
+        );
+        let binary = function
+            .pointer("/Metadata/BuildProperties/Binary")
+            .and_then(Value::as_str)
+            .expect("checked above");
+        let root = code_dir(t, function)?;
+        let manifest = fs::read_to_string(root.join("Cargo.toml"))
+            .map_err(|e| format!("{id}: no Cargo.toml at CodeUri {}: {e}", root.display()))?;
+        if let Some(crate_dir) = function_crate_dir(&root, binary) {
+            let member = crate_dir
+                .strip_prefix(&root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            ensure!(
+                workspace_list(&manifest, "members").contains(&member),
+                "{member} (package {binary}) is not a member of the workspace at {}",
+                root.display()
+            );
+            // SAM runs `cargo lambda build --bin <Binary>` at CodeUri,
+            // without --package. In a workspace whose root is also a package,
+            // cargo then only looks in the default members, which are just
+            // the root unless `default-members` says otherwise.
+            if manifest_has_table(&manifest, "package") {
+                ensure!(
+                    workspace_list(&manifest, "default-members").contains(&member),
+                    "SAM's `cargo lambda build --bin {binary}` at the workspace root cannot find {member}: \
+                     add it to [workspace] default-members in Cargo.toml"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each function logs to a group created here, with a retention, named as
+/// Lambda names it.
+pub fn check_log_groups(t: &Template) -> Check {
+    let groups = t.of_type("AWS::Logs::LogGroup");
+    for (id, function) in t.of_type("AWS::Serverless::Function") {
+        let name = t
+            .props(function)
+            .get("FunctionName")
+            .and_then(|n| render(n).into_iter().next())
+            .ok_or_else(|| format!("{id} has no FunctionName: its log group name is unknown"))?;
+        let expected = format!("/aws/lambda/{name}");
+        let group = groups.iter().find(|(_, g)| {
+            t.props(g)
+                .get("LogGroupName")
+                .is_some_and(|n| render(n) == [expected.clone()])
+        });
+        let (group_id, group) =
+            group.ok_or_else(|| format!("{id} has no AWS::Logs::LogGroup named {expected}"))?;
+        ensure!(
+            t.props(group).get("RetentionInDays") == Some(&json!({"Ref": "LogRetentionDays"})),
+            "{group_id} must set RetentionInDays: !Ref LogRetentionDays"
+        );
+    }
+    ensure!(
+        t.default_of("LogRetentionDays").as_deref() == Some("30"),
+        "LogRetentionDays should default to 30"
+    );
+    Ok(())
+}
+
+/// Every function gets the configuration the code reads, from the right
+/// parameters.
+pub fn check_environment(t: &Template) -> Check {
+    let common = [
+        (
+            "S3_FANOUT_SOURCE",
+            json!({"Fn::Sub": "s3://${SourceBucket}/${SourcePrefix}"}),
+        ),
+        (
+            "S3_FANOUT_DESTINATION",
+            json!({"Fn::Sub": "s3://${DestinationBucket}/${DestinationPrefix}"}),
+        ),
+        ("S3_FANOUT_MODE", json!({"Ref": "Mode"})),
+        ("S3_FANOUT_ALLOW_DELETE", json!({"Ref": "AllowDelete"})),
+        ("S3_FANOUT_REPORT_BUCKET", json!({"Ref": "ReportBucket"})),
+        ("S3_FANOUT_REPORT_PREFIX", json!({"Ref": "ReportPrefix"})),
+        ("RUST_LOG", json!("info")),
+    ];
+    let queue = t.work_queue()?.0.to_string();
+    for binary in FUNCTION_BINARIES {
+        let (id, function) = t.function(binary)?;
+        let env = t.environment(function);
+        for (name, value) in &common {
+            ensure!(
+                env.get(*name) == Some(value),
+                "{id} {name} must be {value}, is {:?}",
+                env.get(*name)
+            );
+        }
+        let needs_queue = binary != "s3-fanout-planner";
+        ensure!(
+            (env.get("S3_FANOUT_WORK_QUEUE_URL") == Some(&json!({"Ref": queue}))) == needs_queue,
+            "{id} S3_FANOUT_WORK_QUEUE_URL must be !Ref {queue} exactly for the lister, copier and reporter"
+        );
+    }
+    let (_, copier) = t.function(COPIER)?;
+    ensure!(
+        t.environment(copier).get("S3_FANOUT_COPY_CONCURRENCY")
+            == Some(&json!({"Ref": "CopierTaskConcurrency"})),
+        "the copier's S3_FANOUT_COPY_CONCURRENCY must !Ref CopierTaskConcurrency"
+    );
+    let defaults = [
+        ("Mode", "etag"),
+        ("ReportPrefix", "runs/"),
+        ("SourcePrefix", ""),
+        ("DestinationPrefix", ""),
+        ("CopierTimeout", "900"),
+        ("CopierBatchSize", "1"),
+        ("CopierMaxConcurrency", "50"),
+        ("CopierTaskConcurrency", "16"),
+        ("ReportRetentionDays", "90"),
+        ("ScheduleExpression", "cron(0 2 * * ? *)"),
+        ("ScheduleEnabled", "false"),
+    ];
+    for (name, default) in defaults {
+        ensure!(
+            t.default_of(name).as_deref() == Some(default),
+            "parameter {name} must default to {default:?}, is {:?}",
+            t.default_of(name)
+        );
+    }
+    ensure!(
+        t.allowed_values("Mode") == ["missing", "size", "etag"],
+        "Mode must allow missing, size and etag"
+    );
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Invariants of the AWS SAM stack in `infra/template.yaml`.
+//!
+//! No AWS account is needed: the template is parsed (CloudFormation short
+//! tags such as `!Ref` and `!GetAtt` included), parameter defaults, mappings
+//! and conditions are evaluated the way CloudFormation would, and each test
+//! asserts one property a failure mode of the fan-out depends on:
+//!
+//! - queues (`queues.rs`): the work queue's visibility timeout is at least
+//!   six times the copier's timeout, for every CopierTimeout allowed; every
+//!   queue uses SQS-managed encryption; the copier's SQS event source reports
+//!   batch item failures and its concurrency is a bounded parameter; the
+//!   dead-letter queue keeps messages 14 days and alarms on one visible
+//!   message; the redrive maxReceiveCount and the copier's
+//!   `S3_FANOUT_MAX_RECEIVE_COUNT` are the same parameter.
+//! - IAM (`permissions.rs`): no S3 write on a wildcard; execution roles name
+//!   every resource (no `*`, no SAM or managed policies); each function's role
+//!   grants exactly what it needs; `s3:DeleteObject` only when AllowDelete is
+//!   true; KMS only for the keys configured.
+//! - functions (`functions.rs`): four Rust functions built by cargo-lambda
+//!   from the workspace's (default) members, on provided.al2023 and the
+//!   Architecture parameter; the environment the code reads; a log group
+//!   with retention each.
+//! - the state machine (`state_machine.rs`): a STANDARD workflow over
+//!   `statemachine/sync.asl.json` (a missing file fails), every `${...}`
+//!   placeholder in it substituted with a function of this stack, and a role
+//!   that may invoke exactly those.
+//! - the report bucket (`report_bucket.rs`): encrypted, private, TLS only,
+//!   reports expiring; and the stack outputs operators need (`outputs.rs`).
+//!
+//! Every check is a function returning `Err` with the reason, so the
+//! `*_is_caught` tests in `mutations.rs` can break a copy of the template
+//! and prove that the check notices. The checks rest on `yaml.rs` (YAML to
+//! JSON with CloudFormation tags), `values.rs`, `model.rs` (navigating the
+//! template), `eval.rs` (intrinsics for given parameters), `iam.rs` (policy
+//! statements) and `workspace.rs` (the cargo manifest); the readers have
+//! tests of their own at the end of this file.
+//!
+//! `scripts/check-infra.sh` runs cfn-lint, asl-validator and
+//! `cargo lambda build` on the same files.
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use functions::{check_environment, check_functions_build, check_log_groups};
+use model::load;
+use outputs::check_outputs;
+use permissions::{
+    check_delete_only_when_allowed, check_kms, check_least_privilege, check_no_star_resources,
+    check_no_wildcard_writes,
+};
+use queues::{
+    check_copier_event_source, check_dead_letter_alarm, check_max_receive_count,
+    check_queues_encrypted, check_visibility_timeout,
+};
+use report_bucket::check_report_bucket;
+use state_machine::{asl_placeholders, check_state_machine, placeholders};
+use workspace::{manifest_has_table, workspace_list};
+use yaml::parse_template;
+
+type Check = Result<(), String>;
+
+/// Fails a check with a formatted reason unless the condition holds.
+/// Defined before the `mod`s below so that every module can use it.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        let holds: bool = $cond;
+        if !holds {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+mod eval;
+mod functions;
+mod iam;
+mod model;
+mod mutations;
+mod outputs;
+mod permissions;
+mod queues;
+mod report_bucket;
+mod state_machine;
+mod values;
+mod workspace;
+mod yaml;
+
+/// Fails the test with the check's reason.
+fn assert_ok(check: Check) {
+    if let Err(reason) = check {
+        panic!("{reason}");
+    }
+}
+
+#[test]
+fn work_queue_visibility_timeout_is_at_least_six_times_the_copier_timeout() {
+    assert_ok(check_visibility_timeout(&load()));
+}
+
+#[test]
+fn every_queue_uses_sqs_managed_encryption() {
+    assert_ok(check_queues_encrypted(&load()));
+}
+
+#[test]
+fn copier_reports_batch_item_failures_and_its_concurrency_is_a_parameter() {
+    assert_ok(check_copier_event_source(&load()));
+}
+
+#[test]
+fn no_s3_write_is_granted_on_a_wildcard() {
+    assert_ok(check_no_wildcard_writes(&load()));
+}
+
+#[test]
+fn execution_roles_name_every_resource() {
+    assert_ok(check_no_star_resources(&load()));
+}
+
+#[test]
+fn each_function_has_exactly_the_permissions_it_needs() {
+    assert_ok(check_least_privilege(&load()));
+}
+
+#[test]
+fn delete_object_is_granted_only_when_allow_delete_is_true() {
+    assert_ok(check_delete_only_when_allowed(&load()));
+}
+
+#[test]
+fn kms_permissions_follow_the_key_parameters() {
+    assert_ok(check_kms(&load()));
+}
+
+#[test]
+fn dead_letter_queue_has_an_alarm_on_visible_messages() {
+    assert_ok(check_dead_letter_alarm(&load()));
+}
+
+#[test]
+fn redrive_max_receive_count_is_the_copiers_max_receive_count() {
+    assert_ok(check_max_receive_count(&load()));
+}
+
+#[test]
+fn functions_are_rust_cargo_lambda_builds_on_al2023_with_the_architecture_parameter() {
+    assert_ok(check_functions_build(&load()));
+}
+
+#[test]
+fn state_machine_substitutes_every_placeholder_and_invokes_only_those_functions() {
+    let placeholders = asl_placeholders().unwrap_or_else(|e| panic!("{e}"));
+    assert_ok(check_state_machine(&load(), &placeholders));
+}
+
+#[test]
+fn every_function_logs_to_a_log_group_with_retention() {
+    assert_ok(check_log_groups(&load()));
+}
+
+#[test]
+fn report_bucket_is_private_encrypted_tls_only_and_expires_reports() {
+    assert_ok(check_report_bucket(&load()));
+}
+
+#[test]
+fn functions_get_the_environment_the_code_reads() {
+    assert_ok(check_environment(&load()));
+}
+
+#[test]
+fn stack_outputs_name_what_operators_need() {
+    assert_ok(check_outputs(&load()));
+}
+
+// ------------------------------------------------ the readers the checks rest on
+
+#[test]
+fn workspace_manifest_reader_reads_members_and_default_members() {
+    let manifest = "[package]\nname = \"s3-fanout\"\n\n[workspace]\n# comment\nmembers = [\".\", \"functions/a\",\n  \"functions/b\"]\ndefault-members = [\"functions/a\"]\n\n[dependencies]\nx = \"1\"\n";
+    assert_eq!(
+        workspace_list(manifest, "members"),
+        [".", "functions/a", "functions/b"]
+    );
+    assert_eq!(workspace_list(manifest, "default-members"), ["functions/a"]);
+    assert!(workspace_list("[workspace]\nmembers = [\"a\"]\n", "default-members").is_empty());
+    assert!(manifest_has_table(manifest, "package"));
+}
+
+#[test]
+fn placeholder_scan_finds_substitutions_only() {
+    let found = placeholders(
+        r#"{"Resource": "${ListerFunctionArn}", "InputPath": "$.x", "Next": "${ReporterFunctionArn}"}"#,
+    );
+    let want: BTreeSet<String> = ["ListerFunctionArn", "ReporterFunctionArn"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(found, want);
+}
+
+#[test]
+fn short_form_tags_parse_to_long_form_intrinsics() {
+    let doc = parse_template(
+        "a: !Ref X\nb: !GetAtt Q.Arn\nc: !Sub s3://${B}/\nd: !If [C, 1, !Ref AWS::NoValue]\ne: !FindInMap [M, !Ref K, V]\n",
+    );
+    assert_eq!(doc["a"], json!({"Ref": "X"}));
+    assert_eq!(doc["b"], json!({"Fn::GetAtt": ["Q", "Arn"]}));
+    assert_eq!(doc["c"], json!({"Fn::Sub": "s3://${B}/"}));
+    assert_eq!(
+        doc["d"],
+        json!({"Fn::If": ["C", 1, {"Ref": "AWS::NoValue"}]})
+    );
+    assert_eq!(doc["e"], json!({"Fn::FindInMap": ["M", {"Ref": "K"}, "V"]}));
+}

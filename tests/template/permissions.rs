@@ -1,0 +1,328 @@
+//! Checks on IAM: no S3 write on a wildcard, no `Resource: "*"` in an
+//! execution role, exactly the permissions each function needs, deletes only
+//! when AllowDelete is true, and KMS only for the keys configured.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::Check;
+use crate::eval::{Params, params};
+use crate::iam::{S3Target, Statement, glob, grants_s3_write, render, s3_target};
+use crate::model::{COPIER, Template};
+use crate::values::{one_or_many, scalar};
+
+/// S3's bucket naming rule. A bucket parameter constrained by it cannot
+/// carry an IAM wildcard (`*`, `?`) into a resource ARN.
+pub const BUCKET_NAME_PATTERN: &str = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$";
+
+/// (d) No statement grants an S3 write on `*` or a wildcard bucket, and no
+/// function or state machine statement uses `Resource: "*"` at all.
+pub fn check_no_wildcard_writes(t: &Template) -> Check {
+    for statement in t.statements().iter().filter(|s| s.allows()) {
+        let owner = &statement.owner;
+        ensure!(
+            statement.body.get("NotAction").is_none()
+                && statement.body.get("NotResource").is_none(),
+            "{owner}: an Allow with NotAction or NotResource grants everything else"
+        );
+        let writes: Vec<String> = statement
+            .actions()
+            .into_iter()
+            .filter(|a| a == "*" || grants_s3_write(a))
+            .collect();
+        if writes.is_empty() {
+            continue;
+        }
+        for resource in statement.resources() {
+            match s3_target(t, &resource) {
+                S3Target::OwnBucket | S3Target::Literal => {}
+                S3Target::Parameter(name) => {
+                    let pattern = t
+                        .parameter(&name)
+                        .and_then(|p| p.get("AllowedPattern"))
+                        .and_then(Value::as_str);
+                    ensure!(
+                        pattern == Some(BUCKET_NAME_PATTERN),
+                        "{owner}: {writes:?} on {resource}: bucket parameter {name} must have AllowedPattern {BUCKET_NAME_PATTERN} so it cannot be a wildcard"
+                    );
+                }
+                S3Target::Unverifiable => {
+                    return Err(format!(
+                        "{owner}: {writes:?} granted on {resource}, which is not one named bucket"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The roles functions and state machines run as, with who runs as them.
+pub fn execution_policy_owners(t: &Template) -> Result<Vec<String>, String> {
+    let mut owners = Vec::new();
+    for (id, function) in t.of_type("AWS::Serverless::Function") {
+        ensure!(
+            t.props(function).get("Policies").is_none(),
+            "{id} uses SAM Policies: SAM then also attaches AWS managed policies with Resource \"*\"; give it an explicit role"
+        );
+        owners.push(t.function_role(id)?.to_string());
+    }
+    for (id, _) in t.of_type("AWS::Serverless::StateMachine") {
+        owners.push(id.to_string());
+    }
+    Ok(owners)
+}
+
+pub fn check_no_star_resources(t: &Template) -> Check {
+    let owners = execution_policy_owners(t)?;
+    for owner in &owners {
+        if let Some(role) = t.resources().get(owner.as_str()) {
+            ensure!(
+                t.props(role).get("ManagedPolicyArns").is_none(),
+                "{owner} attaches managed policies, whose statements this test cannot see"
+            );
+        }
+        let statements = t.statements_of(owner);
+        ensure!(!statements.is_empty(), "{owner} has no policy statements");
+        for statement in statements {
+            ensure!(
+                statement.body.get("Resource").is_some(),
+                "{owner}: statement {} has no Resource",
+                statement.body
+            );
+            for resource in statement.resources() {
+                ensure!(
+                    resource != "*" && resource != "<unknown>",
+                    "{owner}: statement {} uses Resource {resource}",
+                    statement.body.get("Sid").unwrap_or(&Value::Null)
+                );
+            }
+        }
+    }
+    // Standalone policies attached to those roles would add statements too.
+    for ty in ["AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"] {
+        ensure!(
+            t.of_type(ty).is_empty(),
+            "{ty} resources are not expected: put statements in the role they belong to"
+        );
+    }
+    Ok(())
+}
+
+/// (e) s3:DeleteObject is granted only inside `!If` on a condition that
+/// follows the AllowDelete parameter.
+pub fn check_delete_only_when_allowed(t: &Template) -> Check {
+    let mut granted = 0;
+    for statement in t.statements().iter().filter(|s| s.allows()) {
+        let deletes = statement
+            .actions()
+            .iter()
+            .any(|a| glob(a, "s3:DeleteObject") || glob(a, "s3:DeleteObjectVersion"));
+        if !deletes {
+            continue;
+        }
+        let guarded = statement.guards.iter().any(|(condition, taken)| {
+            let when_true = t.condition(condition, &params(&[("AllowDelete", "true")]));
+            let when_false = t.condition(condition, &params(&[("AllowDelete", "false")]));
+            // The branch taken must be exactly the AllowDelete=true case.
+            (when_true == *taken) && (when_false != *taken)
+        });
+        ensure!(
+            guarded,
+            "{}: s3:DeleteObject granted outside an !If on AllowDelete: {}",
+            statement.owner,
+            statement.body
+        );
+        granted += 1;
+    }
+    ensure!(
+        granted > 0,
+        "no statement grants s3:DeleteObject when AllowDelete is true"
+    );
+    ensure!(
+        t.default_of("AllowDelete").as_deref() == Some("false"),
+        "AllowDelete must default to \"false\""
+    );
+    let (_, copier) = t.function(COPIER)?;
+    ensure!(
+        t.environment(copier).get("S3_FANOUT_ALLOW_DELETE") == Some(&json!({"Ref": "AllowDelete"})),
+        "the copier's S3_FANOUT_ALLOW_DELETE must !Ref AllowDelete, so code and policy agree"
+    );
+    Ok(())
+}
+
+/// (action, resource) pairs an IAM role is granted.
+pub type Grants = Vec<(String, String)>;
+
+/// The permissions each function's role must have, no more, no less (KMS
+/// and delete statements, which depend on parameters, are checked apart).
+pub fn check_least_privilege(t: &Template) -> Check {
+    let src = "arn:${AWS::Partition}:s3:::${SourceBucket}";
+    let src_objects = "arn:${AWS::Partition}:s3:::${SourceBucket}/${SourcePrefix}*";
+    let dst = "arn:${AWS::Partition}:s3:::${DestinationBucket}";
+    let dst_objects = "arn:${AWS::Partition}:s3:::${DestinationBucket}/${DestinationPrefix}*";
+    let report = "${ReportBucket.Arn}";
+    let report_objects = "${ReportBucket.Arn}/${ReportPrefix}*";
+    let queue = "${WorkQueue.Arn}";
+    let log = |id: &str| format!("${{{id}LogGroup.Arn}}");
+    let logs = |id: &str| {
+        vec![
+            ("logs:CreateLogStream".to_string(), log(id)),
+            ("logs:PutLogEvents".to_string(), log(id)),
+        ]
+    };
+    let grants = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, r)| ((*a).to_string(), (*r).to_string()))
+            .collect()
+    };
+    let report_rw = [
+        ("s3:GetObject", report_objects),
+        ("s3:PutObject", report_objects),
+    ];
+    let expected: [(&str, &str, Grants); 4] = [
+        ("s3-fanout-planner", "Planner", {
+            // The destination too: the preflight lists one key of each.
+            let mut g = grants(&[("s3:ListBucket", src), ("s3:ListBucket", dst)]);
+            g.extend(grants(&report_rw));
+            g
+        }),
+        ("s3-fanout-lister", "Lister", {
+            let mut g = grants(&[
+                ("s3:ListBucket", src),
+                ("s3:ListBucket", dst),
+                ("sqs:SendMessage", queue),
+                // GetObject of a checkpoint not written yet must be a 404.
+                ("s3:ListBucket", report),
+            ]);
+            g.extend(grants(&report_rw));
+            g
+        }),
+        ("s3-fanout-copier", "Copier", {
+            let mut g = grants(&[
+                ("sqs:ReceiveMessage", queue),
+                ("sqs:DeleteMessage", queue),
+                ("sqs:GetQueueAttributes", queue),
+                ("sqs:ChangeMessageVisibility", queue),
+                ("sqs:SendMessage", queue),
+                ("s3:GetObject", src_objects),
+                ("s3:GetObjectVersion", src_objects),
+                ("s3:GetObjectTagging", src_objects),
+                ("s3:ListBucket", src),
+                ("s3:PutObject", dst_objects),
+                ("s3:PutObjectTagging", dst_objects),
+                ("s3:AbortMultipartUpload", dst_objects),
+                ("s3:GetObject", dst_objects),
+                ("s3:ListBucket", report),
+            ]);
+            g.extend(grants(&report_rw));
+            g
+        }),
+        ("s3-fanout-reporter", "Reporter", {
+            // Queue depth: whether a run with missing results is still copying.
+            let mut g = grants(&[("s3:ListBucket", report), ("sqs:GetQueueAttributes", queue)]);
+            g.extend(grants(&report_rw));
+            g
+        }),
+    ];
+    for (binary, prefix, mut want) in expected {
+        let (id, _) = t.function(binary)?;
+        let role = t.function_role(id)?;
+        want.extend(logs(prefix));
+        let want: BTreeSet<(String, String)> = want.into_iter().collect();
+        let mut have = BTreeSet::new();
+        for statement in t.statements_of(role) {
+            ensure!(
+                statement.allows(),
+                "{role} has a non-Allow statement {}",
+                statement.body
+            );
+            if !statement.guards.is_empty() {
+                continue; // conditional grants: delete and KMS checks
+            }
+            for action in statement.actions() {
+                for resource in statement.resources() {
+                    have.insert((action.clone(), resource));
+                }
+            }
+        }
+        let extra: Vec<_> = have.difference(&want).collect();
+        let missing: Vec<_> = want.difference(&have).collect();
+        ensure!(
+            extra.is_empty() && missing.is_empty(),
+            "{role} ({binary}): grants beyond least privilege {extra:?}, missing {missing:?}"
+        );
+    }
+    Ok(())
+}
+
+/// SSE-KMS: with key ARNs given, the copier may decrypt the source and
+/// encrypt (GenerateDataKey + Decrypt) the destination; without, nothing.
+pub fn check_kms(t: &Template) -> Check {
+    let (id, _) = t.function(COPIER)?;
+    let role = t.function_role(id)?;
+    let key_params = ["SourceKmsKeyArn", "DestinationKmsKeyArn"];
+    for name in key_params {
+        ensure!(
+            t.default_of(name).as_deref() == Some(""),
+            "{name} must default to empty (no KMS)"
+        );
+    }
+    let with_keys = params(&[
+        (
+            "SourceKmsKeyArn",
+            "arn:aws:kms:us-east-1:111122223333:key/src",
+        ),
+        (
+            "DestinationKmsKeyArn",
+            "arn:aws:kms:us-east-1:111122223333:key/dst",
+        ),
+    ]);
+    let active = |statement: &Statement, p: &Params| {
+        statement
+            .guards
+            .iter()
+            .all(|(c, taken)| t.condition(c, p) == *taken)
+    };
+    let kms_grants = |p: &Params| -> BTreeSet<(String, String)> {
+        t.statements_of(role)
+            .iter()
+            .filter(|s| active(s, p))
+            .flat_map(|s| {
+                let body = t.eval(&s.body, p);
+                let actions: Vec<String> = one_or_many(body.get("Action").unwrap_or(&Value::Null))
+                    .into_iter()
+                    .filter_map(scalar)
+                    .filter(|a| a.starts_with("kms:"))
+                    .collect();
+                let resources: Vec<String> = body.get("Resource").map(render).unwrap_or_default();
+                actions
+                    .into_iter()
+                    .flat_map(move |a| resources.clone().into_iter().map(move |r| (a.clone(), r)))
+            })
+            .collect()
+    };
+    ensure!(
+        kms_grants(&Params::new()).is_empty(),
+        "{role} has KMS permissions although no key is configured"
+    );
+    let want: BTreeSet<(String, String)> = [
+        ("kms:Decrypt", "arn:aws:kms:us-east-1:111122223333:key/src"),
+        (
+            "kms:GenerateDataKey",
+            "arn:aws:kms:us-east-1:111122223333:key/dst",
+        ),
+        ("kms:Decrypt", "arn:aws:kms:us-east-1:111122223333:key/dst"),
+    ]
+    .iter()
+    .map(|(a, r)| ((*a).to_string(), (*r).to_string()))
+    .collect();
+    let have = kms_grants(&with_keys);
+    ensure!(
+        have == want,
+        "{role} KMS grants with both keys set: {have:?}, expected {want:?}"
+    );
+    Ok(())
+}
