@@ -132,15 +132,6 @@ fn read_rows(summary: &Value) -> Vec<Row> {
         .collect()
 }
 
-/// Key, size and ETag of every object, for comparing two buckets.
-async fn contents(client: &Client, bucket: &str) -> Vec<(String, u64, String)> {
-    list_all(client, bucket, "")
-        .await
-        .into_iter()
-        .map(|l| (l.key, l.size, l.etag))
-        .collect()
-}
-
 fn small_key(i: usize) -> String {
     format!("obj-{i:03}")
 }

@@ -19,15 +19,6 @@ use support::*;
 
 const MIB: usize = 1024 * 1024;
 
-/// (key, size, ETag) of every object, for comparing buckets.
-async fn contents(client: &Client, bucket: &str) -> Vec<(String, u64, String)> {
-    list_all(client, bucket, "")
-        .await
-        .into_iter()
-        .map(|l| (l.key, l.size, l.etag))
-        .collect()
-}
-
 /// `s3-fanout run --stack-outputs <test stack> --wait --json ARGS`.
 fn run(args: &[&str]) -> (i32, Option<Value>, CliOutput) {
     let _turn = one_run_at_a_time();

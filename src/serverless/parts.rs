@@ -22,7 +22,7 @@ use aws_sdk_s3::types::CompletedPart;
 use serde::{Deserialize, Serialize};
 
 use crate::copy::CopyError;
-use crate::error::RetryClass;
+use crate::error::{RetryClass, SyncError};
 use crate::listing::ObjectEntry;
 use crate::multipart::{Layout, abort_after, complete_upload, copy_parts, start_upload};
 use crate::report::Stats;
@@ -152,7 +152,7 @@ pub async fn split(
         return settle(
             context,
             &object.key,
-            CopyError::Failed(store_failure(crate::error::SyncError::Config(
+            CopyError::Failed(store_failure(SyncError::Config(
                 "S3_FANOUT_WORK_QUEUE_URL is not set for the copier".into(),
             ))),
         );
@@ -175,66 +175,62 @@ pub async fn copy_group(
     group: &PartGroup,
     last_receive: bool,
 ) -> Retry {
+    match group_outcome(env, run, context, batch_id, group, last_receive).await {
+        Ok(retry) => retry,
+        Err(err) => retry_or_settle(
+            context,
+            &group.object.key,
+            CopyError::Failed(store_failure(err)),
+            last_receive,
+        ),
+    }
+}
+
+/// The steps of [`copy_group`]; `Err` is a failure to read or write the
+/// run's state, retried like a throttled copy.
+async fn group_outcome(
+    env: &FunctionEnv,
+    run: &RunContext,
+    context: &WorkContext,
+    batch_id: &str,
+    group: &PartGroup,
+    last_receive: bool,
+) -> Result<Retry, SyncError> {
     let run_id = &run.manifest.run_id;
     let dir = folder(&group.upload);
-    let key = &group.object.key;
-    let exists = |name: &str| {
+    let marker = |name: &str| {
         let name = format!("{dir}{name}");
         async move { env.store.get_bytes(run_id, &name).await }
     };
-    let saved = match env
+    let saved = env
         .store
         .get_json::<SavedUpload>(run_id, &format!("{dir}upload.json"))
-        .await
-    {
-        Ok(Some(saved)) => saved,
-        Ok(None) => {
-            return settle(
-                context,
-                key,
-                CopyError::Failed(store_failure(crate::error::SyncError::Config(format!(
-                    "part task {batch_id}: the upload record {dir}upload.json is missing"
-                )))),
-            );
-        }
-        Err(err) => {
-            return retry_or_settle(
-                context,
-                key,
-                CopyError::Failed(store_failure(err)),
-                last_receive,
-            );
-        }
-    };
-    match exists("aborted.json").await {
-        Ok(Some(_)) => return Retry::No, // another group failed and counted it
-        Ok(None) => {}
-        Err(err) => {
-            return retry_or_settle(
-                context,
-                key,
-                CopyError::Failed(store_failure(err)),
-                last_receive,
-            );
-        }
+        .await?
+        .ok_or_else(|| {
+            SyncError::Config(format!(
+                "part task {batch_id}: the upload record {dir}upload.json is missing"
+            ))
+        })?;
+    if marker("aborted.json").await?.is_some() {
+        return Ok(Retry::No); // another group failed and counted it
     }
-    let claimed_by = exists("complete.json").await.ok().flatten();
+    let claimed_by = marker("complete.json").await?;
     if claimed_by.is_none() {
         let indexes = (group.first_part as usize - 1)..(group.last_part as usize);
-        let parts = match copy_parts(
+        let copied = copy_parts(
             &run.copier,
             &group.object,
             &group.upload_id,
             &saved.layout,
             indexes,
         )
-        .await
-        {
+        .await;
+        let parts = match copied {
             Ok(parts) => parts,
             Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
-                return Retry::Worthwhile;
+                return Ok(Retry::Worthwhile);
             }
-            Err(err) => return fail_upload(env, run, context, group, err).await,
+            Err(err) => return Ok(fail_upload(env, run, context, group, err).await),
         };
         let etags: Vec<(i32, String)> = parts
             .iter()
@@ -245,99 +241,55 @@ pub async fn copy_group(
                 )
             })
             .collect();
-        if let Err(err) = env
-            .store
-            .put_json(run_id, &format!("{dir}{:04}.json", group.group), &etags)
-            .await
-        {
-            return retry_or_settle(
-                context,
-                key,
-                CopyError::Failed(store_failure(err)),
-                last_receive,
-            );
-        }
+        let name = format!("{dir}{:04}.json", group.group);
+        env.store.put_json(run_id, &name, &etags).await?;
     }
+
     // Am I the last group? Every group lists after writing its own file, so
-    // the last to write sees them all.
-    let names = match env.store.list(run_id, &dir).await {
-        Ok(names) => names,
-        Err(err) => {
-            return retry_or_settle(
-                context,
-                key,
-                CopyError::Failed(store_failure(err)),
-                last_receive,
-            );
-        }
-    };
-    let finished: Vec<&String> = names
-        .iter()
-        .filter(|n| {
-            n.rsplit('/')
-                .next()
-                .is_some_and(|f| f.len() == 9 && f[..4].bytes().all(|b| b.is_ascii_digit()))
-        })
-        .collect();
+    // the last to write sees them all; more than one may, and the claim
+    // (written only if absent) picks one.
+    let names = env.store.list(run_id, &dir).await?;
+    let finished: Vec<&String> = names.iter().filter(|n| is_group_file(n)).collect();
     if (finished.len() as u32) < group.groups {
-        return Retry::No;
+        return Ok(Retry::No);
     }
     let me = batch_id.as_bytes().to_vec();
     let claimed = match claimed_by {
         Some(owner) => owner == me,
-        None => match env
-            .store
-            .put_if_absent(run_id, &format!("{dir}complete.json"), me.clone())
-            .await
-        {
-            Ok(true) => true,
-            Ok(false) => {
-                exists("complete.json").await.ok().flatten().as_deref() == Some(me.as_slice())
-            }
-            Err(err) => {
-                return retry_or_settle(
-                    context,
-                    key,
-                    CopyError::Failed(store_failure(err)),
-                    last_receive,
-                );
-            }
-        },
+        None => {
+            let name = format!("{dir}complete.json");
+            env.store.put_if_absent(run_id, &name, me.clone()).await?
+                || marker("complete.json").await?.as_deref() == Some(me.as_slice())
+        }
     };
     if !claimed {
-        return Retry::No; // another group completes and counts it
+        return Ok(Retry::No); // another group completes and counts it
     }
     let mut parts = Vec::new();
     for name in finished {
-        match env.store.get_json::<Vec<(i32, String)>>(run_id, name).await {
-            Ok(Some(etags)) => parts.extend(etags.into_iter().map(|(number, etag)| {
-                CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(etag)
-                    .build()
-            })),
-            Ok(None) => return Retry::Worthwhile,
-            Err(err) => {
-                return retry_or_settle(
-                    context,
-                    key,
-                    CopyError::Failed(store_failure(err)),
-                    last_receive,
-                );
-            }
-        }
+        let Some(etags) = env
+            .store
+            .get_json::<Vec<(i32, String)>>(run_id, name)
+            .await?
+        else {
+            return Ok(Retry::Worthwhile);
+        };
+        parts.extend(etags.into_iter().map(|(number, etag)| {
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(etag)
+                .build()
+        }));
     }
     match complete_upload(&run.copier, &group.object, &group.upload_id, parts).await {
         Ok(()) => {}
+        // Completed by an earlier attempt of this same message.
         Err(CopyError::Failed(f))
-            if f.code == "NoSuchUpload" && arrived(run, &group.object).await =>
-        {
-            // Completed by an earlier attempt of this same message.
-        }
+            if f.code == "NoSuchUpload" && arrived(run, &group.object).await => {}
         Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
-            return Retry::Worthwhile;
+            return Ok(Retry::Worthwhile);
         }
-        Err(err) => return fail_upload(env, run, context, group, err).await,
+        Err(err) => return Ok(fail_upload(env, run, context, group, err).await),
     }
     let stats = &context.stats;
     Stats::add(
@@ -349,15 +301,20 @@ pub async fn copy_group(
         1,
     );
     Stats::add(&stats.bytes_copied, group.object.size);
-    tracing::info!(
-        key,
-        upload = group.upload,
-        "completed a split multipart copy"
-    );
-    Retry::No
+    tracing::info!(key = %group.object.key, upload = group.upload, "completed a split multipart copy");
+    Ok(Retry::No)
 }
 
-/// The destination object is there with the source's ETag and size.
+/// `parts/UPLOAD/0003.json`: a finished group's part ETags.
+fn is_group_file(name: &str) -> bool {
+    name.rsplit('/')
+        .next()
+        .and_then(|file| file.strip_suffix(".json"))
+        .is_some_and(|stem| stem.len() == 4 && stem.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The destination object is there with the source's size (its ETag
+/// depends on the layout, which a split copy chose).
 async fn arrived(run: &RunContext, object: &ObjectEntry) -> bool {
     let copier = &run.copier;
     copier
@@ -415,9 +372,9 @@ fn settle(context: &WorkContext, key: &str, err: CopyError) -> Retry {
     retry
 }
 
-fn store_failure(err: crate::error::SyncError) -> crate::error::S3Failure {
+fn store_failure(err: SyncError) -> crate::error::S3Failure {
     match err {
-        crate::error::SyncError::S3 { failure, .. } => failure,
+        SyncError::S3 { failure, .. } => failure,
         other => crate::error::S3Failure {
             code: "RunStateError".into(),
             http_status: None,

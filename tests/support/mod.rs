@@ -479,6 +479,15 @@ pub struct Listed {
     pub storage_class: Option<String>,
 }
 
+/// Key, size and ETag of every object, for comparing two buckets.
+pub async fn contents(client: &Client, bucket: &str) -> Vec<(String, u64, String)> {
+    list_all(client, bucket, "")
+        .await
+        .into_iter()
+        .map(|l| (l.key, l.size, l.etag))
+        .collect()
+}
+
 /// Every object under `prefix`, in listing (UTF-8 binary) order, across all
 /// pages. No `encoding-type`: keys come back as stored, which is what the
 /// tests compare with.
