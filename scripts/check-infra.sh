@@ -166,8 +166,12 @@ else
         packages+=(--package "$binary")
     done
     started=$SECONDS
-    # `cargo lambda` finds its subcommand binary and zig on PATH.
-    if PATH="$VENV/bin:$PATH" cargo lambda build --x86-64 --locked "${packages[@]}"; then
+    # `cargo lambda` finds its subcommand binary on PATH. `--compiler
+    # cargo` links with the host toolchain instead of zig: the target here
+    # is the host's, and zig's wrappers live under .venv/, whose path
+    # changes with every clone and would rebuild every dependency (5 min in
+    # CI). `sam build` uses zig, for the arm64 target and an older glibc.
+    if PATH="$VENV/bin:$PATH" cargo lambda build --x86-64 --compiler cargo --locked "${packages[@]}"; then
         missing=()
         for binary in "${binaries[@]}"; do
             bootstrap="$CARGO_TARGET_DIR/lambda/$binary/bootstrap"
