@@ -429,3 +429,54 @@ async fn an_unreadable_message_is_handed_back_until_the_redrive_policy_moves_it_
         .unwrap();
     assert!(dead, "the message never reached the dead-letter queue");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lister_returns_its_cursor_before_its_deadline_and_the_next_call_finishes_the_shard() {
+    use s3_fanout::serverless::FunctionEnv;
+    use s3_fanout::serverless::lister::{Phase, ShardCursor, list_shard};
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-deadline").await;
+    // Two pages of keys, put in parallel.
+    let puts = (0..1_500).map(|i| {
+        let (s3, src) = (s3.clone(), src.clone());
+        async move { put(&s3, &src, &format!("k{i:05}"), Vec::new()).await }
+    });
+    futures::future::join_all(puts).await;
+    let stack = stack();
+    // The stack's lister stops after 7 keys; this one only at its deadline.
+    let mut config = stack.env.config.clone();
+    config.lister_max_keys = u64::MAX;
+    let run_id = unique_bucket("deadline");
+    let input = serde_json::json!({"source": format!("s3://{src}"), "destination": format!("s3://{dst}"), "validate": false});
+    let (near, far) = stack
+        .runtime
+        .spawn(async move {
+            let env = FunctionEnv::new(config).await;
+            s3_fanout::serverless::planner::plan(&env, &run_id, &input)
+                .await
+                .unwrap();
+            let start = ShardCursor {
+                run_id,
+                phase: Phase::Validate,
+                shard: 0,
+                seq: 0,
+                cursor: None,
+                done: false,
+            };
+            // GIVEN an invocation with a second left (less than the margin
+            // a lister keeps for its last page)
+            let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+            let near = list_shard(&env, start, soon).await.unwrap();
+            // WHEN the state machine calls again with the cursor and time to spare
+            let later = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+            let far = list_shard(&env, near.clone(), later).await.unwrap();
+            (near, far)
+        })
+        .await
+        .unwrap();
+    // THEN the first call stopped after one page and the second finished
+    assert!(!near.done);
+    assert_eq!(near.cursor.as_deref(), Some("k00999"));
+    assert_eq!((far.seq, far.done), (2, true));
+    assert_eq!(far.cursor.as_deref(), Some("k01499"));
+}
