@@ -153,8 +153,11 @@ pub struct BatchLimits {
 impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
-            // 1,000 small objects at 16 copies in flight take seconds.
-            max_tasks: 1_000,
+            // Small enough that even a small sync spreads over many copier
+            // invocations (a shard's page of 1,000 new keys becomes ten of
+            // them), large enough that SQS and Lambda costs stay negligible:
+            // a million messages per hundred million objects.
+            max_tasks: 100,
             // 16 KiB under SQS's limit: room for the envelope and attributes.
             max_message_bytes: SQS_MAX_BYTES - 16 * 1024,
             // Server-side copies run at hundreds of MB/s each; 64 GiB keeps a
