@@ -2,7 +2,6 @@
 //! `report`: find the stack, start an execution named by its run id, follow
 //! it, and read its report.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -292,17 +291,4 @@ pub async fn read_report(
                 store.url(run_id, "summary.json")
             ))
         })
-}
-
-/// Counts of a summary, for printing.
-pub fn summary_counts(summary: &Value) -> BTreeMap<String, u64> {
-    summary
-        .get("counts")
-        .and_then(Value::as_object)
-        .map(|c| {
-            c.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default()
 }

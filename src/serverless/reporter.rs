@@ -313,11 +313,3 @@ fn describe_error(error: &Value) -> String {
         .unwrap_or_else(|| cause.to_owned());
     format!("{}: {message}", field("Error"))
 }
-
-/// Read a run's summary.json (for `s3-fanout report` and `status`).
-pub async fn read_summary(
-    env_store: &crate::serverless::store::RunStore,
-    run_id: &str,
-) -> Result<Option<Value>, SyncError> {
-    env_store.get_json(run_id, "summary.json").await
-}
