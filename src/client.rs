@@ -14,6 +14,7 @@ use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::RequestCounter;
+use crate::rate_limit::RateLimitedClient;
 
 /// The SDK's retry strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -42,6 +43,9 @@ pub struct ClientSettings {
     /// Longest wait for the next bytes of a response. S3 keeps a long
     /// CopyObject alive with whitespace, so this bounds stalls, not copies.
     pub read_timeout: Duration,
+    /// At most this many requests per second from this client, retries
+    /// included (see [`crate::rate_limit`]).
+    pub max_requests_per_second: Option<u32>,
 }
 
 impl Default for ClientSettings {
@@ -62,6 +66,7 @@ impl Default for ClientSettings {
             max_attempts: 10,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(120),
+            max_requests_per_second: None,
         }
     }
 }
@@ -114,6 +119,25 @@ pub async fn build_s3_client(settings: &ClientSettings, counter: Option<RequestC
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
     if let Some(counter) = counter {
         builder = builder.interceptor(counter);
+    }
+    if let Some(rate) = settings.max_requests_per_second {
+        // Built as the SDK builds its default client (hyper, rustls with
+        // aws-lc, proxies from the environment), then wrapped.
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        use aws_smithy_http_client::{ConnectorBuilder, proxy::ProxyConfig};
+        let http = aws_smithy_http_client::Builder::new().build_with_connector_fn(
+            |settings, components| {
+                let mut connector =
+                    ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+                connector.set_connector_settings(settings.cloned());
+                if let Some(components) = components {
+                    connector.set_sleep_impl(components.sleep_impl());
+                }
+                connector.set_proxy_config(Some(ProxyConfig::from_env()));
+                connector.build()
+            },
+        );
+        builder = builder.http_client(RateLimitedClient::new(http, rate));
     }
     Client::from_conf(builder.build())
 }

@@ -59,6 +59,10 @@ pub struct SyncSpec {
     /// Objects copied at once.
     #[arg(long, default_value_t = 64, env = "S3_FANOUT_CONCURRENCY")]
     pub concurrency: usize,
+    /// Send at most N requests per second to each endpoint (retries count),
+    /// evenly spaced: protects buckets shared with production traffic.
+    #[arg(long, value_name = "N", env = "S3_FANOUT_MAX_REQUESTS_PER_SECOND")]
+    pub max_requests_per_second: Option<u32>,
     /// Copy objects above this size with multipart UploadPartCopy (max 5GiB).
     #[arg(
         long,
@@ -173,6 +177,7 @@ impl Default for SyncSpec {
             delete: false,
             max_delete: None,
             concurrency: 64,
+            max_requests_per_second: None,
             multipart_threshold: "5GiB".into(),
             part_size: "512MiB".into(),
             part_concurrency: 8,
@@ -282,6 +287,11 @@ impl TryFrom<SyncSpec> for SyncOptions {
                 "--concurrency and --part-concurrency must be at least 1".into(),
             ));
         }
+        if spec.max_requests_per_second == Some(0) {
+            return Err(SyncError::Config(
+                "--max-requests-per-second must be at least 1".into(),
+            ));
+        }
         if spec.max_attempts == 0 {
             return Err(SyncError::Config(
                 "--max-attempts must be at least 1".into(),
@@ -387,6 +397,7 @@ pub(crate) fn client_settings(
         max_attempts: spec.max_attempts,
         connect_timeout: Duration::from_secs(spec.connect_timeout_secs),
         read_timeout: Duration::from_secs(spec.read_timeout_secs),
+        max_requests_per_second: spec.max_requests_per_second,
     }
 }
 

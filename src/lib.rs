@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod multipart;
 pub mod pipeline;
 pub mod progress;
+pub mod rate_limit;
 pub mod report;
 pub mod serverless;
 pub mod verify;

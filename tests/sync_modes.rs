@@ -297,3 +297,53 @@ async fn modified_since_copies_only_recent_source_objects() {
     assert_eq!(keys(&dst).await, vec!["new"]);
     assert_eq!(count(&s, "skip_not_modified"), 1);
 }
+
+#[tokio::test]
+async fn a_request_rate_cap_spaces_every_request_of_the_run() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "rate").await;
+    for i in 0..8 {
+        put(&s3, &src, &format!("k{i}"), body(i, 10)).await;
+    }
+    let started = std::time::Instant::now();
+    let (code, s) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--max-requests-per-second", "10", "--concurrency", "8"],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(count(&s, "copied"), 8);
+    let requests: u64 = s["requests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    // N requests spaced 100 ms apart take at least (N - 1) × 100 ms: a lower
+    // bound, which a slow machine only makes easier to meet. Uncapped, moto
+    // answers these in well under a second.
+    let floor = std::time::Duration::from_millis(100 * (requests - 1));
+    assert!(
+        elapsed >= floor,
+        "{requests} requests in {elapsed:?}, under the cap's floor of {floor:?}"
+    );
+}
+
+#[test]
+fn a_zero_request_rate_is_refused() {
+    let out = run_cli(&[
+        "sync",
+        "s3://a-b-c",
+        "s3://d-e-f",
+        "--max-requests-per-second",
+        "0",
+    ]);
+    assert_eq!(out.status, 2);
+    assert!(
+        out.stderr
+            .contains("--max-requests-per-second must be at least 1"),
+        "{}",
+        out.stderr
+    );
+}

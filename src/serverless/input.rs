@@ -59,6 +59,10 @@ const STACK_OWNED: &[(&str, &str)] = &[
         "a global deletion limit cannot be enforced across parallel shards; use the CLI, or a dry run first",
     ),
     ("dry_run", "use `s3-fanout sync --dry-run` to plan"),
+    (
+        "max_requests_per_second",
+        "each Lambda would cap only itself; the fleet's rate is the stack's CopierMaxConcurrency",
+    ),
 ];
 
 /// What the planner writes to `run.json`: everything later steps need.
