@@ -68,21 +68,11 @@ pub async fn run_sync(
     } else {
         build_s3_client(&options.destination_client, Some(counter.clone())).await
     };
-    preflight(
-        &source_client,
-        &options.source,
-        "source",
-        options.copy.expected_source_owner.as_deref(),
-    )
-    .await?;
-    preflight(
-        &destination_client,
-        &options.destination,
-        "destination",
-        options.copy.expected_dest_owner.as_deref(),
-    )
-    .await?;
-
+    // No separate preflight: the first page of each listing is it. The
+    // merge-join needs both sides' first keys before it decides anything,
+    // so a missing or forbidden bucket stops the run before any write, and
+    // an unchanged run costs one listing per 1,000 keys per side and nothing
+    // else.
     let rows = Arc::new(ReportRows::new()?);
     let context = WorkContext {
         copier: Arc::new(Copier {
@@ -122,6 +112,11 @@ pub async fn run_sync(
     let mut fatal = write_phase(options, source, destination, &context, observer)
         .await
         .err();
+    if let Some(SyncError::Config(why)) = fatal {
+        // A bucket the first page could not list: nothing was decided, so
+        // nothing was written. Bad configuration, said plainly (exit 2).
+        return Err(SyncError::Config(why));
+    }
     let planned = stats.snapshot();
     let wrote_nothing = planned.plan_copy + planned.plan_update + planned.plan_delete == 0;
     if fatal.is_none() && options.verify && wrote_nothing {
@@ -221,14 +216,30 @@ async fn write_phase(
     let stats = &context.stats;
     stats.phase.store(phase::LISTING, Ordering::Relaxed);
     let counts = stats.clone();
-    let source_stream = list_range(source, options.range.clone()).inspect(move |entry| {
+    let (source_location, destination_location) =
+        (source.location.clone(), destination.location.clone());
+    let source_owner = source.expected_owner.clone();
+    let destination_owner = destination.expected_owner.clone();
+    let source_stream = first_page_checked(
+        list_range(source, options.range.clone()),
+        "source",
+        source_location,
+        source_owner,
+    )
+    .inspect(move |entry| {
         if let Ok(entry) = entry {
             Stats::add(&counts.listed_source, 1);
             Stats::add(&counts.listed_source_bytes, entry.size);
         }
     });
     let counts = stats.clone();
-    let destination_stream = list_range(destination, options.range.clone()).inspect(move |entry| {
+    let destination_stream = first_page_checked(
+        list_range(destination, options.range.clone()),
+        "destination",
+        destination_location,
+        destination_owner,
+    )
+    .inspect(move |entry| {
         if entry.is_ok() {
             Stats::add(&counts.listed_destination, 1);
         }
@@ -282,11 +293,37 @@ async fn write_phase(
     result
 }
 
-/// Check a bucket before any write: a missing or forbidden bucket is a
-/// configuration error (exit 2), said plainly, not a thousand failed copies.
-/// The check is a one-key listing (what the run needs anyway) rather than
-/// HeadBucket, so an unchanged re-run makes nothing but listings and errors
-/// come with S3's own code (`NoSuchBucket`, `AccessDenied`).
+/// A listing's first page failed: when the failure means the bucket cannot
+/// be used at all (missing, forbidden, another region), say so plainly as a
+/// configuration error; anything else stays the S3 error it was.
+fn first_page_checked<S>(
+    stream: S,
+    side: &'static str,
+    location: S3Location,
+    expected_owner: Option<String>,
+) -> impl futures::Stream<Item = Result<crate::listing::ObjectEntry, SyncError>>
+where
+    S: futures::Stream<Item = Result<crate::listing::ObjectEntry, SyncError>>,
+{
+    let mut first = true;
+    stream.map(move |item| {
+        let was_first = std::mem::replace(&mut first, false);
+        match item {
+            Err(SyncError::S3 { context, failure }) if was_first => {
+                match bucket_problem(&failure, side, &location.bucket, expected_owner.as_deref()) {
+                    Some(why) => Err(SyncError::Config(why)),
+                    None => Err(SyncError::S3 { context, failure }),
+                }
+            }
+            other => other,
+        }
+    })
+}
+
+/// Check a bucket before any write (the serverless planner's preflight): a
+/// missing or forbidden bucket is a configuration error, said plainly, not
+/// a thousand failed copies. A one-key listing rather than HeadBucket, so
+/// errors come with S3's own code (`NoSuchBucket`, `AccessDenied`).
 pub(crate) async fn preflight(
     client: &Client,
     location: &S3Location,
@@ -304,7 +341,23 @@ pub(crate) async fn preflight(
         .await;
     let Err(err) = result else { return Ok(()) };
     let failure = classify(&err);
-    let why = match (failure.code.as_str(), failure.http_status) {
+    match bucket_problem(&failure, side, bucket, expected_owner) {
+        Some(why) => Err(SyncError::Config(why)),
+        None => Err(SyncError::s3(
+            format!("checking the {side} bucket {bucket:?}"),
+            failure,
+        )),
+    }
+}
+
+/// What a failed listing says about the bucket itself, if anything.
+fn bucket_problem(
+    failure: &crate::error::S3Failure,
+    side: &str,
+    bucket: &str,
+    expected_owner: Option<&str>,
+) -> Option<String> {
+    Some(match (failure.code.as_str(), failure.http_status) {
         ("NoSuchBucket", _) | (_, Some(404)) => {
             format!("the {side} bucket {bucket:?} does not exist")
         }
@@ -325,12 +378,6 @@ pub(crate) async fn preflight(
             "the {side} bucket {bucket:?} rejected the request: {}",
             failure.message
         ),
-        _ => {
-            return Err(SyncError::s3(
-                format!("checking the {side} bucket {bucket:?}"),
-                failure,
-            ));
-        }
-    };
-    Err(SyncError::Config(why))
+        _ => return None,
+    })
 }

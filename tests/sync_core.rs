@@ -63,9 +63,9 @@ async fn full_sync_makes_destination_equal_then_rerun_only_lists() {
         vec!["ListObjectsV2"],
         "{requests:?}"
     );
-    // One page per side, plus the two one-key preflights: nothing written,
-    // so no second listing to verify what was just compared.
-    assert_eq!(requests["ListObjectsV2"], 4, "{requests:?}");
+    // One page per side and nothing else: no separate preflight, and with
+    // nothing written no second listing to verify what was just compared.
+    assert_eq!(requests["ListObjectsV2"], 2, "{requests:?}");
     assert_eq!(count(&summary, "verify_checked"), 120);
 }
 
