@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod concurrency;
 pub mod config;
 pub mod copy;
 pub mod diff;

@@ -4,13 +4,18 @@
 //! The counter is an SDK interceptor installed by the client factory, so no
 //! stage has to remember to count; the report prints the totals, and the
 //! tests use them to prove that a no-op re-run makes nothing but listings.
+//! It also counts throttling answers (503 SlowDown, 429), which is what the
+//! adaptive copy concurrency ([`crate::concurrency`]) listens to.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -19,6 +24,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 #[derive(Debug, Clone, Default)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    throttled: Arc<AtomicU64>,
 }
 
 impl RequestCounter {
@@ -42,6 +48,11 @@ impl RequestCounter {
     pub fn total(&self) -> u64 {
         self.snapshot().values().sum()
     }
+
+    /// Responses so far that asked us to slow down.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
 }
 
 impl Intercept for RequestCounter {
@@ -60,6 +71,19 @@ impl Intercept for RequestCounter {
             .map(|m| m.name().to_owned())
             .unwrap_or_else(|| "Unknown".to_owned());
         self.record(&operation);
+        Ok(())
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // S3 throttles with 503 SlowDown; some S3-compatible servers use 429.
+        if matches!(context.response().status().as_u16(), 503 | 429) {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 }

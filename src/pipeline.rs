@@ -23,6 +23,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::build_s3_client;
+use crate::concurrency::AdaptiveLimit;
 use crate::config::SyncOptions;
 use crate::copy::Copier;
 use crate::diff::{Action, decide, merge_join};
@@ -30,7 +31,7 @@ use crate::error::{SyncError, classify};
 use crate::listing::{ListTarget, list_range};
 use crate::location::S3Location;
 use crate::metrics::RequestCounter;
-use crate::report::{ReportRows, Stats, Summary, write_report};
+use crate::report::{ConcurrencyRange, ReportRows, Stats, Summary, write_report};
 use crate::verify::verify_range;
 use crate::worker::WorkContext;
 
@@ -109,9 +110,18 @@ pub async fn run_sync(
     };
 
     let (source, destination) = targets();
-    let mut fatal = write_phase(options, source, destination, &context, observer)
-        .await
-        .err();
+    let limit = Arc::new(AdaptiveLimit::new(options.concurrency));
+    let mut fatal = write_phase(
+        options,
+        source,
+        destination,
+        &context,
+        &limit,
+        &counter,
+        observer,
+    )
+    .await
+    .err();
     if let Some(SyncError::Config(why)) = fatal {
         // A bucket the first page could not list: nothing was decided, so
         // nothing was written. Bad configuration, said plainly (exit 2).
@@ -162,6 +172,15 @@ pub async fn run_sync(
         counts,
         error: fatal.filter(|_| !interrupted).map(|e| e.to_string()),
         requests: counter.snapshot(),
+        copy_concurrency: (!options.dry_run).then(|| {
+            let (lowest, highest) = limit.range();
+            ConcurrencyRange {
+                lowest,
+                highest,
+                throttle_cuts: limit.cuts(),
+                throttled_responses: counter.throttled(),
+            }
+        }),
         report_rows: rows.len(),
         failures_csv: None,
         summary_json: None,
@@ -185,27 +204,41 @@ pub async fn run_sync(
 
 /// List, diff and copy: the producer feeds a bounded channel read by
 /// `options.concurrency` workers.
+#[allow(clippy::too_many_arguments)]
 async fn write_phase(
     options: &SyncOptions,
     source: ListTarget,
     destination: ListTarget,
     context: &WorkContext,
+    limit: &Arc<AdaptiveLimit>,
+    counter: &RequestCounter,
     observer: Option<ActionObserver>,
 ) -> Result<(), SyncError> {
     let (tx, rx) = async_channel::bounded::<Action>(options.concurrency * 2);
+    // `--concurrency` workers, of which the adaptive limit lets as many run
+    // as S3 takes without throttling.
     let workers: Vec<_> = if options.dry_run {
         Vec::new()
     } else {
         (0..options.concurrency)
             .map(|_| {
-                let (rx, context) = (rx.clone(), context.clone());
+                let (rx, context, limit, counter) =
+                    (rx.clone(), context.clone(), limit.clone(), counter.clone());
                 tokio::spawn(async move {
                     while let Ok(action) = rx.recv().await {
                         if context.cancel.is_cancelled() {
                             break;
                         }
+                        let _permit = limit.acquire().await;
+                        let (started, throttled) =
+                            (tokio::time::Instant::now(), counter.throttled());
                         // Retries happened inside the SDK; what is left is reported.
                         let _ = context.apply(action).await;
+                        if counter.throttled() > throttled {
+                            limit.on_throttle();
+                        } else {
+                            limit.on_success(started.elapsed());
+                        }
                     }
                 })
             })

@@ -278,6 +278,18 @@ impl RunStatus {
     }
 }
 
+/// The lowest and highest number of copies in flight the run allowed, and
+/// what made it back off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcurrencyRange {
+    pub lowest: usize,
+    pub highest: usize,
+    /// Times the limit was halved for throttling.
+    pub throttle_cuts: u64,
+    /// 503 SlowDown / 429 answers seen (each was retried).
+    pub throttled_responses: u64,
+}
+
 /// The JSON summary of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
@@ -293,6 +305,9 @@ pub struct Summary {
     /// A fatal error that stopped the run (listing failed, for example).
     pub error: Option<String>,
     pub requests: BTreeMap<String, u64>,
+    /// How the adaptive copy concurrency moved (CLI runs that copied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_concurrency: Option<ConcurrencyRange>,
     /// Rows in failures.csv.
     pub report_rows: u64,
     /// Where failures.csv was written, if anywhere.

@@ -217,6 +217,49 @@ async fn slowdown_three_times_is_retried_and_nothing_is_lost() {
 }
 
 #[tokio::test]
+async fn throttling_halves_the_copies_in_flight_and_the_run_still_completes() {
+    // GIVEN a bucket whose first CopyObject requests are throttled
+    let (s3, src, dst, proxy) = fixture("slowdown-adaptive", 40).await;
+    proxy.add_rule(
+        Rule::on(Op::CopyObject)
+            .times(4)
+            .respond(503, SLOW_DOWN_XML),
+    );
+
+    // WHEN it is synced with up to 16 copies in flight
+    let run = sync_via(
+        &proxy,
+        &src,
+        &dst,
+        &standard_retries(&["--concurrency", "16"]),
+    );
+
+    // THEN the limit was cut below its start of 8, and nothing was lost
+    assert_eq!(run.code, 0, "{}", run.summary);
+    assert_eq!(run.count("copied"), 40);
+    let adaptive = &run.summary["copy_concurrency"];
+    assert_eq!(adaptive["throttled_responses"], 4, "{adaptive}");
+    assert!(
+        adaptive["throttle_cuts"].as_u64().unwrap() >= 1,
+        "{adaptive}"
+    );
+    assert!(adaptive["lowest"].as_u64().unwrap() <= 4, "{adaptive}");
+    assert_eq!(contents(&s3, &src).await, contents(&s3, &dst).await);
+}
+
+#[tokio::test]
+async fn without_throttling_copies_in_flight_grow_past_their_start() {
+    let (_s3, src, dst, proxy) = fixture("adaptive-grows", 60).await;
+    let run = sync_via(&proxy, &src, &dst, &["--concurrency", "32"]);
+    assert_eq!(run.code, 0, "{}", run.summary);
+    let adaptive = &run.summary["copy_concurrency"];
+    // The first window of 8 copies sets the latency baseline and doubles
+    // the limit; beyond that it grows only while moto's latency holds.
+    assert!(adaptive["highest"].as_u64().unwrap() >= 16, "{adaptive}");
+    assert_eq!(adaptive["throttle_cuts"], 0, "{adaptive}");
+}
+
+#[tokio::test]
 async fn slowdown_forever_fails_only_that_key_with_its_503() {
     // GIVEN one key whose CopyObject is always throttled
     let (s3, src, dst, proxy) = fixture("slowdown-forever", 5).await;

@@ -227,6 +227,12 @@ pub fn print_summary(s: &Summary) {
     if !requests.is_empty() {
         println!("  requests   {}", requests.join(" · "));
     }
+    if let Some(c) = &s.copy_concurrency {
+        println!(
+            "  in flight  {}–{} copies (halved {} times for {} throttling answers)",
+            c.lowest, c.highest, c.throttle_cuts, c.throttled_responses
+        );
+    }
     if let Some(error) = &s.error {
         println!("  error      {error}");
     }

@@ -270,6 +270,7 @@ pub async fn report(
         counts: counts.clone(),
         error: fatal,
         requests: BTreeMap::new(),
+        copy_concurrency: None,
         report_rows: rows.len(),
         failures_csv: None,
         summary_json: None,
