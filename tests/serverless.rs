@@ -19,6 +19,21 @@ use support::*;
 
 const MIB: usize = 1024 * 1024;
 
+/// The run's failures.csv, for assertion messages.
+fn failures_csv(summary: &Value) -> String {
+    let run_id = summary["run_id"].as_str().unwrap_or_default().to_owned();
+    let store = stack().env.store.clone();
+    let handle = stack().runtime.clone();
+    std::thread::spawn(move || {
+        handle.block_on(async move { store.get_bytes(&run_id, "failures.csv").await })
+    })
+    .join()
+    .ok()
+    .and_then(|r| r.ok().flatten())
+    .map(|b| String::from_utf8_lossy(&b).into_owned())
+    .unwrap_or_default()
+}
+
 /// `s3-fanout run --stack-outputs <test stack> --wait --json ARGS`.
 fn run(args: &[&str]) -> (i32, Option<Value>, CliOutput) {
     let _turn = one_run_at_a_time();
@@ -312,7 +327,7 @@ async fn an_object_too_large_for_one_invocation_is_copied_by_part_tasks_and_coun
     let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
 
     // THEN the object arrives whole, with the source's layout, counted once
-    assert_eq!(code, 0, "{}", out.stderr);
+    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
     assert_eq!(count(&summary, "split_objects"), 1);
     assert_eq!(count(&summary, "copied"), 2);
     assert_eq!(count(&summary, "verify_mismatched"), 0);
@@ -404,7 +419,7 @@ async fn an_unreadable_message_is_handed_back_until_the_redrive_policy_moves_it_
                 .send()
                 .await
                 .unwrap();
-            // THEN after MAX_RECEIVE_COUNT receives (2 s visibility timeout
+            // THEN after MAX_RECEIVE_COUNT receives (6 s visibility timeout
             // each) it is in the dead-letter queue, and nowhere else
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             while std::time::Instant::now() < deadline {

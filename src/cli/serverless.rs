@@ -195,7 +195,7 @@ pub struct LocalStackArgs {
     pub outputs: PathBuf,
     #[arg(long, default_value_t = 3)]
     pub max_receive_count: u32,
-    #[arg(long, default_value_t = 2, value_name = "SECS")]
+    #[arg(long, default_value_t = 6, value_name = "SECS")]
     pub visibility_timeout: u32,
     #[arg(long, default_value_t = 1)]
     pub batch_size: i32,

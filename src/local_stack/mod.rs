@@ -63,9 +63,12 @@ impl LocalStackOptions {
             router,
             functions_s3_endpoint: None,
             name: "s3-fanout".into(),
-            // Short, so a handed-back batch is retried within seconds here;
-            // the template sets 6x the copier's timeout.
-            visibility_timeout_secs: 2,
+            // Short, so a handed-back batch is retried within seconds here
+            // (the template sets 6x the copier's timeout), yet longer than
+            // any copier invocation on this stack's small objects: a message
+            // that reappears while its invocation still runs is delivered
+            // again, and after maxReceiveCount moved to the DLQ under it.
+            visibility_timeout_secs: 6,
             max_receive_count: 3,
             batch_size: 1,
             max_concurrency: 4,

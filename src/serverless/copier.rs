@@ -213,8 +213,17 @@ async fn copy_batch(
                     CopyTask::Copy { object } | CopyTask::Update { object }
                         if object.size > split_above =>
                     {
-                        parts::split(env, run, &context, &batch.batch_id, index, &object, update)
-                            .await
+                        parts::split(
+                            env,
+                            run,
+                            &context,
+                            &batch.batch_id,
+                            index,
+                            &object,
+                            update,
+                            last,
+                        )
+                        .await
                     }
                     task => match task.into_action() {
                         Some(action) => context.apply(action).await,

@@ -80,6 +80,7 @@ pub fn group_parts(layout: &Layout, max_bytes: u64) -> Vec<Range<usize>> {
 
 /// Split one large object of batch `batch_id` (its task number `task`) into
 /// part-range tasks.
+#[allow(clippy::too_many_arguments)] // the copier's context for one task, spelled out
 pub async fn split(
     env: &FunctionEnv,
     run: &RunContext,
@@ -88,29 +89,17 @@ pub async fn split(
     task: usize,
     object: &ObjectEntry,
     update: bool,
+    last_receive: bool,
 ) -> Retry {
     let run_id = &run.manifest.run_id;
     let upload = format!("{batch_id}-p{task:04}");
     let saved_name = format!("{}upload.json", folder(&upload));
-    let saved = match env.store.get_json::<SavedUpload>(run_id, &saved_name).await {
-        Ok(Some(saved)) => saved,
-        Ok(None) => match start_upload(&run.copier, object).await {
-            Ok(started) => {
-                let saved = SavedUpload {
-                    upload_id: started.upload_id,
-                    layout: started.layout,
-                    warnings: started.warnings,
-                };
-                if let Err(err) = env.store.put_json(run_id, &saved_name, &saved).await {
-                    let err = CopyError::Failed(store_failure(err));
-                    let err = abort_after(&run.copier, object, &saved.upload_id, err).await;
-                    return settle(context, &object.key, err);
-                }
-                saved
-            }
-            Err(err) => return settle(context, &object.key, err),
-        },
-        Err(err) => return settle(context, &object.key, CopyError::Failed(store_failure(err))),
+    let saved = match recorded_upload(env, run, object, &saved_name).await {
+        Ok(saved) => saved,
+        Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
+            return Retry::Worthwhile;
+        }
+        Err(err) => return settle(context, &object.key, err),
     };
     let ranges = group_parts(&saved.layout, env.config.split_object_bytes);
     let groups = ranges.len() as u32;
@@ -164,6 +153,51 @@ pub async fn split(
     tracing::info!(key = %object.key, upload, groups, "split a large object into part tasks");
     Stats::add(&context.stats.split_objects, 1);
     Retry::No
+}
+
+/// The upload of this object, started once. Two deliveries of the same
+/// batch can split the same object at the same time; the record is written
+/// only if absent, so one upload wins and the other is aborted at once
+/// (otherwise groups of two uploads would mix their parts).
+async fn recorded_upload(
+    env: &FunctionEnv,
+    run: &RunContext,
+    object: &ObjectEntry,
+    saved_name: &str,
+) -> Result<SavedUpload, CopyError> {
+    let run_id = &run.manifest.run_id;
+    let store_error = |err| CopyError::Failed(store_failure(err));
+    if let Some(saved) = env
+        .store
+        .get_json(run_id, saved_name)
+        .await
+        .map_err(store_error)?
+    {
+        return Ok(saved);
+    }
+    let started = start_upload(&run.copier, object).await?;
+    let saved = SavedUpload {
+        upload_id: started.upload_id,
+        layout: started.layout,
+        warnings: started.warnings,
+    };
+    let body = serde_json::to_vec(&saved).expect("an upload record serialises");
+    match env.store.put_if_absent(run_id, saved_name, body).await {
+        Ok(true) => Ok(saved),
+        Ok(false) => {
+            let _ = abort_after(&run.copier, object, &saved.upload_id, CopyError::Cancelled).await;
+            env.store
+                .get_json(run_id, saved_name)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| {
+                    store_error(SyncError::Report(format!(
+                        "{saved_name} was written by another delivery but cannot be read"
+                    )))
+                })
+        }
+        Err(err) => Err(abort_after(&run.copier, object, &saved.upload_id, store_error(err)).await),
+    }
 }
 
 /// Copy one group of parts; the last group to finish completes the upload.
@@ -227,10 +261,15 @@ async fn group_outcome(
         .await;
         let parts = match copied {
             Ok(parts) => parts,
+            // A duplicate delivery of this group can still be copying when
+            // another group completes (or aborts) the upload; its parts then
+            // fail with NoSuchUpload, and the object is the other group's
+            // to count.
+            Err(_) if settled_elsewhere(env, run_id, &dir, false).await? => return Ok(Retry::No),
             Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
                 return Ok(Retry::Worthwhile);
             }
-            Err(err) => return Ok(fail_upload(env, run, context, group, err).await),
+            Err(err) => return Ok(fail_upload(env, run, context, group, err, false).await),
         };
         let etags: Vec<(i32, String)> = parts
             .iter()
@@ -289,7 +328,7 @@ async fn group_outcome(
         Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
             return Ok(Retry::Worthwhile);
         }
-        Err(err) => return Ok(fail_upload(env, run, context, group, err).await),
+        Err(err) => return Ok(fail_upload(env, run, context, group, err, true).await),
     }
     let stats = &context.stats;
     Stats::add(
@@ -303,6 +342,32 @@ async fn group_outcome(
     Stats::add(&stats.bytes_copied, group.object.size);
     tracing::info!(key = %group.object.key, upload = group.upload, "completed a split multipart copy");
     Ok(Retry::No)
+}
+
+/// Another group has aborted the upload, or (unless `claimant`, the group
+/// that claimed it) claimed its completion.
+async fn settled_elsewhere(
+    env: &FunctionEnv,
+    run_id: &str,
+    dir: &str,
+    claimant: bool,
+) -> Result<bool, SyncError> {
+    let markers: &[&str] = if claimant {
+        &["aborted.json"]
+    } else {
+        &["complete.json", "aborted.json"]
+    };
+    for marker in markers {
+        if env
+            .store
+            .get_bytes(run_id, &format!("{dir}{marker}"))
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// `parts/UPLOAD/0003.json`: a finished group's part ETags.
@@ -334,15 +399,14 @@ async fn fail_upload(
     context: &WorkContext,
     group: &PartGroup,
     err: CopyError,
+    claimant: bool,
 ) -> Retry {
     let run_id = &run.manifest.run_id;
     let dir = folder(&group.upload);
-    if let Ok(Some(_)) = env
-        .store
-        .get_bytes(run_id, &format!("{dir}aborted.json"))
-        .await
-    {
-        return Retry::No; // another group already reported it
+    // Never abort an upload another group has claimed to complete, and
+    // report an object only once.
+    if let Ok(true) = settled_elsewhere(env, run_id, &dir, claimant).await {
+        return Retry::No;
     }
     let _ = env
         .store

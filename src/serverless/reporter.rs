@@ -37,6 +37,9 @@ pub enum ReporterEvent {
         idle_polls: u32,
         #[serde(default)]
         polls: u32,
+        /// Results counted at the previous poll.
+        #[serde(default)]
+        batches_done: u64,
     },
     Report {
         run_id: String,
@@ -92,7 +95,8 @@ pub async fn handle(
             run_id,
             idle_polls,
             polls,
-        } => progress(env, &run_id, idle_polls, polls)
+            batches_done,
+        } => progress(env, &run_id, idle_polls, polls, batches_done)
             .await
             .map(ReporterOutput::Progress),
         ReporterEvent::Report { run_id, error } => report(env, &run_id, error)
@@ -131,13 +135,17 @@ pub async fn progress(
     run_id: &str,
     idle_polls: u32,
     polls: u32,
+    done_before: u64,
 ) -> Result<Progress, SyncError> {
     let (_, sent) = sent_batches(env, run_id).await?;
     let done = done_ids(&env.store.list(run_id, "results/").await?);
     let batches_done = sent.keys().filter(|id| done.contains(*id)).count() as u64;
     let batches_sent = sent.len() as u64;
+    // Idle: results missing, none arrived since the last poll, and nothing
+    // left on the queue or in flight. Only a batch lost without a result
+    // (a copier killed on its last receive) looks like that for long.
     let mut idle = 0;
-    if batches_done < batches_sent && queue_is_empty(env).await? {
+    if batches_done < batches_sent && batches_done == done_before && queue_is_empty(env).await? {
         idle = idle_polls + 1;
     }
     let complete = batches_done == batches_sent || idle >= IDLE_POLLS_BEFORE_GIVING_UP;

@@ -31,7 +31,7 @@ pub struct TestStack {
 
 /// Small numbers so every path is exercised in seconds: shards loop on the
 /// lister's cursor (few keys per invocation), handed-back batches reappear
-/// after 2 s, and the third receive is the last.
+/// after 6 s, and the third receive is the last.
 pub const LISTER_MAX_KEYS: u64 = 7;
 pub const MAX_RECEIVE_COUNT: u32 = 3;
 
