@@ -1,0 +1,359 @@
+#!/usr/bin/env bash
+# Peer benchmark: s3-fanout next to rclone, the AWS CLI, s3cmd, s4cmd and
+# s3sync, each doing a server-side sync from bucket A to bucket B on the same
+# local moto server, with the same data, one tool after another.
+#
+#   scripts/bench.sh
+#   COUNT=2000 BIG_COUNT=20 BIG_SIZE_MIB=9 CHANGE_PCT=1 TOOLS="s3-fanout rclone" scripts/bench.sh
+#   CHART=0 INSTALL=0 SCENARIOS="prefixed resync-unchanged" scripts/bench.sh
+#
+# Every request goes through a counting proxy (scripts/bench/proxy.py), so
+# each run gets requests by S3 operation. Scenarios: prefixed (COUNT objects
+# over 20 prefixes, into an empty bucket), flat (COUNT keys under one
+# prefix), multipart (BIG_COUNT objects of BIG_SIZE_MIB MiB, threshold
+# 8 MiB where a tool has one), resync-unchanged and resync-1pct (the
+# prefixed destination again, before and after CHANGE_PCT% of the source is
+# rewritten). Peers missing from the machine are installed (apt-get, or
+# `cargo install s3sync` into .tools/cargo); one that cannot be is skipped
+# with the reason in the output. Results: a Markdown table on stdout and in
+# bench-results/latest.md, everything in bench-results/latest.json, a chart
+# in bench-results/latest.png (matplotlib, pip-installed into .venv; CHART=0
+# skips it), each tool's output in bench-results/logs/.
+# Progress goes to stderr.
+set -euo pipefail
+
+COUNT="${COUNT:-2000}"
+BIG_COUNT="${BIG_COUNT:-20}"
+BIG_SIZE_MIB="${BIG_SIZE_MIB:-9}"
+CHANGE_PCT="${CHANGE_PCT:-1}"
+TOOLS="${TOOLS:-s3-fanout rclone awscli s3cmd s4cmd s3sync}"
+SCENARIOS="${SCENARIOS:-prefixed flat multipart resync-unchanged resync-1pct}"
+INSTALL="${INSTALL:-1}"            # 0: never install a missing peer, just skip it
+S3SYNC_VERSION="${S3SYNC_VERSION:-}" # empty: the newest on crates.io
+readonly COUNT BIG_COUNT BIG_SIZE_MIB CHANGE_PCT TOOLS SCENARIOS INSTALL S3SYNC_VERSION
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly REPO
+cd "$REPO"
+readonly OUT_DIR="$REPO/bench-results"
+readonly TOOLS_DIR="$REPO/.tools"
+readonly PY="$REPO/.venv/bin/python"
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+for var in COUNT BIG_COUNT BIG_SIZE_MIB; do
+    [[ "${!var}" =~ ^[1-9][0-9]*$ ]] || die "$var must be a positive integer, got '${!var}'"
+done
+[[ "$CHANGE_PCT" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "CHANGE_PCT must be a number, got '$CHANGE_PCT'"
+((BIG_SIZE_MIB > 8)) || die "BIG_SIZE_MIB must be above the 8 MiB multipart threshold, got $BIG_SIZE_MIB"
+
+# Dummy credentials and nothing from the machine's own AWS setup: a profile
+# or endpoint variable must not send the benchmark anywhere but loopback.
+unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_SECURITY_TOKEN \
+    AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE \
+    AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_CONTAINER_CREDENTIALS_FULL_URI \
+    HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy \
+    AWS_CA_BUNDLE # rclone 1.60 (Debian) refuses to start with it set; plain HTTP here anyway
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
+    AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null \
+    AWS_SHARED_CREDENTIALS_FILE=/dev/null NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost \
+    S3_ACCESS_KEY=testing S3_SECRET_KEY=testing
+
+# --- installs ------------------------------------------------------------------
+
+APT_UPDATED=0
+apt_install() {
+    [[ "$INSTALL" == 1 ]] || return 1
+    command -v apt-get >/dev/null || return 1
+    if ((!APT_UPDATED)); then
+        log "apt-get update"
+        apt-get update -qq >&2 || return 1
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+# Sets SKIP[tool] to the reason when a peer cannot be had.
+declare -A SKIP=() VERSION=()
+S3SYNC_BIN="$TOOLS_DIR/cargo/bin/s3sync"
+AWS_BIN=/usr/bin/aws
+
+ensure_tools() {
+    [[ -x /usr/bin/time ]] || apt_install time || die "/usr/bin/time (Debian package 'time') is needed for peak RSS"
+    "$REPO/scripts/moto.sh" install
+    local tool
+    for tool in $TOOLS; do
+        case "$tool" in
+        s3-fanout) ;;
+        rclone) command -v rclone >/dev/null || apt_install rclone || SKIP[rclone]="not installed and apt-get install rclone failed" ;;
+        awscli)
+            # Debian's /usr/bin/aws, not whatever an `aws` earlier on PATH is.
+            [[ -x "$AWS_BIN" ]] || apt_install awscli || SKIP[awscli]="not installed and apt-get install awscli failed"
+            [[ -x "$AWS_BIN" ]] || SKIP[awscli]="${SKIP[awscli]:-apt-get install awscli did not provide $AWS_BIN}"
+            ;;
+        s3cmd) command -v s3cmd >/dev/null || apt_install s3cmd || SKIP[s3cmd]="not installed and apt-get install s3cmd failed" ;;
+        s4cmd)
+            if ! command -v s4cmd >/dev/null && ! apt_install s4cmd; then
+                if [[ "$INSTALL" == 1 ]] && "$PY" -m pip install --quiet --disable-pip-version-check s4cmd >&2; then
+                    :
+                else
+                    SKIP[s4cmd]="not installed; neither apt-get nor pip could install s4cmd"
+                fi
+            fi
+            ;;
+        s3sync)
+            if [[ ! -x "$S3SYNC_BIN" ]]; then
+                if [[ "$INSTALL" == 1 ]]; then
+                    log "cargo install s3sync into $TOOLS_DIR/cargo (several minutes on 2 cores; logs in $TOOLS_DIR/s3sync-install.log)"
+                    mkdir -p "$TOOLS_DIR"
+                    # Its own target dir: sharing the project's would wait on its lock.
+                    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}/s3sync-install" \
+                        cargo install s3sync ${S3SYNC_VERSION:+--version "$S3SYNC_VERSION"} --locked \
+                        --root "$TOOLS_DIR/cargo" >"$TOOLS_DIR/s3sync-install.log" 2>&1 ||
+                        SKIP[s3sync]="cargo install s3sync failed (see .tools/s3sync-install.log)"
+                else
+                    SKIP[s3sync]="not installed ($S3SYNC_BIN) and INSTALL=0"
+                fi
+            fi
+            ;;
+        *) die "unknown tool '$tool' (known: s3-fanout rclone awscli s3cmd s4cmd s3sync)" ;;
+        esac
+    done
+    return 0
+}
+
+s4cmd_cmd() { if command -v s4cmd >/dev/null; then command -v s4cmd; else echo "$REPO/.venv/bin/s4cmd"; fi; }
+
+tool_version() {
+    case "$1" in
+    s3-fanout) echo "$("$BIN" --version 2>/dev/null | head -1) ($BIN)" ;;
+    rclone) rclone version 2>/dev/null | head -1 ;;
+    awscli) "$AWS_BIN" --version 2>&1 | head -1 | cut -d' ' -f1 ;;
+    s3cmd) s3cmd --version 2>/dev/null | head -1 ;;
+    s4cmd) "$(s4cmd_cmd)" --version 2>&1 | head -1 ;;
+    s3sync) "$S3SYNC_BIN" --version 2>/dev/null | head -1 ;;
+    esac
+}
+
+# --- build ---------------------------------------------------------------------
+
+# S3_FANOUT_BIN=path skips the build (e.g. to try the script with a debug build).
+if [[ -n "${S3_FANOUT_BIN:-}" ]]; then
+    BIN="$S3_FANOUT_BIN"
+else
+    log "building s3-fanout (release: absolute speed is what is compared)"
+    cargo build --quiet --release --bin s3-fanout
+    target_dir="$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    BIN="$target_dir/release/s3-fanout"
+fi
+readonly BIN
+[[ -x "$BIN" ]] || die "no s3-fanout binary at $BIN"
+
+ensure_tools
+
+# --- servers ---------------------------------------------------------------------
+
+WORK="$(mktemp -d)"
+readonly WORK
+port="" proxy_pid=""
+cleanup() {
+    if [[ -n "$proxy_pid" ]]; then kill "$proxy_pid" 2>/dev/null || true; fi
+    if [[ -n "$port" ]]; then scripts/moto.sh stop "$port" || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+moto="$(scripts/moto.sh start)"
+port="${moto##*:}"
+"$PY" scripts/bench/proxy.py --upstream "$moto" --port-file "$WORK/proxy.port" 2>"$WORK/proxy.log" &
+proxy_pid=$!
+for _ in $(seq 1 100); do [[ -s "$WORK/proxy.port" ]] && break; sleep 0.1; done
+[[ -s "$WORK/proxy.port" ]] || die "the counting proxy did not start: $(cat "$WORK/proxy.log")"
+PROXY="http://127.0.0.1:$(cat "$WORK/proxy.port")"
+readonly PROXY
+log "moto at $moto, counting proxy at $PROXY"
+
+s3u() { "$PY" scripts/bench/s3util.py "$@"; }
+
+# --- per-tool configuration ------------------------------------------------------
+
+proxy_hostport="${PROXY#http://}"
+cat >"$WORK/s3cmd.cfg" <<EOF
+[default]
+access_key = testing
+secret_key = testing
+host_base = $proxy_hostport
+host_bucket = $proxy_hostport
+use_https = False
+signature_v2 = False
+bucket_location = us-east-1
+check_ssl_certificate = False
+proxy_host =
+EOF
+sed 's/^proxy_host =$/multipart_copy_chunk_size_mb = 8/' "$WORK/s3cmd.cfg" >"$WORK/s3cmd-mp.cfg"
+printf '[default]\nregion = us-east-1\n' >"$WORK/aws.cfg"
+printf '[default]\nregion = us-east-1\ns3 =\n  multipart_threshold = 8MB\n  multipart_chunksize = 8MB\n' >"$WORK/aws-mp.cfg"
+: >"$WORK/rclone.conf"
+export RCLONE_CONFIG="$WORK/rclone.conf" RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
+    RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=testing RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=testing \
+    RCLONE_CONFIG_BENCH_ENDPOINT="$PROXY" RCLONE_CONFIG_BENCH_REGION=us-east-1 \
+    RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
+
+# The command line of TOOL syncing SRC to DST in SCENARIO, into the CMD array.
+# Peers run at their defaults, except the multipart threshold (8 MiB, 8 MiB
+# parts) in the multipart scenario, where each has a flag for it.
+tool_cmd() {
+    local tool="$1" scen="$2" src="$3" dst="$4" mp=0 cfg=""
+    if [[ "$scen" == multipart ]]; then mp=1 cfg=-mp; fi
+    case "$tool" in
+    s3-fanout)
+        CMD=("$BIN" sync "s3://$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json)
+        if ((mp)); then CMD+=(--multipart-threshold 8MiB --part-size 8MiB); fi
+        ;;
+    rclone)
+        # Same remote on both sides: rclone copies server-side.
+        CMD=(rclone sync "bench:$src" "bench:$dst")
+        if ((mp)); then CMD+=(--s3-copy-cutoff 8M); fi
+        ;;
+    awscli)
+        CMD=(env AWS_CONFIG_FILE="$WORK/aws$cfg.cfg" "$AWS_BIN" s3 sync "s3://$src" "s3://$dst"
+            --endpoint-url "$PROXY" --only-show-errors)
+        ;;
+    s3cmd)
+        CMD=(s3cmd -c "$WORK/s3cmd$cfg.cfg" --no-progress sync "s3://$src/" "s3://$dst/")
+        ;;
+    s4cmd)
+        CMD=("$(s4cmd_cmd)" --endpoint-url "$PROXY" sync "s3://$src/" "s3://$dst/")
+        if ((mp)); then CMD+=(--max-singlepart-copy-size $((8 * 1024 * 1024)) --multipart-split-size $((8 * 1024 * 1024))); fi
+        ;;
+    s3sync)
+        CMD=("$S3SYNC_BIN" --server-side-copy --show-no-progress
+            --source-endpoint-url "$PROXY" --target-endpoint-url "$PROXY"
+            --source-force-path-style --target-force-path-style
+            --source-region us-east-1 --target-region us-east-1
+            --source-access-key testing --source-secret-access-key testing
+            --target-access-key testing --target-secret-access-key testing)
+        if ((mp)); then CMD+=(--multipart-threshold 8MiB --multipart-chunksize 8MiB); fi
+        CMD+=("s3://$src" "s3://$dst")
+        ;;
+    esac
+}
+
+# --- scenarios ---------------------------------------------------------------------
+
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+declare -A SRC=([prefixed]=src-prefixed [flat]=src-flat [multipart]=src-multipart
+    [resync-unchanged]=src-prefixed [resync-1pct]=src-prefixed)
+declare -A OBJECTS=([prefixed]="$COUNT" [flat]="$COUNT" [multipart]="$BIG_COUNT"
+    [resync-unchanged]="$COUNT" [resync-1pct]="$COUNT")
+
+# Destination bucket of TOOL in SCENARIO; re-syncs reuse the prefixed one.
+dst_bucket() {
+    local scen="$2"
+    [[ "$scen" == resync-* ]] && scen=prefixed
+    echo "dst-${1//[^a-z0-9]/-}-$scen"
+}
+
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+log "seeding sources (straight to moto, not through the proxy)"
+if want prefixed || want resync-unchanged || want resync-1pct; then s3u seed "$moto" src-prefixed prefixed "$COUNT"; fi
+if want flat; then s3u seed "$moto" src-flat flat "$COUNT"; fi
+if want multipart; then s3u seed "$moto" src-multipart big "$BIG_COUNT" $((BIG_SIZE_MIB * 1024 * 1024)); fi
+
+run_one() {
+    local tool="$1" scen="$2" src="$3" dst="$4"
+    local t="$WORK/$tool-$scen"
+    tool_cmd "$tool" "$scen" "$src" "$dst"
+    log "$scen: $tool: ${CMD[*]}"
+    curl --silent --fail --noproxy '*' -X POST "$PROXY/__proxy/reset" >/dev/null
+    local start end code=0
+    start="$(date +%s.%N)"
+    /usr/bin/time -v -o "$t.time" "${CMD[@]}" </dev/null >"$t.out" 2>"$t.err" || code=$?
+    end="$(date +%s.%N)"
+    curl --silent --fail --noproxy '*' "$PROXY/__proxy/counts" >"$t.counts"
+    s3u compare "$moto" "$src" "$dst" >"$t.compare"
+    local note=""
+    # /usr/bin/time exits with the command's status; its own failures are 126/127.
+    if ((code != 0)); then
+        log "$scen: $tool exited $code; last lines of its stderr:"
+        tail -n 5 "$t.err" | sed 's/^/    /' >&2
+        if ((code == 3)) && [[ "$tool" == s3-fanout ]]; then note="warnings"; fi
+    fi
+    "$PY" scripts/bench/report.py record "$RESULTS" "$tool" "$scen" "${OBJECTS[$scen]}" "$code" \
+        "$(python3 -c "print($end - $start)")" "$t.time" "$t.counts" "$t.compare" "$note"
+    mkdir -p "$OUT_DIR/logs"
+    cp "$t.out" "$OUT_DIR/logs/$tool-$scen.stdout" 2>/dev/null || true
+    cp "$t.err" "$OUT_DIR/logs/$tool-$scen.stderr" 2>/dev/null || true
+}
+
+ACTIVE=()
+for tool in $TOOLS; do
+    if [[ -n "${SKIP[$tool]:-}" ]]; then
+        log "SKIPPING $tool: ${SKIP[$tool]}"
+        "$PY" scripts/bench/report.py skip "$RESULTS" "$tool" "${SKIP[$tool]}"
+    else
+        ACTIVE+=("$tool")
+        VERSION[$tool]="$(tool_version "$tool" || true)"
+    fi
+done
+((${#ACTIVE[@]})) || die "no tool to run"
+rm -rf "$OUT_DIR/logs"
+
+for scen in $SCENARIOS; do
+    [[ -n "${SRC[$scen]:-}" ]] || die "unknown scenario '$scen'"
+    if [[ "$scen" == resync-1pct ]]; then
+        log "rewriting $CHANGE_PCT% of s3://${SRC[$scen]}"
+        s3u mutate "$moto" "${SRC[$scen]}" "$CHANGE_PCT"
+        sleep 1 # newer LastModified than any copy, at one-second resolution
+    fi
+    for tool in "${ACTIVE[@]}"; do
+        dst="$(dst_bucket "$tool" "$scen")"
+        if [[ "$scen" != resync-* ]]; then
+            s3u fresh "$moto" "$dst"
+        elif ! want prefixed; then
+            die "$scen needs the prefixed scenario first (SCENARIOS=\"prefixed $scen\")"
+        fi
+        run_one "$tool" "$scen" "${SRC[$scen]}" "$dst"
+        # Multipart copies hold BIG_COUNT x BIG_SIZE in moto's memory: free them.
+        if [[ "$scen" == multipart ]]; then s3u rmbucket "$moto" "$dst"; fi
+    done
+done
+
+# --- report ---------------------------------------------------------------------------
+
+mkdir -p "$OUT_DIR"
+{
+    printf '{"date": "%s", "params": {"COUNT": %s, "BIG_COUNT": %s, "BIG_SIZE_MIB": %s, "CHANGE_PCT": %s},' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$COUNT" "$BIG_COUNT" "$BIG_SIZE_MIB" "$CHANGE_PCT"
+    printf '"machine": {"cpus": %s}, "versions": {' "$(nproc)"
+    sep=""
+    for tool in "${ACTIVE[@]}"; do
+        printf '%s"%s": %s' "$sep" "$tool" "$(python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "${VERSION[$tool]}")"
+        sep=", "
+    done
+    printf '}}\n'
+} >"$WORK/meta.json"
+"$PY" scripts/bench/report.py render "$RESULTS" "$OUT_DIR/latest.md" "$OUT_DIR/latest.json" "$WORK/meta.json"
+log "wrote $OUT_DIR/latest.md and $OUT_DIR/latest.json (tool output in $OUT_DIR/logs/)"
+
+# The chart is an extra: without matplotlib (and no way to install it into
+# .venv) the tables above still stand.
+if [[ "${CHART:-1}" == 1 ]]; then
+    if ! "$PY" -c 'import matplotlib' 2>/dev/null && [[ "$INSTALL" == 1 ]]; then
+        log "pip install matplotlib into .venv (for the chart)"
+        "$PY" -m pip install --quiet --disable-pip-version-check matplotlib >&2 || true
+    fi
+    if "$PY" scripts/bench/chart.py "$OUT_DIR/latest.json" "$OUT_DIR/latest.png" 2>"$WORK/chart.err"; then
+        log "wrote $OUT_DIR/latest.png"
+    else
+        log "no chart: $(tail -n 1 "$WORK/chart.err")"
+    fi
+fi

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Results bookkeeping for scripts/bench.sh.
+
+    report.py record RESULTS.jsonl TOOL SCENARIO OBJECTS EXIT WALL_S TIME_V_FILE COUNTS.json COMPARE.json [NOTE]
+    report.py skip   RESULTS.jsonl TOOL REASON
+    report.py render RESULTS.jsonl OUT.md OUT.json META.json    (Markdown also on stdout)
+"""
+
+import json
+import re
+import sys
+
+
+def peak_rss_kib(path):
+    try:
+        with open(path) as f:
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", f.read())
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def record(out, tool, scenario, objects, code, wall, time_file, counts_file, compare_file, note=""):
+    counts = load(counts_file, {"ops": {}, "errors": {}, "total": None})
+    compare = load(compare_file, {})
+    wall = float(wall)
+    rec = {
+        "tool": tool,
+        "scenario": scenario,
+        "objects": int(objects),
+        "exit_code": int(code),
+        "wall_s": round(wall, 3),
+        "objects_per_s": round(int(objects) / wall, 1) if wall > 0 else None,
+        "peak_rss_kib": peak_rss_kib(time_file),
+        "requests_total": counts.get("total"),
+        "requests": counts.get("ops", {}),
+        "request_errors": counts.get("errors", {}),
+        "compare": compare,
+        "note": note,
+    }
+    with open(out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def skip(out, tool, reason):
+    with open(out, "a") as f:
+        f.write(json.dumps({"tool": tool, "skipped": reason}) + "\n")
+
+
+# Short names for the per-operation column.
+ABBREV = {
+    "ListObjectsV2": "LOv2", "ListObjects": "LOv1", "CopyObject": "Copy", "UploadPartCopy": "UPC",
+    "CreateMultipartUpload": "CMU", "CompleteMultipartUpload": "CompMU", "AbortMultipartUpload": "AbortMU",
+    "HeadObject": "Head", "GetObject": "Get", "PutObject": "Put", "HeadBucket": "HeadB",
+    "GetBucketLocation": "Loc", "ListBuckets": "LB", "CreateBucket": "MkB", "GetObjectTagging": "GetTag",
+    "PutObjectTagging": "PutTag", "DeleteObject": "Del", "DeleteObjects": "DelN", "ListParts": "LParts",
+    "UploadPart": "UP",
+}
+
+
+def fmt_rss(kib):
+    return f"{kib / 1024:.0f}" if kib else "?"
+
+
+def render(results, out_md, out_json, meta_file):
+    rows, skipped = [], []
+    with open(results) as f:
+        for line in f:
+            rec = json.loads(line)
+            (skipped if "skipped" in rec else rows).append(rec)
+    meta = load(meta_file, {})
+    scenarios = []
+    for r in rows:
+        if r["scenario"] not in scenarios:
+            scenarios.append(r["scenario"])
+    lines = [f"# s3-fanout vs peers ({meta.get('date', '')})", ""]
+    lines.append(
+        "Same moto server, same data, one tool at a time, each through a counting proxy. "
+        + ", ".join(f"{k}={v}" for k, v in meta.get("params", {}).items()) + "."
+    )
+    lines.append("")
+    lines.append("Versions: " + "; ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()))
+    lines.append("")
+    for scen in scenarios:
+        lines.append(f"## {scen}")
+        lines.append("")
+        lines.append("| tool | exit | wall s | obj/s | peak RSS MiB | requests | by operation | equal key+size | equal ETag |")
+        lines.append("|---|---:|---:|---:|---:|---:|---|:---:|:---:|")
+        for r in (r for r in rows if r["scenario"] == scen):
+            ops = ", ".join(f"{ABBREV.get(k, k)} {v}" for k, v in sorted(r["requests"].items(), key=lambda kv: -kv[1]))
+            errs = sum(r["request_errors"].values())
+            if errs:
+                ops += f" ({errs} 4xx/5xx: " + ", ".join(f"{ABBREV.get(k, k)} {v}" for k, v in r["request_errors"].items()) + ")"
+            c = r["compare"]
+            eq_size = "yes" if c.get("equal_key_size") else f"**no** ({c.get('missing', '?')} missing, {c.get('size_mismatch', '?')} size)"
+            if c.get("equal_etag"):
+                eq_etag = "yes"
+            elif c.get("equal_key_size"):
+                n, mp = c.get("etag_mismatch", 0), c.get("etag_mismatch_multipart_shape", 0)
+                eq_etag = f"no ({n} differ" + (f", {mp} multipart-shaped" if mp else "") + ")"
+            else:
+                eq_etag = "no"
+            note = f" ({r['note']})" if r.get("note") else ""
+            lines.append(
+                f"| {r['tool']}{note} | {r['exit_code']} | {r['wall_s']:.1f} | {r['objects_per_s'] or 0:.0f} | "
+                f"{fmt_rss(r['peak_rss_kib'])} | {r['requests_total'] if r['requests_total'] is not None else '?'} | {ops} | {eq_size} | {eq_etag} |"
+            )
+        lines.append("")
+    if skipped:
+        lines.append("## Skipped peers")
+        lines.append("")
+        for s in skipped:
+            lines.append(f"- **{s['tool']}**: {s['skipped']}")
+        lines.append("")
+    lines.append("Operation abbreviations: " + ", ".join(f"{v} = {k}" for k, v in ABBREV.items()) + ".")
+    lines.append("")
+    lines.append(
+        "obj/s = source objects in the scenario / wall time (for re-syncs: objects compared). "
+        "Equal ETag may legitimately fail for multipart copies: a `-N` ETag depends on the part layout a tool chose."
+    )
+    md = "\n".join(lines) + "\n"
+    with open(out_md, "w") as f:
+        f.write(md)
+    with open(out_json, "w") as f:
+        json.dump({**meta, "results": rows, "skipped": skipped}, f, indent=2)
+        f.write("\n")
+    sys.stdout.write(md)
+
+
+def main():
+    cmd, *args = sys.argv[1:]
+    {"record": record, "skip": skip, "render": render}[cmd](*args)
+
+
+if __name__ == "__main__":
+    main()

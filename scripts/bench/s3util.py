@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""S3 helpers for scripts/bench.sh, talking straight to moto (not the proxy).
+
+    s3util.py seed     ENDPOINT BUCKET SHAPE COUNT [SIZE]   SHAPE: prefixed | flat | big
+    s3util.py mutate   ENDPOINT BUCKET PERCENT              rewrite PERCENT% of the keys
+    s3util.py mkbucket ENDPOINT BUCKET                      create (empty) bucket
+    s3util.py rmbucket ENDPOINT BUCKET                      delete bucket and all objects
+    s3util.py fresh    ENDPOINT BUCKET                      rmbucket, then mkbucket
+    s3util.py compare  ENDPOINT SRC DST                     JSON: equality of key/size/ETag listings
+
+Content is derived from the key, so seeding is reproducible. Only loopback
+endpoints are accepted.
+"""
+
+import concurrent.futures as cf
+import hashlib
+import json
+import sys
+import urllib.parse
+
+import boto3
+from botocore.config import Config
+
+THREADS = 16
+
+
+def client(endpoint):
+    host = urllib.parse.urlsplit(endpoint).hostname
+    if host not in ("127.0.0.1", "localhost"):
+        sys.exit(f"s3util.py: refusing non-loopback endpoint {endpoint}")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=THREADS * 2,
+                      retries={"max_attempts": 10, "mode": "standard"}),
+    )
+
+
+def body(seed, size):
+    block = hashlib.sha256(seed.encode()).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def keys_for(shape, count):
+    if shape == "prefixed":
+        # Same shape as examples/seed.rs: 20 first-level prefixes.
+        return [(f"data{i % 20:02}/{i:07}.bin", 100 + (i * 7919) % 1901) for i in range(count)]
+    if shape == "flat":
+        return [(f"flat/{i:07}.bin", 100 + (i * 7919) % 1901) for i in range(count)]
+    raise ValueError(shape)
+
+
+def mkbucket(s3, bucket):
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+
+
+def seed(endpoint, bucket, shape, count, size=None):
+    s3 = client(endpoint)
+    mkbucket(s3, bucket)
+    if shape == "big":
+        objs = [(f"big/{i:03}.bin", int(size)) for i in range(count)]
+    else:
+        objs = keys_for(shape, count)
+
+    def put(obj):
+        key, n = obj
+        s3.put_object(Bucket=bucket, Key=key, Body=body(key, n))
+        return n
+
+    with cf.ThreadPoolExecutor(4 if shape == "big" else THREADS) as pool:
+        total = sum(pool.map(put, objs))
+    print(f"s3util: seeded s3://{bucket}: {len(objs)} objects, {total} bytes", file=sys.stderr)
+
+
+def listing(s3, bucket):
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            out[o["Key"]] = (o["Size"], o["ETag"].strip('"'))
+    return out
+
+
+def mutate(endpoint, bucket, percent):
+    """Rewrite every (100/percent)-th key: even ones keep their size (only
+    content and ETag change), odd ones grow by 17 bytes."""
+    s3 = client(endpoint)
+    keys = sorted(listing(s3, bucket).items())
+    step = max(1, round(100 / float(percent)))
+    picked = keys[::step]
+
+    def put(i_item):
+        i, (key, (size, _)) = i_item
+        n = size if i % 2 == 0 else size + 17
+        s3.put_object(Bucket=bucket, Key=key, Body=body(key + "#v2", n))
+
+    with cf.ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(put, enumerate(picked)))
+    print(f"s3util: rewrote {len(picked)} of {len(keys)} objects in s3://{bucket} "
+          f"({(len(picked) + 1) // 2} same size, {len(picked) // 2} resized)", file=sys.stderr)
+
+
+def rmbucket(endpoint, bucket):
+    s3 = client(endpoint)
+    try:
+        keys = list(listing(s3, bucket))
+    except s3.exceptions.NoSuchBucket:
+        return
+    for i in range(0, len(keys), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+    for up in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+    s3.delete_bucket(Bucket=bucket)
+
+
+def compare(endpoint, src, dst):
+    s3 = client(endpoint)
+    a, b = listing(s3, src), listing(s3, dst)
+    missing = [k for k in a if k not in b]
+    extra = [k for k in b if k not in a]
+    size_diff = [k for k in a if k in b and a[k][0] != b[k][0]]
+    etag_diff = [k for k in a if k in b and a[k][1] != b[k][1]]
+    # A multipart copy's ETag ("…-N") depends on the part layout the tool
+    # chose, so it may differ from a single-part source's ETag legitimately.
+    etag_diff_multipart = [k for k in etag_diff if "-" in b[k][1] or "-" in a[k][1]]
+    result = {
+        "source_objects": len(a),
+        "dest_objects": len(b),
+        "missing": len(missing),
+        "extra": len(extra),
+        "size_mismatch": len(size_diff),
+        "etag_mismatch": len(etag_diff),
+        "etag_mismatch_multipart_shape": len(etag_diff_multipart),
+        "equal_key_size": not missing and not extra and not size_diff,
+        "equal_etag": not missing and not extra and not size_diff and not etag_diff,
+        "examples": (missing[:3] + size_diff[:3] + etag_diff[:3]),
+    }
+    print(json.dumps(result))
+
+
+def main():
+    cmd, *args = sys.argv[1:]
+    if cmd == "seed":
+        seed(args[0], args[1], args[2], int(args[3]), *args[4:])
+    elif cmd == "mutate":
+        mutate(*args)
+    elif cmd == "mkbucket":
+        mkbucket(client(args[0]), args[1])
+    elif cmd == "rmbucket":
+        rmbucket(*args)
+    elif cmd == "fresh":
+        rmbucket(*args)
+        mkbucket(client(args[0]), args[1])
+    elif cmd == "compare":
+        compare(*args)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
