@@ -249,34 +249,19 @@ async fn write_phase(
     let stats = &context.stats;
     stats.phase.store(phase::LISTING, Ordering::Relaxed);
     let counts = stats.clone();
-    let (source_location, destination_location) =
-        (source.location.clone(), destination.location.clone());
-    let source_owner = source.expected_owner.clone();
-    let destination_owner = destination.expected_owner.clone();
-    let source_stream = first_page_checked(
-        list_range(source, options.range.clone()),
-        "source",
-        source_location,
-        source_owner,
-    )
-    .inspect(move |entry| {
+    let source_stream = checked_listing(source, &options.range, "source").inspect(move |entry| {
         if let Ok(entry) = entry {
             Stats::add(&counts.listed_source, 1);
             Stats::add(&counts.listed_source_bytes, entry.size);
         }
     });
     let counts = stats.clone();
-    let destination_stream = first_page_checked(
-        list_range(destination, options.range.clone()),
-        "destination",
-        destination_location,
-        destination_owner,
-    )
-    .inspect(move |entry| {
-        if entry.is_ok() {
-            Stats::add(&counts.listed_destination, 1);
-        }
-    });
+    let destination_stream =
+        checked_listing(destination, &options.range, "destination").inspect(move |entry| {
+            if entry.is_ok() {
+                Stats::add(&counts.listed_destination, 1);
+            }
+        });
     let pairs = merge_join(source_stream, destination_stream);
     futures::pin_mut!(pairs);
 
@@ -326,20 +311,18 @@ async fn write_phase(
     result
 }
 
-/// A listing's first page failed: when the failure means the bucket cannot
-/// be used at all (missing, forbidden, another region), say so plainly as a
-/// configuration error; anything else stays the S3 error it was.
-fn first_page_checked<S>(
-    stream: S,
+/// List `range` of `target`; if its first page fails in a way that means
+/// the bucket cannot be used at all (missing, forbidden, another region),
+/// say so plainly as a configuration error; anything else stays the S3
+/// error it was.
+fn checked_listing(
+    target: ListTarget,
+    range: &crate::location::KeyRange,
     side: &'static str,
-    location: S3Location,
-    expected_owner: Option<String>,
-) -> impl futures::Stream<Item = Result<crate::listing::ObjectEntry, SyncError>>
-where
-    S: futures::Stream<Item = Result<crate::listing::ObjectEntry, SyncError>>,
-{
+) -> impl futures::Stream<Item = Result<crate::listing::ObjectEntry, SyncError>> + Send + 'static {
+    let (location, expected_owner) = (target.location.clone(), target.expected_owner.clone());
     let mut first = true;
-    stream.map(move |item| {
+    list_range(target, range.clone()).map(move |item| {
         let was_first = std::mem::replace(&mut first, false);
         match item {
             Err(SyncError::S3 { context, failure }) if was_first => {
