@@ -237,20 +237,8 @@ async fn latest_state(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Option<Str
 }
 
 async fn batch_counts(store: &RunStore, run_id: &str) -> Result<(u64, u64), SyncError> {
-    let checkpoints: Vec<(String, crate::serverless::lister::Checkpoint)> =
-        store.get_all(run_id, "sent/").await?;
-    let sent: std::collections::HashSet<String> = checkpoints
-        .iter()
-        .flat_map(|(_, c)| c.batches.iter().map(|b| b.id.clone()))
-        .collect();
-    let done = store
-        .list(run_id, "results/")
-        .await?
-        .iter()
-        .filter_map(|n| n.strip_prefix("results/")?.strip_suffix(".json"))
-        .filter(|id| sent.contains(*id))
-        .count();
-    Ok((sent.len() as u64, done as u64))
+    let (sent, done) = crate::serverless::reporter::batch_counts(store, run_id).await?;
+    Ok((sent.len() as u64, done))
 }
 
 /// Poll until the execution ends; `on_change` sees each new state.

@@ -23,6 +23,7 @@ use crate::serverless::batch::SentBatch;
 use crate::serverless::copier::BatchResult;
 use crate::serverless::input::RunManifest;
 use crate::serverless::lister::Checkpoint;
+use crate::serverless::store::RunStore;
 
 /// Polls with an empty queue and missing results before the run stops
 /// waiting for them.
@@ -111,10 +112,10 @@ pub async fn handle(
 
 /// Batch ids recorded as sent, from every write-phase checkpoint.
 async fn sent_batches(
-    env: &FunctionEnv,
+    store: &RunStore,
     run_id: &str,
 ) -> Result<(Vec<(String, Checkpoint)>, BTreeMap<String, SentBatch>), SyncError> {
-    let checkpoints: Vec<(String, Checkpoint)> = env.store.get_all(run_id, "sent/").await?;
+    let checkpoints: Vec<(String, Checkpoint)> = store.get_all(run_id, "sent/").await?;
     let sent = checkpoints
         .iter()
         .flat_map(|(_, c)| c.batches.iter().map(|b| (b.id.clone(), b.clone())))
@@ -130,6 +131,22 @@ fn done_ids(names: &[String]) -> HashSet<String> {
         .collect()
 }
 
+/// The batches recorded as sent, and how many of them have a result.
+pub async fn batch_counts(
+    store: &RunStore,
+    run_id: &str,
+) -> Result<(BTreeMap<String, SentBatch>, u64), SyncError> {
+    // Results first, then what was sent. A copier that splits an object
+    // records its part tasks as sent before it writes its own result, so
+    // whenever that result is counted here, the part tasks it waits for
+    // are in the listing of sent batches that follows. The other order
+    // could count the parent done without ever seeing its children.
+    let done = done_ids(&store.list(run_id, "results/").await?);
+    let (_, sent) = sent_batches(store, run_id).await?;
+    let batches_done = sent.keys().filter(|id| done.contains(*id)).count() as u64;
+    Ok((sent, batches_done))
+}
+
 pub async fn progress(
     env: &FunctionEnv,
     run_id: &str,
@@ -137,9 +154,7 @@ pub async fn progress(
     polls: u32,
     done_before: u64,
 ) -> Result<Progress, SyncError> {
-    let (_, sent) = sent_batches(env, run_id).await?;
-    let done = done_ids(&env.store.list(run_id, "results/").await?);
-    let batches_done = sent.keys().filter(|id| done.contains(*id)).count() as u64;
+    let (sent, batches_done) = batch_counts(&env.store, run_id).await?;
     let batches_sent = sent.len() as u64;
     // Idle: results missing, none arrived since the last poll, and nothing
     // left on the queue or in flight. Only a batch lost without a result
@@ -149,6 +164,14 @@ pub async fn progress(
         idle = idle_polls + 1;
     }
     let complete = batches_done == batches_sent || idle >= IDLE_POLLS_BEFORE_GIVING_UP;
+    tracing::debug!(
+        run_id,
+        batches_sent,
+        batches_done,
+        idle,
+        complete,
+        "progress"
+    );
     Ok(Progress {
         run_id: run_id.to_owned(),
         batches_sent,
@@ -198,7 +221,7 @@ pub async fn report(
     let mut counts = Counts::default();
 
     // Listing and planning counts, and the lister's own rows.
-    let (checkpoints, sent) = sent_batches(env, run_id).await?;
+    let (checkpoints, sent) = sent_batches(&env.store, run_id).await?;
     for (_, checkpoint) in &checkpoints {
         counts.add(&checkpoint.counts);
         for row in &checkpoint.rows {

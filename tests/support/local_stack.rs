@@ -47,6 +47,18 @@ pub fn stack() -> &'static TestStack {
     static STACK: OnceLock<TestStack> = OnceLock::new();
     STACK.get_or_init(|| {
         init_env();
+        // The functions' logs, kept for post-mortems next to moto's.
+        let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".moto");
+        let _ = std::fs::create_dir_all(&log_dir);
+        if let Ok(file) =
+            std::fs::File::create(log_dir.join(format!("functions-{}.log", std::process::id())))
+        {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("s3_fanout=debug"))
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .try_init();
+        }
         let moto = moto();
         let proxy = FaultProxy::start(&moto.endpoint);
         let (tx, rx) = std::sync::mpsc::channel();
