@@ -22,6 +22,7 @@ pub mod concurrency;
 pub mod config;
 pub mod copy;
 pub mod diff;
+pub mod emf;
 pub mod error;
 pub mod filter;
 pub mod listing;
