@@ -37,6 +37,15 @@ pub struct StackConfig {
     /// its own invocation, instead of inside one: an invocation has 15
     /// minutes, and UploadPartCopy moves a few hundred MB/s per object.
     pub split_object_bytes: u64,
+    /// The stack's include/exclude globs: the defaults of every full sync and
+    /// the replicator's filter, so both apply the same rules.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Whether the replicator deletes a destination object whose source is
+    /// gone (the `ReplicateDeletes` parameter; its role may delete only then).
+    pub replicate_deletes: bool,
+    /// Where the replicator sends events that no retry can fix.
+    pub dead_letter_queue_url: Option<String>,
     pub client: ClientSettings,
 }
 
@@ -81,6 +90,16 @@ impl StackConfig {
             max_attempts: number("S3_FANOUT_MAX_ATTEMPTS", 10)?.max(1) as u32,
             ..SyncSpec::default()
         };
+        // JSON arrays, not comma lists: a glob may hold a comma (`{a,b}`).
+        let globs = |name: &str| -> Result<Vec<String>, SyncError> {
+            var(name).map_or(Ok(Vec::new()), |v| {
+                serde_json::from_str(&v).map_err(|_| {
+                    SyncError::Config(format!(
+                        "{name} must be a JSON array of glob strings such as [\"*.tmp\"], got {v:?}"
+                    ))
+                })
+            })
+        };
         Ok(StackConfig {
             source: var("S3_FANOUT_SOURCE"),
             destination: var("S3_FANOUT_DESTINATION"),
@@ -97,8 +116,21 @@ impl StackConfig {
                 .transpose()?
                 .unwrap_or(64 * 1024 * 1024 * 1024)
                 .max(crate::config::MIN_PART_SIZE),
+            include: globs("S3_FANOUT_INCLUDE")?,
+            exclude: globs("S3_FANOUT_EXCLUDE")?,
+            replicate_deletes: var("S3_FANOUT_REPLICATE_DELETES").is_some_and(|v| v == "true"),
+            dead_letter_queue_url: var("S3_FANOUT_DEAD_LETTER_QUEUE_URL"),
             client: client_settings(&spec, None, None),
         })
+    }
+
+    /// The stack decides how functions reach S3, whatever a spec says.
+    pub fn apply_client(&self, spec: &mut SyncSpec) {
+        spec.endpoint_url = self.client.endpoint_url.clone();
+        spec.region = self.client.region.clone();
+        spec.retry_mode = self.client.retry_mode;
+        spec.max_attempts = self.client.max_attempts;
+        spec.path_style = self.client.force_path_style;
     }
 
     pub fn queue_url(&self) -> Result<&str, SyncError> {

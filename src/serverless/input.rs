@@ -135,17 +135,18 @@ pub fn resolve_input(
     {
         spec.mode = mode;
     }
+    if fields.get("include").is_none() {
+        spec.include = stack.include.clone();
+    }
+    if fields.get("exclude").is_none() {
+        spec.exclude = stack.exclude.clone();
+    }
     if spec.delete && !stack.allow_delete {
         return Err(SyncError::Config(
             "execution input: \"delete\": true, but this stack was deployed with AllowDelete=false, so its copier may not delete".into(),
         ));
     }
-    // The stack decides how functions reach S3.
-    spec.endpoint_url = stack.client.endpoint_url.clone();
-    spec.region = stack.client.region.clone();
-    spec.retry_mode = stack.client.retry_mode;
-    spec.max_attempts = stack.client.max_attempts;
-    spec.path_style = stack.client.force_path_style;
+    stack.apply_client(&mut spec);
     let options = SyncOptions::try_from(spec.clone())?;
     Ok((spec, settings, options))
 }
@@ -186,6 +187,7 @@ mod tests {
                 "S3_FANOUT_DESTINATION" => Some("s3://dst/backup"),
                 "S3_FANOUT_REPORT_BUCKET" => Some("reports"),
                 "S3_FANOUT_MODE" => Some("size"),
+                "S3_FANOUT_EXCLUDE" => Some(r#"["*.tmp", "{a,b}/*"]"#),
                 _ => None,
             }
             .map(str::to_owned)
@@ -208,6 +210,31 @@ mod tests {
         assert_eq!(spec.mode, crate::diff::DiffMode::Size);
         assert_eq!(settings.failure_threshold, 0);
         assert!(settings.validate);
+        assert_eq!(spec.exclude, ["*.tmp", "{a,b}/*"]);
+        assert!(!options.diff.filter.matches("x/y.tmp"));
+    }
+
+    #[test]
+    fn an_input_that_names_its_own_filters_replaces_the_stacks() {
+        let input = json!({"exclude": [], "include": ["*.jpg"]});
+        let (spec, _, options) = resolve_input(&input, &stack()).unwrap();
+        assert!(spec.exclude.is_empty());
+        assert!(options.diff.filter.matches("x/y.jpg") && !options.diff.filter.matches("y.tmp"));
+    }
+
+    #[test]
+    fn stack_globs_must_be_a_json_array() {
+        let err = StackConfig::from_vars(|name| match name {
+            "S3_FANOUT_REPORT_BUCKET" => Some("r".to_owned()),
+            "S3_FANOUT_INCLUDE" => Some("*.jpg,*.png".to_owned()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("S3_FANOUT_INCLUDE must be a JSON array"),
+            "{err}"
+        );
     }
 
     #[test]
