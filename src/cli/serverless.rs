@@ -72,6 +72,8 @@ impl StackArgs {
                 report_prefix: self.report_prefix.clone(),
                 work_queue_url: None,
                 dead_letter_queue_url: None,
+                event_queue_url: None,
+                event_dead_letter_queue_url: None,
                 endpoint_url: None,
             },
             (None, None, None) => {
@@ -205,6 +207,13 @@ pub struct LocalStackArgs {
     /// the cursor loop).
     #[arg(long, value_name = "N")]
     pub lister_max_keys: Option<u64>,
+    /// Also replicate from S3 events: configure SRC's bucket to notify the
+    /// stack's event queue, and run the replicator on it.
+    #[arg(long, num_args = 2, value_names = ["SRC", "DST"])]
+    pub replicate: Option<Vec<String>>,
+    /// With --replicate: delete at DST what is deleted at SRC.
+    #[arg(long, requires = "replicate")]
+    pub replicate_deletes: bool,
 }
 
 fn config_exit(err: &SyncError) -> i32 {
@@ -370,6 +379,16 @@ pub async fn local_stack(args: LocalStackArgs) -> i32 {
     options.batch_size = args.batch_size;
     options.max_concurrency = args.max_concurrency;
     options.lister_max_keys = args.lister_max_keys;
+    if let Some([source, destination]) = args.replicate.as_deref() {
+        let mut replication = local_stack::replication::ReplicationOptions::new(
+            &args.moto_endpoint,
+            "s3-fanout",
+            source,
+            destination,
+        );
+        replication.replicate_deletes = args.replicate_deletes;
+        options.replication = Some(replication);
+    }
     let stack = match local_stack::start(options).await {
         Ok(stack) => stack,
         Err(err) => return config_exit(&err),

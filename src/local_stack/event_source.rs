@@ -1,6 +1,6 @@
-//! The SQS event source mapping, emulated: poll the work queue, invoke the
-//! copier handler with a batch of messages, delete the ones it did not hand
-//! back. Like the AWS service, it honours the batch size, the queue's
+//! The SQS event source mapping, emulated: poll a queue, invoke a handler
+//! (the copier on the work queue, the replicator on the event queue) with a
+//! batch of messages, delete the ones it did not hand back. Like the AWS service, it honours the batch size, the queue's
 //! visibility timeout (a handed-back message reappears when it expires),
 //! partial batch responses, and `maxReceiveCount` (the queue's redrive
 //! policy, which moto applies, moves a message to the dead-letter queue).
@@ -14,7 +14,15 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::serverless::replicator::Replicator;
 use crate::serverless::{FunctionEnv, copier};
+
+/// The function a mapping feeds.
+#[derive(Clone)]
+pub enum Target {
+    Copier(Arc<FunctionEnv>),
+    Replicator(Arc<Replicator>),
+}
 
 #[derive(Debug, Clone)]
 pub struct EventSourceOptions {
@@ -24,13 +32,18 @@ pub struct EventSourceOptions {
     pub batch_size: i32,
     /// Invocations at once (the mapping's MaximumConcurrency).
     pub max_concurrency: usize,
-    /// The copier's time limit, for its deadline.
+    /// The function's time limit, for its deadline.
     pub function_timeout: Duration,
     /// Deliver every batch twice, as SQS's at-least-once delivery may.
     pub duplicate_deliveries: bool,
 }
 
-pub async fn run(env: Arc<FunctionEnv>, options: EventSourceOptions, cancel: CancellationToken) {
+pub async fn run(
+    sqs: aws_sdk_sqs::Client,
+    target: Target,
+    options: EventSourceOptions,
+    cancel: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(options.max_concurrency.max(1)));
     while !cancel.is_cancelled() {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -38,8 +51,7 @@ pub async fn run(env: Arc<FunctionEnv>, options: EventSourceOptions, cancel: Can
         };
         let received = tokio::select! {
             _ = cancel.cancelled() => return,
-            received = env
-                .sqs
+            received = sqs
                 .receive_message()
                 .queue_url(&options.queue_url)
                 .max_number_of_messages(options.batch_size.clamp(1, 10))
@@ -76,20 +88,34 @@ pub async fn run(env: Arc<FunctionEnv>, options: EventSourceOptions, cancel: Can
                 record
             })
             .collect();
-        let (env, options) = (env.clone(), options.clone());
+        let (sqs, target, options) = (sqs.clone(), target.clone(), options.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            invoke(&env, &options, records).await;
+            invoke(&sqs, &target, &options, records).await;
         });
     }
 }
 
-async fn invoke(env: &FunctionEnv, options: &EventSourceOptions, records: Vec<SqsMessage>) {
-    let deadline = std::time::SystemTime::now() + options.function_timeout;
-    let mut response = copier::copy_messages(env, records.clone(), deadline).await;
-    if options.duplicate_deliveries {
+async fn invoke(
+    sqs: &aws_sdk_sqs::Client,
+    target: &Target,
+    options: &EventSourceOptions,
+    records: Vec<SqsMessage>,
+) {
+    let deliveries = if options.duplicate_deliveries { 2 } else { 1 };
+    let mut response = Default::default();
+    for _ in 0..deliveries {
         let deadline = std::time::SystemTime::now() + options.function_timeout;
-        response = copier::copy_messages(env, records.clone(), deadline).await;
+        response = match target {
+            Target::Copier(env) => copier::copy_messages(env, records.clone(), deadline).await,
+            Target::Replicator(replicator) => {
+                let invocation = replicator.replicate(records.clone(), deadline).await;
+                for line in &invocation.metric_lines {
+                    tracing::debug!(target: "emf", "{line}");
+                }
+                invocation.response
+            }
+        };
     }
     let handed_back: Vec<&str> = response
         .batch_item_failures
@@ -101,8 +127,7 @@ async fn invoke(env: &FunctionEnv, options: &EventSourceOptions, records: Vec<Sq
             continue; // reappears after the visibility timeout
         }
         if let Some(handle) = &record.receipt_handle
-            && let Err(err) = env
-                .sqs
+            && let Err(err) = sqs
                 .delete_message()
                 .queue_url(&options.queue_url)
                 .receipt_handle(handle)

@@ -11,6 +11,7 @@
 //! its interpreter sends `lambda:invoke`.
 
 pub mod event_source;
+pub mod replication;
 pub mod router;
 
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ pub struct LocalStackOptions {
     /// The functions' SDK attempts per request (default 10).
     pub function_max_attempts: Option<u32>,
     pub duplicate_deliveries: bool,
+    /// Replication from S3 events as well, between these buckets.
+    pub replication: Option<replication::ReplicationOptions>,
 }
 
 impl LocalStackOptions {
@@ -77,6 +80,7 @@ impl LocalStackOptions {
             function_max_attempts: None,
             split_object_bytes: None,
             duplicate_deliveries: false,
+            replication: None,
         }
     }
 }
@@ -133,36 +137,12 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
     }
 
     let sqs = build_sqs_client(&moto).await;
-    let queue = |name: String, attributes: HashMap<QueueAttributeName, String>| {
-        let sqs = sqs.clone();
-        async move {
-            let url = sqs
-                .create_queue()
-                .queue_name(&name)
-                .set_attributes(Some(attributes))
-                .send()
-                .await
-                .map_err(|e| classify(&e).message)?
-                .queue_url
-                .unwrap_or_default();
-            let arn = sqs
-                .get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .map_err(|e| classify(&e).message)?
-                .attributes
-                .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-                .unwrap_or_default();
-            Ok::<_, String>((url, arn))
-        }
-    };
-    let (dlq_url, dlq_arn) = queue(format!("{}-dlq", options.name), HashMap::new())
+    let (dlq_url, dlq_arn) = create_queue(&sqs, &format!("{}-dlq", options.name), HashMap::new())
         .await
         .map_err(|e| fail("creating the dead-letter queue", e))?;
-    let (queue_url, queue_arn) = queue(
-        format!("{}-work", options.name),
+    let (queue_url, queue_arn) = create_queue(
+        &sqs,
+        &format!("{}-work", options.name),
         HashMap::from([
             (
                 QueueAttributeName::VisibilityTimeout,
@@ -267,7 +247,8 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         cancel.clone(),
     ));
     tokio::spawn(event_source::run(
-        env.clone(),
+        env.sqs.clone(),
+        event_source::Target::Copier(env.clone()),
         event_source::EventSourceOptions {
             queue_url: queue_url.clone(),
             queue_arn,
@@ -279,8 +260,17 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         cancel.clone(),
     ));
 
+    let replication = match &options.replication {
+        Some(replication) => Some(replication::start(replication, cancel.clone()).await?),
+        None => None,
+    };
+
     Ok(LocalStack {
         outputs: StackOutputs {
+            event_queue_url: replication.as_ref().map(|r| r.event_queue_url.clone()),
+            event_dead_letter_queue_url: replication
+                .as_ref()
+                .map(|r| r.dead_letter_queue_url.clone()),
             state_machine_arn,
             report_bucket_name: report_bucket,
             report_prefix: "runs/".into(),
@@ -291,6 +281,35 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         env,
         cancel,
     })
+}
+
+/// Create a queue (or find it, if it exists with the same attributes) and
+/// return its URL and ARN.
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: HashMap<QueueAttributeName, String>,
+) -> Result<(String, String), String> {
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes))
+        .send()
+        .await
+        .map_err(|e| classify(&e).message)?
+        .queue_url
+        .unwrap_or_default();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| classify(&e).message)?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    Ok((url, arn))
 }
 
 /// `POST /moto-api/config {"stepfunctions": {"execute_state_machine": true}}`.

@@ -29,6 +29,11 @@ pub struct StackOutputs {
     pub work_queue_url: Option<String>,
     #[serde(default)]
     pub dead_letter_queue_url: Option<String>,
+    /// Replication's S3 events (only when the stack replicates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_queue_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_dead_letter_queue_url: Option<String>,
     /// Only for the local stack: where its AWS APIs answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,

@@ -20,7 +20,7 @@
 //! instead of copying them again.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
@@ -178,15 +178,7 @@ async fn copy_batch(
         rows: rows.clone(),
         cancel: CancellationToken::new(),
     };
-    // Stop starting copies when the invocation is nearly out of time: a copy
-    // cut off by Lambda's timeout would count nothing and hold the message
-    // until its visibility timeout.
-    let remaining = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    let stop_at = deadline
-        .checked_sub((remaining / 5).clamp(Duration::from_secs(2), Duration::from_secs(120)))
-        .unwrap_or(deadline);
+    let stop_at = crate::serverless::stop_starting_at(deadline);
     let redelivered = receive_count > 1;
     // Above both this and the multipart threshold, an object is split into
     // part tasks rather than copied within this invocation.

@@ -23,15 +23,19 @@ pub mod batch;
 pub mod control;
 pub mod copier;
 pub mod env;
+pub mod events;
 pub mod input;
 pub mod lister;
 pub mod parts;
 pub mod plan;
 pub mod planner;
+pub mod replicator;
 pub mod reporter;
 pub mod store;
 
 pub use env::FunctionEnv;
+
+use std::time::{Duration, SystemTime};
 
 use lambda_runtime::Diagnostic;
 
@@ -58,4 +62,17 @@ impl From<SyncError> for Diagnostic {
             error_message: err.to_string(),
         }
     }
+}
+
+/// When an invocation with this deadline should stop starting work: a fifth
+/// of its remaining time (2 s to 2 min) is kept for finishing what runs and
+/// writing the outcome. Work cut off by Lambda's timeout would count nothing
+/// and hold its message until the visibility timeout.
+pub fn stop_starting_at(deadline: SystemTime) -> SystemTime {
+    let remaining = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    deadline
+        .checked_sub((remaining / 5).clamp(Duration::from_secs(2), Duration::from_secs(120)))
+        .unwrap_or(deadline)
 }

@@ -1,0 +1,641 @@
+//! The replicator: S3 event notifications in, each key reconciled.
+//!
+//! ```text
+//!  source bucket ─ notification (native, or an EventBridge rule) ─▶ event queue ─ ESM ─▶ replicator
+//!                                                                       └─ DLQ ◀─ events no retry can fix
+//!  per distinct key of a batch:  HEAD source + HEAD destination ─▶ decide (the sync's diff rules)
+//!      ─▶ CopyObject / UploadPartCopy (the sync's copy code) or DeleteObject ─▶ HEAD source again
+//! ```
+//!
+//! An event only says *that* a key changed. The replicator never replays
+//! what the event says happened; it looks at the key's current state on both
+//! sides and makes the destination match the source, with the same
+//! [`decide`] and [`Copier`] as a full sync (so metadata, tags, storage
+//! class and part layout are kept, and multipart is used above the
+//! threshold). Duplicate, late and out-of-order events then all converge:
+//! whichever arrives last, it reconciles against the newest state.
+//!
+//! Two invocations can race on one key (a put and a delete a moment apart,
+//! each delivered to a different copier). After acting, an invocation reads
+//! the source again; if it is no longer what the action was based on, it
+//! reconciles once more. The last action on a key is therefore always
+//! followed by a check against the source's final state. Copies are also
+//! conditional on the ETag the HEAD saw (`x-amz-copy-source-if-match`), so
+//! a stale copy cannot land over a newer one.
+//!
+//! Outcomes: every key gets one structured log line, and every invocation
+//! one set of CloudWatch Embedded Metric Format figures (replicated,
+//! deleted, failed, lag from the event's time). Messages whose failure a
+//! retry can fix are handed back (`batchItemFailures`) and, after
+//! `maxReceiveCount` receives, moved to the dead-letter queue by SQS; those
+//! no retry can fix (access denied, an unreadable message) go to the
+//! dead-letter queue at once, with the reason as a message attribute.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_s3::types::RequestPayer;
+use aws_sdk_sqs::types::MessageAttributeValue;
+use futures::StreamExt;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DiffOptions, SyncOptions, SyncSpec};
+use crate::copy::{Copier, CopyError};
+use crate::diff::{Action, DiffMode, Pair, SkipReason, decide};
+use crate::emf::{MetricRecord, Unit};
+use crate::error::{RetryClass, S3Failure, SyncError, classify};
+use crate::listing::ObjectEntry;
+use crate::serverless::FunctionEnv;
+use crate::serverless::events::{EventBody, ObjectEvent, parse_body};
+
+/// Reconcile rounds for one key before its message is handed back: each
+/// extra round means the source changed while the key was being copied.
+const MAX_ROUNDS: u32 = 4;
+
+/// The CloudWatch namespace of every s3-fanout metric.
+pub const METRIC_NAMESPACE: &str = "s3-fanout";
+
+/// Built once per container from the stack's configuration.
+pub struct Replicator {
+    copier: Arc<Copier>,
+    diff: DiffOptions,
+    sqs: aws_sdk_sqs::Client,
+    dead_letter_queue_url: Option<String>,
+    max_receive_count: u32,
+    concurrency: usize,
+    function_name: String,
+}
+
+/// What happened to one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The destination now matches the source (a copy or an update).
+    Replicated { bytes: u64, warnings: Vec<String> },
+    /// The source is gone and so is now the destination object.
+    Deleted,
+    /// Nothing to do: both sides already agree (a duplicate or late event).
+    InSync,
+    /// The source is gone; deletes are not replicated, so the copy stays.
+    DeleteNotPropagated,
+    /// Not this replicator's: another bucket, outside the source prefix, or
+    /// left out by the include/exclude rules.
+    Ignored { reason: String },
+    /// An object S3 cannot copy as it is (archived, or encrypted with a
+    /// customer key): the nightly sync reports it too.
+    Skipped { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+impl Outcome {
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Replicated { .. } => "replicated",
+            Outcome::Deleted => "deleted",
+            Outcome::InSync => "in_sync",
+            Outcome::DeleteNotPropagated => "delete_not_propagated",
+            Outcome::Ignored { .. } => "ignored",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
+    fn failed(failure: &S3Failure, context: &str) -> Self {
+        Outcome::Failed {
+            code: failure.code.clone(),
+            message: format!("{context}: {}", failure.message),
+            retryable: failure.class == RetryClass::Retryable,
+        }
+    }
+}
+
+/// One distinct key of an invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyReport {
+    pub bucket: String,
+    pub key: String,
+    /// Events for this key in the invocation (duplicates are reconciled once).
+    pub events: usize,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// From the oldest of its events to the end of the reconcile, for keys
+    /// that were replicated or deleted.
+    pub lag_ms: Option<i64>,
+    pub rounds: u32,
+}
+
+/// Everything one invocation did: the response for SQS, a report per key,
+/// and the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    pub response: SqsBatchResponse,
+    pub keys: Vec<KeyReport>,
+    pub test_events: usize,
+    /// Messages that were not S3 events.
+    pub unreadable: usize,
+    /// Messages this invocation sent to the dead-letter queue itself.
+    pub dead_lettered: usize,
+    /// EMF lines, printed to stdout by the Lambda.
+    pub metric_lines: Vec<String>,
+}
+
+impl Invocation {
+    pub fn count(&self, outcome: &str) -> usize {
+        self.keys
+            .iter()
+            .filter(|k| k.outcome.name() == outcome)
+            .count()
+    }
+}
+
+/// The Lambda entry point.
+pub async fn handle(
+    event: LambdaEvent<SqsEvent>,
+    replicator: &Replicator,
+) -> Result<SqsBatchResponse, Diagnostic> {
+    let deadline = event.context.deadline();
+    let invocation = replicator.replicate(event.payload.records, deadline).await;
+    // EMF records go to stdout as bare JSON lines; CloudWatch Logs extracts
+    // the metrics from them.
+    for line in &invocation.metric_lines {
+        println!("{line}");
+    }
+    Ok(invocation.response)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A message's fate once its keys are reconciled.
+#[derive(Debug, Clone, Default)]
+struct MessageFate {
+    hand_back: bool,
+    /// Why it goes to the dead-letter queue, if it does.
+    dead_letter: Vec<String>,
+}
+
+impl Replicator {
+    /// The stack's source, destination, mode, filters and delete setting.
+    pub async fn new(env: &FunctionEnv) -> Result<Self, SyncError> {
+        let config = &env.config;
+        let required = |value: &Option<String>, name: &str| {
+            value.clone().ok_or_else(|| {
+                SyncError::Config(format!(
+                    "{name} is not set: the replicator copies from the stack's source to its destination"
+                ))
+            })
+        };
+        let mut spec = SyncSpec {
+            source: required(&config.source, "S3_FANOUT_SOURCE")?,
+            destination: required(&config.destination, "S3_FANOUT_DESTINATION")?,
+            mode: config.mode.unwrap_or(DiffMode::Etag),
+            include: config.include.clone(),
+            exclude: config.exclude.clone(),
+            delete: config.replicate_deletes,
+            ..SyncSpec::default()
+        };
+        config.apply_client(&mut spec);
+        let options = SyncOptions::try_from(spec)?;
+        let copier = Arc::new(env.copier_for(&options).await);
+        Ok(Replicator {
+            copier,
+            diff: options.diff,
+            sqs: env.sqs.clone(),
+            dead_letter_queue_url: config.dead_letter_queue_url.clone(),
+            max_receive_count: config.max_receive_count,
+            concurrency: config.copy_concurrency,
+            function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|_| "s3-fanout-replicator".into()),
+        })
+    }
+
+    /// Reconcile every key the messages name; the response hands back the
+    /// messages worth another delivery.
+    pub async fn replicate(&self, records: Vec<SqsMessage>, deadline: SystemTime) -> Invocation {
+        let stop_at = crate::serverless::stop_starting_at(deadline);
+        let mut invocation = Invocation::default();
+        let mut fates = vec![MessageFate::default(); records.len()];
+        // Distinct keys in arrival order, each with the messages naming it.
+        let mut keys: Vec<(ObjectEvent, Vec<usize>, usize)> = Vec::new();
+        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        for (m, record) in records.iter().enumerate() {
+            match parse_body(record.body.as_deref().unwrap_or_default()) {
+                Ok(EventBody::Test) => invocation.test_events += 1,
+                Ok(EventBody::Objects(events)) => {
+                    for event in events {
+                        let id = (event.bucket.clone(), event.key.clone());
+                        match index.get(&id) {
+                            Some(&k) => {
+                                let (first, messages, count) = &mut keys[k];
+                                *count += 1;
+                                messages.push(m);
+                                // The lag counts from the oldest event.
+                                first.event_time_ms =
+                                    match (first.event_time_ms, event.event_time_ms) {
+                                        (Some(a), Some(b)) => Some(a.min(b)),
+                                        (a, b) => a.or(b),
+                                    };
+                            }
+                            None => {
+                                index.insert(id, keys.len());
+                                keys.push((event, vec![m], 1));
+                            }
+                        }
+                    }
+                }
+                Err(why) => {
+                    invocation.unreadable += 1;
+                    tracing::error!(message_id = ?record.message_id, error = %why, "not an S3 event notification");
+                    fates[m].dead_letter.push(format!("UnreadableEvent: {why}"));
+                }
+            }
+        }
+
+        let reports: Vec<(KeyReport, Vec<usize>)> = futures::stream::iter(keys)
+            .map(|(event, messages, count)| async move {
+                (self.reconcile_key(event, count, stop_at).await, messages)
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
+
+        for (report, messages) in reports {
+            for &m in &messages {
+                match &report.outcome {
+                    Outcome::Failed {
+                        retryable: true, ..
+                    } => fates[m].hand_back = true,
+                    Outcome::Failed { code, message, .. } => fates[m]
+                        .dead_letter
+                        .push(format!("{code}: {} ({message})", report.key)),
+                    _ => {}
+                }
+            }
+            invocation.keys.push(report);
+        }
+
+        for (record, fate) in records.iter().zip(&fates) {
+            let receive_count: u32 = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            let mut hand_back = fate.hand_back;
+            if hand_back && receive_count >= self.max_receive_count {
+                tracing::error!(message_id = ?record.message_id, receive_count, "retries exhausted: SQS moves the event to the dead-letter queue");
+            }
+            // A message with a retryable failure is retried whole: its other
+            // keys reconcile to no-ops, so nothing is lost by waiting.
+            if !hand_back && !fate.dead_letter.is_empty() {
+                hand_back = !self.dead_letter(record, &fate.dead_letter).await;
+                if !hand_back {
+                    invocation.dead_lettered += 1;
+                }
+            }
+            if hand_back {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = record.message_id.clone().unwrap_or_default();
+                invocation.response.batch_item_failures.push(failure);
+            }
+        }
+        invocation.metric_lines = self.metrics(&invocation).lines(now_ms());
+        invocation
+    }
+
+    /// Send a message no retry can fix to the dead-letter queue, with the
+    /// reasons attached. False when that is not possible (then SQS's own
+    /// redrive takes it there after maxReceiveCount receives).
+    async fn dead_letter(&self, record: &SqsMessage, reasons: &[String]) -> bool {
+        let Some(queue_url) = &self.dead_letter_queue_url else {
+            tracing::error!(message_id = ?record.message_id, "S3_FANOUT_DEAD_LETTER_QUEUE_URL is not set: handing the message back instead");
+            return false;
+        };
+        let mut reason = reasons.join("; ");
+        if reason.len() > 4096 {
+            let mut cut = 4096;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        let attribute = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(&reason)
+            .build()
+            .expect("data type and value are set");
+        let sent = self
+            .sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(record.body.clone().unwrap_or_default())
+            .message_attributes("S3FanoutError", attribute)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => {
+                tracing::error!(message_id = ?record.message_id, reason = %reason, "sent to the dead-letter queue: no retry can fix it");
+                true
+            }
+            Err(err) => {
+                tracing::error!(message_id = ?record.message_id, error = %classify(&err).message, "could not send to the dead-letter queue: handing the message back");
+                false
+            }
+        }
+    }
+
+    async fn reconcile_key(
+        &self,
+        event: ObjectEvent,
+        events: usize,
+        stop_at: SystemTime,
+    ) -> KeyReport {
+        let source = &self.copier.source;
+        let (outcome, rounds) = if event.bucket != source.bucket {
+            let reason = format!(
+                "the event is for bucket {:?}; this replicator copies from {source}",
+                event.bucket
+            );
+            (Outcome::Ignored { reason }, 0)
+        } else if let Some(relative) = source.relative(&event.key) {
+            if !self.diff.filter.matches(relative) {
+                let reason = "left out by the include/exclude rules".to_owned();
+                (Outcome::Ignored { reason }, 0)
+            } else if SystemTime::now() >= stop_at {
+                let outcome = Outcome::Failed {
+                    code: "NotStarted".into(),
+                    message: "the invocation ran out of time before this key".into(),
+                    retryable: true,
+                };
+                (outcome, 0)
+            } else {
+                self.reconcile(relative).await
+            }
+        } else {
+            let reason = format!("outside the source prefix {source}");
+            (Outcome::Ignored { reason }, 0)
+        };
+        let lag_ms = matches!(outcome, Outcome::Replicated { .. } | Outcome::Deleted)
+            .then(|| event.event_time_ms.map(|t| (now_ms() - t).max(0)))
+            .flatten();
+        let report = KeyReport {
+            bucket: event.bucket,
+            key: event.key,
+            events,
+            outcome,
+            lag_ms,
+            rounds,
+        };
+        log_key(&report, &event.event_name, self);
+        report
+    }
+
+    /// Make the destination match the source's current state. Returns the
+    /// outcome and the rounds it took.
+    async fn reconcile(&self, relative: &str) -> (Outcome, u32) {
+        let cancel = CancellationToken::new();
+        for round in 1..=MAX_ROUNDS {
+            let source = match self.head(Side::Source, relative).await {
+                Ok(source) => source,
+                // HEAD has no body: a 400 on an object S3 can read is one
+                // encrypted with a customer-provided key.
+                Err(f) if f.http_status == Some(400) => {
+                    let outcome = Outcome::Skipped {
+                        code: "SkippedSSEC".into(),
+                        message: "HEAD answered 400, as S3 does for an object encrypted with a customer-provided key (SSE-C), which cannot be copied without that key".into(),
+                    };
+                    return (outcome, round);
+                }
+                Err(f) => return (Outcome::failed(&f, "reading the source object"), round),
+            };
+            let destination = match self.head(Side::Destination, relative).await {
+                Ok(destination) => destination,
+                Err(f) => {
+                    return (Outcome::failed(&f, "reading the destination object"), round);
+                }
+            };
+            let pair = match (source, destination) {
+                (Some(s), Some(d)) => Pair::Both(s, d),
+                (Some(s), None) => Pair::SourceOnly(s),
+                (None, Some(d)) => Pair::DestinationOnly(d),
+                (None, None) => return (Outcome::InSync, round),
+            };
+            match decide(pair, &self.diff) {
+                Action::Skip {
+                    reason: SkipReason::ExtraneousKept,
+                    ..
+                } => return (Outcome::DeleteNotPropagated, round),
+                Action::Skip { .. } => return (Outcome::InSync, round),
+                Action::Copy { source } | Action::Update { source, .. } => {
+                    match self.copier.copy(&source, &cancel).await {
+                        Ok(copied) => match self.head(Side::Source, relative).await {
+                            Ok(Some(now)) if same_version(&now, &source) => {
+                                let outcome = Outcome::Replicated {
+                                    bytes: copied.bytes,
+                                    warnings: copied.warnings,
+                                };
+                                return (outcome, round);
+                            }
+                            Ok(_) => continue, // changed or deleted meanwhile
+                            Err(f) => {
+                                return (Outcome::failed(&f, "reading the source again"), round);
+                            }
+                        },
+                        // Changed or deleted since the HEAD: look again.
+                        Err(CopyError::Vanished | CopyError::SourceChanged) => continue,
+                        Err(CopyError::Failed(f)) if f.http_status == Some(412) => continue,
+                        Err(CopyError::Archived(f)) => {
+                            let outcome = Outcome::Skipped {
+                                code: "SkippedArchived".into(),
+                                message: format!(
+                                    "archived object, restore it first: {}",
+                                    f.message
+                                ),
+                            };
+                            return (outcome, round);
+                        }
+                        Err(CopyError::SseC(f)) => {
+                            let outcome = Outcome::Skipped {
+                                code: "SkippedSSEC".into(),
+                                message: format!(
+                                    "SSE-C object, cannot be copied without the customer key: {}",
+                                    f.message
+                                ),
+                            };
+                            return (outcome, round);
+                        }
+                        Err(CopyError::Failed(f)) => {
+                            return (Outcome::failed(&f, "copying"), round);
+                        }
+                        Err(CopyError::Cancelled) => unreachable!("never cancelled"),
+                    }
+                }
+                Action::Delete { destination } => match self.copier.delete(&destination).await {
+                    Ok(()) => match self.head(Side::Source, relative).await {
+                        Ok(None) => return (Outcome::Deleted, round),
+                        Ok(Some(_)) => continue, // put again meanwhile: copy it back
+                        Err(f) => return (Outcome::failed(&f, "reading the source again"), round),
+                    },
+                    Err(f) => return (Outcome::failed(&f, "deleting"), round),
+                },
+            }
+        }
+        let outcome = Outcome::Failed {
+            code: "StillChanging".into(),
+            message: format!(
+                "the source changed during each of {MAX_ROUNDS} attempts; the next delivery tries again"
+            ),
+            retryable: true,
+        };
+        (outcome, MAX_ROUNDS)
+    }
+
+    /// HEAD one side's object: `None` when it does not exist.
+    async fn head(&self, side: Side, relative: &str) -> Result<Option<ObjectEntry>, S3Failure> {
+        let copier = &self.copier;
+        let (client, location, owner) = match side {
+            Side::Source => (
+                &copier.source_client,
+                &copier.source,
+                &copier.options.expected_source_owner,
+            ),
+            Side::Destination => (
+                &copier.destination_client,
+                &copier.destination,
+                &copier.options.expected_dest_owner,
+            ),
+        };
+        let mut request = client
+            .head_object()
+            .bucket(&location.bucket)
+            .key(location.key_for(relative))
+            .set_expected_bucket_owner(owner.clone());
+        if copier.options.request_payer {
+            request = request.request_payer(RequestPayer::Requester);
+        }
+        match request.send().await {
+            Ok(head) => Ok(Some(ObjectEntry {
+                key: relative.to_owned(),
+                size: head.content_length().unwrap_or(0).max(0) as u64,
+                etag: head
+                    .e_tag()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_owned(),
+                last_modified_ms: head
+                    .last_modified()
+                    .and_then(|t| t.to_millis().ok())
+                    .unwrap_or(0),
+                storage_class: head.storage_class().map(|c| c.as_str().to_owned()),
+            })),
+            Err(err) => {
+                let failure = classify(&err);
+                if failure.http_status == Some(404) {
+                    Ok(None)
+                } else {
+                    Err(failure)
+                }
+            }
+        }
+    }
+
+    fn metrics(&self, invocation: &Invocation) -> MetricRecord {
+        let count = |outcome: &str| invocation.count(outcome) as f64;
+        let bytes: u64 = invocation
+            .keys
+            .iter()
+            .map(|k| match &k.outcome {
+                Outcome::Replicated { bytes, .. } => *bytes,
+                _ => 0,
+            })
+            .sum();
+        let lags: Vec<f64> = invocation
+            .keys
+            .iter()
+            .filter_map(|k| k.lag_ms.map(|l| l as f64))
+            .collect();
+        MetricRecord::new(METRIC_NAMESPACE)
+            .dimension("FunctionName", &self.function_name)
+            .value("Replicated", Unit::Count, count("replicated"))
+            .value("Deleted", Unit::Count, count("deleted"))
+            .value(
+                "Failed",
+                Unit::Count,
+                count("failed") + invocation.unreadable as f64,
+            )
+            .value("Skipped", Unit::Count, count("skipped"))
+            .value("InSync", Unit::Count, count("in_sync"))
+            .value(
+                "Ignored",
+                Unit::Count,
+                count("ignored") + count("delete_not_propagated") + invocation.test_events as f64,
+            )
+            .value("BytesReplicated", Unit::Bytes, bytes as f64)
+            .values("ReplicationLag", Unit::Milliseconds, lags)
+            .property("source", self.copier.source.to_string().into())
+            .property("destination", self.copier.destination.to_string().into())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+/// The same object version: a put, even of the same bytes, moves
+/// LastModified.
+fn same_version(a: &ObjectEntry, b: &ObjectEntry) -> bool {
+    a.etag == b.etag && a.size == b.size && a.last_modified_ms == b.last_modified_ms
+}
+
+/// One structured line per key, for CloudWatch Logs Insights.
+fn log_key(report: &KeyReport, event_name: &str, replicator: &Replicator) {
+    let destination_key = replicator
+        .copier
+        .source
+        .relative(&report.key)
+        .map(|r| replicator.copier.destination.key_for(r))
+        .unwrap_or_default();
+    let outcome = report.outcome.name();
+    match &report.outcome {
+        Outcome::Failed {
+            code,
+            message,
+            retryable,
+        } => tracing::error!(
+            bucket = %report.bucket, key = %report.key, %destination_key, event = %event_name,
+            events = report.events, outcome, code = %code, error = %message, retryable = *retryable,
+            rounds = report.rounds, "replication failed"
+        ),
+        Outcome::Skipped { code, message } => tracing::warn!(
+            bucket = %report.bucket, key = %report.key, event = %event_name, events = report.events,
+            outcome, code = %code, reason = %message, "not replicated"
+        ),
+        Outcome::Ignored { reason } => tracing::info!(
+            bucket = %report.bucket, key = %report.key, event = %event_name, outcome, reason = %reason,
+            "ignored"
+        ),
+        Outcome::Replicated { bytes, warnings } => tracing::info!(
+            bucket = %report.bucket, key = %report.key, %destination_key, event = %event_name,
+            events = report.events, outcome, bytes = *bytes, warnings = ?warnings,
+            lag_ms = ?report.lag_ms, rounds = report.rounds, "replicated"
+        ),
+        _ => tracing::info!(
+            bucket = %report.bucket, key = %report.key, %destination_key, event = %event_name,
+            events = report.events, outcome, lag_ms = ?report.lag_ms, rounds = report.rounds,
+            "reconciled"
+        ),
+    }
+}

@@ -1,0 +1,723 @@
+//! Incremental replication from S3 events.
+//!
+//! Handler tests feed the real replicator fixture events
+//! (`tests/fixtures/events/`: S3's native notification, the EventBridge
+//! event, a test event) against moto, with a fault-injecting proxy where a
+//! failure or a race has to be made to happen. End-to-end tests let moto's
+//! S3 send its own notifications to an SQS queue, and the local event source
+//! mapping deliver them to the replicator, as on AWS.
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use aws_sdk_s3::Client;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use s3_fanout::client::{ClientSettings, build_sqs_client};
+use s3_fanout::emf;
+use s3_fanout::local_stack::replication::{self, ReplicationOptions};
+use s3_fanout::serverless::FunctionEnv;
+use s3_fanout::serverless::env::StackConfig;
+use s3_fanout::serverless::replicator::{Invocation, Outcome, Replicator};
+use support::fault_proxy::{FaultProxy, Op, Rule};
+use support::*;
+use tokio_util::sync::CancellationToken;
+
+/// Keys that break naive decoding: a space (`+` in events), a plus (`%2B`),
+/// a percent sign, non-ASCII, and S3's longest key (1,024 bytes).
+fn awkward_keys() -> Vec<String> {
+    let mut keys: Vec<String> = ["a b", "a+b", "%41", "ü/ñ"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    keys.push(format!("deep/{}", "k".repeat(1024 - 5)));
+    keys
+}
+
+/// Form-encode a key as S3 does in events: a space is `+`, anything but
+/// letters, digits and `-_.~` is `%XX`.
+fn form_encode(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b' ' => "+".to_owned(),
+            b if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn now_iso() -> String {
+    aws_smithy_types::DateTime::from(SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap()
+}
+
+/// A fixture event about `key` of `bucket`, as S3 would send it now.
+fn fixture(name: &str, bucket: &str, key: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/events/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .replace("__BUCKET__", bucket)
+        .replace("__KEY__", &form_encode(key))
+        .replace("__TIME__", &now_iso())
+}
+
+fn message(id: &str, body: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(id.into());
+    m.body = Some(body.into());
+    m.attributes
+        .insert("ApproximateReceiveCount".into(), "1".into());
+    m
+}
+
+fn deadline() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(120)
+}
+
+fn moto_settings() -> ClientSettings {
+    ClientSettings {
+        endpoint_url: Some(moto().endpoint.clone()),
+        force_path_style: true,
+        region: Some(REGION.into()),
+        ..Default::default()
+    }
+}
+
+/// A replicator as the template configures one, reaching S3 at `endpoint`.
+async fn replicator(
+    endpoint: &str,
+    source: &str,
+    destination: &str,
+    vars: &[(&str, &str)],
+) -> Replicator {
+    let mut all = vec![
+        ("S3_FANOUT_ENDPOINT_URL", endpoint),
+        ("S3_FANOUT_REPORT_BUCKET", "unused-by-the-replicator"),
+        ("S3_FANOUT_SOURCE", source),
+        ("S3_FANOUT_DESTINATION", destination),
+    ];
+    all.extend_from_slice(vars);
+    let config = StackConfig::from_vars(|name| {
+        all.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .expect("a valid configuration");
+    let mut env = FunctionEnv::new(config).await;
+    env.sqs = build_sqs_client(&moto_settings()).await;
+    Replicator::new(&env).await.expect("a replicator")
+}
+
+fn outcome<'a>(invocation: &'a Invocation, key: &str) -> &'a Outcome {
+    &invocation
+        .keys
+        .iter()
+        .find(|k| k.key == key)
+        .unwrap_or_else(|| panic!("no report for {key:?}: {:#?}", invocation.keys))
+        .outcome
+}
+
+fn handed_back(invocation: &Invocation) -> Vec<&str> {
+    invocation
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect()
+}
+
+/// The invocation's EMF records, each checked as CloudWatch would, merged.
+fn metric(invocation: &Invocation, name: &str) -> Vec<f64> {
+    let mut values = Vec::new();
+    for line in &invocation.metric_lines {
+        let record = emf::validate_line(line).unwrap_or_else(|why| panic!("{why}: {line}"));
+        match &record[name] {
+            serde_json::Value::Number(n) => values.push(n.as_f64().unwrap()),
+            serde_json::Value::Array(many) => {
+                values.extend(many.iter().map(|v| v.as_f64().unwrap()))
+            }
+            _ => {}
+        }
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_and_eventbridge_events_replicate_awkward_keys_and_test_events_are_ignored() {
+    let s3 = s3().await;
+    let (src, dst_native) = bucket_pair(&s3, "repl-shapes").await;
+    let dst_bridge = unique_bucket("repl-shapes-eb");
+    create_bucket(&s3, &dst_bridge).await;
+    let keys = awkward_keys();
+    assert_eq!(keys.last().unwrap().len(), 1024);
+    for (i, key) in keys.iter().enumerate() {
+        put(&s3, &src, key, body(i as u64, 100 + i)).await;
+    }
+
+    // The same keys through each shape, each into its own destination: a
+    // key decoded wrongly would land under another name there.
+    for (shape, dst) in [
+        ("s3-put", &dst_native),
+        ("eventbridge-object-created", &dst_bridge),
+    ] {
+        let replicator = replicator(
+            &moto().endpoint,
+            &format!("s3://{src}"),
+            &format!("s3://{dst}"),
+            &[],
+        )
+        .await;
+        let mut records = vec![message("test", &fixture("s3-test-event", &src, ""))];
+        for (i, key) in keys.iter().enumerate() {
+            records.push(message(&format!("m{i}"), &fixture(shape, &src, key)));
+        }
+        let invocation = replicator.replicate(records, deadline()).await;
+        assert!(
+            handed_back(&invocation).is_empty(),
+            "{:#?}",
+            invocation.keys
+        );
+        assert_eq!(invocation.test_events, 1);
+        for key in &keys {
+            assert!(
+                matches!(outcome(&invocation, key), Outcome::Replicated { .. }),
+                "{shape} {key:?}: {:?}",
+                outcome(&invocation, key)
+            );
+        }
+        assert_eq!(
+            contents(&s3, dst).await,
+            contents(&s3, &src).await,
+            "{shape}"
+        );
+        assert_eq!(metric(&invocation, "Replicated"), [5.0]);
+        assert_eq!(metric(&invocation, "Failed"), [0.0]);
+        let lags = metric(&invocation, "ReplicationLag");
+        assert_eq!(lags.len(), 5, "one lag per replicated key");
+        assert!(lags.iter().all(|l| (0.0..60_000.0).contains(l)), "{lags:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gone_source_key_is_deleted_at_the_destination_only_when_deletes_are_replicated() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-deletes").await;
+    put(&s3, &src, "kept at source", body(1, 10)).await;
+    put(&s3, &dst, "kept at source", body(1, 10)).await;
+    for key in ["gone one", "gone+two"] {
+        put(&s3, &dst, key, body(2, 10)).await;
+    }
+    let events = |src: &str| {
+        vec![
+            message("d1", &fixture("s3-delete", src, "gone one")),
+            message(
+                "d2",
+                &fixture("eventbridge-object-deleted", src, "gone+two"),
+            ),
+            // Late: the key was deleted and put again since.
+            message("d3", &fixture("s3-delete", src, "kept at source")),
+        ]
+    };
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+
+    let keeping = replicator(&moto().endpoint, &source, &destination, &[]).await;
+    let invocation = keeping.replicate(events(&src), deadline()).await;
+    assert_eq!(
+        *outcome(&invocation, "gone one"),
+        Outcome::DeleteNotPropagated
+    );
+    assert_eq!(
+        *outcome(&invocation, "gone+two"),
+        Outcome::DeleteNotPropagated
+    );
+    assert_eq!(list_all(&s3, &dst, "").await.len(), 3, "nothing deleted");
+
+    let deleting = replicator(
+        &moto().endpoint,
+        &source,
+        &destination,
+        &[("S3_FANOUT_REPLICATE_DELETES", "true")],
+    )
+    .await;
+    let invocation = deleting.replicate(events(&src), deadline()).await;
+    assert!(handed_back(&invocation).is_empty());
+    assert_eq!(*outcome(&invocation, "gone one"), Outcome::Deleted);
+    assert_eq!(*outcome(&invocation, "gone+two"), Outcome::Deleted);
+    assert_eq!(*outcome(&invocation, "kept at source"), Outcome::InSync);
+    assert_eq!(contents(&s3, &dst).await, contents(&s3, &src).await);
+    assert_eq!(metric(&invocation, "Deleted"), [2.0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_of_other_buckets_outside_the_prefix_or_excluded_are_ignored() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-filter").await;
+    for key in ["data/a.txt", "data/b.tmp", "other/c.txt"] {
+        put(&s3, &src, key, body(3, 10)).await;
+    }
+    let replicator = replicator(
+        &moto().endpoint,
+        &format!("s3://{src}/data/"),
+        &format!("s3://{dst}/backup/"),
+        &[("S3_FANOUT_EXCLUDE", r#"["*.tmp"]"#)],
+    )
+    .await;
+    let records = vec![
+        message("1", &fixture("s3-put", &src, "data/a.txt")),
+        message("2", &fixture("s3-put", &src, "data/b.tmp")),
+        message(
+            "3",
+            &fixture("eventbridge-object-created", &src, "other/c.txt"),
+        ),
+        message(
+            "4",
+            &fixture("s3-put", "someone-elses-bucket", "data/z.txt"),
+        ),
+    ];
+    let invocation = replicator.replicate(records, deadline()).await;
+    assert!(handed_back(&invocation).is_empty());
+    assert!(matches!(
+        outcome(&invocation, "data/a.txt"),
+        Outcome::Replicated { .. }
+    ));
+    let ignored: Vec<&str> = invocation
+        .keys
+        .iter()
+        .filter(|k| matches!(k.outcome, Outcome::Ignored { .. }))
+        .map(|k| k.bucket.as_str())
+        .collect();
+    assert_eq!(ignored.len(), 3, "{:#?}", invocation.keys);
+    let dst_keys: Vec<String> = list_all(&s3, &dst, "")
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(dst_keys, ["backup/a.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retryable_failures_are_handed_back_and_the_rest_go_to_the_dead_letter_queue_with_a_reason()
+{
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-fail").await;
+    for key in ["fine", "denied", "slow", "archived"] {
+        put(&s3, &src, key, body(4, 10)).await;
+    }
+    let sqs = build_sqs_client(&moto_settings()).await;
+    let dlq = sqs
+        .create_queue()
+        .queue_name(unique_bucket("repl-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let proxy = FaultProxy::start(&moto().endpoint);
+    proxy.add_rule(Rule::on(Op::HeadObject).key("denied").respond(403, ""));
+    proxy.add_rule(Rule::on(Op::CopyObject).key("slow").respond(
+        503,
+        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+    ));
+    proxy.add_rule(Rule::on(Op::CopyObject).key("archived").respond(
+        403,
+        "<Error><Code>InvalidObjectState</Code><Message>The operation is not valid for the object's storage class</Message></Error>",
+    ));
+    let replicator = replicator(
+        proxy.endpoint(),
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &[
+            ("S3_FANOUT_DEAD_LETTER_QUEUE_URL", &dlq),
+            ("S3_FANOUT_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let records = vec![
+        message("m-fine", &fixture("s3-put", &src, "fine")),
+        message("m-denied", &fixture("s3-put", &src, "denied")),
+        message("m-slow", &fixture("s3-put", &src, "slow")),
+        message("m-archived", &fixture("s3-put", &src, "archived")),
+        message("m-junk", "{\"not\": \"an event\"}"),
+    ];
+    let invocation = replicator.replicate(records, deadline()).await;
+
+    assert_eq!(
+        handed_back(&invocation),
+        ["m-slow"],
+        "only a retry can help SlowDown"
+    );
+    assert!(matches!(
+        outcome(&invocation, "fine"),
+        Outcome::Replicated { .. }
+    ));
+    assert!(matches!(
+        outcome(&invocation, "archived"),
+        Outcome::Skipped { code, .. } if code == "SkippedArchived"
+    ));
+    assert!(matches!(
+        outcome(&invocation, "denied"),
+        Outcome::Failed {
+            retryable: false,
+            ..
+        }
+    ));
+    assert_eq!(invocation.unreadable, 1);
+    assert_eq!(invocation.dead_lettered, 2);
+    assert_eq!(
+        metric(&invocation, "Failed"),
+        [3.0],
+        "denied, slow and the unreadable message"
+    );
+    assert_eq!(metric(&invocation, "Skipped"), [1.0]);
+
+    let received = sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let mut reasons: Vec<String> = received
+        .iter()
+        .map(|m| {
+            m.message_attributes()
+                .and_then(|a| a.get("S3FanoutError"))
+                .and_then(|v| v.string_value())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("Forbidden: denied") || reasons[0].contains("denied"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].starts_with("UnreadableEvent"), "{reasons:?}");
+    assert_eq!(contents(&s3, &dst).await.len(), 1, "only `fine` was copied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_that_lands_after_a_newer_copy_is_repaired_before_the_invocation_ends() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-race").await;
+    // The key was copied as v1, then deleted at the source: its delete event
+    // is being handled while the key is put again (v2) and that event too.
+    put(&s3, &dst, "k", body(1, 50)).await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    proxy.add_rule(
+        Rule::on(Op::DeleteObject)
+            .key("k")
+            .times(1)
+            .delay(Duration::from_millis(1500)),
+    );
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+    let vars = [("S3_FANOUT_REPLICATE_DELETES", "true")];
+    let late = replicator(proxy.endpoint(), &source, &destination, &vars).await;
+    let prompt = replicator(proxy.endpoint(), &source, &destination, &vars).await;
+
+    let delete_event = message("delete", &fixture("s3-delete", &src, "k"));
+    let deleting =
+        tokio::spawn(async move { late.replicate(vec![delete_event], deadline()).await });
+    assert!(proxy.wait_for(Op::DeleteObject, 1, Duration::from_secs(10)));
+    let v2 = body(2, 60);
+    put(&s3, &src, "k", v2.clone()).await;
+    let put_event = message("put", &fixture("s3-put", &src, "k"));
+    let copying = prompt.replicate(vec![put_event], deadline()).await;
+    assert!(matches!(outcome(&copying, "k"), Outcome::Replicated { .. }));
+
+    // The delayed delete now removes v2 at the destination; the invocation
+    // that sent it sees the source is back and copies it again.
+    let deleting = deleting.await.unwrap();
+    let report = deleting.keys.iter().find(|k| k.key == "k").unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Replicated { .. }) && report.rounds == 2,
+        "{report:?}"
+    );
+    assert_eq!(get_bytes(&s3, &dst, "k").await, v2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_copy_cannot_land_over_a_newer_one_and_events_out_of_order_converge() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-stale").await;
+    put(&s3, &src, "k", body(1, 50)).await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    // moto ignores x-amz-copy-source-if-match; S3 does not.
+    proxy.enforce_copy_source_if_match();
+    proxy.add_rule(
+        Rule::on(Op::CopyObject)
+            .key("k")
+            .times(1)
+            .delay(Duration::from_millis(1500)),
+    );
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+    let slow = replicator(proxy.endpoint(), &source, &destination, &[]).await;
+    let fast = replicator(proxy.endpoint(), &source, &destination, &[]).await;
+
+    let first = message("v1", &fixture("s3-put", &src, "k"));
+    let stale = tokio::spawn(async move { slow.replicate(vec![first], deadline()).await });
+    assert!(proxy.wait_for(Op::CopyObject, 1, Duration::from_secs(10)));
+    let v2 = body(2, 70);
+    put(&s3, &src, "k", v2.clone()).await;
+    let second = message("v2", &fixture("s3-put", &src, "k"));
+    fast.replicate(vec![second], deadline()).await;
+    stale.await.unwrap();
+    assert_eq!(get_bytes(&s3, &dst, "k").await, v2);
+
+    // The first event delivered again, last: nothing changes, nothing is copied.
+    let copies = proxy.count(Op::CopyObject, "k");
+    let again = fast
+        .replicate(
+            vec![message("v1-again", &fixture("s3-put", &src, "k"))],
+            deadline(),
+        )
+        .await;
+    assert_eq!(*outcome(&again, "k"), Outcome::InSync);
+    assert_eq!(proxy.count(Op::CopyObject, "k"), copies);
+    assert_eq!(get_bytes(&s3, &dst, "k").await, v2);
+    proxy.assert_no_errors();
+}
+
+// ------------------------------------------------------------ end to end
+
+/// Poll until the destination lists exactly what the source does.
+async fn converges(s3: &Client, src: &str, dst: &str, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let (want, got) = (contents(s3, src).await, contents(s3, dst).await);
+        if want == got {
+            return;
+        }
+        if started.elapsed() > timeout {
+            panic!("no convergence in {timeout:?}:\nsource {want:#?}\ndestination {got:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Poll until no message is waiting or in flight.
+async fn drained(sqs: &aws_sdk_sqs::Client, queue_url: &str, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        let count = |name| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if count(QueueAttributeName::ApproximateNumberOfMessages) == 0
+            && count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{queue_url} not drained in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn dead_letters(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    sqs.receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.body.unwrap_or_default())
+        .collect()
+}
+
+/// Replication between two fresh buckets, from moto's own notifications.
+async fn replicating(
+    tag: &str,
+    tune: impl FnOnce(&mut ReplicationOptions),
+) -> (
+    Client,
+    String,
+    String,
+    replication::Replication,
+    CancellationToken,
+) {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, tag).await;
+    let mut options = ReplicationOptions::new(
+        &moto().endpoint,
+        &unique_bucket(tag),
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+    );
+    options.replicate_deletes = true;
+    tune(&mut options);
+    let cancel = CancellationToken::new();
+    let replication = replication::start(&options, cancel.clone())
+        .await
+        .expect("replication starts");
+    (s3, src, dst, replication, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn puts_overwrites_and_deletes_at_the_source_appear_at_the_destination() {
+    let (s3, src, dst, replication, cancel) = replicating("repl-e2e", |_| {}).await;
+    let mut keys = awkward_keys();
+    keys.extend((0..20).map(|i| format!("logs/{i:02}.json")));
+    for (i, key) in keys.iter().enumerate() {
+        put(&s3, &src, key, body(i as u64, 200 + i)).await;
+    }
+    put_with(
+        &s3,
+        &src,
+        "with/metadata",
+        body(99, 300),
+        PutExtras {
+            content_type: Some("application/x-custom".into()),
+            metadata: vec![("owner".into(), "platform".into())],
+            tags: vec![("team".into(), "storage".into())],
+            storage_class: Some("STANDARD_IA".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    put_multipart(&s3, &src, "big/multipart", 6 * 1024 * 1024, 5 * 1024 * 1024).await;
+    converges(&s3, &src, &dst, Duration::from_secs(60)).await;
+
+    let copy = head(&s3, &dst, "with/metadata").await;
+    assert_eq!(copy.content_type(), Some("application/x-custom"));
+    assert_eq!(
+        copy.metadata()
+            .and_then(|m| m.get("owner"))
+            .map(String::as_str),
+        Some("platform")
+    );
+    assert_eq!(
+        copy.storage_class().map(|c| c.as_str()),
+        Some("STANDARD_IA")
+    );
+    assert_eq!(
+        tags(&s3, &dst, "with/metadata").await,
+        [("team".into(), "storage".into())]
+    );
+
+    // Overwrite some, delete others.
+    for (i, key) in keys.iter().enumerate().step_by(2) {
+        put(&s3, &src, key, body(1000 + i as u64, 50)).await;
+    }
+    for key in keys.iter().skip(1).step_by(4) {
+        s3.delete_object()
+            .bucket(&src)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    converges(&s3, &src, &dst, Duration::from_secs(60)).await;
+    for key in keys.iter().step_by(2) {
+        assert_eq!(
+            get_bytes(&s3, &dst, key).await,
+            get_bytes(&s3, &src, key).await
+        );
+    }
+
+    let sqs = build_sqs_client(&moto_settings()).await;
+    drained(&sqs, &replication.event_queue_url, Duration::from_secs(30)).await;
+    assert!(
+        dead_letters(&sqs, &replication.dead_letter_queue_url)
+            .await
+            .is_empty()
+    );
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_order_and_duplicated_deliveries_converge() {
+    // Every batch delivered twice, and up to four invocations at once:
+    // events of one key are handled by different invocations, in any order.
+    let (s3, src, dst, replication, cancel) = replicating("repl-order", |o| {
+        o.duplicate_deliveries = true;
+        o.batch_size = 3;
+        o.max_concurrency = 4;
+    })
+    .await;
+    let keys: Vec<String> = (0..12).map(|i| format!("churn/{i:02}")).collect();
+    // Bursts: put, overwrite, delete, put again, for every key at once.
+    for round in 0..4u64 {
+        let puts = keys.iter().enumerate().map(|(i, key)| {
+            let (s3, src) = (s3.clone(), src.clone());
+            async move {
+                if round == 2 && i % 3 == 0 {
+                    s3.delete_object()
+                        .bucket(&src)
+                        .key(key)
+                        .send()
+                        .await
+                        .unwrap();
+                } else {
+                    put(&s3, &src, key, body(round * 100 + i as u64, 64 + i)).await;
+                }
+            }
+        });
+        futures::future::join_all(puts).await;
+    }
+    for key in keys.iter().step_by(5) {
+        s3.delete_object()
+            .bucket(&src)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    converges(&s3, &src, &dst, Duration::from_secs(90)).await;
+
+    // Events delivered late, after everything else: a delete for a key that
+    // exists again and a put for one that is gone.
+    let sqs = build_sqs_client(&moto_settings()).await;
+    for (shape, key) in [
+        ("s3-delete", &keys[1]),
+        ("eventbridge-object-created", &keys[0]),
+    ] {
+        sqs.send_message()
+            .queue_url(&replication.event_queue_url)
+            .message_body(fixture(shape, &src, key))
+            .send()
+            .await
+            .unwrap();
+    }
+    drained(&sqs, &replication.event_queue_url, Duration::from_secs(30)).await;
+    assert_eq!(contents(&s3, &dst).await, contents(&s3, &src).await);
+    for key in contents(&s3, &src).await.iter().map(|c| &c.0) {
+        assert_eq!(
+            get_bytes(&s3, &dst, key).await,
+            get_bytes(&s3, &src, key).await
+        );
+    }
+    assert!(
+        dead_letters(&sqs, &replication.dead_letter_queue_url)
+            .await
+            .is_empty()
+    );
+    cancel.cancel();
+}
