@@ -1,10 +1,11 @@
 //! Evaluating intrinsics for given parameter values the way CloudFormation
 //! would: parameter `Ref`s and their defaults, `Fn::FindInMap`, `Fn::If` and
-//! the condition functions.
+//! the condition functions; and which resources and outputs those values
+//! deploy (a `Condition` on a resource or output).
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::model::Template;
 use crate::values::{number, one_or_many, ref_name, scalar};
@@ -24,7 +25,8 @@ impl Template {
     /// Evaluates intrinsics the way CloudFormation would for the given
     /// parameter values: parameter `Ref`s, `Fn::FindInMap`, `Fn::If` and
     /// the condition functions. References to resources and pseudo
-    /// parameters stay as they are; `AWS::NoValue` disappears from lists.
+    /// parameters stay as they are; `AWS::NoValue` disappears from lists and
+    /// takes its key out of objects.
     pub fn eval(&self, value: &Value, params: &Params) -> Value {
         match value {
             Value::Array(items) => Value::Array(
@@ -89,17 +91,63 @@ impl Template {
                     "Fn::Or" => {
                         Value::Bool(one_or_many(arg).iter().any(|c| self.truthy(c, params)))
                     }
-                    _ => value.clone(),
+                    // Fn::GetAtt, Fn::Sub, ...: left as written.
+                    intrinsic if intrinsic.starts_with("Fn::") => value.clone(),
+                    _ => self.eval_object(object, params),
                 }
             }
-            Value::Object(object) => Value::Object(
-                object
-                    .iter()
-                    .map(|(k, v)| (k.clone(), self.eval(v, params)))
-                    .collect(),
-            ),
+            Value::Object(object) => self.eval_object(object, params),
             other => other.clone(),
         }
+    }
+
+    /// A plain object (not an intrinsic): each value evaluated, keys whose
+    /// value is `AWS::NoValue` left out.
+    fn eval_object(&self, object: &Map<String, Value>, params: &Params) -> Value {
+        Value::Object(
+            object
+                .iter()
+                .map(|(k, v)| (k.clone(), self.eval(v, params)))
+                .filter(|(_, v)| ref_name(v) != Some("AWS::NoValue"))
+                .collect(),
+        )
+    }
+
+    /// Whether a resource or output is deployed with these parameter values:
+    /// it has no `Condition`, or its condition holds.
+    pub fn is_deployed(&self, entry: &Value, params: &Params) -> bool {
+        match entry.get("Condition").and_then(Value::as_str) {
+            Some(condition) => self.condition(condition, params),
+            None => true,
+        }
+    }
+
+    /// Whether the resource `id` exists and is deployed with these values.
+    pub fn resource_deployed(&self, id: &str, params: &Params) -> bool {
+        self.resources()
+            .get(id)
+            .is_some_and(|r| self.is_deployed(r, params))
+    }
+
+    /// The template as these parameter values deploy it: resources and
+    /// outputs whose `Condition` is false left out, everything else as
+    /// written (intrinsics unevaluated, so the checks read it as usual).
+    pub fn deployed(&self, params: &Params) -> Template {
+        let mut doc = self.doc.clone();
+        for section in ["Resources", "Outputs"] {
+            let kept: Map<String, Value> = self
+                .section(section)
+                .iter()
+                .filter(|(_, entry)| self.is_deployed(entry, params))
+                .map(|(id, entry)| (id.clone(), entry.clone()))
+                .collect();
+            if let Some(object) = doc.as_object_mut()
+                && object.contains_key(section)
+            {
+                object.insert(section.to_string(), Value::Object(kept));
+            }
+        }
+        Template::new(doc)
     }
 
     pub fn truthy(&self, value: &Value, params: &Params) -> bool {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::Check;
 use crate::iam::render;
-use crate::model::{COPIER, FUNCTION_BINARIES, Template, infra_dir};
+use crate::model::{COPIER, FUNCTION_BINARIES, REPLICATOR, Template, infra_dir};
 use crate::workspace::{function_crate_dir, manifest_has_table, workspace_list};
 
 /// The directory a function's CodeUri names, relative to the template.
@@ -26,7 +26,7 @@ pub fn code_dir(t: &Template, function: &Value) -> Result<PathBuf, String> {
         .map_err(|e| format!("CodeUri {uri} does not exist relative to infra/: {e}"))
 }
 
-/// (h) Four Rust functions, built by cargo-lambda from the workspace, on
+/// (h) Five Rust functions, built by cargo-lambda from the workspace, on
 /// provided.al2023 and the Architecture parameter (default arm64).
 pub fn check_functions_build(t: &Template) -> Check {
     let functions = t.of_type("AWS::Serverless::Function");
@@ -102,7 +102,8 @@ pub fn check_functions_build(t: &Template) -> Check {
 }
 
 /// Each function logs to a group created here, with a retention, named as
-/// Lambda names it.
+/// Lambda names it, and deployed under the same condition as the function
+/// (no orphan group without it, no function logging to a group never made).
 pub fn check_log_groups(t: &Template) -> Check {
     let groups = t.of_type("AWS::Logs::LogGroup");
     for (id, function) in t.of_type("AWS::Serverless::Function") {
@@ -123,6 +124,12 @@ pub fn check_log_groups(t: &Template) -> Check {
             t.props(group).get("RetentionInDays") == Some(&json!({"Ref": "LogRetentionDays"})),
             "{group_id} must set RetentionInDays: !Ref LogRetentionDays"
         );
+        ensure!(
+            group.get("Condition") == function.get("Condition"),
+            "{group_id} must have the Condition of {id} ({:?}), has {:?}",
+            function.get("Condition"),
+            group.get("Condition")
+        );
     }
     ensure!(
         t.default_of("LogRetentionDays").as_deref() == Some("30"),
@@ -132,7 +139,9 @@ pub fn check_log_groups(t: &Template) -> Check {
 }
 
 /// Every function gets the configuration the code reads, from the right
-/// parameters.
+/// parameters: the stack's (Globals, Include and Exclude among them, so the
+/// nightly sync and replication filter keys alike), the work queue for
+/// the lister, copier and reporter, and the replicator's own.
 pub fn check_environment(t: &Template) -> Check {
     let common = [
         (
@@ -145,6 +154,8 @@ pub fn check_environment(t: &Template) -> Check {
         ),
         ("S3_FANOUT_MODE", json!({"Ref": "Mode"})),
         ("S3_FANOUT_ALLOW_DELETE", json!({"Ref": "AllowDelete"})),
+        ("S3_FANOUT_INCLUDE", json!({"Ref": "Include"})),
+        ("S3_FANOUT_EXCLUDE", json!({"Ref": "Exclude"})),
         ("S3_FANOUT_REPORT_BUCKET", json!({"Ref": "ReportBucket"})),
         ("S3_FANOUT_REPORT_PREFIX", json!({"Ref": "ReportPrefix"})),
         ("RUST_LOG", json!("info")),
@@ -160,18 +171,49 @@ pub fn check_environment(t: &Template) -> Check {
                 env.get(*name)
             );
         }
-        let needs_queue = binary != "s3-fanout-planner";
+        let needs_queue = [COPIER, "s3-fanout-lister", "s3-fanout-reporter"].contains(&binary);
+        let has_queue = env.contains_key("S3_FANOUT_WORK_QUEUE_URL");
         ensure!(
-            (env.get("S3_FANOUT_WORK_QUEUE_URL") == Some(&json!({"Ref": queue}))) == needs_queue,
+            has_queue == needs_queue
+                && (!has_queue
+                    || env.get("S3_FANOUT_WORK_QUEUE_URL") == Some(&json!({"Ref": queue}))),
             "{id} S3_FANOUT_WORK_QUEUE_URL must be !Ref {queue} exactly for the lister, copier and reporter"
         );
     }
-    let (_, copier) = t.function(COPIER)?;
-    ensure!(
-        t.environment(copier).get("S3_FANOUT_COPY_CONCURRENCY")
-            == Some(&json!({"Ref": "CopierTaskConcurrency"})),
-        "the copier's S3_FANOUT_COPY_CONCURRENCY must !Ref CopierTaskConcurrency"
-    );
+    for binary in [COPIER, REPLICATOR] {
+        let (id, function) = t.function(binary)?;
+        ensure!(
+            t.environment(function).get("S3_FANOUT_COPY_CONCURRENCY")
+                == Some(&json!({"Ref": "CopierTaskConcurrency"})),
+            "{id} S3_FANOUT_COPY_CONCURRENCY must !Ref CopierTaskConcurrency"
+        );
+    }
+    // The replicator's own: deletes (whose value check_delete_only_when_allowed
+    // compares with its role), the event dead-letter queue it sends
+    // unfixable events to, and the receive count it gives up at.
+    let (replicator_id, replicator) = t.function(REPLICATOR)?;
+    let env = t.environment(replicator);
+    let (event_queue, _) = t.event_queue()?;
+    let (event_dlq, _) = t.dead_letter_queue_of(event_queue)?;
+    let own = [
+        ("S3_FANOUT_REPLICATE_DELETES", None),
+        (
+            "S3_FANOUT_DEAD_LETTER_QUEUE_URL",
+            Some(json!({"Ref": event_dlq})),
+        ),
+        (
+            "S3_FANOUT_MAX_RECEIVE_COUNT",
+            Some(json!({"Ref": "MaxReceiveCount"})),
+        ),
+    ];
+    for (name, want) in own {
+        let have = env.get(name);
+        ensure!(
+            have.is_some() && (want.is_none() || have == want.as_ref()),
+            "{replicator_id} {name} must be {}, is {have:?}",
+            want.map_or("set".to_string(), |w| w.to_string())
+        );
+    }
     let defaults = [
         ("Mode", "etag"),
         ("ReportPrefix", "runs/"),
@@ -182,8 +224,16 @@ pub fn check_environment(t: &Template) -> Check {
         ("CopierMaxConcurrency", "50"),
         ("CopierTaskConcurrency", "16"),
         ("ReportRetentionDays", "90"),
+        ("Include", ""),
+        ("Exclude", ""),
         ("ScheduleExpression", "cron(0 2 * * ? *)"),
-        ("ScheduleEnabled", "false"),
+        ("ScheduleTimezone", "UTC"),
+        ("ScheduleEnabled", "true"),
+        ("Replication", "false"),
+        ("ReplicateDeletes", "false"),
+        ("SourceAccountId", ""),
+        ("ReplicatorBatchSize", "10"),
+        ("ReplicatorMaxConcurrency", "20"),
     ];
     for (name, default) in defaults {
         ensure!(

@@ -14,12 +14,31 @@
 //!   `S3_FANOUT_MAX_RECEIVE_COUNT` are the same parameter.
 //! - IAM (`permissions.rs`): no S3 write on a wildcard; execution roles name
 //!   every resource (no `*`, no SAM or managed policies); each function's role
-//!   grants exactly what it needs; `s3:DeleteObject` only when AllowDelete is
-//!   true; KMS only for the keys configured.
-//! - functions (`functions.rs`): four Rust functions built by cargo-lambda
+//!   grants exactly what it needs; `s3:DeleteObject` only to the copier when
+//!   AllowDelete is true and to the replicator when Replication and
+//!   ReplicateDeletes both are, with each function's environment agreeing;
+//!   KMS only for the keys configured.
+//! - functions (`functions.rs`): five Rust functions built by cargo-lambda
 //!   from the workspace's (default) members, on provided.al2023 and the
-//!   Architecture parameter; the environment the code reads; a log group
-//!   with retention each.
+//!   Architecture parameter; the environment the code reads (Include and
+//!   Exclude for all, the replicator's dead-letter queue and delete flag); a
+//!   log group with retention each, under the function's condition.
+//! - replication (`replication.rs`): deployed only with Replication=true;
+//!   the event queue is the replicator's own, encrypted, visibility at least
+//!   6x the replicator's timeout, redriven to its own alarmed dead-letter
+//!   queue after MaxReceiveCount, consumed with partial batch responses and
+//!   a MaximumConcurrency; the EventBridge rule matches `aws.s3` "Object
+//!   Created" and "Object Deleted" events of SourceBucket (under SourcePrefix)
+//!   and targets the event queue; the queue policy lets only S3 and
+//!   EventBridge send, each with aws:SourceArn (and S3 aws:SourceAccount).
+//! - the schedule (`schedule.rs`): an EventBridge Scheduler schedule at
+//!   ScheduleExpression, ENABLED exactly when ScheduleEnabled is true,
+//!   starting the state machine with `{"mode":"etag","validate":true}`, its
+//!   role assumable only by Scheduler and allowed only StartExecution on
+//!   the state machine; no "placeholder" wording left.
+//! - conditions (`conditions.rs`): with the defaults, with replication and
+//!   with every option on, nothing deployed refers to a resource those
+//!   parameters leave out.
 //! - the state machine (`state_machine.rs`): a STANDARD workflow over
 //!   `statemachine/sync.asl.json` (a missing file fails), every `${...}`
 //!   placeholder in it substituted with a function of this stack, and a role
@@ -31,7 +50,8 @@
 //! `*_is_caught` tests in `mutations.rs` can break a copy of the template
 //! and prove that the check notices. The checks rest on `yaml.rs` (YAML to
 //! JSON with CloudFormation tags), `values.rs`, `model.rs` (navigating the
-//! template), `eval.rs` (intrinsics for given parameters), `iam.rs` (policy
+//! template), `eval.rs` (intrinsics and resource conditions for given
+//! parameters), `iam.rs` (policy
 //! statements) and `workspace.rs` (the cargo manifest); the readers have
 //! tests of their own at the end of this file.
 //!
@@ -42,6 +62,8 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
+use conditions::check_references_resolve;
+use eval::params;
 use functions::{check_environment, check_functions_build, check_log_groups};
 use model::load;
 use outputs::check_outputs;
@@ -53,7 +75,12 @@ use queues::{
     check_copier_event_source, check_dead_letter_alarm, check_max_receive_count,
     check_queues_encrypted, check_visibility_timeout,
 };
+use replication::{
+    check_event_queue, check_event_queue_policy, check_object_events_rule,
+    check_replication_is_optional,
+};
 use report_bucket::check_report_bucket;
+use schedule::{check_nightly_schedule, check_schedule_is_wired};
 use state_machine::{asl_placeholders, check_state_machine, placeholders};
 use workspace::{manifest_has_table, workspace_list};
 use yaml::parse_template;
@@ -71,6 +98,7 @@ macro_rules! ensure {
     };
 }
 
+mod conditions;
 mod eval;
 mod functions;
 mod iam;
@@ -79,7 +107,9 @@ mod mutations;
 mod outputs;
 mod permissions;
 mod queues;
+mod replication;
 mod report_bucket;
+mod schedule;
 mod state_machine;
 mod values;
 mod workspace;
@@ -123,7 +153,7 @@ fn each_function_has_exactly_the_permissions_it_needs() {
 }
 
 #[test]
-fn delete_object_is_granted_only_when_allow_delete_is_true() {
+fn delete_object_is_granted_only_when_allow_delete_or_replicate_deletes_allows_it() {
     assert_ok(check_delete_only_when_allowed(&load()));
 }
 
@@ -173,6 +203,41 @@ fn stack_outputs_name_what_operators_need() {
     assert_ok(check_outputs(&load()));
 }
 
+#[test]
+fn replication_is_deployed_only_with_replication_true() {
+    assert_ok(check_replication_is_optional(&load()));
+}
+
+#[test]
+fn nothing_deployed_refers_to_a_resource_its_conditions_leave_out() {
+    assert_ok(check_references_resolve(&load()));
+}
+
+#[test]
+fn event_queue_is_the_replicators_own_encrypted_and_redriven_to_an_alarmed_dead_letter_queue() {
+    assert_ok(check_event_queue(&load()));
+}
+
+#[test]
+fn object_events_rule_sends_the_source_buckets_created_and_deleted_events_to_the_event_queue() {
+    assert_ok(check_object_events_rule(&load()));
+}
+
+#[test]
+fn event_queue_accepts_only_the_source_bucket_and_the_rule() {
+    assert_ok(check_event_queue_policy(&load()));
+}
+
+#[test]
+fn nightly_schedule_starts_an_etag_sync_with_validate_and_follows_schedule_enabled() {
+    assert_ok(check_nightly_schedule(&load()));
+}
+
+#[test]
+fn nothing_calls_the_schedule_a_placeholder_any_more() {
+    assert_ok(check_schedule_is_wired(&load()));
+}
+
 // ------------------------------------------------ the readers the checks rest on
 
 #[test]
@@ -196,6 +261,57 @@ fn placeholder_scan_finds_substitutions_only() {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    assert_eq!(found, want);
+}
+
+#[test]
+fn conditions_and_no_value_evaluate_as_cloudformation_does() {
+    let t = model::Template::new(parse_template(
+        "Parameters:\n  A: {Type: String, Default: \"false\"}\n  B: {Type: String, Default: \"x\"}\n\
+         Conditions:\n  IsA: !Equals [!Ref A, \"true\"]\n  Both: !And [!Condition IsA, !Not [!Equals [!Ref B, \"\"]]]\n\
+         Resources:\n  Always: {Type: T}\n  OnlyA: {Type: T, Condition: IsA}\n\
+         Outputs:\n  O: {Condition: Both, Value: !Ref OnlyA}\n",
+    ));
+    let value = json!({
+        "detail": {"name": [{"Ref": "B"}], "key": {"Fn::If": ["Both", {"prefix": {"Ref": "B"}}, {"Ref": "AWS::NoValue"}]}},
+        "list": [{"Fn::If": ["IsA", 1, {"Ref": "AWS::NoValue"}]}, 2],
+    });
+    assert_eq!(
+        t.eval(&value, &params(&[])),
+        json!({"detail": {"name": ["x"]}, "list": [2]})
+    );
+    assert_eq!(
+        t.eval(&value, &params(&[("A", "true")])),
+        json!({"detail": {"name": ["x"], "key": {"prefix": "x"}}, "list": [1, 2]})
+    );
+    assert!(!t.condition("Both", &params(&[("A", "true"), ("B", "")])));
+    let off = t.deployed(&params(&[]));
+    assert!(off.resources().contains_key("Always") && !off.resources().contains_key("OnlyA"));
+    assert!(off.section("Outputs").is_empty());
+    let on = t.deployed(&params(&[("A", "true")]));
+    assert!(on.resources().contains_key("OnlyA") && on.section("Outputs").contains_key("O"));
+}
+
+#[test]
+fn reference_scan_reads_ref_getatt_and_sub_but_not_literals() {
+    let found = conditions::references(&json!({
+        "a": {"Ref": "Queue"},
+        "b": {"Fn::GetAtt": ["Rule", "Arn"]},
+        "c": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${Bucket}/${Log.Arn}${!Literal}"},
+        "d": {"Fn::Sub": ["${Local}-${Stack}", {"Local": {"Ref": "Param"}}]},
+    }));
+    let want: BTreeSet<String> = [
+        "AWS::Partition",
+        "Bucket",
+        "Log",
+        "Param",
+        "Queue",
+        "Rule",
+        "Stack",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(found, want);
 }
 

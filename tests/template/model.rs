@@ -1,7 +1,8 @@
 //! The template as a model: loading `infra/template.yaml`, its sections,
 //! parameters and resources, SAM's `Globals` fallbacks, and the resources the
-//! checks navigate by (each function by its binary, the copier's SQS event
-//! source, the work queue and its dead-letter queue).
+//! checks navigate by (each function by its binary, the SQS event source of
+//! the copier and of the replicator, the queue each consumes and its
+//! dead-letter queue).
 
 use std::fs;
 use std::path::PathBuf;
@@ -11,13 +12,16 @@ use serde_json::{Map, Value};
 use crate::values::{get_att, scalar};
 use crate::yaml::parse_template;
 
-pub const FUNCTION_BINARIES: [&str; 4] = [
+pub const FUNCTION_BINARIES: [&str; 5] = [
     "s3-fanout-planner",
     "s3-fanout-lister",
     "s3-fanout-copier",
     "s3-fanout-reporter",
+    "s3-fanout-replicator",
 ];
 pub const COPIER: &str = "s3-fanout-copier";
+/// Deployed only with `Replication=true`.
+pub const REPLICATOR: &str = "s3-fanout-replicator";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -137,11 +141,12 @@ impl Template {
         vars
     }
 
-    /// The copier's SQS event source properties (there must be exactly one).
-    pub fn copier_sqs_event(&self) -> Result<&Value, String> {
-        let (id, copier) = self.function(COPIER)?;
+    /// The SQS event source properties of the function built from `binary`
+    /// (there must be exactly one).
+    pub fn sqs_event(&self, binary: &str) -> Result<&Value, String> {
+        let (id, function) = self.function(binary)?;
         let events: Vec<_> = self
-            .props(copier)
+            .props(function)
             .get("Events")
             .and_then(Value::as_object)
             .map(|e| {
@@ -158,38 +163,57 @@ impl Template {
         Ok(self.props(events[0]))
     }
 
-    /// The queue the copier consumes: its SQS event's `Queue` must be
-    /// `!GetAtt <queue>.Arn` of a queue in this template.
+    /// The queue the copier consumes.
     pub fn work_queue(&self) -> Result<(&str, &Value), String> {
-        let event = self.copier_sqs_event()?;
+        self.consumed_queue(COPIER)
+    }
+
+    /// The queue the replicator consumes: S3 object events.
+    pub fn event_queue(&self) -> Result<(&str, &Value), String> {
+        self.consumed_queue(REPLICATOR)
+    }
+
+    /// The queue a function consumes: its SQS event's `Queue` must be
+    /// `!GetAtt <queue>.Arn` of a queue in this template.
+    pub fn consumed_queue(&self, binary: &str) -> Result<(&str, &Value), String> {
+        let event = self.sqs_event(binary)?;
         let queue = event
             .get("Queue")
-            .ok_or("the copier's SQS event has no Queue")?;
+            .ok_or_else(|| format!("the {binary} SQS event has no Queue"))?;
         let (id, attribute) = get_att(queue)
-            .ok_or_else(|| format!("the copier's SQS event Queue is not a !GetAtt: {queue}"))?;
+            .ok_or_else(|| format!("the {binary} SQS event Queue is not a !GetAtt: {queue}"))?;
         ensure!(
             attribute == "Arn",
-            "the copier's SQS event Queue is {id}.{attribute}, not .Arn"
+            "the {binary} SQS event Queue is {id}.{attribute}, not .Arn"
         );
         ensure!(
             self.resource_type(id) == Some("AWS::SQS::Queue"),
-            "the copier consumes {id}, which is not an AWS::SQS::Queue"
+            "{binary} consumes {id}, which is not an AWS::SQS::Queue"
         );
         Ok((id, &self.resources()[id]))
     }
 
     /// The work queue's dead-letter queue, from its RedrivePolicy.
     pub fn dead_letter_queue(&self) -> Result<(&str, &Value), String> {
-        let (work_id, work) = self.work_queue()?;
+        let (work_id, _) = self.work_queue()?;
+        self.dead_letter_queue_of(work_id)
+    }
+
+    /// A queue's dead-letter queue, from its RedrivePolicy.
+    pub fn dead_letter_queue_of(&self, queue_id: &str) -> Result<(&str, &Value), String> {
+        let queue = self
+            .resources()
+            .get(queue_id)
+            .ok_or_else(|| format!("no resource {queue_id}"))?;
         let target = self
-            .props(work)
+            .props(queue)
             .pointer("/RedrivePolicy/deadLetterTargetArn")
-            .ok_or_else(|| format!("{work_id} has no RedrivePolicy.deadLetterTargetArn"))?;
+            .ok_or_else(|| format!("{queue_id} has no RedrivePolicy.deadLetterTargetArn"))?;
         let (id, attribute) = get_att(target)
-            .ok_or_else(|| format!("{work_id}'s dead-letter target is not a !GetAtt"))?;
+            .ok_or_else(|| format!("{queue_id}'s dead-letter target is not a !GetAtt"))?;
         ensure!(
             attribute == "Arn" && self.resource_type(id) == Some("AWS::SQS::Queue"),
-            "{work_id}'s dead-letter target {id}.{attribute} is not a queue's Arn"
+            "{queue_id}'s dead-letter target {id}.{attribute} is not a queue's Arn"
         );
         Ok((id, &self.resources()[id]))
     }

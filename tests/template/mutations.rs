@@ -4,8 +4,10 @@
 
 use serde_json::{Value, json};
 
-use crate::functions::check_functions_build;
-use crate::model::{COPIER, Template, load};
+use crate::conditions::check_references_resolve;
+use crate::functions::{check_environment, check_functions_build, check_log_groups};
+use crate::model::{COPIER, REPLICATOR, Template, load};
+use crate::outputs::check_outputs;
 use crate::permissions::{
     check_delete_only_when_allowed, check_kms, check_least_privilege, check_no_star_resources,
     check_no_wildcard_writes,
@@ -14,8 +16,16 @@ use crate::queues::{
     check_copier_event_source, check_dead_letter_alarm, check_max_receive_count,
     check_queues_encrypted, check_visibility_timeout,
 };
+use crate::replication::{
+    check_event_queue, check_event_queue_policy, check_object_events_rule,
+    check_replication_is_optional,
+};
+use crate::schedule::{check_nightly_schedule, check_schedule_is_wired};
 use crate::state_machine::{asl_placeholders, check_state_machine};
 use crate::{Check, assert_ok};
+
+/// One careless edit of the template, in a table of cases.
+type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
 
 /// A copy of the template with `edit` applied to its JSON form.
 fn broken(edit: impl FnOnce(&mut Value)) -> Template {
@@ -30,11 +40,52 @@ fn set(doc: &mut Value, pointer: &str, value: Value) {
 }
 
 fn copier_id(doc: &Value) -> String {
+    function_id(doc, COPIER)
+}
+
+fn function_id(doc: &Value, binary: &str) -> String {
     Template::new(doc.clone())
-        .function(COPIER)
-        .expect("copier")
+        .function(binary)
+        .expect("function")
         .0
         .to_string()
+}
+
+/// The pointer to the properties of `binary`'s (one) SQS event.
+fn sqs_event_pointer(doc: &Value, binary: &str) -> String {
+    let id = function_id(doc, binary);
+    let name = doc["Resources"][&id]["Properties"]["Events"]
+        .as_object()
+        .expect("events")
+        .keys()
+        .next()
+        .expect("one event")
+        .clone();
+    format!("/Resources/{id}/Properties/Events/{name}/Properties")
+}
+
+fn remove(doc: &mut Value, pointer: &str) {
+    let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
+    doc.pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("template has no object {parent}"))
+        .remove(key)
+        .unwrap_or_else(|| panic!("template has no {pointer}"));
+}
+
+fn queue_policy_statement<'a>(doc: &'a mut Value, sid: &str) -> &'a mut Value {
+    doc.pointer_mut("/Resources/EventQueuePolicy/Properties/PolicyDocument/Statement")
+        .and_then(Value::as_array_mut)
+        .expect("queue policy statements")
+        .iter_mut()
+        .find(|s| s["Sid"] == json!(sid))
+        .unwrap_or_else(|| panic!("no queue policy statement {sid}"))
+}
+
+fn schedule_role_statements(doc: &mut Value) -> &mut Vec<Value> {
+    doc.pointer_mut("/Resources/ScheduleRole/Properties/Policies/0/PolicyDocument/Statement")
+        .and_then(Value::as_array_mut)
+        .expect("schedule role statements")
 }
 
 fn role_statements<'a>(doc: &'a mut Value, function: &str) -> &'a mut Vec<Value> {
@@ -214,6 +265,35 @@ fn extra_or_missing_permissions_are_caught() {
         check_least_privilege(&t),
         "copier unable to read the source",
     );
+    // A HEAD of a missing destination key would be a 403, not a 404.
+    let t = broken(|d| {
+        for s in role_statements(d, REPLICATOR).iter_mut() {
+            if s.get("Sid") == Some(&json!("ListSourceAndDestination")) {
+                s["Resource"] = json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::${SourceBucket}"});
+            }
+        }
+    });
+    assert_caught(
+        check_least_privilege(&t),
+        "replicator without s3:ListBucket on the destination",
+    );
+    let t = broken(|d| {
+        role_statements(d, REPLICATOR).push(json!({
+            "Effect": "Allow", "Action": "s3:PutObject",
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${SourceBucket}/${SourcePrefix}*"}
+        }));
+    });
+    assert_caught(check_least_privilege(&t), "replicator writing the source");
+    let t = broken(|d| {
+        role_statements(d, REPLICATOR).push(json!({
+            "Effect": "Allow", "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+        }));
+    });
+    assert_caught(
+        check_least_privilege(&t),
+        "replicator sending to the work queue",
+    );
 }
 
 #[test]
@@ -250,6 +330,77 @@ fn unconditional_delete_is_caught() {
 }
 
 #[test]
+fn replicator_deletes_not_following_both_parameters_are_caught() {
+    let guard = |condition: &'static str| {
+        broken(move |d| {
+            for s in role_statements(d, REPLICATOR).iter_mut() {
+                if let Some(args) = s.get_mut("Fn::If").and_then(Value::as_array_mut)
+                    && args[0] == json!("DeleteReplicated")
+                {
+                    args[0] = json!(condition);
+                }
+            }
+        })
+    };
+    // Replication alone would delete even with ReplicateDeletes=false...
+    assert_caught(
+        check_delete_only_when_allowed(&guard("ReplicationEnabled")),
+        "replicator deleting whenever it is deployed",
+    );
+    // ...and AllowDelete is the full sync's switch, not replication's.
+    assert_caught(
+        check_delete_only_when_allowed(&guard("DeleteAllowed")),
+        "replicator deleting on AllowDelete",
+    );
+    let t = broken(|d| {
+        role_statements(d, REPLICATOR).push(json!({
+            "Effect": "Allow", "Action": "s3:DeleteObject",
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DestinationBucket}/${DestinationPrefix}*"}
+        }));
+    });
+    assert_caught(
+        check_delete_only_when_allowed(&t),
+        "replicator deleting without !If",
+    );
+    // The copier must not delete because replication does.
+    let t = broken(|d| {
+        for s in role_statements(d, COPIER).iter_mut() {
+            if let Some(args) = s.get_mut("Fn::If").and_then(Value::as_array_mut)
+                && args[0] == json!("DeleteAllowed")
+            {
+                args[0] = json!("DeleteReplicated");
+            }
+        }
+    });
+    assert_caught(
+        check_delete_only_when_allowed(&t),
+        "copier deleting on ReplicateDeletes",
+    );
+    // The code told to delete while the role may not (or the reverse).
+    for told in [json!("true"), json!({"Ref": "AllowDelete"})] {
+        let t = broken(|d| {
+            let id = function_id(d, REPLICATOR);
+            set(
+                d,
+                &format!(
+                    "/Resources/{id}/Properties/Environment/Variables/S3_FANOUT_REPLICATE_DELETES"
+                ),
+                told.clone(),
+            );
+        });
+        assert_caught(
+            check_delete_only_when_allowed(&t),
+            &format!("S3_FANOUT_REPLICATE_DELETES {told} disagreeing with the role"),
+        );
+    }
+    let t = broken(|d| set(d, "/Parameters/ReplicateDeletes/Default", json!("true")));
+    assert_caught(
+        check_delete_only_when_allowed(&t),
+        "ReplicateDeletes defaulting to true",
+    );
+}
+
+#[test]
 fn unconditional_kms_is_caught() {
     let t = broken(|d| {
         role_statements(d, COPIER).push(json!({
@@ -258,6 +409,14 @@ fn unconditional_kms_is_caught() {
         }));
     });
     assert_caught(check_kms(&t), "KMS without a key configured");
+    let t = broken(|d| {
+        role_statements(d, REPLICATOR)
+            .retain(|s| s.pointer("/Fn::If/1/Sid") != Some(&json!("DecryptSource")));
+    });
+    assert_caught(
+        check_kms(&t),
+        "replicator unable to decrypt an SSE-KMS source",
+    );
 }
 
 #[test]
@@ -335,6 +494,499 @@ fn wrong_build_settings_are_caught() {
         );
     });
     assert_caught(check_functions_build(&t), "CodeUri elsewhere");
+    let t = broken(|d| {
+        let id = function_id(d, REPLICATOR);
+        d["Resources"].as_object_mut().unwrap().remove(&id);
+    });
+    assert_caught(check_functions_build(&t), "no replicator function");
+}
+
+#[test]
+fn log_group_not_following_its_function_is_caught() {
+    let t = broken(|d| remove(d, "/Resources/ReplicatorLogGroup/Condition"));
+    assert_caught(
+        check_log_groups(&t),
+        "replicator log group deployed without replication",
+    );
+}
+
+#[test]
+fn missing_environment_is_caught() {
+    let t = broken(|d| {
+        remove(
+            d,
+            "/Globals/Function/Environment/Variables/S3_FANOUT_INCLUDE",
+        )
+    });
+    assert_caught(check_environment(&t), "no S3_FANOUT_INCLUDE");
+    let t = broken(|d| {
+        set(
+            d,
+            "/Globals/Function/Environment/Variables/S3_FANOUT_EXCLUDE",
+            json!({"Ref": "Include"}),
+        )
+    });
+    assert_caught(check_environment(&t), "S3_FANOUT_EXCLUDE from Include");
+    let variables = |d: &Value| {
+        format!(
+            "/Resources/{}/Properties/Environment/Variables",
+            function_id(d, REPLICATOR)
+        )
+    };
+    let t = broken(|d| {
+        let v = variables(d);
+        remove(d, &format!("{v}/S3_FANOUT_DEAD_LETTER_QUEUE_URL"));
+    });
+    assert_caught(
+        check_environment(&t),
+        "replicator without its dead-letter queue",
+    );
+    let t = broken(|d| {
+        let v = variables(d);
+        set(
+            d,
+            &format!("{v}/S3_FANOUT_DEAD_LETTER_QUEUE_URL"),
+            json!({"Ref": "DeadLetterQueue"}),
+        );
+    });
+    assert_caught(
+        check_environment(&t),
+        "replicator sending to the work queue's dead-letter queue",
+    );
+    let t = broken(|d| {
+        let v = variables(d);
+        d.pointer_mut(&v).unwrap()["S3_FANOUT_WORK_QUEUE_URL"] = json!({"Ref": "WorkQueue"});
+    });
+    assert_caught(check_environment(&t), "replicator given the work queue");
+}
+
+#[test]
+fn missing_outputs_are_caught() {
+    let t = broken(|d| remove(d, "/Outputs/EventQueueArn"));
+    assert_caught(check_outputs(&t), "no EventQueueArn output");
+    let t = broken(|d| remove(d, "/Outputs/NightlyScheduleName"));
+    assert_caught(check_outputs(&t), "no NightlyScheduleName output");
+}
+
+#[test]
+fn replication_deployed_by_default_is_caught() {
+    for id in [
+        "EventQueue",
+        "ReplicatorFunction",
+        "ObjectEventsRule",
+        "EventQueuePolicy",
+    ] {
+        let t = broken(|d| remove(d, &format!("/Resources/{id}/Condition")));
+        assert_caught(
+            check_replication_is_optional(&t),
+            &format!("{id} without Condition"),
+        );
+    }
+    let t = broken(|d| set(d, "/Parameters/Replication/Default", json!("true")));
+    assert_caught(
+        check_replication_is_optional(&t),
+        "Replication defaulting to true",
+    );
+    // Replication must not take the full sync's resources away.
+    let t = broken(|d| {
+        d["Resources"]["WorkQueue"]["Condition"] = json!("ScheduleIsEnabled");
+        d["Conditions"]["ScheduleIsEnabled"] =
+            json!({"Fn::Not": [{"Condition": "ReplicationEnabled"}]});
+    });
+    assert_caught(
+        check_replication_is_optional(&t),
+        "a resource dropped by Replication=true",
+    );
+}
+
+#[test]
+fn references_to_resources_left_out_are_caught() {
+    let t = broken(|d| remove(d, "/Outputs/EventQueueArn/Condition"));
+    assert_caught(
+        check_references_resolve(&t),
+        "EventQueueArn output without Condition",
+    );
+    let t = broken(|d| remove(d, "/Resources/ReplicatorRole/Condition"));
+    assert_caught(
+        check_references_resolve(&t),
+        "replicator role naming a queue only replication deploys",
+    );
+    let t = broken(|d| {
+        d["Resources"]["ReportBucketPolicy"]["DependsOn"] = json!("EventQueue");
+    });
+    assert_caught(
+        check_references_resolve(&t),
+        "DependsOn a resource left out",
+    );
+}
+
+#[test]
+fn event_queue_mistakes_are_caught() {
+    let t = broken(|d| {
+        set(
+            d,
+            "/Resources/EventQueue/Properties/VisibilityTimeout",
+            json!(900),
+        )
+    });
+    assert_caught(
+        check_event_queue(&t),
+        "visibility 3x the replicator timeout",
+    );
+    let t = broken(|d| {
+        set(
+            d,
+            "/Resources/EventQueue/Properties/SqsManagedSseEnabled",
+            json!(false),
+        )
+    });
+    assert_caught(check_event_queue(&t), "event queue without SSE");
+    assert_caught(check_queues_encrypted(&t), "event queue without SSE");
+    let t = broken(|d| {
+        set(
+            d,
+            "/Resources/EventQueue/Properties/RedrivePolicy/deadLetterTargetArn",
+            json!({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}),
+        )
+    });
+    assert_caught(check_event_queue(&t), "events redriven to the work DLQ");
+    let t = broken(|d| {
+        set(
+            d,
+            "/Resources/EventQueue/Properties/RedrivePolicy/maxReceiveCount",
+            json!(3),
+        )
+    });
+    assert_caught(check_event_queue(&t), "hard-coded event maxReceiveCount");
+    let t = broken(|d| {
+        let e = sqs_event_pointer(d, REPLICATOR);
+        set(
+            d,
+            &format!("{e}/Queue"),
+            json!({"Fn::GetAtt": ["WorkQueue", "Arn"]}),
+        );
+    });
+    assert_caught(check_event_queue(&t), "replicator consuming the work queue");
+    let t = broken(|d| {
+        let e = sqs_event_pointer(d, REPLICATOR);
+        remove(d, &format!("{e}/FunctionResponseTypes"));
+    });
+    assert_caught(
+        check_event_queue(&t),
+        "replicator without ReportBatchItemFailures",
+    );
+    let t = broken(|d| {
+        let e = sqs_event_pointer(d, REPLICATOR);
+        remove(d, &format!("{e}/ScalingConfig"));
+    });
+    assert_caught(
+        check_event_queue(&t),
+        "replicator without MaximumConcurrency",
+    );
+    let t = broken(|d| {
+        let e = sqs_event_pointer(d, REPLICATOR);
+        set(
+            d,
+            &format!("{e}/ScalingConfig/MaximumConcurrency"),
+            json!({"Ref": "CopierMaxConcurrency"}),
+        );
+    });
+    assert_caught(
+        check_event_queue(&t),
+        "replicator capped by the copier's parameter",
+    );
+    let t = broken(|d| {
+        d["Resources"]
+            .as_object_mut()
+            .unwrap()
+            .remove("EventDeadLetterQueueAlarm");
+    });
+    assert_caught(check_event_queue(&t), "event DLQ without alarm");
+}
+
+#[test]
+fn object_events_rule_mistakes_are_caught() {
+    let pattern = "/Resources/ObjectEventsRule/Properties/EventPattern";
+    let cases: Vec<(&str, Edit<'_>)> = vec![
+        (
+            "another source",
+            Box::new(|d| {
+                set(
+                    d,
+                    &format!("{pattern}/source"),
+                    json!(["aws.s3", "aws.ec2"]),
+                )
+            }),
+        ),
+        (
+            "deletes not forwarded",
+            Box::new(|d| {
+                set(
+                    d,
+                    &format!("{pattern}/detail-type"),
+                    json!(["Object Created"]),
+                )
+            }),
+        ),
+        (
+            "a third detail-type",
+            Box::new(|d| {
+                set(
+                    d,
+                    &format!("{pattern}/detail-type"),
+                    json!([
+                        "Object Created",
+                        "Object Deleted",
+                        "Object Restore Completed"
+                    ]),
+                )
+            }),
+        ),
+        (
+            "the destination bucket's events",
+            Box::new(|d| {
+                set(
+                    d,
+                    &format!("{pattern}/detail/bucket/name"),
+                    json!([{"Ref": "DestinationBucket"}]),
+                )
+            }),
+        ),
+        (
+            "no key filter for SourcePrefix",
+            Box::new(|d| remove(d, &format!("{pattern}/detail/object"))),
+        ),
+        (
+            "rule disabled",
+            Box::new(|d| {
+                set(
+                    d,
+                    "/Resources/ObjectEventsRule/Properties/State",
+                    json!("DISABLED"),
+                )
+            }),
+        ),
+        (
+            "events sent to the work queue",
+            Box::new(|d| {
+                set(
+                    d,
+                    "/Resources/ObjectEventsRule/Properties/Targets/0/Arn",
+                    json!({"Fn::GetAtt": ["WorkQueue", "Arn"]}),
+                )
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        assert_caught(check_object_events_rule(&broken(edit)), what);
+    }
+}
+
+#[test]
+fn event_queue_policy_mistakes_are_caught() {
+    let t = broken(|d| {
+        remove(
+            queue_policy_statement(d, "ObjectEventsRule"),
+            "/Condition/ArnEquals",
+        )
+    });
+    assert_caught(
+        check_event_queue_policy(&t),
+        "EventBridge without aws:SourceArn",
+    );
+    let t = broken(|d| {
+        remove(
+            queue_policy_statement(d, "SourceBucketNotifications"),
+            "/Condition/StringEquals",
+        )
+    });
+    assert_caught(check_event_queue_policy(&t), "S3 without aws:SourceAccount");
+    let t = broken(|d| {
+        let s = queue_policy_statement(d, "SourceBucketNotifications");
+        let arn = s["Condition"]["ArnEquals"].clone();
+        remove(s, "/Condition/ArnEquals");
+        s["Condition"]["ArnLikeIfExists"] = arn;
+    });
+    assert_caught(
+        check_event_queue_policy(&t),
+        "aws:SourceArn that a request without it passes",
+    );
+    let t = broken(|d| {
+        queue_policy_statement(d, "SourceBucketNotifications")["Condition"]["ArnEquals"]["aws:SourceArn"] =
+            json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::*"});
+    });
+    assert_caught(check_event_queue_policy(&t), "any bucket's notifications");
+    let t = broken(|d| {
+        queue_policy_statement(d, "SourceBucketNotifications")["Condition"]["StringEquals"]["aws:SourceAccount"] =
+            json!({"Ref": "AWS::AccountId"});
+    });
+    assert_caught(
+        check_event_queue_policy(&t),
+        "aws:SourceAccount ignoring SourceAccountId",
+    );
+    for principal in [
+        json!("*"),
+        json!({"AWS": "*"}),
+        json!({"AWS": {"Ref": "AWS::AccountId"}}),
+    ] {
+        let t = broken(|d| {
+            queue_policy_statement(d, "ObjectEventsRule")["Principal"] = principal.clone();
+        });
+        assert_caught(
+            check_event_queue_policy(&t),
+            &format!("queue policy principal {principal}"),
+        );
+    }
+    let t = broken(|d| {
+        queue_policy_statement(d, "ObjectEventsRule")["Action"] = json!("sqs:*");
+    });
+    assert_caught(
+        check_event_queue_policy(&t),
+        "EventBridge allowed every SQS action",
+    );
+    let t = broken(|d| {
+        d.pointer_mut("/Resources/EventQueuePolicy/Properties/PolicyDocument/Statement")
+            .and_then(Value::as_array_mut)
+            .unwrap()
+            .retain(|s| s["Sid"] != json!("ObjectEventsRule"));
+    });
+    assert_caught(check_event_queue_policy(&t), "EventBridge unable to send");
+}
+
+#[test]
+fn schedule_mistakes_are_caught() {
+    let props = "/Resources/NightlySchedule/Properties";
+    let cases: Vec<(&str, Edit<'_>)> = vec![
+        (
+            "hard-coded expression",
+            Box::new(|d| {
+                set(
+                    d,
+                    &format!("{props}/ScheduleExpression"),
+                    json!("rate(1 day)"),
+                )
+            }),
+        ),
+        (
+            "another default time",
+            Box::new(|d| {
+                set(
+                    d,
+                    "/Parameters/ScheduleExpression/Default",
+                    json!("cron(0 3 * * ? *)"),
+                )
+            }),
+        ),
+        (
+            "always enabled",
+            Box::new(|d| set(d, &format!("{props}/State"), json!("ENABLED"))),
+        ),
+        (
+            "disabled by default",
+            Box::new(|d| set(d, "/Parameters/ScheduleEnabled/Default", json!("false"))),
+        ),
+        (
+            "deleted instead of disabled",
+            Box::new(|d| {
+                d["Resources"]["NightlySchedule"]["Condition"] = json!("ScheduleIsEnabled")
+            }),
+        ),
+        (
+            "bare OFF read as false",
+            Box::new(|d| set(d, &format!("{props}/FlexibleTimeWindow/Mode"), json!(false))),
+        ),
+        (
+            "starting the copier instead",
+            Box::new(|d| {
+                set(
+                    d,
+                    &format!("{props}/Target/Arn"),
+                    json!({"Fn::GetAtt": ["CopierFunction", "Arn"]}),
+                )
+            }),
+        ),
+        (
+            "input without VALIDATE",
+            Box::new(|d| {
+                set(
+                    d,
+                    &format!("{props}/Target/Input"),
+                    json!(r#"{"mode":"etag"}"#),
+                )
+            }),
+        ),
+        (
+            "input in size mode",
+            Box::new(|d| {
+                set(
+                    d,
+                    &format!("{props}/Target/Input"),
+                    json!(r#"{"mode":"size","validate":true}"#),
+                )
+            }),
+        ),
+        (
+            "input not JSON",
+            Box::new(|d| set(d, &format!("{props}/Target/Input"), json!("mode=etag"))),
+        ),
+        (
+            "no retry policy",
+            Box::new(|d| remove(d, &format!("{props}/Target/RetryPolicy"))),
+        ),
+        (
+            "role assumable by EventBridge rules",
+            Box::new(|d| {
+                set(
+                    d,
+                    "/Resources/ScheduleRole/Properties/AssumeRolePolicyDocument/Statement/0/Principal/Service",
+                    json!("events.amazonaws.com"),
+                )
+            }),
+        ),
+        (
+            "role without aws:SourceAccount",
+            Box::new(|d| {
+                remove(
+                    d,
+                    "/Resources/ScheduleRole/Properties/AssumeRolePolicyDocument/Statement/0/Condition",
+                )
+            }),
+        ),
+        (
+            "role allowed every Step Functions action",
+            Box::new(|d| schedule_role_statements(d)[0]["Action"] = json!("states:*")),
+        ),
+        (
+            "role starting any state machine",
+            Box::new(|d| schedule_role_statements(d)[0]["Resource"] = json!("*")),
+        ),
+        (
+            "role invoking a function too",
+            Box::new(|d| {
+                schedule_role_statements(d).push(json!({
+                    "Effect": "Allow", "Action": "lambda:InvokeFunction",
+                    "Resource": {"Fn::GetAtt": ["CopierFunction", "Arn"]}
+                }))
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        assert_caught(check_nightly_schedule(&broken(edit)), what);
+    }
+    let t = broken(|d| schedule_role_statements(d)[0]["Resource"] = json!("*"));
+    assert_caught(check_no_star_resources(&t), "schedule role on Resource *");
+}
+
+#[test]
+fn placeholder_wording_is_caught() {
+    let t = broken(|d| {
+        set(
+            d,
+            "/Outputs/SyncSchedule/Description",
+            json!("Placeholder until the schedule is wired in a later change."),
+        )
+    });
+    assert_caught(check_schedule_is_wired(&t), "placeholder output");
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! The check on the stack outputs operators and the CLI need.
+//! The check on the stack outputs operators and the CLI need. That the
+//! replication outputs carry its condition is
+//! `conditions::check_references_resolve`'s to say.
 
 use crate::Check;
 use crate::model::Template;
@@ -16,6 +18,14 @@ pub fn check_outputs(t: &Template) -> Check {
         "ListerFunctionName",
         "CopierFunctionName",
         "ReporterFunctionName",
+        "NightlyScheduleName",
+        "SyncSchedule",
+        // Replication=true: where native S3 notifications go, and what to
+        // watch and redrive.
+        "EventQueueArn",
+        "EventQueueUrl",
+        "EventDeadLetterQueueUrl",
+        "ReplicatorFunctionName",
     ] {
         ensure!(outputs.contains_key(name), "output {name} is missing");
     }

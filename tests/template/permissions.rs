@@ -1,6 +1,7 @@
 //! Checks on IAM: no S3 write on a wildcard, no `Resource: "*"` in an
 //! execution role, exactly the permissions each function needs, deletes only
-//! when AllowDelete is true, and KMS only for the keys configured.
+//! when AllowDelete (the copier) or Replication and ReplicateDeletes (the
+//! replicator) are true, and KMS only for the keys configured.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use crate::Check;
 use crate::eval::{Params, params};
 use crate::iam::{S3Target, Statement, glob, grants_s3_write, render, s3_target};
-use crate::model::{COPIER, Template};
+use crate::model::{COPIER, REPLICATOR, Template};
 use crate::values::{one_or_many, scalar};
 
 /// S3's bucket naming rule. A bucket parameter constrained by it cannot
@@ -71,6 +72,12 @@ pub fn execution_policy_owners(t: &Template) -> Result<Vec<String>, String> {
     for (id, _) in t.of_type("AWS::Serverless::StateMachine") {
         owners.push(id.to_string());
     }
+    // Roles no function runs as (the schedule's) are held to the same rules.
+    for (id, _) in t.of_type("AWS::IAM::Role") {
+        if !owners.iter().any(|o| o == id) {
+            owners.push(id.to_string());
+        }
+    }
     Ok(owners)
 }
 
@@ -110,40 +117,78 @@ pub fn check_no_star_resources(t: &Template) -> Check {
     Ok(())
 }
 
-/// (e) s3:DeleteObject is granted only inside `!If` on a condition that
-/// follows the AllowDelete parameter.
+/// (e) s3:DeleteObject is granted only where the parameters allow deletes:
+/// to the copier's role exactly when AllowDelete is true, to the
+/// replicator's exactly when Replication and ReplicateDeletes are both true,
+/// to no other role ever; and each function's environment tells its code
+/// the same. Every combination of the three parameters is evaluated, with
+/// resource conditions (the replicator's role exists only with
+/// Replication=true) and the `Fn::If` branches each statement sits in.
 pub fn check_delete_only_when_allowed(t: &Template) -> Check {
-    let mut granted = 0;
-    for statement in t.statements().iter().filter(|s| s.allows()) {
-        let deletes = statement
-            .actions()
+    let copier_role = t.function_role(t.function(COPIER)?.0)?.to_string();
+    let (replicator_id, replicator) = t.function(REPLICATOR)?;
+    let replicator_role = t.function_role(replicator_id)?.to_string();
+    let flags = ["AllowDelete", "Replication", "ReplicateDeletes"];
+    for bits in 0..(1u32 << flags.len()) {
+        let values: Vec<(&str, &str)> = flags
             .iter()
-            .any(|a| glob(a, "s3:DeleteObject") || glob(a, "s3:DeleteObjectVersion"));
-        if !deletes {
-            continue;
+            .enumerate()
+            .map(|(i, flag)| {
+                (
+                    *flag,
+                    if bits & (1 << i) != 0 {
+                        "true"
+                    } else {
+                        "false"
+                    },
+                )
+            })
+            .collect();
+        let p = params(&values);
+        let on = |flag: &str| p.get(flag).is_some_and(|v| v == "true");
+        let mut deleting = BTreeSet::new();
+        for statement in t.statements().iter().filter(|s| s.allows()) {
+            let deletes = statement
+                .actions()
+                .iter()
+                .any(|a| glob(a, "s3:DeleteObject") || glob(a, "s3:DeleteObjectVersion"));
+            let active = t.resource_deployed(&statement.owner, &p)
+                && statement
+                    .guards
+                    .iter()
+                    .all(|(condition, taken)| t.condition(condition, &p) == *taken);
+            if deletes && active {
+                deleting.insert(statement.owner.clone());
+            }
         }
-        let guarded = statement.guards.iter().any(|(condition, taken)| {
-            let when_true = t.condition(condition, &params(&[("AllowDelete", "true")]));
-            let when_false = t.condition(condition, &params(&[("AllowDelete", "false")]));
-            // The branch taken must be exactly the AllowDelete=true case.
-            (when_true == *taken) && (when_false != *taken)
-        });
+        let mut allowed = BTreeSet::new();
+        if on("AllowDelete") {
+            allowed.insert(copier_role.clone());
+        }
+        if on("Replication") && on("ReplicateDeletes") {
+            allowed.insert(replicator_role.clone());
+        }
         ensure!(
-            guarded,
-            "{}: s3:DeleteObject granted outside an !If on AllowDelete: {}",
-            statement.owner,
-            statement.body
+            deleting == allowed,
+            "with {values:?}, s3:DeleteObject is granted to {deleting:?}; it must be granted to {allowed:?}"
         );
-        granted += 1;
+        if t.is_deployed(replicator, &p) {
+            let env = t.eval(&Value::Object(t.environment(replicator)), &p);
+            let told = env.get("S3_FANOUT_REPLICATE_DELETES").and_then(scalar);
+            let may = allowed.contains(&replicator_role).to_string();
+            ensure!(
+                told.as_deref() == Some(may.as_str()),
+                "with {values:?}, the replicator's S3_FANOUT_REPLICATE_DELETES is {told:?} but its role {} delete: code and policy must agree",
+                if may == "true" { "may" } else { "may not" }
+            );
+        }
     }
-    ensure!(
-        granted > 0,
-        "no statement grants s3:DeleteObject when AllowDelete is true"
-    );
-    ensure!(
-        t.default_of("AllowDelete").as_deref() == Some("false"),
-        "AllowDelete must default to \"false\""
-    );
+    for flag in flags {
+        ensure!(
+            t.default_of(flag).as_deref() == Some("false"),
+            "{flag} must default to \"false\""
+        );
+    }
     let (_, copier) = t.function(COPIER)?;
     ensure!(
         t.environment(copier).get("S3_FANOUT_ALLOW_DELETE") == Some(&json!({"Ref": "AllowDelete"})),
@@ -165,6 +210,11 @@ pub fn check_least_privilege(t: &Template) -> Check {
     let report = "${ReportBucket.Arn}";
     let report_objects = "${ReportBucket.Arn}/${ReportPrefix}*";
     let queue = "${WorkQueue.Arn}";
+    let (event_queue_id, _) = t.event_queue()?;
+    let events = format!("${{{event_queue_id}.Arn}}");
+    let event_dlq = format!("${{{}.Arn}}", t.dead_letter_queue_of(event_queue_id)?.0);
+    let events = events.as_str();
+    let event_dlq = event_dlq.as_str();
     let log = |id: &str| format!("${{{id}LogGroup.Arn}}");
     let logs = |id: &str| {
         vec![
@@ -182,7 +232,7 @@ pub fn check_least_privilege(t: &Template) -> Check {
         ("s3:GetObject", report_objects),
         ("s3:PutObject", report_objects),
     ];
-    let expected: [(&str, &str, Grants); 4] = [
+    let expected: [(&str, &str, Grants); 5] = [
         ("s3-fanout-planner", "Planner", {
             // The destination too: the preflight lists one key of each.
             let mut g = grants(&[("s3:ListBucket", src), ("s3:ListBucket", dst)]);
@@ -226,6 +276,30 @@ pub fn check_least_privilege(t: &Template) -> Check {
             g.extend(grants(&report_rw));
             g
         }),
+        // No report bucket: replication writes no run state.
+        (
+            REPLICATOR,
+            "Replicator",
+            grants(&[
+                ("sqs:ReceiveMessage", events),
+                ("sqs:DeleteMessage", events),
+                ("sqs:GetQueueAttributes", events),
+                ("sqs:ChangeMessageVisibility", events),
+                // Events no retry can fix go to the dead-letter queue at once.
+                ("sqs:SendMessage", event_dlq),
+                ("s3:GetObject", src_objects),
+                ("s3:GetObjectVersion", src_objects),
+                ("s3:GetObjectTagging", src_objects),
+                // A HEAD of a missing key must be a 404, not a 403, on both
+                // sides; and the one-key listing after a 412.
+                ("s3:ListBucket", src),
+                ("s3:ListBucket", dst),
+                ("s3:PutObject", dst_objects),
+                ("s3:PutObjectTagging", dst_objects),
+                ("s3:AbortMultipartUpload", dst_objects),
+                ("s3:GetObject", dst_objects),
+            ]),
+        ),
     ];
     for (binary, prefix, mut want) in expected {
         let (id, _) = t.function(binary)?;
@@ -258,10 +332,18 @@ pub fn check_least_privilege(t: &Template) -> Check {
     Ok(())
 }
 
-/// SSE-KMS: with key ARNs given, the copier may decrypt the source and
-/// encrypt (GenerateDataKey + Decrypt) the destination; without, nothing.
+/// SSE-KMS: with key ARNs given, the copier and the replicator may decrypt
+/// the source and encrypt (GenerateDataKey + Decrypt) the destination;
+/// without, nothing.
 pub fn check_kms(t: &Template) -> Check {
-    let (id, _) = t.function(COPIER)?;
+    for binary in [COPIER, REPLICATOR] {
+        check_kms_of(t, binary)?;
+    }
+    Ok(())
+}
+
+fn check_kms_of(t: &Template, binary: &str) -> Check {
+    let (id, _) = t.function(binary)?;
     let role = t.function_role(id)?;
     let key_params = ["SourceKmsKeyArn", "DestinationKmsKeyArn"];
     for name in key_params {

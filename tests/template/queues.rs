@@ -1,6 +1,7 @@
-//! Checks on the queues and the copier's event source: visibility timeout
-//! against the copier's timeout, encryption, partial batch responses and the
-//! concurrency cap, the dead-letter queue's alarm, and one maxReceiveCount
+//! Checks on the queues and the SQS event sources of the copier (the work
+//! queue) and the replicator (the event queue): visibility timeout against
+//! the consumer's timeout, encryption, partial batch responses and the
+//! concurrency cap, each dead-letter queue's alarm, and one maxReceiveCount
 //! for SQS and the code.
 
 use serde_json::{Value, json};
@@ -17,11 +18,17 @@ pub const VISIBILITY_FACTOR: f64 = 6.0;
 /// (a) The work queue's visibility timeout is at least 6x the copier's
 /// timeout, for the default and for every value CopierTimeout allows.
 pub fn check_visibility_timeout(t: &Template) -> Check {
-    let (_, copier) = t.function(COPIER)?;
-    let (queue_id, queue) = t.work_queue()?;
-    let timeout = t
-        .function_prop(copier, "Timeout")
-        .ok_or("the copier has no Timeout (Lambda's default of 3 s is never right)")?;
+    check_visibility_covers(t, COPIER)
+}
+
+/// The visibility timeout of the queue `binary` consumes is at least 6x the
+/// function's timeout, for every value the timeout can take.
+pub fn check_visibility_covers(t: &Template, binary: &str) -> Check {
+    let (_, function) = t.function(binary)?;
+    let (queue_id, queue) = t.consumed_queue(binary)?;
+    let timeout = t.function_prop(function, "Timeout").ok_or_else(|| {
+        format!("{binary} has no Timeout (Lambda's default of 3 s is never right)")
+    })?;
     let visibility = t
         .props(queue)
         .get("VisibilityTimeout")
@@ -46,14 +53,14 @@ pub fn check_visibility_timeout(t: &Template) -> Check {
     }
     for case in cases {
         let timeout_s = t.eval_number(&timeout, &case).ok_or_else(|| {
-            format!("cannot evaluate the copier's Timeout {timeout} with {case:?}")
+            format!("cannot evaluate the {binary} Timeout {timeout} with {case:?}")
         })?;
         let visibility_s = t.eval_number(visibility, &case).ok_or_else(|| {
             format!("cannot evaluate {queue_id}'s VisibilityTimeout with {case:?}")
         })?;
         ensure!(
             visibility_s >= VISIBILITY_FACTOR * timeout_s,
-            "{queue_id} VisibilityTimeout {visibility_s} s < 6 x copier Timeout {timeout_s} s (parameters {case:?})"
+            "{queue_id} VisibilityTimeout {visibility_s} s < 6 x {binary} Timeout {timeout_s} s (parameters {case:?})"
         );
         ensure!(
             visibility_s <= 43_200.0,
@@ -61,7 +68,7 @@ pub fn check_visibility_timeout(t: &Template) -> Check {
         );
         ensure!(
             timeout_s <= 900.0,
-            "copier Timeout {timeout_s} s is above Lambda's 900 s maximum"
+            "{binary} Timeout {timeout_s} s is above Lambda's 900 s maximum"
         );
     }
     Ok(())
@@ -83,17 +90,24 @@ pub fn check_queues_encrypted(t: &Template) -> Check {
 /// (c) The copier reports partial batch failures and its concurrency is
 /// capped from a parameter.
 pub fn check_copier_event_source(t: &Template) -> Check {
-    let event = t.copier_sqs_event()?;
+    check_event_source(t, COPIER)
+}
+
+/// The SQS event source of `binary` reports partial batch failures, caps its
+/// concurrency from a bounded parameter, and has no batch a batching window
+/// would have to gather.
+pub fn check_event_source(t: &Template, binary: &str) -> Check {
+    let event = t.sqs_event(binary)?;
     ensure!(
         event.get("FunctionResponseTypes") == Some(&json!(["ReportBatchItemFailures"])),
-        "the copier's SQS event must have FunctionResponseTypes [ReportBatchItemFailures], has {:?}",
+        "the {binary} SQS event must have FunctionResponseTypes [ReportBatchItemFailures], has {:?}",
         event.get("FunctionResponseTypes")
     );
     let max = event
         .pointer("/ScalingConfig/MaximumConcurrency")
-        .ok_or("the copier's SQS event has no ScalingConfig.MaximumConcurrency")?;
+        .ok_or_else(|| format!("the {binary} SQS event has no ScalingConfig.MaximumConcurrency"))?;
     let parameter = ref_name(max).filter(|p| t.is_parameter(p)).ok_or_else(|| {
-        format!("ScalingConfig.MaximumConcurrency must !Ref a parameter, is {max}")
+        format!("the {binary} ScalingConfig.MaximumConcurrency must !Ref a parameter, is {max}")
     })?;
     let spec = t.parameter(parameter).expect("declared");
     let min_value = spec.get("MinValue").and_then(number);
@@ -104,7 +118,7 @@ pub fn check_copier_event_source(t: &Template) -> Check {
     );
     let batch = event
         .get("BatchSize")
-        .ok_or("the copier's SQS event has no BatchSize")?;
+        .ok_or_else(|| format!("the {binary} SQS event has no BatchSize"))?;
     let batch_max = match ref_name(batch).filter(|p| t.is_parameter(p)) {
         Some(p) => t
             .parameter(p)
@@ -122,7 +136,14 @@ pub fn check_copier_event_source(t: &Template) -> Check {
 
 /// (f) An alarm fires on any visible message in the dead-letter queue.
 pub fn check_dead_letter_alarm(t: &Template) -> Check {
-    let (dlq_id, dlq) = t.dead_letter_queue()?;
+    let (work_id, _) = t.work_queue()?;
+    check_dead_letter_alarm_of(t, work_id)
+}
+
+/// The dead-letter queue of `queue_id` keeps messages 14 days, and an alarm
+/// fires on one visible message in it.
+pub fn check_dead_letter_alarm_of(t: &Template, queue_id: &str) -> Check {
+    let (dlq_id, dlq) = t.dead_letter_queue_of(queue_id)?;
     ensure!(
         t.eval_number(
             t.props(dlq)
@@ -132,26 +153,7 @@ pub fn check_dead_letter_alarm(t: &Template) -> Check {
         ) == Some(1_209_600.0),
         "{dlq_id} must keep messages 14 days (MessageRetentionPeriod 1209600)"
     );
-    let alarms: Vec<_> = t
-        .of_type("AWS::CloudWatch::Alarm")
-        .into_iter()
-        .filter(|(_, alarm)| {
-            let p = t.props(alarm);
-            let on_dlq = p
-                .get("Dimensions")
-                .map(one_or_many)
-                .unwrap_or_default()
-                .iter()
-                .any(|d| {
-                    d.get("Name").and_then(Value::as_str) == Some("QueueName")
-                        && d.get("Value").and_then(get_att) == Some((dlq_id, "QueueName"))
-                });
-            p.get("Namespace").and_then(Value::as_str) == Some("AWS/SQS")
-                && p.get("MetricName").and_then(Value::as_str)
-                    == Some("ApproximateNumberOfMessagesVisible")
-                && on_dlq
-        })
-        .collect();
+    let alarms = dead_letter_alarms(t, dlq_id);
     ensure!(
         !alarms.is_empty(),
         "no AWS/SQS ApproximateNumberOfMessagesVisible alarm on {dlq_id}"
@@ -173,10 +175,39 @@ pub fn check_dead_letter_alarm(t: &Template) -> Check {
     Ok(())
 }
 
+/// The alarms on the visible messages of the queue `dlq_id`.
+pub fn dead_letter_alarms<'a>(t: &'a Template, dlq_id: &str) -> Vec<(&'a str, &'a Value)> {
+    t.of_type("AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|(_, alarm)| {
+            let p = t.props(alarm);
+            let on_dlq = p
+                .get("Dimensions")
+                .map(one_or_many)
+                .unwrap_or_default()
+                .iter()
+                .any(|d| {
+                    d.get("Name").and_then(Value::as_str) == Some("QueueName")
+                        && d.get("Value").and_then(get_att) == Some((dlq_id, "QueueName"))
+                });
+            p.get("Namespace").and_then(Value::as_str) == Some("AWS/SQS")
+                && p.get("MetricName").and_then(Value::as_str)
+                    == Some("ApproximateNumberOfMessagesVisible")
+                && on_dlq
+        })
+        .collect()
+}
+
 /// (g) maxReceiveCount and the copier's S3_FANOUT_MAX_RECEIVE_COUNT are the
 /// same parameter.
 pub fn check_max_receive_count(t: &Template) -> Check {
-    let (queue_id, queue) = t.work_queue()?;
+    check_max_receive_count_of(t, COPIER)
+}
+
+/// The redrive maxReceiveCount of the queue `binary` consumes and the
+/// function's S3_FANOUT_MAX_RECEIVE_COUNT are the same parameter.
+pub fn check_max_receive_count_of(t: &Template, binary: &str) -> Check {
+    let (queue_id, queue) = t.consumed_queue(binary)?;
     let redrive = t
         .props(queue)
         .pointer("/RedrivePolicy/maxReceiveCount")
@@ -184,11 +215,11 @@ pub fn check_max_receive_count(t: &Template) -> Check {
     let parameter = ref_name(redrive)
         .filter(|p| t.is_parameter(p))
         .ok_or_else(|| format!("{queue_id} maxReceiveCount must !Ref a parameter, is {redrive}"))?;
-    let (_, copier) = t.function(COPIER)?;
-    let env = t.environment(copier);
+    let (_, function) = t.function(binary)?;
+    let env = t.environment(function);
     ensure!(
         env.get("S3_FANOUT_MAX_RECEIVE_COUNT") == Some(&json!({ "Ref": parameter })),
-        "the copier's S3_FANOUT_MAX_RECEIVE_COUNT must !Ref {parameter}, is {:?}",
+        "the {binary} S3_FANOUT_MAX_RECEIVE_COUNT must !Ref {parameter}, is {:?}",
         env.get("S3_FANOUT_MAX_RECEIVE_COUNT")
     );
     ensure!(
