@@ -6,6 +6,9 @@
 # serverless runtime: the real state machine on moto's Step Functions, the
 # Lambda handlers behind a local router, SQS batches fed to the copier
 # (`s3-fanout local-stack`), started with `s3-fanout run`. Prints each report.
+# Last, replication from S3 events: moto's S3 notifies the local stack's
+# event queue, the replicator reconciles each key, and puts, an overwrite
+# and a delete at the source show up at the destination within seconds.
 #
 #   scripts/demo.sh            # COUNT=3000 objects by default
 #   COUNT=20000 scripts/demo.sh
@@ -68,12 +71,14 @@ echo
 say "serverless: s3-fanout local-stack (router on 127.0.0.1:$ROUTER_PORT, event source emulator)"
 OUTPUTS="$REPORT_DIR/local-stack.json"
 rm -f "$OUTPUTS"
+"$SEED" --endpoint-url "$ENDPOINT" --bucket demo-serverless --count 0
 "$BIN" local-stack --moto-endpoint "$ENDPOINT" --listen "127.0.0.1:$ROUTER_PORT" \
-    --outputs "$OUTPUTS" --max-concurrency 8 2>"$REPORT_DIR/local-stack.log" &
+    --outputs "$OUTPUTS" --max-concurrency 8 \
+    --replicate s3://demo-source s3://demo-serverless --replicate-deletes \
+    2>"$REPORT_DIR/local-stack.log" &
 STACK_PID=$!
 for _ in $(seq 100); do [[ -s "$OUTPUTS" ]] && break; sleep 0.1; done
 [[ -s "$OUTPUTS" ]] || { cat "$REPORT_DIR/local-stack.log" >&2; exit 1; }
-"$SEED" --endpoint-url "$ENDPOINT" --bucket demo-serverless --count 0
 echo '{"multipart_threshold": "8MiB"}' >"$REPORT_DIR/run-input.json"
 
 say "serverless: s3-fanout run s3://demo-source s3://demo-serverless --wait"
@@ -81,4 +86,35 @@ serverless_status=0
 "$BIN" run --stack-outputs "$OUTPUTS" s3://demo-source s3://demo-serverless \
     --input "$REPORT_DIR/run-input.json" --wait || serverless_status=$?
 ((status == 0)) && status=$serverless_status
+
+say "replication: put 3 objects, overwrite one, delete one at s3://demo-source"
+started=$SECONDS
+.venv/bin/python - "$ENDPOINT" <<'EOF'
+import sys
+
+import boto3
+
+s3 = boto3.client("s3", endpoint_url=sys.argv[1])
+for key in ("replicated/new file.txt", "replicated/a+b.txt", "replicated/ü/ñ.txt"):
+    s3.put_object(Bucket="demo-source", Key=key, Body=b"first version")
+s3.put_object(Bucket="demo-source", Key="replicated/a+b.txt", Body=b"second version")
+s3.delete_object(Bucket="demo-source", Key="replicated/new file.txt")
+EOF
+# Converged when a dry run with --delete finds nothing to copy, update or delete.
+pending() {
+    "$BIN" sync s3://demo-source/replicated/ s3://demo-serverless/replicated/ \
+        --endpoint-url "$ENDPOINT" --delete --dry-run --json 2>/dev/null |
+        .venv/bin/python -c 'import json, sys; c = json.load(sys.stdin)["counts"]; print(c["plan_copy"] + c["plan_update"] + c["plan_delete"])'
+}
+replication_status=1
+for _ in $(seq 60); do
+    if [[ "$(pending)" == 0 ]]; then replication_status=0; break; fi
+    sleep 0.5
+done
+if ((replication_status == 0)); then
+    echo "replicated: s3://demo-serverless/replicated/ matches the source $((SECONDS - started)) s after the first put" >&2
+else
+    echo "replication did not converge in 30 s; see $REPORT_DIR/local-stack.log" >&2
+fi
+((status == 0)) && status=$replication_status
 exit "$status"
