@@ -334,6 +334,7 @@ async fn retryable_failures_are_handed_back_and_the_rest_go_to_the_dead_letter_q
         &[
             ("S3_FANOUT_DEAD_LETTER_QUEUE_URL", &dlq),
             ("S3_FANOUT_MAX_ATTEMPTS", "1"),
+            ("S3_FANOUT_MAX_RECEIVE_COUNT", "3"),
         ],
     )
     .await;
@@ -403,6 +404,35 @@ async fn retryable_failures_are_handed_back_and_the_rest_go_to_the_dead_letter_q
     );
     assert!(reasons[1].starts_with("UnreadableEvent"), "{reasons:?}");
     assert_eq!(contents(&s3, &dst).await.len(), 1, "only `fine` was copied");
+
+    // On its last receive, the SlowDown event goes to the dead-letter queue
+    // with its reason, instead of bare by SQS's redrive.
+    let mut last = message("m-slow", &fixture("s3-put", &src, "slow"));
+    last.attributes
+        .insert("ApproximateReceiveCount".into(), "3".into());
+    let invocation = replicator.replicate(vec![last], deadline()).await;
+    assert!(handed_back(&invocation).is_empty());
+    assert_eq!(invocation.dead_lettered, 1);
+    let received = sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let reasons: Vec<&str> = received
+        .iter()
+        .filter_map(|m| m.message_attributes()?.get("S3FanoutError")?.string_value())
+        .collect();
+    let reason = reasons
+        .iter()
+        .find(|r| r.starts_with("SlowDown"))
+        .copied()
+        .unwrap_or_default();
+    assert!(reason.starts_with("SlowDown: slow"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

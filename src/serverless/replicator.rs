@@ -181,8 +181,9 @@ fn now_ms() -> i64 {
 /// A message's fate once its keys are reconciled.
 #[derive(Debug, Clone, Default)]
 struct MessageFate {
-    hand_back: bool,
-    /// Why it goes to the dead-letter queue, if it does.
+    /// Why another delivery could succeed, if it could.
+    retry: Vec<String>,
+    /// Why no delivery can, if so.
     dead_letter: Vec<String>,
 }
 
@@ -273,14 +274,17 @@ impl Replicator {
 
         for (report, messages) in reports {
             for &m in &messages {
-                match &report.outcome {
-                    Outcome::Failed {
-                        retryable: true, ..
-                    } => fates[m].hand_back = true,
-                    Outcome::Failed { code, message, .. } => fates[m]
-                        .dead_letter
-                        .push(format!("{code}: {} ({message})", report.key)),
-                    _ => {}
+                if let Outcome::Failed {
+                    code,
+                    message,
+                    retryable,
+                } = &report.outcome
+                {
+                    let reason = format!("{code}: {} ({message})", report.key);
+                    match retryable {
+                        true => fates[m].retry.push(reason),
+                        false => fates[m].dead_letter.push(reason),
+                    }
                 }
             }
             invocation.keys.push(report);
@@ -292,14 +296,20 @@ impl Replicator {
                 .get("ApproximateReceiveCount")
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(1);
-            let mut hand_back = fate.hand_back;
-            if hand_back && receive_count >= self.max_receive_count {
-                tracing::error!(message_id = ?record.message_id, receive_count, "retries exhausted: SQS moves the event to the dead-letter queue");
-            }
             // A message with a retryable failure is retried whole: its other
-            // keys reconcile to no-ops, so nothing is lost by waiting.
-            if !hand_back && !fate.dead_letter.is_empty() {
-                hand_back = !self.dead_letter(record, &fate.dead_letter).await;
+            // keys reconcile to no-ops, so nothing is lost by waiting. On
+            // its last receive it goes to the dead-letter queue now, with
+            // the reasons, rather than bare by SQS's redrive.
+            let last = receive_count >= self.max_receive_count;
+            let mut hand_back = !fate.retry.is_empty();
+            if (!hand_back || last) && !(fate.dead_letter.is_empty() && fate.retry.is_empty()) {
+                let reasons: Vec<String> = fate
+                    .dead_letter
+                    .iter()
+                    .chain(&fate.retry)
+                    .cloned()
+                    .collect();
+                hand_back = !self.dead_letter(record, &reasons).await;
                 if !hand_back {
                     invocation.dead_lettered += 1;
                 }
@@ -314,9 +324,10 @@ impl Replicator {
         invocation
     }
 
-    /// Send a message no retry can fix to the dead-letter queue, with the
-    /// reasons attached. False when that is not possible (then SQS's own
-    /// redrive takes it there after maxReceiveCount receives).
+    /// Send a message no retry can fix (or none is left for) to the
+    /// dead-letter queue, with the reasons attached. False when that is not
+    /// possible (then SQS's own redrive takes it there after
+    /// maxReceiveCount receives).
     async fn dead_letter(&self, record: &SqsMessage, reasons: &[String]) -> bool {
         let Some(queue_url) = &self.dead_letter_queue_url else {
             tracing::error!(message_id = ?record.message_id, "S3_FANOUT_DEAD_LETTER_QUEUE_URL is not set: handing the message back instead");
@@ -345,7 +356,7 @@ impl Replicator {
             .await;
         match sent {
             Ok(_) => {
-                tracing::error!(message_id = ?record.message_id, reason = %reason, "sent to the dead-letter queue: no retry can fix it");
+                tracing::error!(message_id = ?record.message_id, reason = %reason, "sent to the dead-letter queue");
                 true
             }
             Err(err) => {
