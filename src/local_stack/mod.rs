@@ -137,25 +137,15 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
     }
 
     let sqs = build_sqs_client(&moto).await;
-    let (dlq_url, dlq_arn) = create_queue(&sqs, &format!("{}-dlq", options.name), HashMap::new())
-        .await
-        .map_err(|e| fail("creating the dead-letter queue", e))?;
-    let (queue_url, queue_arn) = create_queue(
+    let ((queue_url, queue_arn), (dlq_url, _)) = create_redriven_queue(
         &sqs,
         &format!("{}-work", options.name),
-        HashMap::from([
-            (
-                QueueAttributeName::VisibilityTimeout,
-                options.visibility_timeout_secs.to_string(),
-            ),
-            (
-                QueueAttributeName::RedrivePolicy,
-                serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.max_receive_count}).to_string(),
-            ),
-        ]),
+        &format!("{}-dlq", options.name),
+        options.visibility_timeout_secs,
+        options.max_receive_count,
     )
     .await
-    .map_err(|e| fail("creating the work queue", e))?;
+    .map_err(|e| fail("creating the work queue and its dead-letter queue", e))?;
 
     let function_arn = |f: &str| {
         format!(
@@ -281,6 +271,33 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         env,
         cancel,
     })
+}
+
+/// A queue whose messages move to a dead-letter queue after
+/// `max_receive_count` receives, as the template's queues do. Returns the
+/// (URL, ARN) of each.
+async fn create_redriven_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    dead_letter_name: &str,
+    visibility_timeout_secs: u32,
+    max_receive_count: u32,
+) -> Result<((String, String), (String, String)), String> {
+    let dead_letter = create_queue(sqs, dead_letter_name, HashMap::new()).await?;
+    let redrive = serde_json::json!({"deadLetterTargetArn": dead_letter.1, "maxReceiveCount": max_receive_count});
+    let queue = create_queue(
+        sqs,
+        name,
+        HashMap::from([
+            (
+                QueueAttributeName::VisibilityTimeout,
+                visibility_timeout_secs.to_string(),
+            ),
+            (QueueAttributeName::RedrivePolicy, redrive.to_string()),
+        ]),
+    )
+    .await?;
+    Ok((queue, dead_letter))
 }
 
 /// Create a queue (or find it, if it exists with the same attributes) and

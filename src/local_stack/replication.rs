@@ -18,7 +18,6 @@ use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
 };
-use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{build_s3_client, build_sqs_client};
@@ -30,7 +29,7 @@ use crate::serverless::env::StackConfig;
 use crate::serverless::replicator::Replicator;
 
 use super::event_source::{self, EventSourceOptions, Target};
-use super::{create_queue, settings};
+use super::{create_redriven_queue, settings};
 
 #[derive(Debug, Clone)]
 pub struct ReplicationOptions {
@@ -102,29 +101,15 @@ pub async fn start(
     };
     let moto = settings(&options.moto_endpoint);
     let sqs = build_sqs_client(&moto).await;
-    let (dead_letter_queue_url, dead_letter_arn) = create_queue(
-        &sqs,
-        &format!("{}-events-dlq", options.name),
-        HashMap::new(),
-    )
-    .await
-    .map_err(|e| fail("creating the event dead-letter queue", e))?;
-    let (event_queue_url, event_queue_arn) = create_queue(
+    let ((event_queue_url, event_queue_arn), (dead_letter_queue_url, _)) = create_redriven_queue(
         &sqs,
         &format!("{}-events", options.name),
-        HashMap::from([
-            (
-                QueueAttributeName::VisibilityTimeout,
-                options.visibility_timeout_secs.to_string(),
-            ),
-            (
-                QueueAttributeName::RedrivePolicy,
-                serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": options.max_receive_count}).to_string(),
-            ),
-        ]),
+        &format!("{}-events-dlq", options.name),
+        options.visibility_timeout_secs,
+        options.max_receive_count,
     )
     .await
-    .map_err(|e| fail("creating the event queue", e))?;
+    .map_err(|e| fail("creating the event queue and its dead-letter queue", e))?;
 
     let source: S3Location = options.source.parse()?;
     let s3 = build_s3_client(&moto, None).await;
