@@ -59,6 +59,25 @@ pub struct SyncSpec {
     /// Objects copied at once.
     #[arg(long, default_value_t = 64, env = "S3_FANOUT_CONCURRENCY")]
     pub concurrency: usize,
+    /// Pieces of the key range listed at once (each on both sides). A range
+    /// is cut at its folders, or for a flat keyspace at keys placed from its
+    /// first page; a piece that lags while others are done is cut again.
+    #[arg(
+        long,
+        default_value_t = 8,
+        value_name = "N",
+        env = "S3_FANOUT_LIST_CONCURRENCY"
+    )]
+    pub list_concurrency: usize,
+    /// Keys per ListObjectsV2 page (S3's maximum, 1000, is the cheapest);
+    /// smaller pages only serve tests of the listing itself.
+    #[arg(
+        long,
+        default_value_t = 1000,
+        hide = true,
+        env = "S3_FANOUT_LIST_PAGE_SIZE"
+    )]
+    pub list_page_size: i32,
     /// Send at most N requests per second to each endpoint (retries count),
     /// evenly spaced: protects buckets shared with production traffic.
     #[arg(long, value_name = "N", env = "S3_FANOUT_MAX_REQUESTS_PER_SECOND")]
@@ -177,6 +196,8 @@ impl Default for SyncSpec {
             delete: false,
             max_delete: None,
             concurrency: 64,
+            list_concurrency: 8,
+            list_page_size: 1000,
             max_requests_per_second: None,
             multipart_threshold: "5GiB".into(),
             part_size: "512MiB".into(),
@@ -249,6 +270,9 @@ pub struct SyncOptions {
     pub copy: CopyOptions,
     pub max_delete: Option<u64>,
     pub concurrency: usize,
+    /// Pieces of the range listed at once, and keys per page.
+    pub list_concurrency: usize,
+    pub list_page_size: i32,
     pub dry_run: bool,
     pub verify: bool,
     pub report: Option<ReportLocation>,
@@ -282,10 +306,18 @@ impl TryFrom<SyncSpec> for SyncOptions {
             )));
         }
 
-        if spec.concurrency == 0 || spec.part_concurrency == 0 {
+        if spec.concurrency == 0 || spec.part_concurrency == 0 || spec.list_concurrency == 0 {
             return Err(SyncError::Config(
-                "--concurrency and --part-concurrency must be at least 1".into(),
+                "--concurrency, --part-concurrency and --list-concurrency must be at least 1"
+                    .into(),
             ));
+        }
+        if !(1..=crate::listing::MAX_PAGE_SIZE).contains(&spec.list_page_size) {
+            return Err(SyncError::Config(format!(
+                "--list-page-size must be between 1 and {}, got {}",
+                crate::listing::MAX_PAGE_SIZE,
+                spec.list_page_size
+            )));
         }
         if spec.max_requests_per_second == Some(0) {
             return Err(SyncError::Config(
@@ -367,6 +399,8 @@ impl TryFrom<SyncSpec> for SyncOptions {
             },
             max_delete: spec.max_delete,
             concurrency: spec.concurrency,
+            list_concurrency: spec.list_concurrency,
+            list_page_size: spec.list_page_size,
             dry_run: spec.dry_run,
             verify: !spec.no_verify && !spec.dry_run,
             report,

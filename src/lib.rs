@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | config | [`location`], [`config`], [`filter`] | parse `s3://` URLs and flags, validate once |
 //! | clients | [`client`], [`metrics`] | the one client factory; requests counted by operation |
-//! | list | [`listing`] | paginated ListObjectsV2 over a [`location::KeyRange`] |
+//! | list | [`listing`], [`split`] | paginated ListObjectsV2 over a [`location::KeyRange`], cut into pieces listed at once |
 //! | diff | [`diff`] | streaming merge-join of both listings, O(1) memory |
 //! | copy | [`copy`], [`multipart`], [`worker`] | CopyObject / UploadPartCopy, outcomes recorded |
 //! | verify | [`verify`] | list again: the diff must now be empty |
@@ -35,5 +35,6 @@ pub mod progress;
 pub mod rate_limit;
 pub mod report;
 pub mod serverless;
+pub mod split;
 pub mod verify;
 pub mod worker;

@@ -10,11 +10,14 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
 use crate::error::{SyncError, classify};
 use crate::location::{KeyRange, S3Location};
+use crate::split::{MovableEnd, Side};
 
-/// ListObjectsV2's page size limit.
-const PAGE_SIZE: i32 = 1000;
+/// ListObjectsV2's page size limit, and the default page size.
+pub const MAX_PAGE_SIZE: i32 = 1000;
 /// Pages a listing may run ahead of its consumer: enough to hide one request's
 /// latency, small enough that memory does not depend on the bucket's size.
 const PAGES_AHEAD: usize = 2;
@@ -72,6 +75,8 @@ pub struct ListTarget {
     pub location: S3Location,
     pub expected_owner: Option<String>,
     pub request_payer: bool,
+    /// Keys per ListObjectsV2 page ([`MAX_PAGE_SIZE`] but in tests).
+    pub page_size: i32,
 }
 
 /// List `range` of `target` in ascending key order. The stream ends after the
@@ -81,9 +86,19 @@ pub fn list_range(
     target: ListTarget,
     range: KeyRange,
 ) -> impl Stream<Item = Result<ObjectEntry, SyncError>> + Send + 'static {
+    list_range_until(target, range, None)
+}
+
+/// [`list_range`], stopping at an end that may move down while it lists
+/// (see [`MovableEnd`]); `side` says which cursor this listing keeps.
+pub fn list_range_until(
+    target: ListTarget,
+    range: KeyRange,
+    end: Option<(Arc<MovableEnd>, Side)>,
+) -> impl Stream<Item = Result<ObjectEntry, SyncError>> + Send + 'static {
     let (tx, rx) = mpsc::channel::<Result<Vec<ObjectEntry>, SyncError>>(PAGES_AHEAD);
     tokio::spawn(async move {
-        let result = list_pages(&target, &range, &tx).await;
+        let result = list_pages(&target, &range, end.as_ref(), &tx).await;
         if let Err(err) = result {
             // The consumer may be gone (cancelled); nothing else to tell then.
             let _ = tx.send(Err(err)).await;
@@ -107,6 +122,7 @@ use futures::StreamExt;
 async fn list_pages(
     target: &ListTarget,
     range: &KeyRange,
+    movable: Option<&(Arc<MovableEnd>, Side)>,
     tx: &mpsc::Sender<Result<Vec<ObjectEntry>, SyncError>>,
 ) -> Result<(), SyncError> {
     let location = &target.location;
@@ -120,7 +136,7 @@ async fn list_pages(
             .list_objects_v2()
             .bucket(&location.bucket)
             .prefix(&list_prefix)
-            .max_keys(PAGE_SIZE)
+            .max_keys(target.page_size.clamp(1, MAX_PAGE_SIZE))
             // XML 1.0 cannot carry some characters that S3 keys may hold;
             // URL encoding makes every key survive the trip.
             .encoding_type(EncodingType::Url)
@@ -162,10 +178,14 @@ async fn list_pages(
             }
             entries.push(ObjectEntry::from_listed(relative, object));
         }
+        token = page.next_continuation_token().map(str::to_owned);
+        if let Some((end, side)) = movable {
+            let more = !reached_end && token.is_some() && page.is_truncated() == Some(true);
+            reached_end |= end.admit(*side, &mut entries, |e| e.key.as_str(), more);
+        }
         if !entries.is_empty() && tx.send(Ok(entries)).await.is_err() {
             return Ok(()); // consumer gone
         }
-        token = page.next_continuation_token().map(str::to_owned);
         if reached_end || token.is_none() || page.is_truncated() != Some(true) {
             return Ok(());
         }

@@ -1,10 +1,11 @@
 //! The local runtime: the whole pipeline in one process.
 //!
 //! ```text
-//!  list source ─┐                                  ┌─ worker ─┐
-//!               ├─ merge_join ─ decide ─ channel ──┼─ worker ─┼─ Stats + ReportRows
-//!  list dest  ──┘   (diff.rs)    (bounded)          └─ worker ─┘      │
-//!                                                                     ▼
+//!  piece 1: list source ─┐                                 ┌─ worker ─┐
+//!           list dest  ──┴─ merge_join ─ decide ─┐         │          │
+//!  piece 2: …                                    ├ channel ┼─ worker ─┼─ Stats + ReportRows
+//!  (up to --list-concurrency pieces, cut as      │(bounded)└─ worker ─┘      │
+//!   they list: split.rs)                  ───────┘                           ▼
 //!                        verify (list both again, diff must be empty) ─ report
 //! ```
 //!
@@ -14,8 +15,9 @@
 //! on cancel, listing stops, queued actions are dropped, copies in flight
 //! finish (a CopyObject is atomic) and multipart copies abort their upload.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use aws_sdk_s3::Client;
@@ -28,10 +30,11 @@ use crate::config::SyncOptions;
 use crate::copy::Copier;
 use crate::diff::{Action, decide, merge_join};
 use crate::error::{SyncError, classify};
-use crate::listing::{ListTarget, list_range};
-use crate::location::S3Location;
+use crate::listing::{ListTarget, list_range_until};
+use crate::location::{KeyRange, S3Location};
 use crate::metrics::RequestCounter;
 use crate::report::{ConcurrencyRange, ReportRows, Stats, Summary, write_report};
+use crate::split::{KeySpace, MovableEnd, Side, sub_prefixes, thin, tile};
 use crate::verify::verify_range;
 use crate::worker::WorkContext;
 
@@ -93,6 +96,7 @@ pub async fn run_sync(
             location: location.clone(),
             expected_owner: expected_owner.clone(),
             request_payer: options.copy.request_payer,
+            page_size: options.list_page_size,
         };
     let targets = || {
         (
@@ -248,58 +252,18 @@ async fn write_phase(
 
     let stats = &context.stats;
     stats.phase.store(phase::LISTING, Ordering::Relaxed);
-    let counts = stats.clone();
-    let source_stream = checked_listing(source, &options.range, "source").inspect(move |entry| {
-        if let Ok(entry) = entry {
-            Stats::add(&counts.listed_source, 1);
-            Stats::add(&counts.listed_source_bytes, entry.size);
-        }
-    });
-    let counts = stats.clone();
-    let destination_stream =
-        checked_listing(destination, &options.range, "destination").inspect(move |entry| {
-            if entry.is_ok() {
-                Stats::add(&counts.listed_destination, 1);
-            }
-        });
-    let pairs = merge_join(source_stream, destination_stream);
-    futures::pin_mut!(pairs);
-
-    let mut deletes = 0u64;
-    let result = loop {
-        let pair = tokio::select! {
-            _ = context.cancel.cancelled() => break Err(SyncError::Cancelled),
-            pair = pairs.next() => pair,
-        };
-        let pair = match pair {
-            None => break Ok(()),
-            Some(Err(err)) => break Err(err),
-            Some(Ok(pair)) => pair,
-        };
-        let action = decide(pair, &options.diff);
-        if let Some(observer) = &observer {
-            observer(&action);
-        }
-        if let Action::Delete { destination } = &action {
-            if let Some(limit) = options.max_delete
-                && deletes >= limit
-            {
-                context.refuse_delete(&destination.key, limit);
-                continue;
-            }
-            deletes += 1;
-        }
-        context.record_plan(&action);
-        if options.dry_run || matches!(action, Action::Skip { .. }) {
-            continue;
-        }
-        let sent = tokio::select! {
-            _ = context.cancel.cancelled() => break Err(SyncError::Cancelled),
-            sent = tx.send(action) => sent,
-        };
-        if sent.is_err() {
-            break Ok(()); // every worker is gone: only after cancellation
-        }
+    let producer = Producer {
+        options: options.clone(),
+        source,
+        destination,
+        context: context.clone(),
+        tx: tx.clone(),
+        deletes: Arc::new(AtomicU64::new(0)),
+        observer,
+    };
+    let result = tokio::select! {
+        _ = context.cancel.cancelled() => Err(SyncError::Cancelled),
+        result = list_in_pieces(producer) => result,
     };
     stats.phase.store(phase::COPYING, Ordering::Relaxed);
     drop(tx);
@@ -311,18 +275,250 @@ async fn write_phase(
     result
 }
 
+/// What every piece of the write phase shares: both sides, where actions
+/// go, and the run-wide `--max-delete` count.
+#[derive(Clone)]
+struct Producer {
+    options: SyncOptions,
+    source: ListTarget,
+    destination: ListTarget,
+    context: WorkContext,
+    tx: async_channel::Sender<Action>,
+    deletes: Arc<AtomicU64>,
+    observer: Option<ActionObserver>,
+}
+
+/// List and diff the range as pieces, up to `--list-concurrency` at once.
+///
+/// It starts as one piece. Once that piece's source side has listed a full
+/// page and more follow, the range is cut (`split.rs`): at its folders if
+/// the page's keys have any, else at keys placed from the page. Whenever a
+/// lister is idle and a piece has listed two more full pages since it was
+/// last cut, that piece's remainder is cut in two. Each piece runs its own
+/// merge-join, so pieces need no order among themselves; actions from all
+/// of them go to the one worker pool.
+async fn list_in_pieces(producer: Producer) -> Result<(), SyncError> {
+    let slots = producer.options.list_concurrency.max(1);
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let mut pieces: tokio::task::JoinSet<Result<(), SyncError>> = tokio::task::JoinSet::new();
+    let mut running: Vec<(KeyRange, Arc<MovableEnd>)> = Vec::new();
+    let mut queue: VecDeque<KeyRange> = VecDeque::from([producer.options.range.clone()]);
+    let mut first_cut_done = slots == 1;
+    loop {
+        while pieces.len() < slots
+            && let Some(range) = queue.pop_front()
+        {
+            let end = Arc::new(MovableEnd::new(range.end_before.clone(), notify.clone()));
+            // Only the very first piece's first page is the bucket's
+            // preflight: a later piece failing is an S3 error, since other
+            // pieces may already have written.
+            let preflight = running.is_empty();
+            running.push((range.clone(), end.clone()));
+            Stats::add(&producer.context.stats.listed_pieces, 1);
+            pieces.spawn(produce(producer.clone(), range, end, preflight));
+        }
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        running.retain(|(_, end)| end.progress().is_some());
+        if pieces.len() < slots {
+            let cut = if first_cut_done {
+                bisect_one(&running)
+            } else {
+                first_cut(&producer, &running, slots, &mut first_cut_done).await?
+            };
+            if !cut.is_empty() {
+                queue.extend(cut);
+                continue;
+            }
+        }
+        tokio::select! {
+            done = pieces.join_next() => match done {
+                Some(Ok(Ok(()))) | None => {}
+                // Dropping the JoinSet stops the other pieces.
+                Some(Ok(Err(err))) => return Err(err),
+                Some(Err(panic)) => {
+                    return Err(SyncError::Report(format!("a listing task failed: {panic}")));
+                }
+            },
+            _ = notify.notified() => {}
+        }
+    }
+}
+
+/// The first cut, once the first piece has a full page to learn from: at
+/// the range's folders when its keys have folders, else at keys placed
+/// beyond that page. Returns the new pieces.
+async fn first_cut(
+    producer: &Producer,
+    running: &[(KeyRange, Arc<MovableEnd>)],
+    slots: usize,
+    done: &mut bool,
+) -> Result<Vec<KeyRange>, SyncError> {
+    let Some((range, end)) = running.first() else {
+        return Ok(Vec::new());
+    };
+    let Some(progress) = end.progress() else {
+        *done = true; // the range fitted in one page
+        return Ok(Vec::new());
+    };
+    let Some(sample) = progress.sample else {
+        return Ok(Vec::new()); // no full page yet
+    };
+    *done = true;
+    let past = progress.past.unwrap_or_default();
+    let has_folders = sample.iter().any(|k| {
+        k.strip_prefix(&range.prefix)
+            .is_some_and(|rest| rest.contains('/'))
+    });
+    let mut cuts = if has_folders {
+        // One delimiter page: a thousand folders are plenty of cuts.
+        let folders = sub_prefixes(&producer.source, &range.prefix, 1).await?;
+        thin(
+            folders
+                .into_iter()
+                .filter(|f| f.as_str() > past.as_str())
+                .collect(),
+            slots * 4,
+        )
+    } else {
+        Vec::new()
+    };
+    if cuts.is_empty() {
+        let space = KeySpace::from_sample(&sample);
+        // From where both sides are: the destination may be far ahead.
+        let from = past.as_str().max(sample[sample.len() - 1].as_str());
+        cuts = space.cuts_after_page(&sample[0], &sample[sample.len() - 1], from, slots - 1);
+    }
+    Ok(cut_into_pieces(range, end, cuts))
+}
+
+/// Cut `end`'s range at the first of `cuts` (ascending) and tile the rest
+/// of it between the others.
+fn cut_into_pieces(range: &KeyRange, end: &MovableEnd, cuts: Vec<String>) -> Vec<KeyRange> {
+    let Some(first) = cuts.first() else {
+        return Vec::new();
+    };
+    let Some(old_end) = end.cut(first) else {
+        return Vec::new(); // the listing got past the cut meanwhile
+    };
+    let rest = KeyRange {
+        prefix: range.prefix.clone(),
+        start_at: None,
+        start_after: range.start_after.clone(),
+        end_before: old_end,
+    };
+    let mut pieces = tile(&rest, cuts);
+    pieces.remove(0); // before the first cut: the piece that was cut
+    pieces
+}
+
+/// Cut in two the piece that has listed the most full pages since its last
+/// cut (at least two), at the midpoint of what it has left.
+fn bisect_one(running: &[(KeyRange, Arc<MovableEnd>)]) -> Vec<KeyRange> {
+    let busiest = running
+        .iter()
+        .filter_map(|(range, end)| Some((range, end, end.progress()?)))
+        .filter(|(_, _, p)| p.full_pages >= 2 && p.sample.is_some())
+        .max_by_key(|(_, _, p)| p.full_pages);
+    let Some((range, end, progress)) = busiest else {
+        return Vec::new();
+    };
+    let sample = progress.sample.unwrap_or_default();
+    let space = KeySpace::from_sample(&sample);
+    let low = progress.past.unwrap_or_default();
+    let cut = match progress.end.as_deref() {
+        Some(high) => space.midpoint(&low, Some(high)),
+        // No end to halve towards: bet the rest is as large as what this
+        // piece has listed so far.
+        None => space.extend(&sample[0], &low),
+    };
+    match cut {
+        Some(cut) => cut_into_pieces(range, end, vec![cut]),
+        None => Vec::new(),
+    }
+}
+
+/// One piece: list both sides up to its (movable) end, merge-join, decide,
+/// and send the actions to the workers.
+async fn produce(
+    p: Producer,
+    range: KeyRange,
+    end: Arc<MovableEnd>,
+    preflight: bool,
+) -> Result<(), SyncError> {
+    let stats = p.context.stats.clone();
+    let source_stream = checked_listing(
+        p.source.clone(),
+        &range,
+        "source",
+        Some((end.clone(), Side::Source)),
+        preflight,
+    )
+    .inspect(move |entry| {
+        if let Ok(entry) = entry {
+            Stats::add(&stats.listed_source, 1);
+            Stats::add(&stats.listed_source_bytes, entry.size);
+        }
+    });
+    let stats = p.context.stats.clone();
+    let destination_stream = checked_listing(
+        p.destination.clone(),
+        &range,
+        "destination",
+        Some((end.clone(), Side::Destination)),
+        preflight,
+    )
+    .inspect(move |entry| {
+        if entry.is_ok() {
+            Stats::add(&stats.listed_destination, 1);
+        }
+    });
+    let pairs = merge_join(source_stream, destination_stream);
+    futures::pin_mut!(pairs);
+    let result = loop {
+        let pair = match pairs.next().await {
+            None => break Ok(()),
+            Some(Err(err)) => break Err(err),
+            Some(Ok(pair)) => pair,
+        };
+        let action = decide(pair, &p.options.diff);
+        if let Some(observer) = &p.observer {
+            observer(&action);
+        }
+        if let Action::Delete { destination } = &action
+            && let Some(limit) = p.options.max_delete
+            && p.deletes.fetch_add(1, Ordering::Relaxed) >= limit
+        {
+            p.context.refuse_delete(&destination.key, limit);
+            continue;
+        }
+        p.context.record_plan(&action);
+        if p.options.dry_run || matches!(action, Action::Skip { .. }) {
+            continue;
+        }
+        if p.tx.send(action).await.is_err() {
+            break Ok(()); // every worker is gone: only after cancellation
+        }
+    };
+    end.finish();
+    result
+}
+
 /// List `range` of `target`; if its first page fails in a way that means
 /// the bucket cannot be used at all (missing, forbidden, another region),
 /// say so plainly as a configuration error; anything else stays the S3
 /// error it was.
 fn checked_listing(
     target: ListTarget,
-    range: &crate::location::KeyRange,
+    range: &KeyRange,
     side: &'static str,
+    end: Option<(Arc<MovableEnd>, Side)>,
+    preflight: bool,
 ) -> impl futures::Stream<Item = Result<crate::listing::ObjectEntry, SyncError>> + Send + 'static {
     let (location, expected_owner) = (target.location.clone(), target.expected_owner.clone());
-    let mut first = true;
-    list_range(target, range.clone()).map(move |item| {
+    let mut first = preflight;
+    list_range_until(target, range.clone(), end).map(move |item| {
         let was_first = std::mem::replace(&mut first, false);
         match item {
             Err(SyncError::S3 { context, failure }) if was_first => {

@@ -140,6 +140,8 @@ macro_rules! counters {
 
 counters! {
     listed_source, listed_source_bytes, listed_destination,
+    /// Pieces the key range was listed in, in parallel (1: one stream).
+    listed_pieces,
     /// Planned actions.
     plan_copy, plan_update, plan_delete, plan_bytes,
     skip_equal, skip_unverified, skip_filtered, skip_not_modified, extraneous_kept,

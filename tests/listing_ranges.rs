@@ -5,15 +5,21 @@ mod support;
 use futures::TryStreamExt;
 use s3_fanout::listing::{ListTarget, ObjectEntry, list_range};
 use s3_fanout::location::KeyRange;
+use s3_fanout::split::plan_shards;
 use support::*;
 
-async fn listed(bucket: &str, location_prefix: &str, range: KeyRange) -> Vec<String> {
-    let target = ListTarget {
+async fn target(bucket: &str, location_prefix: &str, page_size: i32) -> ListTarget {
+    ListTarget {
         client: s3().await,
         location: format!("s3://{bucket}/{location_prefix}").parse().unwrap(),
         expected_owner: None,
         request_payer: false,
-    };
+        page_size,
+    }
+}
+
+async fn listed(bucket: &str, location_prefix: &str, range: KeyRange) -> Vec<String> {
+    let target = target(bucket, location_prefix, s3_fanout::listing::MAX_PAGE_SIZE).await;
     let entries: Vec<ObjectEntry> = list_range(target, range).try_collect().await.unwrap();
     entries.into_iter().map(|e| e.key).collect()
 }
@@ -75,4 +81,28 @@ async fn a_range_lists_exactly_the_keys_between_its_bounds_across_pages() {
         tiled.extend(listed(&bucket, "data", shard).await);
     }
     assert_eq!(tiled, all);
+}
+
+#[tokio::test]
+async fn the_planner_cuts_a_flat_keyspace_into_shards_that_hold_every_key_once() {
+    let s3 = s3().await;
+    let bucket = unique_bucket("flat-plan");
+    create_bucket(&s3, &bucket).await;
+    let keys: Vec<String> = (0..120).map(|i| format!("log-{i:05}.gz")).collect();
+    for key in &keys {
+        put(&s3, &bucket, key, Vec::new()).await;
+    }
+    // Pages of 10: a flat keyspace "larger" than one page, no folders.
+    let source = target(&bucket, "", 10).await;
+    let shards = plan_shards(&source, &KeyRange::all(), 6, 16).await.unwrap();
+    assert!(shards.len() >= 4, "{shards:#?}");
+    let mut all = Vec::new();
+    for shard in shards {
+        let entries: Vec<ObjectEntry> = list_range(source.clone(), shard)
+            .try_collect()
+            .await
+            .unwrap();
+        all.extend(entries.into_iter().map(|e| e.key));
+    }
+    assert_eq!(all, keys, "every key once, in order, across the shards");
 }

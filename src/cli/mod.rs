@@ -180,10 +180,15 @@ pub fn print_summary(s: &Summary) {
         s.source, s.destination, s.run_id
     );
     println!(
-        "  listed     {} source objects ({}), {} destination objects",
+        "  listed     {} source objects ({}), {} destination objects{}",
         n(c.listed_source),
         human_bytes(c.listed_source_bytes),
-        n(c.listed_destination)
+        n(c.listed_destination),
+        if c.listed_pieces > 1 {
+            format!(", in {} pieces", n(c.listed_pieces))
+        } else {
+            String::new()
+        }
     );
     println!(
         "  plan       copy {} · update {} · delete {} · unchanged {} · unverified {} · filtered {} · older than --modified-since {} · only at destination {}  ({})",

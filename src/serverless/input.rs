@@ -60,6 +60,10 @@ const STACK_OWNED: &[(&str, &str)] = &[
     ),
     ("dry_run", "use `s3-fanout sync --dry-run` to plan"),
     (
+        "list_concurrency",
+        "a run lists its shards in parallel instead: shard_concurrency",
+    ),
+    (
         "max_requests_per_second",
         "each Lambda would cap only itself; the fleet's rate is the stack's CopierMaxConcurrency",
     ),

@@ -211,6 +211,7 @@ impl<'a> Pass<'a> {
             location: location.clone(),
             expected_owner: owner.clone(),
             request_payer: options.copy.request_payer,
+            page_size: options.list_page_size,
         };
         let source = target(
             &copier.source_client,

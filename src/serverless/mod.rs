@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  execution input ─▶ planner ─▶ shards ─▶ Map(MaxConcurrency) ─┐
-//!                    (plan.rs)            lister, looped on its cursor        (lister.rs)
+//!                    (split.rs)           lister, looped on its cursor        (lister.rs)
 //!                                         list both sides, merge_join, decide
 //!                                         └─ SendMessageBatch ─▶ work queue ─▶ copier (copier.rs)
 //!                                                                  │   ESM     CopyObject / UploadPartCopy
@@ -27,7 +27,6 @@ pub mod events;
 pub mod input;
 pub mod lister;
 pub mod parts;
-pub mod plan;
 pub mod planner;
 pub mod replicator;
 pub mod reporter;

@@ -10,7 +10,7 @@ use crate::listing::ListTarget;
 use crate::pipeline::preflight;
 use crate::serverless::FunctionEnv;
 use crate::serverless::input::{RunManifest, resolve_input};
-use crate::serverless::plan::plan_shards;
+use crate::split::plan_shards;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannerEvent {
@@ -71,6 +71,7 @@ pub async fn plan(env: &FunctionEnv, run_id: &str, input: &Value) -> Result<Plan
         location: options.source.clone(),
         expected_owner: options.copy.expected_source_owner.clone(),
         request_payer: options.copy.request_payer,
+        page_size: options.list_page_size,
     };
     let want = (settings.shard_concurrency as usize * 4).min(settings.max_shards as usize);
     let shards = plan_shards(&source, &options.range, want, settings.max_shards as usize).await?;

@@ -1,0 +1,637 @@
+//! Where to cut a key range so that its pieces list in parallel.
+//!
+//! ListObjectsV2 is one sequential stream of pages per range; the only way
+//! to list faster is to list several ranges at once. Three ways to find the
+//! cuts, cheapest first:
+//!
+//! - **Prefixes.** A keyspace with folders (`2024/`, `2025/`) is cut at its
+//!   first-level common prefixes: one delimiter request.
+//! - **A sample.** A flat keyspace (`img-000001.jpg` …) has no prefixes, but
+//!   its first page shows what its keys look like: which characters vary
+//!   and how far one page of keys reaches. Cuts are placed beyond that page
+//!   at 1, 2, 4, … pages' worth, in that key space ([`KeySpace`]).
+//! - **Bisection.** When a piece still lags while listers sit idle, its
+//!   remainder is cut in two at the midpoint between where it has got to and
+//!   where it ends ([`KeySpace::midpoint`]).
+//!
+//! A cut only decides how the work is divided, never what is listed: pieces
+//! always tile the range, and a misplaced cut costs one extra (partial) page,
+//! not a missed key. [`MovableEnd`] is what lets a piece's end move down
+//! safely while it is being listed.
+
+use std::sync::Mutex;
+
+use aws_sdk_s3::types::EncodingType;
+
+use crate::error::{SyncError, classify};
+use crate::listing::{ListTarget, form_decode};
+use crate::location::KeyRange;
+
+/// How many leading characters (after a common prefix) the key space does
+/// arithmetic on: enough to place cuts among billions of keys.
+const WIDTH: usize = 8;
+/// Keys of a page kept as its sample.
+const SAMPLE_KEYS: usize = 32;
+
+/// Keys seen as numbers. After a prefix every sampled key shares (backed off
+/// to a separator, so `img-00000` counts from `img-`), each position is a
+/// digit whose base is the character class seen there in the sample: a
+/// position that held digits counts `0`-`9`, one that held lowercase
+/// letters `a`-`z`, others just the characters seen. `img-000123.jpg` then
+/// reads as the number 123 in its digit positions, and "one page further"
+/// lands where the next page's keys are. Conversions keep the order of
+/// strings; a result that rounding put outside its bounds is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpace {
+    prefix: String,
+    /// The digits of each position, ascending.
+    positions: Vec<Vec<char>>,
+}
+
+impl KeySpace {
+    /// The space of `sample`.
+    pub fn from_sample<S: AsRef<str>>(sample: &[S]) -> Self {
+        let common = sample
+            .iter()
+            .map(AsRef::as_ref)
+            .reduce(common_prefix)
+            .unwrap_or_default();
+        // Back off to just after the last separator: the characters between
+        // it and the first difference are digits that merely did not change
+        // within one page.
+        let cut = common
+            .char_indices()
+            .rfind(|(_, c)| !c.is_alphanumeric())
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let prefix = common[..cut].to_owned();
+        let mut positions: Vec<Vec<char>> = vec![Vec::new(); WIDTH];
+        for key in sample {
+            for (slot, c) in positions
+                .iter_mut()
+                .zip(key.as_ref()[prefix.len()..].chars())
+            {
+                slot.push(c);
+            }
+        }
+        for slot in &mut positions {
+            let seen = std::mem::take(slot);
+            for c in &seen {
+                match c {
+                    '0'..='9' => slot.extend('0'..='9'),
+                    'a'..='z' => slot.extend('a'..='z'),
+                    'A'..='Z' => slot.extend('A'..='Z'),
+                    c => slot.push(*c),
+                }
+            }
+            slot.sort_unstable();
+            slot.dedup();
+        }
+        // Positions no sampled key reaches end the space.
+        positions.retain(|slot| !slot.is_empty());
+        KeySpace { prefix, positions }
+    }
+
+    /// The key's position: `None` when it is not under the prefix.
+    fn to_number(&self, key: &str) -> Option<u128> {
+        let mut chars = key.strip_prefix(&self.prefix)?.chars();
+        let mut n = 0u128;
+        for digits in &self.positions {
+            // A character between two digits takes the lower one's place,
+            // so the number never exceeds the key's.
+            let digit = match chars.next() {
+                Some(c) => match digits.binary_search(&c) {
+                    Ok(i) => i,
+                    Err(i) => i.saturating_sub(1),
+                },
+                None => 0,
+            };
+            n = n * digits.len() as u128 + digit as u128;
+        }
+        Some(n)
+    }
+
+    /// The first number past every key under the prefix.
+    fn end_number(&self) -> u128 {
+        self.positions.iter().map(|d| d.len() as u128).product()
+    }
+
+    fn to_key(&self, mut n: u128) -> String {
+        let mut chars: Vec<char> = Vec::with_capacity(self.positions.len());
+        for digits in self.positions.iter().rev() {
+            let base = digits.len() as u128;
+            chars.push(digits[(n % base) as usize]);
+            n /= base;
+        }
+        chars.reverse();
+        // Trailing lowest digits add nothing but length.
+        while chars.len() > 1 && self.positions[chars.len() - 1].first() == chars.last() {
+            chars.pop();
+        }
+        let mut key = self.prefix.clone();
+        key.extend(chars);
+        key
+    }
+
+    /// A key strictly between `low` and `high` (`None`: no upper bound),
+    /// near the middle of the keys the space holds between them, or `None`
+    /// when the space can find none.
+    pub fn midpoint(&self, low: &str, high: Option<&str>) -> Option<String> {
+        let lo = self.to_number(low)?;
+        let hi = match high {
+            Some(h) => self.to_number(h).unwrap_or(self.end_number()),
+            None => self.end_number(),
+        };
+        (hi > lo + 1)
+            .then(|| self.to_key(lo + (hi - lo) / 2))
+            .filter(|m| m.as_str() > low && high.is_none_or(|h| m.as_str() < h))
+    }
+
+    /// A key as far past `past` as `past` is past `first`: where a range
+    /// without an end is cut in two, betting that the keys to come are as
+    /// dense as the ones listed.
+    pub fn extend(&self, first: &str, past: &str) -> Option<String> {
+        let (a, b) = (self.to_number(first)?, self.to_number(past)?);
+        let n = b.checked_add((b - a.min(b)).max(1))?;
+        (n < self.end_number())
+            .then(|| self.to_key(n))
+            .filter(|k| k.as_str() > past)
+    }
+
+    /// Up to `count` cuts past `from`, for keys a sampled page spread from
+    /// `first` to `last` over, at 1, 2, 4, … pages' worth: the keyspace's
+    /// size is unknown, so near cuts are dense and far ones sparse, and
+    /// bisection evens out whatever turns out too large.
+    pub fn cuts_after_page(
+        &self,
+        first: &str,
+        last: &str,
+        from: &str,
+        count: usize,
+    ) -> Vec<String> {
+        let (Some(a), Some(z), Some(b)) = (
+            self.to_number(first),
+            self.to_number(last),
+            self.to_number(from),
+        ) else {
+            return Vec::new();
+        };
+        let page = (z - a.min(z)).max(1);
+        let last = from;
+        let mut cuts: Vec<String> = Vec::new();
+        let mut reach = page;
+        for _ in 0..count {
+            let n = b.saturating_add(reach);
+            if n >= self.end_number() {
+                break;
+            }
+            let key = self.to_key(n);
+            if key.as_str() > last && cuts.last().is_none_or(|c| key > *c) {
+                cuts.push(key);
+            }
+            reach = reach.saturating_mul(2);
+        }
+        cuts
+    }
+}
+
+fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let len = a
+        .char_indices()
+        .zip(b.chars())
+        .take_while(|((_, x), y)| x == y)
+        .last()
+        .map_or(0, |((i, c), _)| i + c.len_utf8());
+    &a[..len]
+}
+
+/// The end of a range being listed on both sides, which a scheduler may
+/// move down to hand the rest of the range to another lister.
+///
+/// Each side's lister admits a page's keys through [`MovableEnd::admit`]:
+/// under the lock, keys at or past the end are dropped and the last kept
+/// key becomes that side's cursor. [`MovableEnd::cut`] moves the end only
+/// past both cursors. So no key either side has already handed on can fall
+/// beyond the new end, both sides stop at the same key, and the keys from
+/// the new end on are exactly the new range's.
+#[derive(Debug)]
+pub struct MovableEnd {
+    state: Mutex<EndState>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[derive(Debug, Default)]
+struct EndState {
+    end: Option<String>,
+    /// The last key each side handed on (source, destination).
+    cursors: [Option<String>; 2],
+    /// Full pages the source side has listed: evidence that the range is
+    /// large enough to be worth a cut.
+    full_pages: u64,
+    /// Keys spread over the source side's first full page, if it had one.
+    sample: Option<Vec<String>>,
+    finished: bool,
+}
+
+/// A listing side, for [`MovableEnd::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source = 0,
+    Destination = 1,
+}
+
+impl MovableEnd {
+    /// `notify` is woken on every admitted page, so a scheduler can look
+    /// for work to split.
+    pub fn new(end: Option<String>, notify: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        MovableEnd {
+            state: Mutex::new(EndState {
+                end,
+                ..EndState::default()
+            }),
+            notify,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EndState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep the keys of a page (ascending) that are before the end; record
+    /// the last as `side`'s cursor. `full`: the page was a full one and more
+    /// follow. Returns true when the end was reached.
+    pub fn admit<T>(
+        &self,
+        side: Side,
+        keys: &mut Vec<T>,
+        key: impl Fn(&T) -> &str,
+        full: bool,
+    ) -> bool {
+        let mut state = self.lock();
+        let before = keys.len();
+        if let Some(end) = state.end.clone() {
+            keys.retain(|k| key(k) < end.as_str());
+        }
+        let reached = keys.len() < before;
+        if let Some(last) = keys.last() {
+            state.cursors[side as usize] = Some(key(last).to_owned());
+        }
+        if side == Side::Source && full && !reached {
+            state.full_pages += 1;
+            if state.sample.is_none() && !keys.is_empty() {
+                // Every nth key and the last: enough for the alphabet and
+                // the page's reach, without keeping the page.
+                let step = (keys.len() / SAMPLE_KEYS).max(1);
+                let mut sample: Vec<String> = keys
+                    .iter()
+                    .step_by(step)
+                    .map(|k| key(k).to_owned())
+                    .collect();
+                let last = key(keys.last().expect("not empty"));
+                if sample.last().map(String::as_str) != Some(last) {
+                    sample.push(last.to_owned());
+                }
+                state.sample = Some(sample);
+            }
+        }
+        drop(state);
+        self.notify.notify_one();
+        reached
+    }
+
+    /// Mark the range done (both sides listed): it can no longer be cut.
+    pub fn finish(&self) {
+        self.lock().finished = true;
+    }
+
+    /// What a scheduler needs to decide on a cut: the key both sides are
+    /// past, the end, the full pages listed since the last cut, and the
+    /// first page's sample. `None` once finished.
+    pub fn progress(&self) -> Option<Progress> {
+        let state = self.lock();
+        if state.finished {
+            return None;
+        }
+        let past = state.cursors.iter().flatten().max().cloned();
+        Some(Progress {
+            past,
+            end: state.end.clone(),
+            full_pages: state.full_pages,
+            sample: state.sample.clone(),
+        })
+    }
+
+    /// Move the end down to `cut`, if `cut` is past both cursors and before
+    /// the end. Returns the old end (the new range's), or `None` when the
+    /// cut is no longer possible (a side got there first).
+    pub fn cut(&self, cut: &str) -> Option<Option<String>> {
+        let mut state = self.lock();
+        let past_cursors = state.cursors.iter().flatten().all(|c| c.as_str() < cut);
+        let before_end = state.end.as_deref().is_none_or(|e| cut < e);
+        if state.finished || !past_cursors || !before_end {
+            return None;
+        }
+        state.full_pages = 0;
+        Some(state.end.replace(cut.to_owned()))
+    }
+}
+
+/// A snapshot of a range being listed, see [`MovableEnd::progress`].
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub past: Option<String>,
+    pub end: Option<String>,
+    pub full_pages: u64,
+    /// Keys of the first full source page, ascending (first and last
+    /// included).
+    pub sample: Option<Vec<String>>,
+}
+
+// ------------------------------------------------ shards at common prefixes
+
+/// Delimiter pages read per prefix: a flat prefix with millions of keys has
+/// no sub-prefixes to find, and the planner must answer in seconds.
+const MAX_PAGES_PER_PREFIX: usize = 5;
+/// Prefixes refined per level, so planning costs a bounded number of requests.
+const MAX_REFINED: usize = 200;
+const MAX_DEPTH: usize = 3;
+
+/// Shards tiling `range` of `target`: at least `want` where the keyspace
+/// allows, at most `max`.
+pub async fn plan_shards(
+    target: &ListTarget,
+    range: &KeyRange,
+    want: usize,
+    max: usize,
+) -> Result<Vec<KeyRange>, SyncError> {
+    let top = folders(target, &range.prefix, MAX_PAGES_PER_PREFIX).await?;
+    let mut boundaries = top.prefixes;
+    let mut depth = 1;
+    if boundaries.is_empty() && top.more && top.sample.len() > 1 {
+        depth = MAX_DEPTH; // cuts between keys have no folders to refine
+        // Flat: cut beyond the first page, as the local runtime does first.
+        // Shards are fixed once planned, so nothing re-cuts the last one;
+        // its lister loops on its cursor instead.
+        let (first, last) = (&top.sample[0], &top.sample[top.sample.len() - 1]);
+        boundaries = KeySpace::from_sample(&top.sample).cuts_after_page(
+            first,
+            last,
+            last,
+            want.saturating_sub(1),
+        );
+    }
+    while boundaries.len() < want && depth < MAX_DEPTH && !boundaries.is_empty() {
+        if boundaries.len() > MAX_REFINED {
+            break;
+        }
+        let mut deeper = Vec::new();
+        for prefix in &boundaries {
+            let children = sub_prefixes(target, prefix, MAX_PAGES_PER_PREFIX).await?;
+            // A prefix with no sub-prefixes stays one boundary.
+            if children.is_empty() {
+                deeper.push(prefix.clone());
+            } else {
+                // The parent stays a boundary too: objects directly under it
+                // sort before its first child.
+                deeper.push(prefix.clone());
+                deeper.extend(children);
+            }
+        }
+        if deeper.len() == boundaries.len() {
+            break;
+        }
+        boundaries = deeper;
+        depth += 1;
+    }
+    boundaries.retain(|b| range.contains(b) || range_starts_before(range, b));
+    boundaries.sort();
+    boundaries.dedup();
+    Ok(tile(range, thin(boundaries, max.saturating_sub(1))))
+}
+
+/// True when boundary `b` lies inside the range's bounds (a boundary need
+/// not be a key of the range; it only has to fall between its ends).
+fn range_starts_before(range: &KeyRange, b: &str) -> bool {
+    b.starts_with(&range.prefix)
+        && range.start_at.as_deref().is_none_or(|s| b > s)
+        && range.start_after.as_deref().is_none_or(|s| b > s)
+        && !range.is_past_end(b)
+}
+
+/// Keep at most `keep` boundaries, evenly spread.
+pub fn thin(boundaries: Vec<String>, keep: usize) -> Vec<String> {
+    if boundaries.len() <= keep {
+        return boundaries;
+    }
+    if keep == 0 {
+        return Vec::new();
+    }
+    let step = boundaries.len() as f64 / keep as f64;
+    (0..keep)
+        .map(|i| boundaries[((i as f64 + 0.5) * step) as usize].clone())
+        .collect()
+}
+
+/// The shards between consecutive boundaries.
+pub fn tile(range: &KeyRange, boundaries: Vec<String>) -> Vec<KeyRange> {
+    let mut shards = Vec::with_capacity(boundaries.len() + 1);
+    let mut start_at = range.start_at.clone();
+    for boundary in boundaries {
+        shards.push(KeyRange {
+            prefix: range.prefix.clone(),
+            start_at: start_at.take(),
+            start_after: range.start_after.clone(),
+            end_before: Some(boundary.clone()),
+        });
+        start_at = Some(boundary);
+    }
+    shards.push(KeyRange {
+        prefix: range.prefix.clone(),
+        start_at,
+        start_after: range.start_after.clone(),
+        end_before: range.end_before.clone(),
+    });
+    shards
+}
+
+/// The common prefixes one level below `prefix` (relative keys).
+pub async fn sub_prefixes(
+    target: &ListTarget,
+    prefix: &str,
+    max_pages: usize,
+) -> Result<Vec<String>, SyncError> {
+    Ok(folders(target, prefix, max_pages).await?.prefixes)
+}
+
+/// What delimiter pages under a prefix show.
+#[derive(Debug, Default)]
+pub struct Folders {
+    /// Common prefixes one level down (relative keys).
+    pub prefixes: Vec<String>,
+    /// Keys directly under the prefix on the first page (relative): the
+    /// sample for a flat keyspace.
+    pub sample: Vec<String>,
+    /// Whether the first page was full with more to come.
+    pub more: bool,
+}
+
+/// The folders one level below `prefix`, and the first page's keys.
+pub async fn folders(
+    target: &ListTarget,
+    prefix: &str,
+    max_pages: usize,
+) -> Result<Folders, SyncError> {
+    let location = &target.location;
+    let mut found = Folders::default();
+    let mut token = None;
+    for page_number in 0..max_pages {
+        let page = target
+            .client
+            .list_objects_v2()
+            .bucket(&location.bucket)
+            .prefix(location.key_for(prefix))
+            .delimiter("/")
+            .max_keys(target.page_size)
+            .encoding_type(EncodingType::Url)
+            .set_continuation_token(token)
+            .set_expected_bucket_owner(target.expected_owner.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                SyncError::s3(format!("finding the folders of {location}"), classify(&e))
+            })?;
+        let url_encoded = page.encoding_type() == Some(&EncodingType::Url);
+        if page_number == 0 {
+            found.more = page.is_truncated() == Some(true);
+            for object in page.contents() {
+                let key = crate::listing::listed_key(object, url_encoded)?;
+                if let Some(relative) = location.relative(&key) {
+                    found.sample.push(relative.to_owned());
+                }
+            }
+        }
+        for common in page.common_prefixes() {
+            let raw = common.prefix().unwrap_or_default();
+            let full = if url_encoded {
+                form_decode(raw)?
+            } else {
+                raw.to_owned()
+            };
+            if let Some(relative) = location.relative(&full) {
+                found.prefixes.push(relative.to_owned());
+            }
+        }
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the boundaries, every key of the range falls in exactly
+        /// one shard.
+        #[test]
+        fn shards_hold_every_key_once(
+            mut boundaries in proptest::collection::vec("[a-c/]{1,4}", 0..12),
+            keys in proptest::collection::vec("[a-c/]{0,5}", 0..60),
+            keep in 0usize..15,
+        ) {
+            boundaries.sort();
+            boundaries.dedup();
+            let range = KeyRange::all();
+            let shards = tile(&range, thin(boundaries, keep));
+            prop_assert!(shards.len() <= keep + 1);
+            for key in keys {
+                let holders = shards.iter().filter(|s| s.contains(&key)).count();
+                prop_assert_eq!(holders, 1, "key {:?} in {} shards of {:?}", key, holders, shards);
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_with_bounds_keeps_them_in_its_first_and_last_shard() {
+        let range = KeyRange {
+            start_after: Some("a".into()),
+            end_before: Some("m".into()),
+            ..KeyRange::default()
+        };
+        let shards = tile(&range, vec!["c/".into(), "f/".into()]);
+        assert_eq!(shards.len(), 3);
+        assert!(!shards[0].contains("a"));
+        assert!(shards[0].contains("b"));
+        assert!(shards[1].contains("c/"));
+        assert!(shards[2].contains("f/x"));
+        assert!(!shards[2].contains("m"));
+    }
+
+    #[test]
+    fn a_flat_keyspace_is_cut_beyond_its_first_page_in_growing_steps() {
+        let sample: Vec<String> = (1..=1000).map(|i| format!("img-{i:06}.jpg")).collect();
+        let space = KeySpace::from_sample(&sample);
+        let cuts = space.cuts_after_page(&sample[0], &sample[999], &sample[999], 4);
+        assert_eq!(cuts.len(), 4, "{cuts:?}");
+        assert!(cuts[0].as_str() > "img-001000.jpg" && cuts[0].as_str() < "img-003000");
+        assert!(cuts.windows(2).all(|w| w[0] < w[1]), "{cuts:?}");
+        assert!(cuts[3].as_str() < "img-020000", "{cuts:?}");
+    }
+
+    #[test]
+    fn a_midpoint_lies_between_its_bounds_or_there_is_none() {
+        let space = KeySpace::from_sample(&["a/0001", "a/0999"]);
+        let mid = space.midpoint("a/0100", Some("a/0300")).unwrap();
+        assert!(mid.as_str() > "a/0150" && mid.as_str() < "a/0250", "{mid}");
+        assert!(space.midpoint("a/0100", Some("a/0100")).is_none());
+        assert!(space.midpoint("a/01", Some("a/010")).is_none());
+        assert!(space.midpoint("a/0999", None).unwrap().as_str() > "a/0999");
+        assert!(space.midpoint("b", None).is_none(), "outside the prefix");
+    }
+
+    proptest! {
+        #[test]
+        fn midpoints_are_strictly_between(
+            sample in proptest::collection::vec("[a-c0-2/ü]{0,6}", 1..5),
+            low in "[a-c0-2/ü]{0,8}",
+            high in proptest::option::of("[a-c0-2/ü]{0,8}"),
+        ) {
+            let space = KeySpace::from_sample(&sample);
+            if let Some(mid) = space.midpoint(&low, high.as_deref()) {
+                prop_assert!(mid > low);
+                prop_assert!(high.as_ref().is_none_or(|h| &mid < h));
+            }
+        }
+
+        /// Whatever the cuts, a key is handed on by the range it belongs to:
+        /// before the cut by the old range, from the cut on by the new one.
+        #[test]
+        fn a_cut_never_strands_a_key(
+            mut keys in proptest::collection::vec("[a-e]{1,4}", 1..40),
+            first_batch in 0usize..40,
+            cut in "[a-e]{1,4}",
+        ) {
+            keys.sort();
+            keys.dedup();
+            let end = MovableEnd::new(None, Default::default());
+            let split = first_batch.min(keys.len());
+            let mut handed: Vec<String> = keys[..split].to_vec();
+            end.admit(Side::Source, &mut handed, |k| k.as_str(), false);
+            let mut rest: Vec<String> = keys[split..].to_vec();
+            match end.cut(&cut) {
+                Some(old_end) => {
+                    prop_assert!(old_end.is_none());
+                    end.admit(Side::Source, &mut rest, |k| k.as_str(), false);
+                    let new_range: Vec<&String> = keys.iter().filter(|k| k.as_str() >= cut.as_str()).collect();
+                    let listed: Vec<&String> = handed.iter().chain(&rest).collect();
+                    prop_assert!(listed.iter().all(|k| k.as_str() < cut.as_str()));
+                    prop_assert_eq!(listed.len() + new_range.len(), keys.len());
+                }
+                None => prop_assert!(handed.last().is_some_and(|l| l.as_str() >= cut.as_str())),
+            }
+        }
+    }
+}
