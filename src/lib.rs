@@ -30,6 +30,7 @@ pub mod local_stack;
 pub mod location;
 pub mod metrics;
 pub mod multipart;
+pub mod pieces;
 pub mod pipeline;
 pub mod progress;
 pub mod rate_limit;

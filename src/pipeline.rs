@@ -15,26 +15,24 @@
 //! on cancel, listing stops, queued actions are dropped, copies in flight
 //! finish (a CopyObject is atomic) and multipart copies abort their upload.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use aws_sdk_s3::Client;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::build_s3_client;
 use crate::concurrency::AdaptiveLimit;
 use crate::config::SyncOptions;
 use crate::copy::Copier;
-use crate::diff::{Action, decide, merge_join};
+use crate::diff::{Action, Pair, decide};
 use crate::error::{SyncError, classify};
-use crate::listing::{ListTarget, list_range_until};
-use crate::location::{KeyRange, S3Location};
+use crate::listing::ListTarget;
+use crate::location::S3Location;
 use crate::metrics::RequestCounter;
+use crate::pieces::{PairSink, Sides, list_in_pieces};
 use crate::report::{ConcurrencyRange, ReportRows, Stats, Summary, write_report};
-use crate::split::{KeySpace, MovableEnd, Side, sub_prefixes, thin, tile};
 use crate::verify::verify_range;
 use crate::worker::WorkContext;
 
@@ -143,9 +141,14 @@ pub async fn run_sync(
         stats.phase.store(phase::VERIFYING, Ordering::Relaxed);
         let (source, destination) = targets();
         fatal = verify_range(
-            source,
-            destination,
-            &options.range,
+            Sides {
+                source,
+                destination,
+                range: options.range.clone(),
+                list_concurrency: options.list_concurrency,
+                counted: None,
+                preflight: false,
+            },
             &options.diff,
             &stats,
             &rows,
@@ -252,10 +255,16 @@ async fn write_phase(
 
     let stats = &context.stats;
     stats.phase.store(phase::LISTING, Ordering::Relaxed);
-    let producer = Producer {
-        options: options.clone(),
+    let sides = Sides {
         source,
         destination,
+        range: options.range.clone(),
+        list_concurrency: options.list_concurrency,
+        counted: Some(stats.clone()),
+        preflight: true,
+    };
+    let sink = WriteSink {
+        options: options.clone(),
         context: context.clone(),
         tx: tx.clone(),
         deletes: Arc::new(AtomicU64::new(0)),
@@ -263,7 +272,7 @@ async fn write_phase(
     };
     let result = tokio::select! {
         _ = context.cancel.cancelled() => Err(SyncError::Cancelled),
-        result = list_in_pieces(producer) => result,
+        result = list_in_pieces(sides, sink) => result,
     };
     stats.phase.store(phase::COPYING, Ordering::Relaxed);
     drop(tx);
@@ -275,261 +284,37 @@ async fn write_phase(
     result
 }
 
-/// What every piece of the write phase shares: both sides, where actions
-/// go, and the run-wide `--max-delete` count.
+/// The write phase's sink: decide each pair, count it, and send what needs
+/// doing to the workers.
 #[derive(Clone)]
-struct Producer {
+struct WriteSink {
     options: SyncOptions,
-    source: ListTarget,
-    destination: ListTarget,
     context: WorkContext,
     tx: async_channel::Sender<Action>,
+    /// Deletions so far, run-wide, for `--max-delete`.
     deletes: Arc<AtomicU64>,
     observer: Option<ActionObserver>,
 }
 
-/// List and diff the range as pieces, up to `--list-concurrency` at once.
-///
-/// It starts as one piece. Once that piece's source side has listed a full
-/// page and more follow, the range is cut (`split.rs`): at its folders if
-/// the page's keys have any, else at keys placed from the page. Whenever a
-/// lister is idle and a piece has listed two more full pages since it was
-/// last cut, that piece's remainder is cut in two. Each piece runs its own
-/// merge-join, so pieces need no order among themselves; actions from all
-/// of them go to the one worker pool.
-async fn list_in_pieces(producer: Producer) -> Result<(), SyncError> {
-    let slots = producer.options.list_concurrency.max(1);
-    let notify = Arc::new(tokio::sync::Notify::new());
-    let mut pieces: tokio::task::JoinSet<Result<(), SyncError>> = tokio::task::JoinSet::new();
-    let mut running: Vec<(KeyRange, Arc<MovableEnd>)> = Vec::new();
-    let mut queue: VecDeque<KeyRange> = VecDeque::from([producer.options.range.clone()]);
-    let mut first_cut_done = slots == 1;
-    loop {
-        while pieces.len() < slots
-            && let Some(range) = queue.pop_front()
-        {
-            let end = Arc::new(MovableEnd::new(range.end_before.clone(), notify.clone()));
-            // Only the very first piece's first page is the bucket's
-            // preflight: a later piece failing is an S3 error, since other
-            // pieces may already have written.
-            let preflight = running.is_empty();
-            running.push((range.clone(), end.clone()));
-            Stats::add(&producer.context.stats.listed_pieces, 1);
-            pieces.spawn(produce(producer.clone(), range, end, preflight));
-        }
-        if pieces.is_empty() {
-            return Ok(());
-        }
-        running.retain(|(_, end)| end.progress().is_some());
-        if pieces.len() < slots {
-            let cut = if first_cut_done {
-                bisect_one(&running)
-            } else {
-                first_cut(&producer, &running, slots, &mut first_cut_done).await?
-            };
-            if !cut.is_empty() {
-                queue.extend(cut);
-                continue;
-            }
-        }
-        tokio::select! {
-            done = pieces.join_next() => match done {
-                Some(Ok(Ok(()))) | None => {}
-                // Dropping the JoinSet stops the other pieces.
-                Some(Ok(Err(err))) => return Err(err),
-                Some(Err(panic)) => {
-                    return Err(SyncError::Report(format!("a listing task failed: {panic}")));
-                }
-            },
-            _ = notify.notified() => {}
-        }
-    }
-}
-
-/// The first cut, once the first piece has a full page to learn from: at
-/// the range's folders when its keys have folders, else at keys placed
-/// beyond that page. Returns the new pieces.
-async fn first_cut(
-    producer: &Producer,
-    running: &[(KeyRange, Arc<MovableEnd>)],
-    slots: usize,
-    done: &mut bool,
-) -> Result<Vec<KeyRange>, SyncError> {
-    let Some((range, end)) = running.first() else {
-        return Ok(Vec::new());
-    };
-    let Some(progress) = end.progress() else {
-        *done = true; // the range fitted in one page
-        return Ok(Vec::new());
-    };
-    let Some(sample) = progress.sample else {
-        return Ok(Vec::new()); // no full page yet
-    };
-    *done = true;
-    let past = progress.past.unwrap_or_default();
-    let has_folders = sample.iter().any(|k| {
-        k.strip_prefix(&range.prefix)
-            .is_some_and(|rest| rest.contains('/'))
-    });
-    let mut cuts = if has_folders {
-        // One delimiter page: a thousand folders are plenty of cuts.
-        let folders = sub_prefixes(&producer.source, &range.prefix, 1).await?;
-        thin(
-            folders
-                .into_iter()
-                .filter(|f| f.as_str() > past.as_str())
-                .collect(),
-            slots * 4,
-        )
-    } else {
-        Vec::new()
-    };
-    if cuts.is_empty() {
-        let space = KeySpace::from_sample(&sample);
-        // From where both sides are: the destination may be far ahead.
-        let from = past.as_str().max(sample[sample.len() - 1].as_str());
-        cuts = space.cuts_after_page(&sample[0], &sample[sample.len() - 1], from, slots - 1);
-    }
-    Ok(cut_into_pieces(range, end, cuts))
-}
-
-/// Cut `end`'s range at the first of `cuts` (ascending) and tile the rest
-/// of it between the others.
-fn cut_into_pieces(range: &KeyRange, end: &MovableEnd, cuts: Vec<String>) -> Vec<KeyRange> {
-    let Some(first) = cuts.first() else {
-        return Vec::new();
-    };
-    let Some(old_end) = end.cut(first) else {
-        return Vec::new(); // the listing got past the cut meanwhile
-    };
-    let rest = KeyRange {
-        prefix: range.prefix.clone(),
-        start_at: None,
-        start_after: range.start_after.clone(),
-        end_before: old_end,
-    };
-    let mut pieces = tile(&rest, cuts);
-    pieces.remove(0); // before the first cut: the piece that was cut
-    pieces
-}
-
-/// Cut in two the piece that has listed the most full pages since its last
-/// cut (at least two), at the midpoint of what it has left.
-fn bisect_one(running: &[(KeyRange, Arc<MovableEnd>)]) -> Vec<KeyRange> {
-    let busiest = running
-        .iter()
-        .filter_map(|(range, end)| Some((range, end, end.progress()?)))
-        .filter(|(_, _, p)| p.full_pages >= 2 && p.sample.is_some())
-        .max_by_key(|(_, _, p)| p.full_pages);
-    let Some((range, end, progress)) = busiest else {
-        return Vec::new();
-    };
-    let sample = progress.sample.unwrap_or_default();
-    let space = KeySpace::from_sample(&sample);
-    let low = progress.past.unwrap_or_default();
-    let cut = match progress.end.as_deref() {
-        Some(high) => space.midpoint(&low, Some(high)),
-        // No end to halve towards: bet the rest is as large as what this
-        // piece has listed so far.
-        None => space.extend(&sample[0], &low),
-    };
-    match cut {
-        Some(cut) => cut_into_pieces(range, end, vec![cut]),
-        None => Vec::new(),
-    }
-}
-
-/// One piece: list both sides up to its (movable) end, merge-join, decide,
-/// and send the actions to the workers.
-async fn produce(
-    p: Producer,
-    range: KeyRange,
-    end: Arc<MovableEnd>,
-    preflight: bool,
-) -> Result<(), SyncError> {
-    let stats = p.context.stats.clone();
-    let source_stream = checked_listing(
-        p.source.clone(),
-        &range,
-        "source",
-        Some((end.clone(), Side::Source)),
-        preflight,
-    )
-    .inspect(move |entry| {
-        if let Ok(entry) = entry {
-            Stats::add(&stats.listed_source, 1);
-            Stats::add(&stats.listed_source_bytes, entry.size);
-        }
-    });
-    let stats = p.context.stats.clone();
-    let destination_stream = checked_listing(
-        p.destination.clone(),
-        &range,
-        "destination",
-        Some((end.clone(), Side::Destination)),
-        preflight,
-    )
-    .inspect(move |entry| {
-        if entry.is_ok() {
-            Stats::add(&stats.listed_destination, 1);
-        }
-    });
-    let pairs = merge_join(source_stream, destination_stream);
-    futures::pin_mut!(pairs);
-    let result = loop {
-        let pair = match pairs.next().await {
-            None => break Ok(()),
-            Some(Err(err)) => break Err(err),
-            Some(Ok(pair)) => pair,
-        };
-        let action = decide(pair, &p.options.diff);
-        if let Some(observer) = &p.observer {
+impl PairSink for WriteSink {
+    async fn take(&self, pair: Pair) -> bool {
+        let action = decide(pair, &self.options.diff);
+        if let Some(observer) = &self.observer {
             observer(&action);
         }
         if let Action::Delete { destination } = &action
-            && let Some(limit) = p.options.max_delete
-            && p.deletes.fetch_add(1, Ordering::Relaxed) >= limit
+            && let Some(limit) = self.options.max_delete
+            && self.deletes.fetch_add(1, Ordering::Relaxed) >= limit
         {
-            p.context.refuse_delete(&destination.key, limit);
-            continue;
+            self.context.refuse_delete(&destination.key, limit);
+            return true;
         }
-        p.context.record_plan(&action);
-        if p.options.dry_run || matches!(action, Action::Skip { .. }) {
-            continue;
+        self.context.record_plan(&action);
+        if self.options.dry_run || matches!(action, Action::Skip { .. }) {
+            return true;
         }
-        if p.tx.send(action).await.is_err() {
-            break Ok(()); // every worker is gone: only after cancellation
-        }
-    };
-    end.finish();
-    result
-}
-
-/// List `range` of `target`; if its first page fails in a way that means
-/// the bucket cannot be used at all (missing, forbidden, another region),
-/// say so plainly as a configuration error; anything else stays the S3
-/// error it was.
-fn checked_listing(
-    target: ListTarget,
-    range: &KeyRange,
-    side: &'static str,
-    end: Option<(Arc<MovableEnd>, Side)>,
-    preflight: bool,
-) -> impl futures::Stream<Item = Result<crate::listing::ObjectEntry, SyncError>> + Send + 'static {
-    let (location, expected_owner) = (target.location.clone(), target.expected_owner.clone());
-    let mut first = preflight;
-    list_range_until(target, range.clone(), end).map(move |item| {
-        let was_first = std::mem::replace(&mut first, false);
-        match item {
-            Err(SyncError::S3 { context, failure }) if was_first => {
-                match bucket_problem(&failure, side, &location.bucket, expected_owner.as_deref()) {
-                    Some(why) => Err(SyncError::Config(why)),
-                    None => Err(SyncError::S3 { context, failure }),
-                }
-            }
-            other => other,
-        }
-    })
+        self.tx.send(action).await.is_ok()
+    }
 }
 
 /// Check a bucket before any write (the serverless planner's preflight): a
@@ -563,7 +348,7 @@ pub(crate) async fn preflight(
 }
 
 /// What a failed listing says about the bucket itself, if anything.
-fn bucket_problem(
+pub(crate) fn bucket_problem(
     failure: &crate::error::S3Failure,
     side: &str,
     bucket: &str,

@@ -5,14 +5,15 @@
 //! 2020, so a mismatch is a real problem, never something to wait out.
 //! Keys already in the report (failed, skipped) are not reported twice.
 
-use futures::StreamExt;
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DiffOptions;
-use crate::diff::{Action, Pair, decide_with, merge_join};
+use crate::diff::{Action, Pair, decide_with};
 use crate::error::SyncError;
-use crate::listing::{ListTarget, list_range};
-use crate::location::{KeyRange, S3Location};
+use crate::location::S3Location;
+use crate::pieces::{PairSink, Sides, list_in_pieces};
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
 
 /// A mismatch found by verification.
@@ -90,32 +91,49 @@ impl Mismatch {
     }
 }
 
+/// List both sides of the range again, in pieces as the write phase did,
+/// and report every pair that still differs.
 pub async fn verify_range(
-    source: ListTarget,
-    destination: ListTarget,
-    range: &KeyRange,
+    sides: Sides,
     diff: &DiffOptions,
-    stats: &Stats,
-    rows: &ReportRows,
+    stats: &Arc<Stats>,
+    rows: &Arc<ReportRows>,
     cancel: &CancellationToken,
 ) -> Result<(), SyncError> {
-    let (source_loc, destination_loc) = (source.location.clone(), destination.location.clone());
-    let pairs = merge_join(
-        list_range(source, range.clone()),
-        list_range(destination, range.clone()),
-    );
-    futures::pin_mut!(pairs);
-    loop {
-        let pair = tokio::select! {
-            _ = cancel.cancelled() => return Err(SyncError::Cancelled),
-            pair = pairs.next() => pair,
-        };
-        let Some(pair) = pair else { return Ok(()) };
-        if let Some(mismatch) = check_pair(pair?, diff, stats)
-            && !rows.already_reported(&mismatch.key)
+    let sink = VerifySink {
+        locations: Arc::new((
+            sides.source.location.clone(),
+            sides.destination.location.clone(),
+        )),
+        diff: diff.clone(),
+        stats: stats.clone(),
+        rows: rows.clone(),
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => Err(SyncError::Cancelled),
+        result = list_in_pieces(sides, sink) => result,
+    }
+}
+
+/// Verification's sink: check each pair, report each mismatch once.
+#[derive(Clone)]
+struct VerifySink {
+    locations: Arc<(S3Location, S3Location)>,
+    diff: DiffOptions,
+    stats: Arc<Stats>,
+    rows: Arc<ReportRows>,
+}
+
+impl PairSink for VerifySink {
+    async fn take(&self, pair: Pair) -> bool {
+        if let Some(mismatch) = check_pair(pair, &self.diff, &self.stats)
+            && !self.rows.already_reported(&mismatch.key)
         {
-            Stats::add(&stats.verify_mismatched, 1);
-            rows.push(&mismatch.key, mismatch.row(&source_loc, &destination_loc));
+            Stats::add(&self.stats.verify_mismatched, 1);
+            let (source, destination) = &*self.locations;
+            self.rows
+                .push(&mismatch.key, mismatch.row(source, destination));
         }
+        true
     }
 }

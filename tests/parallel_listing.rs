@@ -50,6 +50,8 @@ async fn a_flat_keyspace_in_pieces_copies_updates_and_deletes_every_key_exactly_
     assert_eq!(count(&summary, "updated"), 10);
     assert_eq!(count(&summary, "skip_equal"), 10);
     assert_eq!(count(&summary, "deleted"), 3);
+    // Verification lists in pieces too: every source key checked once.
+    assert_eq!(count(&summary, "verify_checked"), 400);
     assert_eq!(count(&summary, "verify_mismatched"), 0);
     assert_eq!(contents(&s3, &dst).await, contents(&s3, &src).await);
 

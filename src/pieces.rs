@@ -1,0 +1,285 @@
+//! Listing one range as several pieces at once, each on both sides.
+//!
+//! ListObjectsV2 is one sequential stream of pages per range, so a large
+//! range lists only as fast as one request after another. Here a range is
+//! cut into pieces while it lists ([`crate::split`] says where), each piece
+//! runs its own merge-join, and its pairs go to a [`PairSink`]: the write
+//! phase's decide-and-copy, or verification. Pieces need no order among
+//! themselves; every key is in exactly one.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::diff::{Pair, merge_join};
+use crate::error::SyncError;
+use crate::listing::{ListTarget, list_range_until};
+use crate::location::KeyRange;
+use crate::pipeline::bucket_problem;
+use crate::report::Stats;
+use crate::split::{KeySpace, MovableEnd, Side, sub_prefixes, thin, tile};
+
+/// What a piece does with each pair of its merge-join.
+pub trait PairSink: Clone + Send + Sync + 'static {
+    /// Take one pair; `false` stops the piece (its consumer is gone).
+    fn take(&self, pair: Pair) -> impl Future<Output = bool> + Send;
+}
+
+/// The two sides of a range, and how many pieces of it to list at once.
+#[derive(Clone)]
+pub struct Sides {
+    pub source: ListTarget,
+    pub destination: ListTarget,
+    pub range: KeyRange,
+    pub list_concurrency: usize,
+    /// Counts listed objects and pieces here (the write phase), or nowhere.
+    pub counted: Option<Arc<Stats>>,
+    /// Whether the first page is the run's preflight: a failure there that
+    /// means the bucket cannot be used becomes a configuration error
+    /// (nothing was written yet).
+    pub preflight: bool,
+}
+
+/// List the range as pieces, up to `list_concurrency` at once, handing
+/// each piece's pairs to `sink`.
+///
+/// It starts as one piece. Once that piece's source side has listed a full
+/// page and more follow, the range is cut (`split.rs`): at its folders if
+/// the page's keys have any, else at keys placed from the page. Whenever a
+/// lister is idle and a piece has listed two more full pages since it was
+/// last cut, that piece's remainder is cut in two. Each piece runs its own
+/// merge-join, so pieces need no order among themselves; actions from all
+/// of them go to the one sink.
+pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), SyncError> {
+    let slots = sides.list_concurrency.max(1);
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let mut pieces: tokio::task::JoinSet<Result<(), SyncError>> = tokio::task::JoinSet::new();
+    let mut running: Vec<(KeyRange, Arc<MovableEnd>)> = Vec::new();
+    let mut queue: VecDeque<KeyRange> = VecDeque::from([sides.range.clone()]);
+    let mut first_cut_done = slots == 1;
+    let mut spawned = 0usize;
+    loop {
+        while pieces.len() < slots
+            && let Some(range) = queue.pop_front()
+        {
+            let end = Arc::new(MovableEnd::new(range.end_before.clone(), notify.clone()));
+            // Only the very first piece's first page is the bucket's
+            // preflight: a later piece failing is an S3 error, since other
+            // pieces may already have written.
+            let preflight = sides.preflight && spawned == 0;
+            spawned += 1;
+            running.push((range.clone(), end.clone()));
+            if let Some(stats) = &sides.counted {
+                Stats::add(&stats.listed_pieces, 1);
+            }
+            pieces.spawn(list_piece(
+                sides.clone(),
+                sink.clone(),
+                range,
+                end,
+                preflight,
+            ));
+        }
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        running.retain(|(_, end)| end.progress().is_some());
+        if pieces.len() < slots {
+            let cut = if first_cut_done {
+                bisect_one(&running)
+            } else {
+                first_cut(&sides, &running, slots, &mut first_cut_done).await?
+            };
+            if !cut.is_empty() {
+                queue.extend(cut);
+                continue;
+            }
+        }
+        tokio::select! {
+            done = pieces.join_next() => match done {
+                Some(Ok(Ok(()))) | None => {}
+                // Dropping the JoinSet stops the other pieces.
+                Some(Ok(Err(err))) => return Err(err),
+                Some(Err(panic)) => {
+                    return Err(SyncError::Report(format!("a listing task failed: {panic}")));
+                }
+            },
+            _ = notify.notified() => {}
+        }
+    }
+}
+
+/// The first cut, once the first piece has a full page to learn from: at
+/// the range's folders when its keys have folders, else at keys placed
+/// beyond that page. Returns the new pieces.
+async fn first_cut(
+    sides: &Sides,
+    running: &[(KeyRange, Arc<MovableEnd>)],
+    slots: usize,
+    done: &mut bool,
+) -> Result<Vec<KeyRange>, SyncError> {
+    let Some((range, end)) = running.first() else {
+        return Ok(Vec::new());
+    };
+    let Some(progress) = end.progress() else {
+        *done = true; // the range fitted in one page
+        return Ok(Vec::new());
+    };
+    let Some(sample) = progress.sample else {
+        return Ok(Vec::new()); // no full page yet
+    };
+    *done = true;
+    let past = progress.past.unwrap_or_default();
+    let has_folders = sample.iter().any(|k| {
+        k.strip_prefix(&range.prefix)
+            .is_some_and(|rest| rest.contains('/'))
+    });
+    let mut cuts = if has_folders {
+        // One delimiter page: a thousand folders are plenty of cuts.
+        let folders = sub_prefixes(&sides.source, &range.prefix, 1).await?;
+        thin(
+            folders
+                .into_iter()
+                .filter(|f| f.as_str() > past.as_str())
+                .collect(),
+            slots * 4,
+        )
+    } else {
+        Vec::new()
+    };
+    if cuts.is_empty() {
+        let space = KeySpace::from_sample(&sample);
+        // From where both sides are: the destination may be far ahead.
+        let from = past.as_str().max(sample[sample.len() - 1].as_str());
+        cuts = space.cuts_after_page(&sample[0], &sample[sample.len() - 1], from, slots - 1);
+    }
+    Ok(cut_into_pieces(range, end, cuts))
+}
+
+/// Cut `end`'s range at the first of `cuts` (ascending) and tile the rest
+/// of it between the others.
+fn cut_into_pieces(range: &KeyRange, end: &MovableEnd, cuts: Vec<String>) -> Vec<KeyRange> {
+    let Some(first) = cuts.first() else {
+        return Vec::new();
+    };
+    let Some(old_end) = end.cut(first) else {
+        return Vec::new(); // the listing got past the cut meanwhile
+    };
+    let rest = KeyRange {
+        prefix: range.prefix.clone(),
+        start_at: None,
+        start_after: range.start_after.clone(),
+        end_before: old_end,
+    };
+    let mut pieces = tile(&rest, cuts);
+    pieces.remove(0); // before the first cut: the piece that was cut
+    pieces
+}
+
+/// Cut in two the piece that has listed the most full pages since its last
+/// cut (at least two), at the midpoint of what it has left.
+fn bisect_one(running: &[(KeyRange, Arc<MovableEnd>)]) -> Vec<KeyRange> {
+    let busiest = running
+        .iter()
+        .filter_map(|(range, end)| Some((range, end, end.progress()?)))
+        .filter(|(_, _, p)| p.full_pages >= 2 && p.sample.is_some())
+        .max_by_key(|(_, _, p)| p.full_pages);
+    let Some((range, end, progress)) = busiest else {
+        return Vec::new();
+    };
+    let sample = progress.sample.unwrap_or_default();
+    let space = KeySpace::from_sample(&sample);
+    let low = progress.past.unwrap_or_default();
+    let cut = match progress.end.as_deref() {
+        Some(high) => space.midpoint(&low, Some(high)),
+        // No end to halve towards: bet the rest is as large as what this
+        // piece has listed so far.
+        None => space.extend(&sample[0], &low),
+    };
+    match cut {
+        Some(cut) => cut_into_pieces(range, end, vec![cut]),
+        None => Vec::new(),
+    }
+}
+
+/// One piece: list both sides up to its (movable) end, merge-join, and hand
+/// the pairs to the sink.
+async fn list_piece<S: PairSink>(
+    sides: Sides,
+    sink: S,
+    range: KeyRange,
+    end: Arc<MovableEnd>,
+    preflight: bool,
+) -> Result<(), SyncError> {
+    let counted = sides.counted.clone();
+    let source_stream = checked_listing(
+        sides.source.clone(),
+        &range,
+        "source",
+        Some((end.clone(), Side::Source)),
+        preflight,
+    )
+    .inspect(move |entry| {
+        if let (Ok(entry), Some(stats)) = (entry, &counted) {
+            Stats::add(&stats.listed_source, 1);
+            Stats::add(&stats.listed_source_bytes, entry.size);
+        }
+    });
+    let counted = sides.counted.clone();
+    let destination_stream = checked_listing(
+        sides.destination.clone(),
+        &range,
+        "destination",
+        Some((end.clone(), Side::Destination)),
+        preflight,
+    )
+    .inspect(move |entry| {
+        if let (Ok(_), Some(stats)) = (entry, &counted) {
+            Stats::add(&stats.listed_destination, 1);
+        }
+    });
+    let pairs = merge_join(source_stream, destination_stream);
+    futures::pin_mut!(pairs);
+    let result = loop {
+        match pairs.next().await {
+            None => break Ok(()),
+            Some(Err(err)) => break Err(err),
+            Some(Ok(pair)) => {
+                if !sink.take(pair).await {
+                    break Ok(()); // the consumer is gone: only after cancellation
+                }
+            }
+        }
+    };
+    end.finish();
+    result
+}
+
+/// List `range` of `target`; if its first page fails in a way that means
+/// the bucket cannot be used at all (missing, forbidden, another region),
+/// say so plainly as a configuration error; anything else stays the S3
+/// error it was.
+pub(crate) fn checked_listing(
+    target: ListTarget,
+    range: &KeyRange,
+    side: &'static str,
+    end: Option<(Arc<MovableEnd>, Side)>,
+    preflight: bool,
+) -> impl futures::Stream<Item = Result<crate::listing::ObjectEntry, SyncError>> + Send + 'static {
+    let (location, expected_owner) = (target.location.clone(), target.expected_owner.clone());
+    let mut first = preflight;
+    list_range_until(target, range.clone(), end).map(move |item| {
+        let was_first = std::mem::replace(&mut first, false);
+        match item {
+            Err(SyncError::S3 { context, failure }) if was_first => {
+                match bucket_problem(&failure, side, &location.bucket, expected_owner.as_deref()) {
+                    Some(why) => Err(SyncError::Config(why)),
+                    None => Err(SyncError::S3 { context, failure }),
+                }
+            }
+            other => other,
+        }
+    })
+}
