@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PNG chart of bench-results/latest.json: one panel per metric (wall time,
-requests, peak RSS), grouped bars per scenario, one bar per tool.
+requests, peak RSS), grouped bars per scenario, one bar per tool (the
+server's `ceiling` among them when it ran).
 
     chart.py LATEST.json OUT.png
 """
@@ -42,8 +43,8 @@ def main(src, out):
         ax.set_xticklabels(scenarios)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(ncol=len(tools), fontsize="small")
-    params = ", ".join(f"{k}={v}" for k, v in data.get("params", {}).items())
-    fig.suptitle(f"s3-fanout vs peers on moto ({params})")
+    params = ", ".join(f"{k}={v}" for k, v in data.get("params", {}).items() if k != "SERVER" and v != "")
+    fig.suptitle(f"s3-fanout vs peers on {data.get('server', 'moto')}\n({params})", fontsize="medium")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
 

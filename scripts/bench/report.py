@@ -4,6 +4,10 @@
     report.py record RESULTS.jsonl TOOL SCENARIO OBJECTS EXIT WALL_S TIME_V_FILE COUNTS.json COMPARE.json [NOTE]
     report.py skip   RESULTS.jsonl TOOL REASON
     report.py render RESULTS.jsonl OUT.md OUT.json META.json    (Markdown also on stdout)
+
+The pseudo-tool `ceiling` (examples/ceiling.rs: only the necessary requests,
+at high concurrency) is the server's own limit; "x ceiling" is each row's
+wall time over the ceiling's in the same scenario.
 """
 
 import json
@@ -82,9 +86,12 @@ def render(results, out_md, out_json, meta_file):
         if r["scenario"] not in scenarios:
             scenarios.append(r["scenario"])
     lines = [f"# s3-fanout vs peers ({meta.get('date', '')})", ""]
+    params = meta.get("params", {})
+    latency = params.get("LATENCY_MS", 0)
     lines.append(
-        "Same moto server, same data, one tool at a time, each through a counting proxy. "
-        + ", ".join(f"{k}={v}" for k, v in meta.get("params", {}).items()) + "."
+        f"Same server ({meta.get('server', 'moto')}), same data, one tool at a time, each through a counting proxy"
+        + (f" that adds {latency} ms to every request" if latency else "") + ". "
+        + ", ".join(f"{k}={v}" for k, v in params.items() if v != "") + "."
     )
     lines.append("")
     lines.append("Versions: " + "; ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()))
@@ -92,9 +99,14 @@ def render(results, out_md, out_json, meta_file):
     for scen in scenarios:
         lines.append(f"## {scen}")
         lines.append("")
-        lines.append("| tool | exit | wall s | obj/s | peak RSS MiB | requests | by operation | equal key+size | equal ETag |")
-        lines.append("|---|---:|---:|---:|---:|---:|---|:---:|:---:|")
+        lines.append("| tool | exit | wall s | x ceiling | obj/s | peak RSS MiB | requests | by operation | equal key+size | equal ETag |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---|:---:|:---:|")
+        ceiling = next((r["wall_s"] for r in rows if r["scenario"] == scen and r["tool"] == "ceiling"), None)
         for r in (r for r in rows if r["scenario"] == scen):
+            if r["tool"] == "ceiling" or not ceiling:
+                vs = "-"
+            else:
+                vs = f"{r['wall_s'] / ceiling:.2f}"
             ops = ", ".join(f"{ABBREV.get(k, k)} {v}" for k, v in sorted(r["requests"].items(), key=lambda kv: -kv[1]))
             errs = sum(r["request_errors"].values())
             if errs:
@@ -110,7 +122,7 @@ def render(results, out_md, out_json, meta_file):
                 eq_etag = "no"
             note = f" ({r['note']})" if r.get("note") else ""
             lines.append(
-                f"| {r['tool']}{note} | {r['exit_code']} | {r['wall_s']:.1f} | {r['objects_per_s'] or 0:.0f} | "
+                f"| {r['tool']}{note} | {r['exit_code']} | {r['wall_s']:.2f} | {vs} | {r['objects_per_s'] or 0:.0f} | "
                 f"{fmt_rss(r['peak_rss_kib'])} | {r['requests_total'] if r['requests_total'] is not None else '?'} | {ops} | {eq_size} | {eq_etag} |"
             )
         lines.append("")

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""S3 helpers for scripts/bench.sh, talking straight to moto (not the proxy).
+"""S3 helpers for scripts/bench.sh, talking straight to the server (moto or
+Garage), not through the proxy.
 
+    s3util.py ping     ENDPOINT                             exit 0 once the server answers ListBuckets
     s3util.py seed     ENDPOINT BUCKET SHAPE COUNT [SIZE]   SHAPE: prefixed | flat | big
     s3util.py mutate   ENDPOINT BUCKET PERCENT              rewrite PERCENT% of the keys
     s3util.py mkbucket ENDPOINT BUCKET                      create (empty) bucket
@@ -9,12 +11,15 @@
     s3util.py compare  ENDPOINT SRC DST                     JSON: equality of key/size/ETag listings
 
 Content is derived from the key, so seeding is reproducible. Only loopback
-endpoints are accepted.
+endpoints are accepted. Credentials and region come from AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY and AWS_REGION (bench.sh sets them for its server);
+without them, moto's dummies (any key works there) and us-east-1.
 """
 
 import concurrent.futures as cf
 import hashlib
 import json
+import os
 import sys
 import urllib.parse
 
@@ -24,18 +29,18 @@ from botocore.config import Config
 THREADS = 16
 
 
-def client(endpoint):
+def client(endpoint, attempts=10):
     host = urllib.parse.urlsplit(endpoint).hostname
     if host not in ("127.0.0.1", "localhost"):
         sys.exit(f"s3util.py: refusing non-loopback endpoint {endpoint}")
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
         config=Config(s3={"addressing_style": "path"}, max_pool_connections=THREADS * 2,
-                      retries={"max_attempts": 10, "mode": "standard"}),
+                      retries={"max_attempts": attempts, "mode": "standard"}),
     )
 
 
@@ -145,7 +150,9 @@ def compare(endpoint, src, dst):
 
 def main():
     cmd, *args = sys.argv[1:]
-    if cmd == "seed":
+    if cmd == "ping":
+        client(args[0], attempts=1).list_buckets()
+    elif cmd == "seed":
         seed(args[0], args[1], args[2], int(args[3]), *args[4:])
     elif cmd == "mutate":
         mutate(*args)
