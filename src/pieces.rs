@@ -137,14 +137,16 @@ async fn first_cut(
             .is_some_and(|rest| rest.contains('/'))
     });
     let mut cuts = if has_folders {
-        // One delimiter page: a thousand folders are plenty of cuts.
+        // One delimiter page: a thousand folders are plenty of cuts. One
+        // piece per lister: each extra piece costs a partial page a side,
+        // and bisection splits whichever turns out large.
         let folders = sub_prefixes(&sides.source, &range.prefix, 1).await?;
         thin(
             folders
                 .into_iter()
                 .filter(|f| f.as_str() > past.as_str())
                 .collect(),
-            slots * 4,
+            slots,
         )
     } else {
         Vec::new()
