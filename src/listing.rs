@@ -97,6 +97,7 @@ pub fn list_range_until(
     end: Option<(Arc<MovableEnd>, Side)>,
 ) -> impl Stream<Item = Result<ObjectEntry, SyncError>> + Send + 'static {
     let (tx, rx) = mpsc::channel::<Result<Vec<ObjectEntry>, SyncError>>(PAGES_AHEAD);
+    let taker = end.clone();
     tokio::spawn(async move {
         let result = list_pages(&target, &range, end.as_ref(), &tx).await;
         if let Err(err) = result {
@@ -114,6 +115,15 @@ pub fn list_range_until(
             Err(err) => vec![Err(err)],
         };
         futures::stream::iter(items)
+    })
+    // The end may have moved down since a page was listed: keys from it on
+    // are the new range's, so this side ends before them.
+    .take_while(move |item| {
+        let take = match (item, &taker) {
+            (Ok(entry), Some((end, side))) => end.pass(*side, &entry.key),
+            _ => true,
+        };
+        std::future::ready(take)
     })
 }
 
@@ -190,6 +200,33 @@ async fn list_pages(
             return Ok(());
         }
     }
+}
+
+/// Whether the source has a key under `prefix` (relative to the target's
+/// location) after `key`: a one-key listing, to probe where keys end.
+pub async fn any_key_after(
+    target: &ListTarget,
+    prefix: &str,
+    key: &str,
+) -> Result<bool, SyncError> {
+    let location = &target.location;
+    let mut request = target
+        .client
+        .list_objects_v2()
+        .bucket(&location.bucket)
+        .prefix(location.key_for(prefix))
+        .start_after(location.key_for(key))
+        .max_keys(1)
+        .encoding_type(EncodingType::Url)
+        .set_expected_bucket_owner(target.expected_owner.clone());
+    if target.request_payer {
+        request = request.request_payer(RequestPayer::Requester);
+    }
+    let page = request
+        .send()
+        .await
+        .map_err(|e| SyncError::s3(format!("listing {location}"), classify(&e)))?;
+    Ok(!page.contents().is_empty())
 }
 
 /// Decode a key from a listing with `encoding-type=url`. S3 form-encodes

@@ -15,11 +15,19 @@ use futures::StreamExt;
 
 use crate::diff::{Pair, merge_join};
 use crate::error::SyncError;
-use crate::listing::{ListTarget, list_range_until};
+use crate::listing::{ListTarget, any_key_after, list_range_until};
 use crate::location::KeyRange;
 use crate::pipeline::bucket_problem;
 use crate::report::Stats;
 use crate::split::{KeySpace, MovableEnd, Side, sub_prefixes, thin, tile};
+
+/// Full source pages a piece lists before it may be cut, and again after
+/// each cut. A cut costs up to one partly used page a side (the last page
+/// before it runs past it), so this bounds that waste to about one request
+/// in ten; and a range of under ten pages (ten thousand keys) stays the one
+/// sequential stream of one request per thousand keys a side, which is as
+/// few as a listing can make.
+pub const PAGES_BEFORE_CUT: u64 = 10;
 
 /// What a piece does with each pair of its merge-join.
 pub trait PairSink: Clone + Send + Sync + 'static {
@@ -45,13 +53,14 @@ pub struct Sides {
 /// List the range as pieces, up to `list_concurrency` at once, handing
 /// each piece's pairs to `sink`.
 ///
-/// It starts as one piece. Once that piece's source side has listed a full
-/// page and more follow, the range is cut (`split.rs`): at its folders if
-/// the page's keys have any, else at keys placed from the page. Whenever a
-/// lister is idle and a piece has listed two more full pages since it was
-/// last cut, that piece's remainder is cut in two. Each piece runs its own
-/// merge-join, so pieces need no order among themselves; actions from all
-/// of them go to the one sink.
+/// It starts as one piece. Once that piece's source side has listed
+/// [`PAGES_BEFORE_CUT`] full pages and more follow, the range is cut
+/// (`split.rs`): at its folders if the keys have any, else at keys placed
+/// from what it has listed. After that, whenever a lister is idle, the piece
+/// that has listed the most full pages since it was last cut (at least
+/// [`PAGES_BEFORE_CUT`]) has its remainder cut in two. Each piece runs its
+/// own merge-join, so pieces need no order among themselves; actions from
+/// all of them go to the one sink.
 pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), SyncError> {
     let slots = sides.list_concurrency.max(1);
     let notify = Arc::new(tokio::sync::Notify::new());
@@ -74,6 +83,7 @@ pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), Sy
             if let Some(stats) = &sides.counted {
                 Stats::add(&stats.listed_pieces, 1);
             }
+            tracing::debug!(piece = spawned, ?range, "listing piece");
             pieces.spawn(list_piece(
                 sides.clone(),
                 sink.clone(),
@@ -88,7 +98,7 @@ pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), Sy
         running.retain(|(_, end)| end.progress().is_some());
         if pieces.len() < slots {
             let cut = if first_cut_done {
-                bisect_one(&running)
+                bisect_one(&sides, &running).await?
             } else {
                 first_cut(&sides, &running, slots, &mut first_cut_done).await?
             };
@@ -111,9 +121,10 @@ pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), Sy
     }
 }
 
-/// The first cut, once the first piece has a full page to learn from: at
-/// the range's folders when its keys have folders, else at keys placed
-/// beyond that page. Returns the new pieces.
+/// The first cut, once the first piece has listed [`PAGES_BEFORE_CUT`]
+/// full pages: at the range's folders when its keys have folders, as many
+/// as the folders still ahead are estimated to fill with pieces of that
+/// size; else at keys placed beyond what was listed. Returns the new pieces.
 async fn first_cut(
     sides: &Sides,
     running: &[(KeyRange, Arc<MovableEnd>)],
@@ -124,11 +135,14 @@ async fn first_cut(
         return Ok(Vec::new());
     };
     let Some(progress) = end.progress() else {
-        *done = true; // the range fitted in one page
+        *done = true; // the range was listed before it was worth a cut
         return Ok(Vec::new());
     };
-    let Some(sample) = progress.sample else {
-        return Ok(Vec::new()); // no full page yet
+    let Some(sample) = progress
+        .sample
+        .filter(|_| progress.full_pages >= PAGES_BEFORE_CUT)
+    else {
+        return Ok(Vec::new()); // not enough listed yet
     };
     *done = true;
     let past = progress.past.unwrap_or_default();
@@ -136,38 +150,72 @@ async fn first_cut(
         k.strip_prefix(&range.prefix)
             .is_some_and(|rest| rest.contains('/'))
     });
-    let mut cuts = if has_folders {
-        // One delimiter page: a thousand folders are plenty of cuts. One
-        // piece per lister: each extra piece costs a partial page a side,
-        // and bisection splits whichever turns out large.
+    let cuts = if has_folders {
+        // One delimiter page: a thousand folders are plenty of cuts.
         let folders = sub_prefixes(&sides.source, &range.prefix, 1).await?;
-        thin(
-            folders
-                .into_iter()
-                .filter(|f| f.as_str() > past.as_str())
-                .collect(),
-            slots,
-        )
+        let passed = folders
+            .iter()
+            .filter(|f| f.as_str() <= past.as_str())
+            .count();
+        let ahead: Vec<String> = folders
+            .into_iter()
+            .filter(|f| f.as_str() > past.as_str())
+            .collect();
+        // Folders ahead hold about as many pages each as the ones passed.
+        let pages_ahead = progress.full_pages * ahead.len() as u64 / passed.max(1) as u64;
+        let wanted = (pages_ahead / PAGES_BEFORE_CUT).min(slots as u64 - 1) as usize;
+        thin(ahead, wanted)
     } else {
-        Vec::new()
-    };
-    if cuts.is_empty() {
-        let space = KeySpace::from_sample(&sample);
-        // From where both sides are: the destination may be far ahead.
+        // Cuts at 1, 2, 4, … times the reach of what was listed, but none
+        // past the last source key: a piece there would cost a request a
+        // side to find nothing.
         let from = past.as_str().max(sample[sample.len() - 1].as_str());
-        cuts = space.cuts_after_page(&sample[0], &sample[sample.len() - 1], from, slots - 1);
+        let spread: Vec<&str> = sample.iter().map(String::as_str).chain([from]).collect();
+        let space = KeySpace::from_sample(&spread);
+        let cuts = space.cuts_after_page(&sample[0], from, from, slots - 1);
+        within_listing(&sides.source, &range.prefix, cuts).await?
+    };
+    tracing::debug!(past, ?cuts, "first cut");
+    if cuts.is_empty() {
+        // Not worth a cut yet: look again after as many pages more.
+        end.defer();
     }
     Ok(cut_into_pieces(range, end, cuts))
 }
 
-/// Cut `end`'s range at the first of `cuts` (ascending) and tile the rest
-/// of it between the others.
+/// The leading `cuts` (ascending) that have a source key after them, found
+/// by bisection with one-key listings: a few requests instead of an empty
+/// page a side for every cut past the last key.
+async fn within_listing(
+    target: &ListTarget,
+    prefix: &str,
+    mut cuts: Vec<String>,
+) -> Result<Vec<String>, SyncError> {
+    // Invariant: cuts[..low] have a key after them, cuts[high..] have none.
+    let (mut low, mut high) = (0, cuts.len());
+    while low < high {
+        let mid = (low + high) / 2;
+        if any_key_after(target, prefix, &cuts[mid]).await? {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    cuts.truncate(low);
+    Ok(cuts)
+}
+
+/// Cut `end`'s range at the first of `cuts` (ascending) that both sides
+/// have not yet passed, and tile the rest of it between the others.
 fn cut_into_pieces(range: &KeyRange, end: &MovableEnd, cuts: Vec<String>) -> Vec<KeyRange> {
-    let Some(first) = cuts.first() else {
+    // The listing moves on while cuts are chosen (a delimiter page, probes),
+    // so the nearest cuts may be behind it already; the others still hold.
+    let Some((at, old_end)) = cuts
+        .iter()
+        .enumerate()
+        .find_map(|(i, cut)| Some((i, end.cut(cut)?)))
+    else {
         return Vec::new();
-    };
-    let Some(old_end) = end.cut(first) else {
-        return Vec::new(); // the listing got past the cut meanwhile
     };
     let rest = KeyRange {
         prefix: range.prefix.clone(),
@@ -175,35 +223,45 @@ fn cut_into_pieces(range: &KeyRange, end: &MovableEnd, cuts: Vec<String>) -> Vec
         start_after: range.start_after.clone(),
         end_before: old_end,
     };
-    let mut pieces = tile(&rest, cuts);
+    let mut pieces = tile(&rest, cuts[at..].to_vec());
     pieces.remove(0); // before the first cut: the piece that was cut
     pieces
 }
 
 /// Cut in two the piece that has listed the most full pages since its last
-/// cut (at least two), at the midpoint of what it has left.
-fn bisect_one(running: &[(KeyRange, Arc<MovableEnd>)]) -> Vec<KeyRange> {
+/// cut (at least [`PAGES_BEFORE_CUT`]), at the midpoint of what it has
+/// left; a piece without an end is cut as far past where it is as it has
+/// come, if the source has keys there.
+async fn bisect_one(
+    sides: &Sides,
+    running: &[(KeyRange, Arc<MovableEnd>)],
+) -> Result<Vec<KeyRange>, SyncError> {
     let busiest = running
         .iter()
         .filter_map(|(range, end)| Some((range, end, end.progress()?)))
-        .filter(|(_, _, p)| p.full_pages >= 2 && p.sample.is_some())
+        .filter(|(_, _, p)| p.full_pages >= PAGES_BEFORE_CUT && p.sample.is_some())
         .max_by_key(|(_, _, p)| p.full_pages);
     let Some((range, end, progress)) = busiest else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let sample = progress.sample.unwrap_or_default();
-    let space = KeySpace::from_sample(&sample);
+    let mut sample = progress.sample.unwrap_or_default();
     let low = progress.past.unwrap_or_default();
-    let cut = match progress.end.as_deref() {
-        Some(high) => space.midpoint(&low, Some(high)),
-        // No end to halve towards: bet the rest is as large as what this
-        // piece has listed so far.
-        None => space.extend(&sample[0], &low),
+    // The first page's keys may all share a folder the piece has since
+    // left: the space must also span where it is and where it ends.
+    sample.extend([low.clone()].into_iter().chain(progress.end.clone()));
+    sample.sort();
+    let space = KeySpace::from_sample(&sample);
+    let cuts: Vec<String> = match progress.end.as_deref() {
+        Some(high) => space.midpoint(&low, Some(high)).into_iter().collect(),
+        None => {
+            let bet = space.extend(&sample[0], &low).into_iter().collect();
+            within_listing(&sides.source, &range.prefix, bet).await?
+        }
     };
-    match cut {
-        Some(cut) => cut_into_pieces(range, end, vec![cut]),
-        None => Vec::new(),
+    if cuts.is_empty() {
+        end.defer();
     }
+    Ok(cut_into_pieces(range, end, cuts))
 }
 
 /// One piece: list both sides up to its (movable) end, merge-join, and hand
@@ -215,6 +273,7 @@ async fn list_piece<S: PairSink>(
     end: Arc<MovableEnd>,
     preflight: bool,
 ) -> Result<(), SyncError> {
+    let started = std::time::Instant::now();
     let counted = sides.counted.clone();
     let source_stream = checked_listing(
         sides.source.clone(),
@@ -256,6 +315,11 @@ async fn list_piece<S: PairSink>(
         }
     };
     end.finish();
+    tracing::debug!(
+        ?range,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "piece listed"
+    );
     result
 }
 

@@ -207,12 +207,16 @@ fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
 /// The end of a range being listed on both sides, which a scheduler may
 /// move down to hand the rest of the range to another lister.
 ///
-/// Each side's lister admits a page's keys through [`MovableEnd::admit`]:
-/// under the lock, keys at or past the end are dropped and the last kept
-/// key becomes that side's cursor. [`MovableEnd::cut`] moves the end only
-/// past both cursors. So no key either side has already handed on can fall
-/// beyond the new end, both sides stop at the same key, and the keys from
-/// the new end on are exactly the new range's.
+/// Each side's lister drops the keys of a page at or past the end
+/// ([`MovableEnd::admit`]), so it stops listing there. Its consumer, the
+/// piece's merge-join, takes each key through [`MovableEnd::pass`]: under
+/// the lock, a key at or past the end ends that side, and any other becomes
+/// that side's cursor. [`MovableEnd::cut`] moves the end only past both
+/// cursors. So no key either side has already taken can fall beyond the
+/// new end, both sides stop at the same key, and the keys from the new end
+/// on are exactly the new range's. Cursors follow what was taken, not what
+/// was listed: a side whose pages run ahead (a sparse destination lists
+/// the whole range in a few pages) does not stop the range being cut.
 #[derive(Debug)]
 pub struct MovableEnd {
     state: Mutex<EndState>,
@@ -256,9 +260,9 @@ impl MovableEnd {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keep the keys of a page (ascending) that are before the end; record
-    /// the last as `side`'s cursor. `full`: the page was a full one and more
-    /// follow. Returns true when the end was reached.
+    /// Keep the keys of a page (ascending) that are before the end, and
+    /// count the page towards a cut. `full`: the page was a full one and
+    /// more follow. Returns true when the end was reached.
     pub fn admit<T>(
         &self,
         side: Side,
@@ -272,9 +276,6 @@ impl MovableEnd {
             keys.retain(|k| key(k) < end.as_str());
         }
         let reached = keys.len() < before;
-        if let Some(last) = keys.last() {
-            state.cursors[side as usize] = Some(key(last).to_owned());
-        }
         if side == Side::Source && full && !reached {
             state.full_pages += 1;
             if state.sample.is_none() && !keys.is_empty() {
@@ -296,6 +297,23 @@ impl MovableEnd {
         drop(state);
         self.notify.notify_one();
         reached
+    }
+
+    /// Take `key` (the next of `side`, ascending) if it is before the end,
+    /// and make it that side's cursor; `false`: the side has reached the end.
+    pub fn pass(&self, side: Side, key: &str) -> bool {
+        let mut state = self.lock();
+        if state.end.as_deref().is_some_and(|end| key >= end) {
+            return false;
+        }
+        state.cursors[side as usize] = Some(key.to_owned());
+        true
+    }
+
+    /// Count full pages from zero again: the range was looked at and not
+    /// cut, so look again only after as many pages more.
+    pub fn defer(&self) {
+        self.lock().full_pages = 0;
     }
 
     /// Mark the range done (both sides listed): it can no longer be cut.
@@ -618,13 +636,22 @@ mod tests {
             keys.dedup();
             let end = MovableEnd::new(None, Default::default());
             let split = first_batch.min(keys.len());
-            let mut handed: Vec<String> = keys[..split].to_vec();
-            end.admit(Side::Source, &mut handed, |k| k.as_str(), false);
-            let mut rest: Vec<String> = keys[split..].to_vec();
+            // Listed all at once, taken in two batches with a cut between.
+            let mut listed_ahead: Vec<String> = keys.clone();
+            end.admit(Side::Source, &mut listed_ahead, |k| k.as_str(), false);
+            let handed: Vec<String> = keys[..split]
+                .iter()
+                .take_while(|k| end.pass(Side::Source, k))
+                .cloned()
+                .collect();
             match end.cut(&cut) {
                 Some(old_end) => {
                     prop_assert!(old_end.is_none());
-                    end.admit(Side::Source, &mut rest, |k| k.as_str(), false);
+                    let rest: Vec<String> = keys[split..]
+                        .iter()
+                        .take_while(|k| end.pass(Side::Source, k))
+                        .cloned()
+                        .collect();
                     let new_range: Vec<&String> = keys.iter().filter(|k| k.as_str() >= cut.as_str()).collect();
                     let listed: Vec<&String> = handed.iter().chain(&rest).collect();
                     prop_assert!(listed.iter().all(|k| k.as_str() < cut.as_str()));

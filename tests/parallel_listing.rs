@@ -1,7 +1,7 @@
 //! Listing one range as several pieces at once (`--list-concurrency`),
 //! against a real server. Pages of 10 keys (`--list-page-size`) make a few
-//! hundred keys behave like a large bucket: the range is cut after its
-//! first page, and pieces that lag are cut again.
+//! hundred keys behave like a large bucket: the range is cut once it has
+//! listed ten full pages, and pieces that list ten more are cut again.
 //!
 //! What must hold whatever the cuts: every key is listed, diffed and acted
 //! on exactly once, on both sides, so the counts are exact and a re-run
@@ -70,6 +70,37 @@ async fn a_flat_keyspace_in_pieces_copies_updates_and_deletes_every_key_exactly_
         count(&again, "plan_copy") + count(&again, "plan_update") + count(&again, "plan_delete"),
         0
     );
+    // 40 pages a side at the least; cuts cost a partly used page a side and
+    // a few one-key probes, which must stay a small share.
+    let lists = again["requests"]["ListObjectsV2"].as_u64().unwrap_or(0);
+    assert!(
+        (80..=LISTS_AT_MOST).contains(&lists),
+        "{lists} listings: {again:#}"
+    );
+}
+
+/// 400 keys in pages of 10, both sides: 80 listings and the cuts' cost.
+const LISTS_AT_MOST: u64 = 96;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_under_ten_pages_stays_one_stream_at_one_request_per_page() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "pieces-small").await;
+    for i in 0..95 {
+        let key = format!("k{i:03}");
+        put(&s3, &src, &key, body(i, 4)).await;
+        put(&s3, &dst, &key, body(i, 4)).await;
+    }
+    // 95 keys in pages of 10 (9 full, 1 partial): not worth a cut at the
+    // default list concurrency, so 10 pages a side and nothing else.
+    let (status, summary) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--list-page-size", "10"],
+    );
+    assert_eq!(status, 0, "{summary:#}");
+    assert_eq!(count(&summary, "listed_pieces"), 1, "{summary:#}");
+    assert_eq!(summary["requests"]["ListObjectsV2"], 20, "{summary:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,7 +109,7 @@ async fn folders_are_listed_as_pieces_cut_at_their_common_prefixes() {
     let (src, dst) = bucket_pair(&s3, "pieces-folders").await;
     let mut keys = Vec::new();
     for folder in ["2021/", "2022/", "2023/", "2024/", "2025/", "a b/", "ü/"] {
-        for i in 0..40 {
+        for i in 0..60 {
             keys.push(format!("{folder}{i:03}"));
         }
         // A folder marker and a key beside the folder, which sort around it.
@@ -91,7 +122,9 @@ async fn folders_are_listed_as_pieces_cut_at_their_common_prefixes() {
     }
     let (status, summary) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &args(&[]));
     assert_eq!(status, 0, "{summary:#}");
-    assert!(count(&summary, "listed_pieces") >= 4, "{summary:#}");
+    // Ten pages reach the second of seven folders, so the five ahead hold
+    // about 25 pages: two cuts at folders, and bisection after that.
+    assert!(count(&summary, "listed_pieces") >= 3, "{summary:#}");
     assert_eq!(count(&summary, "listed_source"), keys.len() as u64);
     assert_eq!(count(&summary, "copied"), keys.len() as u64);
     assert_eq!(contents(&s3, &dst).await, contents(&s3, &src).await);
