@@ -94,7 +94,16 @@ pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload
     if copier.options.request_payer {
         head = head.request_payer(RequestPayer::Requester);
     }
-    let head = head.send().await.map_err(|e| {
+    // The object's headers, its part layout and its tags are three
+    // independent reads: asked at once, they cost one round trip before
+    // the upload starts instead of three.
+    let mut warnings = Vec::new();
+    let (head, layout, tagging) = tokio::join!(
+        head.send(),
+        source_layout(copier, entry, &source_key),
+        source_tagging(copier, &source_key, &mut warnings),
+    );
+    let head = head.map_err(|e| {
         let failure = classify(&e);
         // HEAD has no body: an SSE-C object answers a bare 400.
         if failure.http_status == Some(400) {
@@ -114,16 +123,14 @@ pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload
             class: crate::error::RetryClass::NonRetryable,
         }));
     }
-
-    let mut warnings = Vec::new();
-    let layout = match source_layout(copier, entry, &source_key).await? {
+    let layout = match layout? {
         Some(layout) => layout,
         None => uniform_layout(
             entry.size,
             default_part_size(entry.size, copier.options.part_size),
         ),
     };
-    let tagging = source_tagging(copier, &source_key, &mut warnings).await?;
+    let tagging = tagging?;
 
     let (sse, kms_key) = copier.encryption();
     let mut create = copier
