@@ -22,6 +22,10 @@
 # request N ms, as a real region's round trip would (20 is typical).
 # PROFILE=release (default) or debug builds s3-fanout and the ceiling;
 # FANOUT_ARGS adds flags to every s3-fanout run (e.g. "--list-concurrency 1").
+# REPEAT=N runs every tool N times per scenario (the 1% re-sync rewrites 1%
+# again before each round) and reports the run with the median wall time,
+# with the range beside it: on a 2-core machine that hosts the server, the
+# proxy and the tool, one run can be off by 10-20%.
 #
 # Every request goes through a counting proxy (scripts/bench/proxy.py), so
 # each run gets requests by S3 operation. Scenarios: prefixed (COUNT objects
@@ -53,7 +57,8 @@ LATENCY_MS="${LATENCY_MS:-0}"      # added by the proxy to every request
 PROFILE="${PROFILE:-release}"      # release | debug, for s3-fanout and the ceiling
 CEILING_CONCURRENCY="${CEILING_CONCURRENCY:-256}"
 FANOUT_ARGS="${FANOUT_ARGS:-}"     # extra `s3-fanout sync` flags, split on spaces
-readonly COUNT BIG_COUNT BIG_SIZE_MIB CHANGE_PCT TOOLS SCENARIOS INSTALL S3SYNC_VERSION \
+REPEAT="${REPEAT:-1}"              # runs per tool and scenario; the median is reported
+readonly REPEAT COUNT BIG_COUNT BIG_SIZE_MIB CHANGE_PCT TOOLS SCENARIOS INSTALL S3SYNC_VERSION \
     SERVER GARAGE_VERSION GARAGE_DB LATENCY_MS PROFILE CEILING_CONCURRENCY FANOUT_ARGS
 read -ra FANOUT_EXTRA <<<"$FANOUT_ARGS"
 readonly FANOUT_EXTRA
@@ -71,7 +76,7 @@ die() {
     exit 1
 }
 
-for var in COUNT BIG_COUNT BIG_SIZE_MIB CEILING_CONCURRENCY; do
+for var in COUNT BIG_COUNT BIG_SIZE_MIB CEILING_CONCURRENCY REPEAT; do
     [[ "${!var}" =~ ^[1-9][0-9]*$ ]] || die "$var must be a positive integer, got '${!var}'"
 done
 [[ "$CHANGE_PCT" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "CHANGE_PCT must be a number, got '$CHANGE_PCT'"
@@ -462,21 +467,24 @@ rm -rf "$OUT_DIR/logs"
 
 for scen in $SCENARIOS; do
     [[ -n "${SRC[$scen]:-}" ]] || die "unknown scenario '$scen'"
-    if [[ "$scen" == resync-1pct ]]; then
-        log "rewriting $CHANGE_PCT% of s3://${SRC[$scen]}"
-        s3u mutate "$SERVER_URL" "${SRC[$scen]}" "$CHANGE_PCT"
-        sleep 1 # newer LastModified than any copy, at one-second resolution
-    fi
-    for tool in "${ACTIVE[@]}"; do
-        dst="$(dst_bucket "$tool" "$scen")"
-        if [[ "$scen" != resync-* ]]; then
-            s3u fresh "$SERVER_URL" "$dst"
-        elif ! want prefixed; then
-            die "$scen needs the prefixed scenario first (SCENARIOS=\"prefixed $scen\")"
+    for round in $(seq 1 "$REPEAT"); do
+        ((REPEAT == 1)) || log "$scen: round $round of $REPEAT"
+        if [[ "$scen" == resync-1pct ]]; then
+            log "rewriting $CHANGE_PCT% of s3://${SRC[$scen]}"
+            s3u mutate "$SERVER_URL" "${SRC[$scen]}" "$CHANGE_PCT"
+            sleep 1 # newer LastModified than any copy, at one-second resolution
         fi
-        run_one "$tool" "$scen" "${SRC[$scen]}" "$dst"
-        # Multipart copies hold BIG_COUNT x BIG_SIZE in moto's memory: free them.
-        if [[ "$scen" == multipart ]]; then s3u rmbucket "$SERVER_URL" "$dst"; fi
+        for tool in "${ACTIVE[@]}"; do
+            dst="$(dst_bucket "$tool" "$scen")"
+            if [[ "$scen" != resync-* ]]; then
+                s3u fresh "$SERVER_URL" "$dst"
+            elif ! want prefixed; then
+                die "$scen needs the prefixed scenario first (SCENARIOS=\"prefixed $scen\")"
+            fi
+            run_one "$tool" "$scen" "${SRC[$scen]}" "$dst"
+            # Multipart copies hold BIG_COUNT x BIG_SIZE in moto's memory: free them.
+            if [[ "$scen" == multipart ]]; then s3u rmbucket "$SERVER_URL" "$dst"; fi
+        done
     done
 done
 
@@ -485,9 +493,9 @@ done
 mkdir -p "$OUT_DIR"
 {
     json() { python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
-    printf '{"date": "%s", "server": %s, "params": {"SERVER": "%s", "LATENCY_MS": %s, "COUNT": %s, "BIG_COUNT": %s, "BIG_SIZE_MIB": %s, "CHANGE_PCT": %s, "PROFILE": "%s", "CEILING_CONCURRENCY": %s, "FANOUT_ARGS": %s},' \
+    printf '{"date": "%s", "server": %s, "params": {"SERVER": "%s", "LATENCY_MS": %s, "COUNT": %s, "BIG_COUNT": %s, "BIG_SIZE_MIB": %s, "CHANGE_PCT": %s, "PROFILE": "%s", "CEILING_CONCURRENCY": %s, "FANOUT_ARGS": %s, "REPEAT": %s},' \
         "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json "$SERVER_VERSION")" "$SERVER" "$LATENCY_MS" "$COUNT" "$BIG_COUNT" \
-        "$BIG_SIZE_MIB" "$CHANGE_PCT" "$PROFILE" "$CEILING_CONCURRENCY" "$(json "$FANOUT_ARGS")"
+        "$BIG_SIZE_MIB" "$CHANGE_PCT" "$PROFILE" "$CEILING_CONCURRENCY" "$(json "$FANOUT_ARGS")" "$REPEAT"
     printf '"machine": {"cpus": %s}, "versions": {' "$(nproc)"
     sep=""
     for tool in "${ACTIVE[@]}"; do

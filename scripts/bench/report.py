@@ -74,12 +74,28 @@ def fmt_rss(kib):
     return f"{kib / 1024:.0f}" if kib else "?"
 
 
+def median_runs(runs):
+    """One row per tool and scenario: the run with the median wall time
+    (the lower middle one of an even count), with every run's wall time."""
+    by = {}
+    for r in runs:
+        by.setdefault((r["tool"], r["scenario"]), []).append(r)
+    rows = []
+    for group in by.values():
+        ordered = sorted(group, key=lambda r: r["wall_s"])
+        row = dict(ordered[(len(ordered) - 1) // 2])
+        row["runs_wall_s"] = [r["wall_s"] for r in group]
+        rows.append(row)
+    return rows
+
+
 def render(results, out_md, out_json, meta_file):
-    rows, skipped = [], []
+    runs, skipped = [], []
     with open(results) as f:
         for line in f:
             rec = json.loads(line)
-            (skipped if "skipped" in rec else rows).append(rec)
+            (skipped if "skipped" in rec else runs).append(rec)
+    rows = median_runs(runs)
     meta = load(meta_file, {})
     scenarios = []
     for r in rows:
@@ -121,8 +137,10 @@ def render(results, out_md, out_json, meta_file):
             else:
                 eq_etag = "no"
             note = f" ({r['note']})" if r.get("note") else ""
+            walls = r["runs_wall_s"]
+            wall = f"{r['wall_s']:.2f}" + (f" ({min(walls):.2f}–{max(walls):.2f})" if len(walls) > 1 else "")
             lines.append(
-                f"| {r['tool']}{note} | {r['exit_code']} | {r['wall_s']:.2f} | {vs} | {r['objects_per_s'] or 0:.0f} | "
+                f"| {r['tool']}{note} | {r['exit_code']} | {wall} | {vs} | {r['objects_per_s'] or 0:.0f} | "
                 f"{fmt_rss(r['peak_rss_kib'])} | {r['requests_total'] if r['requests_total'] is not None else '?'} | {ops} | {eq_size} | {eq_etag} |"
             )
         lines.append("")
@@ -136,13 +154,14 @@ def render(results, out_md, out_json, meta_file):
     lines.append("")
     lines.append(
         "obj/s = source objects in the scenario / wall time (for re-syncs: objects compared). "
+        "With REPEAT above 1, each row is the run with the median wall time, its range in brackets. "
         "Equal ETag may legitimately fail for multipart copies: a `-N` ETag depends on the part layout a tool chose."
     )
     md = "\n".join(lines) + "\n"
     with open(out_md, "w") as f:
         f.write(md)
     with open(out_json, "w") as f:
-        json.dump({**meta, "results": rows, "skipped": skipped}, f, indent=2)
+        json.dump({**meta, "results": rows, "runs": runs, "skipped": skipped}, f, indent=2)
         f.write("\n")
     sys.stdout.write(md)
 
