@@ -133,6 +133,16 @@ pub struct SyncSpec {
     /// Skip the verification pass after copying.
     #[arg(long, env = "S3_FANOUT_NO_VERIFY")]
     pub no_verify: bool,
+    /// Verify by listing both sides again even when the run wrote few keys.
+    /// By default a run that wrote fewer keys than a re-listing's price in
+    /// HEADs checks each written key by HEAD on both sides instead. (The
+    /// serverless VALIDATE phase always lists.)
+    #[arg(
+        long,
+        env = "S3_FANOUT_VERIFY_BY_LISTING",
+        conflicts_with = "no_verify"
+    )]
+    pub verify_by_listing: bool,
     /// Write summary.json and failures.csv to this directory or s3:// prefix.
     #[arg(long, value_name = "DIR_OR_S3_URL", env = "S3_FANOUT_REPORT")]
     pub report: Option<String>,
@@ -211,6 +221,7 @@ impl Default for SyncSpec {
             request_payer: false,
             dry_run: false,
             no_verify: false,
+            verify_by_listing: false,
             report: None,
             endpoint_url: None,
             source_endpoint_url: None,
@@ -275,6 +286,8 @@ pub struct SyncOptions {
     pub list_page_size: i32,
     pub dry_run: bool,
     pub verify: bool,
+    /// Verify by listing again even after a few writes.
+    pub verify_by_listing: bool,
     pub report: Option<ReportLocation>,
 }
 
@@ -403,6 +416,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
             list_page_size: spec.list_page_size,
             dry_run: spec.dry_run,
             verify: !spec.no_verify && !spec.dry_run,
+            verify_by_listing: spec.verify_by_listing,
             report,
         })
     }

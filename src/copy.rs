@@ -18,6 +18,13 @@ use crate::error::{RetryClass, S3Failure, classify};
 use crate::listing::ObjectEntry;
 use crate::location::S3Location;
 
+/// Which bucket of a copy an object is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Destination,
+}
+
 /// Everything a copy needs: both sides and how to write.
 #[derive(Debug, Clone)]
 pub struct Copier {
@@ -235,6 +242,54 @@ impl Copier {
             })
         })?;
         Ok((listed == key).then(|| ObjectEntry::from_listed(relative, object)))
+    }
+
+    /// HEAD one side's object: `None` when it does not exist.
+    pub async fn head(&self, side: Side, relative: &str) -> Result<Option<ObjectEntry>, S3Failure> {
+        let (client, location, owner) = match side {
+            Side::Source => (
+                &self.source_client,
+                &self.source,
+                &self.options.expected_source_owner,
+            ),
+            Side::Destination => (
+                &self.destination_client,
+                &self.destination,
+                &self.options.expected_dest_owner,
+            ),
+        };
+        let mut request = client
+            .head_object()
+            .bucket(&location.bucket)
+            .key(location.key_for(relative))
+            .set_expected_bucket_owner(owner.clone());
+        if self.options.request_payer {
+            request = request.request_payer(RequestPayer::Requester);
+        }
+        match request.send().await {
+            Ok(head) => Ok(Some(ObjectEntry {
+                key: relative.to_owned(),
+                size: head.content_length().unwrap_or(0).max(0) as u64,
+                etag: head
+                    .e_tag()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_owned(),
+                last_modified_ms: head
+                    .last_modified()
+                    .and_then(|t| t.to_millis().ok())
+                    .unwrap_or(0),
+                storage_class: head.storage_class().map(|c| c.as_str().to_owned()),
+            })),
+            Err(err) => {
+                let failure = classify(&err);
+                if failure.http_status == Some(404) {
+                    Ok(None)
+                } else {
+                    Err(failure)
+                }
+            }
+        }
     }
 
     /// Delete one destination object (for `--delete`).

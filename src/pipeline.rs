@@ -33,7 +33,7 @@ use crate::location::S3Location;
 use crate::metrics::RequestCounter;
 use crate::pieces::{PairSink, Sides, list_in_pieces};
 use crate::report::{ConcurrencyRange, ReportRows, Stats, Summary, write_report};
-use crate::verify::verify_range;
+use crate::verify::{WrittenKeys, verify_range, verify_written};
 use crate::worker::WorkContext;
 
 /// Called with every planned action (for `--dry-run -v` and `-v` output).
@@ -87,6 +87,7 @@ pub async fn run_sync(
         stats: stats.clone(),
         rows: rows.clone(),
         cancel: cancel.clone(),
+        written: Some(Arc::new(WrittenKeys::default())),
     };
     let target =
         |client: &Client, location: &S3Location, expected_owner: &Option<String>| ListTarget {
@@ -139,23 +140,53 @@ pub async fn run_sync(
         Stats::add(&stats.verify_checked, planned.listed_source);
     } else if fatal.is_none() && options.verify && !cancel.is_cancelled() {
         stats.phase.store(phase::VERIFYING, Ordering::Relaxed);
-        let (source, destination) = targets();
-        fatal = verify_range(
-            Sides {
-                source,
-                destination,
-                range: options.range.clone(),
-                list_concurrency: options.list_concurrency,
-                counted: None,
-                preflight: false,
-            },
-            &options.diff,
-            &stats,
-            &rows,
-            &cancel,
-        )
-        .await
-        .err();
+        // What listing again would cost: the source, and the destination
+        // as this run left it.
+        let destination_after =
+            (planned.listed_destination + planned.plan_copy).saturating_sub(planned.plan_delete);
+        let written = context
+            .written
+            .as_ref()
+            .filter(|_| !options.verify_by_listing);
+        let written = written.and_then(|w| {
+            w.if_cheaper_than_listing(
+                planned.listed_source,
+                destination_after,
+                options.list_page_size as u64,
+            )
+        });
+        fatal = match written {
+            Some(keys) => verify_written(
+                &context.copier,
+                keys,
+                &options.diff,
+                &stats,
+                &rows,
+                options.concurrency,
+                &cancel,
+            )
+            .await
+            .err(),
+            None => {
+                let (source, destination) = targets();
+                verify_range(
+                    Sides {
+                        source,
+                        destination,
+                        range: options.range.clone(),
+                        list_concurrency: options.list_concurrency,
+                        counted: None,
+                        preflight: false,
+                    },
+                    &options.diff,
+                    &stats,
+                    &rows,
+                    &cancel,
+                )
+                .await
+                .err()
+            }
+        };
     }
     stats.phase.store(phase::DONE, Ordering::Relaxed);
     let interrupted = cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));

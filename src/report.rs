@@ -152,6 +152,8 @@ counters! {
     /// (serverless; each is then counted once as copied or failed).
     split_objects,
     verify_checked, verify_mismatched,
+    /// Written keys verified by HEADs on both sides instead of a re-listing.
+    verify_heads,
 }
 
 impl Stats {

@@ -1,15 +1,25 @@
-//! Stage 4: verify. After the write phase, list both sides of the same range
-//! again and check that the diff now finds nothing to do: every source key
-//! present at the destination, same size, same ETag where comparable (and,
-//! with `--delete`, nothing extra). S3 listings are strongly consistent since
-//! 2020, so a mismatch is a real problem, never something to wait out.
-//! Keys already in the report (failed, skipped) are not reported twice.
+//! Stage 4: verify. After the write phase, check that the diff now finds
+//! nothing to do: every source key present at the destination, same size,
+//! same ETag where comparable (and, with `--delete`, nothing extra). S3
+//! listings are strongly consistent since 2020, so a mismatch is a real
+//! problem, never something to wait out. Keys already in the report
+//! (failed, skipped) are not reported twice.
+//!
+//! Two ways, one decision ([`check_pair`]): list both sides of the range
+//! again ([`verify_range`]), or, when the run wrote few keys, HEAD each
+//! written key on both sides ([`verify_written`]). The keys the run did not
+//! write were compared by the write phase's own listing moments before;
+//! HEADs cost a twelfth of a LIST each and run in parallel, where a listing
+//! is one page after another, so a 1% re-sync is not billed (or timed) as
+//! a second full listing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DiffOptions;
+use crate::copy::{Copier, Side};
 use crate::diff::{Action, Pair, decide_with};
 use crate::error::SyncError;
 use crate::location::S3Location;
@@ -135,5 +145,117 @@ impl PairSink for VerifySink {
                 .push(&mismatch.key, mismatch.row(source, destination));
         }
         true
+    }
+}
+
+/// Price of a LIST and of a HEAD, per 1,000 requests, in tenths of a US
+/// cent (S3 Standard, us-east-1: USD 0.005 and 0.0004). Only the ratio
+/// matters here.
+const LIST_PRICE: u64 = 50;
+const HEAD_PRICE: u64 = 4;
+/// Written keys kept for verification by HEAD; past this, verification
+/// lists again (HEADs would cost more by then anyway, below ~80 million
+/// listed objects, and the list stays under a megabyte).
+const MAX_WRITTEN_KEYS: usize = 10_000;
+
+/// The keys a run wrote (copied, updated, deleted), while few.
+#[derive(Debug)]
+pub struct WrittenKeys {
+    keys: Mutex<Option<Vec<String>>>,
+}
+
+impl Default for WrittenKeys {
+    fn default() -> Self {
+        WrittenKeys {
+            keys: Mutex::new(Some(Vec::new())),
+        }
+    }
+}
+
+impl WrittenKeys {
+    pub fn record(&self, key: &str) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let full = keys.as_ref().is_some_and(|k| k.len() >= MAX_WRITTEN_KEYS);
+        if full {
+            *keys = None; // too many to keep: verification lists again
+        } else if let Some(keys) = keys.as_mut() {
+            keys.push(key.to_owned());
+        }
+    }
+
+    /// The written keys, if they are few enough that HEADs of each on both
+    /// sides cost less than listing again `source` and `destination`
+    /// objects in pages of `page_size`.
+    pub fn if_cheaper_than_listing(
+        &self,
+        source: u64,
+        destination: u64,
+        page_size: u64,
+    ) -> Option<Vec<String>> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = keys.as_ref()?;
+        let pages = |n: u64| n.div_ceil(page_size.max(1)).max(1);
+        let pages = pages(source) + pages(destination);
+        (keys.len() as u64 * 2 * HEAD_PRICE <= pages * LIST_PRICE).then(|| keys.clone())
+    }
+}
+
+/// HEAD each written key on both sides, up to `concurrency` keys at once,
+/// and report every one that still differs.
+pub async fn verify_written(
+    copier: &Copier,
+    keys: Vec<String>,
+    diff: &DiffOptions,
+    stats: &Stats,
+    rows: &ReportRows,
+    concurrency: usize,
+    cancel: &CancellationToken,
+) -> Result<(), SyncError> {
+    let checks = futures::stream::iter(keys)
+        .map(|key| async move {
+            let (source, destination) = tokio::join!(
+                copier.head(Side::Source, &key),
+                copier.head(Side::Destination, &key)
+            );
+            (key, source, destination)
+        })
+        .buffer_unordered(concurrency.max(1));
+    futures::pin_mut!(checks);
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return Err(SyncError::Cancelled),
+            next = checks.next() => next,
+        };
+        let Some((key, source, destination)) = next else {
+            return Ok(());
+        };
+        let mismatch = match (source, destination) {
+            (Ok(Some(s)), Ok(Some(d))) => check_pair(Pair::Both(s, d), diff, stats),
+            (Ok(Some(s)), Ok(None)) => check_pair(Pair::SourceOnly(s), diff, stats),
+            (Ok(None), Ok(Some(d))) => check_pair(Pair::DestinationOnly(d), diff, stats),
+            (Ok(None), Ok(None)) => None, // deleted, and gone from both
+            (Err(failure), _) | (_, Err(failure)) => {
+                Stats::add(&stats.verify_checked, 1);
+                Some(Mismatch {
+                    key: key.clone(),
+                    code: "VerifyFailed",
+                    message: format!(
+                        "verify: could not HEAD the object: {} ({})",
+                        failure.message, failure.code
+                    ),
+                    at_destination: false,
+                })
+            }
+        };
+        if let Some(mismatch) = mismatch
+            && !rows.already_reported(&mismatch.key)
+        {
+            Stats::add(&stats.verify_mismatched, 1);
+            rows.push(
+                &mismatch.key,
+                mismatch.row(&copier.source, &copier.destination),
+            );
+        }
+        Stats::add(&stats.verify_heads, 1);
     }
 }

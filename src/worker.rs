@@ -14,6 +14,7 @@ use crate::diff::{Action, SkipReason};
 use crate::error::RetryClass;
 use crate::location::S3Location;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
+use crate::verify::WrittenKeys;
 
 /// Whether an action that did not complete is worth another attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct WorkContext {
     pub stats: Arc<Stats>,
     pub rows: Arc<ReportRows>,
     pub cancel: CancellationToken,
+    /// Where the keys written are kept for verification (the CLI's run).
+    pub written: Option<Arc<WrittenKeys>>,
 }
 
 impl WorkContext {
@@ -57,6 +60,12 @@ impl WorkContext {
             http,
             message,
         )
+    }
+
+    fn wrote(&self, key: &str) {
+        if let Some(written) = &self.written {
+            written.record(key);
+        }
     }
 
     /// Count a planned action (both real runs and dry runs).
@@ -101,6 +110,7 @@ impl WorkContext {
             Action::Delete { destination } => match self.copier.delete(&destination).await {
                 Ok(()) => {
                     Stats::add(&s.deleted, 1);
+                    self.wrote(&destination.key);
                     Retry::No
                 }
                 Err(failure) => {
@@ -130,6 +140,7 @@ impl WorkContext {
         match self.copier.copy(source, &self.cancel).await {
             Ok(copied) => {
                 Stats::add(done, 1);
+                self.wrote(&source.key);
                 Stats::add(&self.stats.bytes_copied, copied.bytes);
                 for warning in copied.warnings {
                     Stats::add(&self.stats.warnings, 1);

@@ -40,7 +40,7 @@ async fn a_flat_keyspace_in_pieces_copies_updates_and_deletes_every_key_exactly_
     let (status, summary) = sync_json(
         &format!("s3://{src}"),
         &format!("s3://{dst}"),
-        &args(&["--delete"]),
+        &args(&["--delete", "--verify-by-listing"]),
     );
     assert_eq!(status, 0, "{summary:#}");
     assert!(count(&summary, "listed_pieces") > 1, "{summary:#}");

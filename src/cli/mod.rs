@@ -218,8 +218,13 @@ pub fn print_summary(s: &Summary) {
             human_bytes(c.bytes_copied),
             s.duration_secs
         );
+        let how = if c.verify_heads > 0 {
+            " (the keys written, by HEAD on both sides)"
+        } else {
+            ""
+        };
         println!(
-            "  verify     {} checked, {} mismatched",
+            "  verify     {} checked, {} mismatched{how}",
             n(c.verify_checked),
             n(c.verify_mismatched)
         );

@@ -177,6 +177,7 @@ async fn copy_batch(
         stats: Arc::new(Stats::default()),
         rows: rows.clone(),
         cancel: CancellationToken::new(),
+        written: None, // the VALIDATE phase lists again
     };
     let stop_at = crate::serverless::stop_starting_at(deadline);
     let redelivered = receive_count > 1;

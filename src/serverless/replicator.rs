@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_s3::types::RequestPayer;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -44,7 +43,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DiffOptions, SyncOptions, SyncSpec};
-use crate::copy::{Copier, CopyError};
+use crate::copy::{Copier, CopyError, Side};
 use crate::diff::{Action, DiffMode, Pair, SkipReason, decide};
 use crate::emf::{MetricRecord, Unit};
 use crate::error::{RetryClass, S3Failure, SyncError, classify};
@@ -417,7 +416,7 @@ impl Replicator {
     async fn reconcile(&self, relative: &str) -> (Outcome, u32) {
         let cancel = CancellationToken::new();
         for round in 1..=MAX_ROUNDS {
-            let source = match self.head(Side::Source, relative).await {
+            let source = match self.copier.head(Side::Source, relative).await {
                 Ok(source) => source,
                 // HEAD has no body: a 400 on an object S3 can read is one
                 // encrypted with a customer-provided key.
@@ -430,7 +429,7 @@ impl Replicator {
                 }
                 Err(f) => return (Outcome::failed(&f, "reading the source object"), round),
             };
-            let destination = match self.head(Side::Destination, relative).await {
+            let destination = match self.copier.head(Side::Destination, relative).await {
                 Ok(destination) => destination,
                 Err(f) => {
                     return (Outcome::failed(&f, "reading the destination object"), round);
@@ -450,7 +449,7 @@ impl Replicator {
                 Action::Skip { .. } => return (Outcome::InSync, round),
                 Action::Copy { source } | Action::Update { source, .. } => {
                     match self.copier.copy(&source, &cancel).await {
-                        Ok(copied) => match self.head(Side::Source, relative).await {
+                        Ok(copied) => match self.copier.head(Side::Source, relative).await {
                             Ok(Some(now)) if same_version(&now, &source) => {
                                 let outcome = Outcome::Replicated {
                                     bytes: copied.bytes,
@@ -493,7 +492,7 @@ impl Replicator {
                     }
                 }
                 Action::Delete { destination } => match self.copier.delete(&destination).await {
-                    Ok(()) => match self.head(Side::Source, relative).await {
+                    Ok(()) => match self.copier.head(Side::Source, relative).await {
                         Ok(None) => return (Outcome::Deleted, round),
                         Ok(Some(_)) => continue, // put again meanwhile: copy it back
                         Err(f) => return (Outcome::failed(&f, "reading the source again"), round),
@@ -510,55 +509,6 @@ impl Replicator {
             retryable: true,
         };
         (outcome, MAX_ROUNDS)
-    }
-
-    /// HEAD one side's object: `None` when it does not exist.
-    async fn head(&self, side: Side, relative: &str) -> Result<Option<ObjectEntry>, S3Failure> {
-        let copier = &self.copier;
-        let (client, location, owner) = match side {
-            Side::Source => (
-                &copier.source_client,
-                &copier.source,
-                &copier.options.expected_source_owner,
-            ),
-            Side::Destination => (
-                &copier.destination_client,
-                &copier.destination,
-                &copier.options.expected_dest_owner,
-            ),
-        };
-        let mut request = client
-            .head_object()
-            .bucket(&location.bucket)
-            .key(location.key_for(relative))
-            .set_expected_bucket_owner(owner.clone());
-        if copier.options.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
-        match request.send().await {
-            Ok(head) => Ok(Some(ObjectEntry {
-                key: relative.to_owned(),
-                size: head.content_length().unwrap_or(0).max(0) as u64,
-                etag: head
-                    .e_tag()
-                    .unwrap_or_default()
-                    .trim_matches('"')
-                    .to_owned(),
-                last_modified_ms: head
-                    .last_modified()
-                    .and_then(|t| t.to_millis().ok())
-                    .unwrap_or(0),
-                storage_class: head.storage_class().map(|c| c.as_str().to_owned()),
-            })),
-            Err(err) => {
-                let failure = classify(&err);
-                if failure.http_status == Some(404) {
-                    Ok(None)
-                } else {
-                    Err(failure)
-                }
-            }
-        }
     }
 
     fn metrics(&self, invocation: &Invocation) -> MetricRecord {
@@ -597,12 +547,6 @@ impl Replicator {
             .property("source", self.copier.source.to_string().into())
             .property("destination", self.copier.destination.to_string().into())
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Side {
-    Source,
-    Destination,
 }
 
 /// The same object version: a put, even of the same bytes, moves
