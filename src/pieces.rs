@@ -229,39 +229,58 @@ fn cut_into_pieces(range: &KeyRange, end: &MovableEnd, cuts: Vec<String>) -> Vec
 }
 
 /// Cut in two the piece that has listed the most full pages since its last
-/// cut (at least [`PAGES_BEFORE_CUT`]), at the midpoint of what it has
-/// left; a piece without an end is cut as far past where it is as it has
-/// come, if the source has keys there.
+/// cut (at least [`PAGES_BEFORE_CUT`]) and has at least as many again ahead
+/// by its key space, so each half is worth its partly used page: at the
+/// midpoint of what it has left, or, for a piece without an end, as far
+/// past where it is as it has come, if the source has keys there.
 async fn bisect_one(
     sides: &Sides,
     running: &[(KeyRange, Arc<MovableEnd>)],
 ) -> Result<Vec<KeyRange>, SyncError> {
-    let busiest = running
+    let mut candidates: Vec<_> = running
         .iter()
         .filter_map(|(range, end)| Some((range, end, end.progress()?)))
         .filter(|(_, _, p)| p.full_pages >= PAGES_BEFORE_CUT && p.sample.is_some())
-        .max_by_key(|(_, _, p)| p.full_pages);
-    let Some((range, end, progress)) = busiest else {
-        return Ok(Vec::new());
-    };
-    let mut sample = progress.sample.unwrap_or_default();
-    let low = progress.past.unwrap_or_default();
-    // The first page's keys may all share a folder the piece has since
-    // left: the space must also span where it is and where it ends.
-    sample.extend([low.clone()].into_iter().chain(progress.end.clone()));
-    sample.sort();
-    let space = KeySpace::from_sample(&sample);
-    let cuts: Vec<String> = match progress.end.as_deref() {
-        Some(high) => space.midpoint(&low, Some(high)).into_iter().collect(),
-        None => {
-            let bet = space.extend(&sample[0], &low).into_iter().collect();
-            within_listing(&sides.source, &range.prefix, bet).await?
+        .collect();
+    candidates.sort_by_key(|(_, _, p)| std::cmp::Reverse(p.full_pages));
+    for (range, end, progress) in candidates {
+        let mut sample = progress.sample.clone().unwrap_or_default();
+        let low = progress.past.clone().unwrap_or_default();
+        let from = progress
+            .counted_from
+            .clone()
+            .unwrap_or_else(|| sample[0].clone());
+        // The first page's keys may all share a folder the piece has since
+        // left: the space must also span where it is and where it ends.
+        sample.extend(
+            [low.clone(), from.clone()]
+                .into_iter()
+                .chain(progress.end.clone()),
+        );
+        sample.sort();
+        let space = KeySpace::from_sample(&sample);
+        let ahead = space
+            .ratio_ahead(&from, &low, progress.end.as_deref())
+            .map(|ratio| ratio * progress.full_pages as f64);
+        if progress.end.is_some() && ahead.is_none_or(|pages| pages < 2.0 * PAGES_BEFORE_CUT as f64)
+        {
+            end.defer(); // too little left to halve
+            continue;
         }
-    };
-    if cuts.is_empty() {
-        end.defer();
+        let cuts: Vec<String> = match progress.end.as_deref() {
+            Some(high) => space.midpoint(&low, Some(high)).into_iter().collect(),
+            None => {
+                let bet = space.extend(&from, &low).into_iter().collect();
+                within_listing(&sides.source, &range.prefix, bet).await?
+            }
+        };
+        if cuts.is_empty() {
+            end.defer();
+            continue;
+        }
+        return Ok(cut_into_pieces(range, end, cuts));
     }
-    Ok(cut_into_pieces(range, end, cuts))
+    Ok(Vec::new())
 }
 
 /// One piece: list both sides up to its (movable) end, merge-join, and hand

@@ -146,6 +146,18 @@ impl KeySpace {
             .filter(|m| m.as_str() > low && high.is_none_or(|h| m.as_str() < h))
     }
 
+    /// How many times the keys from `from` to `past` the keys from `past`
+    /// to `end` (`None`: the space's end) are, by their place in the
+    /// space; `None` when a key is outside it.
+    pub fn ratio_ahead(&self, from: &str, past: &str, end: Option<&str>) -> Option<f64> {
+        let (a, b) = (self.to_number(from)?, self.to_number(past)?);
+        let c = match end {
+            Some(end) => self.to_number(end)?,
+            None => self.end_number(),
+        };
+        (b > a && c >= b).then(|| (c - b) as f64 / (b - a) as f64)
+    }
+
     /// A key as far past `past` as `past` is past `first`: where a range
     /// without an end is cut in two, betting that the keys to come are as
     /// dense as the ones listed.
@@ -228,11 +240,18 @@ struct EndState {
     end: Option<String>,
     /// The last key each side handed on (source, destination).
     cursors: [Option<String>; 2],
+    /// The last key the source side has listed, which may be pages ahead
+    /// of what it handed on: cuts are placed past it, so those pages are
+    /// not listed twice.
+    source_listed: Option<String>,
     /// Full pages the source side has listed: evidence that the range is
     /// large enough to be worth a cut.
     full_pages: u64,
     /// Keys spread over the source side's first full page, if it had one.
     sample: Option<Vec<String>>,
+    /// Where `full_pages` began counting: the cursor at the last cut or
+    /// deferral (`None`: the range's start).
+    counted_from: Option<String>,
     finished: bool,
 }
 
@@ -276,6 +295,11 @@ impl MovableEnd {
             keys.retain(|k| key(k) < end.as_str());
         }
         let reached = keys.len() < before;
+        if side == Side::Source
+            && let Some(last) = keys.last()
+        {
+            state.source_listed = Some(key(last).to_owned());
+        }
         if side == Side::Source && full && !reached {
             state.full_pages += 1;
             if state.sample.is_none() && !keys.is_empty() {
@@ -313,7 +337,9 @@ impl MovableEnd {
     /// Count full pages from zero again: the range was looked at and not
     /// cut, so look again only after as many pages more.
     pub fn defer(&self) {
-        self.lock().full_pages = 0;
+        let mut state = self.lock();
+        state.full_pages = 0;
+        state.counted_from = state.cursors[Side::Source as usize].clone();
     }
 
     /// Mark the range done (both sides listed): it can no longer be cut.
@@ -321,19 +347,26 @@ impl MovableEnd {
         self.lock().finished = true;
     }
 
-    /// What a scheduler needs to decide on a cut: the key both sides are
-    /// past, the end, the full pages listed since the last cut, and the
+    /// What a scheduler needs to decide on a cut: the key both sides have
+    /// handed on and the source has listed up to, the end, the full pages listed since the last cut, and the
     /// first page's sample. `None` once finished.
     pub fn progress(&self) -> Option<Progress> {
         let state = self.lock();
         if state.finished {
             return None;
         }
-        let past = state.cursors.iter().flatten().max().cloned();
+        let past = state
+            .cursors
+            .iter()
+            .chain([&state.source_listed])
+            .flatten()
+            .max()
+            .cloned();
         Some(Progress {
             past,
             end: state.end.clone(),
             full_pages: state.full_pages,
+            counted_from: state.counted_from.clone(),
             sample: state.sample.clone(),
         })
     }
@@ -349,6 +382,7 @@ impl MovableEnd {
             return None;
         }
         state.full_pages = 0;
+        state.counted_from = state.cursors[Side::Source as usize].clone();
         Some(state.end.replace(cut.to_owned()))
     }
 }
@@ -359,6 +393,8 @@ pub struct Progress {
     pub past: Option<String>,
     pub end: Option<String>,
     pub full_pages: u64,
+    /// Where those full pages began (`None`: the range's start).
+    pub counted_from: Option<String>,
     /// Keys of the first full source page, ascending (first and last
     /// included).
     pub sample: Option<Vec<String>>,
