@@ -141,22 +141,10 @@ async fn list_pages(
     let mut token: Option<String> = None;
     let mut previous: Option<String> = None;
     loop {
-        let mut request = target
-            .client
-            .list_objects_v2()
-            .bucket(&location.bucket)
-            .prefix(&list_prefix)
+        let page = list_request(target, &list_prefix)
             .max_keys(target.page_size.clamp(1, MAX_PAGE_SIZE))
-            // XML 1.0 cannot carry some characters that S3 keys may hold;
-            // URL encoding makes every key survive the trip.
-            .encoding_type(EncodingType::Url)
             .set_start_after(start_after.clone())
             .set_continuation_token(token.take())
-            .set_expected_bucket_owner(target.expected_owner.clone());
-        if target.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
-        let page = request
             .send()
             .await
             .map_err(|e| SyncError::s3(format!("listing {location}"), classify(&e)))?;
@@ -202,6 +190,28 @@ async fn list_pages(
     }
 }
 
+/// A ListObjectsV2 request for `prefix` (a full key prefix) of `target`,
+/// with what every listing sends.
+pub(crate) fn list_request(
+    target: &ListTarget,
+    prefix: &str,
+) -> aws_sdk_s3::operation::list_objects_v2::builders::ListObjectsV2FluentBuilder {
+    let request = target
+        .client
+        .list_objects_v2()
+        .bucket(&target.location.bucket)
+        .prefix(prefix)
+        // XML 1.0 cannot carry some characters that S3 keys may hold;
+        // URL encoding makes every key survive the trip.
+        .encoding_type(EncodingType::Url)
+        .set_expected_bucket_owner(target.expected_owner.clone());
+    if target.request_payer {
+        request.request_payer(RequestPayer::Requester)
+    } else {
+        request
+    }
+}
+
 /// Whether the source has a key under `prefix` (relative to the target's
 /// location) after `key`: a one-key listing, to probe where keys end.
 pub async fn any_key_after(
@@ -210,19 +220,9 @@ pub async fn any_key_after(
     key: &str,
 ) -> Result<bool, SyncError> {
     let location = &target.location;
-    let mut request = target
-        .client
-        .list_objects_v2()
-        .bucket(&location.bucket)
-        .prefix(location.key_for(prefix))
+    let page = list_request(target, &location.key_for(prefix))
         .start_after(location.key_for(key))
         .max_keys(1)
-        .encoding_type(EncodingType::Url)
-        .set_expected_bucket_owner(target.expected_owner.clone());
-    if target.request_payer {
-        request = request.request_payer(RequestPayer::Requester);
-    }
-    let page = request
         .send()
         .await
         .map_err(|e| SyncError::s3(format!("listing {location}"), classify(&e)))?;

@@ -538,16 +538,12 @@ pub async fn folders(
     let mut found = Folders::default();
     let mut token = None;
     for page_number in 0..max_pages {
-        let page = target
-            .client
-            .list_objects_v2()
-            .bucket(&location.bucket)
-            .prefix(location.key_for(prefix))
+        // Through the listing's own request: the same encoding, expected
+        // owner and requester-pays as every page.
+        let page = crate::listing::list_request(target, &location.key_for(prefix))
             .delimiter("/")
             .max_keys(target.page_size)
-            .encoding_type(EncodingType::Url)
             .set_continuation_token(token)
-            .set_expected_bucket_owner(target.expected_owner.clone())
             .send()
             .await
             .map_err(|e| {
