@@ -79,18 +79,24 @@ async fn a_flat_keyspace_in_pieces_copies_updates_and_deletes_every_key_exactly_
     );
 }
 
+/// A source and destination holding the same `n` small keys.
+async fn in_sync_pair(tag: &str, n: u64) -> (String, String) {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, tag).await;
+    for i in 0..n {
+        let key = format!("k{i:03}");
+        put(&s3, &src, &key, body(i, 4)).await;
+        put(&s3, &dst, &key, body(i, 4)).await;
+    }
+    (src, dst)
+}
+
 /// 400 keys in pages of 10, both sides: 80 listings and the cuts' cost.
 const LISTS_AT_MOST: u64 = 96;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_range_under_ten_pages_stays_one_stream_at_one_request_per_page() {
-    let s3 = s3().await;
-    let (src, dst) = bucket_pair(&s3, "pieces-small").await;
-    for i in 0..95 {
-        let key = format!("k{i:03}");
-        put(&s3, &src, &key, body(i, 4)).await;
-        put(&s3, &dst, &key, body(i, 4)).await;
-    }
+    let (src, dst) = in_sync_pair("pieces-small", 95).await;
     // 95 keys in pages of 10 (9 full, 1 partial): not worth a cut at the
     // default list concurrency, so 10 pages a side and nothing else.
     let (status, summary) = sync_json(
@@ -132,13 +138,7 @@ async fn folders_are_listed_as_pieces_cut_at_their_common_prefixes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_piece_lists_one_page_per_thousand_keys_per_side() {
-    let s3 = s3().await;
-    let (src, dst) = bucket_pair(&s3, "pieces-one").await;
-    for i in 0..100 {
-        let key = format!("k{i:03}");
-        put(&s3, &src, &key, body(i, 4)).await;
-        put(&s3, &dst, &key, body(i, 4)).await;
-    }
+    let (src, dst) = in_sync_pair("pieces-one", 100).await;
     // 100 keys in pages of 10: 10 pages a side, 11 with the empty last.
     let (status, summary) = sync_json(
         &format!("s3://{src}"),
