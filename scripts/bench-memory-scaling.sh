@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Memory scaling: the peak RSS of a dry-run sync over 10,000, 100,000 and
-# 1,000,000 listed objects must stay under 100 MiB and within 20% of the
-# smallest run. Listing streams through bounded channels and the diff is a
-# merge-join, so nothing should grow with the bucket; this is the check at
-# the scale where a per-key structure would show.
+# 1,000,000 listed objects must stay under 100 MiB and must not grow with
+# the bucket. Listing streams through bounded channels and the diff is a
+# merge-join, so nothing should grow per key; this is the check at the scale
+# where a per-key structure would show. Memory does depend on how many pieces
+# list at once (each holds a response of up to a thousand keys a side in
+# flight), and a range under ten thousand keys lists as one stream, so the
+# smallest run at default settings is not the baseline: growth per key is
+# judged at one listing stream (smallest vs largest, within 20%) and at
+# default settings over the last tenfold step, where as many pieces list at
+# once as at any larger count (within 20%). The growth from the smallest run
+# at default settings, i.e. the fixed cost of parallel listing, is printed
+# beside them. COUNTS="10000 1000000 10000000" checks ten times further
+# (about 90 s for the 10M run on 2 cores).
 #
 #   scripts/bench-memory-scaling.sh
 #   PROFILE=release scripts/bench-memory-scaling.sh
@@ -228,21 +237,26 @@ def pct(a, b):
 
 growth, notes = {}, []
 counts = sorted({r["objects"] for r in rows})
-for layout in dict.fromkeys(r["layout"] for r in rows):
-    growth[layout] = pct(rss(layout, smallest), rss(layout, largest))
-    verdicts.append((growth[layout] <= max_growth,
-                     f"{layout}: memory growth {label(largest)} vs {label(smallest)} "
-                     f"{growth[layout]:+.1f}%; limit +{max_growth:.0f}%"))
-    # Not part of the verdict, but what tells a bound not yet reached in a
-    # short run apart from memory that grows per key: the last tenfold step.
-    below = max(n for n in counts if n < largest)
-    if below != smallest:
-            notes.append(f"{layout}: growth {label(largest)} vs {label(below)} "
-                     f"{pct(rss(layout, below), rss(layout, largest)):+.1f}%")
+# Per key, at one listing stream: nothing but the key count differs.
 serial = rows[-1]["layout"]
 serial_growth = pct(rss(serial, smallest, "1"), rss(serial, largest, "1"))
-notes.append(f"{serial}, list concurrency 1: growth {label(largest)} vs {label(smallest)} "
-             f"{serial_growth:+.1f}%; parallel listing costs "
+verdicts.append((serial_growth <= max_growth,
+                 f"{serial}, list concurrency 1: memory growth {label(largest)} vs "
+                 f"{label(smallest)} {serial_growth:+.1f}%; limit +{max_growth:.0f}%"))
+below = max(n for n in counts if n < largest)
+for layout in dict.fromkeys(r["layout"] for r in rows):
+    # Per key at default settings: the last tenfold step, where as many
+    # pieces list at once as at any larger count. With two counts only,
+    # the smallest lists as one stream and this is the whole growth.
+    growth[layout] = pct(rss(layout, below), rss(layout, largest))
+    verdicts.append((growth[layout] <= max_growth,
+                     f"{layout}: memory growth {label(largest)} vs {label(below)} "
+                     f"{growth[layout]:+.1f}%; limit +{max_growth:.0f}%"))
+    if below != smallest:
+        notes.append(f"{layout}: {label(largest)} vs {label(smallest)} "
+                     f"{pct(rss(layout, smallest), rss(layout, largest)):+.1f}% "
+                     f"(the {label(smallest)} run lists as one stream)")
+notes.append(f"{serial}: parallel listing costs "
              f"{rss(serial, largest) - rss(serial, largest, '1'):.1f} MiB at {label(largest)}")
 passed = not errors and all(ok for ok, _ in verdicts)
 

@@ -16,6 +16,7 @@
 //! and a worker pool (`s3-fanout sync`, see [`cli`]). Errors carry their
 //! retry class ([`error`]).
 
+pub mod allocator;
 pub mod cli;
 pub mod client;
 pub mod concurrency;

@@ -2,9 +2,21 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before the runtime's threads exist, so every one of them allocates
+    // with the same settings.
+    s3_fanout::allocator::tune();
     let cli = s3_fanout::cli::Cli::parse();
-    let code = s3_fanout::cli::run(cli).await;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(s3_fanout::cli::run(cli));
     std::process::exit(code);
 }

@@ -9,6 +9,7 @@ use s3_fanout::serverless::{FunctionEnv, copier, init_tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    s3_fanout::allocator::tune();
     init_tracing();
     let env = FunctionEnv::from_environment().await?;
     run(service_fn(|event| copier::handle(event, &env))).await

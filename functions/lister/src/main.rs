@@ -9,6 +9,7 @@ use s3_fanout::serverless::{FunctionEnv, init_tracing, lister};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    s3_fanout::allocator::tune();
     init_tracing();
     let env = FunctionEnv::from_environment().await?;
     run(service_fn(|event| lister::handle(event, &env))).await

@@ -11,6 +11,7 @@ use s3_fanout::serverless::{FunctionEnv, init_tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    s3_fanout::allocator::tune();
     init_tracing();
     let env = FunctionEnv::from_environment().await?;
     let replicator = Replicator::new(&env).await?;
