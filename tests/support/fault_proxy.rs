@@ -31,7 +31,6 @@
 //! hide that the fault was never injected: it is recorded instead, and
 //! [`FaultProxy::assert_no_errors`] fails the test.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -66,6 +65,14 @@ pub const INVALID_OBJECT_STATE_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF
 /// A copy of an SSE-C object without the customer key, sent with status 400.
 /// The message is S3's own, word for word.
 pub const SSE_C_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code><Message>The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
+
+/// What S3-compatible servers (and S3 for some request-rate limits) send
+/// with status 429.
+pub const TOO_MANY_REQUESTS_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>TooManyRequests</Code><Message>Please reduce your request rate.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
+
+/// S3's answer, with 404, to a part copy or completion of an upload that
+/// was aborted or is already complete.
+pub const NO_SUCH_UPLOAD_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
 
 /// Sent with status 403.
 pub const ACCESS_DENIED_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
@@ -144,20 +151,53 @@ enum Fault {
     Respond { status: u16, body: String },
     /// Wait, then forward.
     Delay(Duration),
+    /// Forward, then cut the connection half-way through the response: the
+    /// server has acted (a copy is made), the client never learns it.
+    Reset,
 }
 
-/// A fault for requests of one operation, optionally narrowed to one key
-/// (the key in the request path: for a copy, the *destination* key) and one
-/// part number. Applies forever unless limited with [`RuleBuilder::times`].
+/// A seeded pseudo-random draw per matching request, so a "10% of
+/// requests" fault hits the same requests in the same order on every run
+/// with the same traffic.
+#[derive(Debug, Clone)]
+struct Sample {
+    fraction: f64,
+    state: u64,
+}
+
+impl Sample {
+    fn hit(&mut self) -> bool {
+        let draw = splitmix64(&mut self.state) >> 11;
+        (draw as f64) < self.fraction * (1u64 << 53) as f64
+    }
+}
+
+/// The next value of a splitmix64 sequence: fast, tiny and good enough for
+/// test data and fault draws, where reproducibility is what matters.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A fault for requests of one operation (or any, see [`Rule::any`]),
+/// optionally narrowed to one key (the key in the request path: for a copy,
+/// the *destination* key), bucket, query and part number. Applies to every
+/// matching request unless limited with [`RuleBuilder::times`] or thinned
+/// with [`RuleBuilder::fraction`].
 #[derive(Debug, Clone)]
 pub struct Rule {
-    op: Op,
+    /// `None`: any operation.
+    op: Option<Op>,
     key: Option<String>,
     bucket: Option<String>,
     query: Option<String>,
     part: Option<u32>,
     /// `None`: forever.
     remaining: Option<u32>,
+    sample: Option<Sample>,
     fault: Fault,
 }
 
@@ -166,16 +206,26 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 #[must_use = "finish the rule with .respond(..) or .delay(..)"]
 pub struct RuleBuilder {
-    op: Op,
+    op: Option<Op>,
     key: Option<String>,
     bucket: Option<String>,
     query: Option<String>,
     part: Option<u32>,
     remaining: Option<u32>,
+    sample: Option<Sample>,
 }
 
 impl Rule {
     pub fn on(op: Op) -> RuleBuilder {
+        Self::builder(Some(op))
+    }
+
+    /// A rule for every operation (narrow it with `bucket`, `fraction`...).
+    pub fn any() -> RuleBuilder {
+        Self::builder(None)
+    }
+
+    fn builder(op: Option<Op>) -> RuleBuilder {
         RuleBuilder {
             op,
             key: None,
@@ -183,11 +233,13 @@ impl Rule {
             query: None,
             part: None,
             remaining: None,
+            sample: None,
         }
     }
 
+    /// Whether the rule is for this request, before any random draw.
     fn matches(&self, request: &Recorded) -> bool {
-        self.op == request.op
+        self.op.is_none_or(|op| op == request.op)
             && self.remaining != Some(0)
             && self
                 .key
@@ -236,6 +288,17 @@ impl RuleBuilder {
         self
     }
 
+    /// Apply to about `fraction` (0.0 to 1.0) of the matching requests,
+    /// drawn from a sequence seeded with `seed`. A request the draw spares
+    /// goes on to the next rule.
+    pub fn fraction(mut self, fraction: f64, seed: u64) -> Self {
+        self.sample = Some(Sample {
+            fraction,
+            state: seed,
+        });
+        self
+    }
+
     /// Answer `status` with an XML `body` instead of forwarding.
     pub fn respond(self, status: u16, body: &str) -> Rule {
         self.finish(Fault::Respond {
@@ -244,9 +307,19 @@ impl RuleBuilder {
         })
     }
 
-    /// Forward after waiting `delay`.
+    /// Forward after waiting `delay`. Delays add up and do not stop the
+    /// search: a request can be slowed by one rule and failed by another
+    /// (latency on everything, plus faults on some).
     pub fn delay(self, delay: Duration) -> Rule {
         self.finish(Fault::Delay(delay))
+    }
+
+    /// Forward, then send the status line, the headers and half the body,
+    /// and close the connection (or close it without any answer when the
+    /// response has no body): the server did the work, the client sees a
+    /// broken connection and must retry something that already happened.
+    pub fn reset(self) -> Rule {
+        self.finish(Fault::Reset)
     }
 
     fn finish(self, fault: Fault) -> Rule {
@@ -257,6 +330,7 @@ impl RuleBuilder {
             query: self.query,
             part: self.part,
             remaining: self.remaining,
+            sample: self.sample,
             fault,
         }
     }
@@ -290,7 +364,8 @@ struct Shared {
     state: Arc<Mutex<State>>,
 }
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// A running proxy; stopped when dropped.
 pub struct FaultProxy {
@@ -410,6 +485,12 @@ impl FaultProxy {
         self.state().log.iter().filter(|r| r.op == op).count()
     }
 
+    /// Requests the proxy answered itself, cut short, or failed a
+    /// precondition on: the faults injected so far.
+    pub fn faults_injected(&self) -> usize {
+        self.state().log.iter().filter(|r| r.injected).count()
+    }
+
     /// Panic if the proxy failed at something of its own (a rewrite or an
     /// if-match check that moto refused): the fault was then not injected.
     pub fn assert_no_errors(&self) {
@@ -499,41 +580,70 @@ impl Drop for InFlight {
     }
 }
 
-/// What to do with one request, decided under the lock: the first matching
-/// rule, then the one-shot rewrite and the if-match check.
-enum Plan {
+/// What to do with one request, decided under the lock: the delays of the
+/// matching rules, then the first matching fault, else the one-shot rewrite
+/// and the if-match check.
+struct Plan {
+    delay: Duration,
+    action: Action,
+}
+
+enum Action {
     Respond {
         status: u16,
         body: String,
     },
+    Reset,
     Forward {
-        delay: Option<Duration>,
         rewrite: Option<Vec<u8>>,
         check_if_match: bool,
     },
 }
 
+/// Returned to hyper to make it close the connection without an answer.
+#[derive(Debug)]
+struct Hangup;
+
+impl std::fmt::Display for Hangup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fault proxy: connection reset on purpose")
+    }
+}
+
+impl std::error::Error for Hangup {}
+
 async fn handle(
     request: Request<Incoming>,
     shared: Arc<Shared>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, Hangup> {
     // A task of its own, so a request is carried through to moto even when
     // the client hangs up (hyper then drops this future): S3 too completes a
     // copy whose client stopped waiting, and `wait_idle` can only promise
     // that moto has seen everything if nothing is cut off half-way.
     let task = tokio::spawn(process(request, shared.clone()));
-    Ok(task.await.unwrap_or_else(|e| {
-        let why = format!("handling a request: {e}");
-        shared.record_error(why.clone());
-        canned(502, &why)
-    }))
+    match task.await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let why = format!("handling a request: {e}");
+            shared.record_error(why.clone());
+            Ok(canned(502, &why))
+        }
+    }
 }
 
-async fn process(request: Request<Incoming>, shared: Arc<Shared>) -> Response<ProxyBody> {
+async fn process(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<ProxyBody>, Hangup> {
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) => return canned(502, &format!("fault proxy: reading the request: {e}")),
+        Err(e) => {
+            return Ok(canned(
+                502,
+                &format!("fault proxy: reading the request: {e}"),
+            ));
+        }
     };
     let recorded = describe(&parts);
 
@@ -551,19 +661,24 @@ async fn process(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Pr
         (plan, guard)
     };
 
-    let response = match plan {
-        Plan::Respond { status, body } => {
+    if !plan.delay.is_zero() {
+        tokio::time::sleep(plan.delay).await;
+    }
+    let response = match plan.action {
+        Action::Respond { status, body } => {
             guard.injected = true;
             canned(status, &body)
         }
-        Plan::Forward {
-            delay,
+        Action::Reset => {
+            guard.injected = true;
+            let response = forward(&shared, parts, body).await;
+            guard.status = Some(response.status().as_u16());
+            return cut_short(response).await;
+        }
+        Action::Forward {
             rewrite,
             check_if_match,
         } => {
-            if let Some(delay) = delay {
-                tokio::time::sleep(delay).await;
-            }
             if let (Some(new_body), Some(source)) = (rewrite, recorded.copy_source.as_deref())
                 && let Err(why) = overwrite_source(&shared, source, new_body).await
             {
@@ -585,24 +700,54 @@ async fn process(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Pr
         }
     };
     guard.status = Some(response.status().as_u16());
-    response
+    Ok(response)
+}
+
+/// The response's head and the first half of its body, then a broken
+/// connection; a response with no body is not answered at all. The
+/// `Content-Length` still promises the whole body, so the client cannot
+/// take the half for the whole.
+async fn cut_short(response: Response<ProxyBody>) -> Result<Response<ProxyBody>, Hangup> {
+    let (parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return Err(Hangup);
+    };
+    let whole = collected.to_bytes();
+    if whole.is_empty() {
+        return Err(Hangup);
+    }
+    let half = whole.slice(..whole.len() / 2);
+    let frames = futures::stream::iter([
+        Ok(hyper::body::Frame::data(half)),
+        Err(Box::new(Hangup) as BoxError),
+    ]);
+    Ok(Response::from_parts(
+        parts,
+        http_body_util::StreamBody::new(frames).boxed(),
+    ))
 }
 
 fn plan(state: &mut State, request: &Recorded) -> Plan {
-    let mut delay = None;
-    if let Some(rule) = state.rules.iter_mut().find(|rule| rule.matches(request)) {
+    let mut delay = Duration::ZERO;
+    for rule in state.rules.iter_mut() {
+        if !rule.matches(request) || rule.sample.as_mut().is_some_and(|s| !s.hit()) {
+            continue;
+        }
         if let Some(n) = rule.remaining.as_mut() {
             *n -= 1;
         }
-        match &rule.fault {
-            Fault::Respond { status, body } => {
-                return Plan::Respond {
-                    status: *status,
-                    body: body.clone(),
-                };
+        let action = match &rule.fault {
+            Fault::Delay(d) => {
+                delay += *d;
+                continue;
             }
-            Fault::Delay(d) => delay = Some(*d),
-        }
+            Fault::Respond { status, body } => Action::Respond {
+                status: *status,
+                body: body.clone(),
+            },
+            Fault::Reset => Action::Reset,
+        };
+        return Plan { delay, action };
     }
     // Only a copy that goes on to moto uses up the one-shot rewrite.
     let rewrite = match (
@@ -622,10 +767,12 @@ fn plan(state: &mut State, request: &Recorded) -> Plan {
     let check_if_match = state.enforce_if_match
         && matches!(request.op, Op::CopyObject | Op::UploadPartCopy)
         && request.copy_source_if_match.is_some();
-    Plan::Forward {
+    Plan {
         delay,
-        rewrite,
-        check_if_match,
+        action: Action::Forward {
+            rewrite,
+            check_if_match,
+        },
     }
 }
 
@@ -785,7 +932,7 @@ async fn forward(shared: &Shared, parts: Parts, body: Bytes) -> Response<ProxyBo
             let (mut parts, body) = response.into_parts();
             parts.headers.remove(CONNECTION);
             parts.headers.remove("keep-alive");
-            Response::from_parts(parts, body.boxed())
+            Response::from_parts(parts, body.map_err(BoxError::from).boxed())
         }
         Err(e) => canned(502, &format!("fault proxy: moto did not answer: {e}")),
     }
