@@ -108,6 +108,20 @@ async fn shared_config(settings: &ClientSettings) -> aws_config::SdkConfig {
     shared
 }
 
+/// The same client (settings, credentials, connection pool) with `counter`
+/// seeing its requests too: a counter per copier invocation, where the
+/// container's clients are shared by invocations that must not count each
+/// other's requests.
+pub fn with_counter(client: &Client, counter: &RequestCounter) -> Client {
+    Client::from_conf(
+        client
+            .config()
+            .to_builder()
+            .interceptor(counter.clone())
+            .build(),
+    )
+}
+
 /// Build an S3 client. `counter`, when given, sees every HTTP attempt.
 pub async fn build_s3_client(settings: &ClientSettings, counter: Option<RequestCounter>) -> Client {
     let shared = shared_config(settings).await;

@@ -35,6 +35,17 @@ pub struct Copier {
     pub options: CopyOptions,
 }
 
+impl Copier {
+    /// This copier with both clients reporting to `counter`.
+    pub fn counted(&self, counter: &crate::metrics::RequestCounter) -> Copier {
+        Copier {
+            source_client: crate::client::with_counter(&self.source_client, counter),
+            destination_client: crate::client::with_counter(&self.destination_client, counter),
+            ..self.clone()
+        }
+    }
+}
+
 /// A finished copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copied {

@@ -5,7 +5,9 @@
 //! stage has to remember to count; the report prints the totals, and the
 //! tests use them to prove that a no-op re-run makes nothing but listings.
 //! It also counts throttling answers (503 SlowDown, 429), which is what the
-//! adaptive copy concurrency ([`crate::concurrency`]) listens to.
+//! adaptive copy concurrency ([`crate::concurrency`]) listens to, and
+//! retries (second and later attempts of one request), which the report
+//! shows: a run that succeeded only by retrying should say so.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
@@ -25,6 +28,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
     throttled: Arc<AtomicU64>,
+    retried: Arc<AtomicU64>,
 }
 
 impl RequestCounter {
@@ -53,6 +57,12 @@ impl RequestCounter {
     pub fn throttled(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
     }
+
+    /// Attempts so far that repeated a request whose earlier attempt failed
+    /// (throttled, a 5xx, a broken connection, a timeout).
+    pub fn retries(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
 }
 
 impl Intercept for RequestCounter {
@@ -71,6 +81,13 @@ impl Intercept for RequestCounter {
             .map(|m| m.name().to_owned())
             .unwrap_or_else(|| "Unknown".to_owned());
         self.record(&operation);
+        // The orchestrator numbers the attempts of one request from 1.
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|a| a.attempts() > 1)
+        {
+            self.retried.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -196,7 +196,8 @@ pub async fn run_sync(
         tracing::error!(error = %err, "the run stopped early");
     }
 
-    let counts = stats.snapshot();
+    let mut counts = stats.snapshot();
+    counts.retries = counter.retries();
     let status = Summary::status_of(&counts, fatal.is_some(), interrupted);
     let mut summary = Summary {
         run_id,

@@ -154,6 +154,9 @@ counters! {
     verify_checked, verify_mismatched,
     /// Written keys verified by HEADs on both sides instead of a re-listing.
     verify_heads,
+    /// Requests sent again after a failed attempt (throttling, 5xx, broken
+    /// connections), counted by the client ([`crate::metrics`]).
+    retries,
 }
 
 impl Stats {

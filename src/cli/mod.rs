@@ -235,7 +235,11 @@ pub fn print_summary(s: &Summary) {
         .map(|(op, count)| format!("{op} {}", n(*count)))
         .collect();
     if !requests.is_empty() {
-        println!("  requests   {}", requests.join(" · "));
+        println!(
+            "  requests   {}  ({} retries)",
+            requests.join(" · "),
+            n(c.retries)
+        );
     }
     if let Some(c) = &s.copy_concurrency {
         println!(

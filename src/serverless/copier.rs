@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::SyncError;
+use crate::metrics::RequestCounter;
 use crate::report::{Counts, ReportRow, ReportRows, Stats, TaskStatus};
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{CopyBatch, CopyTask};
@@ -172,8 +173,10 @@ async fn copy_batch(
             return Err(true);
         }
     };
+    // Counted per batch, so the result carries this batch's retries only.
+    let counter = RequestCounter::new();
     let context = WorkContext {
-        copier: run.copier.clone(),
+        copier: Arc::new(run.copier.counted(&counter)),
         stats: Arc::new(Stats::default()),
         rows: rows.clone(),
         cancel: CancellationToken::new(),
@@ -241,7 +244,10 @@ async fn copy_batch(
         run_id: batch.run_id.clone(),
         batch_id: batch.batch_id.clone(),
         receive_count,
-        counts: context.stats.snapshot(),
+        counts: Counts {
+            retries: counter.retries(),
+            ..context.stats.snapshot()
+        },
         rows,
     })
 }

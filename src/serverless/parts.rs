@@ -21,7 +21,7 @@ use std::ops::Range;
 use aws_sdk_s3::types::CompletedPart;
 use serde::{Deserialize, Serialize};
 
-use crate::copy::CopyError;
+use crate::copy::{Copier, CopyError};
 use crate::error::{RetryClass, SyncError};
 use crate::listing::ObjectEntry;
 use crate::multipart::{Layout, abort_after, complete_upload, copy_parts, start_upload};
@@ -94,7 +94,7 @@ pub async fn split(
     let run_id = &run.manifest.run_id;
     let upload = format!("{batch_id}-p{task:04}");
     let saved_name = format!("{}upload.json", folder(&upload));
-    let saved = match recorded_upload(env, run, object, &saved_name).await {
+    let saved = match recorded_upload(env, run, &context.copier, object, &saved_name).await {
         Ok(saved) => saved,
         Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
             return Retry::Worthwhile;
@@ -162,6 +162,7 @@ pub async fn split(
 async fn recorded_upload(
     env: &FunctionEnv,
     run: &RunContext,
+    copier: &Copier,
     object: &ObjectEntry,
     saved_name: &str,
 ) -> Result<SavedUpload, CopyError> {
@@ -175,7 +176,7 @@ async fn recorded_upload(
     {
         return Ok(saved);
     }
-    let started = start_upload(&run.copier, object).await?;
+    let started = start_upload(copier, object).await?;
     let saved = SavedUpload {
         upload_id: started.upload_id,
         layout: started.layout,
@@ -185,7 +186,7 @@ async fn recorded_upload(
     match env.store.put_if_absent(run_id, saved_name, body).await {
         Ok(true) => Ok(saved),
         Ok(false) => {
-            let _ = abort_after(&run.copier, object, &saved.upload_id, CopyError::Cancelled).await;
+            let _ = abort_after(copier, object, &saved.upload_id, CopyError::Cancelled).await;
             env.store
                 .get_json(run_id, saved_name)
                 .await
@@ -196,7 +197,7 @@ async fn recorded_upload(
                     )))
                 })
         }
-        Err(err) => Err(abort_after(&run.copier, object, &saved.upload_id, store_error(err)).await),
+        Err(err) => Err(abort_after(copier, object, &saved.upload_id, store_error(err)).await),
     }
 }
 
@@ -252,7 +253,7 @@ async fn group_outcome(
     if claimed_by.is_none() {
         let indexes = (group.first_part as usize - 1)..(group.last_part as usize);
         let copied = copy_parts(
-            &run.copier,
+            &context.copier,
             &group.object,
             &group.upload_id,
             &saved.layout,
@@ -320,11 +321,11 @@ async fn group_outcome(
                 .build()
         }));
     }
-    match complete_upload(&run.copier, &group.object, &group.upload_id, parts).await {
+    match complete_upload(&context.copier, &group.object, &group.upload_id, parts).await {
         Ok(()) => {}
         // Completed by an earlier attempt of this same message.
         Err(CopyError::Failed(f))
-            if f.code == "NoSuchUpload" && arrived(run, &group.object).await => {}
+            if f.code == "NoSuchUpload" && arrived(&context.copier, &group.object).await => {}
         Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
             return Ok(Retry::Worthwhile);
         }
@@ -380,8 +381,7 @@ fn is_group_file(name: &str) -> bool {
 
 /// The destination object is there with the source's size (its ETag
 /// depends on the layout, which a split copy chose).
-async fn arrived(run: &RunContext, object: &ObjectEntry) -> bool {
-    let copier = &run.copier;
+async fn arrived(copier: &Copier, object: &ObjectEntry) -> bool {
     copier
         .destination_client
         .head_object()
@@ -417,7 +417,7 @@ async fn fail_upload(
             "text/plain",
         )
         .await;
-    let err = abort_after(&run.copier, &group.object, &group.upload_id, err).await;
+    let err = abort_after(&context.copier, &group.object, &group.upload_id, err).await;
     settle(context, &group.object.key, err)
 }
 
