@@ -7,6 +7,15 @@
 //! the same `-N` ETag: the next diff can then prove the copy equal instead
 //! of calling it "unverified". Any failure or cancellation aborts the upload,
 //! so no orphaned parts are left to bill.
+//!
+//! Two things can still leave an upload open, and each copy cleans up after
+//! them: a run killed mid-copy (SIGKILL, a Lambda timeout), and a
+//! `CreateMultipartUpload` whose answer was lost and which the SDK sent
+//! again. So once a copy has its own upload, it aborts every other open
+//! upload to the same destination key ([`abort_other_uploads`]). The
+//! destination key is this tool's to write; a second writer racing on it
+//! would lose its upload and fail, which is the right outcome for a key two
+//! writers fight over.
 
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, RequestPayer};
 use futures::{StreamExt, TryStreamExt};
@@ -60,8 +69,13 @@ pub(crate) async fn copy_multipart(
     let all = 0..upload.layout.len();
     let result = tokio::select! {
         result = async {
-            let parts = copy_parts(copier, entry, &upload.upload_id, &upload.layout, all).await?;
-            complete_upload(copier, entry, &upload.upload_id, parts).await
+            // The clean-up runs beside the part copies: it costs one listing
+            // and no time on the copy's path.
+            let (parts, ()) = tokio::join!(
+                copy_parts(copier, entry, &upload.upload_id, &upload.layout, all),
+                abort_other_uploads(copier, entry, &upload.upload_id),
+            );
+            complete_upload(copier, entry, &upload.upload_id, parts?).await
         } => result,
         _ = cancel.cancelled() => Err(CopyError::Cancelled),
     };
@@ -71,6 +85,15 @@ pub(crate) async fn copy_multipart(
             multipart: true,
             warnings: upload.warnings,
         }),
+        // Our upload vanished under us: a concurrent attempt at the same
+        // key (a duplicate SQS delivery) aborted it as left over. Trying
+        // again is right; the redelivery will find that attempt's copy.
+        Err(CopyError::Failed(failure)) if failure.code == "NoSuchUpload" => {
+            Err(CopyError::Failed(S3Failure {
+                class: crate::error::RetryClass::Retryable,
+                ..failure
+            }))
+        }
         // Abort even when cancelled: this is the step that keeps a Ctrl-C
         // or a failed part from leaving billable parts behind.
         Err(err) => Err(abort_after(copier, entry, &upload.upload_id, err).await),
@@ -192,6 +215,70 @@ pub async fn abort_after(
     err
 }
 
+/// Abort every open upload to this object's destination key but `ours`:
+/// those a killed run left, and one whose `CreateMultipartUpload` answer was
+/// lost and retried. Best effort: a failure here costs storage, not data, so
+/// it is logged and the copy goes on.
+pub async fn abort_other_uploads(copier: &Copier, entry: &ObjectEntry, ours: &str) {
+    let destination_key = copier.destination.key_for(&entry.key);
+    // No paginator in the SDK for this one: markers by hand.
+    let (mut key_marker, mut upload_id_marker) = (None, None);
+    loop {
+        let page = copier
+            .destination_client
+            .list_multipart_uploads()
+            .bucket(&copier.destination.bucket)
+            .prefix(&destination_key)
+            .set_key_marker(key_marker.take())
+            .set_upload_id_marker(upload_id_marker.take())
+            .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
+            .send()
+            .await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                let failure = classify(&e);
+                tracing::warn!(key = %destination_key, error = %failure.message, "could not list open uploads to clean up");
+                return;
+            }
+        };
+        // The prefix also matches longer keys; only this key's uploads go.
+        let others = page.uploads().iter().filter_map(|u| {
+            (u.key() == Some(destination_key.as_str()) && u.upload_id() != Some(ours))
+                .then(|| u.upload_id())
+                .flatten()
+        });
+        for upload_id in others {
+            let abort = copier
+                .destination_client
+                .abort_multipart_upload()
+                .bucket(&copier.destination.bucket)
+                .key(&destination_key)
+                .upload_id(upload_id)
+                .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
+                .send()
+                .await;
+            match abort {
+                Ok(_) => {
+                    tracing::info!(key = %destination_key, upload_id, "aborted an upload an earlier attempt left open");
+                }
+                Err(e) => {
+                    let failure = classify(&e);
+                    tracing::warn!(key = %destination_key, upload_id, error = %failure.message, "could not abort an upload an earlier attempt left open");
+                }
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            return;
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
+        if key_marker.is_none() && upload_id_marker.is_none() {
+            return; // a server that says "more" but gives no marker
+        }
+    }
+}
+
 /// Copy the parts `indexes` (0-based positions in `layout`; part numbers
 /// are one more) of an upload, in parallel; returns them in part order.
 pub async fn copy_parts(
@@ -260,6 +347,7 @@ pub async fn complete_upload(
     mut parts: Vec<CompletedPart>,
 ) -> Result<(), CopyError> {
     parts.sort_by_key(|p| p.part_number());
+    let expected = multipart_etag(&parts);
     let mut complete = copier
         .destination_client
         .complete_multipart_upload()
@@ -275,11 +363,57 @@ pub async fn complete_upload(
     if copier.options.request_payer {
         complete = complete.request_payer(RequestPayer::Requester);
     }
-    complete
+    match complete.send().await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let failure = classify(&e);
+            // An answer lost after the server completed the upload (a broken
+            // connection, a timeout) makes the SDK's retry find it gone.
+            // The object is then there with exactly the ETag these parts give.
+            if failure.code == "NoSuchUpload"
+                && let Some(expected) = expected
+                && destination_etag(copier, entry).await.as_deref() == Some(expected.as_str())
+            {
+                tracing::info!(key = %entry.key, upload_id, "the upload was completed by an attempt whose answer was lost");
+                return Ok(());
+            }
+            Err(CopyError::from_failure(failure))
+        }
+    }
+}
+
+/// The ETag S3 gives an object completed from `parts`: the MD5 of the
+/// parts' binary MD5s, then `-` and the part count. `None` when a part's
+/// ETag is not an MD5 (some S3-compatible servers), so it cannot be known.
+fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    use md5::{Digest, Md5};
+    let mut md5s = Md5::new();
+    for part in parts {
+        let hex = part.e_tag()?.trim_matches('"');
+        if hex.len() != 32 {
+            return None;
+        }
+        for i in (0..32).step_by(2) {
+            md5s.update([u8::from_str_radix(&hex[i..i + 2], 16).ok()?]);
+        }
+    }
+    let digest = md5s.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("{hex}-{}", parts.len()))
+}
+
+async fn destination_etag(copier: &Copier, entry: &ObjectEntry) -> Option<String> {
+    copier
+        .destination_client
+        .head_object()
+        .bucket(&copier.destination.bucket)
+        .key(copier.destination.key_for(&entry.key))
+        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
         .send()
         .await
-        .map_err(|e| CopyError::from_failure(classify(&e)))?;
-    Ok(())
+        .ok()?
+        .e_tag()
+        .map(|e| e.trim_matches('"').to_owned())
 }
 
 /// The source's own part layout, when it was uploaded in parts and the

@@ -216,6 +216,94 @@ async fn slowdown_three_times_is_retried_and_nothing_is_lost() {
     assert_eq!(get_bytes(&s3, &dst, "obj-002").await, small_body(2));
 }
 
+/// Seed `n` small objects, in and out of folders, and two multipart ones.
+async fn seed_mixed(s3: &Client, bucket: &str, n: usize) {
+    futures::stream::iter(0..n)
+        .for_each_concurrent(16, |i| async move {
+            let key = match i % 3 {
+                0 => small_key(i),
+                1 => format!("logs/{}", small_key(i)),
+                _ => format!("data/2026/{}", small_key(i)),
+            };
+            put(s3, bucket, &key, small_body(i)).await;
+        })
+        .await;
+    for key in ["big/a.bin", "big/b.bin"] {
+        put_multipart(s3, bucket, key, 12 * MIB, 5 * MIB).await;
+    }
+}
+
+/// On both buckets: 10% of all requests answered 503 SlowDown and another
+/// 5% forwarded and then cut off mid-answer, drawn from fixed seeds.
+fn random_faults(proxy: &FaultProxy, buckets: [&str; 2]) {
+    for (i, bucket) in buckets.into_iter().enumerate() {
+        let seed = 0x5EED + i as u64;
+        proxy.add_rule(
+            Rule::any()
+                .bucket(bucket)
+                .fraction(0.10, seed)
+                .respond(503, SLOW_DOWN_XML),
+        );
+        proxy.add_rule(Rule::any().bucket(bucket).fraction(0.05, !seed).reset());
+    }
+}
+
+#[tokio::test]
+async fn a_whole_sync_under_random_503s_and_resets_ends_equal_and_reports_its_retries() {
+    // GIVEN 240 small objects and two multipart ones
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "random-faults").await;
+    seed_mixed(&s3, &src, 240).await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    // AND the two answers whose loss is hardest to recover from, lost once
+    // each: an upload created but never heard of (it must not stay open),
+    // and an upload completed whose completion was never heard of (the
+    // retry finds no upload, yet the copy is done).
+    proxy.add_rule(Rule::on(Op::CreateMultipartUpload).times(1).reset());
+    let completed = || {
+        Rule::on(Op::CompleteMultipartUpload)
+            .key("big/a.bin")
+            .times(1)
+    };
+    proxy.add_rule(completed().reset());
+    // S3 has forgotten an upload once it is complete, and answers the
+    // SDK's retry so; moto completes it a second time.
+    proxy.add_rule(completed().respond(404, NO_SUCH_UPLOAD_XML));
+    // AND 15% of every other request failing at random
+    random_faults(&proxy, [&src, &dst]);
+
+    // WHEN the CLI syncs through it
+    let run = sync_via(
+        &proxy,
+        &src,
+        &dst,
+        &standard_retries(&["--multipart-threshold", "5MiB"]),
+    );
+
+    // THEN it succeeds, the destination equals the source, and nothing is
+    // left open
+    assert_eq!(run.code, 0, "{}", run.summary);
+    assert_eq!(run.count("copied"), 242);
+    assert_eq!(run.count("failed"), 0);
+    assert_eq!(run.rows, vec![]);
+    assert_eq!(contents(&s3, &src).await, contents(&s3, &dst).await);
+    assert_eq!(list_multipart_uploads(&s3, &dst).await, 0, "no open upload");
+    // AND the report counts one retry per fault injected (but the
+    // NoSuchUpload, which is an answer to act on, not to send again): none
+    // was hidden, none went unanswered
+    let injected = proxy.faults_injected() as u64;
+    assert!(injected > 25, "only {injected} faults were injected");
+    assert_eq!(run.count("retries"), injected - 1, "{}", run.summary);
+
+    // WHEN it runs again with the faults still on
+    let again = sync_via(&proxy, &src, &dst, &standard_retries(&[]));
+
+    // THEN there is nothing to copy
+    assert_eq!(again.code, 0, "{}", again.summary);
+    assert_eq!(again.count("copied"), 0);
+    assert_eq!(again.count("skip_equal"), 242);
+}
+
 #[tokio::test]
 async fn throttling_halves_the_copies_in_flight_and_the_run_still_completes() {
     // GIVEN a bucket whose first CopyObject requests are throttled
@@ -684,7 +772,8 @@ async fn ctrl_c_mid_multipart_copy_exits_130_aborts_the_upload_and_a_rerun_conve
 
 #[tokio::test]
 async fn sigkill_mid_run_then_rerun_copies_only_what_is_missing() {
-    // GIVEN 300 small objects whose copies each take 50 ms, four at a time
+    // GIVEN 300 small objects whose copies each take 50 ms, four at a time,
+    // and a multipart one whose part copies take 3 s
     const TOTAL: usize = 300;
     let s3 = s3().await;
     let (src, dst) = bucket_pair(&s3, "sigkill").await;
@@ -697,8 +786,10 @@ async fn sigkill_mid_run_then_rerun_copies_only_what_is_missing() {
             }
         })
         .await;
+    put_multipart(&s3, &src, "big.bin", 12 * MIB, 5 * MIB).await;
     let proxy = FaultProxy::start(&moto().endpoint);
     proxy.add_rule(Rule::on(Op::CopyObject).delay(Duration::from_millis(50)));
+    proxy.add_rule(Rule::on(Op::UploadPartCopy).delay(Duration::from_secs(3)));
 
     // WHEN the CLI is killed with SIGKILL part-way through
     let child = cli()
@@ -709,14 +800,21 @@ async fn sigkill_mid_run_then_rerun_copies_only_what_is_missing() {
             "--endpoint-url",
             proxy.endpoint(),
         ])
-        .args(["--json", "--concurrency", "4"])
+        .args([
+            "--json",
+            "--concurrency",
+            "4",
+            "--multipart-threshold",
+            "5MiB",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn the CLI");
     // About a second of copying (4 at a time, 50 ms each): some done, most not.
     assert!(
-        proxy.wait_for(Op::CopyObject, 60, Duration::from_secs(20)),
+        proxy.wait_for(Op::CopyObject, 60, Duration::from_secs(20))
+            && proxy.wait_for(Op::UploadPartCopy, 1, Duration::from_secs(20)),
         "copies did not start"
     );
     send_signal(child.id(), "-KILL");
@@ -733,23 +831,37 @@ async fn sigkill_mid_run_then_rerun_copies_only_what_is_missing() {
         already_there > 0 && already_there < TOTAL,
         "killed mid-run: {already_there} of {TOTAL} copied"
     );
+    assert_eq!(
+        list_multipart_uploads(&s3, &dst).await,
+        1,
+        "the kill left the big object's upload open"
+    );
 
-    // WHEN it runs again without the delay
+    // WHEN it runs again without the delays
     proxy.clear_rules();
     proxy.clear_log();
-    let rerun = sync_via(&proxy, &src, &dst, &["--concurrency", "16"]);
+    let rerun = sync_via(
+        &proxy,
+        &src,
+        &dst,
+        &["--concurrency", "16", "--multipart-threshold", "5MiB"],
+    );
 
     // THEN it converges, copying exactly what was missing and nothing twice
     assert_eq!(rerun.code, 0, "{}", rerun.summary);
+    let missing = (TOTAL + 1 - already_there) as u64;
     assert_eq!(rerun.count("skip_equal"), already_there as u64);
-    assert_eq!(rerun.count("copied"), (TOTAL - already_there) as u64);
+    assert_eq!(rerun.count("copied"), missing);
     assert_eq!(
         rerun.count("copied") + rerun.count("skip_equal"),
-        TOTAL as u64
+        TOTAL as u64 + 1
     );
     assert_eq!(proxy.count_op(Op::CopyObject), TOTAL - already_there);
     assert_eq!(rerun.rows, vec![]);
     assert_eq!(contents(&s3, &src).await, contents(&s3, &dst).await);
+    // AND the upload the killed run left open was aborted
+    assert_eq!(proxy.count_op(Op::AbortMultipartUpload), 1);
+    assert_eq!(list_multipart_uploads(&s3, &dst).await, 0, "no open upload");
 }
 
 /// S3's answer to a KMS-encrypted copy sent without SigV4: an
