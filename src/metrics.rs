@@ -63,6 +63,11 @@ impl RequestCounter {
     pub fn retries(&self) -> u64 {
         self.retried.load(Ordering::Relaxed)
     }
+
+    /// The retries since the last call, for a checkpoint that adds them up.
+    pub fn take_retries(&self) -> u64 {
+        self.retried.swap(0, Ordering::Relaxed)
+    }
 }
 
 impl Intercept for RequestCounter {

@@ -233,21 +233,6 @@ async fn seed_mixed(s3: &Client, bucket: &str, n: usize) {
     }
 }
 
-/// On both buckets: 10% of all requests answered 503 SlowDown and another
-/// 5% forwarded and then cut off mid-answer, drawn from fixed seeds.
-fn random_faults(proxy: &FaultProxy, buckets: [&str; 2]) {
-    for (i, bucket) in buckets.into_iter().enumerate() {
-        let seed = 0x5EED + i as u64;
-        proxy.add_rule(
-            Rule::any()
-                .bucket(bucket)
-                .fraction(0.10, seed)
-                .respond(503, SLOW_DOWN_XML),
-        );
-        proxy.add_rule(Rule::any().bucket(bucket).fraction(0.05, !seed).reset());
-    }
-}
-
 #[tokio::test]
 async fn a_whole_sync_under_random_503s_and_resets_ends_equal_and_reports_its_retries() {
     // GIVEN 240 small objects and two multipart ones
@@ -270,7 +255,8 @@ async fn a_whole_sync_under_random_503s_and_resets_ends_equal_and_reports_its_re
     // SDK's retry so; moto completes it a second time.
     proxy.add_rule(completed().respond(404, NO_SUCH_UPLOAD_XML));
     // AND 15% of every other request failing at random
-    random_faults(&proxy, [&src, &dst]);
+    proxy.add_random_faults(&src, 0x5EED);
+    proxy.add_random_faults(&dst, 0x5EED + 1);
 
     // WHEN the CLI syncs through it
     let run = sync_via(

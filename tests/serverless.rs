@@ -153,6 +153,34 @@ async fn a_serverless_run_copies_every_shard_verifies_and_a_rerun_copies_nothing
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_serverless_run_under_random_503s_and_resets_ends_equal_and_reports_its_retries() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-faults").await;
+    let seeded = seed_source(&s3, &src).await as u64;
+    // GIVEN 15% of the functions' requests to either bucket failing at
+    // random: 503 SlowDown, or cut off after the server acted
+    stack().proxy.add_random_faults(&src, 0xFA17);
+    stack().proxy.add_random_faults(&dst, 0xFA17 + 1);
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+
+    // WHEN a run goes through the state machine
+    let run_id = unique_bucket("faulty");
+    let (code, summary, out) = run(&[&source, &destination, "--run-id", &run_id]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+
+    // THEN it succeeds with the destination equal to the source, every
+    // object counted once, and the retries it took in the report
+    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
+    assert_eq!(status_json(&run_id)["status"], "SUCCEEDED");
+    assert_eq!(count(&summary, "copied"), seeded);
+    assert_eq!(count(&summary, "failed"), 0);
+    assert_eq!(count(&summary, "verify_mismatched"), 0);
+    assert_eq!(contents(&s3, &dst).await, contents(&s3, &src).await);
+    assert_eq!(list_multipart_uploads(&s3, &dst).await, 0, "no open upload");
+    assert!(count(&summary, "retries") > 0, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_key_that_always_fails_is_reported_and_the_threshold_decides_the_execution() {
     let s3 = s3().await;
     let (src, dst) = bucket_pair(&s3, "sls-fail").await;

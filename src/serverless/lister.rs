@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::diff::{Action, Pair, decide, merge_join};
 use crate::error::SyncError;
 use crate::listing::{ListTarget, list_range};
+use crate::metrics::RequestCounter;
 use crate::report::{Counts, ReportRow, Stats};
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{
@@ -164,6 +165,8 @@ struct Pass<'a> {
     at: &'a ShardCursor,
     checkpoint: &'a mut Checkpoint,
     stats: Stats,
+    /// This invocation's listings, for the retries they took.
+    counter: RequestCounter,
     builder: BatchBuilder,
     ready: Vec<CopyBatch>,
     stop_at: SystemTime,
@@ -195,6 +198,7 @@ impl<'a> Pass<'a> {
             at,
             checkpoint,
             stats: Stats::default(),
+            counter: RequestCounter::new(),
             builder,
             ready: Vec::new(),
             stop_at: deadline.checked_sub(margin).unwrap_or(deadline),
@@ -203,7 +207,7 @@ impl<'a> Pass<'a> {
 
     async fn run(&mut self, range: crate::location::KeyRange) -> Result<(), SyncError> {
         let options = &self.run.options;
-        let copier = &self.run.copier;
+        let copier = &self.run.copier.counted(&self.counter);
         let target = |client: &aws_sdk_s3::Client,
                       location: &crate::location::S3Location,
                       owner: &Option<String>| ListTarget {
@@ -298,7 +302,10 @@ impl<'a> Pass<'a> {
             self.checkpoint.cursor = last_key;
         }
         self.checkpoint.done = done;
-        let counts = self.stats.snapshot();
+        let counts = Counts {
+            retries: self.counter.take_retries(),
+            ..self.stats.snapshot()
+        };
         self.checkpoint.counts.add(&counts);
         self.stats = Stats::default();
         let name = checkpoint_name(self.at.phase, self.at.shard, self.at.seq);

@@ -437,6 +437,20 @@ impl FaultProxy {
         self.state().rules.push(rule);
     }
 
+    /// Fail requests to `bucket` at random, as a bad day of S3 does: 10%
+    /// answered 503 SlowDown, and 5% forwarded and then cut off mid-answer.
+    /// The draws come from `seed`, so a run with the same traffic meets the
+    /// same faults.
+    pub fn add_random_faults(&self, bucket: &str, seed: u64) {
+        self.add_rule(
+            Rule::any()
+                .bucket(bucket)
+                .fraction(0.10, seed)
+                .respond(503, SLOW_DOWN_XML),
+        );
+        self.add_rule(Rule::any().bucket(bucket).fraction(0.05, !seed).reset());
+    }
+
     /// Remove every rule: from now on everything is forwarded (the switches
     /// below stay as they are).
     pub fn clear_rules(&self) {
