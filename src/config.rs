@@ -146,6 +146,24 @@ pub struct SyncSpec {
     /// Write summary.json and failures.csv to this directory or s3:// prefix.
     #[arg(long, value_name = "DIR_OR_S3_URL", env = "S3_FANOUT_REPORT")]
     pub report: Option<String>,
+    /// Failed objects (copies that failed, or verified different) the run
+    /// tolerates before it fails as a whole; tolerated ones still exit 1.
+    ///
+    /// Above N the run fails with an error that says how many objects
+    /// failed, the threshold and where the report is. At or below N there is
+    /// no such error, but the failures are still reported and the exit code
+    /// is still 1, as `s3-fanout run --wait` exits for a serverless run that
+    /// succeeded within its threshold: exit codes say whether every object
+    /// is synced, so no script takes a missing object for success. N only
+    /// decides whether the run itself failed (in the serverless runtime, the
+    /// execution's status).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        env = "S3_FANOUT_FAILURE_THRESHOLD"
+    )]
+    pub failure_threshold: u64,
 
     /// Endpoint URL for both sides (S3-compatible servers, local emulators).
     #[arg(long, value_name = "URL", env = "S3_FANOUT_ENDPOINT_URL")]
@@ -223,6 +241,7 @@ impl Default for SyncSpec {
             no_verify: false,
             verify_by_listing: false,
             report: None,
+            failure_threshold: 0,
             endpoint_url: None,
             source_endpoint_url: None,
             dest_endpoint_url: None,
@@ -289,6 +308,8 @@ pub struct SyncOptions {
     /// Verify by listing again even after a few writes.
     pub verify_by_listing: bool,
     pub report: Option<ReportLocation>,
+    /// Failed objects tolerated before the run fails as a whole.
+    pub failure_threshold: u64,
 }
 
 impl TryFrom<SyncSpec> for SyncOptions {
@@ -418,6 +439,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
             verify: !spec.no_verify && !spec.dry_run,
             verify_by_listing: spec.verify_by_listing,
             report,
+            failure_threshold: spec.failure_threshold,
         })
     }
 }

@@ -210,6 +210,7 @@ pub async fn run_sync(
         duration_secs: started.elapsed().as_secs_f64(),
         counts,
         error: fatal.filter(|_| !interrupted).map(|e| e.to_string()),
+        failure_threshold: options.failure_threshold,
         requests: counter.snapshot(),
         copy_concurrency: (!options.dry_run).then(|| {
             let (lowest, highest) = limit.range();
@@ -226,17 +227,25 @@ pub async fn run_sync(
         sample_rows: rows.sample(),
     };
     let spool = rows.finish()?;
+    // No report location, but problems: keep the list somewhere rather than
+    // print a count nobody can act on.
+    let spare_csv = (options.report.is_none() && !rows.is_empty())
+        .then(|| std::env::temp_dir().join(format!("s3-fanout-{}-failures.csv", summary.run_id)));
+    // Where the report goes is known before it is written, so summary.json
+    // names itself and the failure threshold's error can point at it, as
+    // the serverless reporter's does.
     if let Some(location) = &options.report {
-        let (summary_at, csv_at) =
-            write_report(location, &summary, spool, &destination_client).await?;
+        let (summary_at, csv_at) = location.paths(&summary.run_id);
         summary.summary_json = Some(summary_at);
         summary.failures_csv = Some(csv_at);
-    } else if !rows.is_empty() {
-        // No report location, but problems: keep the list somewhere rather
-        // than print a count nobody can act on.
-        let path = std::env::temp_dir().join(format!("s3-fanout-{}-failures.csv", summary.run_id));
-        crate::report::write_csv_with_header(spool, &path)?;
+    } else if let Some(path) = &spare_csv {
         summary.failures_csv = Some(path.display().to_string());
+    }
+    summary.apply_failure_threshold(options.failure_threshold);
+    if let Some(location) = &options.report {
+        write_report(location, &summary, spool, &destination_client).await?;
+    } else if let Some(path) = &spare_csv {
+        crate::report::write_csv_with_header(spool, path)?;
     }
     Ok(summary)
 }
@@ -390,13 +399,17 @@ pub(crate) fn bucket_problem(
         ("NoSuchBucket", _) | (_, Some(404)) => {
             format!("the {side} bucket {bucket:?} does not exist")
         }
+        // Every caller lists (the CLI's first page, the planner's
+        // preflight), so the message can say what was denied: the listing,
+        // which needs s3:ListBucket on the bucket itself.
         (_, Some(403)) => format!(
-            "access to the {side} bucket {bucket:?} is denied: {} (check the credentials, the bucket policy{})",
+            "access to the {side} bucket {bucket:?} is denied: listing s3://{bucket} answered {}: {} (check the credentials, which need s3:ListBucket on it, {})",
+            failure.code,
             failure.message,
             if expected_owner.is_some() {
-                " and the expected owner"
+                "the bucket policy, and that the bucket belongs to the expected owner"
             } else {
-                ""
+                "and the bucket policy"
             }
         ),
         (_, Some(301)) => format!(

@@ -43,6 +43,38 @@ impl FromStr for ReportLocation {
     }
 }
 
+impl ReportLocation {
+    /// Where run `run_id`'s summary.json and failures.csv go, as a path or
+    /// an s3:// URL. Known before they are written, so the summary can
+    /// name itself, and a run over its failure threshold can say where its
+    /// report is.
+    pub fn paths(&self, run_id: &str) -> (String, String) {
+        match self {
+            ReportLocation::Local(dir) => {
+                let (summary, csv) = local_report_files(dir, run_id);
+                (summary.display().to_string(), csv.display().to_string())
+            }
+            ReportLocation::S3(prefix) => {
+                let (summary, csv) = s3_report_keys(prefix, run_id);
+                let url = |key| format!("s3://{}/{key}", prefix.bucket);
+                (url(summary), url(csv))
+            }
+        }
+    }
+}
+
+/// A run's report files in a local report directory: a folder per run.
+fn local_report_files(dir: &Path, run_id: &str) -> (PathBuf, PathBuf) {
+    let dir = dir.join(run_id);
+    (dir.join("summary.json"), dir.join("failures.csv"))
+}
+
+/// A run's report keys under an s3:// report prefix: a folder per run.
+fn s3_report_keys(prefix: &S3Location, run_id: &str) -> (String, String) {
+    let base = prefix.key_for(&format!("{run_id}/"));
+    (format!("{base}summary.json"), format!("{base}failures.csv"))
+}
+
 /// The TaskStatus column: S3 Batch Operations uses `succeeded`/`failed`;
 /// rows here are only written for objects that did not simply succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,8 +341,13 @@ pub struct Summary {
     pub started_at: String,
     pub duration_secs: f64,
     pub counts: Counts,
-    /// A fatal error that stopped the run (listing failed, for example).
+    /// A fatal error that stopped the run (listing failed, for example),
+    /// or more failed objects than the failure threshold allows.
     pub error: Option<String>,
+    /// Failed objects the run tolerated before failing as a whole (see
+    /// [`Summary::apply_failure_threshold`]).
+    #[serde(default)]
+    pub failure_threshold: u64,
     pub requests: BTreeMap<String, u64>,
     /// How the adaptive copy concurrency moved (CLI runs that copied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -342,6 +379,49 @@ impl Summary {
             RunStatus::Ok
         }
     }
+
+    /// Hold a finished run to its failure threshold; the CLI and the
+    /// serverless reporter both call this, once the report's location is
+    /// in `summary_json`/`failures_csv`. More failed objects than
+    /// `threshold` fail the run as a whole: its error says how many, the
+    /// threshold and where the report is (the same words as the state
+    /// machine's `SyncFailed` cause). At or below it the run has no error,
+    /// but its status stays `failed` and its exit code 1: the objects were
+    /// still not synced, and exit codes say whether every object is. An
+    /// error that already stopped the run, and an interruption, take
+    /// precedence. Returns whether the run failed as a whole.
+    pub fn apply_failure_threshold(&mut self, threshold: u64) -> bool {
+        self.failure_threshold = threshold;
+        let failed = self.counts.failed_objects();
+        if failed > threshold && self.error.is_none() && self.status != RunStatus::Interrupted {
+            let report = (self.summary_json.as_deref())
+                .or(self.failures_csv.as_deref())
+                .unwrap_or("not written");
+            self.error = Some(format!(
+                "{failed} objects failed (threshold {threshold}); report: {report}"
+            ));
+        }
+        self.error.is_some()
+    }
+
+    /// Failed objects within the threshold: reported, but the run did not
+    /// fail as a whole.
+    pub fn tolerated_failures(&self) -> Option<u64> {
+        let failed = self.counts.failed_objects();
+        let tolerated = self.status == RunStatus::Failed
+            && self.error.is_none()
+            && failed > 0
+            && failed <= self.failure_threshold;
+        tolerated.then_some(failed)
+    }
+}
+
+impl Counts {
+    /// Objects the run did not sync: copies that failed, and objects that
+    /// verification found different. What a failure threshold counts.
+    pub fn failed_objects(&self) -> u64 {
+        self.failed + self.verify_mismatched
+    }
 }
 
 /// Now, to the second, as RFC 3339 (`2026-11-22T07:51:25Z`).
@@ -363,11 +443,10 @@ pub async fn write_report(
     let json = serde_json::to_vec_pretty(summary).map_err(|e| SyncError::Report(e.to_string()))?;
     match location {
         ReportLocation::Local(dir) => {
-            let dir = dir.join(&summary.run_id);
-            std::fs::create_dir_all(&dir)
+            let (summary_path, csv_path) = local_report_files(dir, &summary.run_id);
+            let dir = summary_path.parent().unwrap_or(dir);
+            std::fs::create_dir_all(dir)
                 .map_err(|e| SyncError::Report(format!("{}: {e}", dir.display())))?;
-            let summary_path = dir.join("summary.json");
-            let csv_path = dir.join("failures.csv");
             std::fs::write(&summary_path, json).map_err(|e| SyncError::Report(e.to_string()))?;
             write_csv_with_header(failures_csv, &csv_path)?;
             Ok((
@@ -376,7 +455,7 @@ pub async fn write_report(
             ))
         }
         ReportLocation::S3(prefix) => {
-            let base = prefix.key_for(&format!("{}/", summary.run_id));
+            let (summary_key, csv_key) = s3_report_keys(prefix, &summary.run_id);
             let put = |key: String, body: ByteStream, content_type: &'static str| async move {
                 client
                     .put_object()
@@ -400,13 +479,8 @@ pub async fn write_report(
             let body = ByteStream::from_path(local_csv.path())
                 .await
                 .map_err(|e| SyncError::Report(e.to_string()))?;
-            let summary_url = put(
-                format!("{base}summary.json"),
-                ByteStream::from(json),
-                "application/json",
-            )
-            .await?;
-            let csv_url = put(format!("{base}failures.csv"), body, "text/csv").await?;
+            let summary_url = put(summary_key, ByteStream::from(json), "application/json").await?;
+            let csv_url = put(csv_key, body, "text/csv").await?;
             Ok((summary_url, csv_url))
         }
     }
@@ -480,6 +554,82 @@ mod tests {
             1
         );
         assert_eq!(Summary::status_of(&counts, false, true).exit_code(), 130);
+    }
+
+    fn summary_with(counts: Counts, error: Option<&str>, interrupted: bool) -> Summary {
+        let status = Summary::status_of(&counts, error.is_some(), interrupted);
+        Summary {
+            run_id: "r".into(),
+            source: "s3://src/".into(),
+            destination: "s3://dst/".into(),
+            dry_run: false,
+            status,
+            exit_code: status.exit_code(),
+            started_at: String::new(),
+            duration_secs: 0.0,
+            counts,
+            error: error.map(str::to_owned),
+            failure_threshold: 0,
+            requests: BTreeMap::new(),
+            copy_concurrency: None,
+            report_rows: 0,
+            failures_csv: Some("/r/failures.csv".into()),
+            summary_json: Some("/r/summary.json".into()),
+            sample_rows: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_failure_threshold_counts_failed_and_mismatched_objects_and_names_the_report() {
+        let counts = Counts {
+            failed: 2,
+            verify_mismatched: 1,
+            ..Counts::default()
+        };
+        // Over the threshold: the run fails, saying why and where to look.
+        let mut over = summary_with(counts.clone(), None, false);
+        assert!(over.apply_failure_threshold(2));
+        assert_eq!(
+            over.error.as_deref(),
+            Some("3 objects failed (threshold 2); report: /r/summary.json")
+        );
+        assert_eq!(over.tolerated_failures(), None);
+        // At the threshold: no error, the objects still failed (exit 1).
+        let mut within = summary_with(counts.clone(), None, false);
+        assert!(!within.apply_failure_threshold(3));
+        assert_eq!((within.error.as_deref(), within.exit_code), (None, 1));
+        assert_eq!(within.tolerated_failures(), Some(3));
+        assert_eq!(within.failure_threshold, 3);
+        // An error that stopped the run, or an interruption, is the outcome.
+        let mut fatal = summary_with(counts.clone(), Some("listing failed"), false);
+        assert!(fatal.apply_failure_threshold(0));
+        assert_eq!(fatal.error.as_deref(), Some("listing failed"));
+        let mut interrupted = summary_with(counts, None, true);
+        assert!(!interrupted.apply_failure_threshold(0));
+        assert_eq!(
+            (interrupted.error.as_deref(), interrupted.exit_code),
+            (None, 130)
+        );
+    }
+
+    #[test]
+    fn report_paths_are_known_before_writing() {
+        let local: ReportLocation = "out".parse().unwrap();
+        assert_eq!(
+            local.paths("run-1"),
+            (
+                "out/run-1/summary.json".into(),
+                "out/run-1/failures.csv".into()
+            )
+        );
+        let s3: ReportLocation = "s3://bkt/reports".parse().unwrap();
+        assert_eq!(
+            s3.paths("run-1"),
+            (
+                "s3://bkt/reports/run-1/summary.json".into(),
+                "s3://bkt/reports/run-1/failures.csv".into()
+            )
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod support;
 
+use support::fault_proxy::{ACCESS_DENIED_XML, FaultProxy, Op, Rule};
 use support::*;
 
 fn sync(args: &[&str]) -> CliOutput {
@@ -113,4 +114,116 @@ fn conflicting_and_invalid_options_exit_2() {
         assert_eq!(out.status, 2, "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
     }
+}
+
+/// The requests a run sent, but for listings: what a preflight failure must
+/// leave at zero.
+fn writes(proxy: &FaultProxy) -> Vec<(Op, String)> {
+    proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.op != Op::ListObjectsV2)
+        .map(|r| (r.op, r.key.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn unknown_flags_are_named_and_nothing_is_written() {
+    // GIVEN a source with an object and an empty destination
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "badflag").await;
+    put(&s3, &src, "a", body(1, 3)).await;
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+
+    // WHEN a flag that does not exist comes before the URLs or after them,
+    // or is a misspelling (a typo of --delete must not become a run
+    // without deletions)
+    for (args, said) in [
+        (
+            vec!["--no-such-flag", &source, &destination],
+            "unexpected argument '--no-such-flag'",
+        ),
+        (
+            vec![&source, &destination, "--no-such-flag"],
+            "unexpected argument '--no-such-flag'",
+        ),
+        (
+            vec![&source, &destination, "--delte"],
+            "a similar argument exists: '--delete'",
+        ),
+    ] {
+        let out = sync(&args);
+
+        // THEN the run is refused as bad usage, naming the flag (and, for
+        // a misspelling, the flag that was meant)
+        assert_eq!(out.status, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(said), "{args:?}: {}", out.stderr);
+    }
+    // AND nothing reached the destination
+    assert!(list_all(&s3, &dst, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn access_denied_listing_a_bucket_is_named_with_exit_2_and_nothing_is_written() {
+    // GIVEN a source with objects, an empty destination, and S3 answering
+    // 403 AccessDenied to every listing of the source
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "denied").await;
+    for key in ["a", "b/c"] {
+        put(&s3, &src, key, body(1, 3)).await;
+    }
+    let proxy = FaultProxy::start(&moto().endpoint);
+    proxy.add_rule(
+        Rule::on(Op::ListObjectsV2)
+            .bucket(&src)
+            .respond(403, ACCESS_DENIED_XML),
+    );
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+    let through_proxy = |src: &str, dst: &str| {
+        run_cli(&[
+            "sync",
+            src,
+            dst,
+            "--endpoint-url",
+            proxy.endpoint(),
+            "--no-progress",
+        ])
+    };
+
+    // WHEN the CLI syncs through it
+    let out = through_proxy(&source, &destination);
+
+    // THEN it stops before any write, as bad configuration, saying access
+    // was denied listing the source
+    assert_eq!(out.status, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "access to the source bucket \"{src}\" is denied: listing s3://{src} answered AccessDenied"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(proxy.faults_injected() > 0, "the denial was injected");
+    assert_eq!(writes(&proxy), vec![], "nothing but listings");
+    assert!(list_all(&s3, &dst, "").await.is_empty());
+
+    // AND the same holds for a destination that cannot be listed
+    proxy.clear_rules();
+    proxy.clear_log();
+    proxy.add_rule(
+        Rule::on(Op::ListObjectsV2)
+            .bucket(&dst)
+            .respond(403, ACCESS_DENIED_XML),
+    );
+    let out = through_proxy(&source, &destination);
+    assert_eq!(out.status, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "access to the destination bucket \"{dst}\" is denied: listing s3://{dst} answered AccessDenied"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(writes(&proxy), vec![], "nothing but listings");
+    assert!(list_all(&s3, &dst, "").await.is_empty());
 }

@@ -40,7 +40,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Make DST match SRC: list both, copy what differs, verify, report.
-    Sync(SyncSpec),
+    // Boxed: every sync option is a field, which makes this variant far
+    // larger than the others.
+    Sync(Box<SyncSpec>),
     /// Start a serverless run on a deployed stack (Step Functions).
     Run(serverless::RunArgs),
     /// Show a serverless run's phase and progress.
@@ -59,7 +61,7 @@ pub const EXIT_USAGE: i32 = 2;
 pub async fn run(cli: Cli) -> i32 {
     init_tracing(cli.verbose);
     let spec = match cli.command {
-        Command::Sync(spec) => spec,
+        Command::Sync(spec) => *spec,
         Command::Run(args) => return serverless::run(args, cli.json).await,
         Command::Status(args) => return serverless::status(args, cli.json).await,
         Command::Report(args) => return serverless::report(args, cli.json).await,
@@ -96,6 +98,12 @@ pub async fn run(cli: Cli) -> i32 {
                 );
             } else {
                 print_summary(&summary);
+            }
+            // Also on stderr, whatever stdout carries (--json included):
+            // that is where scripts and log collectors look for why a run
+            // failed, as they do for a refused one.
+            if let Some(error) = &summary.error {
+                eprintln!("error: {error}");
             }
             summary.exit_code
         }
@@ -249,6 +257,13 @@ pub fn print_summary(s: &Summary) {
     }
     if let Some(error) = &s.error {
         println!("  error      {error}");
+    }
+    if let Some(failed) = s.tolerated_failures() {
+        println!(
+            "  tolerated  {} failed, within the failure threshold of {}: the run did not fail, but not every object is synced (exit 1)",
+            n(failed),
+            n(s.failure_threshold)
+        );
     }
     if !s.sample_rows.is_empty() {
         println!(

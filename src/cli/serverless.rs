@@ -108,6 +108,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// Failed objects the run may have and still succeed (default 0).
+    ///
+    /// Above N the execution fails, its cause naming the report. At or
+    /// below N it succeeds, and `--wait` still exits 1 when any object
+    /// failed, as `s3-fanout sync --failure-threshold` does: the exit code
+    /// says whether every object is synced, N whether the run failed.
     #[arg(long, value_name = "N")]
     pub failure_threshold: Option<u64>,
     /// Shards listed at once (default 16).

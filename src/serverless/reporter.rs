@@ -300,6 +300,7 @@ pub async fn report(
         duration_secs: started.map_or(0.0, |s| (now.secs() - s.secs()).max(0) as f64),
         counts: counts.clone(),
         error: fatal,
+        failure_threshold: manifest.settings.failure_threshold,
         requests: BTreeMap::new(),
         copy_concurrency: None,
         report_rows: rows.len(),
@@ -313,10 +314,13 @@ pub async fn report(
     );
     summary.summary_json = Some(env.store.url(run_id, "summary.json"));
     summary.failures_csv = Some(env.store.url(run_id, "failures.csv"));
+    // The CLI's rule, so summary.json carries the same error either way;
+    // the state machine fails the execution on `over_threshold`.
+    let threshold = manifest.settings.failure_threshold;
+    let over_threshold = summary.apply_failure_threshold(threshold);
     let spool = rows.finish()?;
     let (summary_json, failures_csv) = write_report(&location, &summary, spool, &env.s3).await?;
-    let failed = counts.failed + counts.verify_mismatched;
-    let threshold = manifest.settings.failure_threshold;
+    let failed = counts.failed_objects();
     tracing::info!(run_id, ?status, failed, summary = %summary_json, "report written");
     Ok(ReportOutcome {
         run_id: run_id.to_owned(),
@@ -324,7 +328,7 @@ pub async fn report(
         exit_code: status.exit_code(),
         failed,
         failure_threshold: threshold,
-        over_threshold: failed > threshold || summary.error.is_some(),
+        over_threshold,
         summary_json,
         failures_csv,
         counts,
