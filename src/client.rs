@@ -11,6 +11,10 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{
+    ClassifyRetry, RetryAction, RetryClassifierPriority,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::RequestCounter;
@@ -122,6 +126,30 @@ pub fn with_counter(client: &Client, counter: &RequestCounter) -> Client {
     )
 }
 
+/// HTTP 429 is throttling, whatever the error code. S3 throttles with 503
+/// SlowDown, which the SDK retries; several S3-compatible servers answer
+/// 429 with codes the SDK does not know (`TooManyRequests`), and without
+/// this a throttled listing would end the run.
+#[derive(Debug)]
+struct TooManyRequests;
+
+impl ClassifyRetry for TooManyRequests {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.response().map(|r| r.status().as_u16()) {
+            Some(429) => RetryAction::throttling_error(),
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "s3_fanout::TooManyRequests"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::http_status_code_classifier()
+    }
+}
+
 /// Build an S3 client. `counter`, when given, sees every HTTP attempt.
 pub async fn build_s3_client(settings: &ClientSettings, counter: Option<RequestCounter>) -> Client {
     let shared = shared_config(settings).await;
@@ -130,7 +158,8 @@ pub async fn build_s3_client(settings: &ClientSettings, counter: Option<RequestC
         // Only compute request checksums where S3 requires them: S3-compatible
         // servers reject the newer default CRC trailers on some operations.
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
+        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+        .retry_classifier(TooManyRequests);
     if let Some(counter) = counter {
         builder = builder.interceptor(counter);
     }
