@@ -53,6 +53,9 @@ pub struct Copied {
     pub multipart: bool,
     /// Things that worked only in part (tags the server cannot copy).
     pub warnings: Vec<String>,
+    /// The source changed after it was listed; this is the version found
+    /// when it was listed again, not the one first listed.
+    pub source_changed: bool,
 }
 
 /// Why an object was not copied.
@@ -131,7 +134,14 @@ impl Copier {
             Err(CopyError::SourceChanged) => {
                 tracing::info!(key = %entry.key, "source changed since it was listed; listing it again");
                 match self.relist(&entry.key).await? {
-                    Some(fresh) => self.copy_once(&fresh, cancel).await.map_err(|e| match e {
+                    Some(fresh) => self
+                        .copy_once(&fresh, cancel)
+                        .await
+                        .map(|copied| Copied {
+                            source_changed: true,
+                            ..copied
+                        })
+                        .map_err(|e| match e {
                         CopyError::SourceChanged => CopyError::Failed(S3Failure {
                             code: "PreconditionFailed".into(),
                             http_status: Some(412),
@@ -198,6 +208,7 @@ impl Copier {
             bytes: entry.size,
             multipart: false,
             warnings: Vec::new(),
+            source_changed: false,
         })
     }
 

@@ -84,6 +84,7 @@ pub(crate) async fn copy_multipart(
             bytes: entry.size,
             multipart: true,
             warnings: upload.warnings,
+            source_changed: false,
         }),
         // Our upload vanished under us: a concurrent attempt at the same
         // key (a duplicate SQS delivery) aborted it as left over. Trying

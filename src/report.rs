@@ -180,6 +180,9 @@ counters! {
     /// Outcomes.
     copied, updated, deleted, bytes_copied,
     failed, skipped_archived, skipped_sse_c, source_vanished, warnings,
+    /// Copied in the version found on listing the key again, after the
+    /// source changed between the listing and the copy (never copied stale).
+    source_changed,
     /// Objects too large for one copier invocation, split into part tasks
     /// (serverless; each is then counted once as copied or failed).
     split_objects,

@@ -140,6 +140,9 @@ impl WorkContext {
         match self.copier.copy(source, &self.cancel).await {
             Ok(copied) => {
                 Stats::add(done, 1);
+                if copied.source_changed {
+                    Stats::add(&self.stats.source_changed, 1);
+                }
                 self.wrote(&source.key);
                 Stats::add(&self.stats.bytes_copied, copied.bytes);
                 for warning in copied.warnings {

@@ -291,6 +291,36 @@ async fn a_whole_sync_under_random_503s_and_resets_ends_equal_and_reports_its_re
 }
 
 #[tokio::test]
+async fn too_many_requests_429_on_listing_and_copies_is_retried_as_throttling() {
+    // GIVEN a server that answers 429, as some S3-compatible ones throttle:
+    // the first listing page twice, and one key's copy three times in a row
+    let (s3, src, dst, proxy) = fixture("too-many", 5).await;
+    proxy.add_rule(
+        Rule::on(Op::ListObjectsV2)
+            .bucket(&src)
+            .times(2)
+            .respond(429, TOO_MANY_REQUESTS_XML),
+    );
+    proxy.add_rule(
+        Rule::on(Op::CopyObject)
+            .key("obj-003")
+            .times(3)
+            .respond(429, TOO_MANY_REQUESTS_XML),
+    );
+
+    // WHEN it is synced
+    let run = sync_via(&proxy, &src, &dst, &standard_retries(&[]));
+
+    // THEN every 429 was retried, counted as throttling, and nothing lost
+    assert_eq!(run.code, 0, "{}", run.summary);
+    assert_eq!(run.count("copied"), 5);
+    assert_eq!(run.count("retries"), 5);
+    assert_eq!(run.summary["copy_concurrency"]["throttled_responses"], 5);
+    assert_eq!(proxy.count(Op::CopyObject, "obj-003"), 4);
+    assert_eq!(contents(&s3, &src).await, contents(&s3, &dst).await);
+}
+
+#[tokio::test]
 async fn throttling_halves_the_copies_in_flight_and_the_run_still_completes() {
     // GIVEN a bucket whose first CopyObject requests are throttled
     let (s3, src, dst, proxy) = fixture("slowdown-adaptive", 40).await;
@@ -474,8 +504,50 @@ async fn source_changed_between_listing_and_copy_is_relisted_and_the_new_version
     assert_eq!(run.code, 0, "{}", run.summary);
     assert_eq!(run.count("copied"), 3);
     assert_eq!(run.count("failed"), 0);
+    assert_eq!(run.count("source_changed"), 1, "reported as changed");
     assert_eq!(run.rows, vec![]);
     assert_eq!(get_bytes(&s3, &dst, "obj-001").await, new_content);
+    assert_eq!(contents(&s3, &src).await, contents(&s3, &dst).await);
+}
+
+#[tokio::test]
+async fn a_source_that_changes_again_during_its_second_copy_fails_and_the_next_run_converges() {
+    // GIVEN a source key overwritten before its first copy, and again
+    // before the copy of the version found on listing it again
+    let (s3, src, dst, proxy) = fixture("changed-twice", 3).await;
+    proxy.enforce_copy_source_if_match();
+    proxy.rewrite_source_before_first_copy("obj-001", b"second version".to_vec());
+    proxy.rewrite_source_before_first_copy("obj-001", b"third version".to_vec());
+
+    // WHEN it is synced
+    let run = sync_via(&proxy, &src, &dst, &[]);
+
+    // THEN neither stale version is copied: the key is reported failed
+    assert_eq!(run.code, 1, "{}", run.summary);
+    assert_eq!(run.count("copied"), 2);
+    assert_eq!(run.count("failed"), 1);
+    assert_eq!(
+        run.row_summaries(),
+        vec![row("obj-001", "failed", "PreconditionFailed", "412")]
+    );
+    assert!(
+        run.rows[0].message.contains("changed twice"),
+        "{:?}",
+        run.rows[0]
+    );
+    assert_eq!(proxy.count(Op::CopyObject, "obj-001"), 2);
+    assert!(
+        list_all(&s3, &dst, "obj-001").await.is_empty(),
+        "nothing stale copied"
+    );
+
+    // WHEN it runs again with the source still
+    let rerun = sync_via(&proxy, &src, &dst, &[]);
+
+    // THEN the version now at the source is copied
+    assert_eq!(rerun.code, 0, "{}", rerun.summary);
+    assert_eq!(rerun.count("copied"), 1);
+    assert_eq!(get_bytes(&s3, &dst, "obj-001").await, b"third version");
     assert_eq!(contents(&s3, &src).await, contents(&s3, &dst).await);
 }
 

@@ -214,7 +214,7 @@ pub fn print_summary(s: &Summary) {
         println!("  dry run    nothing was written");
     } else {
         println!(
-            "  done       copied {} · updated {} · deleted {} · failed {} · skipped {} (archived {}, SSE-C {}) · vanished {}  ({} in {:.1}s)",
+            "  done       copied {} · updated {} · deleted {} · failed {} · skipped {} (archived {}, SSE-C {}) · vanished {} · changed at source {}  ({} in {:.1}s)",
             n(c.copied),
             n(c.updated),
             n(c.deleted),
@@ -223,6 +223,7 @@ pub fn print_summary(s: &Summary) {
             n(c.skipped_archived),
             n(c.skipped_sse_c),
             n(c.source_vanished),
+            n(c.source_changed),
             human_bytes(c.bytes_copied),
             s.duration_secs
         );
