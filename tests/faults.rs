@@ -1035,7 +1035,7 @@ async fn a_denied_destination_bucket_is_a_configuration_error_before_any_write()
 }
 
 #[tokio::test]
-async fn expected_bucket_owners_are_sent_on_every_request() {
+async fn expected_bucket_owners_are_sent_on_every_request_and_no_acl_header_ever() {
     // GIVEN a small and a multipart source, and owners for both buckets
     let (s3, src, dst, proxy) = fixture("owners", 2).await;
     put_multipart(&s3, &src, "mp", 6 * MIB, 5 * MIB).await;
@@ -1095,6 +1095,15 @@ async fn expected_bucket_owners_are_sent_on_every_request() {
                 r.key
             );
         }
+        // Buckets with BucketOwnerEnforced (the default since 2023) refuse
+        // any request that sets an ACL.
+        assert_eq!(
+            r.acl_headers,
+            Vec::<String>::new(),
+            "{:?} {:?}",
+            r.op,
+            r.key
+        );
     }
 }
 

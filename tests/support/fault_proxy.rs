@@ -138,6 +138,9 @@ pub struct Recorded {
     /// `x-amz-expected-bucket-owner` and `x-amz-source-expected-bucket-owner`.
     pub expected_owner: Option<String>,
     pub expected_source_owner: Option<String>,
+    /// Names of ACL headers sent (`x-amz-acl`, `x-amz-grant-*`), which a
+    /// bucket with BucketOwnerEnforced refuses.
+    pub acl_headers: Vec<String>,
     /// The status answered (by moto or the proxy); `None` while in flight.
     pub status: Option<u16>,
     /// Whether the proxy answered itself instead of moto.
@@ -865,6 +868,13 @@ fn describe(parts: &Parts) -> Recorded {
         expected_source_owner: header(&HeaderName::from_static(
             "x-amz-source-expected-bucket-owner",
         )),
+        acl_headers: parts
+            .headers
+            .keys()
+            .map(HeaderName::as_str)
+            .filter(|n| *n == "x-amz-acl" || n.starts_with("x-amz-grant-"))
+            .map(str::to_owned)
+            .collect(),
         status: None,
         injected: false,
     }
