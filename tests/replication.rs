@@ -227,6 +227,36 @@ async fn native_and_eventbridge_events_replicate_awkward_keys_and_test_events_ar
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_test_event_is_acknowledged_without_any_s3_request() {
+    // GIVEN a replicator whose S3 traffic goes through a recording proxy
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-test-event").await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    let replicator = replicator(
+        proxy.endpoint(),
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &[],
+    )
+    .await;
+    proxy.clear_log();
+
+    // WHEN the s3:TestEvent S3 sends on configuring notifications arrives
+    let test_event = message("t", &fixture("s3-test-event", &src, ""));
+    let invocation = replicator.replicate(vec![test_event], deadline()).await;
+
+    // THEN it is acknowledged, and nothing was asked of S3
+    assert!(
+        handed_back(&invocation).is_empty(),
+        "{:#?}",
+        invocation.keys
+    );
+    assert_eq!(invocation.test_events, 1);
+    assert!(invocation.keys.is_empty(), "{:#?}", invocation.keys);
+    assert_eq!(proxy.requests().len(), 0, "{:#?}", proxy.requests());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_gone_source_key_is_deleted_at_the_destination_only_when_deletes_are_replicated() {
     let s3 = s3().await;
     let (src, dst) = bucket_pair(&s3, "repl-deletes").await;
