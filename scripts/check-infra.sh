@@ -2,8 +2,10 @@
 # Offline checks of the serverless side, none of which needs an AWS account:
 #
 #   1. cfn-lint on the SAM template (infra/template.yaml)
-#   2. asl-validator on the state machine (statemachine/sync.asl.json)
-#   3. cargo lambda build of every function the template deploys
+#   2. checkov on the template: no failed check; each one that does not fit
+#      this stack is skipped in the template with its reason
+#   3. asl-validator on the state machine (statemachine/sync.asl.json)
+#   4. cargo lambda build of every function the template deploys
 #      (x86_64, debug: the aarch64 target cannot be installed here, and
 #      the point is that the functions compile and link for Lambda)
 #
@@ -11,7 +13,8 @@
 #
 # Tools are pinned and installed inside the repo: cfn-lint and cargo-lambda
 # (which brings zig) into .venv/ (the virtualenv scripts/moto.sh uses),
-# asl-validator into .tools/node/. A second run skips the installs.
+# checkov into .venv-checkov/, asl-validator into .tools/node/. A second run
+# skips the installs.
 # All checks run; the exit status is non-zero if any failed.
 set -euo pipefail
 
@@ -20,12 +23,17 @@ set -euo pipefail
 readonly CFN_LINT_VERSION="1.58.0"
 readonly CARGO_LAMBDA_VERSION="1.9.2"
 readonly ASL_VALIDATOR_VERSION="4.0.0"
+readonly CHECKOV_VERSION="3.3.30"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
 cd "$REPO"
 
 readonly VENV="$REPO/.venv"
+# A virtualenv of its own: checkov pins boto3==1.35.49 and caps networkx
+# (<2.7) and packaging (<24), so in .venv/ it would downgrade the botocore
+# moto serves the tests with (1.44 to 1.35) and the networkx cfn-lint uses.
+readonly CHECKOV_VENV="$REPO/.venv-checkov"
 readonly TOOLS="$REPO/.tools"
 readonly NODE_PREFIX="$TOOLS/node"
 readonly ASL_VALIDATOR="$NODE_PREFIX/node_modules/.bin/asl-validator"
@@ -50,14 +58,38 @@ fail() {
 
 # --- installs ------------------------------------------------------------------
 
-python_tools_ok() {
-    [[ -x "$VENV/bin/cfn-lint" && -x "$VENV/bin/cargo-lambda" ]] || return 1
+# venv_has VENV NAME==VERSION...: each package is installed in VENV at
+# exactly that version.
+venv_has() {
+    local venv="$1"
+    shift
+    [[ -x "$venv/bin/python" ]] || return 1
     # importlib.metadata answers in ~50 ms; `pip show` takes a second or more.
-    "$VENV/bin/python" - "$CFN_LINT_VERSION" "$CARGO_LAMBDA_VERSION" <<'EOF' 2>/dev/null
+    "$venv/bin/python" - "$@" <<'EOF' 2>/dev/null
 import importlib.metadata as md, sys
-ok = md.version("cfn-lint") == sys.argv[1] and md.version("cargo-lambda") == sys.argv[2]
-sys.exit(0 if ok else 1)
+pins = (arg.split("==", 1) for arg in sys.argv[1:])
+sys.exit(0 if all(md.version(name) == version for name, version in pins) else 1)
 EOF
+}
+
+python_tools_ok() {
+    [[ -x "$VENV/bin/cfn-lint" && -x "$VENV/bin/cargo-lambda" ]] &&
+        venv_has "$VENV" "cfn-lint==$CFN_LINT_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
+}
+
+checkov_ok() {
+    [[ -x "$CHECKOV_VENV/bin/checkov" ]] && venv_has "$CHECKOV_VENV" "checkov==$CHECKOV_VERSION"
+}
+
+make_venv() {
+    local venv="$1"
+    [[ -x "$venv/bin/python" ]] && return 0
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        # Debian splits venv/ensurepip out of python3.
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    fi
+    log "creating virtualenv $venv"
+    python3 -m venv "$venv"
 }
 
 node_tools_ok() {
@@ -69,7 +101,7 @@ node_tools_ok() {
 }
 
 install_tools() {
-    if python_tools_ok && command -v node >/dev/null && node_tools_ok; then
+    if python_tools_ok && checkov_ok && command -v node >/dev/null && node_tools_ok; then
         return 0
     fi
     mkdir -p "$TOOLS"
@@ -78,19 +110,24 @@ install_tools() {
     flock 9
 
     if ! python_tools_ok; then
-        if [[ ! -x "$VENV/bin/python" ]]; then
-            if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-                # Debian splits venv/ensurepip out of python3.
-                apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-            fi
-            log "creating virtualenv $VENV"
-            python3 -m venv "$VENV"
-        fi
+        make_venv "$VENV"
         log "installing cfn-lint $CFN_LINT_VERSION and cargo-lambda $CARGO_LAMBDA_VERSION into $VENV"
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
             "cfn-lint==$CFN_LINT_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION" ||
             die "pip could not install cfn-lint==$CFN_LINT_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION"
         python_tools_ok || die "cfn-lint/cargo-lambda still not at the pinned versions after pip install"
+    fi
+
+    if ! checkov_ok; then
+        make_venv "$CHECKOV_VENV"
+        # The repo's .gitignore predates this virtualenv; one inside it keeps
+        # it out of `git status` all the same (Python 3.13's venv does this).
+        printf '*\n' >"$CHECKOV_VENV/.gitignore"
+        log "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV"
+        "$CHECKOV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "checkov==$CHECKOV_VERSION" ||
+            die "pip could not install checkov==$CHECKOV_VERSION"
+        checkov_ok || die "checkov still not at $CHECKOV_VERSION after pip install"
     fi
 
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -110,7 +147,10 @@ install_tools() {
 
 step "tools (pinned, project-local)"
 install_tools
-log "cfn-lint $CFN_LINT_VERSION, cargo-lambda $CARGO_LAMBDA_VERSION, asl-validator $ASL_VALIDATOR_VERSION, node $(node --version)"
+log "cfn-lint $CFN_LINT_VERSION, checkov $CHECKOV_VERSION, cargo-lambda $CARGO_LAMBDA_VERSION, asl-validator $ASL_VALIDATOR_VERSION, node $(node --version)"
+
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
 
 # --- 1. template ---------------------------------------------------------------
 
@@ -123,7 +163,51 @@ else
     fail "cfn-lint found problems in $TEMPLATE (listed above)"
 fi
 
-# --- 2. state machine ----------------------------------------------------------
+# --- 2. checkov ----------------------------------------------------------------
+
+step "checkov on the template"
+if [[ ! -f "$TEMPLATE" ]]; then
+    fail "$TEMPLATE does not exist"
+else
+    # checkov leaves out resources whose Condition is false with every
+    # parameter at its default, and Replication defaults to "false": the
+    # replicator, its queues and its log group would go unchecked. So a
+    # copy with Replication defaulting to "true" is scanned too; it has the
+    # same lines, so the template's skip comments hold for both.
+    replicated="$scratch/template.replication-true.yaml"
+    sed '/^  Replication:$/,/^  [A-Za-z]/ s/^    Default: "false"$/    Default: "true"/' \
+        "$TEMPLATE" >"$replicated"
+    if cmp -s "$TEMPLATE" "$replicated"; then
+        fail "found no 'Default: \"false\"' under the Replication parameter of $TEMPLATE to flip for checkov"
+    else
+        # No network: --skip-download (and BC_SKIP_MAPPING, its environment
+        # twin) skips the Prisma Cloud downloads of guidelines and policy
+        # metadata, and CKV_SKIP_PACKAGE_UPDATE_CHECK the PyPI query for a
+        # newer checkov. Offline, either would wait out DNS and connection
+        # timeouts; the timeout makes a future version that reaches out
+        # anyway fail here instead of hanging CI. CKV_PARSE_ERROR_FAIL: a
+        # template checkov cannot parse is a failure, not 0 checks passed.
+        started=$SECONDS
+        status=0
+        output="$(
+            BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true CKV_PARSE_ERROR_FAIL=true \
+                timeout 300 "$CHECKOV_VENV/bin/checkov" --framework cloudformation \
+                --quiet --compact --skip-download -f "$TEMPLATE" -f "$replicated"
+        )" || status=$?
+        printf '%s\n' "$output" >&2
+        if ((status == 124)); then
+            fail "checkov did not finish within 300 s (waiting on the network?)"
+        elif ((status != 0)); then
+            fail "checkov reported failed checks or parse errors (listed above; $(basename "$replicated") is $TEMPLATE with Replication=true, same lines)"
+        elif ! grep -q '^Passed checks: [1-9]' <<<"$output"; then
+            fail "checkov passed no check at all: it found no resources in $TEMPLATE"
+        else
+            log "checkov: no failed checks, in $((SECONDS - started)) s"
+        fi
+    fi
+fi
+
+# --- 3. state machine ----------------------------------------------------------
 
 step "asl-validator $ASL"
 if [[ ! -f "$ASL" ]]; then
@@ -134,8 +218,7 @@ else
     # Validate what Step Functions will receive: each placeholder replaced
     # by a Lambda function ARN, so the ARN checks on Resource fields still
     # apply.
-    substituted="$(mktemp --suffix=.asl.json)"
-    trap 'rm -f "$substituted"' EXIT
+    substituted="$scratch/sync.asl.json"
     # shellcheck disable=SC2016 # JavaScript, not shell: no expansion wanted.
     node -e '
         const fs = require("fs");
@@ -151,7 +234,7 @@ else
     fi
 fi
 
-# --- 3. function builds --------------------------------------------------------
+# --- 4. function builds --------------------------------------------------------
 
 # The binaries the template deploys (Metadata.BuildProperties.Binary), each
 # the one binary of the workspace package of the same name.
@@ -198,4 +281,4 @@ if ((${#failures[@]})); then
     printf '  - %s\n' "${failures[@]}" >&2
     exit 1
 fi
-printf '\ncheck-infra.sh: template, state machine and function builds all pass\n' >&2
+printf '\ncheck-infra.sh: template (cfn-lint, checkov), state machine and function builds all pass\n' >&2
