@@ -265,6 +265,7 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:PutObjectTagging", dst_objects),
                 ("s3:AbortMultipartUpload", dst_objects),
                 ("s3:GetObject", dst_objects),
+                ("s3:ListBucketMultipartUploads", dst),
                 ("s3:ListBucket", report),
             ]);
             g.extend(grants(&report_rw));
@@ -298,6 +299,7 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:PutObjectTagging", dst_objects),
                 ("s3:AbortMultipartUpload", dst_objects),
                 ("s3:GetObject", dst_objects),
+                ("s3:ListBucketMultipartUploads", dst),
             ]),
         ),
     ];
