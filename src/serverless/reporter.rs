@@ -217,6 +217,7 @@ pub async fn report(
         .await?
         .ok_or_else(|| SyncError::Config(format!("run {run_id:?} was never planned")))?;
     let source: crate::location::S3Location = manifest.spec.source.parse()?;
+    let destination: crate::location::S3Location = manifest.spec.destination.parse()?;
     let rows = ReportRows::new()?;
     let mut counts = Counts::default();
 
@@ -239,6 +240,8 @@ pub async fn report(
         .map(|(_, r)| (r.batch_id.clone(), r))
         .collect();
     let mut problem_keys: HashSet<(String, String)> = HashSet::new();
+    // The (first, last) relative keys of each batch without a result.
+    let mut lost: Vec<(&str, &str)> = Vec::new();
     for (id, batch) in &sent {
         match results.get(id) {
             Some(result) => {
@@ -252,6 +255,7 @@ pub async fn report(
                 }
             }
             None => {
+                lost.push((&batch.first_key, &batch.last_key));
                 counts.failed += batch.tasks;
                 let row = ReportRow::new(
                     &source.bucket,
@@ -269,12 +273,26 @@ pub async fn report(
         }
     }
 
-    // VALIDATE mismatches, except for objects already reported as failed.
+    // VALIDATE mismatches, except for objects already reported as failed:
+    // by their batch's result, or with their batch, lost. A batch's tasks
+    // are the keys from its first to its last (a lister cuts batches from
+    // keys in order), and every one of them is already counted failed.
+    let in_lost_batch = |row: &ReportRow| {
+        [&source, &destination]
+            .iter()
+            .filter(|side| side.bucket == row.bucket)
+            .find_map(|side| side.relative(&row.key))
+            .is_some_and(|key| {
+                lost.iter()
+                    .any(|(first, last)| *first <= key && key <= *last)
+            })
+    };
     let validations: Vec<(String, Checkpoint)> = env.store.get_all(run_id, "validate/").await?;
     for (_, checkpoint) in &validations {
         counts.verify_checked += checkpoint.counts.verify_checked;
         for row in &checkpoint.rows {
-            if !problem_keys.contains(&(row.bucket.clone(), row.key.clone())) {
+            if !problem_keys.contains(&(row.bucket.clone(), row.key.clone())) && !in_lost_batch(row)
+            {
                 counts.verify_mismatched += 1;
                 rows.push(&row.key, row.clone());
             }
