@@ -17,7 +17,8 @@
 //!
 //! A redelivered batch first checks which of its objects already arrived
 //! (HEAD at the destination, same ETag and size) and counts those as copied
-//! instead of copying them again.
+//! instead of copying them again; for one that arrived in parts, it also
+//! aborts any upload a killed attempt left open for it.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -28,8 +29,10 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::diff::{EtagShape, etag_shape};
 use crate::error::SyncError;
 use crate::metrics::RequestCounter;
+use crate::multipart::abort_other_uploads;
 use crate::report::{Counts, ReportRow, ReportRows, Stats, TaskStatus};
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{CopyBatch, CopyTask};
@@ -290,6 +293,13 @@ async fn already_copied(context: &WorkContext, task: &CopyTask) -> bool {
     let Ok(head) = head else { return false };
     let same = head.e_tag().map(|e| e.trim_matches('"')) == Some(object.etag.as_str())
         && head.content_length() == Some(object.size as i64);
+    // An object that arrived in parts (a `-N` ETag, the same as its
+    // source's) may have been copied by one attempt while another, killed,
+    // left its own upload open: no new copy starts, so the clean-up at the
+    // start of a multipart copy never runs for it. It runs here instead.
+    if same && matches!(etag_shape(&object.etag), EtagShape::Multipart(_)) {
+        abort_other_uploads(copier, object, "").await;
+    }
     if same {
         let stats = &context.stats;
         let counter = match task {

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::copy::{Copier, CopyError};
 use crate::error::{RetryClass, SyncError};
 use crate::listing::ObjectEntry;
-use crate::multipart::{Layout, abort_after, complete_upload, copy_parts, start_upload};
+use crate::multipart::{
+    Layout, abort_after, abort_other_uploads, complete_upload, copy_parts, start_upload,
+};
 use crate::report::Stats;
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{CopyBatch, CopyTask, MESSAGE_VERSION, SentBatch, send_batches};
@@ -184,7 +186,13 @@ async fn recorded_upload(
     };
     let body = serde_json::to_vec(&saved).expect("an upload record serialises");
     match env.store.put_if_absent(run_id, saved_name, body).await {
-        Ok(true) => Ok(saved),
+        Ok(true) => {
+            // An earlier delivery killed between starting its upload and
+            // recording it left that upload open, and nothing else knows its
+            // id: the one that records an upload aborts the others.
+            abort_other_uploads(copier, object, &saved.upload_id).await;
+            Ok(saved)
+        }
         Ok(false) => {
             let _ = abort_after(copier, object, &saved.upload_id, CopyError::Cancelled).await;
             env.store
