@@ -1,26 +1,37 @@
 //! The SQS event source mapping, emulated: poll a queue, invoke a handler
 //! (the copier on the work queue, the replicator on the event queue) with a
-//! batch of messages, delete the ones it did not hand back. Like the AWS service, it honours the batch size, the queue's
-//! visibility timeout (a handed-back message reappears when it expires),
-//! partial batch responses, and `maxReceiveCount` (the queue's redrive
-//! policy, which moto applies, moves a message to the dead-letter queue).
+//! batch of messages, delete the ones it did not hand back. Like the AWS
+//! service, it honours the batch size, the queue's visibility timeout (a
+//! handed-back message reappears when it expires), partial batch responses,
+//! and `maxReceiveCount` (the queue's redrive policy, which moto applies,
+//! moves a message to the dead-letter queue).
+//!
+//! It can also lose copier invocations on purpose ([`CopierCrashes`]), the
+//! way Lambda loses one whose process dies, so tests can prove that a crash
+//! mid-batch converges and that a batch that never survives ends in the
+//! dead-letter queue and in the run's report.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsMessage;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::serverless::batch::CopyBatch;
 use crate::serverless::replicator::Replicator;
 use crate::serverless::{FunctionEnv, copier};
 
 /// The function a mapping feeds.
 #[derive(Clone)]
 pub enum Target {
-    Copier(Arc<FunctionEnv>),
+    /// The copier, and the switch that kills its invocations.
+    Copier {
+        env: Arc<FunctionEnv>,
+        crashes: CopierCrashes,
+    },
     Replicator(Arc<Replicator>),
 }
 
@@ -36,6 +47,169 @@ pub struct EventSourceOptions {
     pub function_timeout: Duration,
     /// Deliver every batch twice, as SQS's at-least-once delivery may.
     pub duplicate_deliveries: bool,
+}
+
+/// Fault injection: copier invocations that die the way a Lambda does when
+/// its process is killed (out of memory, a crash in native code, the time
+/// limit, the host going away).
+///
+/// What AWS does then, and what this does: the invocation's work stops
+/// wherever it is (its future is dropped, so requests in flight are
+/// abandoned; the ones S3 already received still take effect, which the
+/// test stack's fault proxy reproduces by carrying them through to moto),
+/// it returns no batch response, and the mapping deletes none of its
+/// messages. They reappear when the visibility timeout expires, and after
+/// `maxReceiveCount` receives moto's redrive policy moves them to the
+/// dead-letter queue.
+///
+/// This lives in the emulated Lambda service, not in the copier: a real
+/// crash gives the function no chance to react, so the copier's code must
+/// run exactly as in production up to the instant it is dropped, and a
+/// test that needed a hook inside it would prove less than it claims.
+///
+/// Cheap to clone; every clone controls the same mapping.
+#[derive(Clone, Default)]
+pub struct CopierCrashes {
+    state: Arc<Mutex<CrashState>>,
+}
+
+#[derive(Default)]
+struct CrashState {
+    next_id: u64,
+    running: HashMap<u64, Running>,
+    /// Keys whose batches never survive an invocation.
+    doomed_keys: HashSet<String>,
+    killed: Vec<KilledBatch>,
+}
+
+/// An invocation that can still be killed: its function has not returned.
+struct Running {
+    kill: CancellationToken,
+    batches: Vec<KilledBatch>,
+}
+
+/// A batch whose invocation was killed, as its message named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KilledBatch {
+    pub run_id: String,
+    pub batch_id: String,
+    /// The tasks' keys (relative to the run's source).
+    pub keys: Vec<String>,
+}
+
+impl CopierCrashes {
+    /// Kill every copier invocation whose function is running right now;
+    /// returns how many. One whose function has already returned is past
+    /// the point a crash could lose its batch: its response stands.
+    pub fn kill_running_copiers(&self) -> usize {
+        let mut state = self.lock();
+        let running: Vec<Running> = state.running.drain().map(|(_, r)| r).collect();
+        for invocation in &running {
+            invocation.kill.cancel();
+            state.killed.extend(invocation.batches.iter().cloned());
+        }
+        tracing::warn!(
+            invocations = running.len(),
+            "fault injection: killed every running copier invocation"
+        );
+        running.len()
+    }
+
+    /// From now on, every copier invocation whose batch holds a task for
+    /// `key` dies as soon as it is invoked, before any request: a message
+    /// that crashes its function on every delivery. Its batch can never
+    /// write a result, and ends in the dead-letter queue.
+    pub fn always_kill_batches_with_key(&self, key: &str) {
+        self.lock().doomed_keys.insert(key.to_owned());
+    }
+
+    /// Every batch lost to a kill so far, once per killed delivery.
+    pub fn killed_batches(&self) -> Vec<KilledBatch> {
+        self.lock().killed.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CrashState> {
+        // A panic elsewhere leaves the registry usable: it is plain data.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register an invocation of `records` before it starts.
+    fn invocation(&self, records: &[SqsMessage]) -> Invocation {
+        let batches: Vec<KilledBatch> = records
+            .iter()
+            .filter_map(|r| CopyBatch::parse(r.body.as_deref()?).ok())
+            .map(|batch| KilledBatch {
+                keys: batch.tasks.iter().map(|t| t.key().to_owned()).collect(),
+                run_id: batch.run_id,
+                batch_id: batch.batch_id,
+            })
+            .collect();
+        let kill = CancellationToken::new();
+        let mut state = self.lock();
+        let doomed = batches
+            .iter()
+            .any(|b| b.keys.iter().any(|k| state.doomed_keys.contains(k)));
+        if doomed {
+            tracing::warn!(
+                batches = ?batches.iter().map(|b| &b.batch_id).collect::<Vec<_>>(),
+                "fault injection: killing a copier invocation as it starts"
+            );
+            kill.cancel();
+            state.killed.extend(batches);
+            return Invocation {
+                registered: None,
+                kill,
+            };
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.running.insert(
+            id,
+            Running {
+                kill: kill.clone(),
+                batches,
+            },
+        );
+        Invocation {
+            registered: Some((self.clone(), id)),
+            kill,
+        }
+    }
+}
+
+/// One invocation, as the crash switch knows it.
+struct Invocation {
+    /// Where it is registered while it can be killed; `None` for a
+    /// replicator's (never killed) or one killed before it started.
+    registered: Option<(CopierCrashes, u64)>,
+    kill: CancellationToken,
+}
+
+impl Invocation {
+    fn immortal() -> Self {
+        Invocation {
+            registered: None,
+            kill: CancellationToken::new(),
+        }
+    }
+
+    /// The function returned: whether it did so alive. Leaving the registry
+    /// and being killed exclude each other under its lock, so a kill that
+    /// counted this invocation always costs it its response.
+    fn returned_alive(&mut self) -> bool {
+        match self.registered.take() {
+            Some((crashes, id)) => crashes.lock().running.remove(&id).is_some(),
+            None => !self.kill.is_cancelled(),
+        }
+    }
+}
+
+impl Drop for Invocation {
+    fn drop(&mut self) {
+        if let Some((crashes, id)) = self.registered.take() {
+            crashes.lock().running.remove(&id);
+        }
+    }
 }
 
 pub async fn run(
@@ -88,10 +262,15 @@ pub async fn run(
                 record
             })
             .collect();
+        // Registered before it is spawned, so a kill from now on finds it.
+        let invocation = match &target {
+            Target::Copier { crashes, .. } => crashes.invocation(&records),
+            Target::Replicator(_) => Invocation::immortal(),
+        };
         let (sqs, target, options) = (sqs.clone(), target.clone(), options.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            invoke(&sqs, &target, &options, records).await;
+            invoke(&sqs, &target, &options, records, invocation).await;
         });
     }
 }
@@ -101,22 +280,25 @@ async fn invoke(
     target: &Target,
     options: &EventSourceOptions,
     records: Vec<SqsMessage>,
+    mut invocation: Invocation,
 ) {
-    let deliveries = if options.duplicate_deliveries { 2 } else { 1 };
-    let mut response = Default::default();
-    for _ in 0..deliveries {
-        let deadline = std::time::SystemTime::now() + options.function_timeout;
-        response = match target {
-            Target::Copier(env) => copier::copy_messages(env, records.clone(), deadline).await,
-            Target::Replicator(replicator) => {
-                let invocation = replicator.replicate(records.clone(), deadline).await;
-                for line in &invocation.metric_lines {
-                    tracing::debug!(target: "emf", "{line}");
-                }
-                invocation.response
-            }
-        };
-    }
+    // `biased`: a kill that has happened wins over a response that is ready,
+    // and an invocation killed before it starts never sends a request.
+    // Losing the race drops the function's future where it stands.
+    let response = tokio::select! {
+        biased;
+        _ = invocation.kill.cancelled() => None,
+        response = call(target, options, &records) => Some(response),
+    };
+    let Some(response) = response.filter(|_| invocation.returned_alive()) else {
+        // No response and no deletes: every message of the batch reappears
+        // after the visibility timeout, as after a real crash.
+        tracing::warn!(
+            messages = records.len(),
+            "event source: the invocation was killed; its messages stay on the queue"
+        );
+        return;
+    };
     let handed_back: Vec<&str> = response
         .batch_item_failures
         .iter()
@@ -137,4 +319,31 @@ async fn invoke(
             tracing::warn!(error = %crate::error::classify(&err).message, "event source: delete failed");
         }
     }
+}
+
+/// Run the function on the batch (twice with duplicate deliveries); the
+/// last delivery's response is the one the mapping acts on.
+async fn call(
+    target: &Target,
+    options: &EventSourceOptions,
+    records: &[SqsMessage],
+) -> SqsBatchResponse {
+    let deliveries = if options.duplicate_deliveries { 2 } else { 1 };
+    let mut response = SqsBatchResponse::default();
+    for _ in 0..deliveries {
+        let deadline = std::time::SystemTime::now() + options.function_timeout;
+        response = match target {
+            Target::Copier { env, .. } => {
+                copier::copy_messages(env, records.to_vec(), deadline).await
+            }
+            Target::Replicator(replicator) => {
+                let invocation = replicator.replicate(records.to_vec(), deadline).await;
+                for line in &invocation.metric_lines {
+                    tracing::debug!(target: "emf", "{line}");
+                }
+                invocation.response
+            }
+        };
+    }
+    response
 }

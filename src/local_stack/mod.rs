@@ -5,7 +5,8 @@
 //! provides the rest: the stack's resources (queues with a redrive policy,
 //! the report bucket, the state machine with its substitutions), a Lambda
 //! router that runs the project's handlers ([`router`]), and the SQS event
-//! source mapping ([`event_source`]).
+//! source mapping ([`event_source`]), which can also kill copier
+//! invocations on a test's request ([`LocalStack::crashes`]).
 //!
 //! moto must run with `MOTO_PORT` set to the router's port: that is where
 //! its interpreter sends `lambda:invoke`.
@@ -88,6 +89,10 @@ impl LocalStackOptions {
 pub struct LocalStack {
     pub outputs: StackOutputs,
     pub env: Arc<FunctionEnv>,
+    /// Fault injection: kills copier invocations as a crashed Lambda
+    /// process would lose them (see [`event_source::CopierCrashes`]).
+    /// Nothing uses it unless a test does.
+    pub crashes: event_source::CopierCrashes,
     cancel: CancellationToken,
 }
 
@@ -236,9 +241,13 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         options.moto_endpoint.clone(),
         cancel.clone(),
     ));
+    let crashes = event_source::CopierCrashes::default();
     tokio::spawn(event_source::run(
         env.sqs.clone(),
-        event_source::Target::Copier(env.clone()),
+        event_source::Target::Copier {
+            env: env.clone(),
+            crashes: crashes.clone(),
+        },
         event_source::EventSourceOptions {
             queue_url: queue_url.clone(),
             queue_arn,
@@ -269,6 +278,7 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
             endpoint_url: Some(options.moto_endpoint.clone()),
         },
         env,
+        crashes,
         cancel,
     })
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use s3_fanout::local_stack::event_source::CopierCrashes;
 use s3_fanout::local_stack::{LocalStackOptions, start};
 use s3_fanout::serverless::FunctionEnv;
 use s3_fanout::serverless::control::StackOutputs;
@@ -25,6 +26,8 @@ pub struct TestStack {
     pub proxy: FaultProxy,
     /// The functions' own environment, for handler-level tests.
     pub env: Arc<FunctionEnv>,
+    /// Kills the stack's copier invocations like a crashed Lambda process.
+    pub crashes: CopierCrashes,
     pub runtime: tokio::runtime::Handle,
     _dir: tempfile::TempDir,
 }
@@ -86,7 +89,7 @@ pub fn stack() -> &'static TestStack {
                 runtime.block_on(async move {
                     let stack = start(options).await;
                     let started = match &stack {
-                        Ok(s) => Ok((s.outputs.clone(), s.env.clone())),
+                        Ok(s) => Ok((s.outputs.clone(), s.env.clone(), s.crashes.clone())),
                         Err(e) => Err(e.to_string()),
                     };
                     tx.send((started, handle)).expect("the test waits");
@@ -100,7 +103,7 @@ pub fn stack() -> &'static TestStack {
         let (started, runtime) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the local stack starts within a minute");
-        let (outputs, env) =
+        let (outputs, env, crashes) =
             started.unwrap_or_else(|why| panic!("the local stack did not start: {why}"));
         let dir = tempfile::tempdir().expect("temp dir");
         let outputs_file = dir.path().join("outputs.json");
@@ -110,6 +113,7 @@ pub fn stack() -> &'static TestStack {
             outputs_file,
             proxy,
             env,
+            crashes,
             runtime,
             _dir: dir,
         }
