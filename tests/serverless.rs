@@ -37,6 +37,11 @@ fn failures_csv(summary: &Value) -> String {
 /// `s3-fanout run --stack-outputs <test stack> --wait --json ARGS`.
 fn run(args: &[&str]) -> (i32, Option<Value>, CliOutput) {
     let _turn = one_run_at_a_time();
+    run_in_turn(args)
+}
+
+/// [`run`] for a caller that already holds [`one_run_at_a_time`].
+fn run_in_turn(args: &[&str]) -> (i32, Option<Value>, CliOutput) {
     let outputs = stack().outputs_file.display().to_string();
     let mut all = vec!["run", "--stack-outputs", &outputs, "--wait", "--json"];
     all.extend_from_slice(args);
@@ -152,6 +157,16 @@ async fn a_serverless_run_copies_every_shard_verifies_and_a_rerun_copies_nothing
     );
 }
 
+/// Requests of `op` the stack's proxy answered or cut off itself.
+fn injected(op: Op) -> usize {
+    stack()
+        .proxy
+        .requests()
+        .iter()
+        .filter(|r| r.op == op && r.injected)
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_serverless_run_under_random_503s_and_resets_ends_equal_and_reports_its_retries() {
     let s3 = s3().await;
@@ -162,11 +177,25 @@ async fn a_serverless_run_under_random_503s_and_resets_ends_equal_and_reports_it
     stack().proxy.add_random_faults(&src, 0xFA17);
     stack().proxy.add_random_faults(&dst, 0xFA17 + 1);
     let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+    // AND the listers' first sends to the work queue failing: two answered
+    // 500, then two cut off after SQS took the batch (which then arrives
+    // twice). Added in this run's turn, so this run meets them.
+    let turn = one_run_at_a_time();
+    let sent_before = injected(Op::SendMessageBatch);
+    let proxy = &stack().proxy;
+    proxy.add_rule(
+        Rule::on(Op::SendMessageBatch)
+            .times(2)
+            .respond(500, support::fault_proxy::SQS_INTERNAL_ERROR_JSON),
+    );
+    proxy.add_rule(Rule::on(Op::SendMessageBatch).times(2).reset());
 
     // WHEN a run goes through the state machine
     let run_id = unique_bucket("faulty");
-    let (code, summary, out) = run(&[&source, &destination, "--run-id", &run_id]);
+    let (code, summary, out) = run_in_turn(&[&source, &destination, "--run-id", &run_id]);
+    drop(turn);
     let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    assert_eq!(injected(Op::SendMessageBatch) - sent_before, 4);
 
     // THEN it succeeds with the destination equal to the source, every
     // object counted once, and the retries it took in the report

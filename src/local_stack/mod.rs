@@ -40,9 +40,10 @@ pub struct LocalStackOptions {
     pub moto_endpoint: String,
     /// Where the router listens.
     pub router: SocketAddr,
-    /// The endpoint the functions use for S3 (default: moto). A fault
-    /// injecting proxy goes here.
-    pub functions_s3_endpoint: Option<String>,
+    /// The endpoint the functions use for S3 and SQS (default: moto). A
+    /// fault-injecting proxy goes here. The emulated event source, which
+    /// stands in for AWS's own poller, always talks to moto directly.
+    pub functions_endpoint: Option<String>,
     /// Resource names start with this, so several stacks can share a moto.
     pub name: String,
     pub visibility_timeout_secs: u32,
@@ -65,7 +66,7 @@ impl LocalStackOptions {
         LocalStackOptions {
             moto_endpoint: moto_endpoint.to_owned(),
             router,
-            functions_s3_endpoint: None,
+            functions_endpoint: None,
             name: "s3-fanout".into(),
             // Short, so a handed-back batch is retried within seconds here
             // (the template sets 6x the copier's timeout), yet longer than
@@ -190,7 +191,7 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
     };
 
     let functions_endpoint = options
-        .functions_s3_endpoint
+        .functions_endpoint
         .clone()
         .unwrap_or_else(|| options.moto_endpoint.clone());
     let vars: HashMap<&str, String> = HashMap::from([
@@ -226,10 +227,7 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         ),
     ]);
     let config = StackConfig::from_vars(|name| vars.get(name).cloned())?;
-    // SQS goes to moto even when S3 goes through a proxy.
-    let mut env = FunctionEnv::new(config).await;
-    env.sqs = build_sqs_client(&moto).await;
-    let env = Arc::new(env);
+    let env = Arc::new(FunctionEnv::new(config).await);
 
     let cancel = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(options.router)
@@ -243,7 +241,7 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
     ));
     let crashes = event_source::CopierCrashes::default();
     tokio::spawn(event_source::run(
-        env.sqs.clone(),
+        sqs.clone(),
         event_source::Target::Copier {
             env: env.clone(),
             crashes: crashes.clone(),

@@ -1,4 +1,5 @@
-//! A fault-injecting HTTP proxy on loopback, between the CLI and moto.
+//! A fault-injecting HTTP proxy on loopback, between the CLI (or the
+//! functions of the local stack, for S3 and SQS) and moto.
 //!
 //! moto answers every request promptly and correctly. Real S3 does not: it
 //! throttles (503 SlowDown), answers some copies `200 OK` with an `<Error>`
@@ -70,6 +71,9 @@ pub const SSE_C_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>
 /// with status 429.
 pub const TOO_MANY_REQUESTS_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>TooManyRequests</Code><Message>Please reduce your request rate.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
 
+/// SQS's (JSON protocol) answer to a request it failed, sent with 500.
+pub const SQS_INTERNAL_ERROR_JSON: &str = "{\"__type\":\"com.amazonaws.sqs#InternalError\",\"message\":\"We encountered an internal error. Please try again.\"}";
+
 /// S3's answer, with 404, to a part copy or completion of an upload that
 /// was aborted or is already complete.
 pub const NO_SUCH_UPLOAD_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
@@ -116,6 +120,14 @@ pub enum Op {
     AbortMultipartUpload,
     /// GET `?uploadId=` on a key.
     ListParts,
+    /// SQS (JSON protocol, told by `X-Amz-Target: AmazonSQS.<Action>`).
+    SendMessage,
+    SendMessageBatch,
+    ReceiveMessage,
+    DeleteMessage,
+    DeleteMessageBatch,
+    ChangeMessageVisibility,
+    GetQueueAttributes,
     Other,
 }
 
@@ -833,7 +845,19 @@ fn describe(parts: &Parts) -> Recorded {
 
     let has = |name: &str| param(name).is_some();
     let copy = copy_source.is_some();
+    let sqs_action = header(&HeaderName::from_static("x-amz-target"))
+        .and_then(|t| t.strip_prefix("AmazonSQS.").map(str::to_owned));
     let op = match (parts.method.as_str(), key.is_some()) {
+        _ if sqs_action.is_some() => match sqs_action.as_deref().unwrap_or_default() {
+            "SendMessage" => Op::SendMessage,
+            "SendMessageBatch" => Op::SendMessageBatch,
+            "ReceiveMessage" => Op::ReceiveMessage,
+            "DeleteMessage" => Op::DeleteMessage,
+            "DeleteMessageBatch" => Op::DeleteMessageBatch,
+            "ChangeMessageVisibility" => Op::ChangeMessageVisibility,
+            "GetQueueAttributes" => Op::GetQueueAttributes,
+            _ => Op::Other,
+        },
         ("GET", false) if bucket.is_empty() => Op::ListBuckets,
         ("GET", false) if has("list-type") => Op::ListObjectsV2,
         ("GET", false) if has("uploads") => Op::ListMultipartUploads,
@@ -902,9 +926,15 @@ fn copy_source_key(copy_source: &str) -> String {
 }
 
 fn canned(status: u16, body: &str) -> Response<ProxyBody> {
+    // S3 answers in XML; SQS's JSON protocol in JSON.
+    let content_type = if body.starts_with('{') {
+        "application/x-amz-json-1.0"
+    } else {
+        "application/xml"
+    };
     Response::builder()
         .status(StatusCode::from_u16(status).expect("valid status"))
-        .header(CONTENT_TYPE, "application/xml")
+        .header(CONTENT_TYPE, content_type)
         .header("x-amz-request-id", "FAULTPROXY")
         .body(
             Full::new(Bytes::from(body.to_owned()))

@@ -1,6 +1,6 @@
 //! The serverless stack of a test binary: moto's Step Functions running the
 //! real state machine, the Lambda router and the event source emulator
-//! (`s3_fanout::local_stack`), with the functions' S3 traffic going through
+//! (`s3_fanout::local_stack`), with the functions' S3 and SQS traffic going through
 //! a fault-injecting proxy so tests can make chosen keys fail.
 //!
 //! The stack runs on its own thread and runtime, because `#[tokio::test]`
@@ -67,7 +67,7 @@ pub fn stack() -> &'static TestStack {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut options =
             LocalStackOptions::new(&moto.endpoint, ([127, 0, 0, 1], moto.router_port).into());
-        options.functions_s3_endpoint = Some(proxy.endpoint().to_owned());
+        options.functions_endpoint = Some(proxy.endpoint().to_owned());
         options.lister_max_keys = Some(LISTER_MAX_KEYS);
         options.max_receive_count = MAX_RECEIVE_COUNT;
         // SQS delivers at least once: deliver every batch twice, so every
