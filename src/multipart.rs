@@ -193,17 +193,7 @@ pub async fn abort_after(
     err: CopyError,
 ) -> CopyError {
     let destination_key = copier.destination.key_for(&entry.key);
-    let abort = copier
-        .destination_client
-        .abort_multipart_upload()
-        .bucket(&copier.destination.bucket)
-        .key(&destination_key)
-        .upload_id(upload_id)
-        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
-        .send()
-        .await;
-    if let Err(e) = abort {
-        let failure = classify(&e);
+    if let Err(failure) = abort_upload(copier, &destination_key, upload_id).await {
         tracing::error!(key = %destination_key, upload_id, error = %failure.message, "could not abort a multipart upload");
         if let CopyError::Failed(mut f) = err {
             f.message = format!(
@@ -214,6 +204,24 @@ pub async fn abort_after(
         }
     }
     err
+}
+
+async fn abort_upload(
+    copier: &Copier,
+    destination_key: &str,
+    upload_id: &str,
+) -> Result<(), S3Failure> {
+    copier
+        .destination_client
+        .abort_multipart_upload()
+        .bucket(&copier.destination.bucket)
+        .key(destination_key)
+        .upload_id(upload_id)
+        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(&e))
 }
 
 /// Abort every open upload to this object's destination key but `ours`:
@@ -250,21 +258,11 @@ pub async fn abort_other_uploads(copier: &Copier, entry: &ObjectEntry, ours: &st
                 .flatten()
         });
         for upload_id in others {
-            let abort = copier
-                .destination_client
-                .abort_multipart_upload()
-                .bucket(&copier.destination.bucket)
-                .key(&destination_key)
-                .upload_id(upload_id)
-                .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
-                .send()
-                .await;
-            match abort {
+            match abort_upload(copier, &destination_key, upload_id).await {
                 Ok(_) => {
                     tracing::info!(key = %destination_key, upload_id, "aborted an upload an earlier attempt left open");
                 }
-                Err(e) => {
-                    let failure = classify(&e);
+                Err(failure) => {
                     tracing::warn!(key = %destination_key, upload_id, error = %failure.message, "could not abort an upload an earlier attempt left open");
                 }
             }
