@@ -24,7 +24,7 @@ use s3_fanout::local_stack::event_source::KilledBatch;
 use s3_fanout::serverless::copier::BatchResult;
 use serde_json::Value;
 use support::fault_proxy::{Op, Rule};
-use support::local_stack::{MAX_RECEIVE_COUNT, one_run_at_a_time, stack};
+use support::local_stack::{MAX_RECEIVE_COUNT, one_run_at_a_time, stack, status_json};
 use support::*;
 
 const MIB: usize = 1024 * 1024;
@@ -133,13 +133,6 @@ fn failures_csv(run_id: &str) -> String {
         .expect("reading failures.csv")
         .expect("failures.csv exists");
     String::from_utf8(bytes).expect("UTF-8")
-}
-
-fn status_json(run_id: &str) -> Value {
-    let outputs = stack().outputs_file.display().to_string();
-    let out = run_cli(&["status", "--stack-outputs", &outputs, "--json", run_id]);
-    assert_eq!(out.status, 0, "{}", out.stderr);
-    serde_json::from_str(&out.stdout).expect("status prints JSON")
 }
 
 /// Every message body in the dead-letter queue, left visible for others.

@@ -14,7 +14,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_s3::Client;
 use serde_json::Value;
 use support::fault_proxy::{Op, Rule};
-use support::local_stack::{MAX_RECEIVE_COUNT, one_run_at_a_time, stack};
+use support::local_stack::{MAX_RECEIVE_COUNT, one_run_at_a_time, stack, status_json};
 use support::*;
 
 const MIB: usize = 1024 * 1024;
@@ -48,13 +48,6 @@ fn run_in_turn(args: &[&str]) -> (i32, Option<Value>, CliOutput) {
     let out = run_cli(&all);
     let summary = serde_json::from_str(&out.stdout).ok();
     (out.status, summary, out)
-}
-
-fn status_json(run_id: &str) -> Value {
-    let outputs = stack().outputs_file.display().to_string();
-    let out = run_cli(&["status", "--stack-outputs", &outputs, "--json", run_id]);
-    assert_eq!(out.status, 0, "{}", out.stderr);
-    serde_json::from_str(&out.stdout).expect("status prints JSON")
 }
 
 /// Keys that exercise encoding everywhere a key travels: listing, the SQS

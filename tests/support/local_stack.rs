@@ -16,7 +16,7 @@ use s3_fanout::serverless::FunctionEnv;
 use s3_fanout::serverless::control::StackOutputs;
 
 use super::fault_proxy::FaultProxy;
-use super::{init_env, moto};
+use super::{init_env, moto, run_cli};
 
 pub struct TestStack {
     pub outputs: StackOutputs,
@@ -118,4 +118,12 @@ pub fn stack() -> &'static TestStack {
             _dir: dir,
         }
     })
+}
+
+/// `s3-fanout status --json RUN` against the test stack.
+pub fn status_json(run_id: &str) -> serde_json::Value {
+    let outputs = stack().outputs_file.display().to_string();
+    let out = run_cli(&["status", "--stack-outputs", &outputs, "--json", run_id]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("status prints JSON")
 }
