@@ -14,7 +14,7 @@ use crate::client::{ClientSettings, RetryMode};
 use crate::diff::DiffMode;
 use crate::error::SyncError;
 use crate::filter::KeyFilter;
-use crate::location::{KeyRange, S3Location};
+use crate::location::{KeyRange, Location, S3Location};
 use crate::report::ReportLocation;
 
 const MIB: u64 = 1024 * 1024;
@@ -29,10 +29,11 @@ pub const MAX_PARTS: u64 = 10_000;
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
 #[serde(default, rename_all = "snake_case")]
 pub struct SyncSpec {
-    /// Source, s3://BUCKET[/PREFIX]
+    /// Source: s3://BUCKET[/PREFIX], or a local directory to upload.
     #[arg(value_name = "SRC")]
     pub source: String,
-    /// Destination, s3://BUCKET[/PREFIX]
+    /// Destination: s3://BUCKET[/PREFIX], or a local directory to restore
+    /// into (created if missing).
     #[arg(value_name = "DST")]
     pub destination: String,
 
@@ -82,23 +83,18 @@ pub struct SyncSpec {
     /// evenly spaced: protects buckets shared with production traffic.
     #[arg(long, value_name = "N", env = "S3_FANOUT_MAX_REQUESTS_PER_SECOND")]
     pub max_requests_per_second: Option<u32>,
-    /// Copy objects above this size with multipart UploadPartCopy (max 5GiB).
-    #[arg(
-        long,
-        default_value = "5GiB",
-        value_name = "SIZE",
-        env = "S3_FANOUT_MULTIPART_THRESHOLD"
-    )]
-    pub multipart_threshold: String,
-    /// Part size for multipart copies of sources without a part layout of
-    /// their own (5MiB to 5GiB); sources uploaded in parts keep their layout.
-    #[arg(
-        long,
-        default_value = "512MiB",
-        value_name = "SIZE",
-        env = "S3_FANOUT_PART_SIZE"
-    )]
-    pub part_size: String,
+    /// Write objects above this size in parts (5MiB to 5GiB). Default: 5GiB
+    /// for server-side copies (one CopyObject each, up to its limit); 8MiB
+    /// when bytes pass through this machine (uploads, downloads, streamed
+    /// copies), as the AWS CLI does, so files it uploaded compare equal.
+    #[arg(long, value_name = "SIZE", env = "S3_FANOUT_MULTIPART_THRESHOLD")]
+    pub multipart_threshold: Option<String>,
+    /// Part size for objects without a part layout of their own (5MiB to
+    /// 5GiB); sources uploaded in parts keep their layout. Default: 512MiB
+    /// for server-side copies, 8MiB when bytes pass through this machine
+    /// (where memory is --concurrency x part size at most).
+    #[arg(long, value_name = "SIZE", env = "S3_FANOUT_PART_SIZE")]
+    pub part_size: Option<String>,
     /// Copy sources uploaded in parts with UploadPartCopy and the same part
     /// boundaries even below the threshold, so the copy keeps the source's
     /// `-N` ETag and later runs can verify it. Turning this off saves a few
@@ -123,6 +119,17 @@ pub struct SyncSpec {
     /// Account that must own the destination bucket.
     #[arg(long, value_name = "ACCOUNT", env = "S3_FANOUT_EXPECTED_DEST_OWNER")]
     pub expected_dest_owner: Option<String>,
+    /// Copy through this machine (GET, then PUT or UploadPart) instead of
+    /// server-side: for a region pair where that is cheaper or allowed.
+    /// Automatic when the two sides have different endpoints or profiles,
+    /// which server-side copies cannot bridge.
+    #[arg(long, env = "S3_FANOUT_STREAM")]
+    pub stream: bool,
+    /// Uploads store each file's uid, gid, mode and mtime as user metadata
+    /// (`x-amz-meta-uid` and so on, as s3fs does); downloads restore them
+    /// (ownership only when running as root).
+    #[arg(long, env = "S3_FANOUT_POSIX_METADATA")]
+    pub posix_metadata: bool,
     /// Accept requester-pays charges on both buckets.
     #[arg(long, env = "S3_FANOUT_REQUEST_PAYER")]
     pub request_payer: bool,
@@ -182,6 +189,12 @@ pub struct SyncSpec {
     /// Named AWS profile.
     #[arg(long, env = "S3_FANOUT_PROFILE")]
     pub profile: Option<String>,
+    /// Profile for the source only (another account's credentials); the
+    /// copy then streams through this machine.
+    #[arg(long, env = "S3_FANOUT_SOURCE_PROFILE")]
+    pub source_profile: Option<String>,
+    #[arg(long, env = "S3_FANOUT_DEST_PROFILE")]
+    pub dest_profile: Option<String>,
     /// Path-style addressing; on by default for endpoints on an IP or localhost.
     #[arg(long, env = "S3_FANOUT_PATH_STYLE")]
     pub path_style: bool,
@@ -227,10 +240,12 @@ impl Default for SyncSpec {
             list_concurrency: 8,
             list_page_size: 1000,
             max_requests_per_second: None,
-            multipart_threshold: "5GiB".into(),
-            part_size: "512MiB".into(),
+            multipart_threshold: None,
+            part_size: None,
             part_concurrency: 8,
             no_mirror_parts: false,
+            stream: false,
+            posix_metadata: false,
             storage_class: None,
             sse: None,
             sse_kms_key_id: None,
@@ -249,6 +264,8 @@ impl Default for SyncSpec {
             source_region: None,
             dest_region: None,
             profile: None,
+            source_profile: None,
+            dest_profile: None,
             path_style: false,
             retry_mode: RetryMode::Adaptive,
             max_attempts: 10,
@@ -272,6 +289,8 @@ pub struct DiffOptions {
     pub modified_since: Option<DateTime>,
     pub filter: KeyFilter,
     pub delete: bool,
+    /// Keys ending in `/` are skipped: one side is a directory.
+    pub folder_markers_skipped: bool,
 }
 
 /// How objects are written.
@@ -286,13 +305,53 @@ pub struct CopyOptions {
     pub expected_source_owner: Option<String>,
     pub expected_dest_owner: Option<String>,
     pub request_payer: bool,
+    /// Bytes pass through this machine: a GET, then a PUT or UploadPart,
+    /// instead of CopyObject / UploadPartCopy (two endpoints or accounts).
+    pub stream: bool,
+    /// Store and restore POSIX attributes as user metadata (local sides).
+    pub posix_metadata: bool,
+}
+
+impl CopyOptions {
+    /// The `x-amz-server-side-encryption` headers a write carries.
+    pub fn encryption(
+        &self,
+    ) -> (
+        Option<aws_sdk_s3::types::ServerSideEncryption>,
+        Option<String>,
+    ) {
+        use aws_sdk_s3::types::ServerSideEncryption;
+        match &self.sse {
+            None => (None, None),
+            Some(Sse::S3) => (Some(ServerSideEncryption::Aes256), None),
+            Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
+        }
+    }
+}
+
+/// Where the bytes of a sync go: server-side within S3, through this
+/// machine between two S3 endpoints, or between a directory and a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    ServerSide,
+    Streamed,
+    Upload,
+    Download,
+}
+
+impl Transfer {
+    /// Whether the bytes pass through this machine (and so its memory).
+    pub fn through_this_machine(self) -> bool {
+        self != Transfer::ServerSide
+    }
 }
 
 /// A validated sync configuration.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
-    pub source: S3Location,
-    pub destination: S3Location,
+    pub source: Location,
+    pub destination: Location,
+    pub transfer: Transfer,
     pub range: KeyRange,
     pub source_client: ClientSettings,
     pub destination_client: ClientSettings,
@@ -316,29 +375,65 @@ impl TryFrom<SyncSpec> for SyncOptions {
     type Error = SyncError;
 
     fn try_from(spec: SyncSpec) -> Result<Self, SyncError> {
-        let source: S3Location = spec.source.parse()?;
-        let destination: S3Location = spec.destination.parse()?;
+        // Absolute, so reports name the directory wherever they are read.
+        let absolute = |location: Location| match location {
+            Location::Local(path) => std::path::absolute(&path)
+                .map(Location::Local)
+                .map_err(|e| SyncError::Config(format!("{}: {e}", path.display()))),
+            s3 => Ok(s3),
+        };
+        let source = absolute(spec.source.parse()?)?;
+        let destination = absolute(spec.destination.parse()?)?;
 
-        let source_client = client_settings(
+        let mut source_client = client_settings(
             &spec,
             spec.source_endpoint_url.as_ref(),
             spec.source_region.as_ref(),
         );
-        let destination_client = client_settings(
+        source_client.profile = spec.source_profile.clone().or(source_client.profile);
+        let mut destination_client = client_settings(
             &spec,
             spec.dest_endpoint_url.as_ref(),
             spec.dest_region.as_ref(),
         );
-        // Two endpoints can hold buckets of the same name that are different
-        // buckets, so overlap only means something on the same endpoint.
-        if source_client.endpoint_url == destination_client.endpoint_url
-            && source.overlaps(&destination)
-        {
-            return Err(SyncError::Config(format!(
-                "the destination {destination} overlaps the source {source}: \
-                 one prefix contains the other in the same bucket, so the sync would copy into the range it reads"
-            )));
-        }
+        destination_client.profile = spec.dest_profile.clone().or(destination_client.profile);
+        let transfer = match (&source, &destination) {
+            (Location::Local(_), Location::Local(_)) => {
+                return Err(SyncError::Config(format!(
+                    "{source} and {destination} are both local directories: one side must be s3://BUCKET[/PREFIX] (use rsync between directories)"
+                )));
+            }
+            (Location::Local(dir), Location::S3(_)) => {
+                check_source_directory(dir)?;
+                Transfer::Upload
+            }
+            (Location::S3(_), Location::Local(dir)) => {
+                check_destination_directory(dir)?;
+                Transfer::Download
+            }
+            (Location::S3(s), Location::S3(d)) => {
+                // Two endpoints can hold buckets of the same name that are
+                // different buckets, so overlap only means something on
+                // the same endpoint.
+                if source_client.endpoint_url == destination_client.endpoint_url && s.overlaps(d) {
+                    return Err(SyncError::Config(format!(
+                        "the destination {destination} overlaps the source {source}: \
+                         one prefix contains the other in the same bucket, so the sync would copy into the range it reads"
+                    )));
+                }
+                // CopyObject runs inside one endpoint, with one set of
+                // credentials that can read the source and write the
+                // destination; across endpoints or profiles only the bytes
+                // themselves can travel. Regions alone do not need it.
+                let bridged = source_client.endpoint_url != destination_client.endpoint_url
+                    || source_client.profile != destination_client.profile;
+                if spec.stream || bridged {
+                    Transfer::Streamed
+                } else {
+                    Transfer::ServerSide
+                }
+            }
+        };
 
         if spec.concurrency == 0 || spec.part_concurrency == 0 || spec.list_concurrency == 0 {
             return Err(SyncError::Config(
@@ -369,18 +464,29 @@ impl TryFrom<SyncSpec> for SyncOptions {
             ));
         }
 
-        let multipart_threshold = parse_size(&spec.multipart_threshold, "--multipart-threshold")?;
+        // Server-side, big parts cost nothing but fewer requests; through
+        // this machine a part is memory, and 8 MiB is the AWS CLI's size,
+        // so objects it uploaded get the same ETag from a local file.
+        let (default_threshold, default_part) = if transfer.through_this_machine() {
+            ("8MiB", "8MiB")
+        } else {
+            ("5GiB", "512MiB")
+        };
+        let threshold_text = spec
+            .multipart_threshold
+            .as_deref()
+            .unwrap_or(default_threshold);
+        let multipart_threshold = parse_size(threshold_text, "--multipart-threshold")?;
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&multipart_threshold) {
             return Err(SyncError::Config(format!(
-                "--multipart-threshold must be between 5MiB and 5GiB (CopyObject's limit), got {}",
-                spec.multipart_threshold
+                "--multipart-threshold must be between 5MiB and 5GiB (CopyObject's limit), got {threshold_text}"
             )));
         }
-        let part_size = parse_size(&spec.part_size, "--part-size")?;
+        let part_text = spec.part_size.as_deref().unwrap_or(default_part);
+        let part_size = parse_size(part_text, "--part-size")?;
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
             return Err(SyncError::Config(format!(
-                "--part-size must be between 5MiB and 5GiB (S3's part limits), got {}",
-                spec.part_size
+                "--part-size must be between 5MiB and 5GiB (S3's part limits), got {part_text}"
             )));
         }
 
@@ -405,12 +511,18 @@ impl TryFrom<SyncSpec> for SyncOptions {
             }
         };
 
+        if transfer == Transfer::Download && spec.posix_metadata && spec.mode == DiffMode::Mtime {
+            return Err(SyncError::Config(
+                "--posix-metadata restores each file's original mtime, which is older than its object's, so --mode mtime would download every file again: use --mode size or etag".into(),
+            ));
+        }
         let modified_since = spec.modified_since.as_deref().map(parse_date).transpose()?;
         let report = spec.report.as_deref().map(str::parse).transpose()?;
 
         Ok(SyncOptions {
             source,
             destination,
+            transfer,
             range: KeyRange::all(),
             source_client,
             destination_client,
@@ -419,6 +531,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
                 modified_since,
                 filter: KeyFilter::new(&spec.include, &spec.exclude)?,
                 delete: spec.delete,
+                folder_markers_skipped: matches!(transfer, Transfer::Upload | Transfer::Download),
             },
             copy: CopyOptions {
                 multipart_threshold,
@@ -430,6 +543,8 @@ impl TryFrom<SyncSpec> for SyncOptions {
                 expected_source_owner: spec.expected_source_owner,
                 expected_dest_owner: spec.expected_dest_owner,
                 request_payer: spec.request_payer,
+                stream: transfer == Transfer::Streamed,
+                posix_metadata: spec.posix_metadata,
             },
             max_delete: spec.max_delete,
             concurrency: spec.concurrency,
@@ -441,6 +556,47 @@ impl TryFrom<SyncSpec> for SyncOptions {
             report,
             failure_threshold: spec.failure_threshold,
         })
+    }
+}
+
+impl SyncOptions {
+    /// Both sides as buckets: the serverless runtime and server-side
+    /// copies only ever have those.
+    pub fn buckets(&self) -> Result<(&S3Location, &S3Location), SyncError> {
+        match (&self.source, &self.destination) {
+            (Location::S3(source), Location::S3(destination)) => Ok((source, destination)),
+            _ => Err(SyncError::Config(format!(
+                "{} to {}: local directories are synced by the CLI (`s3-fanout sync`), not the serverless runtime",
+                self.source, self.destination
+            ))),
+        }
+    }
+}
+
+/// An upload's source must be a directory that exists: a typo must not
+/// look like an empty source (and with --delete, empty the bucket).
+fn check_source_directory(dir: &std::path::Path) -> Result<(), SyncError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(SyncError::Config(format!(
+            "the source {} is not a directory",
+            dir.display()
+        ))),
+        Err(e) => Err(SyncError::Config(format!(
+            "the source directory {} cannot be read: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// A restore's destination is created if missing, but cannot be a file.
+fn check_destination_directory(dir: &std::path::Path) -> Result<(), SyncError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(SyncError::Config(format!(
+            "the destination {} exists and is not a directory",
+            dir.display()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -546,7 +702,8 @@ mod tests {
         let options =
             SyncOptions::try_from(spec("s3://src-bucket", "s3://dst-bucket/backup")).unwrap();
         assert_eq!(options.copy.multipart_threshold, 5 * GIB);
-        assert_eq!(options.destination.prefix, "backup/");
+        assert_eq!(options.buckets().unwrap().1.prefix, "backup/");
+        assert_eq!(options.transfer, Transfer::ServerSide);
         assert!(options.verify);
         assert_eq!(options.source_client.max_attempts, 10);
     }
@@ -565,6 +722,57 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_or_profiles_apart_stream_and_regions_do_not() {
+        let transfer = |f: &dyn Fn(&mut SyncSpec)| {
+            let mut s = spec("s3://aaa", "s3://bbb");
+            f(&mut s);
+            let o = SyncOptions::try_from(s).unwrap();
+            assert_eq!(o.copy.stream, o.transfer == Transfer::Streamed);
+            (o.transfer, o.copy.part_size)
+        };
+        assert_eq!(transfer(&|_| {}), (Transfer::ServerSide, 512 * MIB));
+        assert_eq!(
+            transfer(&|s| s.dest_region = Some("eu-west-1".into())).0,
+            Transfer::ServerSide
+        );
+        assert_eq!(
+            transfer(&|s| s.dest_endpoint_url = Some("http://127.0.0.1:9000".into())),
+            (Transfer::Streamed, 8 * MIB)
+        );
+        assert_eq!(
+            transfer(&|s| s.source_profile = Some("other-account".into())).0,
+            Transfer::Streamed
+        );
+        assert_eq!(transfer(&|s| s.stream = true).0, Transfer::Streamed);
+        assert_eq!(
+            transfer(&|s| {
+                s.stream = true;
+                s.part_size = Some("16MiB".into());
+            }),
+            (Transfer::Streamed, 16 * MIB)
+        );
+    }
+
+    #[test]
+    fn local_directories_upload_or_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display().to_string();
+        let up = SyncOptions::try_from(spec(&path, "s3://bbb/p")).unwrap();
+        assert_eq!(up.transfer, Transfer::Upload);
+        assert!(up.buckets().is_err());
+        let restore = format!("{path}/new/sub");
+        let down = SyncOptions::try_from(spec("s3://bbb/p", &restore)).unwrap();
+        assert_eq!(down.transfer, Transfer::Download);
+        assert!(config_error(spec(&path, &path)).contains("both local"));
+        assert!(config_error(spec("./no/such/dir", "s3://bbb")).contains("cannot be read"));
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let file = file.display().to_string();
+        assert!(config_error(spec(&file, "s3://bbb")).contains("not a directory"));
+        assert!(config_error(spec("s3://bbb", &file)).contains("not a directory"));
+    }
+
+    #[test]
     fn max_delete_requires_delete() {
         let mut s = spec("s3://aaa", "s3://bbb");
         s.max_delete = Some(3);
@@ -574,10 +782,10 @@ mod tests {
     #[test]
     fn thresholds_outside_s3_limits_are_refused() {
         let mut s = spec("s3://aaa", "s3://bbb");
-        s.multipart_threshold = "6GiB".into();
+        s.multipart_threshold = Some("6GiB".into());
         assert!(config_error(s).contains("--multipart-threshold"));
         let mut s = spec("s3://aaa", "s3://bbb");
-        s.part_size = "1MiB".into();
+        s.part_size = Some("1MiB".into());
         assert!(config_error(s).contains("--part-size"));
     }
 

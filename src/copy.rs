@@ -5,14 +5,15 @@
 //! through [`crate::multipart`], which keeps their `-N` ETag verifiable. Either way the copy is conditional on the
 //! ETag the listing saw (`x-amz-copy-source-if-match`): if the source changed
 //! in between, the key is listed again and copied once more as it is now, so
-//! a sync never writes a version it did not diff.
+//! a sync never writes a version it did not diff. Between endpoints or
+//! accounts the same steps stream the bytes instead ([`crate::stream`]).
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{RequestPayer, ServerSideEncryption, StorageClass};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CopyOptions, Sse};
+use crate::config::CopyOptions;
 use crate::diff::{EtagShape, etag_shape};
 use crate::error::{RetryClass, S3Failure, classify};
 use crate::listing::ObjectEntry;
@@ -33,6 +34,9 @@ pub struct Copier {
     pub source: S3Location,
     pub destination: S3Location,
     pub options: CopyOptions,
+    /// With `options.stream`: the memory streamed copies may hold, shared
+    /// by every copy of the run ([`crate::stream`]).
+    pub budget: Option<crate::stream::ByteBudget>,
 }
 
 impl Copier {
@@ -171,6 +175,8 @@ impl Copier {
             || (self.options.mirror_parts && multipart_source)
         {
             crate::multipart::copy_multipart(self, entry, cancel).await
+        } else if self.options.stream {
+            self.stream_single(entry).await
         } else {
             self.copy_single(entry).await
         }
@@ -224,11 +230,7 @@ impl Copier {
     }
 
     pub fn encryption(&self) -> (Option<ServerSideEncryption>, Option<String>) {
-        match &self.options.sse {
-            None => (None, None),
-            Some(Sse::S3) => (Some(ServerSideEncryption::Aes256), None),
-            Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
-        }
+        self.options.encryption()
     }
 
     /// List one key again (after a 412), exactly: a prefix listing returns
@@ -268,65 +270,88 @@ impl Copier {
 
     /// HEAD one side's object: `None` when it does not exist.
     pub async fn head(&self, side: Side, relative: &str) -> Result<Option<ObjectEntry>, S3Failure> {
-        let (client, location, owner) = match side {
-            Side::Source => (
-                &self.source_client,
-                &self.source,
-                &self.options.expected_source_owner,
-            ),
-            Side::Destination => (
-                &self.destination_client,
-                &self.destination,
-                &self.options.expected_dest_owner,
-            ),
+        let (client, location) = match side {
+            Side::Source => (&self.source_client, &self.source),
+            Side::Destination => (&self.destination_client, &self.destination),
         };
-        let mut request = client
-            .head_object()
-            .bucket(&location.bucket)
-            .key(location.key_for(relative))
-            .set_expected_bucket_owner(owner.clone());
-        if self.options.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
-        match request.send().await {
-            Ok(head) => Ok(Some(ObjectEntry {
-                key: relative.to_owned(),
-                size: head.content_length().unwrap_or(0).max(0) as u64,
-                etag: head
-                    .e_tag()
-                    .unwrap_or_default()
-                    .trim_matches('"')
-                    .to_owned(),
-                last_modified_ms: head
-                    .last_modified()
-                    .and_then(|t| t.to_millis().ok())
-                    .unwrap_or(0),
-                storage_class: head.storage_class().map(|c| c.as_str().to_owned()),
-            })),
-            Err(err) => {
-                let failure = classify(&err);
-                if failure.http_status == Some(404) {
-                    Ok(None)
-                } else {
-                    Err(failure)
-                }
-            }
-        }
+        head_object(client, location, &self.options, side, relative).await
     }
 
     /// Delete one destination object (for `--delete`).
     pub async fn delete(&self, entry: &ObjectEntry) -> Result<(), S3Failure> {
-        let mut request = self
-            .destination_client
-            .delete_object()
-            .bucket(&self.destination.bucket)
-            .key(self.destination.key_for(&entry.key))
-            .set_expected_bucket_owner(self.options.expected_dest_owner.clone());
-        if self.options.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
-        request.send().await.map(|_| ()).map_err(|e| classify(&e))
+        delete_object(
+            &self.destination_client,
+            &self.destination,
+            &self.options,
+            &entry.key,
+        )
+        .await
     }
+}
+
+/// HEAD the object at `relative` of `location`, on `side` of a run with
+/// `options`: `None` when it does not exist.
+pub async fn head_object(
+    client: &Client,
+    location: &S3Location,
+    options: &CopyOptions,
+    side: Side,
+    relative: &str,
+) -> Result<Option<ObjectEntry>, S3Failure> {
+    let owner = match side {
+        Side::Source => &options.expected_source_owner,
+        Side::Destination => &options.expected_dest_owner,
+    };
+    let mut request = client
+        .head_object()
+        .bucket(&location.bucket)
+        .key(location.key_for(relative))
+        .set_expected_bucket_owner(owner.clone());
+    if options.request_payer {
+        request = request.request_payer(RequestPayer::Requester);
+    }
+    match request.send().await {
+        Ok(head) => Ok(Some(ObjectEntry {
+            key: relative.to_owned(),
+            size: head.content_length().unwrap_or(0).max(0) as u64,
+            etag: head
+                .e_tag()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_owned(),
+            last_modified_ms: head
+                .last_modified()
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or(0),
+            storage_class: head.storage_class().map(|c| c.as_str().to_owned()),
+        })),
+        Err(err) => {
+            let failure = classify(&err);
+            if failure.http_status == Some(404) {
+                Ok(None)
+            } else {
+                Err(failure)
+            }
+        }
+    }
+}
+
+/// Delete the destination object at `relative` of `location`.
+pub async fn delete_object(
+    client: &Client,
+    location: &S3Location,
+    options: &CopyOptions,
+    relative: &str,
+) -> Result<(), S3Failure> {
+    let mut request = client
+        .delete_object()
+        .bucket(&location.bucket)
+        .key(location.key_for(relative))
+        .set_expected_bucket_owner(options.expected_dest_owner.clone());
+    if options.request_payer {
+        request = request.request_payer(RequestPayer::Requester);
+    }
+    request.send().await.map(|_| ()).map_err(|e| classify(&e))
 }
 
 #[cfg(test)]

@@ -25,6 +25,11 @@ pub enum DiffMode {
     Missing,
     /// Also copy when the sizes differ.
     Size,
+    /// Also copy when the sizes differ or the source was modified after
+    /// the destination (as `aws s3 sync` decides). A copy is newer than its
+    /// source, and a downloaded file gets its object's time, so only a real
+    /// change makes a source newer. Never reads file contents.
+    Mtime,
     /// Also copy when comparable ETags differ (multipart-aware).
     Etag,
 }
@@ -76,6 +81,9 @@ pub enum SkipReason {
     Unverified,
     /// Left out by --include/--exclude.
     Filtered,
+    /// A key ending in `/` (a console "folder"), synced with a directory:
+    /// a directory is not an object, and such a key cannot be a file.
+    FolderMarker,
     /// Source object older than --modified-since.
     NotModifiedSince,
     /// Only at the destination, and --delete is off.
@@ -124,6 +132,16 @@ pub fn compare(
         DiffMode::Size if source.size == destination.size => Comparison::Same,
         _ if source.size != destination.size => Comparison::Differs,
         DiffMode::Size => Comparison::Same,
+        // In whole seconds: S3 keeps LastModified to the second, so a
+        // file changed at 12:00:00.7 and uploaded at 12:00:00.9 would
+        // otherwise be "newer" than its own copy forever.
+        DiffMode::Mtime
+            if source.last_modified_ms.div_euclid(1000)
+                > destination.last_modified_ms.div_euclid(1000) =>
+        {
+            Comparison::Differs
+        }
+        DiffMode::Mtime => Comparison::Same,
         DiffMode::Etag => {
             if etag_shape(&source.etag) == etag_shape(&destination.etag) {
                 if source.etag == destination.etag {
@@ -149,6 +167,16 @@ pub fn decide(pair: Pair, options: &DiffOptions) -> Action {
 /// (the write pass) or to size alone (the verify pass, which runs after the
 /// copies and so cannot use "the copy is newer" as evidence).
 pub fn decide_with(pair: Pair, options: &DiffOptions, time_fallback: bool) -> Action {
+    if options.folder_markers_skipped && pair.key().ends_with('/') {
+        let (key, size) = match pair {
+            Pair::SourceOnly(e) | Pair::DestinationOnly(e) | Pair::Both(e, _) => (e.key, e.size),
+        };
+        return Action::Skip {
+            key,
+            size,
+            reason: SkipReason::FolderMarker,
+        };
+    }
     if !options.filter.matches(pair.key()) {
         let (key, size) = match pair {
             Pair::SourceOnly(e) | Pair::DestinationOnly(e) | Pair::Both(e, _) => (e.key, e.size),
@@ -279,6 +307,29 @@ mod tests {
             modified_since: None,
             filter: KeyFilter::allow_all(),
             delete,
+            folder_markers_skipped: false,
+        }
+    }
+
+    #[test]
+    fn folder_markers_are_skipped_beside_a_directory() {
+        let mut with_dir = options(DiffMode::Etag, true);
+        with_dir.folder_markers_skipped = true;
+        for pair in [
+            Pair::SourceOnly(entry("photos/", 0, "e", 0)),
+            Pair::DestinationOnly(entry("photos/", 0, "e", 0)),
+        ] {
+            assert!(matches!(
+                decide(pair.clone(), &with_dir),
+                Action::Skip {
+                    reason: SkipReason::FolderMarker,
+                    ..
+                }
+            ));
+            assert!(!matches!(
+                decide(pair, &options(DiffMode::Etag, true)),
+                Action::Skip { .. }
+            ));
         }
     }
 
@@ -333,6 +384,22 @@ mod tests {
             compare(&src, &entry("k", 10, "bbb", 1), DiffMode::Size, true),
             Comparison::Same
         );
+    }
+
+    #[test]
+    fn mtime_mode_copies_a_newer_source_or_another_size() {
+        let src = entry("k", 10, "aaa", 100_700);
+        // S3's time of a copy made in the same second as the change.
+        let same_time = entry("k", 10, "bbb", 100_000);
+        let newer_copy = entry("k", 10, "bbb", 200_000);
+        let older_copy = entry("k", 10, "aaa", 99_999);
+        for time_fallback in [true, false] {
+            let mtime = |d: &ObjectEntry| compare(&src, d, DiffMode::Mtime, time_fallback);
+            assert_eq!(mtime(&same_time), Comparison::Same);
+            assert_eq!(mtime(&newer_copy), Comparison::Same);
+            assert_eq!(mtime(&older_copy), Comparison::Differs);
+            assert_eq!(mtime(&entry("k", 11, "aaa", 500)), Comparison::Differs);
+        }
     }
 
     #[test]

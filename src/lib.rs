@@ -8,7 +8,7 @@
 //! | clients | [`client`], [`metrics`] | the one client factory; requests counted by operation |
 //! | list | [`listing`], [`split`] | paginated ListObjectsV2 over a [`location::KeyRange`], cut into pieces listed at once |
 //! | diff | [`diff`] | streaming merge-join of both listings, O(1) memory |
-//! | copy | [`copy`], [`multipart`], [`worker`] | CopyObject / UploadPartCopy, outcomes recorded |
+//! | copy | [`transfer`], [`copy`], [`multipart`], [`stream`], [`local`], [`worker`] | CopyObject / UploadPartCopy; or GET → PUT between endpoints; or upload / download with a directory; outcomes recorded |
 //! | verify | [`verify`] | list again: the diff must now be empty |
 //! | report | [`report`] | JSON summary + failure CSV (S3 Batch Operations columns) |
 //!
@@ -27,6 +27,7 @@ pub mod emf;
 pub mod error;
 pub mod filter;
 pub mod listing;
+pub mod local;
 pub mod local_stack;
 pub mod location;
 pub mod metrics;
@@ -38,5 +39,7 @@ pub mod rate_limit;
 pub mod report;
 pub mod serverless;
 pub mod split;
+pub mod stream;
+pub mod transfer;
 pub mod verify;
 pub mod worker;

@@ -79,6 +79,29 @@ pub struct ListTarget {
     pub page_size: i32,
 }
 
+/// One side's listing: a bucket, or a directory walked in the same order.
+#[derive(Debug, Clone)]
+pub enum Listing {
+    S3(ListTarget),
+    Local(Arc<crate::local::LocalDir>),
+}
+
+impl Listing {
+    pub fn s3(&self) -> Option<&ListTarget> {
+        match self {
+            Listing::S3(target) => Some(target),
+            Listing::Local(_) => None,
+        }
+    }
+
+    pub fn location(&self) -> crate::location::Location {
+        match self {
+            Listing::S3(target) => crate::location::Location::S3(target.location.clone()),
+            Listing::Local(dir) => crate::location::Location::Local(dir.root.clone()),
+        }
+    }
+}
+
 /// List `range` of `target` in ascending key order. The stream ends after the
 /// last key of the range, or with the first error: an error is never an end,
 /// so a failed listing can not make present objects look absent.

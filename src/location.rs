@@ -5,6 +5,7 @@
 //! and the destination. Later runtimes shard a sync by splitting its range.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,72 @@ impl FromStr for S3Location {
             bucket: bucket.to_owned(),
             prefix,
         })
+    }
+}
+
+/// One side of a sync: a bucket and prefix, or a directory on this machine
+/// (`s3-fanout sync ./dir s3://b/p` uploads, `s3://b/p ./dir` restores).
+/// Relative keys are the same on both: a file's path below the directory,
+/// with `/` between components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    S3(S3Location),
+    Local(PathBuf),
+}
+
+impl Location {
+    /// The bucket, when this side is one.
+    pub fn s3(&self) -> Option<&S3Location> {
+        match self {
+            Location::S3(location) => Some(location),
+            Location::Local(_) => None,
+        }
+    }
+
+    /// What a report row names as the "bucket" and "key" of a relative key:
+    /// the bucket and full key, or the directory and the file's path in it.
+    pub fn row_names(&self, relative: &str) -> (String, String) {
+        match self {
+            Location::S3(location) => (location.bucket.clone(), location.key_for(relative)),
+            Location::Local(root) => (root.display().to_string(), relative.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::S3(location) => location.fmt(f),
+            Location::Local(root) => write!(f, "{}", root.display()),
+        }
+    }
+}
+
+impl FromStr for Location {
+    type Err = SyncError;
+
+    /// `s3://...` is a bucket; another `scheme://` is refused (so a typo
+    /// such as `s4://` never becomes a directory); anything else is a path.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.starts_with("s3://") {
+            return text.parse().map(Location::S3);
+        }
+        if let Some((scheme, _)) = text.split_once("://")
+            && !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+        {
+            return Err(SyncError::Config(format!(
+                "invalid location {text:?}: expected s3://BUCKET[/PREFIX] or a local directory"
+            )));
+        }
+        if text.is_empty() {
+            return Err(SyncError::Config(
+                "invalid location \"\": expected s3://BUCKET[/PREFIX] or a local directory".into(),
+            ));
+        }
+        Ok(Location::Local(PathBuf::from(text)))
     }
 }
 
@@ -212,6 +279,26 @@ mod tests {
         ] {
             let err = url.parse::<S3Location>().unwrap_err().to_string();
             assert!(err.contains(why), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn locations_are_buckets_or_directories() {
+        assert_eq!(
+            "s3://bkt/a".parse::<Location>().unwrap(),
+            Location::S3(loc("s3://bkt/a"))
+        );
+        assert_eq!(
+            "./dir".parse::<Location>().unwrap(),
+            Location::Local("./dir".into())
+        );
+        assert_eq!(
+            "my-bucket/key".parse::<Location>().unwrap(),
+            Location::Local("my-bucket/key".into())
+        );
+        for bad in ["http://host/x", "s4://bkt", "", "s3://"] {
+            let err = bad.parse::<Location>().unwrap_err().to_string();
+            assert!(err.contains("s3://"), "{bad}: {err}");
         }
     }
 

@@ -192,36 +192,119 @@ pub async fn abort_after(
     upload_id: &str,
     err: CopyError,
 ) -> CopyError {
-    let destination_key = copier.destination.key_for(&entry.key);
-    if let Err(failure) = abort_upload(copier, &destination_key, upload_id).await {
-        tracing::error!(key = %destination_key, upload_id, error = %failure.message, "could not abort a multipart upload");
-        if let CopyError::Failed(mut f) = err {
-            f.message = format!(
-                "{}; and aborting upload {upload_id} failed: {}",
-                f.message, failure.message
-            );
-            return CopyError::Failed(f);
-        }
-    }
-    err
+    copier
+        .upload_target(entry)
+        .abort_after(upload_id, err)
+        .await
 }
 
-async fn abort_upload(
-    copier: &Copier,
-    destination_key: &str,
-    upload_id: &str,
-) -> Result<(), S3Failure> {
-    copier
-        .destination_client
-        .abort_multipart_upload()
-        .bucket(&copier.destination.bucket)
-        .key(destination_key)
-        .upload_id(upload_id)
-        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| classify(&e))
+/// The destination object of a multipart upload, whatever fills its parts
+/// (UploadPartCopy, or bytes read here from a file or another endpoint):
+/// starting, completing and aborting are the same for all of them.
+#[derive(Debug, Clone)]
+pub struct UploadTarget<'a> {
+    pub client: &'a aws_sdk_s3::Client,
+    pub bucket: &'a str,
+    pub key: String,
+    pub expected_owner: Option<String>,
+}
+
+impl Copier {
+    pub fn upload_target(&self, entry: &ObjectEntry) -> UploadTarget<'_> {
+        UploadTarget {
+            client: &self.destination_client,
+            bucket: &self.destination.bucket,
+            key: self.destination.key_for(&entry.key),
+            expected_owner: self.options.expected_dest_owner.clone(),
+        }
+    }
+}
+
+impl UploadTarget<'_> {
+    /// Abort an upload after `err`; the error returned says if aborting
+    /// failed too.
+    pub async fn abort_after(&self, upload_id: &str, err: CopyError) -> CopyError {
+        if let Err(failure) = self.abort(upload_id).await {
+            tracing::error!(key = %self.key, upload_id, error = %failure.message, "could not abort a multipart upload");
+            if let CopyError::Failed(mut f) = err {
+                f.message = format!(
+                    "{}; and aborting upload {upload_id} failed: {}",
+                    f.message, failure.message
+                );
+                return CopyError::Failed(f);
+            }
+        }
+        err
+    }
+
+    async fn abort(&self, upload_id: &str) -> Result<(), S3Failure> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
+    /// Complete an upload with all its parts. An answer lost after the
+    /// server completed it (a broken connection, a timeout) makes the
+    /// SDK's retry find the upload gone: the object is then there with
+    /// exactly the ETag these parts give, which is checked.
+    pub async fn complete(
+        &self,
+        upload_id: &str,
+        mut parts: Vec<CompletedPart>,
+        request_payer: bool,
+    ) -> Result<(), CopyError> {
+        parts.sort_by_key(|p| p.part_number());
+        let expected = multipart_etag(&parts);
+        let mut complete = self
+            .client
+            .complete_multipart_upload()
+            .bucket(self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .set_expected_bucket_owner(self.expected_owner.clone());
+        if request_payer {
+            complete = complete.request_payer(RequestPayer::Requester);
+        }
+        match complete.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let failure = classify(&e);
+                if failure.code == "NoSuchUpload"
+                    && let Some(expected) = expected
+                    && self.etag().await.as_deref() == Some(expected.as_str())
+                {
+                    tracing::info!(key = %self.key, upload_id, "the upload was completed by an attempt whose answer was lost");
+                    return Ok(());
+                }
+                Err(CopyError::from_failure(failure))
+            }
+        }
+    }
+
+    async fn etag(&self) -> Option<String> {
+        self.client
+            .head_object()
+            .bucket(self.bucket)
+            .key(&self.key)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .send()
+            .await
+            .ok()?
+            .e_tag()
+            .map(|e| e.trim_matches('"').to_owned())
+    }
 }
 
 /// Abort every open upload to this object's destination key but `ours`:
@@ -229,51 +312,58 @@ async fn abort_upload(
 /// lost and retried. Best effort: a failure here costs storage, not data, so
 /// it is logged and the copy goes on.
 pub async fn abort_other_uploads(copier: &Copier, entry: &ObjectEntry, ours: &str) {
-    let destination_key = copier.destination.key_for(&entry.key);
-    // No paginator in the SDK for this one: markers by hand.
-    let (mut key_marker, mut upload_id_marker) = (None, None);
-    loop {
-        let page = copier
-            .destination_client
-            .list_multipart_uploads()
-            .bucket(&copier.destination.bucket)
-            .prefix(&destination_key)
-            .set_key_marker(key_marker.take())
-            .set_upload_id_marker(upload_id_marker.take())
-            .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
-            .send()
-            .await;
-        let page = match page {
-            Ok(page) => page,
-            Err(e) => {
-                let failure = classify(&e);
-                tracing::warn!(key = %destination_key, error = %failure.message, "could not list open uploads to clean up");
+    copier.upload_target(entry).abort_others(ours).await
+}
+
+impl UploadTarget<'_> {
+    /// [`abort_other_uploads`] for any upload target.
+    pub async fn abort_others(&self, ours: &str) {
+        let destination_key = &self.key;
+        // No paginator in the SDK for this one: markers by hand.
+        let (mut key_marker, mut upload_id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(self.bucket)
+                .prefix(destination_key)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take())
+                .set_expected_bucket_owner(self.expected_owner.clone())
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let failure = classify(&e);
+                    tracing::warn!(key = %destination_key, error = %failure.message, "could not list open uploads to clean up");
+                    return;
+                }
+            };
+            // The prefix also matches longer keys; only this key's uploads go.
+            let others = page.uploads().iter().filter_map(|u| {
+                (u.key() == Some(destination_key.as_str()) && u.upload_id() != Some(ours))
+                    .then(|| u.upload_id())
+                    .flatten()
+            });
+            for upload_id in others {
+                match self.abort(upload_id).await {
+                    Ok(_) => {
+                        tracing::info!(key = %destination_key, upload_id, "aborted an upload an earlier attempt left open");
+                    }
+                    Err(failure) => {
+                        tracing::warn!(key = %destination_key, upload_id, error = %failure.message, "could not abort an upload an earlier attempt left open");
+                    }
+                }
+            }
+            if page.is_truncated() != Some(true) {
                 return;
             }
-        };
-        // The prefix also matches longer keys; only this key's uploads go.
-        let others = page.uploads().iter().filter_map(|u| {
-            (u.key() == Some(destination_key.as_str()) && u.upload_id() != Some(ours))
-                .then(|| u.upload_id())
-                .flatten()
-        });
-        for upload_id in others {
-            match abort_upload(copier, &destination_key, upload_id).await {
-                Ok(_) => {
-                    tracing::info!(key = %destination_key, upload_id, "aborted an upload an earlier attempt left open");
-                }
-                Err(failure) => {
-                    tracing::warn!(key = %destination_key, upload_id, error = %failure.message, "could not abort an upload an earlier attempt left open");
-                }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && upload_id_marker.is_none() {
+                return; // a server that says "more" but gives no marker
             }
-        }
-        if page.is_truncated() != Some(true) {
-            return;
-        }
-        key_marker = page.next_key_marker().map(str::to_owned);
-        upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
-        if key_marker.is_none() && upload_id_marker.is_none() {
-            return; // a server that says "more" but gives no marker
         }
     }
 }
@@ -297,6 +387,10 @@ pub async fn copy_parts(
         .zip(indexes)
         .map(|((start, end), index)| {
             let part_number = index as i32 + 1;
+            let streamed = copier
+                .options
+                .stream
+                .then(|| copier.stream_part(entry, upload_id, part_number, (*start, *end)));
             let mut request = copier
                 .destination_client
                 .upload_part_copy()
@@ -313,6 +407,9 @@ pub async fn copy_parts(
                 request = request.request_payer(RequestPayer::Requester);
             }
             async move {
+                if let Some(streamed) = streamed {
+                    return streamed.await;
+                }
                 let output = request
                     .send()
                     .await
@@ -343,48 +440,18 @@ pub async fn complete_upload(
     copier: &Copier,
     entry: &ObjectEntry,
     upload_id: &str,
-    mut parts: Vec<CompletedPart>,
+    parts: Vec<CompletedPart>,
 ) -> Result<(), CopyError> {
-    parts.sort_by_key(|p| p.part_number());
-    let expected = multipart_etag(&parts);
-    let mut complete = copier
-        .destination_client
-        .complete_multipart_upload()
-        .bucket(&copier.destination.bucket)
-        .key(copier.destination.key_for(&entry.key))
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone());
-    if copier.options.request_payer {
-        complete = complete.request_payer(RequestPayer::Requester);
-    }
-    match complete.send().await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let failure = classify(&e);
-            // An answer lost after the server completed the upload (a broken
-            // connection, a timeout) makes the SDK's retry find it gone.
-            // The object is then there with exactly the ETag these parts give.
-            if failure.code == "NoSuchUpload"
-                && let Some(expected) = expected
-                && destination_etag(copier, entry).await.as_deref() == Some(expected.as_str())
-            {
-                tracing::info!(key = %entry.key, upload_id, "the upload was completed by an attempt whose answer was lost");
-                return Ok(());
-            }
-            Err(CopyError::from_failure(failure))
-        }
-    }
+    copier
+        .upload_target(entry)
+        .complete(upload_id, parts, copier.options.request_payer)
+        .await
 }
 
 /// The ETag S3 gives an object completed from `parts`: the MD5 of the
 /// parts' binary MD5s, then `-` and the part count. `None` when a part's
 /// ETag is not an MD5 (some S3-compatible servers), so it cannot be known.
-fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+pub fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
     use md5::{Digest, Md5};
     let mut md5s = Md5::new();
     for part in parts {
@@ -399,20 +466,6 @@ fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
     let digest = md5s.finalize();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     Some(format!("{hex}-{}", parts.len()))
-}
-
-async fn destination_etag(copier: &Copier, entry: &ObjectEntry) -> Option<String> {
-    copier
-        .destination_client
-        .head_object()
-        .bucket(&copier.destination.bucket)
-        .key(copier.destination.key_for(&entry.key))
-        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
-        .send()
-        .await
-        .ok()?
-        .e_tag()
-        .map(|e| e.trim_matches('"').to_owned())
 }
 
 /// The source's own part layout, when it was uploaded in parts and the
@@ -484,7 +537,7 @@ async fn source_layout(
 /// The source's tags as the `x-amz-tagging` query string. A server that does
 /// not implement tagging (Garage answers NotImplemented) costs the tags, not
 /// the object: the copy goes ahead with a warning in the report.
-async fn source_tagging(
+pub(crate) async fn source_tagging(
     copier: &Copier,
     source_key: &str,
     warnings: &mut Vec<String>,

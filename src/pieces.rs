@@ -15,7 +15,8 @@ use futures::StreamExt;
 
 use crate::diff::{Pair, merge_join};
 use crate::error::SyncError;
-use crate::listing::{ListTarget, any_key_after, list_range_until};
+use crate::listing::{ListTarget, Listing, any_key_after, list_range_until};
+use crate::local::etag::with_file_etags;
 use crate::location::KeyRange;
 use crate::pipeline::bucket_problem;
 use crate::report::Stats;
@@ -38,8 +39,8 @@ pub trait PairSink: Clone + Send + Sync + 'static {
 /// The two sides of a range, and how many pieces of it to list at once.
 #[derive(Clone)]
 pub struct Sides {
-    pub source: ListTarget,
-    pub destination: ListTarget,
+    pub source: Listing,
+    pub destination: Listing,
     pub range: KeyRange,
     pub list_concurrency: usize,
     /// Counts listed objects and pieces here (the write phase), or nowhere.
@@ -62,7 +63,12 @@ pub struct Sides {
 /// own merge-join, so pieces need no order among themselves; actions from
 /// all of them go to the one sink.
 pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), SyncError> {
-    let slots = sides.list_concurrency.max(1);
+    // A directory is walked as one stream (its cost is the disk, not
+    // requests), so a range with one is one piece.
+    let slots = match (&sides.source, &sides.destination) {
+        (Listing::S3(_), Listing::S3(_)) => sides.list_concurrency.max(1),
+        _ => 1,
+    };
     let notify = Arc::new(tokio::sync::Notify::new());
     let mut pieces: tokio::task::JoinSet<Result<(), SyncError>> = tokio::task::JoinSet::new();
     let mut running: Vec<(KeyRange, Arc<MovableEnd>)> = Vec::new();
@@ -131,7 +137,7 @@ async fn first_cut(
     slots: usize,
     done: &mut bool,
 ) -> Result<Vec<KeyRange>, SyncError> {
-    let Some((range, end)) = running.first() else {
+    let (Some((range, end)), Some(source)) = (running.first(), sides.source.s3()) else {
         return Ok(Vec::new());
     };
     let Some(progress) = end.progress() else {
@@ -152,7 +158,7 @@ async fn first_cut(
     });
     let cuts = if has_folders {
         // One delimiter page: a thousand folders are plenty of cuts.
-        let folders = sub_prefixes(&sides.source, &range.prefix, 1).await?;
+        let folders = sub_prefixes(source, &range.prefix, 1).await?;
         let passed = folders
             .iter()
             .filter(|f| f.as_str() <= past.as_str())
@@ -173,7 +179,7 @@ async fn first_cut(
         let spread: Vec<&str> = sample.iter().map(String::as_str).chain([from]).collect();
         let space = KeySpace::from_sample(&spread);
         let cuts = space.cuts_after_page(&sample[0], from, from, slots - 1);
-        within_listing(&sides.source, &range.prefix, cuts).await?
+        within_listing(source, &range.prefix, cuts).await?
     };
     tracing::debug!(past, ?cuts, "first cut");
     if cuts.is_empty() {
@@ -237,6 +243,9 @@ async fn bisect_one(
     sides: &Sides,
     running: &[(KeyRange, Arc<MovableEnd>)],
 ) -> Result<Vec<KeyRange>, SyncError> {
+    let Some(source) = sides.source.s3() else {
+        return Ok(Vec::new());
+    };
     let mut candidates: Vec<_> = running
         .iter()
         .filter_map(|(range, end)| Some((range, end, end.progress()?)))
@@ -271,7 +280,7 @@ async fn bisect_one(
             Some(high) => space.midpoint(&low, Some(high)).into_iter().collect(),
             None => {
                 let bet = space.extend(&from, &low).into_iter().collect();
-                within_listing(&sides.source, &range.prefix, bet).await?
+                within_listing(source, &range.prefix, bet).await?
             }
         };
         if cuts.is_empty() {
@@ -320,7 +329,18 @@ async fn list_piece<S: PairSink>(
             Stats::add(&stats.listed_destination, 1);
         }
     });
-    let pairs = merge_join(source_stream, destination_stream);
+    let pairs = merge_join(source_stream, destination_stream).boxed();
+    // A file's ETag is only known by reading it: computed for the pairs
+    // whose comparison needs it, a few files at a time.
+    let pairs = match (&sides.source, &sides.destination) {
+        (Listing::Local(dir), _) if dir.hash_etags => {
+            with_file_etags(pairs, dir.clone(), Side::Source)
+        }
+        (_, Listing::Local(dir)) if dir.hash_etags => {
+            with_file_etags(pairs, dir.clone(), Side::Destination)
+        }
+        _ => pairs,
+    };
     futures::pin_mut!(pairs);
     let result = loop {
         match pairs.next().await {
@@ -347,24 +367,38 @@ async fn list_piece<S: PairSink>(
 /// say so plainly as a configuration error; anything else stays the S3
 /// error it was.
 pub(crate) fn checked_listing(
-    target: ListTarget,
+    target: Listing,
     range: &KeyRange,
     side: &'static str,
     end: Option<(Arc<MovableEnd>, Side)>,
     preflight: bool,
-) -> impl futures::Stream<Item = Result<crate::listing::ObjectEntry, SyncError>> + Send + 'static {
+) -> futures::stream::BoxStream<'static, Result<crate::listing::ObjectEntry, SyncError>> {
+    let target = match target {
+        Listing::S3(target) => target,
+        // A directory has no "first page" to fail: a missing upload
+        // source was refused with the options, a missing restore
+        // destination lists as empty, unreadable parts are reported.
+        Listing::Local(dir) => return crate::local::walk::list_dir(dir, range.clone()).boxed(),
+    };
     let (location, expected_owner) = (target.location.clone(), target.expected_owner.clone());
     let mut first = preflight;
-    list_range_until(target, range.clone(), end).map(move |item| {
-        let was_first = std::mem::replace(&mut first, false);
-        match item {
-            Err(SyncError::S3 { context, failure }) if was_first => {
-                match bucket_problem(&failure, side, &location.bucket, expected_owner.as_deref()) {
-                    Some(why) => Err(SyncError::Config(why)),
-                    None => Err(SyncError::S3 { context, failure }),
+    list_range_until(target, range.clone(), end)
+        .map(move |item| {
+            let was_first = std::mem::replace(&mut first, false);
+            match item {
+                Err(SyncError::S3 { context, failure }) if was_first => {
+                    match bucket_problem(
+                        &failure,
+                        side,
+                        &location.bucket,
+                        expected_owner.as_deref(),
+                    ) {
+                        Some(why) => Err(SyncError::Config(why)),
+                        None => Err(SyncError::S3 { context, failure }),
+                    }
                 }
+                other => other,
             }
-            other => other,
-        }
-    })
+        })
+        .boxed()
 }

@@ -28,11 +28,14 @@ use crate::config::SyncOptions;
 use crate::copy::Copier;
 use crate::diff::{Action, Pair, decide};
 use crate::error::{SyncError, classify};
-use crate::listing::ListTarget;
-use crate::location::S3Location;
+use crate::listing::{ListTarget, Listing};
+use crate::local::LocalDir;
+use crate::location::{Location, S3Location};
 use crate::metrics::RequestCounter;
 use crate::pieces::{PairSink, Sides, list_in_pieces};
 use crate::report::{ConcurrencyRange, ReportRows, Stats, Summary, write_report};
+use crate::stream::ByteBudget;
+use crate::transfer::{BucketSide, Mover};
 use crate::verify::{WrittenKeys, verify_range, verify_written};
 use crate::worker::WorkContext;
 
@@ -76,35 +79,41 @@ pub async fn run_sync(
     // an unchanged run costs one listing per 1,000 keys per side and nothing
     // else.
     let rows = Arc::new(ReportRows::new()?);
+    let mover = Arc::new(mover(
+        options,
+        &source_client,
+        &destination_client,
+        (&rows, &stats),
+    ));
     let context = WorkContext {
-        copier: Arc::new(Copier {
-            source_client: source_client.clone(),
-            destination_client: destination_client.clone(),
-            source: options.source.clone(),
-            destination: options.destination.clone(),
-            options: options.copy.clone(),
-        }),
+        mover: mover.clone(),
         stats: stats.clone(),
         rows: rows.clone(),
         cancel: cancel.clone(),
         written: Some(Arc::new(WrittenKeys::default())),
     };
-    let target =
-        |client: &Client, location: &S3Location, expected_owner: &Option<String>| ListTarget {
+    let listing = |client: &Client, location: &Location, expected_owner: &Option<String>| match (
+        location,
+        mover.local_dir(),
+    ) {
+        (Location::Local(_), Some(dir)) => Listing::Local(dir.clone()),
+        (Location::S3(location), _) => Listing::S3(ListTarget {
             client: client.clone(),
             location: location.clone(),
             expected_owner: expected_owner.clone(),
             request_payer: options.copy.request_payer,
             page_size: options.list_page_size,
-        };
+        }),
+        (Location::Local(_), None) => unreachable!("a directory side has a LocalDir"),
+    };
     let targets = || {
         (
-            target(
+            listing(
                 &source_client,
                 &options.source,
                 &options.copy.expected_source_owner,
             ),
-            target(
+            listing(
                 &destination_client,
                 &options.destination,
                 &options.copy.expected_dest_owner,
@@ -144,10 +153,12 @@ pub async fn run_sync(
         // as this run left it.
         let destination_after =
             (planned.listed_destination + planned.plan_copy).saturating_sub(planned.plan_delete);
+        // HEADs check buckets; a directory side is listed again, which
+        // costs the disk, not requests, and computes the files' ETags.
         let written = context
             .written
             .as_ref()
-            .filter(|_| !options.verify_by_listing);
+            .filter(|_| !options.verify_by_listing && mover.local_dir().is_none());
         let written = written.and_then(|w| {
             w.if_cheaper_than_listing(
                 planned.listed_source,
@@ -157,7 +168,7 @@ pub async fn run_sync(
         });
         fatal = match written {
             Some(keys) => verify_written(
-                &context.copier,
+                context.copier(),
                 keys,
                 &options.diff,
                 &stats,
@@ -250,13 +261,64 @@ pub async fn run_sync(
     Ok(summary)
 }
 
+/// How this run moves objects, from its options: the copier of two
+/// buckets (streaming when they cannot copy server-side), or an upload or
+/// download with the directory side (which reports problems of its walk to
+/// the run's report).
+fn mover(
+    options: &SyncOptions,
+    source_client: &Client,
+    destination_client: &Client,
+    (rows, stats): (&Arc<ReportRows>, &Arc<Stats>),
+) -> Mover {
+    let dir = |root: &std::path::Path| {
+        Arc::new(LocalDir {
+            root: root.to_owned(),
+            hash_etags: options.diff.mode == crate::diff::DiffMode::Etag,
+            part_size: options.copy.part_size,
+            problems: Some((rows.clone(), stats.clone())),
+            reported: Default::default(),
+        })
+    };
+    let bucket = |client: &Client, location: &S3Location| BucketSide {
+        client: client.clone(),
+        location: location.clone(),
+        options: options.copy.clone(),
+    };
+    match (&options.source, &options.destination) {
+        (Location::S3(source), Location::S3(destination)) => Mover::Buckets(Copier {
+            source_client: source_client.clone(),
+            destination_client: destination_client.clone(),
+            source: source.clone(),
+            destination: destination.clone(),
+            options: options.copy.clone(),
+            // Each worker holds at most one object or part in memory.
+            budget: options
+                .copy
+                .stream
+                .then(|| ByteBudget::new(options.concurrency, options.copy.part_size)),
+        }),
+        (Location::Local(root), Location::S3(destination)) => Mover::Upload {
+            dir: dir(root),
+            bucket: bucket(destination_client, destination),
+        },
+        (Location::S3(source), Location::Local(root)) => Mover::Download {
+            dir: dir(root),
+            bucket: bucket(source_client, source),
+        },
+        (Location::Local(_), Location::Local(_)) => {
+            unreachable!("the options refuse two directories")
+        }
+    }
+}
+
 /// List, diff and copy: the producer feeds a bounded channel read by
 /// `options.concurrency` workers.
 #[allow(clippy::too_many_arguments)]
 async fn write_phase(
     options: &SyncOptions,
-    source: ListTarget,
-    destination: ListTarget,
+    source: Listing,
+    destination: Listing,
     context: &WorkContext,
     limit: &Arc<AdaptiveLimit>,
     counter: &RequestCounter,

@@ -106,7 +106,11 @@ pub fn status_line(c: &Counts, current_phase: u64, elapsed: Duration) -> String 
     let done = c.copied + c.updated + c.deleted;
     let finished = done + c.failed + c.skipped_archived + c.skipped_sse_c + c.source_vanished;
     let planned = c.plan_copy + c.plan_update + c.plan_delete;
-    let skipped = c.skip_equal + c.skip_unverified + c.skip_filtered + c.skip_not_modified;
+    let skipped = c.skip_equal
+        + c.skip_unverified
+        + c.skip_filtered
+        + c.skip_not_modified
+        + c.skip_folder_markers;
     let phase_name = match current_phase {
         phase::LISTING => "listing and copying",
         phase::COPYING => "copying (listing done)",

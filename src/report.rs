@@ -177,6 +177,8 @@ counters! {
     /// Planned actions.
     plan_copy, plan_update, plan_delete, plan_bytes,
     skip_equal, skip_unverified, skip_filtered, skip_not_modified, extraneous_kept,
+    /// Keys ending in `/` beside a directory, which has no such files.
+    skip_folder_markers,
     /// Outcomes.
     copied, updated, deleted, bytes_copied,
     failed, skipped_archived, skipped_sse_c, source_vanished, warnings,

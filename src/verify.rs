@@ -22,7 +22,7 @@ use crate::config::DiffOptions;
 use crate::copy::{Copier, Side};
 use crate::diff::{Action, Pair, decide_with};
 use crate::error::SyncError;
-use crate::location::S3Location;
+use crate::location::Location;
 use crate::pieces::{PairSink, Sides, list_in_pieces};
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
 
@@ -84,15 +84,16 @@ pub fn check_pair(pair: Pair, diff: &DiffOptions, stats: &Stats) -> Option<Misma
 
 impl Mismatch {
     /// The report row, naming the bucket and full key of the object at fault.
-    pub fn row(&self, source: &S3Location, destination: &S3Location) -> ReportRow {
+    pub fn row(&self, source: &Location, destination: &Location) -> ReportRow {
         let side = if self.at_destination {
             destination
         } else {
             source
         };
+        let (bucket, key) = side.row_names(&self.key);
         ReportRow::new(
-            &side.bucket,
-            &side.key_for(&self.key),
+            &bucket,
+            &key,
             TaskStatus::Failed,
             self.code,
             None,
@@ -111,10 +112,7 @@ pub async fn verify_range(
     cancel: &CancellationToken,
 ) -> Result<(), SyncError> {
     let sink = VerifySink {
-        locations: Arc::new((
-            sides.source.location.clone(),
-            sides.destination.location.clone(),
-        )),
+        locations: Arc::new((sides.source.location(), sides.destination.location())),
         diff: diff.clone(),
         stats: stats.clone(),
         rows: rows.clone(),
@@ -128,7 +126,7 @@ pub async fn verify_range(
 /// Verification's sink: check each pair, report each mismatch once.
 #[derive(Clone)]
 struct VerifySink {
-    locations: Arc<(S3Location, S3Location)>,
+    locations: Arc<(Location, Location)>,
     diff: DiffOptions,
     stats: Arc<Stats>,
     rows: Arc<ReportRows>,
@@ -253,7 +251,10 @@ pub async fn verify_written(
             Stats::add(&stats.verify_mismatched, 1);
             rows.push(
                 &mismatch.key,
-                mismatch.row(&copier.source, &copier.destination),
+                mismatch.row(
+                    &Location::S3(copier.source.clone()),
+                    &Location::S3(copier.destination.clone()),
+                ),
             );
         }
         Stats::add(&stats.verify_heads, 1);

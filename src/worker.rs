@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::copy::{Copier, CopyError};
+use crate::copy::{Copier, CopyError, Side};
 use crate::diff::{Action, SkipReason};
 use crate::error::RetryClass;
-use crate::location::S3Location;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
+use crate::transfer::Mover;
 use crate::verify::WrittenKeys;
 
 /// Whether an action that did not complete is worth another attempt.
@@ -35,7 +35,7 @@ impl From<RetryClass> for Retry {
 /// What a worker needs, shared by all workers of a run.
 #[derive(Clone)]
 pub struct WorkContext {
-    pub copier: Arc<Copier>,
+    pub mover: Arc<Mover>,
     pub stats: Arc<Stats>,
     pub rows: Arc<ReportRows>,
     pub cancel: CancellationToken,
@@ -44,6 +44,15 @@ pub struct WorkContext {
 }
 
 impl WorkContext {
+    /// The copier of a bucket-to-bucket run. The serverless runtime only
+    /// has those (its input refuses local directories), so there a missing
+    /// copier is a bug, not a condition to handle.
+    pub fn copier(&self) -> &Copier {
+        self.mover
+            .buckets()
+            .expect("a bucket-to-bucket run: the serverless runtime refuses local directories")
+    }
+
     fn source_row(
         &self,
         key: &str,
@@ -52,14 +61,8 @@ impl WorkContext {
         http: Option<u16>,
         message: &str,
     ) -> ReportRow {
-        ReportRow::new(
-            &self.copier.source.bucket,
-            &self.copier.source.key_for(key),
-            status,
-            code,
-            http,
-            message,
-        )
+        let (bucket, full_key) = self.mover.row_names(Side::Source, key);
+        ReportRow::new(&bucket, &full_key, status, code, http, message)
     }
 
     fn wrote(&self, key: &str) {
@@ -70,7 +73,8 @@ impl WorkContext {
 
     /// Count a planned action (both real runs and dry runs).
     pub fn record_plan(&self, action: &Action) {
-        if let Some(row) = count_plan(&self.stats, action, &self.copier.source) {
+        let names = |key: &str| self.mover.row_names(Side::Source, key);
+        if let Some(row) = count_plan(&self.stats, action, names) {
             self.rows.push(action_key(action), row);
         }
     }
@@ -78,11 +82,12 @@ impl WorkContext {
     /// Refuse a deletion beyond `--max-delete`: a failure row, not a silent skip.
     pub fn refuse_delete(&self, key: &str, limit: u64) {
         Stats::add(&self.stats.failed, 1);
+        let (bucket, full_key) = self.mover.row_names(Side::Destination, key);
         self.rows.push(
             key,
             ReportRow::new(
-                &self.copier.destination.bucket,
-                &self.copier.destination.key_for(key),
+                &bucket,
+                &full_key,
                 TaskStatus::Failed,
                 "MaxDeleteExceeded",
                 None,
@@ -107,7 +112,7 @@ impl WorkContext {
             }
             Action::Copy { source } => self.copy(&source, &s.copied).await,
             Action::Update { source, .. } => self.copy(&source, &s.updated).await,
-            Action::Delete { destination } => match self.copier.delete(&destination).await {
+            Action::Delete { destination } => match self.mover.delete(&destination).await {
                 Ok(()) => {
                     Stats::add(&s.deleted, 1);
                     self.wrote(&destination.key);
@@ -116,14 +121,11 @@ impl WorkContext {
                 Err(failure) => {
                     Stats::add(&s.failed, 1);
                     let retry = Retry::from(failure.class);
+                    let (bucket, full_key) =
+                        self.mover.row_names(Side::Destination, &destination.key);
                     self.rows.push(
                         &destination.key,
-                        ReportRow::from_failure(
-                            &self.copier.destination.bucket,
-                            &self.copier.destination.key_for(&destination.key),
-                            TaskStatus::Failed,
-                            &failure,
-                        ),
+                        ReportRow::from_failure(&bucket, &full_key, TaskStatus::Failed, &failure),
                     );
                     retry
                 }
@@ -137,7 +139,7 @@ impl WorkContext {
         source: &crate::listing::ObjectEntry,
         done: &std::sync::atomic::AtomicU64,
     ) -> Retry {
-        match self.copier.copy(source, &self.cancel).await {
+        match self.mover.copy(source, &self.cancel).await {
             Ok(copied) => {
                 Stats::add(done, 1);
                 if copied.source_changed {
@@ -170,8 +172,8 @@ impl WorkContext {
 
     pub(crate) fn record_copy_error(&self, key: &str, err: CopyError) {
         let s = &self.stats;
-        let bucket = &self.copier.source.bucket;
-        let full_key = self.copier.source.key_for(key);
+        let (bucket, full_key) = self.mover.row_names(Side::Source, key);
+        let bucket = &bucket;
         let row = match err {
             CopyError::Cancelled => return,
             CopyError::Archived(f) => {
@@ -240,7 +242,12 @@ fn action_key(action: &Action) -> &str {
 
 /// Count a planned action; returns the warning row it calls for, if any
 /// (an unverified pair). Shared by the CLI and the serverless lister.
-pub fn count_plan(s: &Stats, action: &Action, source: &S3Location) -> Option<ReportRow> {
+/// `names` gives a source key's report columns (bucket and full key).
+pub fn count_plan(
+    s: &Stats,
+    action: &Action,
+    names: impl Fn(&str) -> (String, String),
+) -> Option<ReportRow> {
     match action {
         Action::Copy { source } => {
             Stats::add(&s.plan_copy, 1);
@@ -254,13 +261,15 @@ pub fn count_plan(s: &Stats, action: &Action, source: &S3Location) -> Option<Rep
         Action::Skip { key, reason, .. } => match reason {
             SkipReason::Equal => Stats::add(&s.skip_equal, 1),
             SkipReason::Filtered => Stats::add(&s.skip_filtered, 1),
+            SkipReason::FolderMarker => Stats::add(&s.skip_folder_markers, 1),
             SkipReason::NotModifiedSince => Stats::add(&s.skip_not_modified, 1),
             SkipReason::ExtraneousKept => Stats::add(&s.extraneous_kept, 1),
             SkipReason::Unverified => {
                 Stats::add(&s.skip_unverified, 1);
+                let (bucket, full_key) = names(key);
                 return Some(ReportRow::new(
-                    &source.bucket,
-                    &source.key_for(key),
+                    &bucket,
+                    &full_key,
                     TaskStatus::Warning,
                     "Unverified",
                     None,

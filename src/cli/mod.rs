@@ -210,6 +210,12 @@ pub fn print_summary(s: &Summary) {
         n(c.extraneous_kept),
         human_bytes(c.plan_bytes)
     );
+    if c.skip_folder_markers > 0 {
+        println!(
+            "             folder markers skipped {} (keys ending in /: a directory is not an object)",
+            n(c.skip_folder_markers)
+        );
+    }
     if s.dry_run {
         println!("  dry run    nothing was written");
     } else {
@@ -273,12 +279,20 @@ pub fn print_summary(s: &Summary) {
             s.sample_rows.len()
         );
         for row in &s.sample_rows {
+            // A bucket name never holds `/`; a local directory (absolute)
+            // always does.
+            let at = if row.bucket.contains('/') {
+                std::path::Path::new(&row.bucket)
+                    .join(&row.key)
+                    .display()
+                    .to_string()
+            } else {
+                format!("s3://{}/{}", row.bucket, row.key)
+            };
             println!(
-                "    {:<8} {:<22} s3://{}/{}  {}",
+                "    {:<8} {:<22} {at}  {}",
                 format!("{:?}", row.status).to_lowercase(),
                 row.error_code,
-                row.bucket,
-                row.key,
                 row.message
             );
         }

@@ -179,7 +179,9 @@ async fn copy_batch(
     // Counted per batch, so the result carries this batch's retries only.
     let counter = RequestCounter::new();
     let context = WorkContext {
-        copier: Arc::new(run.copier.counted(&counter)),
+        mover: Arc::new(crate::transfer::Mover::Buckets(
+            run.copier.counted(&counter),
+        )),
         stats: Arc::new(Stats::default()),
         rows: rows.clone(),
         cancel: CancellationToken::new(),
@@ -260,7 +262,7 @@ async fn copy_batch(
 fn not_started(context: &WorkContext, task: &CopyTask, last: bool) -> Retry {
     if last {
         Stats::add(&context.stats.failed, 1);
-        let copier = &context.copier;
+        let copier = context.copier();
         context.rows.push(
             task.key(),
             ReportRow::new(
@@ -281,7 +283,7 @@ async fn already_copied(context: &WorkContext, task: &CopyTask) -> bool {
     let (CopyTask::Copy { object } | CopyTask::Update { object }) = task else {
         return false; // deleting again is harmless and as cheap as checking
     };
-    let copier = &context.copier;
+    let copier = context.copier();
     let head = copier
         .destination_client
         .head_object()

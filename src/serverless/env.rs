@@ -65,7 +65,7 @@ impl StackConfig {
             .map(|m| {
                 <DiffMode as clap::ValueEnum>::from_str(&m, true).map_err(|_| {
                     SyncError::Config(format!(
-                        "S3_FANOUT_MODE must be missing, size or etag, got {m:?}"
+                        "S3_FANOUT_MODE must be missing, size, mtime or etag, got {m:?}"
                     ))
                 })
             })
@@ -182,7 +182,9 @@ impl FunctionEnv {
 
     /// Clients for a run's two sides: this container's own client where the
     /// settings are the same (they are, unless a side names another region).
-    pub async fn copier_for(&self, options: &SyncOptions) -> Copier {
+    /// Errors only for a run that is not bucket to bucket.
+    pub async fn copier_for(&self, options: &SyncOptions) -> Result<Copier, SyncError> {
+        let (source, destination) = options.buckets()?;
         let client = |settings: &ClientSettings| {
             let settings = settings.clone();
             let shared = self.s3.clone();
@@ -195,13 +197,18 @@ impl FunctionEnv {
                 }
             }
         };
-        Copier {
+        Ok(Copier {
             source_client: client(&options.source_client).await,
             destination_client: client(&options.destination_client).await,
-            source: options.source.clone(),
-            destination: options.destination.clone(),
+            source: source.clone(),
+            destination: destination.clone(),
             options: options.copy.clone(),
-        }
+            // A streamed run's copier holds at most one object or part
+            // per task it copies at once.
+            budget: options.copy.stream.then(|| {
+                crate::stream::ByteBudget::new(self.config.copy_concurrency, options.copy.part_size)
+            }),
+        })
     }
 
     /// The run `run_id`, as the planner recorded it.
@@ -221,7 +228,7 @@ impl FunctionEnv {
                 ))
             })?;
         let options = SyncOptions::try_from(manifest.spec.clone())?;
-        let copier = Arc::new(self.copier_for(&options).await);
+        let copier = Arc::new(self.copier_for(&options).await?);
         let run = Arc::new(RunContext {
             manifest,
             options,

@@ -152,6 +152,9 @@ pub fn resolve_input(
     }
     stack.apply_client(&mut spec);
     let options = SyncOptions::try_from(spec.clone())?;
+    options
+        .buckets()
+        .map_err(|e| SyncError::Config(format!("execution input: {e}")))?;
     Ok((spec, settings, options))
 }
 
@@ -210,7 +213,7 @@ mod tests {
     fn an_empty_input_takes_the_stacks_buckets_and_mode() {
         let (spec, settings, options) = resolve_input(&json!({}), &stack()).unwrap();
         assert_eq!(spec.source, "s3://src/data");
-        assert_eq!(options.destination.prefix, "backup/");
+        assert_eq!(options.buckets().unwrap().1.prefix, "backup/");
         assert_eq!(spec.mode, crate::diff::DiffMode::Size);
         assert_eq!(settings.failure_threshold, 0);
         assert!(settings.validate);
@@ -261,5 +264,7 @@ mod tests {
         assert!(refusal(json!([1])).contains("JSON object"));
         assert!(refusal(json!({"shard_concurrency": 0})).contains("at least 1"));
         assert!(refusal(json!({"multipart_threshold": "1KiB"})).contains("between 5MiB and 5GiB"));
+        // Directories are the CLI's: a Lambda has no disk to sync.
+        assert!(refusal(json!({"destination": "/tmp/restore"})).contains("s3://"));
     }
 }

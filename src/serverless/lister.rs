@@ -219,12 +219,12 @@ impl<'a> Pass<'a> {
         };
         let source = target(
             &copier.source_client,
-            &options.source,
+            &copier.source,
             &options.copy.expected_source_owner,
         );
         let destination = target(
             &copier.destination_client,
-            &options.destination,
+            &copier.destination,
             &options.copy.expected_dest_owner,
         );
         let pairs = merge_join(
@@ -278,8 +278,9 @@ impl<'a> Pass<'a> {
     }
 
     fn plan(&mut self, action: Action) {
-        let options = &self.run.options;
-        if let Some(row) = count_plan(&self.stats, &action, &options.source) {
+        let source = &self.run.copier.source;
+        let names = |key: &str| (source.bucket.clone(), source.key_for(key));
+        if let Some(row) = count_plan(&self.stats, &action, names) {
             self.checkpoint.rows.push(row);
         }
         if let Some(task) = CopyTask::from_action(action) {

@@ -49,26 +49,26 @@ pub async fn plan(env: &FunctionEnv, run_id: &str, input: &Value) -> Result<Plan
         )));
     }
     let (spec, settings, options) = resolve_input(input, &env.config)?;
-    let run = env.copier_for(&options).await;
+    let run = env.copier_for(&options).await?;
     // A missing or forbidden bucket fails the execution here, before any
     // write, with S3's own words.
     preflight(
         &run.source_client,
-        &options.source,
+        &run.source,
         "source",
         options.copy.expected_source_owner.as_deref(),
     )
     .await?;
     preflight(
         &run.destination_client,
-        &options.destination,
+        &run.destination,
         "destination",
         options.copy.expected_dest_owner.as_deref(),
     )
     .await?;
     let source = ListTarget {
         client: run.source_client.clone(),
-        location: options.source.clone(),
+        location: run.source.clone(),
         expected_owner: options.copy.expected_source_owner.clone(),
         request_payer: options.copy.request_payer,
         page_size: options.list_page_size,

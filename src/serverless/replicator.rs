@@ -208,7 +208,7 @@ impl Replicator {
         };
         config.apply_client(&mut spec);
         let options = SyncOptions::try_from(spec)?;
-        let copier = Arc::new(env.copier_for(&options).await);
+        let copier = Arc::new(env.copier_for(&options).await?);
         Ok(Replicator {
             copier,
             diff: options.diff,

@@ -1,0 +1,245 @@
+//! Stage 3, whatever the two sides are: move one object from the source
+//! to the destination, or delete one from the destination.
+//!
+//! | sides | how | module |
+//! |---|---|---|
+//! | bucket → bucket, one endpoint | CopyObject / UploadPartCopy | [`crate::copy`], [`crate::multipart`] |
+//! | bucket → bucket, two endpoints or accounts | GET → PUT / UploadPart | [`crate::stream`] |
+//! | directory → bucket | PutObject / UploadPart from the file | [`crate::local::upload`] |
+//! | bucket → directory | GET (ranged, in parallel) to a file | [`crate::local::download`] |
+//!
+//! Every way reports through the same [`Copied`] and [`CopyError`], so the
+//! worker, the report and the verification do not care which it was.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use aws_sdk_s3::Client;
+
+use crate::config::CopyOptions;
+use crate::copy::{Copied, Copier, CopyError, Side, delete_object, head_object};
+use crate::error::{RetryClass, S3Failure};
+use crate::listing::ObjectEntry;
+use crate::local::LocalDir;
+use crate::local::download::{Source, download};
+use crate::local::upload::{Destination, ObjectMeta, upload_file};
+use crate::local::{io_failure, posix};
+use crate::location::{Location, S3Location};
+
+/// How this run moves objects.
+#[derive(Debug, Clone)]
+pub enum Mover {
+    /// Both sides are buckets. The copier streams when `options.stream`.
+    Buckets(Copier),
+    /// A directory into a bucket.
+    Upload {
+        dir: Arc<LocalDir>,
+        bucket: BucketSide,
+    },
+    /// A bucket into a directory.
+    Download {
+        dir: Arc<LocalDir>,
+        bucket: BucketSide,
+    },
+}
+
+/// The bucket side of a transfer with a directory, and how to write.
+#[derive(Debug, Clone)]
+pub struct BucketSide {
+    pub client: Client,
+    pub location: S3Location,
+    pub options: CopyOptions,
+}
+
+impl Mover {
+    /// The copier of a bucket-to-bucket run (the serverless runtime's only
+    /// kind, which its input validation ensures).
+    pub fn buckets(&self) -> Option<&Copier> {
+        match self {
+            Mover::Buckets(copier) => Some(copier),
+            _ => None,
+        }
+    }
+
+    /// The directory side, if there is one.
+    pub fn local_dir(&self) -> Option<&Arc<LocalDir>> {
+        match self {
+            Mover::Buckets(_) => None,
+            Mover::Upload { dir, .. } | Mover::Download { dir, .. } => Some(dir),
+        }
+    }
+
+    /// The report's bucket and key columns for a key of `side`.
+    pub fn row_names(&self, side: Side, relative: &str) -> (String, String) {
+        match (self, side) {
+            (Mover::Buckets(copier), Side::Source) => Location::S3(copier.source.clone()),
+            (Mover::Buckets(copier), Side::Destination) => Location::S3(copier.destination.clone()),
+            (Mover::Upload { dir, .. }, Side::Source)
+            | (Mover::Download { dir, .. }, Side::Destination) => Location::Local(dir.root.clone()),
+            (Mover::Upload { bucket, .. } | Mover::Download { bucket, .. }, _) => {
+                Location::S3(bucket.location.clone())
+            }
+        }
+        .row_names(relative)
+    }
+
+    /// Move one listed object to the same relative key at the destination.
+    pub async fn copy(
+        &self,
+        entry: &ObjectEntry,
+        cancel: &CancellationToken,
+    ) -> Result<Copied, CopyError> {
+        match self {
+            Mover::Buckets(copier) => copier.copy(entry, cancel).await,
+            Mover::Upload { dir, bucket } => upload(dir, bucket, entry, cancel).await,
+            Mover::Download { dir, bucket } => {
+                let from = Source {
+                    client: &bucket.client,
+                    location: &bucket.location,
+                    options: &bucket.options,
+                };
+                match download(&from, dir, entry, cancel).await {
+                    // Changed since it was listed: fetch it as it is now,
+                    // as a copy lists the key again.
+                    Err(CopyError::SourceChanged) => {
+                        let fresh = head_object(
+                            &bucket.client,
+                            &bucket.location,
+                            &bucket.options,
+                            Side::Source,
+                            &entry.key,
+                        )
+                        .await
+                        .map_err(CopyError::from_failure)?
+                        .ok_or(CopyError::Vanished)?;
+                        let bytes = download(&from, dir, &fresh, cancel)
+                            .await
+                            .map_err(changed_twice)?;
+                        Ok(copied(bytes, true))
+                    }
+                    other => other.map(|bytes| copied(bytes, false)),
+                }
+            }
+        }
+    }
+
+    /// Delete one destination object (for `--delete`).
+    pub async fn delete(&self, entry: &ObjectEntry) -> Result<(), S3Failure> {
+        match self {
+            Mover::Buckets(copier) => copier.delete(entry).await,
+            Mover::Upload { bucket, .. } => {
+                delete_object(
+                    &bucket.client,
+                    &bucket.location,
+                    &bucket.options,
+                    &entry.key,
+                )
+                .await
+            }
+            Mover::Download { dir, .. } => {
+                let path = dir.path_for(&entry.key)?;
+                let root = dir.root.clone();
+                tokio::task::spawn_blocking(move || remove_file_and_empty_parents(&root, &path))
+                    .await
+                    .map_err(|e| S3Failure {
+                        code: "LocalIoError".into(),
+                        http_status: None,
+                        message: e.to_string(),
+                        class: RetryClass::NonRetryable,
+                    })?
+            }
+        }
+    }
+}
+
+fn copied(bytes: u64, source_changed: bool) -> Copied {
+    Copied {
+        bytes,
+        multipart: false,
+        warnings: Vec::new(),
+        source_changed,
+    }
+}
+
+fn changed_twice(err: CopyError) -> CopyError {
+    match err {
+        CopyError::SourceChanged => CopyError::Failed(S3Failure {
+            code: "PreconditionFailed".into(),
+            http_status: Some(412),
+            message: "the source changed twice while it was being transferred; the next run will transfer it".into(),
+            class: RetryClass::Retryable,
+        }),
+        other => other,
+    }
+}
+
+/// Upload one file as it is now. A file that changed since the listing is
+/// uploaded in its new state (and counted as changed); one that changes
+/// while it uploads may have been read half old, half new, so the upload
+/// fails and the next run, seeing it newer, sends it again.
+async fn upload(
+    dir: &LocalDir,
+    bucket: &BucketSide,
+    entry: &ObjectEntry,
+    cancel: &CancellationToken,
+) -> Result<Copied, CopyError> {
+    let path = dir.path_for(&entry.key).map_err(CopyError::Failed)?;
+    let stat = |path: std::path::PathBuf| async move {
+        tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => CopyError::Vanished,
+                _ => CopyError::Failed(io_failure("reading", &path, &e)),
+            })
+    };
+    let before = stat(path.clone()).await?;
+    let listed_state = (entry.size, entry.last_modified_ms);
+    let state = |m: &std::fs::Metadata| (m.len(), posix::mtime_ms(m));
+    let to = Destination {
+        client: &bucket.client,
+        location: &bucket.location,
+        options: &bucket.options,
+    };
+    let meta = ObjectMeta::for_file(&path, &before, bucket.options.posix_metadata);
+    upload_file(&to, &entry.key, &path, before.len(), &meta, cancel).await?;
+    let after = stat(path.clone()).await?;
+    if state(&after) != state(&before) {
+        return Err(CopyError::Failed(S3Failure {
+            code: "SourceChangedDuringUpload".into(),
+            http_status: None,
+            message:
+                "the file changed while it was being uploaded; the next run will upload it again"
+                    .into(),
+            class: RetryClass::Retryable,
+        }));
+    }
+    Ok(Copied {
+        bytes: before.len(),
+        multipart: before.len() > bucket.options.multipart_threshold,
+        warnings: Vec::new(),
+        source_changed: state(&before) != listed_state,
+    })
+}
+
+/// Remove a file, then each parent left empty, up to the root: a restore
+/// with `--delete` leaves no empty folders where the bucket has no keys.
+fn remove_file_and_empty_parents(
+    root: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<(), S3Failure> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_failure("deleting", path, &e)),
+    }
+    let mut parent = path.parent();
+    while let Some(dir) = parent.filter(|d| d.starts_with(root) && *d != root) {
+        // Fails (and stops) at the first directory that still holds files.
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+        parent = dir.parent();
+    }
+    Ok(())
+}

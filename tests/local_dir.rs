@@ -1,0 +1,492 @@
+//! A local directory as one side of a sync: uploads (`sync ./dir s3://…`)
+//! and restores (`sync s3://… ./dir`) against moto, byte for byte, with
+//! awkward names, empty files and multipart-sized files; the diff modes;
+//! POSIX metadata; `--delete` both ways; keys that cannot be files; files
+//! that cannot be objects; and interrupted transfers that converge.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use serde_json::Value;
+use support::fault_proxy::*;
+use support::*;
+
+const MIB: usize = 1024 * 1024;
+
+/// Awkward names, folders, empty files and two multipart-sized files (over
+/// the 8 MiB client-side threshold: 2 parts each, so `-2` ETags).
+fn seed_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("plain.txt".into(), body(1, 100)),
+        ("with space/and+plus%41.csv".into(), body(2, 2_000)),
+        ("ünïcödé/日本語.json".into(), body(3, 777)),
+        ("empty".into(), Vec::new()),
+        ("dir/empty-too".into(), Vec::new()),
+        ("a-b".into(), body(4, 10)),
+        ("a/x".into(), body(5, 10)),
+        ("deep/1/2/3/4/5/6/7/8/9/leaf".into(), body(6, 33)),
+        ("big/one.bin".into(), body(7, 9 * MIB + 123)),
+        ("big/two.bin".into(), body(8, 16 * MIB)),
+    ];
+    for i in 0..40 {
+        files.push((
+            format!("many/file-{i:03}.dat"),
+            body(100 + i, 500 + i as usize),
+        ));
+    }
+    for (name, data) in &files {
+        write(root, name, data);
+    }
+    files
+}
+
+fn write(root: &Path, name: &str, data: &[u8]) {
+    let path = root.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+fn sync(src: &str, dst: &str, extra: &[&str]) -> (i32, Value) {
+    sync_json(src, dst, extra)
+}
+
+/// Key and error code of every row of the run's failure CSV.
+fn rows(summary: &Value) -> Vec<String> {
+    let path = summary["failures_csv"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no failures_csv in {summary}"));
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            format!("{} {}", &r[1], &r[4])
+        })
+        .collect()
+}
+
+fn requests(summary: &Value, op: &str) -> u64 {
+    summary["requests"][op].as_u64().unwrap_or(0)
+}
+
+/// Every file below `root` (not partial downloads), with its bytes.
+fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if !path.to_string_lossy().ends_with(".s3-fanout-partial") {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out.sort();
+    out
+}
+
+async fn bucket_tree(s3: &Client, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for listed in list_all(s3, bucket, prefix).await {
+        let name = listed.key.strip_prefix(prefix).unwrap().to_owned();
+        out.push((name, get_bytes(s3, bucket, &listed.key).await));
+    }
+    out.sort();
+    out
+}
+
+fn sorted(mut files: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    files.sort();
+    files
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn a_tree_uploads_and_restores_byte_for_byte_and_reruns_change_nothing() {
+    // GIVEN a tree with awkward names, empty files and multipart-sized files
+    let s3 = s3().await;
+    let bucket = unique_bucket("local-rt");
+    create_bucket(&s3, &bucket).await;
+    let local = tempfile::tempdir().unwrap();
+    let files = seed_tree(local.path());
+    std::fs::set_permissions(
+        local.path().join("plain.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let url = format!("s3://{bucket}/backup");
+
+    // WHEN it is uploaded with its POSIX attributes
+    let (code, up) = sync(&path_arg(local.path()), &url, &["--posix-metadata"]);
+
+    // THEN every file is an object with the same bytes, verified
+    assert_eq!(code, 0, "{up}");
+    assert_eq!(count(&up, "copied"), files.len() as u64);
+    assert_eq!(count(&up, "verify_mismatched"), 0);
+    assert_eq!(count(&up, "verify_checked"), files.len() as u64);
+    assert_eq!(
+        bucket_tree(&s3, &bucket, "backup/").await,
+        sorted(files.clone())
+    );
+    // AND the big files went up in 8 MiB parts, so their ETags are `-2`
+    let big = head(&s3, &bucket, "backup/big/two.bin").await;
+    assert!(big.e_tag().unwrap().ends_with("-2\""), "{:?}", big.e_tag());
+    // AND the attributes are user metadata, as s3fs keeps them
+    let plain = head(&s3, &bucket, "backup/plain.txt").await;
+    let meta = plain.metadata().unwrap();
+    let stat = std::fs::metadata(local.path().join("plain.txt")).unwrap();
+    assert_eq!(meta["mode"], stat.mode().to_string());
+    assert_eq!(meta["uid"], stat.uid().to_string());
+    assert_eq!(meta["mtime"], stat.mtime().to_string());
+    assert_eq!(plain.content_type(), Some("text/plain"));
+    assert_eq!(list_multipart_uploads(&s3, &bucket).await, 0);
+
+    // WHEN it is uploaded again, in each diff mode
+    for mode in ["etag", "size", "mtime"] {
+        let (code, again) = sync(&path_arg(local.path()), &url, &["--mode", mode]);
+        // THEN nothing is written
+        assert_eq!(code, 0, "{mode}: {again}");
+        assert_eq!(count(&again, "skip_equal"), files.len() as u64, "{mode}");
+        for op in ["PutObject", "UploadPart", "CreateMultipartUpload"] {
+            assert_eq!(requests(&again, op), 0, "{mode}: {op}");
+        }
+    }
+
+    // WHEN the bucket is restored into a new directory
+    let restore = tempfile::tempdir().unwrap();
+    let target = restore.path().join("restored");
+    let (code, down) = sync(&url, &path_arg(&target), &["--posix-metadata"]);
+
+    // THEN the files are the same bytes, with their mode and mtime back
+    assert_eq!(code, 0, "{down}");
+    assert_eq!(count(&down, "copied"), files.len() as u64);
+    assert_eq!(tree(&target), sorted(files.clone()));
+    let restored = std::fs::metadata(target.join("plain.txt")).unwrap();
+    assert_eq!(restored.mode() & 0o7777, 0o640);
+    assert_eq!(restored.mtime(), stat.mtime());
+
+    // AND restoring again (size and ETag modes) downloads nothing
+    for mode in ["etag", "size"] {
+        let (code, again) = sync(&url, &path_arg(&target), &["--mode", mode]);
+        assert_eq!(code, 0, "{mode}: {again}");
+        assert_eq!(count(&again, "skip_equal"), files.len() as u64, "{mode}");
+        assert_eq!(requests(&again, "GetObject"), 0, "{mode}");
+    }
+    // AND without --posix-metadata a file gets its object's time, so the
+    // mtime mode finds nothing to do on the next restore either
+    let plain_restore = restore.path().join("plain");
+    assert_eq!(sync(&url, &path_arg(&plain_restore), &[]).0, 0);
+    let (code, again) = sync(&url, &path_arg(&plain_restore), &["--mode", "mtime"]);
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(requests(&again, "GetObject"), 0);
+}
+
+#[tokio::test]
+async fn each_diff_mode_sees_what_it_compares() {
+    // GIVEN an uploaded tree
+    let s3 = s3().await;
+    let bucket = unique_bucket("local-modes");
+    create_bucket(&s3, &bucket).await;
+    let local = tempfile::tempdir().unwrap();
+    seed_tree(local.path());
+    let (src, url) = (path_arg(local.path()), format!("s3://{bucket}"));
+    assert_eq!(sync(&src, &url, &[]).0, 0);
+
+    // WHEN a small file and a multipart one change without changing size,
+    // with their old times put back (a change only contents can show)
+    let same_size = |name: &str| {
+        let path = local.path().join(name);
+        let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let mut data = std::fs::read(&path).unwrap();
+        let middle = data.len() / 2;
+        data[middle] ^= 0xFF;
+        std::fs::write(&path, data).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(before).unwrap();
+    };
+    same_size("plain.txt");
+    same_size("big/two.bin");
+
+    // THEN size and mtime modes see nothing, and the ETag mode both
+    for mode in ["size", "mtime"] {
+        let (code, run) = sync(&src, &url, &["--mode", mode, "--dry-run"]);
+        assert_eq!((code, count(&run, "plan_update")), (0, 0), "{mode}: {run}");
+    }
+    let (code, run) = sync(&src, &url, &["--mode", "etag"]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "updated"), 2, "{run}");
+
+    // WHEN a file is touched (newer, same bytes) and another grows
+    let touched = local.path().join("a-b");
+    let file = std::fs::File::options().write(true).open(&touched).unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
+    write(local.path(), "a/x", &body(55, 11));
+    // THEN mtime mode sends both, size mode only the grown one
+    let (_, run) = sync(&src, &url, &["--mode", "size", "--dry-run"]);
+    assert_eq!(count(&run, "plan_update"), 1, "{run}");
+    let (_, run) = sync(&src, &url, &["--mode", "mtime", "--dry-run"]);
+    assert_eq!(count(&run, "plan_update"), 2, "{run}");
+    let (_, run) = sync(&src, &url, &["--mode", "etag", "--dry-run"]);
+    assert_eq!(count(&run, "plan_update"), 1, "{run}");
+}
+
+#[tokio::test]
+async fn objects_another_tool_uploaded_in_5mib_parts_compare_equal_to_their_files() {
+    // GIVEN a bucket with objects uploaded in 5 MiB parts (rclone's size)
+    // and in one PUT, and a restore of it
+    let s3 = s3().await;
+    let bucket = unique_bucket("local-layout");
+    create_bucket(&s3, &bucket).await;
+    let etag = put_multipart(&s3, &bucket, "parts/five.bin", 12 * MIB, 5 * MIB).await;
+    assert!(etag.ends_with("-3\""));
+    put(&s3, &bucket, "single.bin", body(9, 9 * MIB)).await;
+    let restore = tempfile::tempdir().unwrap();
+    let url = format!("s3://{bucket}");
+    assert_eq!(sync(&url, &path_arg(restore.path()), &[]).0, 0);
+
+    // WHEN the directory is synced back up in ETag mode
+    let (code, run) = sync(&path_arg(restore.path()), &url, &[]);
+
+    // THEN the files' ETags, computed with the layouts the objects have
+    // (inferred from `-3`), match: nothing is uploaded, nothing unverified
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "skip_equal"), 2, "{run}");
+    assert_eq!(count(&run, "skip_unverified"), 0);
+    assert_eq!(
+        requests(&run, "PutObject") + requests(&run, "UploadPart"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn delete_mirrors_removals_both_ways() {
+    // GIVEN a tree uploaded, and restored
+    let s3 = s3().await;
+    let bucket = unique_bucket("local-delete");
+    create_bucket(&s3, &bucket).await;
+    let local = tempfile::tempdir().unwrap();
+    let files = seed_tree(local.path());
+    let (src, url) = (path_arg(local.path()), format!("s3://{bucket}/p"));
+    assert_eq!(sync(&src, &url, &[]).0, 0);
+    let restore = tempfile::tempdir().unwrap();
+    let restored = path_arg(restore.path());
+    assert_eq!(sync(&url, &restored, &[]).0, 0);
+
+    // WHEN files are removed locally (a whole folder among them) and the
+    // upload runs with --delete
+    std::fs::remove_dir_all(local.path().join("many")).unwrap();
+    std::fs::remove_file(local.path().join("empty")).unwrap();
+    let (code, run) = sync(&src, &url, &["--delete"]);
+
+    // THEN the bucket loses exactly those objects
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "deleted"), 41);
+    let left: Vec<_> = files
+        .iter()
+        .filter(|(n, _)| !n.starts_with("many/") && n != "empty")
+        .cloned()
+        .collect();
+    assert_eq!(bucket_tree(&s3, &bucket, "p/").await, sorted(left.clone()));
+
+    // WHEN the restore runs again with --delete
+    let (code, run) = sync(&url, &restored, &["--delete"]);
+
+    // THEN the files go, and the folder they emptied with them
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "deleted"), 41);
+    assert_eq!(tree(restore.path()), sorted(left));
+    assert!(!restore.path().join("many").exists());
+}
+
+#[tokio::test]
+async fn keys_that_cannot_be_files_are_reported_and_nothing_escapes_the_directory() {
+    // GIVEN keys a restore cannot write as files below its directory, a
+    // folder marker, and a normal key
+    let s3 = s3().await;
+    let bucket = unique_bucket("local-unsafe");
+    create_bucket(&s3, &bucket).await;
+    for key in ["../escape", "a/../../up", "double//slash", "folder/"] {
+        put(&s3, &bucket, key, b"x".to_vec()).await;
+    }
+    put(&s3, &bucket, "fine.txt", b"ok".to_vec()).await;
+    let parent = tempfile::tempdir().unwrap();
+    let target = parent.path().join("restore");
+
+    // WHEN it is restored
+    let (code, run) = sync(&format!("s3://{bucket}"), &path_arg(&target), &[]);
+
+    // THEN the normal key is a file, the folder marker is skipped as one,
+    // the others are failures in the report, and nothing was written
+    // outside the directory
+    assert_eq!(code, 1, "{run}");
+    assert_eq!(count(&run, "copied"), 1);
+    assert_eq!(count(&run, "skip_folder_markers"), 1);
+    assert_eq!(count(&run, "failed"), 3);
+    let rows = rows(&run);
+    for key in ["../escape", "a/../../up", "double//slash"] {
+        assert!(rows.contains(&format!("{key} UnsafeKey")), "{rows:?}");
+    }
+    assert_eq!(tree(&target), vec![("fine.txt".to_owned(), b"ok".to_vec())]);
+    assert_eq!(
+        std::fs::read_dir(parent.path()).unwrap().count(),
+        1,
+        "only the restore directory"
+    );
+}
+
+#[tokio::test]
+async fn files_that_cannot_be_objects_are_reported_not_dropped() {
+    // GIVEN a directory with a FIFO, a dangling link and a name that is
+    // not UTF-8 beside normal files
+    let s3 = s3().await;
+    let bucket = unique_bucket("local-odd");
+    create_bucket(&s3, &bucket).await;
+    let local = tempfile::tempdir().unwrap();
+    write(local.path(), "ok.txt", b"fine");
+    let fifo = local.path().join("pipe");
+    let fifo_c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink(local.path().join("gone"), local.path().join("dangling")).unwrap();
+    let url = format!("s3://{bucket}");
+
+    // WHEN it is uploaded
+    let (code, run) = sync(&path_arg(local.path()), &url, &[]);
+    // THEN the file is uploaded and the others are warnings (exit 3),
+    // each reported once although the verification walks the tree again
+    assert_eq!(code, 3, "{run}");
+    assert_eq!(count(&run, "copied"), 1);
+    assert_eq!(count(&run, "warnings"), 2);
+    assert_eq!(
+        sorted_strings(rows(&run)),
+        ["dangling DanglingSymlink", "pipe NotARegularFile"]
+    );
+
+    // WHEN a file's name is not UTF-8
+    let bad = std::ffi::OsStr::from_encoded_bytes_unchecked_safe(b"caf\xe9.txt");
+    std::fs::write(local.path().join(bad), b"latin-1").unwrap();
+    let (code, run) = sync(&path_arg(local.path()), &url, &[]);
+    // THEN it is a failure in the report, never silently left out
+    assert_eq!(code, 1, "{run}");
+    let rows = rows(&run);
+    assert!(
+        rows.contains(&"caf\u{FFFD}.txt InvalidFileName".to_owned()),
+        "{rows:?}"
+    );
+}
+
+/// `OsStr::from_encoded_bytes_unchecked` is unsafe only because the bytes
+/// might not be a valid platform encoding; on Unix any bytes are.
+trait FromBytes {
+    fn from_encoded_bytes_unchecked_safe(bytes: &[u8]) -> &std::ffi::OsStr;
+}
+
+impl FromBytes for std::ffi::OsStr {
+    fn from_encoded_bytes_unchecked_safe(bytes: &[u8]) -> &std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_and_restore_converge_on_rerun() {
+    // GIVEN a tree, and a proxy that makes each part upload and each
+    // ranged download take a second
+    let s3 = s3().await;
+    let bucket = unique_bucket("local-kill");
+    create_bucket(&s3, &bucket).await;
+    let local = tempfile::tempdir().unwrap();
+    let files = seed_tree(local.path());
+    let proxy = FaultProxy::start(&moto().endpoint);
+    proxy.add_rule(Rule::on(Op::UploadPart).delay(Duration::from_secs(1)));
+    let url = format!("s3://{bucket}");
+    let kill_when = |args: Vec<String>, op: Op| {
+        let mut child = cli()
+            .args(&args)
+            .args(["--endpoint-url", proxy.endpoint(), "--concurrency", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            proxy.wait_for(op, 1, Duration::from_secs(30)),
+            "never reached {op:?}"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(proxy.wait_idle(Duration::from_secs(10)));
+    };
+
+    // WHEN an upload is killed mid multipart upload, then run again
+    kill_when(
+        vec!["sync".into(), path_arg(local.path()), url.clone()],
+        Op::UploadPart,
+    );
+    assert!(
+        list_multipart_uploads(&s3, &bucket).await >= 1,
+        "killed mid-upload"
+    );
+    proxy.clear_rules();
+    let (code, run) = sync(&path_arg(local.path()), &url, &[]);
+
+    // THEN it converges: every file there, no upload left open
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(bucket_tree(&s3, &bucket, "").await, sorted(files.clone()));
+    assert_eq!(list_multipart_uploads(&s3, &bucket).await, 0);
+
+    // WHEN a restore is killed mid-download of a big file, then run again
+    let restore = tempfile::tempdir().unwrap();
+    let target: PathBuf = restore.path().join("r");
+    proxy.add_rule(
+        Rule::on(Op::GetObject)
+            .key("big/two.bin")
+            .delay(Duration::from_secs(2)),
+    );
+    kill_when(
+        vec!["sync".into(), url.clone(), path_arg(&target)],
+        Op::GetObject,
+    );
+    proxy.clear_rules();
+    assert_ne!(tree(&target), sorted(files.clone()), "killed mid-restore");
+    let (code, run) = sync(&url, &path_arg(&target), &[]);
+
+    // THEN it converges, and no partial file is left
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(tree(&target), sorted(files));
+    let partials = walkdir_count(&target, ".s3-fanout-partial");
+    assert_eq!(partials, 0);
+}
+
+fn sorted_strings(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn walkdir_count(dir: &Path, suffix: &str) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            n += walkdir_count(&path, suffix);
+        } else if path.to_string_lossy().ends_with(suffix) {
+            n += 1;
+        }
+    }
+    n
+}
