@@ -34,9 +34,6 @@ pub struct Copier {
     pub source: S3Location,
     pub destination: S3Location,
     pub options: CopyOptions,
-    /// With `options.stream`: the memory streamed copies may hold, shared
-    /// by every copy of the run ([`crate::stream`]).
-    pub budget: Option<crate::stream::ByteBudget>,
 }
 
 impl Copier {
@@ -171,12 +168,18 @@ impl Copier {
         }
         // `-1` counts too: a one-part upload's ETag differs from a plain one.
         let multipart_source = matches!(etag_shape(&entry.etag), EtagShape::Multipart(_));
-        if entry.size > self.options.multipart_threshold
+        if self.options.stream {
+            // A stream keeps the source's shape (and so its ETag): one PUT
+            // for a one-PUT object, which S3 caps at 5 GiB.
+            if multipart_source || entry.size > crate::config::MAX_PART_SIZE {
+                crate::multipart::copy_multipart(self, entry, cancel).await
+            } else {
+                self.stream_single(entry).await
+            }
+        } else if entry.size > self.options.multipart_threshold
             || (self.options.mirror_parts && multipart_source)
         {
             crate::multipart::copy_multipart(self, entry, cancel).await
-        } else if self.options.stream {
-            self.stream_single(entry).await
         } else {
             self.copy_single(entry).await
         }

@@ -34,7 +34,6 @@ use crate::location::{Location, S3Location};
 use crate::metrics::RequestCounter;
 use crate::pieces::{PairSink, Sides, list_in_pieces};
 use crate::report::{ConcurrencyRange, ReportRows, Stats, Summary, write_report};
-use crate::stream::ByteBudget;
 use crate::transfer::{BucketSide, Mover};
 use crate::verify::{WrittenKeys, verify_range, verify_written};
 use crate::worker::WorkContext;
@@ -292,11 +291,6 @@ fn mover(
             source: source.clone(),
             destination: destination.clone(),
             options: options.copy.clone(),
-            // Each worker holds at most one object or part in memory.
-            budget: options
-                .copy
-                .stream
-                .then(|| ByteBudget::new(options.concurrency, options.copy.part_size)),
         }),
         (Location::Local(root), Location::S3(destination)) => Mover::Upload {
             dir: dir(root),

@@ -1,176 +1,147 @@
 //! Copies that stream through this machine, for two sides a server-side
 //! copy cannot bridge: two S3-compatible providers, two accounts with no
 //! shared credentials, or a region pair where the user asks for it
-//! (`--stream`). GET then PUT for an object up to the threshold; above it,
-//! the multipart copy of [`crate::multipart`] with each part a ranged GET
-//! then UploadPart instead of an UploadPartCopy, so part layouts, tags,
-//! clean-up of left-over uploads and lost completions are handled once.
+//! (`--stream`).
 //!
-//! Each object or part is held in memory whole while it is sent: a
-//! retried PUT needs its bytes again, and a GET's body cannot be read
-//! twice. A [`ByteBudget`] shared by the run's workers bounds what is held
-//! at once to concurrency x part size, never the objects' sizes.
+//! The copy keeps the source's shape, so its ETag is the source's and the
+//! next run proves it equal: an object uploaded in one PUT (up to S3's
+//! 5 GiB) streams as one GET piped into one PUT; one uploaded in parts goes
+//! through the multipart copy of [`crate::multipart`] with each part a
+//! ranged GET piped into an UploadPart (instead of an UploadPartCopy), so
+//! part layouts, tags, left-over uploads and lost completions are handled
+//! by the same code as server-side copies.
+//!
+//! Piped, not buffered: the PUT's body is the GET's body, read as the PUT
+//! sends it, so memory holds a few chunks per copy in flight whatever the
+//! objects' sizes (the bench in `scripts/bench-memory.sh` measures it). The
+//! price is that the SDK cannot resend such a body, so a failed attempt is
+//! retried here, with a fresh GET, under the same backoff rules.
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::types::{CompletedPart, RequestPayer};
-use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::copy::{Copied, Copier, CopyError, quoted};
 use crate::error::{RetryClass, S3Failure, classify};
 use crate::listing::ObjectEntry;
 
-const MIB: u64 = 1024 * 1024;
+/// Attempts at one piped GET and PUT (or UploadPart) together.
+const ATTEMPTS: u32 = 5;
 
-/// Bytes held in memory by streamed copies, in MiB permits.
-#[derive(Debug, Clone)]
-pub struct ByteBudget {
-    permits: Arc<Semaphore>,
-    total_mib: u32,
-}
-
-impl ByteBudget {
-    /// Room for `objects` buffers of `part_size` bytes.
-    pub fn new(objects: usize, part_size: u64) -> Self {
-        let total = (objects as u64 * part_size.div_ceil(MIB)).clamp(1, u32::MAX as u64 / 2);
-        ByteBudget {
-            permits: Arc::new(Semaphore::new(total as usize)),
-            total_mib: total as u32,
-        }
-    }
-
-    /// Wait until `bytes` more may be held. A buffer larger than the whole
-    /// budget (a source part of a huge layout) waits for all of it.
-    pub async fn hold(&self, bytes: u64) -> OwnedSemaphorePermit {
-        let mib = (bytes.div_ceil(MIB) as u32).clamp(1, self.total_mib);
-        self.permits
-            .clone()
-            .acquire_many_owned(mib)
-            .await
-            .expect("the budget's semaphore is never closed")
-    }
-
-    pub fn total_bytes(&self) -> u64 {
-        self.total_mib as u64 * MIB
-    }
-}
-
-/// A GET body read to its end; a body that broke off is a retryable
-/// failure, which the worker reports or the copier Lambda hands back.
-async fn read_body(body: ByteStream, expected: u64, key: &str) -> Result<Bytes, CopyError> {
-    let bytes = body
-        .collect()
-        .await
-        .map_err(|e| {
-            CopyError::Failed(S3Failure {
-                code: "IncompleteBody".into(),
-                http_status: None,
-                message: format!("reading {key} from the source: {e}"),
-                class: RetryClass::Retryable,
-            })
-        })?
-        .into_bytes();
-    if bytes.len() as u64 != expected {
-        return Err(CopyError::Failed(S3Failure {
-            code: "IncompleteBody".into(),
-            http_status: None,
-            message: format!(
-                "the source sent {} of {expected} bytes of {key}",
-                bytes.len()
-            ),
-            class: RetryClass::Retryable,
-        }));
-    }
-    Ok(bytes)
+/// Up to `max` ms, from the clock's nanoseconds: enough to keep retries
+/// of parallel copies from marching in step.
+fn jitter_ms(max: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    nanos % max.max(1)
 }
 
 impl Copier {
-    fn budget(&self) -> Option<&ByteBudget> {
-        self.budget.as_ref()
-    }
-
-    /// GET a byte range (inclusive) of the source as listed, into memory.
-    async fn get_bytes(
+    /// GET the source as listed (a byte range of it, inclusive, if given).
+    async fn get(
         &self,
         entry: &ObjectEntry,
         range: Option<(u64, u64)>,
-    ) -> Result<(Bytes, aws_sdk_s3::operation::get_object::GetObjectOutput), CopyError> {
-        let key = self.source.key_for(&entry.key);
+    ) -> Result<GetObjectOutput, CopyError> {
         let mut request = self
             .source_client
             .get_object()
             .bucket(&self.source.bucket)
-            .key(&key)
+            .key(self.source.key_for(&entry.key))
             .if_match(quoted(&entry.etag))
             .set_range(range.map(|(start, end)| format!("bytes={start}-{end}")))
             .set_expected_bucket_owner(self.options.expected_source_owner.clone());
         if self.options.request_payer {
             request = request.request_payer(RequestPayer::Requester);
         }
-        let mut output = request
-            .send()
-            .await
-            .map_err(|e| CopyError::from_failure(classify(&e)))?;
-        let expected = range.map_or(entry.size, |(start, end)| end - start + 1);
-        let body = std::mem::replace(
-            &mut output.body,
-            ByteStream::new(aws_smithy_types::body::SdkBody::empty()),
-        );
-        Ok((read_body(body, expected, &key).await?, output))
-    }
-
-    /// Stream one object up to the threshold: GET, then PUT with its
-    /// content headers, metadata and tags.
-    pub(crate) async fn stream_single(&self, entry: &ObjectEntry) -> Result<Copied, CopyError> {
-        let _held = match self.budget() {
-            Some(budget) => Some(budget.hold(entry.size).await),
-            None => None,
-        };
-        let (bytes, head) = self.get_bytes(entry, None).await?;
-        if head.sse_customer_algorithm().is_some() {
-            return Err(CopyError::SseC(S3Failure {
-                code: "SSECObject".into(),
-                http_status: None,
-                message: "the object is encrypted with a customer-provided key (SSE-C)".into(),
-                class: RetryClass::NonRetryable,
-            }));
-        }
-        let mut warnings = Vec::new();
-        let tagging = if head.tag_count().unwrap_or(0) > 0 {
-            let key = self.source.key_for(&entry.key);
-            crate::multipart::source_tagging(self, &key, &mut warnings).await?
-        } else {
-            None
-        };
-        let (sse, kms_key) = self.encryption();
-        let mut request = self
-            .destination_client
-            .put_object()
-            .bucket(&self.destination.bucket)
-            .key(self.destination.key_for(&entry.key))
-            .content_length(bytes.len() as i64)
-            .body(ByteStream::from(bytes))
-            .set_metadata(head.metadata().cloned())
-            .set_content_type(head.content_type().map(str::to_owned))
-            .set_content_encoding(head.content_encoding().map(str::to_owned))
-            .set_content_disposition(head.content_disposition().map(str::to_owned))
-            .set_content_language(head.content_language().map(str::to_owned))
-            .set_cache_control(head.cache_control().map(str::to_owned))
-            .set_website_redirect_location(head.website_redirect_location().map(str::to_owned))
-            .set_tagging(tagging)
-            .set_storage_class(self.storage_class(entry))
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .set_expected_bucket_owner(self.options.expected_dest_owner.clone());
-        if self.options.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
         request
             .send()
             .await
-            .map_err(|e| CopyError::Failed(classify(&e)))?;
+            .map_err(|e| CopyError::from_failure(classify(&e)))
+    }
+
+    /// Run `attempt` until it succeeds, fails for good, or has been tried
+    /// [`ATTEMPTS`] times; waits 0.2, 0.4, 0.8 s... (with jitter) between.
+    async fn piped<T, F, Fut>(&self, key: &str, mut attempt: F) -> Result<T, CopyError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CopyError>>,
+    {
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            match attempt().await {
+                Err(err) if tried < ATTEMPTS && err.retry_class() == RetryClass::Retryable => {
+                    if matches!(err, CopyError::SourceChanged | CopyError::Cancelled) {
+                        return Err(err);
+                    }
+                    tracing::info!(key, tried, error = ?err, "a streamed copy failed; trying again");
+                    let base = 200u64 << (tried - 1).min(6);
+                    let jitter = jitter_ms(base / 2);
+                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Stream an object that was uploaded in one PUT: GET piped into PUT,
+    /// with its content headers, metadata and tags.
+    pub(crate) async fn stream_single(&self, entry: &ObjectEntry) -> Result<Copied, CopyError> {
+        let warnings = self
+            .piped(&entry.key, || async {
+                let head = self.get(entry, None).await?;
+                if head.sse_customer_algorithm().is_some() {
+                    return Err(CopyError::SseC(S3Failure {
+                        code: "SSECObject".into(),
+                        http_status: None,
+                        message: "the object is encrypted with a customer-provided key (SSE-C)"
+                            .into(),
+                        class: RetryClass::NonRetryable,
+                    }));
+                }
+                let mut tag_warnings = Vec::new();
+                let tagging = if head.tag_count().unwrap_or(0) > 0 {
+                    let key = self.source.key_for(&entry.key);
+                    crate::multipart::source_tagging(self, &key, &mut tag_warnings).await?
+                } else {
+                    None
+                };
+                let (sse, kms_key) = self.encryption();
+                let mut request = self
+                    .destination_client
+                    .put_object()
+                    .bucket(&self.destination.bucket)
+                    .key(self.destination.key_for(&entry.key))
+                    .content_length(entry.size as i64)
+                    .set_metadata(head.metadata().cloned())
+                    .set_content_type(head.content_type().map(str::to_owned))
+                    .set_content_encoding(head.content_encoding().map(str::to_owned))
+                    .set_content_disposition(head.content_disposition().map(str::to_owned))
+                    .set_content_language(head.content_language().map(str::to_owned))
+                    .set_cache_control(head.cache_control().map(str::to_owned))
+                    .set_website_redirect_location(
+                        head.website_redirect_location().map(str::to_owned),
+                    )
+                    .set_tagging(tagging)
+                    .set_storage_class(self.storage_class(entry))
+                    .set_server_side_encryption(sse)
+                    .set_ssekms_key_id(kms_key)
+                    .set_expected_bucket_owner(self.options.expected_dest_owner.clone())
+                    .body(head.body);
+                if self.options.request_payer {
+                    request = request.request_payer(RequestPayer::Requester);
+                }
+                request
+                    .send()
+                    .await
+                    .map_err(|e| CopyError::Failed(classify(&e)))?;
+                Ok(tag_warnings)
+            })
+            .await?;
         Ok(Copied {
             bytes: entry.size,
             multipart: false,
@@ -180,7 +151,7 @@ impl Copier {
     }
 
     /// Stream one part of a multipart copy: a ranged GET of the source as
-    /// listed, then UploadPart.
+    /// listed, piped into UploadPart.
     pub(crate) async fn stream_part(
         &self,
         entry: &ObjectEntry,
@@ -188,54 +159,30 @@ impl Copier {
         part_number: i32,
         (start, end): (u64, u64),
     ) -> Result<CompletedPart, CopyError> {
-        let _held = match self.budget() {
-            Some(budget) => Some(budget.hold(end - start + 1).await),
-            None => None,
-        };
-        let (bytes, _) = self.get_bytes(entry, Some((start, end))).await?;
-        let mut request = self
-            .destination_client
-            .upload_part()
-            .bucket(&self.destination.bucket)
-            .key(self.destination.key_for(&entry.key))
-            .upload_id(upload_id)
-            .part_number(part_number)
-            .content_length(bytes.len() as i64)
-            .body(ByteStream::from(bytes))
-            .set_expected_bucket_owner(self.options.expected_dest_owner.clone());
-        if self.options.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
-        let output = request
-            .send()
-            .await
-            .map_err(|e| CopyError::from_failure(classify(&e)))?;
-        Ok(CompletedPart::builder()
-            .part_number(part_number)
-            .set_e_tag(output.e_tag().map(str::to_owned))
-            .build())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_budget_bounds_bytes_held_at_once() {
-        let budget = ByteBudget::new(2, 8 * MIB);
-        assert_eq!(budget.total_bytes(), 16 * MIB);
-        let a = budget.hold(8 * MIB).await;
-        let _b = budget.hold(5 * MIB).await;
-        // 13 of 16 MiB held: another 8 MiB must wait for one to go.
-        let waiting =
-            tokio::time::timeout(std::time::Duration::from_millis(50), budget.hold(8 * MIB));
-        assert!(waiting.await.is_err());
-        drop(a);
-        let _c = budget.hold(8 * MIB).await;
-        // Larger than the whole budget: waits for all of it, never forever.
-        drop(_c);
-        drop(_b);
-        let _huge = budget.hold(100 * MIB).await;
+        self.piped(&entry.key, || async {
+            let part = self.get(entry, Some((start, end))).await?;
+            let mut request = self
+                .destination_client
+                .upload_part()
+                .bucket(&self.destination.bucket)
+                .key(self.destination.key_for(&entry.key))
+                .upload_id(upload_id)
+                .part_number(part_number)
+                .content_length((end - start + 1) as i64)
+                .body(part.body)
+                .set_expected_bucket_owner(self.options.expected_dest_owner.clone());
+            if self.options.request_payer {
+                request = request.request_payer(RequestPayer::Requester);
+            }
+            let output = request
+                .send()
+                .await
+                .map_err(|e| CopyError::from_failure(classify(&e)))?;
+            Ok(CompletedPart::builder()
+                .part_number(part_number)
+                .set_e_tag(output.e_tag().map(str::to_owned))
+                .build())
+        })
+        .await
     }
 }

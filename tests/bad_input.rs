@@ -19,7 +19,9 @@ async fn malformed_urls_are_refused_with_exit_2() {
     let dst = unique_bucket("badurl-dst");
     create_bucket(&s3, &dst).await;
     for (src, why) in [
-        ("my-bucket/key", "expected s3://BUCKET"),
+        // Without s3:// it is a directory to upload, which must exist:
+        // a typo never uploads (or with --delete, empties) anything.
+        ("my-bucket/key", "the source directory"),
         ("http://my-bucket", "expected s3://BUCKET"),
         ("s3://", "bucket name is empty"),
         ("s3://a", "3 to 255 characters"),
@@ -30,6 +32,20 @@ async fn malformed_urls_are_refused_with_exit_2() {
         assert!(out.stderr.contains(why), "{src}: {}", out.stderr);
     }
     assert!(list_all(&s3, &dst, "").await.is_empty());
+    // Two directories are rsync's job; a file is not a directory.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let (dir, file) = (dir.path().display().to_string(), file.display().to_string());
+    for (src, dst, why) in [
+        (&dir, &dir, "both local directories"),
+        (&file, &format!("s3://{dst}"), "is not a directory"),
+        (&format!("s3://{dst}"), &file, "is not a directory"),
+    ] {
+        let out = sync(&[src, dst]);
+        assert_eq!(out.status, 2, "{src} {dst}: {}", out.stderr);
+        assert!(out.stderr.contains(why), "{src} {dst}: {}", out.stderr);
+    }
 }
 
 #[tokio::test]

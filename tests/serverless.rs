@@ -394,6 +394,55 @@ async fn an_object_too_large_for_one_invocation_is_copied_by_part_tasks_and_coun
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_run_copies_through_the_copier_function_with_gets_and_puts() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-stream").await;
+    // GIVEN objects uploaded in one PUT and in 5 MiB parts, and a run that
+    // asks for client-side copies (as across providers or accounts)
+    let etag = put_multipart(&s3, &src, "parts.bin", 12 * MIB, 5 * MIB).await;
+    for i in 0..6 {
+        put(&s3, &src, &format!("small/{i}"), body(40 + i, 2_000)).await;
+    }
+    let input = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input.path(), br#"{"stream": true}"#).unwrap();
+
+    // WHEN it runs through the state machine
+    let (code, summary, out) = run(&[
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        "--input",
+        input.path().to_str().unwrap(),
+    ]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+
+    // THEN the copier functions moved the bytes themselves: PUTs and
+    // UploadParts at the destination, never a server-side copy
+    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
+    assert_eq!(count(&summary, "copied"), 7);
+    let to_destination = |op: Op| {
+        stack()
+            .proxy
+            .requests()
+            .iter()
+            .filter(|r| r.op == op && r.bucket == dst)
+            .count()
+    };
+    assert_eq!(
+        to_destination(Op::CopyObject) + to_destination(Op::UploadPartCopy),
+        0
+    );
+    assert!(to_destination(Op::PutObject) >= 6);
+    assert!(to_destination(Op::UploadPart) >= 3);
+    // AND the copies are the source's bytes, the multipart one with its ETag
+    assert_eq!(contents(&s3, &dst).await, contents(&s3, &src).await);
+    assert_eq!(
+        head(&s3, &dst, "parts.bin").await.e_tag(),
+        Some(etag.as_str())
+    );
+    assert_eq!(list_multipart_uploads(&s3, &dst).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_retried_lister_invocation_resumes_from_its_checkpoint_and_resends_nothing() {
     use s3_fanout::serverless::lister::{
         Checkpoint, Phase, ShardCursor, checkpoint_name, list_shard,

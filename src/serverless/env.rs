@@ -203,11 +203,6 @@ impl FunctionEnv {
             source: source.clone(),
             destination: destination.clone(),
             options: options.copy.clone(),
-            // A streamed run's copier holds at most one object or part
-            // per task it copies at once.
-            budget: options.copy.stream.then(|| {
-                crate::stream::ByteBudget::new(self.config.copy_concurrency, options.copy.part_size)
-            }),
         })
     }
 
