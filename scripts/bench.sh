@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Peer benchmark: s3-fanout next to rclone, the AWS CLI, s3cmd, s4cmd and
 # s3sync, each doing a server-side sync from bucket A to bucket B on the same
-# local S3 server (moto or Garage), with the same data, one tool after another.
+# local S3 server (moto or Garage), with the same data, one tool after another;
+# and each uploading the same local directory tree to that server.
 #
 #   scripts/bench.sh
 #   COUNT=2000 BIG_COUNT=20 BIG_SIZE_MIB=9 CHANGE_PCT=1 TOOLS="s3-fanout rclone" scripts/bench.sh
 #   CHART=0 INSTALL=0 SCENARIOS="prefixed resync-unchanged" scripts/bench.sh
+#   COUNT=200 BIG_COUNT=2 SCENARIOS="upload-dir upload-dir-resync" TOOLS="s3-fanout rclone" scripts/bench.sh
 #   COUNT=10000 SERVER=garage LATENCY_MS=20 scripts/bench.sh
 #   PROFILE=debug COUNT=300 TOOLS="ceiling s3-fanout awscli" scripts/bench.sh
 #
@@ -33,7 +35,17 @@
 # prefix), multipart (BIG_COUNT objects of BIG_SIZE_MIB MiB, threshold
 # 8 MiB where a tool has one), resync-unchanged and resync-1pct (the
 # prefixed destination again, before and after CHANGE_PCT% of the source is
-# rewritten). Peers missing from the machine are installed (apt-get, or
+# rewritten), upload-dir (a local directory tree, written once into the
+# work directory: COUNT small files over 20 folders of 5 subfolders each,
+# the first 8 of them under awkward names - spaces, accents, Japanese, an
+# emoji, "+=&", a literal "%20", brackets, quotes - and BIG_COUNT files of
+# BIG_SIZE_MIB MiB; every tool uploads it to an empty prefix, multipart
+# threshold and part size 8 MiB) and upload-dir-resync (the same upload
+# again, nothing changed: what a no-op costs). The ceiling only copies
+# between buckets and sits the upload scenarios out. An upload is equal when
+# each file is an object of its size under its relative path, and its ETag
+# the file's MD5 (or, above 8 MiB, the multipart ETag of 8 MiB parts).
+# Peers missing from the machine are installed (apt-get, or
 # `cargo install s3sync` into .tools/cargo); one that cannot be is skipped
 # with the reason in the output. Results: a Markdown table on stdout and in
 # bench-results/latest.md, everything in bench-results/latest.json, a chart
@@ -47,7 +59,7 @@ BIG_COUNT="${BIG_COUNT:-20}"
 BIG_SIZE_MIB="${BIG_SIZE_MIB:-9}"
 CHANGE_PCT="${CHANGE_PCT:-1}"
 TOOLS="${TOOLS:-ceiling s3-fanout rclone awscli s3cmd s4cmd s3sync}"
-SCENARIOS="${SCENARIOS:-prefixed flat multipart resync-unchanged resync-1pct}"
+SCENARIOS="${SCENARIOS:-prefixed flat multipart resync-unchanged resync-1pct upload-dir upload-dir-resync}"
 INSTALL="${INSTALL:-1}"            # 0: never install a missing peer, just skip it
 S3SYNC_VERSION="${S3SYNC_VERSION:-}" # empty: the newest on crates.io
 SERVER="${SERVER:-moto}"           # moto | garage
@@ -346,12 +358,17 @@ export RCLONE_CONFIG="$WORK/rclone.conf" RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONF
 
 # The command line of TOOL syncing SRC to DST in SCENARIO, into the CMD array,
 # and in NOTE any departure from the tool's defaults beyond the multipart
-# threshold (8 MiB, 8 MiB parts) in the multipart scenario, where each peer
-# has a flag for it.
+# threshold (8 MiB, 8 MiB parts) in the multipart and upload scenarios, where
+# each peer has a flag for it. In the upload scenarios SRC is a local
+# directory and DST is BUCKET/PREFIX.
 tool_cmd() {
     local tool="$1" scen="$2" src="$3" dst="$4" mp=0 cfg=""
     NOTE=""
     if [[ "$scen" == multipart ]]; then mp=1 cfg=-mp; fi
+    if is_upload "$scen"; then
+        upload_cmd "$tool" "$src" "$dst"
+        return
+    fi
     case "$tool" in
     ceiling)
         # Into an empty bucket it lists the source only; a re-sync lists both.
@@ -401,28 +418,88 @@ tool_cmd() {
     esac
 }
 
+# The upload of local directory SRC to s3://DST (BUCKET/PREFIX) by TOOL, into
+# CMD; each tool's upload multipart threshold and part size set to 8 MiB.
+upload_cmd() {
+    local tool="$1" src="$2" dst="$3"
+    local mib8=$((8 * 1024 * 1024))
+    case "$tool" in
+    s3-fanout)
+        CMD=("$BIN" sync "$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}"
+            --multipart-threshold 8MiB --part-size 8MiB)
+        ;;
+    rclone)
+        CMD=(rclone sync "$src" "bench:$dst" --s3-upload-cutoff 8M --s3-chunk-size 8M)
+        ;;
+    awscli)
+        # aws-mp.cfg: multipart_threshold and multipart_chunksize 8MB, which is 8 MiB to it.
+        CMD=(env AWS_CONFIG_FILE="$WORK/aws-mp.cfg" "$AWS_BIN" s3 sync "$src" "s3://$dst/"
+            --endpoint-url "$PROXY" --only-show-errors)
+        ;;
+    s3cmd)
+        # The slash after SRC: its content, not a folder named after it.
+        CMD=(s3cmd -c "$WORK/s3cmd.cfg" --no-progress --multipart-chunk-size-mb=8 sync "$src/" "s3://$dst/")
+        ;;
+    s4cmd)
+        # No slash after the target: with one, s4cmd puts SRC's own name
+        # (upload-src/) between the prefix and the files.
+        CMD=("$(s4cmd_cmd)" --endpoint-url "$PROXY" sync "$src" "s3://$dst"
+            --max-singlepart-upload-size "$mib8" --multipart-split-size "$mib8")
+        ;;
+    s3sync)
+        CMD=("$S3SYNC_BIN" --show-no-progress
+            --target-endpoint-url "$PROXY" --target-force-path-style --target-region "$REGION"
+            --target-access-key "$ACCESS_KEY" --target-secret-access-key "$SECRET_KEY"
+            --multipart-threshold 8MiB --multipart-chunksize 8MiB
+            "$src" "s3://$dst/")
+        ;;
+    esac
+}
+
 # --- scenarios ---------------------------------------------------------------------
 
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
+UPLOAD_DIR="$WORK/upload-src"
 declare -A SRC=([prefixed]=src-prefixed [flat]=src-flat [multipart]=src-multipart
-    [resync-unchanged]=src-prefixed [resync-1pct]=src-prefixed)
+    [resync-unchanged]=src-prefixed [resync-1pct]=src-prefixed
+    [upload-dir]="$UPLOAD_DIR" [upload-dir-resync]="$UPLOAD_DIR")
 declare -A OBJECTS=([prefixed]="$COUNT" [flat]="$COUNT" [multipart]="$BIG_COUNT"
-    [resync-unchanged]="$COUNT" [resync-1pct]="$COUNT")
+    [resync-unchanged]="$COUNT" [resync-1pct]="$COUNT"
+    [upload-dir]=$((COUNT + BIG_COUNT)) [upload-dir-resync]=$((COUNT + BIG_COUNT)))
+# The scenario whose destination a re-sync runs against again.
+declare -A FIRST=([resync-unchanged]=prefixed [resync-1pct]=prefixed [upload-dir-resync]=upload-dir)
 
-# Destination bucket of TOOL in SCENARIO; re-syncs reuse the prefixed one.
+is_upload() { [[ "$1" == upload-* ]]; }
+
+# Destination bucket of TOOL in SCENARIO; re-syncs reuse their first run's.
 dst_bucket() {
-    local scen="$2"
-    [[ "$scen" == resync-* ]] && scen=prefixed
+    local scen="${FIRST[$2]:-$2}"
     echo "dst-${1//[^a-z0-9]/-}-$scen"
+}
+# Where TOOL writes in SCENARIO: the bucket, or BUCKET/PREFIX for an upload.
+dst_of() {
+    local bucket
+    bucket="$(dst_bucket "$1" "$2")"
+    if is_upload "$2"; then echo "$bucket/up"; else echo "$bucket"; fi
 }
 
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+# Before any seeding: a bad list should not fail minutes into a run.
+for scen in $SCENARIOS; do
+    [[ -n "${SRC[$scen]:-}" ]] || die "unknown scenario '$scen'"
+    first="${FIRST[$scen]:-}"
+    [[ -z "$first" ]] || want "$first" || die "$scen needs the $first scenario first (SCENARIOS=\"$first $scen\")"
+done
 
 log "seeding sources (straight to $SERVER, not through the proxy)"
 if want prefixed || want resync-unchanged || want resync-1pct; then s3u seed "$SERVER_URL" src-prefixed prefixed "$COUNT"; fi
 if want flat; then s3u seed "$SERVER_URL" src-flat flat "$COUNT"; fi
 if want multipart; then s3u seed "$SERVER_URL" src-multipart big "$BIG_COUNT" $((BIG_SIZE_MIB * 1024 * 1024)); fi
+if want upload-dir || want upload-dir-resync; then
+    s3u seeddir "$UPLOAD_DIR" "$COUNT" "$BIG_COUNT" $((BIG_SIZE_MIB * 1024 * 1024))
+fi
 
 run_one() {
     local tool="$1" scen="$2" src="$3" dst="$4"
@@ -435,7 +512,11 @@ run_one() {
     /usr/bin/time -v -o "$t.time" "${CMD[@]}" </dev/null >"$t.out" 2>"$t.err" || code=$?
     end="$(date +%s.%N)"
     curl --silent --fail --noproxy '*' "$PROXY/__proxy/counts" >"$t.counts"
-    s3u compare "$SERVER_URL" "$src" "$dst" >"$t.compare"
+    if is_upload "$scen"; then
+        s3u compare-dir "$SERVER_URL" "$src" "${dst%%/*}" "${dst#*/}" >"$t.compare"
+    else
+        s3u compare "$SERVER_URL" "$src" "$dst" >"$t.compare"
+    fi
     local note="$NOTE"
     # /usr/bin/time exits with the command's status; its own failures are 126/127.
     if ((code != 0)); then
@@ -444,6 +525,12 @@ run_one() {
         # Both say 3 for "done, with warnings" (s3sync: the multipart ETag
         # differs from the source's; s3-fanout: tags a server cannot copy).
         if ((code == 3)) && [[ "$tool" == s3-fanout || "$tool" == s3sync ]]; then note="${note:+$note, }warnings"; fi
+    fi
+    # rclone runs a whole sync again (--retries 3) after any error, which
+    # exit 0 hides; its requests and time then include the failed attempt.
+    local failed
+    if [[ "$tool" == rclone ]] && failed="$(grep -c 'Attempt [0-9]*/[0-9]* failed' "$t.err")"; then
+        note="${note:+$note, }$failed whole-sync retr$( ((failed == 1)) && echo y || echo ies)"
     fi
     "$PY" scripts/bench/report.py record "$RESULTS" "$tool" "$scen" "${OBJECTS[$scen]}" "$code" \
         "$(python3 -c "print($end - $start)")" "$t.time" "$t.counts" "$t.compare" "$note"
@@ -466,7 +553,8 @@ done
 rm -rf "$OUT_DIR/logs"
 
 for scen in $SCENARIOS; do
-    [[ -n "${SRC[$scen]:-}" ]] || die "unknown scenario '$scen'"
+    first="${FIRST[$scen]:-}"
+    if is_upload "$scen" && want_tool ceiling; then log "$scen: the ceiling copies between buckets only; not run"; fi
     for round in $(seq 1 "$REPEAT"); do
         ((REPEAT == 1)) || log "$scen: round $round of $REPEAT"
         if [[ "$scen" == resync-1pct ]]; then
@@ -475,15 +563,16 @@ for scen in $SCENARIOS; do
             sleep 1 # newer LastModified than any copy, at one-second resolution
         fi
         for tool in "${ACTIVE[@]}"; do
-            dst="$(dst_bucket "$tool" "$scen")"
-            if [[ "$scen" != resync-* ]]; then
-                s3u fresh "$SERVER_URL" "$dst"
-            elif ! want prefixed; then
-                die "$scen needs the prefixed scenario first (SCENARIOS=\"prefixed $scen\")"
-            fi
+            if is_upload "$scen" && [[ "$tool" == ceiling ]]; then continue; fi
+            dst="$(dst_of "$tool" "$scen")"
+            if [[ -z "$first" ]]; then s3u fresh "$SERVER_URL" "${dst%%/*}"; fi
             run_one "$tool" "$scen" "${SRC[$scen]}" "$dst"
-            # Multipart copies hold BIG_COUNT x BIG_SIZE in moto's memory: free them.
-            if [[ "$scen" == multipart ]]; then s3u rmbucket "$SERVER_URL" "$dst"; fi
+            # Multipart copies and uploads hold BIG_COUNT x BIG_SIZE in
+            # moto's memory: free them once no later scenario needs them.
+            if [[ "$scen" == multipart ]] || { [[ "$scen" == upload-dir-resync ]] && ((round == REPEAT)); } ||
+                { [[ "$scen" == upload-dir ]] && ! want upload-dir-resync; }; then
+                s3u rmbucket "$SERVER_URL" "${dst%%/*}"
+            fi
         done
     done
 done

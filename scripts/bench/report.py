@@ -128,7 +128,13 @@ def render(results, out_md, out_json, meta_file):
             if errs:
                 ops += f" ({errs} 4xx/5xx: " + ", ".join(f"{ABBREV.get(k, k)} {v}" for k, v in r["request_errors"].items()) + ")"
             c = r["compare"]
-            eq_size = "yes" if c.get("equal_key_size") else f"**no** ({c.get('missing', '?')} missing, {c.get('size_mismatch', '?')} size)"
+            if c.get("equal_key_size"):
+                eq_size = "yes"
+            else:
+                extra = f", {c['extra']} extra" if c.get("extra") else ""
+                if c.get("extra_renormalized"):
+                    extra += f" ({c['extra_renormalized']} a missing name in another Unicode form)"
+                eq_size = f"**no** ({c.get('missing', '?')} missing{extra}, {c.get('size_mismatch', '?')} size)"
             if c.get("equal_etag"):
                 eq_etag = "yes"
             elif c.get("equal_key_size"):
@@ -153,7 +159,8 @@ def render(results, out_md, out_json, meta_file):
     lines.append("Operation abbreviations: " + ", ".join(f"{v} = {k}" for k, v in ABBREV.items()) + ".")
     lines.append("")
     lines.append(
-        "obj/s = source objects in the scenario / wall time (for re-syncs: objects compared). "
+        "obj/s = source objects in the scenario / wall time (for re-syncs: objects compared; "
+        "for uploads: local files). The ceiling copies between buckets only, so the upload scenarios have no x ceiling. "
         "With REPEAT above 1, each row is the run with the median wall time, its range in brackets. "
         "Equal ETag may legitimately fail for multipart copies: a `-N` ETag depends on the part layout a tool chose."
     )

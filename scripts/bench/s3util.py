@@ -9,6 +9,8 @@ Garage), not through the proxy.
     s3util.py rmbucket ENDPOINT BUCKET                      delete bucket and all objects
     s3util.py fresh    ENDPOINT BUCKET                      rmbucket, then mkbucket
     s3util.py compare  ENDPOINT SRC DST                     JSON: equality of key/size/ETag listings
+    s3util.py seeddir  DIR COUNT BIG_COUNT BIG_SIZE         local tree: COUNT small files, BIG_COUNT big ones
+    s3util.py compare-dir ENDPOINT DIR BUCKET PREFIX        JSON: DIR's files against s3://BUCKET/PREFIX
 
 Content is derived from the key, so seeding is reproducible. Only loopback
 endpoints are accepted. Credentials and region come from AWS_ACCESS_KEY_ID,
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import sys
+import unicodedata
 import urllib.parse
 
 import boto3
@@ -148,6 +151,101 @@ def compare(endpoint, src, dst):
     print(json.dumps(result))
 
 
+# Names a careless tool mangles (spaces, non-ASCII, several scripts, an
+# emoji, characters URL encoding treats specially), in place of the first
+# small files of seeddir: every one is a valid file name and a valid S3 key.
+AWKWARD = [
+    "awkward/with space.bin",
+    "awkward/dir with spaces/file name.bin",
+    "awkward/naïve café.bin",
+    "awkward/日本語/ファイル.bin",
+    "awkward/emoji 🚀.bin",
+    "awkward/plus+equals=amp&.bin",
+    "awkward/percent%20literal.bin",
+    "awkward/(parens) [brackets] 'quote'.bin",
+]
+PART = 8 * 1024 * 1024  # the part size bench.sh asks every tool for
+
+
+def dir_files(count, big_count, big_size):
+    """(relative path, size) of seeddir's tree: small files over 20 folders of
+    5 subfolders each (the first ones under awkward names), then the big ones."""
+    files = []
+    for i in range(count):
+        name = AWKWARD[i] if i < len(AWKWARD) else f"d{i % 20:02}/s{i // 20 % 5}/{i:07}.bin"
+        files.append((name, 100 + (i * 7919) % 1901))
+    files += [(f"big/{i:03}.bin", big_size) for i in range(big_count)]
+    return files
+
+
+def seeddir(root, count, big_count, big_size):
+    total = 0
+    for rel, n in dir_files(int(count), int(big_count), int(big_size)):
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(body(rel, n))
+        total += n
+    print(f"s3util: seeded {root}: {int(count) + int(big_count)} files, {total} bytes", file=sys.stderr)
+
+
+def local_etags(path, size):
+    """The ETags a faithful upload of PATH can have: its MD5, and for a file
+    over one part, the multipart ETag of PART-sized parts."""
+    whole, parts = hashlib.md5(), []
+    with open(path, "rb") as f:
+        while chunk := f.read(PART):
+            whole.update(chunk)
+            parts.append(hashlib.md5(chunk).digest())
+    tags = {whole.hexdigest()}
+    if size > PART:
+        tags.add(f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}")
+    return tags
+
+
+def compare_dir(endpoint, root, bucket, prefix):
+    """Like compare, with DIR's files (keys: paths relative to DIR, '/'
+    separated, under PREFIX) as the source. A multipart ETag counts as equal
+    when it is the one 8 MiB parts give."""
+    s3 = client(endpoint)
+    prefix = prefix.strip("/")
+    prefix = prefix + "/" if prefix else ""
+    a = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            a[prefix + rel] = (os.path.getsize(path), path)
+    b = {}
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                b[o["Key"]] = (o["Size"], o["ETag"].strip('"'))
+    except s3.exceptions.NoSuchBucket:
+        pass  # as good as empty: every file missing
+    missing = sorted(k for k in a if k not in b)
+    extra = sorted(k for k in b if k not in a)
+    size_diff = [k for k in a if k in b and a[k][0] != b[k][0]]
+    etag_diff = [k for k in a if k in b and a[k][0] == b[k][0] and b[k][1] not in local_etags(a[k][1], a[k][0])]
+    # A key that differs from a local name only by Unicode normalization is
+    # the tool rewriting the name, worth telling apart from a lost file.
+    renormalized = [k for k in extra if unicodedata.normalize("NFC", k) in a and k not in a]
+    result = {
+        "source_objects": len(a),
+        "dest_objects": len(b),
+        "missing": len(missing),
+        "extra": len(extra),
+        "size_mismatch": len(size_diff),
+        "etag_mismatch": len(etag_diff),
+        "etag_mismatch_multipart_shape": len([k for k in etag_diff if "-" in b[k][1]]),
+        "equal_key_size": not missing and not extra and not size_diff,
+        "equal_etag": not missing and not extra and not size_diff and not etag_diff,
+        "examples": (missing[:3] + extra[:3] + size_diff[:3] + etag_diff[:3]),
+        "extra_renormalized": len(renormalized),
+    }
+    print(json.dumps(result, ensure_ascii=False))
+
+
 def main():
     cmd, *args = sys.argv[1:]
     if cmd == "ping":
@@ -165,6 +263,10 @@ def main():
         mkbucket(client(args[0]), args[1])
     elif cmd == "compare":
         compare(*args)
+    elif cmd == "seeddir":
+        seeddir(*args)
+    elif cmd == "compare-dir":
+        compare_dir(*args)
     else:
         sys.exit(__doc__)
 
