@@ -54,6 +54,37 @@ impl ObjectMeta {
     }
 }
 
+/// Set what an object carries on a PutObject or CreateMultipartUpload
+/// request: two builder types with the same setters, so a macro.
+macro_rules! with_meta {
+    ($request:expr, $to:expr, $meta:expr) => {{
+        let (to, meta) = ($to, $meta);
+        let (sse, kms_key) = to.options.encryption();
+        let request = $request
+            .set_content_type(meta.content_type.clone())
+            .set_content_encoding(meta.content_encoding.clone())
+            .set_content_disposition(meta.content_disposition.clone())
+            .set_content_language(meta.content_language.clone())
+            .set_cache_control(meta.cache_control.clone())
+            .set_metadata(Some(meta.metadata.clone()).filter(|m| !m.is_empty()))
+            .set_tagging(meta.tagging.clone())
+            .set_storage_class(
+                to.options
+                    .storage_class
+                    .clone()
+                    .or(meta.storage_class.clone()),
+            )
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
+            .set_expected_bucket_owner(to.options.expected_dest_owner.clone());
+        if to.options.request_payer {
+            request.request_payer(RequestPayer::Requester)
+        } else {
+            request
+        }
+    }};
+}
+
 /// Where an upload goes and how it is written.
 pub struct Destination<'a> {
     pub client: &'a Client,
@@ -132,33 +163,14 @@ async fn put_whole(
     size: u64,
     meta: &ObjectMeta,
 ) -> Result<String, CopyError> {
-    let (sse, kms_key) = to.options.encryption();
-    let mut request = to
+    let request = to
         .client
         .put_object()
         .bucket(&to.location.bucket)
         .key(key)
         .content_length(size as i64)
-        .body(body(path, 0, size).await?)
-        .set_content_type(meta.content_type.clone())
-        .set_content_encoding(meta.content_encoding.clone())
-        .set_content_disposition(meta.content_disposition.clone())
-        .set_content_language(meta.content_language.clone())
-        .set_cache_control(meta.cache_control.clone())
-        .set_metadata(Some(meta.metadata.clone()).filter(|m| !m.is_empty()))
-        .set_tagging(meta.tagging.clone())
-        .set_storage_class(
-            to.options
-                .storage_class
-                .clone()
-                .or(meta.storage_class.clone()),
-        )
-        .set_server_side_encryption(sse)
-        .set_ssekms_key_id(kms_key)
-        .set_expected_bucket_owner(to.options.expected_dest_owner.clone());
-    if to.options.request_payer {
-        request = request.request_payer(RequestPayer::Requester);
-    }
+        .body(body(path, 0, size).await?);
+    let request = with_meta!(request, to, meta);
     let output = request
         .send()
         .await
@@ -175,31 +187,12 @@ async fn create(
     target: &UploadTarget<'_>,
     meta: &ObjectMeta,
 ) -> Result<String, CopyError> {
-    let (sse, kms_key) = to.options.encryption();
-    let mut request = to
+    let request = to
         .client
         .create_multipart_upload()
         .bucket(target.bucket)
-        .key(&target.key)
-        .set_content_type(meta.content_type.clone())
-        .set_content_encoding(meta.content_encoding.clone())
-        .set_content_disposition(meta.content_disposition.clone())
-        .set_content_language(meta.content_language.clone())
-        .set_cache_control(meta.cache_control.clone())
-        .set_metadata(Some(meta.metadata.clone()).filter(|m| !m.is_empty()))
-        .set_tagging(meta.tagging.clone())
-        .set_storage_class(
-            to.options
-                .storage_class
-                .clone()
-                .or(meta.storage_class.clone()),
-        )
-        .set_server_side_encryption(sse)
-        .set_ssekms_key_id(kms_key)
-        .set_expected_bucket_owner(to.options.expected_dest_owner.clone());
-    if to.options.request_payer {
-        request = request.request_payer(RequestPayer::Requester);
-    }
+        .key(&target.key);
+    let request = with_meta!(request, to, meta);
     let created = request
         .send()
         .await
