@@ -152,12 +152,12 @@ pub async fn run_sync(
         // as this run left it.
         let destination_after =
             (planned.listed_destination + planned.plan_copy).saturating_sub(planned.plan_delete);
-        // HEADs check buckets; a directory side is listed again, which
-        // costs the disk, not requests, and computes the files' ETags.
+        // With a directory, the written files are checked one by one too:
+        // walking again would read every unchanged file to hash it.
         let written = context
             .written
             .as_ref()
-            .filter(|_| !options.verify_by_listing && mover.local_dir().is_none());
+            .filter(|_| !options.verify_by_listing);
         let written = written.and_then(|w| {
             w.if_cheaper_than_listing(
                 planned.listed_source,
@@ -167,7 +167,7 @@ pub async fn run_sync(
         });
         fatal = match written {
             Some(keys) => verify_written(
-                context.copier(),
+                &mover,
                 keys,
                 &options.diff,
                 &stats,

@@ -84,6 +84,66 @@ impl Mover {
         .row_names(relative)
     }
 
+    /// One key on both sides, as a listing would show it (`None`: absent),
+    /// for verifying the keys a run wrote. A file's ETag is computed in
+    /// the shape of its object's when the two are the same size and the
+    /// run compares ETags, as the diff does.
+    pub async fn head_both(
+        &self,
+        relative: &str,
+    ) -> (
+        Result<Option<ObjectEntry>, S3Failure>,
+        Result<Option<ObjectEntry>, S3Failure>,
+    ) {
+        let (dir, bucket, local_side) = match self {
+            Mover::Buckets(copier) => {
+                return tokio::join!(
+                    copier.head(Side::Source, relative),
+                    copier.head(Side::Destination, relative)
+                );
+            }
+            Mover::Upload { dir, bucket } => (dir, bucket, Side::Source),
+            Mover::Download { dir, bucket } => (dir, bucket, Side::Destination),
+        };
+        let remote_side = match local_side {
+            Side::Source => Side::Destination,
+            Side::Destination => Side::Source,
+        };
+        let (file, object) = tokio::join!(
+            stat_file(dir, relative),
+            head_object(
+                &bucket.client,
+                &bucket.location,
+                &bucket.options,
+                remote_side,
+                relative
+            )
+        );
+        let file = match (file, &object) {
+            (Ok(Some(mut file)), Ok(Some(object)))
+                if dir.hash_etags && file.size == object.size =>
+            {
+                let path = dir.path_for(relative);
+                let (remote, part_size) = (object.etag.clone(), dir.part_size);
+                let size = file.size;
+                file.etag = tokio::task::spawn_blocking(move || {
+                    let path = path?;
+                    crate::local::etag::etag_like(&path, size, &remote, part_size)
+                        .map_err(|e| io_failure("reading", &path, &e))
+                })
+                .await
+                .unwrap_or_else(|e| Err(join_failure(e)))
+                .unwrap_or_default();
+                Ok(Some(file))
+            }
+            (file, _) => file,
+        };
+        match local_side {
+            Side::Source => (file, object),
+            Side::Destination => (object, file),
+        }
+    }
+
     /// Move one listed object to the same relative key at the destination.
     pub async fn copy(
         &self,
@@ -142,14 +202,29 @@ impl Mover {
                 let root = dir.root.clone();
                 tokio::task::spawn_blocking(move || remove_file_and_empty_parents(&root, &path))
                     .await
-                    .map_err(|e| S3Failure {
-                        code: "LocalIoError".into(),
-                        http_status: None,
-                        message: e.to_string(),
-                        class: RetryClass::NonRetryable,
-                    })?
+                    .map_err(join_failure)?
             }
         }
+    }
+}
+
+/// A file as a listing of the directory shows it (no ETag yet).
+async fn stat_file(dir: &LocalDir, relative: &str) -> Result<Option<ObjectEntry>, S3Failure> {
+    let path = dir.path_for(relative)?;
+    match tokio::fs::metadata(&path).await {
+        Ok(meta) if meta.is_file() => Ok(Some(crate::local::file_entry(relative, &meta))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_failure("reading", &path, &e)),
+    }
+}
+
+fn join_failure(e: tokio::task::JoinError) -> S3Failure {
+    S3Failure {
+        code: "LocalIoError".into(),
+        http_status: None,
+        message: e.to_string(),
+        class: RetryClass::NonRetryable,
     }
 }
 

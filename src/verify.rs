@@ -19,12 +19,13 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DiffOptions;
-use crate::copy::{Copier, Side};
+use crate::copy::Side;
 use crate::diff::{Action, Pair, decide_with};
 use crate::error::SyncError;
 use crate::location::Location;
 use crate::pieces::{PairSink, Sides, list_in_pieces};
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
+use crate::transfer::Mover;
 
 /// A mismatch found by verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +202,7 @@ impl WrittenKeys {
 /// HEAD each written key on both sides, up to `concurrency` keys at once,
 /// and report every one that still differs.
 pub async fn verify_written(
-    copier: &Copier,
+    mover: &Mover,
     keys: Vec<String>,
     diff: &DiffOptions,
     stats: &Stats,
@@ -211,10 +212,7 @@ pub async fn verify_written(
 ) -> Result<(), SyncError> {
     let checks = futures::stream::iter(keys)
         .map(|key| async move {
-            let (source, destination) = tokio::join!(
-                copier.head(Side::Source, &key),
-                copier.head(Side::Destination, &key)
-            );
+            let (source, destination) = mover.head_both(&key).await;
             (key, source, destination)
         })
         .buffer_unordered(concurrency.max(1));
@@ -249,11 +247,24 @@ pub async fn verify_written(
             && !rows.already_reported(&mismatch.key)
         {
             Stats::add(&stats.verify_mismatched, 1);
+            let names = |side: Side, key: &str| mover.row_names(side, key);
+            let (bucket, key) = names(
+                if mismatch.at_destination {
+                    Side::Destination
+                } else {
+                    Side::Source
+                },
+                &mismatch.key,
+            );
             rows.push(
                 &mismatch.key,
-                mismatch.row(
-                    &Location::S3(copier.source.clone()),
-                    &Location::S3(copier.destination.clone()),
+                ReportRow::new(
+                    &bucket,
+                    &key,
+                    TaskStatus::Failed,
+                    mismatch.code,
+                    None,
+                    &mismatch.message,
                 ),
             );
         }
