@@ -17,6 +17,7 @@
 //! retry class ([`error`]).
 
 pub mod allocator;
+pub mod archive;
 pub mod cli;
 pub mod client;
 pub mod concurrency;

@@ -51,8 +51,14 @@ pub enum Command {
     Report(serverless::RunRef),
     /// Run the serverless stack on this machine, on moto (development).
     LocalStack(serverless::LocalStackArgs),
+    /// Write SRC's objects changed since a date or a previous archive, and a
+    /// manifest of all its keys, to a tar archive (offline delta transfer).
+    Export(Box<crate::archive::ExportSpec>),
+    /// Check an archive written by `export` whole, then make DST match it.
+    Import(Box<crate::archive::ImportSpec>),
 }
 
+mod archive;
 mod serverless;
 
 pub const EXIT_USAGE: i32 = 2;
@@ -66,6 +72,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Status(args) => return serverless::status(args, cli.json).await,
         Command::Report(args) => return serverless::report(args, cli.json).await,
         Command::LocalStack(args) => return serverless::local_stack(args).await,
+        Command::Export(spec) => return archive::export(*spec, cli.json).await,
+        Command::Import(spec) => return archive::import(*spec, cli.json).await,
     };
     let options = match SyncOptions::try_from(spec) {
         Ok(options) => options,
@@ -244,6 +252,12 @@ pub fn print_summary(s: &Summary) {
             n(c.verify_mismatched)
         );
     }
+    print_tail(s);
+}
+
+/// Requests, problems, report files and status: the end of every summary
+/// (`sync`, `export`, `import`).
+pub(crate) fn print_tail(s: &Summary) {
     let requests: Vec<String> = s
         .requests
         .iter()
@@ -253,7 +267,7 @@ pub fn print_summary(s: &Summary) {
         println!(
             "  requests   {}  ({} retries)",
             requests.join(" · "),
-            n(c.retries)
+            n(s.counts.retries)
         );
     }
     if let Some(c) = &s.copy_concurrency {
