@@ -79,10 +79,6 @@ pub struct SyncSpec {
         env = "S3_FANOUT_LIST_PAGE_SIZE"
     )]
     pub list_page_size: i32,
-    /// Send at most N requests per second to each endpoint (retries count),
-    /// evenly spaced: protects buckets shared with production traffic.
-    #[arg(long, value_name = "N", env = "S3_FANOUT_MAX_REQUESTS_PER_SECOND")]
-    pub max_requests_per_second: Option<u32>,
     /// Write objects above this size in parts (5MiB to 5GiB). Default: 5GiB
     /// for server-side copies (one CopyObject each, up to its limit); 8MiB
     /// when bytes pass through this machine (uploads, downloads, streamed
@@ -172,29 +168,40 @@ pub struct SyncSpec {
     )]
     pub failure_threshold: u64,
 
-    /// Endpoint URL for both sides (S3-compatible servers, local emulators).
-    #[arg(long, value_name = "URL", env = "S3_FANOUT_ENDPOINT_URL")]
-    pub endpoint_url: Option<String>,
+    /// How both sides are reached; the flags below name one side each.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub client: ClientFlags,
     #[arg(long, value_name = "URL", env = "S3_FANOUT_SOURCE_ENDPOINT_URL")]
     pub source_endpoint_url: Option<String>,
     #[arg(long, value_name = "URL", env = "S3_FANOUT_DEST_ENDPOINT_URL")]
     pub dest_endpoint_url: Option<String>,
-    /// Region for both sides (default: from the AWS environment or profile).
-    #[arg(long, env = "S3_FANOUT_REGION")]
-    pub region: Option<String>,
     #[arg(long, env = "S3_FANOUT_SOURCE_REGION")]
     pub source_region: Option<String>,
     #[arg(long, env = "S3_FANOUT_DEST_REGION")]
     pub dest_region: Option<String>,
-    /// Named AWS profile.
-    #[arg(long, env = "S3_FANOUT_PROFILE")]
-    pub profile: Option<String>,
     /// Profile for the source only (another account's credentials); the
     /// copy then streams through this machine.
     #[arg(long, env = "S3_FANOUT_SOURCE_PROFILE")]
     pub source_profile: Option<String>,
     #[arg(long, env = "S3_FANOUT_DEST_PROFILE")]
     pub dest_profile: Option<String>,
+}
+
+/// How to reach S3: the flags (and variables) every command that talks to
+/// a bucket takes, `sync`'s for both sides and `export`/`import`'s.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientFlags {
+    /// Endpoint URL (S3-compatible servers, local emulators).
+    #[arg(long, value_name = "URL", env = "S3_FANOUT_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Region (default: from the AWS environment or profile).
+    #[arg(long, env = "S3_FANOUT_REGION")]
+    pub region: Option<String>,
+    /// Named AWS profile.
+    #[arg(long, env = "S3_FANOUT_PROFILE")]
+    pub profile: Option<String>,
     /// Path-style addressing; on by default for endpoints on an IP or localhost.
     #[arg(long, env = "S3_FANOUT_PATH_STYLE")]
     pub path_style: bool,
@@ -222,6 +229,69 @@ pub struct SyncSpec {
         env = "S3_FANOUT_READ_TIMEOUT"
     )]
     pub read_timeout_secs: u64,
+    /// Send at most N requests per second to each endpoint (retries count),
+    /// evenly spaced: protects buckets shared with production traffic.
+    #[arg(long, value_name = "N", env = "S3_FANOUT_MAX_REQUESTS_PER_SECOND")]
+    pub max_requests_per_second: Option<u32>,
+}
+
+impl Default for ClientFlags {
+    /// The same defaults as the flags, for specs built from JSON.
+    fn default() -> Self {
+        ClientFlags {
+            endpoint_url: None,
+            region: None,
+            profile: None,
+            path_style: false,
+            retry_mode: RetryMode::Adaptive,
+            max_attempts: 10,
+            connect_timeout_secs: 10,
+            read_timeout_secs: 120,
+            max_requests_per_second: None,
+        }
+    }
+}
+
+impl ClientFlags {
+    /// The values no client can work with.
+    pub fn validate(&self) -> Result<(), SyncError> {
+        if self.max_requests_per_second == Some(0) {
+            return Err(SyncError::Config(
+                "--max-requests-per-second must be at least 1".into(),
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(SyncError::Config(
+                "--max-attempts must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The settings of one side: `endpoint` and `region` override the
+    /// flags' own (the per-side flags of `sync`).
+    pub fn settings(&self, endpoint: Option<&String>, region: Option<&String>) -> ClientSettings {
+        let endpoint_url = endpoint.or(self.endpoint_url.as_ref()).cloned();
+        // Virtual-hosted addressing puts the bucket in the host name, which
+        // cannot work on an IP address or localhost.
+        let local = endpoint_url.as_deref().is_some_and(|url| {
+            let host = url.split("://").nth(1).unwrap_or(url);
+            host.starts_with("localhost")
+                || host.starts_with('[')
+                || host.chars().next().is_some_and(|c| c.is_ascii_digit())
+        });
+        ClientSettings {
+            region: region.or(self.region.as_ref()).cloned(),
+            profile: self.profile.clone(),
+            endpoint_url,
+            force_path_style: self.path_style || local,
+            retry_mode: self.retry_mode,
+            max_attempts: self.max_attempts,
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            read_timeout: Duration::from_secs(self.read_timeout_secs),
+            max_requests_per_second: self.max_requests_per_second,
+        }
+    }
 }
 
 impl Default for SyncSpec {
@@ -239,7 +309,6 @@ impl Default for SyncSpec {
             concurrency: 64,
             list_concurrency: 8,
             list_page_size: 1000,
-            max_requests_per_second: None,
             multipart_threshold: None,
             part_size: None,
             part_concurrency: 8,
@@ -257,20 +326,13 @@ impl Default for SyncSpec {
             verify_by_listing: false,
             report: None,
             failure_threshold: 0,
-            endpoint_url: None,
+            client: ClientFlags::default(),
             source_endpoint_url: None,
             dest_endpoint_url: None,
-            region: None,
             source_region: None,
             dest_region: None,
-            profile: None,
             source_profile: None,
             dest_profile: None,
-            path_style: false,
-            retry_mode: RetryMode::Adaptive,
-            max_attempts: 10,
-            connect_timeout_secs: 10,
-            read_timeout_secs: 120,
         }
     }
 }
@@ -385,17 +447,14 @@ impl TryFrom<SyncSpec> for SyncOptions {
         let source = absolute(spec.source.parse()?)?;
         let destination = absolute(spec.destination.parse()?)?;
 
-        let mut source_client = client_settings(
-            &spec,
+        let mut source_client = spec.client.settings(
             spec.source_endpoint_url.as_ref(),
             spec.source_region.as_ref(),
         );
         source_client.profile = spec.source_profile.clone().or(source_client.profile);
-        let mut destination_client = client_settings(
-            &spec,
-            spec.dest_endpoint_url.as_ref(),
-            spec.dest_region.as_ref(),
-        );
+        let mut destination_client = spec
+            .client
+            .settings(spec.dest_endpoint_url.as_ref(), spec.dest_region.as_ref());
         destination_client.profile = spec.dest_profile.clone().or(destination_client.profile);
         let transfer = match (&source, &destination) {
             (Location::Local(_), Location::Local(_)) => {
@@ -448,16 +507,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
                 spec.list_page_size
             )));
         }
-        if spec.max_requests_per_second == Some(0) {
-            return Err(SyncError::Config(
-                "--max-requests-per-second must be at least 1".into(),
-            ));
-        }
-        if spec.max_attempts == 0 {
-            return Err(SyncError::Config(
-                "--max-attempts must be at least 1".into(),
-            ));
-        }
+        spec.client.validate()?;
         if spec.max_delete.is_some() && !spec.delete {
             return Err(SyncError::Config(
                 "--max-delete only makes sense with --delete".into(),
@@ -597,33 +647,6 @@ fn check_destination_directory(dir: &std::path::Path) -> Result<(), SyncError> {
             dir.display()
         ))),
         _ => Ok(()),
-    }
-}
-
-pub(crate) fn client_settings(
-    spec: &SyncSpec,
-    endpoint: Option<&String>,
-    region: Option<&String>,
-) -> ClientSettings {
-    let endpoint_url = endpoint.or(spec.endpoint_url.as_ref()).cloned();
-    // Virtual-hosted addressing puts the bucket in the host name, which
-    // cannot work on an IP address or localhost.
-    let local = endpoint_url.as_deref().is_some_and(|url| {
-        let host = url.split("://").nth(1).unwrap_or(url);
-        host.starts_with("localhost")
-            || host.starts_with('[')
-            || host.chars().next().is_some_and(|c| c.is_ascii_digit())
-    });
-    ClientSettings {
-        region: region.or(spec.region.as_ref()).cloned(),
-        profile: spec.profile.clone(),
-        endpoint_url,
-        force_path_style: spec.path_style || local,
-        retry_mode: spec.retry_mode,
-        max_attempts: spec.max_attempts,
-        connect_timeout: Duration::from_secs(spec.connect_timeout_secs),
-        read_timeout: Duration::from_secs(spec.read_timeout_secs),
-        max_requests_per_second: spec.max_requests_per_second,
     }
 }
 
@@ -831,7 +854,7 @@ mod tests {
     #[test]
     fn local_endpoints_get_path_style() {
         let mut s = spec("s3://aaa", "s3://bbb");
-        s.endpoint_url = Some("http://127.0.0.1:5000".into());
+        s.client.endpoint_url = Some("http://127.0.0.1:5000".into());
         let o = SyncOptions::try_from(s).unwrap();
         assert!(o.source_client.force_path_style && o.destination_client.force_path_style);
     }

@@ -8,85 +8,11 @@ use std::path::{Path, PathBuf};
 use aws_smithy_types::DateTime;
 
 use super::codec::Compression;
-use crate::client::{ClientSettings, RetryMode};
-use crate::config::{SyncSpec, client_settings, parse_date};
+use crate::client::ClientSettings;
+use crate::config::{ClientFlags, parse_date};
 use crate::error::SyncError;
 use crate::location::S3Location;
 use crate::report::ReportLocation;
-
-/// How to reach the one bucket an export or import talks to: the same
-/// flags and variables as `sync`'s.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClientArgs {
-    /// Endpoint URL (S3-compatible servers, local emulators).
-    #[arg(long, value_name = "URL", env = "S3_FANOUT_ENDPOINT_URL")]
-    pub endpoint_url: Option<String>,
-    /// Region (default: from the AWS environment or profile).
-    #[arg(long, env = "S3_FANOUT_REGION")]
-    pub region: Option<String>,
-    /// Named AWS profile.
-    #[arg(long, env = "S3_FANOUT_PROFILE")]
-    pub profile: Option<String>,
-    /// Path-style addressing; on by default for endpoints on an IP or localhost.
-    #[arg(long, env = "S3_FANOUT_PATH_STYLE")]
-    pub path_style: bool,
-    #[arg(
-        long,
-        value_enum,
-        default_value = "adaptive",
-        env = "S3_FANOUT_RETRY_MODE"
-    )]
-    pub retry_mode: RetryMode,
-    /// Attempts per request, the first included.
-    #[arg(long, default_value_t = 10, env = "S3_FANOUT_MAX_ATTEMPTS")]
-    pub max_attempts: u32,
-    #[arg(
-        long,
-        default_value_t = 10,
-        value_name = "SECS",
-        env = "S3_FANOUT_CONNECT_TIMEOUT"
-    )]
-    pub connect_timeout_secs: u64,
-    #[arg(
-        long,
-        default_value_t = 120,
-        value_name = "SECS",
-        env = "S3_FANOUT_READ_TIMEOUT"
-    )]
-    pub read_timeout_secs: u64,
-    /// At most N requests per second (retries count), evenly spaced.
-    #[arg(long, value_name = "N", env = "S3_FANOUT_MAX_REQUESTS_PER_SECOND")]
-    pub max_requests_per_second: Option<u32>,
-}
-
-impl ClientArgs {
-    /// The client settings `sync` would build from the same flags.
-    fn settings(&self) -> Result<ClientSettings, SyncError> {
-        if self.max_attempts == 0 {
-            return Err(SyncError::Config(
-                "--max-attempts must be at least 1".into(),
-            ));
-        }
-        if self.max_requests_per_second == Some(0) {
-            return Err(SyncError::Config(
-                "--max-requests-per-second must be at least 1".into(),
-            ));
-        }
-        let spec = SyncSpec {
-            endpoint_url: self.endpoint_url.clone(),
-            region: self.region.clone(),
-            profile: self.profile.clone(),
-            path_style: self.path_style,
-            retry_mode: self.retry_mode,
-            max_attempts: self.max_attempts,
-            connect_timeout_secs: self.connect_timeout_secs,
-            read_timeout_secs: self.read_timeout_secs,
-            max_requests_per_second: self.max_requests_per_second,
-            ..SyncSpec::default()
-        };
-        Ok(client_settings(&spec, None, None))
-    }
-}
 
 /// `s3-fanout export SRC ARCHIVE`, as given.
 #[derive(Debug, Clone, clap::Args)]
@@ -132,7 +58,7 @@ pub struct ExportSpec {
     #[arg(long, env = "S3_FANOUT_REQUEST_PAYER")]
     pub request_payer: bool,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub client: ClientFlags,
 }
 
 /// `s3-fanout import ARCHIVE DST`, as given.
@@ -166,7 +92,7 @@ pub struct ImportSpec {
     #[arg(long, value_name = "ACCOUNT", env = "S3_FANOUT_EXPECTED_DEST_OWNER")]
     pub expected_dest_owner: Option<String>,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub client: ClientFlags,
 }
 
 /// What an export leaves out.
@@ -281,7 +207,10 @@ impl TryFrom<ExportSpec> for ExportOptions {
             manifest_out: spec.manifest_out,
             concurrency: at_least_one(spec.concurrency)?,
             report: spec.report.as_deref().map(str::parse).transpose()?,
-            client: spec.client.settings()?,
+            client: {
+                spec.client.validate()?;
+                spec.client.settings(None, None)
+            },
             expected_owner: spec.expected_source_owner,
             request_payer: spec.request_payer,
         })
@@ -313,7 +242,10 @@ impl TryFrom<ImportSpec> for ImportOptions {
             concurrency: at_least_one(spec.concurrency)?,
             temp_dir: spec.temp_dir,
             report: spec.report.as_deref().map(str::parse).transpose()?,
-            client: spec.client.settings()?,
+            client: {
+                spec.client.validate()?;
+                spec.client.settings(None, None)
+            },
             expected_owner: spec.expected_dest_owner,
         })
     }

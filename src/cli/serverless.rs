@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::client::ClientSettings;
-use crate::config::{SyncSpec, client_settings};
+use crate::config::ClientFlags;
 use crate::diff::DiffMode;
 use crate::error::SyncError;
 use crate::local_stack::{self, LocalStackOptions};
@@ -47,16 +47,13 @@ pub struct StackArgs {
 
 impl StackArgs {
     fn settings(&self) -> ClientSettings {
-        client_settings(
-            &SyncSpec {
-                region: self.region.clone(),
-                profile: self.profile.clone(),
-                endpoint_url: self.endpoint_url.clone(),
-                ..SyncSpec::default()
-            },
-            None,
-            None,
-        )
+        ClientFlags {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            ..ClientFlags::default()
+        }
+        .settings(None, None)
     }
 
     async fn resolve(&self) -> Result<(StackOutputs, ClientSettings), SyncError> {

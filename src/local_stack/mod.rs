@@ -24,7 +24,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientSettings, build_s3_client, build_sfn_client, build_sqs_client};
-use crate::config::{SyncSpec, client_settings};
+use crate::config::ClientFlags;
 use crate::error::{SyncError, classify};
 use crate::serverless::FunctionEnv;
 use crate::serverless::control::StackOutputs;
@@ -110,14 +110,11 @@ impl Drop for LocalStack {
 }
 
 fn settings(endpoint: &str) -> ClientSettings {
-    client_settings(
-        &SyncSpec {
-            endpoint_url: Some(endpoint.to_owned()),
-            ..SyncSpec::default()
-        },
-        None,
-        None,
-    )
+    ClientFlags {
+        endpoint_url: Some(endpoint.to_owned()),
+        ..ClientFlags::default()
+    }
+    .settings(None, None)
 }
 
 /// Create the stack's resources in moto and start the router and the event

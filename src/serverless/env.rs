@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::client::{ClientSettings, RetryMode, build_s3_client, build_sqs_client};
-use crate::config::{SyncOptions, SyncSpec, client_settings};
+use crate::config::{ClientFlags, SyncOptions, SyncSpec};
 use crate::copy::Copier;
 use crate::diff::DiffMode;
 use crate::error::SyncError;
@@ -83,12 +83,12 @@ impl StackConfig {
         // process, so it cannot pace a fleet of Lambdas (the event source
         // mapping's MaximumConcurrency does), and its slow refill would eat
         // an invocation's time limit.
-        let spec = SyncSpec {
+        let flags = ClientFlags {
             endpoint_url: var("S3_FANOUT_ENDPOINT_URL"),
             region: var("S3_FANOUT_REGION").or_else(|| var("AWS_REGION")),
             retry_mode: RetryMode::Standard,
             max_attempts: number("S3_FANOUT_MAX_ATTEMPTS", 10)?.max(1) as u32,
-            ..SyncSpec::default()
+            ..ClientFlags::default()
         };
         // JSON arrays, not comma lists: a glob may hold a comma (`{a,b}`).
         let globs = |name: &str| -> Result<Vec<String>, SyncError> {
@@ -120,17 +120,17 @@ impl StackConfig {
             exclude: globs("S3_FANOUT_EXCLUDE")?,
             replicate_deletes: var("S3_FANOUT_REPLICATE_DELETES").is_some_and(|v| v == "true"),
             dead_letter_queue_url: var("S3_FANOUT_DEAD_LETTER_QUEUE_URL"),
-            client: client_settings(&spec, None, None),
+            client: flags.settings(None, None),
         })
     }
 
     /// The stack decides how functions reach S3, whatever a spec says.
     pub fn apply_client(&self, spec: &mut SyncSpec) {
-        spec.endpoint_url = self.client.endpoint_url.clone();
-        spec.region = self.client.region.clone();
-        spec.retry_mode = self.client.retry_mode;
-        spec.max_attempts = self.client.max_attempts;
-        spec.path_style = self.client.force_path_style;
+        spec.client.endpoint_url = self.client.endpoint_url.clone();
+        spec.client.region = self.client.region.clone();
+        spec.client.retry_mode = self.client.retry_mode;
+        spec.client.max_attempts = self.client.max_attempts;
+        spec.client.path_style = self.client.force_path_style;
     }
 
     pub fn queue_url(&self) -> Result<&str, SyncError> {
