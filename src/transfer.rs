@@ -23,7 +23,7 @@ use crate::error::{RetryClass, S3Failure};
 use crate::listing::ObjectEntry;
 use crate::local::LocalDir;
 use crate::local::download::{Source, download};
-use crate::local::upload::{Destination, ObjectMeta, upload_file};
+use crate::local::upload::{Destination, ObjectMeta, Shape, upload_file};
 use crate::local::{io_failure, posix};
 use crate::location::{Location, S3Location};
 
@@ -277,7 +277,16 @@ async fn upload(
         options: &bucket.options,
     };
     let meta = ObjectMeta::for_file(&path, &before, bucket.options.posix_metadata);
-    upload_file(&to, &entry.key, &path, before.len(), &meta, cancel).await?;
+    upload_file(
+        &to,
+        &entry.key,
+        &path,
+        before.len(),
+        &meta,
+        Shape::Auto,
+        cancel,
+    )
+    .await?;
     let after = stat(path.clone()).await?;
     if state(&after) != state(&before) {
         return Err(CopyError::Failed(S3Failure {

@@ -21,7 +21,7 @@ use crate::config::CopyOptions;
 use crate::copy::CopyError;
 use crate::error::{RetryClass, S3Failure, classify};
 use crate::location::S3Location;
-use crate::multipart::{UploadTarget, default_part_size, multipart_etag, uniform_layout};
+use crate::multipart::{UploadTarget, default_part_size, multipart_etag};
 
 /// What an object carries besides its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +36,22 @@ pub struct ObjectMeta {
     /// Tags, URL-query encoded (`k=v&k2=v2`) as `x-amz-tagging` wants them.
     pub tagging: Option<String>,
     pub storage_class: Option<StorageClass>,
+    /// `Content-MD5` (base64) of a one-PUT body, when known beforehand:
+    /// the server then checks the bytes it stores.
+    pub content_md5: Option<String>,
+}
+
+/// How an object is cut for upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One PUT up to the run's multipart threshold, else parts of the
+    /// run's part size (raised past S3's 10,000 parts, rounded to a MiB).
+    Auto,
+    /// One PUT (S3 allows up to 5 GiB).
+    Single,
+    /// Parts of exactly this many bytes, the last shorter; an empty object
+    /// is one empty part. What reproduces another upload's `-N` ETag.
+    Parts(u64),
 }
 
 impl ObjectMeta {
@@ -93,22 +109,30 @@ pub struct Destination<'a> {
 }
 
 /// Upload the first `size` bytes of `path` to `relative` below the
-/// destination. Returns the ETag S3 gave the object (unquoted).
+/// destination, cut as `shape` says. Returns the ETag S3 gave the object
+/// (unquoted; empty from a server whose part ETags are not MD5s).
 pub async fn upload_file(
     to: &Destination<'_>,
     relative: &str,
     path: &Path,
     size: u64,
     meta: &ObjectMeta,
+    shape: Shape,
     cancel: &CancellationToken,
 ) -> Result<String, CopyError> {
     if cancel.is_cancelled() {
         return Err(CopyError::Cancelled);
     }
     let key = to.location.key_for(relative);
-    if size <= to.options.multipart_threshold {
+    let part_size = match shape {
+        Shape::Auto if size <= to.options.multipart_threshold => None,
+        Shape::Auto => Some(default_part_size(size, to.options.part_size)),
+        Shape::Single => None,
+        Shape::Parts(part_size) => Some(part_size.max(1)),
+    };
+    let Some(part_size) = part_size else {
         return put_whole(to, &key, path, size, meta).await;
-    }
+    };
     let target = UploadTarget {
         client: to.client,
         bucket: &to.location.bucket,
@@ -121,7 +145,7 @@ pub async fn upload_file(
             // As for copies: a run killed mid-upload left its upload open;
             // the next upload of the key aborts it, beside its own parts.
             let (parts, ()) = tokio::join!(
-                upload_parts(to, &target, &upload_id, path, size),
+                upload_parts(to, &target, &upload_id, path, size, part_size),
                 target.abort_others(&upload_id),
             );
             let parts = parts?;
@@ -169,6 +193,7 @@ async fn put_whole(
         .bucket(&to.location.bucket)
         .key(key)
         .content_length(size as i64)
+        .set_content_md5(meta.content_md5.clone())
         .body(body(path, 0, size).await?);
     let request = with_meta!(request, to, meta);
     let output = request
@@ -206,16 +231,20 @@ async fn upload_parts(
     upload_id: &str,
     path: &Path,
     size: u64,
+    part_size: u64,
 ) -> Result<Vec<CompletedPart>, CopyError> {
-    let layout = uniform_layout(size, default_part_size(size, to.options.part_size));
+    // (offset, length) of each part; an empty object is one empty part.
+    let count = size.div_ceil(part_size).max(1);
+    let layout: Vec<(u64, u64)> = (0..count)
+        .map(|i| (i * part_size, part_size.min(size - i * part_size)))
+        .collect();
     // Built up front, as in multipart.rs: a closure mapped over a stream
     // inside an async fn trips rustc's higher-ranked Send check.
     let requests: Vec<_> = layout
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(index, (start, end))| {
+        .map(|(index, (start, length))| {
             let part_number = index as i32 + 1;
-            let (start, length) = (*start, end - start + 1);
             async move {
                 let mut request = to
                     .client
@@ -243,10 +272,13 @@ async fn upload_parts(
             }
         })
         .collect();
-    futures::stream::iter(requests)
+    let mut parts: Vec<CompletedPart> = futures::stream::iter(requests)
         .buffer_unordered(to.options.part_concurrency)
         .try_collect()
-        .await
+        .await?;
+    // In part order: the ETag computed from them depends on it.
+    parts.sort_by_key(|p| p.part_number());
+    Ok(parts)
 }
 
 /// The ETag of an object just written.
