@@ -234,6 +234,8 @@ pub async fn run_sync(
         report_rows: rows.len(),
         failures_csv: None,
         summary_json: None,
+        timeline: Vec::new(),
+        phases: Vec::new(),
         sample_rows: rows.sample(),
     };
     let spool = rows.finish()?;

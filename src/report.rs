@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{S3Failure, SyncError, classify};
 use crate::location::S3Location;
 
+pub mod timeline;
+
+pub use timeline::{PhaseClock, PhaseTiming, Timeline, TimelinePoint};
+
 /// Where summary.json and failures.csv go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportLocation {
@@ -362,6 +366,12 @@ pub struct Summary {
     /// Where failures.csv was written, if anywhere.
     pub failures_csv: Option<String>,
     pub summary_json: Option<String>,
+    /// Cumulative outcomes over the run, for the report's throughput chart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelinePoint>,
+    /// When each phase started and how long it took.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseTiming>,
     #[serde(skip)]
     pub sample_rows: Vec<ReportRow>,
 }
@@ -580,6 +590,8 @@ mod tests {
             report_rows: 0,
             failures_csv: Some("/r/failures.csv".into()),
             summary_json: Some("/r/summary.json".into()),
+            timeline: Vec::new(),
+            phases: Vec::new(),
             sample_rows: Vec::new(),
         }
     }

@@ -80,6 +80,8 @@ impl RunClock {
             report_rows: rows.len(),
             failures_csv: None,
             summary_json: None,
+            timeline: Vec::new(),
+            phases: Vec::new(),
             sample_rows: rows.sample(),
         };
         let spool = rows.finish()?;

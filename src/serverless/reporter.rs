@@ -324,6 +324,8 @@ pub async fn report(
         report_rows: rows.len(),
         failures_csv: None,
         summary_json: None,
+        timeline: Vec::new(),
+        phases: Vec::new(),
         sample_rows: Vec::new(),
     };
     // The report goes next to the run's state; write_report appends the run id.
