@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod multipart;
 pub mod pieces;
 pub mod pipeline;
+pub mod plan;
 pub mod progress;
 pub mod rate_limit;
 pub mod report;

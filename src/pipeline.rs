@@ -33,7 +33,8 @@ use crate::local::LocalDir;
 use crate::location::{Location, S3Location};
 use crate::metrics::RequestCounter;
 use crate::pieces::{PairSink, Sides, list_in_pieces};
-use crate::report::{ConcurrencyRange, ReportRows, Stats, Summary, write_report};
+use crate::report::timeline::TimelineSampler;
+use crate::report::{ConcurrencyRange, PhaseClock, ReportRows, Stats, Summary, write_report};
 use crate::transfer::{BucketSide, Mover};
 use crate::verify::{WrittenKeys, verify_range, verify_written};
 use crate::worker::WorkContext;
@@ -122,20 +123,22 @@ pub async fn run_sync(
 
     let (source, destination) = targets();
     let limit = Arc::new(AdaptiveLimit::new(options.concurrency));
+    let mut phases = PhaseClock::new(started);
+    let sampler = TimelineSampler::start(stats.clone(), started);
     let mut fatal = write_phase(
         options,
-        source,
-        destination,
+        (source, destination),
         &context,
-        &limit,
-        &counter,
+        (&limit, &counter),
         observer,
+        &mut phases,
     )
     .await
     .err();
     if let Some(SyncError::Config(why)) = fatal {
         // A bucket the first page could not list: nothing was decided, so
         // nothing was written. Bad configuration, said plainly (exit 2).
+        sampler.finish();
         return Err(SyncError::Config(why));
     }
     let planned = stats.snapshot();
@@ -148,6 +151,7 @@ pub async fn run_sync(
         Stats::add(&stats.verify_checked, planned.listed_source);
     } else if fatal.is_none() && options.verify && !cancel.is_cancelled() {
         stats.phase.store(phase::VERIFYING, Ordering::Relaxed);
+        let verify_started = Instant::now();
         // What listing again would cost: the source, and the destination
         // as this run left it.
         let destination_after =
@@ -197,8 +201,10 @@ pub async fn run_sync(
                 .err()
             }
         };
+        phases.record("verify", verify_started);
     }
     stats.phase.store(phase::DONE, Ordering::Relaxed);
+    let timeline = sampler.finish();
     let interrupted = cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
     if let Some(err) = &fatal
         && !interrupted
@@ -234,8 +240,8 @@ pub async fn run_sync(
         report_rows: rows.len(),
         failures_csv: None,
         summary_json: None,
-        timeline: Vec::new(),
-        phases: Vec::new(),
+        timeline,
+        phases: phases.into_phases(),
         sample_rows: rows.sample(),
     };
     let spool = rows.finish()?;
@@ -309,17 +315,18 @@ fn mover(
 }
 
 /// List, diff and copy: the producer feeds a bounded channel read by
-/// `options.concurrency` workers.
-#[allow(clippy::too_many_arguments)]
+/// `options.concurrency` workers. Records two overlapping phases: listing
+/// with the diff, and copying, which starts with the first page and ends
+/// when the last worker is done.
 async fn write_phase(
     options: &SyncOptions,
-    source: Listing,
-    destination: Listing,
+    (source, destination): (Listing, Listing),
     context: &WorkContext,
-    limit: &Arc<AdaptiveLimit>,
-    counter: &RequestCounter,
+    (limit, counter): (&Arc<AdaptiveLimit>, &RequestCounter),
     observer: Option<ActionObserver>,
+    phases: &mut PhaseClock,
 ) -> Result<(), SyncError> {
+    let started = Instant::now();
     let (tx, rx) = async_channel::bounded::<Action>(options.concurrency * 2);
     // `--concurrency` workers, of which the adaptive limit lets as many run
     // as S3 takes without throttling.
@@ -373,12 +380,17 @@ async fn write_phase(
         _ = context.cancel.cancelled() => Err(SyncError::Cancelled),
         result = list_in_pieces(sides, sink) => result,
     };
+    phases.record("list and diff", started);
     stats.phase.store(phase::COPYING, Ordering::Relaxed);
     drop(tx);
+    let copying = !workers.is_empty();
     for worker in workers {
         if let Err(e) = worker.await {
             tracing::error!(error = %e, "a copy worker panicked");
         }
+    }
+    if copying {
+        phases.record("copy", started);
     }
     result
 }

@@ -193,10 +193,17 @@ impl WrittenKeys {
     ) -> Option<Vec<String>> {
         let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         let keys = keys.as_ref()?;
-        let pages = |n: u64| n.div_ceil(page_size.max(1)).max(1);
-        let pages = pages(source) + pages(destination);
-        (keys.len() as u64 * 2 * HEAD_PRICE <= pages * LIST_PRICE).then(|| keys.clone())
+        heads_are_cheaper(keys.len() as u64, source, destination, page_size).then(|| keys.clone())
     }
+}
+
+/// Whether HEADs of `written` keys on both sides cost less than listing
+/// `source` and `destination` objects again in pages of `page_size` (what
+/// a run decides, and what `plan` predicts it decides).
+pub fn heads_are_cheaper(written: u64, source: u64, destination: u64, page_size: u64) -> bool {
+    let pages = |n: u64| n.div_ceil(page_size.max(1)).max(1);
+    let pages = pages(source) + pages(destination);
+    written <= MAX_WRITTEN_KEYS as u64 && written * 2 * HEAD_PRICE <= pages * LIST_PRICE
 }
 
 /// HEAD each written key on both sides, up to `concurrency` keys at once,

@@ -43,6 +43,10 @@ pub enum Command {
     // Boxed: every sync option is a field, which makes this variant far
     // larger than the others.
     Sync(Box<SyncSpec>),
+    /// List and diff SRC and DST, and print what `sync` would copy, the
+    /// requests it would make, and its cost and time, locally and
+    /// serverless. Writes nothing.
+    Plan(Box<crate::plan::PlanSpec>),
     /// Start a serverless run on a deployed stack (Step Functions).
     Run(serverless::RunArgs),
     /// Show a serverless run's phase and progress.
@@ -59,6 +63,7 @@ pub enum Command {
 }
 
 mod archive;
+mod plan;
 mod serverless;
 
 pub const EXIT_USAGE: i32 = 2;
@@ -68,6 +73,7 @@ pub async fn run(cli: Cli) -> i32 {
     init_tracing(cli.verbose);
     let spec = match cli.command {
         Command::Sync(spec) => *spec,
+        Command::Plan(spec) => return plan::plan(*spec, cli.json).await,
         Command::Run(args) => return serverless::run(args, cli.json).await,
         Command::Status(args) => return serverless::status(args, cli.json).await,
         Command::Report(args) => return serverless::report(args, cli.json).await,

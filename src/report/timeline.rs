@@ -7,11 +7,12 @@
 //! as often. The chart then has the same shape at any run length, and the
 //! summary stays a few kilobytes.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Counts;
+use super::{Counts, Stats};
 
 /// Points a timeline keeps at most.
 pub const MAX_POINTS: usize = 480;
@@ -98,6 +99,52 @@ impl Timeline {
     }
 }
 
+/// Samples a run's live counters into a [`Timeline`] in the background,
+/// every quarter second (the timeline keeps one point per interval).
+pub struct TimelineSampler {
+    timeline: Arc<Mutex<Timeline>>,
+    stats: Arc<Stats>,
+    start: Instant,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TimelineSampler {
+    pub fn start(stats: Arc<Stats>, start: Instant) -> Self {
+        let timeline = Arc::new(Mutex::new(Timeline::default()));
+        let task = tokio::spawn({
+            let (timeline, stats) = (timeline.clone(), stats.clone());
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let counts = stats.snapshot();
+                    timeline
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .sample(start.elapsed(), &counts);
+                }
+            }
+        });
+        TimelineSampler {
+            timeline,
+            stats,
+            start,
+            task,
+        }
+    }
+
+    /// Stop sampling; the points, ending at the counters' final values.
+    pub fn finish(self) -> Vec<TimelinePoint> {
+        self.task.abort();
+        let timeline = self
+            .timeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        timeline.finish(self.start.elapsed(), &self.stats.snapshot())
+    }
+}
+
 /// Phase timings of one run, measured from its start.
 #[derive(Debug)]
 pub struct PhaseClock {
@@ -153,7 +200,10 @@ mod tests {
         assert_eq!(points.last().unwrap().objects, hours);
         assert!(points.windows(2).all(|w| w[0].at_secs < w[1].at_secs));
         // Evenly spread: no gap is much wider than the average.
-        let gaps: Vec<f64> = points.windows(2).map(|w| w[1].at_secs - w[0].at_secs).collect();
+        let gaps: Vec<f64> = points
+            .windows(2)
+            .map(|w| w[1].at_secs - w[0].at_secs)
+            .collect();
         let mean = hours as f64 / gaps.len() as f64;
         assert!(gaps.iter().all(|g| *g <= mean * 2.5), "{gaps:?}");
     }

@@ -1,0 +1,170 @@
+//! `s3-fanout plan SRC DST`: print what a sync would do, cost and take.
+
+use crate::error::SyncError;
+use crate::plan::{PlanReport, PlanSpec, plan as make_plan};
+use crate::progress::human_bytes;
+
+use super::{EXIT_USAGE, n};
+
+pub async fn plan(spec: PlanSpec, json_output: bool) -> i32 {
+    match make_plan(spec).await {
+        Ok(report) => {
+            if json_output {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a plan serialises")
+                );
+            } else {
+                print_plan(&report);
+            }
+            0
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            if matches!(err, SyncError::Config(_)) {
+                EXIT_USAGE
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn usd(amount: f64) -> String {
+    if amount > 0.0 && amount < 0.0001 {
+        "<$0.0001".to_owned()
+    } else if amount > 0.0 && amount < 0.01 {
+        format!("${amount:.4}")
+    } else {
+        format!("${amount:.2}")
+    }
+}
+
+/// 95 s → "1m 35s"; 7,300 s → "2h 1m".
+fn duration(secs: f64) -> String {
+    let secs = secs.round() as u64;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+fn requests(requests: &std::collections::BTreeMap<String, u64>) -> String {
+    requests
+        .iter()
+        .map(|(op, count)| format!("{op} {}", n(*count)))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+fn print_plan(p: &PlanReport) {
+    let w = &p.work;
+    println!(
+        "s3-fanout plan {} -> {}  ({})",
+        p.source, p.destination, p.transfer
+    );
+    println!(
+        "  listed     {} source objects ({}), {} destination objects",
+        n(w.listed_source),
+        human_bytes(w.listed_source_bytes),
+        n(w.listed_destination)
+    );
+    println!(
+        "  objects    copy {} ({}) · update {} ({}) · delete {}",
+        n(w.copy.objects),
+        human_bytes(w.copy.bytes),
+        n(w.update.objects),
+        human_bytes(w.update.bytes),
+        n(w.delete)
+    );
+    let skipped: Vec<String> = w
+        .skip
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(why, count)| format!("{} {}", why.replace('_', " "), n(*count)))
+        .collect();
+    println!(
+        "  skip       {}",
+        if skipped.is_empty() {
+            "nothing".to_owned()
+        } else {
+            skipped.join(" · ")
+        }
+    );
+    let l = &p.local;
+    println!("\n  local runtime (s3-fanout sync)");
+    println!("    requests   {}", requests(&l.s3_requests));
+    println!(
+        "    verify     {}",
+        if l.verify_by_head {
+            "HEAD of each written key"
+        } else {
+            "list both sides again"
+        }
+    );
+    println!(
+        "    cost       {}  (S3 requests {}, data transfer {})",
+        usd(l.total_usd),
+        usd(l.cost_usd["s3_requests"]),
+        usd(l.cost_usd["data_transfer"])
+    );
+    println!(
+        "    time       {}  (listing {} as measured now; copies at {:.0} objects/s, {}/s: {})",
+        duration(l.wall_secs),
+        duration(l.listing_secs),
+        l.rate.objects_per_sec,
+        human_bytes(l.rate.bytes_per_sec as u64),
+        l.rate.basis
+    );
+    match &p.serverless {
+        Some(s) => {
+            println!("\n  serverless runtime (s3-fanout run)");
+            println!("    requests   {}", requests(&s.s3_requests));
+            println!(
+                "    SQS        {} messages, {} requests",
+                n(s.sqs_messages),
+                n(s.sqs_requests)
+            );
+            let invocations: Vec<String> = s
+                .lambda_invocations
+                .iter()
+                .map(|(f, count)| format!("{f} {}", n(*count)))
+                .collect();
+            println!(
+                "    Lambda     {} invocations ({}), {:.1} GB-s ({})",
+                n(s.lambda_invocations.values().sum()),
+                invocations.join(" · "),
+                s.lambda_gb_seconds.values().sum::<f64>(),
+                s.stack.architecture
+            );
+            println!(
+                "    Step Fns   {} state transitions, {} shards",
+                n(s.state_transitions),
+                n(s.shards)
+            );
+            println!(
+                "    cost       {}  (S3 {}, SQS {}, Lambda {}, Step Functions {})",
+                usd(s.total_usd),
+                usd(s.cost_usd["s3_requests"]),
+                usd(s.cost_usd["sqs"]),
+                usd(s.cost_usd["lambda"]),
+                usd(s.cost_usd["step_functions"])
+            );
+            println!(
+                "    time       {}  (at {} copiers at once, {} tasks each)",
+                duration(s.wall_secs),
+                s.stack.copier_concurrency,
+                s.stack.copier_task_concurrency
+            );
+        }
+        None => println!("\n  serverless runtime: not for a directory (it syncs buckets)"),
+    }
+    println!(
+        "\n  prices     {} {}, {} ({})",
+        p.prices.region, p.prices.currency, p.prices.date, p.prices.file
+    );
+    for note in &p.notes {
+        println!("  assumes    {note}");
+    }
+}

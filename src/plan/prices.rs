@@ -1,0 +1,187 @@
+//! The price table `plan` estimates costs with: one JSON data file, with the
+//! date and region its prices are from (`prices-us-east-1.json`, built in;
+//! `--prices FILE` reads another in the same shape).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SyncError;
+
+/// The built-in table.
+const BUILT_IN: &str = include_str!("prices-us-east-1.json");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PriceTable {
+    #[serde(default)]
+    pub about: String,
+    /// When the prices were read from AWS's pages.
+    pub date: String,
+    pub region: String,
+    pub currency: String,
+    pub s3: S3Prices,
+    pub lambda: LambdaPrices,
+    pub sqs: SqsPrices,
+    pub step_functions: StepFunctionsPrices,
+    pub assumptions: Assumptions,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct S3Prices {
+    pub tiers_per_1000_requests: BTreeMap<String, f64>,
+    /// Operation name to tier; an operation missing here is an error, not
+    /// a silent zero.
+    pub operation_tiers: BTreeMap<String, String>,
+    pub transfer_per_gb: TransferPrices,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferPrices {
+    pub same_region: f64,
+    pub inter_region: f64,
+    pub to_internet: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LambdaPrices {
+    pub per_million_requests: f64,
+    /// By architecture: `x86_64`, `arm64`.
+    pub per_gb_second: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SqsPrices {
+    pub per_million_requests: f64,
+    /// SQS bills each 64 KiB of a request's payload as one request.
+    pub request_chunk_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepFunctionsPrices {
+    pub per_1000_state_transitions: f64,
+}
+
+/// What a plan cannot measure; each estimate that uses one says so.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assumptions {
+    /// One CopyObject, PUT or DELETE of a small object, end to end.
+    pub copy_request_ms: f64,
+    /// Bytes one server-side copy request (or part) moves per second.
+    pub server_side_copy_mib_per_second: f64,
+    pub head_request_ms: f64,
+    /// One sequential lister (FIELD.md: 1,500–2,000).
+    pub list_keys_per_second: f64,
+    /// A warm function's overhead per invocation.
+    pub function_start_ms: f64,
+    pub lister_memory_mb: f64,
+    pub copier_memory_mb: f64,
+    pub planner_memory_mb: f64,
+    pub reporter_memory_mb: f64,
+    /// ReceiveMessage calls an SQS event source mapping makes while idle
+    /// (about five pollers long-polling 20 s each).
+    pub esm_idle_receives_per_minute: f64,
+}
+
+impl PriceTable {
+    pub fn built_in() -> Self {
+        serde_json::from_str(BUILT_IN).expect("the built-in price table parses")
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, SyncError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SyncError::Config(format!("--prices {}: {e}", path.display())))?;
+        let table: PriceTable = serde_json::from_str(&text).map_err(|e| {
+            SyncError::Config(format!(
+                "--prices {}: not a price table like s3-fanout's built-in one: {e}",
+                path.display()
+            ))
+        })?;
+        table
+            .check()
+            .map_err(|why| SyncError::Config(format!("--prices {}: {why}", path.display())))?;
+        Ok(table)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (operation, tier) in &self.s3.operation_tiers {
+            if !self.s3.tiers_per_1000_requests.contains_key(tier) {
+                return Err(format!("{operation} is priced in an unknown tier {tier:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The cost of S3 requests, by operation. An operation without a price
+    /// is an error: an estimate that silently left it out would be wrong.
+    pub fn s3_requests(&self, requests: &BTreeMap<String, u64>) -> Result<f64, SyncError> {
+        let mut total = 0.0;
+        for (operation, count) in requests {
+            let price = self
+                .s3
+                .operation_tiers
+                .get(operation)
+                .and_then(|tier| self.s3.tiers_per_1000_requests.get(tier))
+                .ok_or_else(|| {
+                    SyncError::Config(format!(
+                        "the price table ({} {}) has no price for S3 {operation}: add it to operation_tiers",
+                        self.region, self.date
+                    ))
+                })?;
+            total += *count as f64 / 1000.0 * price;
+        }
+        Ok(total)
+    }
+
+    pub fn lambda_gb_second(&self, architecture: &str) -> Result<f64, SyncError> {
+        self.lambda
+            .per_gb_second
+            .get(architecture)
+            .copied()
+            .ok_or_else(|| {
+                SyncError::Config(format!(
+                    "the price table has no Lambda price for architecture {architecture:?}"
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_table_prices_every_operation_the_tool_sends() {
+        let table = PriceTable::built_in();
+        table.check().unwrap();
+        assert_eq!(table.region, "us-east-1");
+        let every: BTreeMap<String, u64> = [
+            "ListObjectsV2",
+            "CopyObject",
+            "UploadPartCopy",
+            "UploadPart",
+            "PutObject",
+            "GetObject",
+            "HeadObject",
+            "GetObjectTagging",
+            "CreateMultipartUpload",
+            "CompleteMultipartUpload",
+            "ListMultipartUploads",
+            "DeleteObject",
+        ]
+        .iter()
+        .map(|op| (op.to_string(), 1000))
+        .collect();
+        let cost = table.s3_requests(&every).unwrap();
+        // 8 at $0.005, 3 at $0.0004, DELETE free.
+        assert!((cost - (8.0 * 0.005 + 3.0 * 0.0004)).abs() < 1e-9, "{cost}");
+    }
+
+    #[test]
+    fn an_unpriced_operation_is_an_error_not_a_zero() {
+        let table = PriceTable::built_in();
+        let unknown = BTreeMap::from([("RestoreObject".to_string(), 1)]);
+        let err = table.s3_requests(&unknown).unwrap_err().to_string();
+        assert!(err.contains("RestoreObject"), "{err}");
+    }
+}

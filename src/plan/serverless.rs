@@ -1,0 +1,288 @@
+//! What the same sync would cost on the serverless runtime: SQS messages,
+//! Lambda invocations and GB-seconds, Step Functions state transitions,
+//! and the wall time at a given copier concurrency.
+//!
+//! Counts follow `statemachine/sync.asl.json` and the functions' code:
+//! - the planner once; a lister per shard, again per `lister_max_keys`
+//!   keys, for WRITE and again for VALIDATE;
+//! - a copier per `batch_size` messages of at most 100 tasks each
+//!   (the real [`crate::serverless::batch::BatchBuilder`] cuts them);
+//! - the reporter once per progress poll, whose wait grows 2 s per poll up
+//!   to 60 s (`reporter::progress`), and once for the report.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::prices::PriceTable;
+use super::requests::{Requests, add};
+use super::tally::BatchCost;
+use crate::error::SyncError;
+
+/// The stack's settings the estimate depends on (the template's defaults).
+#[derive(Debug, Clone, Serialize)]
+pub struct StackShape {
+    pub copier_concurrency: u64,
+    pub copier_batch_size: u64,
+    pub copier_task_concurrency: u64,
+    pub shard_concurrency: u64,
+    pub lister_max_keys: u64,
+    pub architecture: String,
+    pub validate: bool,
+}
+
+/// What the plan measured and decided, the model's input.
+pub struct Inputs<'a> {
+    pub shards: u64,
+    pub listed_source: u64,
+    pub listed_destination: u64,
+    /// The destination after the run (for VALIDATE's listing).
+    pub destination_after: u64,
+    /// Requests of the copies and deletes themselves.
+    pub transfer_requests: &'a Requests,
+    pub batches: &'a [BatchCost],
+    /// Requests the planner made to cut the shards (measured).
+    pub planner_requests: &'a Requests,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerlessEstimate {
+    pub stack: StackShape,
+    pub shards: u64,
+    pub s3_requests: Requests,
+    pub sqs_messages: u64,
+    pub sqs_requests: u64,
+    pub lambda_invocations: BTreeMap<String, u64>,
+    pub lambda_gb_seconds: BTreeMap<String, f64>,
+    pub state_transitions: u64,
+    pub cost_usd: BTreeMap<String, f64>,
+    pub total_usd: f64,
+    pub wall_secs: f64,
+}
+
+/// Reporter polls until `secs` have passed: waits of 2, 4, ... 60, 60 s.
+fn progress_polls(secs: f64) -> u64 {
+    let (mut polls, mut waited) = (1u64, 0.0);
+    while waited < secs {
+        waited += (2 * polls).min(60) as f64;
+        polls += 1;
+    }
+    polls
+}
+
+/// Lister invocations for one pass over `keys` keys in `shards` shards.
+fn lister_invocations(shards: u64, keys: u64, max_keys: u64) -> u64 {
+    shards.max(1) + keys / max_keys.max(1)
+}
+
+/// ListObjectsV2 pages for one pass: each shard lists both sides; a shard's
+/// last page is partial.
+fn list_pages(shards: u64, source: u64, destination: u64) -> u64 {
+    source.div_ceil(1000) + destination.div_ceil(1000) + shards.max(1)
+}
+
+pub fn estimate(
+    stack: StackShape,
+    inputs: Inputs<'_>,
+    prices: &PriceTable,
+) -> Result<ServerlessEstimate, SyncError> {
+    let a = &prices.assumptions;
+    let shards = inputs.shards.max(1);
+    let batches = inputs.batches.len() as u64;
+    let copier_invocations = batches.div_ceil(stack.copier_batch_size.max(1));
+
+    // Copier time: a batch's tasks run `copier_task_concurrency` at once,
+    // never faster than its slowest one.
+    let batch_secs: Vec<f64> = inputs
+        .batches
+        .iter()
+        .map(|b| {
+            (b.task_secs / stack.copier_task_concurrency.max(1) as f64).max(b.longest_task_secs)
+                + a.function_start_ms / 1000.0
+        })
+        .collect();
+    let copier_secs: f64 = batch_secs.iter().sum();
+    let list_secs = |keys: u64| {
+        keys as f64 / (a.list_keys_per_second * shards.min(stack.shard_concurrency) as f64)
+    };
+    let write_list_secs = list_secs(inputs.listed_source + inputs.listed_destination);
+    let copy_wall = copier_secs / stack.copier_concurrency.min(copier_invocations).max(1) as f64;
+    let write_wall = write_list_secs.max(copy_wall);
+    let polls = progress_polls(write_wall);
+    let validate_list_secs = if stack.validate {
+        list_secs(inputs.listed_source + inputs.destination_after)
+    } else {
+        0.0
+    };
+    // Plan, the last poll's wait (half of it on average), validate, report.
+    let last_wait = (2 * polls).min(60) as f64 / 2.0;
+    let wall_secs = 2.0 + write_wall + last_wait + validate_list_secs + 2.0;
+
+    // S3: the copies, the listings, and the run's own state in the report
+    // bucket (a result per batch written, then read by the report; the
+    // results listed at each poll; a checkpoint per lister invocation).
+    let listers = lister_invocations(shards, inputs.listed_source, stack.lister_max_keys);
+    let validators = if stack.validate {
+        lister_invocations(shards, inputs.listed_source, stack.lister_max_keys)
+    } else {
+        0
+    };
+    let mut s3 = inputs.transfer_requests.clone();
+    for (op, n) in inputs.planner_requests {
+        add(&mut s3, op, *n);
+    }
+    let mut pages = list_pages(shards, inputs.listed_source, inputs.listed_destination);
+    if stack.validate {
+        pages += list_pages(shards, inputs.listed_source, inputs.destination_after);
+    }
+    pages += (polls + 1) * batches.div_ceil(1000).max(1);
+    add(&mut s3, "ListObjectsV2", pages);
+    add(&mut s3, "PutObject", batches + listers + validators + 2);
+    add(&mut s3, "GetObject", batches + listers + validators + 1);
+
+    // SQS: sends of up to 10 messages, each 64 KiB of payload billed as a
+    // request; a receive and a delete per copier invocation; the
+    // mapping's idle polling for as long as the run lasts; a queue-depth
+    // read per poll.
+    let chunk = prices.sqs.request_chunk_bytes.max(1);
+    let chunks: u64 = inputs
+        .batches
+        .iter()
+        .map(|b| b.body_bytes.div_ceil(chunk).max(1))
+        .sum();
+    let sends = chunks.max(batches.div_ceil(10));
+    let idle_receives = (a.esm_idle_receives_per_minute * wall_secs / 60.0).ceil() as u64;
+    let sqs_requests = sends + chunks + copier_invocations + idle_receives + polls;
+
+    let mut invocations = BTreeMap::new();
+    invocations.insert("planner".to_owned(), 1);
+    invocations.insert("lister".to_owned(), listers + validators);
+    invocations.insert("copier".to_owned(), copier_invocations);
+    invocations.insert("reporter".to_owned(), polls + 1);
+    let start = a.function_start_ms / 1000.0;
+    let gb = |mb: f64| mb / 1024.0;
+    let mut gb_seconds = BTreeMap::new();
+    gb_seconds.insert(
+        "planner".to_owned(),
+        gb(a.planner_memory_mb) * (start + 1.0),
+    );
+    let lister_secs = (inputs.listed_source + inputs.listed_destination) as f64
+        / a.list_keys_per_second
+        + if stack.validate {
+            (inputs.listed_source + inputs.destination_after) as f64 / a.list_keys_per_second
+        } else {
+            0.0
+        }
+        + (listers + validators) as f64 * start;
+    gb_seconds.insert("lister".to_owned(), gb(a.lister_memory_mb) * lister_secs);
+    gb_seconds.insert("copier".to_owned(), gb(a.copier_memory_mb) * copier_secs);
+    gb_seconds.insert(
+        "reporter".to_owned(),
+        gb(a.reporter_memory_mb) * (polls + 1) as f64 * (start + 0.2),
+    );
+
+    // States entered, following sync.asl.json: Plan, Write (the Map), per
+    // lister invocation ListShard + IsListShardDone and per shard
+    // ListShardDone, StartWaiting, per poll CheckProgress +
+    // AreAllBatchesDone and a WaitForCopies between polls, ShouldValidate,
+    // the same Map again for VALIDATE, Report, IsOverThreshold, and the end.
+    let map = |invocations: u64| 1 + 2 * invocations + shards;
+    let mut transitions = 1 + map(listers) + 1 + 3 * polls - 1 + 1;
+    if stack.validate {
+        transitions += map(validators);
+    }
+    transitions += 3;
+
+    let total_invocations: u64 = invocations.values().sum();
+    let gb_price = prices.lambda_gb_second(&stack.architecture)?;
+    let mut cost = BTreeMap::new();
+    cost.insert("s3_requests".to_owned(), prices.s3_requests(&s3)?);
+    cost.insert(
+        "sqs".to_owned(),
+        sqs_requests as f64 / 1e6 * prices.sqs.per_million_requests,
+    );
+    cost.insert(
+        "lambda".to_owned(),
+        total_invocations as f64 / 1e6 * prices.lambda.per_million_requests
+            + gb_seconds.values().sum::<f64>() * gb_price,
+    );
+    cost.insert(
+        "step_functions".to_owned(),
+        transitions as f64 / 1000.0 * prices.step_functions.per_1000_state_transitions,
+    );
+    let total_usd = cost.values().sum();
+    Ok(ServerlessEstimate {
+        stack,
+        shards,
+        s3_requests: s3,
+        sqs_messages: batches,
+        sqs_requests,
+        lambda_invocations: invocations,
+        lambda_gb_seconds: gb_seconds,
+        state_transitions: transitions,
+        cost_usd: cost,
+        total_usd,
+        wall_secs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_grow_to_a_minute() {
+        assert_eq!(progress_polls(0.0), 1);
+        assert_eq!(progress_polls(2.0), 2);
+        // 2+4+...+60 = 930 s in 30 polls, then a minute each.
+        assert_eq!(progress_polls(930.0), 31);
+        assert_eq!(progress_polls(930.0 + 600.0), 41);
+    }
+
+    #[test]
+    fn a_million_new_objects_cost_what_the_stack_would_spend() {
+        let batch = BatchCost {
+            tasks: 100,
+            body_bytes: 20_000,
+            task_secs: 8.0,
+            longest_task_secs: 0.08,
+        };
+        let batches = vec![batch; 10_000];
+        let copies = Requests::from([("CopyObject".to_owned(), 1_000_000)]);
+        let estimate = estimate(
+            StackShape {
+                copier_concurrency: 50,
+                copier_batch_size: 1,
+                copier_task_concurrency: 16,
+                shard_concurrency: 16,
+                lister_max_keys: 2_000_000,
+                architecture: "arm64".into(),
+                validate: true,
+            },
+            Inputs {
+                shards: 64,
+                listed_source: 1_000_000,
+                listed_destination: 0,
+                destination_after: 1_000_000,
+                transfer_requests: &copies,
+                batches: &batches,
+                planner_requests: &Requests::new(),
+            },
+            &PriceTable::built_in(),
+        )
+        .unwrap();
+        assert_eq!(estimate.sqs_messages, 10_000);
+        assert_eq!(estimate.lambda_invocations["copier"], 10_000);
+        // A million CopyObjects at $5 per million dominate.
+        let s3 = estimate.cost_usd["s3_requests"];
+        assert!((5.0..5.2).contains(&s3), "{s3}");
+        // 10,000 batches of 0.55 s each over 50 copiers: under 2 minutes,
+        // listing a million keys over 16 listers about 36 s.
+        assert!(
+            (100.0..400.0).contains(&estimate.wall_secs),
+            "{}",
+            estimate.wall_secs
+        );
+        assert!(estimate.total_usd < 6.0, "{}", estimate.total_usd);
+    }
+}
