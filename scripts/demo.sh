@@ -73,7 +73,7 @@ OUTPUTS="$REPORT_DIR/local-stack.json"
 rm -f "$OUTPUTS"
 "$SEED" --endpoint-url "$ENDPOINT" --bucket demo-serverless --count 0
 "$BIN" local-stack --moto-endpoint "$ENDPOINT" --listen "127.0.0.1:$ROUTER_PORT" \
-    --outputs "$OUTPUTS" --max-concurrency 8 \
+    --outputs "$OUTPUTS" --max-concurrency 8 --emf-log "$REPORT_DIR/emf.log" \
     --replicate s3://demo-source s3://demo-serverless --replicate-deletes \
     2>"$REPORT_DIR/local-stack.log" &
 STACK_PID=$!

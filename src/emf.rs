@@ -11,6 +11,25 @@
 //! value per replicated key, say) longer than that is spread over several
 //! records, so CloudWatch still sees every value and can compute
 //! percentiles from them.
+//!
+//! Every function reports through [`function_record`]: namespace
+//! [`NAMESPACE`], one dimension set `[FunctionName]`, and the same seven
+//! figures ([`Work`]), so one dashboard and one set of alarms cover them
+//! all; each function adds its own figures after those. The names are a
+//! contract with `infra/` (the dashboard and the alarms): rename none.
+//!
+//! [`emit`] is the one way out: bare JSON lines on stdout, which is what
+//! Lambda ships to CloudWatch Logs. The functions' tracing logs are JSON
+//! lines on stdout too, but an EMF record must be a line of its own, never
+//! a field of a log event, so it does not go through tracing. A local stack
+//! or a test points the process's sink at a file ([`log_to_file`]) or a
+//! buffer ([`capture`]) instead.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 
@@ -186,6 +205,167 @@ pub fn validate_line(line: &str) -> Result<Value, String> {
     Ok(record)
 }
 
+/// The CloudWatch namespace of every s3-fanout metric.
+pub const NAMESPACE: &str = "s3-fanout";
+
+/// What one invocation (for the copier: one batch) did to objects, and
+/// what S3 made it repeat. Zero is a value: a function that runs and copies
+/// nothing reports 0, so "no data" on the dashboard means "not running".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    pub objects_copied: u64,
+    pub bytes_copied: u64,
+    /// Objects deliberately not copied: already equal (lister), archived
+    /// or SSE-C (copier, replicator).
+    pub objects_skipped: u64,
+    pub objects_failed: u64,
+    /// Requests sent again after a failed attempt.
+    pub retries: u64,
+    /// Answers asking to slow down (503 SlowDown, 429).
+    pub throttles: u64,
+}
+
+impl Work {
+    /// The retries and throttles a request counter saw.
+    pub fn requests(mut self, counter: &crate::metrics::RequestCounter) -> Self {
+        self.retries = counter.retries();
+        self.throttles = counter.throttled();
+        self
+    }
+}
+
+/// A function's record: its name as the one dimension, the common figures,
+/// and `duration` as `BatchDuration`. Add the function's own figures and
+/// properties (run id, batch id: searchable, never dimensions, which
+/// would multiply the metrics CloudWatch bills) to it.
+pub fn function_record(function_name: &str, work: &Work, duration: Duration) -> MetricRecord {
+    let count = |n: u64| n as f64;
+    MetricRecord::new(NAMESPACE)
+        .dimension("FunctionName", function_name)
+        .value("ObjectsCopied", Unit::Count, count(work.objects_copied))
+        .value("BytesCopied", Unit::Bytes, count(work.bytes_copied))
+        .value("ObjectsSkipped", Unit::Count, count(work.objects_skipped))
+        .value("ObjectsFailed", Unit::Count, count(work.objects_failed))
+        .value("Retries", Unit::Count, count(work.retries))
+        .value("Throttles", Unit::Count, count(work.throttles))
+        .value(
+            "BatchDuration",
+            Unit::Milliseconds,
+            duration.as_micros() as f64 / 1000.0,
+        )
+}
+
+/// The function's name for the `FunctionName` dimension: the one its
+/// Lambda context carries (`AWS_LAMBDA_FUNCTION_NAME` on Lambda; the local
+/// stack sets it), else the environment's, else `s3-fanout-<role>`.
+pub fn function_name(from_context: &str, role: &str) -> String {
+    if !from_context.is_empty() {
+        return from_context.to_owned();
+    }
+    std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("s3-fanout-{role}"))
+}
+
+/// Milliseconds since the Unix epoch, as EMF timestamps are.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Where this process's EMF lines go.
+enum Sink {
+    Stdout,
+    File(File),
+    Memory(Arc<Mutex<Vec<String>>>),
+}
+
+/// One per process, as stdout is: every function of a local stack shares
+/// it, as every invocation of a Lambda container shares its log stream.
+static SINK: Mutex<Sink> = Mutex::new(Sink::Stdout);
+
+fn sink() -> std::sync::MutexGuard<'static, Sink> {
+    // A panic while writing leaves a usable sink: it holds no invariant.
+    SINK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Report `record` now.
+pub fn emit(record: &MetricRecord) {
+    write_lines(&record.lines(now_ms()));
+}
+
+/// Write EMF lines, already made, to the sink; each one whole, so lines
+/// written at once by concurrent invocations never interleave.
+pub fn write_lines(lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    let mut sink = sink();
+    let written = match &mut *sink {
+        // One write of whole lines under stdout's lock: the tracing
+        // subscriber writes each of its lines whole too.
+        Sink::Stdout => std::io::stdout().lock().write_all(text.as_bytes()),
+        Sink::File(file) => file.write_all(text.as_bytes()),
+        Sink::Memory(buffer) => {
+            buffer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(lines.iter().cloned());
+            Ok(())
+        }
+    };
+    if let Err(err) = written {
+        // Metrics are worth less than the work they describe: never fail it.
+        tracing::warn!(error = %err, "could not write EMF metrics");
+    }
+}
+
+/// From now on, append this process's EMF lines to `path` (created if
+/// missing) instead of stdout: `s3-fanout local-stack --emf-log FILE`, and
+/// the test stack, which keeps them beside the functions' logs.
+pub fn log_to_file(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    *sink() = Sink::File(file);
+    Ok(())
+}
+
+/// From now on, keep this process's EMF lines in memory; the returned
+/// handle reads them.
+pub fn capture() -> Captured {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    *sink() = Sink::Memory(buffer.clone());
+    Captured { buffer }
+}
+
+/// From now on, print EMF lines on stdout again (the default).
+pub fn log_to_stdout() {
+    *sink() = Sink::Stdout;
+}
+
+/// EMF lines kept in memory by [`capture`].
+#[derive(Debug, Clone)]
+pub struct Captured {
+    buffer: Arc<Mutex<Vec<String>>>,
+}
+
+impl Captured {
+    /// Every line written since the capture started.
+    pub fn lines(&self) -> Vec<String> {
+        self.buffer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +422,104 @@ mod tests {
         }
         assert_eq!(seen, lag, "every value reported once");
         assert_eq!(counted, 250.0, "a count is reported once, not per record");
+    }
+
+    #[test]
+    fn a_function_record_carries_the_common_figures_under_one_dimension() {
+        let work = Work {
+            objects_copied: 3,
+            bytes_copied: 300,
+            objects_skipped: 1,
+            objects_failed: 2,
+            retries: 4,
+            throttles: 5,
+        };
+        let lines = function_record("stack-copier", &work, Duration::from_millis(1500))
+            .value("ObjectsDeleted", Unit::Count, 0.0)
+            .property("run_id", json!("r1"))
+            .lines(7);
+        assert_eq!(lines.len(), 1);
+        let record = assert_valid_emf(&lines[0]);
+        let directive = &record["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+        assert_eq!(record["FunctionName"], "stack-copier");
+        for (name, value) in [
+            ("ObjectsCopied", 3.0),
+            ("BytesCopied", 300.0),
+            ("ObjectsSkipped", 1.0),
+            ("ObjectsFailed", 2.0),
+            ("Retries", 4.0),
+            ("Throttles", 5.0),
+            ("BatchDuration", 1500.0),
+            ("ObjectsDeleted", 0.0),
+        ] {
+            assert_eq!(record[name], json!(value), "{name}");
+        }
+        let unit = |name: &str| {
+            directive["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["Name"] == name)
+                .map(|m| m["Unit"].clone())
+        };
+        assert_eq!(unit("BytesCopied"), Some(json!("Bytes")));
+        assert_eq!(unit("BatchDuration"), Some(json!("Milliseconds")));
+        assert_eq!(record["run_id"], "r1", "a property, not a dimension");
+    }
+
+    #[test]
+    fn the_function_name_falls_back_to_the_role_without_a_context() {
+        assert_eq!(function_name("stack-lister", "lister"), "stack-lister");
+        if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() {
+            assert_eq!(function_name("", "lister"), "s3-fanout-lister");
+        }
+    }
+
+    /// The sink is the process's: the tests that switch it take turns.
+    static SINK_TESTS: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn emitted_lines_reach_a_captured_buffer_and_a_file_whole() {
+        let _turn = SINK_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let record = |n: f64| {
+            function_record("sink-test", &Work::default(), Duration::ZERO).value(
+                "Marker",
+                Unit::Count,
+                n,
+            )
+        };
+        let captured = capture();
+        emit(&record(1.0));
+        emit(&record(2.0));
+        let mine: Vec<Value> = captured
+            .lines()
+            .iter()
+            .map(|l| assert_valid_emf(l))
+            .filter(|r| r["FunctionName"] == "sink-test")
+            .collect();
+        assert_eq!(mine.len(), 2);
+        assert_eq!(mine[1]["Marker"], json!(2.0));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("emf.log");
+        log_to_file(&path).unwrap();
+        emit(&record(3.0));
+        log_to_stdout();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mine: Vec<Value> = text
+            .lines()
+            .map(assert_valid_emf)
+            .filter(|r| r["FunctionName"] == "sink-test")
+            .collect();
+        assert_eq!(mine.len(), 1, "{text}");
+        assert_eq!(mine[0]["Marker"], json!(3.0));
+        let in_buffer = captured
+            .lines()
+            .iter()
+            .filter(|l| l.contains("sink-test"))
+            .count();
+        assert_eq!(in_buffer, 2, "the buffer no longer receives");
     }
 }

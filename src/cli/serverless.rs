@@ -1,10 +1,12 @@
 //! `s3-fanout run`, `status`, `report` and `local-stack`: the serverless
 //! runtime from the command line.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value, json};
 
 use crate::client::ClientSettings;
@@ -184,6 +186,34 @@ pub struct RunRef {
     pub stack: StackArgs,
     /// The run id (the execution's name).
     pub run_id: String,
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+/// `status` only: follow the run, or look once.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FollowArgs {
+    /// (status) Follow the run until it ends, refreshing every --interval,
+    /// and exit with its status as `run --wait` does. The default when
+    /// stdout is a terminal, without --json.
+    #[arg(long, conflicts_with = "once")]
+    pub watch: bool,
+    /// (status) One snapshot, exit 0 (the default off a terminal or with --json).
+    #[arg(long, visible_alias = "no-watch")]
+    pub once: bool,
+    /// (status --watch) Seconds between refreshes. Each lists the run's
+    /// results; a run of 100,000 batches is 100 listing pages.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = parse_interval)]
+    pub interval: f64,
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0.1 to 3600"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -216,6 +246,10 @@ pub struct LocalStackArgs {
     /// With --replicate: delete at DST what is deleted at SRC.
     #[arg(long, requires = "replicate")]
     pub replicate_deletes: bool,
+    /// Append the functions' CloudWatch metrics (EMF lines) to FILE
+    /// instead of printing them on stdout, as Lambda would.
+    #[arg(long, value_name = "FILE")]
+    pub emf_log: Option<PathBuf>,
 }
 
 fn config_exit(err: &SyncError) -> i32 {
@@ -238,21 +272,121 @@ pub async fn run(args: RunArgs, json_output: bool) -> i32 {
             println!("{run_id}");
             return Ok(0);
         }
-        let state = control::wait_for_run(&stack, &settings, &run_id, print_progress).await?;
+        // stdout carries the report: progress goes to stderr.
+        let mut progress = ProgressPrinter::new(Stream::Stderr);
+        let every = control::REFRESH;
+        let state =
+            control::wait_for_run(&stack, &settings, &run_id, every, |s| progress.show(s)).await?;
+        progress.finish();
         finish(&stack, &settings, &state, json_output).await
     }
     .await;
     result.unwrap_or_else(|err| config_exit(&err))
 }
 
-fn print_progress(state: &RunState) {
-    eprintln!(
-        "  {:<10} {:<16} batches {}/{}",
+/// Where progress goes.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn is_terminal(self) -> bool {
+        match self {
+            Stream::Stdout => std::io::stdout().is_terminal(),
+            Stream::Stderr => std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn print(self, line: &str) {
+        match self {
+            Stream::Stdout => println!("{line}"),
+            Stream::Stderr => eprintln!("{line}"),
+        }
+    }
+}
+
+/// A followed run's progress, for `run --wait` and `status --watch`: one
+/// line redrawn in place on a terminal; elsewhere (CI logs, a pipe) a line
+/// each time the phase, batches, objects or failures change, with no
+/// control codes.
+struct ProgressPrinter {
+    stream: Stream,
+    bar: Option<ProgressBar>,
+    /// What the last printed line said, rates and time aside.
+    last: Option<(String, Option<String>, u64, u64, u64, u64)>,
+}
+
+impl ProgressPrinter {
+    fn new(stream: Stream) -> Self {
+        let bar = stream.is_terminal().then(|| {
+            let target = match stream {
+                Stream::Stdout => ProgressDrawTarget::stdout(),
+                Stream::Stderr => ProgressDrawTarget::stderr(),
+            };
+            let bar = ProgressBar::with_draw_target(None, target);
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        ProgressPrinter {
+            stream,
+            bar,
+            last: None,
+        }
+    }
+
+    fn show(&mut self, state: &RunState) {
+        let line = progress_line(state);
+        if let Some(bar) = &self.bar {
+            bar.set_message(line);
+            return;
+        }
+        let key = (
+            state.status.clone(),
+            state.phase.clone(),
+            state.batches_sent,
+            state.batches_done,
+            state.objects_copied,
+            state.objects_failed,
+        );
+        if self.last.as_ref() != Some(&key) {
+            self.stream.print(&line);
+            self.last = Some(key);
+        }
+    }
+
+    /// Leave the last line on screen.
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish();
+        }
+    }
+}
+
+/// `SUCCEEDED  copy  batches 40/40 · 3,900/3,900 objects · 120.5 objects/s (97.3 overall) · 2 failed · 0:41`
+fn progress_line(state: &RunState) -> String {
+    let rate = match state.recent_objects_per_sec {
+        Some(recent) => format!(
+            "{recent:.1} objects/s ({:.1} overall)",
+            state.objects_per_sec
+        ),
+        None => format!("{:.1} objects/s overall", state.objects_per_sec),
+    };
+    let elapsed = state.elapsed_secs as u64;
+    format!(
+        "{:<9}  {:<13}  batches {}/{} · {}/{} objects · {rate} · {} failed · {}:{:02}",
         state.status,
         state.phase.as_deref().unwrap_or("-"),
         state.batches_done,
-        state.batches_sent
-    );
+        state.batches_sent,
+        state.objects_copied,
+        state.tasks_sent,
+        state.objects_failed,
+        elapsed / 60,
+        elapsed % 60,
+    )
 }
 
 /// Print the report of an ended run; the exit code follows the run.
@@ -268,11 +402,16 @@ async fn finish(
     if let Some(summary) = &report {
         print_report(stack, settings, summary, json_output).await;
     }
+    Ok(ended(state, report.as_ref()))
+}
+
+/// The exit code of an ended run, as `run --wait` and `status --watch`
+/// give it: the report's, for a run that succeeded.
+fn ended(state: &RunState, report: Option<&Value>) -> i32 {
     if state.status == "SUCCEEDED" {
-        return Ok(report
-            .as_ref()
+        return report
             .and_then(|r| r.get("exit_code")?.as_i64())
-            .unwrap_or(0) as i32);
+            .unwrap_or(0) as i32;
     }
     eprintln!(
         "run {} {}: {} {}",
@@ -288,9 +427,9 @@ async fn finish(
             .as_deref()
             .is_some_and(|c| c.contains("NonRetryable"))
     {
-        return Ok(EXIT_USAGE);
+        return EXIT_USAGE;
     }
-    Ok(1)
+    1
 }
 
 async fn print_report(
@@ -324,6 +463,13 @@ async fn print_report(
 pub async fn status(args: RunRef, json_output: bool) -> i32 {
     let result = async {
         let (stack, settings) = args.stack.resolve().await?;
+        let follow = &args.follow;
+        let watch =
+            follow.watch || (!follow.once && !json_output && std::io::stdout().is_terminal());
+        if watch {
+            let every = Duration::from_secs_f64(follow.interval);
+            return watch_run(&stack, &settings, &args.run_id, every, json_output).await;
+        }
         let state = control::run_state(&stack, &settings, &args.run_id).await?;
         if json_output {
             println!(
@@ -331,25 +477,56 @@ pub async fn status(args: RunRef, json_output: bool) -> i32 {
                 serde_json::to_string_pretty(&state).expect("JSON prints")
             );
         } else {
-            println!(
-                "run {}: {} · phase {} · batches {} of {} done",
-                state.run_id,
-                state.status,
-                state.phase.as_deref().unwrap_or("-"),
-                state.batches_done,
-                state.batches_sent
-            );
-            if let Some(error) = &state.error {
-                println!(
-                    "  error  {error}: {}",
-                    state.cause.as_deref().unwrap_or_default()
-                );
-            }
+            println!("run {}: {}", state.run_id, progress_line(&state));
+            print_error(&state);
         }
         Ok(0)
     }
     .await;
     result.unwrap_or_else(|err| config_exit(&err))
+}
+
+/// `status --watch`: progress until the run ends, then where its report
+/// is; the exit code is the run's. With --json, one JSON state per line.
+async fn watch_run(
+    stack: &StackOutputs,
+    settings: &ClientSettings,
+    run_id: &str,
+    every: Duration,
+    json_output: bool,
+) -> Result<i32, SyncError> {
+    let state = if json_output {
+        control::wait_for_run(stack, settings, run_id, every, |state| {
+            println!("{}", serde_json::to_string(state).expect("JSON prints"));
+        })
+        .await?
+    } else {
+        let mut progress = ProgressPrinter::new(Stream::Stdout);
+        let state =
+            control::wait_for_run(stack, settings, run_id, every, |s| progress.show(s)).await?;
+        progress.finish();
+        state
+    };
+    let report = control::read_report(stack, settings, run_id).await.ok();
+    if let Some(summary) = report.as_ref().filter(|_| !json_output) {
+        let field = |name: &str| summary.get(name).cloned().unwrap_or(Value::Null);
+        println!(
+            "report {} (status {}, exit {})",
+            field("summary_json").as_str().unwrap_or("-"),
+            field("status").as_str().unwrap_or("-"),
+            field("exit_code"),
+        );
+    }
+    Ok(ended(&state, report.as_ref()))
+}
+
+fn print_error(state: &RunState) {
+    if let Some(error) = &state.error {
+        println!(
+            "  error  {error}: {}",
+            state.cause.as_deref().unwrap_or_default()
+        );
+    }
 }
 
 pub async fn report(args: RunRef, json_output: bool) -> i32 {
@@ -373,6 +550,12 @@ pub async fn local_stack(args: LocalStackArgs) -> i32 {
         eprintln!(
             "error: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for moto: testing / testing)"
         );
+        return EXIT_USAGE;
+    }
+    if let Some(path) = &args.emf_log
+        && let Err(err) = crate::emf::log_to_file(path)
+    {
+        eprintln!("error: --emf-log {}: {err}", path.display());
         return EXIT_USAGE;
     }
     let mut options = LocalStackOptions::new(&args.moto_endpoint, args.listen);

@@ -15,14 +15,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
+use lambda_runtime::LambdaEvent;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::emf;
 use crate::serverless::batch::CopyBatch;
 use crate::serverless::replicator::Replicator;
 use crate::serverless::{FunctionEnv, copier};
+
+use super::router;
 
 /// The function a mapping feeds.
 #[derive(Clone)]
@@ -322,7 +326,9 @@ async fn invoke(
 }
 
 /// Run the function on the batch (twice with duplicate deliveries); the
-/// last delivery's response is the one the mapping acts on.
+/// last delivery's response is the one the mapping acts on. The copier is
+/// invoked through its Lambda handler, with a context, as on Lambda, so it
+/// reports its metrics as there.
 async fn call(
     target: &Target,
     options: &EventSourceOptions,
@@ -331,19 +337,58 @@ async fn call(
     let deliveries = if options.duplicate_deliveries { 2 } else { 1 };
     let mut response = SqsBatchResponse::default();
     for _ in 0..deliveries {
-        let deadline = std::time::SystemTime::now() + options.function_timeout;
         response = match target {
             Target::Copier { env, .. } => {
-                copier::copy_messages(env, records.to_vec(), deadline).await
+                let mut event = SqsEvent::default();
+                event.records = records.to_vec();
+                let name = copier_name(&options.queue_arn);
+                let context = router::context(&name, options.function_timeout);
+                match copier::handle(LambdaEvent::new(event, context), env).await {
+                    Ok(response) => response,
+                    // It never fails as a whole; if it did, Lambda would
+                    // retry every message.
+                    Err(_) => hand_back_all(records),
+                }
             }
             Target::Replicator(replicator) => {
+                let deadline = std::time::SystemTime::now() + options.function_timeout;
                 let invocation = replicator.replicate(records.to_vec(), deadline).await;
-                for line in &invocation.metric_lines {
-                    tracing::debug!(target: "emf", "{line}");
-                }
+                emf::write_lines(&invocation.metric_lines);
                 invocation.response
             }
         };
     }
     response
+}
+
+/// The copier's function name: the local stack names its work queue
+/// `<stack>-work` and its functions `<stack>-<function>`.
+fn copier_name(queue_arn: &str) -> String {
+    let queue = queue_arn.rsplit(':').next().unwrap_or_default();
+    let stack = queue.strip_suffix("-work").unwrap_or("s3-fanout");
+    format!("{stack}-copier")
+}
+
+fn hand_back_all(records: &[SqsMessage]) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in records {
+        let mut failure = aws_lambda_events::event::sqs::BatchItemFailure::default();
+        failure.item_identifier = record.message_id.clone().unwrap_or_default();
+        response.batch_item_failures.push(failure);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copier_is_named_after_the_stack_of_its_queue() {
+        assert_eq!(
+            copier_name("arn:aws:sqs:us-east-1:123456789012:nightly-work"),
+            "nightly-copier"
+        );
+        assert_eq!(copier_name("unexpected"), "s3-fanout-copier");
+    }
 }

@@ -196,7 +196,11 @@ pub async fn start(
     let config = StackConfig::from_vars(|name| vars.get(name).cloned())?;
     let mut env = FunctionEnv::new(config).await;
     env.sqs = sqs.clone(); // SQS goes to moto even when S3 goes through a proxy
-    let replicator = Arc::new(Replicator::new(&env).await?);
+    let replicator = Arc::new(
+        Replicator::new(&env)
+            .await?
+            .with_function_name(&format!("{}-replicator", options.name)),
+    );
 
     tokio::spawn(event_source::run(
         sqs,

@@ -112,11 +112,14 @@ impl Router {
         let env = &self.env;
         tracing::debug!(function = name, "invoke");
         let result = if name.ends_with("planner") {
-            call(payload, PLANNER_TIMEOUT, |e| planner::handle(e, env)).await
+            call(payload, name, PLANNER_TIMEOUT, |e| planner::handle(e, env)).await
         } else if name.ends_with("lister") {
-            call(payload, LISTER_TIMEOUT, |e| lister::handle(e, env)).await
+            call(payload, name, LISTER_TIMEOUT, |e| lister::handle(e, env)).await
         } else if name.ends_with("reporter") {
-            call(payload, REPORTER_TIMEOUT, |e| reporter::handle(e, env)).await
+            call(payload, name, REPORTER_TIMEOUT, |e| {
+                reporter::handle(e, env)
+            })
+            .await
         } else {
             return respond(
                 404,
@@ -200,6 +203,7 @@ fn function_name(given: &str) -> &str {
 /// Run a handler on a JSON payload with a Lambda context and deadline.
 async fn call<E, O, F, Fut>(
     payload: &[u8],
+    function_name: &str,
     timeout: Duration,
     handler: F,
 ) -> Result<Vec<u8>, Diagnostic>
@@ -213,13 +217,19 @@ where
         error_type: "NonRetryable".into(),
         error_message: format!("the event does not match the handler: {e}"),
     })?;
-    let output = handler(LambdaEvent::new(event, context(timeout))).await?;
+    let output = handler(LambdaEvent::new(event, context(function_name, timeout))).await?;
     Ok(serde_json::to_vec(&output).unwrap_or_else(|_| b"null".to_vec()))
 }
 
-/// A Lambda context whose deadline is `timeout` from now.
-pub fn context(timeout: Duration) -> Context {
+/// A Lambda context for `function_name` whose deadline is `timeout` from
+/// now. The name is what Lambda's runtime reads from
+/// `AWS_LAMBDA_FUNCTION_NAME`: the functions' metrics carry it.
+pub fn context(function_name: &str, timeout: Duration) -> Context {
     let mut context = Context::default();
+    context.env_config = std::sync::Arc::new(lambda_runtime::Config {
+        function_name: function_name.to_owned(),
+        ..lambda_runtime::Config::default()
+    });
     context.deadline = (SystemTime::now() + timeout)
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

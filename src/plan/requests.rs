@@ -159,13 +159,13 @@ mod tests {
 
     #[test]
     fn a_small_server_side_copy_is_one_copy_object() {
-        let o = options(&["s3://a", "s3://b"]);
+        let o = options(&["s3://src-bkt", "s3://dst-bkt"]);
         assert_eq!(requests(&o, entry(10, "abc")), ops(&[("CopyObject", 1)]));
     }
 
     #[test]
     fn a_multipart_source_is_mirrored_part_for_part() {
-        let o = options(&["s3://a", "s3://b"]);
+        let o = options(&["s3://src-bkt", "s3://dst-bkt"]);
         assert_eq!(
             requests(&o, entry(12 * MIB, "abc-3")),
             ops(&[
@@ -178,7 +178,7 @@ mod tests {
             ])
         );
         // Without mirroring, a small multipart source is one CopyObject.
-        let o = options(&["s3://a", "s3://b", "--no-mirror-parts"]);
+        let o = options(&["s3://src-bkt", "s3://dst-bkt", "--no-mirror-parts"]);
         assert_eq!(
             requests(&o, entry(12 * MIB, "abc-3")),
             ops(&[("CopyObject", 1)])
@@ -188,8 +188,8 @@ mod tests {
     #[test]
     fn above_the_threshold_a_plain_object_gets_the_configured_part_size() {
         let o = options(&[
-            "s3://a",
-            "s3://b",
+            "s3://src-bkt",
+            "s3://dst-bkt",
             "--multipart-threshold",
             "5MiB",
             "--part-size",
@@ -204,11 +204,11 @@ mod tests {
     fn uploads_and_restores_count_their_parts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_str().unwrap();
-        let up = options(&[path, "s3://b"]);
+        let up = options(&[path, "s3://dst-bkt"]);
         assert_eq!(requests(&up, entry(MIB, "x")), ops(&[("PutObject", 1)]));
         let got = requests(&up, entry(17 * MIB, "x"));
         assert!(got.contains(&("UploadPart".into(), 3)), "{got:?}");
-        let down = options(&["s3://b", path]);
+        let down = options(&["s3://src-bkt", path]);
         assert_eq!(
             requests(&down, entry(17 * MIB, "x-3")),
             ops(&[("GetObject", 3)])

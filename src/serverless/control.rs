@@ -2,8 +2,9 @@
 //! `report`: find the stack, start an execution named by its run id, follow
 //! it, and read its report.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,9 @@ use crate::client::{
     ClientSettings, build_cloudformation_client, build_s3_client, build_sfn_client,
 };
 use crate::error::{SyncError, classify};
-use crate::serverless::store::RunStore;
+use crate::serverless::copier::BatchResult;
+use crate::serverless::lister::Checkpoint;
+use crate::serverless::store::{FolderCache, RunStore};
 
 /// What `run`, `status` and `report` need of a deployed stack: its
 /// CloudFormation outputs (`infra/template.yaml`), or the same keys written
@@ -159,19 +162,36 @@ pub async fn start_run(
     Ok(started.execution_arn().to_owned())
 }
 
-/// Where an execution stands.
+/// Where an execution stands, and how far its copies have come.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunState {
     pub run_id: String,
     pub status: String,
-    /// The last state entered (Plan, Write, CheckProgress, Validate, Report...).
+    /// The run's phase, named as the report's phases are: plan, list and
+    /// send, copy, validate, report.
     pub phase: Option<String>,
+    /// The last state the execution entered (Plan, ListShard,
+    /// CheckProgress, ValidateShard, Report...).
+    pub state: Option<String>,
     pub error: Option<String>,
     pub cause: Option<String>,
     pub output: Option<Value>,
     /// Batches recorded as sent, and those with a result.
     pub batches_sent: u64,
     pub batches_done: u64,
+    /// Objects in the batches sent.
+    pub tasks_sent: u64,
+    /// The outcomes the batches' results record so far.
+    pub objects_copied: u64,
+    pub bytes_copied: u64,
+    pub objects_failed: u64,
+    /// Since the execution started, until it stopped.
+    pub elapsed_secs: f64,
+    /// Objects copied per second, over the whole run so far.
+    pub objects_per_sec: f64,
+    /// Objects copied per second since the previous refresh (watching).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_objects_per_sec: Option<f64>,
 }
 
 impl RunState {
@@ -180,34 +200,162 @@ impl RunState {
     }
 }
 
+/// The phase a state of `statemachine/sync.asl.json` belongs to.
+pub fn phase_of(state: &str) -> &'static str {
+    match state {
+        // The plan and its failure's notification and end.
+        s if s == "Plan" || s.contains("PlanFailed") => "plan",
+        "Write" | "ListShard" | "IsListShardDone" | "ListShardDone" => "list and send",
+        "StartWaiting" | "CheckProgress" | "AreAllBatchesDone" | "WaitForCopies" => "copy",
+        "ShouldValidate"
+        | "Validate"
+        | "ValidateShard"
+        | "IsValidateShardDone"
+        | "ValidateShardDone" => "validate",
+        _ => "report", // Report, IsOverThreshold and the end states
+    }
+}
+
+/// Refresh interval of a watched run by default: often enough to look
+/// live; each refresh reads only what changed since the last.
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// What a batch's result says, as far as progress needs it.
+#[derive(Debug, Clone, Copy, Default)]
+struct ResultCounts {
+    copied: u64,
+    bytes: u64,
+    failed: u64,
+}
+
+/// Follows one run: its execution in Step Functions, its batches in the
+/// run's folder. Results and checkpoints are read once each, and again only
+/// when rewritten ([`FolderCache`]), so refreshing a 100,000-batch run every
+/// few seconds costs listings, not 100,000 reads.
+pub struct RunWatcher {
+    sfn: aws_sdk_sfn::Client,
+    store: RunStore,
+    run_id: String,
+    arn: String,
+    /// Result name → its counts.
+    results: FolderCache<ResultCounts>,
+    /// Checkpoint name → (batch id, tasks) of each batch it sent.
+    sent: FolderCache<Vec<(String, u64)>>,
+    /// When the previous refresh saw how many objects copied.
+    previous: Option<(Instant, u64)>,
+}
+
+impl RunWatcher {
+    pub async fn new(stack: &StackOutputs, settings: &ClientSettings, run_id: &str) -> Self {
+        RunWatcher {
+            sfn: build_sfn_client(&stack.settings(settings)).await,
+            store: stack.store(settings).await,
+            run_id: run_id.to_owned(),
+            arn: stack.execution_arn(run_id),
+            results: FolderCache::new("results/"),
+            sent: FolderCache::new("sent/"),
+            previous: None,
+        }
+    }
+
+    /// Where the run stands now.
+    pub async fn refresh(&mut self) -> Result<RunState, SyncError> {
+        let run_id = self.run_id.clone();
+        let described = self
+            .sfn
+            .describe_execution()
+            .execution_arn(&self.arn)
+            .send()
+            .await
+            .map_err(|e| SyncError::Config(format!("run {run_id}: {}", classify(&e).message)))?;
+        let state = latest_state(&self.sfn, &self.arn).await?;
+        // Progress is best effort: the execution's state is what counts.
+        if let Err(err) = self.read_batches().await {
+            tracing::debug!(run_id, error = %err, "could not read the run's batches");
+        }
+        let sent: HashMap<&str, u64> = self
+            .sent
+            .iter()
+            .flat_map(|(_, batches)| batches.iter().map(|(id, tasks)| (id.as_str(), *tasks)))
+            .collect();
+        let mut done = ResultCounts::default();
+        let mut batches_done = 0;
+        for (name, counts) in self.results.iter() {
+            let id = name
+                .strip_prefix("results/")
+                .and_then(|n| n.strip_suffix(".json"));
+            if id.is_some_and(|id| sent.contains_key(id)) {
+                batches_done += 1;
+                done.copied += counts.copied;
+                done.bytes += counts.bytes;
+                done.failed += counts.failed;
+            }
+        }
+        let millis = |t: Option<&aws_smithy_types::DateTime>| t.and_then(|t| t.to_millis().ok());
+        let now = crate::emf::now_ms();
+        let elapsed_secs = millis(Some(described.start_date()))
+            .map(|start| (millis(described.stop_date()).unwrap_or(now) - start).max(0) as f64 / 1e3)
+            .unwrap_or(0.0);
+        let recent_objects_per_sec = self.previous.map(|(at, copied)| {
+            done.copied.saturating_sub(copied) as f64 / at.elapsed().as_secs_f64().max(1e-3)
+        });
+        self.previous = Some((Instant::now(), done.copied));
+        Ok(RunState {
+            run_id,
+            status: described.status().as_str().to_owned(),
+            phase: state.as_deref().map(|s| phase_of(s).to_owned()),
+            state,
+            error: described.error().map(str::to_owned),
+            cause: described.cause().map(str::to_owned),
+            output: described
+                .output()
+                .and_then(|o| serde_json::from_str(o).ok()),
+            batches_sent: sent.len() as u64,
+            batches_done,
+            tasks_sent: sent.values().sum(),
+            objects_copied: done.copied,
+            bytes_copied: done.bytes,
+            objects_failed: done.failed,
+            elapsed_secs,
+            objects_per_sec: if elapsed_secs > 0.0 {
+                done.copied as f64 / elapsed_secs
+            } else {
+                0.0
+            },
+            recent_objects_per_sec,
+        })
+    }
+
+    /// Results first, then what was sent, as the reporter's progress check
+    /// reads them (see [`crate::serverless::reporter::batch_counts`]): a
+    /// result counted here always finds the part tasks it waits for.
+    async fn read_batches(&mut self) -> Result<(), SyncError> {
+        self.results
+            .refresh(&self.store, &self.run_id, |r: BatchResult| ResultCounts {
+                copied: r.counts.copied + r.counts.updated,
+                bytes: r.counts.bytes_copied,
+                failed: r.counts.failed,
+            })
+            .await?;
+        self.sent
+            .refresh(&self.store, &self.run_id, |c: Checkpoint| {
+                c.batches.into_iter().map(|b| (b.id, b.tasks)).collect()
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// One look at the run.
 pub async fn run_state(
     stack: &StackOutputs,
     settings: &ClientSettings,
     run_id: &str,
 ) -> Result<RunState, SyncError> {
-    let sfn = build_sfn_client(&stack.settings(settings)).await;
-    let arn = stack.execution_arn(run_id);
-    let described = sfn
-        .describe_execution()
-        .execution_arn(&arn)
-        .send()
+    RunWatcher::new(stack, settings, run_id)
         .await
-        .map_err(|e| SyncError::Config(format!("run {run_id}: {}", classify(&e).message)))?;
-    let phase = latest_state(&sfn, &arn).await?;
-    let store = stack.store(settings).await;
-    let (batches_sent, batches_done) = batch_counts(&store, run_id).await.unwrap_or((0, 0));
-    Ok(RunState {
-        run_id: run_id.to_owned(),
-        status: described.status().as_str().to_owned(),
-        phase,
-        error: described.error().map(str::to_owned),
-        cause: described.cause().map(str::to_owned),
-        output: described
-            .output()
-            .and_then(|o| serde_json::from_str(o).ok()),
-        batches_sent,
-        batches_done,
-    })
+        .refresh()
+        .await
 }
 
 /// The newest state the execution entered. AWS returns the newest events
@@ -241,30 +389,23 @@ async fn latest_state(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Option<Str
     }
 }
 
-async fn batch_counts(store: &RunStore, run_id: &str) -> Result<(u64, u64), SyncError> {
-    let (sent, done) = crate::serverless::reporter::batch_counts(store, run_id).await?;
-    Ok((sent.len() as u64, done))
-}
-
-/// Poll until the execution ends; `on_change` sees each new state.
+/// Follow the run until its execution ends, looking `every` so often;
+/// `on_refresh` sees each state, the last one included.
 pub async fn wait_for_run(
     stack: &StackOutputs,
     settings: &ClientSettings,
     run_id: &str,
-    mut on_change: impl FnMut(&RunState),
+    every: Duration,
+    mut on_refresh: impl FnMut(&RunState),
 ) -> Result<RunState, SyncError> {
-    let mut last: Option<(Option<String>, u64, u64)> = None;
+    let mut watcher = RunWatcher::new(stack, settings, run_id).await;
     loop {
-        let state = run_state(stack, settings, run_id).await?;
-        let key = (state.phase.clone(), state.batches_sent, state.batches_done);
-        if last.as_ref() != Some(&key) {
-            on_change(&state);
-            last = Some(key);
-        }
+        let state = watcher.refresh().await?;
+        on_refresh(&state);
         if state.finished() {
             return Ok(state);
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -284,4 +425,76 @@ pub async fn read_report(
                 store.url(run_id, "summary.json")
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every state of the deployed state machine, by name.
+    fn states(states: &Value, into: &mut Vec<String>) {
+        for (name, state) in states.as_object().into_iter().flatten() {
+            into.push(name.clone());
+            if let Some(inner) = state.pointer("/ItemProcessor/States") {
+                self::states(inner, into);
+            }
+        }
+    }
+
+    /// The top-level states reachable from `from`, itself included.
+    fn reachable(machine: &Value, from: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut next = vec![from.to_owned()];
+        while let Some(name) = next.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let state = &machine["States"][&name];
+            let mut targets = vec![&state["Next"], &state["Default"]];
+            for branch in ["Choices", "Catch"] {
+                targets.extend(
+                    state[branch]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| &c["Next"]),
+                );
+            }
+            next.extend(
+                targets
+                    .into_iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned)),
+            );
+        }
+        seen
+    }
+
+    #[test]
+    fn every_state_of_the_state_machine_belongs_to_its_phase() {
+        let machine: Value =
+            serde_json::from_str(crate::local_stack::STATE_MACHINE).expect("valid JSON");
+        let mut all = Vec::new();
+        states(&machine["States"], &mut all);
+        assert!(all.len() > 10, "{all:?}");
+        let in_phase = |phase: &str| -> BTreeSet<String> {
+            all.iter()
+                .filter(|s| phase_of(s) == phase)
+                .cloned()
+                .collect()
+        };
+        let plan = in_phase("plan");
+        assert!(
+            plan.contains("Plan") && plan.contains("PlanFailed"),
+            "{plan:?}"
+        );
+        assert!(plan.iter().all(|s| s.contains("Plan")), "{plan:?}");
+        assert!(in_phase("list and send").contains("ListShard"));
+        assert!(in_phase("copy").contains("WaitForCopies"));
+        assert!(in_phase("validate").contains("ValidateShard"));
+        // What falls through to "report" is the report and what follows
+        // it: a new state elsewhere in the machine must be placed above.
+        assert_eq!(in_phase("report"), reachable(&machine, "Report"));
+    }
 }

@@ -19,9 +19,18 @@
 //! (HEAD at the destination, same ETag and size) and counts those as copied
 //! instead of copying them again; for one that arrived in parts, it also
 //! aborts any upload a killed attempt left open for it.
+//!
+//! Metrics: one EMF record per message (a batch), not per invocation, so a
+//! record names its run and batch (properties `run_id`, `batch_id`). Its
+//! object counts are the ones its result records, and a delivery that hands
+//! the batch back reports none (the delivery that writes the result counts
+//! them, arrived objects included), so over a run they add up to
+//! summary.json's; only a duplicate delivery, which really copies twice,
+//! is counted twice. Retries, throttles and the duration are every
+//! delivery's, handed back or not: that is where throttling shows.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
@@ -30,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::diff::{EtagShape, etag_shape};
+use crate::emf::{self, MetricRecord, Unit, Work};
 use crate::error::SyncError;
 use crate::metrics::RequestCounter;
 use crate::multipart::abort_other_uploads;
@@ -49,6 +59,13 @@ pub struct BatchResult {
     pub receive_count: u32,
     pub counts: Counts,
     pub rows: Vec<ReportRow>,
+    /// When the delivery that wrote it started and finished the batch, in
+    /// milliseconds since the Unix epoch: the report's timeline and copy
+    /// phase. Missing from results written before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
 }
 
 pub fn result_name(batch_id: &str) -> String {
@@ -60,7 +77,12 @@ pub async fn handle(
     env: &FunctionEnv,
 ) -> Result<SqsBatchResponse, Diagnostic> {
     let deadline = event.context.deadline();
-    Ok(copy_messages(env, event.payload.records, deadline).await)
+    let function = emf::function_name(&event.context.env_config.function_name, "copier");
+    let (response, deliveries) = copy_and_measure(env, event.payload.records, deadline).await;
+    for delivery in &deliveries {
+        emf::emit(&delivery.record(&function));
+    }
+    Ok(response)
 }
 
 /// Handle every message; the response names the ones to hand back to SQS.
@@ -69,30 +91,91 @@ pub async fn copy_messages(
     records: Vec<SqsMessage>,
     deadline: SystemTime,
 ) -> SqsBatchResponse {
-    let outcomes = futures::future::join_all(
+    copy_and_measure(env, records, deadline).await.0
+}
+
+/// [`copy_messages`], and what each message's delivery did.
+async fn copy_and_measure(
+    env: &FunctionEnv,
+    records: Vec<SqsMessage>,
+    deadline: SystemTime,
+) -> (SqsBatchResponse, Vec<Delivery>) {
+    let deliveries = futures::future::join_all(
         records
             .iter()
             .map(|record| copy_message(env, record, deadline)),
     )
     .await;
     let mut response = SqsBatchResponse::default();
-    for (record, hand_back) in records.iter().zip(outcomes) {
-        if hand_back {
+    for (record, delivery) in records.iter().zip(&deliveries) {
+        if delivery.hand_back {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = record.message_id.clone().unwrap_or_default();
             response.batch_item_failures.push(failure);
         }
     }
-    response
+    (response, deliveries)
 }
 
-/// Returns true when the message should be handed back to SQS.
-async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTime) -> bool {
+/// One message's delivery, for its metrics.
+#[derive(Debug)]
+struct Delivery {
+    hand_back: bool,
+    /// None for a message that is not a batch.
+    run_id: Option<String>,
+    batch_id: Option<String>,
+    receive_count: u32,
+    /// The result's counts, when this delivery wrote one.
+    counts: Option<Counts>,
+    requests: RequestCounter,
+    started: Instant,
+}
+
+impl Delivery {
+    fn record(&self, function_name: &str) -> MetricRecord {
+        let counts = self.counts.clone().unwrap_or_default();
+        let work = Work {
+            objects_copied: counts.copied + counts.updated,
+            bytes_copied: counts.bytes_copied,
+            objects_skipped: counts.skipped_archived
+                + counts.skipped_sse_c
+                + counts.source_vanished,
+            objects_failed: counts.failed,
+            ..Work::default()
+        }
+        .requests(&self.requests);
+        let mut record = emf::function_record(function_name, &work, self.started.elapsed())
+            .value("ObjectsDeleted", Unit::Count, counts.deleted as f64)
+            .property("receive_count", self.receive_count.into())
+            .property("handed_back", self.hand_back.into());
+        for (name, value) in [("run_id", &self.run_id), ("batch_id", &self.batch_id)] {
+            if let Some(value) = value {
+                record = record.property(name, value.as_str().into());
+            }
+        }
+        record
+    }
+}
+
+/// Copy one message's batch and write its result, or decide to hand it
+/// back to SQS.
+async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTime) -> Delivery {
     let receive_count: u32 = record
         .attributes
         .get("ApproximateReceiveCount")
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
+    let mut delivery = Delivery {
+        hand_back: true,
+        run_id: None,
+        batch_id: None,
+        receive_count,
+        counts: None,
+        // Counted per delivery, so a result carries its batch's retries only.
+        requests: RequestCounter::new(),
+        started: Instant::now(),
+    };
+    let started_at_ms = emf::now_ms();
     let last = receive_count >= env.config.max_receive_count;
     let batch = match CopyBatch::parse(record.body.as_deref().unwrap_or_default()) {
         Ok(batch) => batch,
@@ -100,23 +183,29 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
             // Nothing to copy and no run to report to: it can only end in
             // the dead-letter queue, where someone can read it.
             tracing::error!(message_id = ?record.message_id, error = %err, "unreadable message");
-            return true;
+            return delivery;
         }
     };
+    delivery.run_id = Some(batch.run_id.clone());
+    delivery.batch_id = Some(batch.batch_id.clone());
     let result = match env.run(&batch.run_id).await {
-        Ok(run) => copy_batch(env, &run, &batch, receive_count, last, deadline).await,
+        Ok(run) => {
+            let counter = &delivery.requests;
+            copy_batch(env, &run, &batch, receive_count, last, deadline, counter).await
+        }
         Err(err) => {
             tracing::error!(batch = %batch.batch_id, error = %err, "the run's manifest is unavailable");
             if !last {
-                return true;
+                return delivery;
             }
             Ok(unavailable_result(&batch, receive_count, &err))
         }
     };
-    let result = match result {
-        Ok(result) => result,
-        Err(hand_back) => return hand_back,
+    let Ok(mut result) = result else {
+        return delivery;
     };
+    result.started_at_ms = Some(started_at_ms);
+    result.finished_at_ms = Some(emf::now_ms());
     match env
         .store
         .put_json(&batch.run_id, &result_name(&batch.batch_id), &result)
@@ -124,13 +213,14 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
     {
         Ok(()) => {
             tracing::info!(batch = %batch.batch_id, receive_count, copied = result.counts.copied + result.counts.updated, failed = result.counts.failed, "batch done");
-            false
+            delivery.hand_back = false;
+            delivery.counts = Some(result.counts);
         }
         Err(err) => {
             tracing::error!(batch = %batch.batch_id, error = %err, "could not write the batch result");
-            true
         }
     }
+    delivery
 }
 
 /// Every task of a batch failed because the run could not be read.
@@ -157,10 +247,13 @@ fn unavailable_result(batch: &CopyBatch, receive_count: u32, err: &SyncError) ->
         receive_count,
         counts,
         rows,
+        started_at_ms: None,
+        finished_at_ms: None,
     }
 }
 
-/// Copy a batch's tasks. `Err(true)`: hand the message back, write nothing.
+/// Copy a batch's tasks, counting their requests in `counter`. `Err(())`:
+/// hand the message back, write nothing.
 async fn copy_batch(
     env: &FunctionEnv,
     run: &Arc<RunContext>,
@@ -168,20 +261,17 @@ async fn copy_batch(
     receive_count: u32,
     last: bool,
     deadline: SystemTime,
-) -> Result<BatchResult, bool> {
+    counter: &RequestCounter,
+) -> Result<BatchResult, ()> {
     let rows = match ReportRows::new() {
         Ok(rows) => Arc::new(rows),
         Err(err) => {
             tracing::error!(error = %err, "no temporary space for the report rows");
-            return Err(true);
+            return Err(());
         }
     };
-    // Counted per batch, so the result carries this batch's retries only.
-    let counter = RequestCounter::new();
     let context = WorkContext {
-        mover: Arc::new(crate::transfer::Mover::Buckets(
-            run.copier.counted(&counter),
-        )),
+        mover: Arc::new(crate::transfer::Mover::Buckets(run.copier.counted(counter))),
         stats: Arc::new(Stats::default()),
         rows: rows.clone(),
         cancel: CancellationToken::new(),
@@ -239,11 +329,10 @@ async fn copy_batch(
     let worth_retrying = retries.iter().filter(|r| **r == Retry::Worthwhile).count();
     if worth_retrying > 0 && !last {
         tracing::warn!(batch = %batch.batch_id, receive_count, worth_retrying, "handing the batch back for another attempt");
-        return Err(true);
+        return Err(());
     }
     let rows = rows.read_all().map_err(|err| {
         tracing::error!(error = %err, "could not read the report rows back");
-        true
     })?;
     Ok(BatchResult {
         run_id: batch.run_id.clone(),
@@ -254,6 +343,8 @@ async fn copy_batch(
             ..context.stats.snapshot()
         },
         rows,
+        started_at_ms: None,
+        finished_at_ms: None,
     })
 }
 
@@ -312,4 +403,60 @@ async fn already_copied(context: &WorkContext, task: &CopyTask) -> bool {
         Stats::add(&stats.bytes_copied, object.size);
     }
     same
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(counts: Option<Counts>) -> Delivery {
+        Delivery {
+            hand_back: counts.is_none(),
+            run_id: Some("run".into()),
+            batch_id: Some("00001-00000-0000".into()),
+            receive_count: 2,
+            counts,
+            requests: RequestCounter::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn record(delivery: &Delivery) -> serde_json::Value {
+        let lines = delivery.record("stack-copier").lines(0);
+        assert_eq!(lines.len(), 1);
+        crate::emf::validate_line(&lines[0]).expect("valid EMF")
+    }
+
+    #[test]
+    fn a_delivery_that_wrote_its_result_reports_the_results_counts() {
+        let counts = Counts {
+            copied: 3,
+            updated: 1,
+            bytes_copied: 4096,
+            failed: 2,
+            skipped_archived: 1,
+            deleted: 5,
+            ..Counts::default()
+        };
+        let record = record(&delivery(Some(counts)));
+        assert_eq!(record["ObjectsCopied"], 4.0);
+        assert_eq!(record["BytesCopied"], 4096.0);
+        assert_eq!(record["ObjectsFailed"], 2.0);
+        assert_eq!(record["ObjectsSkipped"], 1.0);
+        assert_eq!(record["ObjectsDeleted"], 5.0);
+        assert_eq!(record["run_id"], "run");
+        assert_eq!(record["batch_id"], "00001-00000-0000");
+        assert_eq!(record["handed_back"], false);
+    }
+
+    #[test]
+    fn a_delivery_that_handed_its_batch_back_reports_no_objects_but_its_requests() {
+        // Its copies are counted by the delivery that writes the result.
+        let record = record(&delivery(None));
+        assert_eq!(record["ObjectsCopied"], 0.0);
+        assert_eq!(record["ObjectsFailed"], 0.0);
+        assert_eq!(record["handed_back"], true);
+        assert!(record["Retries"].is_number() && record["Throttles"].is_number());
+        assert!(record["BatchDuration"].as_f64().unwrap() >= 0.0);
+    }
 }

@@ -10,15 +10,21 @@
 //! invocation (same SEQ) resumes from its checkpoint and numbers its batches
 //! from the count there, so a crash repeats at most one page, and what it
 //! repeats is sent under the same batch ids.
+//!
+//! Every invocation reports one EMF record: what it listed, skipped as
+//! already equal, sent (`ObjectsListed`, `ObjectsSkipped`, `BatchesSent`)
+//! or, validating, checked (`ObjectsVerified`, `ObjectsMismatched`); a
+//! failed invocation too, with what it did before failing.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::diff::{Action, Pair, decide, merge_join};
+use crate::emf::{self, MetricRecord, Unit, Work};
 use crate::error::SyncError;
 use crate::listing::{ListTarget, list_range};
 use crate::metrics::RequestCounter;
@@ -80,6 +86,52 @@ pub struct Checkpoint {
     /// Report rows (unverified pairs; VALIDATE mismatches), all of this
     /// invocation's; bounded by its key budget.
     pub rows: Vec<ReportRow>,
+    /// When the invocation started this checkpoint, and when it last wrote
+    /// it, in milliseconds since the Unix epoch: the report's phase timings.
+    /// Missing from checkpoints written before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at_ms: Option<i64>,
+}
+
+/// What one invocation did, for its metrics: a resumed checkpoint's counts
+/// include an earlier, crashed invocation's work, so these are kept apart.
+#[derive(Debug, Default)]
+struct Tally {
+    counts: Counts,
+    /// Keys handled, one per key whether on one side or both.
+    keys: u64,
+    batches_sent: u64,
+    throttles: u64,
+}
+
+impl Tally {
+    fn record(&self, function_name: &str, at: &ShardCursor, duration: Duration) -> MetricRecord {
+        let c = &self.counts;
+        let work = Work {
+            objects_skipped: c.skip_equal + c.skip_unverified + c.skip_not_modified,
+            retries: c.retries,
+            throttles: self.throttles,
+            ..Work::default()
+        };
+        let record = emf::function_record(function_name, &work, duration).value(
+            "ObjectsListed",
+            Unit::Count,
+            self.keys as f64,
+        );
+        let record = match at.phase {
+            Phase::Write => record.value("BatchesSent", Unit::Count, self.batches_sent as f64),
+            Phase::Validate => record
+                .value("ObjectsVerified", Unit::Count, c.verify_checked as f64)
+                .value("ObjectsMismatched", Unit::Count, c.verify_mismatched as f64),
+        };
+        record
+            .property("run_id", at.run_id.as_str().into())
+            .property("phase", serde_json::to_value(at.phase).unwrap_or_default())
+            .property("shard", at.shard.into())
+            .property("seq", at.seq.into())
+    }
 }
 
 /// Listing counts, as the CLI's listing streams count them.
@@ -106,9 +158,14 @@ pub async fn handle(
     event: LambdaEvent<ShardCursor>,
     env: &FunctionEnv,
 ) -> Result<ShardCursor, Diagnostic> {
+    let started = Instant::now();
     let deadline = event.context.deadline();
+    let function = emf::function_name(&event.context.env_config.function_name, "lister");
     let cursor = event.payload;
-    list_shard(env, cursor.clone(), deadline).await.map_err(|err| {
+    let mut tally = Tally::default();
+    let listed = list_and_tally(env, cursor.clone(), deadline, &mut tally).await;
+    emf::emit(&tally.record(&function, &cursor, started.elapsed()));
+    listed.map_err(|err| {
         tracing::error!(run_id = %cursor.run_id, shard = cursor.shard, seq = cursor.seq, error = %err, "listing failed");
         err.into()
     })
@@ -119,6 +176,16 @@ pub async fn list_shard(
     env: &FunctionEnv,
     at: ShardCursor,
     deadline: SystemTime,
+) -> Result<ShardCursor, SyncError> {
+    list_and_tally(env, at, deadline, &mut Tally::default()).await
+}
+
+/// [`list_shard`], adding what it does to `tally`.
+async fn list_and_tally(
+    env: &FunctionEnv,
+    at: ShardCursor,
+    deadline: SystemTime,
+    tally: &mut Tally,
 ) -> Result<ShardCursor, SyncError> {
     if at.done {
         return Ok(at);
@@ -142,13 +209,16 @@ pub async fn list_shard(
             shard: at.shard,
             seq: at.seq,
             cursor: at.cursor.clone(),
+            started_at_ms: Some(emf::now_ms()),
             ..Checkpoint::default()
         },
     };
     if !checkpoint.done {
         let range = shard_range.resumed_after(checkpoint.cursor.as_deref());
-        let mut pass = Pass::new(env, &run, &at, &mut checkpoint, deadline);
-        pass.run(range).await?;
+        let mut pass = Pass::new(env, &run, &at, &mut checkpoint, deadline, tally);
+        let passed = pass.run(range).await;
+        pass.tally.throttles += pass.counter.throttled();
+        passed?;
     }
     Ok(ShardCursor {
         seq: at.seq + 1,
@@ -170,6 +240,7 @@ struct Pass<'a> {
     builder: BatchBuilder,
     ready: Vec<CopyBatch>,
     stop_at: SystemTime,
+    tally: &'a mut Tally,
 }
 
 impl<'a> Pass<'a> {
@@ -179,6 +250,7 @@ impl<'a> Pass<'a> {
         at: &'a ShardCursor,
         checkpoint: &'a mut Checkpoint,
         deadline: SystemTime,
+        tally: &'a mut Tally,
     ) -> Self {
         // Keep a fifth of the remaining time (at least 5 s, at most 2 min)
         // for the last page's sends and checkpoint.
@@ -202,6 +274,7 @@ impl<'a> Pass<'a> {
             builder,
             ready: Vec::new(),
             stop_at: deadline.checked_sub(margin).unwrap_or(deadline),
+            tally,
         }
     }
 
@@ -259,6 +332,7 @@ impl<'a> Pass<'a> {
             last_key = Some(key);
             in_page += 1;
             in_invocation += 1;
+            self.tally.keys += 1;
             if in_page >= page_keys {
                 self.save(last_key.clone(), false).await?;
                 in_page = 0;
@@ -295,6 +369,7 @@ impl<'a> Pass<'a> {
         if !self.ready.is_empty() {
             let queue = self.env.config.queue_url()?;
             send_batches(&self.env.sqs, queue, &self.ready).await?;
+            self.tally.batches_sent += self.ready.len() as u64;
             self.checkpoint
                 .batches
                 .extend(self.ready.drain(..).map(|b| SentBatch::from(&b)));
@@ -308,6 +383,8 @@ impl<'a> Pass<'a> {
             ..self.stats.snapshot()
         };
         self.checkpoint.counts.add(&counts);
+        self.tally.counts.add(&counts);
+        self.checkpoint.updated_at_ms = Some(emf::now_ms());
         self.stats = Stats::default();
         let name = checkpoint_name(self.at.phase, self.at.shard, self.at.seq);
         self.env

@@ -1,12 +1,18 @@
 //! The planner: validate the execution input, split the source into shards,
 //! record the run in `run.json`, and hand the state machine the shard list.
+//! Its EMF record has the common figures (it copies nothing: zeros) and
+//! `Shards`.
+
+use std::time::Instant;
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::emf::{self, Unit, Work};
 use crate::error::SyncError;
 use crate::listing::ListTarget;
+use crate::metrics::RequestCounter;
 use crate::pipeline::preflight;
 use crate::serverless::FunctionEnv;
 use crate::serverless::input::{RunManifest, resolve_input};
@@ -35,21 +41,48 @@ pub async fn handle(
     event: LambdaEvent<PlannerEvent>,
     env: &FunctionEnv,
 ) -> Result<Plan, Diagnostic> {
+    let started = Instant::now();
+    let function = emf::function_name(&event.context.env_config.function_name, "planner");
     let PlannerEvent { run_id, input } = event.payload;
-    plan(env, &run_id, &input).await.map_err(|err| {
+    let counter = RequestCounter::new();
+    let planned = plan_counted(env, &run_id, &input, &counter).await;
+    let shards = planned.as_ref().map_or(0, |p| p.shards.len());
+    emf::emit(
+        &emf::function_record(
+            &function,
+            &Work::default().requests(&counter),
+            started.elapsed(),
+        )
+        .value("Shards", Unit::Count, shards as f64)
+        .property("run_id", run_id.as_str().into())
+        .property("planned", planned.is_ok().into()),
+    );
+    planned.map_err(|err| {
         tracing::error!(run_id, error = %err, "planning failed");
         err.into()
     })
 }
 
 pub async fn plan(env: &FunctionEnv, run_id: &str, input: &Value) -> Result<Plan, SyncError> {
+    plan_counted(env, run_id, input, &RequestCounter::new()).await
+}
+
+/// [`plan`], counting its requests to the buckets in `counter`.
+async fn plan_counted(
+    env: &FunctionEnv,
+    run_id: &str,
+    input: &Value,
+    counter: &RequestCounter,
+) -> Result<Plan, SyncError> {
+    // The run starts now: the report's timeline and phases count from here.
+    let created_at = crate::report::now_rfc3339();
     if run_id.is_empty() || run_id.contains('/') {
         return Err(SyncError::Config(format!(
             "run id {run_id:?} must be non-empty and free of '/'"
         )));
     }
     let (spec, settings, options) = resolve_input(input, &env.config)?;
-    let run = env.copier_for(&options).await?;
+    let run = env.copier_for(&options).await?.counted(counter);
     // A missing or forbidden bucket fails the execution here, before any
     // write, with S3's own words.
     preflight(
@@ -82,7 +115,7 @@ pub async fn plan(env: &FunctionEnv, run_id: &str, input: &Value) -> Result<Plan
         spec,
         settings: settings.clone(),
         shards,
-        created_at: crate::report::now_rfc3339(),
+        created_at,
     };
     env.store
         .put_json(run_id, RunManifest::KEY, &manifest)

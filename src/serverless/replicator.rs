@@ -24,8 +24,10 @@
 //! a stale copy cannot land over a newer one.
 //!
 //! Outcomes: every key gets one structured log line, and every invocation
-//! one set of CloudWatch Embedded Metric Format figures (replicated,
-//! deleted, failed, lag from the event's time). Messages whose failure a
+//! one set of CloudWatch Embedded Metric Format figures: every function's
+//! ([`emf::function_record`]: objects copied, skipped and failed, retries,
+//! throttles, duration) and the replicator's own (replicated, deleted,
+//! failed, lag from the event's time). Messages whose failure a
 //! retry can fix are handed back (`batchItemFailures`) and, after
 //! `maxReceiveCount` receives, moved to the dead-letter queue by SQS; those
 //! no retry can fix (access denied, an unreadable message) go to the
@@ -33,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageAttributeValue;
@@ -45,9 +47,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DiffOptions, SyncOptions, SyncSpec};
 use crate::copy::{Copier, CopyError, Side};
 use crate::diff::{Action, DiffMode, Pair, SkipReason, decide};
-use crate::emf::{MetricRecord, Unit};
+use crate::emf::{self, MetricRecord, Unit, Work, now_ms};
 use crate::error::{RetryClass, S3Failure, SyncError, classify};
 use crate::listing::ObjectEntry;
+use crate::metrics::RequestCounter;
 use crate::serverless::FunctionEnv;
 use crate::serverless::events::{EventBody, ObjectEvent, parse_body};
 
@@ -56,7 +59,7 @@ use crate::serverless::events::{EventBody, ObjectEvent, parse_body};
 const MAX_ROUNDS: u32 = 4;
 
 /// The CloudWatch namespace of every s3-fanout metric.
-pub const METRIC_NAMESPACE: &str = "s3-fanout";
+pub const METRIC_NAMESPACE: &str = emf::NAMESPACE;
 
 /// Built once per container from the stack's configuration.
 pub struct Replicator {
@@ -142,7 +145,10 @@ pub struct Invocation {
     pub unreadable: usize,
     /// Messages this invocation sent to the dead-letter queue itself.
     pub dead_lettered: usize,
-    /// EMF lines, printed to stdout by the Lambda.
+    /// Requests sent again, and answers asking to slow down.
+    pub retries: u64,
+    pub throttles: u64,
+    /// EMF lines, written by [`emf::write_lines`] in the Lambda.
     pub metric_lines: Vec<String>,
 }
 
@@ -162,19 +168,8 @@ pub async fn handle(
 ) -> Result<SqsBatchResponse, Diagnostic> {
     let deadline = event.context.deadline();
     let invocation = replicator.replicate(event.payload.records, deadline).await;
-    // EMF records go to stdout as bare JSON lines; CloudWatch Logs extracts
-    // the metrics from them.
-    for line in &invocation.metric_lines {
-        println!("{line}");
-    }
+    emf::write_lines(&invocation.metric_lines);
     Ok(invocation.response)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A message's fate once its keys are reconciled.
@@ -216,15 +211,25 @@ impl Replicator {
             dead_letter_queue_url: config.dead_letter_queue_url.clone(),
             max_receive_count: config.max_receive_count,
             concurrency: config.copy_concurrency,
-            function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-                .unwrap_or_else(|_| "s3-fanout-replicator".into()),
+            function_name: emf::function_name("", "replicator"),
         })
+    }
+
+    /// The `FunctionName` its metrics carry, where the environment does
+    /// not say (the local stack names it after its stack).
+    pub fn with_function_name(mut self, name: &str) -> Self {
+        self.function_name = name.to_owned();
+        self
     }
 
     /// Reconcile every key the messages name; the response hands back the
     /// messages worth another delivery.
     pub async fn replicate(&self, records: Vec<SqsMessage>, deadline: SystemTime) -> Invocation {
+        let started = Instant::now();
         let stop_at = crate::serverless::stop_starting_at(deadline);
+        // This invocation's requests, for its retries and throttles.
+        let counter = RequestCounter::new();
+        let copier = &self.copier.counted(&counter);
         let mut invocation = Invocation::default();
         let mut fates = vec![MessageFate::default(); records.len()];
         // Distinct keys in arrival order, each with the messages naming it.
@@ -265,7 +270,10 @@ impl Replicator {
 
         let reports: Vec<(KeyReport, Vec<usize>)> = futures::stream::iter(keys)
             .map(|(event, messages, count)| async move {
-                (self.reconcile_key(event, count, stop_at).await, messages)
+                (
+                    self.reconcile_key(copier, event, count, stop_at).await,
+                    messages,
+                )
             })
             .buffer_unordered(self.concurrency.max(1))
             .collect()
@@ -319,7 +327,9 @@ impl Replicator {
                 invocation.response.batch_item_failures.push(failure);
             }
         }
-        invocation.metric_lines = self.metrics(&invocation).lines(now_ms());
+        invocation.retries = counter.retries();
+        invocation.throttles = counter.throttled();
+        invocation.metric_lines = self.metrics(&invocation, started.elapsed()).lines(now_ms());
         invocation
     }
 
@@ -367,11 +377,12 @@ impl Replicator {
 
     async fn reconcile_key(
         &self,
+        copier: &Copier,
         event: ObjectEvent,
         events: usize,
         stop_at: SystemTime,
     ) -> KeyReport {
-        let source = &self.copier.source;
+        let source = &copier.source;
         let (outcome, rounds) = if event.bucket != source.bucket {
             let reason = format!(
                 "the event is for bucket {:?}; this replicator copies from {source}",
@@ -390,7 +401,7 @@ impl Replicator {
                 };
                 (outcome, 0)
             } else {
-                self.reconcile(relative).await
+                self.reconcile(copier, relative).await
             }
         } else {
             let reason = format!("outside the source prefix {source}");
@@ -413,10 +424,10 @@ impl Replicator {
 
     /// Make the destination match the source's current state. Returns the
     /// outcome and the rounds it took.
-    async fn reconcile(&self, relative: &str) -> (Outcome, u32) {
+    async fn reconcile(&self, copier: &Copier, relative: &str) -> (Outcome, u32) {
         let cancel = CancellationToken::new();
         for round in 1..=MAX_ROUNDS {
-            let source = match self.copier.head(Side::Source, relative).await {
+            let source = match copier.head(Side::Source, relative).await {
                 Ok(source) => source,
                 // HEAD has no body: a 400 on an object S3 can read is one
                 // encrypted with a customer-provided key.
@@ -429,7 +440,7 @@ impl Replicator {
                 }
                 Err(f) => return (Outcome::failed(&f, "reading the source object"), round),
             };
-            let destination = match self.copier.head(Side::Destination, relative).await {
+            let destination = match copier.head(Side::Destination, relative).await {
                 Ok(destination) => destination,
                 Err(f) => {
                     return (Outcome::failed(&f, "reading the destination object"), round);
@@ -448,8 +459,8 @@ impl Replicator {
                 } => return (Outcome::DeleteNotPropagated, round),
                 Action::Skip { .. } => return (Outcome::InSync, round),
                 Action::Copy { source } | Action::Update { source, .. } => {
-                    match self.copier.copy(&source, &cancel).await {
-                        Ok(copied) => match self.copier.head(Side::Source, relative).await {
+                    match copier.copy(&source, &cancel).await {
+                        Ok(copied) => match copier.head(Side::Source, relative).await {
                             Ok(Some(now)) if same_version(&now, &source) => {
                                 let outcome = Outcome::Replicated {
                                     bytes: copied.bytes,
@@ -491,8 +502,8 @@ impl Replicator {
                         Err(CopyError::Cancelled) => unreachable!("never cancelled"),
                     }
                 }
-                Action::Delete { destination } => match self.copier.delete(&destination).await {
-                    Ok(()) => match self.copier.head(Side::Source, relative).await {
+                Action::Delete { destination } => match copier.delete(&destination).await {
+                    Ok(()) => match copier.head(Side::Source, relative).await {
                         Ok(None) => return (Outcome::Deleted, round),
                         Ok(Some(_)) => continue, // put again meanwhile: copy it back
                         Err(f) => return (Outcome::failed(&f, "reading the source again"), round),
@@ -511,7 +522,7 @@ impl Replicator {
         (outcome, MAX_ROUNDS)
     }
 
-    fn metrics(&self, invocation: &Invocation) -> MetricRecord {
+    fn metrics(&self, invocation: &Invocation, duration: std::time::Duration) -> MetricRecord {
         let count = |outcome: &str| invocation.count(outcome) as f64;
         let bytes: u64 = invocation
             .keys
@@ -526,15 +537,19 @@ impl Replicator {
             .iter()
             .filter_map(|k| k.lag_ms.map(|l| l as f64))
             .collect();
-        MetricRecord::new(METRIC_NAMESPACE)
-            .dimension("FunctionName", &self.function_name)
+        let failed = invocation.count("failed") + invocation.unreadable;
+        let work = Work {
+            objects_copied: invocation.count("replicated") as u64,
+            bytes_copied: bytes,
+            objects_skipped: invocation.count("skipped") as u64,
+            objects_failed: failed as u64,
+            retries: invocation.retries,
+            throttles: invocation.throttles,
+        };
+        emf::function_record(&self.function_name, &work, duration)
             .value("Replicated", Unit::Count, count("replicated"))
             .value("Deleted", Unit::Count, count("deleted"))
-            .value(
-                "Failed",
-                Unit::Count,
-                count("failed") + invocation.unreadable as f64,
-            )
+            .value("Failed", Unit::Count, failed as f64)
             .value("Skipped", Unit::Count, count("skipped"))
             .value("InSync", Unit::Count, count("in_sync"))
             .value(

@@ -14,12 +14,15 @@
 //! number), never by when they were written, so every write is idempotent:
 //! a retried invocation or a redelivered message rewrites the same object.
 
+use std::collections::HashMap;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{SyncError, classify};
+use crate::metrics::RequestCounter;
 
 #[derive(Debug, Clone)]
 pub struct RunStore {
@@ -35,6 +38,20 @@ impl RunStore {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The client it reads and writes with.
+    pub fn client(&self) -> &Client {
+        &self.s3
+    }
+
+    /// This store with its requests reported to `counter`, for the retries
+    /// and throttles of one invocation.
+    pub fn counted(&self, counter: &RequestCounter) -> RunStore {
+        RunStore {
+            s3: crate::client::with_counter(&self.s3, counter),
+            ..self.clone()
+        }
     }
 
     /// The full key of `name` in the run's folder.
@@ -164,6 +181,17 @@ impl RunStore {
 
     /// Names (relative to the run's folder) of the objects under `folder`.
     pub async fn list(&self, run_id: &str, folder: &str) -> Result<Vec<String>, SyncError> {
+        let versions = self.list_versions(run_id, folder).await?;
+        Ok(versions.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// Names (relative to the run's folder) and ETags of the objects under
+    /// `folder`: an object rewritten since it was read has a new ETag.
+    pub async fn list_versions(
+        &self,
+        run_id: &str,
+        folder: &str,
+    ) -> Result<Vec<(String, String)>, SyncError> {
         let run_prefix = self.key(run_id, "");
         let prefix = self.key(run_id, folder);
         let mut names = Vec::new();
@@ -183,7 +211,10 @@ impl RunStore {
             })?;
             for object in page.contents() {
                 if let Some(name) = object.key().and_then(|k| k.strip_prefix(&run_prefix)) {
-                    names.push(name.to_owned());
+                    names.push((
+                        name.to_owned(),
+                        object.e_tag().unwrap_or_default().to_owned(),
+                    ));
                 }
             }
         }
@@ -207,5 +238,76 @@ impl RunStore {
             .try_filter_map(|v| async move { Ok(v) })
             .try_collect()
             .await
+    }
+}
+
+/// What a folder's JSON objects say, read again only when they change: a
+/// watcher that refreshes every few seconds reads each of a run's results
+/// once, not once per refresh. Each object is kept as `project` makes it
+/// (a result's counts, say, not its report rows), so memory grows with the
+/// number of objects, not with what they hold.
+pub struct FolderCache<T> {
+    folder: String,
+    /// Name → (ETag when read, what was kept of it).
+    objects: HashMap<String, (String, T)>,
+}
+
+impl<T> FolderCache<T> {
+    pub fn new(folder: &str) -> Self {
+        FolderCache {
+            folder: folder.to_owned(),
+            objects: HashMap::new(),
+        }
+    }
+
+    /// List the folder; read the objects that are new or changed since the
+    /// last refresh (a few at a time), forget the ones that are gone.
+    /// Returns how many were read.
+    pub async fn refresh<R: DeserializeOwned>(
+        &mut self,
+        store: &RunStore,
+        run_id: &str,
+        project: impl Fn(R) -> T,
+    ) -> Result<usize, SyncError> {
+        use futures::{StreamExt, TryStreamExt};
+        let listed = store.list_versions(run_id, &self.folder).await?;
+        let stale: Vec<(String, String)> = listed
+            .iter()
+            .filter(|(name, etag)| self.objects.get(name).is_none_or(|(seen, _)| seen != etag))
+            .cloned()
+            .collect();
+        let fetched: Vec<(String, String, Option<R>)> = futures::stream::iter(stale)
+            .map(|(name, etag)| async move {
+                let value = store.get_json::<R>(run_id, &name).await?;
+                Ok::<_, SyncError>((name, etag, value))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        let read = fetched.len();
+        let present: std::collections::HashSet<&String> = listed.iter().map(|(n, _)| n).collect();
+        self.objects.retain(|name, _| present.contains(name));
+        for (name, etag, value) in fetched {
+            // Deleted between the listing and the read: as if not listed.
+            if let Some(value) = value {
+                self.objects.insert(name, (etag, project(value)));
+            }
+        }
+        Ok(read)
+    }
+
+    /// What was kept of each object, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.objects
+            .iter()
+            .map(|(name, (_, kept))| (name.as_str(), kept))
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
     }
 }

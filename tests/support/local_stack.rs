@@ -28,6 +28,8 @@ pub struct TestStack {
     pub env: Arc<FunctionEnv>,
     /// Kills the stack's copier invocations like a crashed Lambda process.
     pub crashes: CopierCrashes,
+    /// The functions' CloudWatch metrics, one EMF record a line.
+    pub emf_log: PathBuf,
     pub runtime: tokio::runtime::Handle,
     _dir: tempfile::TempDir,
 }
@@ -47,12 +49,23 @@ pub fn one_run_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 pub fn stack() -> &'static TestStack {
+    stack_with(|_| {})
+}
+
+/// [`stack`], with `configure` applied to its options (a run notification
+/// topic, say). A test binary has one stack: the first call builds it, and
+/// every later call, of either function, returns that one.
+pub fn stack_with(configure: impl FnOnce(&mut LocalStackOptions)) -> &'static TestStack {
     static STACK: OnceLock<TestStack> = OnceLock::new();
     STACK.get_or_init(|| {
         init_env();
         // The functions' logs, kept for post-mortems next to moto's.
         let log_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".moto");
         let _ = std::fs::create_dir_all(&log_dir);
+        // Their metrics too, rather than on the test's stdout.
+        let emf_log = log_dir.join(format!("emf-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&emf_log);
+        s3_fanout::emf::log_to_file(&emf_log).expect("the EMF log opens");
         if let Ok(file) =
             std::fs::File::create(log_dir.join(format!("functions-{}.log", std::process::id())))
         {
@@ -77,6 +90,7 @@ pub fn stack() -> &'static TestStack {
         options.split_object_bytes = Some(12 * 1024 * 1024);
         // One SDK retry per receive: handed-back batches are what is tested.
         options.function_max_attempts = Some(2);
+        configure(&mut options);
         std::thread::Builder::new()
             .name("local-stack".into())
             .spawn(move || {
@@ -114,6 +128,7 @@ pub fn stack() -> &'static TestStack {
             proxy,
             env,
             crashes,
+            emf_log,
             runtime,
             _dir: dir,
         }
