@@ -170,15 +170,21 @@ if [[ ! -f "$TEMPLATE" ]]; then
     fail "$TEMPLATE does not exist"
 else
     # checkov leaves out resources whose Condition is false with every
-    # parameter at its default, and Replication defaults to "false": the
-    # replicator, its queues and its log group would go unchecked. So a
-    # copy with Replication defaulting to "true" is scanned too; it has the
-    # same lines, so the template's skip comments hold for both.
-    replicated="$scratch/template.replication-true.yaml"
-    sed '/^  Replication:$/,/^  [A-Za-z]/ s/^    Default: "false"$/    Default: "true"/' \
-        "$TEMPLATE" >"$replicated"
-    if cmp -s "$TEMPLATE" "$replicated"; then
-        fail "found no 'Default: \"false\"' under the Replication parameter of $TEMPLATE to flip for checkov"
+    # parameter at its default, and Replication and RunNotifications default
+    # to "false": the replicator, its queues, log group and alarm, and the
+    # run topic would go unchecked. So a copy with both defaulting to "true"
+    # is scanned too; it has the same lines, so the template's skip comments
+    # hold for both.
+    optional="$scratch/template.options-on.yaml"
+    flips=(Replication RunNotifications)
+    sed_args=()
+    for parameter in "${flips[@]}"; do
+        sed_args+=(-e "/^  $parameter:\$/,/^  [A-Za-z]/ s/^    Default: \"false\"\$/    Default: \"true\"/")
+    done
+    sed "${sed_args[@]}" "$TEMPLATE" >"$optional"
+    flipped="$(diff "$TEMPLATE" "$optional" | grep -c '^>' || true)"
+    if ((flipped != ${#flips[@]})); then
+        fail "flipped $flipped of ${#flips[@]} 'Default: \"false\"' lines (${flips[*]}) in $TEMPLATE for checkov"
     else
         # No network: --skip-download (and BC_SKIP_MAPPING, its environment
         # twin) skips the Prisma Cloud downloads of guidelines and policy
@@ -192,13 +198,13 @@ else
         output="$(
             BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true CKV_PARSE_ERROR_FAIL=true \
                 timeout 300 "$CHECKOV_VENV/bin/checkov" --framework cloudformation \
-                --quiet --compact --skip-download -f "$TEMPLATE" -f "$replicated"
+                --quiet --compact --skip-download -f "$TEMPLATE" -f "$optional"
         )" || status=$?
         printf '%s\n' "$output" >&2
         if ((status == 124)); then
             fail "checkov did not finish within 300 s (waiting on the network?)"
         elif ((status != 0)); then
-            fail "checkov reported failed checks or parse errors (listed above; $(basename "$replicated") is $TEMPLATE with Replication=true, same lines)"
+            fail "checkov reported failed checks or parse errors (listed above; $(basename "$optional") is $TEMPLATE with ${flips[*]} true, same lines)"
         elif ! grep -q '^Passed checks: [1-9]' <<<"$output"; then
             fail "checkov passed no check at all: it found no resources in $TEMPLATE"
         else
@@ -214,17 +220,19 @@ if [[ ! -f "$ASL" ]]; then
     fail "$ASL does not exist"
 else
     # The definition carries DefinitionSubstitutions placeholders
-    # (${PlannerFunctionArn}, ...) that SAM fills in at deploy time.
-    # Validate what Step Functions will receive: each placeholder replaced
-    # by a Lambda function ARN, so the ARN checks on Resource fields still
-    # apply.
+    # (${PlannerFunctionArn}, ..., ${RunTopicArn}) that SAM fills in at
+    # deploy time. Validate what Step Functions will receive: each function
+    # placeholder replaced by a Lambda function ARN, so the ARN checks on
+    # Resource fields still apply, and the topic's by an SNS topic ARN.
     substituted="$scratch/sync.asl.json"
     # shellcheck disable=SC2016 # JavaScript, not shell: no expansion wanted.
     node -e '
         const fs = require("fs");
         const text = fs.readFileSync(process.argv[1], "utf8").replace(
             /\$\{([A-Za-z0-9]+)\}/g,
-            (_, name) => `arn:aws:lambda:us-east-1:123456789012:function:${name}`);
+            (_, name) => name.endsWith("TopicArn")
+                ? `arn:aws:sns:us-east-1:123456789012:${name}`
+                : `arn:aws:lambda:us-east-1:123456789012:function:${name}`);
         fs.writeFileSync(process.argv[2], text);
     ' "$ASL" "$substituted"
     if "$ASL_VALIDATOR" --json-path "$substituted"; then

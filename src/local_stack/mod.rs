@@ -1,8 +1,9 @@
 //! The serverless runtime on this machine, without AWS or Docker.
 //!
-//! moto provides S3, SQS and Step Functions, and its Step Functions
-//! interpreter executes the real `statemachine/sync.asl.json`. This module
-//! provides the rest: the stack's resources (queues with a redrive policy,
+//! moto provides S3, SQS, SNS and Step Functions, and its Step Functions
+//! interpreter executes the real `statemachine/sync.asl.json`, its run
+//! notifications (`sns:publish` tasks) included. This module provides the
+//! rest: the stack's resources (queues with a redrive policy,
 //! the report bucket, the state machine with its substitutions), a Lambda
 //! router that runs the project's handlers ([`router`]), and the SQS event
 //! source mapping ([`event_source`]), which can also kill copier
@@ -33,6 +34,8 @@ use crate::serverless::env::StackConfig;
 /// The state machine, as deployed.
 pub const STATE_MACHINE: &str = include_str!("../../statemachine/sync.asl.json");
 const ACCOUNT: &str = "123456789012";
+/// The region every resource of the local stack is in.
+const REGION: &str = "us-east-1";
 
 #[derive(Debug, Clone)]
 pub struct LocalStackOptions {
@@ -59,6 +62,11 @@ pub struct LocalStackOptions {
     pub duplicate_deliveries: bool,
     /// Replication from S3 events as well, between these buckets.
     pub replication: Option<replication::ReplicationOptions>,
+    /// Run notifications (the template's RunNotifications=true): the name
+    /// of an SNS topic, created in moto, that the state machine publishes
+    /// each run's ending to. `None` leaves `${RunTopicArn}` empty, as the
+    /// template does when notifications are off: no publish is attempted.
+    pub run_topic: Option<String>,
 }
 
 impl LocalStackOptions {
@@ -83,6 +91,7 @@ impl LocalStackOptions {
             split_object_bytes: None,
             duplicate_deliveries: false,
             replication: None,
+            run_topic: None,
         }
     }
 }
@@ -156,10 +165,18 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
             options.name
         )
     };
+    // Before the state machine: its first run may publish at once.
+    let run_topic_arn = match &options.run_topic {
+        Some(name) => create_topic(&options.moto_endpoint, name)
+            .await
+            .map_err(|e| fail("creating the run notification topic", e))?,
+        None => String::new(),
+    };
     let definition = STATE_MACHINE
         .replace("${PlannerFunctionArn}", &function_arn("planner"))
         .replace("${ListerFunctionArn}", &function_arn("lister"))
-        .replace("${ReporterFunctionArn}", &function_arn("reporter"));
+        .replace("${ReporterFunctionArn}", &function_arn("reporter"))
+        .replace("${RunTopicArn}", &run_topic_arn);
     let sfn = build_sfn_client(&moto).await;
     let machine_name = format!("{}-sync", options.name);
     let state_machine_arn = match sfn
@@ -336,21 +353,75 @@ async fn create_queue(
 
 /// `POST /moto-api/config {"stepfunctions": {"execute_state_machine": true}}`.
 async fn enable_state_machine_execution(url: &str) -> Result<(), String> {
+    post(
+        url,
+        &[("content-type", "application/json")],
+        br#"{"stepfunctions": {"execute_state_machine": true}}"#.to_vec(),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Create an SNS topic in moto (or find it: CreateTopic of an existing
+/// name returns it) and return its ARN.
+pub async fn create_topic(moto_endpoint: &str, name: &str) -> Result<String, String> {
+    let answer = sns_query(moto_endpoint, &[("Action", "CreateTopic"), ("Name", name)]).await?;
+    answer
+        .split_once("<TopicArn>")
+        .and_then(|(_, rest)| rest.split_once("</TopicArn>"))
+        .map(|(arn, _)| arn.to_owned())
+        .ok_or_else(|| format!("no TopicArn in moto's answer: {answer}"))
+}
+
+/// One call of SNS's query API on moto, returning its XML answer. Plain
+/// HTTP: the crate has no SNS client, and needs none elsewhere (the state
+/// machine publishes by itself). moto tells services apart by the
+/// credential scope of the Authorization header, and takes its region
+/// from there too; it checks no signature.
+pub async fn sns_query(moto_endpoint: &str, params: &[(&str, &str)]) -> Result<String, String> {
+    let mut body = String::from("Version=2010-03-31");
+    for (name, value) in params {
+        let value =
+            percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+        body.push_str(&format!("&{name}={value}"));
+    }
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential=local/20250101/{REGION}/sns/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    post(
+        &format!("{moto_endpoint}/"),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("authorization", &authorization),
+        ],
+        body.into_bytes(),
+    )
+    .await
+}
+
+/// POST `body` to moto and return its answer's body, or why not.
+async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<String, String> {
     use http_body_util::{BodyExt, Full};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
-    let request = hyper::Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from_static(
-            br#"{"stepfunctions": {"execute_state_machine": true}}"#,
-        )))
+    let mut request = hyper::Request::post(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())?;
     let response = client.request(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
-    let _ = response.into_body().collect().await;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
     if status.is_success() {
-        Ok(())
+        Ok(body)
     } else {
-        Err(format!("moto answered {status}"))
+        Err(format!("moto answered {status}: {body}"))
     }
 }

@@ -11,8 +11,8 @@ use crate::model::Template;
 use crate::values::{get_att, one_or_many, ref_name};
 
 /// The defaults, replication on, and every optional feature on (deletes of
-/// both kinds, a source prefix and account, KMS keys, an alarm topic) with
-/// the schedule off.
+/// both kinds, a source prefix and account, KMS keys, an alarm topic, run
+/// notifications by email) with the schedule off.
 pub fn parameter_sets() -> Vec<Params> {
     vec![
         Params::new(),
@@ -33,6 +33,8 @@ pub fn parameter_sets() -> Vec<Params> {
                 "arn:aws:kms:us-east-1:111122223333:key/dst",
             ),
             ("AlarmTopicArn", "arn:aws:sns:us-east-1:111122223333:alarms"),
+            ("RunNotifications", "true"),
+            ("NotificationEmail", "ops@example.com"),
         ]),
     ]
 }

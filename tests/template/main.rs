@@ -41,22 +41,39 @@
 //!   parameters leave out.
 //! - the state machine (`state_machine.rs`): a STANDARD workflow over
 //!   `statemachine/sync.asl.json` (a missing file fails), every `${...}`
-//!   placeholder in it substituted with a function of this stack, and a role
-//!   that may invoke exactly those.
+//!   placeholder in it substituted with a function of this stack (but
+//!   `${RunTopicArn}`, see run notifications below), and a role that may
+//!   invoke exactly those.
 //! - the report bucket (`report_bucket.rs`): encrypted, private, TLS only,
 //!   reports expiring; and the stack outputs operators need (`outputs.rs`).
+//! - monitoring (`monitoring.rs`): each dashboard body is JSON once
+//!   substituted, and every metric it draws is one a function emits (the
+//!   EMF contract, found in the functions' source) or an AWS metric, with
+//!   its right dimension on a resource the same parameters deploy; the
+//!   dashboards draw what operators need of runs and, with Replication,
+//!   of replication; a failed execution and a replication lag p99 above
+//!   ReplicationLagAlarmSeconds (in ms) raise alarms, which notify
+//!   AlarmTopicArn exactly when it is set.
+//! - run notifications (`notifications.rs`): the topic, its email
+//!   subscription and the state machine's sns:Publish on it exist only
+//!   with RunNotifications=true (and NotificationEmail); `${RunTopicArn}`
+//!   is empty otherwise; in the definition every ending is published with
+//!   a topic and none without, and a failed publish ends the run where it
+//!   was going.
 //!
 //! Every check is a function returning `Err` with the reason, so the
-//! `*_is_caught` tests in `mutations.rs` can break a copy of the template
-//! and prove that the check notices. The checks rest on `yaml.rs` (YAML to
+//! `*_is_caught` tests in `mutations.rs` (and `monitoring_mutations.rs`)
+//! can break a copy of the template or the definition and prove that the
+//! check notices. The checks rest on `yaml.rs` (YAML to
 //! JSON with CloudFormation tags), `values.rs`, `model.rs` (navigating the
 //! template), `eval.rs` (intrinsics and resource conditions for given
 //! parameters), `iam.rs` (policy
 //! statements) and `workspace.rs` (the cargo manifest); the readers have
 //! tests of their own at the end of this file.
 //!
-//! `scripts/check-infra.sh` runs cfn-lint, asl-validator and
-//! `cargo lambda build` on the same files.
+//! `scripts/check-infra.sh` runs cfn-lint, checkov, asl-validator and
+//! `cargo lambda build` on the same files; `tests/notifications.rs` runs the
+//! definition's publishes in moto.
 
 use std::collections::BTreeSet;
 
@@ -66,6 +83,11 @@ use conditions::check_references_resolve;
 use eval::params;
 use functions::{check_environment, check_functions_build, check_log_groups};
 use model::load;
+use monitoring::{
+    check_alarm_actions, check_dashboards, check_metric_contract_in_source,
+    check_replication_lag_alarm, check_run_failed_alarm,
+};
+use notifications::{check_asl_notifications, check_run_topic, load_asl};
 use outputs::check_outputs;
 use permissions::{
     check_delete_only_when_allowed, check_kms, check_least_privilege, check_no_star_resources,
@@ -103,7 +125,10 @@ mod eval;
 mod functions;
 mod iam;
 mod model;
+mod monitoring;
+mod monitoring_mutations;
 mod mutations;
+mod notifications;
 mod outputs;
 mod permissions;
 mod queues;
@@ -236,6 +261,41 @@ fn nightly_schedule_starts_an_etag_sync_with_validate_and_follows_schedule_enabl
 #[test]
 fn nothing_calls_the_schedule_a_placeholder_any_more() {
     assert_ok(check_schedule_is_wired(&load()));
+}
+
+#[test]
+fn dashboards_are_json_and_draw_what_operators_need_from_metrics_that_exist() {
+    assert_ok(check_dashboards(&load()));
+}
+
+#[test]
+fn every_function_metric_the_dashboards_expect_is_written_by_the_functions_code() {
+    assert_ok(check_metric_contract_in_source());
+}
+
+#[test]
+fn a_failed_run_raises_an_alarm_on_the_state_machines_failed_executions() {
+    assert_ok(check_run_failed_alarm(&load()));
+}
+
+#[test]
+fn replication_lag_raises_a_p99_alarm_above_the_seconds_parameter_in_milliseconds() {
+    assert_ok(check_replication_lag_alarm(&load()));
+}
+
+#[test]
+fn alarms_notify_the_alarm_topic_exactly_when_it_is_set() {
+    assert_ok(check_alarm_actions(&load()));
+}
+
+#[test]
+fn run_topic_subscription_and_publish_permission_exist_only_with_run_notifications() {
+    assert_ok(check_run_topic(&load()));
+}
+
+#[test]
+fn every_ending_of_a_run_is_published_with_a_topic_and_none_without() {
+    assert_ok(check_asl_notifications(&load_asl()));
 }
 
 // ------------------------------------------------ the readers the checks rest on

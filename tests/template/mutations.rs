@@ -28,13 +28,13 @@ use crate::{Check, assert_ok};
 type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
 
 /// A copy of the template with `edit` applied to its JSON form.
-fn broken(edit: impl FnOnce(&mut Value)) -> Template {
+pub(crate) fn broken(edit: impl FnOnce(&mut Value)) -> Template {
     let mut doc = load().doc;
     edit(&mut doc);
     Template::new(doc)
 }
 
-fn set(doc: &mut Value, pointer: &str, value: Value) {
+pub(crate) fn set(doc: &mut Value, pointer: &str, value: Value) {
     *doc.pointer_mut(pointer)
         .unwrap_or_else(|| panic!("template has no {pointer}")) = value;
 }
@@ -64,7 +64,7 @@ fn sqs_event_pointer(doc: &Value, binary: &str) -> String {
     format!("/Resources/{id}/Properties/Events/{name}/Properties")
 }
 
-fn remove(doc: &mut Value, pointer: &str) {
+pub(crate) fn remove(doc: &mut Value, pointer: &str) {
     let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
     doc.pointer_mut(parent)
         .and_then(Value::as_object_mut)
@@ -99,7 +99,7 @@ fn role_statements<'a>(doc: &'a mut Value, function: &str) -> &'a mut Vec<Value>
     .expect("role statements")
 }
 
-fn assert_caught(check: Check, what: &str) {
+pub(crate) fn assert_caught(check: Check, what: &str) {
     assert!(check.is_err(), "the check did not notice: {what}");
 }
 

@@ -26,6 +26,11 @@ pub fn check_outputs(t: &Template) -> Check {
         "EventQueueUrl",
         "EventDeadLetterQueueUrl",
         "ReplicatorFunctionName",
+        // Where to look: the dashboards, and the topic to subscribe to
+        // (RunNotifications=true).
+        "RunDashboardName",
+        "ReplicationDashboardName",
+        "RunTopicArn",
     ] {
         ensure!(outputs.contains_key(name), "output {name} is missing");
     }

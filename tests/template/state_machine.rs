@@ -1,6 +1,7 @@
 //! The state machine: its definition's `${...}` placeholders, and the check
-//! that the template substitutes each with a function of this stack and lets
-//! the workflow invoke exactly those.
+//! that the template substitutes each with a function of this stack (or the
+//! run topic, see `notifications.rs`) and lets the workflow invoke exactly
+//! those.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -40,6 +41,10 @@ pub fn asl_placeholders() -> Result<BTreeSet<String>, String> {
     Ok(placeholders(&text))
 }
 
+/// The one placeholder that is not a function: the run notification topic's
+/// ARN, empty when RunNotifications is off (`notifications.rs` checks it).
+pub const TOPIC_PLACEHOLDER: &str = "RunTopicArn";
+
 /// (i) The state machine loads the ASL file, substitutes every placeholder
 /// in it with a function of this stack, and may invoke exactly those.
 pub fn check_state_machine(t: &Template, placeholders: &BTreeSet<String>) -> Check {
@@ -69,7 +74,10 @@ pub fn check_state_machine(t: &Template, placeholders: &BTreeSet<String>) -> Che
         "{id} DefinitionSubstitutions {keys:?} must match the ASL placeholders {placeholders:?}"
     );
     let mut used = BTreeSet::new();
-    for (key, value) in substitutions {
+    for (key, value) in substitutions
+        .iter()
+        .filter(|(k, _)| *k != TOPIC_PLACEHOLDER)
+    {
         let (function, attribute) =
             get_att(value).ok_or_else(|| format!("{id} substitution {key} is not a !GetAtt"))?;
         ensure!(
@@ -80,13 +88,18 @@ pub fn check_state_machine(t: &Template, placeholders: &BTreeSet<String>) -> Che
     }
 
     // The invoke permissions: exactly the functions used, unqualified and
-    // qualified (":*" for versions and aliases).
+    // qualified (":*" for versions and aliases). Publishing the run
+    // notifications is the one other thing it may do (checked by
+    // `notifications::check_run_topic`).
     let mut invocable = BTreeSet::new();
     for statement in t.statements_of(id).iter().filter(|s| s.allows()) {
         let actions = statement.actions();
+        if actions == ["sns:Publish"] {
+            continue;
+        }
         ensure!(
             actions.iter().all(|a| a == "lambda:InvokeFunction"),
-            "{id}'s role may only invoke functions, statement grants {actions:?}"
+            "{id}'s role may only invoke functions and publish run notifications, statement grants {actions:?}"
         );
         for resource in statement.resources() {
             let function = resource
