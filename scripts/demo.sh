@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a local S3 emulator: start moto, seed a source bucket with a
 # few thousand objects (mixed sizes, multipart objects, awkward keys, tags,
-# metadata, storage classes), plan with --dry-run, sync, then sync again to
+# metadata, storage classes), plan (s3-fanout plan: requests, cost, time), sync, then sync again to
 # show that an unchanged bucket costs only listings. Then the same job on the
 # serverless runtime: the real state machine on moto's Step Functions, the
 # Lambda handlers behind a local router, SQS batches fed to the copier
@@ -53,8 +53,9 @@ REPORT_DIR="$REPO/demo-report"
 SYNC=("$BIN" sync s3://demo-source s3://demo-backup --endpoint-url "$ENDPOINT"
       --multipart-threshold 8MiB --report "$REPORT_DIR")
 
-say "plan: s3-fanout sync --dry-run"
-"${SYNC[@]}" --dry-run --no-progress
+say "plan: what the sync will copy, request, cost and take (lists only)"
+"$BIN" plan s3://demo-source s3://demo-backup --endpoint-url "$ENDPOINT" \
+    --multipart-threshold 8MiB
 
 say "sync: s3-fanout sync s3://demo-source s3://demo-backup"
 status=0

@@ -63,6 +63,10 @@ pub struct PlanSpec {
     /// the price of a GB-second.
     #[arg(long, value_name = "ARCH", default_value = "arm64", value_parser = ["arm64", "x86_64"])]
     pub architecture: String,
+    /// Serverless: the stack publishes run notifications (RunNotifications),
+    /// one more state transition and SNS message per run.
+    #[arg(long)]
+    pub notifications: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -479,6 +483,7 @@ async fn serverless_estimate(
             lister_max_keys: 2_000_000,
             architecture: spec.architecture.clone(),
             validate: settings.validate,
+            notifications: spec.notifications,
         },
         serverless::Inputs {
             shards: shards.len() as u64,

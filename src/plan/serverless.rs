@@ -29,6 +29,8 @@ pub struct StackShape {
     pub lister_max_keys: u64,
     pub architecture: String,
     pub validate: bool,
+    /// The stack publishes each run's end to SNS (RunNotifications).
+    pub notifications: bool,
 }
 
 /// What the plan measured and decided, the model's input.
@@ -185,13 +187,15 @@ pub fn estimate(
     // lister invocation ListShard + IsListShardDone and per shard
     // ListShardDone, StartWaiting, per poll CheckProgress +
     // AreAllBatchesDone and a WaitForCopies between polls, ShouldValidate,
-    // the same Map again for VALIDATE, Report, IsOverThreshold, and the end.
+    // the same Map again for VALIDATE, Report, IsOverThreshold, then
+    // SyncedNotice and ShouldNotifySynced, NotifySynced when the stack
+    // publishes run notifications, and the end.
     let map = |invocations: u64| 1 + 2 * invocations + shards;
     let mut transitions = 1 + map(listers) + 1 + 3 * polls - 1 + 1;
     if stack.validate {
         transitions += map(validators);
     }
-    transitions += 3;
+    transitions += 5 + u64::from(stack.notifications);
 
     let total_invocations: u64 = invocations.values().sum();
     let gb_price = prices.lambda_gb_second(&stack.architecture)?;
@@ -258,6 +262,7 @@ mod tests {
                 lister_max_keys: 2_000_000,
                 architecture: "arm64".into(),
                 validate: true,
+                notifications: false,
             },
             Inputs {
                 shards: 64,
