@@ -22,6 +22,13 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     # Debian splits venv/ensurepip out of python3.
     apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
 fi
+# The HTML report is checked in a real browser, its pixels read back by OCR
+# (tests/report_html.rs).
+if ! command -v chromium >/dev/null || ! command -v tesseract >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium tesseract-ocr tesseract-ocr-eng fonts-dejavu-core >/dev/null
+fi
 for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
         rustup component add "$component"

@@ -240,6 +240,7 @@ pub async fn run_sync(
         report_rows: rows.len(),
         failures_csv: None,
         summary_json: None,
+        report_html: None,
         timeline,
         phases: phases.into_phases(),
         sample_rows: rows.sample(),
@@ -254,6 +255,7 @@ pub async fn run_sync(
     // the serverless reporter's does.
     if let Some(location) = &options.report {
         let (summary_at, csv_at) = location.paths(&summary.run_id);
+        summary.report_html = Some(location.html_path(&summary.run_id));
         summary.summary_json = Some(summary_at);
         summary.failures_csv = Some(csv_at);
     } else if let Some(path) = &spare_csv {

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{S3Failure, SyncError, classify};
 use crate::location::S3Location;
 
+pub mod html;
 pub mod timeline;
 
 pub use timeline::{PhaseClock, PhaseTiming, Timeline, TimelinePoint};
@@ -66,6 +67,18 @@ impl ReportLocation {
         }
     }
 }
+
+impl ReportLocation {
+    /// Where run `run_id`'s report.html goes, beside its summary.json.
+    pub fn html_path(&self, run_id: &str) -> String {
+        let (summary, _) = self.paths(run_id);
+        let folder = summary.strip_suffix("summary.json").unwrap_or(&summary);
+        format!("{folder}{HTML_NAME}")
+    }
+}
+
+/// The page's name in a run's folder.
+pub const HTML_NAME: &str = "report.html";
 
 /// A run's report files in a local report directory: a folder per run.
 fn local_report_files(dir: &Path, run_id: &str) -> (PathBuf, PathBuf) {
@@ -366,6 +379,9 @@ pub struct Summary {
     /// Where failures.csv was written, if anywhere.
     pub failures_csv: Option<String>,
     pub summary_json: Option<String>,
+    /// Where report.html was written: the same report for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_html: Option<String>,
     /// Cumulative outcomes over the run, for the report's throughput chart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelinePoint>,
@@ -464,6 +480,9 @@ pub async fn write_report(
                 .map_err(|e| SyncError::Report(format!("{}: {e}", dir.display())))?;
             std::fs::write(&summary_path, json).map_err(|e| SyncError::Report(e.to_string()))?;
             write_csv_with_header(failures_csv, &csv_path)?;
+            let html_path = dir.join(HTML_NAME);
+            std::fs::write(&html_path, render_html(summary, failures_csv))
+                .map_err(|e| SyncError::Report(format!("{}: {e}", html_path.display())))?;
             Ok((
                 summary_path.display().to_string(),
                 csv_path.display().to_string(),
@@ -494,11 +513,40 @@ pub async fn write_report(
             let body = ByteStream::from_path(local_csv.path())
                 .await
                 .map_err(|e| SyncError::Report(e.to_string()))?;
+            let html_key = format!(
+                "{}{HTML_NAME}",
+                summary_key
+                    .strip_suffix("summary.json")
+                    .unwrap_or(&summary_key)
+            );
+            let page = render_html(summary, failures_csv);
             let summary_url = put(summary_key, ByteStream::from(json), "application/json").await?;
             let csv_url = put(csv_key, body, "text/csv").await?;
+            put(
+                html_key,
+                ByteStream::from(page.into_bytes()),
+                "text/html; charset=utf-8",
+            )
+            .await?;
             Ok((summary_url, csv_url))
         }
     }
+}
+
+/// The page, with the first rows of the spool (headerless CSV).
+fn render_html(summary: &Summary, spool: &Path) -> String {
+    let rows: Vec<ReportRow> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(spool)
+        .map(|mut reader| {
+            reader
+                .deserialize()
+                .filter_map(Result::ok)
+                .take(html::MAX_ROWS)
+                .collect()
+        })
+        .unwrap_or_default();
+    html::render(summary, &rows, summary.report_rows)
 }
 
 /// The spool has rows only; the written file gets the header S3 Batch
@@ -590,6 +638,7 @@ mod tests {
             report_rows: 0,
             failures_csv: Some("/r/failures.csv".into()),
             summary_json: Some("/r/summary.json".into()),
+            report_html: None,
             timeline: Vec::new(),
             phases: Vec::new(),
             sample_rows: Vec::new(),

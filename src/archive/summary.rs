@@ -80,6 +80,7 @@ impl RunClock {
             report_rows: rows.len(),
             failures_csv: None,
             summary_json: None,
+            report_html: None,
             timeline: Vec::new(),
             phases: Vec::new(),
             sample_rows: rows.sample(),
@@ -90,6 +91,7 @@ impl RunClock {
         });
         if let Some(location) = report {
             let (summary_at, csv_at) = location.paths(&summary.run_id);
+            summary.report_html = Some(location.html_path(&summary.run_id));
             summary.summary_json = Some(summary_at);
             summary.failures_csv = Some(csv_at);
         } else if let Some(path) = &spare_csv {

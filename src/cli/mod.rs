@@ -51,8 +51,8 @@ pub enum Command {
     Run(serverless::RunArgs),
     /// Show a serverless run's phase and progress.
     Status(serverless::RunRef),
-    /// Print a serverless run's report.
-    Report(serverless::RunRef),
+    /// Print a run's report, CLI or serverless; --open writes its HTML page.
+    Report(report::ReportArgs),
     /// Run the serverless stack on this machine, on moto (development).
     LocalStack(serverless::LocalStackArgs),
     /// Write SRC's objects changed since a date or a previous archive, and a
@@ -64,6 +64,7 @@ pub enum Command {
 
 mod archive;
 mod plan;
+mod report;
 mod serverless;
 
 pub const EXIT_USAGE: i32 = 2;
@@ -76,7 +77,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Plan(spec) => return plan::plan(*spec, cli.json).await,
         Command::Run(args) => return serverless::run(args, cli.json).await,
         Command::Status(args) => return serverless::status(args, cli.json).await,
-        Command::Report(args) => return serverless::report(args, cli.json).await,
+        Command::Report(args) => return report::report(args, cli.json).await,
         Command::LocalStack(args) => return serverless::local_stack(args).await,
         Command::Export(spec) => return archive::export(*spec, cli.json).await,
         Command::Import(spec) => return archive::import(*spec, cli.json).await,
@@ -322,6 +323,9 @@ pub(crate) fn print_tail(s: &Summary) {
     }
     if let Some(path) = &s.failures_csv {
         println!("  failures   {path} ({} rows)", n(s.report_rows));
+    }
+    if let Some(path) = &s.report_html {
+        println!("  html       {path}");
     }
     let status = serde_json::to_value(s.status)
         .ok()

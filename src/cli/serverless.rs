@@ -58,7 +58,7 @@ impl StackArgs {
         .settings(None, None)
     }
 
-    async fn resolve(&self) -> Result<(StackOutputs, ClientSettings), SyncError> {
+    pub(super) async fn resolve(&self) -> Result<(StackOutputs, ClientSettings), SyncError> {
         let settings = self.settings();
         let outputs = match (&self.stack_outputs, &self.stack, &self.state_machine_arn) {
             (Some(path), _, _) => StackOutputs::from_file(path)?,
@@ -252,7 +252,7 @@ pub struct LocalStackArgs {
     pub emf_log: Option<PathBuf>,
 }
 
-fn config_exit(err: &SyncError) -> i32 {
+pub(super) fn config_exit(err: &SyncError) -> i32 {
     eprintln!("error: {err}");
     if matches!(err, SyncError::Config(_)) {
         EXIT_USAGE
@@ -527,20 +527,6 @@ fn print_error(state: &RunState) {
             state.cause.as_deref().unwrap_or_default()
         );
     }
-}
-
-pub async fn report(args: RunRef, json_output: bool) -> i32 {
-    let result = async {
-        let (stack, settings) = args.stack.resolve().await?;
-        let summary = control::read_report(&stack, &settings, &args.run_id).await?;
-        print_report(&stack, &settings, &summary, json_output).await;
-        Ok(summary
-            .get("exit_code")
-            .and_then(Value::as_i64)
-            .unwrap_or(1) as i32)
-    }
-    .await;
-    result.unwrap_or_else(|err| config_exit(&err))
 }
 
 pub async fn local_stack(args: LocalStackArgs) -> i32 {

@@ -399,6 +399,7 @@ async fn report_in(
         report_rows: rows.len(),
         failures_csv: None,
         summary_json: None,
+        report_html: None,
         timeline,
         phases,
         sample_rows: Vec::new(),
@@ -409,6 +410,7 @@ async fn report_in(
     );
     summary.summary_json = Some(store.url(run_id, "summary.json"));
     summary.failures_csv = Some(store.url(run_id, "failures.csv"));
+    summary.report_html = Some(store.url(run_id, crate::report::HTML_NAME));
     // The CLI's rule, so summary.json carries the same error either way;
     // the state machine fails the execution on `over_threshold`.
     let threshold = manifest.settings.failure_threshold;
