@@ -283,3 +283,35 @@ async fn a_missing_bucket_is_a_clear_usage_error() {
     assert_eq!(out.status, 2, "{}", out.stderr);
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_plan_of_an_upload_predicts_its_puts_and_parts() {
+    let client = s3().await;
+    let bucket = unique_bucket("plan-up");
+    create_bucket(&client, &bucket).await;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..300u64 {
+        let sub = dir.path().join(format!("d{:02}", i % 12));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i:04}.bin")), body(i, 50 + i as usize)).unwrap();
+    }
+    // Above the 8 MiB threshold: 3 parts each.
+    for i in 0..2u64 {
+        std::fs::write(dir.path().join(format!("big-{i}.bin")), body(i, 17 * MIB)).unwrap();
+    }
+    let (src, dst) = (
+        dir.path().to_str().unwrap().to_owned(),
+        format!("s3://{bucket}"),
+    );
+    let proxy = FaultProxy::start(&moto().endpoint);
+    let plan = plan_json(&proxy, &src, &dst, &[]);
+    assert_eq!(plan["work"]["copy"]["objects"], 302);
+    assert!(
+        plan["serverless"].is_null(),
+        "the serverless runtime syncs buckets"
+    );
+    assert!(plan["local"]["s3_requests"]["UploadPart"] == 6, "{plan}");
+    proxy.clear_log();
+    sync_via(&proxy, &src, &dst, &[]);
+    assert_within_one_percent(&predicted(&plan["local"]["s3_requests"]), &seen(&proxy));
+}
