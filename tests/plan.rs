@@ -52,9 +52,10 @@ fn assert_within_one_percent(predicted: &BTreeMap<String, u64>, actual: &BTreeMa
     );
 }
 
-fn plan_json(proxy: &FaultProxy, src: &str, dst: &str, extra: &[&str]) -> Value {
+/// `s3-fanout COMMAND SRC DST --json` through `proxy`; it must succeed.
+fn json_via(proxy: &FaultProxy, command: &str, src: &str, dst: &str, extra: &[&str]) -> Value {
     let mut args = vec![
-        "plan",
+        command,
         src,
         dst,
         "--endpoint-url",
@@ -65,22 +66,15 @@ fn plan_json(proxy: &FaultProxy, src: &str, dst: &str, extra: &[&str]) -> Value 
     let out = run_cli(&args);
     out.assert_success();
     serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("plan --json is not JSON ({e}): {}", out.stdout))
+        .unwrap_or_else(|e| panic!("{command} --json is not JSON ({e}): {}", out.stdout))
+}
+
+fn plan_json(proxy: &FaultProxy, src: &str, dst: &str, extra: &[&str]) -> Value {
+    json_via(proxy, "plan", src, dst, extra)
 }
 
 fn sync_via(proxy: &FaultProxy, src: &str, dst: &str, extra: &[&str]) -> Value {
-    let mut args = vec![
-        "sync",
-        src,
-        dst,
-        "--endpoint-url",
-        proxy.endpoint(),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let out = run_cli(&args);
-    out.assert_success();
-    serde_json::from_str(&out.stdout).expect("a JSON summary")
+    json_via(proxy, "sync", src, dst, extra)
 }
 
 /// A source of 2,400 small objects, a few multipart ones, and a

@@ -15,6 +15,7 @@ use crate::diff::{Action, SkipReason};
 use crate::error::SyncError;
 use crate::pipeline::{ActionObserver, run_sync};
 use crate::progress::{Progress, ProgressMode, human_bytes};
+use crate::report::html::thousands as n;
 use crate::report::{Stats, Summary};
 
 #[derive(Debug, Parser)]
@@ -182,18 +183,6 @@ fn print_action(action: &Action, dry_run: bool) {
         } => println!("{prefix}unverified {key}"),
         Action::Skip { .. } => {}
     }
-}
-
-fn n(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 pub fn print_summary(s: &Summary) {

@@ -480,7 +480,7 @@ async fn serverless_estimate(
             copier_batch_size: spec.lambda_batch_size.clamp(1, 10),
             copier_task_concurrency: spec.lambda_task_concurrency.max(1),
             shard_concurrency: u64::from(settings.shard_concurrency),
-            lister_max_keys: 2_000_000,
+            lister_max_keys: crate::serverless::env::DEFAULT_LISTER_MAX_KEYS,
             architecture: spec.architecture.clone(),
             validate: settings.validate,
             notifications: spec.notifications,

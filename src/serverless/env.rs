@@ -12,6 +12,9 @@ use crate::error::SyncError;
 use crate::serverless::input::RunManifest;
 use crate::serverless::store::RunStore;
 
+/// Keys a lister invocation handles at most, unless the stack says otherwise.
+pub const DEFAULT_LISTER_MAX_KEYS: u64 = 2_000_000;
+
 /// The stack's configuration, one environment variable each.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -110,7 +113,7 @@ impl StackConfig {
             queue_url: var("S3_FANOUT_WORK_QUEUE_URL"),
             max_receive_count: number("S3_FANOUT_MAX_RECEIVE_COUNT", 5)?.max(1) as u32,
             copy_concurrency: number("S3_FANOUT_COPY_CONCURRENCY", 16)?.max(1) as usize,
-            lister_max_keys: number("S3_FANOUT_LISTER_MAX_KEYS", 2_000_000)?.max(1),
+            lister_max_keys: number("S3_FANOUT_LISTER_MAX_KEYS", DEFAULT_LISTER_MAX_KEYS)?.max(1),
             split_object_bytes: var("S3_FANOUT_SPLIT_OBJECT_BYTES")
                 .map(|v| crate::config::parse_size(&v, "S3_FANOUT_SPLIT_OBJECT_BYTES"))
                 .transpose()?
