@@ -126,6 +126,12 @@ pub struct SyncSpec {
     /// (ownership only when running as root).
     #[arg(long, env = "S3_FANOUT_POSIX_METADATA")]
     pub posix_metadata: bool,
+    /// With --posix-metadata, restore setuid, setgid and sticky bits too,
+    /// only for files whose owner is restored (as root). Without it they
+    /// are masked, each with a warning row: an object's metadata is
+    /// whatever the bucket's writer chose.
+    #[arg(long, env = "S3_FANOUT_POSIX_SPECIAL_BITS")]
+    pub posix_special_bits: bool,
     /// Accept requester-pays charges on both buckets.
     #[arg(long, env = "S3_FANOUT_REQUEST_PAYER")]
     pub request_payer: bool,
@@ -315,6 +321,7 @@ impl Default for SyncSpec {
             no_mirror_parts: false,
             stream: false,
             posix_metadata: false,
+            posix_special_bits: false,
             storage_class: None,
             sse: None,
             sse_kms_key_id: None,
@@ -372,6 +379,8 @@ pub struct CopyOptions {
     pub stream: bool,
     /// Store and restore POSIX attributes as user metadata (local sides).
     pub posix_metadata: bool,
+    /// Restore setuid, setgid and sticky bits (with an owner, as root).
+    pub posix_special_bits: bool,
 }
 
 impl CopyOptions {
@@ -566,6 +575,12 @@ impl TryFrom<SyncSpec> for SyncOptions {
                 "--posix-metadata restores each file's original mtime, which is older than its object's, so --mode mtime would download every file again: use --mode size or etag".into(),
             ));
         }
+        if spec.posix_special_bits && !(spec.posix_metadata && transfer == Transfer::Download) {
+            return Err(SyncError::Config(
+                "--posix-special-bits applies to restores into a directory with --posix-metadata"
+                    .into(),
+            ));
+        }
         let modified_since = spec.modified_since.as_deref().map(parse_date).transpose()?;
         let report = spec.report.as_deref().map(str::parse).transpose()?;
 
@@ -595,6 +610,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
                 request_payer: spec.request_payer,
                 stream: transfer == Transfer::Streamed,
                 posix_metadata: spec.posix_metadata,
+                posix_special_bits: spec.posix_special_bits,
             },
             max_delete: spec.max_delete,
             concurrency: spec.concurrency,
@@ -793,6 +809,20 @@ mod tests {
         let file = file.display().to_string();
         assert!(config_error(spec(&file, "s3://bbb")).contains("not a directory"));
         assert!(config_error(spec("s3://bbb", &file)).contains("not a directory"));
+    }
+
+    #[test]
+    fn special_bits_need_a_restore_with_posix_metadata() {
+        let mut s = spec("s3://src-bucket", "/tmp/restore");
+        s.posix_special_bits = true;
+        assert!(config_error(s.clone()).contains("--posix-metadata"));
+        s.posix_metadata = true;
+        assert!(SyncOptions::try_from(s).is_ok());
+        let mut upload = spec("/tmp", "s3://dst-bucket");
+        upload.posix_metadata = true;
+        upload.posix_special_bits = true;
+        let refused = config_error(upload);
+        assert!(refused.contains("restores"), "{refused}");
     }
 
     #[test]

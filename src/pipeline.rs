@@ -29,7 +29,7 @@ use crate::copy::Copier;
 use crate::diff::{Action, Pair, decide};
 use crate::error::{SyncError, classify};
 use crate::listing::{ListTarget, Listing};
-use crate::local::LocalDir;
+use crate::local::{DirRole, LocalDir};
 use crate::location::{Location, S3Location};
 use crate::metrics::RequestCounter;
 use crate::pieces::{PairSink, Sides, list_in_pieces};
@@ -280,13 +280,15 @@ fn mover(
     destination_client: &Client,
     (rows, stats): (&Arc<ReportRows>, &Arc<Stats>),
 ) -> Mover {
-    let dir = |root: &std::path::Path| {
+    let dir = |root: &std::path::Path, role: DirRole| {
         Arc::new(LocalDir {
             root: root.to_owned(),
+            role,
             hash_etags: options.diff.mode == crate::diff::DiffMode::Etag,
             part_size: options.copy.part_size,
             problems: Some((rows.clone(), stats.clone())),
             reported: Default::default(),
+            target: Default::default(),
         })
     };
     let bucket = |client: &Client, location: &S3Location| BucketSide {
@@ -303,11 +305,16 @@ fn mover(
             options: options.copy.clone(),
         }),
         (Location::Local(root), Location::S3(destination)) => Mover::Upload {
-            dir: dir(root),
+            dir: dir(root, DirRole::Source),
             bucket: bucket(destination_client, destination),
         },
         (Location::S3(source), Location::Local(root)) => Mover::Download {
-            dir: dir(root),
+            dir: dir(
+                root,
+                DirRole::Destination {
+                    delete: options.diff.delete,
+                },
+            ),
             bucket: bucket(source_client, source),
         },
         (Location::Local(_), Location::Local(_)) => {

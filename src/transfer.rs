@@ -21,9 +21,9 @@ use crate::config::CopyOptions;
 use crate::copy::{Copied, Copier, CopyError, Side, delete_object, head_object};
 use crate::error::{RetryClass, S3Failure};
 use crate::listing::ObjectEntry;
-use crate::local::LocalDir;
 use crate::local::download::{Source, download};
 use crate::local::upload::{Destination, ObjectMeta, Shape, upload_file};
+use crate::local::{DirRole, LocalDir, remove};
 use crate::local::{io_failure, posix};
 use crate::location::{Location, S3Location};
 
@@ -159,7 +159,7 @@ impl Mover {
                     location: &bucket.location,
                     options: &bucket.options,
                 };
-                match download(&from, dir, entry, cancel).await {
+                let (downloaded, source_changed) = match download(&from, dir, entry, cancel).await {
                     // Changed since it was listed: fetch it as it is now,
                     // as a copy lists the key again.
                     Err(CopyError::SourceChanged) => {
@@ -173,13 +173,21 @@ impl Mover {
                         .await
                         .map_err(CopyError::from_failure)?
                         .ok_or(CopyError::Vanished)?;
-                        let bytes = download(&from, dir, &fresh, cancel)
-                            .await
-                            .map_err(changed_twice)?;
-                        Ok(copied(bytes, true))
+                        (
+                            download(&from, dir, &fresh, cancel)
+                                .await
+                                .map_err(changed_twice)?,
+                            true,
+                        )
                     }
-                    other => other.map(|bytes| copied(bytes, false)),
-                }
+                    other => (other?, false),
+                };
+                Ok(Copied {
+                    bytes: downloaded.bytes,
+                    multipart: false,
+                    warnings: downloaded.warnings,
+                    source_changed,
+                })
             }
         }
     }
@@ -198,9 +206,8 @@ impl Mover {
                 .await
             }
             Mover::Download { dir, .. } => {
-                let path = dir.path_for(&entry.key)?;
-                let root = dir.root.clone();
-                tokio::task::spawn_blocking(move || remove_file_and_empty_parents(&root, &path))
+                let (dir, key) = (dir.clone(), entry.key.clone());
+                tokio::task::spawn_blocking(move || remove::delete_file(&dir, &key))
                     .await
                     .map_err(join_failure)?
             }
@@ -208,15 +215,26 @@ impl Mover {
     }
 }
 
-/// A file as a listing of the directory shows it (no ETag yet).
-async fn stat_file(dir: &LocalDir, relative: &str) -> Result<Option<ObjectEntry>, S3Failure> {
+/// A file as a listing of the directory shows it (no ETag yet). In a
+/// restore target nothing is looked up through a link, as its walk does.
+async fn stat_file(dir: &Arc<LocalDir>, relative: &str) -> Result<Option<ObjectEntry>, S3Failure> {
     let path = dir.path_for(relative)?;
-    match tokio::fs::metadata(&path).await {
-        Ok(meta) if meta.is_file() => Ok(Some(crate::local::file_entry(relative, &meta))),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_failure("reading", &path, &e)),
-    }
+    let meta = match dir.role {
+        DirRole::Source => match tokio::fs::metadata(&path).await {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_failure("reading", &path, &e)),
+        },
+        DirRole::Destination { .. } => {
+            let (dir, relative) = (dir.clone(), relative.to_owned());
+            tokio::task::spawn_blocking(move || remove::metadata_beneath(&dir, &relative))
+                .await
+                .map_err(join_failure)??
+        }
+    };
+    Ok(meta
+        .filter(std::fs::Metadata::is_file)
+        .map(|meta| crate::local::file_entry(relative, &meta)))
 }
 
 fn join_failure(e: tokio::task::JoinError) -> S3Failure {
@@ -225,15 +243,6 @@ fn join_failure(e: tokio::task::JoinError) -> S3Failure {
         http_status: None,
         message: e.to_string(),
         class: RetryClass::NonRetryable,
-    }
-}
-
-fn copied(bytes: u64, source_changed: bool) -> Copied {
-    Copied {
-        bytes,
-        multipart: false,
-        warnings: Vec::new(),
-        source_changed,
     }
 }
 
@@ -304,26 +313,4 @@ async fn upload(
         warnings: Vec::new(),
         source_changed: state(&before) != listed_state,
     })
-}
-
-/// Remove a file, then each parent left empty, up to the root: a restore
-/// with `--delete` leaves no empty folders where the bucket has no keys.
-fn remove_file_and_empty_parents(
-    root: &std::path::Path,
-    path: &std::path::Path,
-) -> Result<(), S3Failure> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_failure("deleting", path, &e)),
-    }
-    let mut parent = path.parent();
-    while let Some(dir) = parent.filter(|d| d.starts_with(root) && *d != root) {
-        // Fails (and stops) at the first directory that still holds files.
-        if std::fs::remove_dir(dir).is_err() {
-            break;
-        }
-        parent = dir.parent();
-    }
-    Ok(())
 }

@@ -71,6 +71,7 @@ pub async fn put_file(
         request_payer: false,
         stream: false,
         posix_metadata: false,
+        posix_special_bits: false,
     };
     let to = upload::Destination {
         client: &destination.client,

@@ -8,18 +8,27 @@
 //! Every GET is conditional on the listed ETag, as copies are. The file
 //! gets the object's time (or with `--posix-metadata` its stored
 //! attributes), so an unchanged object compares equal next time.
+//!
+//! Nothing here is resolved by name below the target ([`super::confined`]):
+//! the key's directories are opened without following links, the partial
+//! is created exclusively (`O_EXCL | O_NOFOLLOW`: a link planted at its
+//! name is removed, not written through), every range writes through the
+//! one descriptor at its own offsets, owner, mode and time are applied
+//! through it, and the rename is relative to the directory's descriptor.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::RequestPayer;
 use futures::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::posix::Restore;
-use super::{LocalDir, io_failure};
+use super::confined::OpenDir;
+use super::posix::{Restore, RestoreRules};
+use super::{LocalDir, NAME_MAX, io_failure};
 use crate::config::CopyOptions;
 use crate::copy::{CopyError, quoted};
 use crate::error::{RetryClass, S3Failure, classify};
@@ -27,11 +36,18 @@ use crate::listing::ObjectEntry;
 use crate::location::S3Location;
 use crate::multipart::{default_part_size, uniform_layout};
 
-/// Partial downloads are named `.NAME` + this; listings skip them.
+/// Partial downloads are named `.NAME` + this (or `.HASH` + this, for a
+/// name too long to take the suffix); listings of a restore target skip
+/// them, and keys of that form are refused, so no key's file is another
+/// key's partial.
 pub const PARTIAL_SUFFIX: &str = ".s3-fanout-partial";
 /// Attempts at one range when its body breaks off: the SDK retries a
 /// request, but not a response body that stops halfway.
 const BODY_ATTEMPTS: u32 = 3;
+/// Bytes gathered from a body before one positioned write: few enough
+/// that parts in flight stay small, enough that a write is not a system
+/// call per network chunk.
+const WRITE_BUFFER: usize = 256 * 1024;
 
 /// Where a download comes from.
 pub struct Source<'a> {
@@ -46,107 +62,189 @@ struct Fetched {
     metadata: Option<HashMap<String, String>>,
 }
 
-/// Download `entry` to its file below `dir`; returns the bytes written.
-pub async fn download(
-    from: &Source<'_>,
-    dir: &LocalDir,
-    entry: &ObjectEntry,
-    cancel: &CancellationToken,
-) -> Result<u64, CopyError> {
-    let path = dir.path_for(&entry.key).map_err(CopyError::Failed)?;
-    let parent = path.parent().unwrap_or(&dir.root).to_owned();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    tokio::fs::create_dir_all(&parent)
-        .await
-        .map_err(|e| CopyError::Failed(io_failure("creating the directory", &parent, &e)))?;
-    let partial = parent.join(format!(".{name}{PARTIAL_SUFFIX}"));
-    let result = tokio::select! {
-        result = fetch_to(from, entry, &partial) => result,
-        _ = cancel.cancelled() => Err(CopyError::Cancelled),
-    };
-    let finished = match result {
-        Ok(fetched) => finish(&partial, &path, entry, fetched, from.options.posix_metadata).await,
-        Err(err) => Err(err),
-    };
-    if finished.is_err() {
-        let _ = tokio::fs::remove_file(&partial).await;
-    }
-    finished.map(|()| entry.size)
+/// A finished download.
+pub struct Downloaded {
+    pub bytes: u64,
+    /// Attributes the object asked for and did not get (special bits).
+    pub warnings: Vec<String>,
 }
 
-async fn finish(
-    partial: &Path,
-    path: &Path,
+/// Whether a file name has the form of this tool's partial files.
+pub fn is_partial_name(name: &str) -> bool {
+    name.len() > PARTIAL_SUFFIX.len() + 1 && name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX)
+}
+
+/// The partial file of `name`: `.NAME.s3-fanout-partial`, or where that
+/// would pass [`NAME_MAX`], a hash of the name in its place, so every name
+/// that can be a file can also be downloaded.
+pub fn partial_name(name: &str) -> String {
+    let plain = format!(".{name}{PARTIAL_SUFFIX}");
+    if plain.len() <= NAME_MAX {
+        return plain;
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(".{hex}{PARTIAL_SUFFIX}")
+}
+
+/// The partial file being written, and where it is.
+struct Partial {
+    dir: OpenDir,
+    name: String,
+    file: Arc<std::fs::File>,
+}
+
+/// Download `entry` to its file below `dir`.
+pub async fn download(
+    from: &Source<'_>,
+    dir: &Arc<LocalDir>,
     entry: &ObjectEntry,
-    fetched: Fetched,
-    posix: bool,
-) -> Result<(), CopyError> {
-    let restore = Restore::from_object(fetched.last_modified_ms, fetched.metadata.as_ref(), posix);
-    let (partial, path) = (partial.to_owned(), path.to_owned());
-    let size = entry.size;
-    tokio::task::spawn_blocking(move || {
-        let written = std::fs::metadata(&partial)
-            .map_err(|e| io_failure("reading", &partial, &e))?
-            .len();
-        if written != size {
-            return Err(S3Failure {
-                code: "IncompleteBody".into(),
-                http_status: None,
-                message: format!("wrote {written} bytes of {size} to {}", partial.display()),
-                class: RetryClass::Retryable,
-            });
+    cancel: &CancellationToken,
+) -> Result<Downloaded, CopyError> {
+    dir.key_path(&entry.key).map_err(CopyError::Failed)?;
+    let rules = RestoreRules::new(from.options.posix_metadata, from.options.posix_special_bits);
+    let partial = {
+        let (dir, key) = (dir.clone(), entry.key.clone());
+        // Until its attributes are known, a partial restored with them is
+        // its owner's alone: the final mode may be as strict as 0600.
+        // Otherwise it gets what the final file gets, 0666 less the umask.
+        let mode = if rules.attributes { 0o600 } else { 0o666 };
+        blocking(move || create_partial(&dir, &key, mode)).await?
+    };
+    let result = tokio::select! {
+        result = fetch_to(from, entry, &partial.file) => result,
+        _ = cancel.cancelled() => Err(CopyError::Cancelled),
+    };
+    let (dir, key, size) = (dir.clone(), entry.key.clone(), entry.size);
+    blocking(move || {
+        let finished = result.and_then(|fetched| {
+            finish(&dir, &key, &partial, size, fetched, rules).map_err(CopyError::Failed)
+        });
+        if finished.is_err()
+            && let Some(target) = dir.target.get()
+        {
+            let _ = target.remove_file(Some(&partial.dir), &partial.name);
         }
-        restore
-            .apply(&partial)
-            .map_err(|e| io_failure("restoring attributes of", &partial, &e))?;
-        std::fs::rename(&partial, &path).map_err(|e| io_failure("renaming into place", &path, &e))
+        finished
     })
     .await
-    .map_err(|e| {
+}
+
+/// Run file system calls off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CopyError> + Send + 'static,
+) -> Result<T, CopyError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
         CopyError::Failed(S3Failure {
             code: "LocalIoError".into(),
             http_status: None,
-            message: format!("finishing {}: {e}", entry.key),
+            message: e.to_string(),
             class: RetryClass::NonRetryable,
         })
     })?
-    .map_err(CopyError::Failed)
 }
 
-/// Write the object into `partial`: one GET, or ranged GETs in parallel.
+/// Make the key's directories and create its partial file exclusively,
+/// all beneath the target and through no link.
+fn create_partial(dir: &LocalDir, relative: &str, mode: u32) -> Result<Partial, CopyError> {
+    let key = dir.key_path(relative).map_err(CopyError::Failed)?;
+    let path = dir.root.join(relative);
+    let fail = |what: &str, e: std::io::Error| CopyError::Failed(io_failure(what, &path, &e));
+    let target = dir
+        .target(true)
+        .map_err(CopyError::Failed)?
+        .expect("a target opened to be created exists");
+    let parent = target
+        .dir(&key.dirs, true)
+        .map_err(|e| fail("creating the directory of", e))?
+        .expect("directories opened to be created exist");
+    let name = partial_name(key.name);
+    let file = target
+        .create_exclusive(&parent, &name, mode)
+        .map_err(|e| fail("creating the partial file of", e))?;
+    Ok(Partial {
+        dir: parent,
+        name,
+        file: Arc::new(file),
+    })
+}
+
+/// Check the size, apply the attributes through the descriptor, and
+/// rename the partial over the key's file.
+fn finish(
+    dir: &LocalDir,
+    relative: &str,
+    partial: &Partial,
+    size: u64,
+    fetched: Fetched,
+    rules: RestoreRules,
+) -> Result<Downloaded, S3Failure> {
+    let path = dir.root.join(relative);
+    let written = partial
+        .file
+        .metadata()
+        .map_err(|e| io_failure("reading", &path, &e))?
+        .len();
+    if written != size {
+        return Err(S3Failure {
+            code: "IncompleteBody".into(),
+            http_status: None,
+            message: format!("wrote {written} bytes of {size} for {}", path.display()),
+            class: RetryClass::Retryable,
+        });
+    }
+    let restore = Restore::from_object(fetched.last_modified_ms, fetched.metadata.as_ref(), rules);
+    restore
+        .apply(&partial.file, rules.can_chown)
+        .map_err(|e| io_failure("restoring attributes of", &path, &e))?;
+    let key = dir.key_path(relative)?;
+    let target = dir.target.get().expect("opened by create_partial");
+    target
+        .rename(&partial.dir, &partial.name, key.name)
+        .map_err(|e| io_failure("renaming into place", &path, &e))?;
+    Ok(Downloaded {
+        bytes: size,
+        warnings: restore.warning().into_iter().collect(),
+    })
+}
+
+/// Write the object into the partial file: one GET, or ranged GETs in
+/// parallel, each writing at its own offsets.
 async fn fetch_to(
     from: &Source<'_>,
     entry: &ObjectEntry,
-    partial: &PathBuf,
+    file: &Arc<std::fs::File>,
 ) -> Result<Fetched, CopyError> {
-    // Created (emptied) here; each range then writes through a handle of
-    // its own, since clones of one handle share their file position.
-    let file = tokio::fs::File::create(partial)
-        .await
-        .map_err(|e| CopyError::Failed(io_failure("creating", partial, &e)))?;
     if entry.size <= from.options.multipart_threshold {
-        return fetch_range(from, entry, None, partial).await;
+        return fetch_range(from, entry, None, file).await;
     }
-    file.set_len(entry.size)
-        .await
-        .map_err(|e| CopyError::Failed(io_failure("sizing", partial, &e)))?;
-    drop(file);
-    let layout = uniform_layout(
+    let ranges: Vec<_> = uniform_layout(
         entry.size,
         default_part_size(entry.size, from.options.part_size),
-    );
-    let ranges: Vec<_> = layout
-        .into_iter()
-        .map(|range| fetch_range(from, entry, Some(range), partial))
-        .collect();
+    )
+    .into_iter()
+    .map(|range| fetch_range(from, entry, Some(range), file))
+    .collect();
     let mut fetched: Vec<Fetched> = futures::stream::iter(ranges)
         .buffered(from.options.part_concurrency)
         .try_collect()
         .await?;
     Ok(fetched.swap_remove(0))
+}
+
+/// Write `bytes` at `offset`, off the async threads.
+async fn write_at(file: &Arc<std::fs::File>, bytes: Vec<u8>, offset: u64) -> Result<(), CopyError> {
+    let file = file.clone();
+    blocking(move || {
+        file.write_all_at(&bytes, offset).map_err(|e| {
+            CopyError::Failed(io_failure(
+                "writing",
+                std::path::Path::new("a partial file"),
+                &e,
+            ))
+        })
+    })
+    .await
 }
 
 /// GET one range (or the whole object) into `file` at its offset, again
@@ -155,14 +253,9 @@ async fn fetch_range(
     from: &Source<'_>,
     entry: &ObjectEntry,
     range: Option<(u64, u64)>,
-    partial: &Path,
+    file: &Arc<std::fs::File>,
 ) -> Result<Fetched, CopyError> {
     let (start, end) = range.unwrap_or((0, entry.size.saturating_sub(1)));
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(partial)
-        .await
-        .map_err(|e| CopyError::Failed(io_failure("opening", partial, &e)))?;
     let mut at = start;
     let mut attempt = 0;
     loop {
@@ -191,25 +284,29 @@ async fn fetch_range(
                 .unwrap_or(entry.last_modified_ms),
             metadata: output.metadata().cloned(),
         };
-        file.seek(std::io::SeekFrom::Start(at))
-            .await
-            .map_err(|e| CopyError::Failed(io_failure("seeking in", partial, &e)))?;
         let mut body = output.body;
+        let mut buffer: Vec<u8> = Vec::new();
         let broke = loop {
             match body.next().await {
                 None => break None,
                 Some(Ok(chunk)) => {
-                    file.write_all(&chunk)
-                        .await
-                        .map_err(|e| CopyError::Failed(io_failure("writing", partial, &e)))?;
-                    at += chunk.len() as u64;
+                    buffer.extend_from_slice(&chunk);
+                    if buffer.len() >= WRITE_BUFFER {
+                        let written = buffer.len() as u64;
+                        write_at(file, std::mem::take(&mut buffer), at).await?;
+                        at += written;
+                    }
                 }
                 Some(Err(e)) => break Some(e.to_string()),
             }
         };
-        file.flush()
-            .await
-            .map_err(|e| CopyError::Failed(io_failure("writing", partial, &e)))?;
+        // What arrived before a break is kept: the next attempt asks
+        // for the rest only.
+        let written = buffer.len() as u64;
+        if written > 0 {
+            write_at(file, buffer, at).await?;
+            at += written;
+        }
         match broke {
             None if at > end || entry.size == 0 => return Ok(fetched),
             why if attempt < BODY_ATTEMPTS => {

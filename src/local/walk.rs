@@ -6,12 +6,17 @@
 //! key below `a/` shares that prefix, so the whole subtree sorts where
 //! `a/` does. Memory is one sorted directory per level, never the tree.
 //!
-//! Symbolic links are followed (as `aws s3 sync` does), with a loop check
-//! on the directories being walked. Sockets, FIFOs and devices have no
-//! bytes to upload, names that are not UTF-8 cannot be keys, and an
-//! unreadable directory cannot be listed: each is reported, never dropped
-//! silently. Partial downloads ([`super::download::PARTIAL_SUFFIX`]) are
-//! this tool's own and are not listed.
+//! In a directory being uploaded, symbolic links are followed (as `aws s3
+//! sync` does), with a loop check on the directories being walked. In a
+//! restore target they are not: a link is neither descended into nor
+//! listed, so `--delete` can never reach the files a link points to (and
+//! a run that deletes reports each link it leaves in place). Sockets,
+//! FIFOs and devices have no bytes to upload, names that are not UTF-8
+//! cannot be keys, and an unreadable directory cannot be listed: each is
+//! reported, never dropped silently. Files named as this tool's partial
+//! downloads ([`super::download::is_partial_name`]) are not listed: in a
+//! restore target they are its own, and in a directory being uploaded
+//! each is reported, since no key may have that name.
 
 use std::collections::HashSet;
 use std::fs;
@@ -22,7 +27,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::LocalDir;
+use super::{DirRole, LocalDir};
 use crate::error::SyncError;
 use crate::listing::ObjectEntry;
 use crate::location::KeyRange;
@@ -164,12 +169,37 @@ fn read_sorted(dir: &LocalDir, path: &std::path::Path, prefix: &str) -> Vec<Chil
             );
             continue;
         };
-        if name.ends_with(super::download::PARTIAL_SUFFIX) {
+        if super::download::is_partial_name(name) {
+            if dir.role == DirRole::Source {
+                dir.report(
+                    &format!("{prefix}{name}"),
+                    TaskStatus::Warning,
+                    "PartialDownloadName",
+                    "named as this tool's partial downloads (a restore left it, or it only looks so); not uploaded, since a restore would refuse the key: rename it to upload it",
+                );
+            }
             continue;
         }
         let child_path = entry.path();
-        // fs::metadata follows symbolic links.
-        let meta = match fs::metadata(&child_path) {
+        // fs::metadata follows symbolic links; symlink_metadata does not.
+        let follow = dir.role == DirRole::Source;
+        let meta = if follow {
+            fs::metadata(&child_path)
+        } else {
+            fs::symlink_metadata(&child_path)
+        };
+        if meta.as_ref().is_ok_and(fs::Metadata::is_symlink) {
+            if dir.role == (DirRole::Destination { delete: true }) {
+                dir.report(
+                    &format!("{prefix}{name}"),
+                    TaskStatus::Warning,
+                    "SymlinkKept",
+                    "a symbolic link in the restore target: not followed and not deleted (an object at its key would replace the link itself)",
+                );
+            }
+            continue;
+        }
+        let meta = match meta {
             Ok(meta) => meta,
             Err(e) => {
                 let dangling = fs::symlink_metadata(&child_path).is_ok_and(|m| m.is_symlink());
@@ -203,11 +233,85 @@ mod tests {
     fn local(root: &std::path::Path) -> Arc<LocalDir> {
         Arc::new(LocalDir {
             root: root.to_owned(),
+            role: DirRole::Source,
             hash_etags: false,
             part_size: 8 << 20,
             problems: None,
             reported: Default::default(),
+            target: Default::default(),
         })
+    }
+
+    fn reporting(
+        root: &std::path::Path,
+        role: DirRole,
+    ) -> (Arc<LocalDir>, Arc<crate::report::ReportRows>) {
+        let rows = Arc::new(crate::report::ReportRows::new().unwrap());
+        let stats = Arc::new(crate::report::Stats::default());
+        let dir = Arc::new(LocalDir {
+            role,
+            problems: Some((rows.clone(), stats)),
+            ..Arc::try_unwrap(local(root)).unwrap()
+        });
+        (dir, rows)
+    }
+
+    fn codes(rows: &crate::report::ReportRows) -> Vec<(String, String)> {
+        let mut codes: Vec<_> = rows
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.error_code))
+            .collect();
+        codes.sort();
+        codes
+    }
+
+    #[tokio::test]
+    async fn a_restore_target_walk_never_follows_or_lists_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), b"x").unwrap();
+        fs::write(root.join("d/f"), b"x").unwrap();
+        fs::write(root.join("d/.f.s3-fanout-partial"), b"half").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("x")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("d/file-link")).unwrap();
+        for delete in [false, true] {
+            let (dir, rows) = reporting(&root, DirRole::Destination { delete });
+            assert_eq!(keys(dir, KeyRange::all()).await, ["d/f"]);
+            let expected: Vec<(String, String)> = if delete {
+                vec![
+                    ("d/file-link".into(), "SymlinkKept".into()),
+                    ("x".into(), "SymlinkKept".into()),
+                ]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(codes(&rows), expected, "delete: {delete}");
+        }
+        // The same tree uploaded follows both links, as `aws s3 sync` does.
+        let (dir, rows) = reporting(&root, DirRole::Source);
+        assert_eq!(
+            keys(dir, KeyRange::all()).await,
+            ["d/f", "d/file-link", "x/secret"]
+        );
+        assert_eq!(
+            codes(&rows),
+            [(
+                "d/.f.s3-fanout-partial".to_owned(),
+                "PartialDownloadName".to_owned()
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn files_that_only_end_like_a_partial_are_uploaded() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("notes.s3-fanout-partial"), b"mine").unwrap();
+        let listed = keys(local(tmp.path()), KeyRange::all()).await;
+        assert_eq!(listed, ["notes.s3-fanout-partial"]);
     }
 
     async fn keys(dir: Arc<LocalDir>, range: KeyRange) -> Vec<String> {
