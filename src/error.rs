@@ -82,7 +82,7 @@ impl SyncError {
 }
 
 /// S3 error codes that a retry can fix even though the SDK gave up on them.
-const RETRYABLE_CODES: &[&str] = &[
+pub(crate) const RETRYABLE_CODES: &[&str] = &[
     "SlowDown",
     "Throttling",
     "ThrottlingException",

@@ -37,7 +37,7 @@ use crate::report::timeline::TimelineSampler;
 use crate::report::{ConcurrencyRange, PhaseClock, ReportRows, Stats, Summary, write_report};
 use crate::transfer::{BucketSide, Mover};
 use crate::verify::{WrittenKeys, verify_range, verify_written};
-use crate::worker::WorkContext;
+use crate::worker::{DeleteBatcher, WorkContext};
 
 /// Called with every planned action (for `--dry-run -v` and `-v` output).
 pub type ActionObserver = Arc<dyn Fn(&Action) + Send + Sync>;
@@ -91,6 +91,7 @@ pub async fn run_sync(
         rows: rows.clone(),
         cancel: cancel.clone(),
         written: Some(Arc::new(WrittenKeys::default())),
+        deletes: Arc::new(DeleteBatcher::new(options.concurrency)),
     };
     let listing = |client: &Client, location: &Location, expected_owner: &Option<String>| match (
         location,
@@ -354,11 +355,14 @@ async fn write_phase(
                         let _permit = limit.acquire().await;
                         let (started, throttled) =
                             (tokio::time::Instant::now(), counter.throttled());
+                        // A delete's time says nothing of a copy's: most
+                        // are only gathered, one in a thousand sends them.
+                        let timed = !matches!(action, Action::Delete { .. });
                         // Retries happened inside the SDK; what is left is reported.
                         let _ = context.apply(action).await;
                         if counter.throttled() > throttled {
                             limit.on_throttle();
-                        } else {
+                        } else if timed {
                             limit.on_success(started.elapsed());
                         }
                     }
@@ -398,6 +402,8 @@ async fn write_phase(
             tracing::error!(error = %e, "a copy worker panicked");
         }
     }
+    // The last deletes, fewer than a batch, wait for the end of the list.
+    context.flush_deletes().await;
     if copying {
         phases.record("copy", started);
     }

@@ -202,6 +202,15 @@ counters! {
     /// Copied in the version found on listing the key again, after the
     /// source changed between the listing and the copy (never copied stale).
     source_changed,
+    /// Deletes not carried out because the source key exists again (put
+    /// back after the listing, or before a redriven batch ran): warnings.
+    source_reappeared,
+    /// Deletes not carried out because the destination object is no
+    /// longer the one listed (its ETag changed): warnings.
+    destination_changed,
+    /// Delete tasks refused because their run did not ask for deletes
+    /// (also counted as failed).
+    delete_not_requested,
     /// Objects too large for one copier invocation, split into part tasks
     /// (serverless; each is then counted once as copied or failed).
     split_objects,
@@ -403,6 +412,8 @@ impl Summary {
             || counts.skipped_archived > 0
             || counts.skipped_sse_c > 0
             || counts.source_vanished > 0
+            || counts.source_reappeared > 0
+            || counts.destination_changed > 0
             || counts.warnings > 0
         {
             RunStatus::Warnings
@@ -617,6 +628,22 @@ mod tests {
             1
         );
         assert_eq!(Summary::status_of(&counts, false, true).exit_code(), 130);
+    }
+
+    #[test]
+    fn deletes_kept_because_a_side_changed_are_warnings() {
+        for kept in [
+            Counts {
+                source_reappeared: 1,
+                ..Counts::default()
+            },
+            Counts {
+                destination_changed: 1,
+                ..Counts::default()
+            },
+        ] {
+            assert_eq!(Summary::status_of(&kept, false, false), RunStatus::Warnings);
+        }
     }
 
     fn summary_with(counts: Counts, error: Option<&str>, interrupted: bool) -> Summary {

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use aws_sdk_s3::Client;
 
 use crate::config::CopyOptions;
-use crate::copy::{Copied, Copier, CopyError, Side, delete_object, head_object};
+use crate::copy::{
+    Copied, Copier, CopyError, DeleteOutcome, Side, delete_object, delete_objects, head_object,
+};
 use crate::error::{RetryClass, S3Failure};
 use crate::listing::ObjectEntry;
 use crate::local::download::{Source, download};
@@ -192,7 +194,9 @@ impl Mover {
         }
     }
 
-    /// Delete one destination object (for `--delete`).
+    /// Delete one destination object, unconditionally. The worker deletes
+    /// through [`Mover::delete_listed`], which checks both sides first and
+    /// calls this only for a directory's files.
     pub async fn delete(&self, entry: &ObjectEntry) -> Result<(), S3Failure> {
         match self {
             Mover::Buckets(copier) => copier.delete(entry).await,
@@ -210,6 +214,105 @@ impl Mover {
                 tokio::task::spawn_blocking(move || remove::delete_file(&dir, &key))
                     .await
                     .map_err(join_failure)?
+            }
+        }
+    }
+}
+
+impl Mover {
+    /// Delete listed destination objects (for `--delete`), each only while
+    /// its source key is still absent and, in a bucket, while it still has
+    /// the ETag it was listed with; one outcome per entry, in order.
+    ///
+    /// The source is looked at first, `concurrency` keys at once: a HEAD
+    /// where it is a bucket, a stat where it is a directory. Then a
+    /// bucket's objects go [`MAX_DELETE_KEYS`](crate::copy::MAX_DELETE_KEYS)
+    /// to a conditional DeleteObjects request ([`delete_objects`]); a
+    /// directory's files are removed one by one by [`Mover::delete`].
+    pub async fn delete_listed(
+        &self,
+        entries: &[ObjectEntry],
+        concurrency: usize,
+    ) -> Vec<DeleteOutcome> {
+        use futures::StreamExt;
+        // Owned keys: a stream over borrowed entries trips the compiler's
+        // higher-ranked lifetime check once the future is spawned.
+        let keys: Vec<String> = entries.iter().map(|entry| entry.key.clone()).collect();
+        let mut outcomes: Vec<Option<DeleteOutcome>> = futures::stream::iter(keys)
+            .map(|key| async move {
+                DeleteOutcome::unless_source_absent(self.head_source(&key).await).err()
+            })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+        let clear: Vec<ObjectEntry> = entries
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, kept)| kept.is_none())
+            .map(|(entry, _)| entry.clone())
+            .collect();
+        let deleted = if clear.is_empty() {
+            Vec::new()
+        } else {
+            match self {
+                Mover::Buckets(copier) => {
+                    delete_objects(
+                        &copier.destination_client,
+                        &copier.destination,
+                        &copier.options,
+                        &clear,
+                        concurrency,
+                    )
+                    .await
+                }
+                Mover::Upload { bucket, .. } => {
+                    delete_objects(
+                        &bucket.client,
+                        &bucket.location,
+                        &bucket.options,
+                        &clear,
+                        concurrency,
+                    )
+                    .await
+                }
+                Mover::Download { .. } => {
+                    futures::stream::iter(clear)
+                        .map(|entry| async move {
+                            match self.delete(&entry).await {
+                                Ok(()) => DeleteOutcome::Deleted,
+                                Err(failure) => DeleteOutcome::Failed(failure),
+                            }
+                        })
+                        .buffered(concurrency.max(1))
+                        .collect()
+                        .await
+                }
+            }
+        };
+        let mut deleted = deleted.into_iter();
+        for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+            *outcome = deleted.next();
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every entry has an outcome"))
+            .collect()
+    }
+
+    /// The source side of `relative`, as a listing would show it.
+    async fn head_source(&self, relative: &str) -> Result<Option<ObjectEntry>, S3Failure> {
+        match self {
+            Mover::Buckets(copier) => copier.head(Side::Source, relative).await,
+            Mover::Upload { dir, .. } => stat_file(dir, relative).await,
+            Mover::Download { bucket, .. } => {
+                head_object(
+                    &bucket.client,
+                    &bucket.location,
+                    &bucket.options,
+                    Side::Source,
+                    relative,
+                )
+                .await
             }
         }
     }

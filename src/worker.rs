@@ -4,14 +4,20 @@
 //! for each action off the channel; the copier Lambda will call it for each
 //! task of a batch. Outcomes go to [`Stats`] and problems to [`ReportRows`],
 //! so nothing that happens to an object is only logged.
+//!
+//! Deletes are the exception to one action at a time: they are gathered
+//! ([`DeleteBatcher`]) and carried out a thousand at a time, each only
+//! while its source key is still absent and its destination object is the
+//! one listed ([`Mover::delete_listed`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::copy::{Copier, CopyError, Side};
+use crate::copy::{Copier, CopyError, DeleteOutcome, MAX_DELETE_KEYS, Side};
 use crate::diff::{Action, SkipReason};
 use crate::error::RetryClass;
+use crate::listing::ObjectEntry;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
 use crate::transfer::Mover;
 use crate::verify::WrittenKeys;
@@ -41,6 +47,46 @@ pub struct WorkContext {
     pub cancel: CancellationToken,
     /// Where the keys written are kept for verification (the CLI's run).
     pub written: Option<Arc<WrittenKeys>>,
+    /// Deletes waiting to go out together (see [`DeleteBatcher`]).
+    pub deletes: Arc<DeleteBatcher>,
+}
+
+/// Deletes gathered into batches, so a bucket's objects go a thousand to a
+/// DeleteObjects request rather than one DeleteObject each.
+///
+/// Shared by every worker of a run: the delete that fills the batch takes
+/// it and its worker carries it out; whatever is left is carried out by
+/// [`WorkContext::flush_deletes`] once the workers are done. Memory stays
+/// bounded: at most [`MAX_DELETE_KEYS`] entries wait here, however many
+/// deletes the run has, and the channel in front of the workers is bounded
+/// as before.
+#[derive(Debug)]
+pub struct DeleteBatcher {
+    pending: Mutex<Vec<ObjectEntry>>,
+    /// Source checks (HEADs, or file stats) of one batch run this many at
+    /// once: the run's concurrency, since a batch stands for that many
+    /// workers' worth of deletes.
+    concurrency: usize,
+}
+
+impl DeleteBatcher {
+    pub fn new(concurrency: usize) -> Self {
+        DeleteBatcher {
+            pending: Mutex::new(Vec::new()),
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// Add a delete; returns a full batch to carry out now.
+    fn push(&self, entry: ObjectEntry) -> Option<Vec<ObjectEntry>> {
+        let mut pending = self.pending.lock().expect("poisoned");
+        pending.push(entry);
+        (pending.len() >= MAX_DELETE_KEYS).then(|| std::mem::take(&mut *pending))
+    }
+
+    fn take(&self) -> Vec<ObjectEntry> {
+        std::mem::take(&mut *self.pending.lock().expect("poisoned"))
+    }
 }
 
 impl WorkContext {
@@ -112,26 +158,111 @@ impl WorkContext {
             }
             Action::Copy { source } => self.copy(&source, &s.copied).await,
             Action::Update { source, .. } => self.copy(&source, &s.updated).await,
-            Action::Delete { destination } => match self.mover.delete(&destination).await {
-                Ok(()) => {
-                    Stats::add(&s.deleted, 1);
-                    self.wrote(&destination.key);
-                    Retry::No
-                }
-                Err(failure) => {
-                    Stats::add(&s.failed, 1);
-                    let retry = Retry::from(failure.class);
-                    let (bucket, full_key) =
-                        self.mover.row_names(Side::Destination, &destination.key);
-                    self.rows.push(
-                        &destination.key,
-                        ReportRow::from_failure(&bucket, &full_key, TaskStatus::Failed, &failure),
-                    );
-                    retry
-                }
+            // Gathered, and carried out a batch at a time: the answer for
+            // this one comes from the call that carries out its batch
+            // (here, when it fills the batch, or `flush_deletes`).
+            Action::Delete { destination } => match self.deletes.push(destination) {
+                Some(batch) => self.delete_batch(batch).await,
+                None => Retry::No,
             },
             Action::Skip { .. } => Retry::No,
         }
+    }
+
+    /// Carry out the deletes still gathered; call once the workers are
+    /// done. After a cancellation they are dropped, like the actions still
+    /// queued. Returns [`Retry::Worthwhile`] if a delete did not complete
+    /// and trying again could help.
+    pub async fn flush_deletes(&self) -> Retry {
+        let batch = self.deletes.take();
+        if batch.is_empty() {
+            return Retry::No;
+        }
+        if self.cancel.is_cancelled() {
+            tracing::debug!(deletes = batch.len(), "not started: cancelled");
+            return Retry::Worthwhile;
+        }
+        self.delete_batch(batch).await
+    }
+
+    /// Delete a batch of listed destination objects, each only while its
+    /// source is still absent and the destination unchanged, and record
+    /// what became of each.
+    async fn delete_batch(&self, batch: Vec<ObjectEntry>) -> Retry {
+        let outcomes = self
+            .mover
+            .delete_listed(&batch, self.deletes.concurrency)
+            .await;
+        let mut retry = Retry::No;
+        for (entry, outcome) in batch.iter().zip(outcomes) {
+            if self.record_delete(&entry.key, outcome) == Retry::Worthwhile {
+                retry = Retry::Worthwhile;
+            }
+        }
+        retry
+    }
+
+    fn record_delete(&self, key: &str, outcome: DeleteOutcome) -> Retry {
+        let s = &self.stats;
+        let (bucket, full_key) = self.mover.row_names(Side::Destination, key);
+        let (row, retry) = match outcome {
+            DeleteOutcome::Deleted => {
+                Stats::add(&s.deleted, 1);
+                self.wrote(key);
+                return Retry::No;
+            }
+            DeleteOutcome::SourceReappeared => {
+                Stats::add(&s.source_reappeared, 1);
+                let row = ReportRow::new(
+                    &bucket,
+                    &full_key,
+                    TaskStatus::Warning,
+                    "SourceReappeared",
+                    None,
+                    "not deleted: the source key exists again (put back after it was listed); the next run copies it",
+                );
+                (row, Retry::No)
+            }
+            DeleteOutcome::DestinationChanged => {
+                Stats::add(&s.destination_changed, 1);
+                let row = ReportRow::new(
+                    &bucket,
+                    &full_key,
+                    TaskStatus::Warning,
+                    "DestinationChanged",
+                    Some(412),
+                    "not deleted: the destination object changed after it was listed (its ETag is not the one listed); the next run decides again",
+                );
+                (row, Retry::No)
+            }
+            DeleteOutcome::Failed(failure) => {
+                Stats::add(&s.failed, 1);
+                let row = ReportRow::from_failure(&bucket, &full_key, TaskStatus::Failed, &failure);
+                (row, Retry::from(failure.class))
+            }
+        };
+        self.rows.push(key, row);
+        retry
+    }
+
+    /// Refuse a delete task of a run that did not ask for deletes (a copier
+    /// message that is not what its run's manifest planned): a failure
+    /// row, and nothing deleted.
+    pub fn refuse_unrequested_delete(&self, key: &str) {
+        Stats::add(&self.stats.failed, 1);
+        Stats::add(&self.stats.delete_not_requested, 1);
+        let (bucket, full_key) = self.mover.row_names(Side::Destination, key);
+        self.rows.push(
+            key,
+            ReportRow::new(
+                &bucket,
+                &full_key,
+                TaskStatus::Failed,
+                "DeleteNotRequested",
+                None,
+                "not deleted: the run's manifest (run.json) does not have \"delete\": true, and a copier deletes only in a run that asked for deletes",
+            ),
+        );
     }
 
     async fn copy(

@@ -168,12 +168,13 @@ mod tests {
             "CompleteMultipartUpload",
             "ListMultipartUploads",
             "DeleteObject",
+            "DeleteObjects",
         ]
         .iter()
         .map(|op| (op.to_string(), 1000))
         .collect();
         let cost = table.s3_requests(&every).unwrap();
-        // 8 at $0.005, 3 at $0.0004, DELETE free.
+        // 8 at $0.005, 3 at $0.0004, DELETEs free.
         assert!((cost - (8.0 * 0.005 + 3.0 * 0.0004)).abs() < 1e-9, "{cost}");
     }
 

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{SyncOptions, Transfer};
+use crate::copy::MAX_DELETE_KEYS;
 use crate::diff::{Action, EtagShape, etag_shape};
 use crate::listing::ObjectEntry;
 use crate::multipart::{default_part_size, uniform_layout};
@@ -31,12 +32,27 @@ pub fn for_action(options: &SyncOptions, action: &Action, into: &mut Requests) {
         Action::Copy { source } | Action::Update { source, .. } => {
             for_transfer(options, source, into)
         }
+        // A delete first checks that its source is still absent: a HEAD of
+        // a bucket's key, a stat of a directory's file (no request). The
+        // delete itself goes out in a batch: see [`for_deletes`].
         Action::Delete { .. } => match options.transfer {
-            // Deleting a file is not a request.
-            Transfer::Download => {}
-            _ => add(into, "DeleteObject", 1),
+            Transfer::Upload => {}
+            _ => add(into, "HeadObject", 1),
         },
         Action::Skip { .. } => {}
+    }
+}
+
+/// What `deletes` deletes send besides their source checks: the worker
+/// gathers them [`MAX_DELETE_KEYS`] to a DeleteObjects request (the last
+/// one partial); a directory's files are removed without a request.
+pub fn for_deletes(options: &SyncOptions, deletes: u64, into: &mut Requests) {
+    if options.transfer != Transfer::Download {
+        add(
+            into,
+            "DeleteObjects",
+            deletes.div_ceil(MAX_DELETE_KEYS as u64),
+        );
     }
 }
 
@@ -221,6 +237,39 @@ mod tests {
             },
             &mut deletes,
         );
-        assert!(deletes.is_empty(), "deleting a file is not a request");
+        for_deletes(&down, 1, &mut deletes);
+        assert_eq!(
+            deletes.into_iter().collect::<Vec<_>>(),
+            ops(&[("HeadObject", 1)]),
+            "a restore checks the bucket for the key, and deleting a file is not a request"
+        );
+    }
+
+    #[test]
+    fn deletes_check_their_source_one_by_one_and_go_a_thousand_to_a_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        let delete = Action::Delete {
+            destination: entry(1, "x"),
+        };
+        for (args, heads) in [
+            (vec!["s3://src-bkt", "s3://dst-bkt"], 2_001),
+            // The source is a directory: its files are looked at, not requested.
+            (vec![path, "s3://dst-bkt"], 0),
+        ] {
+            let o = options(&args);
+            let mut into = Requests::new();
+            for _ in 0..2_001 {
+                for_action(&o, &delete, &mut into);
+            }
+            for_deletes(&o, 2_001, &mut into);
+            assert_eq!(
+                into.get("HeadObject").copied().unwrap_or(0),
+                heads,
+                "{args:?}"
+            );
+            assert_eq!(into["DeleteObjects"], 3, "{args:?}");
+            assert!(!into.contains_key("DeleteObject"), "{args:?}");
+        }
     }
 }

@@ -40,7 +40,8 @@ pub struct Inputs<'a> {
     pub listed_destination: u64,
     /// The destination after the run (for VALIDATE's listing).
     pub destination_after: u64,
-    /// Requests of the copies and deletes themselves.
+    /// Requests of the copies and deletes themselves, as the local
+    /// runtime sends them (deletes a thousand to a DeleteObjects).
     pub transfer_requests: &'a Requests,
     pub batches: &'a [BatchCost],
     /// Requests the planner made to cut the shards (measured).
@@ -130,6 +131,12 @@ pub fn estimate(
         0
     };
     let mut s3 = inputs.transfer_requests.clone();
+    // A copier sends each message's deletes together (a message holds at
+    // most 100 tasks): one DeleteObjects per batch with deletes, where the
+    // local runtime sends one per thousand.
+    s3.remove("DeleteObjects");
+    let delete_batches = inputs.batches.iter().filter(|b| b.deletes > 0).count();
+    add(&mut s3, "DeleteObjects", delete_batches as u64);
     for (op, n) in inputs.planner_requests {
         add(&mut s3, op, *n);
     }
@@ -250,6 +257,7 @@ mod tests {
             body_bytes: 20_000,
             task_secs: 8.0,
             longest_task_secs: 0.08,
+            deletes: 0,
         };
         let batches = vec![batch; 10_000];
         let copies = Requests::from([("CopyObject".to_owned(), 1_000_000)]);
@@ -289,5 +297,48 @@ mod tests {
             estimate.wall_secs
         );
         assert!(estimate.total_usd < 6.0, "{}", estimate.total_usd);
+    }
+
+    #[test]
+    fn a_copier_sends_one_delete_objects_per_message_with_deletes() {
+        let batch = |deletes| BatchCost {
+            tasks: 100,
+            body_bytes: 10_000,
+            task_secs: 2.0,
+            longest_task_secs: 0.03,
+            deletes,
+        };
+        let batches = [batch(100), batch(100), batch(40), batch(0)];
+        // 240 deletes: the local runtime's one request per thousand.
+        let transfer = Requests::from([
+            ("HeadObject".to_owned(), 240),
+            ("DeleteObjects".to_owned(), 1),
+            ("CopyObject".to_owned(), 160),
+        ]);
+        let estimate = estimate(
+            StackShape {
+                copier_concurrency: 50,
+                copier_batch_size: 1,
+                copier_task_concurrency: 16,
+                shard_concurrency: 16,
+                lister_max_keys: 2_000_000,
+                architecture: "arm64".into(),
+                validate: false,
+                notifications: false,
+            },
+            Inputs {
+                shards: 1,
+                listed_source: 160,
+                listed_destination: 240,
+                destination_after: 160,
+                transfer_requests: &transfer,
+                batches: &batches,
+                planner_requests: &Requests::new(),
+            },
+            &PriceTable::built_in(),
+        )
+        .unwrap();
+        assert_eq!(estimate.s3_requests["DeleteObjects"], 3);
+        assert_eq!(estimate.s3_requests["HeadObject"], 240);
     }
 }

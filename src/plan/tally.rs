@@ -20,6 +20,8 @@ pub struct BatchCost {
     pub task_secs: f64,
     /// Its slowest task's seconds.
     pub longest_task_secs: f64,
+    /// Its delete tasks, which the copier sends in one DeleteObjects.
+    pub deletes: u64,
 }
 
 pub struct Tally {
@@ -31,6 +33,8 @@ pub struct Tally {
     pub tasks: u64,
     /// Bytes of the objects absent at the destination.
     pub copy_bytes: u64,
+    /// Deletes, which go out in batches ([`requests::for_deletes`]).
+    pub deletes: u64,
     builder: BatchBuilder,
     open: BatchCost,
     pub batches: Vec<BatchCost>,
@@ -45,6 +49,7 @@ impl Tally {
             task_secs: 0.0,
             tasks: 0,
             copy_bytes: 0,
+            deletes: 0,
             builder: BatchBuilder::new("plan", "00000-00000", 0, BatchLimits::default()),
             open: BatchCost::default(),
             batches: Vec::new(),
@@ -67,6 +72,10 @@ impl Tally {
         {
             self.close(&full);
         }
+        if matches!(action, Action::Delete { .. }) {
+            self.deletes += 1;
+            self.open.deletes += 1;
+        }
         self.open.tasks += 1;
         self.open.task_secs += secs;
         self.open.longest_task_secs = self.open.longest_task_secs.max(secs);
@@ -78,11 +87,12 @@ impl Tally {
         self.batches.push(cost);
     }
 
-    /// Close the last batch.
+    /// Close the last batch, and count the deletes' batched requests.
     pub fn finish(&mut self) {
         if let Some(last) = self.builder.flush() {
             self.close(&last);
         }
+        requests::for_deletes(&self.options, self.deletes, &mut self.requests);
     }
 
     /// How long one action takes: a request's latency, plus its bytes at

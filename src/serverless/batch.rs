@@ -13,6 +13,15 @@ use crate::listing::ObjectEntry;
 use crate::serverless::parts::PartGroup;
 
 /// Bumped on any change a copier of the previous version could misread.
+///
+/// Still 1 with the `etag` of a delete task: the field is optional both
+/// ways. A copier of before it ignores it (serde skips unknown fields) and
+/// deletes as it always did; this copier reads a message written before it
+/// with an empty ETag, and still checks the run and the source before
+/// deleting, only not the destination's ETag. A new version would instead
+/// make every message in flight, and every one waiting in the dead-letter
+/// queue, unreadable to the copier after an upgrade: exactly the redriven
+/// batches whose deletes these checks are for.
 pub const MESSAGE_VERSION: u32 = 1;
 /// SQS's limit for one message and for one SendMessageBatch call.
 pub const SQS_MAX_BYTES: usize = 256 * 1024;
@@ -32,7 +41,14 @@ pub enum CopyTask {
         object: ObjectEntry,
     },
     /// Only at the destination, with delete on.
-    Delete { key: String },
+    Delete {
+        key: String,
+        /// The destination object's ETag when it was listed: the delete
+        /// happens only while the object still has it. Empty in messages
+        /// written before delete tasks carried it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        etag: String,
+    },
     /// Some parts of an object too large for one invocation (parts.rs).
     Parts(PartGroup),
 }
@@ -45,6 +61,7 @@ impl CopyTask {
             Action::Update { source, .. } => Some(CopyTask::Update { object: source }),
             Action::Delete { destination } => Some(CopyTask::Delete {
                 key: destination.key,
+                etag: destination.etag,
             }),
             Action::Skip { .. } => None,
         }
@@ -59,11 +76,11 @@ impl CopyTask {
                 source: object,
             },
             CopyTask::Parts(_) => return None,
-            CopyTask::Delete { key } => Action::Delete {
+            CopyTask::Delete { key, etag } => Action::Delete {
                 destination: ObjectEntry {
                     key,
                     size: 0,
-                    etag: String::new(),
+                    etag,
                     last_modified_ms: 0,
                     storage_class: None,
                 },
@@ -75,7 +92,7 @@ impl CopyTask {
         match self {
             CopyTask::Copy { object } | CopyTask::Update { object } => &object.key,
             CopyTask::Parts(group) => &group.object.key,
-            CopyTask::Delete { key } => key,
+            CopyTask::Delete { key, .. } => key,
         }
     }
 
@@ -342,7 +359,10 @@ mod tests {
                 })
                 .is_none()
         );
-        builder.push(CopyTask::Delete { key: "gone".into() });
+        builder.push(CopyTask::Delete {
+            key: "gone".into(),
+            etag: "0123456789abcdef0123456789abcdef".into(),
+        });
         let batch = builder.flush().unwrap();
         assert_eq!(batch.batch_id, "00003-00001-00007");
         assert_eq!(CopyBatch::parse(&batch.body()).unwrap(), batch);
@@ -354,6 +374,39 @@ mod tests {
                 .contains("version 2")
         );
         assert!(builder.flush().is_none());
+    }
+
+    #[test]
+    fn a_delete_task_carries_its_listed_etag_and_reads_one_written_without() {
+        let listed = ObjectEntry {
+            etag: "abc-2".into(),
+            ..entry("gone".into(), 7)
+        };
+        let task = CopyTask::from_action(Action::Delete {
+            destination: listed,
+        })
+        .unwrap();
+        let json = serde_json::to_value(&task).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"op": "delete", "key": "gone", "etag": "abc-2"})
+        );
+        let Some(Action::Delete { destination }) = task.into_action() else {
+            panic!("a delete task is a delete")
+        };
+        assert_eq!(
+            (destination.key.as_str(), destination.etag.as_str()),
+            ("gone", "abc-2")
+        );
+        // A message of a lister from before delete tasks carried the ETag.
+        let old: CopyTask = serde_json::from_str(r#"{"op":"delete","key":"gone"}"#).unwrap();
+        assert_eq!(
+            old,
+            CopyTask::Delete {
+                key: "gone".into(),
+                etag: String::new()
+            }
+        );
     }
 
     #[test]

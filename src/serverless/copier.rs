@@ -15,6 +15,15 @@
 //! - on the last receive SQS allows (`maxReceiveCount`), failures are
 //!   recorded in the result instead, so every batch ends in a result.
 //!
+//! Delete tasks delete only in a run whose manifest (`run.json`) has
+//! `"delete": true`; in any other run each is a `DeleteNotRequested` failure
+//! row and deletes nothing. Each delete is also conditional, on the source
+//! key still being absent (a HEAD) and on the destination object still
+//! having the ETag the lister saw, and a batch's deletes go out together in
+//! one DeleteObjects request ([`WorkContext::flush_deletes`]). So a batch
+//! redriven from the dead-letter queue days later deletes nothing that came
+//! back or changed since.
+//!
 //! A redelivered batch first checks which of its objects already arrived
 //! (HEAD at the destination, same ETag and size) and counts those as copied
 //! instead of copying them again; for one that arrived in parts, it also
@@ -48,7 +57,7 @@ use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{CopyBatch, CopyTask};
 use crate::serverless::env::RunContext;
 use crate::serverless::parts;
-use crate::worker::{Retry, WorkContext};
+use crate::worker::{DeleteBatcher, Retry, WorkContext};
 
 /// One batch's outcome, at `results/BATCH.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,7 +148,9 @@ impl Delivery {
             bytes_copied: counts.bytes_copied,
             objects_skipped: counts.skipped_archived
                 + counts.skipped_sse_c
-                + counts.source_vanished,
+                + counts.source_vanished
+                + counts.source_reappeared
+                + counts.destination_changed,
             objects_failed: counts.failed,
             ..Work::default()
         }
@@ -276,6 +287,8 @@ async fn copy_batch(
         rows: rows.clone(),
         cancel: CancellationToken::new(),
         written: None, // the VALIDATE phase lists again
+        // A batch's deletes (at most its 100 tasks) go out together.
+        deletes: Arc::new(DeleteBatcher::new(env.config.copy_concurrency)),
     };
     let stop_at = crate::serverless::stop_starting_at(deadline);
     let redelivered = receive_count > 1;
@@ -292,6 +305,14 @@ async fn copy_batch(
                 if let CopyTask::Parts(group) = &task {
                     return parts::copy_group(env, run, &context, &batch.batch_id, group, last)
                         .await;
+                }
+                // A delete task deletes only in a run that asked for
+                // deletes: a message is not proof of that (one redriven
+                // from the dead-letter queue into another stack's or
+                // run's queue, or written by hand, says what it likes).
+                if matches!(task, CopyTask::Delete { .. }) && !run.options.diff.delete {
+                    context.refuse_unrequested_delete(task.key());
+                    return Retry::No;
                 }
                 if redelivered && already_copied(&context, &task).await {
                     return Retry::No;
@@ -326,6 +347,9 @@ async fn copy_batch(
         .buffer_unordered(env.config.copy_concurrency)
         .collect()
         .await;
+    // The batch's deletes, gathered above, in one conditional request.
+    let mut retries = retries;
+    retries.push(context.flush_deletes().await);
     let worth_retrying = retries.iter().filter(|r| **r == Retry::Worthwhile).count();
     if worth_retrying > 0 && !last {
         tracing::warn!(batch = %batch.batch_id, receive_count, worth_retrying, "handing the batch back for another attempt");
@@ -372,7 +396,10 @@ fn not_started(context: &WorkContext, task: &CopyTask, last: bool) -> Retry {
 /// On redelivery: did an earlier attempt already copy this object?
 async fn already_copied(context: &WorkContext, task: &CopyTask) -> bool {
     let (CopyTask::Copy { object } | CopyTask::Update { object }) = task else {
-        return false; // deleting again is harmless and as cheap as checking
+        // A delete checks for itself: a key an earlier attempt deleted is
+        // absent at both sides, and its conditional delete answers
+        // NoSuchKey, which counts as deleted.
+        return false;
     };
     let copier = context.copier();
     let head = copier

@@ -20,6 +20,13 @@
 //! [`FaultProxy::rewrite_source_before_first_copy`] (the source changing
 //! between the listing and the copy, at a moment a test controls).
 //!
+//! One S3 behaviour is always emulated: a DeleteObjects whose objects carry
+//! an `ETag` deletes each only if it still has that ETag (S3's conditional
+//! deletes). moto 5.1.22 honours `If-Match` on DeleteObject but ignores the
+//! per-object ETag of DeleteObjects, so the proxy carries such a request out
+//! itself, one conditional DeleteObject per object at moto, and answers as
+//! S3 does (see [`delete_objects_conditionally`]).
+//!
 //! The proxy runs on a thread and Tokio runtime of its own: tests block on
 //! the CLI (`run_cli`), and that must not stall the proxy the CLI talks to.
 //! It only listens on and connects to 127.0.0.1. Requests are read whole
@@ -50,7 +57,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
 
 /// S3's throttling answer, sent with status 503.
 pub const SLOW_DOWN_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
@@ -77,6 +84,10 @@ pub const SQS_INTERNAL_ERROR_JSON: &str = "{\"__type\":\"com.amazonaws.sqs#Inter
 /// S3's answer, with 404, to a part copy or completion of an upload that
 /// was aborted or is already complete.
 pub const NO_SUCH_UPLOAD_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
+
+/// What an S3-compatible server without a feature (conditional deletes,
+/// say) answers, with status 501.
+pub const NOT_IMPLEMENTED_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
 
 /// Sent with status 403.
 pub const ACCESS_DENIED_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
@@ -106,6 +117,8 @@ pub enum Op {
     PutObject,
     PutObjectTagging,
     DeleteObject,
+    /// POST `?delete` on a bucket.
+    DeleteObjects,
     /// PUT with `x-amz-copy-source` and no `partNumber`.
     CopyObject,
     /// PUT with `partNumber` and a body.
@@ -626,6 +639,8 @@ enum Action {
     Forward {
         rewrite: Option<Vec<u8>>,
         check_if_match: bool,
+        /// A DeleteObjects, whose per-object ETags the proxy enforces.
+        conditional_deletes: bool,
     },
 }
 
@@ -705,8 +720,23 @@ async fn process(
             return cut_short(response).await;
         }
         Action::Forward {
+            conditional_deletes: true,
+            ..
+        } if has_etag_element(&body) => {
+            let (response, refused) = delete_objects_conditionally(&shared, &recorded, &body)
+                .await
+                .unwrap_or_else(|why| {
+                    shared.record_error(why.clone());
+                    (canned(502, &why), false)
+                });
+            // moto alone would have deleted what the proxy kept.
+            guard.injected = refused;
+            response
+        }
+        Action::Forward {
             rewrite,
             check_if_match,
+            ..
         } => {
             if let (Some(new_body), Some(source)) = (rewrite, recorded.copy_source.as_deref())
                 && let Err(why) = overwrite_source(&shared, source, new_body).await
@@ -801,6 +831,7 @@ fn plan(state: &mut State, request: &Recorded) -> Plan {
         action: Action::Forward {
             rewrite,
             check_if_match,
+            conditional_deletes: request.op == Op::DeleteObjects,
         },
     }
 }
@@ -863,6 +894,7 @@ fn describe(parts: &Parts) -> Recorded {
         ("GET", false) if has("uploads") => Op::ListMultipartUploads,
         ("HEAD", false) => Op::HeadBucket,
         ("PUT", false) => Op::CreateBucket,
+        ("POST", false) if has("delete") => Op::DeleteObjects,
         ("PUT", true) if copy && has("partNumber") => Op::UploadPartCopy,
         ("PUT", true) if copy => Op::CopyObject,
         ("PUT", true) if has("partNumber") => Op::UploadPart,
@@ -1068,4 +1100,219 @@ async fn if_match_fails(shared: &Shared, request: &Recorded) -> Result<bool, Str
         .split(',')
         .map(|t| t.trim().trim_matches('"'))
         .any(|t| t == "*" || t == current))
+}
+
+/// Whether a DeleteObjects body names an ETag for any object.
+fn has_etag_element(body: &Bytes) -> bool {
+    String::from_utf8_lossy(body).contains("<ETag>")
+}
+
+/// One object of a DeleteObjects request body.
+#[derive(Debug)]
+struct DeleteEntry {
+    key: String,
+    etag: Option<String>,
+}
+
+/// A DeleteObjects with per-object ETags, carried out as S3 does it: each
+/// object is deleted only if its current ETag is the one given; the others
+/// are reported under `<Error>` with `PreconditionFailed`, a key that does
+/// not exist with `NoSuchKey`, and the answer is `200 OK` either way. See
+/// "How to perform conditional deletes",
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html>:
+/// "If the precondition fails, the response for that object is captured in
+/// the `<Error>` element of the response body". Each object becomes one
+/// DeleteObject with `If-Match` at moto, which moto does enforce (412, or
+/// 404 for a missing key), so the check and the delete are one step there
+/// as in S3. Returns the answer and whether any object was kept.
+async fn delete_objects_conditionally(
+    shared: &Shared,
+    request: &Recorded,
+    body: &Bytes,
+) -> Result<(Response<ProxyBody>, bool), String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("DeleteObjects body: {e}"))?;
+    let quiet = element(text, "Quiet").is_some_and(|q| q.trim() == "true");
+    let entries: Vec<DeleteEntry> = elements(text, "Object")
+        .into_iter()
+        .map(|object| {
+            Ok(DeleteEntry {
+                key: xml_unescape(
+                    element(object, "Key").ok_or("a DeleteObjects object without a Key")?,
+                ),
+                etag: element(object, "ETag").map(xml_unescape),
+            })
+        })
+        .collect::<Result<_, &str>>()?;
+    // Several at once, as S3 works through a request's objects; in order.
+    use futures::StreamExt;
+    // By index: a stream over borrowed entries trips the higher-ranked
+    // lifetime check of the spawned request future.
+    let answers: Vec<Result<(StatusCode, String), String>> =
+        futures::stream::iter(0..entries.len())
+            .map(|i| delete_if_match(shared, &request.bucket, &entries[i]))
+            .buffered(16)
+            .collect()
+            .await;
+    let mut result = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+    );
+    let mut refused = false;
+    for (entry, answer) in entries.iter().zip(answers) {
+        let (status, answer) = answer?;
+        let key = xml_escape(&entry.key);
+        if status.is_success() {
+            if !quiet {
+                result.push_str(&format!("<Deleted><Key>{key}</Key></Deleted>"));
+            }
+            continue;
+        }
+        refused = true;
+        let code = element(&answer, "Code")
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                match status {
+                    StatusCode::PRECONDITION_FAILED => "PreconditionFailed",
+                    StatusCode::NOT_FOUND => "NoSuchKey",
+                    _ => "InternalError",
+                }
+                .to_owned()
+            });
+        let message = element(&answer, "Message")
+            .map(xml_unescape)
+            .unwrap_or_else(|| format!("moto answered {status}"));
+        result.push_str(&format!(
+            "<Error><Key>{key}</Key><Code>{}</Code><Message>{}</Message></Error>",
+            xml_escape(&code),
+            xml_escape(&message)
+        ));
+    }
+    result.push_str("</DeleteResult>");
+    Ok((canned(200, &result), refused))
+}
+
+/// One DeleteObject at moto, with `If-Match` when the entry has an ETag:
+/// moto's status and body.
+async fn delete_if_match(
+    shared: &Shared,
+    bucket: &str,
+    entry: &DeleteEntry,
+) -> Result<(StatusCode, String), String> {
+    let path = format!(
+        "/{}/{}",
+        utf8_percent_encode(bucket, PATH_SEGMENT),
+        utf8_percent_encode(&entry.key, PATH_SEGMENT)
+    );
+    let mut delete = Request::builder()
+        .method(Method::DELETE)
+        .uri(format!("{}{path}", shared.upstream))
+        .header(AUTHORIZATION, DUMMY_AUTHORIZATION);
+    if let Some(etag) = &entry.etag {
+        delete = delete.header("If-Match", etag);
+    }
+    let delete = delete
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("building the DELETE of {path}: {e}"))?;
+    let response = shared
+        .client
+        .request(delete)
+        .await
+        .map_err(|e| format!("DELETE {path}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Characters kept literal in a path segment of a request to moto (the
+/// RFC 3986 unreserved set, and `/`, which a key may hold).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// The text of the first `<name>` element of `xml`.
+fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(&xml[start..end])
+}
+
+/// The text of every `<name>` element of `xml`, in order.
+fn elements<'a>(mut xml: &'a str, name: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut found = Vec::new();
+    while let Some(start) = xml.find(&open) {
+        let rest = &xml[start + open.len()..];
+        let Some(end) = rest.find(&close) else { break };
+        found.push(&rest[..end]);
+        xml = &rest[end + close.len()..];
+    }
+    found
+}
+
+/// XML character data back to text: the five named entities and numeric
+/// ones (the SDK writes control characters as `&#xD;` and the like).
+fn xml_unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let Some(semi) = after.find(';') else {
+            out.push_str(&rest[amp..]);
+            return out;
+        };
+        let entity = &after[..semi];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .or_else(|| entity.strip_prefix("#X"))
+                .map(|hex| u32::from_str_radix(hex, 16))
+                .or_else(|| entity.strip_prefix('#').map(str::parse))
+                .and_then(Result::ok)
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &after[semi + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Text as XML character data; control characters as numeric references,
+/// which XML 1.0 allows for all but NUL (not in an S3 key either).
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("&#x{:X};", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
