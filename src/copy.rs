@@ -330,13 +330,48 @@ pub async fn head_object(
         })),
         Err(err) => {
             let failure = classify(&err);
-            if failure.http_status == Some(404) {
-                Ok(None)
-            } else {
-                Err(failure)
+            match failure.http_status {
+                Some(404) => Ok(None),
+                Some(403) => absent_behind_403(client, location, options, owner, relative)
+                    .await
+                    .and_then(|absent| if absent { Ok(None) } else { Err(failure) }),
+                _ => Err(failure),
             }
         }
     }
+}
+
+/// Whether a key that HEAD answered 403 for is absent.
+///
+/// S3 answers a HEAD or GET of a missing key with 404 only when the caller
+/// has `s3:ListBucket` on the bucket, and with 403 otherwise
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html>,
+/// "Permissions"). The stack grants `s3:ListBucket` only under an
+/// `s3:prefix` condition, a key that HEAD and GET requests do not carry, so
+/// there a missing key is a 403 too. A listing of the key as a prefix is
+/// allowed by that condition and tells the two apart: the key, if it
+/// exists, is the first listed. So a delete's source check, and the
+/// replicator's, never read "denied" as "absent", nor "absent" as
+/// "denied". Only a 403 costs this LIST.
+async fn absent_behind_403(
+    client: &Client,
+    location: &S3Location,
+    options: &CopyOptions,
+    owner: &Option<String>,
+    relative: &str,
+) -> Result<bool, S3Failure> {
+    let key = location.key_for(relative);
+    let mut request = client
+        .list_objects_v2()
+        .bucket(&location.bucket)
+        .prefix(&key)
+        .max_keys(1)
+        .set_expected_bucket_owner(owner.clone());
+    if options.request_payer {
+        request = request.request_payer(RequestPayer::Requester);
+    }
+    let page = request.send().await.map_err(|e| classify(&e))?;
+    Ok(page.contents().first().and_then(|o| o.key()) != Some(key.as_str()))
 }
 
 /// S3's limit of keys in one DeleteObjects request.

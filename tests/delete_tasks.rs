@@ -352,3 +352,75 @@ async fn a_200_delete_objects_answer_is_read_key_by_key() {
     assert!(csv.contains(",b,,failed,InternalError,"), "{csv}");
     assert_eq!(csv.matches("DeleteNotConfirmed").count(), 2, "{csv}");
 }
+
+/// A client of this binary's moto server through `proxy`.
+async fn client_via(proxy: &FaultProxy) -> Client {
+    s3_fanout::client::build_s3_client(
+        &s3_fanout::client::ClientSettings {
+            endpoint_url: Some(proxy.endpoint().to_owned()),
+            force_path_style: true,
+            region: Some(REGION.into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_head_denied_as_aws_denies_it_without_list_bucket_is_settled_by_a_listing() {
+    // GIVEN a source bucket where, as on AWS for a role whose
+    // s3:ListBucket carries an s3:prefix condition, every HEAD answers 403,
+    // for a missing key as for a present one
+    // (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html)
+    let moto_client = s3().await;
+    let bucket = unique_bucket("head-403");
+    create_bucket(&moto_client, &bucket).await;
+    put(&moto_client, &bucket, "data/present", b"x".to_vec()).await;
+    put(
+        &moto_client,
+        &bucket,
+        "data/present-too-long",
+        b"y".to_vec(),
+    )
+    .await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    proxy.add_rule(Rule::on(Op::HeadObject).bucket(&bucket).respond(403, ""));
+    let client = client_via(&proxy).await;
+    let location: s3_fanout::location::S3Location = format!("s3://{bucket}/data/").parse().unwrap();
+    let options = s3_fanout::config::SyncOptions::try_from(s3_fanout::config::SyncSpec {
+        source: format!("s3://{bucket}/data/"),
+        destination: "s3://elsewhere/".into(),
+        ..Default::default()
+    })
+    .unwrap()
+    .copy;
+    let head = |relative: &'static str| {
+        let (client, location, options) = (&client, &location, &options);
+        async move {
+            s3_fanout::copy::head_object(
+                client,
+                location,
+                options,
+                s3_fanout::copy::Side::Source,
+                relative,
+            )
+            .await
+        }
+    };
+
+    // WHEN keys are looked up there
+    let (missing, present, prefix_only) = (
+        head("gone").await,
+        head("present").await,
+        head("present-too").await,
+    );
+
+    // THEN a missing key is absent (one listing said so), a present key's
+    // 403 stays a failure (never "absent", so never deleted on its
+    // account), and a key that is only a prefix of another is absent
+    assert_eq!(missing.unwrap(), None);
+    assert_eq!(present.unwrap_err().http_status, Some(403));
+    assert_eq!(prefix_only.unwrap(), None);
+    assert_eq!(proxy.count_op(Op::ListObjectsV2), 3, "a listing per 403");
+}
