@@ -20,7 +20,19 @@ const MMAP_THRESHOLD_BYTES: libc::c_int = 64 * 1024;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
 
-/// Set the allocator's thresholds; call before the runtime starts.
+/// The multi-threaded tokio runtime a binary runs on, started after
+/// [`tune`]. Every binary's plain `fn main` begins with it (no
+/// `#[tokio::main]`, which would build the runtime first), so the
+/// allocator is set while the main thread is still the only one.
+pub fn tuned_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tune();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Set the allocator's thresholds; call before the runtime starts, while
+/// this is the process's only thread (see [`tuned_runtime`]).
 /// Elsewhere than glibc it does nothing (musl and others keep their own).
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -30,5 +42,23 @@ pub fn tune() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tuned_runtime_runs_tasks_on_its_worker_threads() {
+        let runtime = super::tuned_runtime().expect("a runtime");
+        let caller = std::thread::current().id();
+        let worker = runtime.block_on(async {
+            tokio::spawn(async { std::thread::current().id() })
+                .await
+                .expect("the task ran")
+        });
+        assert_ne!(
+            worker, caller,
+            "a multi-threaded runtime with its own workers"
+        );
     }
 }

@@ -67,6 +67,11 @@ pub struct LocalStackOptions {
     /// each run's ending to. `None` leaves `${RunTopicArn}` empty, as the
     /// template does when notifications are off: no publish is attempted.
     pub run_topic: Option<String>,
+    /// The stack's source and destination (the template's bucket and
+    /// prefix parameters): each execution's defaults and bounds. `None`:
+    /// every execution names its own, as most test runs do.
+    pub source: Option<String>,
+    pub destination: Option<String>,
 }
 
 impl LocalStackOptions {
@@ -92,6 +97,8 @@ impl LocalStackOptions {
             duplicate_deliveries: false,
             replication: None,
             run_topic: None,
+            source: None,
+            destination: None,
         }
     }
 }
@@ -209,6 +216,14 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         .clone()
         .unwrap_or_else(|| options.moto_endpoint.clone());
     let vars: HashMap<&str, String> = HashMap::from([
+        (
+            "S3_FANOUT_SOURCE",
+            options.source.clone().unwrap_or_default(),
+        ),
+        (
+            "S3_FANOUT_DESTINATION",
+            options.destination.clone().unwrap_or_default(),
+        ),
         ("S3_FANOUT_ENDPOINT_URL", functions_endpoint),
         ("S3_FANOUT_REPORT_BUCKET", report_bucket.clone()),
         ("S3_FANOUT_REPORT_PREFIX", "runs/".into()),

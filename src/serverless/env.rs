@@ -49,6 +49,12 @@ pub struct StackConfig {
     pub replicate_deletes: bool,
     /// Where the replicator sends events that no retry can fix.
     pub dead_letter_queue_url: Option<String>,
+    /// How every copy of this stack is encrypted, when the stack fixes it
+    /// (`S3_FANOUT_SSE`, `S3_FANOUT_SSE_KMS_KEY_ID`; the template sets them
+    /// from DestinationKmsKeyArn, the one key its roles may encrypt with).
+    /// Runs and the replicator take it; an execution input may not change it.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
     pub client: ClientSettings,
 }
 
@@ -103,6 +109,20 @@ impl StackConfig {
                 })
             })
         };
+        let (sse, sse_kms_key_id) = (var("S3_FANOUT_SSE"), var("S3_FANOUT_SSE_KMS_KEY_ID"));
+        if let Some(other) = sse
+            .as_deref()
+            .filter(|s| !matches!(*s, "AES256" | "aws:kms"))
+        {
+            return Err(SyncError::Config(format!(
+                "S3_FANOUT_SSE must be AES256 or aws:kms, got {other:?}"
+            )));
+        }
+        if sse_kms_key_id.is_some() && sse.as_deref() != Some("aws:kms") {
+            return Err(SyncError::Config(
+                "S3_FANOUT_SSE_KMS_KEY_ID needs S3_FANOUT_SSE=aws:kms".into(),
+            ));
+        }
         Ok(StackConfig {
             source: var("S3_FANOUT_SOURCE"),
             destination: var("S3_FANOUT_DESTINATION"),
@@ -123,6 +143,8 @@ impl StackConfig {
             exclude: globs("S3_FANOUT_EXCLUDE")?,
             replicate_deletes: var("S3_FANOUT_REPLICATE_DELETES").is_some_and(|v| v == "true"),
             dead_letter_queue_url: var("S3_FANOUT_DEAD_LETTER_QUEUE_URL"),
+            sse,
+            sse_kms_key_id,
             client: flags.settings(None, None),
         })
     }
@@ -134,6 +156,15 @@ impl StackConfig {
         spec.client.retry_mode = self.client.retry_mode;
         spec.client.max_attempts = self.client.max_attempts;
         spec.client.path_style = self.client.force_path_style;
+    }
+
+    /// The stack's encryption, when it fixes one, whatever a spec says:
+    /// the copier's role may encrypt with that key and no other.
+    pub fn apply_encryption(&self, spec: &mut SyncSpec) {
+        if self.sse.is_some() {
+            spec.sse = self.sse.clone();
+            spec.sse_kms_key_id = self.sse_kms_key_id.clone();
+        }
     }
 
     pub fn queue_url(&self) -> Result<&str, SyncError> {
@@ -239,5 +270,70 @@ impl FunctionEnv {
         }
         runs.insert(run_id.to_owned(), run.clone());
         Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<StackConfig, SyncError> {
+        StackConfig::from_vars(|name| {
+            vars.iter()
+                .chain(&[("S3_FANOUT_REPORT_BUCKET", "reports")])
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn the_stacks_encryption_is_an_algorithm_s3_knows_with_a_key_only_for_kms() {
+        let key = "arn:aws:kms:us-east-1:111122223333:key/k";
+        let kms = config(&[
+            ("S3_FANOUT_SSE", "aws:kms"),
+            ("S3_FANOUT_SSE_KMS_KEY_ID", key),
+        ])
+        .unwrap();
+        assert_eq!(
+            (kms.sse.as_deref(), kms.sse_kms_key_id.as_deref()),
+            (Some("aws:kms"), Some(key))
+        );
+        // The template sets both from DestinationKmsKeyArn: empty is unset.
+        let none = config(&[("S3_FANOUT_SSE", ""), ("S3_FANOUT_SSE_KMS_KEY_ID", "")]).unwrap();
+        assert_eq!((none.sse, none.sse_kms_key_id), (None, None));
+        for (vars, why) in [
+            (vec![("S3_FANOUT_SSE", "aws:kms:dsse")], "AES256 or aws:kms"),
+            (
+                vec![("S3_FANOUT_SSE_KMS_KEY_ID", key)],
+                "needs S3_FANOUT_SSE=aws:kms",
+            ),
+            (
+                vec![
+                    ("S3_FANOUT_SSE", "AES256"),
+                    ("S3_FANOUT_SSE_KMS_KEY_ID", key),
+                ],
+                "needs S3_FANOUT_SSE=aws:kms",
+            ),
+        ] {
+            let err = config(&vars).unwrap_err().to_string();
+            assert!(err.contains(why), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_fixed_encryption_overrides_a_spec_and_none_leaves_it() {
+        let mut spec = SyncSpec {
+            sse: Some("AES256".into()),
+            ..SyncSpec::default()
+        };
+        config(&[]).unwrap().apply_encryption(&mut spec);
+        assert_eq!(spec.sse.as_deref(), Some("AES256"));
+        config(&[("S3_FANOUT_SSE", "aws:kms")])
+            .unwrap()
+            .apply_encryption(&mut spec);
+        assert_eq!(
+            (spec.sse.as_deref(), spec.sse_kms_key_id),
+            (Some("aws:kms"), None)
+        );
     }
 }

@@ -128,12 +128,9 @@ pub fn resolve_input(
         ));
     }
 
-    spec.source = within_stack(&spec.source, stack.source.as_deref(), "source")?;
-    spec.destination = within_stack(
-        &spec.destination,
-        stack.destination.as_deref(),
-        "destination",
-    )?;
+    (spec.source, spec.destination) = resolve_locations(&spec.source, &spec.destination, stack)?;
+    keep_stack_encryption(fields, &spec, stack)?;
+    stack.apply_encryption(&mut spec);
     if fields.get("mode").is_none()
         && let Some(mode) = stack.mode
     {
@@ -158,28 +155,130 @@ pub fn resolve_input(
     Ok((spec, settings, options))
 }
 
-/// An execution may narrow the stack's location (a sub-prefix), never leave
-/// it: the functions' IAM policies name the stack's buckets and prefixes.
-fn within_stack(given: &str, stack: Option<&str>, side: &str) -> Result<String, SyncError> {
-    match (given.is_empty(), stack) {
-        (true, Some(stack)) => Ok(stack.to_owned()),
-        (true, None) => Err(SyncError::Config(format!(
-            "execution input: no {side} given and the stack has no default"
-        ))),
-        (false, None) => Ok(given.to_owned()),
-        (false, Some(stack)) => {
-            let (given_loc, stack_loc): (S3Location, S3Location) = (given.parse()?, stack.parse()?);
-            if given_loc.bucket == stack_loc.bucket
-                && given_loc.prefix.starts_with(&stack_loc.prefix)
-            {
-                Ok(given.to_owned())
-            } else {
-                Err(SyncError::Config(format!(
-                    "execution input: {side} {given} is outside this stack's {side} {stack}; its functions may only touch that"
-                )))
+/// The run's source and destination: the stack's, or narrowed to one
+/// sub-prefix of them, never outside (the functions' IAM policies name the
+/// stack's buckets and prefixes).
+///
+/// Both sides must stay lined up: a relative key means the same object on
+/// either side, so narrowing one side narrows the other by the same
+/// sub-prefix. Otherwise `{"source": "s3://src/data/2024/", "delete": true}`
+/// would compare 2024's objects with the whole destination, delete most of
+/// it, and write 2024's objects at its root. An input naming both sides must
+/// narrow them alike. A side the stack has no default for is taken as given.
+fn resolve_locations(
+    source: &str,
+    destination: &str,
+    stack: &StackConfig,
+) -> Result<(String, String), SyncError> {
+    let source = Side::new("source", source, stack.source.as_deref())?;
+    let destination = Side::new("destination", destination, stack.destination.as_deref())?;
+    let narrowing = match (&source.narrowing, &destination.narrowing) {
+        (Some(s), Some(d)) if s != d => {
+            return Err(SyncError::Config(format!(
+                "execution input: source {} and destination {} do not line up: they narrow this stack's source and destination by {s:?} and {d:?}, so keys would land elsewhere than under their source's place (and \"delete\" would remove what lies outside it); narrow both by the same sub-prefix, or name one side and the other follows",
+                source.given, destination.given,
+            )));
+        }
+        (s, d) => s.clone().or(d.clone()).unwrap_or_default(),
+    };
+    Ok((
+        source.resolve(&narrowing)?,
+        destination.resolve(&narrowing)?,
+    ))
+}
+
+/// One side of a run, as the input gives it and the stack bounds it.
+struct Side<'a> {
+    name: &'static str,
+    given: &'a str,
+    stack: Option<S3Location>,
+    /// What the input adds to the stack's prefix: `Some("2024/")` for
+    /// `s3://src/data/2024` under a stack's `s3://src/data/` (S3Location
+    /// makes both folders, so a trailing slash changes nothing), `None`
+    /// when the input leaves this side to the stack or the stack has none.
+    narrowing: Option<String>,
+}
+
+impl<'a> Side<'a> {
+    fn new(name: &'static str, given: &'a str, stack: Option<&str>) -> Result<Self, SyncError> {
+        let stack = stack
+            .map(|url| {
+                url.parse::<S3Location>().map_err(|e| {
+                    SyncError::Config(format!("this stack's {name} is not an S3 location: {e}"))
+                })
+            })
+            .transpose()?;
+        let narrowing = match (&stack, given.is_empty()) {
+            (Some(stack), false) => {
+                let location: S3Location = given.parse()?;
+                match location.prefix.strip_prefix(&stack.prefix) {
+                    Some(rest) if location.bucket == stack.bucket => Some(rest.to_owned()),
+                    _ => {
+                        return Err(SyncError::Config(format!(
+                            "execution input: {name} {given} is outside this stack's {name} {stack}; its functions may only touch that"
+                        )));
+                    }
+                }
             }
+            _ => None,
+        };
+        Ok(Side {
+            name,
+            given,
+            stack,
+            narrowing,
+        })
+    }
+
+    /// This side narrowed by `narrowing` (both sides' common sub-prefix).
+    fn resolve(&self, narrowing: &str) -> Result<String, SyncError> {
+        let name = self.name;
+        match &self.stack {
+            // Parsed again: the narrowed prefix may pass S3's key limit.
+            Some(stack) => {
+                let narrowed: S3Location = format!("{stack}{narrowing}").parse().map_err(|e| {
+                    SyncError::Config(format!("execution input: the narrowed {name}: {e}"))
+                })?;
+                Ok(narrowed.to_string())
+            }
+            None if self.given.is_empty() => Err(SyncError::Config(format!(
+                "execution input: no {name} given and the stack has no default"
+            ))),
+            None => Ok(self.given.to_owned()),
         }
     }
+}
+
+/// A stack that fixes encryption (see [`StackConfig::sse`]) keeps it: an
+/// input naming `sse` or `sse_kms_key_id` other than the stack's is refused
+/// rather than overridden, so nobody believes a run encrypted their way.
+fn keep_stack_encryption(
+    fields: &serde_json::Map<String, Value>,
+    spec: &SyncSpec,
+    stack: &StackConfig,
+) -> Result<(), SyncError> {
+    let Some(stack_sse) = &stack.sse else {
+        return Ok(());
+    };
+    let fixed = match &stack.sse_kms_key_id {
+        Some(key) => format!("{stack_sse} with key {key}"),
+        None => stack_sse.clone(),
+    };
+    for (name, given, stack_value) in [
+        ("sse", &spec.sse, &stack.sse),
+        (
+            "sse_kms_key_id",
+            &spec.sse_kms_key_id,
+            &stack.sse_kms_key_id,
+        ),
+    ] {
+        if fields.contains_key(name) && given != stack_value {
+            return Err(SyncError::Config(format!(
+                "execution input: {name:?} cannot differ from this stack's encryption ({fixed}; the template's DestinationKmsKeyArn): its roles may encrypt with that key and no other; leave {name:?} out"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,7 +311,8 @@ mod tests {
     #[test]
     fn an_empty_input_takes_the_stacks_buckets_and_mode() {
         let (spec, settings, options) = resolve_input(&json!({}), &stack()).unwrap();
-        assert_eq!(spec.source, "s3://src/data");
+        assert_eq!(spec.source, "s3://src/data/");
+        assert_eq!(spec.destination, "s3://dst/backup/");
         assert_eq!(options.buckets().unwrap().1.prefix, "backup/");
         assert_eq!(spec.mode, crate::diff::DiffMode::Size);
         assert_eq!(settings.failure_threshold, 0);
@@ -248,8 +348,219 @@ mod tests {
     fn an_input_may_narrow_the_stacks_prefix_and_override_the_mode() {
         let input = json!({"source": "s3://src/data/2024", "destination": "s3://dst/backup/2024", "mode": "etag"});
         let (spec, _, _) = resolve_input(&input, &stack()).unwrap();
-        assert_eq!(spec.source, "s3://src/data/2024");
+        assert_eq!(spec.source, "s3://src/data/2024/");
+        assert_eq!(spec.destination, "s3://dst/backup/2024/");
         assert_eq!(spec.mode, crate::diff::DiffMode::Etag);
+    }
+
+    /// The resolved (source, destination) of `input` on [`stack`].
+    fn locations(input: Value) -> (String, String) {
+        let (spec, _, options) = resolve_input(&input, &stack()).unwrap();
+        let (source, destination) = options.buckets().unwrap();
+        assert_eq!(spec.source, source.to_string());
+        assert_eq!(spec.destination, destination.to_string());
+        (spec.source, spec.destination)
+    }
+
+    fn both(source: &str, destination: &str) -> (String, String) {
+        (source.to_owned(), destination.to_owned())
+    }
+
+    #[test]
+    fn narrowing_the_source_narrows_the_destination_by_the_same_sub_prefix() {
+        let want = both("s3://src/data/2024/", "s3://dst/backup/2024/");
+        // With or without the trailing slash: S3Location makes both a folder.
+        assert_eq!(locations(json!({"source": "s3://src/data/2024/"})), want);
+        assert_eq!(locations(json!({"source": "s3://src/data/2024"})), want);
+        assert_eq!(
+            locations(json!({"source": "s3://src/data/2024/05", "delete": false})),
+            both("s3://src/data/2024/05/", "s3://dst/backup/2024/05/")
+        );
+        // Naming the stack's own source narrows nothing.
+        assert_eq!(
+            locations(json!({"source": "s3://src/data"})),
+            both("s3://src/data/", "s3://dst/backup/")
+        );
+    }
+
+    #[test]
+    fn narrowing_the_destination_narrows_the_source_by_the_same_sub_prefix() {
+        assert_eq!(
+            locations(json!({"destination": "s3://dst/backup/2024"})),
+            both("s3://src/data/2024/", "s3://dst/backup/2024/")
+        );
+    }
+
+    #[test]
+    fn an_input_naming_both_sides_must_narrow_them_alike() {
+        assert_eq!(
+            locations(
+                json!({"source": "s3://src/data/2024/", "destination": "s3://dst/backup/2024"})
+            ),
+            both("s3://src/data/2024/", "s3://dst/backup/2024/")
+        );
+        for (source, destination) in [
+            ("s3://src/data/2024/", "s3://dst/backup/2023/"),
+            ("s3://src/data/2024/", "s3://dst/backup/"),
+            ("s3://src/data/", "s3://dst/backup/2024/"),
+            // Different depths.
+            ("s3://src/data/2024/05/", "s3://dst/backup/2024/"),
+            ("s3://src/data/2024", "s3://dst/backup/2024/05"),
+        ] {
+            let why = refusal(json!({"source": source, "destination": destination}));
+            assert!(
+                why.contains("do not line up"),
+                "{source} {destination}: {why}"
+            );
+            assert!(why.contains(source) && why.contains(destination), "{why}");
+        }
+    }
+
+    #[test]
+    fn no_input_widens_a_side_beyond_the_stacks_bucket_and_prefix() {
+        for (side, url) in [
+            ("source", "s3://src"),
+            ("source", "s3://src/"),
+            // Same characters, another folder: not inside "data/".
+            ("source", "s3://src/database/2024"),
+            ("source", "s3://src/dat"),
+            ("source", "s3://other/data/2024"),
+            ("destination", "s3://dst"),
+            ("destination", "s3://dst/backup2/2024"),
+            ("destination", "s3://other/backup/2024"),
+        ] {
+            let why = refusal(json!({side: url}));
+            assert!(
+                why.contains(&format!("{url} is outside this stack's {side}")),
+                "{side} {url}: {why}"
+            );
+        }
+        // Narrowed by the other side, the destination must still fit S3's
+        // 1,024-byte key limit.
+        let long = StackConfig::from_vars(|name| match name {
+            "S3_FANOUT_SOURCE" => Some("s3://src/a".to_owned()),
+            "S3_FANOUT_DESTINATION" => Some(format!("s3://dst/{}", "b".repeat(1000))),
+            "S3_FANOUT_REPORT_BUCKET" => Some("reports".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let input = json!({"source": format!("s3://src/a/{}", "c".repeat(40))});
+        match resolve_input(&input, &long) {
+            Err(SyncError::Config(why)) => {
+                assert!(why.contains("narrowed destination"), "{why}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stack_over_whole_buckets_narrows_from_their_roots() {
+        let whole = StackConfig::from_vars(|name| {
+            match name {
+                "S3_FANOUT_SOURCE" => Some("s3://src"),
+                "S3_FANOUT_DESTINATION" => Some("s3://dst/"),
+                "S3_FANOUT_REPORT_BUCKET" => Some("reports"),
+                _ => None,
+            }
+            .map(str::to_owned)
+        })
+        .unwrap();
+        let resolve = |input: Value| {
+            let (spec, _, _) = resolve_input(&input, &whole).unwrap();
+            (spec.source, spec.destination)
+        };
+        assert_eq!(resolve(json!({})), both("s3://src/", "s3://dst/"));
+        assert_eq!(
+            resolve(json!({"source": "s3://src/2024"})),
+            both("s3://src/2024/", "s3://dst/2024/")
+        );
+    }
+
+    #[test]
+    fn without_stack_defaults_each_side_is_taken_as_given() {
+        let bare = StackConfig::from_vars(|name| {
+            (name == "S3_FANOUT_REPORT_BUCKET").then(|| "reports".to_owned())
+        })
+        .unwrap();
+        let input = json!({"source": "s3://any/x/2024", "destination": "s3://other/y"});
+        let (spec, _, _) = resolve_input(&input, &bare).unwrap();
+        assert_eq!(
+            (spec.source, spec.destination),
+            both("s3://any/x/2024", "s3://other/y")
+        );
+        match resolve_input(&json!({"source": "s3://any/x"}), &bare) {
+            Err(SyncError::Config(why)) => assert!(why.contains("no destination given"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// [`stack`], encrypting every copy with a KMS key of its own.
+    fn encrypting_stack(key: Option<&str>) -> StackConfig {
+        StackConfig::from_vars(|name| match name {
+            "S3_FANOUT_SSE" => Some("aws:kms".to_owned()),
+            "S3_FANOUT_SSE_KMS_KEY_ID" => key.map(str::to_owned),
+            "S3_FANOUT_REPORT_BUCKET" => Some("reports".to_owned()),
+            "S3_FANOUT_SOURCE" => Some("s3://src/data".to_owned()),
+            "S3_FANOUT_DESTINATION" => Some("s3://dst/backup".to_owned()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stack_that_fixes_encryption_applies_it_and_refuses_another() {
+        let key = "arn:aws:kms:us-east-1:111122223333:key/k1";
+        let stack = encrypting_stack(Some(key));
+        let (spec, _, options) = resolve_input(&json!({}), &stack).unwrap();
+        assert_eq!(spec.sse.as_deref(), Some("aws:kms"));
+        assert_eq!(
+            options.copy.sse,
+            Some(crate::config::Sse::Kms {
+                key_id: Some(key.to_owned())
+            })
+        );
+        // Restating the stack's own setting is fine.
+        let same = json!({"sse": "aws:kms", "sse_kms_key_id": key});
+        assert!(resolve_input(&same, &stack).is_ok());
+        for (input, field) in [
+            (json!({"sse": "AES256"}), "\"sse\""),
+            (json!({"sse": null}), "\"sse\""),
+            (
+                json!({"sse_kms_key_id": "arn:aws:kms:us-east-1:111122223333:key/k2"}),
+                "\"sse_kms_key_id\"",
+            ),
+            (
+                json!({"sse": "aws:kms", "sse_kms_key_id": null}),
+                "\"sse_kms_key_id\"",
+            ),
+        ] {
+            match resolve_input(&input, &stack) {
+                Err(SyncError::Config(why)) => {
+                    assert!(
+                        why.contains(&format!("{field} cannot differ")),
+                        "{input}: {why}"
+                    );
+                    assert!(why.contains(key), "{why}");
+                }
+                other => panic!("{input}: expected a refusal, got {other:?}"),
+            }
+        }
+        // aws:kms with the bucket's default key: naming a key changes it.
+        let default_key = encrypting_stack(None);
+        let input = json!({"sse_kms_key_id": key});
+        assert!(matches!(
+            resolve_input(&input, &default_key),
+            Err(SyncError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn a_stack_without_encryption_leaves_it_to_the_input() {
+        let (spec, _, options) = resolve_input(&json!({"sse": "AES256"}), &stack()).unwrap();
+        assert_eq!(spec.sse.as_deref(), Some("AES256"));
+        assert_eq!(options.copy.sse, Some(crate::config::Sse::S3));
+        let (spec, _, _) = resolve_input(&json!({}), &stack()).unwrap();
+        assert_eq!(spec.sse, None);
     }
 
     #[test]

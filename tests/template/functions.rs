@@ -158,6 +158,16 @@ pub fn check_environment(t: &Template) -> Check {
         ("S3_FANOUT_EXCLUDE", json!({"Ref": "Exclude"})),
         ("S3_FANOUT_REPORT_BUCKET", json!({"Ref": "ReportBucket"})),
         ("S3_FANOUT_REPORT_PREFIX", json!({"Ref": "ReportPrefix"})),
+        // The destination's key fixes every copy's encryption (the planner
+        // refuses an input naming another, the replicator applies it).
+        (
+            "S3_FANOUT_SSE",
+            json!({"Fn::If": ["HasDestinationKmsKey", "aws:kms", ""]}),
+        ),
+        (
+            "S3_FANOUT_SSE_KMS_KEY_ID",
+            json!({"Ref": "DestinationKmsKeyArn"}),
+        ),
         ("RUST_LOG", json!("info")),
     ];
     let queue = t.work_queue()?.0.to_string();
@@ -247,4 +257,85 @@ pub fn check_environment(t: &Template) -> Check {
         "Mode must allow missing, size and etag"
     );
     Ok(())
+}
+
+/// Source text without `//` comments, so a comment that says
+/// "not #[tokio::main]" reads as nothing. (Naive about `//` inside string
+/// literals, which the binaries' mains do not have.)
+fn code_of(source: &str) -> String {
+    source
+        .lines()
+        .map(|line| line.split_once("//").map_or(line, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One binary's `main.rs`: a plain `fn main` whose first statement starts
+/// the runtime with `s3_fanout::allocator::tuned_runtime()`, which tunes
+/// the allocator and only then builds the runtime. `#[tokio::main]`, or a
+/// runtime built any other way, starts the runtime's threads before
+/// `tune()` runs, against its SAFETY comment (mallopt while other threads
+/// allocate).
+pub fn check_binary_main(name: &str, source: &str) -> Check {
+    let code = code_of(source);
+    for banned in [
+        "tokio::main",
+        "async fn main",
+        "runtime::Builder",
+        "Runtime::new",
+    ] {
+        ensure!(
+            !code.contains(banned),
+            "{name}: `{banned}` builds a runtime before the allocator is tuned; start with s3_fanout::allocator::tuned_runtime() in a plain fn main"
+        );
+    }
+    let (_, after) = code
+        .split_once("fn main(")
+        .ok_or_else(|| format!("{name}: no fn main"))?;
+    let body = after
+        .split_once('{')
+        .map(|(_, body)| body)
+        .ok_or_else(|| format!("{name}: fn main has no body"))?;
+    let first = body.split(';').next().unwrap_or_default();
+    ensure!(
+        first.contains("allocator::tuned_runtime()"),
+        "{name}: fn main must begin by starting the runtime with s3_fanout::allocator::tuned_runtime(), begins with {:?}",
+        first.trim()
+    );
+    Ok(())
+}
+
+/// `tuned_runtime` itself tunes before it builds.
+pub fn check_tuned_runtime(source: &str) -> Check {
+    let code = code_of(source);
+    let (_, body) = code
+        .split_once("pub fn tuned_runtime(")
+        .ok_or("src/allocator.rs has no pub fn tuned_runtime")?;
+    let body = body.split("\n}").next().unwrap_or_default();
+    let tune = body.find("tune();");
+    let build = body.find("Builder::new_multi_thread");
+    ensure!(
+        matches!((tune, build), (Some(t), Some(b)) if t < b),
+        "tuned_runtime must call tune() before Builder::new_multi_thread, body: {body}"
+    );
+    Ok(())
+}
+
+/// Every function crate's main and the CLI's, and the helper they share.
+pub fn check_binary_mains() -> Check {
+    let root = crate::model::repo();
+    let mut mains = vec![root.join("src/main.rs")];
+    for binary in FUNCTION_BINARIES {
+        let dir = function_crate_dir(&root, binary)
+            .ok_or_else(|| format!("no crate under functions/ builds {binary}"))?;
+        mains.push(dir.join("src/main.rs"));
+    }
+    for path in mains {
+        let source = fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        check_binary_main(&path.display().to_string(), &source)?;
+    }
+    let allocator = fs::read_to_string(root.join("src/allocator.rs"))
+        .map_err(|e| format!("cannot read src/allocator.rs: {e}"))?;
+    check_tuned_runtime(&allocator)
 }

@@ -18,11 +18,16 @@
 //!   AllowDelete is true and to the replicator when Replication and
 //!   ReplicateDeletes both are, with each function's environment agreeing;
 //!   KMS only for the keys configured.
+//! - listing (`list_prefixes.rs`): every s3:ListBucket names one bucket and
+//!   is conditioned on s3:prefix inside the stack's prefix of it (none for
+//!   a whole bucket), IfExists exactly where the role reads objects there.
 //! - functions (`functions.rs`): five Rust functions built by cargo-lambda
 //!   from the workspace's (default) members, on provided.al2023 and the
 //!   Architecture parameter; the environment the code reads (Include and
-//!   Exclude for all, the replicator's dead-letter queue and delete flag); a
-//!   log group with retention each, under the function's condition.
+//!   Exclude for all, the replicator's dead-letter queue and delete flag,
+//!   the destination key's encryption); a log group with retention each,
+//!   under the function's condition; every binary's plain `fn main` tunes
+//!   the allocator before its runtime starts (no `#[tokio::main]`).
 //! - replication (`replication.rs`): deployed only with Replication=true;
 //!   the event queue is the replicator's own, encrypted, visibility at least
 //!   6x the replicator's timeout, redriven to its own alarmed dead-letter
@@ -81,7 +86,8 @@ use serde_json::json;
 
 use conditions::check_references_resolve;
 use eval::params;
-use functions::{check_environment, check_functions_build, check_log_groups};
+use functions::{check_binary_mains, check_environment, check_functions_build, check_log_groups};
+use list_prefixes::check_list_bucket_prefixes;
 use model::load;
 use monitoring::{
     check_alarm_actions, check_dashboards, check_metric_contract_in_source,
@@ -124,6 +130,7 @@ mod conditions;
 mod eval;
 mod functions;
 mod iam;
+mod list_prefixes;
 mod model;
 mod monitoring;
 mod monitoring_mutations;
@@ -183,6 +190,11 @@ fn delete_object_is_granted_only_when_allow_delete_or_replicate_deletes_allows_i
 }
 
 #[test]
+fn every_list_bucket_grant_is_conditioned_on_the_stacks_prefix_of_its_bucket() {
+    assert_ok(check_list_bucket_prefixes(&load()));
+}
+
+#[test]
 fn kms_permissions_follow_the_key_parameters() {
     assert_ok(check_kms(&load()));
 }
@@ -206,6 +218,11 @@ fn functions_are_rust_cargo_lambda_builds_on_al2023_with_the_architecture_parame
 fn state_machine_substitutes_every_placeholder_and_invokes_only_those_functions() {
     let placeholders = asl_placeholders().unwrap_or_else(|e| panic!("{e}"));
     assert_ok(check_state_machine(&load(), &placeholders));
+}
+
+#[test]
+fn every_binary_tunes_the_allocator_in_a_plain_main_before_its_runtime_starts() {
+    assert_ok(check_binary_mains());
 }
 
 #[test]

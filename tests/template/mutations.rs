@@ -5,7 +5,11 @@
 use serde_json::{Value, json};
 
 use crate::conditions::check_references_resolve;
-use crate::functions::{check_environment, check_functions_build, check_log_groups};
+use crate::functions::{
+    check_binary_main, check_environment, check_functions_build, check_log_groups,
+    check_tuned_runtime,
+};
+use crate::list_prefixes::check_list_bucket_prefixes;
 use crate::model::{COPIER, REPLICATOR, Template, load};
 use crate::outputs::check_outputs;
 use crate::permissions::{
@@ -267,11 +271,7 @@ fn extra_or_missing_permissions_are_caught() {
     );
     // A HEAD of a missing destination key would be a 403, not a 404.
     let t = broken(|d| {
-        for s in role_statements(d, REPLICATOR).iter_mut() {
-            if s.get("Sid") == Some(&json!("ListSourceAndDestination")) {
-                s["Resource"] = json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::${SourceBucket}"});
-            }
-        }
+        role_statements(d, REPLICATOR).retain(|s| s.get("Sid") != Some(&json!("ListDestination")));
     });
     assert_caught(
         check_least_privilege(&t),
@@ -294,6 +294,83 @@ fn extra_or_missing_permissions_are_caught() {
         check_least_privilege(&t),
         "replicator sending to the work queue",
     );
+}
+
+/// The statement `sid` of `binary`'s role.
+fn role_statement<'a>(doc: &'a mut Value, binary: &str, sid: &str) -> &'a mut Value {
+    role_statements(doc, binary)
+        .iter_mut()
+        .find(|s| s.get("Sid") == Some(&json!(sid)))
+        .unwrap_or_else(|| panic!("{binary} has no statement {sid}"))
+}
+
+#[test]
+fn list_bucket_not_held_to_the_stacks_prefix_is_caught() {
+    let prefix_like = |operator: &str, param: &str| json!({operator: {"s3:prefix": {"Fn::Sub": format!("${{{param}}}*")}}});
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "the lister listing the whole source bucket",
+            Box::new(|d| {
+                remove(
+                    role_statement(d, "s3-fanout-lister", "ListSource"),
+                    "/Condition",
+                )
+            }),
+        ),
+        (
+            "the copier listing the whole report bucket",
+            Box::new(|d| remove(role_statement(d, COPIER, "ListRunState"), "/Condition")),
+        ),
+        (
+            "the planner listing the destination under the source's prefix",
+            Box::new(|d| {
+                role_statement(d, "s3-fanout-planner", "ListDestination")["Condition"] = json!({"Fn::If": ["HasDestinationPrefix", prefix_like("StringLike", "SourcePrefix"), {"Ref": "AWS::NoValue"}]});
+            }),
+        ),
+        (
+            "one statement listing both buckets, as the template once had",
+            Box::new(|d| {
+                let statements = role_statements(d, "s3-fanout-lister");
+                statements.retain(|s| s.get("Sid") != Some(&json!("ListDestination")));
+                let source = statements
+                    .iter_mut()
+                    .find(|s| s.get("Sid") == Some(&json!("ListSource")))
+                    .expect("ListSource");
+                source["Resource"] = json!([
+                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::${SourceBucket}"},
+                    {"Fn::Sub": "arn:${AWS::Partition}:s3:::${DestinationBucket}"},
+                ]);
+            }),
+        ),
+        (
+            "a prefix condition on a whole bucket, refusing a listing without prefix",
+            Box::new(|d| {
+                role_statement(d, "s3-fanout-planner", "ListSource")["Condition"] =
+                    prefix_like("StringLike", "SourcePrefix");
+            }),
+        ),
+        (
+            "the replicator's HEAD of a missing destination key answered 403",
+            Box::new(|d| {
+                role_statement(d, REPLICATOR, "ListDestination")["Condition"] = json!({"Fn::If": ["HasDestinationPrefix", prefix_like("StringLike", "DestinationPrefix"), {"Ref": "AWS::NoValue"}]});
+            }),
+        ),
+        (
+            "the planner admitted to list a whole bucket by sending no prefix",
+            Box::new(|d| {
+                role_statement(d, "s3-fanout-planner", "ListSource")["Condition"] = json!({"Fn::If": ["HasSourcePrefix", prefix_like("StringLikeIfExists", "SourcePrefix"), {"Ref": "AWS::NoValue"}]});
+            }),
+        ),
+        (
+            "a condition widened with a second pattern",
+            Box::new(|d| {
+                role_statement(d, "s3-fanout-reporter", "ListRunState")["Condition"] = json!({"StringLikeIfExists": {"s3:prefix": [{"Fn::Sub": "${ReportPrefix}*"}, "*"]}});
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        assert_caught(check_list_bucket_prefixes(&broken(edit)), what);
+    }
 }
 
 #[test]
@@ -527,6 +604,16 @@ fn missing_environment_is_caught() {
         )
     });
     assert_caught(check_environment(&t), "S3_FANOUT_EXCLUDE from Include");
+    let t = broken(|d| {
+        remove(
+            d,
+            "/Globals/Function/Environment/Variables/S3_FANOUT_SSE_KMS_KEY_ID",
+        )
+    });
+    assert_caught(
+        check_environment(&t),
+        "copies not held to the destination's KMS key",
+    );
     let variables = |d: &Value| {
         format!(
             "/Resources/{}/Properties/Environment/Variables",
@@ -1026,4 +1113,23 @@ fn state_machine_mismatches_are_caught() {
         )
     });
     assert_caught(check_state_machine(&t, &asl), "express workflow");
+}
+
+#[test]
+fn a_runtime_started_before_the_allocator_is_tuned_is_caught() {
+    // The functions' mains before the fix: tune() ran inside the runtime.
+    let tokio_main = "#[tokio::main]\nasync fn main() -> Result<(), Error> {\n    s3_fanout::allocator::tune();\n    init_tracing();\n    run(service_fn(|e| handle(e, &env))).await\n}\n";
+    let built_first = "fn main() -> Result<(), Error> {\n    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;\n    s3_fanout::allocator::tune();\n    rt.block_on(body())\n}\n";
+    let tuned_late = "fn main() -> Result<(), Error> {\n    spawn_watchdog_thread();\n    s3_fanout::allocator::tuned_runtime()?.block_on(body())\n}\n";
+    for (what, source) in [
+        ("#[tokio::main] calling tune()", tokio_main),
+        ("a runtime built by hand before tune()", built_first),
+        ("tuned_runtime() after other work", tuned_late),
+    ] {
+        assert_caught(check_binary_main("main.rs", source), what);
+    }
+    let good = "fn main() -> Result<(), Error> {\n    // Not #[tokio::main]: tuned first.\n    s3_fanout::allocator::tuned_runtime()?.block_on(body())\n}\n";
+    assert_ok(check_binary_main("main.rs", good));
+    let swapped = "pub fn tuned_runtime() -> std::io::Result<Runtime> {\n    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build();\n    tune();\n    rt\n}\n";
+    assert_caught(check_tuned_runtime(swapped), "tuned_runtime building first");
 }

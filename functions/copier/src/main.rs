@@ -7,10 +7,12 @@
 use lambda_runtime::{Error, run, service_fn};
 use s3_fanout::serverless::{FunctionEnv, copier, init_tracing};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    s3_fanout::allocator::tune();
-    init_tracing();
-    let env = FunctionEnv::from_environment().await?;
-    run(service_fn(|event| copier::handle(event, &env))).await
+fn main() -> Result<(), Error> {
+    // Not #[tokio::main]: the allocator is tuned before the runtime's
+    // threads exist (see s3_fanout::allocator).
+    s3_fanout::allocator::tuned_runtime()?.block_on(async {
+        init_tracing();
+        let env = FunctionEnv::from_environment().await?;
+        run(service_fn(|event| copier::handle(event, &env))).await
+    })
 }
