@@ -2,7 +2,8 @@
 //!
 //! Handler tests feed the real replicator fixture events
 //! (`tests/fixtures/events/`: S3's native notification, the EventBridge
-//! event, a test event) against moto, with a fault-injecting proxy where a
+//! event, a test event; `keys/` holds both shapes for awkward keys, encoded
+//! as each shape encodes them) against moto, with a fault-injecting proxy where a
 //! failure or a race has to be made to happen. End-to-end tests let moto's
 //! S3 send its own notifications to an SQS queue, and the local event source
 //! mapping deliver them to the replicator, as on AWS.
@@ -35,13 +36,24 @@ fn awkward_keys() -> Vec<String> {
     keys
 }
 
-/// Form-encode a key as S3 does in events: a space is `+`, anything but
-/// letters, digits and `-_.~` is `%XX`.
+/// Form-encode a key as S3 does in native events: a space is `+`, anything
+/// but letters, digits and `-_.~/` is `%XX`.
 fn form_encode(key: &str) -> String {
     key.bytes()
         .map(|b| match b {
             b' ' => "+".to_owned(),
-            b if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) => (b as char).to_string(),
+            b if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Encode a key as EventBridge is reported to: percent-encoding with `+`
+/// left literal, so a space is `%20` (see `src/serverless/events.rs`).
+fn eventbridge_encode(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b if b.is_ascii_alphanumeric() || b"-_.~/+".contains(&b) => (b as char).to_string(),
             b => format!("%{b:02X}"),
         })
         .collect()
@@ -53,8 +65,18 @@ fn now_iso() -> String {
         .unwrap()
 }
 
-/// A fixture event about `key` of `bucket`, as S3 would send it now.
+/// A fixture event about `key` of `bucket`, as S3 would send it now: the
+/// key encoded as the fixture's shape encodes it.
 fn fixture(name: &str, bucket: &str, key: &str) -> String {
+    let encoded = match name.starts_with("eventbridge") {
+        true => eventbridge_encode(key),
+        false => form_encode(key),
+    };
+    fixture_as_sent(name, bucket, &encoded)
+}
+
+/// A fixture event whose key field holds `sent`, whatever the shape's rule.
+fn fixture_as_sent(name: &str, bucket: &str, sent: &str) -> String {
     let path = format!(
         "{}/tests/fixtures/events/{name}.json",
         env!("CARGO_MANIFEST_DIR")
@@ -62,7 +84,7 @@ fn fixture(name: &str, bucket: &str, key: &str) -> String {
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{path}: {e}"))
         .replace("__BUCKET__", bucket)
-        .replace("__KEY__", &form_encode(key))
+        .replace("__KEY__", sent)
         .replace("__TIME__", &now_iso())
 }
 
@@ -224,6 +246,276 @@ async fn native_and_eventbridge_events_replicate_awkward_keys_and_test_events_ar
         assert_eq!(lags.len(), 5, "one lag per replicated key");
         assert!(lags.iter().all(|l| (0.0..60_000.0).contains(l)), "{lags:?}");
     }
+}
+
+/// `tests/fixtures/events/keys/{shape}-{name}.json`: each shape's event for
+/// an awkward key, encoded as that shape encodes it, and the key it names.
+const KEY_FIXTURES: [(&str, &str); 5] = [
+    ("space", "a b"),
+    ("plus", "a+b"),
+    ("percent-2b", "a%2Bb"),
+    ("percent", "100%"),
+    ("unicode", "ü/ñ.txt"),
+];
+
+/// The other readings of those fixtures' keys that are not themselves one
+/// of the keys: a fixture read wrongly would reconcile one of these, or
+/// another fixture's key, instead of its own.
+const DECOYS: [&str; 4] = ["a%20b", "a%252Bb", "100%25", "%C3%BC/%C3%B1.txt"];
+
+fn key_fixture(shape: &str, name: &str, bucket: &str) -> String {
+    let body = fixture_as_sent(&format!("keys/{shape}-{name}"), bucket, "");
+    assert!(!body.contains("__KEY__"), "keys/ fixtures hold their key");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_shape_s_fixture_for_each_awkward_key_replicates_exactly_that_key() {
+    // GIVEN every fixture's key at the source, and beside them the other
+    // readings of those keys
+    let s3 = s3().await;
+    let src = unique_bucket("repl-keys");
+    create_bucket(&s3, &src).await;
+    for (i, (_, key)) in KEY_FIXTURES.iter().enumerate() {
+        put(&s3, &src, key, body(i as u64, 40 + i)).await;
+    }
+    for (i, decoy) in DECOYS.iter().enumerate() {
+        put(&s3, &src, decoy, body(100 + i as u64, 80 + i)).await;
+    }
+
+    for shape in ["s3-put", "eventbridge-object-created"] {
+        let dst = unique_bucket("repl-keys-dst");
+        create_bucket(&s3, &dst).await;
+        let replicator = replicator(
+            &moto().endpoint,
+            &format!("s3://{src}"),
+            &format!("s3://{dst}"),
+            &[("S3_FANOUT_REPLICATE_DELETES", "true")],
+        )
+        .await;
+        for (name, key) in KEY_FIXTURES {
+            // WHEN the shape's event for one key arrives alone
+            let event = message(name, &key_fixture(shape, name, &src));
+            let invocation = replicator.replicate(vec![event], deadline()).await;
+
+            // THEN that key, read by the shape's own rule, is copied
+            assert!(handed_back(&invocation).is_empty(), "{shape} {name}");
+            let [report] = &invocation.keys[..] else {
+                panic!("{shape} {name}: {:#?}", invocation.keys)
+            };
+            assert_eq!(report.key.as_bytes(), key.as_bytes(), "{shape} {name}");
+            assert_eq!(report.read_as_other, None, "{shape} {name}");
+            assert!(
+                matches!(report.outcome, Outcome::Replicated { .. }),
+                "{shape} {name}: {report:?}"
+            );
+            assert_eq!(
+                get_bytes(&s3, &dst, key).await,
+                get_bytes(&s3, &src, key).await,
+                "{shape} {name}"
+            );
+        }
+        // AND nothing else: no decoy, no key under another name
+        let mut want: Vec<&str> = KEY_FIXTURES.iter().map(|(_, key)| *key).collect();
+        want.sort();
+        let got: Vec<String> = list_all(&s3, &dst, "")
+            .await
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        assert_eq!(got, want, "{shape}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plus_key_through_eventbridge_is_replicated_and_never_read_as_its_space_holding_twin() {
+    // GIVEN `video+data.mp4` at the source, and at the destination a
+    // `video data.mp4` that has no source, with deletes replicated
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-twin").await;
+    let plus = body(1, 64);
+    put(&s3, &src, "video+data.mp4", plus.clone()).await;
+    let twin = body(2, 48);
+    put(&s3, &dst, "video data.mp4", twin.clone()).await;
+    let twin_etag = head(&s3, &dst, "video data.mp4").await.e_tag;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    let replicator = replicator(
+        proxy.endpoint(),
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &[("S3_FANOUT_REPLICATE_DELETES", "true")],
+    )
+    .await;
+    let untouched = |proxy: &FaultProxy| {
+        for op in [Op::HeadObject, Op::CopyObject, Op::DeleteObject] {
+            assert_eq!(proxy.count(op, "video data.mp4"), 0, "{op:?}");
+        }
+    };
+
+    // WHEN EventBridge reports it created, `+` left literal in its key
+    let created = fixture("eventbridge-object-created", &src, "video+data.mp4");
+    assert!(created.contains(r#""key": "video+data.mp4""#), "{created}");
+    let invocation = replicator
+        .replicate(vec![message("created", &created)], deadline())
+        .await;
+
+    // THEN it is copied, and its twin is neither read, copied nor deleted
+    assert!(
+        handed_back(&invocation).is_empty(),
+        "{:#?}",
+        invocation.keys
+    );
+    assert!(
+        matches!(
+            outcome(&invocation, "video+data.mp4"),
+            Outcome::Replicated { .. }
+        ),
+        "{:#?}",
+        invocation.keys
+    );
+    assert_eq!(invocation.keys.len(), 1, "{:#?}", invocation.keys);
+    assert_eq!(get_bytes(&s3, &dst, "video+data.mp4").await, plus);
+    assert_eq!(get_bytes(&s3, &dst, "video data.mp4").await, twin);
+    assert_eq!(head(&s3, &dst, "video data.mp4").await.e_tag, twin_etag);
+    untouched(&proxy);
+
+    // AND WHEN it is deleted at the source and EventBridge reports that,
+    // every reading of the key is absent: only its own copy is deleted
+    s3.delete_object()
+        .bucket(&src)
+        .key("video+data.mp4")
+        .send()
+        .await
+        .unwrap();
+    let deleted = fixture("eventbridge-object-deleted", &src, "video+data.mp4");
+    let invocation = replicator
+        .replicate(vec![message("deleted", &deleted)], deadline())
+        .await;
+    assert_eq!(*outcome(&invocation, "video+data.mp4"), Outcome::Deleted);
+    let left: Vec<String> = list_all(&s3, &dst, "")
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(left, ["video data.mp4"]);
+    assert_eq!(get_bytes(&s3, &dst, "video data.mp4").await, twin);
+    assert_eq!(proxy.count(Op::DeleteObject, "video data.mp4"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_rule_s_reading_is_absent_the_reading_that_exists_is_replicated_and_the_other_copy_kept()
+ {
+    // GIVEN events whose key field is not encoded by their shape's rule, each
+    // key at the source, and at the destination a copy with no source under
+    // the name the rule reads, with deletes replicated
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-readings").await;
+    // (shape, key field as sent, the key at the source, the rule's reading)
+    let cases = [
+        // A sender that did not form-encode (some S3-compatible stores).
+        ("s3-put", "a+b", "a+b", "a b"),
+        // EventBridge sending the key unencoded, as media lake's code now
+        // assumes it does.
+        ("eventbridge-object-created", "x%2By", "x%2By", "x+y"),
+        // EventBridge form-encoding after all.
+        ("eventbridge-object-created", "p+q", "p q", "p+q"),
+    ];
+    for (i, (_, _, key, read)) in cases.iter().enumerate() {
+        put(&s3, &src, key, body(i as u64, 30 + i)).await;
+        put(&s3, &dst, read, body(50 + i as u64, 20 + i)).await;
+    }
+    let before = contents(&s3, &dst).await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    let replicator = replicator(
+        proxy.endpoint(),
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &[("S3_FANOUT_REPLICATE_DELETES", "true")],
+    )
+    .await;
+
+    // WHEN their events arrive
+    let records = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (shape, sent, _, _))| {
+            message(&format!("m{i}"), &fixture_as_sent(shape, &src, sent))
+        })
+        .collect();
+    let invocation = replicator.replicate(records, deadline()).await;
+
+    // THEN the key that exists is copied, reported with the rule's reading,
+    // and the rule's reading's copy is left as it was
+    assert!(
+        handed_back(&invocation).is_empty(),
+        "{:#?}",
+        invocation.keys
+    );
+    for (_, sent, key, read) in cases {
+        let report = invocation.keys.iter().find(|k| k.key == key);
+        let report = report.unwrap_or_else(|| panic!("{sent}: {:#?}", invocation.keys));
+        assert!(
+            matches!(report.outcome, Outcome::Replicated { .. }),
+            "{report:?}"
+        );
+        assert_eq!(report.read_as_other.as_deref(), Some(read), "{report:?}");
+        assert_eq!(
+            get_bytes(&s3, &dst, key).await,
+            get_bytes(&s3, &src, key).await
+        );
+    }
+    assert_eq!(proxy.count_op(Op::DeleteObject), 0);
+    let after = contents(&s3, &dst).await;
+    for copy in &before {
+        assert!(after.contains(copy), "{copy:?} changed: {after:#?}");
+    }
+    assert_eq!(after.len(), before.len() + cases.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reading_whose_source_head_fails_is_not_taken_as_absent() {
+    // GIVEN a native event whose key field holds `m+n` unencoded, nothing at
+    // the source under either reading, `m n` at the destination, deletes
+    // replicated, and the source HEAD of `m+n` throttled
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-head-fails").await;
+    put(&s3, &dst, "m n", body(1, 20)).await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    proxy.add_rule(Rule::on(Op::HeadObject).key("m+n").respond(
+        503,
+        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+    ));
+    let replicator = replicator(
+        proxy.endpoint(),
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &[
+            ("S3_FANOUT_REPLICATE_DELETES", "true"),
+            ("S3_FANOUT_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+
+    // WHEN it arrives
+    let event = message("m", &fixture_as_sent("s3-put", &src, "m+n"));
+    let invocation = replicator.replicate(vec![event], deadline()).await;
+
+    // THEN the key is not known absent: nothing is deleted, and the message
+    // is handed back for another try
+    assert_eq!(handed_back(&invocation), ["m"], "{:#?}", invocation.keys);
+    assert!(
+        matches!(
+            outcome(&invocation, "m+n"),
+            Outcome::Failed {
+                retryable: true,
+                ..
+            }
+        ),
+        "{:#?}",
+        invocation.keys
+    );
+    assert_eq!(proxy.count_op(Op::DeleteObject), 0);
+    assert_eq!(get_bytes(&s3, &dst, "m n").await, body(1, 20));
 }
 
 #[tokio::test(flavor = "multi_thread")]

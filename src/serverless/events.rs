@@ -11,11 +11,37 @@
 //! - `s3:TestEvent`, which S3 sends once when a notification configuration is
 //!   saved. It names no object.
 //!
-//! Keys are form-encoded in both formats: `+` is a space and `%XX` an
-//! escaped byte, so `a+b` arrives as `a%2Bb`. Only the bucket, the key and
-//! the event's time are kept: the replicator reconciles the key's current
-//! state, so what the event says happened does not matter, only that
-//! something happened to that key.
+//! The two shapes encode keys by different rules, so each is decoded by its
+//! own:
+//!
+//! - **Native notifications are form-encoded**: a space is `+`, a plus
+//!   `%2B`, any other byte may be `%XX`. AWS documents it: "The object key
+//!   name value is URL encoded. For example, "red flower.jpg" becomes
+//!   "red+flower.jpg"" (Amazon S3 User Guide, *Event message structure*,
+//!   <https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html>).
+//! - **EventBridge's `detail.object.key` is read as percent-encoded, `+`
+//!   literal**: a space is `%20`, a plus `+`. AWS's page for this shape
+//!   (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html>)
+//!   says nothing about encoding. AWS's media lake guidance found that
+//!   form-decoding it read `video+data.mp4` as `video data.mp4`, which was
+//!   then never found (aws-solutions-library-samples/guidance-for-medialake-on-aws
+//!   PR #21: "spaces → `%20`, plus signs stay as `+`", tested with
+//!   `test+b.png` and `%2B++ %20.mp3`). That project's code as merged since
+//!   (`lambdas/ingest/s3/index.py`) instead uses the key as it arrives, not
+//!   decoded at all. The two readings agree on every key without a `%XX`
+//!   sequence in it; where they differ, the key as it arrived is kept as
+//!   another reading.
+//!
+//! Because neither rule is documented for both shapes, a key is never
+//! concluded absent from one reading: each [`ObjectEvent`] carries, besides
+//! the key by its shape's rule, the other plausible readings (the key as it
+//! arrived; for EventBridge also its form-decoded reading), and the
+//! replicator tries them in order when the first is absent at the source
+//! before it acts on absence.
+//!
+//! Only the bucket, the key and the event's time are kept: the replicator
+//! reconciles the key's current state, so what the event says happened does
+//! not matter, only that something happened to that key.
 
 use serde_json::Value;
 
@@ -25,8 +51,12 @@ use crate::listing::form_decode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectEvent {
     pub bucket: String,
-    /// Decoded.
+    /// Decoded by its shape's rule.
     pub key: String,
+    /// Other readings of the key as it arrived, most plausible first, none
+    /// equal to `key` or to each other. The replicator tries them in order
+    /// only when `key` is absent at the source.
+    pub alternatives: Vec<String>,
     /// `ObjectCreated:Put`, `ObjectRemoved:Delete`, `Object Created`, ...
     pub event_name: String,
     /// When S3 says it happened, in ms since the epoch; the replication lag
@@ -82,10 +112,12 @@ fn parse_value(value: &Value, unwrap_sns: bool) -> Result<EventBody, String> {
 fn native_record(record: &Value) -> Result<ObjectEvent, String> {
     let s3 = record.get("s3").ok_or("no \"s3\" member")?;
     let bucket = string(&s3["bucket"]["name"], "s3.bucket.name")?;
-    let key = string(&s3["object"]["key"], "s3.object.key")?;
+    let arrived = string(&s3["object"]["key"], "s3.object.key")?;
+    let (key, alternatives) = native_key(&arrived)?;
     Ok(ObjectEvent {
         bucket,
-        key: decode_key(&key)?,
+        key,
+        alternatives,
         event_name: record["eventName"].as_str().unwrap_or_default().to_owned(),
         event_time_ms: record["eventTime"].as_str().and_then(parse_time),
     })
@@ -96,16 +128,18 @@ fn eventbridge_event(event: &Value) -> Result<ObjectEvent, String> {
         .get("detail")
         .ok_or("an EventBridge event without \"detail\"")?;
     let bucket = string(&detail["bucket"]["name"], "detail.bucket.name")?;
-    let key = string(&detail["object"]["key"], "detail.object.key")?;
+    let arrived = string(&detail["object"]["key"], "detail.object.key")?;
     let event_time_ms = match &event["time"] {
         Value::String(time) => parse_time(time),
         // Not what S3 sends, but what some emulators do: seconds.
         Value::Number(seconds) => seconds.as_f64().map(|s| (s * 1000.0) as i64),
         _ => None,
     };
+    let (key, alternatives) = eventbridge_key(&arrived);
     Ok(ObjectEvent {
         bucket,
-        key: decode_key(&key)?,
+        key,
+        alternatives,
         event_name: event["detail-type"].as_str().unwrap_or_default().to_owned(),
         event_time_ms,
     })
@@ -118,8 +152,44 @@ fn string(value: &Value, what: &str) -> Result<String, String> {
     }
 }
 
-fn decode_key(encoded: &str) -> Result<String, String> {
-    form_decode(encoded).map_err(|_| format!("the key {encoded:?} is not UTF-8 once form-decoded"))
+/// A native notification's key: form-decoded, and the key as it arrived if
+/// that differs (a sender that did not encode it: some S3-compatible stores,
+/// hand-written test events). A key that is not UTF-8 once form-decoded is
+/// not one S3 sent, so the message is refused.
+fn native_key(arrived: &str) -> Result<(String, Vec<String>), String> {
+    let key = form_decode(arrived)
+        .map_err(|_| format!("the key {arrived:?} is not UTF-8 once form-decoded"))?;
+    Ok(readings(key, [arrived.to_owned()]))
+}
+
+/// An EventBridge event's key: percent-decoded with `+` left literal; then
+/// the key as it arrived, for the case that EventBridge sends it unencoded
+/// (then `a%2Bb` is a key of its own); then the form-decoded reading, for
+/// the case that it sends the native encoding after all. A reading that is
+/// not UTF-8 is dropped, and the key as it arrived always is one, so this
+/// never fails: `100%FF` can only be a key sent unencoded.
+fn eventbridge_key(arrived: &str) -> (String, Vec<String>) {
+    let form_decoded = form_decode(arrived).ok();
+    match String::from_utf8(percent_encoding::percent_decode_str(arrived).collect()) {
+        Ok(decoded) => readings(
+            decoded,
+            [Some(arrived.to_owned()), form_decoded]
+                .into_iter()
+                .flatten(),
+        ),
+        Err(_) => readings(arrived.to_owned(), form_decoded),
+    }
+}
+
+/// `key`, and the others that differ from it and from each other, in order.
+fn readings(key: String, others: impl IntoIterator<Item = String>) -> (String, Vec<String>) {
+    let mut alternatives: Vec<String> = Vec::new();
+    for other in others {
+        if other != key && !alternatives.contains(&other) {
+            alternatives.push(other);
+        }
+    }
+    (key, alternatives)
 }
 
 /// ISO 8601 as S3 writes it (`2026-11-22T02:00:00.123Z`). A time without
@@ -161,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn native_keys_are_form_decoded() {
+    fn native_keys_are_form_decoded_and_keep_the_key_as_it_arrived() {
         for (encoded, key) in [
             ("a+b", "a b"),
             ("a%2Bb", "a+b"),
@@ -171,9 +241,115 @@ mod tests {
         ] {
             let got = objects(&native(encoded));
             assert_eq!(got[0].key, key, "{encoded}");
+            assert_eq!(got[0].alternatives, [encoded], "{encoded}");
             assert_eq!(got[0].bucket, "src");
             assert_eq!(got[0].event_time_ms, Some(1_795_312_800_250));
         }
+    }
+
+    /// A fixture of `tests/fixtures/events/keys/`, as S3 would send it.
+    macro_rules! key_fixture {
+        ($name:literal) => {
+            include_str!(concat!("../../tests/fixtures/events/keys/", $name, ".json"))
+                .replace("__BUCKET__", "src")
+                .replace("__TIME__", "2026-11-22T02:00:00.250Z")
+        };
+    }
+
+    /// The one object of a fixture: its key, its other readings.
+    fn key_of(body: &str) -> (Vec<u8>, Vec<String>) {
+        let got = objects(body);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].bucket, "src");
+        assert_eq!(got[0].event_time_ms, Some(1_795_312_800_250));
+        (got[0].key.as_bytes().to_vec(), got[0].alternatives.clone())
+    }
+
+    #[test]
+    fn native_fixtures_parse_to_their_exact_key_by_form_decoding() {
+        for (body, key, others) in [
+            (key_fixture!("s3-put-space"), "a b", &["a+b"][..]),
+            (key_fixture!("s3-put-plus"), "a+b", &["a%2Bb"]),
+            (key_fixture!("s3-put-percent-2b"), "a%2Bb", &["a%252Bb"]),
+            (key_fixture!("s3-put-percent"), "100%", &["100%25"]),
+            (
+                key_fixture!("s3-put-unicode"),
+                "ü/ñ.txt",
+                &["%C3%BC/%C3%B1.txt"],
+            ),
+        ] {
+            assert_eq!(
+                key_of(&body),
+                (
+                    key.as_bytes().to_vec(),
+                    others.iter().map(|o| o.to_string()).collect()
+                ),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn eventbridge_fixtures_parse_to_their_exact_key_by_percent_decoding_with_plus_literal() {
+        for (body, key, others) in [
+            (
+                key_fixture!("eventbridge-object-created-space"),
+                "a b",
+                &["a%20b"][..],
+            ),
+            // The form reading of `a+b` is its space-holding twin: tried
+            // only if `a+b` is absent at the source.
+            (
+                key_fixture!("eventbridge-object-created-plus"),
+                "a+b",
+                &["a b"],
+            ),
+            (
+                key_fixture!("eventbridge-object-created-percent-2b"),
+                "a%2Bb",
+                &["a%252Bb"],
+            ),
+            (
+                key_fixture!("eventbridge-object-created-percent"),
+                "100%",
+                &["100%25"],
+            ),
+            (
+                key_fixture!("eventbridge-object-created-unicode"),
+                "ü/ñ.txt",
+                &["%C3%BC/%C3%B1.txt"],
+            ),
+        ] {
+            assert_eq!(
+                key_of(&body),
+                (
+                    key.as_bytes().to_vec(),
+                    others.iter().map(|o| o.to_string()).collect()
+                ),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_eventbridge_key_that_decodes_to_no_utf8_is_read_as_it_arrived() {
+        // Percent-decoded `100%FF` is not UTF-8, so EventBridge cannot have
+        // encoded it: it is the key itself, sent unencoded.
+        let (key, others) = eventbridge_key("100%FF");
+        assert_eq!(key, "100%FF");
+        assert!(others.is_empty(), "{others:?}");
+        // An unencoded key with a valid escape in it keeps its raw reading.
+        assert_eq!(
+            eventbridge_key("a%2Bb c+d"),
+            (
+                "a+b c+d".to_owned(),
+                vec!["a%2Bb c+d".to_owned(), "a+b c d".to_owned()]
+            )
+        );
+        assert_eq!(
+            eventbridge_key("plain/key.txt"),
+            ("plain/key.txt".to_owned(), vec![])
+        );
     }
 
     #[test]

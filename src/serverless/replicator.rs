@@ -15,6 +15,17 @@
 //! threshold). Duplicate, late and out-of-order events then all converge:
 //! whichever arrives last, it reconciles against the newest state.
 //!
+//! Which key an event names is not always certain: S3's two event shapes
+//! encode keys differently, and one of them undocumentedly (see
+//! [`crate::serverless::events`]). So a key is never taken as absent at the
+//! source from one reading of it: when the event's own reading is absent,
+//! the other readings are tried in order, and the first that exists is the
+//! key reconciled. Only when every reading is absent is the key absent, and
+//! then only the event's own reading is reconciled: another reading's
+//! destination copy belongs to a key the event does not name, and is never
+//! deleted on its account (an EventBridge event for `video+data.mp4` must
+//! not delete `video data.mp4`).
+//!
 //! Two invocations can race on one key (a put and a delete a moment apart,
 //! each delivered to a different copier). After acting, an invocation reads
 //! the source again; if it is no longer what the action was based on, it
@@ -123,7 +134,13 @@ impl Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyReport {
     pub bucket: String,
+    /// The key reconciled: the event's key by its shape's rule, or the other
+    /// reading of it that exists at the source.
     pub key: String,
+    /// The event's key by its shape's rule, when another reading was
+    /// reconciled instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_as_other: Option<String>,
     /// Events for this key in the invocation (duplicates are reconciled once).
     pub events: usize,
     #[serde(flatten)]
@@ -202,6 +219,7 @@ impl Replicator {
             ..SyncSpec::default()
         };
         config.apply_client(&mut spec);
+        config.apply_encryption(&mut spec);
         let options = SyncOptions::try_from(spec)?;
         let copier = Arc::new(env.copier_for(&options).await?);
         Ok(Replicator {
@@ -246,6 +264,13 @@ impl Replicator {
                                 let (first, messages, count) = &mut keys[k];
                                 *count += 1;
                                 messages.push(m);
+                                // Another shape can read the same key
+                                // from other bytes: keep every reading.
+                                for reading in event.alternatives {
+                                    if !first.alternatives.contains(&reading) {
+                                        first.alternatives.push(reading);
+                                    }
+                                }
                                 // The lag counts from the oldest event.
                                 first.event_time_ms =
                                     match (first.event_time_ms, event.event_time_ms) {
@@ -383,15 +408,31 @@ impl Replicator {
         stop_at: SystemTime,
     ) -> KeyReport {
         let source = &copier.source;
+        let mut reconciled = event.key.clone();
         let (outcome, rounds) = if event.bucket != source.bucket {
             let reason = format!(
                 "the event is for bucket {:?}; this replicator copies from {source}",
                 event.bucket
             );
             (Outcome::Ignored { reason }, 0)
-        } else if let Some(relative) = source.relative(&event.key) {
-            if !self.diff.filter.matches(relative) {
-                let reason = "left out by the include/exclude rules".to_owned();
+        } else {
+            // Why the event's own reading is not this replicator's, if it
+            // is not; another reading of the key still may be.
+            let not_ours = |key: &str| match source.relative(key) {
+                Some(relative) if self.diff.filter.matches(relative) => None,
+                Some(_) => Some("left out by the include/exclude rules".to_owned()),
+                None => Some(format!("outside the source prefix {source}")),
+            };
+            let own_excluded = not_ours(&event.key);
+            // The readings this replicator copies, the event's own first,
+            // each as (key, relative key).
+            let readings: Vec<(&str, &str)> = std::iter::once(&event.key)
+                .chain(&event.alternatives)
+                .filter(|key| not_ours(key).is_none())
+                .filter_map(|key| Some((key.as_str(), source.relative(key)?)))
+                .collect();
+            if readings.is_empty() {
+                let reason = own_excluded.unwrap_or_default();
                 (Outcome::Ignored { reason }, 0)
             } else if SystemTime::now() >= stop_at {
                 let outcome = Outcome::Failed {
@@ -401,18 +442,35 @@ impl Replicator {
                 };
                 (outcome, 0)
             } else {
-                self.reconcile(copier, relative).await
+                match self
+                    .resolve(copier, &readings, own_excluded.is_none())
+                    .await
+                {
+                    Resolved::Reading((key, relative), head) => {
+                        reconciled = key.to_owned();
+                        match head {
+                            Ok(found) => self.reconcile(copier, relative, Some(found)).await,
+                            Err(f) => (source_head_failed(&f), 1),
+                        }
+                    }
+                    Resolved::NoneOurs => {
+                        let reason = format!(
+                            "{}; no other reading of the key exists at the source",
+                            own_excluded.unwrap_or_default()
+                        );
+                        (Outcome::Ignored { reason }, 1)
+                    }
+                }
             }
-        } else {
-            let reason = format!("outside the source prefix {source}");
-            (Outcome::Ignored { reason }, 0)
         };
         let lag_ms = matches!(outcome, Outcome::Replicated { .. } | Outcome::Deleted)
             .then(|| event.event_time_ms.map(|t| (now_ms() - t).max(0)))
             .flatten();
+        let read_as_other = (reconciled != event.key).then(|| event.key.clone());
         let report = KeyReport {
             bucket: event.bucket,
-            key: event.key,
+            key: reconciled,
+            read_as_other,
             events,
             outcome,
             lag_ms,
@@ -422,23 +480,49 @@ impl Replicator {
         report
     }
 
+    /// Which reading of an event's key to reconcile. The first that exists
+    /// at the source wins, so a key is never taken as absent from one
+    /// decoding of it. Only when every reading is absent is the key absent,
+    /// and then it is the event's own reading (`own`: whether the first of
+    /// `readings` is it) that is reconciled, so an absent alternative's
+    /// destination copy is never deleted on account of this event: that
+    /// copy is another key's, one this event does not name.
+    async fn resolve<'k>(
+        &self,
+        copier: &Copier,
+        readings: &[(&'k str, &'k str)],
+        own: bool,
+    ) -> Resolved<'k> {
+        for &reading in readings {
+            match copier.head(Side::Source, reading.1).await {
+                Ok(None) => continue,
+                // There, or unknown: an error is not an absence.
+                found_or_failed => return Resolved::Reading(reading, found_or_failed),
+            }
+        }
+        match own {
+            true => Resolved::Reading(readings[0], Ok(None)),
+            false => Resolved::NoneOurs,
+        }
+    }
+
     /// Make the destination match the source's current state. Returns the
     /// outcome and the rounds it took.
-    async fn reconcile(&self, copier: &Copier, relative: &str) -> (Outcome, u32) {
+    /// `known` is the source's state when a HEAD has just read it.
+    async fn reconcile(
+        &self,
+        copier: &Copier,
+        relative: &str,
+        mut known: Option<Option<ObjectEntry>>,
+    ) -> (Outcome, u32) {
         let cancel = CancellationToken::new();
         for round in 1..=MAX_ROUNDS {
-            let source = match copier.head(Side::Source, relative).await {
-                Ok(source) => source,
-                // HEAD has no body: a 400 on an object S3 can read is one
-                // encrypted with a customer-provided key.
-                Err(f) if f.http_status == Some(400) => {
-                    let outcome = Outcome::Skipped {
-                        code: "SkippedSSEC".into(),
-                        message: "HEAD answered 400, as S3 does for an object encrypted with a customer-provided key (SSE-C), which cannot be copied without that key".into(),
-                    };
-                    return (outcome, round);
-                }
-                Err(f) => return (Outcome::failed(&f, "reading the source object"), round),
+            let source = match known.take() {
+                Some(source) => source,
+                None => match copier.head(Side::Source, relative).await {
+                    Ok(source) => source,
+                    Err(f) => return (source_head_failed(&f), round),
+                },
             };
             let destination = match copier.head(Side::Destination, relative).await {
                 Ok(destination) => destination,
@@ -564,6 +648,29 @@ impl Replicator {
     }
 }
 
+/// Which reading of an event's key to reconcile, and what the source's HEAD
+/// said of it.
+enum Resolved<'k> {
+    /// (key, relative key), and the HEAD's answer.
+    Reading((&'k str, &'k str), Result<Option<ObjectEntry>, S3Failure>),
+    /// Every reading this replicator copies is absent, and the event's own
+    /// reading is not one it copies.
+    NoneOurs,
+}
+
+/// The outcome of a source HEAD that failed.
+fn source_head_failed(failure: &S3Failure) -> Outcome {
+    // HEAD has no body: a 400 on an object S3 can read is one encrypted
+    // with a customer-provided key.
+    if failure.http_status == Some(400) {
+        return Outcome::Skipped {
+            code: "SkippedSSEC".into(),
+            message: "HEAD answered 400, as S3 does for an object encrypted with a customer-provided key (SSE-C), which cannot be copied without that key".into(),
+        };
+    }
+    Outcome::failed(failure, "reading the source object")
+}
+
 /// The same object version: a put, even of the same bytes, moves
 /// LastModified.
 fn same_version(a: &ObjectEntry, b: &ObjectEntry) -> bool {
@@ -600,12 +707,13 @@ fn log_key(report: &KeyReport, event_name: &str, replicator: &Replicator) {
         Outcome::Replicated { bytes, warnings } => tracing::info!(
             bucket = %report.bucket, key = %report.key, %destination_key, event = %event_name,
             events = report.events, outcome, bytes = *bytes, warnings = ?warnings,
-            lag_ms = ?report.lag_ms, rounds = report.rounds, "replicated"
+            lag_ms = ?report.lag_ms, rounds = report.rounds, read_as = ?report.read_as_other,
+            "replicated"
         ),
         _ => tracing::info!(
             bucket = %report.bucket, key = %report.key, %destination_key, event = %event_name,
             events = report.events, outcome, lag_ms = ?report.lag_ms, rounds = report.rounds,
-            "reconciled"
+            read_as = ?report.read_as_other, "reconciled"
         ),
     }
 }
