@@ -741,3 +741,289 @@ async fn objects_that_change_or_vanish_after_listing_are_exported_as_they_are_or
         .collect();
     assert_eq!(keys, ["changed", "steady"]);
 }
+
+// ---- Archives that expand without bound (issue 18, "Unbounded manifest") ----
+
+/// A 512-byte GNU tar header of a regular file.
+fn tar_header(name: &str, size: u64) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_path(name).unwrap();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mtime(0);
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+/// Zeros from `len` up to the next 512-byte block.
+fn tar_padding(len: u64) -> Vec<u8> {
+    vec![0; ((512 - len % 512) % 512) as usize]
+}
+
+/// The header line every export starts its manifest with.
+const MANIFEST_HEADER_LINE: &str = "{\"format\":\"s3-fanout-manifest\",\"version\":1,\"source\":\"s3://src/\",\"created_at\":\"2026-01-01T00:00:00Z\",\"since\":{\"kind\":\"full\"}}\n";
+
+/// A zstd archive, well formed to its last byte, whose manifest is `head`,
+/// then `chunk` `copies` times, then `tail`. The repeated chunk is one zstd
+/// frame compressed once and written `copies` times (a zstd stream may be
+/// several frames), so a few hundred KiB hold gigabytes and the test builds
+/// them in milliseconds. The trailer claims `objects` manifest lines; its
+/// checksum is left wrong, as it plays no part: a hostile archive would
+/// carry the right one, and the check reaches it only after the manifest.
+fn expanding_archive(
+    path: &Path,
+    head: &[u8],
+    chunk: &[u8],
+    copies: u64,
+    tail: &[u8],
+    objects: u64,
+) {
+    let manifest_bytes = head.len() as u64 + chunk.len() as u64 * copies + tail.len() as u64;
+    let mut prefix = tar_header("manifest.jsonl", manifest_bytes);
+    prefix.extend_from_slice(head);
+    let trailer = serde_json::to_vec_pretty(&serde_json::json!({
+        "format": "s3-fanout-archive",
+        "version": 1,
+        "manifest_sha256": "0".repeat(64),
+        "manifest_bytes": manifest_bytes,
+        "manifest_objects": objects,
+        "object_entries": 0,
+        "object_bytes": 0,
+    }))
+    .unwrap();
+    let mut suffix = tail.to_vec();
+    suffix.extend(tar_padding(manifest_bytes));
+    suffix.extend(tar_header("trailer.json", trailer.len() as u64));
+    suffix.extend_from_slice(&trailer);
+    suffix.extend(tar_padding(trailer.len() as u64));
+    suffix.extend([0u8; 1024]);
+
+    let frame = zstd::encode_all(chunk, 3).unwrap();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    use std::io::Write;
+    file.write_all(&zstd::encode_all(&prefix[..], 3).unwrap())
+        .unwrap();
+    for _ in 0..copies {
+        file.write_all(&frame).unwrap();
+    }
+    file.write_all(&zstd::encode_all(&suffix[..], 3).unwrap())
+        .unwrap();
+    file.flush().unwrap();
+}
+
+/// What a watched import cost.
+#[derive(Debug)]
+struct Measured {
+    code: i32,
+    stderr: String,
+    elapsed: Duration,
+    /// Peak resident set, from `wait4`'s rusage (and /proc while it ran).
+    peak_rss: u64,
+    /// The most bytes seen at once in the child's TMPDIR, polled.
+    peak_temp: u64,
+    /// Bytes the child wrote through `write(2)` and kin (/proc/PID/io
+    /// `wchar`), read after it exited and before it was reaped: every
+    /// spooled byte is in it, however quickly the spool was deleted.
+    written: u64,
+    /// Bytes still in its TMPDIR once it exited.
+    left_behind: u64,
+    /// Why the watchdog killed the child, if it did.
+    killed: Option<String>,
+}
+
+/// Past these the child is killed: with the caps gone (the fix reverted)
+/// the test then fails in seconds instead of filling the disk or memory.
+const KILL_TEMP_BYTES: u64 = 256 * MIB as u64;
+const KILL_RSS_BYTES: u64 = 1024 * MIB as u64;
+const KILL_AFTER: Duration = Duration::from_secs(60);
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A field of a /proc/PID file, as a number (`VmHWM:  1234 kB` → 1234).
+fn proc_field(pid: i32, file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Run `s3-fanout import ARCHIVE s3://...` with a TMPDIR of its own,
+/// measuring its peak memory and temp-dir bytes, and kill it past the
+/// watchdog's bounds. The destination is never reached: the check comes
+/// first and the endpoint is a closed loopback port.
+fn import_measured(archive: &Path) -> Measured {
+    let temp = tempdir();
+    let logs = tempdir();
+    let stderr_path = logs.path().join("stderr");
+    let started = std::time::Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by the wait4 below, which also reports its rusage"
+    )]
+    let child = cli()
+        .args([
+            "import",
+            path_str(archive),
+            "s3://arc-bomb-never-reached",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+        ])
+        .env("TMPDIR", temp.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("run s3-fanout");
+    let pid = child.id() as i32;
+    let (mut peak_rss, mut peak_temp, mut written) = (0u64, 0u64, 0u64);
+    let mut killed = None;
+    loop {
+        // Exited? Asked with WNOWAIT, so /proc/PID stays readable until the
+        // wait4 below reaps it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        assert_eq!(rc, 0, "waitid: {}", std::io::Error::last_os_error());
+        let exited = unsafe { info.si_pid() } == pid;
+        if let Some(kib) = proc_field(pid, "status", "VmHWM:") {
+            peak_rss = peak_rss.max(kib * 1024);
+        }
+        if let Some(bytes) = proc_field(pid, "io", "wchar:") {
+            written = written.max(bytes);
+        }
+        peak_temp = peak_temp.max(dir_bytes(temp.path()));
+        if exited {
+            break;
+        }
+        if killed.is_none() {
+            let why = if peak_temp > KILL_TEMP_BYTES {
+                Some(format!("{peak_temp} bytes in its TMPDIR"))
+            } else if peak_rss > KILL_RSS_BYTES {
+                Some(format!("a resident set of {peak_rss} bytes"))
+            } else if started.elapsed() > KILL_AFTER {
+                Some(format!("still running after {KILL_AFTER:?}"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                killed = Some(why);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    // ru_maxrss is in KiB on Linux.
+    peak_rss = peak_rss.max(usage.ru_maxrss as u64 * 1024);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Measured {
+        left_behind: dir_bytes(temp.path()),
+        code,
+        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+        elapsed: started.elapsed(),
+        peak_rss,
+        peak_temp,
+        written,
+        killed,
+    }
+}
+
+/// The bounds a refused bomb must stay within. The caps let through at
+/// most a line of 128 KiB, or 1 MiB plus 4,096 times the few hundred bytes
+/// of the archive decoded before the cap trips; a few MiB of slack covers
+/// the spool's buffer and what the binary writes besides.
+const BOMB_MAX_RSS: u64 = 200 * MIB as u64;
+const BOMB_MAX_TEMP: u64 = 8 * MIB as u64;
+const BOMB_MAX_TIME: Duration = Duration::from_secs(20);
+
+fn assert_refused_within_bounds(name: &str, archive: &Path, reason: &str) {
+    let archive_bytes = std::fs::metadata(archive).unwrap().len();
+    let got = import_measured(archive);
+    eprintln!(
+        "{name}: archive {archive_bytes} bytes; exit {} after {:.2?}; peak RSS {:.1} MiB; peak TMPDIR {:.2} MiB; written {:.2} MiB{}",
+        got.code,
+        got.elapsed,
+        got.peak_rss as f64 / MIB as f64,
+        got.peak_temp as f64 / MIB as f64,
+        got.written as f64 / MIB as f64,
+        got.killed
+            .as_deref()
+            .map(|why| format!("; KILLED: {why}"))
+            .unwrap_or_default()
+    );
+    eprintln!("{name}: stderr: {}", got.stderr.trim());
+    assert_eq!(got.killed, None, "{name}: {got:?}");
+    assert_eq!(got.code, 2, "{name}: {got:?}");
+    assert_eq!(got.left_behind, 0, "{name}: the spool was left behind");
+    assert!(
+        got.stderr.contains("refusing") && got.stderr.contains(reason),
+        "{name}: {}",
+        got.stderr
+    );
+    assert!(got.peak_rss < BOMB_MAX_RSS, "{name}: {got:?}");
+    assert!(got.peak_temp < BOMB_MAX_TEMP, "{name}: {got:?}");
+    assert!(got.written < BOMB_MAX_TEMP, "{name}: {got:?}");
+    assert!(got.elapsed < BOMB_MAX_TIME, "{name}: {got:?}");
+}
+
+#[test]
+fn a_manifest_line_that_decompresses_to_a_gigabyte_is_refused_in_bounded_memory_and_disk() {
+    // GIVEN a zstd archive of ~60 KiB whose manifest's second line is a key
+    // of 1 GiB of "a" (the tar header says so, and the stream holds it)
+    let dir = tempdir();
+    let archive = dir.path().join("long-line.tar.zst");
+    let mut head = MANIFEST_HEADER_LINE.as_bytes().to_vec();
+    head.extend_from_slice(b"{\"key\":\"");
+    let tail = b"\",\"size\":0,\"etag\":\"e\",\"last_modified_ms\":0}\n";
+    expanding_archive(&archive, &head, &vec![b'a'; MIB], 1024, tail, 1);
+
+    // WHEN it is imported, THEN it is refused (exit 2) at the line cap,
+    // within a few MiB of disk and memory, before the rest is decompressed
+    assert_refused_within_bounds(
+        "long line",
+        &archive,
+        "manifest line 2 is longer than 131072 bytes",
+    );
+}
+
+#[test]
+fn a_manifest_of_many_lines_past_its_cap_is_refused_in_bounded_memory_and_disk() {
+    // GIVEN a zstd archive of ~200 KiB whose manifest holds 12.8 million
+    // well-formed object lines (1 GiB) where its trailer claims 3: every
+    // line within the line cap, the whole far past the size cap of 3
+    let dir = tempdir();
+    let archive = dir.path().join("many-lines.tar.zst");
+    let line = b"{\"key\":\"k\",\"size\":0,\"etag\":\"d41d8cd98f00b204e9800998ecf8427e\",\"last_modified_ms\":0}\n";
+    let chunk = line.repeat(MIB / line.len());
+    expanding_archive(
+        &archive,
+        MANIFEST_HEADER_LINE.as_bytes(),
+        &chunk,
+        1024,
+        b"",
+        3,
+    );
+
+    // WHEN it is imported, THEN it is refused (exit 2) once the manifest
+    // outgrows what its compressed bytes can hold, long before the trailer
+    assert_refused_within_bounds("many lines", &archive, "decompression bomb");
+}

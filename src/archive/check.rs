@@ -6,7 +6,9 @@
 //! says (a cut archive ends inside one), the manifest's SHA-256 and size as
 //! the trailer says, and then every exported object's length and SHA-256 as
 //! its manifest line says, each entry claimed by exactly one line. The
-//! manifest is kept in a temp file for the import to read; the per-entry
+//! manifest is kept in a temp file for the import to read, held to the
+//! format's caps on its way there ([`CappedSpool`]: a decompression bomb is
+//! refused at the cap, not after it filled the disk); the per-entry
 //! digests go through a temp file too, so memory stays flat however many
 //! objects the archive holds.
 
@@ -16,14 +18,14 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempPath;
 
-use super::codec::{Compression, open_tar_stream, sniff};
+use super::codec::{Compression, open_counted_tar_stream, sniff};
 use super::digest::digest_all;
 use super::error::ArchiveError;
 use super::format::{
     ARCHIVE_FORMAT, FORMAT_VERSION, MANIFEST_ENTRY, MAX_TRAILER_BYTES, ManifestHeader,
-    TRAILER_ENTRY, Trailer, object_entry_name, object_entry_seq,
+    TRAILER_ENTRY, Trailer, manifest_size_cap, object_entry_name, object_entry_seq,
 };
-use super::manifest::ManifestReader;
+use super::manifest::{CappedSpool, ManifestReader, OverCap};
 
 /// An archive that passed every check.
 #[derive(Debug)]
@@ -44,7 +46,7 @@ pub fn check_archive(path: &Path) -> Result<CheckedArchive, ArchiveError> {
         .ok_or_else(|| {
             refused("not an s3-fanout archive: neither a tar nor a zstd-compressed tar".into())
         })?;
-    let stream = open_tar_stream(path, compression)
+    let (stream, consumed) = open_counted_tar_stream(path, compression)
         .map_err(ArchiveError::io(format!("reading {}", path.display())))?;
     let damaged = |e: std::io::Error| {
         ArchiveError::refused(
@@ -108,9 +110,14 @@ pub fn check_archive(path: &Path) -> Result<CheckedArchive, ArchiveError> {
             let (file, spool) = tempfile::NamedTempFile::new()
                 .map_err(ArchiveError::io("creating the manifest spool"))?
                 .into_parts();
-            let mut out = BufWriter::new(file);
-            let digest = digest_all(&mut entry, &mut out).map_err(damaged)?;
-            out.flush()
+            let mut out = CappedSpool::new(BufWriter::new(file), consumed.clone());
+            let digest =
+                digest_all(&mut entry, &mut out).map_err(|e| match OverCap::reason(&e) {
+                    Some(why) => refused(why.to_owned()),
+                    None => damaged(e),
+                })?;
+            out.into_inner()
+                .flush()
                 .map_err(ArchiveError::io("writing the manifest spool"))?;
             if digest.length != declared {
                 return Err(cut(digest.length));
@@ -150,6 +157,17 @@ pub fn check_archive(path: &Path) -> Result<CheckedArchive, ArchiveError> {
         return Err(refused(format!(
             "the trailer says {} version {}; this s3-fanout reads {ARCHIVE_FORMAT} version {FORMAT_VERSION}",
             trailer.format, trailer.version
+        )));
+    }
+    // The size cap, now that the count is known: the line caps held while
+    // the manifest streamed, and the line count is matched to this one when
+    // the manifest is read again below.
+    if trailer.manifest_bytes > manifest_size_cap(trailer.manifest_objects) {
+        return Err(refused(format!(
+            "the trailer says the manifest has {} bytes for {} objects, over the format's cap of {} bytes",
+            trailer.manifest_bytes,
+            trailer.manifest_objects,
+            manifest_size_cap(trailer.manifest_objects)
         )));
     }
     if trailer.manifest_sha256 != manifest_digest.sha256
@@ -383,6 +401,85 @@ mod tests {
             why.contains("does not match the trailer's checksum"),
             "{why}"
         );
+    }
+
+    /// An archive of no objects whose manifest is `manifest`, its trailer
+    /// claiming `objects` lines: checksums right, contents whatever a test
+    /// needs.
+    fn with_manifest(
+        dir: &Path,
+        compression: Compression,
+        manifest: &[u8],
+        objects: u64,
+    ) -> PathBuf {
+        let spool = dir.join("spool");
+        std::fs::write(&spool, manifest).unwrap();
+        let path = dir.join("m.tar");
+        let tar = TarWriter::new(File::create(&path).unwrap(), compression, 0).unwrap();
+        tar.finish(&spool, objects).unwrap();
+        path
+    }
+
+    fn header_line() -> String {
+        let header = ManifestHeader {
+            format: MANIFEST_FORMAT.into(),
+            version: FORMAT_VERSION,
+            source: "s3://src/".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            since: Baseline::Full,
+        };
+        serde_json::to_string(&header).unwrap() + "\n"
+    }
+
+    #[test]
+    fn a_manifest_line_over_its_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = header_line().into_bytes();
+        manifest.extend(std::iter::repeat_n(b'x', 200 * 1024));
+        manifest.push(b'\n');
+        for compression in [Compression::None, Compression::Zstd] {
+            let path = with_manifest(dir.path(), compression, &manifest, 1);
+            let why = refusal(&path);
+            assert!(
+                why.contains("manifest line 2 is longer than 131072 bytes"),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_manifest_over_the_size_cap_for_its_count_is_refused() {
+        // Two lines within the line cap, for an archive that says it lists
+        // one object: 16 KiB + 1 x 128 KiB allowed, 200 KiB there.
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = header_line().into_bytes();
+        for _ in 0..2 {
+            manifest.extend(std::iter::repeat_n(b' ', 100 * 1024));
+            manifest.push(b'\n');
+        }
+        let path = with_manifest(dir.path(), Compression::None, &manifest, 1);
+        let why = refusal(&path);
+        assert!(
+            why.contains("for 1 objects, over the format's cap of 147456 bytes"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_that_expands_past_the_cap_is_refused_before_it_is_spooled() {
+        // 8 MiB of empty lines: zstd stores them as 4-byte blocks of 128 KiB,
+        // 32,768 times smaller, far past the 4,096 any real manifest needs.
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = header_line().into_bytes();
+        manifest.resize(manifest.len() + (8 << 20), b'\n');
+        let path = with_manifest(dir.path(), Compression::Zstd, &manifest, 0);
+        let why = refusal(&path);
+        assert!(why.contains("decompression bomb"), "{why}");
+        // Not a line count: the same manifest, uncompressed, is refused for
+        // what it is (blank lines) only once the trailer has vouched for it.
+        let path = with_manifest(dir.path(), Compression::None, &manifest, 0);
+        let why = refusal(&path);
+        assert!(!why.contains("decompression bomb"), "{why}");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! change), chosen by flag or name when writing.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How an archive's tar stream is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,12 +49,70 @@ pub fn sniff(path: &Path) -> io::Result<Option<Compression>> {
 
 /// The tar stream of an archive file.
 pub fn open_tar_stream(path: &Path, compression: Compression) -> io::Result<Box<dyn Read + Send>> {
-    let file = BufReader::with_capacity(1 << 20, File::open(path)?);
-    Ok(match compression {
+    open_counted_tar_stream(path, compression).map(|(stream, _)| stream)
+}
+
+/// The tar stream of an archive file, and a count of the file's bytes it
+/// has used so far: what a decompressed entry is measured against, since a
+/// zstd stream of a few KiB can expand to gigabytes.
+pub fn open_counted_tar_stream(
+    path: &Path,
+    compression: Compression,
+) -> io::Result<(Box<dyn Read + Send>, Consumed)> {
+    let consumed = Consumed::default();
+    let file = Counting {
+        inner: BufReader::with_capacity(1 << 20, File::open(path)?),
+        consumed: consumed.clone(),
+    };
+    let stream: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(file),
         // A truncated frame is an error from the decoder, not an early end.
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
-    })
+    };
+    Ok((stream, consumed))
+}
+
+/// Bytes of an archive file its tar stream has used. Shared, as the stream
+/// is owned by the tar reader while its entries are measured.
+#[derive(Debug, Clone, Default)]
+pub struct Consumed(Arc<AtomicU64>);
+
+impl Consumed {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Counts what its reader hands on. Counted at `consume`, not at `fill_buf`:
+/// the zstd decoder fills a 1 MiB buffer but consumes only the input it
+/// decodes, so the count runs ahead of the decompressed bytes by at most
+/// the block being decoded (128 KiB of output), not by the read-ahead.
+struct Counting<R> {
+    inner: R,
+    consumed: Consumed,
+}
+
+impl<R: BufRead> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed.add(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.consumed.add(amount);
+        self.inner.consume(amount);
+    }
 }
 
 /// Where a tar stream is written: the archive file, directly or through
@@ -127,5 +187,23 @@ mod tests {
         let other = dir.path().join("manifest");
         std::fs::write(&other, b"{\"format\":1}\n").unwrap();
         assert_eq!(sniff(&other).unwrap(), None);
+    }
+
+    #[test]
+    fn the_count_follows_what_the_decoder_consumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z");
+        let mut sink = TarSink::new(File::create(&path).unwrap(), Compression::Zstd).unwrap();
+        sink.write_all(&vec![0u8; 8 << 20]).unwrap();
+        sink.finish().unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        let (mut stream, consumed) = open_counted_tar_stream(&path, Compression::Zstd).unwrap();
+        let mut first = vec![0u8; 1 << 20];
+        stream.read_exact(&mut first).unwrap();
+        // 8 MiB of zeros compress to a few hundred bytes, all read ahead into
+        // the buffer at once: only what was decoded counts.
+        assert!(consumed.get() < size, "{} of {size}", consumed.get());
+        std::io::copy(&mut stream, &mut std::io::sink()).unwrap();
+        assert_eq!(consumed.get(), size);
     }
 }

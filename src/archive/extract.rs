@@ -8,7 +8,7 @@
 //! bounded channel: at most `--concurrency` + 1 objects on disk at once.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Lines, Write};
+use std::io::{BufRead, BufReader, BufWriter, Lines, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,11 @@ impl Extraction<'_> {
             }
             let (file, path) = self.temp_file()?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
-            let digest = digest_all(&mut entry, &mut out).map_err(|e| changed(e.to_string()))?;
+            // At most one byte past the checked length: an archive swapped
+            // since its check may declare any size, and the temp disk is
+            // not for finding out how much.
+            let digest = digest_all((&mut entry).take(export.length + 1), &mut out)
+                .map_err(|e| changed(e.to_string()))?;
             out.flush()
                 .map_err(ArchiveError::io(format!("writing {}", path.display())))?;
             if digest.length != export.length || digest.sha256 != export.sha256 {

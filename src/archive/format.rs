@@ -24,6 +24,87 @@ const OBJECT_DIR: &str = "objects/";
 /// The trailer is a few hundred bytes; anything much larger is not one.
 pub const MAX_TRAILER_BYTES: u64 = 64 * 1024;
 
+// The manifest's caps. An archive is not authenticated and a zstd stream of
+// a few KiB can expand to gigabytes, so a reader must never take a line or a
+// manifest at its word. Each cap is derived from what S3 lets one object
+// carry, written the way `serde_json` writes it: a control character in a
+// string becomes `\u00XX`, so a string takes at most 6 times its bytes.
+
+/// S3's longest key, in UTF-8 bytes.
+const S3_MAX_KEY_BYTES: usize = 1024;
+/// The most bytes `serde_json` writes for one byte of a string (`\u0001`).
+const JSON_ESCAPE: usize = 6;
+/// Content headers and `x-amz-meta-*` pairs, as one budget. S3 limits a
+/// PUT's request headers to 8 KB, user metadata to 2 KB of them (AWS S3
+/// User Guide, "Working with object metadata"); S3-compatible servers allow
+/// more (StorageGRID 24 KiB of metadata, Ceph 16,000-byte requests), so 32
+/// KiB. They arrived as HTTP field values, which hold no control characters
+/// but tab (RFC 9110, 5.5): JSON escapes at most `"`, `\\` and tab, 2 bytes
+/// each.
+const HEADER_BUDGET_BYTES: usize = 32 * 1024;
+const HEADER_ESCAPE: usize = 2;
+/// S3 object tags: at most 10, keys of 128 and values of 256 Unicode
+/// characters (4 UTF-8 bytes at most), from a set JSON never escapes
+/// (letters, digits, spaces, `+ - = . _ : / @`); 8 bytes of `[["",""],`
+/// each.
+const S3_MAX_TAG_BYTES: usize = 10 * ((128 + 256) * 4 + 8);
+/// A `not_exported` message is clamped to this many bytes when written: it
+/// is an error message for a person, and may echo a key.
+pub const MAX_NOT_EXPORTED_MESSAGE_BYTES: usize = 1024;
+/// The rest of an object line: field names, numbers, the entry name,
+/// SHA-256 and MD5, ETag (38 characters on AWS), storage class, error code.
+const OBJECT_LINE_FIXED_BYTES: usize = 4 * 1024;
+
+/// The longest object line a reader accepts, its newline included: 128 KiB.
+/// The parts add up to 95 KiB (key 6 KiB, headers and metadata 64 KiB, tags
+/// 15 KiB, message 6 KiB, the rest 4 KiB); the margin is for servers with
+/// longer ETags or error codes. A line is buffered whole to be parsed, so
+/// this also bounds a reader's memory.
+pub const MAX_OBJECT_LINE_BYTES: u64 = 128 * 1024;
+const _: () = assert!(
+    (S3_MAX_KEY_BYTES * JSON_ESCAPE
+        + HEADER_BUDGET_BYTES * HEADER_ESCAPE
+        + S3_MAX_TAG_BYTES
+        + MAX_NOT_EXPORTED_MESSAGE_BYTES * JSON_ESCAPE
+        + OBJECT_LINE_FIXED_BYTES) as u64
+        <= MAX_OBJECT_LINE_BYTES
+);
+
+/// The longest header line, its newline included: 16 KiB. Its one long field
+/// is `source`, `s3://` + a bucket of 63 bytes + a 1,024-byte prefix
+/// (6 KiB escaped); two RFC 3339 times and the field names are under 300.
+pub const MAX_HEADER_LINE_BYTES: u64 = 16 * 1024;
+const _: () =
+    assert!((5 + 63 + 1 + S3_MAX_KEY_BYTES * JSON_ESCAPE + 1024) as u64 <= MAX_HEADER_LINE_BYTES);
+
+/// The manifest's size cap: its header line and `objects` object lines,
+/// each at its cap. The count is the trailer's, which follows the manifest,
+/// so this is checked when the trailer is read; while the manifest streams,
+/// the line caps and [`MAX_MANIFEST_EXPANSION`] bound it.
+pub fn manifest_size_cap(objects: u64) -> u64 {
+    objects
+        .saturating_mul(MAX_OBJECT_LINE_BYTES)
+        .saturating_add(MAX_HEADER_LINE_BYTES)
+}
+
+/// How many times the compressed bytes it occupies a manifest may
+/// decompress to (beyond [`MANIFEST_EXPANSION_ALLOWANCE`]). This is the cap
+/// that holds before the trailer's count is known, and the one a hostile
+/// archive cannot talk its way past: the count is the archive's own claim,
+/// the compressed bytes are physically in the file. Real manifests compress
+/// 4 to 120 times (zstd level 3: random ETags and times; 1M empty objects
+/// with one ETag, one time and sequential keys, 118). The most repetitive
+/// one we could build, 100k empty objects whose 1,024-byte keys are 1,015
+/// control characters (6 KiB escaped) and a counter, reached 1,536 at level
+/// 3 and 2,627 at `zstd --ultra -22 --long`. zstd itself stops near 32,768
+/// (a 4-byte RLE block yields 128 KiB), so a bomb expands 8 times less than
+/// it could.
+pub const MAX_MANIFEST_EXPANSION: u64 = 4096;
+/// Decompressed manifest bytes allowed on top of the expansion cap: small
+/// manifests compress badly, and the decoder may have taken the block that
+/// starts the manifest (at most 128 KiB of output) before it began.
+pub const MANIFEST_EXPANSION_ALLOWANCE: u64 = 1024 * 1024;
+
 /// The tar entry name of the `seq`-th exported object (from 1). Generated,
 /// never the key: keys can hold `..`, newlines or 1,024 bytes, none of which
 /// belongs in a file name that someone may one day extract.

@@ -4,19 +4,46 @@
 //! It is written to a temp-file spool while the export lists (so memory does
 //! not grow with the bucket) and read back a line at a time, in order, which
 //! is what lets the importer merge-join it with a destination listing and
-//! the exporter with the current listing of a delta.
+//! the exporter with the current listing of a delta. Every line is held to
+//! its cap ([`crate::archive::format::MAX_OBJECT_LINE_BYTES`]) on the way
+//! in and on the way out, so one line never costs more memory than that.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use tempfile::TempPath;
 
 use super::check::check_archive;
-use super::codec::sniff;
+use super::codec::{Consumed, sniff};
 use super::error::ArchiveError;
-use super::format::{FORMAT_VERSION, MANIFEST_FORMAT, ManifestEntry, ManifestHeader};
+use super::format::{
+    FORMAT_VERSION, MANIFEST_EXPANSION_ALLOWANCE, MANIFEST_FORMAT, MAX_HEADER_LINE_BYTES,
+    MAX_MANIFEST_EXPANSION, MAX_NOT_EXPORTED_MESSAGE_BYTES, MAX_OBJECT_LINE_BYTES, ManifestEntry,
+    ManifestHeader,
+};
 use crate::listing::ObjectEntry;
+
+/// The cap on manifest line `line_no` (from 1), its newline included.
+fn line_cap(line_no: u64) -> u64 {
+    if line_no <= 1 {
+        MAX_HEADER_LINE_BYTES
+    } else {
+        MAX_OBJECT_LINE_BYTES
+    }
+}
+
+fn line_too_long(line_no: u64) -> String {
+    let what = if line_no <= 1 {
+        "the header line"
+    } else {
+        "an object line"
+    };
+    format!(
+        "manifest line {line_no} is longer than {} bytes, the format's cap for {what}: the archive is damaged or was not written by s3-fanout export",
+        line_cap(line_no)
+    )
+}
 
 /// A manifest being spooled to a temp file.
 pub struct ManifestWriter {
@@ -37,7 +64,7 @@ impl ManifestWriter {
             objects: 0,
             last_key: None,
         };
-        writer.line(header)?;
+        writer.line(1, header)?;
         Ok(writer)
     }
 
@@ -51,18 +78,49 @@ impl ManifestWriter {
                 entry.key
             );
         }
-        self.line(entry)?;
+        // The header is line 1.
+        let line_no = self.objects + 2;
+        match &entry.not_exported {
+            Some(not) if not.message.len() > MAX_NOT_EXPORTED_MESSAGE_BYTES => {
+                let mut clamped = entry.clone();
+                if let Some(not) = &mut clamped.not_exported {
+                    let mut end = MAX_NOT_EXPORTED_MESSAGE_BYTES - '…'.len_utf8();
+                    while !not.message.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    not.message.truncate(end);
+                    not.message.push('…');
+                }
+                self.line(line_no, &clamped)?;
+            }
+            _ => self.line(line_no, entry)?,
+        }
         self.objects += 1;
         self.last_key = Some(entry.key.clone());
         Ok(())
     }
 
-    fn line(&mut self, value: &impl serde::Serialize) -> Result<(), ArchiveError> {
-        let io = ArchiveError::io("writing the manifest spool");
-        serde_json::to_writer(&mut self.out, value)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(io)
+    /// Write one line, within the cap a reader holds it to: an export must
+    /// never write an archive its import refuses.
+    fn line(&mut self, line_no: u64, value: &impl serde::Serialize) -> Result<(), ArchiveError> {
+        let mut text = serde_json::to_vec(value)
+            .map_err(|e| ArchiveError::io("writing the manifest spool")(e.into()))?;
+        text.push(b'\n');
+        if text.len() as u64 > line_cap(line_no) {
+            return Err(ArchiveError::io(format!(
+                "writing manifest line {line_no}, {} bytes",
+                text.len()
+            ))(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "over the format's cap of {} bytes for one line: the source server returned more headers, metadata or tags than S3 allows",
+                    line_cap(line_no)
+                ),
+            )));
+        }
+        self.out
+            .write_all(&text)
+            .map_err(ArchiveError::io("writing the manifest spool"))
     }
 
     /// The spool file and the number of object lines in it.
@@ -82,7 +140,7 @@ pub struct ManifestReader {
     shown_as: PathBuf,
     line_no: u64,
     previous_key: Option<String>,
-    buffer: String,
+    buffer: Vec<u8>,
     pub header: ManifestHeader,
     /// Keeps a temp-file manifest alive as long as it is read.
     _spool: Option<TempPath>,
@@ -98,7 +156,7 @@ impl ManifestReader {
             shown_as: shown_as.to_owned(),
             line_no: 0,
             previous_key: None,
-            buffer: String::new(),
+            buffer: Vec::new(),
             header: ManifestHeader {
                 format: String::new(),
                 version: 0,
@@ -140,26 +198,38 @@ impl ManifestReader {
         Ok(reader)
     }
 
+    /// The next line, without its newline. Read through `take`, so a line
+    /// over its cap costs the cap in memory, not the line's length: a
+    /// `--since-manifest` file is read without the archive check's caps.
     fn next_line(&mut self) -> Result<Option<&str>, ArchiveError> {
         self.buffer.clear();
-        let read = self.lines.read_line(&mut self.buffer).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::InvalidData {
-                ArchiveError::refused(&self.shown_as, "the manifest is not UTF-8")
-            } else {
-                ArchiveError::io(format!("reading {}", self.shown_as.display()))(e)
-            }
-        })?;
+        let cap = line_cap(self.line_no + 1);
+        let read = (&mut self.lines)
+            .take(cap)
+            .read_until(b'\n', &mut self.buffer)
+            .map_err(ArchiveError::io(format!(
+                "reading {}",
+                self.shown_as.display()
+            )))?;
         if read == 0 {
             return Ok(None);
         }
         self.line_no += 1;
-        if !self.buffer.ends_with('\n') {
-            return Err(ArchiveError::refused(
-                &self.shown_as,
-                format!("manifest line {} is cut short", self.line_no),
-            ));
+        if !self.buffer.ends_with(b"\n") {
+            let why = if read as u64 == cap {
+                line_too_long(self.line_no)
+            } else {
+                format!("manifest line {} is cut short", self.line_no)
+            };
+            return Err(ArchiveError::refused(&self.shown_as, why));
         }
-        Ok(Some(self.buffer.trim_end_matches('\n')))
+        let line = &self.buffer[..self.buffer.len() - 1];
+        std::str::from_utf8(line).map(Some).map_err(|_| {
+            ArchiveError::refused(
+                &self.shown_as,
+                format!("manifest line {} is not UTF-8", self.line_no),
+            )
+        })
     }
 
     /// The next object, `None` after the last.
@@ -191,6 +261,111 @@ impl ManifestReader {
     /// The 1-based number of the last line read (the header is line 1).
     pub fn line_no(&self) -> u64 {
         self.line_no
+    }
+}
+
+/// Why a manifest streaming out of an archive was stopped. It travels in the
+/// `io::Error` its [`CappedSpool`] returns, so the check can refuse the
+/// archive with this reason rather than call it damaged.
+#[derive(Debug)]
+pub struct OverCap(String);
+
+impl std::fmt::Display for OverCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OverCap {}
+
+impl OverCap {
+    fn error(why: String) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, OverCap(why))
+    }
+
+    /// The reason, if `err` is a cap's.
+    pub fn reason(err: &io::Error) -> Option<&str> {
+        err.get_ref()?
+            .downcast_ref::<OverCap>()
+            .map(|over| over.0.as_str())
+    }
+}
+
+/// The manifest's bytes on their way out of an archive into its spool, held
+/// to the format's caps as they pass: each line to its own, and the whole to
+/// [`MAX_MANIFEST_EXPANSION`] times the archive bytes the stream used
+/// meanwhile. The trailer, which holds the object count, comes after the
+/// manifest, so these are the caps that can hold while it streams. A write
+/// past one fails, and that ends the copy: decompression stops within one
+/// buffer of the cap, and neither disk nor memory sees the rest.
+pub struct CappedSpool<W> {
+    out: W,
+    consumed: Consumed,
+    consumed_at_start: u64,
+    written: u64,
+    /// The line being written (from 1) and its bytes so far.
+    line_no: u64,
+    line_len: u64,
+}
+
+impl<W: Write> CappedSpool<W> {
+    /// `consumed` is the archive stream's count, read when the manifest
+    /// entry starts.
+    pub fn new(out: W, consumed: Consumed) -> Self {
+        Self {
+            out,
+            consumed_at_start: consumed.get(),
+            consumed,
+            written: 0,
+            line_no: 1,
+            line_len: 0,
+        }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    fn check(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (len, ends) = match rest.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (rest.len(), false),
+            };
+            self.line_len += len as u64;
+            if self.line_len > line_cap(self.line_no) {
+                return Err(OverCap::error(line_too_long(self.line_no)));
+            }
+            if ends {
+                self.line_no += 1;
+                self.line_len = 0;
+            }
+            rest = &rest[len..];
+        }
+        self.written += bytes.len() as u64;
+        let used = self.consumed.get().saturating_sub(self.consumed_at_start);
+        let allowed = MAX_MANIFEST_EXPANSION
+            .saturating_mul(used)
+            .saturating_add(MANIFEST_EXPANSION_ALLOWANCE);
+        if self.written > allowed {
+            return Err(OverCap::error(format!(
+                "the manifest expands to more than {allowed} bytes out of {used} bytes of the archive, past the format's cap of {MAX_MANIFEST_EXPANSION} times (plus {MANIFEST_EXPANSION_ALLOWANCE} bytes): no export writes a manifest that repetitive (a decompression bomb?)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for CappedSpool<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.check(bytes)?;
+        self.out.write_all(bytes)?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -312,6 +487,131 @@ mod tests {
 
         let foreign = write("f", "{\"hello\":1}\n".into());
         assert!(ManifestReader::open(&foreign, &foreign).is_err());
+    }
+
+    #[test]
+    fn lines_over_their_cap_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = serde_json::to_string(&header()).unwrap();
+        let refusal = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let mut reader = match ManifestReader::open(&path, &path) {
+                Ok(reader) => reader,
+                Err(err) => return err.to_string(),
+            };
+            loop {
+                match reader.next_entry() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("{name}: read to the end"),
+                    Err(err) => return err.to_string(),
+                }
+            }
+        };
+        // A line one byte over the cap (its newline included), as a key.
+        let at_cap = |cap: u64| {
+            let bare = serde_json::to_string(&entry("", 1, "e")).unwrap().len() as u64;
+            "k".repeat((cap - 1 - bare) as usize)
+        };
+        let fits = serde_json::to_string(&entry(&at_cap(MAX_OBJECT_LINE_BYTES), 1, "e")).unwrap();
+        assert_eq!(fits.len() as u64 + 1, MAX_OBJECT_LINE_BYTES);
+        let over = format!("{head}\n{fits}\n{}\n", fits.replacen("\"k", "\"kk", 1));
+        let why = refusal("over", over);
+        assert!(
+            why.contains("manifest line 3 is longer than 131072 bytes"),
+            "{why}"
+        );
+        // A header line padded with spaces past its cap: still JSON.
+        let padded = format!(
+            "{}{}\n",
+            &head[..head.len() - 1],
+            " ".repeat(16 * 1024) + "}"
+        );
+        let why = refusal("header", padded);
+        assert!(
+            why.contains("manifest line 1 is longer than 16384 bytes")
+                && why.contains("header line"),
+            "{why}"
+        );
+        // A multi-byte character cut at the cap is the length's fault.
+        let long = format!("{head}\n{}\n", "é".repeat(MAX_OBJECT_LINE_BYTES as usize));
+        let why = refusal("utf8", long);
+        assert!(why.contains("longer than"), "{why}");
+    }
+
+    #[test]
+    fn the_writer_clamps_messages_and_never_writes_a_line_over_the_cap() {
+        let mut writer = ManifestWriter::create(&header()).unwrap();
+        let mut failed = entry("a", 1, "x");
+        failed.not_exported = Some(crate::archive::format::NotExported {
+            code: "InternalError".into(),
+            message: "é".repeat(3000),
+            skipped: false,
+        });
+        writer.push(&failed).unwrap();
+        let mut huge = entry("b", 1, "x");
+        huge.export = Some(crate::archive::format::Exported {
+            entry: crate::archive::format::object_entry_name(1),
+            length: 1,
+            sha256: String::new(),
+            md5: String::new(),
+            part_size: None,
+            headers: crate::archive::format::ObjectHeaders {
+                metadata: [("m".to_owned(), "v".repeat(200 * 1024))].into(),
+                ..Default::default()
+            },
+            tags: Vec::new(),
+        });
+        let err = writer.push(&huge).unwrap_err().to_string();
+        assert!(
+            err.contains("over the format's cap of 131072 bytes"),
+            "{err}"
+        );
+        let (spool, objects) = writer.finish().unwrap();
+        assert_eq!(objects, 1);
+        let mut reader = ManifestReader::open_spool(spool, Path::new("m")).unwrap();
+        let message = reader
+            .next_entry()
+            .unwrap()
+            .unwrap()
+            .not_exported
+            .unwrap()
+            .message;
+        assert!(
+            message.len() <= MAX_NOT_EXPORTED_MESSAGE_BYTES,
+            "{}",
+            message.len()
+        );
+        assert!(message.starts_with("éé") && message.ends_with('…'));
+        assert!(reader.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_capped_spool_stops_at_a_long_line_or_past_the_expansion_cap() {
+        let over = |spool: &mut CappedSpool<Vec<u8>>, bytes: &[u8]| {
+            let err = spool.write(bytes).unwrap_err();
+            OverCap::reason(&err).expect("a cap's error").to_owned()
+        };
+        // Lines are measured across writes; the header has its own cap.
+        let mut spool = CappedSpool::new(Vec::new(), Consumed::default());
+        spool.write_all(&[b'h'; 16 * 1024 - 1]).unwrap();
+        spool.write_all(b"\n").unwrap();
+        spool.write_all(&[b'o'; 100 * 1024]).unwrap();
+        spool.write_all(&[b'o'; 28 * 1024 - 1]).unwrap();
+        let why = over(&mut spool, b"oo");
+        assert!(
+            why.contains("manifest line 2 is longer than 131072"),
+            "{why}"
+        );
+        assert_eq!(spool.into_inner().len(), 16 * 1024 + 128 * 1024 - 1);
+
+        // Nothing of the archive consumed: 1 MiB of lines, and no more.
+        let mut spool = CappedSpool::new(Vec::new(), Consumed::default());
+        spool
+            .write_all(&vec![b'\n'; MANIFEST_EXPANSION_ALLOWANCE as usize])
+            .unwrap();
+        let why = over(&mut spool, b"\n");
+        assert!(why.contains("decompression bomb"), "{why}");
     }
 
     #[test]

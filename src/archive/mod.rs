@@ -60,6 +60,22 @@
 //! for authenticity, sign the archive file across the boundary with your
 //! usual tool (gpg, minisign) and check that before importing.
 //!
+//! **Caps.** A manifest line, its newline included, is at most 16 KiB (the
+//! header) or 128 KiB (an object line), and the manifest at most 16 KiB +
+//! 128 KiB per object the trailer counts ([`format::manifest_size_cap`]);
+//! [`format`] derives the numbers from what S3 lets one object carry (a
+//! 1,024-byte key, 6 times that escaped; headers and metadata; tags). An
+//! export never writes a line past its cap (a `not_exported` message is
+//! cut to 1 KiB). The count comes after the manifest and nothing in an
+//! archive is authenticated, so while the manifest streams out of the
+//! archive it is held to the line caps and to 4,096 times the compressed
+//! bytes it comes from, plus 1 MiB ([`format::MAX_MANIFEST_EXPANSION`]):
+//! real manifests compress 4 to 120 times, and zstd can reach 32,768. Past
+//! any cap the archive is refused at once (exit 2): the rest is neither
+//! decompressed nor spooled. So an archive costs an import at most one line
+//! cap of memory and 4,096 times its own size of temp disk (plus 1 MiB),
+//! whatever its headers and trailer claim.
+//!
 //! `--since-manifest PREV` takes a previous archive (checked whole first)
 //! or a bare manifest file: `--manifest-out`'s copy, or `tar -xOf ARCHIVE
 //! manifest.jsonl` (after `zstd -d` for a compressed one). A key is
