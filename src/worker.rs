@@ -127,18 +127,20 @@ impl WorkContext {
 
     /// Refuse a deletion beyond `--max-delete`: a failure row, not a silent skip.
     pub fn refuse_delete(&self, key: &str, limit: u64) {
+        self.refuse(
+            key,
+            "MaxDeleteExceeded",
+            &format!("not deleted: --max-delete {limit} reached"),
+        );
+    }
+
+    /// A delete not carried out, as a failure row.
+    fn refuse(&self, key: &str, code: &str, message: &str) {
         Stats::add(&self.stats.failed, 1);
         let (bucket, full_key) = self.mover.row_names(Side::Destination, key);
         self.rows.push(
             key,
-            ReportRow::new(
-                &bucket,
-                &full_key,
-                TaskStatus::Failed,
-                "MaxDeleteExceeded",
-                None,
-                &format!("not deleted: --max-delete {limit} reached"),
-            ),
+            ReportRow::new(&bucket, &full_key, TaskStatus::Failed, code, None, message),
         );
     }
 
@@ -249,19 +251,11 @@ impl WorkContext {
     /// message that is not what its run's manifest planned): a failure
     /// row, and nothing deleted.
     pub fn refuse_unrequested_delete(&self, key: &str) {
-        Stats::add(&self.stats.failed, 1);
         Stats::add(&self.stats.delete_not_requested, 1);
-        let (bucket, full_key) = self.mover.row_names(Side::Destination, key);
-        self.rows.push(
+        self.refuse(
             key,
-            ReportRow::new(
-                &bucket,
-                &full_key,
-                TaskStatus::Failed,
-                "DeleteNotRequested",
-                None,
-                "not deleted: the run's manifest (run.json) does not have \"delete\": true, and a copier deletes only in a run that asked for deletes",
-            ),
+            "DeleteNotRequested",
+            "not deleted: the run's manifest (run.json) does not have \"delete\": true, and a copier deletes only in a run that asked for deletes",
         );
     }
 

@@ -281,6 +281,20 @@ async fn partial_files_are_private_while_a_restore_with_attributes_runs() {
     );
 }
 
+/// An object's stored attributes, as an upload with --posix-metadata
+/// writes them (s3fs's names).
+fn stored_attributes(mode: u32, owner: u32, mtime: i64) -> PutExtras {
+    PutExtras {
+        metadata: vec![
+            ("mode".into(), mode.to_string()),
+            ("uid".into(), owner.to_string()),
+            ("gid".into(), owner.to_string()),
+            ("mtime".into(), mtime.to_string()),
+        ],
+        ..PutExtras::default()
+    }
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -296,15 +310,7 @@ async fn setuid_bits_from_metadata_are_masked_unless_asked_for_with_an_owner() {
     let s3 = s3().await;
     let bucket = unique_bucket("safe-suid");
     create_bucket(&s3, &bucket).await;
-    let extras = PutExtras {
-        metadata: vec![
-            ("mode".into(), (0o104755).to_string()),
-            ("uid".into(), "0".into()),
-            ("gid".into(), "0".into()),
-            ("mtime".into(), "1600000000".into()),
-        ],
-        ..PutExtras::default()
-    };
+    let extras = stored_attributes(0o104755, 0, 1_600_000_000);
     put_with(
         &s3,
         &bucket,
@@ -395,15 +401,7 @@ async fn a_non_root_restore_of_a_read_only_file_with_attributes_succeeds() {
     let s3 = s3().await;
     let bucket = unique_bucket("safe-ro");
     create_bucket(&s3, &bucket).await;
-    let extras = PutExtras {
-        metadata: vec![
-            ("mode".into(), (0o100444).to_string()),
-            ("uid".into(), "0".into()),
-            ("gid".into(), "0".into()),
-            ("mtime".into(), "1500000000".into()),
-        ],
-        ..PutExtras::default()
-    };
+    let extras = stored_attributes(0o100444, 0, 1_500_000_000);
     put_with(&s3, &bucket, "ro/readme", body(5, 321), extras).await;
 
     // AND the CLI copied where user `nobody` can run it, and a home, a

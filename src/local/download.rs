@@ -233,15 +233,17 @@ async fn fetch_to(
 }
 
 /// Write `bytes` at `offset`, off the async threads.
-async fn write_at(file: &Arc<std::fs::File>, bytes: Vec<u8>, offset: u64) -> Result<(), CopyError> {
-    let file = file.clone();
+async fn write_at(
+    file: &Arc<std::fs::File>,
+    bytes: Vec<u8>,
+    offset: u64,
+    key: &str,
+) -> Result<(), CopyError> {
+    let (file, key) = (file.clone(), key.to_owned());
     blocking(move || {
         file.write_all_at(&bytes, offset).map_err(|e| {
-            CopyError::Failed(io_failure(
-                "writing",
-                std::path::Path::new("a partial file"),
-                &e,
-            ))
+            let what = "writing the partial file of key";
+            CopyError::Failed(io_failure(what, std::path::Path::new(&key), &e))
         })
     })
     .await
@@ -293,7 +295,7 @@ async fn fetch_range(
                     buffer.extend_from_slice(&chunk);
                     if buffer.len() >= WRITE_BUFFER {
                         let written = buffer.len() as u64;
-                        write_at(file, std::mem::take(&mut buffer), at).await?;
+                        write_at(file, std::mem::take(&mut buffer), at, &entry.key).await?;
                         at += written;
                     }
                 }
@@ -304,7 +306,7 @@ async fn fetch_range(
         // for the rest only.
         let written = buffer.len() as u64;
         if written > 0 {
-            write_at(file, buffer, at).await?;
+            write_at(file, buffer, at, &entry.key).await?;
             at += written;
         }
         match broke {
