@@ -42,9 +42,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt, stream};
-use s3_fanout::client::{ClientSettings, build_s3_client, build_sqs_client};
+use s3_fanout::base::client::{ClientSettings, build_s3_client, build_sqs_client};
+use s3_fanout::base::metrics::RequestCounter;
 use s3_fanout::local_stack::replication::{self, Replication, ReplicationOptions};
-use s3_fanout::metrics::RequestCounter;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

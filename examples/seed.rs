@@ -31,7 +31,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt, stream};
-use s3_fanout::client::{ClientSettings, build_s3_client};
+use s3_fanout::base::client::{ClientSettings, build_s3_client};
 
 /// First-level prefixes the plain keys are spread over.
 const PLAIN_PREFIXES: u64 = 20;

@@ -29,7 +29,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use s3_fanout::client::{ClientSettings, RetryMode, build_s3_client};
+use s3_fanout::base::client::{ClientSettings, RetryMode, build_s3_client};
 
 #[allow(dead_code)] // the tests use more of it than the soak does
 #[path = "../tests/support/fault_proxy.rs"]

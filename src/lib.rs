@@ -16,32 +16,13 @@
 //! and a worker pool (`s3-fanout sync`, see [`cli`]). Errors carry their
 //! retry class ([`error`]).
 
-pub mod allocator;
 pub mod archive;
+pub mod backend;
+pub mod base;
 pub mod cli;
-pub mod client;
-pub mod concurrency;
-pub mod config;
-pub mod copy;
-pub mod diff;
-pub mod emf;
-pub mod error;
-pub mod filter;
-pub mod listing;
-pub mod local;
+pub mod engine;
 pub mod local_stack;
-pub mod location;
-pub mod metrics;
-pub mod multipart;
-pub mod pieces;
-pub mod pipeline;
+pub mod model;
 pub mod plan;
-pub mod progress;
-pub mod rate_limit;
 pub mod report;
 pub mod serverless;
-pub mod split;
-pub mod stream;
-pub mod transfer;
-pub mod verify;
-pub mod worker;

@@ -6,7 +6,7 @@ fn main() {
     // First: the allocator is tuned while this is the only thread, then the
     // runtime's threads start, so every one of them allocates with the same
     // settings.
-    let runtime = match s3_fanout::allocator::tuned_runtime() {
+    let runtime = match s3_fanout::base::allocator::tuned_runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

@@ -18,9 +18,10 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{S3Failure, SyncError, classify};
-use crate::location::S3Location;
+use crate::base::error::{S3Failure, SyncError, classify};
+use crate::model::location::S3Location;
 
+pub mod emf;
 pub mod html;
 pub mod timeline;
 
@@ -218,7 +219,7 @@ counters! {
     /// Written keys verified by HEADs on both sides instead of a re-listing.
     verify_heads,
     /// Requests sent again after a failed attempt (throttling, 5xx, broken
-    /// connections), counted by the client ([`crate::metrics`]).
+    /// connections), counted by the client ([`crate::base::metrics`]).
     retries,
 }
 

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_s3::Client;
-use s3_fanout::diff::Action;
-use s3_fanout::listing::ObjectEntry;
+use s3_fanout::backend::s3::listing::ObjectEntry;
+use s3_fanout::engine::diff::Action;
 use s3_fanout::report::{Counts, TaskStatus};
 use s3_fanout::serverless::batch::{CopyBatch, CopyTask, MESSAGE_VERSION};
 use s3_fanout::serverless::copier::{BatchResult, copy_messages, result_name};
@@ -355,8 +355,8 @@ async fn a_200_delete_objects_answer_is_read_key_by_key() {
 
 /// A client of this binary's moto server through `proxy`.
 async fn client_via(proxy: &FaultProxy) -> Client {
-    s3_fanout::client::build_s3_client(
-        &s3_fanout::client::ClientSettings {
+    s3_fanout::base::client::build_s3_client(
+        &s3_fanout::base::client::ClientSettings {
             endpoint_url: Some(proxy.endpoint().to_owned()),
             force_path_style: true,
             region: Some(REGION.into()),
@@ -387,22 +387,24 @@ async fn a_head_denied_as_aws_denies_it_without_list_bucket_is_settled_by_a_list
     let proxy = FaultProxy::start(&moto().endpoint);
     proxy.add_rule(Rule::on(Op::HeadObject).bucket(&bucket).respond(403, ""));
     let client = client_via(&proxy).await;
-    let location: s3_fanout::location::S3Location = format!("s3://{bucket}/data/").parse().unwrap();
-    let options = s3_fanout::config::SyncOptions::try_from(s3_fanout::config::SyncSpec {
-        source: format!("s3://{bucket}/data/"),
-        destination: "s3://elsewhere/".into(),
-        ..Default::default()
-    })
-    .unwrap()
-    .copy;
+    let location: s3_fanout::model::location::S3Location =
+        format!("s3://{bucket}/data/").parse().unwrap();
+    let options =
+        s3_fanout::model::options::SyncOptions::try_from(s3_fanout::model::options::SyncSpec {
+            source: format!("s3://{bucket}/data/"),
+            destination: "s3://elsewhere/".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .copy;
     let head = |relative: &'static str| {
         let (client, location, options) = (&client, &location, &options);
         async move {
-            s3_fanout::copy::head_object(
+            s3_fanout::backend::s3::copy::head_object(
                 client,
                 location,
                 options,
-                s3_fanout::copy::Side::Source,
+                s3_fanout::backend::s3::copy::Side::Source,
                 relative,
             )
             .await

@@ -3,9 +3,9 @@
 mod support;
 
 use futures::TryStreamExt;
-use s3_fanout::listing::{ListTarget, ObjectEntry, list_range};
-use s3_fanout::location::KeyRange;
-use s3_fanout::split::plan_shards;
+use s3_fanout::backend::s3::listing::{ListTarget, ObjectEntry, list_range};
+use s3_fanout::engine::split::plan_shards;
+use s3_fanout::model::location::KeyRange;
 use support::*;
 
 async fn target(bucket: &str, location_prefix: &str, page_size: i32) -> ListTarget {
@@ -19,7 +19,12 @@ async fn target(bucket: &str, location_prefix: &str, page_size: i32) -> ListTarg
 }
 
 async fn listed(bucket: &str, location_prefix: &str, range: KeyRange) -> Vec<String> {
-    let target = target(bucket, location_prefix, s3_fanout::listing::MAX_PAGE_SIZE).await;
+    let target = target(
+        bucket,
+        location_prefix,
+        s3_fanout::backend::s3::listing::MAX_PAGE_SIZE,
+    )
+    .await;
     let entries: Vec<ObjectEntry> = list_range(target, range).try_collect().await.unwrap();
     entries.into_iter().map(|e| e.key).collect()
 }

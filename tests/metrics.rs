@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use s3_fanout::emf;
+use s3_fanout::report::emf;
 use serde_json::Value;
 use support::fault_proxy::{ACCESS_DENIED_XML, Op, Rule, SLOW_DOWN_XML};
 use support::local_stack::{one_run_at_a_time, stack, status_json};

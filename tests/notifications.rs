@@ -47,8 +47,8 @@ fn run_in_turn(args: &[&str]) -> (i32, Option<Value>, CliOutput) {
     (out.status, summary, out)
 }
 
-fn moto_settings() -> s3_fanout::client::ClientSettings {
-    s3_fanout::client::ClientSettings {
+fn moto_settings() -> s3_fanout::base::client::ClientSettings {
+    s3_fanout::base::client::ClientSettings {
         endpoint_url: Some(moto().endpoint.clone()),
         region: Some(REGION.into()),
         ..Default::default()
@@ -71,7 +71,7 @@ async fn sns(params: &[(&str, &str)]) -> String {
 
 /// A new queue subscribed to the run topic, as an operator's would be.
 async fn subscribed_queue(tag: &str) -> (aws_sdk_sqs::Client, String) {
-    let sqs = s3_fanout::client::build_sqs_client(&moto_settings()).await;
+    let sqs = s3_fanout::base::client::build_sqs_client(&moto_settings()).await;
     let url = sqs
         .create_queue()
         .queue_name(unique_bucket(tag))
@@ -324,7 +324,7 @@ async fn a_notification_that_cannot_be_published_leaves_the_runs_outcome_alone()
     assert_eq!(summary.expect("a report")["status"], "ok");
     assert_eq!(status_json(&run_id)["status"], "SUCCEEDED");
     // AND the publish was tried, failed, and was caught
-    let sfn = s3_fanout::client::build_sfn_client(&moto_settings()).await;
+    let sfn = s3_fanout::base::client::build_sfn_client(&moto_settings()).await;
     let execution = format!(
         "{}:{run_id}",
         stack()

@@ -196,7 +196,7 @@ async fn the_html_report_of_a_real_run_renders_its_numbers_in_chromium() {
     assert_eq!(element_text(&dom, "exit-code"), "1");
     assert_eq!(
         element_text(&dom, "bytes"),
-        s3_fanout::progress::human_bytes(bytes)
+        s3_fanout::cli::progress::human_bytes(bytes)
     );
     // Exact bytes in the summary table, and each refused key in the
     // failures table, as text (the DOM serialiser escapes it again).

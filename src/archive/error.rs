@@ -1,7 +1,7 @@
 //! Errors of `export` and `import` as a whole (per-object problems are
 //! report rows, never these), each with its retry class and exit code.
 
-use crate::error::{RetryClass, SyncError};
+use crate::base::error::{RetryClass, SyncError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {

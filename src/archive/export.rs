@@ -31,12 +31,12 @@ use super::manifest::{ManifestWriter, UnchangedSince, open_previous};
 use super::options::{ExportOptions, Since};
 use super::summary::{RunClock, RunSides};
 use super::writer::{Appended, ArchiveWriter, TarWriter};
-use crate::client::build_s3_client;
-use crate::copy::CopyError;
-use crate::error::{RetryClass, S3Failure, SyncError};
-use crate::listing::{ListTarget, MAX_PAGE_SIZE, ObjectEntry, list_range};
-use crate::location::KeyRange;
-use crate::metrics::RequestCounter;
+use crate::backend::s3::copy::CopyError;
+use crate::backend::s3::listing::{ListTarget, MAX_PAGE_SIZE, ObjectEntry, list_range};
+use crate::base::client::build_s3_client;
+use crate::base::error::{RetryClass, S3Failure, SyncError};
+use crate::base::metrics::RequestCounter;
+use crate::model::location::KeyRange;
 use crate::report::{ReportRow, ReportRows, Stats, Summary, TaskStatus};
 
 /// Objects up to this size are read whole, ahead of their turn: most
@@ -572,7 +572,7 @@ async fn prepare(source: &Source, listed: ObjectEntry) -> Prepared {
 /// (exit 2) if that is what it is.
 fn listing_refused(options: &ExportOptions, failure: S3Failure) -> ArchiveError {
     let bucket = &options.source.bucket;
-    match crate::pipeline::bucket_problem(
+    match crate::engine::pipeline::bucket_problem(
         &failure,
         "source",
         bucket,

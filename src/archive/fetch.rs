@@ -11,11 +11,11 @@ use aws_sdk_s3::types::RequestPayer;
 use bytes::Bytes;
 
 use super::format::ObjectHeaders;
-use crate::copy::{CopyError, quoted};
-use crate::diff::{EtagShape, etag_shape};
-use crate::error::{RetryClass, S3Failure, classify};
-use crate::listing::ObjectEntry;
-use crate::location::S3Location;
+use crate::backend::s3::copy::{CopyError, quoted};
+use crate::backend::s3::listing::ObjectEntry;
+use crate::base::error::{RetryClass, S3Failure, classify};
+use crate::engine::diff::{EtagShape, etag_shape};
+use crate::model::location::S3Location;
 
 /// Attempts at reading one body through: the SDK retries a request, but
 /// not a body that breaks off once its answer has begun.

@@ -34,11 +34,11 @@ use super::manifest::ManifestReader;
 use super::options::ImportOptions;
 use super::put::{Destination, put_file};
 use super::summary::{RunClock, RunSides};
-use crate::client::build_s3_client;
-use crate::error::{RetryClass, S3Failure, SyncError, classify};
-use crate::listing::{ListTarget, MAX_PAGE_SIZE, ObjectEntry, list_range};
-use crate::location::KeyRange;
-use crate::metrics::RequestCounter;
+use crate::backend::s3::listing::{ListTarget, MAX_PAGE_SIZE, ObjectEntry, list_range};
+use crate::base::client::build_s3_client;
+use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
+use crate::base::metrics::RequestCounter;
+use crate::model::location::KeyRange;
 use crate::report::{ReportRow, ReportRows, Stats, Summary, TaskStatus};
 
 /// Apply `options.archive` to `options.destination`. `Err` before the plan
@@ -227,7 +227,7 @@ impl Importer<'_> {
             {
                 let location = &self.options.destination;
                 return Err(
-                    match crate::pipeline::bucket_problem(
+                    match crate::engine::pipeline::bucket_problem(
                         &failure,
                         "destination",
                         &location.bucket,

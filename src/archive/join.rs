@@ -11,9 +11,9 @@ use futures::{Stream, StreamExt};
 use super::error::ArchiveError;
 use super::format::ManifestEntry;
 use super::manifest::ManifestReader;
-use crate::diff::etag_shape;
-use crate::error::SyncError;
-use crate::listing::ObjectEntry;
+use crate::backend::s3::listing::ObjectEntry;
+use crate::base::error::SyncError;
+use crate::engine::diff::etag_shape;
 
 /// One key of the join.
 #[derive(Debug)]

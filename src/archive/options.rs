@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use aws_smithy_types::DateTime;
 
 use super::codec::Compression;
-use crate::client::ClientSettings;
-use crate::config::{ClientFlags, parse_date};
-use crate::error::SyncError;
-use crate::location::S3Location;
+use crate::base::client::ClientSettings;
+use crate::base::error::SyncError;
+use crate::model::location::S3Location;
+use crate::model::options::{ClientFlags, parse_date};
 use crate::report::ReportLocation;
 
 /// `s3-fanout export SRC ARCHIVE`, as given.

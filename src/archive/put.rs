@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::format::{Exported, ManifestEntry};
 use super::layout::Layout;
-use crate::config::CopyOptions;
-use crate::copy::CopyError;
-use crate::error::{RetryClass, S3Failure};
-use crate::local::upload::{self, ObjectMeta, Shape, upload_file};
-use crate::location::S3Location;
+use crate::backend::local::upload::{self, ObjectMeta, Shape, upload_file};
+use crate::backend::s3::copy::CopyError;
+use crate::base::error::{RetryClass, S3Failure};
+use crate::model::location::S3Location;
+use crate::model::options::CopyOptions;
 
 /// Parts of one object uploaded at once.
 const PART_CONCURRENCY: usize = 4;
@@ -60,8 +60,8 @@ pub async fn put_file(
     // writes objects as the archive carries them (no class or SSE
     // override, no owner of a source).
     let options = CopyOptions {
-        multipart_threshold: crate::config::MAX_PART_SIZE,
-        part_size: crate::config::MIN_PART_SIZE,
+        multipart_threshold: crate::model::options::MAX_PART_SIZE,
+        part_size: crate::model::options::MIN_PART_SIZE,
         part_concurrency: PART_CONCURRENCY,
         mirror_parts: true,
         storage_class: None,

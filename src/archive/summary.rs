@@ -6,7 +6,7 @@ use std::time::Instant;
 use aws_sdk_s3::Client;
 
 use super::error::ArchiveError;
-use crate::metrics::RequestCounter;
+use crate::base::metrics::RequestCounter;
 use crate::report::{ReportLocation, ReportRows, Stats, Summary, now_rfc3339, write_report};
 
 /// When a run started, and its id (the same shape as a sync's).

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SyncOptions, SyncSpec};
-use crate::diff::{Action, SkipReason};
-use crate::error::SyncError;
-use crate::pipeline::{ActionObserver, run_sync};
-use crate::progress::{Progress, ProgressMode, human_bytes};
+use crate::base::error::SyncError;
+use crate::cli::progress::{Progress, ProgressMode, human_bytes};
+use crate::engine::diff::{Action, SkipReason};
+use crate::engine::pipeline::{ActionObserver, run_sync};
+use crate::model::options::{SyncOptions, SyncSpec};
 use crate::report::html::thousands as n;
 use crate::report::{Stats, Summary};
 
@@ -65,6 +65,7 @@ pub enum Command {
 
 mod archive;
 mod plan;
+pub mod progress;
 mod report;
 mod serverless;
 

@@ -1,8 +1,8 @@
 //! `s3-fanout plan SRC DST`: print what a sync would do, cost and take.
 
-use crate::error::SyncError;
+use crate::base::error::SyncError;
+use crate::cli::progress::human_bytes;
 use crate::plan::{PlanReport, PlanSpec, plan as make_plan};
-use crate::progress::human_bytes;
 
 use super::{EXIT_USAGE, n};
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::error::SyncError;
+use crate::base::error::SyncError;
 use crate::report::{HTML_NAME, ReportRow, Summary, html};
 use crate::serverless::control;
 

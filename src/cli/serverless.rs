@@ -9,11 +9,11 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value, json};
 
-use crate::client::ClientSettings;
-use crate::config::ClientFlags;
-use crate::diff::DiffMode;
-use crate::error::SyncError;
+use crate::base::client::ClientSettings;
+use crate::base::error::SyncError;
+use crate::engine::diff::DiffMode;
 use crate::local_stack::{self, LocalStackOptions};
+use crate::model::options::ClientFlags;
 use crate::report::{ReportRow, Summary};
 use crate::serverless::control::{self, RunState, StackOutputs};
 
@@ -539,7 +539,7 @@ pub async fn local_stack(args: LocalStackArgs) -> i32 {
         return EXIT_USAGE;
     }
     if let Some(path) = &args.emf_log
-        && let Err(err) = crate::emf::log_to_file(path)
+        && let Err(err) = crate::report::emf::log_to_file(path)
     {
         eprintln!("error: --emf-log {}: {err}", path.display());
         return EXIT_USAGE;

@@ -21,7 +21,7 @@ use lambda_runtime::LambdaEvent;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::emf;
+use crate::report::emf;
 use crate::serverless::batch::CopyBatch;
 use crate::serverless::replicator::Replicator;
 use crate::serverless::{FunctionEnv, copier};
@@ -240,7 +240,7 @@ pub async fn run(
         let messages = match received {
             Ok(output) => output.messages.unwrap_or_default(),
             Err(err) => {
-                tracing::warn!(error = %crate::error::classify(&err).message, "event source: receive failed");
+                tracing::warn!(error = %crate::base::error::classify(&err).message, "event source: receive failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -320,7 +320,7 @@ async fn invoke(
                 .send()
                 .await
         {
-            tracing::warn!(error = %crate::error::classify(&err).message, "event source: delete failed");
+            tracing::warn!(error = %crate::base::error::classify(&err).message, "event source: delete failed");
         }
     }
 }

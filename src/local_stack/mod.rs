@@ -24,9 +24,9 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClientSettings, build_s3_client, build_sfn_client, build_sqs_client};
-use crate::config::ClientFlags;
-use crate::error::{SyncError, classify};
+use crate::base::client::{ClientSettings, build_s3_client, build_sfn_client, build_sqs_client};
+use crate::base::error::{SyncError, classify};
+use crate::model::options::ClientFlags;
 use crate::serverless::FunctionEnv;
 use crate::serverless::control::StackOutputs;
 use crate::serverless::env::StackConfig;

@@ -20,10 +20,10 @@ use aws_sdk_s3::types::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{build_s3_client, build_sqs_client};
-use crate::diff::DiffMode;
-use crate::error::{SyncError, classify};
-use crate::location::S3Location;
+use crate::base::client::{build_s3_client, build_sqs_client};
+use crate::base::error::{SyncError, classify};
+use crate::engine::diff::DiffMode;
+use crate::model::location::S3Location;
 use crate::serverless::FunctionEnv;
 use crate::serverless::env::StackConfig;
 use crate::serverless::replicator::Replicator;

@@ -22,13 +22,13 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::build_s3_client;
-use crate::config::{SyncOptions, SyncSpec, Transfer};
-use crate::error::SyncError;
-use crate::listing::ListTarget;
-use crate::location::Location;
-use crate::metrics::RequestCounter;
-use crate::pipeline::{ActionObserver, run_sync};
+use crate::backend::s3::listing::ListTarget;
+use crate::base::client::build_s3_client;
+use crate::base::error::SyncError;
+use crate::base::metrics::RequestCounter;
+use crate::engine::pipeline::{ActionObserver, run_sync};
+use crate::model::location::Location;
+use crate::model::options::{SyncOptions, SyncSpec, Transfer};
 use crate::report::{Counts, Stats, Summary};
 use crate::serverless::input::RunSettings;
 
@@ -279,7 +279,7 @@ fn local_estimate(
     let mut verify_secs = 0.0;
     if options.verify && written > 0 {
         verify_by_head = !options.verify_by_listing
-            && crate::verify::heads_are_cheaper(
+            && crate::engine::verify::heads_are_cheaper(
                 written,
                 c.listed_source,
                 destination_after,
@@ -467,9 +467,13 @@ async fn serverless_estimate(
         page_size: options.list_page_size,
     };
     let want = (settings.shard_concurrency as usize * 4).min(settings.max_shards as usize);
-    let shards =
-        crate::split::plan_shards(&target, &options.range, want, settings.max_shards as usize)
-            .await?;
+    let shards = crate::engine::split::plan_shards(
+        &target,
+        &options.range,
+        want,
+        settings.max_shards as usize,
+    )
+    .await?;
     // The planner's two preflight listings, besides the shard cuts.
     let mut planner_requests = counter.snapshot();
     add(&mut planner_requests, "ListObjectsV2", 2);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::SyncError;
+use crate::base::error::SyncError;
 
 /// The built-in table.
 const BUILT_IN: &str = include_str!("prices-us-east-1.json");

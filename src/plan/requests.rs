@@ -11,11 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{SyncOptions, Transfer};
-use crate::copy::MAX_DELETE_KEYS;
-use crate::diff::{Action, EtagShape, etag_shape};
-use crate::listing::ObjectEntry;
-use crate::multipart::{default_part_size, uniform_layout};
+use crate::backend::s3::copy::MAX_DELETE_KEYS;
+use crate::backend::s3::listing::ObjectEntry;
+use crate::backend::s3::multipart::{default_part_size, uniform_layout};
+use crate::engine::diff::{Action, EtagShape, etag_shape};
+use crate::model::options::{SyncOptions, Transfer};
 
 /// Requests by S3 operation name, as the SDK (and so the report) names them.
 pub type Requests = BTreeMap<String, u64>;
@@ -67,7 +67,7 @@ fn for_transfer(options: &SyncOptions, entry: &ObjectEntry, into: &mut Requests)
     match options.transfer {
         Transfer::ServerSide | Transfer::Streamed => {
             let multipart = if options.transfer == Transfer::Streamed {
-                multipart_source.is_some() || entry.size > crate::config::MAX_PART_SIZE
+                multipart_source.is_some() || entry.size > crate::model::options::MAX_PART_SIZE
             } else {
                 entry.size > copy.multipart_threshold
                     || (copy.mirror_parts && multipart_source.is_some())
@@ -137,7 +137,7 @@ pub fn verify_heads_per_key(transfer: Transfer) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SyncSpec;
+    use crate::model::options::SyncSpec;
 
     const MIB: u64 = 1024 * 1024;
 

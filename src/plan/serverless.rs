@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::prices::PriceTable;
 use super::requests::{Requests, add};
 use super::tally::BatchCost;
-use crate::error::SyncError;
+use crate::base::error::SyncError;
 
 /// The stack's settings the estimate depends on (the template's defaults).
 #[derive(Debug, Clone, Serialize)]

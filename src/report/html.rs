@@ -12,7 +12,7 @@
 use std::fmt::Write;
 
 use super::{ReportRow, Summary, TimelinePoint};
-use crate::progress::human_bytes;
+use crate::cli::progress::human_bytes;
 
 /// Failure rows the page lists; the rest are in failures.csv.
 pub const MAX_ROWS: usize = 1_000;

@@ -10,10 +10,10 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::client::{
+use crate::base::client::{
     ClientSettings, build_cloudformation_client, build_s3_client, build_sfn_client,
 };
-use crate::error::{SyncError, classify};
+use crate::base::error::{SyncError, classify};
 use crate::serverless::copier::BatchResult;
 use crate::serverless::lister::Checkpoint;
 use crate::serverless::store::{FolderCache, RunStore};
@@ -292,7 +292,7 @@ impl RunWatcher {
             }
         }
         let millis = |t: Option<&aws_smithy_types::DateTime>| t.and_then(|t| t.to_millis().ok());
-        let now = crate::emf::now_ms();
+        let now = crate::report::emf::now_ms();
         let elapsed_secs = millis(Some(described.start_date()))
             .map(|start| (millis(described.stop_date()).unwrap_or(now) - start).max(0) as f64 / 1e3)
             .unwrap_or(0.0);

@@ -47,17 +47,17 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::diff::{EtagShape, etag_shape};
-use crate::emf::{self, MetricRecord, Unit, Work};
-use crate::error::SyncError;
-use crate::metrics::RequestCounter;
-use crate::multipart::abort_other_uploads;
+use crate::backend::s3::multipart::abort_other_uploads;
+use crate::base::error::SyncError;
+use crate::base::metrics::RequestCounter;
+use crate::engine::diff::{EtagShape, etag_shape};
+use crate::engine::worker::{DeleteBatcher, Retry, WorkContext};
+use crate::report::emf::{self, MetricRecord, Unit, Work};
 use crate::report::{Counts, ReportRow, ReportRows, Stats, TaskStatus};
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{CopyBatch, CopyTask};
 use crate::serverless::env::RunContext;
 use crate::serverless::parts;
-use crate::worker::{DeleteBatcher, Retry, WorkContext};
 
 /// One batch's outcome, at `results/BATCH.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,7 +282,9 @@ async fn copy_batch(
         }
     };
     let context = WorkContext {
-        mover: Arc::new(crate::transfer::Mover::Buckets(run.copier.counted(counter))),
+        mover: Arc::new(crate::backend::transfer::Mover::Buckets(
+            run.copier.counted(counter),
+        )),
         stats: Arc::new(Stats::default()),
         rows: rows.clone(),
         cancel: CancellationToken::new(),
@@ -451,7 +453,7 @@ mod tests {
     fn record(delivery: &Delivery) -> serde_json::Value {
         let lines = delivery.record("stack-copier").lines(0);
         assert_eq!(lines.len(), 1);
-        crate::emf::validate_line(&lines[0]).expect("valid EMF")
+        crate::report::emf::validate_line(&lines[0]).expect("valid EMF")
     }
 
     #[test]

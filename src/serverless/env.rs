@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::client::{ClientSettings, RetryMode, build_s3_client, build_sqs_client};
-use crate::config::{ClientFlags, SyncOptions, SyncSpec};
-use crate::copy::Copier;
-use crate::diff::DiffMode;
-use crate::error::SyncError;
+use crate::backend::s3::copy::Copier;
+use crate::base::client::{ClientSettings, RetryMode, build_s3_client, build_sqs_client};
+use crate::base::error::SyncError;
+use crate::engine::diff::DiffMode;
+use crate::model::options::{ClientFlags, SyncOptions, SyncSpec};
 use crate::serverless::input::RunManifest;
 use crate::serverless::store::RunStore;
 
@@ -135,10 +135,10 @@ impl StackConfig {
             copy_concurrency: number("S3_FANOUT_COPY_CONCURRENCY", 16)?.max(1) as usize,
             lister_max_keys: number("S3_FANOUT_LISTER_MAX_KEYS", DEFAULT_LISTER_MAX_KEYS)?.max(1),
             split_object_bytes: var("S3_FANOUT_SPLIT_OBJECT_BYTES")
-                .map(|v| crate::config::parse_size(&v, "S3_FANOUT_SPLIT_OBJECT_BYTES"))
+                .map(|v| crate::model::options::parse_size(&v, "S3_FANOUT_SPLIT_OBJECT_BYTES"))
                 .transpose()?
                 .unwrap_or(64 * 1024 * 1024 * 1024)
-                .max(crate::config::MIN_PART_SIZE),
+                .max(crate::model::options::MIN_PART_SIZE),
             include: globs("S3_FANOUT_INCLUDE")?,
             exclude: globs("S3_FANOUT_EXCLUDE")?,
             replicate_deletes: var("S3_FANOUT_REPLICATE_DELETES").is_some_and(|v| v == "true"),

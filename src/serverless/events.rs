@@ -45,7 +45,7 @@
 
 use serde_json::Value;
 
-use crate::listing::form_decode;
+use crate::backend::s3::listing::form_decode;
 
 /// One object an event names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{SyncOptions, SyncSpec};
-use crate::error::SyncError;
-use crate::location::{KeyRange, S3Location};
+use crate::base::error::SyncError;
+use crate::model::location::{KeyRange, S3Location};
+use crate::model::options::{SyncOptions, SyncSpec};
 use crate::serverless::env::StackConfig;
 
 /// Run-level fields of the execution input, besides the sync options.
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(spec.source, "s3://src/data/");
         assert_eq!(spec.destination, "s3://dst/backup/");
         assert_eq!(options.buckets().unwrap().1.prefix, "backup/");
-        assert_eq!(spec.mode, crate::diff::DiffMode::Size);
+        assert_eq!(spec.mode, crate::engine::diff::DiffMode::Size);
         assert_eq!(settings.failure_threshold, 0);
         assert!(settings.validate);
         assert_eq!(spec.exclude, ["*.tmp", "{a,b}/*"]);
@@ -350,7 +350,7 @@ mod tests {
         let (spec, _, _) = resolve_input(&input, &stack()).unwrap();
         assert_eq!(spec.source, "s3://src/data/2024/");
         assert_eq!(spec.destination, "s3://dst/backup/2024/");
-        assert_eq!(spec.mode, crate::diff::DiffMode::Etag);
+        assert_eq!(spec.mode, crate::engine::diff::DiffMode::Etag);
     }
 
     /// The resolved (source, destination) of `input` on [`stack`].
@@ -515,7 +515,7 @@ mod tests {
         assert_eq!(spec.sse.as_deref(), Some("aws:kms"));
         assert_eq!(
             options.copy.sse,
-            Some(crate::config::Sse::Kms {
+            Some(crate::model::options::Sse::Kms {
                 key_id: Some(key.to_owned())
             })
         );
@@ -558,7 +558,7 @@ mod tests {
     fn a_stack_without_encryption_leaves_it_to_the_input() {
         let (spec, _, options) = resolve_input(&json!({"sse": "AES256"}), &stack()).unwrap();
         assert_eq!(spec.sse.as_deref(), Some("AES256"));
-        assert_eq!(options.copy.sse, Some(crate::config::Sse::S3));
+        assert_eq!(options.copy.sse, Some(crate::model::options::Sse::S3));
         let (spec, _, _) = resolve_input(&json!({}), &stack()).unwrap();
         assert_eq!(spec.sse, None);
     }

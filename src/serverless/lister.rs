@@ -23,19 +23,19 @@ use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::diff::{Action, Pair, decide, merge_join};
-use crate::emf::{self, MetricRecord, Unit, Work};
-use crate::error::SyncError;
-use crate::listing::{ListTarget, list_range};
-use crate::metrics::RequestCounter;
+use crate::backend::s3::listing::{ListTarget, list_range};
+use crate::base::error::SyncError;
+use crate::base::metrics::RequestCounter;
+use crate::engine::diff::{Action, Pair, decide, merge_join};
+use crate::engine::verify::check_pair;
+use crate::engine::worker::count_plan;
+use crate::report::emf::{self, MetricRecord, Unit, Work};
 use crate::report::{Counts, ReportRow, Stats};
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{
     BatchBuilder, BatchLimits, CopyBatch, CopyTask, SentBatch, send_batches,
 };
 use crate::serverless::env::RunContext;
-use crate::verify::check_pair;
-use crate::worker::count_plan;
 
 /// Keys per checkpoint: one ListObjectsV2 page.
 const PAGE_KEYS: u64 = 1_000;
@@ -278,11 +278,11 @@ impl<'a> Pass<'a> {
         }
     }
 
-    async fn run(&mut self, range: crate::location::KeyRange) -> Result<(), SyncError> {
+    async fn run(&mut self, range: crate::model::location::KeyRange) -> Result<(), SyncError> {
         let options = &self.run.options;
         let copier = &self.run.copier.counted(&self.counter);
         let target = |client: &aws_sdk_s3::Client,
-                      location: &crate::location::S3Location,
+                      location: &crate::model::location::S3Location,
                       owner: &Option<String>| ListTarget {
             client: client.clone(),
             location: location.clone(),

@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime};
 
 use lambda_runtime::Diagnostic;
 
-use crate::error::SyncError;
+use crate::base::error::SyncError;
 
 /// JSON logs, as CloudWatch Logs Insights wants them; `RUST_LOG` filters.
 pub fn init_tracing() {

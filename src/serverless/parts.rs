@@ -21,18 +21,18 @@ use std::ops::Range;
 use aws_sdk_s3::types::CompletedPart;
 use serde::{Deserialize, Serialize};
 
-use crate::copy::{Copier, CopyError};
-use crate::error::{RetryClass, SyncError};
-use crate::listing::ObjectEntry;
-use crate::multipart::{
+use crate::backend::s3::copy::{Copier, CopyError};
+use crate::backend::s3::listing::ObjectEntry;
+use crate::backend::s3::multipart::{
     Layout, abort_after, abort_other_uploads, complete_upload, copy_parts, start_upload,
 };
+use crate::base::error::{RetryClass, SyncError};
+use crate::engine::worker::{Retry, WorkContext};
 use crate::report::Stats;
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{CopyBatch, CopyTask, MESSAGE_VERSION, SentBatch, send_batches};
 use crate::serverless::env::RunContext;
 use crate::serverless::lister::Checkpoint;
-use crate::worker::{Retry, WorkContext};
 
 /// `parts/UPLOAD/upload.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -444,10 +444,10 @@ fn settle(context: &WorkContext, key: &str, err: CopyError) -> Retry {
     retry
 }
 
-fn store_failure(err: SyncError) -> crate::error::S3Failure {
+fn store_failure(err: SyncError) -> crate::base::error::S3Failure {
     match err {
         SyncError::S3 { failure, .. } => failure,
-        other => crate::error::S3Failure {
+        other => crate::base::error::S3Failure {
             code: "RunStateError".into(),
             http_status: None,
             message: other.to_string(),
@@ -459,7 +459,7 @@ fn store_failure(err: SyncError) -> crate::error::S3Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::multipart::uniform_layout;
+    use crate::backend::s3::multipart::uniform_layout;
 
     #[test]
     fn groups_are_contiguous_cover_every_part_and_stay_under_the_limit() {

@@ -9,14 +9,14 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::emf::{self, Unit, Work};
-use crate::error::SyncError;
-use crate::listing::ListTarget;
-use crate::metrics::RequestCounter;
-use crate::pipeline::preflight;
+use crate::backend::s3::listing::ListTarget;
+use crate::base::error::SyncError;
+use crate::base::metrics::RequestCounter;
+use crate::engine::pipeline::preflight;
+use crate::engine::split::plan_shards;
+use crate::report::emf::{self, Unit, Work};
 use crate::serverless::FunctionEnv;
 use crate::serverless::input::{RunManifest, resolve_input};
-use crate::split::plan_shards;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannerEvent {

@@ -55,13 +55,13 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DiffOptions, SyncOptions, SyncSpec};
-use crate::copy::{Copier, CopyError, Side};
-use crate::diff::{Action, DiffMode, Pair, SkipReason, decide};
-use crate::emf::{self, MetricRecord, Unit, Work, now_ms};
-use crate::error::{RetryClass, S3Failure, SyncError, classify};
-use crate::listing::ObjectEntry;
-use crate::metrics::RequestCounter;
+use crate::backend::s3::copy::{Copier, CopyError, Side};
+use crate::backend::s3::listing::ObjectEntry;
+use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
+use crate::base::metrics::RequestCounter;
+use crate::engine::diff::{Action, DiffMode, Pair, SkipReason, decide};
+use crate::model::options::{DiffOptions, SyncOptions, SyncSpec};
+use crate::report::emf::{self, MetricRecord, Unit, Work, now_ms};
 use crate::serverless::FunctionEnv;
 use crate::serverless::events::{EventBody, ObjectEvent, parse_body};
 

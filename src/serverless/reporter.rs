@@ -22,9 +22,9 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::emf::{self, Unit, Work};
-use crate::error::SyncError;
-use crate::metrics::RequestCounter;
+use crate::base::error::SyncError;
+use crate::base::metrics::RequestCounter;
+use crate::report::emf::{self, Unit, Work};
 use crate::report::timeline::MAX_POINTS;
 use crate::report::{
     Counts, PhaseTiming, ReportLocation, ReportRow, ReportRows, RunStatus, Summary, TaskStatus,
@@ -250,7 +250,12 @@ async fn queue_is_empty(env: &FunctionEnv) -> Result<bool, SyncError> {
         .attribute_names(A::ApproximateNumberOfMessagesDelayed)
         .send()
         .await
-        .map_err(|e| SyncError::s3("reading the work queue's depth", crate::error::classify(&e)))?;
+        .map_err(|e| {
+            SyncError::s3(
+                "reading the work queue's depth",
+                crate::base::error::classify(&e),
+            )
+        })?;
     Ok(attributes
         .attributes()
         .is_some_and(|a| a.values().all(|v| v == "0")))
@@ -277,8 +282,8 @@ async fn report_in(
         .get_json(run_id, RunManifest::KEY)
         .await?
         .ok_or_else(|| SyncError::Config(format!("run {run_id:?} was never planned")))?;
-    let source: crate::location::S3Location = manifest.spec.source.parse()?;
-    let destination: crate::location::S3Location = manifest.spec.destination.parse()?;
+    let source: crate::model::location::S3Location = manifest.spec.source.parse()?;
+    let destination: crate::model::location::S3Location = manifest.spec.destination.parse()?;
     let rows = ReportRows::new()?;
     let mut counts = Counts::default();
 

@@ -21,8 +21,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{SyncError, classify};
-use crate::metrics::RequestCounter;
+use crate::base::error::{SyncError, classify};
+use crate::base::metrics::RequestCounter;
 
 #[derive(Debug, Clone)]
 pub struct RunStore {
@@ -49,7 +49,7 @@ impl RunStore {
     /// and throttles of one invocation.
     pub fn counted(&self, counter: &RequestCounter) -> RunStore {
         RunStore {
-            s3: crate::client::with_counter(&self.s3, counter),
+            s3: crate::base::client::with_counter(&self.s3, counter),
             ..self.clone()
         }
     }

@@ -65,7 +65,7 @@ pub fn stack_with(configure: impl FnOnce(&mut LocalStackOptions)) -> &'static Te
         // Their metrics too, rather than on the test's stdout.
         let emf_log = log_dir.join(format!("emf-{}.log", std::process::id()));
         let _ = std::fs::remove_file(&emf_log);
-        s3_fanout::emf::log_to_file(&emf_log).expect("the EMF log opens");
+        s3_fanout::report::emf::log_to_file(&emf_log).expect("the EMF log opens");
         if let Ok(file) =
             std::fs::File::create(log_dir.join(format!("functions-{}.log", std::process::id())))
         {

@@ -241,8 +241,8 @@ fn tail(path: &Path, lines: usize) -> String {
 /// factory so the tests exercise the settings the CLI uses.
 pub async fn s3() -> Client {
     let moto = moto();
-    s3_fanout::client::build_s3_client(
-        &s3_fanout::client::ClientSettings {
+    s3_fanout::base::client::build_s3_client(
+        &s3_fanout::base::client::ClientSettings {
             endpoint_url: Some(moto.endpoint.clone()),
             force_path_style: true,
             region: Some(REGION.into()),

@@ -271,7 +271,7 @@ fn code_of(source: &str) -> String {
 }
 
 /// One binary's `main.rs`: a plain `fn main` whose first statement starts
-/// the runtime with `s3_fanout::allocator::tuned_runtime()`, which tunes
+/// the runtime with `s3_fanout::base::allocator::tuned_runtime()`, which tunes
 /// the allocator and only then builds the runtime. `#[tokio::main]`, or a
 /// runtime built any other way, starts the runtime's threads before
 /// `tune()` runs, against its SAFETY comment (mallopt while other threads
@@ -286,7 +286,7 @@ pub fn check_binary_main(name: &str, source: &str) -> Check {
     ] {
         ensure!(
             !code.contains(banned),
-            "{name}: `{banned}` builds a runtime before the allocator is tuned; start with s3_fanout::allocator::tuned_runtime() in a plain fn main"
+            "{name}: `{banned}` builds a runtime before the allocator is tuned; start with s3_fanout::base::allocator::tuned_runtime() in a plain fn main"
         );
     }
     let (_, after) = code
@@ -299,7 +299,7 @@ pub fn check_binary_main(name: &str, source: &str) -> Check {
     let first = body.split(';').next().unwrap_or_default();
     ensure!(
         first.contains("allocator::tuned_runtime()"),
-        "{name}: fn main must begin by starting the runtime with s3_fanout::allocator::tuned_runtime(), begins with {:?}",
+        "{name}: fn main must begin by starting the runtime with s3_fanout::base::allocator::tuned_runtime(), begins with {:?}",
         first.trim()
     );
     Ok(())

@@ -1118,9 +1118,9 @@ fn state_machine_mismatches_are_caught() {
 #[test]
 fn a_runtime_started_before_the_allocator_is_tuned_is_caught() {
     // The functions' mains before the fix: tune() ran inside the runtime.
-    let tokio_main = "#[tokio::main]\nasync fn main() -> Result<(), Error> {\n    s3_fanout::allocator::tune();\n    init_tracing();\n    run(service_fn(|e| handle(e, &env))).await\n}\n";
-    let built_first = "fn main() -> Result<(), Error> {\n    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;\n    s3_fanout::allocator::tune();\n    rt.block_on(body())\n}\n";
-    let tuned_late = "fn main() -> Result<(), Error> {\n    spawn_watchdog_thread();\n    s3_fanout::allocator::tuned_runtime()?.block_on(body())\n}\n";
+    let tokio_main = "#[tokio::main]\nasync fn main() -> Result<(), Error> {\n    s3_fanout::base::allocator::tune();\n    init_tracing();\n    run(service_fn(|e| handle(e, &env))).await\n}\n";
+    let built_first = "fn main() -> Result<(), Error> {\n    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;\n    s3_fanout::base::allocator::tune();\n    rt.block_on(body())\n}\n";
+    let tuned_late = "fn main() -> Result<(), Error> {\n    spawn_watchdog_thread();\n    s3_fanout::base::allocator::tuned_runtime()?.block_on(body())\n}\n";
     for (what, source) in [
         ("#[tokio::main] calling tune()", tokio_main),
         ("a runtime built by hand before tune()", built_first),
@@ -1128,7 +1128,7 @@ fn a_runtime_started_before_the_allocator_is_tuned_is_caught() {
     ] {
         assert_caught(check_binary_main("main.rs", source), what);
     }
-    let good = "fn main() -> Result<(), Error> {\n    // Not #[tokio::main]: tuned first.\n    s3_fanout::allocator::tuned_runtime()?.block_on(body())\n}\n";
+    let good = "fn main() -> Result<(), Error> {\n    // Not #[tokio::main]: tuned first.\n    s3_fanout::base::allocator::tuned_runtime()?.block_on(body())\n}\n";
     assert_ok(check_binary_main("main.rs", good));
     let swapped = "pub fn tuned_runtime() -> std::io::Result<Runtime> {\n    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build();\n    tune();\n    rt\n}\n";
     assert_caught(check_tuned_runtime(swapped), "tuned_runtime building first");

@@ -9,8 +9,8 @@ use s3_fanout::serverless::{FunctionEnv, copier, init_tracing};
 
 fn main() -> Result<(), Error> {
     // Not #[tokio::main]: the allocator is tuned before the runtime's
-    // threads exist (see s3_fanout::allocator).
-    s3_fanout::allocator::tuned_runtime()?.block_on(async {
+    // threads exist (see s3_fanout::base::allocator).
+    s3_fanout::base::allocator::tuned_runtime()?.block_on(async {
         init_tracing();
         let env = FunctionEnv::from_environment().await?;
         run(service_fn(|event| copier::handle(event, &env))).await

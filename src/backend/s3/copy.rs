@@ -2,22 +2,22 @@
 //!
 //! Objects up to the multipart threshold take one `CopyObject`; larger ones,
 //! and sources that were uploaded in parts (unless `--no-mirror-parts`), go
-//! through [`crate::multipart`], which keeps their `-N` ETag verifiable. Either way the copy is conditional on the
+//! through [`crate::backend::s3::multipart`], which keeps their `-N` ETag verifiable. Either way the copy is conditional on the
 //! ETag the listing saw (`x-amz-copy-source-if-match`): if the source changed
 //! in between, the key is listed again and copied once more as it is now, so
 //! a sync never writes a version it did not diff. Between endpoints or
-//! accounts the same steps stream the bytes instead ([`crate::stream`]).
+//! accounts the same steps stream the bytes instead ([`crate::backend::s3::stream`]).
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{RequestPayer, ServerSideEncryption, StorageClass};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::CopyOptions;
-use crate::diff::{EtagShape, etag_shape};
-use crate::error::{RetryClass, S3Failure, classify};
-use crate::listing::ObjectEntry;
-use crate::location::S3Location;
+use crate::backend::s3::listing::ObjectEntry;
+use crate::base::error::{RetryClass, S3Failure, classify};
+use crate::engine::diff::{EtagShape, etag_shape};
+use crate::model::location::S3Location;
+use crate::model::options::CopyOptions;
 
 /// Which bucket of a copy an object is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +38,13 @@ pub struct Copier {
 
 impl Copier {
     /// This copier with both clients reporting to `counter`.
-    pub fn counted(&self, counter: &crate::metrics::RequestCounter) -> Copier {
+    pub fn counted(&self, counter: &crate::base::metrics::RequestCounter) -> Copier {
         Copier {
-            source_client: crate::client::with_counter(&self.source_client, counter),
-            destination_client: crate::client::with_counter(&self.destination_client, counter),
+            source_client: crate::base::client::with_counter(&self.source_client, counter),
+            destination_client: crate::base::client::with_counter(
+                &self.destination_client,
+                counter,
+            ),
             ..self.clone()
         }
     }
@@ -171,15 +174,15 @@ impl Copier {
         if self.options.stream {
             // A stream keeps the source's shape (and so its ETag): one PUT
             // for a one-PUT object, which S3 caps at 5 GiB.
-            if multipart_source || entry.size > crate::config::MAX_PART_SIZE {
-                crate::multipart::copy_multipart(self, entry, cancel).await
+            if multipart_source || entry.size > crate::model::options::MAX_PART_SIZE {
+                crate::backend::s3::multipart::copy_multipart(self, entry, cancel).await
             } else {
                 self.stream_single(entry).await
             }
         } else if entry.size > self.options.multipart_threshold
             || (self.options.mirror_parts && multipart_source)
         {
-            crate::multipart::copy_multipart(self, entry, cancel).await
+            crate::backend::s3::multipart::copy_multipart(self, entry, cancel).await
         } else {
             self.copy_single(entry).await
         }
@@ -260,7 +263,7 @@ impl Copier {
         let Some(object) = page.contents().first() else {
             return Ok(None);
         };
-        let listed = crate::listing::listed_key(object, encoded).map_err(|e| {
+        let listed = crate::backend::s3::listing::listed_key(object, encoded).map_err(|e| {
             CopyError::Failed(S3Failure {
                 code: "InvalidKey".into(),
                 http_status: None,
@@ -542,7 +545,7 @@ async fn delete_chunk(
                     "DeleteObjects did not delete it: {}",
                     error.message().unwrap_or("no message")
                 ),
-                class: if crate::error::RETRYABLE_CODES.contains(&code) {
+                class: if crate::base::error::RETRYABLE_CODES.contains(&code) {
                     RetryClass::Retryable
                 } else {
                     RetryClass::NonRetryable

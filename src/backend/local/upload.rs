@@ -17,11 +17,11 @@ use aws_sdk_s3::types::{CompletedPart, RequestPayer, StorageClass};
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::CopyOptions;
-use crate::copy::CopyError;
-use crate::error::{RetryClass, S3Failure, classify};
-use crate::location::S3Location;
-use crate::multipart::{UploadTarget, default_part_size, multipart_etag};
+use crate::backend::s3::copy::CopyError;
+use crate::backend::s3::multipart::{UploadTarget, default_part_size, multipart_etag};
+use crate::base::error::{RetryClass, S3Failure, classify};
+use crate::model::location::S3Location;
+use crate::model::options::CopyOptions;
 
 /// What an object carries besides its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

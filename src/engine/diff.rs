@@ -13,9 +13,9 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::config::DiffOptions;
-use crate::error::SyncError;
-use crate::listing::ObjectEntry;
+use crate::backend::s3::listing::ObjectEntry;
+use crate::base::error::SyncError;
+use crate::model::options::DiffOptions;
 
 /// How to decide that two objects with the same key differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -289,7 +289,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::filter::KeyFilter;
+    use crate::model::filter::KeyFilter;
 
     fn entry(key: &str, size: u64, etag: &str, t: i64) -> ObjectEntry {
         ObjectEntry {

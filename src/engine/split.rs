@@ -23,9 +23,9 @@ use std::sync::Mutex;
 
 use aws_sdk_s3::types::EncodingType;
 
-use crate::error::{SyncError, classify};
-use crate::listing::{ListTarget, form_decode};
-use crate::location::KeyRange;
+use crate::backend::s3::listing::{ListTarget, form_decode};
+use crate::base::error::{SyncError, classify};
+use crate::model::location::KeyRange;
 
 /// How many leading characters (after a common prefix) the key space does
 /// arithmetic on: enough to place cuts among billions of keys.
@@ -540,7 +540,7 @@ pub async fn folders(
     for page_number in 0..max_pages {
         // Through the listing's own request: the same encoding, expected
         // owner and requester-pays as every page.
-        let page = crate::listing::list_request(target, &location.key_for(prefix))
+        let page = crate::backend::s3::listing::list_request(target, &location.key_for(prefix))
             .delimiter("/")
             .max_keys(target.page_size)
             .set_continuation_token(token)
@@ -553,7 +553,7 @@ pub async fn folders(
         if page_number == 0 {
             found.more = page.is_truncated() == Some(true);
             for object in page.contents() {
-                let key = crate::listing::listed_key(object, url_encoded)?;
+                let key = crate::backend::s3::listing::listed_key(object, url_encoded)?;
                 if let Some(relative) = location.relative(&key) {
                     found.sample.push(relative.to_owned());
                 }

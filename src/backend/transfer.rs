@@ -3,10 +3,10 @@
 //!
 //! | sides | how | module |
 //! |---|---|---|
-//! | bucket → bucket, one endpoint | CopyObject / UploadPartCopy | [`crate::copy`], [`crate::multipart`] |
-//! | bucket → bucket, two endpoints or accounts | GET → PUT / UploadPart | [`crate::stream`] |
-//! | directory → bucket | PutObject / UploadPart from the file | [`crate::local::upload`] |
-//! | bucket → directory | GET (ranged, in parallel) to a file | [`crate::local::download`] |
+//! | bucket → bucket, one endpoint | CopyObject / UploadPartCopy | [`crate::backend::s3::copy`], [`crate::backend::s3::multipart`] |
+//! | bucket → bucket, two endpoints or accounts | GET → PUT / UploadPart | [`crate::backend::s3::stream`] |
+//! | directory → bucket | PutObject / UploadPart from the file | [`crate::backend::local::upload`] |
+//! | bucket → directory | GET (ranged, in parallel) to a file | [`crate::backend::local::download`] |
 //!
 //! Every way reports through the same [`Copied`] and [`CopyError`], so the
 //! worker, the report and the verification do not care which it was.
@@ -17,17 +17,17 @@ use tokio_util::sync::CancellationToken;
 
 use aws_sdk_s3::Client;
 
-use crate::config::CopyOptions;
-use crate::copy::{
+use crate::backend::local::download::{Source, download};
+use crate::backend::local::upload::{Destination, ObjectMeta, Shape, upload_file};
+use crate::backend::local::{DirRole, LocalDir, remove};
+use crate::backend::local::{io_failure, posix};
+use crate::backend::s3::copy::{
     Copied, Copier, CopyError, DeleteOutcome, Side, delete_object, delete_objects, head_object,
 };
-use crate::error::{RetryClass, S3Failure};
-use crate::listing::ObjectEntry;
-use crate::local::download::{Source, download};
-use crate::local::upload::{Destination, ObjectMeta, Shape, upload_file};
-use crate::local::{DirRole, LocalDir, remove};
-use crate::local::{io_failure, posix};
-use crate::location::{Location, S3Location};
+use crate::backend::s3::listing::ObjectEntry;
+use crate::base::error::{RetryClass, S3Failure};
+use crate::model::location::{Location, S3Location};
+use crate::model::options::CopyOptions;
 
 /// How this run moves objects.
 #[derive(Debug, Clone)]
@@ -130,7 +130,7 @@ impl Mover {
                 let size = file.size;
                 file.etag = tokio::task::spawn_blocking(move || {
                     let path = path?;
-                    crate::local::etag::etag_like(&path, size, &remote, part_size)
+                    crate::backend::local::etag::etag_like(&path, size, &remote, part_size)
                         .map_err(|e| io_failure("reading", &path, &e))
                 })
                 .await
@@ -226,7 +226,7 @@ impl Mover {
     ///
     /// The source is looked at first, `concurrency` keys at once: a HEAD
     /// where it is a bucket, a stat where it is a directory. Then a
-    /// bucket's objects go [`MAX_DELETE_KEYS`](crate::copy::MAX_DELETE_KEYS)
+    /// bucket's objects go [`MAX_DELETE_KEYS`](crate::backend::s3::copy::MAX_DELETE_KEYS)
     /// to a conditional DeleteObjects request ([`delete_objects`]); a
     /// directory's files are removed one by one by [`Mover::delete`].
     pub async fn delete_listed(
@@ -337,7 +337,7 @@ async fn stat_file(dir: &Arc<LocalDir>, relative: &str) -> Result<Option<ObjectE
     };
     Ok(meta
         .filter(std::fs::Metadata::is_file)
-        .map(|meta| crate::local::file_entry(relative, &meta)))
+        .map(|meta| crate::backend::local::file_entry(relative, &meta)))
 }
 
 fn join_failure(e: tokio::task::JoinError) -> S3Failure {

@@ -10,11 +10,11 @@ use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ClientSettings, RetryMode};
-use crate::diff::DiffMode;
-use crate::error::SyncError;
-use crate::filter::KeyFilter;
-use crate::location::{KeyRange, Location, S3Location};
+use crate::base::client::{ClientSettings, RetryMode};
+use crate::base::error::SyncError;
+use crate::engine::diff::DiffMode;
+use crate::model::filter::KeyFilter;
+use crate::model::location::{KeyRange, Location, S3Location};
 use crate::report::ReportLocation;
 
 const MIB: u64 = 1024 * 1024;
@@ -509,10 +509,10 @@ impl TryFrom<SyncSpec> for SyncOptions {
                     .into(),
             ));
         }
-        if !(1..=crate::listing::MAX_PAGE_SIZE).contains(&spec.list_page_size) {
+        if !(1..=crate::backend::s3::listing::MAX_PAGE_SIZE).contains(&spec.list_page_size) {
             return Err(SyncError::Config(format!(
                 "--list-page-size must be between 1 and {}, got {}",
-                crate::listing::MAX_PAGE_SIZE,
+                crate::backend::s3::listing::MAX_PAGE_SIZE,
                 spec.list_page_size
             )));
         }

@@ -22,11 +22,11 @@ use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MAX_PARTS, MIN_PART_SIZE};
-use crate::copy::{Copied, Copier, CopyError, copy_source, quoted};
-use crate::diff::{EtagShape, etag_shape};
-use crate::error::{S3Failure, classify};
-use crate::listing::ObjectEntry;
+use crate::backend::s3::copy::{Copied, Copier, CopyError, copy_source, quoted};
+use crate::backend::s3::listing::ObjectEntry;
+use crate::base::error::{S3Failure, classify};
+use crate::engine::diff::{EtagShape, etag_shape};
+use crate::model::options::{MAX_PARTS, MIN_PART_SIZE};
 
 /// Byte ranges, inclusive, one per part.
 pub type Layout = Vec<(u64, u64)>;
@@ -91,7 +91,7 @@ pub(crate) async fn copy_multipart(
         // again is right; the redelivery will find that attempt's copy.
         Err(CopyError::Failed(failure)) if failure.code == "NoSuchUpload" => {
             Err(CopyError::Failed(S3Failure {
-                class: crate::error::RetryClass::Retryable,
+                class: crate::base::error::RetryClass::Retryable,
                 ..failure
             }))
         }
@@ -144,7 +144,7 @@ pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload
             code: "SSECObject".into(),
             http_status: None,
             message: "the object is encrypted with a customer-provided key (SSE-C)".into(),
-            class: crate::error::RetryClass::NonRetryable,
+            class: crate::base::error::RetryClass::NonRetryable,
         }));
     }
     let layout = match layout? {

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::phase;
+use crate::engine::pipeline::phase;
 use crate::report::{Counts, Stats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

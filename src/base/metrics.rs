@@ -5,7 +5,7 @@
 //! stage has to remember to count; the report prints the totals, and the
 //! tests use them to prove that a no-op re-run makes nothing but listings.
 //! It also counts throttling answers (503 SlowDown, 429), which is what the
-//! adaptive copy concurrency ([`crate::concurrency`]) listens to, and
+//! adaptive copy concurrency ([`crate::base::concurrency`]) listens to, and
 //! retries (second and later attempts of one request), which the report
 //! shows: a run that succeeded only by retrying should say so.
 

@@ -28,9 +28,9 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::{DirRole, LocalDir};
-use crate::error::SyncError;
-use crate::listing::ObjectEntry;
-use crate::location::KeyRange;
+use crate::backend::s3::listing::ObjectEntry;
+use crate::base::error::SyncError;
+use crate::model::location::KeyRange;
 use crate::report::TaskStatus;
 
 /// Entries sent to the consumer at a time, as a listing page would be.

@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
-use crate::error::{SyncError, classify};
-use crate::location::{KeyRange, S3Location};
-use crate::split::{MovableEnd, Side};
+use crate::base::error::{SyncError, classify};
+use crate::engine::split::{MovableEnd, Side};
+use crate::model::location::{KeyRange, S3Location};
 
 /// ListObjectsV2's page size limit, and the default page size.
 pub const MAX_PAGE_SIZE: i32 = 1000;
@@ -83,7 +83,7 @@ pub struct ListTarget {
 #[derive(Debug, Clone)]
 pub enum Listing {
     S3(ListTarget),
-    Local(Arc<crate::local::LocalDir>),
+    Local(Arc<crate::backend::local::LocalDir>),
 }
 
 impl Listing {
@@ -94,10 +94,10 @@ impl Listing {
         }
     }
 
-    pub fn location(&self) -> crate::location::Location {
+    pub fn location(&self) -> crate::model::location::Location {
         match self {
-            Listing::S3(target) => crate::location::Location::S3(target.location.clone()),
-            Listing::Local(dir) => crate::location::Location::Local(dir.root.clone()),
+            Listing::S3(target) => crate::model::location::Location::S3(target.location.clone()),
+            Listing::Local(dir) => crate::model::location::Location::Local(dir.root.clone()),
         }
     }
 }

@@ -227,7 +227,7 @@ pub struct Work {
 
 impl Work {
     /// The retries and throttles a request counter saw.
-    pub fn requests(mut self, counter: &crate::metrics::RequestCounter) -> Self {
+    pub fn requests(mut self, counter: &crate::base::metrics::RequestCounter) -> Self {
         self.retries = counter.retries();
         self.throttles = counter.throttled();
         self

@@ -22,22 +22,22 @@ use std::time::Instant;
 use aws_sdk_s3::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::build_s3_client;
-use crate::concurrency::AdaptiveLimit;
-use crate::config::SyncOptions;
-use crate::copy::Copier;
-use crate::diff::{Action, Pair, decide};
-use crate::error::{SyncError, classify};
-use crate::listing::{ListTarget, Listing};
-use crate::local::{DirRole, LocalDir};
-use crate::location::{Location, S3Location};
-use crate::metrics::RequestCounter;
-use crate::pieces::{PairSink, Sides, list_in_pieces};
+use crate::backend::local::{DirRole, LocalDir};
+use crate::backend::s3::copy::Copier;
+use crate::backend::s3::listing::{ListTarget, Listing};
+use crate::backend::transfer::{BucketSide, Mover};
+use crate::base::client::build_s3_client;
+use crate::base::concurrency::AdaptiveLimit;
+use crate::base::error::{SyncError, classify};
+use crate::base::metrics::RequestCounter;
+use crate::engine::diff::{Action, Pair, decide};
+use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
+use crate::engine::verify::{WrittenKeys, verify_range, verify_written};
+use crate::engine::worker::{DeleteBatcher, WorkContext};
+use crate::model::location::{Location, S3Location};
+use crate::model::options::SyncOptions;
 use crate::report::timeline::TimelineSampler;
 use crate::report::{ConcurrencyRange, PhaseClock, ReportRows, Stats, Summary, write_report};
-use crate::transfer::{BucketSide, Mover};
-use crate::verify::{WrittenKeys, verify_range, verify_written};
-use crate::worker::{DeleteBatcher, WorkContext};
 
 /// Called with every planned action (for `--dry-run -v` and `-v` output).
 pub type ActionObserver = Arc<dyn Fn(&Action) + Send + Sync>;
@@ -285,7 +285,7 @@ fn mover(
         Arc::new(LocalDir {
             root: root.to_owned(),
             role,
-            hash_etags: options.diff.mode == crate::diff::DiffMode::Etag,
+            hash_etags: options.diff.mode == crate::engine::diff::DiffMode::Etag,
             part_size: options.copy.part_size,
             problems: Some((rows.clone(), stats.clone())),
             reported: Default::default(),
@@ -475,7 +475,7 @@ pub(crate) async fn preflight(
 
 /// What a failed listing says about the bucket itself, if anything.
 pub(crate) fn bucket_problem(
-    failure: &crate::error::S3Failure,
+    failure: &crate::base::error::S3Failure,
     side: &str,
     bucket: &str,
     expected_owner: Option<&str>,

@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::copy::{Copier, CopyError, DeleteOutcome, MAX_DELETE_KEYS, Side};
-use crate::diff::{Action, SkipReason};
-use crate::error::RetryClass;
-use crate::listing::ObjectEntry;
+use crate::backend::s3::copy::{Copier, CopyError, DeleteOutcome, MAX_DELETE_KEYS, Side};
+use crate::backend::s3::listing::ObjectEntry;
+use crate::backend::transfer::Mover;
+use crate::base::error::RetryClass;
+use crate::engine::diff::{Action, SkipReason};
+use crate::engine::verify::WrittenKeys;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
-use crate::transfer::Mover;
-use crate::verify::WrittenKeys;
 
 /// Whether an action that did not complete is worth another attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,7 +261,7 @@ impl WorkContext {
 
     async fn copy(
         &self,
-        source: &crate::listing::ObjectEntry,
+        source: &crate::backend::s3::listing::ObjectEntry,
         done: &std::sync::atomic::AtomicU64,
     ) -> Retry {
         match self.mover.copy(source, &self.cancel).await {

@@ -18,14 +18,14 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DiffOptions;
-use crate::copy::Side;
-use crate::diff::{Action, Pair, decide_with};
-use crate::error::SyncError;
-use crate::location::Location;
-use crate::pieces::{PairSink, Sides, list_in_pieces};
+use crate::backend::s3::copy::Side;
+use crate::backend::transfer::Mover;
+use crate::base::error::SyncError;
+use crate::engine::diff::{Action, Pair, decide_with};
+use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
+use crate::model::location::Location;
+use crate::model::options::DiffOptions;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
-use crate::transfer::Mover;
 
 /// A mismatch found by verification.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,8 @@ use aws_smithy_runtime_api::client::retries::classifiers::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::RequestCounter;
-use crate::rate_limit::RateLimitedClient;
+use crate::base::metrics::RequestCounter;
+use crate::base::rate_limit::RateLimitedClient;
 
 /// The SDK's retry strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -48,7 +48,7 @@ pub struct ClientSettings {
     /// CopyObject alive with whitespace, so this bounds stalls, not copies.
     pub read_timeout: Duration,
     /// At most this many requests per second from this client, retries
-    /// included (see [`crate::rate_limit`]).
+    /// included (see [`crate::base::rate_limit`]).
     pub max_requests_per_second: Option<u32>,
 }
 

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::SyncError;
+use crate::base::error::SyncError;
 
 /// A bucket and a key prefix. The prefix is empty or ends in `/`: like
 /// `aws s3 sync` and rclone, `s3://b/photos` means the "folder" `photos/`,

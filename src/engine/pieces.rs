@@ -2,7 +2,7 @@
 //!
 //! ListObjectsV2 is one sequential stream of pages per range, so a large
 //! range lists only as fast as one request after another. Here a range is
-//! cut into pieces while it lists ([`crate::split`] says where), each piece
+//! cut into pieces while it lists ([`crate::engine::split`] says where), each piece
 //! runs its own merge-join, and its pairs go to a [`PairSink`]: the write
 //! phase's decide-and-copy, or verification. Pieces need no order among
 //! themselves; every key is in exactly one.
@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::diff::{Pair, merge_join};
-use crate::error::SyncError;
-use crate::listing::{ListTarget, Listing, any_key_after, list_range_until};
-use crate::local::etag::with_file_etags;
-use crate::location::KeyRange;
-use crate::pipeline::bucket_problem;
+use crate::backend::local::etag::with_file_etags;
+use crate::backend::s3::listing::{ListTarget, Listing, any_key_after, list_range_until};
+use crate::base::error::SyncError;
+use crate::engine::diff::{Pair, merge_join};
+use crate::engine::pipeline::bucket_problem;
+use crate::engine::split::{KeySpace, MovableEnd, Side, sub_prefixes, thin, tile};
+use crate::model::location::KeyRange;
 use crate::report::Stats;
-use crate::split::{KeySpace, MovableEnd, Side, sub_prefixes, thin, tile};
 
 /// Full source pages a piece lists before it may be cut, and again after
 /// each cut. A cut costs up to one partly used page a side (the last page
@@ -372,13 +372,16 @@ pub(crate) fn checked_listing(
     side: &'static str,
     end: Option<(Arc<MovableEnd>, Side)>,
     preflight: bool,
-) -> futures::stream::BoxStream<'static, Result<crate::listing::ObjectEntry, SyncError>> {
+) -> futures::stream::BoxStream<'static, Result<crate::backend::s3::listing::ObjectEntry, SyncError>>
+{
     let target = match target {
         Listing::S3(target) => target,
         // A directory has no "first page" to fail: a missing upload
         // source was refused with the options, a missing restore
         // destination lists as empty, unreadable parts are reported.
-        Listing::Local(dir) => return crate::local::walk::list_dir(dir, range.clone()).boxed(),
+        Listing::Local(dir) => {
+            return crate::backend::local::walk::list_dir(dir, range.clone()).boxed();
+        }
     };
     let (location, expected_owner) = (target.location.clone(), target.expected_owner.clone());
     let mut first = preflight;

@@ -8,7 +8,7 @@
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::error::SyncError;
+use crate::base::error::SyncError;
 
 #[derive(Debug, Clone)]
 pub struct KeyFilter {

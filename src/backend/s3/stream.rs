@@ -6,7 +6,7 @@
 //! The copy keeps the source's shape, so its ETag is the source's and the
 //! next run proves it equal: an object uploaded in one PUT (up to S3's
 //! 5 GiB) streams as one GET piped into one PUT; one uploaded in parts goes
-//! through the multipart copy of [`crate::multipart`] with each part a
+//! through the multipart copy of [`crate::backend::s3::multipart`] with each part a
 //! ranged GET piped into an UploadPart (instead of an UploadPartCopy), so
 //! part layouts, tags, left-over uploads and lost completions are handled
 //! by the same code as server-side copies.
@@ -22,9 +22,9 @@ use std::time::Duration;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::types::{CompletedPart, RequestPayer};
 
-use crate::copy::{Copied, Copier, CopyError, quoted};
-use crate::error::{RetryClass, S3Failure, classify};
-use crate::listing::ObjectEntry;
+use crate::backend::s3::copy::{Copied, Copier, CopyError, quoted};
+use crate::backend::s3::listing::ObjectEntry;
+use crate::base::error::{RetryClass, S3Failure, classify};
 
 /// Attempts at one piped GET and PUT (or UploadPart) together.
 const ATTEMPTS: u32 = 5;
@@ -106,7 +106,8 @@ impl Copier {
                 let mut tag_warnings = Vec::new();
                 let tagging = if head.tag_count().unwrap_or(0) > 0 {
                     let key = self.source.key_for(&entry.key);
-                    crate::multipart::source_tagging(self, &key, &mut tag_warnings).await?
+                    crate::backend::s3::multipart::source_tagging(self, &key, &mut tag_warnings)
+                        .await?
                 } else {
                     None
                 };

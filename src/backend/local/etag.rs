@@ -19,9 +19,9 @@ use futures::stream::BoxStream;
 use md5::{Digest, Md5};
 
 use super::LocalDir;
-use crate::diff::{EtagShape, Pair, etag_shape};
-use crate::error::{S3Failure, SyncError};
-use crate::split::Side;
+use crate::base::error::{S3Failure, SyncError};
+use crate::engine::diff::{EtagShape, Pair, etag_shape};
+use crate::engine::split::Side;
 
 /// Files whose ETags are computed at once: reading is the disk's work,
 /// hashing a core's, so a few in flight keep both busy.

@@ -8,7 +8,7 @@
 //! at the file's own place is removed itself, never what it points to.
 
 use super::{LocalDir, io_failure};
-use crate::error::S3Failure;
+use crate::base::error::S3Failure;
 
 /// Remove the file of `relative`; a file already gone is not an error.
 pub fn delete_file(dir: &LocalDir, relative: &str) -> Result<(), S3Failure> {

@@ -1,0 +1,5 @@
+//! The two kinds of side a sync has, a bucket and a directory.
+
+pub mod local;
+pub mod s3;
+pub mod transfer;

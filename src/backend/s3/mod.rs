@@ -1,0 +1,6 @@
+//! A bucket as a side of a sync.
+
+pub mod copy;
+pub mod listing;
+pub mod multipart;
+pub mod stream;

@@ -1,0 +1,9 @@
+//! The bottom layer: what every other layer may use and nothing here knows
+//! about syncing.
+
+pub mod allocator;
+pub mod client;
+pub mod concurrency;
+pub mod error;
+pub mod metrics;
+pub mod rate_limit;

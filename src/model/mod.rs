@@ -1,0 +1,5 @@
+//! Plain records and S3's rules, shared by every layer above.
+
+pub mod filter;
+pub mod location;
+pub mod options;
