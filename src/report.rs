@@ -7,10 +7,10 @@
 //! document users and the state machine read, and both files are written to
 //! the report location, local or `s3://`.
 
+use crate::model::location::{HTML_NAME, ReportLocation, local_report_files, s3_report_keys};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,79 +19,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
 use crate::base::error::{S3Failure, SyncError, classify};
-use crate::model::location::S3Location;
 
 pub mod emf;
 pub mod html;
 pub mod timeline;
 
 pub use timeline::{PhaseClock, PhaseTiming, Timeline, TimelinePoint};
-
-/// Where summary.json and failures.csv go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReportLocation {
-    Local(PathBuf),
-    S3(S3Location),
-}
-
-impl FromStr for ReportLocation {
-    type Err = SyncError;
-    fn from_str(text: &str) -> Result<Self, SyncError> {
-        if text.starts_with("s3://") {
-            Ok(ReportLocation::S3(text.parse()?))
-        } else if text.is_empty() {
-            Err(SyncError::Config(
-                "--report needs a directory or an s3:// URL".into(),
-            ))
-        } else {
-            Ok(ReportLocation::Local(PathBuf::from(text)))
-        }
-    }
-}
-
-impl ReportLocation {
-    /// Where run `run_id`'s summary.json and failures.csv go, as a path or
-    /// an s3:// URL. Known before they are written, so the summary can
-    /// name itself, and a run over its failure threshold can say where its
-    /// report is.
-    pub fn paths(&self, run_id: &str) -> (String, String) {
-        match self {
-            ReportLocation::Local(dir) => {
-                let (summary, csv) = local_report_files(dir, run_id);
-                (summary.display().to_string(), csv.display().to_string())
-            }
-            ReportLocation::S3(prefix) => {
-                let (summary, csv) = s3_report_keys(prefix, run_id);
-                let url = |key| format!("s3://{}/{key}", prefix.bucket);
-                (url(summary), url(csv))
-            }
-        }
-    }
-}
-
-impl ReportLocation {
-    /// Where run `run_id`'s report.html goes, beside its summary.json.
-    pub fn html_path(&self, run_id: &str) -> String {
-        let (summary, _) = self.paths(run_id);
-        let folder = summary.strip_suffix("summary.json").unwrap_or(&summary);
-        format!("{folder}{HTML_NAME}")
-    }
-}
-
-/// The page's name in a run's folder.
-pub const HTML_NAME: &str = "report.html";
-
-/// A run's report files in a local report directory: a folder per run.
-fn local_report_files(dir: &Path, run_id: &str) -> (PathBuf, PathBuf) {
-    let dir = dir.join(run_id);
-    (dir.join("summary.json"), dir.join("failures.csv"))
-}
-
-/// A run's report keys under an s3:// report prefix: a folder per run.
-fn s3_report_keys(prefix: &S3Location, run_id: &str) -> (String, String) {
-    let base = prefix.key_for(&format!("{run_id}/"));
-    (format!("{base}summary.json"), format!("{base}failures.csv"))
-}
 
 /// The TaskStatus column: S3 Batch Operations uses `succeeded`/`failed`;
 /// rows here are only written for objects that did not simply succeed.

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_s3::Client;
-use s3_fanout::backend::s3::listing::ObjectEntry;
 use s3_fanout::engine::diff::Action;
+use s3_fanout::model::entry::ObjectEntry;
 use s3_fanout::report::{Counts, TaskStatus};
 use s3_fanout::serverless::batch::{CopyBatch, CopyTask, MESSAGE_VERSION};
 use s3_fanout::serverless::copier::{BatchResult, copy_messages, result_name};
@@ -404,7 +404,7 @@ async fn a_head_denied_as_aws_denies_it_without_list_bucket_is_settled_by_a_list
                 client,
                 location,
                 options,
-                s3_fanout::backend::s3::copy::Side::Source,
+                s3_fanout::model::entry::Side::Source,
                 relative,
             )
             .await

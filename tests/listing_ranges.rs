@@ -3,8 +3,9 @@
 mod support;
 
 use futures::TryStreamExt;
-use s3_fanout::backend::s3::listing::{ListTarget, ObjectEntry, list_range};
+use s3_fanout::backend::s3::listing::{ListTarget, list_range};
 use s3_fanout::engine::split::plan_shards;
+use s3_fanout::model::entry::ObjectEntry;
 use s3_fanout::model::location::KeyRange;
 use support::*;
 
@@ -22,7 +23,7 @@ async fn listed(bucket: &str, location_prefix: &str, range: KeyRange) -> Vec<Str
     let target = target(
         bucket,
         location_prefix,
-        s3_fanout::backend::s3::listing::MAX_PAGE_SIZE,
+        s3_fanout::model::s3_shape::MAX_PAGE_SIZE,
     )
     .await;
     let entries: Vec<ObjectEntry> = list_range(target, range).try_collect().await.unwrap();

@@ -276,7 +276,7 @@ mod tests {
     };
     use crate::archive::manifest::ManifestWriter;
     use crate::archive::writer::TarWriter;
-    use crate::backend::s3::listing::ObjectEntry;
+    use crate::model::entry::ObjectEntry;
 
     /// An archive of `objects` (key, bytes), all exported, plus `kept`, a
     /// key listed but not exported.

@@ -32,11 +32,13 @@ use super::options::{ExportOptions, Since};
 use super::summary::{RunClock, RunSides};
 use super::writer::{Appended, ArchiveWriter, TarWriter};
 use crate::backend::s3::copy::CopyError;
-use crate::backend::s3::listing::{ListTarget, MAX_PAGE_SIZE, ObjectEntry, list_range};
+use crate::backend::s3::listing::{ListTarget, list_range};
 use crate::base::client::build_s3_client;
 use crate::base::error::{RetryClass, S3Failure, SyncError};
 use crate::base::metrics::RequestCounter;
+use crate::model::entry::ObjectEntry;
 use crate::model::location::KeyRange;
+use crate::model::s3_shape::MAX_PAGE_SIZE;
 use crate::report::{ReportRow, ReportRows, Stats, Summary, TaskStatus};
 
 /// Objects up to this size are read whole, ahead of their turn: most

@@ -11,11 +11,12 @@ use aws_sdk_s3::types::RequestPayer;
 use bytes::Bytes;
 
 use super::format::ObjectHeaders;
-use crate::backend::s3::copy::{CopyError, quoted};
-use crate::backend::s3::listing::ObjectEntry;
+use crate::backend::s3::copy::CopyError;
 use crate::base::error::{RetryClass, S3Failure, classify};
-use crate::engine::diff::{EtagShape, etag_shape};
+use crate::model::entry::ObjectEntry;
 use crate::model::location::S3Location;
+use crate::model::s3_shape::quoted;
+use crate::model::s3_shape::{EtagShape, etag_shape};
 
 /// Attempts at reading one body through: the SDK retries a request, but
 /// not a body that breaks off once its answer has begun.

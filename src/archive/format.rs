@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::s3::listing::ObjectEntry;
+use crate::model::entry::ObjectEntry;
 
 /// The `format` field of a manifest's header line.
 pub const MANIFEST_FORMAT: &str = "s3-fanout-manifest";

@@ -34,11 +34,13 @@ use super::manifest::ManifestReader;
 use super::options::ImportOptions;
 use super::put::{Destination, put_file};
 use super::summary::{RunClock, RunSides};
-use crate::backend::s3::listing::{ListTarget, MAX_PAGE_SIZE, ObjectEntry, list_range};
+use crate::backend::s3::listing::{ListTarget, list_range};
 use crate::base::client::build_s3_client;
 use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
 use crate::base::metrics::RequestCounter;
+use crate::model::entry::ObjectEntry;
 use crate::model::location::KeyRange;
+use crate::model::s3_shape::MAX_PAGE_SIZE;
 use crate::report::{ReportRow, ReportRows, Stats, Summary, TaskStatus};
 
 /// Apply `options.archive` to `options.destination`. `Err` before the plan

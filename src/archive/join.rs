@@ -11,9 +11,9 @@ use futures::{Stream, StreamExt};
 use super::error::ArchiveError;
 use super::format::ManifestEntry;
 use super::manifest::ManifestReader;
-use crate::backend::s3::listing::ObjectEntry;
 use crate::base::error::SyncError;
-use crate::engine::diff::etag_shape;
+use crate::model::entry::ObjectEntry;
+use crate::model::s3_shape::etag_shape;
 
 /// One key of the join.
 #[derive(Debug)]

@@ -17,8 +17,8 @@ use std::path::Path;
 
 use super::format::{Exported, ManifestEntry};
 use crate::backend::local::etag::{md5_etag, part_size_candidates};
-use crate::engine::diff::{EtagShape, etag_shape};
-use crate::model::options::{MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE};
+use crate::model::s3_shape::{EtagShape, etag_shape};
+use crate::model::s3_shape::{MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE};
 
 const MIB: u64 = 1024 * 1024;
 /// The part size for an object whose layout cannot be reproduced and that
@@ -93,7 +93,7 @@ fn other_shape(size: u64, parts: u64) -> Layout {
 mod tests {
     use super::*;
     use crate::archive::format::{ObjectHeaders, object_entry_name};
-    use crate::backend::s3::listing::ObjectEntry;
+    use crate::model::entry::ObjectEntry;
 
     fn line(etag: &str, size: u64, md5: &str, part_size: Option<u64>) -> (ManifestEntry, Exported) {
         let line = ManifestEntry::from_listed(&ObjectEntry {

@@ -22,7 +22,7 @@ use super::format::{
     MAX_MANIFEST_EXPANSION, MAX_NOT_EXPORTED_MESSAGE_BYTES, MAX_OBJECT_LINE_BYTES, ManifestEntry,
     ManifestHeader,
 };
-use crate::backend::s3::listing::ObjectEntry;
+use crate::model::entry::ObjectEntry;
 
 /// The cap on manifest line `line_no` (from 1), its newline included.
 fn line_cap(line_no: u64) -> u64 {

@@ -10,9 +10,9 @@ use aws_smithy_types::DateTime;
 use super::codec::Compression;
 use crate::base::client::ClientSettings;
 use crate::base::error::SyncError;
+use crate::model::location::ReportLocation;
 use crate::model::location::S3Location;
 use crate::model::options::{ClientFlags, parse_date};
-use crate::report::ReportLocation;
 
 /// `s3-fanout export SRC ARCHIVE`, as given.
 #[derive(Debug, Clone, clap::Args)]

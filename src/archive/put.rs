@@ -60,8 +60,8 @@ pub async fn put_file(
     // writes objects as the archive carries them (no class or SSE
     // override, no owner of a source).
     let options = CopyOptions {
-        multipart_threshold: crate::model::options::MAX_PART_SIZE,
-        part_size: crate::model::options::MIN_PART_SIZE,
+        multipart_threshold: crate::model::s3_shape::MAX_PART_SIZE,
+        part_size: crate::model::s3_shape::MIN_PART_SIZE,
         part_concurrency: PART_CONCURRENCY,
         mirror_parts: true,
         storage_class: None,

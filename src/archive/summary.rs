@@ -7,7 +7,8 @@ use aws_sdk_s3::Client;
 
 use super::error::ArchiveError;
 use crate::base::metrics::RequestCounter;
-use crate::report::{ReportLocation, ReportRows, Stats, Summary, now_rfc3339, write_report};
+use crate::model::location::ReportLocation;
+use crate::report::{ReportRows, Stats, Summary, now_rfc3339, write_report};
 
 /// When a run started, and its id (the same shape as a sync's).
 pub struct RunClock {

@@ -22,10 +22,11 @@ use crate::backend::local::upload::{Destination, ObjectMeta, Shape, upload_file}
 use crate::backend::local::{DirRole, LocalDir, remove};
 use crate::backend::local::{io_failure, posix};
 use crate::backend::s3::copy::{
-    Copied, Copier, CopyError, DeleteOutcome, Side, delete_object, delete_objects, head_object,
+    Copied, Copier, CopyError, DeleteOutcome, delete_object, delete_objects, head_object,
 };
-use crate::backend::s3::listing::ObjectEntry;
 use crate::base::error::{RetryClass, S3Failure};
+use crate::model::entry::ObjectEntry;
+use crate::model::entry::Side;
 use crate::model::location::{Location, S3Location};
 use crate::model::options::CopyOptions;
 

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::base::error::SyncError;
-use crate::report::{HTML_NAME, ReportRow, Summary, html};
+use crate::model::location::HTML_NAME;
+use crate::report::{ReportRow, Summary, html};
 use crate::serverless::control;
 
 use super::print_summary;

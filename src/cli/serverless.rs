@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::base::client::ClientSettings;
 use crate::base::error::SyncError;
-use crate::engine::diff::DiffMode;
 use crate::local_stack::{self, LocalStackOptions};
 use crate::model::options::ClientFlags;
+use crate::model::options::DiffMode;
 use crate::report::{ReportRow, Summary};
 use crate::serverless::control::{self, RunState, StackOutputs};
 

@@ -7,48 +7,18 @@
 //! [`DiffOptions`]. Both are pure, so the CLI, the Lambdas and the property
 //! tests all run the same code.
 
+use crate::model::entry::Pair;
+use crate::model::options::DiffMode;
+use crate::model::s3_shape::etag_shape;
 use std::cmp::Ordering;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::s3::listing::ObjectEntry;
 use crate::base::error::SyncError;
+use crate::model::entry::ObjectEntry;
 use crate::model::options::DiffOptions;
-
-/// How to decide that two objects with the same key differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum DiffMode {
-    /// Copy only keys absent from the destination.
-    Missing,
-    /// Also copy when the sizes differ.
-    Size,
-    /// Also copy when the sizes differ or the source was modified after
-    /// the destination (as `aws s3 sync` decides). A copy is newer than its
-    /// source, and a downloaded file gets its object's time, so only a real
-    /// change makes a source newer. Never reads file contents.
-    Mtime,
-    /// Also copy when comparable ETags differ (multipart-aware).
-    Etag,
-}
-
-/// A key's presence on each side.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pair {
-    SourceOnly(ObjectEntry),
-    DestinationOnly(ObjectEntry),
-    Both(ObjectEntry, ObjectEntry),
-}
-
-impl Pair {
-    pub fn key(&self) -> &str {
-        match self {
-            Pair::SourceOnly(e) | Pair::DestinationOnly(e) | Pair::Both(e, _) => &e.key,
-        }
-    }
-}
 
 /// What the sync does with one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,24 +66,6 @@ pub enum Comparison {
     Same,
     SameUnverified,
     Differs,
-}
-
-/// The shape of an ETag: S3 gives multipart objects `md5-of-md5s-N`, which
-/// depends on the part layout, so only ETags of the same shape compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EtagShape {
-    Single,
-    Multipart(u32),
-}
-
-pub fn etag_shape(etag: &str) -> EtagShape {
-    match etag.rsplit_once('-') {
-        Some((_, parts)) => parts
-            .parse()
-            .map(EtagShape::Multipart)
-            .unwrap_or(EtagShape::Single),
-        None => EtagShape::Single,
-    }
 }
 
 /// Compare two objects under `mode`. When ETags cannot be compared and
@@ -400,16 +352,6 @@ mod tests {
             assert_eq!(mtime(&older_copy), Comparison::Differs);
             assert_eq!(mtime(&entry("k", 11, "aaa", 500)), Comparison::Differs);
         }
-    }
-
-    #[test]
-    fn etag_shapes() {
-        assert_eq!(
-            etag_shape("d41d8cd98f00b204e9800998ecf8427e"),
-            EtagShape::Single
-        );
-        assert_eq!(etag_shape("abc-12"), EtagShape::Multipart(12));
-        assert_eq!(etag_shape("not-a-number"), EtagShape::Single);
     }
 
     #[test]

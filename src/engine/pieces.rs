@@ -16,9 +16,11 @@ use futures::StreamExt;
 use crate::backend::local::etag::with_file_etags;
 use crate::backend::s3::listing::{ListTarget, Listing, any_key_after, list_range_until};
 use crate::base::error::SyncError;
-use crate::engine::diff::{Pair, merge_join};
+use crate::engine::diff::merge_join;
 use crate::engine::pipeline::bucket_problem;
-use crate::engine::split::{KeySpace, MovableEnd, Side, sub_prefixes, thin, tile};
+use crate::engine::split::{KeySpace, MovableEnd, sub_prefixes, thin, tile};
+use crate::model::entry::Pair;
+use crate::model::entry::Side;
 use crate::model::location::KeyRange;
 use crate::report::Stats;
 
@@ -372,8 +374,7 @@ pub(crate) fn checked_listing(
     side: &'static str,
     end: Option<(Arc<MovableEnd>, Side)>,
     preflight: bool,
-) -> futures::stream::BoxStream<'static, Result<crate::backend::s3::listing::ObjectEntry, SyncError>>
-{
+) -> futures::stream::BoxStream<'static, Result<crate::model::entry::ObjectEntry, SyncError>> {
     let target = match target {
         Listing::S3(target) => target,
         // A directory has no "first page" to fail: a missing upload

@@ -30,10 +30,11 @@ use crate::base::client::build_s3_client;
 use crate::base::concurrency::AdaptiveLimit;
 use crate::base::error::{SyncError, classify};
 use crate::base::metrics::RequestCounter;
-use crate::engine::diff::{Action, Pair, decide};
+use crate::engine::diff::{Action, decide};
 use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
 use crate::engine::verify::{WrittenKeys, verify_range, verify_written};
 use crate::engine::worker::{DeleteBatcher, WorkContext};
+use crate::model::entry::Pair;
 use crate::model::location::{Location, S3Location};
 use crate::model::options::SyncOptions;
 use crate::report::timeline::TimelineSampler;
@@ -285,7 +286,7 @@ fn mover(
         Arc::new(LocalDir {
             root: root.to_owned(),
             role,
-            hash_etags: options.diff.mode == crate::engine::diff::DiffMode::Etag,
+            hash_etags: options.diff.mode == crate::model::options::DiffMode::Etag,
             part_size: options.copy.part_size,
             problems: Some((rows.clone(), stats.clone())),
             reported: Default::default(),

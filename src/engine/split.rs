@@ -19,6 +19,7 @@
 //! not a missed key. [`MovableEnd`] is what lets a piece's end move down
 //! safely while it is being listed.
 
+use crate::model::entry::Side;
 use std::sync::Mutex;
 
 use aws_sdk_s3::types::EncodingType;
@@ -253,13 +254,6 @@ struct EndState {
     /// deferral (`None`: the range's start).
     counted_from: Option<String>,
     finished: bool,
-}
-
-/// A listing side, for [`MovableEnd::admit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Source = 0,
-    Destination = 1,
 }
 
 impl MovableEnd {

@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::s3::copy::Side;
 use crate::backend::transfer::Mover;
 use crate::base::error::SyncError;
-use crate::engine::diff::{Action, Pair, decide_with};
+use crate::engine::diff::{Action, decide_with};
 use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
+use crate::model::entry::Pair;
+use crate::model::entry::Side;
 use crate::model::location::Location;
 use crate::model::options::DiffOptions;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};

@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::s3::copy::{Copier, CopyError, DeleteOutcome, MAX_DELETE_KEYS, Side};
-use crate::backend::s3::listing::ObjectEntry;
+use crate::backend::s3::copy::{Copier, CopyError, DeleteOutcome, MAX_DELETE_KEYS};
 use crate::backend::transfer::Mover;
 use crate::base::error::RetryClass;
 use crate::engine::diff::{Action, SkipReason};
 use crate::engine::verify::WrittenKeys;
+use crate::model::entry::ObjectEntry;
+use crate::model::entry::Side;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
 
 /// Whether an action that did not complete is worth another attempt.
@@ -261,7 +262,7 @@ impl WorkContext {
 
     async fn copy(
         &self,
-        source: &crate::backend::s3::listing::ObjectEntry,
+        source: &crate::model::entry::ObjectEntry,
         done: &std::sync::atomic::AtomicU64,
     ) -> Retry {
         match self.mover.copy(source, &self.cancel).await {

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::base::client::{build_s3_client, build_sqs_client};
 use crate::base::error::{SyncError, classify};
-use crate::engine::diff::DiffMode;
 use crate::model::location::S3Location;
+use crate::model::options::DiffMode;
 use crate::serverless::FunctionEnv;
 use crate::serverless::env::StackConfig;
 use crate::serverless::replicator::Replicator;

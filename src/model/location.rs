@@ -5,7 +5,7 @@
 //! and the destination. Later runtimes shard a sync by splitting its range.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -349,4 +349,70 @@ mod tests {
         // A cursor never moves a range backwards.
         assert_eq!(resumed.resumed_after(Some("a")), resumed);
     }
+}
+
+/// Where summary.json and failures.csv go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportLocation {
+    Local(PathBuf),
+    S3(S3Location),
+}
+
+impl FromStr for ReportLocation {
+    type Err = SyncError;
+    fn from_str(text: &str) -> Result<Self, SyncError> {
+        if text.starts_with("s3://") {
+            Ok(ReportLocation::S3(text.parse()?))
+        } else if text.is_empty() {
+            Err(SyncError::Config(
+                "--report needs a directory or an s3:// URL".into(),
+            ))
+        } else {
+            Ok(ReportLocation::Local(PathBuf::from(text)))
+        }
+    }
+}
+
+impl ReportLocation {
+    /// Where run `run_id`'s summary.json and failures.csv go, as a path or
+    /// an s3:// URL. Known before they are written, so the summary can
+    /// name itself, and a run over its failure threshold can say where its
+    /// report is.
+    pub fn paths(&self, run_id: &str) -> (String, String) {
+        match self {
+            ReportLocation::Local(dir) => {
+                let (summary, csv) = local_report_files(dir, run_id);
+                (summary.display().to_string(), csv.display().to_string())
+            }
+            ReportLocation::S3(prefix) => {
+                let (summary, csv) = s3_report_keys(prefix, run_id);
+                let url = |key| format!("s3://{}/{key}", prefix.bucket);
+                (url(summary), url(csv))
+            }
+        }
+    }
+}
+
+impl ReportLocation {
+    /// Where run `run_id`'s report.html goes, beside its summary.json.
+    pub fn html_path(&self, run_id: &str) -> String {
+        let (summary, _) = self.paths(run_id);
+        let folder = summary.strip_suffix("summary.json").unwrap_or(&summary);
+        format!("{folder}{HTML_NAME}")
+    }
+}
+
+/// The page's name in a run's folder.
+pub const HTML_NAME: &str = "report.html";
+
+/// A run's report files in a local report directory: a folder per run.
+pub fn local_report_files(dir: &Path, run_id: &str) -> (PathBuf, PathBuf) {
+    let dir = dir.join(run_id);
+    (dir.join("summary.json"), dir.join("failures.csv"))
+}
+
+/// A run's report keys under an s3:// report prefix: a folder per run.
+pub fn s3_report_keys(prefix: &S3Location, run_id: &str) -> (String, String) {
+    let base = prefix.key_for(&format!("{run_id}/"));
+    (format!("{base}summary.json"), format!("{base}failures.csv"))
 }

@@ -3,6 +3,7 @@
 //! configuration every stage reads. [`SyncOptions::try_from`] is the only
 //! place a spec becomes options, with one small check per conflict.
 
+use crate::model::s3_shape::{GIB, MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 use std::time::Duration;
 
 use aws_sdk_s3::types::StorageClass;
@@ -12,17 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::client::{ClientSettings, RetryMode};
 use crate::base::error::SyncError;
-use crate::engine::diff::DiffMode;
-use crate::model::filter::KeyFilter;
-use crate::model::location::{KeyRange, Location, S3Location};
-use crate::report::ReportLocation;
 
-const MIB: u64 = 1024 * 1024;
-const GIB: u64 = 1024 * MIB;
-/// S3's limits for a part of a multipart upload, and for a single CopyObject.
-pub const MIN_PART_SIZE: u64 = 5 * MIB;
-pub const MAX_PART_SIZE: u64 = 5 * GIB;
-pub const MAX_PARTS: u64 = 10_000;
+use crate::model::filter::KeyFilter;
+use crate::model::location::ReportLocation;
+use crate::model::location::{KeyRange, Location, S3Location};
 
 /// What to sync and how, as given. Every field has a CLI flag (and an
 /// environment variable) and a JSON name.
@@ -509,10 +503,10 @@ impl TryFrom<SyncSpec> for SyncOptions {
                     .into(),
             ));
         }
-        if !(1..=crate::backend::s3::listing::MAX_PAGE_SIZE).contains(&spec.list_page_size) {
+        if !(1..=crate::model::s3_shape::MAX_PAGE_SIZE).contains(&spec.list_page_size) {
             return Err(SyncError::Config(format!(
                 "--list-page-size must be between 1 and {}, got {}",
-                crate::backend::s3::listing::MAX_PAGE_SIZE,
+                crate::model::s3_shape::MAX_PAGE_SIZE,
                 spec.list_page_size
             )));
         }
@@ -888,4 +882,21 @@ mod tests {
         let o = SyncOptions::try_from(s).unwrap();
         assert!(o.source_client.force_path_style && o.destination_client.force_path_style);
     }
+}
+
+/// How to decide that two objects with the same key differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiffMode {
+    /// Copy only keys absent from the destination.
+    Missing,
+    /// Also copy when the sizes differ.
+    Size,
+    /// Also copy when the sizes differ or the source was modified after
+    /// the destination (as `aws s3 sync` decides). A copy is newer than its
+    /// source, and a downloaded file gets its object's time, so only a real
+    /// change makes a source newer. Never reads file contents.
+    Mtime,
+    /// Also copy when comparable ETags differ (multipart-aware).
+    Etag,
 }

@@ -145,7 +145,7 @@ pub async fn plan(spec: PlanSpec) -> Result<PlanReport, SyncError> {
     };
     let mut options = SyncOptions::try_from(spec.sync.clone())?;
     let report_dir = match &options.report {
-        Some(crate::report::ReportLocation::Local(dir)) => Some(dir.clone()),
+        Some(crate::model::location::ReportLocation::Local(dir)) => Some(dir.clone()),
         _ => None,
     };
     // The sync's own dry run: it lists and decides, and writes nothing.

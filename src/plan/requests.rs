@@ -12,10 +12,11 @@
 use std::collections::BTreeMap;
 
 use crate::backend::s3::copy::MAX_DELETE_KEYS;
-use crate::backend::s3::listing::ObjectEntry;
-use crate::backend::s3::multipart::{default_part_size, uniform_layout};
-use crate::engine::diff::{Action, EtagShape, etag_shape};
+use crate::engine::diff::Action;
+use crate::model::entry::ObjectEntry;
 use crate::model::options::{SyncOptions, Transfer};
+use crate::model::s3_shape::{EtagShape, etag_shape};
+use crate::model::s3_shape::{default_part_size, uniform_layout};
 
 /// Requests by S3 operation name, as the SDK (and so the report) names them.
 pub type Requests = BTreeMap<String, u64>;
@@ -67,7 +68,7 @@ fn for_transfer(options: &SyncOptions, entry: &ObjectEntry, into: &mut Requests)
     match options.transfer {
         Transfer::ServerSide | Transfer::Streamed => {
             let multipart = if options.transfer == Transfer::Streamed {
-                multipart_source.is_some() || entry.size > crate::model::options::MAX_PART_SIZE
+                multipart_source.is_some() || entry.size > crate::model::s3_shape::MAX_PART_SIZE
             } else {
                 entry.size > copy.multipart_threshold
                     || (copy.mirror_parts && multipart_source.is_some())

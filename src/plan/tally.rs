@@ -3,9 +3,10 @@
 //! cut from it (the real [`BatchBuilder`], so message counts are exact for
 //! one shard's key order).
 
-use crate::backend::s3::multipart::{default_part_size, uniform_layout};
-use crate::engine::diff::{Action, EtagShape, etag_shape};
+use crate::engine::diff::Action;
 use crate::model::options::{SyncOptions, Transfer};
+use crate::model::s3_shape::{EtagShape, etag_shape};
+use crate::model::s3_shape::{default_part_size, uniform_layout};
 use crate::serverless::batch::{BatchBuilder, BatchLimits, CopyBatch, CopyTask};
 
 use super::prices::Assumptions;

@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::s3::listing::ObjectEntry;
 use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
 use crate::engine::diff::Action;
+use crate::model::entry::ObjectEntry;
 use crate::serverless::parts::PartGroup;
 
 /// Bumped on any change a copier of the previous version could misread.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::backend::s3::copy::Copier;
 use crate::base::client::{ClientSettings, RetryMode, build_s3_client, build_sqs_client};
 use crate::base::error::SyncError;
-use crate::engine::diff::DiffMode;
+use crate::model::options::DiffMode;
 use crate::model::options::{ClientFlags, SyncOptions, SyncSpec};
 use crate::serverless::input::RunManifest;
 use crate::serverless::store::RunStore;
@@ -138,7 +138,7 @@ impl StackConfig {
                 .map(|v| crate::model::options::parse_size(&v, "S3_FANOUT_SPLIT_OBJECT_BYTES"))
                 .transpose()?
                 .unwrap_or(64 * 1024 * 1024 * 1024)
-                .max(crate::model::options::MIN_PART_SIZE),
+                .max(crate::model::s3_shape::MIN_PART_SIZE),
             include: globs("S3_FANOUT_INCLUDE")?,
             exclude: globs("S3_FANOUT_EXCLUDE")?,
             replicate_deletes: var("S3_FANOUT_REPLICATE_DELETES").is_some_and(|v| v == "true"),

@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(spec.source, "s3://src/data/");
         assert_eq!(spec.destination, "s3://dst/backup/");
         assert_eq!(options.buckets().unwrap().1.prefix, "backup/");
-        assert_eq!(spec.mode, crate::engine::diff::DiffMode::Size);
+        assert_eq!(spec.mode, crate::model::options::DiffMode::Size);
         assert_eq!(settings.failure_threshold, 0);
         assert!(settings.validate);
         assert_eq!(spec.exclude, ["*.tmp", "{a,b}/*"]);
@@ -350,7 +350,7 @@ mod tests {
         let (spec, _, _) = resolve_input(&input, &stack()).unwrap();
         assert_eq!(spec.source, "s3://src/data/2024/");
         assert_eq!(spec.destination, "s3://dst/backup/2024/");
-        assert_eq!(spec.mode, crate::engine::diff::DiffMode::Etag);
+        assert_eq!(spec.mode, crate::model::options::DiffMode::Etag);
     }
 
     /// The resolved (source, destination) of `input` on [`stack`].

@@ -22,12 +22,13 @@ use aws_sdk_s3::types::CompletedPart;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::s3::copy::{Copier, CopyError};
-use crate::backend::s3::listing::ObjectEntry;
 use crate::backend::s3::multipart::{
-    Layout, abort_after, abort_other_uploads, complete_upload, copy_parts, start_upload,
+    abort_after, abort_other_uploads, complete_upload, copy_parts, start_upload,
 };
 use crate::base::error::{RetryClass, SyncError};
 use crate::engine::worker::{Retry, WorkContext};
+use crate::model::entry::ObjectEntry;
+use crate::model::s3_shape::Layout;
 use crate::report::Stats;
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{CopyBatch, CopyTask, MESSAGE_VERSION, SentBatch, send_batches};
@@ -459,7 +460,7 @@ fn store_failure(err: SyncError) -> crate::base::error::S3Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::s3::multipart::uniform_layout;
+    use crate::model::s3_shape::uniform_layout;
 
     #[test]
     fn groups_are_contiguous_cover_every_part_and_stay_under_the_limit() {

@@ -55,11 +55,14 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::s3::copy::{Copier, CopyError, Side};
-use crate::backend::s3::listing::ObjectEntry;
+use crate::backend::s3::copy::{Copier, CopyError};
 use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
 use crate::base::metrics::RequestCounter;
-use crate::engine::diff::{Action, DiffMode, Pair, SkipReason, decide};
+use crate::engine::diff::{Action, SkipReason, decide};
+use crate::model::entry::ObjectEntry;
+use crate::model::entry::Pair;
+use crate::model::entry::Side;
+use crate::model::options::DiffMode;
 use crate::model::options::{DiffOptions, SyncOptions, SyncSpec};
 use crate::report::emf::{self, MetricRecord, Unit, Work, now_ms};
 use crate::serverless::FunctionEnv;

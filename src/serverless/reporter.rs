@@ -24,11 +24,12 @@ use serde_json::Value;
 
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
+use crate::model::location::ReportLocation;
 use crate::report::emf::{self, Unit, Work};
 use crate::report::timeline::MAX_POINTS;
 use crate::report::{
-    Counts, PhaseTiming, ReportLocation, ReportRow, ReportRows, RunStatus, Summary, TaskStatus,
-    TimelinePoint, write_report,
+    Counts, PhaseTiming, ReportRow, ReportRows, RunStatus, Summary, TaskStatus, TimelinePoint,
+    write_report,
 };
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::SentBatch;
@@ -415,7 +416,7 @@ async fn report_in(
     );
     summary.summary_json = Some(store.url(run_id, "summary.json"));
     summary.failures_csv = Some(store.url(run_id, "failures.csv"));
-    summary.report_html = Some(store.url(run_id, crate::report::HTML_NAME));
+    summary.report_html = Some(store.url(run_id, crate::model::location::HTML_NAME));
     // The CLI's rule, so summary.json carries the same error either way;
     // the state machine fails the execution on `over_threshold`.
     let threshold = manifest.settings.failure_threshold;

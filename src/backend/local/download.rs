@@ -29,12 +29,13 @@ use tokio_util::sync::CancellationToken;
 use super::confined::OpenDir;
 use super::posix::{Restore, RestoreRules};
 use super::{LocalDir, NAME_MAX, io_failure};
-use crate::backend::s3::copy::{CopyError, quoted};
-use crate::backend::s3::listing::ObjectEntry;
-use crate::backend::s3::multipart::{default_part_size, uniform_layout};
+use crate::backend::s3::copy::CopyError;
 use crate::base::error::{RetryClass, S3Failure, classify};
+use crate::model::entry::ObjectEntry;
 use crate::model::location::S3Location;
 use crate::model::options::CopyOptions;
+use crate::model::s3_shape::quoted;
+use crate::model::s3_shape::{default_part_size, uniform_layout};
 
 /// Partial downloads are named `.NAME` + this (or `.HASH` + this, for a
 /// name too long to take the suffix); listings of a restore target skip

@@ -20,8 +20,9 @@ use md5::{Digest, Md5};
 
 use super::LocalDir;
 use crate::base::error::{S3Failure, SyncError};
-use crate::engine::diff::{EtagShape, Pair, etag_shape};
-use crate::engine::split::Side;
+use crate::model::entry::Pair;
+use crate::model::entry::Side;
+use crate::model::s3_shape::{EtagShape, etag_shape};
 
 /// Files whose ETags are computed at once: reading is the disk's work,
 /// hashing a core's, so a few in flight keep both busy.

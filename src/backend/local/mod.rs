@@ -27,8 +27,8 @@ use std::sync::{Arc, OnceLock};
 
 use confined::Confined;
 
-use crate::backend::s3::listing::ObjectEntry;
 use crate::base::error::{RetryClass, S3Failure};
+use crate::model::entry::ObjectEntry;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
 
 /// The longest file name Linux file systems take (`NAME_MAX`), in bytes.

@@ -18,10 +18,11 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::s3::copy::CopyError;
-use crate::backend::s3::multipart::{UploadTarget, default_part_size, multipart_etag};
+use crate::backend::s3::multipart::{UploadTarget, multipart_etag};
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::location::S3Location;
 use crate::model::options::CopyOptions;
+use crate::model::s3_shape::default_part_size;
 
 /// What an object carries besides its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

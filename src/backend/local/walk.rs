@@ -28,8 +28,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::{DirRole, LocalDir};
-use crate::backend::s3::listing::ObjectEntry;
 use crate::base::error::SyncError;
+use crate::model::entry::ObjectEntry;
 use crate::model::location::KeyRange;
 use crate::report::TaskStatus;
 

@@ -8,23 +8,18 @@
 //! a sync never writes a version it did not diff. Between endpoints or
 //! accounts the same steps stream the bytes instead ([`crate::backend::s3::stream`]).
 
+use crate::model::entry::Side;
+use crate::model::s3_shape::quoted;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{RequestPayer, ServerSideEncryption, StorageClass};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::s3::listing::ObjectEntry;
 use crate::base::error::{RetryClass, S3Failure, classify};
-use crate::engine::diff::{EtagShape, etag_shape};
+use crate::model::entry::ObjectEntry;
 use crate::model::location::S3Location;
 use crate::model::options::CopyOptions;
-
-/// Which bucket of a copy an object is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Source,
-    Destination,
-}
+use crate::model::s3_shape::{EtagShape, etag_shape};
 
 /// Everything a copy needs: both sides and how to write.
 #[derive(Debug, Clone)]
@@ -122,11 +117,6 @@ pub fn copy_source(bucket: &str, key: &str) -> String {
     format!("{bucket}/{}", utf8_percent_encode(key, COPY_SOURCE))
 }
 
-/// ETags go back to S3 quoted, as S3 sends them.
-pub fn quoted(etag: &str) -> String {
-    format!("\"{etag}\"")
-}
-
 impl Copier {
     /// Copy one listed object to the same relative key at the destination.
     pub async fn copy(
@@ -174,7 +164,7 @@ impl Copier {
         if self.options.stream {
             // A stream keeps the source's shape (and so its ETag): one PUT
             // for a one-PUT object, which S3 caps at 5 GiB.
-            if multipart_source || entry.size > crate::model::options::MAX_PART_SIZE {
+            if multipart_source || entry.size > crate::model::s3_shape::MAX_PART_SIZE {
                 crate::backend::s3::multipart::copy_multipart(self, entry, cancel).await
             } else {
                 self.stream_single(entry).await

@@ -4,56 +4,23 @@
 //! so the source and destination listings proceed in parallel and copying
 //! starts with the first page. Memory is bounded by `PAGES_AHEAD` pages.
 
+use crate::model::entry::ObjectEntry;
+use crate::model::s3_shape::MAX_PAGE_SIZE;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{EncodingType, RequestPayer};
 use futures::Stream;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
 use crate::base::error::{SyncError, classify};
-use crate::engine::split::{MovableEnd, Side};
+use crate::engine::split::MovableEnd;
+use crate::model::entry::Side;
 use crate::model::location::{KeyRange, S3Location};
 
-/// ListObjectsV2's page size limit, and the default page size.
-pub const MAX_PAGE_SIZE: i32 = 1000;
 /// Pages a listing may run ahead of its consumer: enough to hide one request's
 /// latency, small enough that memory does not depend on the bucket's size.
 const PAGES_AHEAD: usize = 2;
-
-/// One listed object. `key` is relative to the listed location's prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectEntry {
-    pub key: String,
-    pub size: u64,
-    /// Without the surrounding quotes.
-    pub etag: String,
-    /// Milliseconds since the Unix epoch.
-    pub last_modified_ms: i64,
-    pub storage_class: Option<String>,
-}
-
-impl ObjectEntry {
-    /// The entry for one object of a ListObjectsV2 page; `relative` is its
-    /// already decoded key, relative to the listed location.
-    pub fn from_listed(relative: &str, object: &aws_sdk_s3::types::Object) -> Self {
-        ObjectEntry {
-            key: relative.to_owned(),
-            size: object.size().unwrap_or(0).max(0) as u64,
-            etag: object
-                .e_tag()
-                .unwrap_or_default()
-                .trim_matches('"')
-                .to_owned(),
-            last_modified_ms: object
-                .last_modified()
-                .and_then(|t| t.to_millis().ok())
-                .unwrap_or(0),
-            storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
-        }
-    }
-}
 
 /// The full key of a listed object, decoded if the page was URL-encoded.
 pub fn listed_key(

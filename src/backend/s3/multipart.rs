@@ -17,39 +17,17 @@
 //! would lose its upload and fail, which is the right outcome for a key two
 //! writers fight over.
 
+use crate::model::s3_shape::{Layout, default_part_size, uniform_layout};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, RequestPayer};
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::s3::copy::{Copied, Copier, CopyError, copy_source, quoted};
-use crate::backend::s3::listing::ObjectEntry;
+use crate::backend::s3::copy::{Copied, Copier, CopyError, copy_source};
 use crate::base::error::{S3Failure, classify};
-use crate::engine::diff::{EtagShape, etag_shape};
-use crate::model::options::{MAX_PARTS, MIN_PART_SIZE};
-
-/// Byte ranges, inclusive, one per part.
-pub type Layout = Vec<(u64, u64)>;
-
-/// Parts of `size` bytes cut into `part_size` pieces.
-pub fn uniform_layout(size: u64, part_size: u64) -> Layout {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    while start < size {
-        let end = (start + part_size).min(size) - 1;
-        parts.push((start, end));
-        start = end + 1;
-    }
-    parts
-}
-
-/// The part size for a source with no layout of its own: the configured
-/// size, raised if needed to stay within S3's 10,000 parts, rounded to MiB.
-pub fn default_part_size(size: u64, configured: u64) -> u64 {
-    let needed = size.div_ceil(MAX_PARTS);
-    let part = configured.max(needed).max(MIN_PART_SIZE);
-    part.div_ceil(1024 * 1024) * 1024 * 1024
-}
+use crate::model::entry::ObjectEntry;
+use crate::model::s3_shape::quoted;
+use crate::model::s3_shape::{EtagShape, etag_shape};
 
 /// A multipart upload started at the destination, with the part layout
 /// it will be filled with.
@@ -577,27 +555,5 @@ pub(crate) async fn source_tagging(
                 Err(CopyError::from_failure(failure))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uniform_layout_covers_every_byte_once() {
-        assert_eq!(uniform_layout(10, 4), vec![(0, 3), (4, 7), (8, 9)]);
-        assert_eq!(uniform_layout(8, 4), vec![(0, 3), (4, 7)]);
-    }
-
-    #[test]
-    fn default_part_size_respects_the_part_limit() {
-        let mib = 1024 * 1024;
-        assert_eq!(default_part_size(100 * mib, 8 * mib), 8 * mib);
-        // 5 TiB at 8 MiB would need 655,360 parts: raise to fit 10,000.
-        let five_tib = 5 * 1024 * 1024 * mib;
-        let part = default_part_size(five_tib, 8 * mib);
-        assert!(five_tib.div_ceil(part) <= MAX_PARTS);
-        assert_eq!(part % mib, 0);
     }
 }

@@ -22,9 +22,10 @@ use std::time::Duration;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::types::{CompletedPart, RequestPayer};
 
-use crate::backend::s3::copy::{Copied, Copier, CopyError, quoted};
-use crate::backend::s3::listing::ObjectEntry;
+use crate::backend::s3::copy::{Copied, Copier, CopyError};
 use crate::base::error::{RetryClass, S3Failure, classify};
+use crate::model::entry::ObjectEntry;
+use crate::model::s3_shape::quoted;
 
 /// Attempts at one piped GET and PUT (or UploadPart) together.
 const ATTEMPTS: u32 = 5;

@@ -1,0 +1,61 @@
+//! One listed object and a key's presence on each side: the records every
+//! layer above passes along.
+
+use serde::{Deserialize, Serialize};
+
+/// A key's presence on each side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pair {
+    SourceOnly(ObjectEntry),
+    DestinationOnly(ObjectEntry),
+    Both(ObjectEntry, ObjectEntry),
+}
+
+impl Pair {
+    pub fn key(&self) -> &str {
+        match self {
+            Pair::SourceOnly(e) | Pair::DestinationOnly(e) | Pair::Both(e, _) => &e.key,
+        }
+    }
+}
+
+/// One listed object. `key` is relative to the listed location's prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub size: u64,
+    /// Without the surrounding quotes.
+    pub etag: String,
+    /// Milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
+    pub storage_class: Option<String>,
+}
+
+impl ObjectEntry {
+    /// The entry for one object of a ListObjectsV2 page; `relative` is its
+    /// already decoded key, relative to the listed location.
+    pub fn from_listed(relative: &str, object: &aws_sdk_s3::types::Object) -> Self {
+        ObjectEntry {
+            key: relative.to_owned(),
+            size: object.size().unwrap_or(0).max(0) as u64,
+            etag: object
+                .e_tag()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_owned(),
+            last_modified_ms: object
+                .last_modified()
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or(0),
+            storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
+        }
+    }
+}
+
+/// A side of a sync: where an object was listed, which bucket of a copy it
+/// is in, and the index of that side's cursor in a [`crate::model::keyspace::MovableEnd`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source = 0,
+    Destination = 1,
+}
