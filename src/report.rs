@@ -7,7 +7,6 @@
 //! document users and the state machine read, and both files are written to
 //! the report location, local or `s3://`.
 
-use crate::model::location::{HTML_NAME, ReportLocation, local_report_files, s3_report_keys};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::Path;
@@ -19,6 +18,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
 use crate::base::error::{S3Failure, SyncError, classify};
+use crate::model::location::{HTML_NAME, ReportLocation, local_report_files, s3_report_keys};
 
 pub mod emf;
 pub mod html;
@@ -96,9 +96,10 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Stats {
             $($(#[$doc])* pub $name: AtomicU64,)*
-            /// The current phase, see `pipeline::phase`: for progress
-            /// displays, not part of the summary.
-            pub phase: AtomicU64,
+            /// The current [`Phase`], for progress displays; not part of
+            /// the summary. Read and set it with [`Stats::phase`] and
+            /// [`Stats::set_phase`].
+            phase: AtomicU64,
         }
 
         /// A point-in-time copy of [`Stats`].
@@ -159,6 +160,37 @@ counters! {
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn phase(&self) -> Phase {
+        Phase::from_index(self.phase.load(Ordering::Relaxed))
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u64, Ordering::Relaxed);
+    }
+}
+
+/// Where a local run is, for progress displays. Ordered: a later phase
+/// compares greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Listing both sides; copies start with the first page.
+    Listing = 0,
+    /// Listing done, copies still running.
+    Copying = 1,
+    Verifying = 2,
+    Done = 3,
+}
+
+impl Phase {
+    fn from_index(index: u64) -> Phase {
+        match index {
+            0 => Phase::Listing,
+            1 => Phase::Copying,
+            2 => Phase::Verifying,
+            _ => Phase::Done,
+        }
     }
 }
 
@@ -398,15 +430,6 @@ impl Counts {
     pub fn failed_objects(&self) -> u64 {
         self.failed + self.verify_mismatched
     }
-}
-
-/// Now, to the second, as RFC 3339 (`2026-11-22T07:51:25Z`).
-pub fn now_rfc3339() -> String {
-    aws_smithy_types::DateTime::from_secs(
-        aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs(),
-    )
-    .fmt(aws_smithy_types::date_time::Format::DateTime)
-    .unwrap_or_default()
 }
 
 /// Write summary.json and failures.csv to `location`. Returns their paths or URLs.

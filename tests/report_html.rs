@@ -96,7 +96,7 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 }
 
 fn thousands(n: u64) -> String {
-    s3_fanout::report::html::thousands(n)
+    s3_fanout::base::format::thousands(n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -196,7 +196,7 @@ async fn the_html_report_of_a_real_run_renders_its_numbers_in_chromium() {
     assert_eq!(element_text(&dom, "exit-code"), "1");
     assert_eq!(
         element_text(&dom, "bytes"),
-        s3_fanout::cli::progress::human_bytes(bytes)
+        s3_fanout::base::format::human_bytes(bytes)
     );
     // Exact bytes in the summary table, and each refused key in the
     // failures table, as text (the DOM serialiser escapes it again).

@@ -6,9 +6,10 @@ use std::time::Instant;
 use aws_sdk_s3::Client;
 
 use super::error::ArchiveError;
+use crate::base::format::now_rfc3339;
 use crate::base::metrics::RequestCounter;
 use crate::model::location::ReportLocation;
-use crate::report::{ReportRows, Stats, Summary, now_rfc3339, write_report};
+use crate::report::{ReportRows, Stats, Summary, write_report};
 
 /// When a run started, and its id (the same shape as a sync's).
 pub struct RunClock {

@@ -5,5 +5,6 @@ pub mod allocator;
 pub mod client;
 pub mod concurrency;
 pub mod error;
+pub mod format;
 pub mod metrics;
 pub mod rate_limit;

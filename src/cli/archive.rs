@@ -7,7 +7,7 @@ use super::{EXIT_USAGE, cancel_on_ctrl_c, n};
 use crate::archive::{
     ArchiveError, ExportOptions, ExportSpec, ImportOptions, ImportSpec, run_export, run_import,
 };
-use crate::cli::progress::human_bytes;
+use crate::base::format::human_bytes;
 use crate::report::Summary;
 
 pub async fn export(spec: ExportSpec, json: bool) -> i32 {

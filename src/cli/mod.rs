@@ -11,11 +11,12 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::base::error::SyncError;
-use crate::cli::progress::{Progress, ProgressMode, human_bytes};
+use crate::base::format::human_bytes;
+use crate::base::format::thousands as n;
+use crate::cli::progress::{Progress, ProgressMode};
 use crate::engine::diff::{Action, SkipReason};
 use crate::engine::pipeline::{ActionObserver, run_sync};
 use crate::model::options::{SyncOptions, SyncSpec};
-use crate::report::html::thousands as n;
 use crate::report::{Stats, Summary};
 
 #[derive(Debug, Parser)]

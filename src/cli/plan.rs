@@ -1,7 +1,7 @@
 //! `s3-fanout plan SRC DST`: print what a sync would do, cost and take.
 
 use crate::base::error::SyncError;
-use crate::cli::progress::human_bytes;
+use crate::base::format::human_bytes;
 use crate::plan::{PlanReport, PlanSpec, plan as make_plan};
 
 use super::{EXIT_USAGE, n};

@@ -5,15 +5,14 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::pipeline::phase;
-use crate::report::{Counts, Stats};
+use crate::base::format::{human_bytes, human_duration};
+use crate::report::{Counts, Phase, Stats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -78,11 +77,7 @@ async fn render(stats: Arc<Stats>, mode: ProgressMode, stop: CancellationToken) 
             _ = stop.cancelled() => true,
             _ = interval.tick() => false,
         };
-        let line = status_line(
-            &stats.snapshot(),
-            stats.phase.load(Ordering::Relaxed),
-            started.elapsed(),
-        );
+        let line = status_line(&stats.snapshot(), stats.phase(), started.elapsed());
         match &bar {
             Some(bar) => {
                 bar.set_message(line);
@@ -101,7 +96,7 @@ async fn render(stats: Arc<Stats>, mode: ProgressMode, stop: CancellationToken) 
 }
 
 /// One line of progress: what is listed, done, and how fast.
-pub fn status_line(c: &Counts, current_phase: u64, elapsed: Duration) -> String {
+pub fn status_line(c: &Counts, current_phase: Phase, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(0.001);
     let done = c.copied + c.updated + c.deleted;
     let finished = done + c.failed + c.skipped_archived + c.skipped_sse_c + c.source_vanished;
@@ -112,9 +107,9 @@ pub fn status_line(c: &Counts, current_phase: u64, elapsed: Duration) -> String 
         + c.skip_not_modified
         + c.skip_folder_markers;
     let phase_name = match current_phase {
-        phase::LISTING => "listing and copying",
-        phase::COPYING => "copying (listing done)",
-        phase::VERIFYING => "verifying",
+        Phase::Listing => "listing and copying",
+        Phase::Copying => "copying (listing done)",
+        Phase::Verifying => "verifying",
         _ => "done",
     };
     let mut line = format!(
@@ -129,52 +124,19 @@ pub fn status_line(c: &Counts, current_phase: u64, elapsed: Duration) -> String 
         human_bytes((c.bytes_copied as f64 / secs) as u64),
     );
     // An ETA only means something once the listing has said how much there is.
-    if current_phase >= phase::COPYING && finished > 0 && planned > finished {
+    if current_phase >= Phase::Copying && finished > 0 && planned > finished {
         let remaining = (planned - finished) as f64 * secs / finished as f64;
         line.push_str(&format!(" | ETA {}", human_duration(remaining)));
     }
-    if current_phase == phase::VERIFYING {
+    if current_phase == Phase::Verifying {
         line.push_str(&format!(" | verified {}", c.verify_checked));
     }
     line
 }
 
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-pub fn human_duration(secs: f64) -> String {
-    let secs = secs.round() as u64;
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
-        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn humanises() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
-        assert_eq!(human_duration(59.0), "59s");
-        assert_eq!(human_duration(61.0), "1m01s");
-        assert_eq!(human_duration(3700.0), "1h01m");
-    }
 
     #[test]
     fn eta_appears_once_listing_is_done() {
@@ -183,7 +145,7 @@ mod tests {
             copied: 5,
             ..Counts::default()
         };
-        assert!(!status_line(&c, phase::LISTING, Duration::from_secs(5)).contains("ETA"));
-        assert!(status_line(&c, phase::COPYING, Duration::from_secs(5)).contains("ETA 5s"));
+        assert!(!status_line(&c, Phase::Listing, Duration::from_secs(5)).contains("ETA"));
+        assert!(status_line(&c, Phase::Copying, Duration::from_secs(5)).contains("ETA 5s"));
     }
 }

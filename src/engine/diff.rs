@@ -7,9 +7,6 @@
 //! [`DiffOptions`]. Both are pure, so the CLI, the Lambdas and the property
 //! tests all run the same code.
 
-use crate::model::entry::Pair;
-use crate::model::options::DiffMode;
-use crate::model::s3_shape::etag_shape;
 use std::cmp::Ordering;
 use std::pin::Pin;
 
@@ -18,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::error::SyncError;
 use crate::model::entry::ObjectEntry;
+use crate::model::entry::Pair;
+use crate::model::options::DiffMode;
 use crate::model::options::DiffOptions;
+use crate::model::s3_shape::etag_shape;
 
 /// What the sync does with one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,18 +38,12 @@ use crate::model::entry::Pair;
 use crate::model::location::{Location, S3Location};
 use crate::model::options::SyncOptions;
 use crate::report::timeline::TimelineSampler;
-use crate::report::{ConcurrencyRange, PhaseClock, ReportRows, Stats, Summary, write_report};
+use crate::report::{
+    ConcurrencyRange, Phase, PhaseClock, ReportRows, Stats, Summary, write_report,
+};
 
 /// Called with every planned action (for `--dry-run -v` and `-v` output).
 pub type ActionObserver = Arc<dyn Fn(&Action) + Send + Sync>;
-
-/// The phases, stored in [`Stats::phase`] for progress displays.
-pub mod phase {
-    pub const LISTING: u64 = 0;
-    pub const COPYING: u64 = 1;
-    pub const VERIFYING: u64 = 2;
-    pub const DONE: u64 = 3;
-}
 
 /// Run one sync. `Err` means it could not start (bad configuration, missing
 /// bucket): nothing was written. Once started, failures are in the summary.
@@ -60,7 +54,7 @@ pub async fn run_sync(
     observer: Option<ActionObserver>,
 ) -> Result<Summary, SyncError> {
     let started = Instant::now();
-    let started_at = crate::report::now_rfc3339();
+    let started_at = crate::base::format::now_rfc3339();
     let run_id = format!(
         "{}-{:05}",
         started_at.replace([':', '-'], "").trim_end_matches('Z'),
@@ -152,7 +146,7 @@ pub async fn run_sync(
         // comparison of every source key is the verification.
         Stats::add(&stats.verify_checked, planned.listed_source);
     } else if fatal.is_none() && options.verify && !cancel.is_cancelled() {
-        stats.phase.store(phase::VERIFYING, Ordering::Relaxed);
+        stats.set_phase(Phase::Verifying);
         let verify_started = Instant::now();
         // What listing again would cost: the source, and the destination
         // as this run left it.
@@ -205,7 +199,7 @@ pub async fn run_sync(
         };
         phases.record("verify", verify_started);
     }
-    stats.phase.store(phase::DONE, Ordering::Relaxed);
+    stats.set_phase(Phase::Done);
     let timeline = sampler.finish();
     let interrupted = cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
     if let Some(err) = &fatal
@@ -374,7 +368,7 @@ async fn write_phase(
     drop(rx);
 
     let stats = &context.stats;
-    stats.phase.store(phase::LISTING, Ordering::Relaxed);
+    stats.set_phase(Phase::Listing);
     let sides = Sides {
         source,
         destination,
@@ -395,7 +389,7 @@ async fn write_phase(
         result = list_in_pieces(sides, sink) => result,
     };
     phases.record("list and diff", started);
-    stats.phase.store(phase::COPYING, Ordering::Relaxed);
+    stats.set_phase(Phase::Copying);
     drop(tx);
     let copying = !workers.is_empty();
     for worker in workers {

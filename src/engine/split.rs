@@ -19,13 +19,13 @@
 //! not a missed key. [`MovableEnd`] is what lets a piece's end move down
 //! safely while it is being listed.
 
-use crate::model::entry::Side;
 use std::sync::Mutex;
 
 use aws_sdk_s3::types::EncodingType;
 
 use crate::backend::s3::listing::{ListTarget, form_decode};
 use crate::base::error::{SyncError, classify};
+use crate::model::entry::Side;
 use crate::model::location::KeyRange;
 
 /// How many leading characters (after a common prefix) the key space does

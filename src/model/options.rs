@@ -3,7 +3,6 @@
 //! configuration every stage reads. [`SyncOptions::try_from`] is the only
 //! place a spec becomes options, with one small check per conflict.
 
-use crate::model::s3_shape::{GIB, MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 use std::time::Duration;
 
 use aws_sdk_s3::types::StorageClass;
@@ -17,6 +16,7 @@ use crate::base::error::SyncError;
 use crate::model::filter::KeyFilter;
 use crate::model::location::ReportLocation;
 use crate::model::location::{KeyRange, Location, S3Location};
+use crate::model::s3_shape::{GIB, MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 
 /// What to sync and how, as given. Every field has a CLI flag (and an
 /// environment variable) and a JSON name.

@@ -12,7 +12,8 @@
 use std::fmt::Write;
 
 use super::{ReportRow, Summary, TimelinePoint};
-use crate::cli::progress::human_bytes;
+use crate::base::format::human_bytes;
+use crate::base::format::{human_duration_tenths, thousands};
 
 /// Failure rows the page lists; the rest are in failures.csv.
 pub const MAX_ROWS: usize = 1_000;
@@ -31,33 +32,6 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
-}
-
-/// 1234567 → "1,234,567".
-pub fn thousands(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn seconds(secs: f64) -> String {
-    if secs < 60.0 {
-        format!("{secs:.1} s")
-    } else if secs < 3600.0 {
-        format!("{}m {:02}s", (secs / 60.0) as u64, (secs % 60.0) as u64)
-    } else {
-        format!(
-            "{}h {:02}m",
-            (secs / 3600.0) as u64,
-            (secs % 3600.0 / 60.0) as u64
-        )
-    }
 }
 
 const STYLE: &str = r#"
@@ -100,7 +74,7 @@ pub fn render(summary: &Summary, rows: &[ReportRow], total_rows: u64) -> String 
         destination = escape(&summary.destination),
         exit = summary.exit_code,
         started = escape(&summary.started_at),
-        duration = seconds(summary.duration_secs),
+        duration = human_duration_tenths(summary.duration_secs),
         dry = if summary.dry_run {
             " · <b>dry run: nothing was written</b>"
         } else {
@@ -348,7 +322,7 @@ fn throughput_chart(points: &[TimelinePoint]) -> String {
         peak,
         total / end,
         human_bytes((bytes as f64 / end) as u64),
-        seconds(end)
+        human_duration_tenths(end)
     );
     let _ = writeln!(
         svg,
@@ -381,7 +355,7 @@ fn throughput_chart(points: &[TimelinePoint]) -> String {
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
             x(t),
             HEIGHT - BOTTOM + 16.0,
-            seconds(t)
+            human_duration_tenths(t)
         );
         t += x_step;
     }
@@ -454,8 +428,8 @@ fn phases(summary: &Summary) -> String {
             out,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             escape(&phase.name),
-            seconds(phase.started_secs),
-            seconds(phase.duration_secs)
+            human_duration_tenths(phase.started_secs),
+            human_duration_tenths(phase.duration_secs)
         );
     }
     out.push_str("</table>\n");

@@ -135,7 +135,7 @@ impl StackOutputs {
 
 /// A run id that sorts by time and names the execution: `20261122T075125-3f9a`.
 pub fn new_run_id() -> String {
-    let now = crate::report::now_rfc3339().replace([':', '-'], "");
+    let now = crate::base::format::now_rfc3339().replace([':', '-'], "");
     let salt = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

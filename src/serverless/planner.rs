@@ -75,7 +75,7 @@ async fn plan_counted(
     counter: &RequestCounter,
 ) -> Result<Plan, SyncError> {
     // The run starts now: the report's timeline and phases count from here.
-    let created_at = crate::report::now_rfc3339();
+    let created_at = crate::base::format::now_rfc3339();
     if run_id.is_empty() || run_id.contains('/') {
         return Err(SyncError::Config(format!(
             "run id {run_id:?} must be non-empty and free of '/'"

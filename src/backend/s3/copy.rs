@@ -8,8 +8,6 @@
 //! a sync never writes a version it did not diff. Between endpoints or
 //! accounts the same steps stream the bytes instead ([`crate::backend::s3::stream`]).
 
-use crate::model::entry::Side;
-use crate::model::s3_shape::quoted;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{RequestPayer, ServerSideEncryption, StorageClass};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -17,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::ObjectEntry;
+use crate::model::entry::Side;
 use crate::model::location::S3Location;
 use crate::model::options::CopyOptions;
+use crate::model::s3_shape::quoted;
 use crate::model::s3_shape::{EtagShape, etag_shape};
 
 /// Everything a copy needs: both sides and how to write.

@@ -4,8 +4,6 @@
 //! so the source and destination listings proceed in parallel and copying
 //! starts with the first page. Memory is bounded by `PAGES_AHEAD` pages.
 
-use crate::model::entry::ObjectEntry;
-use crate::model::s3_shape::MAX_PAGE_SIZE;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{EncodingType, RequestPayer};
 use futures::Stream;
@@ -15,8 +13,10 @@ use std::sync::Arc;
 
 use crate::base::error::{SyncError, classify};
 use crate::engine::split::MovableEnd;
+use crate::model::entry::ObjectEntry;
 use crate::model::entry::Side;
 use crate::model::location::{KeyRange, S3Location};
+use crate::model::s3_shape::MAX_PAGE_SIZE;
 
 /// Pages a listing may run ahead of its consumer: enough to hide one request's
 /// latency, small enough that memory does not depend on the bucket's size.

@@ -17,7 +17,6 @@
 //! would lose its upload and fail, which is the right outcome for a key two
 //! writers fight over.
 
-use crate::model::s3_shape::{Layout, default_part_size, uniform_layout};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, RequestPayer};
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -28,6 +27,7 @@ use crate::base::error::{S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::s3_shape::quoted;
 use crate::model::s3_shape::{EtagShape, etag_shape};
+use crate::model::s3_shape::{Layout, default_part_size, uniform_layout};
 
 /// A multipart upload started at the destination, with the part layout
 /// it will be filled with.
