@@ -4,7 +4,7 @@ mod support;
 
 use futures::TryStreamExt;
 use s3_fanout::backend::s3::listing::{ListTarget, list_range};
-use s3_fanout::engine::split::plan_shards;
+use s3_fanout::engine::shards::plan_shards;
 use s3_fanout::model::entry::ObjectEntry;
 use s3_fanout::model::location::KeyRange;
 use support::*;

@@ -38,7 +38,6 @@ use crate::base::error::{RetryClass, S3Failure, SyncError};
 use crate::base::metrics::RequestCounter;
 use crate::model::entry::ObjectEntry;
 use crate::model::location::KeyRange;
-use crate::model::s3_shape::MAX_PAGE_SIZE;
 use crate::report::{ReportRow, ReportRows, Stats, Summary, TaskStatus};
 
 /// Objects up to this size are read whole, ahead of their turn: most
@@ -211,13 +210,12 @@ impl Exporter {
         options: &ExportOptions,
         mut unchanged: Option<UnchangedSince>,
     ) -> Result<(), ArchiveError> {
-        let target = ListTarget {
-            client: self.source.client.clone(),
-            location: options.source.clone(),
-            expected_owner: options.expected_owner.clone(),
-            request_payer: options.request_payer,
-            page_size: MAX_PAGE_SIZE,
-        };
+        let target = ListTarget::new(
+            &self.source.client,
+            &options.source,
+            options.expected_owner.clone(),
+            options.request_payer,
+        );
         let since_ms = match &options.since {
             Since::Date { at, .. } => Some(at.to_millis().unwrap_or(i64::MIN)),
             _ => None,
@@ -574,7 +572,7 @@ async fn prepare(source: &Source, listed: ObjectEntry) -> Prepared {
 /// (exit 2) if that is what it is.
 fn listing_refused(options: &ExportOptions, failure: S3Failure) -> ArchiveError {
     let bucket = &options.source.bucket;
-    match crate::engine::pipeline::bucket_problem(
+    match crate::backend::s3::preflight::bucket_problem(
         &failure,
         "source",
         bucket,

@@ -40,7 +40,6 @@ use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
 use crate::base::metrics::RequestCounter;
 use crate::model::entry::ObjectEntry;
 use crate::model::location::KeyRange;
-use crate::model::s3_shape::MAX_PAGE_SIZE;
 use crate::report::{ReportRow, ReportRows, Stats, Summary, TaskStatus};
 
 /// Apply `options.archive` to `options.destination`. `Err` before the plan
@@ -161,13 +160,12 @@ impl Importer<'_> {
 
     fn listing(&self) -> impl futures::Stream<Item = Result<ObjectEntry, SyncError>> + use<> {
         list_range(
-            ListTarget {
-                client: self.work.destination.client.clone(),
-                location: self.options.destination.clone(),
-                expected_owner: self.options.expected_owner.clone(),
-                request_payer: false,
-                page_size: MAX_PAGE_SIZE,
-            },
+            ListTarget::new(
+                &self.work.destination.client,
+                &self.options.destination,
+                self.options.expected_owner.clone(),
+                false,
+            ),
             KeyRange::all(),
         )
     }
@@ -229,7 +227,7 @@ impl Importer<'_> {
             {
                 let location = &self.options.destination;
                 return Err(
-                    match crate::engine::pipeline::bucket_problem(
+                    match crate::backend::s3::preflight::bucket_problem(
                         &failure,
                         "destination",
                         &location.bucket,

@@ -2,4 +2,5 @@
 
 pub mod local;
 pub mod s3;
+pub mod side;
 pub mod transfer;

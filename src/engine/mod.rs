@@ -3,6 +3,6 @@
 pub mod diff;
 pub mod pieces;
 pub mod pipeline;
-pub mod split;
+pub mod shards;
 pub mod verify;
 pub mod worker;

@@ -2,7 +2,7 @@
 //!
 //! ListObjectsV2 is one sequential stream of pages per range, so a large
 //! range lists only as fast as one request after another. Here a range is
-//! cut into pieces while it lists ([`crate::engine::split`] says where), each piece
+//! cut into pieces while it lists ([`crate::model::keyspace`] says where), each piece
 //! runs its own merge-join, and its pairs go to a [`PairSink`]: the write
 //! phase's decide-and-copy, or verification. Pieces need no order among
 //! themselves; every key is in exactly one.
@@ -13,14 +13,12 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::backend::local::etag::with_file_etags;
-use crate::backend::s3::listing::{ListTarget, Listing, any_key_after, list_range_until};
+use crate::backend::side::Listing;
 use crate::base::error::SyncError;
 use crate::engine::diff::merge_join;
-use crate::engine::pipeline::bucket_problem;
-use crate::engine::split::{KeySpace, MovableEnd, sub_prefixes, thin, tile};
 use crate::model::entry::Pair;
 use crate::model::entry::Side;
+use crate::model::keyspace::{KeySpace, MovableEnd, thin, tile};
 use crate::model::location::KeyRange;
 use crate::report::Stats;
 
@@ -67,9 +65,10 @@ pub struct Sides {
 pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), SyncError> {
     // A directory is walked as one stream (its cost is the disk, not
     // requests), so a range with one is one piece.
-    let slots = match (&sides.source, &sides.destination) {
-        (Listing::S3(_), Listing::S3(_)) => sides.list_concurrency.max(1),
-        _ => 1,
+    let slots = if sides.source.lists_in_pieces() && sides.destination.lists_in_pieces() {
+        sides.list_concurrency.max(1)
+    } else {
+        1
     };
     let notify = Arc::new(tokio::sync::Notify::new());
     let mut pieces: tokio::task::JoinSet<Result<(), SyncError>> = tokio::task::JoinSet::new();
@@ -139,7 +138,8 @@ async fn first_cut(
     slots: usize,
     done: &mut bool,
 ) -> Result<Vec<KeyRange>, SyncError> {
-    let (Some((range, end)), Some(source)) = (running.first(), sides.source.s3()) else {
+    let source = &sides.source;
+    let (Some((range, end)), true) = (running.first(), source.lists_in_pieces()) else {
         return Ok(Vec::new());
     };
     let Some(progress) = end.progress() else {
@@ -160,7 +160,7 @@ async fn first_cut(
     });
     let cuts = if has_folders {
         // One delimiter page: a thousand folders are plenty of cuts.
-        let folders = sub_prefixes(source, &range.prefix, 1).await?;
+        let folders = source.folders_below(&range.prefix, 1).await?;
         let passed = folders
             .iter()
             .filter(|f| f.as_str() <= past.as_str())
@@ -195,7 +195,7 @@ async fn first_cut(
 /// by bisection with one-key listings: a few requests instead of an empty
 /// page a side for every cut past the last key.
 async fn within_listing(
-    target: &ListTarget,
+    source: &Listing,
     prefix: &str,
     mut cuts: Vec<String>,
 ) -> Result<Vec<String>, SyncError> {
@@ -203,7 +203,7 @@ async fn within_listing(
     let (mut low, mut high) = (0, cuts.len());
     while low < high {
         let mid = (low + high) / 2;
-        if any_key_after(target, prefix, &cuts[mid]).await? {
+        if source.any_key_after(prefix, &cuts[mid]).await? {
             low = mid + 1;
         } else {
             high = mid;
@@ -245,9 +245,10 @@ async fn bisect_one(
     sides: &Sides,
     running: &[(KeyRange, Arc<MovableEnd>)],
 ) -> Result<Vec<KeyRange>, SyncError> {
-    let Some(source) = sides.source.s3() else {
+    let source = &sides.source;
+    if !source.lists_in_pieces() {
         return Ok(Vec::new());
-    };
+    }
     let mut candidates: Vec<_> = running
         .iter()
         .filter_map(|(range, end)| Some((range, end, end.progress()?)))
@@ -305,44 +306,41 @@ async fn list_piece<S: PairSink>(
 ) -> Result<(), SyncError> {
     let started = std::time::Instant::now();
     let counted = sides.counted.clone();
-    let source_stream = checked_listing(
-        sides.source.clone(),
-        &range,
-        "source",
-        Some((end.clone(), Side::Source)),
-        preflight,
-    )
-    .inspect(move |entry| {
-        if let (Ok(entry), Some(stats)) = (entry, &counted) {
-            Stats::add(&stats.listed_source, 1);
-            Stats::add(&stats.listed_source_bytes, entry.size);
-        }
-    });
+    let source_stream = sides
+        .source
+        .list(
+            &range,
+            Side::Source,
+            Some((end.clone(), Side::Source)),
+            preflight,
+        )
+        .inspect(move |entry| {
+            if let (Ok(entry), Some(stats)) = (entry, &counted) {
+                Stats::add(&stats.listed_source, 1);
+                Stats::add(&stats.listed_source_bytes, entry.size);
+            }
+        });
     let counted = sides.counted.clone();
-    let destination_stream = checked_listing(
-        sides.destination.clone(),
-        &range,
-        "destination",
-        Some((end.clone(), Side::Destination)),
-        preflight,
-    )
-    .inspect(move |entry| {
-        if let (Ok(_), Some(stats)) = (entry, &counted) {
-            Stats::add(&stats.listed_destination, 1);
-        }
-    });
+    let destination_stream = sides
+        .destination
+        .list(
+            &range,
+            Side::Destination,
+            Some((end.clone(), Side::Destination)),
+            preflight,
+        )
+        .inspect(move |entry| {
+            if let (Ok(_), Some(stats)) = (entry, &counted) {
+                Stats::add(&stats.listed_destination, 1);
+            }
+        });
     let pairs = merge_join(source_stream, destination_stream).boxed();
     // A file's ETag is only known by reading it: computed for the pairs
     // whose comparison needs it, a few files at a time.
-    let pairs = match (&sides.source, &sides.destination) {
-        (Listing::Local(dir), _) if dir.hash_etags => {
-            with_file_etags(pairs, dir.clone(), Side::Source)
-        }
-        (_, Listing::Local(dir)) if dir.hash_etags => {
-            with_file_etags(pairs, dir.clone(), Side::Destination)
-        }
-        _ => pairs,
-    };
+    let pairs = sides.source.with_content_etags(pairs, Side::Source);
+    let pairs = sides
+        .destination
+        .with_content_etags(pairs, Side::Destination);
     futures::pin_mut!(pairs);
     let result = loop {
         match pairs.next().await {
@@ -362,47 +360,4 @@ async fn list_piece<S: PairSink>(
         "piece listed"
     );
     result
-}
-
-/// List `range` of `target`; if its first page fails in a way that means
-/// the bucket cannot be used at all (missing, forbidden, another region),
-/// say so plainly as a configuration error; anything else stays the S3
-/// error it was.
-pub(crate) fn checked_listing(
-    target: Listing,
-    range: &KeyRange,
-    side: &'static str,
-    end: Option<(Arc<MovableEnd>, Side)>,
-    preflight: bool,
-) -> futures::stream::BoxStream<'static, Result<crate::model::entry::ObjectEntry, SyncError>> {
-    let target = match target {
-        Listing::S3(target) => target,
-        // A directory has no "first page" to fail: a missing upload
-        // source was refused with the options, a missing restore
-        // destination lists as empty, unreadable parts are reported.
-        Listing::Local(dir) => {
-            return crate::backend::local::walk::list_dir(dir, range.clone()).boxed();
-        }
-    };
-    let (location, expected_owner) = (target.location.clone(), target.expected_owner.clone());
-    let mut first = preflight;
-    list_range_until(target, range.clone(), end)
-        .map(move |item| {
-            let was_first = std::mem::replace(&mut first, false);
-            match item {
-                Err(SyncError::S3 { context, failure }) if was_first => {
-                    match bucket_problem(
-                        &failure,
-                        side,
-                        &location.bucket,
-                        expected_owner.as_deref(),
-                    ) {
-                        Some(why) => Err(SyncError::Config(why)),
-                        None => Err(SyncError::S3 { context, failure }),
-                    }
-                }
-                other => other,
-            }
-        })
-        .boxed()
 }

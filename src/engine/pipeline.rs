@@ -24,17 +24,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::local::{DirRole, LocalDir};
 use crate::backend::s3::copy::Copier;
-use crate::backend::s3::listing::{ListTarget, Listing};
+use crate::backend::s3::listing::ListTarget;
+use crate::backend::side::Listing;
 use crate::backend::transfer::{BucketSide, Mover};
 use crate::base::client::build_s3_client;
 use crate::base::concurrency::AdaptiveLimit;
-use crate::base::error::{SyncError, classify};
+use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, decide};
 use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
 use crate::engine::verify::{WrittenKeys, verify_range, verify_written};
 use crate::engine::worker::{DeleteBatcher, WorkContext};
 use crate::model::entry::Pair;
+use crate::model::entry::Side;
 use crate::model::location::{Location, S3Location};
 use crate::model::options::SyncOptions;
 use crate::report::timeline::TimelineSampler;
@@ -88,32 +90,18 @@ pub async fn run_sync(
         written: Some(Arc::new(WrittenKeys::default())),
         deletes: Arc::new(DeleteBatcher::new(options.concurrency)),
     };
-    let listing = |client: &Client, location: &Location, expected_owner: &Option<String>| match (
-        location,
-        mover.local_dir(),
-    ) {
-        (Location::Local(_), Some(dir)) => Listing::Local(dir.clone()),
-        (Location::S3(location), _) => Listing::S3(ListTarget {
-            client: client.clone(),
-            location: location.clone(),
-            expected_owner: expected_owner.clone(),
-            request_payer: options.copy.request_payer,
-            page_size: options.list_page_size,
-        }),
-        (Location::Local(_), None) => unreachable!("a directory side has a LocalDir"),
-    };
+    let listing =
+        |client: &Client, location: &Location, side: Side| match (location, mover.local_dir()) {
+            (Location::Local(_), Some(dir)) => Listing::Local(dir.clone()),
+            (Location::S3(location), _) => {
+                Listing::S3(ListTarget::for_side(client, location, &options, side))
+            }
+            (Location::Local(_), None) => unreachable!("a directory side has a LocalDir"),
+        };
     let targets = || {
         (
-            listing(
-                &source_client,
-                &options.source,
-                &options.copy.expected_source_owner,
-            ),
-            listing(
-                &destination_client,
-                &options.destination,
-                &options.copy.expected_dest_owner,
-            ),
+            listing(&source_client, &options.source, Side::Source),
+            listing(&destination_client, &options.destination, Side::Destination),
         )
     };
 
@@ -436,70 +424,4 @@ impl PairSink for WriteSink {
         }
         self.tx.send(action).await.is_ok()
     }
-}
-
-/// Check a bucket before any write (the serverless planner's preflight): a
-/// missing or forbidden bucket is a configuration error, said plainly, not
-/// a thousand failed copies. A one-key listing rather than HeadBucket, so
-/// errors come with S3's own code (`NoSuchBucket`, `AccessDenied`).
-pub(crate) async fn preflight(
-    client: &Client,
-    location: &S3Location,
-    side: &str,
-    expected_owner: Option<&str>,
-) -> Result<(), SyncError> {
-    let bucket = &location.bucket;
-    let result = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(&location.prefix)
-        .max_keys(1)
-        .set_expected_bucket_owner(expected_owner.map(str::to_owned))
-        .send()
-        .await;
-    let Err(err) = result else { return Ok(()) };
-    let failure = classify(&err);
-    match bucket_problem(&failure, side, bucket, expected_owner) {
-        Some(why) => Err(SyncError::Config(why)),
-        None => Err(SyncError::s3(
-            format!("checking the {side} bucket {bucket:?}"),
-            failure,
-        )),
-    }
-}
-
-/// What a failed listing says about the bucket itself, if anything.
-pub(crate) fn bucket_problem(
-    failure: &crate::base::error::S3Failure,
-    side: &str,
-    bucket: &str,
-    expected_owner: Option<&str>,
-) -> Option<String> {
-    Some(match (failure.code.as_str(), failure.http_status) {
-        ("NoSuchBucket", _) | (_, Some(404)) => {
-            format!("the {side} bucket {bucket:?} does not exist")
-        }
-        // Every caller lists (the CLI's first page, the planner's
-        // preflight), so the message can say what was denied: the listing,
-        // which needs s3:ListBucket on the bucket itself.
-        (_, Some(403)) => format!(
-            "access to the {side} bucket {bucket:?} is denied: listing s3://{bucket} answered {}: {} (check the credentials, which need s3:ListBucket on it, {})",
-            failure.code,
-            failure.message,
-            if expected_owner.is_some() {
-                "the bucket policy, and that the bucket belongs to the expected owner"
-            } else {
-                "and the bucket policy"
-            }
-        ),
-        (_, Some(301)) => format!(
-            "the {side} bucket {bucket:?} is in another region: pass --{}-region",
-            if side == "source" { "source" } else { "dest" }
-        ),
-        (_, Some(400)) => format!(
-            "the {side} bucket {bucket:?} rejected the request: {}",
-            failure.message
-        ),
-        _ => return None,
-    })
 }

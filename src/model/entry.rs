@@ -59,3 +59,13 @@ pub enum Side {
     Source = 0,
     Destination = 1,
 }
+
+impl Side {
+    /// As messages name it: "source", "destination".
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        }
+    }
+}

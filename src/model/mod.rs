@@ -2,6 +2,7 @@
 
 pub mod entry;
 pub mod filter;
+pub mod keyspace;
 pub mod location;
 pub mod options;
 pub mod s3_shape;

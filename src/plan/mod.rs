@@ -27,6 +27,7 @@ use crate::base::client::build_s3_client;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::engine::pipeline::{ActionObserver, run_sync};
+use crate::model::entry::Side;
 use crate::model::location::Location;
 use crate::model::options::{SyncOptions, SyncSpec, Transfer};
 use crate::report::{Counts, Stats, Summary};
@@ -459,15 +460,9 @@ async fn serverless_estimate(
     let settings = RunSettings::default();
     let counter = RequestCounter::new();
     let client = build_s3_client(&options.source_client, Some(counter.clone())).await;
-    let target = ListTarget {
-        client,
-        location: source.clone(),
-        expected_owner: options.copy.expected_source_owner.clone(),
-        request_payer: options.copy.request_payer,
-        page_size: options.list_page_size,
-    };
+    let target = ListTarget::for_side(&client, source, options, Side::Source);
     let want = (settings.shard_concurrency as usize * 4).min(settings.max_shards as usize);
-    let shards = crate::engine::split::plan_shards(
+    let shards = crate::engine::shards::plan_shards(
         &target,
         &options.range,
         want,

@@ -30,6 +30,7 @@ use crate::engine::diff::{Action, decide, merge_join};
 use crate::engine::verify::check_pair;
 use crate::engine::worker::count_plan;
 use crate::model::entry::Pair;
+use crate::model::entry::Side;
 use crate::report::emf::{self, MetricRecord, Unit, Work};
 use crate::report::{Counts, ReportRow, Stats};
 use crate::serverless::FunctionEnv;
@@ -282,24 +283,13 @@ impl<'a> Pass<'a> {
     async fn run(&mut self, range: crate::model::location::KeyRange) -> Result<(), SyncError> {
         let options = &self.run.options;
         let copier = &self.run.copier.counted(&self.counter);
-        let target = |client: &aws_sdk_s3::Client,
-                      location: &crate::model::location::S3Location,
-                      owner: &Option<String>| ListTarget {
-            client: client.clone(),
-            location: location.clone(),
-            expected_owner: owner.clone(),
-            request_payer: options.copy.request_payer,
-            page_size: options.list_page_size,
-        };
-        let source = target(
-            &copier.source_client,
-            &copier.source,
-            &options.copy.expected_source_owner,
-        );
-        let destination = target(
+        let source =
+            ListTarget::for_side(&copier.source_client, &copier.source, options, Side::Source);
+        let destination = ListTarget::for_side(
             &copier.destination_client,
             &copier.destination,
-            &options.copy.expected_dest_owner,
+            options,
+            Side::Destination,
         );
         let pairs = merge_join(
             list_range(source, range.clone()),

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backend::s3::listing::ListTarget;
+use crate::backend::s3::preflight::preflight;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
-use crate::engine::pipeline::preflight;
-use crate::engine::split::plan_shards;
+use crate::engine::shards::plan_shards;
+use crate::model::entry::Side;
 use crate::report::emf::{self, Unit, Work};
 use crate::serverless::FunctionEnv;
 use crate::serverless::input::{RunManifest, resolve_input};
@@ -85,27 +86,15 @@ async fn plan_counted(
     let run = env.copier_for(&options).await?.counted(counter);
     // A missing or forbidden bucket fails the execution here, before any
     // write, with S3's own words.
-    preflight(
-        &run.source_client,
-        &run.source,
-        "source",
-        options.copy.expected_source_owner.as_deref(),
-    )
-    .await?;
-    preflight(
+    let source = ListTarget::for_side(&run.source_client, &run.source, &options, Side::Source);
+    let destination = ListTarget::for_side(
         &run.destination_client,
         &run.destination,
-        "destination",
-        options.copy.expected_dest_owner.as_deref(),
-    )
-    .await?;
-    let source = ListTarget {
-        client: run.source_client.clone(),
-        location: run.source.clone(),
-        expected_owner: options.copy.expected_source_owner.clone(),
-        request_payer: options.copy.request_payer,
-        page_size: options.list_page_size,
-    };
+        &options,
+        Side::Destination,
+    );
+    preflight(&source, Side::Source).await?;
+    preflight(&destination, Side::Destination).await?;
     let want = (settings.shard_concurrency as usize * 4).min(settings.max_shards as usize);
     let shards = plan_shards(&source, &options.range, want, settings.max_shards as usize).await?;
     tracing::info!(run_id, shards = shards.len(), source = %options.source, destination = %options.destination, "planned");

@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use crate::base::error::{SyncError, classify};
-use crate::engine::split::MovableEnd;
 use crate::model::entry::ObjectEntry;
 use crate::model::entry::Side;
+use crate::model::keyspace::MovableEnd;
 use crate::model::location::{KeyRange, S3Location};
+use crate::model::options::SyncOptions;
 use crate::model::s3_shape::MAX_PAGE_SIZE;
 
 /// Pages a listing may run ahead of its consumer: enough to hide one request's
@@ -46,25 +47,38 @@ pub struct ListTarget {
     pub page_size: i32,
 }
 
-/// One side's listing: a bucket, or a directory walked in the same order.
-#[derive(Debug, Clone)]
-pub enum Listing {
-    S3(ListTarget),
-    Local(Arc<crate::backend::local::LocalDir>),
-}
-
-impl Listing {
-    pub fn s3(&self) -> Option<&ListTarget> {
-        match self {
-            Listing::S3(target) => Some(target),
-            Listing::Local(_) => None,
+impl ListTarget {
+    /// Full pages of `location`, as `client` reaches it.
+    pub fn new(
+        client: &Client,
+        location: &S3Location,
+        expected_owner: Option<String>,
+        request_payer: bool,
+    ) -> ListTarget {
+        ListTarget {
+            client: client.clone(),
+            location: location.clone(),
+            expected_owner,
+            request_payer,
+            page_size: MAX_PAGE_SIZE,
         }
     }
 
-    pub fn location(&self) -> crate::model::location::Location {
-        match self {
-            Listing::S3(target) => crate::model::location::Location::S3(target.location.clone()),
-            Listing::Local(dir) => crate::model::location::Location::Local(dir.root.clone()),
+    /// One side of a run, as its options say: that side's expected owner,
+    /// requester pays, and the page size.
+    pub fn for_side(
+        client: &Client,
+        location: &S3Location,
+        options: &SyncOptions,
+        side: Side,
+    ) -> ListTarget {
+        let owner = match side {
+            Side::Source => &options.copy.expected_source_owner,
+            Side::Destination => &options.copy.expected_dest_owner,
+        };
+        ListTarget {
+            page_size: options.list_page_size,
+            ..ListTarget::new(client, location, owner.clone(), options.copy.request_payer)
         }
     }
 }

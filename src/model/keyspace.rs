@@ -21,10 +21,6 @@
 
 use std::sync::Mutex;
 
-use aws_sdk_s3::types::EncodingType;
-
-use crate::backend::s3::listing::{ListTarget, form_decode};
-use crate::base::error::{SyncError, classify};
 use crate::model::entry::Side;
 use crate::model::location::KeyRange;
 
@@ -396,75 +392,6 @@ pub struct Progress {
 
 // ------------------------------------------------ shards at common prefixes
 
-/// Delimiter pages read per prefix: a flat prefix with millions of keys has
-/// no sub-prefixes to find, and the planner must answer in seconds.
-const MAX_PAGES_PER_PREFIX: usize = 5;
-/// Prefixes refined per level, so planning costs a bounded number of requests.
-const MAX_REFINED: usize = 200;
-const MAX_DEPTH: usize = 3;
-
-/// Shards tiling `range` of `target`: at least `want` where the keyspace
-/// allows, at most `max`.
-pub async fn plan_shards(
-    target: &ListTarget,
-    range: &KeyRange,
-    want: usize,
-    max: usize,
-) -> Result<Vec<KeyRange>, SyncError> {
-    let top = folders(target, &range.prefix, MAX_PAGES_PER_PREFIX).await?;
-    let mut boundaries = top.prefixes;
-    let mut depth = 1;
-    if boundaries.is_empty() && top.more && top.sample.len() > 1 {
-        depth = MAX_DEPTH; // cuts between keys have no folders to refine
-        // Flat: cut beyond the first page, as the local runtime does first.
-        // Shards are fixed once planned, so nothing re-cuts the last one;
-        // its lister loops on its cursor instead.
-        let (first, last) = (&top.sample[0], &top.sample[top.sample.len() - 1]);
-        boundaries = KeySpace::from_sample(&top.sample).cuts_after_page(
-            first,
-            last,
-            last,
-            want.saturating_sub(1),
-        );
-    }
-    while boundaries.len() < want && depth < MAX_DEPTH && !boundaries.is_empty() {
-        if boundaries.len() > MAX_REFINED {
-            break;
-        }
-        let mut deeper = Vec::new();
-        for prefix in &boundaries {
-            let children = sub_prefixes(target, prefix, MAX_PAGES_PER_PREFIX).await?;
-            // A prefix with no sub-prefixes stays one boundary.
-            if children.is_empty() {
-                deeper.push(prefix.clone());
-            } else {
-                // The parent stays a boundary too: objects directly under it
-                // sort before its first child.
-                deeper.push(prefix.clone());
-                deeper.extend(children);
-            }
-        }
-        if deeper.len() == boundaries.len() {
-            break;
-        }
-        boundaries = deeper;
-        depth += 1;
-    }
-    boundaries.retain(|b| range.contains(b) || range_starts_before(range, b));
-    boundaries.sort();
-    boundaries.dedup();
-    Ok(tile(range, thin(boundaries, max.saturating_sub(1))))
-}
-
-/// True when boundary `b` lies inside the range's bounds (a boundary need
-/// not be a key of the range; it only has to fall between its ends).
-fn range_starts_before(range: &KeyRange, b: &str) -> bool {
-    b.starts_with(&range.prefix)
-        && range.start_at.as_deref().is_none_or(|s| b > s)
-        && range.start_after.as_deref().is_none_or(|s| b > s)
-        && !range.is_past_end(b)
-}
-
 /// Keep at most `keep` boundaries, evenly spread.
 pub fn thin(boundaries: Vec<String>, keep: usize) -> Vec<String> {
     if boundaries.len() <= keep {
@@ -499,77 +426,6 @@ pub fn tile(range: &KeyRange, boundaries: Vec<String>) -> Vec<KeyRange> {
         end_before: range.end_before.clone(),
     });
     shards
-}
-
-/// The common prefixes one level below `prefix` (relative keys).
-pub async fn sub_prefixes(
-    target: &ListTarget,
-    prefix: &str,
-    max_pages: usize,
-) -> Result<Vec<String>, SyncError> {
-    Ok(folders(target, prefix, max_pages).await?.prefixes)
-}
-
-/// What delimiter pages under a prefix show.
-#[derive(Debug, Default)]
-pub struct Folders {
-    /// Common prefixes one level down (relative keys).
-    pub prefixes: Vec<String>,
-    /// Keys directly under the prefix on the first page (relative): the
-    /// sample for a flat keyspace.
-    pub sample: Vec<String>,
-    /// Whether the first page was full with more to come.
-    pub more: bool,
-}
-
-/// The folders one level below `prefix`, and the first page's keys.
-pub async fn folders(
-    target: &ListTarget,
-    prefix: &str,
-    max_pages: usize,
-) -> Result<Folders, SyncError> {
-    let location = &target.location;
-    let mut found = Folders::default();
-    let mut token = None;
-    for page_number in 0..max_pages {
-        // Through the listing's own request: the same encoding, expected
-        // owner and requester-pays as every page.
-        let page = crate::backend::s3::listing::list_request(target, &location.key_for(prefix))
-            .delimiter("/")
-            .max_keys(target.page_size)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| {
-                SyncError::s3(format!("finding the folders of {location}"), classify(&e))
-            })?;
-        let url_encoded = page.encoding_type() == Some(&EncodingType::Url);
-        if page_number == 0 {
-            found.more = page.is_truncated() == Some(true);
-            for object in page.contents() {
-                let key = crate::backend::s3::listing::listed_key(object, url_encoded)?;
-                if let Some(relative) = location.relative(&key) {
-                    found.sample.push(relative.to_owned());
-                }
-            }
-        }
-        for common in page.common_prefixes() {
-            let raw = common.prefix().unwrap_or_default();
-            let full = if url_encoded {
-                form_decode(raw)?
-            } else {
-                raw.to_owned()
-            };
-            if let Some(relative) = location.relative(&full) {
-                found.prefixes.push(relative.to_owned());
-            }
-        }
-        token = page.next_continuation_token().map(str::to_owned);
-        if token.is_none() {
-            break;
-        }
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
