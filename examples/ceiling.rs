@@ -38,7 +38,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use clap::{Parser, ValueEnum};
-use s3_fanout::backend::s3::copy::copy_source;
+use s3_fanout::backend::s3::copier::copy_source;
 use s3_fanout::base::client::{ClientSettings, RetryMode, build_s3_client};
 use s3_fanout::base::metrics::RequestCounter;
 use s3_fanout::model::options::parse_size;

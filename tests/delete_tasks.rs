@@ -400,7 +400,7 @@ async fn a_head_denied_as_aws_denies_it_without_list_bucket_is_settled_by_a_list
     let head = |relative: &'static str| {
         let (client, location, options) = (&client, &location, &options);
         async move {
-            s3_fanout::backend::s3::copy::head_object(
+            s3_fanout::backend::s3::head::head_object(
                 client,
                 location,
                 options,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use crate::backend::local::LocalDir;
+use crate::backend::local::dir::LocalDir;
 use crate::backend::local::etag::with_file_etags;
 use crate::backend::local::walk::list_dir;
 use crate::backend::s3::folders::sub_prefixes;

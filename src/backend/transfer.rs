@@ -17,13 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use aws_sdk_s3::Client;
 
+use crate::backend::local::dir::io_failure;
+use crate::backend::local::dir::{DirRole, LocalDir};
 use crate::backend::local::download::{Source, download};
+use crate::backend::local::posix;
+use crate::backend::local::remove;
 use crate::backend::local::upload::{Destination, ObjectMeta, Shape, upload_file};
-use crate::backend::local::{DirRole, LocalDir, remove};
-use crate::backend::local::{io_failure, posix};
-use crate::backend::s3::copy::{
-    Copied, Copier, CopyError, DeleteOutcome, delete_object, delete_objects, head_object,
-};
+use crate::backend::outcome::{Copied, CopyError};
+use crate::backend::s3::copier::Copier;
+use crate::backend::s3::delete::{DeleteOutcome, delete_object, delete_objects};
+use crate::backend::s3::head::head_object;
 use crate::base::error::{RetryClass, S3Failure};
 use crate::model::entry::ObjectEntry;
 use crate::model::entry::Side;
@@ -227,7 +230,7 @@ impl Mover {
     ///
     /// The source is looked at first, `concurrency` keys at once: a HEAD
     /// where it is a bucket, a stat where it is a directory. Then a
-    /// bucket's objects go [`MAX_DELETE_KEYS`](crate::backend::s3::copy::MAX_DELETE_KEYS)
+    /// bucket's objects go [`MAX_DELETE_KEYS`](crate::backend::s3::delete::MAX_DELETE_KEYS)
     /// to a conditional DeleteObjects request ([`delete_objects`]); a
     /// directory's files are removed one by one by [`Mover::delete`].
     pub async fn delete_listed(
@@ -338,7 +341,7 @@ async fn stat_file(dir: &Arc<LocalDir>, relative: &str) -> Result<Option<ObjectE
     };
     Ok(meta
         .filter(std::fs::Metadata::is_file)
-        .map(|meta| crate::backend::local::file_entry(relative, &meta)))
+        .map(|meta| crate::backend::local::dir::file_entry(relative, &meta)))
 }
 
 fn join_failure(e: tokio::task::JoinError) -> S3Failure {

@@ -22,8 +22,8 @@ use std::time::Instant;
 use aws_sdk_s3::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::local::{DirRole, LocalDir};
-use crate::backend::s3::copy::Copier;
+use crate::backend::local::dir::{DirRole, LocalDir};
+use crate::backend::s3::copier::Copier;
 use crate::backend::s3::listing::ListTarget;
 use crate::backend::side::Listing;
 use crate::backend::transfer::{BucketSide, Mover};

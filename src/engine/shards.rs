@@ -14,6 +14,13 @@ const MAX_PAGES_PER_PREFIX: usize = 5;
 const MAX_REFINED: usize = 200;
 const MAX_DEPTH: usize = 3;
 
+/// How many shards the planner asks for: four per lister that runs at
+/// once, so a slow shard does not hold the others back, and no more than
+/// the run allows. `plan` predicts the planner with this same rule.
+pub fn shards_wanted(shard_concurrency: u32, max_shards: u32) -> usize {
+    (shard_concurrency as usize * 4).min(max_shards as usize)
+}
+
 /// Shards tiling `range` of `target`: at least `want` where the keyspace
 /// allows, at most `max`.
 pub async fn plan_shards(

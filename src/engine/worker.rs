@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::s3::copy::{Copier, CopyError, DeleteOutcome, MAX_DELETE_KEYS};
+use crate::backend::outcome::CopyError;
+use crate::backend::s3::copier::Copier;
+use crate::backend::s3::delete::{DeleteOutcome, MAX_DELETE_KEYS};
 use crate::backend::transfer::Mover;
 use crate::base::error::RetryClass;
 use crate::engine::diff::{Action, SkipReason};

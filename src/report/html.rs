@@ -11,7 +11,9 @@
 
 use std::fmt::Write;
 
-use super::{ReportRow, Summary, TimelinePoint};
+use super::ledger::ReportRow;
+use super::summary::Summary;
+use super::timeline::TimelinePoint;
 use crate::base::format::human_bytes;
 use crate::base::format::{human_duration_tenths, thousands};
 
@@ -461,7 +463,9 @@ fn phases(summary: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Counts, PhaseTiming, RunStatus, TaskStatus};
+    use crate::report::ledger::{Counts, TaskStatus};
+    use crate::report::summary::RunStatus;
+    use crate::report::timeline::PhaseTiming;
     use std::collections::BTreeMap;
 
     fn summary() -> Summary {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Counts, Stats};
+use super::ledger::{Counts, Stats};
 
 /// Points a timeline keeps at most.
 pub const MAX_POINTS: usize = 480;

@@ -17,7 +17,7 @@
 //! RESOLVE_NO_SYMLINKS)`: creating missing directories needs a call per
 //! segment anyway, kernels before 5.6 and some sandboxes (gVisor, seccomp
 //! filters) lack `openat2`, and with segments already checked (no `.`,
-//! `..` or empty ones: [`super::KeyPath`]) one `O_NOFOLLOW` open per
+//! `..` or empty ones: [`super::dir::KeyPath`]) one `O_NOFOLLOW` open per
 //! segment refuses exactly what those flags refuse. One code path, on every
 //! kernel.
 //!

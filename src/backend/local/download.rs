@@ -23,13 +23,13 @@ use std::sync::Arc;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::RequestPayer;
 use futures::{StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::confined::OpenDir;
+use super::dir::{LocalDir, io_failure};
 use super::posix::{Restore, RestoreRules};
-use super::{LocalDir, NAME_MAX, io_failure};
-use crate::backend::s3::copy::CopyError;
+use crate::backend::local::dir::partial_name;
+use crate::backend::outcome::CopyError;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::location::S3Location;
@@ -37,11 +37,6 @@ use crate::model::options::CopyOptions;
 use crate::model::s3_shape::quoted;
 use crate::model::s3_shape::{default_part_size, uniform_layout};
 
-/// Partial downloads are named `.NAME` + this (or `.HASH` + this, for a
-/// name too long to take the suffix); listings of a restore target skip
-/// them, and keys of that form are refused, so no key's file is another
-/// key's partial.
-pub const PARTIAL_SUFFIX: &str = ".s3-fanout-partial";
 /// Attempts at one range when its body breaks off: the SDK retries a
 /// request, but not a response body that stops halfway.
 const BODY_ATTEMPTS: u32 = 3;
@@ -68,24 +63,6 @@ pub struct Downloaded {
     pub bytes: u64,
     /// Attributes the object asked for and did not get (special bits).
     pub warnings: Vec<String>,
-}
-
-/// Whether a file name has the form of this tool's partial files.
-pub fn is_partial_name(name: &str) -> bool {
-    name.len() > PARTIAL_SUFFIX.len() + 1 && name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX)
-}
-
-/// The partial file of `name`: `.NAME.s3-fanout-partial`, or where that
-/// would pass [`NAME_MAX`], a hash of the name in its place, so every name
-/// that can be a file can also be downloaded.
-pub fn partial_name(name: &str) -> String {
-    let plain = format!(".{name}{PARTIAL_SUFFIX}");
-    if plain.len() <= NAME_MAX {
-        return plain;
-    }
-    let digest = Sha256::digest(name.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!(".{hex}{PARTIAL_SUFFIX}")
 }
 
 /// The partial file being written, and where it is.

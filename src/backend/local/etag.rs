@@ -18,7 +18,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use md5::{Digest, Md5};
 
-use super::LocalDir;
+use super::dir::LocalDir;
 use crate::base::error::{S3Failure, SyncError};
 use crate::model::entry::Pair;
 use crate::model::entry::Side;

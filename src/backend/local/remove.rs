@@ -7,7 +7,7 @@
 //! (`UnsafePath`) instead of deleting the link target's files, and a link
 //! at the file's own place is removed itself, never what it points to.
 
-use super::{LocalDir, io_failure};
+use super::dir::{LocalDir, io_failure};
 use crate::base::error::S3Failure;
 
 /// Remove the file of `relative`; a file already gone is not an error.

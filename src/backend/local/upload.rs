@@ -17,7 +17,7 @@ use aws_sdk_s3::types::{CompletedPart, RequestPayer, StorageClass};
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::s3::copy::CopyError;
+use crate::backend::outcome::CopyError;
 use crate::backend::s3::multipart::{UploadTarget, multipart_etag};
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::location::S3Location;

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{DirRole, LocalDir};
+use super::dir::{DirRole, LocalDir};
 use crate::base::error::SyncError;
 use crate::model::entry::ObjectEntry;
 use crate::model::location::KeyRange;
@@ -112,7 +112,7 @@ fn walk(dir: &LocalDir, range: &KeyRange, tx: &mpsc::Sender<Vec<ObjectEntry>>) {
             continue;
         }
         if child.meta.is_file() {
-            page.push(super::file_entry(&key, &child.meta));
+            page.push(super::dir::file_entry(&key, &child.meta));
             if page.len() >= PAGE && tx.blocking_send(std::mem::take(&mut page)).is_err() {
                 return; // the consumer is gone
             }
@@ -169,7 +169,7 @@ fn read_sorted(dir: &LocalDir, path: &std::path::Path, prefix: &str) -> Vec<Chil
             );
             continue;
         };
-        if super::download::is_partial_name(name) {
+        if super::dir::is_partial_name(name) {
             if dir.role == DirRole::Source {
                 dir.report(
                     &format!("{prefix}{name}"),

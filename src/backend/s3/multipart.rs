@@ -22,7 +22,8 @@ use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::s3::copy::{Copied, Copier, CopyError, copy_source};
+use crate::backend::outcome::{Copied, CopyError};
+use crate::backend::s3::copier::{Copier, copy_source};
 use crate::base::error::{S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::s3_shape::quoted;

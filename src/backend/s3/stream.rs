@@ -22,7 +22,8 @@ use std::time::Duration;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::types::{CompletedPart, RequestPayer};
 
-use crate::backend::s3::copy::{Copied, Copier, CopyError};
+use crate::backend::outcome::{Copied, CopyError};
+use crate::backend::s3::copier::Copier;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::s3_shape::quoted;

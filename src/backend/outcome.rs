@@ -1,0 +1,62 @@
+//! What moving one object ends in, whichever backend moved it: copied (with
+//! its caveats) or a failure that carries its retry class.
+
+use crate::base::error::{RetryClass, S3Failure};
+
+/// A finished copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub bytes: u64,
+    pub multipart: bool,
+    /// Things that worked only in part (tags the server cannot copy).
+    pub warnings: Vec<String>,
+    /// The source changed after it was listed; this is the version found
+    /// when it was listed again, not the one first listed.
+    pub source_changed: bool,
+}
+
+/// Why an object was not copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyError {
+    Failed(S3Failure),
+    /// Glacier Flexible Retrieval or Deep Archive, not restored: retrying is
+    /// pointless until someone restores it.
+    Archived(S3Failure),
+    /// Encrypted with a customer-provided key (SSE-C): S3 cannot read it
+    /// without that key, which this tool never has.
+    SseC(S3Failure),
+    /// The source was deleted after it was listed.
+    Vanished,
+    /// The source changed after it was listed (412 on the listed ETag).
+    SourceChanged,
+    Cancelled,
+}
+
+impl CopyError {
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            CopyError::Failed(f) => f.class,
+            CopyError::Cancelled | CopyError::SourceChanged => RetryClass::Retryable,
+            _ => RetryClass::NonRetryable,
+        }
+    }
+
+    /// Sort an S3 failure on a source object into what it means for a sync.
+    pub fn from_failure(failure: S3Failure) -> Self {
+        let message = failure.message.to_ascii_lowercase();
+        match (failure.code.as_str(), failure.http_status) {
+            ("InvalidObjectState", _) => CopyError::Archived(failure),
+            ("PreconditionFailed", _) | (_, Some(412)) => CopyError::SourceChanged,
+            ("NoSuchKey", _) => CopyError::Vanished,
+            // S3's own words for a customer-key object; other InvalidRequest
+            // errors (a KMS request without SigV4, say) are real failures.
+            ("InvalidRequest" | "BadRequest", _)
+                if message.contains("stored using a form of server side encryption")
+                    && message.contains("correct parameters must be provided") =>
+            {
+                CopyError::SseC(failure)
+            }
+            _ => CopyError::Failed(failure),
+        }
+    }
+}
