@@ -3,11 +3,13 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{EXIT_USAGE, cancel_on_ctrl_c, n};
 use crate::archive::{
     ArchiveError, ExportOptions, ExportSpec, ImportOptions, ImportSpec, run_export, run_import,
 };
 use crate::base::format::human_bytes;
+use crate::base::format::thousands as n;
+use crate::cli::interrupt::cancel_on_ctrl_c;
+use crate::cli::output::{EXIT_USAGE, print_tail};
 use crate::report::Summary;
 
 pub async fn export(spec: ExportSpec, json: bool) -> i32 {
@@ -85,7 +87,7 @@ fn print_export(s: &Summary) {
         n(c.failed),
         n(c.skipped_archived + c.skipped_sse_c),
     );
-    super::print_tail(s);
+    print_tail(s);
 }
 
 fn print_import(s: &Summary) {
@@ -126,5 +128,5 @@ fn print_import(s: &Summary) {
         n(c.verify_checked),
         n(c.verify_mismatched)
     );
-    super::print_tail(s);
+    print_tail(s);
 }

@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::base::error::SyncError;
 use crate::base::format::human_bytes;
-use crate::base::format::thousands as n;
+use crate::cli::interrupt::cancel_on_ctrl_c;
+use crate::cli::output::{EXIT_USAGE, print_summary};
 use crate::cli::progress::{Progress, ProgressMode};
 use crate::engine::diff::{Action, SkipReason};
 use crate::engine::pipeline::{ActionObserver, run_sync};
 use crate::model::options::{SyncOptions, SyncSpec};
-use crate::report::{Stats, Summary};
+use crate::report::Stats;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,12 +66,12 @@ pub enum Command {
 }
 
 mod archive;
+mod interrupt;
+mod output;
 mod plan;
 pub mod progress;
 mod report;
 mod serverless;
-
-pub const EXIT_USAGE: i32 = 2;
 
 /// Run the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
@@ -136,19 +137,6 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-async fn cancel_on_ctrl_c(cancel: CancellationToken) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    eprintln!(
-        "\ninterrupted: finishing copies in flight and aborting open multipart uploads (Ctrl-C again to quit at once)"
-    );
-    cancel.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        std::process::exit(130);
-    }
-}
-
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 | 1 => "s3_fanout=info",
@@ -185,142 +173,4 @@ fn print_action(action: &Action, dry_run: bool) {
         } => println!("{prefix}unverified {key}"),
         Action::Skip { .. } => {}
     }
-}
-
-pub fn print_summary(s: &Summary) {
-    let c = &s.counts;
-    println!(
-        "s3-fanout sync {} -> {}  (run {})",
-        s.source, s.destination, s.run_id
-    );
-    println!(
-        "  listed     {} source objects ({}), {} destination objects{}",
-        n(c.listed_source),
-        human_bytes(c.listed_source_bytes),
-        n(c.listed_destination),
-        if c.listed_pieces > 1 {
-            format!(", in {} pieces", n(c.listed_pieces))
-        } else {
-            String::new()
-        }
-    );
-    println!(
-        "  plan       copy {} · update {} · delete {} · unchanged {} · unverified {} · filtered {} · older than --modified-since {} · only at destination {}  ({})",
-        n(c.plan_copy),
-        n(c.plan_update),
-        n(c.plan_delete),
-        n(c.skip_equal),
-        n(c.skip_unverified),
-        n(c.skip_filtered),
-        n(c.skip_not_modified),
-        n(c.extraneous_kept),
-        human_bytes(c.plan_bytes)
-    );
-    if c.skip_folder_markers > 0 {
-        println!(
-            "             folder markers skipped {} (keys ending in /: a directory is not an object)",
-            n(c.skip_folder_markers)
-        );
-    }
-    if s.dry_run {
-        println!("  dry run    nothing was written");
-    } else {
-        println!(
-            "  done       copied {} · updated {} · deleted {} · failed {} · skipped {} (archived {}, SSE-C {}) · vanished {} · changed at source {}  ({} in {:.1}s)",
-            n(c.copied),
-            n(c.updated),
-            n(c.deleted),
-            n(c.failed),
-            n(c.skipped_archived + c.skipped_sse_c),
-            n(c.skipped_archived),
-            n(c.skipped_sse_c),
-            n(c.source_vanished),
-            n(c.source_changed),
-            human_bytes(c.bytes_copied),
-            s.duration_secs
-        );
-        let how = if c.verify_heads > 0 {
-            " (the keys written, by HEAD on both sides)"
-        } else {
-            ""
-        };
-        println!(
-            "  verify     {} checked, {} mismatched{how}",
-            n(c.verify_checked),
-            n(c.verify_mismatched)
-        );
-    }
-    print_tail(s);
-}
-
-/// Requests, problems, report files and status: the end of every summary
-/// (`sync`, `export`, `import`).
-pub(crate) fn print_tail(s: &Summary) {
-    let requests: Vec<String> = s
-        .requests
-        .iter()
-        .map(|(op, count)| format!("{op} {}", n(*count)))
-        .collect();
-    if !requests.is_empty() {
-        println!(
-            "  requests   {}  ({} retries)",
-            requests.join(" · "),
-            n(s.counts.retries)
-        );
-    }
-    if let Some(c) = &s.copy_concurrency {
-        println!(
-            "  in flight  {}–{} copies (halved {} times for {} throttling answers)",
-            c.lowest, c.highest, c.throttle_cuts, c.throttled_responses
-        );
-    }
-    if let Some(error) = &s.error {
-        println!("  error      {error}");
-    }
-    if let Some(failed) = s.tolerated_failures() {
-        println!(
-            "  tolerated  {} failed, within the failure threshold of {}: the run did not fail, but not every object is synced (exit 1)",
-            n(failed),
-            n(s.failure_threshold)
-        );
-    }
-    if !s.sample_rows.is_empty() {
-        println!(
-            "  problems   {} (first {} below)",
-            n(s.report_rows),
-            s.sample_rows.len()
-        );
-        for row in &s.sample_rows {
-            // A bucket name never holds `/`; a local directory (absolute)
-            // always does.
-            let at = if row.bucket.contains('/') {
-                std::path::Path::new(&row.bucket)
-                    .join(&row.key)
-                    .display()
-                    .to_string()
-            } else {
-                format!("s3://{}/{}", row.bucket, row.key)
-            };
-            println!(
-                "    {:<8} {:<22} {at}  {}",
-                format!("{:?}", row.status).to_lowercase(),
-                row.error_code,
-                row.message
-            );
-        }
-    }
-    if let Some(path) = &s.summary_json {
-        println!("  report     {path}");
-    }
-    if let Some(path) = &s.failures_csv {
-        println!("  failures   {path} ({} rows)", n(s.report_rows));
-    }
-    if let Some(path) = &s.report_html {
-        println!("  html       {path}");
-    }
-    let status = serde_json::to_value(s.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    println!("  status     {status} (exit {})", s.exit_code);
 }

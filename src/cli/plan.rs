@@ -4,7 +4,8 @@ use crate::base::error::SyncError;
 use crate::base::format::human_bytes;
 use crate::plan::{PlanReport, PlanSpec, plan as make_plan};
 
-use super::{EXIT_USAGE, n};
+use crate::base::format::thousands as n;
+use crate::cli::output::EXIT_USAGE;
 
 pub async fn plan(spec: PlanSpec, json_output: bool) -> i32 {
     match make_plan(spec).await {

@@ -15,8 +15,8 @@ use crate::model::location::HTML_NAME;
 use crate::report::{ReportRow, Summary, html};
 use crate::serverless::control;
 
-use super::print_summary;
 use super::serverless::{StackArgs, config_exit};
+use crate::cli::output::print_summary;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {

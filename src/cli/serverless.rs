@@ -17,7 +17,7 @@ use crate::model::options::DiffMode;
 use crate::report::{ReportRow, Summary};
 use crate::serverless::control::{self, RunState, StackOutputs};
 
-use super::{EXIT_USAGE, print_summary};
+use crate::cli::output::{EXIT_USAGE, print_summary};
 
 /// Which deployed stack to drive.
 #[derive(Debug, Clone, clap::Args)]
