@@ -356,6 +356,13 @@ pub struct DiffOptions {
     pub folder_markers_skipped: bool,
 }
 
+/// The `x-amz-request-payer` header of every request to a bucket, when the
+/// run pays for requester-pays buckets (`--request-payer`). Each request
+/// builder takes it with `set_request_payer`, so no request can forget it.
+pub fn requester_pays(on: bool) -> Option<aws_sdk_s3::types::RequestPayer> {
+    on.then_some(aws_sdk_s3::types::RequestPayer::Requester)
+}
+
 /// How objects are written.
 #[derive(Debug, Clone)]
 pub struct CopyOptions {

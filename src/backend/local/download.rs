@@ -21,7 +21,6 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::types::RequestPayer;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +33,7 @@ use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::location::S3Location;
 use crate::model::options::CopyOptions;
+use crate::model::options::requester_pays;
 use crate::model::s3_shape::quoted;
 use crate::model::s3_shape::{default_part_size, uniform_layout};
 
@@ -250,9 +250,7 @@ async fn fetch_range(
         if range.is_some() || at > start {
             request = request.range(format!("bytes={at}-{end}"));
         }
-        if from.options.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
+        request = request.set_request_payer(requester_pays(from.options.request_payer));
         let output = request
             .send()
             .await

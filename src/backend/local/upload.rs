@@ -13,7 +13,7 @@ use std::path::Path;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedPart, RequestPayer, StorageClass};
+use aws_sdk_s3::types::{CompletedPart, StorageClass};
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,7 @@ use crate::backend::s3::multipart::{UploadTarget, multipart_etag};
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::location::S3Location;
 use crate::model::options::CopyOptions;
+use crate::model::options::requester_pays;
 use crate::model::s3_shape::default_part_size;
 
 /// What an object carries besides its bytes.
@@ -94,11 +95,7 @@ macro_rules! with_meta {
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key)
             .set_expected_bucket_owner(to.options.expected_dest_owner.clone());
-        if to.options.request_payer {
-            request.request_payer(RequestPayer::Requester)
-        } else {
-            request
-        }
+        request.set_request_payer(requester_pays(to.options.request_payer))
     }};
 }
 
@@ -247,7 +244,7 @@ async fn upload_parts(
         .map(|(index, (start, length))| {
             let part_number = index as i32 + 1;
             async move {
-                let mut request = to
+                let request = to
                     .client
                     .upload_part()
                     .bucket(target.bucket)
@@ -256,10 +253,8 @@ async fn upload_parts(
                     .part_number(part_number)
                     .content_length(length as i64)
                     .body(body(path, start, length).await?)
-                    .set_expected_bucket_owner(target.expected_owner.clone());
-                if to.options.request_payer {
-                    request = request.request_payer(RequestPayer::Requester);
-                }
+                    .set_expected_bucket_owner(target.expected_owner.clone())
+                    .set_request_payer(requester_pays(to.options.request_payer));
                 let output = request
                     .send()
                     .await

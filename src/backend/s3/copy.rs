@@ -8,7 +8,7 @@
 //! a sync never writes a version it did not diff. Between endpoints or
 //! accounts the same steps stream the bytes instead ([`crate::backend::s3::stream`]).
 
-use aws_sdk_s3::types::{RequestPayer, ServerSideEncryption, StorageClass};
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::outcome::{Copied, CopyError};
@@ -18,6 +18,7 @@ use crate::backend::s3::head::head_object;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::entry::Side;
+use crate::model::options::requester_pays;
 use crate::model::s3_shape::quoted;
 use crate::model::s3_shape::{EtagShape, etag_shape};
 
@@ -88,7 +89,7 @@ impl Copier {
         // (MetadataDirective and TaggingDirective COPY), but *not* the storage
         // class: without one it writes STANDARD, silently un-archiving
         // IA/Glacier data. So the source's class is passed explicitly.
-        let mut request = self
+        let request = self
             .destination_client
             .copy_object()
             .bucket(&self.destination.bucket)
@@ -102,10 +103,8 @@ impl Copier {
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key)
             .set_expected_bucket_owner(self.options.expected_dest_owner.clone())
-            .set_expected_source_bucket_owner(self.options.expected_source_owner.clone());
-        if self.options.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
+            .set_expected_source_bucket_owner(self.options.expected_source_owner.clone())
+            .set_request_payer(requester_pays(self.options.request_payer));
         request
             .send()
             .await
@@ -138,17 +137,15 @@ impl Copier {
     /// extensions.
     async fn relist(&self, relative: &str) -> Result<Option<ObjectEntry>, CopyError> {
         let key = self.source.key_for(relative);
-        let mut request = self
+        let request = self
             .source_client
             .list_objects_v2()
             .bucket(&self.source.bucket)
             .prefix(&key)
             .max_keys(1)
             .encoding_type(aws_sdk_s3::types::EncodingType::Url)
-            .set_expected_bucket_owner(self.options.expected_source_owner.clone());
-        if self.options.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
+            .set_expected_bucket_owner(self.options.expected_source_owner.clone())
+            .set_request_payer(requester_pays(self.options.request_payer));
         let page = request
             .send()
             .await

@@ -2,13 +2,13 @@
 //! each on the ETag listed at the destination, read back key by key.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::types::RequestPayer;
 
 use crate::backend::s3::head::head_object;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::location::S3Location;
 use crate::model::options::CopyOptions;
+use crate::model::options::requester_pays;
 use crate::model::s3_shape::quoted;
 
 /// S3's limit of keys in one DeleteObjects request.
@@ -148,14 +148,12 @@ async fn delete_chunk(
         .quiet(false)
         .build()
         .expect("a delete has its objects");
-    let mut request = client
+    let request = client
         .delete_objects()
         .bucket(&location.bucket)
         .delete(delete)
-        .set_expected_bucket_owner(options.expected_dest_owner.clone());
-    if options.request_payer {
-        request = request.request_payer(RequestPayer::Requester);
-    }
+        .set_expected_bucket_owner(options.expected_dest_owner.clone())
+        .set_request_payer(requester_pays(options.request_payer));
     let response = request.send().await.map_err(|e| classify(&e))?;
     let mut by_key: std::collections::HashMap<&str, DeleteOutcome> =
         std::collections::HashMap::new();
@@ -270,13 +268,11 @@ pub async fn delete_object(
     options: &CopyOptions,
     relative: &str,
 ) -> Result<(), S3Failure> {
-    let mut request = client
+    let request = client
         .delete_object()
         .bucket(&location.bucket)
         .key(location.key_for(relative))
-        .set_expected_bucket_owner(options.expected_dest_owner.clone());
-    if options.request_payer {
-        request = request.request_payer(RequestPayer::Requester);
-    }
+        .set_expected_bucket_owner(options.expected_dest_owner.clone())
+        .set_request_payer(requester_pays(options.request_payer));
     request.send().await.map(|_| ()).map_err(|e| classify(&e))
 }

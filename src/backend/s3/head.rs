@@ -2,12 +2,12 @@
 //! "denied" even where s3:ListBucket is scoped by prefix.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::types::RequestPayer;
 
 use crate::base::error::{S3Failure, classify};
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::location::S3Location;
 use crate::model::options::CopyOptions;
+use crate::model::options::requester_pays;
 
 /// HEAD the object at `relative` of `location`, on `side` of a run with
 /// `options`: `None` when it does not exist.
@@ -22,14 +22,12 @@ pub async fn head_object(
         Side::Source => &options.expected_source_owner,
         Side::Destination => &options.expected_dest_owner,
     };
-    let mut request = client
+    let request = client
         .head_object()
         .bucket(&location.bucket)
         .key(location.key_for(relative))
-        .set_expected_bucket_owner(owner.clone());
-    if options.request_payer {
-        request = request.request_payer(RequestPayer::Requester);
-    }
+        .set_expected_bucket_owner(owner.clone())
+        .set_request_payer(requester_pays(options.request_payer));
     match request.send().await {
         Ok(head) => Ok(Some(ObjectEntry {
             key: relative.to_owned(),
@@ -78,15 +76,13 @@ async fn absent_behind_403(
     relative: &str,
 ) -> Result<bool, S3Failure> {
     let key = location.key_for(relative);
-    let mut request = client
+    let request = client
         .list_objects_v2()
         .bucket(&location.bucket)
         .prefix(&key)
         .max_keys(1)
-        .set_expected_bucket_owner(owner.clone());
-    if options.request_payer {
-        request = request.request_payer(RequestPayer::Requester);
-    }
+        .set_expected_bucket_owner(owner.clone())
+        .set_request_payer(requester_pays(options.request_payer));
     let page = request.send().await.map_err(|e| classify(&e))?;
     Ok(page.contents().first().and_then(|o| o.key()) != Some(key.as_str()))
 }

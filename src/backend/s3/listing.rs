@@ -5,7 +5,7 @@
 //! starts with the first page. Memory is bounded by `PAGES_AHEAD` pages.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::types::{EncodingType, RequestPayer};
+use aws_sdk_s3::types::EncodingType;
 use futures::Stream;
 use tokio::sync::mpsc;
 
@@ -17,6 +17,7 @@ use crate::model::entry::Side;
 use crate::model::keyspace::MovableEnd;
 use crate::model::location::{KeyRange, S3Location};
 use crate::model::options::SyncOptions;
+use crate::model::options::requester_pays;
 use crate::model::s3_shape::MAX_PAGE_SIZE;
 
 /// Pages a listing may run ahead of its consumer: enough to hide one request's
@@ -209,11 +210,7 @@ pub(crate) fn list_request(
         // URL encoding makes every key survive the trip.
         .encoding_type(EncodingType::Url)
         .set_expected_bucket_owner(target.expected_owner.clone());
-    if target.request_payer {
-        request.request_payer(RequestPayer::Requester)
-    } else {
-        request
-    }
+    request.set_request_payer(requester_pays(target.request_payer))
 }
 
 /// Whether the source has a key under `prefix` (relative to the target's

@@ -17,7 +17,7 @@
 //! would lose its upload and fail, which is the right outcome for a key two
 //! writers fight over.
 
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, RequestPayer};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,7 @@ use crate::backend::outcome::{Copied, CopyError};
 use crate::backend::s3::copier::{Copier, copy_source};
 use crate::base::error::{S3Failure, classify};
 use crate::model::entry::ObjectEntry;
+use crate::model::options::requester_pays;
 use crate::model::s3_shape::quoted;
 use crate::model::s3_shape::{EtagShape, etag_shape};
 use crate::model::s3_shape::{Layout, default_part_size, uniform_layout};
@@ -87,16 +88,14 @@ pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload
     let destination_key = copier.destination.key_for(&entry.key);
     let fail = |e: S3Failure| CopyError::from_failure(e);
 
-    let mut head = copier
+    let head = copier
         .source_client
         .head_object()
         .bucket(&copier.source.bucket)
         .key(&source_key)
         .if_match(quoted(&entry.etag))
-        .set_expected_bucket_owner(copier.options.expected_source_owner.clone());
-    if copier.options.request_payer {
-        head = head.request_payer(RequestPayer::Requester);
-    }
+        .set_expected_bucket_owner(copier.options.expected_source_owner.clone())
+        .set_request_payer(requester_pays(copier.options.request_payer));
     // The object's headers, its part layout and its tags are three
     // independent reads: asked at once, they cost one round trip before
     // the upload starts instead of three.
@@ -136,7 +135,7 @@ pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload
     let tagging = tagging?;
 
     let (sse, kms_key) = copier.encryption();
-    let mut create = copier
+    let create = copier
         .destination_client
         .create_multipart_upload()
         .bucket(&copier.destination.bucket)
@@ -152,10 +151,8 @@ pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload
         .set_storage_class(copier.storage_class(entry))
         .set_server_side_encryption(sse)
         .set_ssekms_key_id(kms_key)
-        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone());
-    if copier.options.request_payer {
-        create = create.request_payer(RequestPayer::Requester);
-    }
+        .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
+        .set_request_payer(requester_pays(copier.options.request_payer));
     let created = create.send().await.map_err(|e| fail(classify(&e)))?;
     Ok(Upload {
         upload_id: created.upload_id().unwrap_or_default().to_owned(),
@@ -241,7 +238,7 @@ impl UploadTarget<'_> {
     ) -> Result<(), CopyError> {
         parts.sort_by_key(|p| p.part_number());
         let expected = multipart_etag(&parts);
-        let mut complete = self
+        let complete = self
             .client
             .complete_multipart_upload()
             .bucket(self.bucket)
@@ -252,10 +249,8 @@ impl UploadTarget<'_> {
                     .set_parts(Some(parts))
                     .build(),
             )
-            .set_expected_bucket_owner(self.expected_owner.clone());
-        if request_payer {
-            complete = complete.request_payer(RequestPayer::Requester);
-        }
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .set_request_payer(requester_pays(request_payer));
         match complete.send().await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -370,7 +365,7 @@ pub async fn copy_parts(
                 .options
                 .stream
                 .then(|| copier.stream_part(entry, upload_id, part_number, (*start, *end)));
-            let mut request = copier
+            let request = copier
                 .destination_client
                 .upload_part_copy()
                 .bucket(&copier.destination.bucket)
@@ -381,10 +376,8 @@ pub async fn copy_parts(
                 .copy_source_range(format!("bytes={start}-{end}"))
                 .copy_source_if_match(quoted(&entry.etag))
                 .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
-                .set_expected_source_bucket_owner(copier.options.expected_source_owner.clone());
-            if copier.options.request_payer {
-                request = request.request_payer(RequestPayer::Requester);
-            }
+                .set_expected_source_bucket_owner(copier.options.expected_source_owner.clone())
+                .set_request_payer(requester_pays(copier.options.request_payer));
             async move {
                 if let Some(streamed) = streamed {
                     return streamed.await;
@@ -461,7 +454,7 @@ async fn source_layout(
     };
     let count = u64::from(count);
     let part_size = |part: i32| {
-        let mut head = copier
+        let head = copier
             .source_client
             .head_object()
             .bucket(&copier.source.bucket)
@@ -470,10 +463,8 @@ async fn source_layout(
             // No If-Match here: some servers (moto) apply it to the part's
             // ETag. Every UploadPartCopy is conditional on the object's ETag,
             // which is the check that matters.
-            .set_expected_bucket_owner(copier.options.expected_source_owner.clone());
-        if copier.options.request_payer {
-            head = head.request_payer(RequestPayer::Requester);
-        }
+            .set_expected_bucket_owner(copier.options.expected_source_owner.clone())
+            .set_request_payer(requester_pays(copier.options.request_payer));
         async move {
             let out = head.send().await.map_err(|e| classify(&e))?;
             Ok::<_, S3Failure>((
@@ -521,15 +512,13 @@ pub(crate) async fn source_tagging(
     source_key: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Option<String>, CopyError> {
-    let mut request = copier
+    let request = copier
         .source_client
         .get_object_tagging()
         .bucket(&copier.source.bucket)
         .key(source_key)
-        .set_expected_bucket_owner(copier.options.expected_source_owner.clone());
-    if copier.options.request_payer {
-        request = request.request_payer(RequestPayer::Requester);
-    }
+        .set_expected_bucket_owner(copier.options.expected_source_owner.clone())
+        .set_request_payer(requester_pays(copier.options.request_payer));
     match request.send().await {
         Ok(out) if out.tag_set().is_empty() => Ok(None),
         Ok(out) => Ok(Some(

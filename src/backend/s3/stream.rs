@@ -20,12 +20,13 @@
 use std::time::Duration;
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
-use aws_sdk_s3::types::{CompletedPart, RequestPayer};
+use aws_sdk_s3::types::CompletedPart;
 
 use crate::backend::outcome::{Copied, CopyError};
 use crate::backend::s3::copier::Copier;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::ObjectEntry;
+use crate::model::options::requester_pays;
 use crate::model::s3_shape::quoted;
 
 /// Attempts at one piped GET and PUT (or UploadPart) together.
@@ -48,17 +49,15 @@ impl Copier {
         entry: &ObjectEntry,
         range: Option<(u64, u64)>,
     ) -> Result<GetObjectOutput, CopyError> {
-        let mut request = self
+        let request = self
             .source_client
             .get_object()
             .bucket(&self.source.bucket)
             .key(self.source.key_for(&entry.key))
             .if_match(quoted(&entry.etag))
             .set_range(range.map(|(start, end)| format!("bytes={start}-{end}")))
-            .set_expected_bucket_owner(self.options.expected_source_owner.clone());
-        if self.options.request_payer {
-            request = request.request_payer(RequestPayer::Requester);
-        }
+            .set_expected_bucket_owner(self.options.expected_source_owner.clone())
+            .set_request_payer(requester_pays(self.options.request_payer));
         request
             .send()
             .await
@@ -114,7 +113,7 @@ impl Copier {
                     None
                 };
                 let (sse, kms_key) = self.encryption();
-                let mut request = self
+                let request = self
                     .destination_client
                     .put_object()
                     .bucket(&self.destination.bucket)
@@ -134,10 +133,8 @@ impl Copier {
                     .set_server_side_encryption(sse)
                     .set_ssekms_key_id(kms_key)
                     .set_expected_bucket_owner(self.options.expected_dest_owner.clone())
-                    .body(head.body);
-                if self.options.request_payer {
-                    request = request.request_payer(RequestPayer::Requester);
-                }
+                    .body(head.body)
+                    .set_request_payer(requester_pays(self.options.request_payer));
                 request
                     .send()
                     .await
@@ -164,7 +161,7 @@ impl Copier {
     ) -> Result<CompletedPart, CopyError> {
         self.piped(&entry.key, || async {
             let part = self.get(entry, Some((start, end))).await?;
-            let mut request = self
+            let request = self
                 .destination_client
                 .upload_part()
                 .bucket(&self.destination.bucket)
@@ -173,10 +170,8 @@ impl Copier {
                 .part_number(part_number)
                 .content_length((end - start + 1) as i64)
                 .body(part.body)
-                .set_expected_bucket_owner(self.options.expected_dest_owner.clone());
-            if self.options.request_payer {
-                request = request.request_payer(RequestPayer::Requester);
-            }
+                .set_expected_bucket_owner(self.options.expected_dest_owner.clone())
+                .set_request_payer(requester_pays(self.options.request_payer));
             let output = request
                 .send()
                 .await
