@@ -163,6 +163,8 @@ pub struct Recorded {
     /// `x-amz-expected-bucket-owner` and `x-amz-source-expected-bucket-owner`.
     pub expected_owner: Option<String>,
     pub expected_source_owner: Option<String>,
+    /// Whether `x-amz-request-payer: requester` was sent.
+    pub request_payer: bool,
     /// Names of ACL headers sent (`x-amz-acl`, `x-amz-grant-*`), which a
     /// bucket with BucketOwnerEnforced refuses.
     pub acl_headers: Vec<String>,
@@ -377,6 +379,8 @@ struct SourceRewrite {
 struct State {
     rules: Vec<Rule>,
     enforce_if_match: bool,
+    /// Buckets that answer as requester-pays buckets do.
+    requester_pays: Vec<String>,
     rewrites: Vec<SourceRewrite>,
     log: Vec<Recorded>,
     in_flight: usize,
@@ -488,6 +492,18 @@ impl FaultProxy {
     /// Make CopyObject and UploadPartCopy honour `x-amz-copy-source-if-match`
     /// as S3 does: the proxy HEADs the source at moto and answers 412
     /// `PreconditionFailed` when its ETag is not the one asked for.
+    /// Make `bucket` a requester-pays bucket, as S3 has them and moto does
+    /// not: a request to it without `x-amz-request-payer: requester` is
+    /// refused with 403 AccessDenied ("Requester Pays buckets": "If the
+    /// requester doesn't include the parameter x-amz-request-payer ... the
+    /// request fails with 403 Forbidden",
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/RequesterPaysBuckets.html>;
+    /// "Downloading objects in Requester Pays buckets",
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/ObjectsinRequesterPaysBuckets.html>).
+    pub fn requester_pays(&self, bucket: &str) {
+        self.state().requester_pays.push(bucket.to_owned());
+    }
+
     pub fn enforce_copy_source_if_match(&self) {
         self.state().enforce_if_match = true;
     }
@@ -788,6 +804,15 @@ async fn cut_short(response: Response<ProxyBody>) -> Result<Response<ProxyBody>,
 
 fn plan(state: &mut State, request: &Recorded) -> Plan {
     let mut delay = Duration::ZERO;
+    if !request.request_payer && state.requester_pays.contains(&request.bucket) {
+        return Plan {
+            delay,
+            action: Action::Respond {
+                status: 403,
+                body: ACCESS_DENIED_XML.to_owned(),
+            },
+        };
+    }
     for rule in state.rules.iter_mut() {
         if !rule.matches(request) || rule.sample.as_mut().is_some_and(|s| !s.hit()) {
             continue;
@@ -924,6 +949,8 @@ fn describe(parts: &Parts) -> Recorded {
         expected_source_owner: header(&HeaderName::from_static(
             "x-amz-source-expected-bucket-owner",
         )),
+        request_payer: header(&HeaderName::from_static("x-amz-request-payer"))
+            .is_some_and(|v| v.eq_ignore_ascii_case("requester")),
         acl_headers: parts
             .headers
             .keys()

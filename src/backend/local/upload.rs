@@ -136,6 +136,7 @@ pub async fn upload_file(
         bucket: &to.location.bucket,
         key,
         expected_owner: to.options.expected_dest_owner.clone(),
+        request_payer: to.options.request_payer,
     };
     let upload_id = create(to, &target, meta).await?;
     let result = tokio::select! {
@@ -148,7 +149,7 @@ pub async fn upload_file(
             );
             let parts = parts?;
             let etag = multipart_etag(&parts);
-            target.complete(&upload_id, parts, to.options.request_payer).await?;
+            target.complete(&upload_id, parts).await?;
             Ok(etag)
         } => result,
         _ = cancel.cancelled() => Err(CopyError::Cancelled),

@@ -183,6 +183,9 @@ pub struct UploadTarget<'a> {
     pub bucket: &'a str,
     pub key: String,
     pub expected_owner: Option<String>,
+    /// Every request of an upload, aborts and the search for stale uploads
+    /// included, pays on a requester-pays bucket.
+    pub request_payer: bool,
 }
 
 impl Copier {
@@ -192,6 +195,7 @@ impl Copier {
             bucket: &self.destination.bucket,
             key: self.destination.key_for(&entry.key),
             expected_owner: self.options.expected_dest_owner.clone(),
+            request_payer: self.options.request_payer,
         }
     }
 }
@@ -220,6 +224,7 @@ impl UploadTarget<'_> {
             .key(&self.key)
             .upload_id(upload_id)
             .set_expected_bucket_owner(self.expected_owner.clone())
+            .set_request_payer(requester_pays(self.request_payer))
             .send()
             .await
             .map(|_| ())
@@ -234,7 +239,6 @@ impl UploadTarget<'_> {
         &self,
         upload_id: &str,
         mut parts: Vec<CompletedPart>,
-        request_payer: bool,
     ) -> Result<(), CopyError> {
         parts.sort_by_key(|p| p.part_number());
         let expected = multipart_etag(&parts);
@@ -250,7 +254,7 @@ impl UploadTarget<'_> {
                     .build(),
             )
             .set_expected_bucket_owner(self.expected_owner.clone())
-            .set_request_payer(requester_pays(request_payer));
+            .set_request_payer(requester_pays(self.request_payer));
         match complete.send().await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -304,6 +308,7 @@ impl UploadTarget<'_> {
                 .set_key_marker(key_marker.take())
                 .set_upload_id_marker(upload_id_marker.take())
                 .set_expected_bucket_owner(self.expected_owner.clone())
+                .set_request_payer(requester_pays(self.request_payer))
                 .send()
                 .await;
             let page = match page {
@@ -414,10 +419,7 @@ pub async fn complete_upload(
     upload_id: &str,
     parts: Vec<CompletedPart>,
 ) -> Result<(), CopyError> {
-    copier
-        .upload_target(entry)
-        .complete(upload_id, parts, copier.options.request_payer)
-        .await
+    copier.upload_target(entry).complete(upload_id, parts).await
 }
 
 /// The ETag S3 gives an object completed from `parts`: the MD5 of the
