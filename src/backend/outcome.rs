@@ -2,6 +2,7 @@
 //! its caveats) or a failure that carries its retry class.
 
 use crate::base::error::{RetryClass, S3Failure};
+use crate::report::TaskStatus;
 
 /// A finished copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,4 +60,62 @@ impl CopyError {
             _ => CopyError::Failed(failure),
         }
     }
+
+    /// How this error reads in a report, in the S3 Batch Operations
+    /// columns; `None` for a cancelled copy, which is not an outcome. The
+    /// one wording of every runtime: the CLI's rows, the copier's results
+    /// and the replicator's records.
+    pub fn reported(&self) -> Option<Reported> {
+        let (status, code, http_status, message) = match self {
+            CopyError::Cancelled => return None,
+            CopyError::Archived(f) => (
+                TaskStatus::Skipped,
+                "SkippedArchived".to_owned(),
+                f.http_status,
+                format!("archived object, restore it first: {}", f.message),
+            ),
+            CopyError::SseC(f) => (
+                TaskStatus::Skipped,
+                "SkippedSSEC".to_owned(),
+                f.http_status,
+                format!(
+                    "SSE-C object, cannot be copied without the customer key: {}",
+                    f.message
+                ),
+            ),
+            CopyError::Vanished => (
+                TaskStatus::Warning,
+                "SourceDeleted".to_owned(),
+                Some(404),
+                "the source object was deleted after it was listed".to_owned(),
+            ),
+            CopyError::SourceChanged => (
+                TaskStatus::Failed,
+                "PreconditionFailed".to_owned(),
+                Some(412),
+                "the source changed while it was being copied".to_owned(),
+            ),
+            CopyError::Failed(f) => (
+                TaskStatus::Failed,
+                f.code.clone(),
+                f.http_status,
+                f.message.clone(),
+            ),
+        };
+        Some(Reported {
+            status,
+            code,
+            http_status,
+            message,
+        })
+    }
+}
+
+/// A [`CopyError`] as a report states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub status: TaskStatus,
+    pub code: String,
+    pub http_status: Option<u16>,
+    pub message: String,
 }

@@ -6,3 +6,4 @@ pub mod pipeline;
 pub mod shards;
 pub mod verify;
 pub mod worker;
+pub mod written;

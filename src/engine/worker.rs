@@ -1,8 +1,8 @@
 //! Apply one planned [`Action`] and record its outcome.
 //!
 //! This is the unit of work of every runtime: the CLI's worker pool calls it
-//! for each action off the channel; the copier Lambda will call it for each
-//! task of a batch. Outcomes go to [`Stats`] and problems to [`ReportRows`],
+//! for each action off the channel, and the copier Lambda for each task of
+//! a batch. Outcomes go to [`Stats`] and problems to [`ReportRows`],
 //! so nothing that happens to an object is only logged.
 //!
 //! Deletes are the exception to one action at a time: they are gathered
@@ -20,7 +20,7 @@ use crate::backend::s3::delete::{DeleteOutcome, MAX_DELETE_KEYS};
 use crate::backend::transfer::Mover;
 use crate::base::error::RetryClass;
 use crate::engine::diff::{Action, SkipReason};
-use crate::engine::verify::WrittenKeys;
+use crate::engine::written::WrittenKeys;
 use crate::model::entry::ObjectEntry;
 use crate::model::entry::Side;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
@@ -299,63 +299,28 @@ impl WorkContext {
     }
 
     pub(crate) fn record_copy_error(&self, key: &str, err: CopyError) {
-        let s = &self.stats;
-        let (bucket, full_key) = self.mover.row_names(Side::Source, key);
-        let bucket = &bucket;
-        let row = match err {
-            CopyError::Cancelled => return,
-            CopyError::Archived(f) => {
-                Stats::add(&s.skipped_archived, 1);
-                ReportRow::new(
-                    bucket,
-                    &full_key,
-                    TaskStatus::Skipped,
-                    "SkippedArchived",
-                    f.http_status,
-                    &format!("archived object, restore it first: {}", f.message),
-                )
-            }
-            CopyError::SseC(f) => {
-                Stats::add(&s.skipped_sse_c, 1);
-                ReportRow::new(
-                    bucket,
-                    &full_key,
-                    TaskStatus::Skipped,
-                    "SkippedSSEC",
-                    f.http_status,
-                    &format!(
-                        "SSE-C object, cannot be copied without the customer key: {}",
-                        f.message
-                    ),
-                )
-            }
-            CopyError::Vanished => {
-                Stats::add(&s.source_vanished, 1);
-                ReportRow::new(
-                    bucket,
-                    &full_key,
-                    TaskStatus::Warning,
-                    "SourceDeleted",
-                    Some(404),
-                    "the source object was deleted after it was listed",
-                )
-            }
-            CopyError::SourceChanged => {
-                Stats::add(&s.failed, 1);
-                ReportRow::new(
-                    bucket,
-                    &full_key,
-                    TaskStatus::Failed,
-                    "PreconditionFailed",
-                    Some(412),
-                    "the source changed while it was being copied",
-                )
-            }
-            CopyError::Failed(f) => {
-                Stats::add(&s.failed, 1);
-                ReportRow::from_failure(bucket, &full_key, TaskStatus::Failed, &f)
-            }
+        let Some(reported) = err.reported() else {
+            return; // cancelled: not an outcome
         };
+        let s = &self.stats;
+        Stats::add(
+            match err {
+                CopyError::Archived(_) => &s.skipped_archived,
+                CopyError::SseC(_) => &s.skipped_sse_c,
+                CopyError::Vanished => &s.source_vanished,
+                _ => &s.failed,
+            },
+            1,
+        );
+        let (bucket, full_key) = self.mover.row_names(Side::Source, key);
+        let row = ReportRow::new(
+            &bucket,
+            &full_key,
+            reported.status,
+            &reported.code,
+            reported.http_status,
+            &reported.message,
+        );
         self.rows.push(key, row);
     }
 }
