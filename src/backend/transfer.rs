@@ -31,7 +31,8 @@ use crate::base::error::{RetryClass, S3Failure};
 use crate::model::entry::ObjectEntry;
 use crate::model::entry::Side;
 use crate::model::location::{Location, S3Location};
-use crate::model::options::CopyOptions;
+use crate::model::options::{CopyOptions, DiffMode, SyncOptions, Transfer};
+use crate::report::{ReportRows, Stats};
 
 /// How this run moves objects.
 #[derive(Debug, Clone)]
@@ -41,24 +42,90 @@ pub enum Mover {
     /// A directory into a bucket.
     Upload {
         dir: Arc<LocalDir>,
-        bucket: BucketSide,
+        bucket: RemoteBucket,
     },
     /// A bucket into a directory.
     Download {
         dir: Arc<LocalDir>,
-        bucket: BucketSide,
+        bucket: RemoteBucket,
     },
 }
 
 /// The bucket side of a transfer with a directory, and how to write.
 #[derive(Debug, Clone)]
-pub struct BucketSide {
+pub struct RemoteBucket {
     pub client: Client,
     pub location: S3Location,
     pub options: CopyOptions,
 }
 
 impl Mover {
+    /// The mover of a run, as its options decided ([`Transfer`]): this is
+    /// where that decision becomes clients and directories. Problems a
+    /// directory meets on the way (unreadable files, kept links) go to
+    /// `rows` and `stats`.
+    pub fn for_run(
+        options: &SyncOptions,
+        source_client: &Client,
+        destination_client: &Client,
+        (rows, stats): (&Arc<ReportRows>, &Arc<Stats>),
+    ) -> Mover {
+        let dir = |location: &Location, role: DirRole| {
+            let Location::Local(root) = location else {
+                unreachable!("the options chose a transfer with a directory on this side")
+            };
+            Arc::new(LocalDir {
+                root: root.to_owned(),
+                role,
+                hash_etags: options.diff.mode == DiffMode::Etag,
+                part_size: options.copy.part_size,
+                problems: Some((rows.clone(), stats.clone())),
+                reported: Default::default(),
+                target: Default::default(),
+            })
+        };
+        let bucket = |client: &Client, location: &Location| {
+            let Location::S3(location) = location else {
+                unreachable!("the options chose a transfer with a bucket on this side")
+            };
+            RemoteBucket {
+                client: client.clone(),
+                location: location.clone(),
+                options: options.copy.clone(),
+            }
+        };
+        match options.transfer {
+            // The copier streams when `options.copy.stream`, which the
+            // options set exactly for Transfer::Streamed.
+            Transfer::ServerSide | Transfer::Streamed => {
+                let (source, destination) = (
+                    bucket(source_client, &options.source),
+                    bucket(destination_client, &options.destination),
+                );
+                Mover::Buckets(Copier {
+                    source_client: source.client,
+                    destination_client: destination.client,
+                    source: source.location,
+                    destination: destination.location,
+                    options: options.copy.clone(),
+                })
+            }
+            Transfer::Upload => Mover::Upload {
+                dir: dir(&options.source, DirRole::Source),
+                bucket: bucket(destination_client, &options.destination),
+            },
+            Transfer::Download => Mover::Download {
+                dir: dir(
+                    &options.destination,
+                    DirRole::Destination {
+                        delete: options.diff.delete,
+                    },
+                ),
+                bucket: bucket(source_client, &options.source),
+            },
+        }
+    }
+
     /// The copier of a bucket-to-bucket run (the serverless runtime's only
     /// kind, which its input validation ensures).
     pub fn buckets(&self) -> Option<&Copier> {
@@ -371,7 +438,7 @@ fn changed_twice(err: CopyError) -> CopyError {
 /// fails and the next run, seeing it newer, sends it again.
 async fn upload(
     dir: &LocalDir,
-    bucket: &BucketSide,
+    bucket: &RemoteBucket,
     entry: &ObjectEntry,
     cancel: &CancellationToken,
 ) -> Result<Copied, CopyError> {

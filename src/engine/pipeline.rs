@@ -22,11 +22,9 @@ use std::time::Instant;
 use aws_sdk_s3::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::local::dir::{DirRole, LocalDir};
-use crate::backend::s3::copier::Copier;
 use crate::backend::s3::listing::ListTarget;
 use crate::backend::side::Listing;
-use crate::backend::transfer::{BucketSide, Mover};
+use crate::backend::transfer::Mover;
 use crate::base::client::build_s3_client;
 use crate::base::concurrency::AdaptiveLimit;
 use crate::base::error::SyncError;
@@ -38,7 +36,7 @@ use crate::engine::worker::{DeleteBatcher, WorkContext};
 use crate::engine::written::WrittenKeys;
 use crate::model::entry::Pair;
 use crate::model::entry::Side;
-use crate::model::location::{Location, S3Location};
+use crate::model::location::Location;
 use crate::model::options::SyncOptions;
 use crate::report::timeline::TimelineSampler;
 use crate::report::{
@@ -77,7 +75,7 @@ pub async fn run_sync(
     // an unchanged run costs one listing per 1,000 keys per side and nothing
     // else.
     let rows = Arc::new(ReportRows::new()?);
-    let mover = Arc::new(mover(
+    let mover = Arc::new(Mover::for_run(
         options,
         &source_client,
         &destination_client,
@@ -253,59 +251,6 @@ pub async fn run_sync(
         crate::report::write_csv_with_header(spool, path)?;
     }
     Ok(summary)
-}
-
-/// How this run moves objects, from its options: the copier of two
-/// buckets (streaming when they cannot copy server-side), or an upload or
-/// download with the directory side (which reports problems of its walk to
-/// the run's report).
-fn mover(
-    options: &SyncOptions,
-    source_client: &Client,
-    destination_client: &Client,
-    (rows, stats): (&Arc<ReportRows>, &Arc<Stats>),
-) -> Mover {
-    let dir = |root: &std::path::Path, role: DirRole| {
-        Arc::new(LocalDir {
-            root: root.to_owned(),
-            role,
-            hash_etags: options.diff.mode == crate::model::options::DiffMode::Etag,
-            part_size: options.copy.part_size,
-            problems: Some((rows.clone(), stats.clone())),
-            reported: Default::default(),
-            target: Default::default(),
-        })
-    };
-    let bucket = |client: &Client, location: &S3Location| BucketSide {
-        client: client.clone(),
-        location: location.clone(),
-        options: options.copy.clone(),
-    };
-    match (&options.source, &options.destination) {
-        (Location::S3(source), Location::S3(destination)) => Mover::Buckets(Copier {
-            source_client: source_client.clone(),
-            destination_client: destination_client.clone(),
-            source: source.clone(),
-            destination: destination.clone(),
-            options: options.copy.clone(),
-        }),
-        (Location::Local(root), Location::S3(destination)) => Mover::Upload {
-            dir: dir(root, DirRole::Source),
-            bucket: bucket(destination_client, destination),
-        },
-        (Location::S3(source), Location::Local(root)) => Mover::Download {
-            dir: dir(
-                root,
-                DirRole::Destination {
-                    delete: options.diff.delete,
-                },
-            ),
-            bucket: bucket(source_client, source),
-        },
-        (Location::Local(_), Location::Local(_)) => {
-            unreachable!("the options refuse two directories")
-        }
-    }
 }
 
 /// List, diff and copy: the producer feeds a bounded channel read by
