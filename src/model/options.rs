@@ -456,132 +456,17 @@ impl TryFrom<SyncSpec> for SyncOptions {
         };
         let source = absolute(spec.source.parse()?)?;
         let destination = absolute(spec.destination.parse()?)?;
-
-        let mut source_client = spec.client.settings(
-            spec.source_endpoint_url.as_ref(),
-            spec.source_region.as_ref(),
-        );
-        source_client.profile = spec.source_profile.clone().or(source_client.profile);
-        let mut destination_client = spec
-            .client
-            .settings(spec.dest_endpoint_url.as_ref(), spec.dest_region.as_ref());
-        destination_client.profile = spec.dest_profile.clone().or(destination_client.profile);
-        let transfer = match (&source, &destination) {
-            (Location::Local(_), Location::Local(_)) => {
-                return Err(SyncError::Config(format!(
-                    "{source} and {destination} are both local directories: one side must be s3://BUCKET[/PREFIX] (use rsync between directories)"
-                )));
-            }
-            (Location::Local(dir), Location::S3(_)) => {
-                check_source_directory(dir)?;
-                Transfer::Upload
-            }
-            (Location::S3(_), Location::Local(dir)) => {
-                check_destination_directory(dir)?;
-                Transfer::Download
-            }
-            (Location::S3(s), Location::S3(d)) => {
-                // Two endpoints can hold buckets of the same name that are
-                // different buckets, so overlap only means something on
-                // the same endpoint.
-                if source_client.endpoint_url == destination_client.endpoint_url && s.overlaps(d) {
-                    return Err(SyncError::Config(format!(
-                        "the destination {destination} overlaps the source {source}: \
-                         one prefix contains the other in the same bucket, so the sync would copy into the range it reads"
-                    )));
-                }
-                // CopyObject runs inside one endpoint, with one set of
-                // credentials that can read the source and write the
-                // destination; across endpoints or profiles only the bytes
-                // themselves can travel. Regions alone do not need it.
-                let bridged = source_client.endpoint_url != destination_client.endpoint_url
-                    || source_client.profile != destination_client.profile;
-                if spec.stream || bridged {
-                    Transfer::Streamed
-                } else {
-                    Transfer::ServerSide
-                }
-            }
-        };
-
-        if spec.concurrency == 0 || spec.part_concurrency == 0 || spec.list_concurrency == 0 {
-            return Err(SyncError::Config(
-                "--concurrency, --part-concurrency and --list-concurrency must be at least 1"
-                    .into(),
-            ));
-        }
-        if !(1..=crate::model::s3_shape::MAX_PAGE_SIZE).contains(&spec.list_page_size) {
-            return Err(SyncError::Config(format!(
-                "--list-page-size must be between 1 and {}, got {}",
-                crate::model::s3_shape::MAX_PAGE_SIZE,
-                spec.list_page_size
-            )));
-        }
-        spec.client.validate()?;
-        if spec.max_delete.is_some() && !spec.delete {
-            return Err(SyncError::Config(
-                "--max-delete only makes sense with --delete".into(),
-            ));
-        }
-
-        // Server-side, big parts cost nothing but fewer requests; through
-        // this machine a part is memory, and 8 MiB is the AWS CLI's size,
-        // so objects it uploaded get the same ETag from a local file.
-        let (default_threshold, default_part) = if transfer.through_this_machine() {
-            ("8MiB", "8MiB")
-        } else {
-            ("5GiB", "512MiB")
-        };
-        let threshold_text = spec
-            .multipart_threshold
-            .as_deref()
-            .unwrap_or(default_threshold);
-        let multipart_threshold = parse_size(threshold_text, "--multipart-threshold")?;
-        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&multipart_threshold) {
-            return Err(SyncError::Config(format!(
-                "--multipart-threshold must be between 5MiB and 5GiB (CopyObject's limit), got {threshold_text}"
-            )));
-        }
-        let part_text = spec.part_size.as_deref().unwrap_or(default_part);
-        let part_size = parse_size(part_text, "--part-size")?;
-        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
-            return Err(SyncError::Config(format!(
-                "--part-size must be between 5MiB and 5GiB (S3's part limits), got {part_text}"
-            )));
-        }
-
-        let storage_class = spec
-            .storage_class
-            .as_deref()
-            .map(parse_storage_class)
-            .transpose()?;
-        let sse = match (spec.sse.as_deref(), spec.sse_kms_key_id) {
-            (None, None) => None,
-            (Some("AES256"), None) => Some(Sse::S3),
-            (Some("aws:kms"), key_id) => Some(Sse::Kms { key_id }),
-            (Some("AES256") | None, Some(_)) => {
-                return Err(SyncError::Config(
-                    "--sse-kms-key-id needs --sse aws:kms".into(),
-                ));
-            }
-            (Some(other), _) => {
-                return Err(SyncError::Config(format!(
-                    "--sse must be AES256 or aws:kms, got {other:?}"
-                )));
-            }
-        };
-
-        if transfer == Transfer::Download && spec.posix_metadata && spec.mode == DiffMode::Mtime {
-            return Err(SyncError::Config(
-                "--posix-metadata restores each file's original mtime, which is older than its object's, so --mode mtime would download every file again: use --mode size or etag".into(),
-            ));
-        }
-        if spec.posix_special_bits && !(spec.posix_metadata && transfer == Transfer::Download) {
-            return Err(SyncError::Config(
-                "--posix-special-bits applies to restores into a directory with --posix-metadata"
-                    .into(),
-            ));
-        }
+        let (source_client, destination_client) = client_settings(&spec);
+        let transfer = choose_transfer(
+            &source,
+            &destination,
+            (&source_client, &destination_client),
+            spec.stream,
+        )?;
+        check_limits(&spec)?;
+        let (multipart_threshold, part_size) = part_sizes(&spec, transfer)?;
+        let (storage_class, sse) = encryption(&spec)?;
+        check_posix(&spec, transfer)?;
         let modified_since = spec.modified_since.as_deref().map(parse_date).transpose()?;
         let report = spec.report.as_deref().map(str::parse).transpose()?;
 
@@ -624,6 +509,163 @@ impl TryFrom<SyncSpec> for SyncOptions {
             failure_threshold: spec.failure_threshold,
         })
     }
+}
+
+/// Each side's client settings: the shared flags, with that side's
+/// endpoint, region and profile where given.
+fn client_settings(spec: &SyncSpec) -> (ClientSettings, ClientSettings) {
+    let mut source_client = spec.client.settings(
+        spec.source_endpoint_url.as_ref(),
+        spec.source_region.as_ref(),
+    );
+    source_client.profile = spec.source_profile.clone().or(source_client.profile);
+    let mut destination_client = spec
+        .client
+        .settings(spec.dest_endpoint_url.as_ref(), spec.dest_region.as_ref());
+    destination_client.profile = spec.dest_profile.clone().or(destination_client.profile);
+    (source_client, destination_client)
+}
+
+/// How this run's objects move, decided once from its two sides: the mover
+/// ([`crate::backend::transfer::Mover::for_run`]) is built from it.
+fn choose_transfer(
+    source: &Location,
+    destination: &Location,
+    (source_client, destination_client): (&ClientSettings, &ClientSettings),
+    stream: bool,
+) -> Result<Transfer, SyncError> {
+    Ok(match (source, destination) {
+        (Location::Local(_), Location::Local(_)) => {
+            return Err(SyncError::Config(format!(
+                "{source} and {destination} are both local directories: one side must be s3://BUCKET[/PREFIX] (use rsync between directories)"
+            )));
+        }
+        (Location::Local(dir), Location::S3(_)) => {
+            check_source_directory(dir)?;
+            Transfer::Upload
+        }
+        (Location::S3(_), Location::Local(dir)) => {
+            check_destination_directory(dir)?;
+            Transfer::Download
+        }
+        (Location::S3(s), Location::S3(d)) => {
+            // Two endpoints can hold buckets of the same name that are
+            // different buckets, so overlap only means something on
+            // the same endpoint.
+            if source_client.endpoint_url == destination_client.endpoint_url && s.overlaps(d) {
+                return Err(SyncError::Config(format!(
+                    "the destination {destination} overlaps the source {source}: \
+                     one prefix contains the other in the same bucket, so the sync would copy into the range it reads"
+                )));
+            }
+            // CopyObject runs inside one endpoint, with one set of
+            // credentials that can read the source and write the
+            // destination; across endpoints or profiles only the bytes
+            // themselves can travel. Regions alone do not need it.
+            let bridged = source_client.endpoint_url != destination_client.endpoint_url
+                || source_client.profile != destination_client.profile;
+            if stream || bridged {
+                Transfer::Streamed
+            } else {
+                Transfer::ServerSide
+            }
+        }
+    })
+}
+
+/// Counts and sizes that must be positive or within S3's limits.
+fn check_limits(spec: &SyncSpec) -> Result<(), SyncError> {
+    if spec.concurrency == 0 || spec.part_concurrency == 0 || spec.list_concurrency == 0 {
+        return Err(SyncError::Config(
+            "--concurrency, --part-concurrency and --list-concurrency must be at least 1".into(),
+        ));
+    }
+    if !(1..=crate::model::s3_shape::MAX_PAGE_SIZE).contains(&spec.list_page_size) {
+        return Err(SyncError::Config(format!(
+            "--list-page-size must be between 1 and {}, got {}",
+            crate::model::s3_shape::MAX_PAGE_SIZE,
+            spec.list_page_size
+        )));
+    }
+    spec.client.validate()?;
+    if spec.max_delete.is_some() && !spec.delete {
+        return Err(SyncError::Config(
+            "--max-delete only makes sense with --delete".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The multipart threshold and part size, with defaults that depend on
+/// whether the bytes pass through this machine.
+fn part_sizes(spec: &SyncSpec, transfer: Transfer) -> Result<(u64, u64), SyncError> {
+    // Server-side, big parts cost nothing but fewer requests; through
+    // this machine a part is memory, and 8 MiB is the AWS CLI's size,
+    // so objects it uploaded get the same ETag from a local file.
+    let (default_threshold, default_part) = if transfer.through_this_machine() {
+        ("8MiB", "8MiB")
+    } else {
+        ("5GiB", "512MiB")
+    };
+    let threshold_text = spec
+        .multipart_threshold
+        .as_deref()
+        .unwrap_or(default_threshold);
+    let multipart_threshold = parse_size(threshold_text, "--multipart-threshold")?;
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&multipart_threshold) {
+        return Err(SyncError::Config(format!(
+            "--multipart-threshold must be between 5MiB and 5GiB (CopyObject's limit), got {threshold_text}"
+        )));
+    }
+    let part_text = spec.part_size.as_deref().unwrap_or(default_part);
+    let part_size = parse_size(part_text, "--part-size")?;
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+        return Err(SyncError::Config(format!(
+            "--part-size must be between 5MiB and 5GiB (S3's part limits), got {part_text}"
+        )));
+    }
+    Ok((multipart_threshold, part_size))
+}
+
+/// How copies are stored: storage class and server-side encryption.
+fn encryption(spec: &SyncSpec) -> Result<(Option<StorageClass>, Option<Sse>), SyncError> {
+    let storage_class = spec
+        .storage_class
+        .as_deref()
+        .map(parse_storage_class)
+        .transpose()?;
+    let sse = match (spec.sse.as_deref(), spec.sse_kms_key_id.clone()) {
+        (None, None) => None,
+        (Some("AES256"), None) => Some(Sse::S3),
+        (Some("aws:kms"), key_id) => Some(Sse::Kms { key_id }),
+        (Some("AES256") | None, Some(_)) => {
+            return Err(SyncError::Config(
+                "--sse-kms-key-id needs --sse aws:kms".into(),
+            ));
+        }
+        (Some(other), _) => {
+            return Err(SyncError::Config(format!(
+                "--sse must be AES256 or aws:kms, got {other:?}"
+            )));
+        }
+    };
+    Ok((storage_class, sse))
+}
+
+/// POSIX attribute flags that only make sense for some transfers.
+fn check_posix(spec: &SyncSpec, transfer: Transfer) -> Result<(), SyncError> {
+    if transfer == Transfer::Download && spec.posix_metadata && spec.mode == DiffMode::Mtime {
+        return Err(SyncError::Config(
+            "--posix-metadata restores each file's original mtime, which is older than its object's, so --mode mtime would download every file again: use --mode size or etag".into(),
+        ));
+    }
+    if spec.posix_special_bits && !(spec.posix_metadata && transfer == Transfer::Download) {
+        return Err(SyncError::Config(
+            "--posix-special-bits applies to restores into a directory with --posix-metadata"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 impl SyncOptions {
