@@ -57,12 +57,24 @@ svg text { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 12px; fill:
 
 /// The page.
 pub fn render(summary: &Summary, rows: &[ReportRow], total_rows: u64) -> String {
-    let c = &summary.counts;
+    let mut page = String::new();
+    title(&mut page, summary);
+    headline(&mut page, summary);
+    counts_table(&mut page, summary);
+    requests_table(&mut page, summary);
+    charts(&mut page, summary);
+    failures(&mut page, summary, rows, total_rows);
+    files(&mut page, summary);
+    page.push_str("</body></html>\n");
+    page
+}
+
+/// The page's head: the run, its sides, status, exit code and time.
+fn title(page: &mut String, summary: &Summary) {
     let status = serde_json::to_value(summary.status)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let mut page = String::new();
     let _ = write!(
         page,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -90,8 +102,11 @@ pub fn render(summary: &Summary, rows: &[ReportRow], total_rows: u64) -> String 
             escape(error)
         );
     }
+}
 
-    // The numbers people ask first, large.
+/// The numbers people ask first, large.
+fn headline(page: &mut String, summary: &Summary) {
+    let c = &summary.counts;
     let rate = if summary.duration_secs > 0.0 {
         (c.copied + c.updated) as f64 / summary.duration_secs
     } else {
@@ -112,7 +127,11 @@ pub fn render(summary: &Summary, rows: &[ReportRow], total_rows: u64) -> String 
         );
     }
     page.push_str("</div>\n");
+}
 
+/// Every count of the run, in one table.
+fn counts_table(page: &mut String, summary: &Summary) {
+    let c = &summary.counts;
     page.push_str("<h2>Summary</h2>\n<table id=\"counts\">\n");
     let skipped = c.skipped_archived + c.skipped_sse_c;
     for (label, value) in [
@@ -175,7 +194,10 @@ pub fn render(summary: &Summary, rows: &[ReportRow], total_rows: u64) -> String 
         );
     }
     page.push_str("</table>\n");
+}
 
+/// Requests by S3 operation, and how copies in flight adapted.
+fn requests_table(page: &mut String, summary: &Summary) {
     if !summary.requests.is_empty() {
         page.push_str("<h2>Requests by S3 operation</h2>\n<table id=\"requests\"><tr><th>operation</th><th>requests</th></tr>\n");
         for (op, count) in &summary.requests {
@@ -200,7 +222,10 @@ pub fn render(summary: &Summary, rows: &[ReportRow], total_rows: u64) -> String 
             range.lowest, range.highest, range.throttle_cuts, range.throttled_responses
         );
     }
+}
 
+/// Throughput over time and the phases, drawn as SVG.
+fn charts(page: &mut String, summary: &Summary) {
     page.push_str("<h2>Throughput over time</h2>\n");
     if summary.timeline.len() < 2 {
         page.push_str("<p id=\"no-timeline\">No timeline recorded for this run.</p>\n");
@@ -214,7 +239,10 @@ pub fn render(summary: &Summary, rows: &[ReportRow], total_rows: u64) -> String 
     } else {
         page.push_str(&phases(summary));
     }
+}
 
+/// The first rows of failures.csv, and how many more there are.
+fn failures(page: &mut String, summary: &Summary, rows: &[ReportRow], total_rows: u64) {
     let _ = writeln!(
         page,
         "<h2>Failures and warnings ({})</h2>",
@@ -254,6 +282,10 @@ pub fn render(summary: &Summary, rows: &[ReportRow], total_rows: u64) -> String 
             );
         }
     }
+}
+
+/// Where the machine-readable files of this run are.
+fn files(page: &mut String, summary: &Summary) {
     let files: Vec<String> = [&summary.summary_json, &summary.failures_csv]
         .into_iter()
         .flatten()
@@ -262,8 +294,6 @@ pub fn render(summary: &Summary, rows: &[ReportRow], total_rows: u64) -> String 
     if !files.is_empty() {
         let _ = writeln!(page, "<p class=\"sub\">Also: {}</p>", files.join(" · "));
     }
-    page.push_str("</body></html>\n");
-    page
 }
 
 const WIDTH: f64 = 900.0;
