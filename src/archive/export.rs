@@ -31,7 +31,7 @@ use super::manifest::{ManifestWriter, UnchangedSince, open_previous};
 use super::options::{ExportOptions, Since};
 use super::summary::{RunClock, RunSides};
 use super::writer::{Appended, ArchiveWriter, TarWriter};
-use crate::backend::s3::copy::CopyError;
+use crate::backend::outcome::CopyError;
 use crate::backend::s3::listing::{ListTarget, list_range};
 use crate::base::client::build_s3_client;
 use crate::base::error::{RetryClass, S3Failure, SyncError};

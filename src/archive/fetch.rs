@@ -11,7 +11,7 @@ use aws_sdk_s3::types::RequestPayer;
 use bytes::Bytes;
 
 use super::format::ObjectHeaders;
-use crate::backend::s3::copy::CopyError;
+use crate::backend::outcome::CopyError;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::location::S3Location;

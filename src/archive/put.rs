@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::format::{Exported, ManifestEntry};
 use super::layout::Layout;
 use crate::backend::local::upload::{self, ObjectMeta, Shape, upload_file};
-use crate::backend::s3::copy::CopyError;
+use crate::backend::outcome::CopyError;
 use crate::base::error::{RetryClass, S3Failure};
 use crate::model::location::S3Location;
 use crate::model::options::CopyOptions;

@@ -280,7 +280,7 @@ fn local_estimate(
     let mut verify_secs = 0.0;
     if options.verify && written > 0 {
         verify_by_head = !options.verify_by_listing
-            && crate::engine::verify::heads_are_cheaper(
+            && crate::engine::written::heads_are_cheaper(
                 written,
                 c.listed_source,
                 destination_after,
@@ -461,7 +461,8 @@ async fn serverless_estimate(
     let counter = RequestCounter::new();
     let client = build_s3_client(&options.source_client, Some(counter.clone())).await;
     let target = ListTarget::for_side(&client, source, options, Side::Source);
-    let want = (settings.shard_concurrency as usize * 4).min(settings.max_shards as usize);
+    let want =
+        crate::engine::shards::shards_wanted(settings.shard_concurrency, settings.max_shards);
     let shards = crate::engine::shards::plan_shards(
         &target,
         &options.range,

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::s3::copy::MAX_DELETE_KEYS;
+use crate::backend::s3::delete::MAX_DELETE_KEYS;
 use crate::engine::diff::Action;
 use crate::model::entry::ObjectEntry;
 use crate::model::options::{SyncOptions, Transfer};

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::backend::s3::copy::Copier;
+use crate::backend::s3::copier::Copier;
 use crate::base::client::{ClientSettings, RetryMode, build_s3_client, build_sqs_client};
 use crate::base::error::SyncError;
 use crate::model::options::DiffMode;

@@ -21,7 +21,8 @@ use std::ops::Range;
 use aws_sdk_s3::types::CompletedPart;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::s3::copy::{Copier, CopyError};
+use crate::backend::outcome::CopyError;
+use crate::backend::s3::copier::Copier;
 use crate::backend::s3::multipart::{
     abort_after, abort_other_uploads, complete_upload, copy_parts, start_upload,
 };

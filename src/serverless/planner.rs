@@ -95,7 +95,8 @@ async fn plan_counted(
     );
     preflight(&source, Side::Source).await?;
     preflight(&destination, Side::Destination).await?;
-    let want = (settings.shard_concurrency as usize * 4).min(settings.max_shards as usize);
+    let want =
+        crate::engine::shards::shards_wanted(settings.shard_concurrency, settings.max_shards);
     let shards = plan_shards(&source, &options.range, want, settings.max_shards as usize).await?;
     tracing::info!(run_id, shards = shards.len(), source = %options.source, destination = %options.destination, "planned");
     let manifest = RunManifest {

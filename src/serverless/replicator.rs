@@ -55,7 +55,8 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::s3::copy::{Copier, CopyError};
+use crate::backend::outcome::CopyError;
+use crate::backend::s3::copier::Copier;
 use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, SkipReason, decide};
