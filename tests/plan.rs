@@ -192,7 +192,7 @@ async fn a_price_table_from_a_file_changes_the_cost_and_a_bad_one_is_refused() {
     let built_in = plan_json(&proxy, &src, &dst, &[]);
 
     let mut table: Value =
-        serde_json::from_str(include_str!("../src/plan/prices-us-east-1.json")).unwrap();
+        serde_json::from_str(include_str!("../src/model/prices-us-east-1.json")).unwrap();
     table["s3"]["tiers_per_1000_requests"]["put_copy_post_list"] = 5.0.into();
     table["region"] = "eu-west-1".into();
     let dir = tempfile::tempdir().unwrap();

@@ -3,11 +3,8 @@
 
 use std::sync::Mutex;
 
-/// Price of a LIST and of a HEAD, per 1,000 requests, in tenths of a US
-/// cent (S3 Standard, us-east-1: USD 0.005 and 0.0004). Only the ratio
-/// matters here.
-const LIST_PRICE: u64 = 50;
-const HEAD_PRICE: u64 = 4;
+use crate::model::prices::PriceTable;
+
 /// Written keys kept for verification by HEAD; past this, verification
 /// lists again (HEADs would cost more by then anyway, below ~80 million
 /// listed objects, and the list stays under a megabyte).
@@ -57,7 +54,42 @@ impl WrittenKeys {
 /// `source` and `destination` objects again in pages of `page_size` (what
 /// a run decides, and what `plan` predicts it decides).
 pub fn heads_are_cheaper(written: u64, source: u64, destination: u64, page_size: u64) -> bool {
+    // The built-in price table's LIST and HEAD, the same numbers `plan`
+    // prices a run with; only their ratio matters here.
+    let prices = PriceTable::built_in_shared();
+    // Whole millionths of the currency, so the comparison is exact at the
+    // break-even point, where floating point could tip either way.
+    let price = |op| {
+        let per_1000 = prices
+            .s3_request_price(op)
+            .expect("the built-in table prices LIST and HEAD");
+        (per_1000 * 1e6).round() as u64
+    };
     let pages = |n: u64| n.div_ceil(page_size.max(1)).max(1);
     let pages = pages(source) + pages(destination);
-    written <= MAX_WRITTEN_KEYS as u64 && written * 2 * HEAD_PRICE <= pages * LIST_PRICE
+    written <= MAX_WRITTEN_KEYS as u64
+        && written * 2 * price("HeadObject") <= pages * price("ListObjectsV2")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A HEAD costs 0.0004 and a LIST 0.005 per 1,000 (us-east-1): a HEAD
+    /// on both sides of one key costs 0.16 of a listed page, so 12 keys
+    /// beat re-listing two pages, 13 do not, and exactly 25 keys tie with
+    /// four pages, where HEADs win.
+    #[test]
+    fn heads_win_up_to_the_break_even_point_of_the_built_in_prices() {
+        assert!(heads_are_cheaper(12, 1, 1, 1000));
+        assert!(!heads_are_cheaper(13, 1, 1, 1000));
+        assert!(heads_are_cheaper(25, 2000, 2000, 1000));
+        assert!(!heads_are_cheaper(26, 2000, 2000, 1000));
+        assert!(!heads_are_cheaper(
+            MAX_WRITTEN_KEYS as u64 + 1,
+            u64::MAX / 4,
+            0,
+            1
+        ));
+    }
 }

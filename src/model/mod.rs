@@ -5,4 +5,5 @@ pub mod filter;
 pub mod keyspace;
 pub mod location;
 pub mod options;
+pub mod prices;
 pub mod s3_shape;

@@ -10,7 +10,6 @@
 //!   rate a previous run measured (or, failing that, an assumed one), on
 //!   Lambda at a given concurrency.
 
-pub mod prices;
 pub mod requests;
 pub mod serverless;
 pub mod tally;
@@ -33,7 +32,7 @@ use crate::model::options::{SyncOptions, SyncSpec, Transfer};
 use crate::report::{Counts, Stats, Summary};
 use crate::serverless::input::RunSettings;
 
-use prices::PriceTable;
+use crate::model::prices::PriceTable;
 use requests::{Requests, add};
 use serverless::{ServerlessEstimate, StackShape};
 use tally::Tally;
@@ -43,7 +42,7 @@ use tally::Tally;
 pub struct PlanSpec {
     #[command(flatten)]
     pub sync: SyncSpec,
-    /// A price table in the shape of the built-in one (src/plan/prices-us-east-1.json).
+    /// A price table in the shape of the built-in one (src/model/prices-us-east-1.json).
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
     /// A previous run's summary.json, or a report directory holding runs:
@@ -141,7 +140,7 @@ pub async fn plan(spec: PlanSpec) -> Result<PlanReport, SyncError> {
         Some(path) => (PriceTable::from_file(path)?, path.display().to_string()),
         None => (
             PriceTable::built_in(),
-            "built in (src/plan/prices-us-east-1.json)".into(),
+            "built in (src/model/prices-us-east-1.json)".into(),
         ),
     };
     let mut options = SyncOptions::try_from(spec.sync.clone())?;

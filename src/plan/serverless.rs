@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::prices::PriceTable;
 use super::requests::{Requests, add};
 use super::tally::BatchCost;
 use crate::base::error::SyncError;
+use crate::model::prices::PriceTable;
 
 /// The stack's settings the estimate depends on (the template's defaults).
 #[derive(Debug, Clone, Serialize)]

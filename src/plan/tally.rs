@@ -9,8 +9,8 @@ use crate::model::s3_shape::{EtagShape, etag_shape};
 use crate::model::s3_shape::{default_part_size, uniform_layout};
 use crate::serverless::batch::{BatchBuilder, BatchLimits, CopyBatch, CopyTask};
 
-use super::prices::Assumptions;
 use super::requests::{self, Requests};
+use crate::model::prices::Assumptions;
 
 /// One copier batch, as the serverless runtime would send it.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,6 +1,8 @@
-//! The price table `plan` estimates costs with: one JSON data file, with the
-//! date and region its prices are from (`prices-us-east-1.json`, built in;
-//! `--prices FILE` reads another in the same shape).
+//! The price table: one JSON data file, with the date and region its prices
+//! are from (`prices-us-east-1.json`, built in; `plan --prices FILE` reads
+//! another in the same shape). `plan` estimates costs with it, and a run
+//! weighs HEADs against a re-listing with its built-in prices
+//! ([`crate::engine::written`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -86,6 +88,18 @@ pub struct Assumptions {
 impl PriceTable {
     pub fn built_in() -> Self {
         serde_json::from_str(BUILT_IN).expect("the built-in price table parses")
+    }
+
+    /// The built-in table, parsed once.
+    pub fn built_in_shared() -> &'static PriceTable {
+        static TABLE: std::sync::OnceLock<PriceTable> = std::sync::OnceLock::new();
+        TABLE.get_or_init(PriceTable::built_in)
+    }
+
+    /// The price of 1,000 requests of one S3 operation, if the table has it.
+    pub fn s3_request_price(&self, operation: &str) -> Option<f64> {
+        let tier = self.s3.operation_tiers.get(operation)?;
+        self.s3.tiers_per_1000_requests.get(tier).copied()
     }
 
     pub fn from_file(path: &Path) -> Result<Self, SyncError> {
