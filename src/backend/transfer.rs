@@ -17,19 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use aws_sdk_s3::Client;
 
-use crate::backend::local::dir::io_failure;
-use crate::backend::local::dir::{DirRole, LocalDir};
+use crate::backend::local::dir::{DirRole, LocalDir, io_failure};
 use crate::backend::local::download::{Source, download};
-use crate::backend::local::posix;
-use crate::backend::local::remove;
 use crate::backend::local::upload::{Destination, ObjectMeta, Shape, upload_file};
+use crate::backend::local::{posix, remove};
 use crate::backend::outcome::{Copied, CopyError};
 use crate::backend::s3::copier::Copier;
 use crate::backend::s3::delete::{DeleteOutcome, delete_object, delete_objects};
 use crate::backend::s3::head::head_object;
 use crate::base::error::{RetryClass, S3Failure};
-use crate::model::entry::ObjectEntry;
-use crate::model::entry::Side;
+use crate::model::entry::{ObjectEntry, Side};
 use crate::model::location::{Location, S3Location};
 use crate::model::options::{CopyOptions, DiffMode, SyncOptions, Transfer};
 use crate::report::{ReportRows, Stats};

@@ -6,8 +6,7 @@ use tokio_util::sync::CancellationToken;
 use crate::archive::{
     ArchiveError, ExportOptions, ExportSpec, ImportOptions, ImportSpec, run_export, run_import,
 };
-use crate::base::format::human_bytes;
-use crate::base::format::thousands as n;
+use crate::base::format::{human_bytes, thousands as n};
 use crate::cli::interrupt::cancel_on_ctrl_c;
 use crate::cli::output::{EXIT_USAGE, print_tail};
 use crate::report::Summary;

@@ -1,7 +1,6 @@
 //! What the CLI prints at the end of a run, and the exit code of bad usage.
 
-use crate::base::format::human_bytes;
-use crate::base::format::thousands as n;
+use crate::base::format::{human_bytes, thousands as n};
 use crate::report::Summary;
 
 pub const EXIT_USAGE: i32 = 2;

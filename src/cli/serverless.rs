@@ -12,8 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::base::client::ClientSettings;
 use crate::base::error::SyncError;
 use crate::local_stack::{self, LocalStackOptions};
-use crate::model::options::ClientFlags;
-use crate::model::options::DiffMode;
+use crate::model::options::{ClientFlags, DiffMode};
 use crate::report::{ReportRow, Summary};
 use crate::serverless::control::{self, RunState, StackOutputs};
 

@@ -14,10 +14,8 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::base::error::SyncError;
-use crate::model::entry::ObjectEntry;
-use crate::model::entry::Pair;
-use crate::model::options::DiffMode;
-use crate::model::options::DiffOptions;
+use crate::model::entry::{ObjectEntry, Pair};
+use crate::model::options::{DiffMode, DiffOptions};
 use crate::model::s3_shape::etag_shape;
 
 /// What the sync does with one key.

@@ -21,8 +21,7 @@ use crate::backend::transfer::Mover;
 use crate::base::error::RetryClass;
 use crate::engine::diff::{Action, SkipReason};
 use crate::engine::written::WrittenKeys;
-use crate::model::entry::ObjectEntry;
-use crate::model::entry::Side;
+use crate::model::entry::{ObjectEntry, Side};
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
 
 /// Whether an action that did not complete is worth another attempt.

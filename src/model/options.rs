@@ -14,8 +14,7 @@ use crate::base::client::{ClientSettings, RetryMode};
 use crate::base::error::SyncError;
 
 use crate::model::filter::KeyFilter;
-use crate::model::location::ReportLocation;
-use crate::model::location::{KeyRange, Location, S3Location};
+use crate::model::location::{KeyRange, Location, ReportLocation, S3Location};
 use crate::model::s3_shape::{GIB, MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 
 /// What to sync and how, as given. Every field has a CLI flag (and an

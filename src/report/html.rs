@@ -14,8 +14,7 @@ use std::fmt::Write;
 use super::ledger::ReportRow;
 use super::summary::Summary;
 use super::timeline::TimelinePoint;
-use crate::base::format::human_bytes;
-use crate::base::format::{human_duration_tenths, thousands};
+use crate::base::format::{human_bytes, human_duration_tenths, thousands};
 
 /// Failure rows the page lists; the rest are in failures.csv.
 pub const MAX_ROWS: usize = 1_000;

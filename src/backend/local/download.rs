@@ -32,10 +32,8 @@ use crate::backend::outcome::CopyError;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::location::S3Location;
-use crate::model::options::CopyOptions;
-use crate::model::options::requester_pays;
-use crate::model::s3_shape::quoted;
-use crate::model::s3_shape::{default_part_size, uniform_layout};
+use crate::model::options::{CopyOptions, requester_pays};
+use crate::model::s3_shape::{default_part_size, quoted, uniform_layout};
 
 /// Attempts at one range when its body breaks off: the SDK retries a
 /// request, but not a response body that stops halfway.

@@ -20,8 +20,7 @@ use md5::{Digest, Md5};
 
 use super::dir::LocalDir;
 use crate::base::error::{S3Failure, SyncError};
-use crate::model::entry::Pair;
-use crate::model::entry::Side;
+use crate::model::entry::{Pair, Side};
 use crate::model::s3_shape::{EtagShape, etag_shape};
 
 /// Files whose ETags are computed at once: reading is the disk's work,

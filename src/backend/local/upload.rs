@@ -21,8 +21,7 @@ use crate::backend::outcome::CopyError;
 use crate::backend::s3::multipart::{UploadTarget, multipart_etag};
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::location::S3Location;
-use crate::model::options::CopyOptions;
-use crate::model::options::requester_pays;
+use crate::model::options::{CopyOptions, requester_pays};
 use crate::model::s3_shape::default_part_size;
 
 /// What an object carries besides its bytes.

@@ -16,11 +16,9 @@ use crate::backend::s3::copier::{Copier, copy_source};
 use crate::backend::s3::delete::delete_object;
 use crate::backend::s3::head::head_object;
 use crate::base::error::{RetryClass, S3Failure, classify};
-use crate::model::entry::ObjectEntry;
-use crate::model::entry::Side;
+use crate::model::entry::{ObjectEntry, Side};
 use crate::model::options::requester_pays;
-use crate::model::s3_shape::quoted;
-use crate::model::s3_shape::{EtagShape, etag_shape};
+use crate::model::s3_shape::{EtagShape, etag_shape, quoted};
 
 impl Copier {
     /// Copy one listed object to the same relative key at the destination.

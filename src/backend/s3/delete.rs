@@ -7,8 +7,7 @@ use crate::backend::s3::head::head_object;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::location::S3Location;
-use crate::model::options::CopyOptions;
-use crate::model::options::requester_pays;
+use crate::model::options::{CopyOptions, requester_pays};
 use crate::model::s3_shape::quoted;
 
 /// S3's limit of keys in one DeleteObjects request.

@@ -6,8 +6,7 @@ use aws_sdk_s3::Client;
 use crate::base::error::{S3Failure, classify};
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::location::S3Location;
-use crate::model::options::CopyOptions;
-use crate::model::options::requester_pays;
+use crate::model::options::{CopyOptions, requester_pays};
 
 /// HEAD the object at `relative` of `location`, on `side` of a run with
 /// `options`: `None` when it does not exist.

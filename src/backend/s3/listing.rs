@@ -12,12 +12,10 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use crate::base::error::{SyncError, classify};
-use crate::model::entry::ObjectEntry;
-use crate::model::entry::Side;
+use crate::model::entry::{ObjectEntry, Side};
 use crate::model::keyspace::MovableEnd;
 use crate::model::location::{KeyRange, S3Location};
-use crate::model::options::SyncOptions;
-use crate::model::options::requester_pays;
+use crate::model::options::{SyncOptions, requester_pays};
 use crate::model::s3_shape::MAX_PAGE_SIZE;
 
 /// Pages a listing may run ahead of its consumer: enough to hide one request's

@@ -27,9 +27,9 @@ use crate::backend::s3::copier::{Copier, copy_source};
 use crate::base::error::{S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::options::requester_pays;
-use crate::model::s3_shape::quoted;
-use crate::model::s3_shape::{EtagShape, etag_shape};
-use crate::model::s3_shape::{Layout, default_part_size, uniform_layout};
+use crate::model::s3_shape::{
+    EtagShape, Layout, default_part_size, etag_shape, quoted, uniform_layout,
+};
 
 /// A multipart upload started at the destination, with the part layout
 /// it will be filled with.
