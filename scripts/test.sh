@@ -44,6 +44,9 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo doc: the module map in src/lib.rs links every layer; no broken links"
+RUSTDOCFLAGS="-D warnings" cargo doc --lib --no-deps --locked -p s3-fanout --quiet
+
 step "serverless stack: cfn-lint, asl-validator, cargo lambda build"
 scripts/check-infra.sh
 

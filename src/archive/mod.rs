@@ -63,7 +63,7 @@
 //! **Caps.** A manifest line, its newline included, is at most 16 KiB (the
 //! header) or 128 KiB (an object line), and the manifest at most 16 KiB +
 //! 128 KiB per object the trailer counts ([`format::manifest_size_cap`]);
-//! [`format`] derives the numbers from what S3 lets one object carry (a
+//! [`format`](mod@format) derives the numbers from what S3 lets one object carry (a
 //! 1,024-byte key, 6 times that escaped; headers and metadata; tags). An
 //! export never writes a line past its cap (a `not_exported` message is
 //! cut to 1 KiB). The count comes after the manifest and nothing in an

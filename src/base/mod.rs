@@ -1,5 +1,6 @@
-//! The bottom layer: what every other layer may use and nothing here knows
-//! about syncing.
+//! The bottom layer: what every other layer may use, and nothing here knows
+//! about syncing. Errors carry their retry class ([`error`]); every AWS
+//! client comes from [`client`].
 
 pub mod allocator;
 pub mod client;

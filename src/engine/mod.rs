@@ -1,4 +1,12 @@
-//! The sync itself, runtime-neutral.
+//! The sync itself, runtime-neutral: it sees each side only through
+//! [`crate::backend::side::Listing`] and moves objects only through
+//! [`crate::backend::transfer::Mover`].
+//!
+//! [`pieces`] lists a range as pieces at once, each a [`diff::merge_join`]
+//! whose pairs go to a sink; [`diff::decide`] turns a pair into an action;
+//! [`worker`] applies one action and records it; [`verify`] checks what was
+//! written ([`written`] says how); [`pipeline`] runs it all in one process;
+//! [`shards`] cuts a range up front for the serverless fan-out.
 
 pub mod diff;
 pub mod pieces;

@@ -6,7 +6,7 @@
 //! - the S3 requests the sync will send, by operation ([`requests`]): the
 //!   listing as measured, each action's requests, the verification;
 //! - the same work on the serverless runtime ([`serverless`]);
-//! - costs from a price table ([`prices`]), and wall times: locally at the
+//! - costs from a price table ([`prices`](crate::model::prices)), and wall times: locally at the
 //!   rate a previous run measured (or, failing that, an assumed one), on
 //!   Lambda at a given concurrency.
 

@@ -9,7 +9,7 @@
 //!
 //! The files, lowest first: [`ledger`] (counters, rows, phase), [`summary`]
 //! (the run as one document), [`timeline`] (throughput samples and phase
-//! times), [`html`] (the page for people), [`write`] (delivery), [`emf`]
+//! times), [`html`] (the page for people), [`write`](mod@write) (delivery), [`emf`]
 //! (CloudWatch metric lines).
 
 pub mod emf;

@@ -1,7 +1,7 @@
 //! A directory on this machine as one side of a sync.
 //!
 //! The pipeline is the same as between buckets: [`walk`] lists the tree as
-//! [`ObjectEntry`]s in S3's key order, so the same merge-join diffs it
+//! [`ObjectEntry`](crate::model::entry::ObjectEntry)s in S3's key order, so the same merge-join diffs it
 //! against a bucket; [`upload`] and [`download`] move one object each way;
 //! [`etag`] computes a file's ETag the way S3 would, only when a diff or a
 //! verification needs it; [`posix`] carries uid, gid, mode and mtime as user

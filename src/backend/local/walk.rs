@@ -14,7 +14,7 @@
 //! FIFOs and devices have no bytes to upload, names that are not UTF-8
 //! cannot be keys, and an unreadable directory cannot be listed: each is
 //! reported, never dropped silently. Files named as this tool's partial
-//! downloads ([`super::download::is_partial_name`]) are not listed: in a
+//! downloads ([`super::dir::is_partial_name`]) are not listed: in a
 //! restore target they are its own, and in a directory being uploaded
 //! each is reported, since no key may have that name.
 

@@ -1,4 +1,6 @@
-//! A bucket as a side of a sync.
+//! A bucket as a side of a sync: listing in key order, folders, the
+//! preflight, conditional copies (single, multipart, streamed between
+//! endpoints), HEADs and batched deletes.
 
 pub mod copier;
 pub mod copy;

@@ -11,7 +11,7 @@ use crate::model::entry::Side;
 /// a thousand failed copies. A one-key listing rather than HeadBucket, so
 /// errors come with S3's own code (`NoSuchBucket`, `AccessDenied`).
 ///
-/// The request is the listing's own ([`list_request`]): a requester-pays
+/// The request is the listing's own (`list_request`): a requester-pays
 /// bucket answers 403 to a request without `x-amz-request-payer`, so a
 /// preflight without it would refuse a bucket the run can list.
 pub async fn preflight(target: &ListTarget, side: Side) -> Result<(), SyncError> {
