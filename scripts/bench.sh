@@ -24,6 +24,10 @@
 # request N ms, as a real region's round trip would (20 is typical).
 # PROFILE=release (default) or debug builds s3-fanout and the ceiling;
 # FANOUT_ARGS adds flags to every s3-fanout run (e.g. "--list-concurrency 1").
+# The pseudo-tool `s3-fanout-baseline` runs BASELINE_BIN, another build of
+# s3-fanout (say, the commit before a refactor), with the same flags, so
+# one run compares two versions under the same conditions:
+#   BASELINE_BIN=/tmp/s3-fanout-old TOOLS="s3-fanout s3-fanout-baseline" REPEAT=3 scripts/bench.sh
 # REPEAT=N runs every tool N times per scenario (the 1% re-sync rewrites 1%
 # again before each round) and reports the run with the median wall time,
 # with the range beside it: on a 2-core machine that hosts the server, the
@@ -166,6 +170,9 @@ ensure_tools() {
     for tool in $TOOLS; do
         case "$tool" in
         ceiling | s3-fanout) ;;
+        s3-fanout-baseline)
+            [[ -x "${BASELINE_BIN:-}" ]] || SKIP[s3-fanout-baseline]="set BASELINE_BIN to another build of s3-fanout"
+            ;;
         rclone) command -v rclone >/dev/null || apt_install rclone || SKIP[rclone]="not installed and apt-get install rclone failed" ;;
         awscli)
             # Debian's /usr/bin/aws, not whatever an `aws` earlier on PATH is.
@@ -209,6 +216,7 @@ tool_version() {
     case "$1" in
     ceiling) echo "examples/ceiling.rs, $CEILING_CONCURRENCY requests in flight ($CEILING_BIN)" ;;
     s3-fanout) echo "$("$BIN" --version 2>/dev/null | head -1) ($BIN)" ;;
+    s3-fanout-baseline) echo "$("$BASELINE_BIN" --version 2>/dev/null | head -1) ($BASELINE_BIN)" ;;
     rclone) rclone version 2>/dev/null | head -1 ;;
     awscli) "$AWS_BIN" --version 2>&1 | head -1 | cut -d' ' -f1 ;;
     s3cmd) s3cmd --version 2>/dev/null | head -1 ;;
@@ -237,6 +245,8 @@ fi
 BIN="${S3_FANOUT_BIN:-$target_dir/$PROFILE/s3-fanout}"
 CEILING_BIN="${CEILING_BIN:-${target_dir:-}/$PROFILE/examples/ceiling}"
 readonly BIN CEILING_BIN
+# The binary behind `s3-fanout` or `s3-fanout-baseline`.
+fanout_bin() { if [[ "$1" == s3-fanout-baseline ]]; then echo "$BASELINE_BIN"; else echo "$BIN"; fi; }
 [[ -x "$BIN" ]] || die "no s3-fanout binary at $BIN"
 ! want_tool ceiling || [[ -x "$CEILING_BIN" ]] || die "no ceiling binary at $CEILING_BIN"
 
@@ -378,8 +388,8 @@ tool_cmd() {
             --mode "$mode" --concurrency "$CEILING_CONCURRENCY")
         if ((mp)); then CMD+=(--multipart-threshold 8MiB --part-size 8MiB); fi
         ;;
-    s3-fanout)
-        CMD=("$BIN" sync "s3://$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}")
+    s3-fanout | s3-fanout-baseline)
+        CMD=("$(fanout_bin "$tool")" sync "s3://$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}")
         if ((mp)); then CMD+=(--multipart-threshold 8MiB --part-size 8MiB); fi
         ;;
     rclone)
@@ -424,8 +434,8 @@ upload_cmd() {
     local tool="$1" src="$2" dst="$3"
     local mib8=$((8 * 1024 * 1024))
     case "$tool" in
-    s3-fanout)
-        CMD=("$BIN" sync "$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}"
+    s3-fanout | s3-fanout-baseline)
+        CMD=("$(fanout_bin "$tool")" sync "$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}"
             --multipart-threshold 8MiB --part-size 8MiB)
         ;;
     rclone)
@@ -524,7 +534,7 @@ run_one() {
         tail -n 5 "$t.err" | sed 's/^/    /' >&2
         # Both say 3 for "done, with warnings" (s3sync: the multipart ETag
         # differs from the source's; s3-fanout: tags a server cannot copy).
-        if ((code == 3)) && [[ "$tool" == s3-fanout || "$tool" == s3sync ]]; then note="${note:+$note, }warnings"; fi
+        if ((code == 3)) && [[ "$tool" == s3-fanout* || "$tool" == s3sync ]]; then note="${note:+$note, }warnings"; fi
     fi
     # rclone runs a whole sync again (--retries 3) after any error, which
     # exit 0 hides; its requests and time then include the failed attempt.
