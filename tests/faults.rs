@@ -926,7 +926,7 @@ async fn sigkill_mid_run_then_rerun_copies_only_what_is_missing() {
 /// InvalidRequest about encryption that is not the SSE-C one.
 const KMS_SIGV4_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code><Message>Requests specifying Server Side Encryption with AWS KMS managed keys require AWS Signature Version 4.</Message><RequestId>FAULTPROXY</RequestId></Error>";
 
-// Regression: `CopyError::from_failure` (src/copy.rs) once called any
+// Regression: `CopyError::from_failure` (src/backend/outcome.rs) once called any
 // InvalidRequest whose message contained "encrypt", "customer" or "sse" an
 // SSE-C object, turning real failures into `skipped` rows and exit 3.
 #[tokio::test]

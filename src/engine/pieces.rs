@@ -55,7 +55,7 @@ pub struct Sides {
 ///
 /// It starts as one piece. Once that piece's source side has listed
 /// [`PAGES_BEFORE_CUT`] full pages and more follow, the range is cut
-/// (`split.rs`): at its folders if the keys have any, else at keys placed
+/// (`model/keyspace.rs`): at its folders if the keys have any, else at keys placed
 /// from what it has listed. After that, whenever a lister is idle, the piece
 /// that has listed the most full pages since it was last cut (at least
 /// [`PAGES_BEFORE_CUT`]) has its remainder cut in two. Each piece runs its

@@ -5,8 +5,8 @@
 //!           list dest  ──┴─ merge_join ─ decide ─┐         │          │
 //!  piece 2: …                                    ├ channel ┼─ worker ─┼─ Stats + ReportRows
 //!  (up to --list-concurrency pieces, cut as      │(bounded)└─ worker ─┘      │
-//!   they list: split.rs)                  ───────┘                           ▼
-//!                        verify (list both again, diff must be empty) ─ report
+//!   they list: pieces.rs)                 ───────┘                           ▼
+//!          verify (HEAD what was written, or list both again) ─ report
 //! ```
 //!
 //! Listing, diff and copying overlap: copies start with the first page. The

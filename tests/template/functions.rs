@@ -310,7 +310,7 @@ pub fn check_tuned_runtime(source: &str) -> Check {
     let code = code_of(source);
     let (_, body) = code
         .split_once("pub fn tuned_runtime(")
-        .ok_or("src/allocator.rs has no pub fn tuned_runtime")?;
+        .ok_or("src/base/allocator.rs has no pub fn tuned_runtime")?;
     let body = body.split("\n}").next().unwrap_or_default();
     let tune = body.find("tune();");
     let build = body.find("Builder::new_multi_thread");
@@ -335,7 +335,7 @@ pub fn check_binary_mains() -> Check {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         check_binary_main(&path.display().to_string(), &source)?;
     }
-    let allocator = fs::read_to_string(root.join("src/allocator.rs"))
-        .map_err(|e| format!("cannot read src/allocator.rs: {e}"))?;
+    let allocator = fs::read_to_string(root.join("src/base/allocator.rs"))
+        .map_err(|e| format!("cannot read src/base/allocator.rs: {e}"))?;
     check_tuned_runtime(&allocator)
 }

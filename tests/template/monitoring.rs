@@ -5,7 +5,7 @@
 //! dimension or a bracket only shows when CloudFormation rejects it, or
 //! worse, as an empty graph. The checks substitute it as CloudFormation
 //! would, parse it, and hold every metric it names to what exists: the
-//! functions' EMF metrics ([`EMITTED`], the contract with `src/emf.rs`) or
+//! functions' EMF metrics ([`EMITTED`], the contract with `src/report/emf.rs`) or
 //! AWS's own, on a resource of this stack that the same parameters deploy.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,17 +109,17 @@ pub fn emitted(binary: &str) -> Vec<&'static str> {
 }
 
 /// The contract is the code's: each common metric name is a string in
-/// `src/emf.rs` (where `function_record` writes them), each function's own
+/// `src/report/emf.rs` (where `function_record` writes them), each function's own
 /// in its handler's file, `src/serverless/<role>.rs`.
 pub fn check_metric_contract_in_source() -> Check {
     let read = |path: &str| {
         fs::read_to_string(repo().join(path)).map_err(|e| format!("cannot read {path}: {e}"))
     };
-    let emf = read("src/emf.rs")?;
+    let emf = read("src/report/emf.rs")?;
     for name in COMMON {
         ensure!(
             emf.contains(&format!("\"{name}\"")),
-            "src/emf.rs does not write the common metric {name}"
+            "src/report/emf.rs does not write the common metric {name}"
         );
     }
     for (binary, own) in EMITTED {
