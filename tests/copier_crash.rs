@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
 use s3_fanout::local_stack::event_source::KilledBatch;
-use s3_fanout::serverless::copier::BatchResult;
+use s3_fanout::serverless::contract::BatchResult;
 use serde_json::Value;
 use support::fault_proxy::{Op, Rule};
 use support::local_stack::{MAX_RECEIVE_COUNT, one_run_at_a_time, stack, status_json};

@@ -444,9 +444,8 @@ async fn a_streamed_run_copies_through_the_copier_function_with_gets_and_puts() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_lister_invocation_resumes_from_its_checkpoint_and_resends_nothing() {
-    use s3_fanout::serverless::lister::{
-        Checkpoint, Phase, ShardCursor, checkpoint_name, list_shard,
-    };
+    use s3_fanout::serverless::contract::{Checkpoint, Phase, ShardCursor};
+    use s3_fanout::serverless::lister::{checkpoint_name, list_shard};
     let s3 = s3().await;
     let (src, dst) = bucket_pair(&s3, "sls-resume").await;
     // A flat keyspace: one shard, several lister invocations (7 keys each).
@@ -547,7 +546,8 @@ async fn an_unreadable_message_is_handed_back_until_the_redrive_policy_moves_it_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lister_returns_its_cursor_before_its_deadline_and_the_next_call_finishes_the_shard() {
     use s3_fanout::serverless::FunctionEnv;
-    use s3_fanout::serverless::lister::{Phase, ShardCursor, list_shard};
+    use s3_fanout::serverless::contract::{Phase, ShardCursor};
+    use s3_fanout::serverless::lister::list_shard;
     let s3 = s3().await;
     let (src, dst) = bucket_pair(&s3, "sls-deadline").await;
     // Two pages of keys, put in parallel.

@@ -27,8 +27,9 @@ use super::format::{
     Baseline, Exported, FORMAT_VERSION, MANIFEST_FORMAT, ManifestEntry, ManifestHeader,
     NotExported, ObjectHeaders,
 };
-use super::manifest::{ManifestWriter, UnchangedSince, open_previous};
+use super::manifest::{ManifestWriter, UnchangedSince};
 use super::options::{ExportOptions, Since};
+use super::previous::open_previous;
 use super::summary::{RunClock, RunSides};
 use super::writer::{Appended, ArchiveWriter, TarWriter};
 use crate::backend::outcome::CopyError;

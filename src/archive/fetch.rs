@@ -15,8 +15,7 @@ use crate::backend::outcome::CopyError;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::ObjectEntry;
 use crate::model::location::S3Location;
-use crate::model::s3_shape::quoted;
-use crate::model::s3_shape::{EtagShape, etag_shape};
+use crate::model::s3_shape::{EtagShape, etag_shape, quoted};
 
 /// Attempts at reading one body through: the SDK retries a request, but
 /// not a body that breaks off once its answer has begun.

@@ -17,8 +17,7 @@ use std::path::Path;
 
 use super::format::{Exported, ManifestEntry};
 use crate::backend::local::etag::{md5_etag, part_size_candidates};
-use crate::model::s3_shape::{EtagShape, etag_shape};
-use crate::model::s3_shape::{MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE};
+use crate::model::s3_shape::{EtagShape, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, etag_shape};
 
 const MIB: u64 = 1024 * 1024;
 /// The part size for an object whose layout cannot be reproduced and that

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempPath;
 
-use super::check::check_archive;
-use super::codec::{Consumed, sniff};
+use super::codec::Consumed;
 use super::error::ArchiveError;
 use super::format::{
     FORMAT_VERSION, MANIFEST_EXPANSION_ALLOWANCE, MANIFEST_FORMAT, MAX_HEADER_LINE_BYTES,
@@ -367,19 +366,6 @@ impl<W: Write> Write for CappedSpool<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
-}
-
-/// `--since-manifest PREV`: a previous archive, or a manifest file taken out
-/// of one (`--manifest-out`, or `tar -xOf A manifest.jsonl`). An archive is
-/// verified whole first, as an import would, so a delta is never computed
-/// against a damaged manifest.
-pub fn open_previous(path: &Path) -> Result<ManifestReader, ArchiveError> {
-    let kind = sniff(path).map_err(ArchiveError::io(format!("reading {}", path.display())))?;
-    if kind.is_some() {
-        let checked = check_archive(path)?;
-        return ManifestReader::open_spool(checked.manifest, path);
-    }
-    ManifestReader::open(path, path)
 }
 
 /// Answers "is this listed object unchanged since the previous manifest?"

@@ -102,6 +102,7 @@ pub mod join;
 pub mod layout;
 pub mod manifest;
 pub mod options;
+pub mod previous;
 pub mod put;
 pub mod summary;
 pub mod writer;

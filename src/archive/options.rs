@@ -10,8 +10,7 @@ use aws_smithy_types::DateTime;
 use super::codec::Compression;
 use crate::base::client::ClientSettings;
 use crate::base::error::SyncError;
-use crate::model::location::ReportLocation;
-use crate::model::location::S3Location;
+use crate::model::location::{ReportLocation, S3Location};
 use crate::model::options::{ClientFlags, parse_date};
 
 /// `s3-fanout export SRC ARCHIVE`, as given.

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::emf;
-use crate::serverless::batch::CopyBatch;
+use crate::serverless::contract::CopyBatch;
 use crate::serverless::replicator::Replicator;
 use crate::serverless::{FunctionEnv, copier};
 

@@ -14,6 +14,7 @@
 
 pub mod event_source;
 pub mod replication;
+pub mod resources;
 pub mod router;
 
 use std::collections::HashMap;
@@ -21,18 +22,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
 
-use crate::base::client::{ClientSettings, build_s3_client, build_sfn_client, build_sqs_client};
+use crate::base::client::{build_s3_client, build_sfn_client, build_sqs_client};
 use crate::base::error::{SyncError, classify};
-use crate::model::options::ClientFlags;
+use crate::local_stack::resources::{create_redriven_queue, settings};
 use crate::serverless::FunctionEnv;
 use crate::serverless::control::StackOutputs;
 use crate::serverless::env::StackConfig;
 
-/// The state machine, as deployed.
-pub const STATE_MACHINE: &str = include_str!("../../statemachine/sync.asl.json");
 const ACCOUNT: &str = "123456789012";
 /// The region every resource of the local stack is in.
 const REGION: &str = "us-east-1";
@@ -125,14 +123,6 @@ impl Drop for LocalStack {
     }
 }
 
-fn settings(endpoint: &str) -> ClientSettings {
-    ClientFlags {
-        endpoint_url: Some(endpoint.to_owned()),
-        ..ClientFlags::default()
-    }
-    .settings(None, None)
-}
-
 /// Create the stack's resources in moto and start the router and the event
 /// source mapping. They run until the returned stack is dropped.
 pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> {
@@ -179,7 +169,7 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
             .map_err(|e| fail("creating the run notification topic", e))?,
         None => String::new(),
     };
-    let definition = STATE_MACHINE
+    let definition = crate::serverless::contract::STATE_MACHINE
         .replace("${PlannerFunctionArn}", &function_arn("planner"))
         .replace("${ListerFunctionArn}", &function_arn("lister"))
         .replace("${ReporterFunctionArn}", &function_arn("reporter"))
@@ -308,62 +298,6 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         crashes,
         cancel,
     })
-}
-
-/// A queue whose messages move to a dead-letter queue after
-/// `max_receive_count` receives, as the template's queues do. Returns the
-/// (URL, ARN) of each.
-async fn create_redriven_queue(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    dead_letter_name: &str,
-    visibility_timeout_secs: u32,
-    max_receive_count: u32,
-) -> Result<((String, String), (String, String)), String> {
-    let dead_letter = create_queue(sqs, dead_letter_name, HashMap::new()).await?;
-    let redrive = serde_json::json!({"deadLetterTargetArn": dead_letter.1, "maxReceiveCount": max_receive_count});
-    let queue = create_queue(
-        sqs,
-        name,
-        HashMap::from([
-            (
-                QueueAttributeName::VisibilityTimeout,
-                visibility_timeout_secs.to_string(),
-            ),
-            (QueueAttributeName::RedrivePolicy, redrive.to_string()),
-        ]),
-    )
-    .await?;
-    Ok((queue, dead_letter))
-}
-
-/// Create a queue (or find it, if it exists with the same attributes) and
-/// return its URL and ARN.
-async fn create_queue(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    attributes: HashMap<QueueAttributeName, String>,
-) -> Result<(String, String), String> {
-    let url = sqs
-        .create_queue()
-        .queue_name(name)
-        .set_attributes(Some(attributes))
-        .send()
-        .await
-        .map_err(|e| classify(&e).message)?
-        .queue_url
-        .unwrap_or_default();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| classify(&e).message)?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
-    Ok((url, arn))
 }
 
 /// `POST /moto-api/config {"stepfunctions": {"execute_state_machine": true}}`.

@@ -29,7 +29,7 @@ use crate::serverless::env::StackConfig;
 use crate::serverless::replicator::Replicator;
 
 use super::event_source::{self, EventSourceOptions, Target};
-use super::{create_redriven_queue, settings};
+use super::resources::{create_redriven_queue, settings};
 
 #[derive(Debug, Clone)]
 pub struct ReplicationOptions {

@@ -30,7 +30,7 @@ use crate::model::entry::Side;
 use crate::model::location::Location;
 use crate::model::options::{SyncOptions, SyncSpec, Transfer};
 use crate::report::{Counts, Stats, Summary};
-use crate::serverless::input::RunSettings;
+use crate::serverless::contract::RunSettings;
 
 use crate::model::prices::PriceTable;
 use requests::{Requests, add};

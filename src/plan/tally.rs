@@ -5,9 +5,9 @@
 
 use crate::engine::diff::Action;
 use crate::model::options::{SyncOptions, Transfer};
-use crate::model::s3_shape::{EtagShape, etag_shape};
-use crate::model::s3_shape::{default_part_size, uniform_layout};
-use crate::serverless::batch::{BatchBuilder, BatchLimits, CopyBatch, CopyTask};
+use crate::model::s3_shape::{EtagShape, default_part_size, etag_shape, uniform_layout};
+use crate::serverless::batch::{BatchBuilder, BatchLimits};
+use crate::serverless::contract::{CopyBatch, CopyTask};
 
 use super::requests::{self, Requests};
 use crate::model::prices::Assumptions;

@@ -5,160 +5,11 @@
 //! 256 KiB), or its objects add up to [`BatchLimits::max_object_bytes`] (so
 //! one copier invocation can copy them within its time limit).
 
-use serde::{Deserialize, Serialize};
-
 use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
-use crate::engine::diff::Action;
-use crate::model::entry::ObjectEntry;
-use crate::serverless::parts::PartGroup;
+use crate::serverless::contract::{CopyBatch, CopyTask, MESSAGE_VERSION};
 
-/// Bumped on any change a copier of the previous version could misread.
-///
-/// Still 1 with the `etag` of a delete task: the field is optional both
-/// ways. A copier of before it ignores it (serde skips unknown fields) and
-/// deletes as it always did; this copier reads a message written before it
-/// with an empty ETag, and still checks the run and the source before
-/// deleting, only not the destination's ETag. A new version would instead
-/// make every message in flight, and every one waiting in the dead-letter
-/// queue, unreadable to the copier after an upgrade: exactly the redriven
-/// batches whose deletes these checks are for.
-pub const MESSAGE_VERSION: u32 = 1;
 /// SQS's limit for one message and for one SendMessageBatch call.
 pub const SQS_MAX_BYTES: usize = 256 * 1024;
-
-/// One unit of copier work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum CopyTask {
-    /// Absent at the destination.
-    Copy {
-        #[serde(flatten)]
-        object: ObjectEntry,
-    },
-    /// Present at the destination but different.
-    Update {
-        #[serde(flatten)]
-        object: ObjectEntry,
-    },
-    /// Only at the destination, with delete on.
-    Delete {
-        key: String,
-        /// The destination object's ETag when it was listed: the delete
-        /// happens only while the object still has it. Empty in messages
-        /// written before delete tasks carried it.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        etag: String,
-    },
-    /// Some parts of an object too large for one invocation (parts.rs).
-    Parts(PartGroup),
-}
-
-impl CopyTask {
-    /// The task for an action; skips are not tasks.
-    pub fn from_action(action: Action) -> Option<Self> {
-        match action {
-            Action::Copy { source } => Some(CopyTask::Copy { object: source }),
-            Action::Update { source, .. } => Some(CopyTask::Update { object: source }),
-            Action::Delete { destination } => Some(CopyTask::Delete {
-                key: destination.key,
-                etag: destination.etag,
-            }),
-            Action::Skip { .. } => None,
-        }
-    }
-
-    /// Back to the action the worker applies; part tasks are not actions.
-    pub fn into_action(self) -> Option<Action> {
-        Some(match self {
-            CopyTask::Copy { object } => Action::Copy { source: object },
-            CopyTask::Update { object } => Action::Update {
-                destination: object.clone(),
-                source: object,
-            },
-            CopyTask::Parts(_) => return None,
-            CopyTask::Delete { key, etag } => Action::Delete {
-                destination: ObjectEntry {
-                    key,
-                    size: 0,
-                    etag,
-                    last_modified_ms: 0,
-                    storage_class: None,
-                },
-            },
-        })
-    }
-
-    pub fn key(&self) -> &str {
-        match self {
-            CopyTask::Copy { object } | CopyTask::Update { object } => &object.key,
-            CopyTask::Parts(group) => &group.object.key,
-            CopyTask::Delete { key, .. } => key,
-        }
-    }
-
-    pub fn size(&self) -> u64 {
-        match self {
-            CopyTask::Copy { object } | CopyTask::Update { object } => object.size,
-            CopyTask::Parts(group) => group.object.size,
-            CopyTask::Delete { .. } => 0,
-        }
-    }
-}
-
-/// The message body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CopyBatch {
-    pub version: u32,
-    pub run_id: String,
-    pub batch_id: String,
-    pub tasks: Vec<CopyTask>,
-}
-
-impl CopyBatch {
-    pub fn parse(body: &str) -> Result<Self, SyncError> {
-        let batch: CopyBatch = serde_json::from_str(body)
-            .map_err(|e| SyncError::Config(format!("not a copy batch: {e}")))?;
-        if batch.version != MESSAGE_VERSION {
-            return Err(SyncError::Config(format!(
-                "copy batch {} has message version {}, this copier reads version {MESSAGE_VERSION}",
-                batch.batch_id, batch.version
-            )));
-        }
-        Ok(batch)
-    }
-
-    pub fn body(&self) -> String {
-        serde_json::to_string(self).expect("a batch serialises")
-    }
-}
-
-/// What a batch sent was, as recorded in the lister's checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentBatch {
-    pub id: String,
-    pub tasks: u64,
-    pub first_key: String,
-    pub last_key: String,
-}
-
-impl From<&CopyBatch> for SentBatch {
-    fn from(batch: &CopyBatch) -> Self {
-        SentBatch {
-            id: batch.batch_id.clone(),
-            tasks: batch.tasks.len() as u64,
-            first_key: batch
-                .tasks
-                .first()
-                .map(|t| t.key().to_owned())
-                .unwrap_or_default(),
-            last_key: batch
-                .tasks
-                .last()
-                .map(|t| t.key().to_owned())
-                .unwrap_or_default(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
@@ -337,6 +188,8 @@ pub async fn send_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::diff::Action;
+    use crate::model::entry::ObjectEntry;
     use proptest::prelude::*;
 
     fn entry(key: String, size: u64) -> ObjectEntry {

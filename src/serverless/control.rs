@@ -14,8 +14,7 @@ use crate::base::client::{
     ClientSettings, build_cloudformation_client, build_s3_client, build_sfn_client,
 };
 use crate::base::error::{SyncError, classify};
-use crate::serverless::copier::BatchResult;
-use crate::serverless::lister::Checkpoint;
+use crate::serverless::contract::{BatchResult, Checkpoint};
 use crate::serverless::store::{FolderCache, RunStore};
 
 /// What `run`, `status` and `report` need of a deployed stack: its
@@ -474,7 +473,7 @@ mod tests {
     #[test]
     fn every_state_of_the_state_machine_belongs_to_its_phase() {
         let machine: Value =
-            serde_json::from_str(crate::local_stack::STATE_MACHINE).expect("valid JSON");
+            serde_json::from_str(crate::serverless::contract::STATE_MACHINE).expect("valid JSON");
         let mut all = Vec::new();
         states(&machine["States"], &mut all);
         assert!(all.len() > 10, "{all:?}");

@@ -44,7 +44,6 @@ use std::time::{Instant, SystemTime};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::s3::multipart::abort_other_uploads;
@@ -55,27 +54,10 @@ use crate::model::s3_shape::{EtagShape, etag_shape};
 use crate::report::emf::{self, MetricRecord, Unit, Work};
 use crate::report::{Counts, ReportRow, ReportRows, Stats, TaskStatus};
 use crate::serverless::FunctionEnv;
-use crate::serverless::batch::{CopyBatch, CopyTask};
+use crate::serverless::contract::BatchResult;
+use crate::serverless::contract::{CopyBatch, CopyTask};
 use crate::serverless::env::RunContext;
 use crate::serverless::parts;
-
-/// One batch's outcome, at `results/BATCH.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BatchResult {
-    pub run_id: String,
-    pub batch_id: String,
-    /// Which receive of the message wrote it.
-    pub receive_count: u32,
-    pub counts: Counts,
-    pub rows: Vec<ReportRow>,
-    /// When the delivery that wrote it started and finished the batch, in
-    /// milliseconds since the Unix epoch: the report's timeline and copy
-    /// phase. Missing from results written before they were recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at_ms: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at_ms: Option<i64>,
-}
 
 pub fn result_name(batch_id: &str) -> String {
     format!("results/{batch_id}.json")

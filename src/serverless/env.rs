@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use crate::backend::s3::copier::Copier;
 use crate::base::client::{ClientSettings, RetryMode, build_s3_client, build_sqs_client};
 use crate::base::error::SyncError;
-use crate::model::options::DiffMode;
-use crate::model::options::{ClientFlags, SyncOptions, SyncSpec};
-use crate::serverless::input::RunManifest;
+use crate::model::options::{ClientFlags, DiffMode, SyncOptions, SyncSpec};
+use crate::serverless::contract::RunManifest;
 use crate::serverless::store::RunStore;
 
 /// Keys a lister invocation handles at most, unless the stack says otherwise.

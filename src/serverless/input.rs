@@ -5,39 +5,13 @@
 //! few run-level fields. Unknown fields are refused, not ignored: a typo in
 //! `"delet": true` must not become a nightly run without deletions.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::base::error::SyncError;
-use crate::model::location::{KeyRange, S3Location};
+use crate::model::location::S3Location;
 use crate::model::options::{SyncOptions, SyncSpec};
+use crate::serverless::contract::RunSettings;
 use crate::serverless::env::StackConfig;
-
-/// Run-level fields of the execution input, besides the sync options.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RunSettings {
-    /// Failed objects a run may have and still succeed.
-    pub failure_threshold: u64,
-    /// Shards listed at once (the Map state's MaxConcurrency).
-    pub shard_concurrency: u32,
-    /// At most this many shards (the Map's items travel in the execution's
-    /// state, which is limited to 256 KiB).
-    pub max_shards: u32,
-    /// Run the VALIDATE phase (re-list and re-diff every shard).
-    pub validate: bool,
-}
-
-impl Default for RunSettings {
-    fn default() -> Self {
-        RunSettings {
-            failure_threshold: 0,
-            shard_concurrency: 16,
-            max_shards: 256,
-            validate: true,
-        }
-    }
-}
 
 /// Fields of [`SyncSpec`] the serverless runtime takes from the stack, not
 /// from an execution, with the reason given to whoever sets them.
@@ -68,23 +42,6 @@ const STACK_OWNED: &[(&str, &str)] = &[
         "each Lambda would cap only itself; the fleet's rate is the stack's CopierMaxConcurrency",
     ),
 ];
-
-/// What the planner writes to `run.json`: everything later steps need.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunManifest {
-    pub version: u32,
-    pub run_id: String,
-    /// The resolved options: stack defaults filled in, endpoints the stack's.
-    pub spec: SyncSpec,
-    pub settings: RunSettings,
-    pub shards: Vec<KeyRange>,
-    pub created_at: String,
-}
-
-impl RunManifest {
-    pub const KEY: &'static str = "run.json";
-    pub const VERSION: u32 = 1;
-}
 
 /// Parse and validate an execution input against the stack's configuration.
 /// Every refusal is a [`SyncError::Config`] naming the field.

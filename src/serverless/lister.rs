@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use serde::{Deserialize, Serialize};
 
 use crate::backend::s3::listing::{ListTarget, list_range};
 use crate::base::error::SyncError;
@@ -29,73 +28,17 @@ use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, decide, merge_join};
 use crate::engine::verify::check_pair;
 use crate::engine::worker::count_plan;
-use crate::model::entry::Pair;
-use crate::model::entry::Side;
+use crate::model::entry::{Pair, Side};
 use crate::report::emf::{self, MetricRecord, Unit, Work};
-use crate::report::{Counts, ReportRow, Stats};
+use crate::report::{Counts, Stats};
 use crate::serverless::FunctionEnv;
-use crate::serverless::batch::{
-    BatchBuilder, BatchLimits, CopyBatch, CopyTask, SentBatch, send_batches,
-};
+use crate::serverless::batch::{BatchBuilder, BatchLimits, send_batches};
+use crate::serverless::contract::{Checkpoint, Phase, ShardCursor};
+use crate::serverless::contract::{CopyBatch, CopyTask, SentBatch};
 use crate::serverless::env::RunContext;
 
 /// Keys per checkpoint: one ListObjectsV2 page.
 const PAGE_KEYS: u64 = 1_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Write,
-    Validate,
-}
-
-impl Phase {
-    fn folder(self) -> &'static str {
-        match self {
-            Phase::Write => "sent",
-            Phase::Validate => "validate",
-        }
-    }
-}
-
-/// The lister's event and result: where a shard's listing stands. The state
-/// machine feeds each result back in until `done`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardCursor {
-    pub run_id: String,
-    pub phase: Phase,
-    pub shard: usize,
-    /// The invocation number within the shard.
-    #[serde(default)]
-    pub seq: u32,
-    /// The last key handled (relative), or none yet.
-    #[serde(default)]
-    pub cursor: Option<String>,
-    #[serde(default)]
-    pub done: bool,
-}
-
-/// One invocation's checkpoint, rewritten after every page.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub shard: usize,
-    pub seq: u32,
-    pub cursor: Option<String>,
-    pub done: bool,
-    pub counts: Counts,
-    /// Write phase: every batch this invocation sent.
-    pub batches: Vec<SentBatch>,
-    /// Report rows (unverified pairs; VALIDATE mismatches), all of this
-    /// invocation's; bounded by its key budget.
-    pub rows: Vec<ReportRow>,
-    /// When the invocation started this checkpoint, and when it last wrote
-    /// it, in milliseconds since the Unix epoch: the report's phase timings.
-    /// Missing from checkpoints written before they were recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at_ms: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at_ms: Option<i64>,
-}
 
 /// What one invocation did, for its metrics: a resumed checkpoint's counts
 /// include an earlier, crashed invocation's work, so these are kept apart.

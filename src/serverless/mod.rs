@@ -20,6 +20,7 @@
 //! keeps the state machine's own payloads small.
 
 pub mod batch;
+pub mod contract;
 pub mod control;
 pub mod copier;
 pub mod env;

@@ -19,7 +19,6 @@
 use std::ops::Range;
 
 use aws_sdk_s3::types::CompletedPart;
-use serde::{Deserialize, Serialize};
 
 use crate::backend::outcome::CopyError;
 use crate::backend::s3::copier::Copier;
@@ -32,32 +31,10 @@ use crate::model::entry::ObjectEntry;
 use crate::model::s3_shape::Layout;
 use crate::report::Stats;
 use crate::serverless::FunctionEnv;
-use crate::serverless::batch::{CopyBatch, CopyTask, MESSAGE_VERSION, SentBatch, send_batches};
+use crate::serverless::batch::send_batches;
+use crate::serverless::contract::{Checkpoint, PartGroup, SavedUpload};
+use crate::serverless::contract::{CopyBatch, CopyTask, MESSAGE_VERSION, SentBatch};
 use crate::serverless::env::RunContext;
-use crate::serverless::lister::Checkpoint;
-
-/// `parts/UPLOAD/upload.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SavedUpload {
-    pub upload_id: String,
-    pub layout: Layout,
-    pub warnings: Vec<String>,
-}
-
-/// One part-range task: the parts `first_part..=last_part` of an upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartGroup {
-    #[serde(flatten)]
-    pub object: ObjectEntry,
-    pub update: bool,
-    /// Names the upload's folder: `{batch}-p{task}`.
-    pub upload: String,
-    pub upload_id: String,
-    pub group: u32,
-    pub groups: u32,
-    pub first_part: u32,
-    pub last_part: u32,
-}
 
 fn folder(upload: &str) -> String {
     format!("parts/{upload}/")

@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backend::s3::listing::ListTarget;
@@ -17,26 +16,9 @@ use crate::engine::shards::plan_shards;
 use crate::model::entry::Side;
 use crate::report::emf::{self, Unit, Work};
 use crate::serverless::FunctionEnv;
-use crate::serverless::input::{RunManifest, resolve_input};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlannerEvent {
-    /// The execution's name: runs are named by their id.
-    pub run_id: String,
-    /// The execution input, as the user gave it.
-    pub input: Value,
-}
-
-/// What the state machine carries through the run: small on purpose.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Plan {
-    pub run_id: String,
-    /// Shard numbers, the Map state's items.
-    pub shards: Vec<usize>,
-    pub shard_concurrency: u32,
-    pub validate: bool,
-    pub run_url: String,
-}
+use crate::serverless::contract::RunManifest;
+use crate::serverless::contract::{Plan, PlannerEvent};
+use crate::serverless::input::resolve_input;
 
 pub async fn handle(
     event: LambdaEvent<PlannerEvent>,

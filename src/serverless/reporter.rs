@@ -28,14 +28,11 @@ use crate::model::location::ReportLocation;
 use crate::report::emf::{self, Unit, Work};
 use crate::report::timeline::MAX_POINTS;
 use crate::report::{
-    Counts, PhaseTiming, ReportRow, ReportRows, RunStatus, Summary, TaskStatus, TimelinePoint,
-    write_report,
+    Counts, PhaseTiming, ReportRow, ReportRows, Summary, TaskStatus, TimelinePoint, write_report,
 };
 use crate::serverless::FunctionEnv;
-use crate::serverless::batch::SentBatch;
-use crate::serverless::copier::BatchResult;
-use crate::serverless::input::RunManifest;
-use crate::serverless::lister::Checkpoint;
+use crate::serverless::contract::{BatchResult, Checkpoint, RunManifest, SentBatch};
+use crate::serverless::contract::{Progress, ReportOutcome};
 use crate::serverless::store::RunStore;
 
 /// Polls with an empty queue and missing results before the run stops
@@ -61,36 +58,6 @@ pub enum ReporterEvent {
         #[serde(default)]
         error: Option<Value>,
     },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    pub run_id: String,
-    pub batches_sent: u64,
-    pub batches_done: u64,
-    pub tasks_sent: u64,
-    /// Every batch has a result, or waiting longer cannot help.
-    pub complete: bool,
-    pub idle_polls: u32,
-    pub polls: u32,
-    /// How long the state machine waits before asking again: short at
-    /// first, then up to a minute, so a night-long run stays far below
-    /// the 25,000-event history limit of a Standard workflow.
-    pub wait_seconds: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReportOutcome {
-    pub run_id: String,
-    pub status: RunStatus,
-    pub exit_code: i32,
-    pub failed: u64,
-    pub failure_threshold: u64,
-    /// More failures than the threshold allows: the execution fails.
-    pub over_threshold: bool,
-    pub summary_json: String,
-    pub failures_csv: String,
-    pub counts: Counts,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

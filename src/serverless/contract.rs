@@ -1,0 +1,356 @@
+//! Every message and record the serverless functions exchange, in one
+//! place: what the planner hands the state machine, what a lister sends to
+//! the work queue and checkpoints, what a copier writes back, and what the
+//! reporter reads and returns. The functions' logic files import these; a
+//! change here is a change of the wire format, so the serde names are the
+//! contract (`tests/serverless.rs` and `tests/template/` read them).
+
+use serde::{Deserialize, Serialize};
+
+use serde_json::Value;
+
+use crate::base::error::SyncError;
+use crate::engine::diff::Action;
+use crate::model::entry::ObjectEntry;
+use crate::model::location::KeyRange;
+use crate::model::options::SyncSpec;
+use crate::model::s3_shape::Layout;
+use crate::report::{Counts, ReportRow, RunStatus};
+
+/// The state machine, as deployed: the states the functions' events and
+/// results pass through (`statemachine/sync.asl.json`).
+pub const STATE_MACHINE: &str = include_str!("../../statemachine/sync.asl.json");
+
+/// Bumped on any change a copier of the previous version could misread.
+///
+/// Still 1 with the `etag` of a delete task: the field is optional both
+/// ways. A copier of before it ignores it (serde skips unknown fields) and
+/// deletes as it always did; this copier reads a message written before it
+/// with an empty ETag, and still checks the run and the source before
+/// deleting, only not the destination's ETag. A new version would instead
+/// make every message in flight, and every one waiting in the dead-letter
+/// queue, unreadable to the copier after an upgrade: exactly the redriven
+/// batches whose deletes these checks are for.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// One unit of copier work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CopyTask {
+    /// Absent at the destination.
+    Copy {
+        #[serde(flatten)]
+        object: ObjectEntry,
+    },
+    /// Present at the destination but different.
+    Update {
+        #[serde(flatten)]
+        object: ObjectEntry,
+    },
+    /// Only at the destination, with delete on.
+    Delete {
+        key: String,
+        /// The destination object's ETag when it was listed: the delete
+        /// happens only while the object still has it. Empty in messages
+        /// written before delete tasks carried it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        etag: String,
+    },
+    /// Some parts of an object too large for one invocation (parts.rs).
+    Parts(PartGroup),
+}
+
+impl CopyTask {
+    /// The task for an action; skips are not tasks.
+    pub fn from_action(action: Action) -> Option<Self> {
+        match action {
+            Action::Copy { source } => Some(CopyTask::Copy { object: source }),
+            Action::Update { source, .. } => Some(CopyTask::Update { object: source }),
+            Action::Delete { destination } => Some(CopyTask::Delete {
+                key: destination.key,
+                etag: destination.etag,
+            }),
+            Action::Skip { .. } => None,
+        }
+    }
+
+    /// Back to the action the worker applies; part tasks are not actions.
+    pub fn into_action(self) -> Option<Action> {
+        Some(match self {
+            CopyTask::Copy { object } => Action::Copy { source: object },
+            CopyTask::Update { object } => Action::Update {
+                destination: object.clone(),
+                source: object,
+            },
+            CopyTask::Parts(_) => return None,
+            CopyTask::Delete { key, etag } => Action::Delete {
+                destination: ObjectEntry {
+                    key,
+                    size: 0,
+                    etag,
+                    last_modified_ms: 0,
+                    storage_class: None,
+                },
+            },
+        })
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            CopyTask::Copy { object } | CopyTask::Update { object } => &object.key,
+            CopyTask::Parts(group) => &group.object.key,
+            CopyTask::Delete { key, .. } => key,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match self {
+            CopyTask::Copy { object } | CopyTask::Update { object } => object.size,
+            CopyTask::Parts(group) => group.object.size,
+            CopyTask::Delete { .. } => 0,
+        }
+    }
+}
+
+/// The message body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyBatch {
+    pub version: u32,
+    pub run_id: String,
+    pub batch_id: String,
+    pub tasks: Vec<CopyTask>,
+}
+
+impl CopyBatch {
+    pub fn parse(body: &str) -> Result<Self, SyncError> {
+        let batch: CopyBatch = serde_json::from_str(body)
+            .map_err(|e| SyncError::Config(format!("not a copy batch: {e}")))?;
+        if batch.version != MESSAGE_VERSION {
+            return Err(SyncError::Config(format!(
+                "copy batch {} has message version {}, this copier reads version {MESSAGE_VERSION}",
+                batch.batch_id, batch.version
+            )));
+        }
+        Ok(batch)
+    }
+
+    pub fn body(&self) -> String {
+        serde_json::to_string(self).expect("a batch serialises")
+    }
+}
+
+/// What a batch sent was, as recorded in the lister's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentBatch {
+    pub id: String,
+    pub tasks: u64,
+    pub first_key: String,
+    pub last_key: String,
+}
+
+impl From<&CopyBatch> for SentBatch {
+    fn from(batch: &CopyBatch) -> Self {
+        SentBatch {
+            id: batch.batch_id.clone(),
+            tasks: batch.tasks.len() as u64,
+            first_key: batch
+                .tasks
+                .first()
+                .map(|t| t.key().to_owned())
+                .unwrap_or_default(),
+            last_key: batch
+                .tasks
+                .last()
+                .map(|t| t.key().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// `parts/UPLOAD/upload.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedUpload {
+    pub upload_id: String,
+    pub layout: Layout,
+    pub warnings: Vec<String>,
+}
+
+/// One part-range task: the parts `first_part..=last_part` of an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartGroup {
+    #[serde(flatten)]
+    pub object: ObjectEntry,
+    pub update: bool,
+    /// Names the upload's folder: `{batch}-p{task}`.
+    pub upload: String,
+    pub upload_id: String,
+    pub group: u32,
+    pub groups: u32,
+    pub first_part: u32,
+    pub last_part: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Write,
+    Validate,
+}
+
+impl Phase {
+    pub fn folder(self) -> &'static str {
+        match self {
+            Phase::Write => "sent",
+            Phase::Validate => "validate",
+        }
+    }
+}
+
+/// The lister's event and result: where a shard's listing stands. The state
+/// machine feeds each result back in until `done`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCursor {
+    pub run_id: String,
+    pub phase: Phase,
+    pub shard: usize,
+    /// The invocation number within the shard.
+    #[serde(default)]
+    pub seq: u32,
+    /// The last key handled (relative), or none yet.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// One invocation's checkpoint, rewritten after every page.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub shard: usize,
+    pub seq: u32,
+    pub cursor: Option<String>,
+    pub done: bool,
+    pub counts: Counts,
+    /// Write phase: every batch this invocation sent.
+    pub batches: Vec<SentBatch>,
+    /// Report rows (unverified pairs; VALIDATE mismatches), all of this
+    /// invocation's; bounded by its key budget.
+    pub rows: Vec<ReportRow>,
+    /// When the invocation started this checkpoint, and when it last wrote
+    /// it, in milliseconds since the Unix epoch: the report's phase timings.
+    /// Missing from checkpoints written before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at_ms: Option<i64>,
+}
+
+/// One batch's outcome, at `results/BATCH.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub run_id: String,
+    pub batch_id: String,
+    /// Which receive of the message wrote it.
+    pub receive_count: u32,
+    pub counts: Counts,
+    pub rows: Vec<ReportRow>,
+    /// When the delivery that wrote it started and finished the batch, in
+    /// milliseconds since the Unix epoch: the report's timeline and copy
+    /// phase. Missing from results written before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
+}
+
+/// What the planner writes to `run.json`: everything later steps need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub version: u32,
+    pub run_id: String,
+    /// The resolved options: stack defaults filled in, endpoints the stack's.
+    pub spec: SyncSpec,
+    pub settings: RunSettings,
+    pub shards: Vec<KeyRange>,
+    pub created_at: String,
+}
+
+impl RunManifest {
+    pub const KEY: &'static str = "run.json";
+    pub const VERSION: u32 = 1;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannerEvent {
+    /// The execution's name: runs are named by their id.
+    pub run_id: String,
+    /// The execution input, as the user gave it.
+    pub input: Value,
+}
+
+/// What the state machine carries through the run: small on purpose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub run_id: String,
+    /// Shard numbers, the Map state's items.
+    pub shards: Vec<usize>,
+    pub shard_concurrency: u32,
+    pub validate: bool,
+    pub run_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub run_id: String,
+    pub batches_sent: u64,
+    pub batches_done: u64,
+    pub tasks_sent: u64,
+    /// Every batch has a result, or waiting longer cannot help.
+    pub complete: bool,
+    pub idle_polls: u32,
+    pub polls: u32,
+    /// How long the state machine waits before asking again: short at
+    /// first, then up to a minute, so a night-long run stays far below
+    /// the 25,000-event history limit of a Standard workflow.
+    pub wait_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportOutcome {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub exit_code: i32,
+    pub failed: u64,
+    pub failure_threshold: u64,
+    /// More failures than the threshold allows: the execution fails.
+    pub over_threshold: bool,
+    pub summary_json: String,
+    pub failures_csv: String,
+    pub counts: Counts,
+}
+
+/// Run-level fields of the execution input, besides the sync options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunSettings {
+    /// Failed objects a run may have and still succeed.
+    pub failure_threshold: u64,
+    /// Shards listed at once (the Map state's MaxConcurrency).
+    pub shard_concurrency: u32,
+    /// At most this many shards (the Map's items travel in the execution's
+    /// state, which is limited to 256 KiB).
+    pub max_shards: u32,
+    /// Run the VALIDATE phase (re-list and re-diff every shard).
+    pub validate: bool,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            failure_threshold: 0,
+            shard_concurrency: 16,
+            max_shards: 256,
+            validate: true,
+        }
+    }
+}
