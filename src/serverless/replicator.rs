@@ -561,23 +561,11 @@ impl Replicator {
                         // Changed or deleted since the HEAD: look again.
                         Err(CopyError::Vanished | CopyError::SourceChanged) => continue,
                         Err(CopyError::Failed(f)) if f.http_status == Some(412) => continue,
-                        Err(CopyError::Archived(f)) => {
+                        Err(err @ (CopyError::Archived(_) | CopyError::SseC(_))) => {
+                            let reported = err.reported().expect("a skip is reported");
                             let outcome = Outcome::Skipped {
-                                code: "SkippedArchived".into(),
-                                message: format!(
-                                    "archived object, restore it first: {}",
-                                    f.message
-                                ),
-                            };
-                            return (outcome, round);
-                        }
-                        Err(CopyError::SseC(f)) => {
-                            let outcome = Outcome::Skipped {
-                                code: "SkippedSSEC".into(),
-                                message: format!(
-                                    "SSE-C object, cannot be copied without the customer key: {}",
-                                    f.message
-                                ),
+                                code: reported.code,
+                                message: reported.message,
                             };
                             return (outcome, round);
                         }
