@@ -9,7 +9,8 @@ use super::error::ArchiveError;
 use crate::base::format::now_rfc3339;
 use crate::base::metrics::RequestCounter;
 use crate::model::location::ReportLocation;
-use crate::report::{ReportRows, Stats, Summary, write_report};
+use crate::report::deliver::{RunRecord, deliver};
+use crate::report::{ReportRows, Stats, Summary};
 
 /// When a run started, and its id (the same shape as a sync's).
 pub struct RunClock {
@@ -49,10 +50,8 @@ impl RunClock {
         .unwrap_or(0)
     }
 
-    /// Build the summary, hold it to a failure threshold of 0 (as `sync`
-    /// does by default: any failed object fails the run) and write the
-    /// report where asked. Without a report location, problems still land
-    /// in a CSV in the temp directory rather than as a bare count.
+    /// Build the summary, hold it to a failure threshold of 0 and write
+    /// the report where asked, as `sync` does ([`deliver`]).
     pub async fn summarize(
         self,
         sides: RunSides,
@@ -64,47 +63,23 @@ impl RunClock {
     ) -> Result<Summary, ArchiveError> {
         let mut counts = stats.snapshot();
         counts.retries = counter.retries();
-        let status = Summary::status_of(&counts, false, false);
-        let mut summary = Summary {
+        // As `sync` does by default: any failed object fails the run.
+        let record = RunRecord {
             run_id: self.run_id,
             source: sides.source,
             destination: sides.destination,
             dry_run: false,
-            status,
-            exit_code: status.exit_code(),
             started_at: self.started_at,
             duration_secs: self.started.elapsed().as_secs_f64(),
             counts,
-            error: None,
+            fatal: None,
+            interrupted: false,
             failure_threshold: 0,
             requests: counter.snapshot(),
             copy_concurrency: None,
-            report_rows: rows.len(),
-            failures_csv: None,
-            summary_json: None,
-            report_html: None,
             timeline: Vec::new(),
             phases: Vec::new(),
-            sample_rows: rows.sample(),
         };
-        let spool = rows.finish()?;
-        let spare_csv = (report.is_none() && !rows.is_empty()).then(|| {
-            std::env::temp_dir().join(format!("s3-fanout-{}-failures.csv", summary.run_id))
-        });
-        if let Some(location) = report {
-            let (summary_at, csv_at) = location.paths(&summary.run_id);
-            summary.report_html = Some(location.html_path(&summary.run_id));
-            summary.summary_json = Some(summary_at);
-            summary.failures_csv = Some(csv_at);
-        } else if let Some(path) = &spare_csv {
-            summary.failures_csv = Some(path.display().to_string());
-        }
-        summary.apply_failure_threshold(0);
-        if let Some(location) = report {
-            write_report(location, &summary, spool, client).await?;
-        } else if let Some(path) = &spare_csv {
-            crate::report::write_csv_with_header(spool, path)?;
-        }
-        Ok(summary)
+        Ok(deliver(record, rows, report, client).await?.summary)
     }
 }

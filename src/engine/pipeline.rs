@@ -37,10 +37,9 @@ use crate::engine::written::WrittenKeys;
 use crate::model::entry::{Pair, Side};
 use crate::model::location::Location;
 use crate::model::options::SyncOptions;
+use crate::report::deliver::{RunRecord, deliver};
 use crate::report::timeline::TimelineSampler;
-use crate::report::{
-    ConcurrencyRange, Phase, PhaseClock, ReportRows, Stats, Summary, write_report,
-};
+use crate::report::{ConcurrencyRange, Phase, PhaseClock, ReportRows, Stats, Summary};
 
 /// Called with every planned action (for `--dry-run -v` and `-v` output).
 pub type ActionObserver = Arc<dyn Fn(&Action) + Send + Sync>;
@@ -92,7 +91,7 @@ pub async fn run_sync(
         |client: &Client, location: &Location, side: Side| match (location, mover.local_dir()) {
             (Location::Local(_), Some(dir)) => Listing::Local(dir.clone()),
             (Location::S3(location), _) => {
-                Listing::S3(ListTarget::for_side(client, location, &options, side))
+                Listing::S3(ListTarget::for_side(client, location, options, side))
             }
             (Location::Local(_), None) => unreachable!("a directory side has a LocalDir"),
         };
@@ -196,18 +195,16 @@ pub async fn run_sync(
 
     let mut counts = stats.snapshot();
     counts.retries = counter.retries();
-    let status = Summary::status_of(&counts, fatal.is_some(), interrupted);
-    let mut summary = Summary {
+    let record = RunRecord {
         run_id,
         source: options.source.to_string(),
         destination: options.destination.to_string(),
         dry_run: options.dry_run,
-        status,
-        exit_code: status.exit_code(),
         started_at,
         duration_secs: started.elapsed().as_secs_f64(),
         counts,
-        error: fatal.filter(|_| !interrupted).map(|e| e.to_string()),
+        fatal: fatal.map(|e| e.to_string()),
+        interrupted,
         failure_threshold: options.failure_threshold,
         requests: counter.snapshot(),
         copy_concurrency: (!options.dry_run).then(|| {
@@ -219,37 +216,13 @@ pub async fn run_sync(
                 throttled_responses: counter.throttled(),
             }
         }),
-        report_rows: rows.len(),
-        failures_csv: None,
-        summary_json: None,
-        report_html: None,
         timeline,
         phases: phases.into_phases(),
-        sample_rows: rows.sample(),
     };
-    let spool = rows.finish()?;
-    // No report location, but problems: keep the list somewhere rather than
-    // print a count nobody can act on.
-    let spare_csv = (options.report.is_none() && !rows.is_empty())
-        .then(|| std::env::temp_dir().join(format!("s3-fanout-{}-failures.csv", summary.run_id)));
-    // Where the report goes is known before it is written, so summary.json
-    // names itself and the failure threshold's error can point at it, as
-    // the serverless reporter's does.
-    if let Some(location) = &options.report {
-        let (summary_at, csv_at) = location.paths(&summary.run_id);
-        summary.report_html = Some(location.html_path(&summary.run_id));
-        summary.summary_json = Some(summary_at);
-        summary.failures_csv = Some(csv_at);
-    } else if let Some(path) = &spare_csv {
-        summary.failures_csv = Some(path.display().to_string());
-    }
-    summary.apply_failure_threshold(options.failure_threshold);
-    if let Some(location) = &options.report {
-        write_report(location, &summary, spool, &destination_client).await?;
-    } else if let Some(path) = &spare_csv {
-        crate::report::write_csv_with_header(spool, path)?;
-    }
-    Ok(summary)
+    let report = options.report.as_ref();
+    Ok(deliver(record, &rows, report, &destination_client)
+        .await?
+        .summary)
 }
 
 /// List, diff and copy: the producer feeds a bounded channel read by

@@ -12,6 +12,7 @@
 //! times), [`html`] (the page for people), [`write`](mod@write) (delivery), [`emf`]
 //! (CloudWatch metric lines).
 
+pub mod deliver;
 pub mod emf;
 pub mod html;
 pub mod ledger;

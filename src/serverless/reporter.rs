@@ -24,12 +24,11 @@ use serde_json::Value;
 
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
-use crate::model::location::ReportLocation;
+use crate::model::location::{ReportLocation, S3Location};
+use crate::report::deliver::{RunRecord, deliver};
 use crate::report::emf::{self, Unit, Work};
 use crate::report::timeline::MAX_POINTS;
-use crate::report::{
-    Counts, PhaseTiming, ReportRow, ReportRows, Summary, TaskStatus, TimelinePoint, write_report,
-};
+use crate::report::{Counts, PhaseTiming, ReportRow, ReportRows, TaskStatus, TimelinePoint};
 use crate::serverless::FunctionEnv;
 use crate::serverless::contract::{BatchResult, Checkpoint, RunManifest, SentBatch};
 use crate::serverless::contract::{Progress, ReportOutcome};
@@ -250,99 +249,27 @@ async fn report_in(
         .get_json(run_id, RunManifest::KEY)
         .await?
         .ok_or_else(|| SyncError::Config(format!("run {run_id:?} was never planned")))?;
-    let source: crate::model::location::S3Location = manifest.spec.source.parse()?;
-    let destination: crate::model::location::S3Location = manifest.spec.destination.parse()?;
+    let sides = RunSides {
+        source: manifest.spec.source.parse()?,
+        destination: manifest.spec.destination.parse()?,
+    };
     let rows = ReportRows::new()?;
     let mut counts = Counts::default();
 
-    // Listing and planning counts, and the lister's own rows.
     let (checkpoints, sent) = sent_batches(store, run_id).await?;
-    for (_, checkpoint) in &checkpoints {
-        counts.add(&checkpoint.counts);
-        for row in &checkpoint.rows {
-            rows.push(&row.key, row.clone());
-        }
-    }
-
-    // Copy outcomes, batch by batch; a batch without a result is a failure
-    // of every task in it.
+    add_listing(&checkpoints, &mut counts, &rows);
     let results: HashMap<String, BatchResult> = store
         .get_all::<BatchResult>(run_id, "results/")
         .await?
         .into_iter()
         .map(|(_, r)| (r.batch_id.clone(), r))
         .collect();
-    let mut problem_keys: HashSet<(String, String)> = HashSet::new();
-    // The (first, last) relative keys of each batch without a result.
-    let mut lost: Vec<(&str, &str)> = Vec::new();
-    for (id, batch) in &sent {
-        match results.get(id) {
-            Some(result) => {
-                // Results hold outcomes only; the listers counted the plan.
-                counts.add(&result.counts);
-                for row in &result.rows {
-                    if row.status != TaskStatus::Warning {
-                        problem_keys.insert((row.bucket.clone(), row.key.clone()));
-                    }
-                    rows.push(&row.key, row.clone());
-                }
-            }
-            None => {
-                lost.push((&batch.first_key, &batch.last_key));
-                counts.failed += batch.tasks;
-                let row = ReportRow::new(
-                    &source.bucket,
-                    &source.key_for(&batch.first_key),
-                    TaskStatus::Failed,
-                    "BatchLost",
-                    None,
-                    &format!(
-                        "batch {id} ({} objects, keys {:?} to {:?}) has no result: it is in the dead-letter queue or was never delivered",
-                        batch.tasks, batch.first_key, batch.last_key
-                    ),
-                );
-                rows.push(&batch.first_key, row);
-            }
-        }
-    }
-
-    // VALIDATE mismatches, except for objects already reported as failed:
-    // by their batch's result, or with their batch, lost. A batch's tasks
-    // are the keys from its first to its last (a lister cuts batches from
-    // keys in order), and every one of them is already counted failed.
-    let in_lost_batch = |row: &ReportRow| {
-        [&source, &destination]
-            .iter()
-            .filter(|side| side.bucket == row.bucket)
-            .find_map(|side| side.relative(&row.key))
-            .is_some_and(|key| {
-                lost.iter()
-                    .any(|(first, last)| *first <= key && key <= *last)
-            })
-    };
+    let copies = add_copies(&sent, &results, &sides, &mut counts, &rows);
     let validations: Vec<(String, Checkpoint)> = store.get_all(run_id, "validate/").await?;
-    for (_, checkpoint) in &validations {
-        counts.verify_checked += checkpoint.counts.verify_checked;
-        for row in &checkpoint.rows {
-            if !problem_keys.contains(&(row.bucket.clone(), row.key.clone())) && !in_lost_batch(row)
-            {
-                counts.verify_mismatched += 1;
-                rows.push(&row.key, row.clone());
-            }
-        }
-    }
+    add_validations(&validations, &copies, &sides, &mut counts, &rows);
 
-    let fatal = error.as_ref().map(describe_error);
-    let status = Summary::status_of(&counts, fatal.is_some(), false);
     let now_ms = emf::now_ms();
-    let start_ms = aws_smithy_types::DateTime::from_str(
-        &manifest.created_at,
-        aws_smithy_types::date_time::Format::DateTime,
-    )
-    .ok()
-    .and_then(|t| t.to_millis().ok())
-    .unwrap_or(now_ms);
-    let clock = RunClock { start_ms };
+    let clock = RunClock::of(&manifest, now_ms);
     // Results of batches the listers sent: the ones the counts add up.
     let counted: Vec<&BatchResult> = sent.keys().filter_map(|id| results.get(id)).collect();
     let timeline = copy_timeline(&clock, &counted, &counts, now_ms);
@@ -355,42 +282,34 @@ async fn report_in(
         &checks,
         (report_started_ms, now_ms),
     );
-    let mut summary = Summary {
+    let record = RunRecord {
         run_id: run_id.to_owned(),
         source: manifest.spec.source.clone(),
         destination: manifest.spec.destination.clone(),
         dry_run: false,
-        status,
-        exit_code: status.exit_code(),
         started_at: manifest.created_at.clone(),
         duration_secs: clock.secs(now_ms),
         counts: counts.clone(),
-        error: fatal,
+        fatal: error.as_ref().map(describe_error),
+        interrupted: false,
+        // The CLI's rule, so summary.json carries the same error either
+        // way; the state machine fails the execution on `over_threshold`.
         failure_threshold: manifest.settings.failure_threshold,
         requests: BTreeMap::new(),
         copy_concurrency: None,
-        report_rows: rows.len(),
-        failures_csv: None,
-        summary_json: None,
-        report_html: None,
         timeline,
         phases,
-        sample_rows: Vec::new(),
     };
-    // The report goes next to the run's state; write_report appends the run id.
+    // The report goes next to the run's state: the store's own bucket and
+    // prefix, under which write_report makes the run's folder.
     let location = ReportLocation::S3(
         format!("s3://{}/{}", store.bucket(), env.config.report_prefix).parse()?,
     );
-    summary.summary_json = Some(store.url(run_id, "summary.json"));
-    summary.failures_csv = Some(store.url(run_id, "failures.csv"));
-    summary.report_html = Some(store.url(run_id, crate::model::location::HTML_NAME));
-    // The CLI's rule, so summary.json carries the same error either way;
-    // the state machine fails the execution on `over_threshold`.
-    let threshold = manifest.settings.failure_threshold;
-    let over_threshold = summary.apply_failure_threshold(threshold);
-    let spool = rows.finish()?;
-    let (summary_json, failures_csv) =
-        write_report(&location, &summary, spool, store.client()).await?;
+    let delivered = deliver(record, &rows, Some(&location), store.client()).await?;
+    let (summary_json, failures_csv) = delivered
+        .written
+        .expect("deliver writes to the location it is given");
+    let status = delivered.summary.status;
     let failed = counts.failed_objects();
     tracing::info!(run_id, ?status, failed, summary = %summary_json, "report written");
     Ok(ReportOutcome {
@@ -398,12 +317,118 @@ async fn report_in(
         status,
         exit_code: status.exit_code(),
         failed,
-        failure_threshold: threshold,
-        over_threshold,
+        failure_threshold: manifest.settings.failure_threshold,
+        over_threshold: delivered.over_threshold,
         summary_json,
         failures_csv,
         counts,
     })
+}
+
+/// The run's two buckets, to tell which one a report row names.
+struct RunSides {
+    source: S3Location,
+    destination: S3Location,
+}
+
+/// Listing and planning counts, and the listers' own rows.
+fn add_listing(checkpoints: &[(String, Checkpoint)], counts: &mut Counts, rows: &ReportRows) {
+    for (_, checkpoint) in checkpoints {
+        counts.add(&checkpoint.counts);
+        for row in &checkpoint.rows {
+            rows.push(&row.key, row.clone());
+        }
+    }
+}
+
+/// What the copy outcomes already reported, for VALIDATE not to report it
+/// twice.
+struct CopyProblems<'a> {
+    /// (bucket, key) of every object a batch's result reports a problem of.
+    keys: HashSet<(String, String)>,
+    /// The (first, last) relative keys of each batch without a result.
+    lost: Vec<(&'a str, &'a str)>,
+}
+
+/// Copy outcomes, batch by batch; a batch without a result is a failure of
+/// every task in it.
+fn add_copies<'a>(
+    sent: &'a BTreeMap<String, SentBatch>,
+    results: &HashMap<String, BatchResult>,
+    sides: &RunSides,
+    counts: &mut Counts,
+    rows: &ReportRows,
+) -> CopyProblems<'a> {
+    let mut problems = CopyProblems {
+        keys: HashSet::new(),
+        lost: Vec::new(),
+    };
+    for (id, batch) in sent {
+        match results.get(id) {
+            Some(result) => {
+                // Results hold outcomes only; the listers counted the plan.
+                counts.add(&result.counts);
+                for row in &result.rows {
+                    if row.status != TaskStatus::Warning {
+                        problems.keys.insert((row.bucket.clone(), row.key.clone()));
+                    }
+                    rows.push(&row.key, row.clone());
+                }
+            }
+            None => {
+                problems.lost.push((&batch.first_key, &batch.last_key));
+                counts.failed += batch.tasks;
+                let row = ReportRow::new(
+                    &sides.source.bucket,
+                    &sides.source.key_for(&batch.first_key),
+                    TaskStatus::Failed,
+                    "BatchLost",
+                    None,
+                    &format!(
+                        "batch {id} ({} objects, keys {:?} to {:?}) has no result: it is in the dead-letter queue or was never delivered",
+                        batch.tasks, batch.first_key, batch.last_key
+                    ),
+                );
+                rows.push(&batch.first_key, row);
+            }
+        }
+    }
+    problems
+}
+
+/// VALIDATE mismatches, except for objects already reported as failed: by
+/// their batch's result, or with their batch, lost. A batch's tasks are the
+/// keys from its first to its last (a lister cuts batches from keys in
+/// order), and every one of them is already counted failed.
+fn add_validations(
+    validations: &[(String, Checkpoint)],
+    copies: &CopyProblems,
+    sides: &RunSides,
+    counts: &mut Counts,
+    rows: &ReportRows,
+) {
+    let in_lost_batch = |row: &ReportRow| {
+        [&sides.source, &sides.destination]
+            .iter()
+            .filter(|side| side.bucket == row.bucket)
+            .find_map(|side| side.relative(&row.key))
+            .is_some_and(|key| {
+                copies
+                    .lost
+                    .iter()
+                    .any(|(first, last)| *first <= key && key <= *last)
+            })
+    };
+    for (_, checkpoint) in validations {
+        counts.verify_checked += checkpoint.counts.verify_checked;
+        for row in &checkpoint.rows {
+            if !copies.keys.contains(&(row.bucket.clone(), row.key.clone())) && !in_lost_batch(row)
+            {
+                counts.verify_mismatched += 1;
+                rows.push(&row.key, row.clone());
+            }
+        }
+    }
 }
 
 /// Times of the run, in milliseconds since the Unix epoch, as offsets from
@@ -413,6 +438,19 @@ struct RunClock {
 }
 
 impl RunClock {
+    /// The run's start: when the planner wrote `run.json`, or `now_ms` if
+    /// that time does not parse.
+    fn of(manifest: &RunManifest, now_ms: i64) -> Self {
+        let start_ms = aws_smithy_types::DateTime::from_str(
+            &manifest.created_at,
+            aws_smithy_types::date_time::Format::DateTime,
+        )
+        .ok()
+        .and_then(|t| t.to_millis().ok())
+        .unwrap_or(now_ms);
+        RunClock { start_ms }
+    }
+
     /// Seconds from the start to `ms`, to the millisecond.
     fn secs(&self, ms: i64) -> f64 {
         (ms - self.start_ms).max(0) as f64 / 1000.0
