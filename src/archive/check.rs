@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempPath;
 
-use super::codec::{Compression, open_counted_tar_stream, sniff};
-use super::digest::digest_all;
+use super::codec::{Compression, Consumed, open_counted_tar_stream, sniff};
+use super::digest::{Digested, digest_all};
 use super::error::ArchiveError;
 use super::format::{
     ARCHIVE_FORMAT, FORMAT_VERSION, MANIFEST_ENTRY, MAX_TRAILER_BYTES, ManifestHeader,
@@ -40,119 +40,221 @@ pub struct CheckedArchive {
 
 /// Read and check all of `path`; see the module docs for what is checked.
 pub fn check_archive(path: &Path) -> Result<CheckedArchive, ArchiveError> {
-    let refused = |why: String| ArchiveError::refused(path, why);
     let compression = sniff(path)
         .map_err(ArchiveError::io(format!("reading {}", path.display())))?
         .ok_or_else(|| {
-            refused("not an s3-fanout archive: neither a tar nor a zstd-compressed tar".into())
+            ArchiveError::refused(
+                path,
+                "not an s3-fanout archive: neither a tar nor a zstd-compressed tar",
+            )
         })?;
-    let (stream, consumed) = open_counted_tar_stream(path, compression)
-        .map_err(ArchiveError::io(format!("reading {}", path.display())))?;
-    let damaged = |e: std::io::Error| {
-        ArchiveError::refused(
-            path,
-            format!("the archive is damaged or cut short (truncated?): {e}"),
-        )
-    };
-
     let (digests_file, digests_path) = tempfile::NamedTempFile::new()
         .map_err(ArchiveError::io("creating a temp file"))?
         .into_parts();
-    let mut digests = BufWriter::new(digests_file);
-    let mut manifest: Option<(TempPath, super::digest::Digested)> = None;
-    let mut trailer: Option<Trailer> = None;
-    let (mut objects, mut object_bytes) = (0u64, 0u64);
-
-    let mut archive = tar::Archive::new(stream);
-    // Raw: every header is an entry of its own; GNU long names and PAX
-    // extensions (which this tool never writes) show up as the unexpected
-    // entries they are instead of silently renaming the next one.
-    let entries = archive.entries().map_err(damaged)?.raw(true);
-    for entry in entries {
-        let mut entry = entry.map_err(damaged)?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let declared = entry.size();
-        if trailer.is_some() {
-            return Err(refused(format!("entry {name:?} follows the trailer")));
-        }
-        if !entry.header().entry_type().is_file() {
-            return Err(refused(format!("entry {name:?} is not a regular file")));
-        }
-        let cut = |got: u64| {
-            refused(format!(
-                "entry {name:?} is cut short: {got} of {declared} bytes (truncated archive)"
-            ))
-        };
-        if let Some(seq) = object_entry_seq(&name) {
-            if manifest.is_some() {
-                return Err(refused(format!(
-                    "object entry {name:?} follows the manifest"
-                )));
-            }
-            if seq != objects + 1 {
-                return Err(refused(format!(
-                    "expected entry {:?}, found {name:?}",
-                    object_entry_name(objects + 1)
-                )));
-            }
-            let digest = digest_all(&mut entry, &mut std::io::sink()).map_err(damaged)?;
-            if digest.length != declared {
-                return Err(cut(digest.length));
-            }
-            writeln!(digests, "{} {}", digest.length, digest.sha256)
-                .map_err(ArchiveError::io("writing a temp file"))?;
-            objects += 1;
-            object_bytes += digest.length;
-        } else if name == MANIFEST_ENTRY {
-            if manifest.is_some() {
-                return Err(refused("two manifest entries".into()));
-            }
-            let (file, spool) = tempfile::NamedTempFile::new()
-                .map_err(ArchiveError::io("creating the manifest spool"))?
-                .into_parts();
-            let mut out = CappedSpool::new(BufWriter::new(file), consumed.clone());
-            let digest =
-                digest_all(&mut entry, &mut out).map_err(|e| match OverCap::reason(&e) {
-                    Some(why) => refused(why.to_owned()),
-                    None => damaged(e),
-                })?;
-            out.into_inner()
-                .flush()
-                .map_err(ArchiveError::io("writing the manifest spool"))?;
-            if digest.length != declared {
-                return Err(cut(digest.length));
-            }
-            manifest = Some((spool, digest));
-        } else if name == TRAILER_ENTRY {
-            if manifest.is_none() {
-                return Err(refused("the trailer comes before any manifest".into()));
-            }
-            if declared > MAX_TRAILER_BYTES {
-                return Err(refused(format!("the trailer is {declared} bytes long")));
-            }
-            let mut text = Vec::new();
-            entry.read_to_end(&mut text).map_err(damaged)?;
-            if text.len() as u64 != declared {
-                return Err(cut(text.len() as u64));
-            }
-            trailer = Some(
-                serde_json::from_slice(&text)
-                    .map_err(|e| refused(format!("the trailer is not readable: {e}")))?,
-            );
-        } else {
-            return Err(refused(format!("unexpected entry {name:?}")));
-        }
-    }
-
+    let mut entries = Entries {
+        digests: BufWriter::new(digests_file),
+        manifest: None,
+        trailer: None,
+        objects: 0,
+        object_bytes: 0,
+    };
+    entries.read(path, compression)?;
+    let Entries {
+        digests,
+        manifest,
+        trailer,
+        objects,
+        object_bytes,
+    } = entries;
     let Some(trailer) = trailer else {
-        return Err(refused(match manifest {
-            None => "no manifest and no trailer: the archive is truncated or was not written by s3-fanout export".into(),
-            Some(_) => "no trailer: the archive is truncated".into(),
-        }));
+        return Err(ArchiveError::refused(
+            path,
+            match manifest {
+                None => {
+                    "no manifest and no trailer: the archive is truncated or was not written by s3-fanout export"
+                }
+                Some(_) => "no trailer: the archive is truncated",
+            },
+        ));
     };
     let Some((manifest, manifest_digest)) = manifest else {
         unreachable!("a trailer is only accepted after a manifest");
     };
+    check_trailer(path, &trailer, &manifest_digest, (objects, object_bytes))?;
+    finish_digests(digests)?;
+    let header = check_entries_against_manifest(path, &manifest, &digests_path, &trailer)?;
+    Ok(CheckedArchive {
+        path: path.to_owned(),
+        compression,
+        manifest,
+        header,
+        trailer,
+    })
+}
+
+/// What the one pass over the archive's entries found.
+struct Entries {
+    /// Each object entry's "length sha256", a line each, in entry order.
+    digests: BufWriter<File>,
+    /// The manifest's spool and digest.
+    manifest: Option<(TempPath, Digested)>,
+    trailer: Option<Trailer>,
+    objects: u64,
+    object_bytes: u64,
+}
+
+/// The refusal of an archive a read broke off in.
+fn damaged(path: &Path) -> impl Fn(std::io::Error) -> ArchiveError + '_ {
+    move |e| {
+        ArchiveError::refused(
+            path,
+            format!("the archive is damaged or cut short (truncated?): {e}"),
+        )
+    }
+}
+
+/// The refusal of an entry shorter than its header says.
+fn cut(path: &Path, name: &str, got: u64, declared: u64) -> ArchiveError {
+    ArchiveError::refused(
+        path,
+        format!("entry {name:?} is cut short: {got} of {declared} bytes (truncated archive)"),
+    )
+}
+
+impl Entries {
+    /// Every entry, in order, each where the format puts it.
+    fn read(&mut self, path: &Path, compression: Compression) -> Result<(), ArchiveError> {
+        let refused = |why: String| ArchiveError::refused(path, why);
+        let (stream, consumed) = open_counted_tar_stream(path, compression)
+            .map_err(ArchiveError::io(format!("reading {}", path.display())))?;
+        let mut archive = tar::Archive::new(stream);
+        // Raw: every header is an entry of its own; GNU long names and PAX
+        // extensions (which this tool never writes) show up as the unexpected
+        // entries they are instead of silently renaming the next one.
+        let entries = archive.entries().map_err(damaged(path))?.raw(true);
+        for entry in entries {
+            let mut entry = entry.map_err(damaged(path))?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            if self.trailer.is_some() {
+                return Err(refused(format!("entry {name:?} follows the trailer")));
+            }
+            if !entry.header().entry_type().is_file() {
+                return Err(refused(format!("entry {name:?} is not a regular file")));
+            }
+            if let Some(seq) = object_entry_seq(&name) {
+                self.object(path, &name, seq, &mut entry)?;
+            } else if name == MANIFEST_ENTRY {
+                self.manifest(path, &name, &consumed, &mut entry)?;
+            } else if name == TRAILER_ENTRY {
+                self.trailer(path, &name, &mut entry)?;
+            } else {
+                return Err(refused(format!("unexpected entry {name:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Object entry `seq`: the next in number, before the manifest; its
+    /// digest goes to the temp file.
+    fn object(
+        &mut self,
+        path: &Path,
+        name: &str,
+        seq: u64,
+        entry: &mut tar::Entry<impl Read>,
+    ) -> Result<(), ArchiveError> {
+        let refused = |why: String| ArchiveError::refused(path, why);
+        if self.manifest.is_some() {
+            return Err(refused(format!(
+                "object entry {name:?} follows the manifest"
+            )));
+        }
+        if seq != self.objects + 1 {
+            return Err(refused(format!(
+                "expected entry {:?}, found {name:?}",
+                object_entry_name(self.objects + 1)
+            )));
+        }
+        let declared = entry.size();
+        let digest = digest_all(entry, &mut std::io::sink()).map_err(damaged(path))?;
+        if digest.length != declared {
+            return Err(cut(path, name, digest.length, declared));
+        }
+        writeln!(self.digests, "{} {}", digest.length, digest.sha256)
+            .map_err(ArchiveError::io("writing a temp file"))?;
+        self.objects += 1;
+        self.object_bytes += digest.length;
+        Ok(())
+    }
+
+    /// The one manifest entry, spooled to a temp file under the format's
+    /// caps.
+    fn manifest(
+        &mut self,
+        path: &Path,
+        name: &str,
+        consumed: &Consumed,
+        entry: &mut tar::Entry<impl Read>,
+    ) -> Result<(), ArchiveError> {
+        if self.manifest.is_some() {
+            return Err(ArchiveError::refused(path, "two manifest entries"));
+        }
+        let declared = entry.size();
+        let (file, spool) = tempfile::NamedTempFile::new()
+            .map_err(ArchiveError::io("creating the manifest spool"))?
+            .into_parts();
+        let mut out = CappedSpool::new(BufWriter::new(file), consumed.clone());
+        let digest = digest_all(entry, &mut out).map_err(|e| match OverCap::reason(&e) {
+            Some(why) => ArchiveError::refused(path, why.to_owned()),
+            None => damaged(path)(e),
+        })?;
+        out.into_inner()
+            .flush()
+            .map_err(ArchiveError::io("writing the manifest spool"))?;
+        if digest.length != declared {
+            return Err(cut(path, name, digest.length, declared));
+        }
+        self.manifest = Some((spool, digest));
+        Ok(())
+    }
+
+    /// The trailer: after the manifest, small, and JSON.
+    fn trailer(
+        &mut self,
+        path: &Path,
+        name: &str,
+        entry: &mut tar::Entry<impl Read>,
+    ) -> Result<(), ArchiveError> {
+        let refused = |why: String| ArchiveError::refused(path, why);
+        if self.manifest.is_none() {
+            return Err(refused("the trailer comes before any manifest".into()));
+        }
+        let declared = entry.size();
+        if declared > MAX_TRAILER_BYTES {
+            return Err(refused(format!("the trailer is {declared} bytes long")));
+        }
+        let mut text = Vec::new();
+        entry.read_to_end(&mut text).map_err(damaged(path))?;
+        if text.len() as u64 != declared {
+            return Err(cut(path, name, text.len() as u64, declared));
+        }
+        self.trailer = Some(
+            serde_json::from_slice(&text)
+                .map_err(|e| refused(format!("the trailer is not readable: {e}")))?,
+        );
+        Ok(())
+    }
+}
+
+/// The trailer against what the pass found: its format, the manifest's
+/// size cap and checksum, and the object entries' count and bytes.
+fn check_trailer(
+    path: &Path,
+    trailer: &Trailer,
+    manifest_digest: &Digested,
+    (objects, object_bytes): (u64, u64),
+) -> Result<(), ArchiveError> {
+    let refused = |why: String| ArchiveError::refused(path, why);
     if trailer.format != ARCHIVE_FORMAT || trailer.version != FORMAT_VERSION {
         return Err(refused(format!(
             "the trailer says {} version {}; this s3-fanout reads {ARCHIVE_FORMAT} version {FORMAT_VERSION}",
@@ -161,7 +263,7 @@ pub fn check_archive(path: &Path) -> Result<CheckedArchive, ArchiveError> {
     }
     // The size cap, now that the count is known: the line caps held while
     // the manifest streamed, and the line count is matched to this one when
-    // the manifest is read again below.
+    // the manifest is read again (check_entries_against_manifest).
     if trailer.manifest_bytes > manifest_size_cap(trailer.manifest_objects) {
         return Err(refused(format!(
             "the trailer says the manifest has {} bytes for {} objects, over the format's cap of {} bytes",
@@ -187,18 +289,14 @@ pub fn check_archive(path: &Path) -> Result<CheckedArchive, ArchiveError> {
             trailer.object_entries, trailer.object_bytes
         )));
     }
+    Ok(())
+}
+
+/// Flush the digests' temp file, for the second pass to read.
+fn finish_digests(mut digests: BufWriter<File>) -> Result<(), ArchiveError> {
     digests
         .flush()
-        .map_err(ArchiveError::io("writing a temp file"))?;
-    drop(digests);
-    let header = check_entries_against_manifest(path, &manifest, &digests_path, &trailer)?;
-    Ok(CheckedArchive {
-        path: path.to_owned(),
-        compression,
-        manifest,
-        header,
-        trailer,
-    })
+        .map_err(ArchiveError::io("writing a temp file"))
 }
 
 /// Walk the manifest and the entries' digests together: each exported

@@ -14,6 +14,7 @@
 //! | [`digest`] | SHA-256 and MD5 as bytes pass |
 //! | [`writer`] | the tar writer and the thread that streams bodies into it |
 //! | [`manifest`] | manifest spool, ordered reader, `--since-manifest` |
+//! | [`previous`] | opening a `--since-manifest` archive or manifest |
 //! | [`check`] | the whole-archive check an import (and a delta) starts with |
 //! | [`fetch`] | reading one source object: GET, headers, tags, part 1 |
 //! | [`export`] | the export run |
