@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::requests::{Requests, add};
 use super::tally::BatchCost;
 use crate::base::error::SyncError;
-use crate::model::prices::PriceTable;
+use crate::model::prices::{Assumptions, PriceTable};
 
 /// The stack's settings the estimate depends on (the template's defaults).
 #[derive(Debug, Clone, Serialize)]
@@ -84,125 +84,31 @@ fn list_pages(shards: u64, source: u64, destination: u64) -> u64 {
     source.div_ceil(1000) + destination.div_ceil(1000) + shards.max(1)
 }
 
+/// What the run the plan measured would take and cost on `stack`.
 pub fn estimate(
     stack: StackShape,
     inputs: Inputs<'_>,
     prices: &PriceTable,
 ) -> Result<ServerlessEstimate, SyncError> {
-    let a = &prices.assumptions;
     let shards = inputs.shards.max(1);
     let batches = inputs.batches.len() as u64;
-    let copier_invocations = batches.div_ceil(stack.copier_batch_size.max(1));
-
-    // Copier time: a batch's tasks run `copier_task_concurrency` at once,
-    // never faster than its slowest one.
-    let batch_secs: Vec<f64> = inputs
-        .batches
-        .iter()
-        .map(|b| {
-            (b.task_secs / stack.copier_task_concurrency.max(1) as f64).max(b.longest_task_secs)
-                + a.function_start_ms / 1000.0
-        })
-        .collect();
-    let copier_secs: f64 = batch_secs.iter().sum();
-    let list_secs = |keys: u64| {
-        keys as f64 / (a.list_keys_per_second * shards.min(stack.shard_concurrency) as f64)
-    };
-    let write_list_secs = list_secs(inputs.listed_source + inputs.listed_destination);
-    let copy_wall = copier_secs / stack.copier_concurrency.min(copier_invocations).max(1) as f64;
-    let write_wall = write_list_secs.max(copy_wall);
-    let polls = progress_polls(write_wall);
-    let validate_list_secs = if stack.validate {
-        list_secs(inputs.listed_source + inputs.destination_after)
-    } else {
-        0.0
-    };
-    // Plan, the last poll's wait (half of it on average), validate, report.
-    let last_wait = (2 * polls).min(60) as f64 / 2.0;
-    let wall_secs = 2.0 + write_wall + last_wait + validate_list_secs + 2.0;
-
-    // S3: the copies, the listings, and the run's own state in the report
-    // bucket (a result per batch written, then read by the report; the
-    // results listed at each poll; a checkpoint per lister invocation).
     let listers = lister_invocations(shards, inputs.listed_source, stack.lister_max_keys);
-    let validators = if stack.validate {
-        lister_invocations(shards, inputs.listed_source, stack.lister_max_keys)
-    } else {
-        0
+    let run = Run {
+        stack: &stack,
+        inputs: &inputs,
+        a: &prices.assumptions,
+        shards,
+        batches,
+        copier_invocations: batches.div_ceil(stack.copier_batch_size.max(1)),
+        listers,
+        validators: if stack.validate { listers } else { 0 },
     };
-    let mut s3 = inputs.transfer_requests.clone();
-    // A copier sends each message's deletes together (a message holds at
-    // most 100 tasks): one DeleteObjects per batch with deletes, where the
-    // local runtime sends one per thousand.
-    s3.remove("DeleteObjects");
-    let delete_batches = inputs.batches.iter().filter(|b| b.deletes > 0).count();
-    add(&mut s3, "DeleteObjects", delete_batches as u64);
-    for (op, n) in inputs.planner_requests {
-        add(&mut s3, op, *n);
-    }
-    let mut pages = list_pages(shards, inputs.listed_source, inputs.listed_destination);
-    if stack.validate {
-        pages += list_pages(shards, inputs.listed_source, inputs.destination_after);
-    }
-    pages += (polls + 1) * batches.div_ceil(1000).max(1);
-    add(&mut s3, "ListObjectsV2", pages);
-    add(&mut s3, "PutObject", batches + listers + validators + 2);
-    add(&mut s3, "GetObject", batches + listers + validators + 1);
-
-    // SQS: sends of up to 10 messages, each 64 KiB of payload billed as a
-    // request; a receive and a delete per copier invocation; the
-    // mapping's idle polling for as long as the run lasts; a queue-depth
-    // read per poll.
-    let chunk = prices.sqs.request_chunk_bytes.max(1);
-    let chunks: u64 = inputs
-        .batches
-        .iter()
-        .map(|b| b.body_bytes.div_ceil(chunk).max(1))
-        .sum();
-    let sends = chunks.max(batches.div_ceil(10));
-    let idle_receives = (a.esm_idle_receives_per_minute * wall_secs / 60.0).ceil() as u64;
-    let sqs_requests = sends + chunks + copier_invocations + idle_receives + polls;
-
-    let mut invocations = BTreeMap::new();
-    invocations.insert("planner".to_owned(), 1);
-    invocations.insert("lister".to_owned(), listers + validators);
-    invocations.insert("copier".to_owned(), copier_invocations);
-    invocations.insert("reporter".to_owned(), polls + 1);
-    let start = a.function_start_ms / 1000.0;
-    let gb = |mb: f64| mb / 1024.0;
-    let mut gb_seconds = BTreeMap::new();
-    gb_seconds.insert(
-        "planner".to_owned(),
-        gb(a.planner_memory_mb) * (start + 1.0),
-    );
-    let lister_secs = (inputs.listed_source + inputs.listed_destination) as f64
-        / a.list_keys_per_second
-        + if stack.validate {
-            (inputs.listed_source + inputs.destination_after) as f64 / a.list_keys_per_second
-        } else {
-            0.0
-        }
-        + (listers + validators) as f64 * start;
-    gb_seconds.insert("lister".to_owned(), gb(a.lister_memory_mb) * lister_secs);
-    gb_seconds.insert("copier".to_owned(), gb(a.copier_memory_mb) * copier_secs);
-    gb_seconds.insert(
-        "reporter".to_owned(),
-        gb(a.reporter_memory_mb) * (polls + 1) as f64 * (start + 0.2),
-    );
-
-    // States entered, following sync.asl.json: Plan, Write (the Map), per
-    // lister invocation ListShard + IsListShardDone and per shard
-    // ListShardDone, StartWaiting, per poll CheckProgress +
-    // AreAllBatchesDone and a WaitForCopies between polls, ShouldValidate,
-    // the same Map again for VALIDATE, Report, IsOverThreshold, then
-    // SyncedNotice and ShouldNotifySynced, NotifySynced when the stack
-    // publishes run notifications, and the end.
-    let map = |invocations: u64| 1 + 2 * invocations + shards;
-    let mut transitions = 1 + map(listers) + 1 + 3 * polls - 1 + 1;
-    if stack.validate {
-        transitions += map(validators);
-    }
-    transitions += 5 + u64::from(stack.notifications);
+    let timing = run.timing();
+    let s3 = run.s3_requests(timing.polls);
+    let sqs_requests = run.sqs_requests(prices, &timing);
+    let invocations = run.invocations(timing.polls);
+    let gb_seconds = run.gb_seconds(&timing);
+    let transitions = run.state_transitions(timing.polls);
 
     let total_invocations: u64 = invocations.values().sum();
     let gb_price = prices.lambda_gb_second(&stack.architecture)?;
@@ -233,8 +139,168 @@ pub fn estimate(
         state_transitions: transitions,
         cost_usd: cost,
         total_usd,
-        wall_secs,
+        wall_secs: timing.wall_secs,
     })
+}
+
+/// What every step of the estimate shares: the stack, the plan's figures
+/// and the invocations they imply.
+struct Run<'a> {
+    stack: &'a StackShape,
+    inputs: &'a Inputs<'a>,
+    a: &'a Assumptions,
+    shards: u64,
+    batches: u64,
+    copier_invocations: u64,
+    /// Lister invocations of the WRITE pass, and of the VALIDATE pass (0
+    /// without it).
+    listers: u64,
+    validators: u64,
+}
+
+/// How long the run takes.
+struct Timing {
+    /// Copier invocations' time, summed.
+    copier_secs: f64,
+    /// Reporter progress polls.
+    polls: u64,
+    wall_secs: f64,
+}
+
+impl Run<'_> {
+    fn timing(&self) -> Timing {
+        let (stack, inputs, a) = (self.stack, self.inputs, self.a);
+        // Copier time: a batch's tasks run `copier_task_concurrency` at once,
+        // never faster than its slowest one.
+        let batch_secs: Vec<f64> = inputs
+            .batches
+            .iter()
+            .map(|b| {
+                (b.task_secs / stack.copier_task_concurrency.max(1) as f64).max(b.longest_task_secs)
+                    + a.function_start_ms / 1000.0
+            })
+            .collect();
+        let copier_secs: f64 = batch_secs.iter().sum();
+        let list_secs = |keys: u64| {
+            keys as f64 / (a.list_keys_per_second * self.shards.min(stack.shard_concurrency) as f64)
+        };
+        let write_list_secs = list_secs(inputs.listed_source + inputs.listed_destination);
+        let copy_wall =
+            copier_secs / stack.copier_concurrency.min(self.copier_invocations).max(1) as f64;
+        let write_wall = write_list_secs.max(copy_wall);
+        let polls = progress_polls(write_wall);
+        let validate_list_secs = if stack.validate {
+            list_secs(inputs.listed_source + inputs.destination_after)
+        } else {
+            0.0
+        };
+        // Plan, the last poll's wait (half of it on average), validate, report.
+        let last_wait = (2 * polls).min(60) as f64 / 2.0;
+        Timing {
+            copier_secs,
+            polls,
+            wall_secs: 2.0 + write_wall + last_wait + validate_list_secs + 2.0,
+        }
+    }
+
+    /// S3: the copies, the listings, and the run's own state in the report
+    /// bucket (a result per batch written, then read by the report; the
+    /// results listed at each poll; a checkpoint per lister invocation).
+    fn s3_requests(&self, polls: u64) -> Requests {
+        let (inputs, shards, batches) = (self.inputs, self.shards, self.batches);
+        let mut s3 = inputs.transfer_requests.clone();
+        // A copier sends each message's deletes together (a message holds at
+        // most 100 tasks): one DeleteObjects per batch with deletes, where the
+        // local runtime sends one per thousand.
+        s3.remove("DeleteObjects");
+        let delete_batches = inputs.batches.iter().filter(|b| b.deletes > 0).count();
+        add(&mut s3, "DeleteObjects", delete_batches as u64);
+        for (op, n) in inputs.planner_requests {
+            add(&mut s3, op, *n);
+        }
+        let mut pages = list_pages(shards, inputs.listed_source, inputs.listed_destination);
+        if self.stack.validate {
+            pages += list_pages(shards, inputs.listed_source, inputs.destination_after);
+        }
+        pages += (polls + 1) * batches.div_ceil(1000).max(1);
+        add(&mut s3, "ListObjectsV2", pages);
+        let state_files = batches + self.listers + self.validators;
+        add(&mut s3, "PutObject", state_files + 2);
+        add(&mut s3, "GetObject", state_files + 1);
+        s3
+    }
+
+    /// SQS: sends of up to 10 messages, each 64 KiB of payload billed as a
+    /// request; a receive and a delete per copier invocation; the
+    /// mapping's idle polling for as long as the run lasts; a queue-depth
+    /// read per poll.
+    fn sqs_requests(&self, prices: &PriceTable, timing: &Timing) -> u64 {
+        let chunk = prices.sqs.request_chunk_bytes.max(1);
+        let chunks: u64 = self
+            .inputs
+            .batches
+            .iter()
+            .map(|b| b.body_bytes.div_ceil(chunk).max(1))
+            .sum();
+        let sends = chunks.max(self.batches.div_ceil(10));
+        let idle_receives =
+            (self.a.esm_idle_receives_per_minute * timing.wall_secs / 60.0).ceil() as u64;
+        sends + chunks + self.copier_invocations + idle_receives + timing.polls
+    }
+
+    fn invocations(&self, polls: u64) -> BTreeMap<String, u64> {
+        let mut invocations = BTreeMap::new();
+        invocations.insert("planner".to_owned(), 1);
+        invocations.insert("lister".to_owned(), self.listers + self.validators);
+        invocations.insert("copier".to_owned(), self.copier_invocations);
+        invocations.insert("reporter".to_owned(), polls + 1);
+        invocations
+    }
+
+    fn gb_seconds(&self, timing: &Timing) -> BTreeMap<String, f64> {
+        let (stack, inputs, a) = (self.stack, self.inputs, self.a);
+        let start = a.function_start_ms / 1000.0;
+        let gb = |mb: f64| mb / 1024.0;
+        let mut gb_seconds = BTreeMap::new();
+        gb_seconds.insert(
+            "planner".to_owned(),
+            gb(a.planner_memory_mb) * (start + 1.0),
+        );
+        let lister_secs = (inputs.listed_source + inputs.listed_destination) as f64
+            / a.list_keys_per_second
+            + if stack.validate {
+                (inputs.listed_source + inputs.destination_after) as f64 / a.list_keys_per_second
+            } else {
+                0.0
+            }
+            + (self.listers + self.validators) as f64 * start;
+        gb_seconds.insert("lister".to_owned(), gb(a.lister_memory_mb) * lister_secs);
+        gb_seconds.insert(
+            "copier".to_owned(),
+            gb(a.copier_memory_mb) * timing.copier_secs,
+        );
+        gb_seconds.insert(
+            "reporter".to_owned(),
+            gb(a.reporter_memory_mb) * (timing.polls + 1) as f64 * (start + 0.2),
+        );
+        gb_seconds
+    }
+
+    /// States entered, following sync.asl.json: Plan, Write (the Map), per
+    /// lister invocation ListShard + IsListShardDone and per shard
+    /// ListShardDone, StartWaiting, per poll CheckProgress +
+    /// AreAllBatchesDone and a WaitForCopies between polls, ShouldValidate,
+    /// the same Map again for VALIDATE, Report, IsOverThreshold, then
+    /// SyncedNotice and ShouldNotifySynced, NotifySynced when the stack
+    /// publishes run notifications, and the end.
+    fn state_transitions(&self, polls: u64) -> u64 {
+        let map = |invocations: u64| 1 + 2 * invocations + self.shards;
+        let mut transitions = 1 + map(self.listers) + 1 + 3 * polls - 1 + 1;
+        if self.stack.validate {
+            transitions += map(self.validators);
+        }
+        transitions + 5 + u64::from(self.stack.notifications)
+    }
 }
 
 #[cfg(test)]
