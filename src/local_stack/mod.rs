@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::base::client::{build_s3_client, build_sfn_client, build_sqs_client};
+use crate::base::client::{ClientSettings, build_s3_client, build_sfn_client, build_sqs_client};
 use crate::base::error::{SyncError, classify};
 use crate::local_stack::resources::{create_redriven_queue, settings};
 use crate::serverless::FunctionEnv;
@@ -127,24 +127,13 @@ impl Drop for LocalStack {
 /// source mapping. They run until the returned stack is dropped.
 pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> {
     let moto = settings(&options.moto_endpoint);
-    let fail =
-        |what: &str, message: String| SyncError::Config(format!("local stack: {what}: {message}"));
-
     // Step Functions execution is off in moto unless asked for.
     let config_url = format!("{}/moto-api/config", options.moto_endpoint);
     enable_state_machine_execution(&config_url)
         .await
         .map_err(|e| fail("enabling Step Functions execution in moto", e))?;
 
-    let s3 = build_s3_client(&moto, None).await;
-    let report_bucket = format!("{}-reports", options.name);
-    if let Err(err) = s3.create_bucket().bucket(&report_bucket).send().await {
-        let failure = classify(&err);
-        if failure.code != "BucketAlreadyOwnedByYou" && failure.code != "BucketAlreadyExists" {
-            return Err(fail("creating the report bucket", failure.message));
-        }
-    }
-
+    let report_bucket = create_report_bucket(&moto, &options.name).await?;
     let sqs = build_sqs_client(&moto).await;
     let ((queue_url, queue_arn), (dlq_url, _)) = create_redriven_queue(
         &sqs,
@@ -155,7 +144,67 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
     )
     .await
     .map_err(|e| fail("creating the work queue and its dead-letter queue", e))?;
+    let state_machine_arn = create_state_machine(&moto, &options).await?;
 
+    let vars = function_vars(&options, &report_bucket, &queue_url);
+    let config = StackConfig::from_vars(|name| vars.get(name).cloned())?;
+    let env = Arc::new(FunctionEnv::new(config).await);
+
+    let cancel = CancellationToken::new();
+    let crashes =
+        start_functions(&options, &env, (sqs, &queue_url, queue_arn), cancel.clone()).await?;
+    let replication = match &options.replication {
+        Some(replication) => Some(replication::start(replication, cancel.clone()).await?),
+        None => None,
+    };
+
+    Ok(LocalStack {
+        outputs: StackOutputs {
+            event_queue_url: replication.as_ref().map(|r| r.event_queue_url.clone()),
+            event_dead_letter_queue_url: replication
+                .as_ref()
+                .map(|r| r.dead_letter_queue_url.clone()),
+            state_machine_arn,
+            report_bucket_name: report_bucket,
+            report_prefix: REPORT_PREFIX.into(),
+            work_queue_url: Some(queue_url),
+            dead_letter_queue_url: Some(dlq_url),
+            endpoint_url: Some(options.moto_endpoint.clone()),
+        },
+        env,
+        crashes,
+        cancel,
+    })
+}
+
+/// Where in the report bucket the functions keep each run's folder.
+const REPORT_PREFIX: &str = "runs/";
+
+fn fail(what: &str, message: String) -> SyncError {
+    SyncError::Config(format!("local stack: {what}: {message}"))
+}
+
+/// The report bucket, `{name}-reports`; one a previous stack of the same
+/// name left is reused.
+async fn create_report_bucket(moto: &ClientSettings, name: &str) -> Result<String, SyncError> {
+    let s3 = build_s3_client(moto, None).await;
+    let report_bucket = format!("{name}-reports");
+    if let Err(err) = s3.create_bucket().bucket(&report_bucket).send().await {
+        let failure = classify(&err);
+        if failure.code != "BucketAlreadyOwnedByYou" && failure.code != "BucketAlreadyExists" {
+            return Err(fail("creating the report bucket", failure.message));
+        }
+    }
+    Ok(report_bucket)
+}
+
+/// The state machine, from the real definition with the stack's function
+/// and topic ARNs substituted; one a previous stack of the same name left
+/// is updated to it. Returns its ARN.
+async fn create_state_machine(
+    moto: &ClientSettings,
+    options: &LocalStackOptions,
+) -> Result<String, SyncError> {
     let function_arn = |f: &str| {
         format!(
             "arn:aws:lambda:us-east-1:{ACCOUNT}:function:{}-{f}",
@@ -174,9 +223,9 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         .replace("${ListerFunctionArn}", &function_arn("lister"))
         .replace("${ReporterFunctionArn}", &function_arn("reporter"))
         .replace("${RunTopicArn}", &run_topic_arn);
-    let sfn = build_sfn_client(&moto).await;
+    let sfn = build_sfn_client(moto).await;
     let machine_name = format!("{}-sync", options.name);
-    let state_machine_arn = match sfn
+    match sfn
         .create_state_machine()
         .name(&machine_name)
         .definition(&definition)
@@ -184,7 +233,7 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         .send()
         .await
     {
-        Ok(created) => created.state_machine_arn,
+        Ok(created) => Ok(created.state_machine_arn),
         Err(err) => {
             let failure = classify(&err);
             if failure.code != "StateMachineAlreadyExists" {
@@ -197,27 +246,32 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
                 .send()
                 .await
                 .map_err(|e| fail("updating the state machine", classify(&e).message))?;
-            arn
+            Ok(arn)
         }
-    };
+    }
+}
 
+/// The functions' environment, as the template sets it.
+fn function_vars(
+    options: &LocalStackOptions,
+    report_bucket: &str,
+    queue_url: &str,
+) -> HashMap<&'static str, String> {
     let functions_endpoint = options
         .functions_endpoint
         .clone()
         .unwrap_or_else(|| options.moto_endpoint.clone());
-    let vars: HashMap<&str, String> = HashMap::from([
-        (
-            "S3_FANOUT_SOURCE",
-            options.source.clone().unwrap_or_default(),
-        ),
+    let or_empty = |value: Option<String>| value.unwrap_or_default();
+    HashMap::from([
+        ("S3_FANOUT_SOURCE", or_empty(options.source.clone())),
         (
             "S3_FANOUT_DESTINATION",
-            options.destination.clone().unwrap_or_default(),
+            or_empty(options.destination.clone()),
         ),
         ("S3_FANOUT_ENDPOINT_URL", functions_endpoint),
-        ("S3_FANOUT_REPORT_BUCKET", report_bucket.clone()),
-        ("S3_FANOUT_REPORT_PREFIX", "runs/".into()),
-        ("S3_FANOUT_WORK_QUEUE_URL", queue_url.clone()),
+        ("S3_FANOUT_REPORT_BUCKET", report_bucket.to_owned()),
+        ("S3_FANOUT_REPORT_PREFIX", REPORT_PREFIX.into()),
+        ("S3_FANOUT_WORK_QUEUE_URL", queue_url.to_owned()),
         (
             "S3_FANOUT_MAX_RECEIVE_COUNT",
             options.max_receive_count.to_string(),
@@ -225,30 +279,27 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
         ("S3_FANOUT_ALLOW_DELETE", "true".into()),
         (
             "S3_FANOUT_LISTER_MAX_KEYS",
-            options
-                .lister_max_keys
-                .map(|k| k.to_string())
-                .unwrap_or_default(),
+            or_empty(options.lister_max_keys.map(|k| k.to_string())),
         ),
         (
             "S3_FANOUT_SPLIT_OBJECT_BYTES",
-            options
-                .split_object_bytes
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
+            or_empty(options.split_object_bytes.map(|n| n.to_string())),
         ),
         (
             "S3_FANOUT_MAX_ATTEMPTS",
-            options
-                .function_max_attempts
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
+            or_empty(options.function_max_attempts.map(|n| n.to_string())),
         ),
-    ]);
-    let config = StackConfig::from_vars(|name| vars.get(name).cloned())?;
-    let env = Arc::new(FunctionEnv::new(config).await);
+    ])
+}
 
-    let cancel = CancellationToken::new();
+/// Start the Lambda router and the copiers' event source mapping on the
+/// work queue; returns the copiers' fault injection.
+async fn start_functions(
+    options: &LocalStackOptions,
+    env: &Arc<FunctionEnv>,
+    (sqs, queue_url, queue_arn): (aws_sdk_sqs::Client, &str, String),
+    cancel: CancellationToken,
+) -> Result<event_source::CopierCrashes, SyncError> {
     let listener = tokio::net::TcpListener::bind(options.router)
         .await
         .map_err(|e| fail(&format!("listening on {}", options.router), e.to_string()))?;
@@ -260,44 +311,22 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
     ));
     let crashes = event_source::CopierCrashes::default();
     tokio::spawn(event_source::run(
-        sqs.clone(),
+        sqs,
         event_source::Target::Copier {
             env: env.clone(),
             crashes: crashes.clone(),
         },
         event_source::EventSourceOptions {
-            queue_url: queue_url.clone(),
+            queue_url: queue_url.to_owned(),
             queue_arn,
             batch_size: options.batch_size,
             max_concurrency: options.max_concurrency,
             function_timeout: options.copier_timeout,
             duplicate_deliveries: options.duplicate_deliveries,
         },
-        cancel.clone(),
-    ));
-
-    let replication = match &options.replication {
-        Some(replication) => Some(replication::start(replication, cancel.clone()).await?),
-        None => None,
-    };
-
-    Ok(LocalStack {
-        outputs: StackOutputs {
-            event_queue_url: replication.as_ref().map(|r| r.event_queue_url.clone()),
-            event_dead_letter_queue_url: replication
-                .as_ref()
-                .map(|r| r.dead_letter_queue_url.clone()),
-            state_machine_arn,
-            report_bucket_name: report_bucket,
-            report_prefix: "runs/".into(),
-            work_queue_url: Some(queue_url),
-            dead_letter_queue_url: Some(dlq_url),
-            endpoint_url: Some(options.moto_endpoint.clone()),
-        },
-        env,
-        crashes,
         cancel,
-    })
+    ));
+    Ok(crashes)
 }
 
 /// `POST /moto-api/config {"stepfunctions": {"execute_state_machine": true}}`.
