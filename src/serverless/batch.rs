@@ -1,4 +1,6 @@
-//! The work queue's message: a versioned batch of copy tasks.
+//! Cutting copy tasks into the work queue's messages (a
+//! [`CopyBatch`], defined with the other records in
+//! [`contract`](super::contract)).
 //!
 //! A batch is cut when it reaches [`BatchLimits::max_tasks`] tasks, its JSON
 //! reaches [`BatchLimits::max_message_bytes`] (SQS refuses messages over

@@ -1,5 +1,6 @@
 //! The execution input of the state machine, validated once by the planner
-//! into a [`RunManifest`] that every later step reads.
+//! into a [`RunManifest`](super::contract::RunManifest) that every later
+//! step reads.
 //!
 //! The input is a [`SyncSpec`] in JSON (the CLI's options, snake_case) plus a
 //! few run-level fields. Unknown fields are refused, not ignored: a typo in

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  execution input ─▶ planner ─▶ shards ─▶ Map(MaxConcurrency) ─┐
-//!                    (split.rs)           lister, looped on its cursor        (lister.rs)
+//!          (engine/shards.rs)             lister, looped on its cursor        (lister.rs)
 //!                                         list both sides, merge_join, decide
 //!                                         └─ SendMessageBatch ─▶ work queue ─▶ copier (copier.rs)
 //!                                                                  │   ESM     CopyObject / UploadPartCopy
@@ -17,7 +17,9 @@
 //! folder of the report bucket ([`store`]): which batches were sent, one
 //! result per batch, the lister checkpoints. That makes progress exact
 //! (results counted against batches sent, not approximate queue depth), and
-//! keeps the state machine's own payloads small.
+//! keeps the state machine's own payloads small. Everything the functions
+//! send each other or leave in that folder is one of the records of
+//! [`contract`], whose serde names are the wire format.
 
 pub mod batch;
 pub mod contract;
