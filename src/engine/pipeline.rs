@@ -54,63 +54,15 @@ pub async fn run_sync(
 ) -> Result<Summary, SyncError> {
     let started = Instant::now();
     let started_at = crate::base::format::now_rfc3339();
-    let run_id = format!(
-        "{}-{:05}",
-        started_at.replace([':', '-'], "").trim_end_matches('Z'),
-        std::process::id() % 100_000
-    );
-
-    let counter = RequestCounter::new();
-    let source_client = build_s3_client(&options.source_client, Some(counter.clone())).await;
-    let destination_client = if options.destination_client == options.source_client {
-        source_client.clone()
-    } else {
-        build_s3_client(&options.destination_client, Some(counter.clone())).await
-    };
-    // No separate preflight: the first page of each listing is it. The
-    // merge-join needs both sides' first keys before it decides anything,
-    // so a missing or forbidden bucket stops the run before any write, and
-    // an unchanged run costs one listing per 1,000 keys per side and nothing
-    // else.
-    let rows = Arc::new(ReportRows::new()?);
-    let mover = Arc::new(Mover::for_run(
-        options,
-        &source_client,
-        &destination_client,
-        (&rows, &stats),
-    ));
-    let context = WorkContext {
-        mover: mover.clone(),
-        stats: stats.clone(),
-        rows: rows.clone(),
-        cancel: cancel.clone(),
-        written: Some(Arc::new(WrittenKeys::default())),
-        deletes: Arc::new(DeleteBatcher::new(options.concurrency)),
-    };
-    let listing =
-        |client: &Client, location: &Location, side: Side| match (location, mover.local_dir()) {
-            (Location::Local(_), Some(dir)) => Listing::Local(dir.clone()),
-            (Location::S3(location), _) => {
-                Listing::S3(ListTarget::for_side(client, location, options, side))
-            }
-            (Location::Local(_), None) => unreachable!("a directory side has a LocalDir"),
-        };
-    let targets = || {
-        (
-            listing(&source_client, &options.source, Side::Source),
-            listing(&destination_client, &options.destination, Side::Destination),
-        )
-    };
-
-    let (source, destination) = targets();
+    let run = Run::new(options, stats, cancel).await?;
     let limit = Arc::new(AdaptiveLimit::new(options.concurrency));
     let mut phases = PhaseClock::new(started);
-    let sampler = TimelineSampler::start(stats.clone(), started);
+    let sampler = TimelineSampler::start(run.stats.clone(), started);
     let mut fatal = write_phase(
         options,
-        (source, destination),
-        &context,
-        (&limit, &counter),
+        run.listings(),
+        &run.context,
+        (&limit, &run.counter),
         observer,
         &mut phases,
     )
@@ -122,15 +74,160 @@ pub async fn run_sync(
         sampler.finish();
         return Err(SyncError::Config(why));
     }
-    let planned = stats.snapshot();
-    let wrote_nothing = planned.plan_copy + planned.plan_update + planned.plan_delete == 0;
-    if fatal.is_none() && options.verify && wrote_nothing {
-        // Nothing was written, so listing again would compare the very
-        // state this run just listed (S3 listings are strongly consistent)
-        // and double the cost of an unchanged nightly run. The write phase's
-        // comparison of every source key is the verification.
-        Stats::add(&stats.verify_checked, planned.listed_source);
-    } else if fatal.is_none() && options.verify && !cancel.is_cancelled() {
+    if fatal.is_none() {
+        fatal = run.verify(&mut phases).await.err();
+    }
+    run.stats.set_phase(Phase::Done);
+    let timeline = sampler.finish();
+    let interrupted = run.cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
+    if let Some(err) = &fatal
+        && !interrupted
+    {
+        tracing::error!(error = %err, "the run stopped early");
+    }
+
+    let mut counts = run.stats.snapshot();
+    counts.retries = run.counter.retries();
+    let record = RunRecord {
+        run_id: run_id(&started_at),
+        source: options.source.to_string(),
+        destination: options.destination.to_string(),
+        dry_run: options.dry_run,
+        started_at,
+        duration_secs: started.elapsed().as_secs_f64(),
+        counts,
+        fatal: fatal.map(|e| e.to_string()),
+        interrupted,
+        failure_threshold: options.failure_threshold,
+        requests: run.counter.snapshot(),
+        copy_concurrency: (!options.dry_run).then(|| {
+            let (lowest, highest) = limit.range();
+            ConcurrencyRange {
+                lowest,
+                highest,
+                throttle_cuts: limit.cuts(),
+                throttled_responses: run.counter.throttled(),
+            }
+        }),
+        timeline,
+        phases: phases.into_phases(),
+    };
+    let report = options.report.as_ref();
+    Ok(deliver(record, &run.rows, report, &run.destination_client)
+        .await?
+        .summary)
+}
+
+/// A run's id: when it started, to the second, and this process, so two
+/// runs started in the same second from two shells differ.
+fn run_id(started_at: &str) -> String {
+    format!(
+        "{}-{:05}",
+        started_at.replace([':', '-'], "").trim_end_matches('Z'),
+        std::process::id() % 100_000
+    )
+}
+
+/// What the phases of one local run share: its clients, counters, rows and
+/// the way it moves objects.
+struct Run<'a> {
+    options: &'a SyncOptions,
+    stats: Arc<Stats>,
+    rows: Arc<ReportRows>,
+    cancel: CancellationToken,
+    counter: RequestCounter,
+    source_client: Client,
+    destination_client: Client,
+    mover: Arc<Mover>,
+    context: WorkContext,
+}
+
+impl<'a> Run<'a> {
+    async fn new(
+        options: &'a SyncOptions,
+        stats: Arc<Stats>,
+        cancel: CancellationToken,
+    ) -> Result<Run<'a>, SyncError> {
+        let counter = RequestCounter::new();
+        let source_client = build_s3_client(&options.source_client, Some(counter.clone())).await;
+        let destination_client = if options.destination_client == options.source_client {
+            source_client.clone()
+        } else {
+            build_s3_client(&options.destination_client, Some(counter.clone())).await
+        };
+        // No separate preflight: the first page of each listing is it. The
+        // merge-join needs both sides' first keys before it decides
+        // anything, so a missing or forbidden bucket stops the run before
+        // any write, and an unchanged run costs one listing per 1,000 keys
+        // per side and nothing else.
+        let rows = Arc::new(ReportRows::new()?);
+        let mover = Arc::new(Mover::for_run(
+            options,
+            &source_client,
+            &destination_client,
+            (&rows, &stats),
+        ));
+        let context = WorkContext {
+            mover: mover.clone(),
+            stats: stats.clone(),
+            rows: rows.clone(),
+            cancel: cancel.clone(),
+            written: Some(Arc::new(WrittenKeys::default())),
+            deletes: Arc::new(DeleteBatcher::new(options.concurrency)),
+        };
+        Ok(Run {
+            options,
+            stats,
+            rows,
+            cancel,
+            counter,
+            source_client,
+            destination_client,
+            mover,
+            context,
+        })
+    }
+
+    /// Both sides, as the engine lists them.
+    fn listings(&self) -> (Listing, Listing) {
+        let listing = |client: &Client, location: &Location, side: Side| match (
+            location,
+            self.mover.local_dir(),
+        ) {
+            (Location::Local(_), Some(dir)) => Listing::Local(dir.clone()),
+            (Location::S3(location), _) => {
+                Listing::S3(ListTarget::for_side(client, location, self.options, side))
+            }
+            (Location::Local(_), None) => unreachable!("a directory side has a LocalDir"),
+        };
+        (
+            listing(&self.source_client, &self.options.source, Side::Source),
+            listing(
+                &self.destination_client,
+                &self.options.destination,
+                Side::Destination,
+            ),
+        )
+    }
+
+    /// Prove that what the write phase wrote arrived: by HEADs of the
+    /// written keys when that is cheaper, else by listing both sides again.
+    async fn verify(&self, phases: &mut PhaseClock) -> Result<(), SyncError> {
+        let (options, stats) = (self.options, &self.stats);
+        let planned = stats.snapshot();
+        let wrote_nothing = planned.plan_copy + planned.plan_update + planned.plan_delete == 0;
+        if !options.verify || (self.cancel.is_cancelled() && !wrote_nothing) {
+            return Ok(());
+        }
+        if wrote_nothing {
+            // Nothing was written, so listing again would compare the very
+            // state this run just listed (S3 listings are strongly
+            // consistent) and double the cost of an unchanged nightly run.
+            // The write phase's comparison of every source key is the
+            // verification.
+            Stats::add(&stats.verify_checked, planned.listed_source);
+            return Ok(());
+        }
         stats.set_phase(Phase::Verifying);
         let verify_started = Instant::now();
         // What listing again would cost: the source, and the destination
@@ -139,31 +236,33 @@ pub async fn run_sync(
             (planned.listed_destination + planned.plan_copy).saturating_sub(planned.plan_delete);
         // With a directory, the written files are checked one by one too:
         // walking again would read every unchanged file to hash it.
-        let written = context
+        let written = self
+            .context
             .written
             .as_ref()
-            .filter(|_| !options.verify_by_listing);
-        let written = written.and_then(|w| {
-            w.if_cheaper_than_listing(
-                planned.listed_source,
-                destination_after,
-                options.list_page_size as u64,
-            )
-        });
-        fatal = match written {
-            Some(keys) => verify_written(
-                &mover,
-                keys,
-                &options.diff,
-                &stats,
-                &rows,
-                options.concurrency,
-                &cancel,
-            )
-            .await
-            .err(),
+            .filter(|_| !options.verify_by_listing)
+            .and_then(|w| {
+                w.if_cheaper_than_listing(
+                    planned.listed_source,
+                    destination_after,
+                    options.list_page_size as u64,
+                )
+            });
+        let result = match written {
+            Some(keys) => {
+                verify_written(
+                    &self.mover,
+                    keys,
+                    &options.diff,
+                    stats,
+                    &self.rows,
+                    options.concurrency,
+                    &self.cancel,
+                )
+                .await
+            }
             None => {
-                let (source, destination) = targets();
+                let (source, destination) = self.listings();
                 verify_range(
                     Sides {
                         source,
@@ -174,55 +273,16 @@ pub async fn run_sync(
                         preflight: false,
                     },
                     &options.diff,
-                    &stats,
-                    &rows,
-                    &cancel,
+                    stats,
+                    &self.rows,
+                    &self.cancel,
                 )
                 .await
-                .err()
             }
         };
         phases.record("verify", verify_started);
+        result
     }
-    stats.set_phase(Phase::Done);
-    let timeline = sampler.finish();
-    let interrupted = cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
-    if let Some(err) = &fatal
-        && !interrupted
-    {
-        tracing::error!(error = %err, "the run stopped early");
-    }
-
-    let mut counts = stats.snapshot();
-    counts.retries = counter.retries();
-    let record = RunRecord {
-        run_id,
-        source: options.source.to_string(),
-        destination: options.destination.to_string(),
-        dry_run: options.dry_run,
-        started_at,
-        duration_secs: started.elapsed().as_secs_f64(),
-        counts,
-        fatal: fatal.map(|e| e.to_string()),
-        interrupted,
-        failure_threshold: options.failure_threshold,
-        requests: counter.snapshot(),
-        copy_concurrency: (!options.dry_run).then(|| {
-            let (lowest, highest) = limit.range();
-            ConcurrencyRange {
-                lowest,
-                highest,
-                throttle_cuts: limit.cuts(),
-                throttled_responses: counter.throttled(),
-            }
-        }),
-        timeline,
-        phases: phases.into_phases(),
-    };
-    let report = options.report.as_ref();
-    Ok(deliver(record, &rows, report, &destination_client)
-        .await?
-        .summary)
 }
 
 /// List, diff and copy: the producer feeds a bounded channel read by
