@@ -2,6 +2,7 @@
 //! its caveats) or a failure that carries its retry class.
 
 use crate::base::error::{RetryClass, S3Failure};
+use crate::model::entry::ObjectEntry;
 use crate::report::TaskStatus;
 
 /// A finished copy.
@@ -118,4 +119,45 @@ pub struct Reported {
     pub code: String,
     pub http_status: Option<u16>,
     pub message: String,
+}
+
+/// What became of one destination object a run set out to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Gone: deleted now, or already gone (a redelivered batch whose first
+    /// delivery deleted it).
+    Deleted,
+    /// Kept: the source holds the key again (put back after the listing,
+    /// or before a batch redriven from the dead-letter queue ran).
+    SourceReappeared,
+    /// Kept: the destination object is no longer the one listed (the
+    /// conditional delete answered 412, or its ETag differs).
+    DestinationChanged,
+    /// Kept, for now: why, and whether trying again could help.
+    Failed(S3Failure),
+}
+
+impl DeleteOutcome {
+    /// A delete's first condition, from a look at the source key (a HEAD,
+    /// or a stat of a file): absent, `Ok`. Anything but a clear "absent"
+    /// keeps the object: a present key is [`DeleteOutcome::SourceReappeared`];
+    /// any error fails the delete *retryably*, since absence was not
+    /// shown (a 403, say, is what S3 answers for a missing key to a caller
+    /// without s3:ListBucket, but also for a present one it may not read).
+    pub fn unless_source_absent(
+        source: Result<Option<ObjectEntry>, S3Failure>,
+    ) -> Result<(), DeleteOutcome> {
+        match source {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(DeleteOutcome::SourceReappeared),
+            Err(failure) => Err(DeleteOutcome::Failed(S3Failure {
+                message: format!(
+                    "not deleted: could not check that the source is still absent: {}",
+                    failure.message
+                ),
+                class: RetryClass::Retryable,
+                ..failure
+            })),
+        }
+    }
 }

@@ -28,13 +28,6 @@ pub enum Listing {
 }
 
 impl Listing {
-    pub fn s3(&self) -> Option<&ListTarget> {
-        match self {
-            Listing::S3(target) => Some(target),
-            Listing::Local(_) => None,
-        }
-    }
-
     pub fn location(&self) -> Location {
         match self {
             Listing::S3(target) => Location::S3(target.location.clone()),

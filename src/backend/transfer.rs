@@ -21,9 +21,10 @@ use crate::backend::local::dir::{DirRole, LocalDir, io_failure};
 use crate::backend::local::download::{Source, download};
 use crate::backend::local::upload::{Destination, ObjectMeta, Shape, upload_file};
 use crate::backend::local::{posix, remove};
+use crate::backend::outcome::DeleteOutcome;
 use crate::backend::outcome::{Copied, CopyError};
 use crate::backend::s3::copier::Copier;
-use crate::backend::s3::delete::{DeleteOutcome, delete_object, delete_objects};
+use crate::backend::s3::delete::{delete_object, delete_objects};
 use crate::backend::s3::head::head_object;
 use crate::base::error::{RetryClass, S3Failure};
 use crate::model::entry::{ObjectEntry, Side};
@@ -57,6 +58,14 @@ pub struct RemoteBucket {
 }
 
 impl Mover {
+    /// The copier of a bucket-to-bucket run. The serverless runtime only
+    /// has those (its input refuses local directories), so there a missing
+    /// copier is a bug, not a condition to handle.
+    pub fn copier(&self) -> &Copier {
+        self.buckets()
+            .expect("a bucket-to-bucket run: the serverless runtime refuses local directories")
+    }
+
     /// The mover of a run, as its options decided ([`Transfer`]): this is
     /// where that decision becomes clients and directories. Problems a
     /// directory meets on the way (unreadable files, kept links) go to
@@ -294,7 +303,7 @@ impl Mover {
     ///
     /// The source is looked at first, `concurrency` keys at once: a HEAD
     /// where it is a bucket, a stat where it is a directory. Then a
-    /// bucket's objects go [`MAX_DELETE_KEYS`](crate::backend::s3::delete::MAX_DELETE_KEYS)
+    /// bucket's objects go [`MAX_DELETE_KEYS`](crate::model::s3_shape::MAX_DELETE_KEYS)
     /// to a conditional DeleteObjects request ([`delete_objects`]); a
     /// directory's files are removed one by one by [`Mover::delete`].
     pub async fn delete_listed(

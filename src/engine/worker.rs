@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::outcome::CopyError;
-use crate::backend::s3::copier::Copier;
-use crate::backend::s3::delete::{DeleteOutcome, MAX_DELETE_KEYS};
+use crate::backend::outcome::{CopyError, DeleteOutcome};
 use crate::backend::transfer::Mover;
 use crate::base::error::RetryClass;
 use crate::engine::diff::{Action, SkipReason};
 use crate::engine::written::WrittenKeys;
 use crate::model::entry::{ObjectEntry, Side};
+use crate::model::s3_shape::MAX_DELETE_KEYS;
 use crate::report::{ReportRow, ReportRows, Stats, TaskStatus};
 
 /// Whether an action that did not complete is worth another attempt.
@@ -92,15 +91,6 @@ impl DeleteBatcher {
 }
 
 impl WorkContext {
-    /// The copier of a bucket-to-bucket run. The serverless runtime only
-    /// has those (its input refuses local directories), so there a missing
-    /// copier is a bug, not a condition to handle.
-    pub fn copier(&self) -> &Copier {
-        self.mover
-            .buckets()
-            .expect("a bucket-to-bucket run: the serverless runtime refuses local directories")
-    }
-
     fn source_row(
         &self,
         key: &str,

@@ -57,6 +57,9 @@ pub fn default_part_size(size: u64, configured: u64) -> u64 {
     part.div_ceil(1024 * 1024) * 1024 * 1024
 }
 
+/// S3's limit of keys in one DeleteObjects request.
+pub const MAX_DELETE_KEYS: usize = 1_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

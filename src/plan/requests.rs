@@ -11,10 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::s3::delete::MAX_DELETE_KEYS;
 use crate::engine::diff::Action;
 use crate::model::entry::ObjectEntry;
 use crate::model::options::{SyncOptions, Transfer};
+use crate::model::s3_shape::MAX_DELETE_KEYS;
 use crate::model::s3_shape::{EtagShape, default_part_size, etag_shape, uniform_layout};
 
 /// Requests by S3 operation name, as the SDK (and so the report) names them.

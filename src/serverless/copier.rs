@@ -54,8 +54,7 @@ use crate::model::s3_shape::{EtagShape, etag_shape};
 use crate::report::emf::{self, MetricRecord, Unit, Work};
 use crate::report::{Counts, ReportRow, ReportRows, Stats, TaskStatus};
 use crate::serverless::FunctionEnv;
-use crate::serverless::contract::BatchResult;
-use crate::serverless::contract::{CopyBatch, CopyTask};
+use crate::serverless::contract::{BatchResult, CopyBatch, CopyTask};
 use crate::serverless::env::RunContext;
 use crate::serverless::parts;
 
@@ -361,7 +360,7 @@ async fn copy_batch(
 fn not_started(context: &WorkContext, task: &CopyTask, last: bool) -> Retry {
     if last {
         Stats::add(&context.stats.failed, 1);
-        let copier = context.copier();
+        let copier = context.mover.copier();
         context.rows.push(
             task.key(),
             ReportRow::new(
@@ -385,7 +384,7 @@ async fn already_copied(context: &WorkContext, task: &CopyTask) -> bool {
         // NoSuchKey, which counts as deleted.
         return false;
     };
-    let copier = context.copier();
+    let copier = context.mover.copier();
     let head = copier
         .destination_client
         .head_object()

@@ -33,8 +33,7 @@ use crate::report::emf::{self, MetricRecord, Unit, Work};
 use crate::report::{Counts, Stats};
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{BatchBuilder, BatchLimits, send_batches};
-use crate::serverless::contract::{Checkpoint, Phase, ShardCursor};
-use crate::serverless::contract::{CopyBatch, CopyTask, SentBatch};
+use crate::serverless::contract::{Checkpoint, CopyBatch, CopyTask, Phase, SentBatch, ShardCursor};
 use crate::serverless::env::RunContext;
 
 /// Keys per checkpoint: one ListObjectsV2 page.

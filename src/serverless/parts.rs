@@ -32,8 +32,9 @@ use crate::model::s3_shape::Layout;
 use crate::report::Stats;
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::send_batches;
-use crate::serverless::contract::{Checkpoint, PartGroup, SavedUpload};
-use crate::serverless::contract::{CopyBatch, CopyTask, MESSAGE_VERSION, SentBatch};
+use crate::serverless::contract::{
+    Checkpoint, CopyBatch, CopyTask, MESSAGE_VERSION, PartGroup, SavedUpload, SentBatch,
+};
 use crate::serverless::env::RunContext;
 
 fn folder(upload: &str) -> String {
@@ -75,7 +76,7 @@ pub async fn split(
     let run_id = &run.manifest.run_id;
     let upload = format!("{batch_id}-p{task:04}");
     let saved_name = format!("{}upload.json", folder(&upload));
-    let saved = match recorded_upload(env, run, context.copier(), object, &saved_name).await {
+    let saved = match recorded_upload(env, run, context.mover.copier(), object, &saved_name).await {
         Ok(saved) => saved,
         Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
             return Retry::Worthwhile;
@@ -240,7 +241,7 @@ async fn group_outcome(
     if claimed_by.is_none() {
         let indexes = (group.first_part as usize - 1)..(group.last_part as usize);
         let copied = copy_parts(
-            context.copier(),
+            context.mover.copier(),
             &group.object,
             &group.upload_id,
             &saved.layout,
@@ -308,11 +309,19 @@ async fn group_outcome(
                 .build()
         }));
     }
-    match complete_upload(context.copier(), &group.object, &group.upload_id, parts).await {
+    match complete_upload(
+        context.mover.copier(),
+        &group.object,
+        &group.upload_id,
+        parts,
+    )
+    .await
+    {
         Ok(()) => {}
         // Completed by an earlier attempt of this same message.
         Err(CopyError::Failed(f))
-            if f.code == "NoSuchUpload" && arrived(context.copier(), &group.object).await => {}
+            if f.code == "NoSuchUpload" && arrived(context.mover.copier(), &group.object).await => {
+        }
         Err(err) if err.retry_class() == RetryClass::Retryable && !last_receive => {
             return Ok(Retry::Worthwhile);
         }
@@ -404,7 +413,7 @@ async fn fail_upload(
             "text/plain",
         )
         .await;
-    let err = abort_after(context.copier(), &group.object, &group.upload_id, err).await;
+    let err = abort_after(context.mover.copier(), &group.object, &group.upload_id, err).await;
     settle(context, &group.object.key, err)
 }
 

@@ -16,8 +16,7 @@ use crate::engine::shards::plan_shards;
 use crate::model::entry::Side;
 use crate::report::emf::{self, Unit, Work};
 use crate::serverless::FunctionEnv;
-use crate::serverless::contract::RunManifest;
-use crate::serverless::contract::{Plan, PlannerEvent};
+use crate::serverless::contract::{Plan, PlannerEvent, RunManifest};
 use crate::serverless::input::resolve_input;
 
 pub async fn handle(

@@ -30,8 +30,9 @@ use crate::report::emf::{self, Unit, Work};
 use crate::report::timeline::MAX_POINTS;
 use crate::report::{Counts, PhaseTiming, ReportRow, ReportRows, TaskStatus, TimelinePoint};
 use crate::serverless::FunctionEnv;
-use crate::serverless::contract::{BatchResult, Checkpoint, RunManifest, SentBatch};
-use crate::serverless::contract::{Progress, ReportOutcome};
+use crate::serverless::contract::{
+    BatchResult, Checkpoint, Progress, ReportOutcome, RunManifest, SentBatch,
+};
 use crate::serverless::store::RunStore;
 
 /// Polls with an empty queue and missing results before the run stops
