@@ -41,6 +41,7 @@ async fn listed(client: &Client, bucket: &str) -> Vec<ObjectEntry> {
             etag: l.etag.trim_matches('"').to_owned(),
             last_modified_ms: 0,
             storage_class: l.storage_class,
+            checksum: None,
         })
         .collect()
 }

@@ -403,6 +403,7 @@ mod tests {
                 etag: appended.digest.md5.clone(),
                 last_modified_ms: 0,
                 storage_class: None,
+                checksum: None,
             });
             line.export = Some(Exported {
                 entry: appended.name,
@@ -422,6 +423,7 @@ mod tests {
                 etag: "e".into(),
                 last_modified_ms: 0,
                 storage_class: None,
+                checksum: None,
             }))
             .unwrap();
         let (spool, lines) = manifest.finish().unwrap();

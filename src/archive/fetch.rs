@@ -117,6 +117,7 @@ impl Source {
                 .storage_class()
                 .map(|c| c.as_str().to_owned())
                 .or_else(|| entry.storage_class.clone()),
+            checksum: None,
         };
         let headers = ObjectHeaders {
             content_type: out.content_type().map(str::to_owned),

@@ -115,6 +115,7 @@ mod tests {
             etag: etag.into(),
             last_modified_ms: 0,
             storage_class: None,
+            checksum: None,
         }
     }
 

@@ -101,6 +101,7 @@ mod tests {
             etag: etag.into(),
             last_modified_ms: 0,
             storage_class: None,
+            checksum: None,
         });
         let export = Exported {
             entry: object_entry_name(1),

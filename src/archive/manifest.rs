@@ -425,6 +425,7 @@ mod tests {
             etag: etag.into(),
             last_modified_ms: 0,
             storage_class: None,
+            checksum: None,
         })
     }
 
@@ -622,6 +623,7 @@ mod tests {
             etag: etag.into(),
             last_modified_ms: 9,
             storage_class: None,
+            checksum: None,
         };
         assert!(since.unchanged(&listed("a", 1, "x")).unwrap());
         assert!(!since.unchanged(&listed("b", 1, "x")).unwrap(), "new key");

@@ -5,6 +5,7 @@
 //! ends in. The bucket backend never imports the directory backend; the
 //! directory backend uses the bucket's request code (an upload is a PUT).
 
+pub mod ledger;
 pub mod local;
 pub mod outcome;
 pub mod s3;

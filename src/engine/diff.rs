@@ -248,6 +248,7 @@ mod tests {
             etag: etag.into(),
             last_modified_ms: t,
             storage_class: None,
+            checksum: None,
         }
     }
 

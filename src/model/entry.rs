@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::checksum::Checksum;
+
 /// A key's presence on each side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pair {
@@ -29,6 +31,10 @@ pub struct ObjectEntry {
     /// Milliseconds since the Unix epoch.
     pub last_modified_ms: i64,
     pub storage_class: Option<String>,
+    /// The stored checksum, where a HEAD asked for it (listings carry
+    /// none): what proves a pair equal when ETags cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Checksum>,
 }
 
 impl ObjectEntry {
@@ -48,6 +54,7 @@ impl ObjectEntry {
                 .and_then(|t| t.to_millis().ok())
                 .unwrap_or(0),
             storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
+            checksum: None,
         }
     }
 }

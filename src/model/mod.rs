@@ -4,6 +4,7 @@
 //! ([`s3_shape`]), the run's options ([`options`], [`filter`]) and prices
 //! ([`prices`]). No I/O happens here.
 
+pub mod checksum;
 pub mod entry;
 pub mod filter;
 pub mod keyspace;

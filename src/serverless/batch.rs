@@ -201,6 +201,7 @@ mod tests {
             etag: "0123456789abcdef0123456789abcdef-12".into(),
             last_modified_ms: 1_700_000_000_000,
             storage_class: Some("STANDARD".into()),
+            checksum: None,
         }
     }
 

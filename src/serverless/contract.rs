@@ -90,6 +90,7 @@ impl CopyTask {
                     etag,
                     last_modified_ms: 0,
                     storage_class: None,
+                    checksum: None,
                 },
             },
         })

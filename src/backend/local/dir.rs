@@ -206,6 +206,7 @@ pub fn file_entry(relative: &str, meta: &std::fs::Metadata) -> ObjectEntry {
         etag: String::new(),
         last_modified_ms: super::posix::mtime_ms(meta),
         storage_class: None,
+        checksum: None,
     }
 }
 

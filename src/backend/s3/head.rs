@@ -2,8 +2,10 @@
 //! "denied" even where s3:ListBucket is scoped by prefix.
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::types::ChecksumMode;
 
 use crate::base::error::{S3Failure, classify};
+use crate::model::checksum::Checksum;
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::location::S3Location;
 use crate::model::options::{CopyOptions, requester_pays};
@@ -26,7 +28,12 @@ pub async fn head_object(
         .bucket(&location.bucket)
         .key(location.key_for(relative))
         .set_expected_bucket_owner(owner.clone())
-        .set_request_payer(requester_pays(options.request_payer));
+        .set_request_payer(requester_pays(options.request_payer))
+        // The stored checksum comes with the answer at no extra cost: it is
+        // what proves a pair equal where ETags cannot (SSE-KMS, SSE-C).
+        // On a KMS object S3 asks for kms:Decrypt to return it
+        // (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html>).
+        .checksum_mode(ChecksumMode::Enabled);
     match request.send().await {
         Ok(head) => Ok(Some(ObjectEntry {
             key: relative.to_owned(),
@@ -41,6 +48,14 @@ pub async fn head_object(
                 .and_then(|t| t.to_millis().ok())
                 .unwrap_or(0),
             storage_class: head.storage_class().map(|c| c.as_str().to_owned()),
+            checksum: Checksum::from_fields(
+                head.checksum_crc64_nvme(),
+                head.checksum_crc32(),
+                head.checksum_crc32_c(),
+                head.checksum_sha1(),
+                head.checksum_sha256(),
+                head.checksum_type().map(|t| t.as_str()),
+            ),
         })),
         Err(err) => {
             let failure = classify(&err);
