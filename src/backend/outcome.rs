@@ -15,6 +15,10 @@ pub struct Copied {
     /// The source changed after it was listed; this is the version found
     /// when it was listed again, not the one first listed.
     pub source_changed: bool,
+    /// The source ETag copied and the new destination ETag, where the
+    /// answer told it: a pair the copy itself proves equal (it was
+    /// conditional on that source ETag), even where the two differ (KMS).
+    pub etags: Option<(String, String)>,
 }
 
 /// Why an object was not copied.

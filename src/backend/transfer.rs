@@ -266,6 +266,7 @@ impl Mover {
                     multipart: false,
                     warnings: downloaded.warnings,
                     source_changed,
+                    etags: None,
                 })
             }
         }
@@ -492,5 +493,6 @@ async fn upload(
         multipart: before.len() > bucket.options.multipart_threshold,
         warnings: Vec::new(),
         source_changed: state(&before) != listed_state,
+        etags: None,
     })
 }

@@ -166,6 +166,7 @@ fn print_action(action: &Action, dry_run: bool) {
             human_bytes(source.size)
         ),
         Action::Delete { destination } => println!("{prefix}delete  {}", destination.key),
+        Action::Compare { source, .. } => println!("{prefix}compare {} (checksums)", source.key),
         Action::Skip {
             key,
             reason: SkipReason::Unverified,

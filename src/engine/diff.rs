@@ -31,6 +31,14 @@ pub enum Action {
     },
     /// Present only at the destination, and `--delete` is on.
     Delete { destination: ObjectEntry },
+    /// Same size, and ETags that cannot decide: equal copies of an SSE-KMS
+    /// or SSE-C object have different ETags, and multipart layouts give
+    /// other ones. The ledger of proven pairs, or the two stored checksums
+    /// (a HEAD of each side), decide instead ([`crate::engine::prove`]).
+    Compare {
+        source: ObjectEntry,
+        destination: ObjectEntry,
+    },
     /// Nothing to do.
     Skip {
         key: String,
@@ -64,14 +72,43 @@ pub enum Comparison {
     Same,
     SameUnverified,
     Differs,
+    /// Same size and ETags that differ, where the source has not changed
+    /// since the copy: only a ledger entry or checksums can tell.
+    Unproven,
 }
 
-/// Compare two objects under `mode`. When ETags cannot be compared and
-/// `time_fallback` is on, an equal-sized copy at least as new as its source
-/// is "probably the same" ([`Comparison::SameUnverified`]); a copy older than
-/// its source differs. With `time_fallback` off (the verify pass) the size
-/// alone decides.
+/// Compare two objects under `mode`. In `etag` mode, equal ETags are
+/// equal; ETags that differ decide nothing by themselves (KMS, multipart
+/// layouts), unless the source is newer than its copy: then it changed
+/// since, and is copied without asking anything more. Otherwise the pair
+/// is [`Comparison::Unproven`]; with `time_fallback` off (the verify pass,
+/// after the copies) every pair of differing ETags is.
 pub fn compare(
+    source: &ObjectEntry,
+    destination: &ObjectEntry,
+    mode: DiffMode,
+    time_fallback: bool,
+) -> Comparison {
+    match mode {
+        DiffMode::Etag if source.size == destination.size && source.etag != destination.etag => {
+            if time_fallback && source.last_modified_ms > destination.last_modified_ms {
+                Comparison::Differs
+            } else {
+                Comparison::Unproven
+            }
+        }
+        _ => compare_without_checksums(source, destination, mode, time_fallback),
+    }
+}
+
+/// Compare two objects with what the listings alone tell. In `etag` mode,
+/// ETags of one shape decide; ETags of different shapes (other multipart
+/// layouts) cannot, and when `time_fallback` is on an equal-sized copy at
+/// least as new as its source is "probably the same"
+/// ([`Comparison::SameUnverified`]), while a copy older than its source
+/// differs. With `time_fallback` off (the verify pass) the size alone
+/// decides. This is the rule where no checksum can prove a pair.
+pub fn compare_without_checksums(
     source: &ObjectEntry,
     destination: &ObjectEntry,
     mode: DiffMode,
@@ -168,6 +205,10 @@ pub fn decide_with(pair: Pair, options: &DiffOptions, time_fallback: bool) -> Ac
                     reason: SkipReason::Unverified,
                 },
                 Comparison::Differs => Action::Update {
+                    source,
+                    destination,
+                },
+                Comparison::Unproven => Action::Compare {
                     source,
                     destination,
                 },
@@ -287,35 +328,75 @@ mod tests {
     #[test]
     fn multipart_etags_compare_only_with_the_same_shape() {
         let src = entry("k", 10, "aaa-3", 100);
+        let rule = compare_without_checksums;
         assert_eq!(
-            compare(&src, &entry("k", 10, "aaa-3", 50), DiffMode::Etag, true),
+            rule(&src, &entry("k", 10, "aaa-3", 50), DiffMode::Etag, true),
             Comparison::Same
         );
         assert_eq!(
-            compare(&src, &entry("k", 10, "bbb-3", 200), DiffMode::Etag, true),
+            rule(&src, &entry("k", 10, "bbb-3", 200), DiffMode::Etag, true),
             Comparison::Differs
         );
         // Different layouts: fall back to size and time, never guess.
         assert_eq!(
-            compare(&src, &entry("k", 10, "bbb-2", 200), DiffMode::Etag, true),
+            rule(&src, &entry("k", 10, "bbb-2", 200), DiffMode::Etag, true),
             Comparison::SameUnverified
         );
         assert_eq!(
-            compare(&src, &entry("k", 10, "0123abc", 200), DiffMode::Etag, true),
+            rule(&src, &entry("k", 10, "0123abc", 200), DiffMode::Etag, true),
             Comparison::SameUnverified
         );
         assert_eq!(
-            compare(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, true),
+            rule(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, true),
             Comparison::Differs
         );
         assert_eq!(
-            compare(&src, &entry("k", 11, "bbb-2", 200), DiffMode::Etag, true),
+            rule(&src, &entry("k", 11, "bbb-2", 200), DiffMode::Etag, true),
             Comparison::Differs
         );
         // Verify pass: no time fallback, size decides.
         assert_eq!(
-            compare(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, false),
+            rule(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, false),
             Comparison::SameUnverified
+        );
+    }
+
+    /// Equal sizes and ETags that differ prove nothing (KMS, layouts) where
+    /// the copy is at least as new as its source: checksums decide. A
+    /// source newer than its copy changed since, and is copied outright;
+    /// in verification (no times) every such pair is for checksums.
+    #[test]
+    fn etags_that_differ_are_unproven_unless_the_source_is_newer() {
+        let src = entry("k", 10, "aaa", 100);
+        for other in ["bbb", "bbb-2"] {
+            assert_eq!(
+                compare(&src, &entry("k", 10, other, 200), DiffMode::Etag, true),
+                Comparison::Unproven
+            );
+            assert_eq!(
+                compare(&src, &entry("k", 10, other, 100), DiffMode::Etag, true),
+                Comparison::Unproven
+            );
+            assert_eq!(
+                compare(&src, &entry("k", 10, other, 50), DiffMode::Etag, true),
+                Comparison::Differs
+            );
+            assert_eq!(
+                compare(&src, &entry("k", 10, other, 50), DiffMode::Etag, false),
+                Comparison::Unproven
+            );
+        }
+        assert_eq!(
+            compare(&src, &entry("k", 10, "aaa", 50), DiffMode::Etag, true),
+            Comparison::Same
+        );
+        assert_eq!(
+            compare(&src, &entry("k", 9, "bbb", 200), DiffMode::Etag, true),
+            Comparison::Differs
+        );
+        assert_eq!(
+            compare(&src, &entry("k", 10, "bbb", 200), DiffMode::Size, true),
+            Comparison::Same
         );
     }
 
@@ -486,7 +567,9 @@ mod tests {
             let mut result = dst.clone();
             for pair in run_join(entries(&src), entries(&dst)) {
                 match decide(pair, &opts) {
-                    Action::Copy { source } | Action::Update { source, .. } => {
+                    // Here an ETag stands for the content, so the checksums
+                    // a Compare asks for differ, and it copies.
+                    Action::Copy { source } | Action::Update { source, .. } | Action::Compare { source, .. } => {
                         result.insert(source.key.clone(), src[&source.key].clone());
                     }
                     Action::Delete { destination } => { result.remove(&destination.key); }

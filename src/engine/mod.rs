@@ -3,14 +3,16 @@
 //! [`crate::backend::transfer::Mover`].
 //!
 //! [`pieces`] lists a range as pieces at once, each a [`diff::merge_join`]
-//! whose pairs go to a sink; [`diff::decide`] turns a pair into an action;
-//! [`worker`] applies one action and records it; [`verify`] checks what was
+//! whose pairs go to a sink; [`diff::decide`] turns a pair into an action,
+//! and [`prove`] settles pairs whose ETags cannot decide (the ledger of
+//! proven pairs, then checksums); [`worker`] applies one action and records it; [`verify`] checks what was
 //! written ([`written`] says how); [`pipeline`] runs it all in one process;
 //! [`shards`] cuts a range up front for the serverless fan-out.
 
 pub mod diff;
 pub mod pieces;
 pub mod pipeline;
+pub mod prove;
 pub mod shards;
 pub mod verify;
 pub mod worker;

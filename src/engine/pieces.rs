@@ -31,6 +31,12 @@ pub const PAGES_BEFORE_CUT: u64 = 10;
 
 /// What a piece does with each pair of its merge-join.
 pub trait PairSink: Clone + Send + Sync + 'static {
+    /// The sink for one piece: a clone, with whatever it keeps per piece
+    /// (a cursor in the ledger, read in the piece's key order) fresh.
+    fn for_piece(&self) -> Self {
+        self.clone()
+    }
+
     /// Take one pair; `false` stops the piece (its consumer is gone).
     fn take(&self, pair: Pair) -> impl Future<Output = bool> + Send;
 }
@@ -92,7 +98,7 @@ pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), Sy
             tracing::debug!(piece = spawned, ?range, "listing piece");
             pieces.spawn(list_piece(
                 sides.clone(),
-                sink.clone(),
+                sink.for_piece(),
                 range,
                 end,
                 preflight,

@@ -22,6 +22,9 @@ use std::time::Instant;
 use aws_sdk_s3::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::ledger::read::{Cursor, Ledger};
+use crate::backend::ledger::store::StateStore;
+use crate::backend::ledger::write::LedgerWriter;
 use crate::backend::s3::listing::ListTarget;
 use crate::backend::side::Listing;
 use crate::backend::transfer::Mover;
@@ -29,8 +32,9 @@ use crate::base::client::build_s3_client;
 use crate::base::concurrency::AdaptiveLimit;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
-use crate::engine::diff::{Action, decide};
+use crate::engine::diff::{Action, SkipReason, decide};
 use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
+use crate::engine::prove::{Proofs, without_checksums};
 use crate::engine::verify::{verify_range, verify_written};
 use crate::engine::worker::{DeleteBatcher, WorkContext};
 use crate::engine::written::WrittenKeys;
@@ -74,8 +78,19 @@ pub async fn run_sync(
         sampler.finish();
         return Err(SyncError::Config(why));
     }
-    if fatal.is_none() {
-        fatal = run.verify(&mut phases).await.err();
+    if fatal.is_none() && !run.cancel.is_cancelled() {
+        // The write phase's proofs become the ledger now, so a run killed
+        // during verification keeps them; verification reads it back (it
+        // holds this run's copies) and adds what its own HEADs prove.
+        let verifying = run.commit_ledger().await;
+        fatal = run.verify(&verifying, &mut phases).await.err();
+        if verifying
+            .next
+            .as_ref()
+            .is_some_and(|n| n.recorded() > run.recorded_before_verify())
+        {
+            run.commit_ledger().await;
+        }
     }
     run.stats.set_phase(Phase::Done);
     let timeline = sampler.finish();
@@ -118,6 +133,33 @@ pub async fn run_sync(
         .summary)
 }
 
+/// The ledger of proven pairs a run reads, and the next one it writes
+/// (none in a dry run, which writes nothing).
+async fn open_proofs(options: &SyncOptions, client: &Client) -> Result<Proofs, SyncError> {
+    let Some(location) = &options.ledger else {
+        return Ok(Proofs::default());
+    };
+    let store = match location {
+        Location::Local(dir) => StateStore::Dir(dir.clone()),
+        Location::S3(location) => StateStore::S3 {
+            client: client.clone(),
+            location: location.clone(),
+        },
+    };
+    let (source, destination) = (options.source.to_string(), options.destination.to_string());
+    let ledger = Ledger::open(store.clone(), &source, &destination).await;
+    let next = if options.dry_run {
+        None
+    } else {
+        let id = run_id(&crate::base::format::now_rfc3339());
+        let writer = LedgerWriter::new(store, &source, &destination, &id).map_err(|e| {
+            SyncError::Config(format!("a spool for the ledger of proven pairs: {e}"))
+        })?;
+        Some(Arc::new(writer))
+    };
+    Ok(Proofs::new(Some(ledger), next))
+}
+
 /// A run's id: when it started, to the second, and this process, so two
 /// runs started in the same second from two shells differ.
 fn run_id(started_at: &str) -> String {
@@ -140,6 +182,8 @@ struct Run<'a> {
     destination_client: Client,
     mover: Arc<Mover>,
     context: WorkContext,
+    /// Ledger entries recorded by the last commit.
+    recorded_at_commit: AtomicU64,
 }
 
 impl<'a> Run<'a> {
@@ -167,6 +211,7 @@ impl<'a> Run<'a> {
             &destination_client,
             (&rows, &stats),
         ));
+        let proofs = Arc::new(open_proofs(options, &destination_client).await?);
         let context = WorkContext {
             mover: mover.clone(),
             stats: stats.clone(),
@@ -174,6 +219,7 @@ impl<'a> Run<'a> {
             cancel: cancel.clone(),
             written: Some(Arc::new(WrittenKeys::default())),
             deletes: Arc::new(DeleteBatcher::new(options.concurrency)),
+            proofs,
         };
         Ok(Run {
             options,
@@ -185,7 +231,54 @@ impl<'a> Run<'a> {
             destination_client,
             mover,
             context,
+            recorded_at_commit: AtomicU64::new(0),
         })
+    }
+
+    /// Commit the ledger of proven pairs gathered so far, and return the
+    /// proofs verification works with: the ledger just committed, read
+    /// back, and the same writer. Skipped when nothing changed: every
+    /// entry of the old ledger carried over and none added. A failed
+    /// commit is a warning: the old ledger stays, and costs HEADs only.
+    async fn commit_ledger(&self) -> Arc<Proofs> {
+        let proofs = &self.context.proofs;
+        let Some(next) = &proofs.next else {
+            return proofs.clone();
+        };
+        let old = proofs.ledger.as_ref().map_or(0, |l| l.entries());
+        let hits = self.stats.proven_by_ledger.load(Ordering::Relaxed);
+        let unchanged = next.recorded() == hits && hits == old && self.committed() == 0;
+        if !unchanged {
+            match next.commit().await {
+                Ok(committed) => {
+                    self.stats
+                        .ledger_entries
+                        .store(committed.entries, Ordering::Relaxed);
+                }
+                Err(why) => {
+                    tracing::warn!(ledger = %next.store(), error = %why, "could not save the ledger of proven pairs; the next run proves its pairs again (HEADs)");
+                    Stats::add(&self.stats.warnings, 1);
+                }
+            }
+        } else {
+            self.stats.ledger_entries.store(old, Ordering::Relaxed);
+        }
+        let (source, destination) = (
+            self.options.source.to_string(),
+            self.options.destination.to_string(),
+        );
+        let ledger = Ledger::open(next.store().clone(), &source, &destination).await;
+        self.recorded_at_commit
+            .store(next.recorded(), Ordering::Relaxed);
+        Arc::new(Proofs::new(Some(ledger), Some(next.clone())))
+    }
+
+    fn committed(&self) -> u64 {
+        self.recorded_at_commit.load(Ordering::Relaxed)
+    }
+
+    fn recorded_before_verify(&self) -> u64 {
+        self.committed()
     }
 
     /// Both sides, as the engine lists them.
@@ -212,7 +305,7 @@ impl<'a> Run<'a> {
 
     /// Prove that what the write phase wrote arrived: by HEADs of the
     /// written keys when that is cheaper, else by listing both sides again.
-    async fn verify(&self, phases: &mut PhaseClock) -> Result<(), SyncError> {
+    async fn verify(&self, proofs: &Arc<Proofs>, phases: &mut PhaseClock) -> Result<(), SyncError> {
         let (options, stats) = (self.options, &self.stats);
         let planned = stats.snapshot();
         let wrote_nothing = planned.plan_copy + planned.plan_update + planned.plan_delete == 0;
@@ -251,7 +344,7 @@ impl<'a> Run<'a> {
         let result = match written {
             Some(keys) => {
                 verify_written(
-                    &self.mover,
+                    (&self.mover, proofs),
                     keys,
                     &options.diff,
                     stats,
@@ -272,6 +365,7 @@ impl<'a> Run<'a> {
                         counted: None,
                         preflight: false,
                     },
+                    (&self.mover, proofs),
                     &options.diff,
                     stats,
                     &self.rows,
@@ -349,6 +443,7 @@ async fn write_phase(
         tx: tx.clone(),
         deletes: Arc::new(AtomicU64::new(0)),
         observer,
+        cursor: None,
     };
     let result = tokio::select! {
         _ = context.cancel.cancelled() => Err(SyncError::Cancelled),
@@ -381,11 +476,61 @@ struct WriteSink {
     /// Deletions so far, run-wide, for `--max-delete`.
     deletes: Arc<AtomicU64>,
     observer: Option<ActionObserver>,
+    /// This piece's place in the ledger of proven pairs.
+    cursor: Option<Arc<tokio::sync::Mutex<Cursor>>>,
+}
+
+impl WriteSink {
+    /// A pair whose ETags cannot decide: equal by the ledger, at no cost;
+    /// else for a worker to prove by checksums, unless this run found
+    /// there are none to compare.
+    async fn settle(&self, action: Action) -> Action {
+        let Action::Compare {
+            source,
+            destination,
+        } = action
+        else {
+            return action;
+        };
+        let proofs = &self.context.proofs;
+        if let Some(cursor) = &self.cursor {
+            let mut cursor = cursor.lock().await;
+            if proofs
+                .by_ledger(&mut cursor, &source, &destination, &self.context.stats)
+                .await
+            {
+                return Action::Skip {
+                    key: source.key,
+                    size: source.size,
+                    reason: SkipReason::Equal,
+                };
+            }
+        }
+        if proofs.checksums_worth_asking() {
+            Action::Compare {
+                source,
+                destination,
+            }
+        } else {
+            without_checksums(source, destination, true)
+        }
+    }
 }
 
 impl PairSink for WriteSink {
+    fn for_piece(&self) -> Self {
+        WriteSink {
+            cursor: self
+                .context
+                .proofs
+                .cursor()
+                .map(|c| Arc::new(tokio::sync::Mutex::new(c))),
+            ..self.clone()
+        }
+    }
+
     async fn take(&self, pair: Pair) -> bool {
-        let action = decide(pair, &self.options.diff);
+        let action = self.settle(decide(pair, &self.options.diff)).await;
         if let Some(observer) = &self.observer {
             observer(&action);
         }

@@ -18,10 +18,15 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::ledger::proven::Proven;
+use crate::backend::ledger::read::Cursor;
 use crate::backend::transfer::Mover;
 use crate::base::error::SyncError;
 use crate::engine::diff::{Action, decide_with};
 use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
+use crate::engine::prove::{Proofs, without_checksums};
+use crate::model::checksum::{Proof, prove};
+use crate::model::entry::ObjectEntry;
 use crate::model::entry::{Pair, Side};
 use crate::model::location::Location;
 use crate::model::options::DiffOptions;
@@ -38,11 +43,21 @@ pub struct Mismatch {
     pub at_destination: bool,
 }
 
-/// Check one pair of the re-listing. `None`: in sync. The CLI's verify pass
-/// and the serverless VALIDATE phase both decide with this.
-pub fn check_pair(pair: Pair, diff: &DiffOptions, stats: &Stats) -> Option<Mismatch> {
+/// What one pair of the re-listing says.
+#[derive(Debug)]
+pub enum Check {
+    InSync,
+    Mismatch(Mismatch),
+    /// Same size, ETags that cannot decide: the ledger or checksums must
+    /// ([`settle`]).
+    Unproven(ObjectEntry, ObjectEntry),
+}
+
+/// Check one pair of the re-listing. The CLI's verify pass and the
+/// serverless VALIDATE phase both decide with this.
+pub fn check_pair(pair: Pair, diff: &DiffOptions, stats: &Stats) -> Check {
     let mismatch = |key: String, code, message: String, at_destination| {
-        Some(Mismatch {
+        Check::Mismatch(Mismatch {
             key,
             code,
             message,
@@ -52,7 +67,7 @@ pub fn check_pair(pair: Pair, diff: &DiffOptions, stats: &Stats) -> Option<Misma
     match decide_with(pair, diff, false) {
         Action::Skip { .. } => {
             Stats::add(&stats.verify_checked, 1);
-            None
+            Check::InSync
         }
         Action::Copy { source } => {
             Stats::add(&stats.verify_checked, 1);
@@ -68,11 +83,14 @@ pub fn check_pair(pair: Pair, diff: &DiffOptions, stats: &Stats) -> Option<Misma
             destination,
         } => {
             Stats::add(&stats.verify_checked, 1);
-            let why = format!(
-                "verify: destination differs (size {} vs {}, ETag {} vs {})",
-                source.size, destination.size, source.etag, destination.etag
-            );
-            mismatch(source.key, "VerifyMismatch", why, false)
+            Check::Mismatch(differs(&source, &destination, "ETag"))
+        }
+        Action::Compare {
+            source,
+            destination,
+        } => {
+            Stats::add(&stats.verify_checked, 1);
+            Check::Unproven(source, destination)
         }
         Action::Delete { destination } => mismatch(
             destination.key,
@@ -80,6 +98,56 @@ pub fn check_pair(pair: Pair, diff: &DiffOptions, stats: &Stats) -> Option<Misma
             "verify: the object is still at the destination but not at the source".to_owned(),
             true,
         ),
+    }
+}
+
+fn differs(source: &ObjectEntry, destination: &ObjectEntry, by: &str) -> Mismatch {
+    let (shown_source, shown_destination) = match by {
+        "checksum" => (
+            source.checksum.as_ref().map(|c| c.value.as_str()),
+            destination.checksum.as_ref().map(|c| c.value.as_str()),
+        ),
+        _ => (Some(source.etag.as_str()), Some(destination.etag.as_str())),
+    };
+    Mismatch {
+        key: source.key.clone(),
+        code: "VerifyMismatch",
+        message: format!(
+            "verify: destination differs (size {} vs {}, {by} {} vs {})",
+            source.size,
+            destination.size,
+            shown_source.unwrap_or("-"),
+            shown_destination.unwrap_or("-")
+        ),
+        at_destination: false,
+    }
+}
+
+/// Settle an unproven pair with what its checksums proved (`None`: no
+/// comparable checksum): equal is in sync, different is a mismatch, and
+/// unknown falls back to the listings' rule, under which ETags of one
+/// shape that differ are a mismatch.
+pub fn settle(source: ObjectEntry, destination: ObjectEntry, proof: Proof) -> Option<Mismatch> {
+    match proof {
+        Proof::Equal => None,
+        Proof::Different => Some(differs(&source, &destination, "checksum")),
+        Proof::Unknown => match without_checksums(source, destination, false) {
+            Action::Update {
+                source,
+                destination,
+            } => Some(differs(&source, &destination, "ETag")),
+            _ => None,
+        },
+    }
+}
+
+impl Check {
+    /// The mismatch of a pair that is not on both sides (never unproven).
+    pub fn mismatch(self) -> Option<Mismatch> {
+        match self {
+            Check::Mismatch(mismatch) => Some(mismatch),
+            Check::InSync | Check::Unproven(..) => None,
+        }
     }
 }
 
@@ -107,6 +175,7 @@ impl Mismatch {
 /// and report every pair that still differs.
 pub async fn verify_range(
     sides: Sides,
+    (mover, proofs): (&Arc<Mover>, &Arc<Proofs>),
     diff: &DiffOptions,
     stats: &Arc<Stats>,
     rows: &Arc<ReportRows>,
@@ -117,6 +186,9 @@ pub async fn verify_range(
         diff: diff.clone(),
         stats: stats.clone(),
         rows: rows.clone(),
+        mover: mover.clone(),
+        proofs: proofs.clone(),
+        cursor: None,
     };
     tokio::select! {
         _ = cancel.cancelled() => Err(SyncError::Cancelled),
@@ -131,11 +203,58 @@ struct VerifySink {
     diff: DiffOptions,
     stats: Arc<Stats>,
     rows: Arc<ReportRows>,
+    mover: Arc<Mover>,
+    proofs: Arc<Proofs>,
+    /// This piece's place in the ledger the write phase committed.
+    cursor: Option<Arc<tokio::sync::Mutex<Cursor>>>,
+}
+
+impl VerifySink {
+    /// Settle a pair whose ETags cannot decide: the ledger (which holds the
+    /// run's own copies), else checksums.
+    async fn prove(&self, source: ObjectEntry, destination: ObjectEntry) -> Option<Mismatch> {
+        if let Some(cursor) = &self.cursor {
+            let mut cursor = cursor.lock().await;
+            if self
+                .proofs
+                .by_ledger(&mut cursor, &source, &destination, &self.stats)
+                .await
+            {
+                return None;
+            }
+        }
+        let proof = match self
+            .proofs
+            .by_checksums(&self.mover, &source.key, &self.stats)
+            .await
+        {
+            Some((proof, fresh_source, fresh_destination)) => {
+                return settle(fresh_source, fresh_destination, proof);
+            }
+            None => Proof::Unknown,
+        };
+        settle(source, destination, proof)
+    }
 }
 
 impl PairSink for VerifySink {
+    fn for_piece(&self) -> Self {
+        VerifySink {
+            cursor: self
+                .proofs
+                .cursor()
+                .map(|c| Arc::new(tokio::sync::Mutex::new(c))),
+            ..self.clone()
+        }
+    }
+
     async fn take(&self, pair: Pair) -> bool {
-        if let Some(mismatch) = check_pair(pair, &self.diff, &self.stats)
+        let found = match check_pair(pair, &self.diff, &self.stats) {
+            Check::InSync => None,
+            Check::Mismatch(mismatch) => Some(mismatch),
+            Check::Unproven(source, destination) => self.prove(source, destination).await,
+        };
+        if let Some(mismatch) = found
             && !self.rows.already_reported(&mismatch.key)
         {
             Stats::add(&self.stats.verify_mismatched, 1);
@@ -150,20 +269,24 @@ impl PairSink for VerifySink {
 /// HEAD each written key on both sides, up to `concurrency` keys at once,
 /// and report every one that still differs.
 pub async fn verify_written(
-    mover: &Mover,
-    keys: Vec<String>,
+    (mover, proofs): (&Mover, &Proofs),
+    mut keys: Vec<String>,
     diff: &DiffOptions,
     stats: &Stats,
     rows: &ReportRows,
     concurrency: usize,
     cancel: &CancellationToken,
 ) -> Result<(), SyncError> {
+    // In key order, so one cursor reads the ledger beside them.
+    keys.sort();
+    keys.dedup();
+    let mut cursor = proofs.cursor();
     let checks = futures::stream::iter(keys)
         .map(|key| async move {
             let (source, destination) = mover.head_both(&key).await;
             (key, source, destination)
         })
-        .buffer_unordered(concurrency.max(1));
+        .buffered(concurrency.max(1));
     futures::pin_mut!(checks);
     loop {
         let next = tokio::select! {
@@ -174,9 +297,30 @@ pub async fn verify_written(
             return Ok(());
         };
         let mismatch = match (source, destination) {
-            (Ok(Some(s)), Ok(Some(d))) => check_pair(Pair::Both(s, d), diff, stats),
-            (Ok(Some(s)), Ok(None)) => check_pair(Pair::SourceOnly(s), diff, stats),
-            (Ok(None), Ok(Some(d))) => check_pair(Pair::DestinationOnly(d), diff, stats),
+            (Ok(Some(s)), Ok(Some(d))) => match check_pair(Pair::Both(s, d), diff, stats) {
+                Check::InSync => None,
+                Check::Mismatch(mismatch) => Some(mismatch),
+                // The HEADs brought the checksums; the ledger (holding this
+                // run's copies) proves what they cannot.
+                Check::Unproven(s, d) => {
+                    let by_ledger = match cursor.as_mut() {
+                        Some(cursor) => proofs.by_ledger(cursor, &s, &d, stats).await,
+                        None => false,
+                    };
+                    if by_ledger {
+                        None
+                    } else {
+                        let proof = prove(s.checksum.as_ref(), d.checksum.as_ref());
+                        if proof == Proof::Equal {
+                            Stats::add(&stats.proven_by_checksum, 1);
+                            proofs.keep(Proven::of(&s, &d));
+                        }
+                        settle(s, d, proof)
+                    }
+                }
+            },
+            (Ok(Some(s)), Ok(None)) => check_pair(Pair::SourceOnly(s), diff, stats).mismatch(),
+            (Ok(None), Ok(Some(d))) => check_pair(Pair::DestinationOnly(d), diff, stats).mismatch(),
             (Ok(None), Ok(None)) => None, // deleted, and gone from both
             (Err(failure), _) | (_, Err(failure)) => {
                 Stats::add(&stats.verify_checked, 1);

@@ -18,6 +18,7 @@ use crate::backend::outcome::{CopyError, DeleteOutcome};
 use crate::backend::transfer::Mover;
 use crate::base::error::RetryClass;
 use crate::engine::diff::{Action, SkipReason};
+use crate::engine::prove::Proofs;
 use crate::engine::written::WrittenKeys;
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::s3_shape::MAX_DELETE_KEYS;
@@ -50,6 +51,8 @@ pub struct WorkContext {
     pub written: Option<Arc<WrittenKeys>>,
     /// Deletes waiting to go out together (see [`DeleteBatcher`]).
     pub deletes: Arc<DeleteBatcher>,
+    /// The ledger read and written, and the checksum comparisons.
+    pub proofs: Arc<Proofs>,
 }
 
 /// Deletes gathered into batches, so a bucket's objects go a thousand to a
@@ -150,8 +153,27 @@ impl WorkContext {
                 tracing::debug!(key = %source.key, "not started: cancelled");
                 Retry::Worthwhile
             }
+            Action::Compare { source, .. } if self.cancel.is_cancelled() => {
+                tracing::debug!(key = %source.key, "not compared: cancelled");
+                Retry::Worthwhile
+            }
             Action::Copy { source } => self.copy(&source, &s.copied).await,
             Action::Update { source, .. } => self.copy(&source, &s.updated).await,
+            // Counted once decided: as unchanged, or as the update it is.
+            Action::Compare {
+                source,
+                destination,
+            } => {
+                let action = self
+                    .proofs
+                    .decide(&self.mover, source, destination, s)
+                    .await;
+                self.record_plan(&action);
+                match action {
+                    Action::Update { source, .. } => self.copy(&source, &s.updated).await,
+                    _ => Retry::No,
+                }
+            }
             // Gathered, and carried out a batch at a time: the answer for
             // this one comes from the call that carries out its batch
             // (here, when it fills the batch, or `flush_deletes`).
@@ -259,6 +281,7 @@ impl WorkContext {
         match self.mover.copy(source, &self.cancel).await {
             Ok(copied) => {
                 Stats::add(done, 1);
+                self.proofs.copied(&copied, source.size, &source.key);
                 if copied.source_changed {
                     Stats::add(&self.stats.source_changed, 1);
                 }
@@ -316,7 +339,9 @@ impl WorkContext {
 
 fn action_key(action: &Action) -> &str {
     match action {
-        Action::Copy { source } | Action::Update { source, .. } => &source.key,
+        Action::Copy { source }
+        | Action::Update { source, .. }
+        | Action::Compare { source, .. } => &source.key,
         Action::Delete { destination } => &destination.key,
         Action::Skip { key, .. } => key,
     }
@@ -340,6 +365,8 @@ pub fn count_plan(
             Stats::add(&s.plan_bytes, source.size);
         }
         Action::Delete { .. } => Stats::add(&s.plan_delete, 1),
+        // Counted when proven: as unchanged, or as an update.
+        Action::Compare { .. } => {}
         Action::Skip { key, reason, .. } => match reason {
             SkipReason::Equal => Stats::add(&s.skip_equal, 1),
             SkipReason::Filtered => Stats::add(&s.skip_filtered, 1),

@@ -148,6 +148,19 @@ pub struct SyncSpec {
     /// Write summary.json and failures.csv to this directory or s3:// prefix.
     #[arg(long, value_name = "DIR_OR_S3_URL", env = "S3_FANOUT_REPORT")]
     pub report: Option<String>,
+    /// Where the ledger of proven pairs lives: a directory or an s3://
+    /// prefix, never inside either synced location. It holds the pairs
+    /// whose ETags differ but whose content was proven equal (SSE-KMS and
+    /// SSE-C copies, other multipart layouts), so the next run proves them
+    /// from the listings alone. Default: a directory under
+    /// $XDG_STATE_HOME (~/.local/state)/s3-fanout/ledgers/, named for the
+    /// source and destination. Bucket to bucket, in etag mode only.
+    #[arg(long, value_name = "DIR_OR_S3_URL", env = "S3_FANOUT_STATE")]
+    pub state: Option<String>,
+    /// Keep no ledger of proven pairs: pairs whose ETags differ are proven
+    /// again by their checksums (a HEAD of each side) on every run.
+    #[arg(long, conflicts_with = "state")]
+    pub no_state: bool,
     /// Failed objects (copies that failed, or verified different) the run
     /// tolerates before it fails as a whole; tolerated ones still exit 1.
     ///
@@ -325,6 +338,8 @@ impl Default for SyncSpec {
             no_verify: false,
             verify_by_listing: false,
             report: None,
+            state: None,
+            no_state: false,
             failure_threshold: 0,
             client: ClientFlags::default(),
             source_endpoint_url: None,
@@ -438,6 +453,8 @@ pub struct SyncOptions {
     /// Verify by listing again even after a few writes.
     pub verify_by_listing: bool,
     pub report: Option<ReportLocation>,
+    /// Where the ledger of proven pairs lives, when the run keeps one.
+    pub ledger: Option<Location>,
     /// Failed objects tolerated before the run fails as a whole.
     pub failure_threshold: u64,
 }
@@ -468,6 +485,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
         check_posix(&spec, transfer)?;
         let modified_since = spec.modified_since.as_deref().map(parse_date).transpose()?;
         let report = spec.report.as_deref().map(str::parse).transpose()?;
+        let ledger = ledger_location(&spec, (&source, &destination))?;
 
         Ok(SyncOptions {
             source,
@@ -505,9 +523,69 @@ impl TryFrom<SyncSpec> for SyncOptions {
             verify: !spec.no_verify && !spec.dry_run,
             verify_by_listing: spec.verify_by_listing,
             report,
+            ledger,
             failure_threshold: spec.failure_threshold,
         })
     }
+}
+
+/// Where the ledger of proven pairs lives: `--state`, else a directory
+/// under the user's state directory named for the two locations; none
+/// with `--no-state`, outside `etag` mode, or with a directory side (whose
+/// files are hashed, not proven by copies). Never inside either synced
+/// location: a sync would copy it, or `--delete` delete it.
+fn ledger_location(
+    spec: &SyncSpec,
+    (source, destination): (&Location, &Location),
+) -> Result<Option<Location>, SyncError> {
+    let (Location::S3(_), Location::S3(_)) = (source, destination) else {
+        return Ok(None);
+    };
+    if spec.no_state || spec.mode != DiffMode::Etag {
+        return Ok(None);
+    }
+    let location = match &spec.state {
+        Some(state) => match state.parse::<Location>()? {
+            Location::Local(dir) => Location::Local(
+                std::path::absolute(&dir)
+                    .map_err(|e| SyncError::Config(format!("--state {}: {e}", dir.display())))?,
+            ),
+            Location::S3(mut s3) => {
+                if !s3.prefix.is_empty() && !s3.prefix.ends_with('/') {
+                    s3.prefix.push('/');
+                }
+                Location::S3(s3)
+            }
+        },
+        None => {
+            let base = std::env::var_os("XDG_STATE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state"))
+                });
+            let Some(base) = base else {
+                tracing::warn!(
+                    "no HOME or XDG_STATE_HOME: keeping no ledger of proven pairs (use --state)"
+                );
+                return Ok(None);
+            };
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(format!("{source}\n{destination}").as_bytes());
+            let name: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+            Location::Local(base.join("s3-fanout/ledgers").join(name))
+        }
+    };
+    for side in [source, destination] {
+        if let (Location::S3(state), Location::S3(synced)) = (&location, side)
+            && state.overlaps(synced)
+        {
+            return Err(SyncError::Config(format!(
+                "--state {location} is inside {side}, which this run syncs: the ledger would be copied, or deleted by --delete; choose a location outside both"
+            )));
+        }
+    }
+    Ok(Some(location))
 }
 
 /// Each side's client settings: the shared flags, with that side's

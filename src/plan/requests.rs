@@ -39,6 +39,9 @@ pub fn for_action(options: &SyncOptions, action: &Action, into: &mut Requests) {
             Transfer::Upload => {}
             _ => add(into, "HeadObject", 1),
         },
+        // Two HEADs to compare stored checksums (a pair the ledger did not
+        // prove); the copy that may follow is not known before.
+        Action::Compare { .. } => add(into, "HeadObject", 2),
         Action::Skip { .. } => {}
     }
 }

@@ -139,6 +139,14 @@ counters! {
     verify_checked, verify_mismatched,
     /// Written keys verified by HEADs on both sides instead of a re-listing.
     verify_heads,
+    /// Pairs whose ETags differ proven equal: by an entry of the ledger of
+    /// proven pairs (no request), or by their stored checksums (a HEAD of
+    /// each side), in the write phase and in verification.
+    proven_by_ledger, proven_by_checksum,
+    /// HEADs sent to compare checksums, and pairs they proved different.
+    checksum_heads, checksum_different,
+    /// Entries of the ledger this run committed.
+    ledger_entries,
     /// Requests sent again after a failed attempt (throttling, 5xx, broken
     /// connections), counted by the client ([`crate::base::metrics`]).
     retries,

@@ -71,6 +71,15 @@ impl CopyTask {
                 etag: destination.etag,
             }),
             Action::Skip { .. } => None,
+            // The lister settles these before it plans tasks.
+            Action::Compare {
+                source,
+                destination,
+            } => Self::from_action(crate::engine::prove::without_checksums(
+                source,
+                destination,
+                true,
+            )),
         }
     }
 
@@ -174,6 +183,9 @@ pub struct SavedUpload {
     pub upload_id: String,
     pub layout: Layout,
     pub warnings: Vec<String>,
+    /// The source's checksum: a full-object one goes with the completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<crate::model::checksum::Checksum>,
 }
 
 /// One part-range task: the parts `first_part..=last_part` of an upload.

@@ -272,6 +272,8 @@ async fn copy_batch(
         written: None, // the VALIDATE phase lists again
         // A batch's deletes (at most its 100 tasks) go out together.
         deletes: Arc::new(DeleteBatcher::new(env.config.copy_concurrency)),
+        // No ledger in the serverless runtime yet; listers plan no Compare.
+        proofs: Arc::default(),
     };
     let stop_at = crate::serverless::stop_starting_at(deadline);
     let redelivered = receive_count > 1;

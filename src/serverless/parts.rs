@@ -158,11 +158,12 @@ async fn recorded_upload(
     {
         return Ok(saved);
     }
-    let started = start_upload(copier, object).await?;
+    let started = start_upload(copier, object, false).await?;
     let saved = SavedUpload {
         upload_id: started.upload_id,
         layout: started.layout,
         warnings: started.warnings,
+        checksum: started.checksum,
     };
     let body = serde_json::to_vec(&saved).expect("an upload record serialises");
     match env.store.put_if_absent(run_id, saved_name, body).await {
@@ -314,10 +315,11 @@ async fn group_outcome(
         &group.object,
         &group.upload_id,
         parts,
+        saved.checksum.as_ref(),
     )
     .await
     {
-        Ok(()) => {}
+        Ok(_) => {}
         // Completed by an earlier attempt of this same message.
         Err(CopyError::Failed(f))
             if f.code == "NoSuchUpload" && arrived(context.mover.copier(), &group.object).await => {

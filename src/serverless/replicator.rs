@@ -60,6 +60,8 @@ use crate::backend::s3::copier::Copier;
 use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, SkipReason, decide};
+use crate::engine::prove::without_checksums;
+use crate::model::checksum::{Proof, prove};
 use crate::model::entry::{ObjectEntry, Pair, Side};
 use crate::model::options::{DiffMode, DiffOptions, SyncOptions, SyncSpec};
 use crate::report::emf::{self, MetricRecord, Unit, Work, now_ms};
@@ -537,12 +539,29 @@ impl Replicator {
                 (None, Some(d)) => Pair::DestinationOnly(d),
                 (None, None) => return (Outcome::InSync, round),
             };
-            match decide(pair, &self.diff) {
+            // Both sides were just HEADed, stored checksums included: a pair
+            // whose ETags cannot decide (KMS) is decided by them.
+            let action = match decide(pair, &self.diff) {
+                Action::Compare {
+                    source,
+                    destination,
+                } => match prove(source.checksum.as_ref(), destination.checksum.as_ref()) {
+                    Proof::Equal => return (Outcome::InSync, round),
+                    Proof::Different => Action::Update {
+                        source,
+                        destination,
+                    },
+                    Proof::Unknown => without_checksums(source, destination, true),
+                },
+                action => action,
+            };
+            match action {
                 Action::Skip {
                     reason: SkipReason::ExtraneousKept,
                     ..
                 } => return (Outcome::DeleteNotPropagated, round),
                 Action::Skip { .. } => return (Outcome::InSync, round),
+                Action::Compare { .. } => return (Outcome::InSync, round), // settled above
                 Action::Copy { source } | Action::Update { source, .. } => {
                     match copier.copy(&source, &cancel).await {
                         Ok(copied) => match copier.head(Side::Source, relative).await {

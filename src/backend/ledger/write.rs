@@ -37,6 +37,7 @@ pub struct LedgerWriter {
     runs: Mutex<Vec<PathBuf>>,
     /// Entries per run and per chunk.
     sizes: (usize, usize),
+    recorded: std::sync::atomic::AtomicU64,
 }
 
 /// What a commit wrote.
@@ -64,6 +65,7 @@ impl LedgerWriter {
             buffer: Mutex::new(Vec::new()),
             runs: Mutex::new(Vec::new()),
             sizes: (RUN_ENTRIES, CHUNK_ENTRIES),
+            recorded: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -78,8 +80,15 @@ impl LedgerWriter {
         &self.store
     }
 
+    /// Entries recorded so far (a key recorded twice counts twice).
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Add one proven pair.
     pub fn record(&self, entry: Proven) {
+        self.recorded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let full = {
             let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
             buffer.push(entry);

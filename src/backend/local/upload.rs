@@ -148,7 +148,7 @@ pub async fn upload_file(
             );
             let parts = parts?;
             let etag = multipart_etag(&parts);
-            target.complete(&upload_id, parts).await?;
+            target.complete(&upload_id, parts, None).await?;
             Ok(etag)
         } => result,
         _ = cancel.cancelled() => Err(CopyError::Cancelled),

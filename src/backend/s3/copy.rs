@@ -103,15 +103,24 @@ impl Copier {
             .set_expected_bucket_owner(self.options.expected_dest_owner.clone())
             .set_expected_source_bucket_owner(self.options.expected_source_owner.clone())
             .set_request_payer(requester_pays(self.options.request_payer));
-        request
+        // No checksum algorithm is named, so S3 gives the copy the
+        // source's ("CopyObject", checksums:
+        // <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html>),
+        // and the client computes none of its own (`WhenRequired`).
+        let copied = request
             .send()
             .await
             .map_err(|e| CopyError::from_failure(classify(&e)))?;
+        let etag = copied
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(|e| e.trim_matches('"').to_owned());
         Ok(Copied {
             bytes: entry.size,
             multipart: false,
             warnings: Vec::new(),
             source_changed: false,
+            etags: etag.map(|etag| (entry.etag.clone(), etag)),
         })
     }
 

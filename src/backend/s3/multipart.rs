@@ -17,7 +17,10 @@
 //! would lose its upload and fail, which is the right outcome for a key two
 //! writers fight over.
 
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm as SdkChecksumAlgorithm, ChecksumMode, ChecksumType,
+    CompletedMultipartUpload, CompletedPart,
+};
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::outcome::{Copied, CopyError};
 use crate::backend::s3::copier::{Copier, copy_source};
 use crate::base::error::{S3Failure, classify};
+use crate::model::checksum::{Checksum, ChecksumAlgorithm};
 use crate::model::entry::ObjectEntry;
 use crate::model::options::requester_pays;
 use crate::model::s3_shape::{
@@ -38,6 +42,9 @@ pub struct Upload {
     pub upload_id: String,
     pub layout: Layout,
     pub warnings: Vec<String>,
+    /// The source's stored checksum, which the upload was created to keep:
+    /// a full-object one goes with the completion, for S3 to check.
+    pub checksum: Option<Checksum>,
 }
 
 pub(crate) async fn copy_multipart(
@@ -45,7 +52,7 @@ pub(crate) async fn copy_multipart(
     entry: &ObjectEntry,
     cancel: &CancellationToken,
 ) -> Result<Copied, CopyError> {
-    let upload = start_upload(copier, entry).await?;
+    let upload = start_upload(copier, entry, true).await?;
     let all = 0..upload.layout.len();
     let result = tokio::select! {
         result = async {
@@ -55,16 +62,17 @@ pub(crate) async fn copy_multipart(
                 copy_parts(copier, entry, &upload.upload_id, &upload.layout, all),
                 abort_other_uploads(copier, entry, &upload.upload_id),
             );
-            complete_upload(copier, entry, &upload.upload_id, parts?).await
+            complete_upload(copier, entry, &upload.upload_id, parts?, upload.checksum.as_ref()).await
         } => result,
         _ = cancel.cancelled() => Err(CopyError::Cancelled),
     };
     match result {
-        Ok(()) => Ok(Copied {
+        Ok(etag) => Ok(Copied {
             bytes: entry.size,
             multipart: true,
             warnings: upload.warnings,
             source_changed: false,
+            etags: etag.map(|etag| (entry.etag.clone(), etag)),
         }),
         // Our upload vanished under us: a concurrent attempt at the same
         // key (a duplicate SQS delivery) aborted it as left over. Trying
@@ -83,7 +91,16 @@ pub(crate) async fn copy_multipart(
 
 /// Read the source's metadata, headers, tags and part layout, and start an
 /// upload that carries them (`CreateMultipartUpload` copies nothing itself).
-pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload, CopyError> {
+///
+/// `part_checksums_kept`: whether the caller hands each part's checksum
+/// back at completion, which an upload of a composite checksum needs; one
+/// that does not (the serverless part groups keep only ETags) copies a
+/// composite source with S3's default checksum instead.
+pub async fn start_upload(
+    copier: &Copier,
+    entry: &ObjectEntry,
+    part_checksums_kept: bool,
+) -> Result<Upload, CopyError> {
     let source_key = copier.source.key_for(&entry.key);
     let destination_key = copier.destination.key_for(&entry.key);
     let fail = |e: S3Failure| CopyError::from_failure(e);
@@ -95,7 +112,8 @@ pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload
         .key(&source_key)
         .if_match(quoted(&entry.etag))
         .set_expected_bucket_owner(copier.options.expected_source_owner.clone())
-        .set_request_payer(requester_pays(copier.options.request_payer));
+        .set_request_payer(requester_pays(copier.options.request_payer))
+        .checksum_mode(ChecksumMode::Enabled);
     // The object's headers, its part layout and its tags are three
     // independent reads: asked at once, they cost one round trip before
     // the upload starts instead of three.
@@ -133,6 +151,18 @@ pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload
         ),
     };
     let tagging = tagging?;
+    let checksum = Checksum::from_fields(
+        head.checksum_crc64_nvme(),
+        head.checksum_crc32(),
+        head.checksum_crc32_c(),
+        head.checksum_sha1(),
+        head.checksum_sha256(),
+        head.checksum_type().map(|t| t.as_str()),
+    );
+    let (algorithm, kind) = match upload_checksum(checksum.as_ref(), layout.len()) {
+        (_, Some(ChecksumType::Composite)) if !part_checksums_kept => (None, None),
+        chosen => chosen,
+    };
 
     let (sse, kms_key) = copier.encryption();
     let create = copier
@@ -152,13 +182,52 @@ pub async fn start_upload(copier: &Copier, entry: &ObjectEntry) -> Result<Upload
         .set_server_side_encryption(sse)
         .set_ssekms_key_id(kms_key)
         .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
-        .set_request_payer(requester_pays(copier.options.request_payer));
+        .set_request_payer(requester_pays(copier.options.request_payer))
+        .set_checksum_algorithm(algorithm)
+        .set_checksum_type(kind);
     let created = create.send().await.map_err(|e| fail(classify(&e)))?;
     Ok(Upload {
         upload_id: created.upload_id().unwrap_or_default().to_owned(),
         layout,
         warnings,
+        checksum,
     })
+}
+
+/// The checksum algorithm and type to create a copy's upload with, so the
+/// copy keeps its source's checksum: a full-object one of the same
+/// algorithm, whatever the part layout; a composite one only where the
+/// parts mirror the source's (the same count), else none, and S3 gives the
+/// copy its default CRC64NVME. CRC64NVME is always full-object
+/// ("Checking object integrity", "Using full object checksums for
+/// multipart upload",
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html>).
+pub fn upload_checksum(
+    source: Option<&Checksum>,
+    parts: usize,
+) -> (Option<SdkChecksumAlgorithm>, Option<ChecksumType>) {
+    let Some(source) = source else {
+        return (None, None);
+    };
+    let algorithm = SdkChecksumAlgorithm::from(source.algorithm.name());
+    if source.full_object {
+        let full = matches!(
+            source.algorithm,
+            ChecksumAlgorithm::Crc64Nvme | ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32c
+        );
+        return if full {
+            (Some(algorithm), Some(ChecksumType::FullObject))
+        } else {
+            (None, None) // SHA checksums of multipart objects are composite only
+        };
+    }
+    let mirrored =
+        source.value.rsplit_once('-').map(|(_, n)| n) == Some(parts.to_string().as_str());
+    if mirrored {
+        (Some(algorithm), Some(ChecksumType::Composite))
+    } else {
+        (None, None)
+    }
 }
 
 /// Abort an upload after `err`; the error returned says if aborting failed too.
@@ -239,9 +308,18 @@ impl UploadTarget<'_> {
         &self,
         upload_id: &str,
         mut parts: Vec<CompletedPart>,
-    ) -> Result<(), CopyError> {
+        checksum: Option<&Checksum>,
+    ) -> Result<Option<String>, CopyError> {
         parts.sort_by_key(|p| p.part_number());
         let expected = multipart_etag(&parts);
+        // A full-object checksum goes with the completion: S3 computes the
+        // object's own and refuses the completion if they differ, so a copy
+        // whose bytes are not its source's never becomes the object.
+        let full = checksum.filter(|c| c.full_object);
+        let value = |algorithm| {
+            full.filter(|c| c.algorithm == algorithm)
+                .map(|c| c.value.clone())
+        };
         let complete = self
             .client
             .complete_multipart_upload()
@@ -254,9 +332,13 @@ impl UploadTarget<'_> {
                     .build(),
             )
             .set_expected_bucket_owner(self.expected_owner.clone())
-            .set_request_payer(requester_pays(self.request_payer));
+            .set_request_payer(requester_pays(self.request_payer))
+            .set_checksum_crc64_nvme(value(ChecksumAlgorithm::Crc64Nvme))
+            .set_checksum_crc32(value(ChecksumAlgorithm::Crc32))
+            .set_checksum_crc32_c(value(ChecksumAlgorithm::Crc32c))
+            .set_checksum_type(full.map(|_| ChecksumType::FullObject));
         match complete.send().await {
-            Ok(_) => Ok(()),
+            Ok(done) => Ok(done.e_tag().map(|e| e.trim_matches('"').to_owned())),
             Err(e) => {
                 let failure = classify(&e);
                 if failure.code == "NoSuchUpload"
@@ -264,7 +346,7 @@ impl UploadTarget<'_> {
                     && self.etag().await.as_deref() == Some(expected.as_str())
                 {
                     tracing::info!(key = %self.key, upload_id, "the upload was completed by an attempt whose answer was lost");
-                    return Ok(());
+                    return Ok(Some(expected));
                 }
                 Err(CopyError::from_failure(failure))
             }
@@ -391,14 +473,21 @@ pub async fn copy_parts(
                     .send()
                     .await
                     .map_err(|e| CopyError::from_failure(classify(&e)))?;
-                let etag = output
-                    .copy_part_result()
-                    .and_then(|r| r.e_tag())
-                    .map(str::to_owned);
+                let result = output.copy_part_result();
+                let field = |get: fn(&aws_sdk_s3::types::CopyPartResult) -> Option<&str>| {
+                    result.and_then(get).map(str::to_owned)
+                };
+                // A composite upload needs each part's checksum back at
+                // completion; S3 computed them for the part copies.
                 Ok::<_, CopyError>(
                     CompletedPart::builder()
                         .part_number(part_number)
-                        .set_e_tag(etag)
+                        .set_e_tag(field(|r| r.e_tag()))
+                        .set_checksum_crc32(field(|r| r.checksum_crc32()))
+                        .set_checksum_crc32_c(field(|r| r.checksum_crc32_c()))
+                        .set_checksum_sha1(field(|r| r.checksum_sha1()))
+                        .set_checksum_sha256(field(|r| r.checksum_sha256()))
+                        .set_checksum_crc64_nvme(field(|r| r.checksum_crc64_nvme()))
                         .build(),
                 )
             }
@@ -418,8 +507,12 @@ pub async fn complete_upload(
     entry: &ObjectEntry,
     upload_id: &str,
     parts: Vec<CompletedPart>,
-) -> Result<(), CopyError> {
-    copier.upload_target(entry).complete(upload_id, parts).await
+    checksum: Option<&Checksum>,
+) -> Result<Option<String>, CopyError> {
+    copier
+        .upload_target(entry)
+        .complete(upload_id, parts, checksum)
+        .await
 }
 
 /// The ETag S3 gives an object completed from `parts`: the MD5 of the

@@ -20,11 +20,12 @@
 use std::time::Duration;
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
-use aws_sdk_s3::types::CompletedPart;
+use aws_sdk_s3::types::{ChecksumMode, CompletedPart};
 
 use crate::backend::outcome::{Copied, CopyError};
 use crate::backend::s3::copier::Copier;
 use crate::base::error::{RetryClass, S3Failure, classify};
+use crate::model::checksum::{Checksum, ChecksumAlgorithm};
 use crate::model::entry::ObjectEntry;
 use crate::model::options::requester_pays;
 use crate::model::s3_shape::quoted;
@@ -57,7 +58,10 @@ impl Copier {
             .if_match(quoted(&entry.etag))
             .set_range(range.map(|(start, end)| format!("bytes={start}-{end}")))
             .set_expected_bucket_owner(self.options.expected_source_owner.clone())
-            .set_request_payer(requester_pays(self.options.request_payer));
+            .set_request_payer(requester_pays(self.options.request_payer))
+            // The whole object's stored checksum comes with it: the client
+            // checks the bytes read against it, and the PUT carries it on.
+            .set_checksum_mode(range.is_none().then_some(ChecksumMode::Enabled));
         request
             .send()
             .await
@@ -92,9 +96,24 @@ impl Copier {
     /// Stream an object that was uploaded in one PUT: GET piped into PUT,
     /// with its content headers, metadata and tags.
     pub(crate) async fn stream_single(&self, entry: &ObjectEntry) -> Result<Copied, CopyError> {
-        let warnings = self
+        let (warnings, etag) = self
             .piped(&entry.key, || async {
                 let head = self.get(entry, None).await?;
+                let checksum = Checksum::from_fields(
+                    head.checksum_crc64_nvme(),
+                    head.checksum_crc32(),
+                    head.checksum_crc32_c(),
+                    None,
+                    None,
+                    head.checksum_type().map(|t| t.as_str()),
+                )
+                .filter(|c| c.full_object);
+                let value = |algorithm| {
+                    checksum
+                        .as_ref()
+                        .filter(|c| c.algorithm == algorithm)
+                        .map(|c| c.value.clone())
+                };
                 if head.sse_customer_algorithm().is_some() {
                     return Err(CopyError::SseC(S3Failure {
                         code: "SSECObject".into(),
@@ -133,13 +152,20 @@ impl Copier {
                     .set_server_side_encryption(sse)
                     .set_ssekms_key_id(kms_key)
                     .set_expected_bucket_owner(self.options.expected_dest_owner.clone())
-                    .body(head.body)
-                    .set_request_payer(requester_pays(self.options.request_payer));
-                request
+                    .set_request_payer(requester_pays(self.options.request_payer))
+                    // The source's full-object checksum, for the destination
+                    // to check the bytes it receives against: a stream
+                    // damaged on its way is refused (BadDigest), not stored.
+                    .set_checksum_crc64_nvme(value(ChecksumAlgorithm::Crc64Nvme))
+                    .set_checksum_crc32(value(ChecksumAlgorithm::Crc32))
+                    .set_checksum_crc32_c(value(ChecksumAlgorithm::Crc32c));
+                let request = request.body(head.body);
+                let put = request
                     .send()
                     .await
                     .map_err(|e| CopyError::Failed(classify(&e)))?;
-                Ok(tag_warnings)
+                let etag = put.e_tag().map(|e| e.trim_matches('"').to_owned());
+                Ok((tag_warnings, etag))
             })
             .await?;
         Ok(Copied {
@@ -147,6 +173,7 @@ impl Copier {
             multipart: false,
             warnings,
             source_changed: false,
+            etags: etag.map(|etag| (entry.etag.clone(), etag)),
         })
     }
 
