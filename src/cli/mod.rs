@@ -50,6 +50,10 @@ pub enum Command {
     /// requests it would make, and its cost and time, locally and
     /// serverless. Writes nothing.
     Plan(Box<crate::plan::PlanSpec>),
+    /// Prove DST equal to SRC, pair by pair, writing nothing: every pair
+    /// that differs, is on one side only, or cannot be proven is reported.
+    /// Exit 0 only when every pair is proven equal.
+    Check(Box<check::CheckSpec>),
     /// Start a serverless run on a deployed stack (Step Functions).
     Run(serverless::RunArgs),
     /// Show a serverless run's phase and progress.
@@ -66,6 +70,7 @@ pub enum Command {
 }
 
 mod archive;
+mod check;
 mod interrupt;
 mod output;
 mod plan;
@@ -79,6 +84,7 @@ pub async fn run(cli: Cli) -> i32 {
     let spec = match cli.command {
         Command::Sync(spec) => *spec,
         Command::Plan(spec) => return plan::plan(*spec, cli.json).await,
+        Command::Check(spec) => return check::check(*spec, cli.json, cli.no_progress).await,
         Command::Run(args) => return serverless::run(args, cli.json).await,
         Command::Status(args) => return serverless::status(args, cli.json).await,
         Command::Report(args) => return report::report(args, cli.json).await,

@@ -34,6 +34,18 @@ pub fn print_summary(s: &Summary) {
         n(c.extraneous_kept),
         human_bytes(c.plan_bytes)
     );
+    if c.proven_by_ledger + c.checksum_heads + c.ledger_entries + c.plan_compare > 0 {
+        // Pairs whose ETags differ (KMS, other layouts), and what proved them.
+        println!(
+            "  proven     by ledger {} · by checksum {} ({} HEADs, {} different) · to compare {} · ledger {} entries",
+            n(c.proven_by_ledger),
+            n(c.proven_by_checksum),
+            n(c.checksum_heads),
+            n(c.checksum_different),
+            n(c.plan_compare),
+            n(c.ledger_entries)
+        );
+    }
     if c.skip_folder_markers > 0 {
         println!(
             "             folder markers skipped {} (keys ending in /: a directory is not an object)",

@@ -35,7 +35,7 @@ use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, SkipReason, decide};
 use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
 use crate::engine::prove::{Proofs, without_checksums};
-use crate::engine::verify::{verify_range, verify_written};
+use crate::engine::verify::{Audit, check_range, verify_range, verify_written};
 use crate::engine::worker::{DeleteBatcher, WorkContext};
 use crate::engine::written::WrittenKeys;
 use crate::model::entry::{Pair, Side};
@@ -158,6 +158,74 @@ async fn open_proofs(options: &SyncOptions, client: &Client) -> Result<Proofs, S
         Some(Arc::new(writer))
     };
     Ok(Proofs::new(Some(ledger), next))
+}
+
+/// `check`: list both sides and prove every pair equal, writing nothing
+/// (not even the ledger, which it reads). Every pair that differs, is
+/// missing on a side, or cannot be proven is a row of the report.
+pub async fn run_check(
+    options: &SyncOptions,
+    audit: Audit,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+) -> Result<Summary, SyncError> {
+    let started = Instant::now();
+    let started_at = crate::base::format::now_rfc3339();
+    let run = Run::new(options, stats, cancel).await?;
+    let mut phases = PhaseClock::new(started);
+    let sampler = TimelineSampler::start(run.stats.clone(), started);
+    run.stats.set_phase(Phase::Verifying);
+    let (source, destination) = run.listings();
+    let sides = Sides {
+        source,
+        destination,
+        range: options.range.clone(),
+        list_concurrency: options.list_concurrency,
+        counted: Some(run.stats.clone()),
+        preflight: true,
+    };
+    let checked = tokio::select! {
+        _ = run.cancel.cancelled() => Err(SyncError::Cancelled),
+        result = check_range(
+            sides,
+            (&run.mover, &run.context.proofs),
+            (&options.diff, audit),
+            (&run.stats, &run.rows),
+            &run.cancel,
+        ) => result,
+    };
+    phases.record("check", started);
+    let fatal = match checked {
+        Err(SyncError::Config(why)) => {
+            sampler.finish();
+            return Err(SyncError::Config(why));
+        }
+        other => other.err(),
+    };
+    run.stats.set_phase(Phase::Done);
+    let interrupted = run.cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
+    let mut counts = run.stats.snapshot();
+    counts.retries = run.counter.retries();
+    let record = RunRecord {
+        run_id: run_id(&started_at),
+        source: options.source.to_string(),
+        destination: options.destination.to_string(),
+        dry_run: true,
+        started_at,
+        duration_secs: started.elapsed().as_secs_f64(),
+        counts,
+        fatal: fatal.map(|e| e.to_string()),
+        interrupted,
+        failure_threshold: options.failure_threshold,
+        requests: run.counter.snapshot(),
+        copy_concurrency: None,
+        timeline: sampler.finish(),
+        phases: phases.into_phases(),
+    };
+    let report = options.report.as_ref();
+    Ok(deliver(record, &run.rows, report, &run.destination_client)
+        .await?
+        .summary)
 }
 
 /// A run's id: when it started, to the second, and this process, so two
@@ -541,7 +609,23 @@ impl PairSink for WriteSink {
             self.context.refuse_delete(&destination.key, limit);
             return true;
         }
-        self.context.record_plan(&action);
+        if let (
+            true,
+            Action::Compare {
+                source,
+                destination,
+            },
+        ) = (self.options.dry_run, &action)
+        {
+            // A dry run sends no HEADs: the pair is an update at most.
+            Stats::add(&self.context.stats.plan_compare, 1);
+            self.context.record_plan(&Action::Update {
+                source: source.clone(),
+                destination: destination.clone(),
+            });
+        } else {
+            self.context.record_plan(&action);
+        }
         if self.options.dry_run || matches!(action, Action::Skip { .. }) {
             return true;
         }

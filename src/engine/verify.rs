@@ -175,10 +175,36 @@ impl Mismatch {
 /// and report every pair that still differs.
 pub async fn verify_range(
     sides: Sides,
-    (mover, proofs): (&Arc<Mover>, &Arc<Proofs>),
+    proving: (&Arc<Mover>, &Arc<Proofs>),
     diff: &DiffOptions,
     stats: &Arc<Stats>,
     rows: &Arc<ReportRows>,
+    cancel: &CancellationToken,
+) -> Result<(), SyncError> {
+    check_range(sides, proving, (diff, Audit::Verify), (stats, rows), cancel).await
+}
+
+/// How strictly a re-listing is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audit {
+    /// After a sync: a pair the listings call probably equal (other
+    /// multipart layouts, no checksums) passes.
+    Verify,
+    /// `check`: every pair must be proven, and one that cannot be is
+    /// reported as unproven.
+    Check,
+    /// `check --checksum`: every pair on both sides is compared by its
+    /// stored checksums too, equal ETags or not.
+    CheckChecksums,
+}
+
+/// List both sides of the range in pieces and report every pair that
+/// differs, or, for an audit, cannot be proven equal.
+pub async fn check_range(
+    sides: Sides,
+    (mover, proofs): (&Arc<Mover>, &Arc<Proofs>),
+    (diff, audit): (&DiffOptions, Audit),
+    (stats, rows): (&Arc<Stats>, &Arc<ReportRows>),
     cancel: &CancellationToken,
 ) -> Result<(), SyncError> {
     let sink = VerifySink {
@@ -189,6 +215,7 @@ pub async fn verify_range(
         mover: mover.clone(),
         proofs: proofs.clone(),
         cursor: None,
+        audit,
     };
     tokio::select! {
         _ = cancel.cancelled() => Err(SyncError::Cancelled),
@@ -207,6 +234,7 @@ struct VerifySink {
     proofs: Arc<Proofs>,
     /// This piece's place in the ledger the write phase committed.
     cursor: Option<Arc<tokio::sync::Mutex<Cursor>>>,
+    audit: Audit,
 }
 
 impl VerifySink {
@@ -223,17 +251,43 @@ impl VerifySink {
                 return None;
             }
         }
-        let proof = match self
+        self.by_checksums(source, destination).await
+    }
+
+    /// Settle a pair by its stored checksums; in an audit, one they cannot
+    /// prove is reported as unproven.
+    async fn by_checksums(
+        &self,
+        source: ObjectEntry,
+        destination: ObjectEntry,
+    ) -> Option<Mismatch> {
+        let (source, destination, proof) = match self
             .proofs
             .by_checksums(&self.mover, &source.key, &self.stats)
             .await
         {
             Some((proof, fresh_source, fresh_destination)) => {
-                return settle(fresh_source, fresh_destination, proof);
+                (fresh_source, fresh_destination, proof)
             }
-            None => Proof::Unknown,
+            None => (source, destination, Proof::Unknown),
         };
+        if proof == Proof::Unknown && self.audit != Audit::Verify {
+            return Some(unproven(&source, &destination));
+        }
         settle(source, destination, proof)
+    }
+}
+
+/// An audit's row for a pair nothing could prove equal or different.
+fn unproven(source: &ObjectEntry, destination: &ObjectEntry) -> Mismatch {
+    Mismatch {
+        key: source.key.clone(),
+        code: "Unproven",
+        message: format!(
+            "check: cannot prove the copy equal: same size ({}), ETags {} vs {}, and no comparable stored checksums",
+            source.size, source.etag, destination.etag
+        ),
+        at_destination: false,
     }
 }
 
@@ -249,10 +303,14 @@ impl PairSink for VerifySink {
     }
 
     async fn take(&self, pair: Pair) -> bool {
-        let found = match check_pair(pair, &self.diff, &self.stats) {
-            Check::InSync => None,
-            Check::Mismatch(mismatch) => Some(mismatch),
-            Check::Unproven(source, destination) => self.prove(source, destination).await,
+        let found = match (self.audit, pair) {
+            (Audit::CheckChecksums, Pair::Both(source, destination))
+                if source.size == destination.size =>
+            {
+                Stats::add(&self.stats.verify_checked, 1);
+                self.by_checksums(source, destination).await
+            }
+            (audit, pair) => self.check(audit, pair).await,
         };
         if let Some(mismatch) = found
             && !self.rows.already_reported(&mismatch.key)
@@ -263,6 +321,26 @@ impl PairSink for VerifySink {
                 .push(&mismatch.key, mismatch.row(source, destination));
         }
         true
+    }
+}
+
+impl VerifySink {
+    async fn check(&self, audit: Audit, pair: Pair) -> Option<Mismatch> {
+        // A pair the listings call probably equal (other multipart
+        // layouts) is unproven in an audit: checksums may still prove it.
+        if audit != Audit::Verify
+            && let Pair::Both(source, destination) = &pair
+            && source.size == destination.size
+            && source.etag != destination.etag
+        {
+            Stats::add(&self.stats.verify_checked, 1);
+            return self.prove(source.clone(), destination.clone()).await;
+        }
+        match check_pair(pair, &self.diff, &self.stats) {
+            Check::InSync => None,
+            Check::Mismatch(mismatch) => Some(mismatch),
+            Check::Unproven(source, destination) => self.prove(source, destination).await,
+        }
     }
 }
 

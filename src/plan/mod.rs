@@ -247,6 +247,8 @@ fn skips(c: &Counts) -> BTreeMap<String, u64> {
     [
         ("equal", c.skip_equal),
         ("unverified", c.skip_unverified),
+        // Also among the updates: compared by checksums, copied if different.
+        ("to_compare_by_checksum", c.plan_compare),
         ("filtered", c.skip_filtered),
         ("not_modified", c.skip_not_modified),
         ("folder_markers", c.skip_folder_markers),

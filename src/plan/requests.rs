@@ -40,8 +40,12 @@ pub fn for_action(options: &SyncOptions, action: &Action, into: &mut Requests) {
             _ => add(into, "HeadObject", 1),
         },
         // Two HEADs to compare stored checksums (a pair the ledger did not
-        // prove); the copy that may follow is not known before.
-        Action::Compare { .. } => add(into, "HeadObject", 2),
+        // prove), and the copy if they differ: priced as if it does, the
+        // most the pair can cost.
+        Action::Compare { source, .. } => {
+            add(into, "HeadObject", 2);
+            for_transfer(options, source, into)
+        }
         Action::Skip { .. } => {}
     }
 }

@@ -101,7 +101,10 @@ impl Tally {
     fn task_secs(&self, action: &Action) -> f64 {
         let a = &self.assumptions;
         let request = a.copy_request_ms / 1000.0;
-        let (Action::Copy { source } | Action::Update { source, .. }) = action else {
+        let (Action::Copy { source }
+        | Action::Update { source, .. }
+        | Action::Compare { source, .. }) = action
+        else {
             return request; // a delete
         };
         let copy = &self.options.copy;

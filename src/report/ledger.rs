@@ -143,6 +143,9 @@ counters! {
     /// proven pairs (no request), or by their stored checksums (a HEAD of
     /// each side), in the write phase and in verification.
     proven_by_ledger, proven_by_checksum,
+    /// Pairs a dry run or plan could only say need comparing (two HEADs,
+    /// then a copy if different): counted among the updates as well.
+    plan_compare,
     /// HEADs sent to compare checksums, and pairs they proved different.
     checksum_heads, checksum_different,
     /// Entries of the ledger this run committed.

@@ -602,8 +602,23 @@ pub fn cli() -> Command {
     command
         .envs(TEST_ENV.iter().copied())
         .env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", state_home())
         .stdin(Stdio::null());
     command
+}
+
+/// The CLI's state directory (ledgers of proven pairs) for this test
+/// process: never the developer's own. Ledgers are named for their source
+/// and destination, and tests use unique buckets, so they share it safely.
+pub fn state_home() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("s3-fanout-test-state-")
+            .tempdir()
+            .expect("a temporary state directory")
+    })
+    .path()
 }
 
 /// What one CLI run produced.
