@@ -23,10 +23,11 @@ use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 use crate::backend::s3::listing::{ListTarget, list_range};
+use crate::backend::transfer::Mover;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, decide, merge_join};
-use crate::engine::prove::without_checksums;
+use crate::engine::prove::Proofs;
 use crate::engine::verify::{Check, check_pair, settle};
 use crate::engine::worker::count_plan;
 use crate::model::checksum::Proof;
@@ -187,6 +188,8 @@ struct Pass<'a> {
     ready: Vec<CopyBatch>,
     stop_at: SystemTime,
     tally: &'a mut Tally,
+    /// Checksum comparisons (no ledger here yet).
+    proofs: Proofs,
 }
 
 impl<'a> Pass<'a> {
@@ -221,6 +224,7 @@ impl<'a> Pass<'a> {
             ready: Vec::new(),
             stop_at: deadline.checked_sub(margin).unwrap_or(deadline),
             tally,
+            proofs: Proofs::default(),
         }
     }
 
@@ -253,14 +257,39 @@ impl<'a> Pass<'a> {
             if self.at.phase == Phase::Write {
                 count_listed(&self.stats, &pair);
             }
+            // A pair whose ETags cannot decide (KMS, other layouts) is
+            // proven by its stored checksums, a HEAD of each side. The
+            // serverless runtime keeps no ledger of proven pairs yet, so
+            // such pairs cost these HEADs on every run.
             match self.at.phase {
-                Phase::Write => self.plan(decide(pair, &options.diff)),
+                Phase::Write => {
+                    let action = match decide(pair, &options.diff) {
+                        Action::Compare {
+                            source,
+                            destination,
+                        } => {
+                            self.proofs
+                                .decide(
+                                    &Mover::Buckets(copier.clone()),
+                                    source,
+                                    destination,
+                                    &self.stats,
+                                )
+                                .await
+                        }
+                        action => action,
+                    };
+                    self.plan(action)
+                }
                 Phase::Validate => {
-                    // No HEADs from a lister: an unproven pair is settled
-                    // by the listings' rule (the serverless runtime keeps
-                    // no ledger yet).
                     let found = match check_pair(pair, &options.diff, &self.stats) {
-                        Check::Unproven(s, d) => settle(s, d, Proof::Unknown),
+                        Check::Unproven(s, d) => {
+                            let mover = Mover::Buckets(copier.clone());
+                            match self.proofs.by_checksums(&mover, &s.key, &self.stats).await {
+                                Some((proof, s, d)) => settle(s, d, proof),
+                                None => settle(s, d, Proof::Unknown),
+                            }
+                        }
                         check => check.mismatch(),
                     };
                     if let Some(mismatch) = found {
@@ -294,16 +323,6 @@ impl<'a> Pass<'a> {
     }
 
     fn plan(&mut self, action: Action) {
-        // The serverless runtime keeps no ledger yet, and a lister sends no
-        // HEADs: a pair whose ETags cannot decide is decided by the
-        // listings' rule, as before checksums were compared.
-        let action = match action {
-            Action::Compare {
-                source,
-                destination,
-            } => without_checksums(source, destination, true),
-            action => action,
-        };
         let source = &self.run.copier.source;
         let names = |key: &str| (source.bucket.clone(), source.key_for(key));
         if let Some(row) = count_plan(&self.stats, &action, names) {

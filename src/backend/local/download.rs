@@ -247,6 +247,13 @@ async fn fetch_range(
             .set_expected_bucket_owner(from.options.expected_source_owner.clone());
         if range.is_some() || at > start {
             request = request.range(format!("bytes={at}-{end}"));
+        } else {
+            // The whole object: its stored checksum comes with it, and the
+            // client checks the bytes against it as they arrive, so a
+            // restore never writes bytes the object does not hold. (Ranged
+            // reads carry no whole-object checksum; composite ones are
+            // skipped by the client.)
+            request = request.checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
         }
         request = request.set_request_payer(requester_pays(from.options.request_payer));
         let output = request
