@@ -17,7 +17,9 @@ use s3_fanout::backend::ledger::write::LedgerWriter;
 fn hex(mut state: u64) -> String {
     let mut out = String::with_capacity(32);
     for _ in 0..2 {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         out.push_str(&format!("{:016x}", state ^ (state >> 29)));
     }
     out
@@ -35,7 +37,9 @@ fn key(i: u64) -> String {
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let entries: u64 = args.next().map_or(1_000_000, |a| a.parse().expect("ENTRIES"));
+    let entries: u64 = args
+        .next()
+        .map_or(1_000_000, |a| a.parse().expect("ENTRIES"));
     let pieces: u64 = args.next().map_or(8, |a| a.parse().expect("PIECES"));
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = StateStore::Dir(dir.path().to_owned());
@@ -80,7 +84,10 @@ async fn main() {
     let read = started.elapsed();
     assert_eq!(found, entries, "every entry read back");
 
-    println!("ledger of {entries} proven pairs, {} chunks", committed.chunks);
+    println!(
+        "ledger of {entries} proven pairs, {} chunks",
+        committed.chunks
+    );
     println!(
         "  on disk     {bytes} bytes, {:.1} bytes per pair",
         bytes as f64 / entries as f64

@@ -78,16 +78,23 @@ pub async fn run_sync(
         sampler.finish();
         return Err(SyncError::Config(why));
     }
-    if fatal.is_none() && !run.cancel.is_cancelled() {
-        // The write phase's proofs become the ledger now, so a run killed
+    if fatal.is_none() {
+        // The write phase's proofs become the ledger now (unless it was
+        // interrupted: then the ledger it found stays), so a run killed
         // during verification keeps them; verification reads it back (it
         // holds this run's copies) and adds what its own HEADs prove.
-        let verifying = run.commit_ledger().await;
+        let verifying = if run.cancel.is_cancelled() {
+            run.context.proofs.clone()
+        } else {
+            run.commit_ledger().await
+        };
         fatal = run.verify(&verifying, &mut phases).await.err();
-        if verifying
-            .next
-            .as_ref()
-            .is_some_and(|n| n.recorded() > run.recorded_before_verify())
+        if fatal.is_none()
+            && !run.cancel.is_cancelled()
+            && verifying
+                .next
+                .as_ref()
+                .is_some_and(|n| n.recorded() > run.recorded_before_verify())
         {
             run.commit_ledger().await;
         }
