@@ -1061,3 +1061,48 @@ async fn out_of_order_and_duplicated_deliveries_converge() {
     );
     cancel.cancel();
 }
+
+/// A KMS destination, whose ETags are never its source's: a duplicate
+/// event finds the pair equal by its stored checksums and copies nothing;
+/// a same-size overwrite at the destination is found by them and repaired.
+#[tokio::test(flavor = "multi_thread")]
+async fn into_a_kms_destination_checksums_decide_what_etags_cannot() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "repl-kms").await;
+    put(&s3, &src, "k", body(1, 300)).await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    proxy.s3_checksums();
+    proxy.kms_etags(&dst);
+    let replicator = replicator(
+        proxy.endpoint(),
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &[],
+    )
+    .await;
+    let event = || message("m", &fixture("s3-put", &src, "k"));
+
+    let first = replicator.replicate(vec![event()], deadline()).await;
+    assert!(
+        matches!(outcome(&first, "k"), Outcome::Replicated { .. }),
+        "{:#?}",
+        first.keys
+    );
+    proxy.clear_log();
+    let again = replicator.replicate(vec![event()], deadline()).await;
+    assert!(
+        matches!(outcome(&again, "k"), Outcome::InSync),
+        "{:#?}",
+        again.keys
+    );
+    assert_eq!(proxy.count_op(Op::CopyObject), 0);
+
+    put(&s3, &dst, "k", body(2, 300)).await;
+    let repaired = replicator.replicate(vec![event()], deadline()).await;
+    assert!(
+        matches!(outcome(&repaired, "k"), Outcome::Replicated { .. }),
+        "{:#?}",
+        repaired.keys
+    );
+    assert_eq!(get_bytes(&s3, &dst, "k").await, body(1, 300));
+}

@@ -594,3 +594,33 @@ async fn a_lister_returns_its_cursor_before_its_deadline_and_the_next_call_finis
     assert_eq!((far.seq, far.done), (2, true));
     assert_eq!(far.cursor.as_deref(), Some("k01499"));
 }
+
+/// A KMS destination (ETags that are not MD5s, emulated by the stack's
+/// proxy, with S3's stored checksums): the run copies, VALIDATE proves each
+/// copy by its checksums instead of failing it, and a re-run copies nothing.
+/// The serverless runtime keeps no ledger yet, so the re-run proves each
+/// pair again by two HEADs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kms_destination_validates_by_checksums_and_a_rerun_copies_nothing() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-kms").await;
+    let seeded = seed_source(&s3, &src).await as u64;
+    let proxy = &stack().proxy;
+    proxy.s3_checksums();
+    proxy.kms_etags(&dst);
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+
+    let run_id = unique_bucket("kms");
+    let (code, summary, out) = run(&[&source, &destination, "--run-id", &run_id]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
+    assert_eq!(count(&summary, "copied"), seeded);
+    assert_eq!(count(&summary, "verify_mismatched"), 0);
+
+    let run_id = unique_bucket("kms-again");
+    let (code, summary, out) = run(&[&source, &destination, "--run-id", &run_id]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
+    assert_eq!(count(&summary, "copied") + count(&summary, "updated"), 0);
+    assert_eq!(count(&summary, "verify_mismatched"), 0);
+}

@@ -12,6 +12,8 @@ and no seeding:
     syn-N-LAYOUT-mod  the same keys; every 100th object (index 0, 100, …) has
                       another size and ETag, so a diff against the plain
                       bucket plans ceil(N/100) updates
+    …-twin            any of the above under a second name, with the same
+                      content: a bucket pair already in sync
 
 Object i's key sorts at position i (fixed-width numbers, dir-DD assigned in
 contiguous blocks), so a page is found by binary search over indices and
@@ -48,7 +50,7 @@ MOD_EVERY = 100
 # One fixed time for every object: the diff compares sizes and ETags, and a
 # time equal on both sides never makes a copy look older than its source.
 LAST_MODIFIED = "2024-01-01T00:00:00.000Z"
-BUCKET_RE = re.compile(r"^syn-([1-9][0-9]{0,9}|0)-(flat|dirs)(-mod)?$")
+BUCKET_RE = re.compile(r"^syn-([1-9][0-9]{0,9}|0)-(flat|dirs)(-mod)?(-twin)?$")
 
 
 class Bucket:

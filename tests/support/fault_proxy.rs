@@ -18,7 +18,11 @@
 //! Besides rules there are two switches that make moto behave like S3:
 //! [`FaultProxy::enforce_copy_source_if_match`] and
 //! [`FaultProxy::rewrite_source_before_first_copy`] (the source changing
-//! between the listing and the copy, at a moment a test controls).
+//! between the listing and the copy, at a moment a test controls). Three
+//! more give moto S3 semantics it lacks, all off by default: SSE-KMS ETags
+//! ([`FaultProxy::kms_etags`]) and S3's additional checksums
+//! ([`FaultProxy::s3_checksums`], [`FaultProxy::no_default_checksums`]);
+//! see [`s3_semantics`].
 //!
 //! One S3 behaviour is always emulated: a DeleteObjects whose objects carry
 //! an `ETag` deletes each only if it still has that ETag (S3's conditional
@@ -58,6 +62,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use percent_encoding::{percent_decode_str, utf8_percent_encode};
+
+// A child module, so that it sees the proxy's internals and comes along
+// wherever this file is mounted (examples/soak.rs takes it by path).
+#[path = "s3_semantics.rs"]
+mod s3_semantics;
+use s3_semantics::Semantics;
 
 /// S3's throttling answer, sent with status 503.
 pub const SLOW_DOWN_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
@@ -382,6 +392,8 @@ struct State {
     /// Buckets that answer as requester-pays buckets do.
     requester_pays: Vec<String>,
     rewrites: Vec<SourceRewrite>,
+    /// Keys whose first part copy reads one byte further on.
+    shifted_part_copies: Vec<String>,
     log: Vec<Recorded>,
     in_flight: usize,
     /// The proxy's own failures.
@@ -394,6 +406,8 @@ struct Shared {
     upstream: String,
     client: Client<HttpConnector, Full<Bytes>>,
     state: Arc<Mutex<State>>,
+    /// The S3 behaviour emulated on top of moto, see [`s3_semantics`].
+    semantics: Arc<Semantics>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -403,6 +417,7 @@ type ProxyBody = BoxBody<Bytes, BoxError>;
 pub struct FaultProxy {
     endpoint: String,
     state: Arc<Mutex<State>>,
+    semantics: Arc<Semantics>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -426,6 +441,8 @@ impl FaultProxy {
         let (shutdown, stop) = tokio::sync::oneshot::channel();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let shared_state = state.clone();
+        let semantics = Arc::new(Semantics::default());
+        let shared_semantics = semantics.clone();
         let thread = std::thread::Builder::new()
             .name("fault-proxy".into())
             .spawn(move || {
@@ -439,6 +456,7 @@ impl FaultProxy {
                         upstream,
                         client: Client::builder(TokioExecutor::new()).build_http(),
                         state: shared_state,
+                        semantics: shared_semantics,
                     });
                     let listener =
                         tokio::net::TcpListener::from_std(listener).expect("tokio listener");
@@ -450,6 +468,7 @@ impl FaultProxy {
         FaultProxy {
             endpoint,
             state,
+            semantics,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
@@ -517,6 +536,35 @@ impl FaultProxy {
             body,
             done: false,
         });
+    }
+
+    /// Objects in `bucket` answer with SSE-KMS ETags, which are not the MD5
+    /// of their bytes, and conditions naming them are judged as S3 does;
+    /// see [`s3_semantics`].
+    pub fn kms_etags(&self, bucket: &str) {
+        self.semantics.kms_etags(bucket);
+    }
+
+    /// S3's additional checksums, for every bucket: verified on upload,
+    /// kept by copies, returned in checksum mode; see [`s3_semantics`].
+    pub fn s3_checksums(&self) {
+        self.semantics.s3_checksums();
+    }
+
+    /// Objects in `bucket` that got no explicit checksum have none, as
+    /// objects written before S3 began adding CRC64NVME by default (December
+    /// 2024). Implies nothing else: it matters only with
+    /// [`FaultProxy::s3_checksums`].
+    pub fn no_default_checksums(&self, bucket: &str) {
+        self.semantics.no_default_checksums(bucket);
+    }
+
+    /// Make the first UploadPartCopy (part 1) of `key` copy its range one
+    /// byte further on: a part of the right size with the wrong bytes, as
+    /// a bug or bad hardware would make it. Only a full-object checksum
+    /// handed to CompleteMultipartUpload can catch that.
+    pub fn shift_first_part_copy(&self, key: &str) {
+        self.state().shifted_part_copies.push(key.to_owned());
     }
 
     /// Every request so far, in arrival order.
@@ -695,7 +743,7 @@ async fn process(
     request: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<ProxyBody>, Hangup> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
@@ -706,6 +754,7 @@ async fn process(
         }
     };
     let recorded = describe(&parts);
+    shift_part_copy(&shared, &recorded, &mut parts);
 
     let (plan, mut guard) = {
         let mut state = shared.state.lock().expect("proxy state poisoned");
@@ -731,51 +780,99 @@ async fn process(
         }
         Action::Reset => {
             guard.injected = true;
-            let response = forward(&shared, parts, body).await;
+            let (response, _) =
+                s3_semantics::exchange(&shared, &recorded, parts, body, async |parts, body, _| {
+                    (forward(&shared, parts, body).await, false)
+                })
+                .await;
             guard.status = Some(response.status().as_u16());
             return cut_short(response).await;
         }
         Action::Forward {
-            conditional_deletes: true,
-            ..
-        } if has_etag_element(&body) => {
-            let (response, refused) = delete_objects_conditionally(&shared, &recorded, &body)
-                .await
-                .unwrap_or_else(|why| {
-                    shared.record_error(why.clone());
-                    (canned(502, &why), false)
-                });
-            // moto alone would have deleted what the proxy kept.
-            guard.injected = refused;
-            response
-        }
-        Action::Forward {
             rewrite,
             check_if_match,
-            ..
+            conditional_deletes,
         } => {
             if let (Some(new_body), Some(source)) = (rewrite, recorded.copy_source.as_deref())
                 && let Err(why) = overwrite_source(&shared, source, new_body).await
             {
                 shared.record_error(why);
             }
-            let precondition_failed = check_if_match
-                && if_match_fails(&shared, &recorded)
-                    .await
-                    .unwrap_or_else(|why| {
-                        shared.record_error(why);
-                        false
-                    });
-            if precondition_failed {
-                guard.injected = true;
-                canned(412, PRECONDITION_FAILED_XML)
-            } else {
-                forward(&shared, parts, body).await
-            }
+            // `judged`: the emulated S3 semantics have already held the
+            // copy to its `x-amz-copy-source-if-match` (a KMS ETag).
+            let (response, injected) = s3_semantics::exchange(
+                &shared,
+                &recorded,
+                parts,
+                body,
+                async |parts, body, judged| {
+                    if conditional_deletes && has_etag_element(&body) {
+                        let (response, refused) =
+                            delete_objects_conditionally(&shared, &recorded, &body)
+                                .await
+                                .unwrap_or_else(|why| {
+                                    shared.record_error(why.clone());
+                                    (canned(502, &why), false)
+                                });
+                        // moto alone would have deleted what the proxy kept.
+                        return (response, refused);
+                    }
+                    let precondition_failed = check_if_match
+                        && !judged
+                        && if_match_fails(&shared, &recorded)
+                            .await
+                            .unwrap_or_else(|why| {
+                                shared.record_error(why);
+                                false
+                            });
+                    if precondition_failed {
+                        (canned(412, PRECONDITION_FAILED_XML), true)
+                    } else {
+                        (forward(&shared, parts, body).await, false)
+                    }
+                },
+            )
+            .await;
+            guard.injected = injected;
+            response
         }
     };
     guard.status = Some(response.status().as_u16());
     Ok(response)
+}
+
+/// Shift the copy-source range of a part copy [`FaultProxy::shift_first_part_copy`] named.
+fn shift_part_copy(shared: &Shared, recorded: &Recorded, parts: &mut Parts) {
+    if recorded.op != Op::UploadPartCopy || recorded.part_number != Some(1) {
+        return;
+    }
+    let Some(key) = recorded.key.as_deref() else {
+        return;
+    };
+    {
+        let mut state = shared.state.lock().expect("proxy state poisoned");
+        let Some(at) = state.shifted_part_copies.iter().position(|k| k == key) else {
+            return;
+        };
+        state.shifted_part_copies.remove(at);
+    }
+    let range = HeaderName::from_static("x-amz-copy-source-range");
+    let shifted = parts
+        .headers
+        .get(&range)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()? + 1, b.parse::<u64>().ok()? + 1)));
+    match shifted {
+        Some((start, end)) => {
+            let value = format!("bytes={start}-{end}");
+            parts
+                .headers
+                .insert(range, value.parse().expect("a header value"));
+        }
+        None => shared.record_error(format!("no range to shift in the part copy of {key}")),
+    }
 }
 
 /// The response's head and the first half of its body, then a broken
