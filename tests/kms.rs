@@ -148,6 +148,11 @@ async fn five_checks(tag: &str, source_kms: bool, destination_kms: bool) {
         ALL,
         "every copy is a proven pair"
     );
+    assert_eq!(
+        count(&summary, "checksum_heads"),
+        0,
+        "each copy proves itself: verification reads it from the ledger, no HEAD"
+    );
 
     w.listing_only_rerun("unchanged");
 
@@ -549,6 +554,15 @@ async fn a_multipart_copy_carries_the_full_object_checksum_and_a_damaged_one_is_
             .await;
     assert!(absent.is_err(), "a refused completion left an object");
     assert_eq!(list_multipart_uploads(&w.s3, &w.dst).await, 0);
+
+    // The next run copies it whole, and proves it.
+    let (code, summary, _) = w.sync(&[]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(count(&summary, "copied"), 1, "{summary}");
+    assert_eq!(
+        get_bytes(&w.s3, &w.dst, "big/bad").await,
+        get_bytes(&w.s3, &w.src, "big/bad").await
+    );
 }
 
 async fn proxied_client(endpoint: &str) -> Client {

@@ -72,6 +72,13 @@ impl Proofs {
         }
     }
 
+    /// Withdraw a pair from the next ledger: it was found different.
+    pub fn retract(&self, key: &str) {
+        if let Some(next) = &self.next {
+            next.retract(key);
+        }
+    }
+
     /// Whether the ledger entry at the cursor proves this pair; if so it is
     /// kept for the next ledger.
     pub async fn by_ledger(

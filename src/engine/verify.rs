@@ -312,6 +312,10 @@ impl PairSink for VerifySink {
             }
             (audit, pair) => self.check(audit, pair).await,
         };
+        if let Some(mismatch) = &found {
+            // Whatever proved it before, this pair is not proven now.
+            self.proofs.retract(&mismatch.key);
+        }
         if let Some(mismatch) = found
             && !self.rows.already_reported(&mismatch.key)
         {
@@ -378,23 +382,23 @@ pub async fn verify_written(
             (Ok(Some(s)), Ok(Some(d))) => match check_pair(Pair::Both(s, d), diff, stats) {
                 Check::InSync => None,
                 Check::Mismatch(mismatch) => Some(mismatch),
-                // The HEADs brought the checksums; the ledger (holding this
-                // run's copies) proves what they cannot.
+                // The HEADs brought the checksums, which decide first: a
+                // copy's own ledger entry says what it was meant to be, the
+                // checksums what it is. The ledger (holding this run's
+                // copies) proves only what they cannot.
                 Check::Unproven(s, d) => {
-                    let by_ledger = match cursor.as_mut() {
-                        Some(cursor) => proofs.by_ledger(cursor, &s, &d, stats).await,
-                        None => false,
-                    };
-                    if by_ledger {
-                        None
-                    } else {
-                        let proof = prove(s.checksum.as_ref(), d.checksum.as_ref());
-                        if proof == Proof::Equal {
-                            Stats::add(&stats.proven_by_checksum, 1);
-                            proofs.keep(Proven::of(&s, &d));
+                    let proof = prove(s.checksum.as_ref(), d.checksum.as_ref());
+                    let by_ledger = match (proof, cursor.as_mut()) {
+                        (Proof::Unknown, Some(cursor)) => {
+                            proofs.by_ledger(cursor, &s, &d, stats).await
                         }
-                        settle(s, d, proof)
+                        _ => false,
+                    };
+                    if proof == Proof::Equal {
+                        Stats::add(&stats.proven_by_checksum, 1);
+                        proofs.keep(Proven::of(&s, &d));
                     }
+                    if by_ledger { None } else { settle(s, d, proof) }
                 }
             },
             (Ok(Some(s)), Ok(None)) => check_pair(Pair::SourceOnly(s), diff, stats).mismatch(),
@@ -413,6 +417,10 @@ pub async fn verify_written(
                 })
             }
         };
+        if let Some(mismatch) = &mismatch {
+            // Whatever proved it before, this pair is not proven now.
+            proofs.retract(&mismatch.key);
+        }
         if let Some(mismatch) = mismatch
             && !rows.already_reported(&mismatch.key)
         {

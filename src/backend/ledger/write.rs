@@ -103,6 +103,18 @@ impl LedgerWriter {
         }
     }
 
+    /// Withdraw `key`'s entry, recorded or carried over: verification found
+    /// the pair different after all. A tombstone (an entry with no ETags),
+    /// which wins over the earlier entry in the merge and is dropped there.
+    pub fn retract(&self, key: &str) {
+        self.record(Proven {
+            key: key.to_owned(),
+            size: 0,
+            source_etag: String::new(),
+            destination_etag: String::new(),
+        });
+    }
+
     /// Sort `entries` and write them as one run.
     fn write_run(&self, mut entries: Vec<Proven>) -> std::io::Result<()> {
         // Reversed, then a stable sort: of two entries for one key, the one
@@ -238,6 +250,9 @@ fn merge(
             continue;
         }
         last_key = Some(key);
+        if entry.source_etag.is_empty() && entry.destination_etag.is_empty() {
+            continue; // retracted
+        }
         pending.push(entry);
         if pending.len() >= per_chunk {
             flush(&mut pending, &mut chunks)?;
@@ -297,17 +312,23 @@ mod tests {
         for &i in &keys {
             writer.record(entry(i, if i == 30 { "new" } else { "x" }));
         }
+        // Retracted after it was recorded: gone; recorded again after: back.
+        writer.retract("k000033");
+        writer.retract("k000036");
+        writer.record(entry(36, "x"));
         let committed = writer.commit().await.unwrap();
-        assert_eq!(committed.entries, 1000);
+        assert_eq!(committed.entries, 999);
         assert_eq!(committed.chunks, 2);
 
         let ledger = Ledger::open(store.clone(), "s3://a", "s3://b").await;
-        assert_eq!(ledger.entries(), 1000);
+        assert_eq!(ledger.entries(), 999);
         for start in [0u64, 1, 1400, 2097, 2999] {
             let mut cursor = ledger.cursor();
             for i in start..3000 {
                 let found = cursor.lookup(&format!("k{i:06}")).await;
-                if i % 3 == 0 {
+                if i == 33 {
+                    assert_eq!(found, None, "a retracted entry");
+                } else if i % 3 == 0 {
                     let etag = if i == 30 { "new" } else { "x" };
                     assert_eq!(found, Some(entry(i, etag)), "key {i} from {start}");
                 } else {
