@@ -6,7 +6,7 @@
 //! - [`store`]: where a ledger lives: a directory or an S3 prefix.
 //! - [`read`]: a run's view of the last committed ledger, read as a third
 //!   sorted stream beside the two listings, one cursor per listed piece.
-//! - [`write`]: the next ledger, gathered during a run and committed at
+//! - [`mod@write`]: the next ledger, gathered during a run and committed at
 //!   its end, beside the old one, which stays valid until the switch.
 //!
 //! A ledger entry only ever *saves* requests: a pair whose ETags both equal
