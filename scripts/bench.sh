@@ -7,6 +7,7 @@
 #   scripts/bench.sh
 #   COUNT=2000 BIG_COUNT=20 BIG_SIZE_MIB=9 CHANGE_PCT=1 TOOLS="s3-fanout rclone" scripts/bench.sh
 #   CHART=0 INSTALL=0 SCENARIOS="prefixed resync-unchanged" scripts/bench.sh
+#   COUNT=10000 TOOLS="ceiling s3-fanout" SCENARIOS="prefixed resync-unchanged resync-kms" scripts/bench.sh
 #   COUNT=200 BIG_COUNT=2 SCENARIOS="upload-dir upload-dir-resync" TOOLS="s3-fanout rclone" scripts/bench.sh
 #   COUNT=10000 SERVER=garage LATENCY_MS=20 scripts/bench.sh
 #   PROFILE=debug COUNT=300 TOOLS="ceiling s3-fanout awscli" scripts/bench.sh
@@ -45,10 +46,25 @@
 # emoji, "+=&", a literal "%20", brackets, quotes - and BIG_COUNT files of
 # BIG_SIZE_MIB MiB; every tool uploads it to an empty prefix, multipart
 # threshold and part size 8 MiB) and upload-dir-resync (the same upload
-# again, nothing changed: what a no-op costs). The ceiling only copies
-# between buckets and sits the upload scenarios out. An upload is equal when
-# each file is an object of its size under its relative path, and its ETag
-# the file's MD5 (or, above 8 MiB, the multipart ETag of 8 MiB parts).
+# again, nothing changed: what a no-op costs), prefixed-kms (the prefixed
+# copy into an empty bucket whose objects answer SSE-KMS ETags, which are not
+# MD5s, as on S3: the proxy rewrites them, scripts/bench/kms_etags.py) and
+# resync-kms (that bucket re-synced, nothing changed; asked for without
+# prefixed-kms, it runs prefixed-kms first, since a re-sync needs its first
+# sync). The ceiling only copies between buckets and sits the upload
+# scenarios out, and resync-kms too: it compares ETags, so it would recopy
+# every object. Peers take part in the KMS scenarios as in the others, but
+# none keeps a proof between runs: in resync-kms one that compares ETags (or
+# an MD5 against an ETag) recopies every object, one that compares sizes and
+# times copies nothing and proves nothing. Only s3-fanout can be listing-only
+# there and still know the copies equal. s3-fanout keeps its ledger of
+# proven pairs (--state) in the work directory, one per destination bucket,
+# started afresh with the bucket: a re-sync reads what its first sync
+# proved, and nothing is read from or left in the user's state directory.
+# An upload is equal when each file is an object of its size under its
+# relative path, and its ETag the file's MD5 (or, above 8 MiB, the
+# multipart ETag of 8 MiB parts). The equality columns compare what the
+# server holds, so a KMS destination's copies are compared by their MD5s.
 # Peers missing from the machine are installed (apt-get, or
 # `cargo install s3sync` into .tools/cargo); one that cannot be is skipped
 # with the reason in the output. Results: a Markdown table on stdout and in
@@ -252,6 +268,47 @@ fanout_bin() { if [[ "$1" == s3-fanout-baseline ]]; then echo "$BASELINE_BIN"; e
 
 ensure_tools
 
+# --- scenarios' destinations ----------------------------------------------------
+
+# The scenario whose destination a re-sync runs against again.
+declare -A FIRST=([resync-unchanged]=prefixed [resync-1pct]=prefixed [upload-dir-resync]=upload-dir
+    [resync-kms]=prefixed-kms)
+
+# The scenarios run, in order: SCENARIOS, with prefixed-kms before a
+# resync-kms that comes without it.
+RUN_SCENARIOS=""
+for scen in $SCENARIOS; do
+    if [[ "$scen" == resync-kms && " $SCENARIOS $RUN_SCENARIOS " != *" prefixed-kms "* ]]; then
+        RUN_SCENARIOS+=" prefixed-kms"
+    fi
+    RUN_SCENARIOS+=" $scen"
+done
+readonly RUN_SCENARIOS
+
+is_upload() { [[ "$1" == upload-* ]]; }
+
+# Destination bucket of TOOL in SCENARIO; re-syncs reuse their first run's.
+dst_bucket() {
+    local scen="${FIRST[$2]:-$2}"
+    echo "dst-${1//[^a-z0-9]/-}-$scen"
+}
+# Where TOOL writes in SCENARIO: the bucket, or BUCKET/PREFIX for an upload.
+dst_of() {
+    local bucket
+    bucket="$(dst_bucket "$1" "$2")"
+    if is_upload "$2"; then echo "$bucket/up"; else echo "$bucket"; fi
+}
+
+want() { [[ " $RUN_SCENARIOS " == *" $1 "* ]]; }
+
+# Buckets whose objects answer SSE-KMS ETags at the proxy: every tool's
+# destination of prefixed-kms, which resync-kms re-syncs.
+KMS_ARGS=()
+if want prefixed-kms; then
+    for tool in $TOOLS; do KMS_ARGS+=(--kms-bucket "$(dst_bucket "$tool" prefixed-kms)"); done
+fi
+readonly KMS_ARGS
+
 # --- servers ---------------------------------------------------------------------
 
 WORK="$(mktemp -d)"
@@ -328,7 +385,7 @@ for _ in $(seq 1 60); do s3u ping "$SERVER_URL" 2>/dev/null && break; sleep 0.5;
 s3u ping "$SERVER_URL" || die "$SERVER at $SERVER_URL does not answer S3 requests"
 
 "$PY" scripts/bench/proxy.py --upstream "$SERVER_URL" --port-file "$WORK/proxy.port" \
-    --latency-ms "$LATENCY_MS" 2>"$WORK/proxy.log" &
+    --latency-ms "$LATENCY_MS" "${KMS_ARGS[@]}" 2>"$WORK/proxy.log" &
 proxy_pid=$!
 for _ in $(seq 1 100); do [[ -s "$WORK/proxy.port" ]] && break; sleep 0.1; done
 [[ -s "$WORK/proxy.port" ]] || die "the counting proxy did not start: $(cat "$WORK/proxy.log")"
@@ -391,6 +448,7 @@ tool_cmd() {
     s3-fanout | s3-fanout-baseline)
         CMD=("$(fanout_bin "$tool")" sync "s3://$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}")
         if ((mp)); then CMD+=(--multipart-threshold 8MiB --part-size 8MiB); fi
+        if takes_state "$tool"; then CMD+=(--state "$WORK/state/$dst"); fi
         ;;
     rclone)
         # Same remote on both sides: rclone copies server-side.
@@ -426,6 +484,19 @@ tool_cmd() {
         CMD+=("s3://$src" "s3://$dst")
         ;;
     esac
+}
+
+# Whether TOOL's `sync` is given a ledger directory (--state): not when
+# FANOUT_ARGS chooses one, or none, itself, nor for a build older than the
+# ledger (a baseline may be).
+declare -A TAKES_STATE=()
+takes_state() {
+    if [[ " $FANOUT_ARGS " == *" --state"[\ =]* || " $FANOUT_ARGS " == *" --no-state "* ]]; then return 1; fi
+    if [[ -z "${TAKES_STATE[$1]:-}" ]]; then
+        TAKES_STATE[$1]=0
+        if "$(fanout_bin "$1")" sync --help 2>/dev/null | grep -q -- '--state <'; then TAKES_STATE[$1]=1; fi
+    fi
+    [[ "${TAKES_STATE[$1]}" == 1 ]]
 }
 
 # The upload of local directory SRC to s3://DST (BUCKET/PREFIX) by TOOL, into
@@ -473,38 +544,22 @@ RESULTS="$WORK/results.jsonl"
 UPLOAD_DIR="$WORK/upload-src"
 declare -A SRC=([prefixed]=src-prefixed [flat]=src-flat [multipart]=src-multipart
     [resync-unchanged]=src-prefixed [resync-1pct]=src-prefixed
-    [upload-dir]="$UPLOAD_DIR" [upload-dir-resync]="$UPLOAD_DIR")
+    [upload-dir]="$UPLOAD_DIR" [upload-dir-resync]="$UPLOAD_DIR"
+    [prefixed-kms]=src-prefixed [resync-kms]=src-prefixed)
 declare -A OBJECTS=([prefixed]="$COUNT" [flat]="$COUNT" [multipart]="$BIG_COUNT"
     [resync-unchanged]="$COUNT" [resync-1pct]="$COUNT"
-    [upload-dir]=$((COUNT + BIG_COUNT)) [upload-dir-resync]=$((COUNT + BIG_COUNT)))
-# The scenario whose destination a re-sync runs against again.
-declare -A FIRST=([resync-unchanged]=prefixed [resync-1pct]=prefixed [upload-dir-resync]=upload-dir)
-
-is_upload() { [[ "$1" == upload-* ]]; }
-
-# Destination bucket of TOOL in SCENARIO; re-syncs reuse their first run's.
-dst_bucket() {
-    local scen="${FIRST[$2]:-$2}"
-    echo "dst-${1//[^a-z0-9]/-}-$scen"
-}
-# Where TOOL writes in SCENARIO: the bucket, or BUCKET/PREFIX for an upload.
-dst_of() {
-    local bucket
-    bucket="$(dst_bucket "$1" "$2")"
-    if is_upload "$2"; then echo "$bucket/up"; else echo "$bucket"; fi
-}
-
-want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+    [upload-dir]=$((COUNT + BIG_COUNT)) [upload-dir-resync]=$((COUNT + BIG_COUNT))
+    [prefixed-kms]="$COUNT" [resync-kms]="$COUNT")
 
 # Before any seeding: a bad list should not fail minutes into a run.
-for scen in $SCENARIOS; do
+for scen in $RUN_SCENARIOS; do
     [[ -n "${SRC[$scen]:-}" ]] || die "unknown scenario '$scen'"
     first="${FIRST[$scen]:-}"
     [[ -z "$first" ]] || want "$first" || die "$scen needs the $first scenario first (SCENARIOS=\"$first $scen\")"
 done
 
 log "seeding sources (straight to $SERVER, not through the proxy)"
-if want prefixed || want resync-unchanged || want resync-1pct; then s3u seed "$SERVER_URL" src-prefixed prefixed "$COUNT"; fi
+if want prefixed || want resync-unchanged || want resync-1pct || want prefixed-kms; then s3u seed "$SERVER_URL" src-prefixed prefixed "$COUNT"; fi
 if want flat; then s3u seed "$SERVER_URL" src-flat flat "$COUNT"; fi
 if want multipart; then s3u seed "$SERVER_URL" src-multipart big "$BIG_COUNT" $((BIG_SIZE_MIB * 1024 * 1024)); fi
 if want upload-dir || want upload-dir-resync; then
@@ -522,6 +577,10 @@ run_one() {
     /usr/bin/time -v -o "$t.time" "${CMD[@]}" </dev/null >"$t.out" 2>"$t.err" || code=$?
     end="$(date +%s.%N)"
     curl --silent --fail --noproxy '*' "$PROXY/__proxy/counts" >"$t.counts"
+    # The proxy's CPU time shows what relaying (and emulating) took from the
+    # cores the tool and the server share.
+    log "$scen: $tool: exit $code, $(python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))
+print(c["total"], "requests,", c.get("proxy_cpu_s", "?"), "s of proxy CPU")' "$t.counts" 2>/dev/null || echo "no counts")"
     if is_upload "$scen"; then
         s3u compare-dir "$SERVER_URL" "$src" "${dst%%/*}" "${dst#*/}" >"$t.compare"
     else
@@ -562,9 +621,12 @@ done
 ((${#ACTIVE[@]})) || die "no tool to run"
 rm -rf "$OUT_DIR/logs"
 
-for scen in $SCENARIOS; do
+for scen in $RUN_SCENARIOS; do
     first="${FIRST[$scen]:-}"
     if is_upload "$scen" && want_tool ceiling; then log "$scen: the ceiling copies between buckets only; not run"; fi
+    if [[ "$scen" == resync-kms ]] && want_tool ceiling; then
+        log "$scen: the ceiling compares ETags and would recopy every object; not run"
+    fi
     for round in $(seq 1 "$REPEAT"); do
         ((REPEAT == 1)) || log "$scen: round $round of $REPEAT"
         if [[ "$scen" == resync-1pct ]]; then
@@ -573,9 +635,12 @@ for scen in $SCENARIOS; do
             sleep 1 # newer LastModified than any copy, at one-second resolution
         fi
         for tool in "${ACTIVE[@]}"; do
-            if is_upload "$scen" && [[ "$tool" == ceiling ]]; then continue; fi
+            if [[ "$tool" == ceiling ]] && { is_upload "$scen" || [[ "$scen" == resync-kms ]]; }; then continue; fi
             dst="$(dst_of "$tool" "$scen")"
-            if [[ -z "$first" ]]; then s3u fresh "$SERVER_URL" "${dst%%/*}"; fi
+            if [[ -z "$first" ]]; then
+                s3u fresh "$SERVER_URL" "${dst%%/*}"
+                rm -rf "${WORK:?}/state/${dst%%/*}"
+            fi
             run_one "$tool" "$scen" "${SRC[$scen]}" "$dst"
             # Multipart copies and uploads hold BIG_COUNT x BIG_SIZE in
             # moto's memory: free them once no later scenario needs them.

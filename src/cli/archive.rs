@@ -42,26 +42,7 @@ fn interruptible() -> CancellationToken {
 }
 
 fn finish(result: Result<Summary, ArchiveError>, json: bool, print: fn(&Summary)) -> i32 {
-    match result {
-        Ok(summary) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&summary).expect("summary serialises")
-                );
-            } else {
-                print(&summary);
-            }
-            if let Some(error) = &summary.error {
-                eprintln!("error: {error}");
-            }
-            summary.exit_code
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            err.exit_code()
-        }
-    }
+    crate::cli::output::finish(result, json, print, ArchiveError::exit_code)
 }
 
 fn print_export(s: &Summary) {

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::base::error::SyncError;
 use crate::cli::interrupt::cancel_on_ctrl_c;
-use crate::cli::output::{EXIT_USAGE, print_tail};
+use crate::cli::output::{EXIT_USAGE, finish, print_tail, sync_error_code};
 use crate::cli::progress::{Progress, ProgressMode};
 use crate::engine::pipeline::run_check;
 use crate::engine::verify::Audit;
@@ -53,30 +52,7 @@ pub async fn check(mut spec: CheckSpec, json: bool, no_progress: bool) -> i32 {
     let progress = Progress::start(stats.clone(), ProgressMode::auto(!json && !no_progress));
     let result = run_check(&options, audit, stats, cancel).await;
     progress.finish().await;
-    match result {
-        Ok(summary) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&summary).expect("summary serialises")
-                );
-            } else {
-                print_check(&summary);
-            }
-            if let Some(error) = &summary.error {
-                eprintln!("error: {error}");
-            }
-            summary.exit_code
-        }
-        Err(err @ SyncError::Config(_)) => {
-            eprintln!("error: {err}");
-            EXIT_USAGE
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            1
-        }
-    }
+    finish(result, json, print_check, sync_error_code)
 }
 
 fn print_check(s: &Summary) {

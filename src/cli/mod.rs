@@ -10,7 +10,6 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::base::error::SyncError;
 use crate::base::format::human_bytes;
 use crate::cli::interrupt::cancel_on_ctrl_c;
 use crate::cli::output::{EXIT_USAGE, print_summary};
@@ -114,33 +113,7 @@ pub async fn run(cli: Cli) -> i32 {
 
     let result = run_sync(&options, stats, cancel, observer).await;
     progress.finish().await;
-    match result {
-        Ok(summary) => {
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&summary).expect("summary serialises")
-                );
-            } else {
-                print_summary(&summary);
-            }
-            // Also on stderr, whatever stdout carries (--json included):
-            // that is where scripts and log collectors look for why a run
-            // failed, as they do for a refused one.
-            if let Some(error) = &summary.error {
-                eprintln!("error: {error}");
-            }
-            summary.exit_code
-        }
-        Err(err @ SyncError::Config(_)) => {
-            eprintln!("error: {err}");
-            EXIT_USAGE
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            1
-        }
-    }
+    output::finish(result, cli.json, print_summary, output::sync_error_code)
 }
 
 fn init_tracing(verbose: u8) {

@@ -5,6 +5,47 @@ use crate::report::Summary;
 
 pub const EXIT_USAGE: i32 = 2;
 
+/// Print a run's summary, as JSON or for people, and return its exit code;
+/// a run that could not start says why and exits with `code_of` its error.
+pub fn finish<E: std::fmt::Display>(
+    result: Result<Summary, E>,
+    json: bool,
+    print: fn(&Summary),
+    code_of: fn(&E) -> i32,
+) -> i32 {
+    match result {
+        Ok(summary) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).expect("summary serialises")
+                );
+            } else {
+                print(&summary);
+            }
+            // Also on stderr, whatever stdout carries (--json included):
+            // that is where scripts and log collectors look for why a run
+            // failed, as they do for a refused one.
+            if let Some(error) = &summary.error {
+                eprintln!("error: {error}");
+            }
+            summary.exit_code
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            code_of(&err)
+        }
+    }
+}
+
+/// A sync or check that could not start: bad configuration exits 2.
+pub fn sync_error_code(err: &crate::base::error::SyncError) -> i32 {
+    match err {
+        crate::base::error::SyncError::Config(_) => EXIT_USAGE,
+        _ => 1,
+    }
+}
+
 pub fn print_summary(s: &Summary) {
     let c = &s.counts;
     println!(

@@ -108,32 +108,17 @@ pub async fn run_sync(
         tracing::error!(error = %err, "the run stopped early");
     }
 
-    let mut counts = run.stats.snapshot();
-    counts.retries = run.counter.retries();
-    let record = RunRecord {
-        run_id: run_id(&started_at),
-        source: options.source.to_string(),
-        destination: options.destination.to_string(),
-        dry_run: options.dry_run,
-        started_at,
-        duration_secs: started.elapsed().as_secs_f64(),
-        counts,
-        fatal: fatal.map(|e| e.to_string()),
-        interrupted,
-        failure_threshold: options.failure_threshold,
-        requests: run.counter.snapshot(),
-        copy_concurrency: (!options.dry_run).then(|| {
-            let (lowest, highest) = limit.range();
-            ConcurrencyRange {
-                lowest,
-                highest,
-                throttle_cuts: limit.cuts(),
-                throttled_responses: run.counter.throttled(),
-            }
-        }),
-        timeline,
-        phases: phases.into_phases(),
-    };
+    let mut record = run.record((started, started_at), fatal, interrupted, timeline, phases);
+    record.dry_run = options.dry_run;
+    record.copy_concurrency = (!options.dry_run).then(|| {
+        let (lowest, highest) = limit.range();
+        ConcurrencyRange {
+            lowest,
+            highest,
+            throttle_cuts: limit.cuts(),
+            throttled_responses: run.counter.throttled(),
+        }
+    });
     let report = options.report.as_ref();
     Ok(deliver(record, &run.rows, report, &run.destination_client)
         .await?
@@ -211,24 +196,8 @@ pub async fn run_check(
     };
     run.stats.set_phase(Phase::Done);
     let interrupted = run.cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
-    let mut counts = run.stats.snapshot();
-    counts.retries = run.counter.retries();
-    let record = RunRecord {
-        run_id: run_id(&started_at),
-        source: options.source.to_string(),
-        destination: options.destination.to_string(),
-        dry_run: true,
-        started_at,
-        duration_secs: started.elapsed().as_secs_f64(),
-        counts,
-        fatal: fatal.map(|e| e.to_string()),
-        interrupted,
-        failure_threshold: options.failure_threshold,
-        requests: run.counter.snapshot(),
-        copy_concurrency: None,
-        timeline: sampler.finish(),
-        phases: phases.into_phases(),
-    };
+    let timeline = sampler.finish();
+    let record = run.record((started, started_at), fatal, interrupted, timeline, phases);
     let report = options.report.as_ref();
     Ok(deliver(record, &run.rows, report, &run.destination_client)
         .await?
@@ -308,6 +277,36 @@ impl<'a> Run<'a> {
             context,
             recorded_at_commit: AtomicU64::new(0),
         })
+    }
+
+    /// What the report says of this run: a dry run's, with no copy
+    /// concurrency, until the caller says otherwise.
+    fn record(
+        &self,
+        (started, started_at): (Instant, String),
+        fatal: Option<SyncError>,
+        interrupted: bool,
+        timeline: Vec<crate::report::TimelinePoint>,
+        phases: PhaseClock,
+    ) -> RunRecord {
+        let mut counts = self.stats.snapshot();
+        counts.retries = self.counter.retries();
+        RunRecord {
+            run_id: run_id(&started_at),
+            source: self.options.source.to_string(),
+            destination: self.options.destination.to_string(),
+            dry_run: true,
+            started_at,
+            duration_secs: started.elapsed().as_secs_f64(),
+            counts,
+            fatal: fatal.map(|e| e.to_string()),
+            interrupted,
+            failure_threshold: self.options.failure_threshold,
+            requests: self.counter.snapshot(),
+            copy_concurrency: None,
+            timeline,
+            phases: phases.into_phases(),
+        }
     }
 
     /// Commit the ledger of proven pairs gathered so far, and return the

@@ -2,6 +2,7 @@
 //! "denied" even where s3:ListBucket is scoped by prefix.
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::types::ChecksumMode;
 
 use crate::base::error::{S3Failure, classify};
@@ -48,14 +49,7 @@ pub async fn head_object(
                 .and_then(|t| t.to_millis().ok())
                 .unwrap_or(0),
             storage_class: head.storage_class().map(|c| c.as_str().to_owned()),
-            checksum: Checksum::from_fields(
-                head.checksum_crc64_nvme(),
-                head.checksum_crc32(),
-                head.checksum_crc32_c(),
-                head.checksum_sha1(),
-                head.checksum_sha256(),
-                head.checksum_type().map(|t| t.as_str()),
-            ),
+            checksum: stored_checksum(&head),
         })),
         Err(err) => {
             let failure = classify(&err);
@@ -68,6 +62,18 @@ pub async fn head_object(
             }
         }
     }
+}
+
+/// The stored checksum a HEAD with checksum mode answered, if any.
+pub fn stored_checksum(head: &HeadObjectOutput) -> Option<Checksum> {
+    Checksum::from_fields(
+        head.checksum_crc64_nvme(),
+        head.checksum_crc32(),
+        head.checksum_crc32_c(),
+        head.checksum_sha1(),
+        head.checksum_sha256(),
+        head.checksum_type().map(|t| t.as_str()),
+    )
 }
 
 /// Whether a key that HEAD answered 403 for is absent.

@@ -151,14 +151,7 @@ pub async fn start_upload(
         ),
     };
     let tagging = tagging?;
-    let checksum = Checksum::from_fields(
-        head.checksum_crc64_nvme(),
-        head.checksum_crc32(),
-        head.checksum_crc32_c(),
-        head.checksum_sha1(),
-        head.checksum_sha256(),
-        head.checksum_type().map(|t| t.as_str()),
-    );
+    let checksum = crate::backend::s3::head::stored_checksum(&head);
     let (algorithm, kind) = match upload_checksum(checksum.as_ref(), layout.len()) {
         (_, Some(ChecksumType::Composite)) if !part_checksums_kept => (None, None),
         chosen => chosen,
