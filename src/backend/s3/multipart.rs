@@ -153,9 +153,15 @@ pub async fn start_upload(
     let tagging = tagging?;
     let checksum = crate::backend::s3::head::stored_checksum(&head);
     let (algorithm, kind) = match upload_checksum(checksum.as_ref(), layout.len()) {
+        // Streamed parts are bytes sent without a checksum of their own:
+        // S3 computes them, but an S3-compatible destination (MinIO)
+        // refuses a part without one once the upload names an algorithm.
+        _ if copier.options.stream => (None, None),
         (_, Some(ChecksumType::Composite)) if !part_checksums_kept => (None, None),
         chosen => chosen,
     };
+    // Completion carries only a checksum the upload was created to keep.
+    let checksum = checksum.filter(|_| algorithm.is_some());
 
     let (sse, kms_key) = copier.encryption();
     let create = copier
