@@ -86,9 +86,14 @@ impl World {
     /// `sync` through the proxy with this world's ledger; the exit code,
     /// the summary, and the requests it made by operation.
     fn sync(&self, extra: &[&str]) -> (i32, Value, BTreeMap<String, usize>) {
+        let state = self.state.path().to_str().unwrap().to_owned();
+        self.sync_at(&state, extra)
+    }
+
+    /// [`World::sync`] with the ledger at `state`.
+    fn sync_at(&self, state: &str, extra: &[&str]) -> (i32, Value, BTreeMap<String, usize>) {
         self.proxy.clear_log();
         let (src, dst) = (format!("s3://{}", self.src), format!("s3://{}", self.dst));
-        let state = self.state.path().to_str().unwrap().to_owned();
         let mut args = vec![
             "sync",
             &src,
@@ -96,7 +101,7 @@ impl World {
             "--endpoint-url",
             self.proxy.endpoint(),
             "--state",
-            &state,
+            state,
             "--json",
         ];
         args.extend_from_slice(extra);
@@ -576,4 +581,56 @@ async fn proxied_client(endpoint: &str) -> Client {
         None,
     )
     .await
+}
+
+/// The ledger in a bucket (`--state s3://…`): written whole (chunks, then
+/// the manifest), and read back by the next run with two GETs, its only
+/// requests beside the listings. A state location inside a synced one is
+/// refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_can_live_in_a_bucket_but_never_inside_a_synced_location() {
+    let w = world("kms-s3state", false, true).await;
+    let state_bucket = unique_bucket("kms-state");
+    create_bucket(&w.s3, &state_bucket).await;
+    let state = format!("s3://{state_bucket}/ledgers/nightly");
+    let (code, summary, _) = w.sync_at(&state, &[]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(count(&summary, "ledger_entries"), ALL);
+    let stored: Vec<String> = list_all(&w.s3, &state_bucket, "ledgers/nightly/")
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert!(
+        stored.contains(&"ledgers/nightly/manifest.json".to_owned())
+            && stored.iter().any(|k| k.contains("/chunk-")),
+        "{stored:?}"
+    );
+
+    let (code, summary, ops) = w.sync_at(&state, &[]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(count(&summary, "proven_by_ledger"), ALL, "{summary}");
+    assert_eq!(
+        ops,
+        BTreeMap::from([("GetObject".to_owned(), 2), ("ListObjectsV2".to_owned(), 2)]),
+        "listings, the manifest and one chunk: {summary}"
+    );
+
+    for inside in [
+        format!("s3://{}/.s3-fanout", w.dst),
+        format!("s3://{}", w.src),
+    ] {
+        let (src, dst) = (format!("s3://{}", w.src), format!("s3://{}", w.dst));
+        let out = run_cli(&[
+            "sync",
+            &src,
+            &dst,
+            "--endpoint-url",
+            w.proxy.endpoint(),
+            "--state",
+            &inside,
+        ]);
+        assert_eq!(out.status, 2, "{}", out.stderr);
+        assert!(out.stderr.contains("--state"), "{}", out.stderr);
+    }
 }

@@ -337,13 +337,17 @@ impl<'a> Run<'a> {
         } else {
             self.stats.ledger_entries.store(old, Ordering::Relaxed);
         }
+        self.recorded_at_commit
+            .store(next.recorded(), Ordering::Relaxed);
+        if unchanged {
+            // The ledger read is still the ledger: no need to read it again.
+            return Arc::new(Proofs::new(proofs.ledger.clone(), Some(next.clone())));
+        }
         let (source, destination) = (
             self.options.source.to_string(),
             self.options.destination.to_string(),
         );
         let ledger = Ledger::open(next.store().clone(), &source, &destination).await;
-        self.recorded_at_commit
-            .store(next.recorded(), Ordering::Relaxed);
         Arc::new(Proofs::new(Some(ledger), Some(next.clone())))
     }
 
