@@ -145,7 +145,18 @@ fn print_action(action: &Action, dry_run: bool) {
             human_bytes(source.size)
         ),
         Action::Delete { destination } => println!("{prefix}delete  {}", destination.key),
-        Action::Compare { source, .. } => println!("{prefix}compare {} (checksums)", source.key),
+        // A dry run sends no HEAD, so the pair is planned as the update it
+        // may be; a run compares its stored checksums first.
+        Action::Compare { source, .. } if dry_run => println!(
+            "{prefix}update  {} ({}, unless its checksums prove it equal)",
+            source.key,
+            human_bytes(source.size)
+        ),
+        Action::Compare { source, .. } => println!(
+            "{prefix}compare {} ({}, by checksums)",
+            source.key,
+            human_bytes(source.size)
+        ),
         Action::Skip {
             key,
             reason: SkipReason::Unverified,
