@@ -597,11 +597,14 @@ async fn a_lister_returns_its_cursor_before_its_deadline_and_the_next_call_finis
 
 /// A KMS destination (ETags that are not MD5s, emulated by the stack's
 /// proxy, with S3's stored checksums): the run copies, VALIDATE proves each
-/// copy by its checksums instead of failing it, and a re-run copies nothing.
-/// The serverless runtime keeps no ledger yet, so the re-run proves each
-/// pair again by two HEADs.
+/// copy by its checksums instead of failing it, and records it in the
+/// ledger of proven pairs in the report bucket. A re-run copies nothing and
+/// makes no HEAD: the ledger proves every pair, in both phases. A same-size
+/// overwrite at the destination is found and repaired, and only its pair
+/// costs HEADs. The stack's listers stop every 7 keys, so each shard's
+/// chunks come from several invocations.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_kms_destination_validates_by_checksums_and_a_rerun_copies_nothing() {
+async fn a_kms_destination_validates_by_checksums_and_a_rerun_is_listing_only() {
     let s3 = s3().await;
     let (src, dst) = bucket_pair(&s3, "sls-kms").await;
     let seeded = seed_source(&s3, &src).await as u64;
@@ -609,18 +612,43 @@ async fn a_kms_destination_validates_by_checksums_and_a_rerun_copies_nothing() {
     proxy.s3_checksums();
     proxy.kms_etags(&dst);
     let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+    let sync = |tag: &str| {
+        let run_id = unique_bucket(tag);
+        let (code, summary, out) = run(&[&source, &destination, "--run-id", &run_id]);
+        let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+        assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
+        assert_eq!(count(&summary, "verify_mismatched"), 0);
+        (run_id, summary)
+    };
 
-    let run_id = unique_bucket("kms");
-    let (code, summary, out) = run(&[&source, &destination, "--run-id", &run_id]);
-    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
-    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
-    assert_eq!(count(&summary, "copied"), seeded);
-    assert_eq!(count(&summary, "verify_mismatched"), 0);
+    let (run_id, first) = sync("kms");
+    assert_eq!(count(&first, "copied"), seeded);
+    assert_eq!(count(&first, "proven_by_checksum"), seeded, "VALIDATE");
+    assert_eq!(count(&first, "ledger_entries"), seeded);
+    let ledgers = format!("{}ledgers/", stack().env.config.report_prefix);
+    let chunks = contents(&s3, &stack().env.config.report_bucket)
+        .await
+        .into_iter()
+        .filter(|(key, _, _)| key.starts_with(&ledgers) && key.contains(&run_id))
+        .count();
+    assert!(chunks > 1, "a chunk per VALIDATE invocation: {chunks}");
 
-    let run_id = unique_bucket("kms-again");
-    let (code, summary, out) = run(&[&source, &destination, "--run-id", &run_id]);
-    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
-    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
-    assert_eq!(count(&summary, "copied") + count(&summary, "updated"), 0);
-    assert_eq!(count(&summary, "verify_mismatched"), 0);
+    let (_, again) = sync("kms-again");
+    assert_eq!(count(&again, "copied") + count(&again, "updated"), 0);
+    assert_eq!(count(&again, "checksum_heads"), 0, "{again}");
+    assert_eq!(count(&again, "proven_by_ledger"), 2 * seeded, "both phases");
+    assert_eq!(count(&again, "ledger_entries"), seeded);
+
+    let key = "alpha/003.dat";
+    put(&s3, &dst, key, body(999, 100 + 3 * 37)).await;
+    let (_, repaired) = sync("kms-repair");
+    assert_eq!(count(&repaired, "updated"), 1);
+    assert_eq!(
+        get_bytes(&s3, &dst, key).await,
+        get_bytes(&s3, &src, key).await
+    );
+    // The write phase's pair found different, VALIDATE's copy proven.
+    assert_eq!(count(&repaired, "checksum_heads"), 4, "{repaired}");
+    assert_eq!(count(&repaired, "proven_by_ledger"), 2 * (seeded - 1));
+    assert_eq!(count(&repaired, "ledger_entries"), seeded);
 }

@@ -131,13 +131,7 @@ async fn open_proofs(options: &SyncOptions, client: &Client) -> Result<Proofs, S
     let Some(location) = &options.ledger else {
         return Ok(Proofs::default());
     };
-    let store = match location {
-        Location::Local(dir) => StateStore::Dir(dir.clone()),
-        Location::S3(location) => StateStore::S3 {
-            client: client.clone(),
-            location: location.clone(),
-        },
-    };
+    let store = StateStore::at(location, client);
     let (source, destination) = (options.source.to_string(), options.destination.to_string());
     let ledger = Ledger::open(store.clone(), &source, &destination).await;
     let next = if options.dry_run {

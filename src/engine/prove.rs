@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::backend::ledger::in_order::InOrderWriter;
 use crate::backend::ledger::proven::Proven;
 use crate::backend::ledger::read::{Cursor, Ledger};
 use crate::backend::ledger::write::LedgerWriter;
@@ -36,11 +37,14 @@ use crate::report::Stats;
 /// stops comparing checksums.
 pub const CHECKSUMLESS_BEFORE_GIVING_UP: u64 = 64;
 
-/// A run's proofs: the committed ledger it reads, the next one it writes.
+/// A run's proofs: the committed ledger it reads, the next one it writes
+/// (the CLI's, from any worker in any order; a serverless lister's, in key
+/// order).
 #[derive(Default)]
 pub struct Proofs {
     pub ledger: Option<Arc<Ledger>>,
     pub next: Option<Arc<LedgerWriter>>,
+    pub in_order: Option<Arc<InOrderWriter>>,
     checksumless: AtomicU64,
     compared: AtomicU64,
     gave_up: AtomicBool,
@@ -51,6 +55,15 @@ impl Proofs {
         Proofs {
             ledger,
             next,
+            ..Proofs::default()
+        }
+    }
+
+    /// A walk in key order's proofs: it writes its entries as it goes.
+    pub fn in_order(ledger: Option<Arc<Ledger>>, next: Option<Arc<InOrderWriter>>) -> Self {
+        Proofs {
+            ledger,
+            in_order: next,
             ..Proofs::default()
         }
     }
@@ -69,10 +82,13 @@ impl Proofs {
     pub fn keep(&self, entry: Proven) {
         if let Some(next) = &self.next {
             next.record(entry);
+        } else if let Some(next) = &self.in_order {
+            next.record(entry);
         }
     }
 
-    /// Withdraw a pair from the next ledger: it was found different.
+    /// Withdraw a pair from the next ledger: it was found different. (A
+    /// walk in key order never kept it: it records each key once.)
     pub fn retract(&self, key: &str) {
         if let Some(next) = &self.next {
             next.retract(key);

@@ -141,6 +141,27 @@ pub fn settle(source: ObjectEntry, destination: ObjectEntry, proof: Proof) -> Op
     }
 }
 
+/// Settle an unproven pair one at a time, as a walk in key order (the
+/// serverless VALIDATE) does: the ledger at `cursor`, else a HEAD of each
+/// side for their checksums, else the listings' rule.
+pub async fn prove_in_turn(
+    (proofs, mover): (&Proofs, &Mover),
+    cursor: Option<&mut Cursor>,
+    source: ObjectEntry,
+    destination: ObjectEntry,
+    stats: &Stats,
+) -> Option<Mismatch> {
+    if let Some(cursor) = cursor
+        && proofs.by_ledger(cursor, &source, &destination, stats).await
+    {
+        return None;
+    }
+    match proofs.by_checksums(mover, &source.key, stats).await {
+        Some((proof, source, destination)) => settle(source, destination, proof),
+        None => settle(source, destination, Proof::Unknown),
+    }
+}
+
 impl Check {
     /// The mismatch of a pair that is not on both sides (never unproven).
     pub fn mismatch(self) -> Option<Mismatch> {

@@ -570,10 +570,10 @@ fn ledger_location(
                 );
                 return Ok(None);
             };
-            use sha2::{Digest, Sha256};
-            let digest = Sha256::digest(format!("{source}\n{destination}").as_bytes());
-            let name: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-            Location::Local(base.join("s3-fanout/ledgers").join(name))
+            Location::Local(
+                base.join("s3-fanout/ledgers")
+                    .join(ledger_name(source, destination)),
+            )
         }
     };
     for side in [source, destination] {
@@ -586,6 +586,14 @@ fn ledger_location(
         }
     }
     Ok(Some(location))
+}
+
+/// The name of the ledger about one source and destination: a digest of
+/// the two, so each pair of locations has its own and none is shared.
+pub fn ledger_name(source: &Location, destination: &Location) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{source}\n{destination}").as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Each side's client settings: the shared flags, with that side's

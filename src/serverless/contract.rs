@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::Value;
 
+use crate::backend::ledger::proven::ChunkInfo;
 use crate::base::error::SyncError;
 use crate::engine::diff::Action;
 use crate::model::entry::ObjectEntry;
@@ -249,6 +250,10 @@ pub struct Checkpoint {
     /// Report rows (unverified pairs; VALIDATE mismatches), all of this
     /// invocation's; bounded by its key budget.
     pub rows: Vec<ReportRow>,
+    /// The chunks of the next ledger of proven pairs this invocation wrote
+    /// (by the run's last listing pass only), in key order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proven: Vec<ChunkInfo>,
     /// When the invocation started this checkpoint, and when it last wrote
     /// it, in milliseconds since the Unix epoch: the report's phase timings.
     /// Missing from checkpoints written before they were recorded.

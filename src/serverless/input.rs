@@ -9,8 +9,8 @@
 use serde_json::Value;
 
 use crate::base::error::SyncError;
-use crate::model::location::S3Location;
-use crate::model::options::{SyncOptions, SyncSpec};
+use crate::model::location::{Location, S3Location};
+use crate::model::options::{DiffMode, SyncOptions, SyncSpec, ledger_name};
 use crate::serverless::contract::RunSettings;
 use crate::serverless::env::StackConfig;
 
@@ -18,6 +18,10 @@ use crate::serverless::env::StackConfig;
 /// from an execution, with the reason given to whoever sets them.
 const STACK_OWNED: &[(&str, &str)] = &[
     ("report", "reports go to the stack's report bucket"),
+    (
+        "state",
+        "the ledger of proven pairs lives in the stack's report bucket, under ledgers/ (set \"no_state\": true to keep none)",
+    ),
     (
         "endpoint_url",
         "endpoints are the stack's (S3_FANOUT_ENDPOINT_URL)",
@@ -106,12 +110,38 @@ pub fn resolve_input(
         ));
     }
     stack.apply_client(&mut spec);
+    spec.state = ledger_state(&spec, stack)?;
     let options = SyncOptions::try_from(spec.clone())?;
     options
         .buckets()
         .map_err(|e| SyncError::Config(format!("execution input: {e}")))?;
     Ok((spec, settings, options))
 }
+
+/// Where the run's ledger of proven pairs lives: the report bucket, under
+/// `REPORT_PREFIX/ledgers/NAME/`, named for the two locations as the CLI's
+/// are, so every run between them (nightly, manual) shares one and no
+/// other pair's. `None` where the run keeps none (`no_state`, or a mode
+/// that never compares ETags).
+fn ledger_state(spec: &SyncSpec, stack: &StackConfig) -> Result<Option<String>, SyncError> {
+    if spec.no_state || spec.mode != DiffMode::Etag {
+        return Ok(None);
+    }
+    let (source, destination) = (
+        spec.source.parse::<Location>()?,
+        spec.destination.parse::<Location>()?,
+    );
+    Ok(Some(format!(
+        "s3://{}/{}{LEDGERS}/{}/",
+        stack.report_bucket,
+        stack.report_prefix,
+        ledger_name(&source, &destination)
+    )))
+}
+
+/// The report prefix's folder of ledgers, beside the runs' folders (no run
+/// may take its name).
+pub const LEDGERS: &str = "ledgers";
 
 /// The run's source and destination: the stack's, or narrowed to one
 /// sub-prefix of them, never outside (the functions' IAM policies name the

@@ -11,6 +11,14 @@
 //! from the count there, so a crash repeats at most one page, and what it
 //! repeats is sent under the same batch ids.
 //!
+//! A pair whose ETags cannot decide (a KMS side) is proven as the CLI
+//! proves it: by the ledger of proven pairs, read beside the listings from
+//! the report bucket, else by a HEAD of each side for their checksums. The
+//! run's last listing pass (VALIDATE, else the write phase) writes the
+//! next ledger as it goes: every pair it proved, in key order, in chunks
+//! its checkpoint names; the report makes them the ledger once every shard
+//! is done.
+//!
 //! Every invocation reports one EMF record: what it listed, skipped as
 //! already equal, sent (`ObjectsListed`, `ObjectsSkipped`, `BatchesSent`)
 //! or, validating, checked (`ObjectsVerified`, `ObjectsMismatched`); a
@@ -22,16 +30,18 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
+use crate::backend::ledger::in_order::InOrderWriter;
+use crate::backend::ledger::read::{Cursor, Ledger};
+use crate::backend::ledger::store::{CHUNK_PREFIX, StateStore};
 use crate::backend::s3::listing::{ListTarget, list_range};
 use crate::backend::transfer::Mover;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
-use crate::engine::diff::{Action, decide, merge_join};
+use crate::engine::diff::{Action, SkipReason, decide, merge_join};
 use crate::engine::prove::Proofs;
-use crate::engine::verify::{Check, check_pair, settle};
+use crate::engine::verify::{Check, check_pair, prove_in_turn};
 use crate::engine::worker::count_plan;
-use crate::model::checksum::Proof;
-use crate::model::entry::{Pair, Side};
+use crate::model::entry::{ObjectEntry, Pair, Side};
 use crate::report::emf::{self, MetricRecord, Unit, Work};
 use crate::report::{Counts, Stats};
 use crate::serverless::FunctionEnv;
@@ -162,7 +172,10 @@ async fn list_and_tally(
     };
     if !checkpoint.done {
         let range = shard_range.resumed_after(checkpoint.cursor.as_deref());
+        let proofs = shard_proofs(env, &run, &at, checkpoint.proven.len()).await;
         let mut pass = Pass::new(env, &run, &at, &mut checkpoint, deadline, tally);
+        pass.cursor = proofs.cursor();
+        pass.proofs = proofs;
         let passed = pass.run(range).await;
         pass.tally.throttles += pass.counter.throttled();
         passed?;
@@ -173,6 +186,38 @@ async fn list_and_tally(
         done: checkpoint.done,
         ..at
     })
+}
+
+/// The ledger this invocation reads, and, in the run's last listing pass,
+/// the chunks of the next one it writes, numbered after those an earlier
+/// attempt at the same invocation wrote (`written`).
+async fn shard_proofs(
+    env: &FunctionEnv,
+    run: &RunContext,
+    at: &ShardCursor,
+    written: usize,
+) -> Proofs {
+    let Some(location) = &run.options.ledger else {
+        return Proofs::default();
+    };
+    let store = StateStore::at(location, env.store.client());
+    let (source, destination) = (
+        run.options.source.to_string(),
+        run.options.destination.to_string(),
+    );
+    let ledger = Ledger::open(store.clone(), &source, &destination).await;
+    let last_pass = at.phase == Phase::Validate || !run.manifest.settings.validate;
+    let next = last_pass.then(|| {
+        let prefix = format!(
+            "{CHUNK_PREFIX}{}-{}-{:05}-{:05}-",
+            at.run_id,
+            at.phase.folder(),
+            at.shard,
+            at.seq
+        );
+        Arc::new(InOrderWriter::new(store, prefix, written))
+    });
+    Proofs::in_order(Some(ledger), next)
 }
 
 /// The state of one invocation's pass over its part of a shard.
@@ -188,8 +233,10 @@ struct Pass<'a> {
     ready: Vec<CopyBatch>,
     stop_at: SystemTime,
     tally: &'a mut Tally,
-    /// Checksum comparisons (no ledger here yet).
+    /// The ledger of proven pairs and checksum comparisons, and this
+    /// pass's place in the ledger.
     proofs: Proofs,
+    cursor: Option<Cursor>,
 }
 
 impl<'a> Pass<'a> {
@@ -225,6 +272,7 @@ impl<'a> Pass<'a> {
             stop_at: deadline.checked_sub(margin).unwrap_or(deadline),
             tally,
             proofs: Proofs::default(),
+            cursor: None,
         }
     }
 
@@ -250,7 +298,7 @@ impl<'a> Pass<'a> {
         let mut last_key: Option<String> = None;
         loop {
             let Some(pair) = pairs.next().await else {
-                return self.save(last_key, true).await;
+                return self.save(last_key, true, true).await;
             };
             let pair = pair?;
             let key = pair.key().to_owned();
@@ -258,25 +306,15 @@ impl<'a> Pass<'a> {
                 count_listed(&self.stats, &pair);
             }
             // A pair whose ETags cannot decide (KMS, other layouts) is
-            // proven by its stored checksums, a HEAD of each side. The
-            // serverless runtime keeps no ledger of proven pairs yet, so
-            // such pairs cost these HEADs on every run.
+            // proven by the ledger, else by its stored checksums (a HEAD of
+            // each side).
             match self.at.phase {
                 Phase::Write => {
                     let action = match decide(pair, &options.diff) {
                         Action::Compare {
                             source,
                             destination,
-                        } => {
-                            self.proofs
-                                .decide(
-                                    &Mover::Buckets(copier.clone()),
-                                    source,
-                                    destination,
-                                    &self.stats,
-                                )
-                                .await
-                        }
+                        } => self.compare(copier, source, destination).await,
                         action => action,
                     };
                     self.plan(action)
@@ -285,10 +323,14 @@ impl<'a> Pass<'a> {
                     let found = match check_pair(pair, &options.diff, &self.stats) {
                         Check::Unproven(s, d) => {
                             let mover = Mover::Buckets(copier.clone());
-                            match self.proofs.by_checksums(&mover, &s.key, &self.stats).await {
-                                Some((proof, s, d)) => settle(s, d, proof),
-                                None => settle(s, d, Proof::Unknown),
-                            }
+                            prove_in_turn(
+                                (&self.proofs, &mover),
+                                self.cursor.as_mut(),
+                                s,
+                                d,
+                                &self.stats,
+                            )
+                            .await
                         }
                         check => check.mismatch(),
                     };
@@ -305,11 +347,11 @@ impl<'a> Pass<'a> {
             in_invocation += 1;
             self.tally.keys += 1;
             if in_page >= page_keys {
-                self.save(last_key.clone(), false).await?;
                 in_page = 0;
-                if in_invocation >= self.env.config.lister_max_keys
-                    || SystemTime::now() >= self.stop_at
-                {
+                let ending = in_invocation >= self.env.config.lister_max_keys
+                    || SystemTime::now() >= self.stop_at;
+                self.save(last_key.clone(), false, ending).await?;
+                if ending {
                     tracing::info!(
                         shard = self.at.shard,
                         seq = self.at.seq,
@@ -320,6 +362,32 @@ impl<'a> Pass<'a> {
                 }
             }
         }
+    }
+
+    /// A write-phase pair whose ETags cannot decide: equal by the ledger,
+    /// else by checksums, else by the listings' rule.
+    async fn compare(
+        &mut self,
+        copier: &crate::backend::s3::copier::Copier,
+        source: ObjectEntry,
+        destination: ObjectEntry,
+    ) -> Action {
+        if let Some(cursor) = self.cursor.as_mut()
+            && self
+                .proofs
+                .by_ledger(cursor, &source, &destination, &self.stats)
+                .await
+        {
+            return Action::Skip {
+                key: source.key,
+                size: source.size,
+                reason: SkipReason::Equal,
+            };
+        }
+        let mover = Mover::Buckets(copier.clone());
+        self.proofs
+            .decide(&mover, source, destination, &self.stats)
+            .await
     }
 
     fn plan(&mut self, action: Action) {
@@ -334,8 +402,22 @@ impl<'a> Pass<'a> {
     }
 
     /// Send the page's batches, then record them: a batch is in the
-    /// checkpoint only once SQS has it.
-    async fn save(&mut self, last_key: Option<String>, done: bool) -> Result<(), SyncError> {
+    /// checkpoint only once SQS has it. So with the ledger's chunks: full
+    /// ones at any page, the rest when the invocation `ends`.
+    async fn save(
+        &mut self,
+        last_key: Option<String>,
+        done: bool,
+        ends: bool,
+    ) -> Result<(), SyncError> {
+        if let Some(next) = &self.proofs.in_order {
+            let written = if ends {
+                next.write_all().await
+            } else {
+                next.write_full().await
+            };
+            self.checkpoint.proven.extend(written);
+        }
         self.ready.extend(self.builder.flush());
         if !self.ready.is_empty() {
             let queue = self.env.config.queue_url()?;

@@ -31,6 +31,7 @@ pub mod input;
 pub mod lister;
 pub mod parts;
 pub mod planner;
+pub mod proofs;
 pub mod replicator;
 pub mod reporter;
 pub mod store;

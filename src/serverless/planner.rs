@@ -63,6 +63,11 @@ async fn plan_counted(
             "run id {run_id:?} must be non-empty and free of '/'"
         )));
     }
+    if run_id == crate::serverless::input::LEDGERS {
+        return Err(SyncError::Config(format!(
+            "run id {run_id:?} is taken by the folder of ledgers of proven pairs"
+        )));
+    }
     let (spec, settings, options) = resolve_input(input, &env.config)?;
     let run = env.copier_for(&options).await?.counted(counter);
     // A missing or forbidden bucket fails the execution here, before any

@@ -33,6 +33,7 @@ use crate::serverless::FunctionEnv;
 use crate::serverless::contract::{
     BatchResult, Checkpoint, Progress, ReportOutcome, RunManifest, SentBatch,
 };
+use crate::serverless::proofs;
 use crate::serverless::store::RunStore;
 
 /// Polls with an empty queue and missing results before the run stops
@@ -276,6 +277,11 @@ async fn report_in(
     let timeline = copy_timeline(&clock, &counted, &counts, now_ms);
     let writes: Vec<&Checkpoint> = checkpoints.iter().map(|(_, c)| c).collect();
     let checks: Vec<&Checkpoint> = validations.iter().map(|(_, c)| c).collect();
+    if error.is_none()
+        && let Some(committed) = proofs::commit(store.client(), &manifest, &writes, &checks).await
+    {
+        counts.ledger_entries = committed.entries;
+    }
     let phases = phases(
         &clock,
         &writes,
@@ -421,7 +427,12 @@ fn add_validations(
             })
     };
     for (_, checkpoint) in validations {
-        counts.verify_checked += checkpoint.counts.verify_checked;
+        let checked = &checkpoint.counts;
+        counts.verify_checked += checked.verify_checked;
+        counts.proven_by_ledger += checked.proven_by_ledger;
+        counts.proven_by_checksum += checked.proven_by_checksum;
+        counts.checksum_heads += checked.checksum_heads;
+        counts.checksum_different += checked.checksum_different;
         for row in &checkpoint.rows {
             if !copies.keys.contains(&(row.bucket.clone(), row.key.clone())) && !in_lost_batch(row)
             {

@@ -8,6 +8,9 @@
 //!   results/BATCH.json            one per batch (copier); a redelivery overwrites it
 //!   validate/SHARD-SEQ.json       a VALIDATE invocation's checkpoint and mismatches
 //!   summary.json, failures.csv    the report (reporter)
+//! s3://REPORT_BUCKET/REPORT_PREFIX/ledgers/NAME/
+//!   manifest.json, chunk-*.zst    the ledger of proven pairs between one source
+//!                                 and destination, shared by their runs (proofs.rs)
 //! ```
 //!
 //! Objects are named by what they describe (batch id, shard and invocation

@@ -8,12 +8,16 @@
 //!   sorted stream beside the two listings, one cursor per listed piece.
 //! - [`mod@write`]: the next ledger, gathered during a run and committed at
 //!   its end, beside the old one, which stays valid until the switch.
+//! - [`in_order`]: the next ledger written straight to chunks by a walk
+//!   in key order (a serverless lister's shard), with no spool; the run's
+//!   report names every shard's chunks in one manifest ([`write::switch_to`]).
 //!
 //! A ledger entry only ever *saves* requests: a pair whose ETags both equal
 //! its entry is equal, and a change on either side changes an ETag, so the
 //! entry stops matching. A lost, stale or damaged ledger costs HEADs,
 //! never a wrong "equal".
 
+pub mod in_order;
 pub mod proven;
 pub mod read;
 pub mod store;

@@ -10,7 +10,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 
 use crate::base::error::classify;
-use crate::model::location::S3Location;
+use crate::model::location::{Location, S3Location};
 
 /// Chunk names start with this, so clean-up never touches anything else.
 pub const CHUNK_PREFIX: &str = "chunk-";
@@ -35,6 +35,17 @@ impl std::fmt::Display for StateStore {
 }
 
 impl StateStore {
+    /// The store at `location`, reached with `client` if it is a bucket.
+    pub fn at(location: &Location, client: &Client) -> StateStore {
+        match location {
+            Location::Local(dir) => StateStore::Dir(dir.clone()),
+            Location::S3(location) => StateStore::S3 {
+                client: client.clone(),
+                location: location.clone(),
+            },
+        }
+    }
+
     /// The bytes of `name`; `None` when there is no such file or object.
     pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
         match self {

@@ -155,29 +155,42 @@ impl LedgerWriter {
             self.store.put(&chunk.name, bytes).await?;
         }
         let _ = tokio::fs::remove_dir_all(&out).await;
-        let manifest = Manifest {
-            format: FORMAT,
-            source: self.source.clone(),
-            destination: self.destination.clone(),
-            chunks: chunks.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
-        self.store.put(MANIFEST, bytes).await?;
-        // The switch is made; what no manifest names is garbage now.
-        let named: std::collections::HashSet<&str> =
-            chunks.iter().map(|c| c.name.as_str()).collect();
-        for name in self.store.chunks().await.unwrap_or_default() {
-            if !named.contains(name.as_str())
-                && let Err(why) = self.store.delete(&name).await
-            {
-                tracing::warn!(error = %why, "could not delete an old ledger chunk");
-            }
-        }
-        Ok(Committed {
-            entries: chunks.iter().map(|c| c.entries).sum(),
-            chunks: chunks.len(),
-        })
+        switch_to(&self.store, &self.source, &self.destination, chunks).await
     }
+}
+
+/// Make `chunks` (already in the store, sorted, their key ranges apart)
+/// the ledger: write the manifest that names them, the one step that
+/// switches, then delete the chunks it does not name.
+pub async fn switch_to(
+    store: &StateStore,
+    source: &str,
+    destination: &str,
+    chunks: Vec<ChunkInfo>,
+) -> Result<Committed, String> {
+    let committed = Committed {
+        entries: chunks.iter().map(|c| c.entries).sum(),
+        chunks: chunks.len(),
+    };
+    let manifest = Manifest {
+        format: FORMAT,
+        source: source.to_owned(),
+        destination: destination.to_owned(),
+        chunks,
+    };
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
+    store.put(MANIFEST, bytes).await?;
+    // The switch is made; what no manifest names is garbage now.
+    let named: std::collections::HashSet<&str> =
+        manifest.chunks.iter().map(|c| c.name.as_str()).collect();
+    for name in store.chunks().await.unwrap_or_default() {
+        if !named.contains(name.as_str())
+            && let Err(why) = store.delete(&name).await
+        {
+            tracing::warn!(error = %why, "could not delete an old ledger chunk");
+        }
+    }
+    Ok(committed)
 }
 
 /// A name no other commit of this process uses.
