@@ -205,14 +205,34 @@ impl Mover {
                 let path = dir.path_for(relative);
                 let (remote, part_size) = (object.etag.clone(), dir.part_size);
                 let size = file.size;
-                file.etag = tokio::task::spawn_blocking(move || {
+                // The file's checksum in the object's algorithm, when that
+                // is a full-object CRC: what proves a KMS object equal to
+                // the file, as its ETag cannot.
+                let algorithm = object
+                    .checksum
+                    .as_ref()
+                    .filter(|c| c.full_object)
+                    .map(|c| c.algorithm);
+                let (etag, checksum) = tokio::task::spawn_blocking(move || {
                     let path = path?;
-                    crate::backend::local::etag::etag_like(&path, size, &remote, part_size)
-                        .map_err(|e| io_failure("reading", &path, &e))
+                    let read = |e: std::io::Error| io_failure("reading", &path, &e);
+                    let etag =
+                        crate::backend::local::etag::etag_like(&path, size, &remote, part_size)
+                            .map_err(read)?;
+                    let checksum = match algorithm {
+                        Some(algorithm) => {
+                            crate::backend::local::etag::file_checksum(&path, size, algorithm)
+                                .map_err(read)?
+                        }
+                        None => None,
+                    };
+                    Ok((etag, checksum))
                 })
                 .await
                 .unwrap_or_else(|e| Err(join_failure(e)))
                 .unwrap_or_default();
+                file.etag = etag;
+                file.checksum = checksum;
                 Ok(Some(file))
             }
             (file, _) => file,

@@ -91,6 +91,11 @@ pub(crate) const RETRYABLE_CODES: &[&str] = &[
     "InternalError",
     "ServiceUnavailable",
     "OperationAborted",
+    // The bytes of an upload did not match the checksum sent with them:
+    // damaged on the way, so sending them again (read again from the file
+    // or source) is the cure; a source that keeps changing runs out of
+    // retries and is reported.
+    "BadDigest",
 ];
 
 /// Reduce an SDK error to an [`S3Failure`] with its retry class.

@@ -91,7 +91,7 @@ pub fn compare(
 ) -> Comparison {
     match mode {
         DiffMode::Etag if source.size == destination.size && source.etag != destination.etag => {
-            if time_fallback && source.last_modified_ms > destination.last_modified_ms {
+            if time_fallback && newer(source, destination) {
                 Comparison::Differs
             } else {
                 Comparison::Unproven
@@ -119,15 +119,7 @@ pub fn compare_without_checksums(
         DiffMode::Size if source.size == destination.size => Comparison::Same,
         _ if source.size != destination.size => Comparison::Differs,
         DiffMode::Size => Comparison::Same,
-        // In whole seconds: S3 keeps LastModified to the second, so a
-        // file changed at 12:00:00.7 and uploaded at 12:00:00.9 would
-        // otherwise be "newer" than its own copy forever.
-        DiffMode::Mtime
-            if source.last_modified_ms.div_euclid(1000)
-                > destination.last_modified_ms.div_euclid(1000) =>
-        {
-            Comparison::Differs
-        }
+        DiffMode::Mtime if newer(source, destination) => Comparison::Differs,
         DiffMode::Mtime => Comparison::Same,
         DiffMode::Etag => {
             if etag_shape(&source.etag) == etag_shape(&destination.etag) {
@@ -136,13 +128,21 @@ pub fn compare_without_checksums(
                 } else {
                     Comparison::Differs
                 }
-            } else if !time_fallback || destination.last_modified_ms >= source.last_modified_ms {
+            } else if !time_fallback || !newer(source, destination) {
                 Comparison::SameUnverified
             } else {
                 Comparison::Differs
             }
         }
     }
+}
+
+/// Whether the source changed after its copy was made, in whole seconds:
+/// S3 keeps LastModified to the second, so a file changed at 12:00:00.7
+/// and uploaded at 12:00:00.9 would otherwise be "newer" than its own copy
+/// forever, and copied again on every run.
+fn newer(source: &ObjectEntry, destination: &ObjectEntry) -> bool {
+    source.last_modified_ms.div_euclid(1000) > destination.last_modified_ms.div_euclid(1000)
 }
 
 /// Decide what to do with one pair.
@@ -327,36 +327,61 @@ mod tests {
 
     #[test]
     fn multipart_etags_compare_only_with_the_same_shape() {
-        let src = entry("k", 10, "aaa-3", 100);
+        let src = entry("k", 10, "aaa-3", 100_000);
         let rule = compare_without_checksums;
         assert_eq!(
-            rule(&src, &entry("k", 10, "aaa-3", 50), DiffMode::Etag, true),
+            rule(&src, &entry("k", 10, "aaa-3", 50_000), DiffMode::Etag, true),
             Comparison::Same
         );
         assert_eq!(
-            rule(&src, &entry("k", 10, "bbb-3", 200), DiffMode::Etag, true),
+            rule(
+                &src,
+                &entry("k", 10, "bbb-3", 200_000),
+                DiffMode::Etag,
+                true
+            ),
             Comparison::Differs
         );
         // Different layouts: fall back to size and time, never guess.
         assert_eq!(
-            rule(&src, &entry("k", 10, "bbb-2", 200), DiffMode::Etag, true),
+            rule(
+                &src,
+                &entry("k", 10, "bbb-2", 200_000),
+                DiffMode::Etag,
+                true
+            ),
             Comparison::SameUnverified
         );
         assert_eq!(
-            rule(&src, &entry("k", 10, "0123abc", 200), DiffMode::Etag, true),
+            rule(
+                &src,
+                &entry("k", 10, "0123abc", 200_000),
+                DiffMode::Etag,
+                true
+            ),
             Comparison::SameUnverified
         );
         assert_eq!(
-            rule(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, true),
+            rule(&src, &entry("k", 10, "bbb-2", 50_000), DiffMode::Etag, true),
             Comparison::Differs
         );
         assert_eq!(
-            rule(&src, &entry("k", 11, "bbb-2", 200), DiffMode::Etag, true),
+            rule(
+                &src,
+                &entry("k", 11, "bbb-2", 200_000),
+                DiffMode::Etag,
+                true
+            ),
             Comparison::Differs
         );
         // Verify pass: no time fallback, size decides.
         assert_eq!(
-            rule(&src, &entry("k", 10, "bbb-2", 50), DiffMode::Etag, false),
+            rule(
+                &src,
+                &entry("k", 10, "bbb-2", 50_000),
+                DiffMode::Etag,
+                false
+            ),
             Comparison::SameUnverified
         );
     }
@@ -364,38 +389,40 @@ mod tests {
     /// Equal sizes and ETags that differ prove nothing (KMS, layouts) where
     /// the copy is at least as new as its source: checksums decide. A
     /// source newer than its copy changed since, and is copied outright;
-    /// in verification (no times) every such pair is for checksums.
+    /// in verification (no times) every such pair is for checksums. Newer
+    /// in whole seconds: a copy made in the second its source last changed
+    /// (S3 lists 100.000 for a write at 100.9) is not older than it.
     #[test]
     fn etags_that_differ_are_unproven_unless_the_source_is_newer() {
-        let src = entry("k", 10, "aaa", 100);
+        let src = entry("k", 10, "aaa", 100_700);
         for other in ["bbb", "bbb-2"] {
             assert_eq!(
-                compare(&src, &entry("k", 10, other, 200), DiffMode::Etag, true),
+                compare(&src, &entry("k", 10, other, 200_000), DiffMode::Etag, true),
                 Comparison::Unproven
             );
             assert_eq!(
-                compare(&src, &entry("k", 10, other, 100), DiffMode::Etag, true),
+                compare(&src, &entry("k", 10, other, 100_000), DiffMode::Etag, true),
                 Comparison::Unproven
             );
             assert_eq!(
-                compare(&src, &entry("k", 10, other, 50), DiffMode::Etag, true),
+                compare(&src, &entry("k", 10, other, 50_000), DiffMode::Etag, true),
                 Comparison::Differs
             );
             assert_eq!(
-                compare(&src, &entry("k", 10, other, 50), DiffMode::Etag, false),
+                compare(&src, &entry("k", 10, other, 50_000), DiffMode::Etag, false),
                 Comparison::Unproven
             );
         }
         assert_eq!(
-            compare(&src, &entry("k", 10, "aaa", 50), DiffMode::Etag, true),
+            compare(&src, &entry("k", 10, "aaa", 50_000), DiffMode::Etag, true),
             Comparison::Same
         );
         assert_eq!(
-            compare(&src, &entry("k", 9, "bbb", 200), DiffMode::Etag, true),
+            compare(&src, &entry("k", 9, "bbb", 200_000), DiffMode::Etag, true),
             Comparison::Differs
         );
         assert_eq!(
-            compare(&src, &entry("k", 10, "bbb", 200), DiffMode::Size, true),
+            compare(&src, &entry("k", 10, "bbb", 200_000), DiffMode::Size, true),
             Comparison::Same
         );
     }

@@ -28,6 +28,26 @@ pub enum ChecksumAlgorithm {
 }
 
 impl ChecksumAlgorithm {
+    /// The CRC this algorithm is, to compute a full-object value from
+    /// bytes; `None` for the SHAs, which S3 keeps only per part.
+    pub fn crc(self) -> Option<crc_fast::CrcAlgorithm> {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => Some(crc_fast::CrcAlgorithm::Crc64Nvme),
+            ChecksumAlgorithm::Crc32 => Some(crc_fast::CrcAlgorithm::Crc32IsoHdlc),
+            ChecksumAlgorithm::Crc32c => Some(crc_fast::CrcAlgorithm::Crc32Iscsi),
+            ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256 => None,
+        }
+    }
+
+    /// A CRC value as S3 carries it: base64 of its big-endian bytes (8 for
+    /// CRC64NVME, 4 for the CRC32s).
+    pub fn encode(self, value: u64) -> String {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => aws_smithy_types::base64::encode(value.to_be_bytes()),
+            _ => aws_smithy_types::base64::encode((value as u32).to_be_bytes()),
+        }
+    }
+
     /// As S3 names it (`x-amz-checksum-algorithm`).
     pub fn name(self) -> &'static str {
         match self {
@@ -143,6 +163,23 @@ impl Crc64Nvme {
         crc.update(bytes);
         crc.finish()
     }
+
+    /// The value so far, to combine with others ([`Crc64Nvme::combine`]).
+    pub fn value(&self) -> u64 {
+        self.0.finalize()
+    }
+
+    /// A value as `x-amz-checksum-crc64nvme` carries it.
+    pub fn encode(value: u64) -> String {
+        ChecksumAlgorithm::Crc64Nvme.encode(value)
+    }
+
+    /// The CRC of two runs of bytes one after the other, from the CRC of
+    /// each and the second's length: a whole file's from its parts', each
+    /// computed as the part is read for its upload.
+    pub fn combine(first: u64, second: u64, second_len: u64) -> u64 {
+        crc_fast::checksum_combine(crc_fast::CrcAlgorithm::Crc64Nvme, first, second, second_len)
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +192,19 @@ mod tests {
             value: value.into(),
             full_object,
         }
+    }
+
+    #[test]
+    fn part_crcs_combine_into_the_whole() {
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (a, b) = bytes.split_at(3_333);
+        let crc = |part: &[u8]| {
+            let mut c = Crc64Nvme::default();
+            c.update(part);
+            c.value()
+        };
+        let whole = Crc64Nvme::combine(crc(a), crc(b), b.len() as u64);
+        assert_eq!(Crc64Nvme::encode(whole), Crc64Nvme::of(&bytes));
     }
 
     #[test]

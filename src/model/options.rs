@@ -154,7 +154,8 @@ pub struct SyncSpec {
     /// SSE-C copies, other multipart layouts), so the next run proves them
     /// from the listings alone. Default: a directory under
     /// $XDG_STATE_HOME (~/.local/state)/s3-fanout/ledgers/, named for the
-    /// source and destination. Bucket to bucket, in etag mode only.
+    /// source and destination. In etag mode, with a bucket on one side at
+    /// least.
     #[arg(long, value_name = "DIR_OR_S3_URL", env = "S3_FANOUT_STATE")]
     pub state: Option<String>,
     /// Keep no ledger of proven pairs: pairs whose ETags differ are proven
@@ -531,16 +532,18 @@ impl TryFrom<SyncSpec> for SyncOptions {
 
 /// Where the ledger of proven pairs lives: `--state`, else a directory
 /// under the user's state directory named for the two locations; none
-/// with `--no-state`, outside `etag` mode, or with a directory side (whose
-/// files are hashed, not proven by copies). Never inside either synced
-/// location: a sync would copy it, or `--delete` delete it.
+/// with `--no-state`, outside `etag` mode, or between two directories
+/// (whose files are compared by their bytes). A directory and a KMS bucket
+/// need it as two buckets do: a file's MD5 is never a KMS object's ETag.
+/// Never inside either synced location: a sync would copy it, or
+/// `--delete` delete it.
 fn ledger_location(
     spec: &SyncSpec,
     (source, destination): (&Location, &Location),
 ) -> Result<Option<Location>, SyncError> {
-    let (Location::S3(_), Location::S3(_)) = (source, destination) else {
+    if let (Location::Local(_), Location::Local(_)) = (source, destination) {
         return Ok(None);
-    };
+    }
     if spec.no_state || spec.mode != DiffMode::Etag {
         return Ok(None);
     }
@@ -577,9 +580,14 @@ fn ledger_location(
         }
     };
     for side in [source, destination] {
-        if let (Location::S3(state), Location::S3(synced)) = (&location, side)
-            && state.overlaps(synced)
-        {
+        let inside = match (&location, side) {
+            (Location::S3(state), Location::S3(synced)) => state.overlaps(synced),
+            (Location::Local(state), Location::Local(synced)) => {
+                std::path::absolute(synced).is_ok_and(|synced| state.starts_with(synced))
+            }
+            _ => false,
+        };
+        if inside {
             return Err(SyncError::Config(format!(
                 "--state {location} is inside {side}, which this run syncs: the ledger would be copied, or deleted by --delete; choose a location outside both"
             )));

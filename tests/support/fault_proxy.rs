@@ -194,6 +194,9 @@ enum Fault {
     /// Forward, then cut the connection half-way through the response: the
     /// server has acted (a copy is made), the client never learns it.
     Reset,
+    /// Flip one bit of the bytes in flight: of the request body when it has
+    /// one (an upload), else of the answer's (a GET).
+    Corrupt,
 }
 
 /// A seeded pseudo-random draw per matching request, so a "10% of
@@ -360,6 +363,14 @@ impl RuleBuilder {
     /// broken connection and must retry something that already happened.
     pub fn reset(self) -> Rule {
         self.finish(Fault::Reset)
+    }
+
+    /// Forward with one bit of the body flipped in the middle: an upload's
+    /// on its way to the server, or, for a request without a body, the
+    /// answer's on its way back. What only a checksum can catch: lengths
+    /// and headers are untouched.
+    pub fn corrupt(self) -> Rule {
+        self.finish(Fault::Corrupt)
     }
 
     fn finish(self, fault: Fault) -> Rule {
@@ -700,6 +711,7 @@ enum Action {
         body: String,
     },
     Reset,
+    Corrupt,
     Forward {
         rewrite: Option<Vec<u8>>,
         check_if_match: bool,
@@ -788,6 +800,29 @@ async fn process(
             guard.status = Some(response.status().as_u16());
             return cut_short(response).await;
         }
+        Action::Corrupt => {
+            guard.injected = true;
+            let upload = !body.is_empty();
+            let body = if upload { flip_a_bit(body) } else { body };
+            let (response, _) =
+                s3_semantics::exchange(&shared, &recorded, parts, body, async |parts, body, _| {
+                    (forward(&shared, parts, body).await, false)
+                })
+                .await;
+            if upload {
+                response
+            } else {
+                let (parts, body) = response.into_parts();
+                let bytes = match body.collect().await {
+                    Ok(collected) => flip_a_bit(collected.to_bytes()),
+                    Err(e) => return Ok(canned(502, &format!("fault proxy: {e}"))),
+                };
+                Response::from_parts(
+                    parts,
+                    Full::new(bytes).map_err(|never| match never {}).boxed(),
+                )
+            }
+        }
         Action::Forward {
             rewrite,
             check_if_match,
@@ -839,6 +874,16 @@ async fn process(
     };
     guard.status = Some(response.status().as_u16());
     Ok(response)
+}
+
+/// `bytes` with the lowest bit of its middle byte flipped.
+fn flip_a_bit(bytes: Bytes) -> Bytes {
+    let mut bytes = bytes.to_vec();
+    let at = bytes.len() / 2;
+    if let Some(middle) = bytes.get_mut(at) {
+        *middle ^= 1;
+    }
+    Bytes::from(bytes)
 }
 
 /// Shift the copy-source range of a part copy [`FaultProxy::shift_first_part_copy`] named.
@@ -927,6 +972,7 @@ fn plan(state: &mut State, request: &Recorded) -> Plan {
                 body: body.clone(),
             },
             Fault::Reset => Action::Reset,
+            Fault::Corrupt => Action::Corrupt,
         };
         return Plan { delay, action };
     }

@@ -20,8 +20,55 @@ use md5::{Digest, Md5};
 
 use super::dir::LocalDir;
 use crate::base::error::{S3Failure, SyncError};
+use crate::model::checksum::{Checksum, ChecksumAlgorithm};
 use crate::model::entry::{Pair, Side};
 use crate::model::s3_shape::{EtagShape, etag_shape};
+
+/// The full-object checksum S3 stores for an object with this file's
+/// bytes, in `algorithm` (a KMS object's identity, where its ETag is
+/// none); `None` for the SHAs, which S3 keeps only per part.
+pub fn file_checksum(
+    path: &Path,
+    size: u64,
+    algorithm: ChecksumAlgorithm,
+) -> std::io::Result<Option<Checksum>> {
+    let Some(crc) = algorithm.crc() else {
+        return Ok(None);
+    };
+    Ok(Some(Checksum {
+        algorithm,
+        value: algorithm.encode(crc_of_range(path, 0, size, crc)?),
+        full_object: true,
+    }))
+}
+
+/// The CRC of `length` bytes of `path` from `offset`.
+pub fn crc_of_range(
+    path: &Path,
+    offset: u64,
+    length: u64,
+    crc: crc_fast::CrcAlgorithm,
+) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut digest = crc_fast::Digest::new(crc);
+    let mut left = length;
+    let mut buffer = vec![0u8; (1 << 20).min(length.max(1) as usize)];
+    while left > 0 {
+        let want = buffer.len().min(left as usize);
+        let read = file.read(&mut buffer[..want])?;
+        if read == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than when it was listed",
+            ));
+        }
+        digest.update(&buffer[..read]);
+        left -= read as u64;
+    }
+    Ok(digest.finalize())
+}
 
 /// Files whose ETags are computed at once: reading is the disk's work,
 /// hashing a core's, so a few in flight keep both busy.

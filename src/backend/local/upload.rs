@@ -7,19 +7,32 @@
 //! request reads its bytes again from the file. The part size is the
 //! configured one (raised only past S3's 10,000 parts), so the object's
 //! `-N` ETag is the one [`super::etag`] computes from the file.
+//!
+//! Every upload carries a CRC64NVME full-object checksum of the file's
+//! bytes (each part its own, the completion the whole file's, combined
+//! from the parts'), so S3 refuses bytes damaged on the way and stores the
+//! checksum a KMS object's later comparisons use. Each body is read once
+//! more for its CRC just before it is sent. A server that refuses the
+//! checksum (an older S3-compatible one) gets the upload again without it,
+//! and no checksum for the rest of the process.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedPart, StorageClass};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm as S3ChecksumAlgorithm, ChecksumType, CompletedPart, StorageClass,
+};
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::local::etag::crc_of_range;
 use crate::backend::outcome::CopyError;
 use crate::backend::s3::multipart::{UploadTarget, multipart_etag};
 use crate::base::error::{RetryClass, S3Failure, classify};
+use crate::model::checksum::{Checksum, ChecksumAlgorithm, Crc64Nvme};
 use crate::model::location::S3Location;
 use crate::model::options::{CopyOptions, requester_pays};
 use crate::model::s3_shape::default_part_size;
@@ -128,7 +141,12 @@ pub async fn upload_file(
         Shape::Parts(part_size) => Some(part_size.max(1)),
     };
     let Some(part_size) = part_size else {
-        return put_whole(to, &key, path, size, meta).await;
+        return match put_whole(to, &key, path, size, meta, sends_checksums()).await {
+            Err(CopyError::Failed(failure)) if refuses_checksums(&failure) => {
+                put_whole(to, &key, path, size, meta, false).await
+            }
+            done => done,
+        };
     };
     let target = UploadTarget {
         client: to.client,
@@ -137,18 +155,28 @@ pub async fn upload_file(
         expected_owner: to.options.expected_dest_owner.clone(),
         request_payer: to.options.request_payer,
     };
-    let upload_id = create(to, &target, meta).await?;
+    let (upload_id, crc) = match create(to, &target, meta, sends_checksums()).await {
+        Err(CopyError::Failed(failure)) if refuses_checksums(&failure) => {
+            (create(to, &target, meta, false).await?, false)
+        }
+        created => (created?, sends_checksums()),
+    };
     let result = tokio::select! {
         result = async {
             // As for copies: a run killed mid-upload left its upload open;
             // the next upload of the key aborts it, beside its own parts.
             let (parts, ()) = tokio::join!(
-                upload_parts(to, &target, &upload_id, path, size, part_size),
+                upload_parts(to, &target, &upload_id, (path, size, part_size), crc),
                 target.abort_others(&upload_id),
             );
-            let parts = parts?;
+            let (parts, whole) = parts?;
             let etag = multipart_etag(&parts);
-            target.complete(&upload_id, parts, None).await?;
+            let checksum = whole.map(|value| Checksum {
+                algorithm: ChecksumAlgorithm::Crc64Nvme,
+                value: Crc64Nvme::encode(value),
+                full_object: true,
+            });
+            target.complete(&upload_id, parts, checksum.as_ref()).await?;
             Ok(etag)
         } => result,
         _ = cancel.cancelled() => Err(CopyError::Cancelled),
@@ -178,13 +206,60 @@ async fn body(path: &Path, offset: u64, length: u64) -> Result<ByteStream, CopyE
         })
 }
 
+/// Whether uploads still send checksums: until a server refuses one.
+fn sends_checksums() -> bool {
+    !CHECKSUMS_REFUSED.load(Ordering::Relaxed)
+}
+
+/// Set once a server refused an upload's checksum. Per process: the
+/// directories a process uploads from all go to one destination.
+static CHECKSUMS_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// A refusal of the checksum itself (an algorithm the server does not
+/// know), not of the bytes: S3's BadDigest for a mismatch is not one, and
+/// fails the upload as damage should.
+fn refuses_checksums(failure: &S3Failure) -> bool {
+    let refused = matches!(
+        failure.code.as_str(),
+        "InvalidRequest" | "InvalidArgument" | "NotImplemented" | "BadRequest"
+    ) && failure.message.to_ascii_lowercase().contains("checksum");
+    if refused && !CHECKSUMS_REFUSED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(code = %failure.code, error = %failure.message, "the destination refuses CRC64NVME checksums; uploading without them");
+    }
+    refused
+}
+
+/// The CRC64NVME of `length` bytes of `path` from `offset`.
+async fn crc_of(path: &Path, offset: u64, length: u64) -> Result<u64, CopyError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        crc_of_range(&owned, offset, length, crc_fast::CrcAlgorithm::Crc64Nvme)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|read| read)
+    .map_err(|e| {
+        CopyError::Failed(S3Failure {
+            code: "LocalIoError".into(),
+            http_status: None,
+            message: format!("reading {}: {e}", path.display()),
+            class: RetryClass::NonRetryable,
+        })
+    })
+}
+
 async fn put_whole(
     to: &Destination<'_>,
     key: &str,
     path: &Path,
     size: u64,
     meta: &ObjectMeta,
+    crc: bool,
 ) -> Result<String, CopyError> {
+    let checksum = match crc {
+        true => Some(Crc64Nvme::encode(crc_of(path, 0, size).await?)),
+        false => None,
+    };
     let request = to
         .client
         .put_object()
@@ -192,6 +267,7 @@ async fn put_whole(
         .key(key)
         .content_length(size as i64)
         .set_content_md5(meta.content_md5.clone())
+        .set_checksum_crc64_nvme(checksum)
         .body(body(path, 0, size).await?);
     let request = with_meta!(request, to, meta);
     let output = request
@@ -205,16 +281,20 @@ async fn put_whole(
         .to_owned())
 }
 
+/// Create the upload; with `crc`, for a CRC64NVME full-object checksum.
 async fn create(
     to: &Destination<'_>,
     target: &UploadTarget<'_>,
     meta: &ObjectMeta,
+    crc: bool,
 ) -> Result<String, CopyError> {
     let request = to
         .client
         .create_multipart_upload()
         .bucket(target.bucket)
-        .key(&target.key);
+        .key(&target.key)
+        .set_checksum_algorithm(crc.then_some(S3ChecksumAlgorithm::Crc64Nvme))
+        .set_checksum_type(crc.then_some(ChecksumType::FullObject));
     let request = with_meta!(request, to, meta);
     let created = request
         .send()
@@ -223,14 +303,15 @@ async fn create(
     Ok(created.upload_id().unwrap_or_default().to_owned())
 }
 
+/// Upload the parts; with `crc`, each with its CRC64NVME, and return the
+/// whole file's too, combined from them.
 async fn upload_parts(
     to: &Destination<'_>,
     target: &UploadTarget<'_>,
     upload_id: &str,
-    path: &Path,
-    size: u64,
-    part_size: u64,
-) -> Result<Vec<CompletedPart>, CopyError> {
+    (path, size, part_size): (&Path, u64, u64),
+    crc: bool,
+) -> Result<(Vec<CompletedPart>, Option<u64>), CopyError> {
     // (offset, length) of each part; an empty object is one empty part.
     let count = size.div_ceil(part_size).max(1);
     let layout: Vec<(u64, u64)> = (0..count)
@@ -244,6 +325,11 @@ async fn upload_parts(
         .map(|(index, (start, length))| {
             let part_number = index as i32 + 1;
             async move {
+                let part_crc = match crc {
+                    true => Some(crc_of(path, start, length).await?),
+                    false => None,
+                };
+                let encoded = part_crc.map(Crc64Nvme::encode);
                 let request = to
                     .client
                     .upload_part()
@@ -252,6 +338,7 @@ async fn upload_parts(
                     .upload_id(upload_id)
                     .part_number(part_number)
                     .content_length(length as i64)
+                    .set_checksum_crc64_nvme(encoded.clone())
                     .body(body(path, start, length).await?)
                     .set_expected_bucket_owner(target.expected_owner.clone())
                     .set_request_payer(requester_pays(to.options.request_payer));
@@ -259,22 +346,32 @@ async fn upload_parts(
                     .send()
                     .await
                     .map_err(|e| CopyError::Failed(classify(&e)))?;
-                Ok::<_, CopyError>(
+                Ok::<_, CopyError>((
                     CompletedPart::builder()
                         .part_number(part_number)
                         .set_e_tag(output.e_tag().map(str::to_owned))
+                        .set_checksum_crc64_nvme(encoded)
                         .build(),
-                )
+                    part_crc.map(|value| (value, length)),
+                ))
             }
         })
         .collect();
-    let mut parts: Vec<CompletedPart> = futures::stream::iter(requests)
+    let mut parts: Vec<(CompletedPart, Option<(u64, u64)>)> = futures::stream::iter(requests)
         .buffer_unordered(to.options.part_concurrency)
         .try_collect()
         .await?;
-    // In part order: the ETag computed from them depends on it.
-    parts.sort_by_key(|p| p.part_number());
-    Ok(parts)
+    // In part order: the ETag computed from them depends on it, and so
+    // does the combined CRC.
+    parts.sort_by_key(|(p, _)| p.part_number());
+    let whole = parts.iter().try_fold(None, |whole, (_, crc)| {
+        let (value, length) = (*crc)?;
+        Some(Some(match whole {
+            None => value,
+            Some(before) => Crc64Nvme::combine(before, value, length),
+        }))
+    });
+    Ok((parts.into_iter().map(|(p, _)| p).collect(), whole.flatten()))
 }
 
 /// The ETag of an object just written.
