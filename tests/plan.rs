@@ -146,6 +146,23 @@ async fn the_plan_predicts_the_syncs_requests_within_one_percent() {
     assert_eq!(work["skip"]["equal"], 400);
     assert!(work["copy"]["bytes"].as_u64().unwrap() > (33 * MIB) as u64);
 
+    // `check` HEADs the 100 pairs of one size whose ETags differ; `check
+    // --checksum` every pair of one size, the 400 equal ones too. Both
+    // exit 1 (the pairs differ, and most keys are missing), writing nothing.
+    for (extra, key, pairs) in [
+        (&[][..], "check", 100u64),
+        (&["--checksum"][..], "check_checksum", 500),
+    ] {
+        let estimate = &plan[key];
+        assert_eq!(estimate["pairs_headed"], pairs, "{key}: {estimate}");
+        proxy.clear_log();
+        let mut args = vec!["check", &src, &dst, "--endpoint-url", proxy.endpoint(), "--json"];
+        args.extend_from_slice(extra);
+        let out = run_cli(&args);
+        assert_eq!(out.status, 1, "{key}: {}", out.stderr);
+        assert_within_one_percent(&predicted(&estimate["s3_requests"]), &seen(&proxy));
+    }
+
     proxy.clear_log();
     let summary = sync_via(&proxy, &src, &dst, &["--delete"]);
     let actual = seen(&proxy);

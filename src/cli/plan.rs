@@ -118,6 +118,19 @@ fn print_plan(p: &PlanReport) {
         human_bytes(l.rate.bytes_per_sec as u64),
         l.rate.basis
     );
+    println!("\n  audit (s3-fanout check, writes nothing)");
+    for (name, c) in [
+        ("check", &p.check),
+        ("--checksum", &p.check_checksum),
+    ] {
+        println!(
+            "    {name:<10} {} pairs by checksums · {} · {} · {}",
+            n(c.pairs_headed),
+            requests(&c.s3_requests),
+            usd(c.total_usd),
+            duration(c.wall_secs)
+        );
+    }
     match &p.serverless {
         Some(s) => {
             println!("\n  serverless runtime (s3-fanout run)");

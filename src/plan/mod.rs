@@ -10,6 +10,7 @@
 //!   rate a previous run measured (or, failing that, an assumed one), on
 //!   Lambda at a given concurrency.
 
+pub mod audit;
 pub mod requests;
 pub mod serverless;
 pub mod tally;
@@ -35,6 +36,7 @@ use crate::serverless::contract::RunSettings;
 use crate::model::prices::PriceTable;
 use requests::{Requests, add};
 use serverless::{ServerlessEstimate, StackShape};
+use audit::CheckEstimate;
 use tally::Tally;
 
 /// `s3-fanout plan`: every `sync` option, plus what to price and assume.
@@ -130,6 +132,9 @@ pub struct PlanReport {
     pub local: LocalEstimate,
     /// None when a side is a directory (the serverless runtime syncs buckets).
     pub serverless: Option<ServerlessEstimate>,
+    /// `s3-fanout check` of the same two locations, and `check --checksum`.
+    pub check: CheckEstimate,
+    pub check_checksum: CheckEstimate,
     pub prices: PriceSource,
     /// What the estimates assume and cannot know.
     pub notes: Vec<String>,
@@ -191,6 +196,8 @@ pub async fn plan(spec: PlanSpec) -> Result<PlanReport, SyncError> {
         ),
         Err(_) => None,
     };
+    let (check, check_checksum) =
+        audit::estimates(&options, &dry, tally.same_size_updates, &prices)?;
     if options.transfer == Transfer::Streamed {
         notes.push(
             "a streamed copy of a tagged one-PUT object costs one GetObjectTagging more".into(),
@@ -223,6 +230,8 @@ pub async fn plan(spec: PlanSpec) -> Result<PlanReport, SyncError> {
         },
         local,
         serverless,
+        check,
+        check_checksum,
         prices: PriceSource {
             file: price_file,
             date: prices.date.clone(),

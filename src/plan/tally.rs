@@ -36,6 +36,9 @@ pub struct Tally {
     pub copy_bytes: u64,
     /// Deletes, which go out in batches ([`requests::for_deletes`]).
     pub deletes: u64,
+    /// Updates of a copy of the same size (its source is newer, ETags
+    /// differ): pairs `check` proves by checksums, as it has no times.
+    pub same_size_updates: u64,
     builder: BatchBuilder,
     open: BatchCost,
     pub batches: Vec<BatchCost>,
@@ -51,6 +54,7 @@ impl Tally {
             tasks: 0,
             copy_bytes: 0,
             deletes: 0,
+            same_size_updates: 0,
             builder: BatchBuilder::new("plan", "00000-00000", 0, BatchLimits::default()),
             open: BatchCost::default(),
             batches: Vec::new(),
@@ -62,8 +66,13 @@ impl Tally {
             return;
         }
         requests::for_action(&self.options, action, &mut self.requests);
-        if let Action::Copy { source } = action {
-            self.copy_bytes += source.size;
+        match action {
+            Action::Copy { source } => self.copy_bytes += source.size,
+            Action::Update {
+                source,
+                destination,
+            } if source.size == destination.size => self.same_size_updates += 1,
+            _ => {}
         }
         let secs = self.task_secs(action);
         self.task_secs += secs;
