@@ -11,27 +11,12 @@
 
 mod support;
 
-use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
 use s3_fanout::model::checksum::Crc64Nvme;
 use support::fault_proxy::{FaultProxy, Op, Rule};
 use support::*;
 
 const MIB: usize = 1024 * 1024;
-
-/// A client that talks to moto through `proxy`.
-async fn through(proxy: &FaultProxy) -> Client {
-    s3_fanout::base::client::build_s3_client(
-        &s3_fanout::base::client::ClientSettings {
-            endpoint_url: Some(proxy.endpoint().to_owned()),
-            force_path_style: true,
-            region: Some("us-east-1".into()),
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-}
 
 /// A proxy with S3's checksums and KMS ETags for `bucket`.
 fn kms_proxy(bucket: &str) -> FaultProxy {
@@ -90,7 +75,7 @@ async fn uploads_carry_crc64nvme_and_a_damaged_part_never_lands() {
     assert_eq!(get_bytes(&s3, &dst, "big.bin").await, big);
     assert_eq!(get_bytes(&s3, &dst, "small.bin").await, small);
 
-    let via = through(&proxy).await;
+    let via = s3_at(proxy.endpoint()).await;
     for (key, bytes) in [("small.bin", &small), ("big.bin", &big)] {
         let head = via
             .head_object()

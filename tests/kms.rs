@@ -90,22 +90,29 @@ impl World {
         self.sync_at(&state, extra)
     }
 
-    /// [`World::sync`] with the ledger at `state`.
-    fn sync_at(&self, state: &str, extra: &[&str]) -> (i32, Value, BTreeMap<String, usize>) {
+    /// `COMMAND SRC DST` of this world through its proxy, with the ledger
+    /// at `state`, the proxy's log cleared first.
+    fn run(&self, command: &str, state: &str, extra: &[&str]) -> CliOutput {
         self.proxy.clear_log();
         let (src, dst) = (format!("s3://{}", self.src), format!("s3://{}", self.dst));
         let mut args = vec![
-            "sync",
+            command,
             &src,
             &dst,
             "--endpoint-url",
             self.proxy.endpoint(),
             "--state",
             state,
-            "--json",
         ];
         args.extend_from_slice(extra);
-        let out = run_cli(&args);
+        run_cli(&args)
+    }
+
+    /// [`World::sync`] with the ledger at `state`.
+    fn sync_at(&self, state: &str, extra: &[&str]) -> (i32, Value, BTreeMap<String, usize>) {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let out = self.run("sync", state, &args);
         let summary: Value = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("not a summary ({e}): {}\n{}", out.stdout, out.stderr));
         self.proxy.assert_no_errors();
@@ -268,19 +275,7 @@ async fn pairs_copied_elsewhere_are_proven_once_and_a_lost_ledger_costs_heads_on
             std::fs::write(&path, bytes).unwrap();
         }
     }
-    w.proxy.clear_log();
-    let (src, dst) = (format!("s3://{}", w.src), format!("s3://{}", w.dst));
-    let state = w.state.path().to_str().unwrap();
-    let out = run_cli(&[
-        "sync",
-        &src,
-        &dst,
-        "--endpoint-url",
-        w.proxy.endpoint(),
-        "--state",
-        state,
-        "--json",
-    ]);
+    let out = w.run("sync", w.state.path().to_str().unwrap(), &["--json"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert!(out.stderr.contains("damaged"), "a warning: {}", out.stderr);
     assert_eq!(w.proxy.count_op(Op::CopyObject), 0);
@@ -355,22 +350,11 @@ async fn check_proves_every_pair_and_writes_nothing() {
     let w = world("kms-check", false, true).await;
     let (code, _, _) = w.sync(&[]);
     assert_eq!(code, 0);
-    let (src, dst) = (format!("s3://{}", w.src), format!("s3://{}", w.dst));
     let state = w.state.path().to_str().unwrap().to_owned();
     let check = |extra: &[&str]| {
-        w.proxy.clear_log();
-        let mut args = vec![
-            "check",
-            &src,
-            &dst,
-            "--endpoint-url",
-            w.proxy.endpoint(),
-            "--state",
-            &state,
-            "--json",
-        ];
+        let mut args = vec!["--json"];
         args.extend_from_slice(extra);
-        let out = run_cli(&args);
+        let out = w.run("check", &state, &args);
         let summary: Value = serde_json::from_str(&out.stdout).unwrap();
         let writes = w
             .proxy
@@ -620,16 +604,7 @@ async fn the_ledger_can_live_in_a_bucket_but_never_inside_a_synced_location() {
         format!("s3://{}/.s3-fanout", w.dst),
         format!("s3://{}", w.src),
     ] {
-        let (src, dst) = (format!("s3://{}", w.src), format!("s3://{}", w.dst));
-        let out = run_cli(&[
-            "sync",
-            &src,
-            &dst,
-            "--endpoint-url",
-            w.proxy.endpoint(),
-            "--state",
-            &inside,
-        ]);
+        let out = w.run("sync", &inside, &[]);
         assert_eq!(out.status, 2, "{}", out.stderr);
         assert!(out.stderr.contains("--state"), "{}", out.stderr);
     }

@@ -156,7 +156,14 @@ async fn the_plan_predicts_the_syncs_requests_within_one_percent() {
         let estimate = &plan[key];
         assert_eq!(estimate["pairs_headed"], pairs, "{key}: {estimate}");
         proxy.clear_log();
-        let mut args = vec!["check", &src, &dst, "--endpoint-url", proxy.endpoint(), "--json"];
+        let mut args = vec![
+            "check",
+            &src,
+            &dst,
+            "--endpoint-url",
+            proxy.endpoint(),
+            "--json",
+        ];
         args.extend_from_slice(extra);
         let out = run_cli(&args);
         assert_eq!(out.status, 1, "{key}: {}", out.stderr);

@@ -12,19 +12,6 @@ use s3_fanout::model::entry::Side;
 use support::fault_proxy::{FaultProxy, Op};
 use support::*;
 
-async fn client_via(proxy: &FaultProxy) -> aws_sdk_s3::Client {
-    s3_fanout::base::client::build_s3_client(
-        &s3_fanout::base::client::ClientSettings {
-            endpoint_url: Some(proxy.endpoint().to_owned()),
-            force_path_style: true,
-            region: Some("us-east-1".into()),
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-}
-
 /// The serverless planner's bucket check lists as the run will list: with
 /// the header when the run pays, so a requester-pays bucket passes; and a
 /// run that does not pay is told plainly that listing was denied.
@@ -36,7 +23,7 @@ async fn the_bucket_check_of_a_requester_pays_bucket_sends_the_header() {
     put(&s3, &bucket, "a", body(1, 10)).await;
     let proxy = FaultProxy::start(&moto().endpoint);
     proxy.requester_pays(&bucket);
-    let client = client_via(&proxy).await;
+    let client = s3_at(proxy.endpoint()).await;
     let location = format!("s3://{bucket}").parse().unwrap();
 
     let paying = ListTarget::new(&client, &location, None, true);

@@ -150,46 +150,6 @@ impl ClassifyRetry for TooManyRequests {
     }
 }
 
-/// An upload whose bytes did not match the checksum sent with them (S3's
-/// BadDigest, a 400 the SDK does not retry) was damaged on the way: sent
-/// again, its body is read again from the file or source, so it is retried
-/// like a dropped connection.
-#[derive(Debug)]
-struct DamagedOnTheWay;
-
-impl ClassifyRetry for DamagedOnTheWay {
-    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
-        use aws_sdk_s3::error::ProvideErrorMetadata;
-        use aws_sdk_s3::operation::{put_object::PutObjectError, upload_part::UploadPartError};
-        let Some(Err(error)) = ctx.output_or_error() else {
-            return RetryAction::NoActionIndicated;
-        };
-        let Some(error) = error.as_operation_error() else {
-            return RetryAction::NoActionIndicated;
-        };
-        let code = error
-            .downcast_ref::<PutObjectError>()
-            .and_then(|e| e.code())
-            .or_else(|| {
-                error
-                    .downcast_ref::<UploadPartError>()
-                    .and_then(|e| e.code())
-            });
-        match code {
-            Some("BadDigest") => RetryAction::transient_error(),
-            _ => RetryAction::NoActionIndicated,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        "s3_fanout::DamagedOnTheWay"
-    }
-
-    fn priority(&self) -> RetryClassifierPriority {
-        RetryClassifierPriority::http_status_code_classifier()
-    }
-}
-
 /// Build an S3 client. `counter`, when given, sees every HTTP attempt.
 pub async fn build_s3_client(settings: &ClientSettings, counter: Option<RequestCounter>) -> Client {
     let shared = shared_config(settings).await;
@@ -199,8 +159,7 @@ pub async fn build_s3_client(settings: &ClientSettings, counter: Option<RequestC
         // servers reject the newer default CRC trailers on some operations.
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
-        .retry_classifier(TooManyRequests)
-        .retry_classifier(DamagedOnTheWay);
+        .retry_classifier(TooManyRequests);
     if let Some(counter) = counter {
         builder = builder.interceptor(counter);
     }

@@ -119,10 +119,7 @@ fn print_plan(p: &PlanReport) {
         l.rate.basis
     );
     println!("\n  audit (s3-fanout check, writes nothing)");
-    for (name, c) in [
-        ("check", &p.check),
-        ("--checksum", &p.check_checksum),
-    ] {
+    for (name, c) in [("check", &p.check), ("--checksum", &p.check_checksum)] {
         println!(
             "    {name:<10} {} pairs by checksums · {} · {} · {}",
             n(c.pairs_headed),

@@ -34,9 +34,9 @@ use crate::report::{Counts, Stats, Summary};
 use crate::serverless::contract::RunSettings;
 
 use crate::model::prices::PriceTable;
+use audit::CheckEstimate;
 use requests::{Requests, add};
 use serverless::{ServerlessEstimate, StackShape};
-use audit::CheckEstimate;
 use tally::Tally;
 
 /// `s3-fanout plan`: every `sync` option, plus what to price and assume.

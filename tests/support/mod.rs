@@ -240,10 +240,14 @@ fn tail(path: &Path, lines: usize) -> String {
 /// An S3 client for this binary's moto server, built by the library's own
 /// factory so the tests exercise the settings the CLI uses.
 pub async fn s3() -> Client {
-    let moto = moto();
+    s3_at(&moto().endpoint).await
+}
+
+/// A client for the S3 endpoint at `endpoint` (moto, or a proxy before it).
+pub async fn s3_at(endpoint: &str) -> Client {
     s3_fanout::base::client::build_s3_client(
         &s3_fanout::base::client::ClientSettings {
-            endpoint_url: Some(moto.endpoint.clone()),
+            endpoint_url: Some(endpoint.to_owned()),
             force_path_style: true,
             region: Some(REGION.into()),
             ..Default::default()

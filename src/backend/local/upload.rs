@@ -141,11 +141,16 @@ pub async fn upload_file(
         Shape::Parts(part_size) => Some(part_size.max(1)),
     };
     let Some(part_size) = part_size else {
-        return match put_whole(to, &key, path, size, meta, sends_checksums()).await {
-            Err(CopyError::Failed(failure)) if refuses_checksums(&failure) => {
-                put_whole(to, &key, path, size, meta, false).await
+        let mut sends = 0;
+        return loop {
+            sends += 1;
+            match put_whole(to, &key, path, size, meta, sends_checksums()).await {
+                Err(CopyError::Failed(failure)) if refuses_checksums(&failure) => {
+                    break put_whole(to, &key, path, size, meta, false).await;
+                }
+                Err(CopyError::Failed(failure)) if damaged_on_the_way(&failure, sends) => {}
+                done => break done,
             }
-            done => done,
         };
     };
     let target = UploadTarget {
@@ -204,6 +209,23 @@ async fn body(path: &Path, offset: u64, length: u64) -> Result<ByteStream, CopyE
                 class: RetryClass::NonRetryable,
             })
         })
+}
+
+/// Times a body refused as damaged (S3's BadDigest: it did not match the
+/// checksum sent with it) is sent, read again from the file each time. A
+/// BadDigest is a 400 the SDK does not retry, rightly for a caller's wrong
+/// checksum; here the checksum is the file's, so the bytes were damaged on
+/// the way, or the file is being written to (then every send fails and it
+/// is reported).
+const SENDS_OF_A_DAMAGED_BODY: u32 = 3;
+
+/// Whether a failed send was a damaged body worth sending again.
+fn damaged_on_the_way(failure: &S3Failure, sends: u32) -> bool {
+    let again = failure.code == "BadDigest" && sends < SENDS_OF_A_DAMAGED_BODY;
+    if again {
+        tracing::warn!(error = %failure.message, "an upload's bytes were damaged on the way; sending them again");
+    }
+    again
 }
 
 /// Whether uploads still send checksums: until a server refuses one.
@@ -330,22 +352,31 @@ async fn upload_parts(
                     false => None,
                 };
                 let encoded = part_crc.map(Crc64Nvme::encode);
-                let request = to
-                    .client
-                    .upload_part()
-                    .bucket(target.bucket)
-                    .key(&target.key)
-                    .upload_id(upload_id)
-                    .part_number(part_number)
-                    .content_length(length as i64)
-                    .set_checksum_crc64_nvme(encoded.clone())
-                    .body(body(path, start, length).await?)
-                    .set_expected_bucket_owner(target.expected_owner.clone())
-                    .set_request_payer(requester_pays(to.options.request_payer));
-                let output = request
-                    .send()
-                    .await
-                    .map_err(|e| CopyError::Failed(classify(&e)))?;
+                let mut sends = 0;
+                let output = loop {
+                    sends += 1;
+                    let request = to
+                        .client
+                        .upload_part()
+                        .bucket(target.bucket)
+                        .key(&target.key)
+                        .upload_id(upload_id)
+                        .part_number(part_number)
+                        .content_length(length as i64)
+                        .set_checksum_crc64_nvme(encoded.clone())
+                        .body(body(path, start, length).await?)
+                        .set_expected_bucket_owner(target.expected_owner.clone())
+                        .set_request_payer(requester_pays(to.options.request_payer));
+                    match request.send().await {
+                        Ok(output) => break output,
+                        Err(e) => {
+                            let failure = classify(&e);
+                            if !damaged_on_the_way(&failure, sends) {
+                                return Err(CopyError::Failed(failure));
+                            }
+                        }
+                    }
+                };
                 Ok::<_, CopyError>((
                     CompletedPart::builder()
                         .part_number(part_number)
