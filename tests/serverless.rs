@@ -651,4 +651,26 @@ async fn a_kms_destination_validates_by_checksums_and_a_rerun_is_listing_only() 
     assert_eq!(count(&repaired, "checksum_heads"), 4, "{repaired}");
     assert_eq!(count(&repaired, "proven_by_ledger"), 2 * (seeded - 1));
     assert_eq!(count(&repaired, "ledger_entries"), seeded);
+
+    // The ledger lost (its manifest deleted), as for copies another tool
+    // made: each pair costs two HEADs once, in the write phase, whose
+    // proofs VALIDATE reads; the run after that makes none.
+    let name = s3_fanout::model::options::ledger_name(
+        &source.parse().unwrap(),
+        &destination.parse().unwrap(),
+    );
+    s3.delete_object()
+        .bucket(&stack().env.config.report_bucket)
+        .key(format!("{ledgers}{name}/manifest.json"))
+        .send()
+        .await
+        .unwrap();
+    let (_, rebuilt) = sync("kms-rebuilt");
+    assert_eq!(count(&rebuilt, "copied") + count(&rebuilt, "updated"), 0);
+    assert_eq!(count(&rebuilt, "checksum_heads"), 2 * seeded, "{rebuilt}");
+    assert_eq!(count(&rebuilt, "proven_by_checksum"), seeded);
+    assert_eq!(count(&rebuilt, "proven_by_ledger"), seeded, "VALIDATE");
+    assert_eq!(count(&rebuilt, "ledger_entries"), seeded);
+    let (_, after) = sync("kms-after");
+    assert_eq!(count(&after, "checksum_heads"), 0, "{after}");
 }

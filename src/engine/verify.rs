@@ -142,19 +142,19 @@ pub fn settle(source: ObjectEntry, destination: ObjectEntry, proof: Proof) -> Op
 }
 
 /// Settle an unproven pair one at a time, as a walk in key order (the
-/// serverless VALIDATE) does: the ledger at `cursor`, else a HEAD of each
+/// serverless VALIDATE) does: the ledgers at `cursors`, else a HEAD of each
 /// side for their checksums, else the listings' rule.
 pub async fn prove_in_turn(
     (proofs, mover): (&Proofs, &Mover),
-    cursor: Option<&mut Cursor>,
+    cursors: &mut [Cursor],
     source: ObjectEntry,
     destination: ObjectEntry,
     stats: &Stats,
 ) -> Option<Mismatch> {
-    if let Some(cursor) = cursor
-        && proofs.by_ledger(cursor, &source, &destination, stats).await
-    {
-        return None;
+    for cursor in cursors {
+        if proofs.by_ledger(cursor, &source, &destination, stats).await {
+            return None;
+        }
     }
     match proofs.by_checksums(mover, &source.key, stats).await {
         Some((proof, source, destination)) => settle(source, destination, proof),

@@ -17,7 +17,10 @@
 //! run's last listing pass (VALIDATE, else the write phase) writes the
 //! next ledger as it goes: every pair it proved, in key order, in chunks
 //! its checkpoint names; the report makes them the ledger once every shard
-//! is done.
+//! is done. When VALIDATE follows, the write phase writes its proofs as
+//! chunks too, and the shard's last write invocation names them all in
+//! `proven/SHARD.json`: VALIDATE reads them beside the committed ledger,
+//! so a pair the write phase proved by checksums is not HEADed again.
 //!
 //! Every invocation reports one EMF record: what it listed, skipped as
 //! already equal, sent (`ObjectsListed`, `ObjectsSkipped`, `BatchesSent`)
@@ -31,6 +34,7 @@ use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 use crate::backend::ledger::in_order::InOrderWriter;
+use crate::backend::ledger::proven::ChunkInfo;
 use crate::backend::ledger::read::{Cursor, Ledger};
 use crate::backend::ledger::store::{CHUNK_PREFIX, StateStore};
 use crate::backend::s3::listing::{ListTarget, list_range};
@@ -173,8 +177,9 @@ async fn list_and_tally(
     if !checkpoint.done {
         let range = shard_range.resumed_after(checkpoint.cursor.as_deref());
         let proofs = shard_proofs(env, &run, &at, checkpoint.proven.len()).await;
+        let this_run = write_phase_proofs(env, &proofs, &at).await;
         let mut pass = Pass::new(env, &run, &at, &mut checkpoint, deadline, tally);
-        pass.cursor = proofs.cursor();
+        pass.cursors = proofs.cursor().into_iter().chain(this_run).collect();
         pass.proofs = proofs;
         let passed = pass.run(range).await;
         pass.tally.throttles += pass.counter.throttled();
@@ -188,9 +193,10 @@ async fn list_and_tally(
     })
 }
 
-/// The ledger this invocation reads, and, in the run's last listing pass,
-/// the chunks of the next one it writes, numbered after those an earlier
-/// attempt at the same invocation wrote (`written`).
+/// The ledger this invocation reads, and the chunks it writes (the next
+/// ledger's, in the run's last listing pass; else this run's write-phase
+/// proofs, for VALIDATE), numbered after those an earlier attempt at the
+/// same invocation wrote (`written`).
 async fn shard_proofs(
     env: &FunctionEnv,
     run: &RunContext,
@@ -206,18 +212,70 @@ async fn shard_proofs(
         run.options.destination.to_string(),
     );
     let ledger = Ledger::open(store.clone(), &source, &destination).await;
-    let last_pass = at.phase == Phase::Validate || !run.manifest.settings.validate;
-    let next = last_pass.then(|| {
-        let prefix = format!(
-            "{CHUNK_PREFIX}{}-{}-{:05}-{:05}-",
-            at.run_id,
-            at.phase.folder(),
-            at.shard,
-            at.seq
-        );
-        Arc::new(InOrderWriter::new(store, prefix, written))
-    });
-    Proofs::in_order(Some(ledger), next)
+    let prefix = format!(
+        "{CHUNK_PREFIX}{}-{}-{:05}-{:05}-",
+        at.run_id,
+        at.phase.folder(),
+        at.shard,
+        at.seq
+    );
+    let next = Arc::new(InOrderWriter::new(store, prefix, written));
+    Proofs::in_order(Some(ledger), Some(next))
+}
+
+/// Where a shard's write phase names the chunks of its proofs.
+fn write_proofs_name(shard: usize) -> String {
+    format!("proven/{shard:05}.json")
+}
+
+/// In VALIDATE, a cursor on the pairs this run's write phase proved in
+/// this shard; none in the write phase, or where it proved none.
+async fn write_phase_proofs(
+    env: &FunctionEnv,
+    proofs: &Proofs,
+    at: &ShardCursor,
+) -> Option<Cursor> {
+    let ledger = proofs.ledger.as_ref()?;
+    if at.phase != Phase::Validate {
+        return None;
+    }
+    let name = write_proofs_name(at.shard);
+    match env
+        .store
+        .get_json::<Vec<ChunkInfo>>(&at.run_id, &name)
+        .await
+    {
+        Ok(Some(chunks)) => Some(Ledger::of_chunks(ledger.store().clone(), chunks).cursor()),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "the write phase's proofs cannot be read; VALIDATE proves its pairs again (HEADs)");
+            None
+        }
+    }
+}
+
+/// At the end of a shard's write phase, when VALIDATE follows: name every
+/// chunk of proofs its invocations wrote, for VALIDATE to read. Earlier
+/// invocations' chunks are in their checkpoints.
+async fn name_write_proofs(
+    env: &FunctionEnv,
+    at: &ShardCursor,
+    last: &Checkpoint,
+) -> Result<(), SyncError> {
+    let mut chunks = Vec::new();
+    for seq in 0..at.seq {
+        let name = checkpoint_name(Phase::Write, at.shard, seq);
+        if let Some(earlier) = env.store.get_json::<Checkpoint>(&at.run_id, &name).await? {
+            chunks.extend(earlier.proven);
+        }
+    }
+    chunks.extend(last.proven.iter().cloned());
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    env.store
+        .put_json(&at.run_id, &write_proofs_name(at.shard), &chunks)
+        .await
 }
 
 /// The state of one invocation's pass over its part of a shard.
@@ -234,9 +292,10 @@ struct Pass<'a> {
     stop_at: SystemTime,
     tally: &'a mut Tally,
     /// The ledger of proven pairs and checksum comparisons, and this
-    /// pass's place in the ledger.
+    /// pass's place in the ledgers it reads: the committed one, and in
+    /// VALIDATE the write phase's proofs.
     proofs: Proofs,
-    cursor: Option<Cursor>,
+    cursors: Vec<Cursor>,
 }
 
 impl<'a> Pass<'a> {
@@ -272,7 +331,7 @@ impl<'a> Pass<'a> {
             stop_at: deadline.checked_sub(margin).unwrap_or(deadline),
             tally,
             proofs: Proofs::default(),
-            cursor: None,
+            cursors: Vec::new(),
         }
     }
 
@@ -325,7 +384,7 @@ impl<'a> Pass<'a> {
                             let mover = Mover::Buckets(copier.clone());
                             prove_in_turn(
                                 (&self.proofs, &mover),
-                                self.cursor.as_mut(),
+                                &mut self.cursors,
                                 s,
                                 d,
                                 &self.stats,
@@ -372,7 +431,7 @@ impl<'a> Pass<'a> {
         source: ObjectEntry,
         destination: ObjectEntry,
     ) -> Action {
-        if let Some(cursor) = self.cursor.as_mut()
+        if let Some(cursor) = self.cursors.first_mut()
             && self
                 .proofs
                 .by_ledger(cursor, &source, &destination, &self.stats)
@@ -439,6 +498,16 @@ impl<'a> Pass<'a> {
         self.tally.counts.add(&counts);
         self.checkpoint.updated_at_ms = Some(emf::now_ms());
         self.stats = Stats::default();
+        // Before the checkpoint that says the shard is done: a retry of a
+        // done shard lists nothing, and would not name them again.
+        if done
+            && self.at.phase == Phase::Write
+            && self.run.manifest.settings.validate
+            && self.proofs.ledger.is_some()
+            && let Err(e) = name_write_proofs(self.env, self.at, self.checkpoint).await
+        {
+            tracing::warn!(error = %e, "the write phase's proofs could not be named; VALIDATE proves its pairs again (HEADs)");
+        }
         let name = checkpoint_name(self.at.phase, self.at.shard, self.at.seq);
         self.env
             .store

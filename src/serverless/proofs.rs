@@ -11,10 +11,12 @@
 //! done. A run that broke, or a shard that never finished, leaves the old
 //! ledger, which stays valid: a ledger entry only ever saves requests.
 //!
-//! VALIDATE proves again, by HEADs, what the write phase proved by
-//! checksums: its copies, and pairs proven for the first time. The write
-//! phase writes no chunks when VALIDATE follows, so each pair is recorded
-//! once, by the pass that saw the bucket last.
+//! When VALIDATE follows, the write phase's chunks are only for VALIDATE:
+//! it reads them beside the committed ledger (`proven/SHARD.json` names a
+//! shard's), so a pair the write phase proved by checksums costs no second
+//! pair of HEADs, and then records the pair in the next ledger itself. The
+//! run's copies are proven by VALIDATE's HEADs. The write-phase chunks are
+//! named by no manifest, and the switch's clean-up deletes them.
 
 use crate::backend::ledger::proven::ChunkInfo;
 use crate::backend::ledger::store::StateStore;

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::ledger::proven::{Decoded, FORMAT, MANIFEST, Manifest, Proven, check};
+use crate::backend::ledger::proven::{
+    ChunkInfo, Decoded, FORMAT, MANIFEST, Manifest, Proven, check,
+};
 use crate::backend::ledger::store::StateStore;
 
 /// The committed ledger a run reads.
@@ -57,6 +59,22 @@ impl Ledger {
         Arc::new(Ledger {
             store,
             manifest,
+            hits: AtomicU64::new(0),
+            chunks_read: AtomicU64::new(0),
+        })
+    }
+
+    /// A ledger of `chunks` in `store` that no manifest names yet: a
+    /// serverless shard's chunks from this run's write phase, which its
+    /// VALIDATE reads beside the committed ledger.
+    pub fn of_chunks(store: StateStore, chunks: Vec<ChunkInfo>) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            store,
+            manifest: Manifest {
+                format: FORMAT,
+                chunks,
+                ..Manifest::default()
+            },
             hits: AtomicU64::new(0),
             chunks_read: AtomicU64::new(0),
         })
