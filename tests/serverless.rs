@@ -550,12 +550,15 @@ async fn a_lister_returns_its_cursor_before_its_deadline_and_the_next_call_finis
     use s3_fanout::serverless::lister::list_shard;
     let s3 = s3().await;
     let (src, dst) = bucket_pair(&s3, "sls-deadline").await;
-    // Two pages of keys, put in parallel.
-    let puts = (0..1_500).map(|i| {
+    // Two pages of keys, put 32 at a time: 1,500 connections at once
+    // overflow moto's listen backlog on a loaded machine (connect timeouts
+    // in a CI run).
+    use futures::StreamExt;
+    let puts = futures::stream::iter(0..1_500).map(|i| {
         let (s3, src) = (s3.clone(), src.clone());
         async move { put(&s3, &src, &format!("k{i:05}"), Vec::new()).await }
     });
-    futures::future::join_all(puts).await;
+    puts.buffer_unordered(32).collect::<Vec<String>>().await;
     let stack = stack();
     // The stack's lister stops after 7 keys; this one only at its deadline.
     let mut config = stack.env.config.clone();

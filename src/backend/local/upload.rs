@@ -201,14 +201,17 @@ async fn body(path: &Path, offset: u64, length: u64) -> Result<ByteStream, CopyE
         .length(Length::Exact(length))
         .build()
         .await
-        .map_err(|e| {
-            CopyError::Failed(S3Failure {
-                code: "LocalIoError".into(),
-                http_status: None,
-                message: format!("reading {}: {e}", path.display()),
-                class: RetryClass::NonRetryable,
-            })
-        })
+        .map_err(|e| read_failure(path, e))
+}
+
+/// A file that could not be read: not a retry's to fix.
+fn read_failure(path: &Path, e: impl std::fmt::Display) -> CopyError {
+    CopyError::Failed(S3Failure {
+        code: "LocalIoError".into(),
+        http_status: None,
+        message: format!("reading {}: {e}", path.display()),
+        class: RetryClass::NonRetryable,
+    })
 }
 
 /// Times a body refused as damaged (S3's BadDigest: it did not match the
@@ -260,14 +263,7 @@ async fn crc_of(path: &Path, offset: u64, length: u64) -> Result<u64, CopyError>
     .await
     .map_err(std::io::Error::other)
     .and_then(|read| read)
-    .map_err(|e| {
-        CopyError::Failed(S3Failure {
-            code: "LocalIoError".into(),
-            http_status: None,
-            message: format!("reading {}: {e}", path.display()),
-            class: RetryClass::NonRetryable,
-        })
-    })
+    .map_err(|e| read_failure(path, e))
 }
 
 async fn put_whole(
