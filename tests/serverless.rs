@@ -472,6 +472,7 @@ async fn a_retried_lister_invocation_resumes_from_its_checkpoint_and_resends_not
                 seq: 0,
                 cursor: None,
                 done: false,
+                proven_chunks: 0,
             };
             // GIVEN an invocation that checkpointed and then died before
             // returning (Step Functions retries it with the same input)
@@ -579,6 +580,7 @@ async fn a_lister_returns_its_cursor_before_its_deadline_and_the_next_call_finis
                 seq: 0,
                 cursor: None,
                 done: false,
+                proven_chunks: 0,
             };
             // GIVEN an invocation with a second left (less than the margin
             // a lister keeps for its last page)

@@ -235,6 +235,15 @@ pub struct ShardCursor {
     pub cursor: Option<String>,
     #[serde(default)]
     pub done: bool,
+    /// Chunks of proofs the shard's earlier invocations wrote (the ledger
+    /// of proven pairs), so a shard that wrote none reads no checkpoint
+    /// back to name them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub proven_chunks: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One invocation's checkpoint, rewritten after every page.

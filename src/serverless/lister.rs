@@ -189,6 +189,7 @@ async fn list_and_tally(
         seq: at.seq + 1,
         cursor: checkpoint.cursor.clone(),
         done: checkpoint.done,
+        proven_chunks: at.proven_chunks + checkpoint.proven.len() as u32,
         ..at
     })
 }
@@ -262,8 +263,11 @@ async fn name_write_proofs(
     at: &ShardCursor,
     last: &Checkpoint,
 ) -> Result<(), SyncError> {
+    if at.proven_chunks == 0 && last.proven.is_empty() {
+        return Ok(()); // nothing proven: VALIDATE finds no name, one GET
+    }
     let mut chunks = Vec::new();
-    for seq in 0..at.seq {
+    for seq in (0..at.seq).filter(|_| at.proven_chunks > 0) {
         let name = checkpoint_name(Phase::Write, at.shard, seq);
         if let Some(earlier) = env.store.get_json::<Checkpoint>(&at.run_id, &name).await? {
             chunks.extend(earlier.proven);
