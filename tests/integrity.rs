@@ -241,3 +241,157 @@ async fn a_directory_and_a_kms_bucket_verify_by_checksums_and_rerun_listing_only
         body(99, 11 * MIB)
     );
 }
+
+/// Objects a stream must carry: one PUT, and 5 MiB parts.
+async fn seed_stream_source(s3: &aws_sdk_s3::Client, bucket: &str) -> [(&'static str, Vec<u8>); 2] {
+    let single = body(4, 300_000);
+    put(s3, bucket, "one.bin", single.clone()).await;
+    put_multipart(s3, bucket, "parts.bin", 12 * MIB, 5 * MIB).await;
+    let parts = get_bytes(s3, bucket, "parts.bin").await;
+    [("one.bin", single), ("parts.bin", parts)]
+}
+
+/// A streamed sync from behind `from` to behind `to`: two endpoints, so
+/// every copy streams through this machine.
+fn stream_sync(from: &FaultProxy, to: &FaultProxy, src: &str, dst: &str) -> support::CliOutput {
+    from.clear_log();
+    to.clear_log();
+    let out = run_cli(&[
+        "sync",
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        "--source-endpoint-url",
+        from.endpoint(),
+        "--dest-endpoint-url",
+        to.endpoint(),
+        "--json",
+    ]);
+    from.assert_no_errors();
+    to.assert_no_errors();
+    out
+}
+
+/// The writes of object bytes `proxy` saw: PutObject and UploadPart.
+fn writes(proxy: &FaultProxy) -> Vec<support::fault_proxy::Recorded> {
+    proxy
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r.op, Op::PutObject | Op::UploadPart))
+        .collect()
+}
+
+/// GIVEN a source and a KMS destination on two endpoints, so copies stream
+/// through this machine, the source once with S3's default CRC64NVME
+/// checksums and once with none (objects written before December 2024)
+/// WHEN each is synced, one part's bytes damaged on the way
+/// THEN every PUT and UploadPart carried a checksum of its bytes: the
+/// source's value as a header when it has one, else a CRC64NVME the SDK
+/// computed as the bytes went, in the body's trailer; the damaged part was
+/// refused and streamed again; every copy has the source's bytes and a
+/// full-object CRC64NVME; no upload is left open; a re-run copies nothing
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_carry_checksums_and_a_damaged_part_never_lands() {
+    for source_checksums in [true, false] {
+        let s3 = s3().await;
+        let (src, dst) = bucket_pair(&s3, "integrity-stream").await;
+        let objects = seed_stream_source(&s3, &src).await;
+        let from = FaultProxy::start(&moto().endpoint);
+        from.s3_checksums();
+        if !source_checksums {
+            from.no_default_checksums(&src);
+        }
+        let to = kms_proxy(&dst);
+        to.add_rule(
+            Rule::on(Op::UploadPart)
+                .key("parts.bin")
+                .part(2)
+                .times(1)
+                .corrupt(),
+        );
+
+        let out = stream_sync(&from, &to, &src, &dst);
+        assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+        let run: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(count(&run, "copied"), 2, "{run}");
+
+        let writes = writes(&to);
+        for write in &writes {
+            assert!(write.checksum.is_some(), "{write:?} carried no checksum");
+        }
+        let put = writes.iter().find(|w| w.op == Op::PutObject).unwrap();
+        assert_eq!(put.trailer, !source_checksums, "{put:?}");
+        assert_eq!(
+            put.checksum.as_deref(),
+            Some("x-amz-checksum-crc64nvme"),
+            "the source's CRC64NVME, or one computed on the way"
+        );
+        let parts: Vec<_> = writes.iter().filter(|w| w.op == Op::UploadPart).collect();
+        assert_eq!(parts.len(), 4, "3 parts, one sent twice: {parts:?}");
+        assert!(parts.iter().all(|p| p.trailer), "{parts:?}");
+        let refused: Vec<_> = parts.iter().filter(|p| p.status == Some(400)).collect();
+        assert_eq!(refused.len(), 1, "the damaged part was refused: {parts:?}");
+        assert_eq!(refused[0].part_number, Some(2));
+
+        let via = s3_at(to.endpoint()).await;
+        for (key, bytes) in &objects {
+            assert_eq!(&get_bytes(&s3, &dst, key).await, bytes, "{key}");
+            let head = via
+                .head_object()
+                .bucket(&dst)
+                .key(*key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                head.checksum_crc64_nvme(),
+                Some(Crc64Nvme::of(bytes).as_str()),
+                "{key}"
+            );
+            assert_eq!(head.checksum_type(), Some(&ChecksumType::FullObject));
+        }
+        assert_eq!(list_multipart_uploads(&s3, &dst).await, 0);
+
+        let again = stream_sync(&from, &to, &src, &dst);
+        assert_eq!(again.status, 0, "{}\n{}", again.stdout, again.stderr);
+        let run: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+        assert_eq!(count(&run, "copied") + count(&run, "updated"), 0, "{run}");
+    }
+}
+
+/// GIVEN a KMS destination whose server refuses checksums in a body's
+/// trailer (501 NotImplemented, as S3-compatible servers without trailer
+/// support answer), and a source without checksums
+/// WHEN a streamed sync copies a one-PUT object and a multipart one
+/// THEN each refused copy is made again without a checksum, the refusal
+/// is reported once as a warning, and both objects arrive whole
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_refusing_trailers_gets_its_streams_without_them() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "integrity-notrailer").await;
+    let objects = seed_stream_source(&s3, &src).await;
+    let from = FaultProxy::start(&moto().endpoint);
+    from.s3_checksums();
+    from.no_default_checksums(&src);
+    let to = kms_proxy(&dst);
+    to.refuse_trailers();
+
+    let out = stream_sync(&from, &to, &src, &dst);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stderr.matches("refuses checksums").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    let writes = writes(&to);
+    let refused: Vec<_> = writes.iter().filter(|w| w.status == Some(501)).collect();
+    assert!(!refused.is_empty(), "{writes:?}");
+    assert!(refused.iter().all(|w| w.trailer), "{refused:?}");
+    let stored: Vec<_> = writes.iter().filter(|w| w.status == Some(200)).collect();
+    assert!(stored.iter().all(|w| w.checksum.is_none()), "{stored:?}");
+    for (key, bytes) in &objects {
+        assert_eq!(&get_bytes(&s3, &dst, key).await, bytes, "{key}");
+    }
+    assert_eq!(list_multipart_uploads(&s3, &dst).await, 0);
+}

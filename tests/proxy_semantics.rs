@@ -530,6 +530,150 @@ async fn a_put_with_a_wrong_checksum_is_refused_bad_digest() {
     assert_eq!(get_bytes(&bed.direct, &bucket, "k").await, data);
 }
 
+/// A PUT of `chunks` in an unsigned aws-chunked body, with `trailer` (a
+/// `name:value` line, or none) after it and `x-amz-trailer` naming
+/// `declared`, and `x-amz-decoded-content-length` saying `decoded`: the
+/// way the SDK sends bytes it checksums as they go, written out by hand so
+/// the framing can be wrong. Returns the status and the whole answer.
+fn chunked_put(
+    endpoint: &str,
+    path: &str,
+    (chunks, decoded): (&[&[u8]], usize),
+    declared: &str,
+    trailer: Option<&str>,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut body = Vec::new();
+    for chunk in chunks {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n");
+    if let Some(line) = trailer {
+        body.extend_from_slice(format!("{line}\r\n").as_bytes());
+    }
+    body.extend_from_slice(b"\r\n");
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Encoding: aws-chunked\r\nx-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
+         x-amz-decoded-content-length: {decoded}\r\nx-amz-trailer: {declared}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+/// A checksum in the trailer of an aws-chunked body is checked as a header
+/// one is: the SDK's own (a file body it checksums as it sends) is
+/// accepted and kept; a wrong value is refused BadDigest, a body cut short
+/// IncompleteBody, a declared trailer that never comes
+/// MalformedTrailerError, and none of them stores anything.
+#[tokio::test]
+async fn a_trailing_checksum_is_checked_as_a_header_is() {
+    let (bed, bucket) = Bed::checksums("crc-trailer").await;
+    let data = body(13, 200_000);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &data).unwrap();
+    let when_supported = aws_sdk_s3::config::Builder::default().request_checksum_calculation(
+        aws_sdk_s3::config::RequestChecksumCalculation::WhenSupported,
+    );
+    bed.via
+        .put_object()
+        .bucket(&bucket)
+        .key("sdk")
+        .body(ByteStream::from_path(file.path()).await.unwrap())
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .customize()
+        .config_override(when_supported)
+        .send()
+        .await
+        .expect("the SDK's trailing CRC32C is accepted");
+    let sent = bed.proxy.requests();
+    let put = sent
+        .iter()
+        .rev()
+        .find(|r| r.key.as_deref() == Some("sdk"))
+        .unwrap();
+    assert!(put.trailer, "{put:?}");
+    assert_eq!(
+        stored(&bed, &bucket, "sdk").await.as_deref(),
+        Some(&data[..])
+    );
+    let crc32c = (crc_fast::checksum(CrcAlgorithm::Crc32Iscsi, &data) as u32).to_be_bytes();
+    let head = head_checksum(&bed.via, &bucket, "sdk").await;
+    assert_eq!(
+        head.checksum_crc32_c(),
+        Some(base64::encode(crc32c).as_str())
+    );
+
+    let (a, b) = data.split_at(70_000);
+    let path = |key: &str| format!("/{bucket}/{key}");
+    let crc = format!("x-amz-checksum-crc64nvme:{}", crc64nvme(&data));
+    let wrong = format!("x-amz-checksum-crc64nvme:{}", crc64nvme(b"other"));
+    let declared = "x-amz-checksum-crc64nvme";
+    let endpoint = bed.proxy.endpoint();
+    let whole = (&[a, b][..], data.len());
+    let (status, answer) = chunked_put(endpoint, &path("wrong"), whole, declared, Some(&wrong));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("<Code>BadDigest</Code>"), "{answer}");
+    let (status, answer) = chunked_put(endpoint, &path("missing"), whole, declared, None);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("<Code>MalformedTrailerError</Code>"),
+        "{answer}"
+    );
+    let (status, answer) = chunked_put(
+        endpoint,
+        &path("cut"),
+        (&[a], data.len()),
+        declared,
+        Some(&crc),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("<Code>IncompleteBody</Code>"), "{answer}");
+    for key in ["wrong", "missing", "cut"] {
+        assert_eq!(stored(&bed, &bucket, key).await, None, "{key}");
+    }
+    let (status, answer) = chunked_put(endpoint, &path("right"), whole, declared, Some(&crc));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        stored(&bed, &bucket, "right").await.as_deref(),
+        Some(&data[..])
+    );
+    let head = head_checksum(&bed.via, &bucket, "right").await;
+    assert_eq!(head.checksum_crc64_nvme(), Some(crc64nvme(&data).as_str()));
+
+    // A server without trailer support refuses the body whole, and still
+    // takes a checksum sent as a header.
+    bed.proxy.refuse_trailers();
+    let (status, answer) = chunked_put(endpoint, &path("refused"), whole, declared, Some(&crc));
+    assert_eq!(status, 501, "{answer}");
+    assert!(answer.contains("<Code>NotImplemented</Code>"), "{answer}");
+    assert_eq!(stored(&bed, &bucket, "refused").await, None);
+    bed.via
+        .put_object()
+        .bucket(&bucket)
+        .key("header")
+        .body(ByteStream::from(data.clone()))
+        .checksum_crc64_nvme(crc64nvme(&data))
+        .send()
+        .await
+        .expect("a checksum header is still accepted");
+}
+
 /// Each algorithm's value is checked against the published check values
 /// (CRC catalogue's "123456789"; FIPS 180 for SHA-1 and SHA-256, one and
 /// two blocks), the object keeps the algorithm it was uploaded with, and

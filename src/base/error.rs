@@ -117,8 +117,11 @@ where
                 .message()
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("HTTP {status}"));
-            let retryable =
-                status >= 500 || status == 429 || RETRYABLE_CODES.contains(&code.as_str());
+            // 501 Not Implemented is the server's lasting answer to what
+            // was asked (a header, a feature), not a passing fault.
+            let retryable = (status >= 500 && status != 501)
+                || status == 429
+                || RETRYABLE_CODES.contains(&code.as_str());
             S3Failure {
                 code,
                 http_status: Some(status),

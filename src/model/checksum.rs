@@ -48,6 +48,19 @@ impl ChecksumAlgorithm {
         }
     }
 
+    /// The algorithm S3 names so (`x-amz-checksum-algorithm`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            ChecksumAlgorithm::Crc64Nvme,
+            ChecksumAlgorithm::Crc32,
+            ChecksumAlgorithm::Crc32c,
+            ChecksumAlgorithm::Sha1,
+            ChecksumAlgorithm::Sha256,
+        ]
+        .into_iter()
+        .find(|a| a.name().eq_ignore_ascii_case(name))
+    }
+
     /// As S3 names it (`x-amz-checksum-algorithm`).
     pub fn name(self) -> &'static str {
         match self {

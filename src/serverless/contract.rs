@@ -15,7 +15,6 @@ use crate::engine::diff::Action;
 use crate::model::entry::ObjectEntry;
 use crate::model::location::KeyRange;
 use crate::model::options::SyncSpec;
-use crate::model::s3_shape::Layout;
 use crate::report::{Counts, ReportRow, RunStatus};
 
 /// The state machine, as deployed: the states the functions' events and
@@ -178,16 +177,9 @@ impl From<&CopyBatch> for SentBatch {
     }
 }
 
-/// `parts/UPLOAD/upload.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SavedUpload {
-    pub upload_id: String,
-    pub layout: Layout,
-    pub warnings: Vec<String>,
-    /// The source's checksum: a full-object one goes with the completion.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<crate::model::checksum::Checksum>,
-}
+/// `parts/UPLOAD/upload.json`: the upload, as the copy that started it
+/// left it.
+pub use crate::backend::s3::multipart::Upload as SavedUpload;
 
 /// One part-range task: the parts `first_part..=last_part` of an upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -158,13 +158,7 @@ async fn recorded_upload(
     {
         return Ok(saved);
     }
-    let started = start_upload(copier, object, false).await?;
-    let saved = SavedUpload {
-        upload_id: started.upload_id,
-        layout: started.layout,
-        warnings: started.warnings,
-        checksum: started.checksum,
-    };
+    let saved = start_upload(copier, object, false).await?;
     let body = serde_json::to_vec(&saved).expect("an upload record serialises");
     match env.store.put_if_absent(run_id, saved_name, body).await {
         Ok(true) => {
@@ -241,14 +235,7 @@ async fn group_outcome(
     let claimed_by = marker("complete.json").await?;
     if claimed_by.is_none() {
         let indexes = (group.first_part as usize - 1)..(group.last_part as usize);
-        let copied = copy_parts(
-            context.mover.copier(),
-            &group.object,
-            &group.upload_id,
-            &saved.layout,
-            indexes,
-        )
-        .await;
+        let copied = copy_parts(context.mover.copier(), &group.object, &saved, indexes).await;
         let parts = match copied {
             Ok(parts) => parts,
             // A duplicate delivery of this group can still be copying when

@@ -178,6 +178,11 @@ pub struct Recorded {
     /// Names of ACL headers sent (`x-amz-acl`, `x-amz-grant-*`), which a
     /// bucket with BucketOwnerEnforced refuses.
     pub acl_headers: Vec<String>,
+    /// The checksum a write carried: its `x-amz-checksum-*` header, or the
+    /// one its `x-amz-trailer` names (sent after an `aws-chunked` body).
+    pub checksum: Option<String>,
+    /// Whether that checksum came in the trailer.
+    pub trailer: bool,
     /// The status answered (by moto or the proxy); `None` while in flight.
     pub status: Option<u16>,
     /// Whether the proxy answered itself instead of moto.
@@ -568,6 +573,14 @@ impl FaultProxy {
     /// [`FaultProxy::s3_checksums`].
     pub fn no_default_checksums(&self, bucket: &str) {
         self.semantics.no_default_checksums(bucket);
+    }
+
+    /// Answer a write whose checksum comes in the trailer of an
+    /// `aws-chunked` body with 501 NotImplemented, as S3-compatible servers
+    /// without trailer support do (each in its own words; see
+    /// `checksum_refusal.rs`).
+    pub fn refuse_trailers(&self) {
+        self.semantics.refuse_trailers();
     }
 
     /// Make the first UploadPartCopy (part 1) of `key` copy its range one
@@ -1101,6 +1114,19 @@ fn describe(parts: &Parts) -> Recorded {
             .filter(|n| *n == "x-amz-acl" || n.starts_with("x-amz-grant-"))
             .map(str::to_owned)
             .collect(),
+        trailer: parts.headers.contains_key("x-amz-trailer"),
+        checksum: header(&HeaderName::from_static("x-amz-trailer")).or_else(|| {
+            parts
+                .headers
+                .keys()
+                .map(HeaderName::as_str)
+                .find(|n| {
+                    n.strip_prefix("x-amz-checksum-").is_some_and(|a| {
+                        ["crc64nvme", "crc32", "crc32c", "sha1", "sha256"].contains(&a)
+                    })
+                })
+                .map(str::to_owned)
+        }),
         status: None,
         injected: false,
     }

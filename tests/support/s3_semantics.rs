@@ -60,6 +60,8 @@ const CHECKSUM_ALGORITHM: HeaderName = HeaderName::from_static("x-amz-checksum-a
 const CHECKSUM_TYPE: HeaderName = HeaderName::from_static("x-amz-checksum-type");
 const COPY_SOURCE_IF_MATCH: HeaderName = HeaderName::from_static("x-amz-copy-source-if-match");
 const COPY_SOURCE_RANGE: HeaderName = HeaderName::from_static("x-amz-copy-source-range");
+const TRAILER: HeaderName = HeaderName::from_static("x-amz-trailer");
+const DECODED_LENGTH: HeaderName = HeaderName::from_static("x-amz-decoded-content-length");
 
 /// The switches, and what the emulation remembers between requests.
 #[derive(Debug, Default)]
@@ -72,6 +74,9 @@ struct Inner {
     /// Buckets whose objects answer with SSE-KMS ETags.
     kms: HashSet<String>,
     checksums: bool,
+    /// Writes with a trailing checksum are refused, see
+    /// [`super::FaultProxy::refuse_trailers`].
+    refuse_trailers: bool,
     /// Buckets whose objects without an explicit checksum have none.
     no_default: HashSet<String>,
     /// Writes through the proxy per (bucket, key), for the KMS ETags.
@@ -170,6 +175,10 @@ impl Semantics {
 
     pub(super) fn s3_checksums(&self) {
         self.lock().checksums = true;
+    }
+
+    pub(super) fn refuse_trailers(&self) {
+        self.lock().refuse_trailers = true;
     }
 
     pub(super) fn no_default_checksums(&self, bucket: &str) {
@@ -413,6 +422,16 @@ pub(super) async fn exchange(
     mut body: Bytes,
     send: impl AsyncFnOnce(Parts, Bytes, bool) -> (Response<ProxyBody>, bool),
 ) -> (Response<ProxyBody>, bool) {
+    if request.trailer && shared.semantics.lock().refuse_trailers {
+        return (
+            s3_error(
+                501,
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented: x-amz-trailer",
+            ),
+            true,
+        );
+    }
     let Some(scope) = shared.semantics.scope(request) else {
         return send(parts, body, false).await;
     };
@@ -502,6 +521,7 @@ async fn prepare(
             .collect();
     }
     if scope.checksums {
+        decode_aws_chunked(parts, body)?;
         prepare_checksums(shared, request, parts, body, &mut note)?;
         // moto's own checksum support is partial and inconsistent: the
         // proxy alone answers for checksums, moto only stores bytes.
@@ -668,6 +688,118 @@ fn kms_etag(bucket: &str, key: &str, moto_etag: &str, generation: u64) -> String
     format!("{hex}{suffix}")
 }
 
+/// An `aws-chunked` body, the way a writer sends bytes it cannot checksum
+/// beforehand (a stream), decoded to the bytes S3 would store, with its
+/// trailing checksum moved into the header it stands for; the rest of the
+/// emulation, and moto, then see a plain upload. The framing ("Signature
+/// calculations for trailing headers (chunked uploads)",
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-streaming-trailers.html>):
+/// chunks of `HEX-SIZE[;chunk-signature=…]\r\nBYTES\r\n`, a chunk of size
+/// 0, then the trailing headers `name:value\r\n` that `x-amz-trailer`
+/// declared, and an empty line. S3 answers a body cut short or longer than
+/// `x-amz-decoded-content-length` with IncompleteBody, and a declared
+/// trailer that is missing or not well-formed with MalformedTrailerError.
+fn decode_aws_chunked(parts: &mut Parts, body: &mut Bytes) -> Result<(), Refusal> {
+    let encodings: Vec<String> = header_text(parts, &CONTENT_ENCODING)
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if !encodings.iter().any(|e| e == "aws-chunked") {
+        return Ok(());
+    }
+    let incomplete = || {
+        Box::new(s3_error(
+            400,
+            "IncompleteBody",
+            "The request body terminated unexpectedly",
+        ))
+    };
+    let malformed = || {
+        Box::new(s3_error(
+            400,
+            "MalformedTrailerError",
+            "The request contained trailing data that was not well-formed or did not conform to our published schema.",
+        ))
+    };
+    let data = &body[..];
+    let line_at = |from: usize| -> Option<(usize, usize)> {
+        let end = from + data.get(from..)?.windows(2).position(|w| w == b"\r\n")?;
+        Some((end, end + 2))
+    };
+    let mut decoded = Vec::with_capacity(data.len());
+    let mut at = 0;
+    loop {
+        let (end, next) = line_at(at).ok_or_else(incomplete)?;
+        let size = std::str::from_utf8(&data[at..end])
+            .ok()
+            .and_then(|line| line.split(';').next())
+            .and_then(|hex| usize::from_str_radix(hex.trim(), 16).ok())
+            .ok_or_else(incomplete)?;
+        at = next;
+        if size == 0 {
+            break;
+        }
+        let chunk = data.get(at..at + size).ok_or_else(incomplete)?;
+        if data.get(at + size..at + size + 2) != Some(b"\r\n".as_slice()) {
+            return Err(incomplete());
+        }
+        decoded.extend_from_slice(chunk);
+        at += size + 2;
+    }
+    let mut trailers = HashMap::new();
+    loop {
+        let (end, next) = line_at(at).ok_or_else(malformed)?;
+        let line = std::str::from_utf8(&data[at..end]).map_err(|_| malformed())?;
+        at = next;
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').ok_or_else(malformed)?;
+        trailers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+    }
+    let declared = header_text(parts, &TRAILER);
+    if header_text(parts, &DECODED_LENGTH).parse::<usize>().ok() != Some(decoded.len()) {
+        return Err(incomplete());
+    }
+    for name in declared.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let value = trailers
+            .get(&name.to_ascii_lowercase())
+            .ok_or_else(malformed)?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| malformed())?;
+        let value = HeaderValue::from_str(value).map_err(|_| malformed())?;
+        parts.headers.insert(name, value);
+    }
+    let others: Vec<String> = encodings
+        .into_iter()
+        .filter(|e| e != "aws-chunked")
+        .collect();
+    match others.is_empty() {
+        true => parts.headers.remove(CONTENT_ENCODING),
+        false => parts.headers.insert(
+            CONTENT_ENCODING,
+            HeaderValue::from_str(&others.join(",")).map_err(|_| malformed())?,
+        ),
+    };
+    parts.headers.remove(&TRAILER);
+    parts.headers.remove(&DECODED_LENGTH);
+    parts.headers.insert(
+        HeaderName::from_static("x-amz-content-sha256"),
+        HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+    );
+    *body = Bytes::from(decoded);
+    Ok(())
+}
+
+fn header_text(parts: &Parts, name: &HeaderName) -> String {
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The checksum side of [`prepare`]: verify the values a request carries,
 /// and note what the answer needs.
 fn prepare_checksums(
@@ -708,20 +840,6 @@ fn prepare_checksums(
                 && request.part_number.is_none();
         }
         Op::PutObject | Op::UploadPart => {
-            if parts
-                .headers
-                .get(CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|e| e.contains("aws-chunked"))
-            {
-                shared.record_error(format!(
-                    "{:?} {}/{}: aws-chunked bodies (trailing checksums) are not emulated; \
-                     send the checksum as a header",
-                    request.op,
-                    request.bucket,
-                    request.key.as_deref().unwrap_or_default()
-                ));
-            }
             for (algorithm, value) in &given {
                 if base64::encode(algorithm.digest(body)) != *value {
                     return Err(Box::new(bad_digest(*algorithm)));

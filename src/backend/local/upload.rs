@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::{ByteStream, Length};
@@ -30,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::local::etag::crc_of_range;
 use crate::backend::outcome::CopyError;
+use crate::backend::s3::checksum_refusal::{refuses_checksums, sends_checksums};
 use crate::backend::s3::multipart::{UploadTarget, multipart_etag};
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::checksum::{Checksum, ChecksumAlgorithm, Crc64Nvme};
@@ -145,7 +145,7 @@ pub async fn upload_file(
         return loop {
             sends += 1;
             match put_whole(to, &key, path, size, meta, sends_checksums()).await {
-                Err(CopyError::Failed(failure)) if refuses_checksums(&failure) => {
+                Err(CopyError::Failed(failure)) if refuses_checksums(&failure, false) => {
                     break put_whole(to, &key, path, size, meta, false).await;
                 }
                 Err(CopyError::Failed(failure)) if damaged_on_the_way(&failure, sends) => {}
@@ -161,7 +161,7 @@ pub async fn upload_file(
         request_payer: to.options.request_payer,
     };
     let (upload_id, crc) = match create(to, &target, meta, sends_checksums()).await {
-        Err(CopyError::Failed(failure)) if refuses_checksums(&failure) => {
+        Err(CopyError::Failed(failure)) if refuses_checksums(&failure, false) => {
             (create(to, &target, meta, false).await?, false)
         }
         created => (created?, sends_checksums()),
@@ -229,29 +229,6 @@ fn damaged_on_the_way(failure: &S3Failure, sends: u32) -> bool {
         tracing::warn!(error = %failure.message, "an upload's bytes were damaged on the way; sending them again");
     }
     again
-}
-
-/// Whether uploads still send checksums: until a server refuses one.
-fn sends_checksums() -> bool {
-    !CHECKSUMS_REFUSED.load(Ordering::Relaxed)
-}
-
-/// Set once a server refused an upload's checksum. Per process: the
-/// directories a process uploads from all go to one destination.
-static CHECKSUMS_REFUSED: AtomicBool = AtomicBool::new(false);
-
-/// A refusal of the checksum itself (an algorithm the server does not
-/// know), not of the bytes: S3's BadDigest for a mismatch is not one, and
-/// fails the upload as damage should.
-fn refuses_checksums(failure: &S3Failure) -> bool {
-    let refused = matches!(
-        failure.code.as_str(),
-        "InvalidRequest" | "InvalidArgument" | "NotImplemented" | "BadRequest"
-    ) && failure.message.to_ascii_lowercase().contains("checksum");
-    if refused && !CHECKSUMS_REFUSED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(code = %failure.code, error = %failure.message, "the destination refuses CRC64NVME checksums; uploading without them");
-    }
-    refused
 }
 
 /// The CRC64NVME of `length` bytes of `path` from `offset`.

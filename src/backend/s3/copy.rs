@@ -12,6 +12,7 @@ use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::outcome::{Copied, CopyError};
+use crate::backend::s3::checksum_refusal::{refuses_checksums, sends_checksums};
 use crate::backend::s3::copier::{Copier, copy_source};
 use crate::backend::s3::delete::delete_object;
 use crate::backend::s3::head::head_object;
@@ -67,10 +68,21 @@ impl Copier {
         if self.options.stream {
             // A stream keeps the source's shape (and so its ETag): one PUT
             // for a one-PUT object, which S3 caps at 5 GiB.
-            if multipart_source || entry.size > crate::model::s3_shape::MAX_PART_SIZE {
-                crate::backend::s3::multipart::copy_multipart(self, entry, cancel).await
-            } else {
-                self.stream_single(entry).await
+            let stream = async || {
+                if multipart_source || entry.size > crate::model::s3_shape::MAX_PART_SIZE {
+                    crate::backend::s3::multipart::copy_multipart(self, entry, cancel).await
+                } else {
+                    self.stream_single(entry).await
+                }
+            };
+            // A destination that refuses the checksums streams send gets
+            // the copy once more, without them (the refusal is remembered).
+            let checked = sends_checksums();
+            match stream().await {
+                Err(CopyError::Failed(failure)) if checked && refuses_checksums(&failure, true) => {
+                    stream().await
+                }
+                other => other,
             }
         } else if entry.size > self.options.multipart_threshold
             || (self.options.mirror_parts && multipart_source)

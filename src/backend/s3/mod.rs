@@ -2,6 +2,7 @@
 //! preflight, conditional copies (single, multipart, streamed between
 //! endpoints), HEADs and batched deletes.
 
+pub mod checksum_refusal;
 pub mod copier;
 pub mod copy;
 pub mod delete;

@@ -26,6 +26,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::outcome::{Copied, CopyError};
+use crate::backend::s3::checksum_refusal::sends_checksums;
 use crate::backend::s3::copier::{Copier, copy_source};
 use crate::base::error::{S3Failure, classify};
 use crate::model::checksum::{Checksum, ChecksumAlgorithm};
@@ -36,15 +37,22 @@ use crate::model::s3_shape::{
 };
 
 /// A multipart upload started at the destination, with the part layout
-/// it will be filled with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// it will be filled with. The serverless copiers keep it in the run's
+/// store (`parts/UPLOAD/upload.json`), for the part groups to share.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Upload {
     pub upload_id: String,
     pub layout: Layout,
     pub warnings: Vec<String>,
     /// The source's stored checksum, which the upload was created to keep:
     /// a full-object one goes with the completion, for S3 to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<Checksum>,
+    /// The algorithm the upload was created with, which streamed parts
+    /// carry in their bodies' trailers (part copies need none: S3 computes
+    /// theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<ChecksumAlgorithm>,
 }
 
 pub(crate) async fn copy_multipart(
@@ -59,7 +67,7 @@ pub(crate) async fn copy_multipart(
             // The clean-up runs beside the part copies: it costs one listing
             // and no time on the copy's path.
             let (parts, ()) = tokio::join!(
-                copy_parts(copier, entry, &upload.upload_id, &upload.layout, all),
+                copy_parts(copier, entry, &upload, all),
                 abort_other_uploads(copier, entry, &upload.upload_id),
             );
             complete_upload(copier, entry, &upload.upload_id, parts?, upload.checksum.as_ref()).await
@@ -152,16 +160,18 @@ pub async fn start_upload(
     };
     let tagging = tagging?;
     let checksum = crate::backend::s3::head::stored_checksum(&head);
-    let (algorithm, kind) = match upload_checksum(checksum.as_ref(), layout.len()) {
-        // Streamed parts are bytes sent without a checksum of their own:
-        // S3 computes them, but an S3-compatible destination (MinIO)
-        // refuses a part without one once the upload names an algorithm.
-        _ if copier.options.stream => (None, None),
-        (_, Some(ChecksumType::Composite)) if !part_checksums_kept => (None, None),
-        chosen => chosen,
+    let algorithm = match upload_checksum(checksum.as_ref(), layout.len()) {
+        _ if copier.options.stream => streamed_checksum(checksum.as_ref()),
+        (_, Some(ChecksumType::Composite)) if !part_checksums_kept => None,
+        (algorithm, kind) => algorithm.zip(kind),
     };
+    let (algorithm, kind) = algorithm.unzip();
     // Completion carries only a checksum the upload was created to keep.
-    let checksum = checksum.filter(|_| algorithm.is_some());
+    let checksum = checksum.filter(|c| {
+        algorithm
+            .as_ref()
+            .is_some_and(|a| a.as_str() == c.algorithm.name())
+    });
 
     let (sse, kms_key) = copier.encryption();
     let create = copier
@@ -182,7 +192,7 @@ pub async fn start_upload(
         .set_ssekms_key_id(kms_key)
         .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
         .set_request_payer(requester_pays(copier.options.request_payer))
-        .set_checksum_algorithm(algorithm)
+        .set_checksum_algorithm(algorithm.clone())
         .set_checksum_type(kind);
     let created = create.send().await.map_err(|e| fail(classify(&e)))?;
     Ok(Upload {
@@ -190,7 +200,29 @@ pub async fn start_upload(
         layout,
         warnings,
         checksum,
+        algorithm: algorithm.and_then(|a| ChecksumAlgorithm::from_name(a.as_str())),
     })
+}
+
+/// The checksum a streamed copy's upload is created with. Its parts are
+/// bytes read here, each sent with its checksum in the body's trailer (the
+/// SDK computes it as the bytes go), so the destination refuses a part
+/// damaged on its way. The source's full-object CRC when it has one, whose
+/// value the completion then carries, so the destination also refuses an
+/// object whose bytes are not the source's; else CRC64NVME. None once the
+/// destination refused checksums
+/// ([`crate::backend::s3::checksum_refusal`]).
+fn streamed_checksum(source: Option<&Checksum>) -> Option<(SdkChecksumAlgorithm, ChecksumType)> {
+    if !sends_checksums() {
+        return None;
+    }
+    let algorithm = source
+        .filter(|c| c.full_object && c.algorithm.crc().is_some())
+        .map_or(ChecksumAlgorithm::Crc64Nvme, |c| c.algorithm);
+    Some((
+        SdkChecksumAlgorithm::from(algorithm.name()),
+        ChecksumType::FullObject,
+    ))
 }
 
 /// The checksum algorithm and type to create a copy's upload with, so the
@@ -428,29 +460,29 @@ impl UploadTarget<'_> {
     }
 }
 
-/// Copy the parts `indexes` (0-based positions in `layout`; part numbers
-/// are one more) of an upload, in parallel; returns them in part order.
+/// Copy the parts `indexes` (0-based positions in the upload's layout;
+/// part numbers are one more) of an upload, in parallel; returns them in
+/// part order.
 pub async fn copy_parts(
     copier: &Copier,
     entry: &ObjectEntry,
-    upload_id: &str,
-    layout: &Layout,
+    upload: &Upload,
     indexes: std::ops::Range<usize>,
 ) -> Result<Vec<CompletedPart>, CopyError> {
+    let (upload_id, algorithm) = (upload.upload_id.as_str(), upload.algorithm);
     let source_key = copier.source.key_for(&entry.key);
     let destination_key = copier.destination.key_for(&entry.key);
     let source = copy_source(&copier.source.bucket, &source_key);
     // The futures are built up front: a closure mapped over a stream inside
     // an async fn trips rustc's higher-ranked Send check once spawned.
-    let requests: Vec<_> = layout[indexes.clone()]
+    let requests: Vec<_> = upload.layout[indexes.clone()]
         .iter()
         .zip(indexes)
         .map(|((start, end), index)| {
             let part_number = index as i32 + 1;
-            let streamed = copier
-                .options
-                .stream
-                .then(|| copier.stream_part(entry, upload_id, part_number, (*start, *end)));
+            let streamed = copier.options.stream.then(|| {
+                copier.stream_part(entry, (upload_id, part_number), (*start, *end), algorithm)
+            });
             let request = copier
                 .destination_client
                 .upload_part_copy()

@@ -16,13 +16,26 @@
 //! objects' sizes (the bench in `scripts/bench-memory.sh` measures it). The
 //! price is that the SDK cannot resend such a body, so a failed attempt is
 //! retried here, with a fresh GET, under the same backoff rules.
+//!
+//! Checked end to end: the GET of a whole object is in checksum mode, so
+//! the SDK checks what it reads against the source's stored checksum; every
+//! PUT and UploadPart carries a checksum of its bytes, so the destination
+//! refuses bytes damaged between here and there (BadDigest, retried with a
+//! fresh GET). The source's full-object value goes as a header when there
+//! is one; otherwise the SDK computes a CRC64NVME as the bytes go and sends
+//! it in the body's trailer (`aws-chunked`), which buffers nothing. A
+//! multipart stream's completion carries the source's full-object value,
+//! so the object is refused whole if its bytes are not the source's. A
+//! destination that refuses these checksums gets the copy again without
+//! them ([`crate::backend::s3::checksum_refusal`]).
 
 use std::time::Duration;
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
-use aws_sdk_s3::types::{ChecksumMode, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm as SdkChecksumAlgorithm, ChecksumMode, CompletedPart};
 
 use crate::backend::outcome::{Copied, CopyError};
+use crate::backend::s3::checksum_refusal::sends_checksums;
 use crate::backend::s3::copier::Copier;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::checksum::{Checksum, ChecksumAlgorithm};
@@ -41,6 +54,16 @@ fn jitter_ms(max: u64) -> u64 {
         .map(|d| d.subsec_nanos() as u64)
         .unwrap_or(0);
     nanos % max.max(1)
+}
+
+/// For a request whose checksum the SDK is to compute from the bytes it
+/// sends: the clients compute none unless an operation requires one
+/// (`WhenRequired`, so no request gets a checksum it did not ask for, and
+/// CopyObject keeps the source's), and under that setting the SDK ignores a
+/// request's own `checksum_algorithm` too; this request says `WhenSupported`.
+fn computing_checksums() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default()
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenSupported)
 }
 
 impl Copier {
@@ -107,13 +130,17 @@ impl Copier {
                     None,
                     head.checksum_type().map(|t| t.as_str()),
                 )
-                .filter(|c| c.full_object);
+                .filter(|c| c.full_object && sends_checksums());
                 let value = |algorithm| {
                     checksum
                         .as_ref()
                         .filter(|c| c.algorithm == algorithm)
                         .map(|c| c.value.clone())
                 };
+                // Without the source's value, the SDK computes a CRC64NVME
+                // as the bytes go and sends it in the body's trailer.
+                let trailer = (checksum.is_none() && sends_checksums())
+                    .then_some(SdkChecksumAlgorithm::Crc64Nvme);
                 if head.sse_customer_algorithm().is_some() {
                     return Err(CopyError::SseC(S3Failure {
                         code: "SSECObject".into(),
@@ -158,12 +185,20 @@ impl Copier {
                     // damaged on its way is refused (BadDigest), not stored.
                     .set_checksum_crc64_nvme(value(ChecksumAlgorithm::Crc64Nvme))
                     .set_checksum_crc32(value(ChecksumAlgorithm::Crc32))
-                    .set_checksum_crc32_c(value(ChecksumAlgorithm::Crc32c));
+                    .set_checksum_crc32_c(value(ChecksumAlgorithm::Crc32c))
+                    .set_checksum_algorithm(trailer.clone());
                 let request = request.body(head.body);
-                let put = request
-                    .send()
-                    .await
-                    .map_err(|e| CopyError::Failed(classify(&e)))?;
+                let put = match trailer {
+                    Some(_) => {
+                        request
+                            .customize()
+                            .config_override(computing_checksums())
+                            .send()
+                            .await
+                    }
+                    None => request.send().await,
+                }
+                .map_err(|e| CopyError::Failed(classify(&e)))?;
                 let etag = put.e_tag().map(|e| e.trim_matches('"').to_owned());
                 Ok((tag_warnings, etag))
             })
@@ -178,13 +213,15 @@ impl Copier {
     }
 
     /// Stream one part of a multipart copy: a ranged GET of the source as
-    /// listed, piped into UploadPart.
+    /// listed, piped into UploadPart; with `algorithm` (the upload's), the
+    /// SDK computes the part's checksum as the bytes go and sends it in the
+    /// body's trailer, for the destination to check.
     pub(crate) async fn stream_part(
         &self,
         entry: &ObjectEntry,
-        upload_id: &str,
-        part_number: i32,
+        (upload_id, part_number): (&str, i32),
         (start, end): (u64, u64),
+        algorithm: Option<ChecksumAlgorithm>,
     ) -> Result<CompletedPart, CopyError> {
         self.piped(&entry.key, || async {
             let part = self.get(entry, Some((start, end))).await?;
@@ -197,12 +234,21 @@ impl Copier {
                 .part_number(part_number)
                 .content_length((end - start + 1) as i64)
                 .body(part.body)
+                .set_checksum_algorithm(algorithm.map(|a| SdkChecksumAlgorithm::from(a.name())))
                 .set_expected_bucket_owner(self.options.expected_dest_owner.clone())
                 .set_request_payer(requester_pays(self.options.request_payer));
-            let output = request
-                .send()
-                .await
-                .map_err(|e| CopyError::from_failure(classify(&e)))?;
+            // A full-object upload's completion needs no part checksums.
+            let output = match algorithm {
+                Some(_) => {
+                    request
+                        .customize()
+                        .config_override(computing_checksums())
+                        .send()
+                        .await
+                }
+                None => request.send().await,
+            }
+            .map_err(|e| CopyError::from_failure(classify(&e)))?;
             Ok(CompletedPart::builder()
                 .part_number(part_number)
                 .set_e_tag(output.e_tag().map(str::to_owned))
