@@ -679,3 +679,112 @@ async fn a_kms_destination_validates_by_checksums_and_a_rerun_is_listing_only() 
     let (_, after) = sync("kms-after");
     assert_eq!(count(&after, "checksum_heads"), 0, "{after}");
 }
+
+/// An S3 event message about `key`, as the event queue delivers it.
+fn object_created(id: &str, bucket: &str, key: &str) -> SqsMessage {
+    let path = format!(
+        "{}/tests/fixtures/events/s3-put.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap();
+    let body = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("__BUCKET__", bucket)
+        .replace("__KEY__", key)
+        .replace("__TIME__", &now);
+    let mut message = SqsMessage::default();
+    message.message_id = Some(id.into());
+    message.body = Some(body);
+    message
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "1".into());
+    message
+}
+
+/// The replicator's proofs reach the next run. Keys replicated into a KMS
+/// destination (copied, or found equal by their stored checksums) go into
+/// the ledger's journal, one object per invocation; the next run folds the
+/// journal in at planning and proves every replicated pair from its
+/// listings, with no HEAD (without the journal: two per pair), carries
+/// them into its ledger, and deletes the journal it folded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_after_replication_proves_replicated_pairs_by_the_journal() {
+    const KEYS: usize = 12;
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-journal").await;
+    for i in 0..KEYS {
+        put(&s3, &src, &format!("r/{i:02}"), body(i as u64, 200 + i)).await;
+    }
+    let proxy = &stack().proxy;
+    proxy.s3_checksums();
+    proxy.kms_etags(&dst);
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+
+    // GIVEN every key replicated from its event, and three events
+    // delivered again (equal by checksums, copied nothing)
+    let mut config = stack().env.config.clone();
+    config.source = Some(source.clone());
+    config.destination = Some(destination.clone());
+    let events: Vec<SqsMessage> = (0..KEYS)
+        .map(|i| object_created(&format!("m{i}"), &src, &format!("r/{i:02}")))
+        .collect();
+    let again: Vec<SqsMessage> = events[..3].to_vec();
+    let (first, second) = stack()
+        .runtime
+        .spawn(async move {
+            let env = s3_fanout::serverless::FunctionEnv::new(config).await;
+            let replicator = s3_fanout::serverless::replicator::Replicator::new(&env)
+                .await
+                .unwrap();
+            let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(120);
+            let first = replicator.replicate(events, deadline).await;
+            let second = replicator.replicate(again, deadline).await;
+            (first, second)
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.count("replicated"), KEYS, "{:#?}", first.keys);
+    assert_eq!(first.journaled, KEYS);
+    assert_eq!(second.count("in_sync"), 3, "{:#?}", second.keys);
+    assert_eq!(second.journaled, 3);
+    let name = s3_fanout::model::options::ledger_name(
+        &source.parse().unwrap(),
+        &destination.parse().unwrap(),
+    );
+    let config = &stack().env.config;
+    let journal = format!("{}ledgers/{name}/journal-", config.report_prefix);
+    let journal_objects = || async {
+        contents(&s3, &config.report_bucket)
+            .await
+            .into_iter()
+            .filter(|(key, _, _)| key.starts_with(&journal))
+            .count()
+    };
+    assert_eq!(journal_objects().await, 2, "one object per invocation");
+
+    // WHEN the nightly run comes
+    let sync = |tag: &str| {
+        let (code, summary, out) = run(&[&source, &destination, "--run-id", &unique_bucket(tag)]);
+        let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+        assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
+        summary
+    };
+    let night = sync("journal");
+
+    // THEN it copies nothing and asks nothing: the journal proves every pair
+    assert_eq!(count(&night, "copied") + count(&night, "updated"), 0);
+    assert_eq!(count(&night, "checksum_heads"), 0, "{night}");
+    assert_eq!(
+        count(&night, "proven_by_ledger"),
+        2 * KEYS as u64,
+        "both phases"
+    );
+    assert_eq!(count(&night, "ledger_entries"), KEYS as u64);
+    // AND the journal it folded is gone; the ledger holds the pairs
+    assert_eq!(journal_objects().await, 0);
+    let after = sync("journal-after");
+    assert_eq!(count(&after, "checksum_heads"), 0, "{after}");
+    assert_eq!(count(&after, "proven_by_ledger"), 2 * KEYS as u64);
+}

@@ -53,6 +53,8 @@ pub struct LocalStackOptions {
     pub max_concurrency: usize,
     pub copier_timeout: Duration,
     pub lister_max_keys: Option<u64>,
+    /// See `StackConfig::journal_settle_ms` (default 300 s).
+    pub journal_settle_secs: Option<u64>,
     /// Split objects above this size into part tasks (default 64 GiB).
     pub split_object_bytes: Option<u64>,
     /// The functions' SDK attempts per request (default 10).
@@ -90,6 +92,7 @@ impl LocalStackOptions {
             max_concurrency: 4,
             copier_timeout: Duration::from_secs(900),
             lister_max_keys: None,
+            journal_settle_secs: None,
             function_max_attempts: None,
             split_object_bytes: None,
             duplicate_deliveries: false,
@@ -280,6 +283,10 @@ fn function_vars(
         (
             "S3_FANOUT_LISTER_MAX_KEYS",
             or_empty(options.lister_max_keys.map(|k| k.to_string())),
+        ),
+        (
+            "S3_FANOUT_JOURNAL_SETTLE_SECONDS",
+            or_empty(options.journal_settle_secs.map(|s| s.to_string())),
         ),
         (
             "S3_FANOUT_SPLIT_OBJECT_BYTES",

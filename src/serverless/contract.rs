@@ -292,6 +292,20 @@ pub struct RunManifest {
     pub settings: RunSettings,
     pub shards: Vec<KeyRange>,
     pub created_at: String,
+    /// The replicator's journal, folded in at planning: chunks the listers
+    /// read beside the committed ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalFold>,
+}
+
+/// The replicator's journal objects a run folded in
+/// ([`crate::backend::ledger::journal`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalFold {
+    /// Sorted and apart; in the ledger's store, named by no manifest.
+    pub chunks: Vec<ChunkInfo>,
+    /// The last journal object folded: the next ledger's manifest names it.
+    pub through: String,
 }
 
 impl RunManifest {

@@ -35,6 +35,10 @@ pub struct StackConfig {
     /// Keys one lister invocation handles at most before it returns its
     /// cursor (besides its deadline): bounds the work a crash repeats.
     pub lister_max_keys: u64,
+    /// How old a replicator's journal object must be before a run folds it
+    /// in (`S3_FANOUT_JOURNAL_SETTLE_SECONDS`, default 300): an invocation
+    /// still writing its object is folded by the next run, not skipped.
+    pub journal_settle_ms: u64,
     /// Objects above this size are copied as several part-range tasks, each
     /// its own invocation, instead of inside one: an invocation has 15
     /// minutes, and UploadPartCopy moves a few hundred MB/s per object.
@@ -133,6 +137,8 @@ impl StackConfig {
             max_receive_count: number("S3_FANOUT_MAX_RECEIVE_COUNT", 5)?.max(1) as u32,
             copy_concurrency: number("S3_FANOUT_COPY_CONCURRENCY", 16)?.max(1) as usize,
             lister_max_keys: number("S3_FANOUT_LISTER_MAX_KEYS", DEFAULT_LISTER_MAX_KEYS)?.max(1),
+            journal_settle_ms: number("S3_FANOUT_JOURNAL_SETTLE_SECONDS", 300)?
+                .saturating_mul(1000),
             split_object_bytes: var("S3_FANOUT_SPLIT_OBJECT_BYTES")
                 .map(|v| crate::model::options::parse_size(&v, "S3_FANOUT_SPLIT_OBJECT_BYTES"))
                 .transpose()?

@@ -123,7 +123,10 @@ pub fn resolve_input(
 /// are, so every run between them (nightly, manual) shares one and no
 /// other pair's. `None` where the run keeps none (`no_state`, or a mode
 /// that never compares ETags).
-fn ledger_state(spec: &SyncSpec, stack: &StackConfig) -> Result<Option<String>, SyncError> {
+pub(crate) fn ledger_state(
+    spec: &SyncSpec,
+    stack: &StackConfig,
+) -> Result<Option<String>, SyncError> {
     if spec.no_state || spec.mode != DiffMode::Etag {
         return Ok(None);
     }

@@ -178,8 +178,12 @@ async fn list_and_tally(
         let range = shard_range.resumed_after(checkpoint.cursor.as_deref());
         let proofs = shard_proofs(env, &run, &at, checkpoint.proven.len()).await;
         let this_run = write_phase_proofs(env, &proofs, &at).await;
+        let journal = journal_proofs(&run, &proofs);
         let mut pass = Pass::new(env, &run, &at, &mut checkpoint, deadline, tally);
-        pass.cursors = proofs.cursor().into_iter().chain(this_run).collect();
+        pass.cursors = (proofs.cursor().into_iter())
+            .chain(journal)
+            .chain(this_run)
+            .collect();
         pass.proofs = proofs;
         let passed = pass.run(range).await;
         pass.tally.throttles += pass.counter.throttled();
@@ -222,6 +226,14 @@ async fn shard_proofs(
     );
     let next = Arc::new(InOrderWriter::new(store, prefix, written));
     Proofs::in_order(Some(ledger), Some(next))
+}
+
+/// A cursor on the replicator's journal, as the planner folded it for this
+/// run; none without one.
+fn journal_proofs(run: &RunContext, proofs: &Proofs) -> Option<Cursor> {
+    let ledger = proofs.ledger.as_ref()?;
+    let fold = run.manifest.journal.as_ref()?;
+    Some(Ledger::of_chunks(ledger.store().clone(), fold.chunks.clone()).cursor())
 }
 
 /// Where a shard's write phase names the chunks of its proofs.
@@ -296,8 +308,9 @@ struct Pass<'a> {
     stop_at: SystemTime,
     tally: &'a mut Tally,
     /// The ledger of proven pairs and checksum comparisons, and this
-    /// pass's place in the ledgers it reads: the committed one, and in
-    /// VALIDATE the write phase's proofs.
+    /// pass's place in the ledgers it reads: the committed one, the
+    /// replicator's journal folded for this run, and in VALIDATE the write
+    /// phase's proofs.
     proofs: Proofs,
     cursors: Vec<Cursor>,
 }
@@ -427,25 +440,27 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// A write-phase pair whose ETags cannot decide: equal by the ledger,
-    /// else by checksums, else by the listings' rule.
+    /// A write-phase pair whose ETags cannot decide: equal by the ledger
+    /// (the committed one, or the replicator's journal), else by
+    /// checksums, else by the listings' rule.
     async fn compare(
         &mut self,
         copier: &crate::backend::s3::copier::Copier,
         source: ObjectEntry,
         destination: ObjectEntry,
     ) -> Action {
-        if let Some(cursor) = self.cursors.first_mut()
-            && self
+        for cursor in &mut self.cursors {
+            if self
                 .proofs
                 .by_ledger(cursor, &source, &destination, &self.stats)
                 .await
-        {
-            return Action::Skip {
-                key: source.key,
-                size: source.size,
-                reason: SkipReason::Equal,
-            };
+            {
+                return Action::Skip {
+                    key: source.key,
+                    size: source.size,
+                    reason: SkipReason::Equal,
+                };
+            }
         }
         let mover = Mover::Buckets(copier.clone());
         self.proofs

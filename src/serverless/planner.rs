@@ -85,6 +85,12 @@ async fn plan_counted(
         crate::engine::shards::shards_wanted(settings.shard_concurrency, settings.max_shards);
     let shards = plan_shards(&source, &options.range, want, settings.max_shards as usize).await?;
     tracing::info!(run_id, shards = shards.len(), source = %options.source, destination = %options.destination, "planned");
+    let journal = crate::serverless::proofs::fold_journal(
+        env.store.client(),
+        &options,
+        (run_id, env.config.journal_settle_ms),
+    )
+    .await;
     let manifest = RunManifest {
         version: RunManifest::VERSION,
         run_id: run_id.to_owned(),
@@ -92,6 +98,7 @@ async fn plan_counted(
         settings: settings.clone(),
         shards,
         created_at,
+        journal,
     };
     env.store
         .put_json(run_id, RunManifest::KEY, &manifest)

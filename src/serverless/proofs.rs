@@ -17,12 +17,57 @@
 //! pair of HEADs, and then records the pair in the next ledger itself. The
 //! run's copies are proven by VALIDATE's HEADs. The write-phase chunks are
 //! named by no manifest, and the switch's clean-up deletes them.
+//!
+//! The replicator appends the pairs it proves between runs to the ledger's
+//! journal ([`crate::backend::ledger::journal`]). The planner folds the
+//! journal into chunks of this run ([`fold_journal`], named in `run.json`),
+//! which every lister reads as one more cursor; their hits are carried into
+//! the next ledger, whose manifest names the last journal object folded,
+//! and those objects are deleted once it is committed.
 
+use crate::backend::ledger::journal;
 use crate::backend::ledger::proven::ChunkInfo;
+use crate::backend::ledger::read::Ledger;
 use crate::backend::ledger::store::StateStore;
 use crate::backend::ledger::write::{Committed, switch_to};
 use crate::model::options::SyncOptions;
-use crate::serverless::contract::{Checkpoint, RunManifest};
+use crate::serverless::contract::{Checkpoint, JournalFold, RunManifest};
+
+/// Fold the replicator's journal objects that the committed ledger does
+/// not hold yet into chunks of `run_id`. `None` without a ledger or a
+/// journal; a journal that cannot be read is a warning (its pairs cost
+/// HEADs), never a failed plan.
+pub async fn fold_journal(
+    client: &aws_sdk_s3::Client,
+    options: &SyncOptions,
+    (run_id, settle_ms): (&str, u64),
+) -> Option<JournalFold> {
+    let store = StateStore::at(options.ledger.as_ref()?, client);
+    let (source, destination) = (options.source.to_string(), options.destination.to_string());
+    let ledger = Ledger::open(store.clone(), &source, &destination).await;
+    let after = ledger.manifest().journal_through.as_deref();
+    let now = crate::report::emf::now_ms().max(0) as u64;
+    let pair = (source.as_str(), destination.as_str());
+    match journal::fold(&store, pair, after, (now, settle_ms), run_id).await {
+        Ok(fold) => {
+            if fold.objects > 0 {
+                tracing::info!(
+                    objects = fold.objects,
+                    entries = fold.entries,
+                    "folded the replicator's journal into the run's ledger"
+                );
+            }
+            Some(JournalFold {
+                chunks: fold.chunks,
+                through: fold.through?,
+            })
+        }
+        Err(why) => {
+            tracing::warn!(ledger = %store, error = %why, "could not fold the replicator's journal; its pairs are proven again (HEADs)");
+            None
+        }
+    }
+}
 
 /// The chunks of the next ledger, sorted, when every one of the `shards`
 /// has a finished checkpoint in `pass`; `None` while any has not.
@@ -74,8 +119,14 @@ pub async fn commit(
     };
     let store = StateStore::at(location, client);
     let (source, destination) = (options.source.to_string(), options.destination.to_string());
-    match switch_to(&store, &source, &destination, chunks).await {
-        Ok(committed) => Some(committed),
+    let through = manifest.journal.as_ref().map(|j| j.through.clone());
+    match switch_to(&store, &source, &destination, chunks, through.clone()).await {
+        Ok(committed) => {
+            if let Some(through) = &through {
+                journal::forget(&store, through).await;
+            }
+            Some(committed)
+        }
         Err(why) => {
             tracing::warn!(ledger = %store, error = %why, "could not write the ledger of proven pairs; the old one stays");
             None

@@ -34,6 +34,12 @@
 //! conditional on the ETag the HEAD saw (`x-amz-copy-source-if-match`), so
 //! a stale copy cannot land over a newer one.
 //!
+//! A pair the replicator proves equal although its ETags differ (a copy
+//! into a KMS destination, equal stored checksums) goes into the ledger's
+//! journal, one object per invocation, so the next run proves it from its
+//! listings alone instead of by two HEADs
+//! ([`crate::backend::ledger::journal`]).
+//!
 //! Outcomes: every key gets one structured log line, and every invocation
 //! one set of CloudWatch Embedded Metric Format figures: every function's
 //! ([`emf::function_record`]: objects copied, skipped and failed, retries,
@@ -55,6 +61,9 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::ledger::journal;
+use crate::backend::ledger::proven::Proven;
+use crate::backend::ledger::store::StateStore;
 use crate::backend::outcome::CopyError;
 use crate::backend::s3::copier::Copier;
 use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
@@ -78,6 +87,9 @@ pub const METRIC_NAMESPACE: &str = emf::NAMESPACE;
 /// Built once per container from the stack's configuration.
 pub struct Replicator {
     copier: Arc<Copier>,
+    /// The ledger the stack's runs between these buckets keep, whose
+    /// journal this replicator appends to; `None` where they keep none.
+    journal: Option<StateStore>,
     diff: DiffOptions,
     sqs: aws_sdk_sqs::Client,
     dead_letter_queue_url: Option<String>,
@@ -152,6 +164,9 @@ pub struct KeyReport {
     /// that were replicated or deleted.
     pub lag_ms: Option<i64>,
     pub rounds: u32,
+    /// The pair as proven equal, when its ETags differ: for the journal.
+    #[serde(skip)]
+    pub proven: Option<Proven>,
 }
 
 /// Everything one invocation did: the response for SQS, a report per key,
@@ -165,6 +180,8 @@ pub struct Invocation {
     pub unreadable: usize,
     /// Messages this invocation sent to the dead-letter queue itself.
     pub dead_lettered: usize,
+    /// Proven pairs appended to the ledger's journal.
+    pub journaled: usize,
     /// Requests sent again, and answers asking to slow down.
     pub retries: u64,
     pub throttles: u64,
@@ -223,10 +240,15 @@ impl Replicator {
         };
         config.apply_client(&mut spec);
         config.apply_encryption(&mut spec);
+        let journal = match crate::serverless::input::ledger_state(&spec, config)? {
+            Some(state) => Some(StateStore::at(&state.parse()?, env.store.client())),
+            None => None,
+        };
         let options = SyncOptions::try_from(spec)?;
         let copier = Arc::new(env.copier_for(&options).await?);
         Ok(Replicator {
             copier,
+            journal,
             diff: options.diff,
             sqs: env.sqs.clone(),
             dead_letter_queue_url: config.dead_letter_queue_url.clone(),
@@ -324,6 +346,7 @@ impl Replicator {
             }
             invocation.keys.push(report);
         }
+        invocation.journaled = self.journal_proofs(&invocation.keys, &records).await;
 
         for (record, fate) in records.iter().zip(&fates) {
             let receive_count: u32 = record
@@ -359,6 +382,30 @@ impl Replicator {
         invocation.throttles = counter.throttled();
         invocation.metric_lines = self.metrics(&invocation, started.elapsed()).lines(now_ms());
         invocation
+    }
+
+    /// Append the pairs this invocation proved to the ledger's journal, in
+    /// one object; returns how many. A failure is a warning: those pairs
+    /// cost the next run two HEADs each, nothing worse.
+    async fn journal_proofs(&self, keys: &[KeyReport], records: &[SqsMessage]) -> usize {
+        let Some(store) = &self.journal else {
+            return 0;
+        };
+        let entries: Vec<Proven> = keys.iter().filter_map(|k| k.proven.clone()).collect();
+        let count = entries.len();
+        // Named by time and the first message: unique to this invocation.
+        let id = records
+            .first()
+            .and_then(|r| r.message_id.clone())
+            .unwrap_or_default();
+        let at = now_ms().max(0) as u64;
+        match journal::append(store, entries, at, &id).await {
+            Ok(()) => count,
+            Err(why) => {
+                tracing::warn!(ledger = %store, error = %why, pairs = count, "could not append to the ledger's journal; the next run proves these pairs by HEADs");
+                0
+            }
+        }
     }
 
     /// Send a message no retry can fix (or none is left for) to the
@@ -412,12 +459,12 @@ impl Replicator {
     ) -> KeyReport {
         let source = &copier.source;
         let mut reconciled = event.key.clone();
-        let (outcome, rounds) = if event.bucket != source.bucket {
+        let (outcome, rounds, proven) = if event.bucket != source.bucket {
             let reason = format!(
                 "the event is for bucket {:?}; this replicator copies from {source}",
                 event.bucket
             );
-            (Outcome::Ignored { reason }, 0)
+            (Outcome::Ignored { reason }, 0, None)
         } else {
             // Why the event's own reading is not this replicator's, if it
             // is not; another reading of the key still may be.
@@ -436,14 +483,14 @@ impl Replicator {
                 .collect();
             if readings.is_empty() {
                 let reason = own_excluded.unwrap_or_default();
-                (Outcome::Ignored { reason }, 0)
+                (Outcome::Ignored { reason }, 0, None)
             } else if SystemTime::now() >= stop_at {
                 let outcome = Outcome::Failed {
                     code: "NotStarted".into(),
                     message: "the invocation ran out of time before this key".into(),
                     retryable: true,
                 };
-                (outcome, 0)
+                (outcome, 0, None)
             } else {
                 match self
                     .resolve(copier, &readings, own_excluded.is_none())
@@ -453,7 +500,7 @@ impl Replicator {
                         reconciled = key.to_owned();
                         match head {
                             Ok(found) => self.reconcile(copier, relative, Some(found)).await,
-                            Err(f) => (source_head_failed(&f), 1),
+                            Err(f) => (source_head_failed(&f), 1, None),
                         }
                     }
                     Resolved::NoneOurs => {
@@ -461,7 +508,7 @@ impl Replicator {
                             "{}; no other reading of the key exists at the source",
                             own_excluded.unwrap_or_default()
                         );
-                        (Outcome::Ignored { reason }, 1)
+                        (Outcome::Ignored { reason }, 1, None)
                     }
                 }
             }
@@ -478,6 +525,7 @@ impl Replicator {
             outcome,
             lag_ms,
             rounds,
+            proven,
         };
         log_key(&report, &event.event_name, self);
         report
@@ -510,13 +558,27 @@ impl Replicator {
     }
 
     /// Make the destination match the source's current state. Returns the
-    /// outcome and the rounds it took.
+    /// outcome, the rounds it took, and the pair as proven equal when its
+    /// ETags differ (a KMS copy, equal stored checksums).
     /// `known` is the source's state when a HEAD has just read it.
     async fn reconcile(
         &self,
         copier: &Copier,
         relative: &str,
+        known: Option<Option<ObjectEntry>>,
+    ) -> (Outcome, u32, Option<Proven>) {
+        let mut proven = None;
+        let (outcome, rounds) = self.rounds(copier, relative, known, &mut proven).await;
+        (outcome, rounds, proven)
+    }
+
+    /// [`Replicator::reconcile`]'s rounds; a proven pair goes to `proven`.
+    async fn rounds(
+        &self,
+        copier: &Copier,
+        relative: &str,
         mut known: Option<Option<ObjectEntry>>,
+        proven: &mut Option<Proven>,
     ) -> (Outcome, u32) {
         let cancel = CancellationToken::new();
         for round in 1..=MAX_ROUNDS {
@@ -546,7 +608,10 @@ impl Replicator {
                     source,
                     destination,
                 } => match prove(source.checksum.as_ref(), destination.checksum.as_ref()) {
-                    Proof::Equal => return (Outcome::InSync, round),
+                    Proof::Equal => {
+                        *proven = Some(Proven::of(&source, &destination));
+                        return (Outcome::InSync, round);
+                    }
                     Proof::Different => Action::Update {
                         source,
                         destination,
@@ -566,6 +631,15 @@ impl Replicator {
                     match copier.copy(&source, &cancel).await {
                         Ok(copied) => match copier.head(Side::Source, relative).await {
                             Ok(Some(now)) if same_version(&now, &source) => {
+                                *proven =
+                                    copied.etags.as_ref().filter(|(from, to)| from != to).map(
+                                        |(from, to)| Proven {
+                                            key: source.key.clone(),
+                                            size: source.size,
+                                            source_etag: from.clone(),
+                                            destination_etag: to.clone(),
+                                        },
+                                    );
                                 let outcome = Outcome::Replicated {
                                     bytes: copied.bytes,
                                     warnings: copied.warnings,

@@ -82,6 +82,9 @@ pub fn stack_with(configure: impl FnOnce(&mut LocalStackOptions)) -> &'static Te
             LocalStackOptions::new(&moto.endpoint, ([127, 0, 0, 1], moto.router_port).into());
         options.functions_endpoint = Some(proxy.endpoint().to_owned());
         options.lister_max_keys = Some(LISTER_MAX_KEYS);
+        // A test replicates and runs within seconds: the replicator's
+        // journal is folded at once.
+        options.journal_settle_secs = Some(0);
         options.max_receive_count = MAX_RECEIVE_COUNT;
         // SQS delivers at least once: deliver every batch twice, so every
         // count asserted below also proves a redelivery counts nothing twice.

@@ -117,10 +117,11 @@ pub fn check_no_star_resources(t: &Template) -> Check {
     Ok(())
 }
 
-/// (e) s3:DeleteObject is granted only where the parameters allow deletes:
-/// to the copier's role exactly when AllowDelete is true, to the
-/// replicator's exactly when Replication and ReplicateDeletes are both true,
-/// to no other role ever; and each function's environment tells its code
+/// (e) s3:DeleteObject on the synced buckets is granted only where the
+/// parameters allow deletes: to the copier's role exactly when AllowDelete
+/// is true, to the replicator's exactly when Replication and
+/// ReplicateDeletes are both true, to no other role ever (the reporter's
+/// clean-up of ledgers in the report bucket is the least-privilege check's); and each function's environment tells its code
 /// the same. Every combination of the three parameters is evaluated, with
 /// resource conditions (the replicator's role exists only with
 /// Replication=true) and the `Fn::If` branches each statement sits in.
@@ -151,7 +152,11 @@ pub fn check_delete_only_when_allowed(t: &Template) -> Check {
             let deletes = statement
                 .actions()
                 .iter()
-                .any(|a| glob(a, "s3:DeleteObject") || glob(a, "s3:DeleteObjectVersion"));
+                .any(|a| glob(a, "s3:DeleteObject") || glob(a, "s3:DeleteObjectVersion"))
+                && !statement
+                    .resources()
+                    .iter()
+                    .all(|r| r.starts_with("${ReportBucket.Arn}/"));
             let active = t.resource_deployed(&statement.owner, &p)
                 && statement
                     .guards
@@ -235,7 +240,13 @@ pub fn check_least_privilege(t: &Template) -> Check {
     let expected: [(&str, &str, Grants); 5] = [
         ("s3-fanout-planner", "Planner", {
             // The destination too: the preflight lists one key of each.
-            let mut g = grants(&[("s3:ListBucket", src), ("s3:ListBucket", dst)]);
+            let mut g = grants(&[
+                ("s3:ListBucket", src),
+                ("s3:ListBucket", dst),
+                // The replicator's journal is found by listing, and a
+                // ledger not written yet must read as 404.
+                ("s3:ListBucket", report),
+            ]);
             g.extend(grants(&report_rw));
             g
         }),
@@ -273,11 +284,20 @@ pub fn check_least_privilege(t: &Template) -> Check {
         }),
         ("s3-fanout-reporter", "Reporter", {
             // Queue depth: whether a run with missing results is still copying.
-            let mut g = grants(&[("s3:ListBucket", report), ("sqs:GetQueueAttributes", queue)]);
+            let mut g = grants(&[
+                ("s3:ListBucket", report),
+                ("sqs:GetQueueAttributes", queue),
+                // Switching a ledger deletes its old chunks and the
+                // journal it folded; nothing else in the report bucket.
+                (
+                    "s3:DeleteObject",
+                    "${ReportBucket.Arn}/${ReportPrefix}ledgers/*",
+                ),
+            ]);
             g.extend(grants(&report_rw));
             g
         }),
-        // No report bucket: replication writes no run state.
+        // No run state: replication only appends to ledgers' journals.
         (
             REPLICATOR,
             "Replicator",
@@ -300,6 +320,10 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:AbortMultipartUpload", dst_objects),
                 ("s3:GetObject", dst_objects),
                 ("s3:ListBucketMultipartUploads", dst),
+                (
+                    "s3:PutObject",
+                    "${ReportBucket.Arn}/${ReportPrefix}ledgers/*/journal-*",
+                ),
             ]),
         ),
     ];

@@ -167,7 +167,7 @@ mod tests {
             }
         }
         chunks.sort_by(|a, b| a.first.cmp(&b.first));
-        let committed = switch_to(&store, "s", "d", chunks).await.unwrap();
+        let committed = switch_to(&store, "s", "d", chunks, None).await.unwrap();
         assert_eq!(committed.entries, 500);
 
         let ledger = Ledger::open(store, "s", "d").await;

@@ -8,6 +8,8 @@
 //!   sorted stream beside the two listings, one cursor per listed piece.
 //! - [`mod@write`]: the next ledger, gathered during a run and committed at
 //!   its end, beside the old one, which stays valid until the switch.
+//! - [`journal`]: pairs the replicator proved between runs, appended one
+//!   object per invocation and folded into a run's view of the ledger.
 //! - [`in_order`]: the next ledger written straight to chunks by a walk
 //!   in key order (a serverless lister's shard), with no spool; the run's
 //!   report names every shard's chunks in one manifest ([`write::switch_to`]).
@@ -18,6 +20,7 @@
 //! never a wrong "equal".
 
 pub mod in_order;
+pub mod journal;
 pub mod proven;
 pub mod read;
 pub mod store;

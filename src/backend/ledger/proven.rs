@@ -65,6 +65,11 @@ pub struct Manifest {
     pub source: String,
     pub destination: String,
     pub chunks: Vec<ChunkInfo>,
+    /// The last journal object whose entries this ledger holds
+    /// ([`crate::backend::ledger::journal`]): the next fold reads only
+    /// later ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_through: Option<String>,
 }
 
 /// One chunk: its name in the store and the keys it holds.

@@ -131,6 +131,11 @@ impl StateStore {
 
     /// The chunk names present, named in a manifest or not.
     pub async fn chunks(&self) -> Result<Vec<String>, String> {
+        self.names(CHUNK_PREFIX).await
+    }
+
+    /// The names present that start with `prefix`.
+    pub async fn names(&self, prefix: &str) -> Result<Vec<String>, String> {
         match self {
             StateStore::Dir(dir) => {
                 let mut names = Vec::new();
@@ -145,7 +150,7 @@ impl StateStore {
                     .map_err(|e| format!("reading {}: {e}", dir.display()))?
                 {
                     if let Some(name) = entry.file_name().to_str()
-                        && name.starts_with(CHUNK_PREFIX)
+                        && name.starts_with(prefix)
                     {
                         names.push(name.to_owned());
                     }
@@ -153,7 +158,7 @@ impl StateStore {
                 Ok(names)
             }
             StateStore::S3 { client, location } => {
-                let prefix = location.key_for(CHUNK_PREFIX);
+                let prefix = location.key_for(prefix);
                 let mut pages = client
                     .list_objects_v2()
                     .bucket(&location.bucket)
@@ -175,6 +180,53 @@ impl StateStore {
                     );
                 }
                 Ok(names)
+            }
+        }
+    }
+
+    /// Delete every one of `names`: in a bucket, a thousand per request.
+    pub async fn delete_all(&self, names: &[String]) -> Result<(), String> {
+        match self {
+            StateStore::Dir(_) => {
+                for name in names {
+                    self.delete(name).await?;
+                }
+                Ok(())
+            }
+            StateStore::S3 { client, location } => {
+                for some in names.chunks(1000) {
+                    let objects = some
+                        .iter()
+                        .map(|name| {
+                            aws_sdk_s3::types::ObjectIdentifier::builder()
+                                .key(location.key_for(name))
+                                .build()
+                                .map_err(|e| e.to_string())
+                        })
+                        .collect::<Result<Vec<_>, String>>()?;
+                    let delete = aws_sdk_s3::types::Delete::builder()
+                        .set_objects(Some(objects))
+                        .quiet(true)
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    let answer = client
+                        .delete_objects()
+                        .bucket(&location.bucket)
+                        .delete(delete)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            format!("deleting from {location}: {}", classify(&e).message)
+                        })?;
+                    if let Some(error) = answer.errors().first() {
+                        return Err(format!(
+                            "deleting {} from {location}: {}",
+                            error.key().unwrap_or_default(),
+                            error.message().unwrap_or_default()
+                        ));
+                    }
+                }
+                Ok(())
             }
         }
     }

@@ -134,6 +134,13 @@ impl LedgerWriter {
     /// May be called again later: it merges everything again, the entries
     /// recorded since included.
     pub async fn commit(&self) -> Result<Committed, String> {
+        let chunks = self.write_chunks().await?;
+        switch_to(&self.store, &self.source, &self.destination, chunks, None).await
+    }
+
+    /// Merge everything recorded so far into chunks in the store, sorted
+    /// and apart, that no manifest names yet.
+    pub async fn write_chunks(&self) -> Result<Vec<ChunkInfo>, String> {
         let rest = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()));
         if !rest.is_empty() {
             self.write_run(rest)
@@ -155,18 +162,20 @@ impl LedgerWriter {
             self.store.put(&chunk.name, bytes).await?;
         }
         let _ = tokio::fs::remove_dir_all(&out).await;
-        switch_to(&self.store, &self.source, &self.destination, chunks).await
+        Ok(chunks)
     }
 }
 
 /// Make `chunks` (already in the store, sorted, their key ranges apart)
 /// the ledger: write the manifest that names them, the one step that
-/// switches, then delete the chunks it does not name.
+/// switches, then delete the chunks it does not name. `journal_through`:
+/// the last journal object folded into them, if any.
 pub async fn switch_to(
     store: &StateStore,
     source: &str,
     destination: &str,
     chunks: Vec<ChunkInfo>,
+    journal_through: Option<String>,
 ) -> Result<Committed, String> {
     let committed = Committed {
         entries: chunks.iter().map(|c| c.entries).sum(),
@@ -177,6 +186,7 @@ pub async fn switch_to(
         source: source.to_owned(),
         destination: destination.to_owned(),
         chunks,
+        journal_through,
     };
     let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
     store.put(MANIFEST, bytes).await?;
