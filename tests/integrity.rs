@@ -75,27 +75,33 @@ async fn uploads_carry_crc64nvme_and_a_damaged_part_never_lands() {
     assert_eq!(get_bytes(&s3, &dst, "big.bin").await, big);
     assert_eq!(get_bytes(&s3, &dst, "small.bin").await, small);
 
-    let via = s3_at(proxy.endpoint()).await;
     for (key, bytes) in [("small.bin", &small), ("big.bin", &big)] {
-        let head = via
-            .head_object()
-            .bucket(&dst)
-            .key(key)
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            head.checksum_crc64_nvme(),
-            Some(Crc64Nvme::of(bytes).as_str()),
-            "{key}"
-        );
-        assert_eq!(
-            head.checksum_type(),
-            Some(&ChecksumType::FullObject),
-            "{key}"
-        );
+        assert_full_object_crc64nvme(&proxy, &dst, key, bytes).await;
     }
+}
+
+/// The object's stored checksum, as S3 answers HEAD in checksum mode
+/// through `proxy`, is a full-object CRC64NVME of `bytes`.
+async fn assert_full_object_crc64nvme(proxy: &FaultProxy, bucket: &str, key: &str, bytes: &[u8]) {
+    let head = s3_at(proxy.endpoint())
+        .await
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.checksum_crc64_nvme(),
+        Some(Crc64Nvme::of(bytes).as_str()),
+        "{key}"
+    );
+    assert_eq!(
+        head.checksum_type(),
+        Some(&ChecksumType::FullObject),
+        "{key}"
+    );
 }
 
 /// GIVEN a KMS source with one object whose bytes are damaged on their way
@@ -332,23 +338,9 @@ async fn streams_carry_checksums_and_a_damaged_part_never_lands() {
         assert_eq!(refused.len(), 1, "the damaged part was refused: {parts:?}");
         assert_eq!(refused[0].part_number, Some(2));
 
-        let via = s3_at(to.endpoint()).await;
         for (key, bytes) in &objects {
             assert_eq!(&get_bytes(&s3, &dst, key).await, bytes, "{key}");
-            let head = via
-                .head_object()
-                .bucket(&dst)
-                .key(*key)
-                .checksum_mode(ChecksumMode::Enabled)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(
-                head.checksum_crc64_nvme(),
-                Some(Crc64Nvme::of(bytes).as_str()),
-                "{key}"
-            );
-            assert_eq!(head.checksum_type(), Some(&ChecksumType::FullObject));
+            assert_full_object_crc64nvme(&to, &dst, key, bytes).await;
         }
         assert_eq!(list_multipart_uploads(&s3, &dst).await, 0);
 
