@@ -137,7 +137,8 @@ async fn a_serverless_run_copies_every_shard_verifies_and_a_rerun_copies_nothing
     assert_eq!(code, 0, "{}", out.stderr);
     assert_eq!(count(&summary, "copied"), 0);
     assert_eq!(count(&summary, "skip_equal"), seeded);
-    assert_eq!(count(&summary, "verify_checked"), seeded);
+    // AND VALIDATE lists nothing: no shard wrote anything to check
+    assert_eq!(count(&summary, "verify_checked"), 0);
 
     // AND `report` prints the same summary
     let outputs = stack().outputs_file.display().to_string();
@@ -473,6 +474,7 @@ async fn a_retried_lister_invocation_resumes_from_its_checkpoint_and_resends_not
                 cursor: None,
                 done: false,
                 proven_chunks: 0,
+                batches_sent: 0,
             };
             // GIVEN an invocation that checkpointed and then died before
             // returning (Step Functions retries it with the same input)
@@ -581,6 +583,7 @@ async fn a_lister_returns_its_cursor_before_its_deadline_and_the_next_call_finis
                 cursor: None,
                 done: false,
                 proven_chunks: 0,
+                batches_sent: 0,
             };
             // GIVEN an invocation with a second left (less than the margin
             // a lister keeps for its last page)
@@ -638,10 +641,16 @@ async fn a_kms_destination_validates_by_checksums_and_a_rerun_is_listing_only() 
         .count();
     assert!(chunks > 1, "a chunk per VALIDATE invocation: {chunks}");
 
-    let (_, again) = sync("kms-again");
+    let (again_id, again) = sync("kms-again");
     assert_eq!(count(&again, "copied") + count(&again, "updated"), 0);
     assert_eq!(count(&again, "checksum_heads"), 0, "{again}");
-    assert_eq!(count(&again, "proven_by_ledger"), 2 * seeded, "both phases");
+    // The write phase sent nothing, so VALIDATE listed nothing: each side
+    // was listed once, and the write phase's proofs are the next ledger.
+    assert_eq!(count(&again, "proven_by_ledger"), seeded, "the write phase");
+    assert_eq!(
+        validate_cursors(&s3, &again_id).await,
+        (manifest_shards(&s3, &again_id).await, 0)
+    );
     assert_eq!(count(&again, "ledger_entries"), seeded);
 
     let key = "alpha/003.dat";
@@ -652,9 +661,12 @@ async fn a_kms_destination_validates_by_checksums_and_a_rerun_is_listing_only() 
         get_bytes(&s3, &dst, key).await,
         get_bytes(&s3, &src, key).await
     );
-    // The write phase's pair found different, VALIDATE's copy proven.
+    // The write phase's pair found different, VALIDATE's copy proven;
+    // VALIDATE listed only the shard that wrote.
     assert_eq!(count(&repaired, "checksum_heads"), 4, "{repaired}");
-    assert_eq!(count(&repaired, "proven_by_ledger"), 2 * (seeded - 1));
+    let in_validate = count(&repaired, "proven_by_ledger") - (seeded - 1);
+    assert!(in_validate < seeded - 1, "{repaired}");
+    assert_eq!(count(&repaired, "verify_checked"), in_validate + 1);
     assert_eq!(count(&repaired, "ledger_entries"), seeded);
 
     // The ledger lost (its manifest deleted), as for copies another tool
@@ -674,10 +686,41 @@ async fn a_kms_destination_validates_by_checksums_and_a_rerun_is_listing_only() 
     assert_eq!(count(&rebuilt, "copied") + count(&rebuilt, "updated"), 0);
     assert_eq!(count(&rebuilt, "checksum_heads"), 2 * seeded, "{rebuilt}");
     assert_eq!(count(&rebuilt, "proven_by_checksum"), seeded);
-    assert_eq!(count(&rebuilt, "proven_by_ledger"), seeded, "VALIDATE");
+    assert_eq!(count(&rebuilt, "proven_by_ledger"), 0, "no VALIDATE");
     assert_eq!(count(&rebuilt, "ledger_entries"), seeded);
     let (_, after) = sync("kms-after");
     assert_eq!(count(&after, "checksum_heads"), 0, "{after}");
+}
+
+/// The shards of a run's VALIDATE, and how many of them listed anything
+/// (a checkpoint that got past a key).
+async fn validate_cursors(s3: &Client, run_id: &str) -> (usize, usize) {
+    let config = &stack().env.config;
+    let folder = format!("{}{run_id}/validate/", config.report_prefix);
+    let mut shards = std::collections::BTreeSet::new();
+    let mut listed = std::collections::BTreeSet::new();
+    for (key, _, _) in contents(s3, &config.report_bucket).await {
+        let Some(name) = key.strip_prefix(&folder) else {
+            continue;
+        };
+        let shard = name.split('-').next().unwrap_or_default().to_owned();
+        let checkpoint: Value =
+            serde_json::from_slice(&get_bytes(s3, &config.report_bucket, &key).await).unwrap();
+        if !checkpoint["cursor"].is_null() {
+            listed.insert(shard.clone());
+        }
+        shards.insert(shard);
+    }
+    (shards.len(), listed.len())
+}
+
+/// How many shards a run was planned with.
+async fn manifest_shards(s3: &Client, run_id: &str) -> usize {
+    let config = &stack().env.config;
+    let key = format!("{}{run_id}/run.json", config.report_prefix);
+    let manifest: Value =
+        serde_json::from_slice(&get_bytes(s3, &config.report_bucket, &key).await).unwrap();
+    manifest["shards"].as_array().unwrap().len()
 }
 
 /// An S3 event message about `key`, as the event queue delivers it.
@@ -778,13 +821,13 @@ async fn a_run_after_replication_proves_replicated_pairs_by_the_journal() {
     assert_eq!(count(&night, "checksum_heads"), 0, "{night}");
     assert_eq!(
         count(&night, "proven_by_ledger"),
-        2 * KEYS as u64,
-        "both phases"
+        KEYS as u64,
+        "no VALIDATE"
     );
     assert_eq!(count(&night, "ledger_entries"), KEYS as u64);
     // AND the journal it folded is gone; the ledger holds the pairs
     assert_eq!(journal_objects().await, 0);
     let after = sync("journal-after");
     assert_eq!(count(&after, "checksum_heads"), 0, "{after}");
-    assert_eq!(count(&after, "proven_by_ledger"), 2 * KEYS as u64);
+    assert_eq!(count(&after, "proven_by_ledger"), KEYS as u64);
 }

@@ -232,10 +232,32 @@ pub struct ShardCursor {
     /// back to name them.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub proven_chunks: u32,
+    /// Batches the shard's earlier invocations of this phase sent: a shard
+    /// whose write phase sent none has nothing for VALIDATE to check.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub batches_sent: u64,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `proven/SHARD.json`: what a shard's write phase leaves its VALIDATE,
+/// written by its last invocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardWritten {
+    /// Batches (copies, deletes) the shard's write phase sent. None: the
+    /// destination was not written to in this shard, so VALIDATE does not
+    /// list it again.
+    pub batches_sent: u64,
+    /// The chunks of pairs the write phase proved (ledger hits, checksum
+    /// comparisons), for VALIDATE to read beside the committed ledger.
+    #[serde(default)]
+    pub chunks: Vec<ChunkInfo>,
 }
 
 /// One invocation's checkpoint, rewritten after every page.

@@ -22,6 +22,11 @@
 //! `proven/SHARD.json`: VALIDATE reads them beside the committed ledger,
 //! so a pair the write phase proved by checksums is not HEADed again.
 //!
+//! That record also says how many batches the shard's write phase sent. A
+//! shard that sent none wrote nothing to check: its VALIDATE lists nothing,
+//! and takes the write phase's proofs as its own, so an unchanged night
+//! lists each side once, as the CLI does.
+//!
 //! Every invocation reports one EMF record: what it listed, skipped as
 //! already equal, sent (`ObjectsListed`, `ObjectsSkipped`, `BatchesSent`)
 //! or, validating, checked (`ObjectsVerified`, `ObjectsMismatched`); a
@@ -34,7 +39,6 @@ use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 use crate::backend::ledger::in_order::InOrderWriter;
-use crate::backend::ledger::proven::ChunkInfo;
 use crate::backend::ledger::read::{Cursor, Ledger};
 use crate::backend::ledger::store::{CHUNK_PREFIX, StateStore};
 use crate::backend::s3::listing::{ListTarget, list_range};
@@ -50,7 +54,9 @@ use crate::report::emf::{self, MetricRecord, Unit, Work};
 use crate::report::{Counts, Stats};
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{BatchBuilder, BatchLimits, send_batches};
-use crate::serverless::contract::{Checkpoint, CopyBatch, CopyTask, Phase, SentBatch, ShardCursor};
+use crate::serverless::contract::{
+    Checkpoint, CopyBatch, CopyTask, Phase, SentBatch, ShardCursor, ShardWritten,
+};
 use crate::serverless::env::RunContext;
 
 /// Keys per checkpoint: one ListObjectsV2 page.
@@ -174,10 +180,27 @@ async fn list_and_tally(
             ..Checkpoint::default()
         },
     };
-    if !checkpoint.done {
+    let written = match at.phase {
+        Phase::Validate if !checkpoint.done => shard_written(env, &at).await,
+        _ => None,
+    };
+    if let Some(written) = written.as_ref().filter(|w| w.batches_sent == 0) {
+        // The write phase changed nothing here: its listing already proved
+        // every pair it could, and its proofs are the next ledger's.
+        tracing::info!(
+            shard = at.shard,
+            "the write phase sent no batch in this shard; nothing to validate"
+        );
+        checkpoint.done = true;
+        if run.options.ledger.is_some() {
+            checkpoint.proven = written.chunks.clone();
+        }
+        checkpoint.updated_at_ms = Some(emf::now_ms());
+        env.store.put_json(&at.run_id, &name, &checkpoint).await?;
+    } else if !checkpoint.done {
         let range = shard_range.resumed_after(checkpoint.cursor.as_deref());
         let proofs = shard_proofs(env, &run, &at, checkpoint.proven.len()).await;
-        let this_run = write_phase_proofs(env, &proofs, &at).await;
+        let this_run = write_phase_proofs(&proofs, written.as_ref());
         let journal = journal_proofs(&run, &proofs);
         let mut pass = Pass::new(env, &run, &at, &mut checkpoint, deadline, tally);
         pass.cursors = (proofs.cursor().into_iter())
@@ -194,6 +217,7 @@ async fn list_and_tally(
         cursor: checkpoint.cursor.clone(),
         done: checkpoint.done,
         proven_chunks: at.proven_chunks + checkpoint.proven.len() as u32,
+        batches_sent: at.batches_sent + checkpoint.batches.len() as u64,
         ..at
     })
 }
@@ -241,43 +265,40 @@ fn write_proofs_name(shard: usize) -> String {
     format!("proven/{shard:05}.json")
 }
 
-/// In VALIDATE, a cursor on the pairs this run's write phase proved in
-/// this shard; none in the write phase, or where it proved none.
-async fn write_phase_proofs(
-    env: &FunctionEnv,
-    proofs: &Proofs,
-    at: &ShardCursor,
-) -> Option<Cursor> {
-    let ledger = proofs.ledger.as_ref()?;
-    if at.phase != Phase::Validate {
-        return None;
-    }
+/// In VALIDATE, what the shard's write phase left it; `None` when that
+/// cannot be read (then VALIDATE lists the shard and proves its pairs
+/// again, which is safe).
+async fn shard_written(env: &FunctionEnv, at: &ShardCursor) -> Option<ShardWritten> {
     let name = write_proofs_name(at.shard);
-    match env
-        .store
-        .get_json::<Vec<ChunkInfo>>(&at.run_id, &name)
-        .await
-    {
-        Ok(Some(chunks)) => Some(Ledger::of_chunks(ledger.store().clone(), chunks).cursor()),
-        Ok(None) => None,
+    match env.store.get_json::<ShardWritten>(&at.run_id, &name).await {
+        Ok(written) => written,
         Err(e) => {
-            tracing::warn!(error = %e, "the write phase's proofs cannot be read; VALIDATE proves its pairs again (HEADs)");
+            tracing::warn!(error = %e, "what the write phase left cannot be read; VALIDATE lists the shard and proves its pairs again");
             None
         }
     }
 }
 
-/// At the end of a shard's write phase, when VALIDATE follows: name every
+/// In VALIDATE, a cursor on the pairs this run's write phase proved in
+/// this shard; none in the write phase, or where it proved none.
+fn write_phase_proofs(proofs: &Proofs, written: Option<&ShardWritten>) -> Option<Cursor> {
+    let ledger = proofs.ledger.as_ref()?;
+    let chunks = written
+        .map(|w| w.chunks.clone())
+        .filter(|c| !c.is_empty())?;
+    Some(Ledger::of_chunks(ledger.store().clone(), chunks).cursor())
+}
+
+/// At the end of a shard's write phase, when VALIDATE follows: record how
+/// many batches the shard sent (none: VALIDATE skips it) and name every
 /// chunk of proofs its invocations wrote, for VALIDATE to read. Earlier
-/// invocations' chunks are in their checkpoints.
-async fn name_write_proofs(
+/// invocations' chunks are in their checkpoints, read back only when
+/// there are some.
+async fn end_write_phase(
     env: &FunctionEnv,
     at: &ShardCursor,
     last: &Checkpoint,
 ) -> Result<(), SyncError> {
-    if at.proven_chunks == 0 && last.proven.is_empty() {
-        return Ok(()); // nothing proven: VALIDATE finds no name, one GET
-    }
     let mut chunks = Vec::new();
     for seq in (0..at.seq).filter(|_| at.proven_chunks > 0) {
         let name = checkpoint_name(Phase::Write, at.shard, seq);
@@ -286,11 +307,12 @@ async fn name_write_proofs(
         }
     }
     chunks.extend(last.proven.iter().cloned());
-    if chunks.is_empty() {
-        return Ok(());
-    }
+    let written = ShardWritten {
+        batches_sent: at.batches_sent + last.batches.len() as u64,
+        chunks,
+    };
     env.store
-        .put_json(&at.run_id, &write_proofs_name(at.shard), &chunks)
+        .put_json(&at.run_id, &write_proofs_name(at.shard), &written)
         .await
 }
 
@@ -518,14 +540,13 @@ impl<'a> Pass<'a> {
         self.checkpoint.updated_at_ms = Some(emf::now_ms());
         self.stats = Stats::default();
         // Before the checkpoint that says the shard is done: a retry of a
-        // done shard lists nothing, and would not name them again.
+        // done shard lists nothing, and would not write it again.
         if done
             && self.at.phase == Phase::Write
             && self.run.manifest.settings.validate
-            && self.proofs.ledger.is_some()
-            && let Err(e) = name_write_proofs(self.env, self.at, self.checkpoint).await
+            && let Err(e) = end_write_phase(self.env, self.at, self.checkpoint).await
         {
-            tracing::warn!(error = %e, "the write phase's proofs could not be named; VALIDATE proves its pairs again (HEADs)");
+            tracing::warn!(error = %e, "what the write phase leaves VALIDATE could not be written; VALIDATE lists the shard and proves its pairs again");
         }
         let name = checkpoint_name(self.at.phase, self.at.shard, self.at.seq);
         self.env

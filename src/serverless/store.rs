@@ -6,7 +6,7 @@
 //!   run.json                      the validated execution input and its shards (planner)
 //!   sent/SHARD-SEQ.json           a lister invocation's checkpoint: cursor, counts, batches sent
 //!   results/BATCH.json            one per batch (copier); a redelivery overwrites it
-//!   proven/SHARD.json             the chunks of pairs a shard's write phase proved, for VALIDATE
+//!   proven/SHARD.json             what a shard's write phase leaves VALIDATE: batches sent, proof chunks
 //!   validate/SHARD-SEQ.json       a VALIDATE invocation's checkpoint and mismatches
 //!   summary.json, failures.csv    the report (reporter)
 //! s3://REPORT_BUCKET/REPORT_PREFIX/ledgers/NAME/
