@@ -501,6 +501,113 @@ async fn a_retried_lister_invocation_resumes_from_its_checkpoint_and_resends_not
     assert_eq!(checkpoint.counts.plan_copy, 14);
 }
 
+/// Checkpoints are spaced, and a crash repeats only what the last one did
+/// not cover. One shard of 40 keys, the deadline looked at every 5 keys, a
+/// checkpoint every 15 (the stack's defaults: 1,000 and 10,000).
+/// GIVEN the invocation's second checkpoint refused, so it dies after
+/// sending the batch of keys 15 to 29
+/// WHEN Step Functions retries it
+/// THEN it resumes from the first checkpoint, sends that batch again under
+/// the same id, and ends with every key in exactly one batch and exact
+/// counts; the checkpoint was written 4 times (3, and the refused one),
+/// where a checkpoint per look would have been 9
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_are_spaced_and_a_crash_repeats_only_what_the_last_did_not_cover() {
+    use s3_fanout::serverless::contract::{Checkpoint, Phase, ShardCursor};
+    use s3_fanout::serverless::lister::{checkpoint_name, list_shard};
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-spaced").await;
+    for i in 0..40 {
+        put(&s3, &src, &format!("c{i:03}"), body(i, 10)).await;
+    }
+    let stack = stack();
+    let mut config = stack.env.config.clone();
+    config.lister_max_keys = u64::MAX;
+    config.lister_page_keys = 5;
+    config.checkpoint_keys = 15;
+    let run_id = unique_bucket("spaced");
+    let checkpoint_key = format!(
+        "{}{run_id}/{}",
+        config.report_prefix,
+        checkpoint_name(Phase::Write, 0, 0)
+    );
+    // The stack's copiers copy what is sent: slowed, so the retry lists
+    // the lost batch's keys before they arrive and sends them again.
+    stack.proxy.add_rule(
+        Rule::on(Op::CopyObject)
+            .bucket(&dst)
+            .delay(std::time::Duration::from_secs(5)),
+    );
+    stack.proxy.add_rule(
+        Rule::on(Op::PutObject)
+            .key(&checkpoint_key)
+            .skip(1)
+            .times(1)
+            .respond(403, support::fault_proxy::ACCESS_DENIED_XML),
+    );
+    let input =
+        serde_json::json!({"source": format!("s3://{src}"), "destination": format!("s3://{dst}")});
+    let (crashed, retried, checkpoint) = stack
+        .runtime
+        .spawn(async move {
+            let env = s3_fanout::serverless::FunctionEnv::new(config).await;
+            let far = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+            let plan = s3_fanout::serverless::planner::plan(&env, &run_id, &input)
+                .await
+                .unwrap();
+            assert_eq!(plan.shards, vec![0]);
+            let start = ShardCursor {
+                run_id: run_id.clone(),
+                phase: Phase::Write,
+                shard: 0,
+                seq: 0,
+                cursor: None,
+                done: false,
+                proven_chunks: 0,
+                batches_sent: 0,
+            };
+            let crashed = list_shard(&env, start.clone(), far).await;
+            let retried = list_shard(&env, start, far).await.unwrap();
+            let checkpoint: Checkpoint = env
+                .store
+                .get_json(&run_id, &checkpoint_name(Phase::Write, 0, 0))
+                .await
+                .unwrap()
+                .unwrap();
+            (crashed, retried, checkpoint)
+        })
+        .await
+        .unwrap();
+    assert!(
+        crashed.is_err(),
+        "the refused checkpoint ends the invocation"
+    );
+    assert!(retried.done);
+    assert_eq!(retried.cursor.as_deref(), Some("c039"));
+    let batches: Vec<(&str, &str)> = checkpoint
+        .batches
+        .iter()
+        .map(|b| (b.id.as_str(), b.first_key.as_str()))
+        .collect();
+    assert_eq!(
+        batches,
+        [
+            ("00000-00000-00000", "c000"),
+            ("00000-00000-00001", "c015"),
+            ("00000-00000-00002", "c030"),
+        ],
+        "the batch of the lost checkpoint sent again under its id"
+    );
+    assert_eq!(checkpoint.counts.plan_copy, 40, "every key counted once");
+    let writes = stack
+        .proxy
+        .requests()
+        .iter()
+        .filter(|r| r.op == Op::PutObject && r.key.as_deref() == Some(checkpoint_key.as_str()))
+        .count();
+    assert_eq!(writes, 4);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreadable_message_is_handed_back_until_the_redrive_policy_moves_it_to_the_dlq() {
     let stack = stack();

@@ -14,6 +14,10 @@ use crate::serverless::store::RunStore;
 /// Keys a lister invocation handles at most, unless the stack says otherwise.
 pub const DEFAULT_LISTER_MAX_KEYS: u64 = 2_000_000;
 
+/// A lister writes a checkpoint at least this often, however slowly its
+/// keys come (a page of pairs proven by HEADs).
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The stack's configuration, one environment variable each.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -35,6 +39,13 @@ pub struct StackConfig {
     /// Keys one lister invocation handles at most before it returns its
     /// cursor (besides its deadline): bounds the work a crash repeats.
     pub lister_max_keys: u64,
+    /// Keys between a lister's looks at its deadline and checkpoint
+    /// (`S3_FANOUT_LISTER_PAGE_KEYS`, default 1,000: one listing page).
+    pub lister_page_keys: u64,
+    /// Keys a lister handles between two checkpoints at most
+    /// (`S3_FANOUT_CHECKPOINT_KEYS`, default 10,000: ten listing pages),
+    /// besides one every [`CHECKPOINT_INTERVAL`]: what a crash repeats.
+    pub checkpoint_keys: u64,
     /// How old a replicator's journal object must be before a run folds it
     /// in (`S3_FANOUT_JOURNAL_SETTLE_SECONDS`, default 300): an invocation
     /// still writing its object is folded by the next run, not skipped.
@@ -137,6 +148,8 @@ impl StackConfig {
             max_receive_count: number("S3_FANOUT_MAX_RECEIVE_COUNT", 5)?.max(1) as u32,
             copy_concurrency: number("S3_FANOUT_COPY_CONCURRENCY", 16)?.max(1) as usize,
             lister_max_keys: number("S3_FANOUT_LISTER_MAX_KEYS", DEFAULT_LISTER_MAX_KEYS)?.max(1),
+            lister_page_keys: number("S3_FANOUT_LISTER_PAGE_KEYS", 1_000)?.max(1),
+            checkpoint_keys: number("S3_FANOUT_CHECKPOINT_KEYS", 10_000)?.max(1),
             journal_settle_ms: number("S3_FANOUT_JOURNAL_SETTLE_SECONDS", 300)?
                 .saturating_mul(1000),
             split_object_bytes: var("S3_FANOUT_SPLIT_OBJECT_BYTES")

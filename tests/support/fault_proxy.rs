@@ -245,6 +245,8 @@ pub struct Rule {
     part: Option<u32>,
     /// `None`: forever.
     remaining: Option<u32>,
+    /// Matching requests still to let through before the rule applies.
+    skip: u32,
     sample: Option<Sample>,
     fault: Fault,
 }
@@ -260,6 +262,7 @@ pub struct RuleBuilder {
     query: Option<String>,
     part: Option<u32>,
     remaining: Option<u32>,
+    skip: u32,
     sample: Option<Sample>,
 }
 
@@ -281,6 +284,7 @@ impl Rule {
             query: None,
             part: None,
             remaining: None,
+            skip: 0,
             sample: None,
         }
     }
@@ -326,6 +330,13 @@ impl RuleBuilder {
     /// Only this part number (UploadPart, UploadPartCopy).
     pub fn part(mut self, part_number: u32) -> Self {
         self.part = Some(part_number);
+        self
+    }
+
+    /// Let the first `n` matching requests through untouched; the rule
+    /// applies from the next one (the second checkpoint, not the first).
+    pub fn skip(mut self, n: u32) -> Self {
+        self.skip = n;
         self
     }
 
@@ -386,6 +397,7 @@ impl RuleBuilder {
             query: self.query,
             part: self.part,
             remaining: self.remaining,
+            skip: self.skip,
             sample: self.sample,
             fault,
         }
@@ -970,6 +982,10 @@ fn plan(state: &mut State, request: &Recorded) -> Plan {
     }
     for rule in state.rules.iter_mut() {
         if !rule.matches(request) || rule.sample.as_mut().is_some_and(|s| !s.hit()) {
+            continue;
+        }
+        if rule.skip > 0 {
+            rule.skip -= 1;
             continue;
         }
         if let Some(n) = rule.remaining.as_mut() {
