@@ -19,6 +19,7 @@ use aws_sdk_s3::Client;
 use futures::StreamExt;
 use serde_json::Value;
 use support::fault_proxy::{FaultProxy, Op, Rule};
+use support::synthetic::Synthetic;
 use support::*;
 
 const MIB: usize = 1024 * 1024;
@@ -393,65 +394,6 @@ fn urlencode(key: &str) -> String {
     percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC)
         .to_string()
         .replace("%2F", "/")
-}
-
-/// The synthetic listing server (`scripts/bench/synthetic_s3.py`): buckets
-/// whose listings are computed, so 10,000 objects cost no seeding. Stopped
-/// when dropped.
-struct Synthetic {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Synthetic {
-    fn start() -> Synthetic {
-        let dir = tempfile::tempdir().unwrap();
-        let port_file = dir.path().join("port");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench/synthetic_s3.py");
-        let child = std::process::Command::new("python3")
-            .args([script, "--port-file", port_file.to_str().unwrap()])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs the synthetic server");
-        let started = std::time::Instant::now();
-        let port = loop {
-            if let Ok(port) = std::fs::read_to_string(&port_file) {
-                break port.trim().to_owned();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "no synthetic server"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Synthetic {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// Requests answered so far, by operation.
-    fn counts(&self) -> Value {
-        use std::io::{Read, Write};
-        let address = self.endpoint.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        write!(
-            stream,
-            "GET /__synthetic/counts HTTP/1.0\r\nHost: {address}\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-        serde_json::from_str(body).expect("counts as JSON")
-    }
-}
-
-impl Drop for Synthetic {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Where ETags are MD5s nothing gets worse: an unchanged 10,000-object

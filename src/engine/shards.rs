@@ -2,7 +2,7 @@
 //! listed, into pieces that lister functions take one each.
 
 use crate::backend::s3::folders::{folders, sub_prefixes};
-use crate::backend::s3::listing::ListTarget;
+use crate::backend::s3::listing::{ListTarget, any_key_after};
 use crate::base::error::SyncError;
 use crate::model::keyspace::{KeySpace, thin, tile};
 use crate::model::location::KeyRange;
@@ -34,16 +34,7 @@ pub async fn plan_shards(
     let mut depth = 1;
     if boundaries.is_empty() && top.more && top.sample.len() > 1 {
         depth = MAX_DEPTH; // cuts between keys have no folders to refine
-        // Flat: cut beyond the first page, as the local runtime does first.
-        // Shards are fixed once planned, so nothing re-cuts the last one;
-        // its lister loops on its cursor instead.
-        let (first, last) = (&top.sample[0], &top.sample[top.sample.len() - 1]);
-        boundaries = KeySpace::from_sample(&top.sample).cuts_after_page(
-            first,
-            last,
-            last,
-            want.saturating_sub(1),
-        );
+        boundaries = flat_cuts(target, &range.prefix, &top.sample, want).await?;
     }
     while boundaries.len() < want && depth < MAX_DEPTH && !boundaries.is_empty() {
         if boundaries.len() > MAX_REFINED {
@@ -72,6 +63,79 @@ pub async fn plan_shards(
     boundaries.sort();
     boundaries.dedup();
     Ok(tile(range, thin(boundaries, max.saturating_sub(1))))
+}
+
+/// One-key listings spent finding where a flat keyspace ends, past the
+/// doubling that brackets it: the end is then known to within 1/256 of
+/// that bracket.
+const END_PROBES: usize = 8;
+
+/// Cuts for a flat keyspace (no folders), `want` shards' worth, spread
+/// evenly up to where its keys end. Shards are fixed once planned, so
+/// cutting at 1, 2, 4, … pages beyond the first, as the local runtime's
+/// first cut does, would leave the last shard a third or more of the keys
+/// (it holds everything past the last doubling). The end is found with
+/// one-key listings instead: the first doubling of the first page's reach
+/// with no key after it, by bisection over the doublings, then
+/// [`END_PROBES`] bisections of the space between it and the one before.
+/// About 15 requests; keys spread unevenly in the key space (a dense run
+/// of dates) still make uneven shards, which only cutting while listing
+/// can even out.
+async fn flat_cuts(
+    target: &ListTarget,
+    prefix: &str,
+    sample: &[String],
+    want: usize,
+) -> Result<Vec<String>, SyncError> {
+    let space = KeySpace::from_sample(sample);
+    let (first, last) = (&sample[0], &sample[sample.len() - 1]);
+    let doublings = space.cuts_after_page(first, last, last, 64);
+    // Keys after a cut: true up to some doubling, false from there on.
+    let (mut low, mut high) = (0, doublings.len());
+    while low < high {
+        let mid = (low + high) / 2;
+        if any_key_after(target, prefix, &doublings[mid]).await? {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    let mut below = match low {
+        0 => last.clone(),
+        n => doublings[n - 1].clone(),
+    };
+    let mut above = doublings.get(low).cloned();
+    for _ in 0..END_PROBES {
+        let Some(mid) = space.midpoint(&below, above.as_deref()) else {
+            break;
+        };
+        if any_key_after(target, prefix, &mid).await? {
+            below = mid;
+        } else {
+            above = Some(mid);
+        }
+    }
+    let end = above.unwrap_or(below);
+    // Halve every piece between the first key and the end until there are
+    // enough, then keep `want - 1` cuts spread over them.
+    let mut cuts = vec![first.clone(), end];
+    while cuts.len() <= want {
+        let mut finer = vec![cuts[0].clone()];
+        for pair in cuts.windows(2) {
+            if let Some(mid) = space.midpoint(&pair[0], Some(&pair[1])) {
+                finer.push(mid);
+            }
+            finer.push(pair[1].clone());
+        }
+        if finer.len() == cuts.len() {
+            break; // the space cannot be cut finer
+        }
+        cuts = finer;
+    }
+    // The first key starts the first shard, and no key lies past the end.
+    cuts.pop();
+    cuts.remove(0);
+    Ok(thin(cuts, want.saturating_sub(1)))
 }
 
 /// True when boundary `b` lies inside the range's bounds (a boundary need

@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 pub mod fault_proxy;
 pub mod local_stack;
+pub mod synthetic;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
