@@ -73,6 +73,10 @@ fn progress_polls(secs: f64) -> u64 {
     polls
 }
 
+/// Keys a lister handles between checkpoints (the stack's default
+/// `S3_FANOUT_CHECKPOINT_KEYS`).
+const CHECKPOINT_KEYS: u64 = 10_000;
+
 /// Lister invocations for one pass over `keys` keys in `shards` shards.
 fn lister_invocations(shards: u64, keys: u64, max_keys: u64) -> u64 {
     shards.max(1) + keys / max_keys.max(1)
@@ -93,6 +97,10 @@ pub fn estimate(
     let shards = inputs.shards.max(1);
     let batches = inputs.batches.len() as u64;
     let listers = lister_invocations(shards, inputs.listed_source, stack.lister_max_keys);
+    // A shard whose write phase sent no batch is not listed again: with
+    // none sent anywhere, VALIDATE is one invocation per shard that reads
+    // what the write phase left and lists nothing.
+    let validating = stack.validate && batches > 0;
     let run = Run {
         stack: &stack,
         inputs: &inputs,
@@ -101,7 +109,12 @@ pub fn estimate(
         batches,
         copier_invocations: batches.div_ceil(stack.copier_batch_size.max(1)),
         listers,
-        validators: if stack.validate { listers } else { 0 },
+        validators: match (stack.validate, validating) {
+            (true, true) => listers,
+            (true, false) => shards,
+            (false, _) => 0,
+        },
+        validating,
     };
     let timing = run.timing();
     let s3 = run.s3_requests(timing.polls);
@@ -156,6 +169,8 @@ struct Run<'a> {
     /// without it).
     listers: u64,
     validators: u64,
+    /// VALIDATE lists (some shard sent a batch).
+    validating: bool,
 }
 
 /// How long the run takes.
@@ -189,7 +204,7 @@ impl Run<'_> {
             copier_secs / stack.copier_concurrency.min(self.copier_invocations).max(1) as f64;
         let write_wall = write_list_secs.max(copy_wall);
         let polls = progress_polls(write_wall);
-        let validate_list_secs = if stack.validate {
+        let validate_list_secs = if self.validating {
             list_secs(inputs.listed_source + inputs.destination_after)
         } else {
             0.0
@@ -219,14 +234,24 @@ impl Run<'_> {
             add(&mut s3, op, *n);
         }
         let mut pages = list_pages(shards, inputs.listed_source, inputs.listed_destination);
-        if self.stack.validate {
+        if self.validating {
             pages += list_pages(shards, inputs.listed_source, inputs.destination_after);
         }
         pages += (polls + 1) * batches.div_ceil(1000).max(1);
         add(&mut s3, "ListObjectsV2", pages);
-        let state_files = batches + self.listers + self.validators;
-        add(&mut s3, "PutObject", state_files + 2);
-        add(&mut s3, "GetObject", state_files + 1);
+        // A checkpoint every ten pages of a pass, and one at each
+        // invocation's end; with VALIDATE, what each shard's write phase
+        // leaves it (a PUT, and VALIDATE's GET).
+        let checkpoints = |keys: u64, invocations: u64| keys / CHECKPOINT_KEYS + invocations;
+        let mut state_files = batches + checkpoints(inputs.listed_source, self.listers);
+        if self.validating {
+            state_files += checkpoints(inputs.listed_source, self.validators);
+        } else {
+            state_files += self.validators;
+        }
+        let handed_over = if self.stack.validate { shards } else { 0 };
+        add(&mut s3, "PutObject", state_files + handed_over + 2);
+        add(&mut s3, "GetObject", state_files + handed_over + 1);
         s3
     }
 
@@ -406,5 +431,45 @@ mod tests {
         .unwrap();
         assert_eq!(estimate.s3_requests["DeleteObjects"], 3);
         assert_eq!(estimate.s3_requests["HeadObject"], 240);
+    }
+
+    #[test]
+    fn an_unchanged_night_lists_each_side_once_and_checkpoints_every_ten_pages() {
+        let run = |keys: u64| {
+            estimate(
+                StackShape {
+                    copier_concurrency: 50,
+                    copier_batch_size: 1,
+                    copier_task_concurrency: 16,
+                    shard_concurrency: 16,
+                    lister_max_keys: 2_000_000,
+                    architecture: "arm64".into(),
+                    validate: true,
+                    notifications: false,
+                },
+                Inputs {
+                    shards: 64,
+                    listed_source: keys,
+                    listed_destination: keys,
+                    destination_after: keys,
+                    transfer_requests: &Requests::new(),
+                    batches: &[],
+                    planner_requests: &Requests::new(),
+                },
+                &PriceTable::built_in(),
+            )
+            .unwrap()
+        };
+        let night = run(100_000_000);
+        // One page per 1,000 keys a side, plus each shard's partial last
+        // page, and a listing of the (empty) results per progress poll; no
+        // second pass (VALIDATE would add 200,064).
+        let listings = night.s3_requests["ListObjectsV2"];
+        assert!((200_064..201_000).contains(&listings), "{listings}");
+        // 100M keys: 10,000 checkpoints and one per invocation (64 shards,
+        // 50 more for the 2M-key cap), 64 VALIDATE invocations that list
+        // nothing, 64 hand-overs, and the run's own files.
+        assert_eq!(night.s3_requests["PutObject"], 10_000 + 114 + 64 + 64 + 2);
+        assert_eq!(night.lambda_invocations["lister"], 114 + 64);
     }
 }
