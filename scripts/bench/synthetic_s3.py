@@ -9,6 +9,13 @@ and no seeding:
 
     syn-N-flat        N keys  obj-000000000 … obj-{N-1}
     syn-N-dirs        N keys  dir-00/obj-000000000 … spread over 100 prefixes
+    syn-N-uuid        N keys  random-looking UUIDs, spread evenly over their
+                      key space (key i is the i-th of N evenly spaced
+                      numbers, plus a hash of i below the spacing)
+    syn-N-skewed      N keys  100 top-level prefixes p-000/ … p-099/, one of
+                      which (p-050/) holds 90% of the keys under 365 date
+                      folders, the others 10% between them: the backup
+                      bucket whose one hot prefix outgrew the rest
     syn-N-LAYOUT-mod  the same keys; every 100th object (index 0, 100, …) has
                       another size and ETag, so a diff against the plain
                       bucket plans ceil(N/100) updates
@@ -28,6 +35,11 @@ Read-only: s3-fanout must be run with --dry-run against it.
 
 Control endpoint (bucket names cannot contain "_"):
     GET /__synthetic/counts   {"ops": {op: n}, "errors": n}
+    GET /__synthetic/keys?bucket=B[&from=K][&before=K]
+                              {"keys": n}: how many keys of B are at or after
+                              `from` and before `before` (either may be left
+                              out), so a test can weigh shards without
+                              listing them
 """
 
 import argparse
@@ -50,7 +62,9 @@ MOD_EVERY = 100
 # One fixed time for every object: the diff compares sizes and ETags, and a
 # time equal on both sides never makes a copy look older than its source.
 LAST_MODIFIED = "2024-01-01T00:00:00.000Z"
-BUCKET_RE = re.compile(r"^syn-([1-9][0-9]{0,9}|0)-(flat|dirs)(-mod)?(-twin)?$")
+BUCKET_RE = re.compile(r"^syn-([1-9][0-9]{0,9}|0)-(flat|dirs|uuid|skewed)(-mod)?(-twin)?$")
+UUID_SPACE = 1 << 128
+HOT = 50  # the skewed layout's hot prefix, p-050/
 
 
 class Bucket:
@@ -72,6 +86,22 @@ class Bucket:
     def key(self, i):
         if self.layout == "flat":
             return f"obj-{i:09d}"
+        if self.layout == "uuid":
+            step = UUID_SPACE // max(self.count, 1)
+            jitter = int.from_bytes(hashlib.md5(str(i).encode()).digest(), "big") % step
+            h = f"{i * step + jitter:032x}"
+            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        if self.layout == "skewed":
+            # 5% before the hot prefix, 90% in it, 5% after; each part in
+            # contiguous blocks, so key order stays index order.
+            cold, hot_end = self.count // 20, self.count - self.count // 20
+            if i < cold:
+                return f"p-{i * HOT // cold:03d}/obj-{i:09d}"
+            if i < hot_end:
+                day = (i - cold) * 365 // (hot_end - cold)
+                return f"p-{HOT:03d}/{day:03d}/obj-{i:09d}"
+            rest = self.count - hot_end
+            return f"p-{HOT + 1 + (i - hot_end) * (99 - HOT) // rest:03d}/obj-{i:09d}"
         # Contiguous blocks keep key order equal to index order.
         return f"dir-{i * DIRS // self.count:02d}/obj-{i:09d}"
 
@@ -227,6 +257,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = urllib.parse.unquote(url.path)
         if path == "/__synthetic/counts" and self.command == "GET":
             body = json.dumps(COUNTS.snapshot()).encode()
+            return self.send(200, body, "Control", "application/json")
+        if path == "/__synthetic/keys" and self.command == "GET":
+            bucket = Bucket.parse(query.get("bucket", [""])[0])
+            if bucket is None:
+                return self.fail(404, "NoSuchBucket", "no synthetic bucket by that name")
+            lo, hi = 0, bucket.count
+            if "from" in query:
+                lo = bucket.first_index(lambda k: k >= query["from"][0])
+            if "before" in query:
+                hi = bucket.first_index(lambda k: k >= query["before"][0])
+            body = json.dumps({"keys": max(hi - lo, 0)}).encode()
             return self.send(200, body, "Control", "application/json")
         name, _, key = path.lstrip("/").partition("/")
         if not name:

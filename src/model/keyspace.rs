@@ -70,11 +70,20 @@ impl KeySpace {
                 slot.push(c);
             }
         }
+        // Lowercase hex (hashes, UUIDs) shows no letter past `f`: its
+        // positions count in sixteen, not thirty-six, or cuts land where no
+        // key can be.
+        let hex = positions.iter().flatten().any(char::is_ascii_lowercase)
+            && positions
+                .iter()
+                .flatten()
+                .all(|c| !c.is_ascii_alphabetic() || ('a'..='f').contains(c));
         for slot in &mut positions {
             let seen = std::mem::take(slot);
             for c in &seen {
                 match c {
                     '0'..='9' => slot.extend('0'..='9'),
+                    'a'..='f' if hex => slot.extend('a'..='f'),
                     'a'..='z' => slot.extend('a'..='z'),
                     'A'..='Z' => slot.extend('A'..='Z'),
                     c => slot.push(*c),
@@ -82,6 +91,22 @@ impl KeySpace {
             }
             slot.sort_unstable();
             slot.dedup();
+        }
+        // Hashes and UUIDs (`00041b7e-…`): one page of them is a sliver of
+        // their space, so the leading positions show only digits while the
+        // later ones mix digits and letters. Those leading positions are
+        // the same alphabet: read as digits alone, the space would end
+        // before every key that starts with a letter.
+        let mixed = |slot: &Vec<char>| {
+            slot.iter().any(char::is_ascii_digit) && slot.iter().any(char::is_ascii_alphabetic)
+        };
+        if let Some(first_mixed) = positions.iter().position(mixed) {
+            let alphabet = positions[first_mixed].clone();
+            for slot in &mut positions[..first_mixed] {
+                if slot.iter().all(char::is_ascii_digit) {
+                    *slot = alphabet.clone();
+                }
+            }
         }
         // Positions no sampled key reaches end the space.
         positions.retain(|slot| !slot.is_empty());
@@ -432,6 +457,25 @@ pub fn tile(range: &KeyRange, boundaries: Vec<String>) -> Vec<KeyRange> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn hex_keys_count_in_sixteen_even_where_the_first_page_shows_digits() {
+        // The first keys of a million random UUIDs: the leading positions
+        // have not left `0` yet.
+        let space = KeySpace::from_sample(&[
+            "00000c6a-2c9d-93f1",
+            "0001f3b2-9a0e-1c44",
+            "0003e9d0-77af-b2c1",
+            "00041bce-0f1d-e8a5",
+        ]);
+        let middle = space.midpoint("00000c6a", None).unwrap();
+        assert!(
+            middle.starts_with('7') || middle.starts_with('8'),
+            "{middle}"
+        );
+        assert!(space.to_number("ffffffff") < Some(space.end_number()));
+        assert!(space.to_number("ffffffff") > space.to_number("9fffffff"));
+    }
 
     proptest! {
         /// Whatever the boundaries, every key of the range falls in exactly

@@ -42,18 +42,19 @@ impl Synthetic {
 
     /// Requests answered so far, by operation.
     pub fn counts(&self) -> serde_json::Value {
+        self.get("/__synthetic/counts")
+    }
+
+    /// A control endpoint's JSON answer (`/__synthetic/…`).
+    pub fn get(&self, path: &str) -> serde_json::Value {
         use std::io::{Read, Write};
         let address = self.endpoint.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(address).unwrap();
-        write!(
-            stream,
-            "GET /__synthetic/counts HTTP/1.0\r\nHost: {address}\r\n\r\n"
-        )
-        .unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-        serde_json::from_str(body).expect("counts as JSON")
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
     }
 }
 
