@@ -1,6 +1,8 @@
 //! Shards for the serverless runtime: a range cut, before anything is
 //! listed, into pieces that lister functions take one each.
 
+use futures::{StreamExt, TryStreamExt};
+
 use crate::backend::s3::folders::{folders, sub_prefixes};
 use crate::backend::s3::listing::{ListTarget, any_key_after};
 use crate::base::error::SyncError;
@@ -13,6 +15,8 @@ const MAX_PAGES_PER_PREFIX: usize = 5;
 /// Prefixes refined per level, so planning costs a bounded number of requests.
 const MAX_REFINED: usize = 200;
 const MAX_DEPTH: usize = 3;
+/// Prefixes looked into at once.
+const REFINE_IN_FLIGHT: usize = 16;
 
 /// How many shards the planner asks for: four per lister that runs at
 /// once, so a slow shard does not hold the others back, and no more than
@@ -36,13 +40,34 @@ pub async fn plan_shards(
         depth = MAX_DEPTH; // cuts between keys have no folders to refine
         boundaries = flat_cuts(target, &range.prefix, &top.sample, want).await?;
     }
-    while boundaries.len() < want && depth < MAX_DEPTH && !boundaries.is_empty() {
+    // One level below the top is always looked at (when there are few
+    // enough prefixes to afford it), deeper ones while shards are wanted:
+    // a prefix that holds most of the keys (a year of date folders beside
+    // a hundred small ones) shows it by its sub-prefixes, and the cuts,
+    // thinned evenly over all boundaries, then fall mostly inside it.
+    while (boundaries.len() < want || depth == 1) && depth < MAX_DEPTH && !boundaries.is_empty() {
         if boundaries.len() > MAX_REFINED {
             break;
         }
+        // Built up front: a closure mapped over a stream inside an async fn
+        // trips rustc's higher-ranked Send check once spawned.
+        // Where shards are wanted, a prefix is read up to a few pages for
+        // its sub-prefixes; where they are only looked for, one page.
+        let pages = if boundaries.len() < want {
+            MAX_PAGES_PER_PREFIX
+        } else {
+            1
+        };
+        let looks: Vec<_> = boundaries
+            .iter()
+            .map(|prefix| sub_prefixes(target, prefix, pages))
+            .collect();
+        let found: Vec<Vec<String>> = futures::stream::iter(looks)
+            .buffered(REFINE_IN_FLIGHT)
+            .try_collect()
+            .await?;
         let mut deeper = Vec::new();
-        for prefix in &boundaries {
-            let children = sub_prefixes(target, prefix, MAX_PAGES_PER_PREFIX).await?;
+        for (prefix, children) in boundaries.iter().zip(found) {
             // A prefix with no sub-prefixes stays one boundary.
             if children.is_empty() {
                 deeper.push(prefix.clone());
