@@ -49,8 +49,6 @@ pub async fn plan_shards(
         if boundaries.len() > MAX_REFINED {
             break;
         }
-        // Built up front: a closure mapped over a stream inside an async fn
-        // trips rustc's higher-ranked Send check once spawned.
         // Where shards are wanted, a prefix is read up to a few pages for
         // its sub-prefixes; where they are only looked for, one page.
         let pages = if boundaries.len() < want {
@@ -58,6 +56,8 @@ pub async fn plan_shards(
         } else {
             1
         };
+        // Built up front: a closure mapped over a stream inside an async fn
+        // trips rustc's higher-ranked Send check once spawned.
         let looks: Vec<_> = boundaries
             .iter()
             .map(|prefix| sub_prefixes(target, prefix, pages))
