@@ -601,6 +601,12 @@ async fn source_layout(
     };
     let (first, reported) = match part_size(1).await {
         Ok(found) => found,
+        // A passing fault is retried with the copy: falling back would
+        // give the copy other parts, so another ETag than its source's,
+        // which the next run cannot prove equal by ETag.
+        Err(failure) if failure.class == crate::base::error::RetryClass::Retryable => {
+            return Err(CopyError::from_failure(failure));
+        }
         Err(failure) => {
             tracing::warn!(key = %entry.key, error = %failure.message, "cannot read the source's part layout; using the default part size");
             return Ok(None);
