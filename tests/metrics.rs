@@ -101,6 +101,15 @@ fn observe() -> ObservedRun {
                 .respond(403, ACCESS_DENIED_XML),
         );
     }
+    // One slow copy: the listers finish before the copies do, so the run
+    // waits for its copiers at least once, and the watcher sees it.
+    stack.proxy.add_rule(
+        Rule::on(Op::CopyObject)
+            .bucket(&dst)
+            .key("copy/2/002")
+            .times(1)
+            .delay(Duration::from_secs(3)),
+    );
     // One throttled copy, which the SDK retries: Retries and Throttles.
     stack.proxy.add_rule(
         Rule::on(Op::CopyObject)

@@ -190,6 +190,11 @@ pub async fn build_sqs_client(settings: &ClientSettings) -> aws_sdk_sqs::Client 
     aws_sdk_sqs::Client::new(&shared_config(settings).await)
 }
 
+/// The DynamoDB client of the serverless runtime's run counters.
+pub async fn build_dynamodb_client(settings: &ClientSettings) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&shared_config(settings).await)
+}
+
 /// The Step Functions client of `s3-fanout run`, `status` and `report`.
 pub async fn build_sfn_client(settings: &ClientSettings) -> aws_sdk_sfn::Client {
     aws_sdk_sfn::Client::new(&shared_config(settings).await)

@@ -37,6 +37,10 @@ pub struct StackArgs {
     pub report_bucket: Option<String>,
     #[arg(long, value_name = "PREFIX", default_value = "runs/")]
     pub report_prefix: String,
+    /// ...and the run counters' table (the stack's RunTableName output),
+    /// for a run's progress.
+    #[arg(long, value_name = "TABLE", env = "S3_FANOUT_RUN_TABLE")]
+    pub run_table: Option<String>,
     #[arg(long, env = "S3_FANOUT_REGION")]
     pub region: Option<String>,
     #[arg(long, env = "S3_FANOUT_PROFILE")]
@@ -70,6 +74,7 @@ impl StackArgs {
                 report_prefix: self.report_prefix.clone(),
                 work_queue_url: None,
                 dead_letter_queue_url: None,
+                run_table_name: self.run_table.clone(),
                 event_queue_url: None,
                 event_dead_letter_queue_url: None,
                 endpoint_url: None,

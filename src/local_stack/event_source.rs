@@ -84,6 +84,9 @@ struct CrashState {
     /// Keys whose batches never survive an invocation.
     doomed_keys: HashSet<String>,
     killed: Vec<KilledBatch>,
+    /// (run id, batch id) of every batch whose invocation returned alive,
+    /// once per such delivery.
+    survived: Vec<(String, String)>,
 }
 
 /// An invocation that can still be killed: its function has not returned.
@@ -130,6 +133,18 @@ impl CopierCrashes {
     /// Every batch lost to a kill so far, once per killed delivery.
     pub fn killed_batches(&self) -> Vec<KilledBatch> {
         self.lock().killed.clone()
+    }
+
+    /// Deliveries of a batch whose invocation returned alive: a killed
+    /// batch with one was redelivered and settled. (Its result may still be
+    /// the killed delivery's, counted before the kill: that counts once.)
+    pub fn survived_deliveries(&self, run_id: &str, batch_id: &str) -> usize {
+        let state = self.lock();
+        state
+            .survived
+            .iter()
+            .filter(|(run, batch)| run == run_id && batch == batch_id)
+            .count()
     }
 
     fn lock(&self) -> MutexGuard<'_, CrashState> {
@@ -202,7 +217,15 @@ impl Invocation {
     /// counted this invocation always costs it its response.
     fn returned_alive(&mut self) -> bool {
         match self.registered.take() {
-            Some((crashes, id)) => crashes.lock().running.remove(&id).is_some(),
+            Some((crashes, id)) => {
+                let mut state = crashes.lock();
+                let Some(running) = state.running.remove(&id) else {
+                    return false;
+                };
+                let survived = running.batches.into_iter().map(|b| (b.run_id, b.batch_id));
+                state.survived.extend(survived);
+                true
+            }
             None => !self.kill.is_cancelled(),
         }
     }

@@ -24,9 +24,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::base::client::{ClientSettings, build_s3_client, build_sfn_client, build_sqs_client};
+use crate::base::client::{
+    ClientSettings, build_dynamodb_client, build_s3_client, build_sfn_client, build_sqs_client,
+};
 use crate::base::error::{SyncError, classify};
-use crate::local_stack::resources::{create_redriven_queue, settings};
+use crate::local_stack::resources::{create_redriven_queue, create_run_table, settings};
 use crate::serverless::FunctionEnv;
 use crate::serverless::control::StackOutputs;
 use crate::serverless::env::StackConfig;
@@ -148,8 +150,15 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
     .await
     .map_err(|e| fail("creating the work queue and its dead-letter queue", e))?;
     let state_machine_arn = create_state_machine(&moto, &options).await?;
+    let run_table = create_run_table(
+        &build_dynamodb_client(&moto).await,
+        &format!("{}-runs", options.name),
+    )
+    .await
+    .map_err(|e| fail("creating the run counters' table", e))?;
 
-    let vars = function_vars(&options, &report_bucket, &queue_url);
+    let mut vars = function_vars(&options, &report_bucket, &queue_url);
+    vars.insert("S3_FANOUT_RUN_TABLE", run_table.clone());
     let config = StackConfig::from_vars(|name| vars.get(name).cloned())?;
     let env = Arc::new(FunctionEnv::new(config).await);
 
@@ -172,6 +181,7 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
             report_prefix: REPORT_PREFIX.into(),
             work_queue_url: Some(queue_url),
             dead_letter_queue_url: Some(dlq_url),
+            run_table_name: Some(run_table),
             endpoint_url: Some(options.moto_endpoint.clone()),
         },
         env,

@@ -2,7 +2,6 @@
 //! `report`: find the stack, start an execution named by its run id, follow
 //! it, and read its report.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::base::client::{
-    ClientSettings, build_cloudformation_client, build_s3_client, build_sfn_client,
+    ClientSettings, build_cloudformation_client, build_dynamodb_client, build_s3_client,
+    build_sfn_client,
 };
 use crate::base::error::{SyncError, classify};
-use crate::serverless::contract::{BatchResult, Checkpoint};
-use crate::serverless::store::{FolderCache, RunStore};
+use crate::serverless::counters::RunCounters;
+use crate::serverless::store::RunStore;
 
 /// What `run`, `status` and `report` need of a deployed stack: its
 /// CloudFormation outputs (`infra/template.yaml`), or the same keys written
@@ -31,6 +31,9 @@ pub struct StackOutputs {
     pub work_queue_url: Option<String>,
     #[serde(default)]
     pub dead_letter_queue_url: Option<String>,
+    /// The run counters' table: a run's progress, in one Query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_table_name: Option<String>,
     /// Replication's S3 events (only when the stack replicates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_queue_url: Option<String>,
@@ -219,40 +222,34 @@ pub fn phase_of(state: &str) -> &'static str {
 /// live; each refresh reads only what changed since the last.
 pub const REFRESH: Duration = Duration::from_secs(2);
 
-/// What a batch's result says, as far as progress needs it.
-#[derive(Debug, Clone, Copy, Default)]
-struct ResultCounts {
-    copied: u64,
-    bytes: u64,
-    failed: u64,
-}
-
 /// Follows one run: its execution in Step Functions, its batches in the
-/// run's folder. Results and checkpoints are read once each, and again only
-/// when rewritten ([`FolderCache`]), so refreshing a 100,000-batch run every
-/// few seconds costs listings, not 100,000 reads.
+/// run counters. A refresh costs the same at a hundred batches or a
+/// million: a description of the execution, its last events, and two
+/// Queries of the counters.
 pub struct RunWatcher {
     sfn: aws_sdk_sfn::Client,
-    store: RunStore,
+    counters: Option<RunCounters>,
     run_id: String,
     arn: String,
-    /// Result name → its counts.
-    results: FolderCache<ResultCounts>,
-    /// Checkpoint name → (batch id, tasks) of each batch it sent.
-    sent: FolderCache<Vec<(String, u64)>>,
     /// When the previous refresh saw how many objects copied.
     previous: Option<(Instant, u64)>,
 }
 
 impl RunWatcher {
     pub async fn new(stack: &StackOutputs, settings: &ClientSettings, run_id: &str) -> Self {
+        let settings = stack.settings(settings);
+        let counters = match &stack.run_table_name {
+            Some(table) => Some(RunCounters::new(
+                build_dynamodb_client(&settings).await,
+                table.clone(),
+            )),
+            None => None,
+        };
         RunWatcher {
-            sfn: build_sfn_client(&stack.settings(settings)).await,
-            store: stack.store(settings).await,
+            sfn: build_sfn_client(&settings).await,
+            counters,
             run_id: run_id.to_owned(),
             arn: stack.execution_arn(run_id),
-            results: FolderCache::new("results/"),
-            sent: FolderCache::new("sent/"),
             previous: None,
         }
     }
@@ -269,36 +266,34 @@ impl RunWatcher {
             .map_err(|e| SyncError::Config(format!("run {run_id}: {}", classify(&e).message)))?;
         let state = latest_state(&self.sfn, &self.arn).await?;
         // Progress is best effort: the execution's state is what counts.
-        if let Err(err) = self.read_batches().await {
-            tracing::debug!(run_id, error = %err, "could not read the run's batches");
-        }
-        let sent: HashMap<&str, u64> = self
-            .sent
-            .iter()
-            .flat_map(|(_, batches)| batches.iter().map(|(id, tasks)| (id.as_str(), *tasks)))
-            .collect();
-        let mut done = ResultCounts::default();
-        let mut batches_done = 0;
-        for (name, counts) in self.results.iter() {
-            let id = name
-                .strip_prefix("results/")
-                .and_then(|n| n.strip_suffix(".json"));
-            if id.is_some_and(|id| sent.contains_key(id)) {
-                batches_done += 1;
-                done.copied += counts.copied;
-                done.bytes += counts.bytes;
-                done.failed += counts.failed;
+        let (progress, totals) = match &self.counters {
+            Some(counters) => {
+                let counted = async {
+                    let progress =
+                        crate::serverless::reporter::batch_counts(counters, &run_id).await?;
+                    let totals = counters.totals(&run_id).await?;
+                    Ok::<_, SyncError>((progress, totals))
+                };
+                match counted.await {
+                    Ok((progress, totals)) => (Some(progress), totals.counts),
+                    Err(err) => {
+                        tracing::debug!(run_id, error = %err, "could not read the run's counters");
+                        (None, Default::default())
+                    }
+                }
             }
-        }
+            None => (None, Default::default()),
+        };
+        let copied = totals.copied + totals.updated;
         let millis = |t: Option<&aws_smithy_types::DateTime>| t.and_then(|t| t.to_millis().ok());
         let now = crate::report::emf::now_ms();
         let elapsed_secs = millis(Some(described.start_date()))
             .map(|start| (millis(described.stop_date()).unwrap_or(now) - start).max(0) as f64 / 1e3)
             .unwrap_or(0.0);
-        let recent_objects_per_sec = self.previous.map(|(at, copied)| {
-            done.copied.saturating_sub(copied) as f64 / at.elapsed().as_secs_f64().max(1e-3)
+        let recent_objects_per_sec = self.previous.map(|(at, before)| {
+            copied.saturating_sub(before) as f64 / at.elapsed().as_secs_f64().max(1e-3)
         });
-        self.previous = Some((Instant::now(), done.copied));
+        self.previous = Some((Instant::now(), copied));
         Ok(RunState {
             run_id,
             status: described.status().as_str().to_owned(),
@@ -309,39 +304,20 @@ impl RunWatcher {
             output: described
                 .output()
                 .and_then(|o| serde_json::from_str(o).ok()),
-            batches_sent: sent.len() as u64,
-            batches_done,
-            tasks_sent: sent.values().sum(),
-            objects_copied: done.copied,
-            bytes_copied: done.bytes,
-            objects_failed: done.failed,
+            batches_sent: progress.as_ref().map_or(0, |p| p.batches_sent),
+            batches_done: progress.as_ref().map_or(0, |p| p.batches_done),
+            tasks_sent: progress.as_ref().map_or(0, |p| p.tasks_sent),
+            objects_copied: copied,
+            bytes_copied: totals.bytes_copied,
+            objects_failed: totals.failed,
             elapsed_secs,
             objects_per_sec: if elapsed_secs > 0.0 {
-                done.copied as f64 / elapsed_secs
+                copied as f64 / elapsed_secs
             } else {
                 0.0
             },
             recent_objects_per_sec,
         })
-    }
-
-    /// Results first, then what was sent, as the reporter's progress check
-    /// reads them (see [`crate::serverless::reporter::batch_counts`]): a
-    /// result counted here always finds the part tasks it waits for.
-    async fn read_batches(&mut self) -> Result<(), SyncError> {
-        self.results
-            .refresh(&self.store, &self.run_id, |r: BatchResult| ResultCounts {
-                copied: r.counts.copied + r.counts.updated,
-                bytes: r.counts.bytes_copied,
-                failed: r.counts.failed,
-            })
-            .await?;
-        self.sent
-            .refresh(&self.store, &self.run_id, |c: Checkpoint| {
-                c.batches.into_iter().map(|b| (b.id, b.tasks)).collect()
-            })
-            .await?;
-        Ok(())
     }
 }
 

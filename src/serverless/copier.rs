@@ -6,8 +6,10 @@
 //! are conditional on the listed ETag, multipart above the threshold, and
 //! abort their uploads on failure. Then:
 //!
-//! - all tasks settled (copied, or failed for good): the result goes to
-//!   `results/BATCH.json` and the message is done;
+//! - all tasks settled (copied, or failed for good): the batch is counted
+//!   done, once, in the run counters ([`crate::serverless::counters`]), its
+//!   report rows (if any) go to `rows/BATCH/DELIVERY.json`, its record to
+//!   `results/BATCH.json`, and the message is done;
 //! - some failed in a way a retry can help (throttling, timeouts, not
 //!   started before the deadline): the message is returned in
 //!   `batchItemFailures` and SQS redelivers it after its visibility timeout;
@@ -60,6 +62,13 @@ use crate::serverless::parts;
 
 pub fn result_name(batch_id: &str) -> String {
     format!("results/{batch_id}.json")
+}
+
+/// Where one delivery of a batch leaves its report rows: named by the
+/// delivery, so a duplicate delivery's rows never replace the counted
+/// one's; the done marker in the run counters names the counted one.
+pub fn rows_name(batch_id: &str, receive_count: u32, started_at_ms: i64) -> String {
+    format!("rows/{batch_id}/{receive_count:03}-{started_at_ms}.json")
 }
 
 pub async fn handle(
@@ -198,21 +207,59 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
     };
     result.started_at_ms = Some(started_at_ms);
     result.finished_at_ms = Some(emf::now_ms());
-    match env
-        .store
-        .put_json(&batch.run_id, &result_name(&batch.batch_id), &result)
-        .await
-    {
-        Ok(()) => {
-            tracing::info!(batch = %batch.batch_id, receive_count, copied = result.counts.copied + result.counts.updated, failed = result.counts.failed, "batch done");
+    match settle_batch(env, &batch, &result).await {
+        Ok(counted) => {
+            tracing::info!(batch = %batch.batch_id, receive_count, counted, copied = result.counts.copied + result.counts.updated, failed = result.counts.failed, "batch done");
             delivery.hand_back = false;
             delivery.counts = Some(result.counts);
         }
         Err(err) => {
-            tracing::error!(batch = %batch.batch_id, error = %err, "could not write the batch result");
+            tracing::error!(batch = %batch.batch_id, error = %err, "could not record the batch's result");
         }
     }
     delivery
+}
+
+/// Record a batch's result: its rows (if any) under this delivery's name,
+/// then its count, once per batch, in the run counters; then the batch's
+/// own record, `results/BATCH.json`, and its place in the timeline. `Ok(false)`:
+/// an earlier delivery was counted, and this one changes nothing. An error
+/// hands the message back: nothing was counted.
+async fn settle_batch(
+    env: &FunctionEnv,
+    batch: &CopyBatch,
+    result: &BatchResult,
+) -> Result<bool, SyncError> {
+    let started_at_ms = result.started_at_ms.unwrap_or_default();
+    let rows = (!result.rows.is_empty())
+        .then(|| rows_name(&batch.batch_id, result.receive_count, started_at_ms));
+    if let Some(rows) = &rows {
+        env.store.put_json(&batch.run_id, rows, result).await?;
+    }
+    let counters = env.counters()?;
+    let counted = counters
+        .record_done(
+            &batch.run_id,
+            &batch.batch_id,
+            &result.counts,
+            rows.as_deref(),
+        )
+        .await?;
+    if counted {
+        // The counted delivery's record; the report does not read it.
+        if let Err(err) = env
+            .store
+            .put_json(&batch.run_id, &result_name(&batch.batch_id), result)
+            .await
+        {
+            tracing::warn!(batch = %batch.batch_id, error = %err, "the batch's record was not written; it is counted");
+        }
+        let times = (started_at_ms, result.finished_at_ms.unwrap_or_default());
+        counters
+            .record_times(&batch.run_id, times, &result.counts)
+            .await;
+    }
+    Ok(counted)
 }
 
 /// Every task of a batch failed because the run could not be read.

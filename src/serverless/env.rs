@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::backend::s3::copier::Copier;
-use crate::base::client::{ClientSettings, RetryMode, build_s3_client, build_sqs_client};
+use crate::base::client::{
+    ClientSettings, RetryMode, build_dynamodb_client, build_s3_client, build_sqs_client,
+};
 use crate::base::error::SyncError;
 use crate::model::options::{ClientFlags, DiffMode, SyncOptions, SyncSpec};
 use crate::serverless::contract::RunManifest;
+use crate::serverless::counters::RunCounters;
 use crate::serverless::store::RunStore;
 
 /// Keys a lister invocation handles at most, unless the stack says otherwise.
@@ -31,6 +34,9 @@ pub struct StackConfig {
     pub report_bucket: String,
     pub report_prefix: String,
     pub queue_url: Option<String>,
+    /// The DynamoDB table of run counters (`S3_FANOUT_RUN_TABLE`): the
+    /// lister, copier and reporter count batches there.
+    pub run_table: Option<String>,
     /// The work queue's `maxReceiveCount`: on that receive, the copier
     /// records failures instead of handing the batch back.
     pub max_receive_count: u32,
@@ -145,6 +151,7 @@ impl StackConfig {
             report_bucket,
             report_prefix,
             queue_url: var("S3_FANOUT_WORK_QUEUE_URL"),
+            run_table: var("S3_FANOUT_RUN_TABLE").filter(|t| !t.is_empty()),
             max_receive_count: number("S3_FANOUT_MAX_RECEIVE_COUNT", 5)?.max(1) as u32,
             copy_concurrency: number("S3_FANOUT_COPY_CONCURRENCY", 16)?.max(1) as usize,
             lister_max_keys: number("S3_FANOUT_LISTER_MAX_KEYS", DEFAULT_LISTER_MAX_KEYS)?.max(1),
@@ -206,6 +213,7 @@ pub struct FunctionEnv {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub store: RunStore,
+    counters: Option<RunCounters>,
     runs: Mutex<HashMap<String, Arc<RunContext>>>,
 }
 
@@ -218,6 +226,13 @@ impl FunctionEnv {
     pub async fn new(config: StackConfig) -> Self {
         let s3 = build_s3_client(&config.client, None).await;
         let sqs = build_sqs_client(&config.client).await;
+        let counters = match &config.run_table {
+            Some(table) => Some(RunCounters::new(
+                build_dynamodb_client(&config.client).await,
+                table.clone(),
+            )),
+            None => None,
+        };
         let store = RunStore::new(
             s3.clone(),
             config.report_bucket.clone(),
@@ -228,8 +243,16 @@ impl FunctionEnv {
             s3,
             sqs,
             store,
+            counters,
             runs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The run counters, for the functions that count batches.
+    pub fn counters(&self) -> Result<&RunCounters, SyncError> {
+        self.counters.as_ref().ok_or_else(|| {
+            SyncError::Config("S3_FANOUT_RUN_TABLE is not set for this function".into())
+        })
     }
 
     /// Clients for a run's two sides: this container's own client where the

@@ -531,10 +531,15 @@ impl<'a> Pass<'a> {
         if !self.ready.is_empty() {
             let queue = self.env.config.queue_url()?;
             send_batches(&self.env.sqs, queue, &self.ready).await?;
-            self.tally.batches_sent += self.ready.len() as u64;
-            self.checkpoint
-                .batches
-                .extend(self.ready.drain(..).map(|b| SentBatch::from(&b)));
+            // Counted once SQS has them, each once: a retry that sends
+            // them again under their ids does not count them again.
+            let sent: Vec<SentBatch> = self.ready.drain(..).map(|b| SentBatch::from(&b)).collect();
+            self.env
+                .counters()?
+                .record_sent(&self.at.run_id, &sent)
+                .await?;
+            self.tally.batches_sent += sent.len() as u64;
+            self.checkpoint.batches.extend(sent);
         }
         if last_key.is_some() {
             self.checkpoint.cursor = last_key;

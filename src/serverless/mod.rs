@@ -7,17 +7,20 @@
 //!                                         list both sides, merge_join, decide
 //!                                         └─ SendMessageBatch ─▶ work queue ─▶ copier (copier.rs)
 //!                                                                  │   ESM     CopyObject / UploadPartCopy
-//!                                                                  └─ DLQ      one result object per batch
-//!  progress: results == batches sent? (reporter.rs) ─▶ VALIDATE: Map, lister in validate mode
-//!  ─▶ REPORT: aggregate results into summary.json + failures.csv ─▶ Choice on the failure threshold
+//!                                                                  └─ DLQ      batch counted done, once
+//!  run counters (counters.rs, DynamoDB): batches sent and done, outcomes, per-second timeline
+//!  progress: done == sent? two Queries (reporter.rs) ─▶ VALIDATE: Map, lister in validate mode
+//!  ─▶ REPORT: counters + checkpoints + rows into summary.json + failures.csv ─▶ Choice on the threshold
 //! ```
 //!
 //! Every function is a handler here; `functions/<name>` only wires one to
 //! the Lambda runtime. State that outlives an invocation lives in the run's
-//! folder of the report bucket ([`store`]): which batches were sent, one
-//! result per batch, the lister checkpoints. That makes progress exact
-//! (results counted against batches sent, not approximate queue depth), and
-//! keeps the state machine's own payloads small. Everything the functions
+//! folder of the report bucket ([`store`]): the lister checkpoints, the
+//! batches they sent, report rows. What is counted lives in the run
+//! counters ([`counters`]): batches sent and done, each once, and their
+//! outcomes. That makes progress exact (batches done against batches
+//! sent, not approximate queue depth) at the same cost for any number of
+//! batches, and keeps the state machine's own payloads small. Everything the functions
 //! send each other or leave in that folder is one of the records of
 //! [`contract`], whose serde names are the wire format.
 
@@ -25,6 +28,7 @@ pub mod batch;
 pub mod contract;
 pub mod control;
 pub mod copier;
+pub mod counters;
 pub mod env;
 pub mod events;
 pub mod input;

@@ -5,7 +5,8 @@
 //! source's part layout) and records it in `parts/UPLOAD/upload.json`. It
 //! then splits the parts into groups of at most `S3_FANOUT_SPLIT_OBJECT_BYTES`
 //! and sends one part-range task per group to the work queue, recorded in
-//! `sent/UPLOAD.json` like any lister's batches, so progress waits for them.
+//! `sent/UPLOAD.json` like any lister's batches and counted sent in the run
+//! counters before its own batch is counted done, so progress waits for them.
 //!
 //! Each group copies its parts and writes their ETags to
 //! `parts/UPLOAD/GROUP.json`, then lists the folder. The group that finds
@@ -117,6 +118,14 @@ pub async fn split(
         .await
     {
         tracing::warn!(upload, error = %err, "could not record the part tasks");
+        return Retry::Worthwhile;
+    }
+    let counted = match env.counters() {
+        Ok(counters) => counters.record_sent(run_id, &sent.batches).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = counted {
+        tracing::warn!(upload, error = %err, "could not count the part tasks as sent");
         return Retry::Worthwhile;
     }
     let Ok(queue) = env.config.queue_url() else {

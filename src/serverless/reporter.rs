@@ -1,21 +1,24 @@
 //! The reporter: progress (are all batches done?) and the run's report.
 //!
-//! Progress is exact: the batches the listers recorded as sent, against the
-//! result objects the copiers wrote. Queue depth is only consulted to notice
-//! that nothing is left to wait for (a batch lost to the dead-letter queue
-//! without a result, which only a copier crash on its last receive causes).
+//! Progress is exact and costs the same at a hundred batches or a million:
+//! the batches counted sent against those counted done, in the run
+//! counters ([`crate::serverless::counters`], two Queries). Queue depth is
+//! only consulted to notice that nothing is left to wait for (a batch lost
+//! to the dead-letter queue without a result, which only a copier crash on
+//! its last receive causes).
 //!
-//! The report aggregates checkpoints and results into the same
-//! `summary.json` and `failures.csv` the CLI writes, in the run's folder,
-//! with a timeline of the copies (from the results' finish times) and the
-//! run's phases (from the checkpoints' and results' timestamps).
+//! The report adds up the counters, the checkpoints and the report rows of
+//! the batches that have some into the same `summary.json` and
+//! `failures.csv` the CLI writes, in the run's folder, with a timeline of
+//! the copies and the run's phases (from the counters' seconds and the
+//! checkpoints' timestamps). It reads no batch result without rows.
 //!
 //! Each invocation reports one EMF record: a progress check its
 //! `BatchesSent` and `BatchesDone`; both the common figures, whose object
 //! counts are zero (the copiers report the copies; the run's totals are in
 //! summary.json).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -33,6 +36,7 @@ use crate::serverless::FunctionEnv;
 use crate::serverless::contract::{
     BatchResult, Checkpoint, Progress, ReportOutcome, RunManifest, SentBatch,
 };
+use crate::serverless::counters::{RunCounters, Tick};
 use crate::serverless::proofs;
 use crate::serverless::store::RunStore;
 
@@ -84,7 +88,7 @@ pub async fn handle(
             polls,
             batches_done,
         } => {
-            let checked = progress_in(env, &store, &run_id, idle_polls, polls, batches_done).await;
+            let checked = progress(env, &run_id, idle_polls, polls, batches_done).await;
             (run_id, checked.map(ReporterOutput::Progress))
         }
         ReporterEvent::Report { run_id, error } => {
@@ -118,43 +122,30 @@ pub async fn handle(
     })
 }
 
-/// Batch ids recorded as sent, from every write-phase checkpoint.
-async fn sent_batches(
-    store: &RunStore,
-    run_id: &str,
-) -> Result<(Vec<(String, Checkpoint)>, BTreeMap<String, SentBatch>), SyncError> {
-    let checkpoints: Vec<(String, Checkpoint)> = store.get_all(run_id, "sent/").await?;
-    let sent = checkpoints
-        .iter()
-        .flat_map(|(_, c)| c.batches.iter().map(|b| (b.id.clone(), b.clone())))
-        .collect();
-    Ok((checkpoints, sent))
+/// The batches counted sent and done, and the tasks sent: two reads of the
+/// run's counters, done first. A copier that splits an object counts its
+/// part tasks sent before its own batch done, so whenever the first read
+/// sees that batch done, the second sees the part tasks it waits for. One
+/// read of every counter is no snapshot: it could see the batch done but
+/// not yet its parts, and call the run complete.
+pub async fn batch_counts(counters: &RunCounters, run_id: &str) -> Result<Progress, SyncError> {
+    let batches_done = counters.totals(run_id).await?.batches_done;
+    let sent = counters.totals(run_id).await?;
+    Ok(Progress {
+        run_id: run_id.to_owned(),
+        batches_sent: sent.batches_sent,
+        batches_done: batches_done.min(sent.batches_sent),
+        tasks_sent: sent.tasks_sent,
+        complete: batches_done >= sent.batches_sent,
+        idle_polls: 0,
+        polls: 0,
+        wait_seconds: 0,
+    })
 }
 
-fn done_ids(names: &[String]) -> HashSet<String> {
-    names
-        .iter()
-        .filter_map(|n| n.strip_prefix("results/")?.strip_suffix(".json"))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The batches recorded as sent, and how many of them have a result.
-pub async fn batch_counts(
-    store: &RunStore,
-    run_id: &str,
-) -> Result<(BTreeMap<String, SentBatch>, u64), SyncError> {
-    // Results first, then what was sent. A copier that splits an object
-    // records its part tasks as sent before it writes its own result, so
-    // whenever that result is counted here, the part tasks it waits for
-    // are in the listing of sent batches that follows. The other order
-    // could count the parent done without ever seeing its children.
-    let done = done_ids(&store.list(run_id, "results/").await?);
-    let (_, sent) = sent_batches(store, run_id).await?;
-    let batches_done = sent.keys().filter(|id| done.contains(*id)).count() as u64;
-    Ok((sent, batches_done))
-}
-
+/// Whether every batch sent is done: two Queries of the run's counters,
+/// whatever the number of batches, and a look at the queue only while some
+/// are missing and none arrived since the last poll.
 pub async fn progress(
     env: &FunctionEnv,
     run_id: &str,
@@ -162,28 +153,16 @@ pub async fn progress(
     polls: u32,
     done_before: u64,
 ) -> Result<Progress, SyncError> {
-    progress_in(env, &env.store, run_id, idle_polls, polls, done_before).await
-}
-
-/// [`progress`], reading the run's folder through `store`.
-async fn progress_in(
-    env: &FunctionEnv,
-    store: &RunStore,
-    run_id: &str,
-    idle_polls: u32,
-    polls: u32,
-    done_before: u64,
-) -> Result<Progress, SyncError> {
-    let (sent, batches_done) = batch_counts(store, run_id).await?;
-    let batches_sent = sent.len() as u64;
+    let counted = batch_counts(env.counters()?, run_id).await?;
+    let (batches_sent, batches_done) = (counted.batches_sent, counted.batches_done);
     // Idle: results missing, none arrived since the last poll, and nothing
     // left on the queue or in flight. Only a batch lost without a result
     // (a copier killed on its last receive) looks like that for long.
     let mut idle = 0;
-    if batches_done < batches_sent && batches_done == done_before && queue_is_empty(env).await? {
+    if !counted.complete && batches_done == done_before && queue_is_empty(env).await? {
         idle = idle_polls + 1;
     }
-    let complete = batches_done == batches_sent || idle >= IDLE_POLLS_BEFORE_GIVING_UP;
+    let complete = counted.complete || idle >= IDLE_POLLS_BEFORE_GIVING_UP;
     tracing::debug!(
         run_id,
         batches_sent,
@@ -193,14 +172,11 @@ async fn progress_in(
         "progress"
     );
     Ok(Progress {
-        run_id: run_id.to_owned(),
-        batches_sent,
-        batches_done,
-        tasks_sent: sent.values().map(|b| b.tasks).sum(),
         complete,
         idle_polls: idle,
         polls: polls + 1,
         wait_seconds: (2 * (u64::from(polls) + 1)).min(60),
+        ..counted
     })
 }
 
@@ -240,6 +216,14 @@ pub async fn report(
 }
 
 /// [`report`], reading and writing the run's folder through `store`.
+///
+/// Its memory and time do not grow with the batches: the outcomes come
+/// from the run counters (one Query), the report rows of copies from the
+/// `rows/` objects of the batches that have some, and the lister and
+/// VALIDATE checkpoints (one per 10,000 keys or so) are read 32 at a time
+/// and dropped once added up, but for what the ledger and the phases need.
+/// Only a run that lost batches (counted sent, never done) asks which, in
+/// reads of 100 batch ids.
 async fn report_in(
     env: &FunctionEnv,
     store: &RunStore,
@@ -255,28 +239,31 @@ async fn report_in(
         source: manifest.spec.source.parse()?,
         destination: manifest.spec.destination.parse()?,
     };
+    let counters = env.counters()?;
     let rows = ReportRows::new()?;
-    let mut counts = Counts::default();
-
-    let (checkpoints, sent) = sent_batches(store, run_id).await?;
-    add_listing(&checkpoints, &mut counts, &rows);
-    let results: HashMap<String, BatchResult> = store
-        .get_all::<BatchResult>(run_id, "results/")
-        .await?
-        .into_iter()
-        .map(|(_, r)| (r.batch_id.clone(), r))
+    let totals = counters.totals(run_id).await?;
+    // Results hold outcomes only; the listers counted the plan.
+    let mut counts = totals.counts.clone();
+    let lost_some = totals.batches_done < totals.batches_sent;
+    let listing = add_listing(store, counters, run_id, lost_some, &mut counts, &rows).await?;
+    let mut problems = add_copy_rows(store, counters, run_id, &rows).await?;
+    add_lost(&listing.lost, &sides, &mut counts, &rows);
+    problems.lost = listing
+        .lost
+        .iter()
+        .map(|b| (b.first_key.clone(), b.last_key.clone()))
         .collect();
-    let copies = add_copies(&sent, &results, &sides, &mut counts, &rows);
-    let validations: Vec<(String, Checkpoint)> = store.get_all(run_id, "validate/").await?;
-    add_validations(&validations, &copies, &sides, &mut counts, &rows);
+    let checks = add_validations(store, run_id, &problems, &sides, &mut counts, &rows).await?;
 
     let now_ms = emf::now_ms();
     let clock = RunClock::of(&manifest, now_ms);
-    // Results of batches the listers sent: the ones the counts add up.
-    let counted: Vec<&BatchResult> = sent.keys().filter_map(|id| results.get(id)).collect();
-    let timeline = copy_timeline(&clock, &counted, &counts, now_ms);
-    let writes: Vec<&Checkpoint> = checkpoints.iter().map(|(_, c)| c).collect();
-    let checks: Vec<&Checkpoint> = validations.iter().map(|(_, c)| c).collect();
+    let ticks = counters.timeline(run_id).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the copy timeline cannot be read; the report has none");
+        Vec::new()
+    });
+    let timeline = copy_timeline(&clock, &ticks, &counts, now_ms);
+    let writes: Vec<&Checkpoint> = listing.checkpoints.iter().collect();
+    let checks: Vec<&Checkpoint> = checks.iter().collect();
     if error.is_none()
         && let Some(committed) = proofs::commit(store.client(), &manifest, &writes, &checks).await
     {
@@ -285,7 +272,7 @@ async fn report_in(
     let phases = phases(
         &clock,
         &writes,
-        &counted,
+        &ticks,
         &checks,
         (report_started_ms, now_ms),
     );
@@ -338,82 +325,187 @@ struct RunSides {
     destination: S3Location,
 }
 
-/// Listing and planning counts, and the listers' own rows.
-fn add_listing(checkpoints: &[(String, Checkpoint)], counts: &mut Counts, rows: &ReportRows) {
-    for (_, checkpoint) in checkpoints {
+/// Checkpoints read at once while streaming a folder of them.
+const READ_AHEAD: usize = 32;
+
+/// A folder's checkpoints, read [`READ_AHEAD`] at a time, in name order.
+async fn stream_checkpoints<'a>(
+    store: &'a RunStore,
+    run_id: &'a str,
+    folder: &str,
+) -> Result<impl futures::Stream<Item = Result<Option<Checkpoint>, SyncError>> + 'a, SyncError> {
+    use futures::StreamExt;
+    let names = store.list(run_id, folder).await?;
+    Ok(futures::stream::iter(names)
+        .map(move |name| async move { store.get_json::<Checkpoint>(run_id, &name).await })
+        .buffered(READ_AHEAD))
+}
+
+/// A checkpoint without its batches and rows: what the ledger's commit and
+/// the phase timings need, kept of every one while the rest is dropped.
+fn slim(checkpoint: Checkpoint) -> Checkpoint {
+    Checkpoint {
+        batches: Vec::new(),
+        rows: Vec::new(),
+        ..checkpoint
+    }
+}
+
+/// What the write checkpoints leave the rest of the report.
+struct Listing {
+    checkpoints: Vec<Checkpoint>,
+    /// Batches counted sent and never done.
+    lost: Vec<SentBatch>,
+}
+
+/// Sent batches whose done marker is checked at once.
+const LOST_CHECK: usize = 1_000;
+
+/// Listing and planning counts, and the listers' own rows, from every
+/// write checkpoint; with `find_lost`, which of the batches they sent were
+/// never counted done.
+async fn add_listing(
+    store: &RunStore,
+    counters: &RunCounters,
+    run_id: &str,
+    find_lost: bool,
+    counts: &mut Counts,
+    rows: &ReportRows,
+) -> Result<Listing, SyncError> {
+    use futures::StreamExt;
+    let mut listing = Listing {
+        checkpoints: Vec::new(),
+        lost: Vec::new(),
+    };
+    let mut unchecked: Vec<SentBatch> = Vec::new();
+    let stream = stream_checkpoints(store, run_id, "sent/").await?;
+    futures::pin_mut!(stream);
+    while let Some(checkpoint) = stream.next().await {
+        let Some(checkpoint) = checkpoint? else {
+            continue;
+        };
         counts.add(&checkpoint.counts);
         for row in &checkpoint.rows {
             rows.push(&row.key, row.clone());
         }
+        if find_lost {
+            unchecked.extend(checkpoint.batches.iter().cloned());
+            if unchecked.len() >= LOST_CHECK {
+                listing
+                    .lost
+                    .extend(never_done(counters, run_id, std::mem::take(&mut unchecked)).await?);
+            }
+        }
+        listing.checkpoints.push(slim(checkpoint));
     }
+    listing
+        .lost
+        .extend(never_done(counters, run_id, unchecked).await?);
+    Ok(listing)
+}
+
+/// Those of `batches` without a done marker.
+async fn never_done(
+    counters: &RunCounters,
+    run_id: &str,
+    batches: Vec<SentBatch>,
+) -> Result<Vec<SentBatch>, SyncError> {
+    if batches.is_empty() {
+        return Ok(batches);
+    }
+    let ids: Vec<String> = batches.iter().map(|b| b.id.clone()).collect();
+    let done = counters.done(run_id, &ids).await?;
+    Ok(batches
+        .into_iter()
+        .filter(|b| !done.contains_key(&b.id))
+        .collect())
 }
 
 /// What the copy outcomes already reported, for VALIDATE not to report it
 /// twice.
-struct CopyProblems<'a> {
+#[derive(Default)]
+struct CopyProblems {
     /// (bucket, key) of every object a batch's result reports a problem of.
     keys: HashSet<(String, String)>,
     /// The (first, last) relative keys of each batch without a result.
-    lost: Vec<(&'a str, &'a str)>,
+    lost: Vec<(String, String)>,
 }
 
-/// Copy outcomes, batch by batch; a batch without a result is a failure of
-/// every task in it.
-fn add_copies<'a>(
-    sent: &'a BTreeMap<String, SentBatch>,
-    results: &HashMap<String, BatchResult>,
-    sides: &RunSides,
-    counts: &mut Counts,
+/// The report rows of the copies: of each batch that has some, those of
+/// the delivery its done marker names (a duplicate delivery's are not).
+async fn add_copy_rows(
+    store: &RunStore,
+    counters: &RunCounters,
+    run_id: &str,
     rows: &ReportRows,
-) -> CopyProblems<'a> {
-    let mut problems = CopyProblems {
-        keys: HashSet::new(),
-        lost: Vec::new(),
-    };
-    for (id, batch) in sent {
-        match results.get(id) {
-            Some(result) => {
-                // Results hold outcomes only; the listers counted the plan.
-                counts.add(&result.counts);
-                for row in &result.rows {
-                    if row.status != TaskStatus::Warning {
-                        problems.keys.insert((row.bucket.clone(), row.key.clone()));
-                    }
-                    rows.push(&row.key, row.clone());
+) -> Result<CopyProblems, SyncError> {
+    use futures::{StreamExt, TryStreamExt};
+    let mut problems = CopyProblems::default();
+    let mut by_batch: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in store.list(run_id, "rows/").await? {
+        if let Some((batch, _)) = name.strip_prefix("rows/").and_then(|n| n.split_once('/')) {
+            by_batch.entry(batch.to_owned()).or_default().push(name);
+        }
+    }
+    let ids: Vec<String> = by_batch.keys().cloned().collect();
+    for chunk in ids.chunks(100) {
+        let done = counters.done(run_id, chunk).await?;
+        // The delivery each done marker names: its object was written
+        // before the marker, so it is there even if listed under another.
+        let counted: Vec<String> = chunk
+            .iter()
+            .filter_map(|id| done.get(id).cloned().flatten())
+            .collect();
+        let results: Vec<Option<BatchResult>> = futures::stream::iter(counted)
+            .map(|name| async move { store.get_json::<BatchResult>(run_id, &name).await })
+            .buffered(READ_AHEAD)
+            .try_collect()
+            .await?;
+        for result in results.into_iter().flatten() {
+            for row in &result.rows {
+                if row.status != TaskStatus::Warning {
+                    problems.keys.insert((row.bucket.clone(), row.key.clone()));
                 }
-            }
-            None => {
-                problems.lost.push((&batch.first_key, &batch.last_key));
-                counts.failed += batch.tasks;
-                let row = ReportRow::new(
-                    &sides.source.bucket,
-                    &sides.source.key_for(&batch.first_key),
-                    TaskStatus::Failed,
-                    "BatchLost",
-                    None,
-                    &format!(
-                        "batch {id} ({} objects, keys {:?} to {:?}) has no result: it is in the dead-letter queue or was never delivered",
-                        batch.tasks, batch.first_key, batch.last_key
-                    ),
-                );
-                rows.push(&batch.first_key, row);
+                rows.push(&row.key, row.clone());
             }
         }
     }
-    problems
+    Ok(problems)
+}
+
+/// A batch counted sent and never done is a failure of every task in it.
+fn add_lost(lost: &[SentBatch], sides: &RunSides, counts: &mut Counts, rows: &ReportRows) {
+    for batch in lost {
+        counts.failed += batch.tasks;
+        let row = ReportRow::new(
+            &sides.source.bucket,
+            &sides.source.key_for(&batch.first_key),
+            TaskStatus::Failed,
+            "BatchLost",
+            None,
+            &format!(
+                "batch {} ({} objects, keys {:?} to {:?}) has no result: it is in the dead-letter queue or was never delivered",
+                batch.id, batch.tasks, batch.first_key, batch.last_key
+            ),
+        );
+        rows.push(&batch.first_key, row);
+    }
 }
 
 /// VALIDATE mismatches, except for objects already reported as failed: by
 /// their batch's result, or with their batch, lost. A batch's tasks are the
 /// keys from its first to its last (a lister cuts batches from keys in
-/// order), and every one of them is already counted failed.
-fn add_validations(
-    validations: &[(String, Checkpoint)],
+/// order), and every one of them is already counted failed. Returns the
+/// VALIDATE checkpoints, slimmed.
+async fn add_validations(
+    store: &RunStore,
+    run_id: &str,
     copies: &CopyProblems,
     sides: &RunSides,
     counts: &mut Counts,
     rows: &ReportRows,
-) {
+) -> Result<Vec<Checkpoint>, SyncError> {
+    use futures::StreamExt;
     let in_lost_batch = |row: &ReportRow| {
         [&sides.source, &sides.destination]
             .iter()
@@ -423,10 +515,16 @@ fn add_validations(
                 copies
                     .lost
                     .iter()
-                    .any(|(first, last)| *first <= key && key <= *last)
+                    .any(|(first, last)| first.as_str() <= key && key <= last.as_str())
             })
     };
-    for (_, checkpoint) in validations {
+    let mut kept = Vec::new();
+    let stream = stream_checkpoints(store, run_id, "validate/").await?;
+    futures::pin_mut!(stream);
+    while let Some(checkpoint) = stream.next().await {
+        let Some(checkpoint) = checkpoint? else {
+            continue;
+        };
         let checked = &checkpoint.counts;
         counts.verify_checked += checked.verify_checked;
         counts.proven_by_ledger += checked.proven_by_ledger;
@@ -440,7 +538,9 @@ fn add_validations(
                 rows.push(&row.key, row.clone());
             }
         }
+        kept.push(slim(checkpoint));
     }
+    Ok(kept)
 }
 
 /// Times of the run, in milliseconds since the Unix epoch, as offsets from
@@ -469,33 +569,31 @@ impl RunClock {
     }
 }
 
-/// Cumulative copies at each batch's finish, from zero at the start to the
-/// run's `totals` at `end` (which include batches lost without a result).
+/// Cumulative copies at the end of each second a batch finished in, from
+/// zero at the start to the run's `totals` at `end` (which include batches
+/// lost without a result).
 ///
 /// Unlike a local run's sampler, which keeps one point a second and would
-/// drop the last batches of a burst, every finish is a point; when there
-/// are more than [`MAX_POINTS`], every n-th is kept, always the first and
-/// the last, so the chart keeps its shape and the summary its size.
+/// drop the last batches of a burst, every second with a finish is a
+/// point; when there are more than [`MAX_POINTS`], every n-th is kept,
+/// always the first and the last, so the chart keeps its shape and the
+/// summary its size.
 fn copy_timeline(
     clock: &RunClock,
-    results: &[&BatchResult],
+    ticks: &[Tick],
     totals: &Counts,
     end_ms: i64,
 ) -> Vec<TimelinePoint> {
-    let mut finished: Vec<(i64, &Counts)> = results
-        .iter()
-        .filter_map(|r| Some((r.finished_at_ms?, &r.counts)))
-        .collect();
-    finished.sort_by_key(|(at, _)| *at);
     let mut so_far = Counts::default();
     let mut points = vec![TimelinePoint::of(0.0, &so_far)];
-    for (at, counts) in finished {
-        so_far.copied += counts.copied;
-        so_far.updated += counts.updated;
-        so_far.bytes_copied += counts.bytes_copied;
-        so_far.failed += counts.failed;
-        let point = TimelinePoint::of(clock.secs(at), &so_far);
-        // Batches finished in the same millisecond are one point.
+    for tick in ticks.iter().filter(|t| t.batches_finished > 0) {
+        so_far.copied += tick.copied;
+        so_far.updated += tick.updated;
+        so_far.bytes_copied += tick.bytes_copied;
+        so_far.failed += tick.failed;
+        // The end of the second: by then, all its batches had finished.
+        let at_ms = ((tick.second + 1) * 1000).min(end_ms);
+        let point = TimelinePoint::of(clock.secs(at_ms), &so_far);
         match points.last_mut() {
             Some(last) if last.at_secs >= point.at_secs => *last = point,
             _ => points.push(point),
@@ -528,11 +626,11 @@ fn thin(points: Vec<TimelinePoint>, keep: usize) -> Vec<TimelinePoint> {
 
 /// The run's phases, from the times its objects record: planning until the
 /// first lister started; listing and sending; copying, from the first
-/// batch's start to the last one's end; validating; and this report.
+/// batch's start to the last one's end (to the second); validating; and this report.
 fn phases(
     clock: &RunClock,
     writes: &[&Checkpoint],
-    results: &[&BatchResult],
+    ticks: &[Tick],
     validations: &[&Checkpoint],
     (report_started_ms, report_ended_ms): (i64, i64),
 ) -> Vec<PhaseTiming> {
@@ -567,14 +665,15 @@ fn phases(
     if let Some((first, last)) = listing {
         phases.push(phase("list and send", first, last));
     }
-    let copying = span(
-        results
-            .iter()
-            .map(|r| (r.started_at_ms, r.finished_at_ms))
-            .collect(),
-    );
-    if let Some((first, last)) = copying {
-        phases.push(phase("copy", first, last));
+    // To the second the copiers record: from the first second a batch
+    // started in (not before the listing that sent it) to the end of the
+    // last one a batch finished in (not after now).
+    let first_start = ticks.iter().find(|t| t.batches_started > 0);
+    let last_finish = ticks.iter().rev().find(|t| t.batches_finished > 0);
+    if let (Some(first), Some(last)) = (first_start, last_finish) {
+        let from = (first.second * 1000).max(listing.map_or(i64::MIN, |(start, _)| start));
+        let to = ((last.second + 1) * 1000).min(report_ended_ms);
+        phases.push(phase("copy", from, to.max(from)));
     }
     if let Some((first, last)) = checkpoint_span(validations) {
         phases.push(phase("validate", first, last));
@@ -602,20 +701,23 @@ fn describe_error(error: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn result(started: i64, finished: Option<i64>, copied: u64, failed: u64) -> BatchResult {
-        BatchResult {
-            run_id: "r".into(),
-            batch_id: format!("b{started}"),
-            receive_count: 1,
-            counts: Counts {
-                copied,
-                bytes_copied: copied * 100,
-                failed,
-                ..Counts::default()
-            },
-            rows: Vec::new(),
-            started_at_ms: Some(started),
-            finished_at_ms: finished,
+    /// A second in which batches finished, copying `copied` and failing `failed`.
+    fn finished(second: i64, copied: u64, failed: u64) -> Tick {
+        Tick {
+            second,
+            batches_finished: 1,
+            copied,
+            bytes_copied: copied * 100,
+            failed,
+            ..Tick::default()
+        }
+    }
+
+    fn started(second: i64) -> Tick {
+        Tick {
+            second,
+            batches_started: 1,
+            ..Tick::default()
         }
     }
 
@@ -628,16 +730,10 @@ mod tests {
     }
 
     #[test]
-    fn the_timeline_adds_up_results_in_finish_order_and_ends_at_the_totals() {
-        // GIVEN results finishing out of order, one without timestamps (an
-        // older copier's)
+    fn the_timeline_adds_up_seconds_in_order_and_ends_at_the_totals() {
+        // GIVEN copies finished in seconds 11 and 15, and one only started
         let clock = RunClock { start_ms: 10_000 };
-        let results = [
-            result(12_000, Some(15_500), 3, 0),
-            result(11_000, Some(12_000), 2, 1),
-            result(11_000, None, 4, 0),
-        ];
-        let refs: Vec<&BatchResult> = results.iter().collect();
+        let ticks = [finished(11, 2, 1), started(13), finished(15, 3, 0)];
         // AND totals that also hold a lost batch's failures
         let totals = Counts {
             copied: 9,
@@ -646,9 +742,9 @@ mod tests {
             ..Counts::default()
         };
         // WHEN the timeline is drawn
-        let points = copy_timeline(&clock, &refs, &totals, 18_000);
-        // THEN it starts at zero, adds each result at its finish, and ends
-        // at the totals
+        let points = copy_timeline(&clock, &ticks, &totals, 18_000);
+        // THEN it starts at zero, adds each second at its end, and ends at
+        // the totals
         let seen: Vec<(f64, u64, u64, u64)> = points
             .iter()
             .map(|p| (p.at_secs, p.objects, p.bytes, p.failed))
@@ -658,51 +754,36 @@ mod tests {
             [
                 (0.0, 0, 0, 0),
                 (2.0, 2, 200, 1),
-                (5.5, 5, 500, 1),
+                (6.0, 5, 500, 1),
                 (8.0, 9, 900, 3)
             ]
         );
     }
 
     #[test]
-    fn the_last_batches_of_a_burst_are_drawn_when_they_finished() {
-        // GIVEN batches finishing within a second, then a slow validation
+    fn a_second_that_ends_after_the_report_is_drawn_at_the_report() {
         let clock = RunClock { start_ms: 0 };
-        let results = [
-            result(0, Some(2_381), 100, 0),
-            result(0, Some(2_600), 100, 0),
-            result(0, Some(2_600), 100, 0),
-            result(0, Some(3_000), 100, 0),
-        ];
-        let refs: Vec<&BatchResult> = results.iter().collect();
+        let ticks = [finished(2, 100, 0), finished(4, 300, 0)];
         let totals = Counts {
             copied: 400,
             bytes_copied: 40_000,
             ..Counts::default()
         };
-        // WHEN the report comes 2 s later
-        let points = copy_timeline(&clock, &refs, &totals, 4_908);
-        // THEN all 400 were there at 3 s, not only at the report
+        let points = copy_timeline(&clock, &ticks, &totals, 4_908);
         let seen: Vec<(f64, u64)> = points.iter().map(|p| (p.at_secs, p.objects)).collect();
-        assert_eq!(
-            seen,
-            [(0.0, 0), (2.381, 100), (2.6, 300), (3.0, 400), (4.908, 400)]
-        );
+        assert_eq!(seen, [(0.0, 0), (3.0, 100), (4.908, 400)]);
     }
 
     #[test]
-    fn a_timeline_of_many_batches_is_thinned_and_stays_monotonic() {
+    fn a_timeline_of_many_seconds_is_thinned_and_stays_monotonic() {
         let clock = RunClock { start_ms: 0 };
-        let results: Vec<BatchResult> = (0..20_000)
-            .map(|i| result(i * 500, Some(i * 500 + 400), 1, 0))
-            .collect();
-        let refs: Vec<&BatchResult> = results.iter().collect();
+        let ticks: Vec<Tick> = (0..20_000).map(|i| finished(i, 1, 0)).collect();
         let totals = Counts {
             copied: 20_000,
             bytes_copied: 2_000_000,
             ..Counts::default()
         };
-        let points = copy_timeline(&clock, &refs, &totals, 10_001_000);
+        let points = copy_timeline(&clock, &ticks, &totals, 20_001_000);
         assert_eq!(points.len(), MAX_POINTS);
         assert!(
             points
@@ -714,23 +795,21 @@ mod tests {
 
     #[test]
     fn phases_follow_the_runs_objects_in_order() {
-        // GIVEN a run that started at 100 s: listers from 101 s to 104 s,
-        // batches from 102 s to 107 s, validation from 108 s to 109 s
+        // GIVEN a run that started at 100 s: listers from 101.5 s to 104 s,
+        // batches started in second 101 and finished by second 106,
+        // validation from 108 s to 109 s
         let clock = RunClock { start_ms: 100_000 };
-        let writes = [checkpoint(101_000, 103_000), checkpoint(101_500, 104_000)];
-        let results = [
-            result(102_000, Some(105_000), 1, 0),
-            result(104_000, Some(107_000), 1, 0),
-        ];
+        let writes = [checkpoint(101_500, 103_000), checkpoint(101_700, 104_000)];
+        let ticks = [started(101), finished(104, 1, 0), finished(106, 1, 0)];
         let checks = [checkpoint(108_000, 109_000)];
         // AND a part-task record the copier wrote, without times
         let parts = Checkpoint::default();
         let writes: Vec<&Checkpoint> = writes.iter().chain([&parts]).collect();
-        let results: Vec<&BatchResult> = results.iter().collect();
         let checks: Vec<&Checkpoint> = checks.iter().collect();
         // WHEN the phases are measured, the report running from 110 s to 110.5 s
-        let phases = phases(&clock, &writes, &results, &checks, (110_000, 110_500));
-        // THEN each spans what its objects say
+        let phases = phases(&clock, &writes, &ticks, &checks, (110_000, 110_500));
+        // THEN each spans what its objects say; the copies start with the
+        // listing that sent them, not earlier in its second
         let seen: Vec<(&str, f64, f64)> = phases
             .iter()
             .map(|p| (p.name.as_str(), p.started_secs, p.duration_secs))
@@ -738,9 +817,9 @@ mod tests {
         assert_eq!(
             seen,
             [
-                ("plan", 0.0, 1.0),
-                ("list and send", 1.0, 3.0),
-                ("copy", 2.0, 5.0),
+                ("plan", 0.0, 1.5),
+                ("list and send", 1.5, 2.5),
+                ("copy", 1.5, 5.5),
                 ("validate", 8.0, 1.0),
                 ("report", 10.0, 0.5),
             ]

@@ -5,7 +5,10 @@
 //! s3://REPORT_BUCKET/REPORT_PREFIX/RUN_ID/
 //!   run.json                      the validated execution input and its shards (planner)
 //!   sent/SHARD-SEQ.json           a lister invocation's checkpoint: cursor, counts, batches sent
-//!   results/BATCH.json            one per batch (copier); a redelivery overwrites it
+//!   results/BATCH.json            one per batch: the delivery counted done (copier); the
+//!                                 report does not read it
+//!   rows/BATCH/DELIVERY.json      a delivery's report rows, only when it has some; the
+//!                                 batch's done marker (counters.rs) names the one counted
 //!   proven/SHARD.json             what a shard's write phase leaves VALIDATE: batches sent, proof chunks
 //!   validate/SHARD-SEQ.json       a VALIDATE invocation's checkpoint and mismatches
 //!   summary.json, failures.csv    the report (reporter)
@@ -17,6 +20,10 @@
 //! Objects are named by what they describe (batch id, shard and invocation
 //! number), never by when they were written, so every write is idempotent:
 //! a retried invocation or a redelivered message rewrites the same object.
+//! The one exception, `rows/`, is named by delivery, because which
+//! delivery counted is decided in the run counters, not here. What is
+//! counted (batches sent and done, their outcomes) lives in the run
+//! counters' DynamoDB table ([`crate::serverless::counters`]).
 
 use std::collections::HashMap;
 

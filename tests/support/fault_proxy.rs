@@ -183,6 +183,9 @@ pub struct Recorded {
     pub checksum: Option<String>,
     /// Whether that checksum came in the trailer.
     pub trailer: bool,
+    /// `x-amz-target` of a JSON-protocol call (not S3's): the service and
+    /// operation, `DynamoDB_20120810.Query`, `AmazonSQS.SendMessageBatch`.
+    pub target: Option<String>,
     /// The status answered (by moto or the proxy); `None` while in flight.
     pub status: Option<u16>,
     /// Whether the proxy answered itself instead of moto.
@@ -1131,6 +1134,7 @@ fn describe(parts: &Parts) -> Recorded {
             .map(str::to_owned)
             .collect(),
         trailer: parts.headers.contains_key("x-amz-trailer"),
+        target: header(&HeaderName::from_static("x-amz-target")),
         checksum: header(&HeaderName::from_static("x-amz-trailer")).or_else(|| {
             parts
                 .headers

@@ -190,6 +190,16 @@ pub fn check_environment(t: &Template) -> Check {
             "{id} S3_FANOUT_WORK_QUEUE_URL must be !Ref {queue} exactly for the lister, copier and reporter"
         );
     }
+    // The run counters, for the functions that count batches or read them.
+    for binary in FUNCTION_BINARIES {
+        let (id, function) = t.function(binary)?;
+        let counts = [COPIER, "s3-fanout-lister", "s3-fanout-reporter"].contains(&binary);
+        let table = t.environment(function).get("S3_FANOUT_RUN_TABLE").cloned();
+        ensure!(
+            table == counts.then(|| json!({"Ref": "RunTable"})),
+            "{id} S3_FANOUT_RUN_TABLE must be !Ref RunTable exactly for the lister, copier and reporter, is {table:?}"
+        );
+    }
     for binary in [COPIER, REPLICATOR] {
         let (id, function) = t.function(binary)?;
         ensure!(

@@ -51,6 +51,10 @@
 //!   invoke exactly those.
 //! - the report bucket (`report_bucket.rs`): encrypted, private, TLS only,
 //!   reports expiring; and the stack outputs operators need (`outputs.rs`).
+//! - the run counters (`run_table.rs`): one on-demand table keyed pk/sk,
+//!   items expiring by `expires_at`, encrypted; DynamoDB granted on it
+//!   alone (and to whom, exactly, is `permissions.rs`'s to say); the
+//!   lister, copier and reporter, and only they, told its name.
 //! - monitoring (`monitoring.rs`): each dashboard body is JSON once
 //!   substituted, and every metric it draws is one a function emits (the
 //!   EMF contract, found in the functions' source) or an AWS metric, with
@@ -141,6 +145,7 @@ mod permissions;
 mod queues;
 mod replication;
 mod report_bucket;
+mod run_table;
 mod schedule;
 mod state_machine;
 mod values;
@@ -233,6 +238,11 @@ fn every_function_logs_to_a_log_group_with_retention() {
 #[test]
 fn report_bucket_is_private_encrypted_tls_only_and_expires_reports() {
     assert_ok(check_report_bucket(&load()));
+}
+
+#[test]
+fn run_table_is_on_demand_keyed_expiring_and_the_only_dynamodb_resource_granted() {
+    assert_ok(run_table::check_run_table(&load()));
 }
 
 #[test]

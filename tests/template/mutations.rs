@@ -648,6 +648,63 @@ fn missing_environment_is_caught() {
 }
 
 #[test]
+fn a_run_table_that_keeps_items_or_is_granted_too_widely_is_caught() {
+    use crate::run_table::check_run_table;
+    let t = broken(|d| remove(d, "/Resources/RunTable/Properties/TimeToLiveSpecification"));
+    assert_caught(check_run_table(&t), "items never expire");
+    let t = broken(|d| {
+        set(
+            d,
+            "/Resources/RunTable/Properties/BillingMode",
+            json!("PROVISIONED"),
+        )
+    });
+    assert_caught(check_run_table(&t), "provisioned capacity");
+    let t = broken(|d| {
+        set(
+            d,
+            "/Resources/RunTable/Properties/KeySchema/1/AttributeName",
+            json!("seq"),
+        )
+    });
+    assert_caught(check_run_table(&t), "another sort key than the code's");
+    let t = broken(|d| {
+        role_statements(d, "s3-fanout-planner").push(json!({
+            "Effect": "Allow", "Action": "dynamodb:Query",
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*"}
+        }));
+    });
+    assert_caught(check_run_table(&t), "DynamoDB on every table");
+    // Who gets what on the table is least privilege's to check.
+    let t = broken(|d| {
+        role_statement(d, COPIER, "CountRun")["Action"] = json!("dynamodb:*");
+    });
+    assert_caught(check_least_privilege(&t), "the copier granted dynamodb:*");
+    let t = broken(|d| {
+        role_statement(d, "s3-fanout-reporter", "ReadRunCounts")["Action"] = json!([
+            "dynamodb:Query",
+            "dynamodb:BatchGetItem",
+            "dynamodb:PutItem"
+        ]);
+    });
+    assert_caught(check_least_privilege(&t), "the reporter writing counts");
+    let t = broken(|d| {
+        role_statements(d, "s3-fanout-lister").retain(|s| s.get("Sid") != Some(&json!("CountRun")));
+    });
+    assert_caught(check_least_privilege(&t), "the lister unable to count");
+    let t = broken(|d| {
+        let copier = copier_id(d);
+        remove(
+            d,
+            &format!("/Resources/{copier}/Properties/Environment/Variables/S3_FANOUT_RUN_TABLE"),
+        );
+    });
+    assert_caught(check_environment(&t), "the copier not told the table");
+    let t = broken(|d| remove(d, "/Outputs/RunTableName"));
+    assert_caught(check_outputs(&t), "no RunTableName output");
+}
+
+#[test]
 fn missing_outputs_are_caught() {
     let t = broken(|d| remove(d, "/Outputs/EventQueueArn"));
     assert_caught(check_outputs(&t), "no EventQueueArn output");

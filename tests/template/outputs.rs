@@ -14,6 +14,8 @@ pub fn check_outputs(t: &Template) -> Check {
         "DeadLetterQueueUrl",
         "ReportBucketName",
         "ReportPrefix",
+        // `status` reads a run's progress in the run counters.
+        "RunTableName",
         "PlannerFunctionName",
         "ListerFunctionName",
         "CopierFunctionName",

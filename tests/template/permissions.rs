@@ -215,6 +215,10 @@ pub fn check_least_privilege(t: &Template) -> Check {
     let report = "${ReportBucket.Arn}";
     let report_objects = "${ReportBucket.Arn}/${ReportPrefix}*";
     let queue = "${WorkQueue.Arn}";
+    // The run counters: listers and copiers count (inside transactions,
+    // authorised by the actions they hold), the reporter reads.
+    let table = "${RunTable.Arn}";
+    let count = [("dynamodb:PutItem", table), ("dynamodb:UpdateItem", table)];
     let (event_queue_id, _) = t.event_queue()?;
     let events = format!("${{{event_queue_id}.Arn}}");
     let event_dlq = format!("${{{}.Arn}}", t.dead_letter_queue_of(event_queue_id)?.0);
@@ -259,6 +263,7 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:ListBucket", report),
             ]);
             g.extend(grants(&report_rw));
+            g.extend(grants(&count));
             g
         }),
         ("s3-fanout-copier", "Copier", {
@@ -280,6 +285,7 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:ListBucket", report),
             ]);
             g.extend(grants(&report_rw));
+            g.extend(grants(&count));
             g
         }),
         ("s3-fanout-reporter", "Reporter", {
@@ -293,6 +299,9 @@ pub fn check_least_privilege(t: &Template) -> Check {
                     "s3:DeleteObject",
                     "${ReportBucket.Arn}/${ReportPrefix}ledgers/*",
                 ),
+                // Progress and totals; the markers of lost batches.
+                ("dynamodb:Query", table),
+                ("dynamodb:BatchGetItem", table),
             ]);
             g.extend(grants(&report_rw));
             g

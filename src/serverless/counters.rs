@@ -1,0 +1,574 @@
+//! A run's counters, in DynamoDB: batches sent and done, and the outcomes
+//! their copies recorded, so that progress is one Query and the report
+//! reads no batch result it does not need.
+//!
+//! Before this table, every progress poll listed `results/` and read every
+//! lister checkpoint, and the report read every batch result: at 1M
+//! batches (100M objects copied) half a gigabyte of heap and half an hour
+//! of GETs. Counting is the one thing S3 cannot do for many writers;
+//! DynamoDB's atomic `ADD` does it, and a transaction makes each count
+//! idempotent under SQS's at-least-once delivery and the listers' retries.
+//!
+//! Items of the table (keyed `pk`, `sk`; every one carries `expires_at`,
+//! 30 days on, for the table's TTL):
+//!
+//! - `pk = RUN, sk = n#SLOT`: [`SLOTS`] counter items. A batch counts in the
+//!   slot its id hashes to, so concurrent writers rarely touch one item (a
+//!   transaction conflicts with any other write to an item it holds).
+//!   Attributes: `batches_sent`, `tasks_sent`, `batches_done`,
+//!   `batches_with_rows`, and `c_FIELD` for each outcome of [`Counts`].
+//!   Progress sums them: one Query page of at most [`SLOTS`] small items.
+//! - `pk = RUN#b#BATCH, sk = sent | done`: one marker per batch and side,
+//!   written in the same transaction as its count, on condition that it
+//!   does not exist: a batch sent twice (a lister retried) or done twice (a
+//!   duplicate delivery) counts once. A done marker names the object that
+//!   holds its report rows (`rows`), when it has any.
+//! - `pk = RUN#t, sk = s#SECOND`: the copies finished in each second, and the
+//!   batches started in it, for the report's timeline and copy phase. Added
+//!   after the batch's own transaction, outside it: a chart point lost to a
+//!   crash in between costs the chart a little, never the totals, and these
+//!   items stay out of transactions, so they never conflict. Their number
+//!   grows with the run's duration, not with its batches.
+//!
+//! Costs at 100M objects copied (1M batches, on-demand at $0.625 per
+//! million write units): a transaction's write is two units per item, so
+//! about 4 units per batch sent and 4 per batch done, 8M units: $5, beside
+//! the $500 of the 100M CopyObject requests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
+
+use crate::base::error::{S3Failure, SyncError, classify};
+use crate::report::Counts;
+use crate::report::emf;
+use crate::serverless::contract::SentBatch;
+
+/// Counter items per run. More slots, fewer transaction conflicts between
+/// concurrent copiers; progress reads them all, in one page (each is under
+/// 1 KB, a Query page is 1 MB).
+pub const SLOTS: u64 = 128;
+
+/// How long a run's items outlive it: its report is the lasting record.
+const KEEP_SECS: i64 = 30 * 24 * 3600;
+
+/// DynamoDB's limit of items in one transaction.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// Tries of a transaction that conflicts with another on the same counter.
+const CONFLICT_TRIES: u32 = 10;
+
+/// What the counters of a run add up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    pub batches_sent: u64,
+    pub tasks_sent: u64,
+    pub batches_done: u64,
+    /// Batches whose result has report rows (failures, warnings).
+    pub batches_with_rows: u64,
+    /// The outcomes the done batches recorded.
+    pub counts: Counts,
+}
+
+/// One second of the run, as the copiers recorded it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Seconds since the Unix epoch.
+    pub second: i64,
+    pub batches_started: u64,
+    pub batches_finished: u64,
+    pub copied: u64,
+    pub updated: u64,
+    pub bytes_copied: u64,
+    pub failed: u64,
+}
+
+/// A run's counters in the stack's table.
+#[derive(Debug, Clone)]
+pub struct RunCounters {
+    client: Client,
+    table: String,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// FNV-1a: stable across processes and versions, unlike std's hasher.
+fn slot_of(batch_id: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in batch_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash % SLOTS
+}
+
+fn expires_at() -> AttributeValue {
+    n(emf::now_ms() / 1000 + KEEP_SECS)
+}
+
+/// An `ADD` expression over `values` (attribute name → amount), skipping
+/// zeros, with `expires_at` set; its names and values.
+struct AddExpression {
+    expression: String,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl AddExpression {
+    fn of(values: &[(String, u64)]) -> Self {
+        let mut adds = Vec::new();
+        let mut names = HashMap::new();
+        let mut attribute_values = HashMap::new();
+        for (i, (name, value)) in values.iter().filter(|(_, v)| *v > 0).enumerate() {
+            adds.push(format!("#a{i} :a{i}"));
+            names.insert(format!("#a{i}"), name.clone());
+            attribute_values.insert(format!(":a{i}"), n(value));
+        }
+        names.insert("#e".into(), "expires_at".into());
+        attribute_values.insert(":e".into(), expires_at());
+        let mut expression = "SET #e = :e".to_owned();
+        if !adds.is_empty() {
+            expression.push_str(" ADD ");
+            expression.push_str(&adds.join(", "));
+        }
+        AddExpression {
+            expression,
+            names,
+            values: attribute_values,
+        }
+    }
+}
+
+/// The `c_FIELD` attributes of counts, one per non-zero outcome.
+fn count_attributes(counts: &Counts) -> Vec<(String, u64)> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(counts) else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter_map(|(name, value)| Some((format!("c_{name}"), value.as_u64()?)))
+        .filter(|(_, value)| *value > 0)
+        .collect()
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Why a transaction was cancelled, by item.
+enum Cancelled {
+    /// A marker already exists: that batch was counted before.
+    AlreadyCounted,
+    /// Another write held an item, or the table was throttled: try again.
+    Busy,
+}
+
+fn cancelled(err: &SdkError<TransactWriteItemsError>) -> Option<Cancelled> {
+    let SdkError::ServiceError(service) = err else {
+        return None;
+    };
+    match service.err() {
+        TransactWriteItemsError::TransactionCanceledException(e) => {
+            let codes: Vec<&str> = e
+                .cancellation_reasons()
+                .iter()
+                .filter_map(|r| r.code())
+                .collect();
+            if codes.contains(&"ConditionalCheckFailed") {
+                Some(Cancelled::AlreadyCounted)
+            } else {
+                Some(Cancelled::Busy)
+            }
+        }
+        TransactWriteItemsError::TransactionInProgressException(_)
+        | TransactWriteItemsError::ProvisionedThroughputExceededException(_)
+        | TransactWriteItemsError::RequestLimitExceeded(_)
+        | TransactWriteItemsError::ThrottlingException(_) => Some(Cancelled::Busy),
+        _ => None,
+    }
+}
+
+fn failed(what: &str, failure: S3Failure) -> SyncError {
+    SyncError::s3(format!("{what} (DynamoDB)"), failure)
+}
+
+impl RunCounters {
+    pub fn new(client: Client, table: String) -> Self {
+        RunCounters { client, table }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn marker(&self, run_id: &str, batch_id: &str, side: &str) -> Put {
+        Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("{run_id}#b#{batch_id}")))
+            .item("sk", s(side))
+            .item("expires_at", expires_at())
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .expect("pk, sk and table are set")
+    }
+
+    fn add_to_slot(&self, run_id: &str, slot: u64, values: &[(String, u64)]) -> Update {
+        let add = AddExpression::of(values);
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(run_id))
+            .key("sk", s(format!("n#{slot:03}")))
+            .update_expression(add.expression)
+            .set_expression_attribute_names(Some(add.names))
+            .set_expression_attribute_values(Some(add.values))
+            .build()
+            .expect("key, table and expression are set")
+    }
+
+    /// Run one transaction, again while it conflicts with others; `false`
+    /// when a marker in it already existed (nothing was written).
+    async fn transact(&self, what: &str, items: Vec<TransactWriteItem>) -> Result<bool, SyncError> {
+        let mut wait = Duration::from_millis(20);
+        for attempt in 1.. {
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let err = match sent {
+                Ok(_) => return Ok(true),
+                Err(err) => err,
+            };
+            match cancelled(&err) {
+                Some(Cancelled::AlreadyCounted) => return Ok(false),
+                Some(Cancelled::Busy) if attempt < CONFLICT_TRIES => {
+                    // Jittered, so writers that collided do not again.
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos());
+                    let jitter = Duration::from_micros(u64::from(nanos % 1000) * 20);
+                    tokio::time::sleep(wait + jitter).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                _ => {
+                    let mut failure = classify(&err);
+                    if matches!(cancelled(&err), Some(Cancelled::Busy)) {
+                        failure.class = crate::base::error::RetryClass::Retryable;
+                    }
+                    return Err(failed(what, failure));
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Count `batches` as sent, each once however often this is called
+    /// for it (a retried lister sends its batches again under their ids).
+    pub async fn record_sent(&self, run_id: &str, batches: &[SentBatch]) -> Result<(), SyncError> {
+        for chunk in batches.chunks(MAX_TRANSACTION_ITEMS - 1) {
+            if !self.sent_together(run_id, chunk).await? {
+                // Some of them were counted before: one at a time.
+                for batch in chunk {
+                    self.sent_together(run_id, std::slice::from_ref(batch))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn sent_together(&self, run_id: &str, batches: &[SentBatch]) -> Result<bool, SyncError> {
+        let Some(first) = batches.first() else {
+            return Ok(true);
+        };
+        let tasks: u64 = batches.iter().map(|b| b.tasks).sum();
+        let mut items: Vec<TransactWriteItem> = batches
+            .iter()
+            .map(|b| {
+                TransactWriteItem::builder()
+                    .put(self.marker(run_id, &b.id, "sent"))
+                    .build()
+            })
+            .collect();
+        let values = [
+            ("batches_sent".to_owned(), batches.len() as u64),
+            ("tasks_sent".to_owned(), tasks),
+        ];
+        items.push(
+            TransactWriteItem::builder()
+                .update(self.add_to_slot(run_id, slot_of(&first.id), &values))
+                .build(),
+        );
+        self.transact("counting the batches sent", items).await
+    }
+
+    /// Count a batch done with its outcomes, once; `rows` names the object
+    /// holding its report rows, if it has any. `false`: it was counted
+    /// before (a duplicate delivery), and nothing changed.
+    pub async fn record_done(
+        &self,
+        run_id: &str,
+        batch_id: &str,
+        counts: &Counts,
+        rows: Option<&str>,
+    ) -> Result<bool, SyncError> {
+        let mut marker = self.marker(run_id, batch_id, "done");
+        if let Some(rows) = rows {
+            marker.item.insert("rows".into(), s(rows));
+        }
+        let mut values = count_attributes(counts);
+        values.push(("batches_done".into(), 1));
+        values.push(("batches_with_rows".into(), u64::from(rows.is_some())));
+        let items = vec![
+            TransactWriteItem::builder().put(marker).build(),
+            TransactWriteItem::builder()
+                .update(self.add_to_slot(run_id, slot_of(batch_id), &values))
+                .build(),
+        ];
+        self.transact("counting a batch done", items).await
+    }
+
+    /// Add a counted batch to the timeline: started in one second,
+    /// finished with `counts` in another. Best effort (see the module).
+    pub async fn record_times(
+        &self,
+        run_id: &str,
+        (started_ms, finished_ms): (i64, i64),
+        counts: &Counts,
+    ) {
+        let (start, finish) = (started_ms.div_euclid(1000), finished_ms.div_euclid(1000));
+        let mut finished = vec![
+            ("batches_finished".to_owned(), 1),
+            ("copied".to_owned(), counts.copied),
+            ("updated".to_owned(), counts.updated),
+            ("bytes_copied".to_owned(), counts.bytes_copied),
+            ("failed".to_owned(), counts.failed),
+        ];
+        let started = vec![("batches_started".to_owned(), 1)];
+        let ticks = if start == finish {
+            finished.extend(started);
+            vec![(finish, finished)]
+        } else {
+            vec![(start, started), (finish, finished)]
+        };
+        for (second, values) in ticks {
+            let add = AddExpression::of(&values);
+            let added = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(format!("{run_id}#t")))
+                .key("sk", s(format!("s#{second:012}")))
+                .update_expression(add.expression)
+                .set_expression_attribute_names(Some(add.names))
+                .set_expression_attribute_values(Some(add.values))
+                .send()
+                .await;
+            if let Err(err) = added {
+                tracing::warn!(run_id, error = %classify(&err).message, "the timeline misses a batch");
+            }
+        }
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix`, page
+    /// by page, read consistently.
+    async fn query(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, SyncError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":prefix", s(prefix))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| failed("reading the run's counters", classify(&e)))?;
+            items.extend(page.items().iter().cloned());
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// The run's totals: one Query of its counter items.
+    pub async fn totals(&self, run_id: &str) -> Result<RunTotals, SyncError> {
+        let mut totals = RunTotals::default();
+        let mut outcomes = serde_json::Map::new();
+        for item in self.query(run_id, "n#").await? {
+            totals.batches_sent += number(&item, "batches_sent");
+            totals.tasks_sent += number(&item, "tasks_sent");
+            totals.batches_done += number(&item, "batches_done");
+            totals.batches_with_rows += number(&item, "batches_with_rows");
+            for name in item.keys().filter_map(|k| k.strip_prefix("c_")) {
+                let sum = outcomes.get(name).and_then(serde_json::Value::as_u64);
+                let value = sum.unwrap_or(0) + number(&item, &format!("c_{name}"));
+                outcomes.insert(name.to_owned(), value.into());
+            }
+        }
+        totals.counts = serde_json::from_value(serde_json::Value::Object(outcomes))
+            .map_err(|e| SyncError::Report(format!("the run's counters do not read: {e}")))?;
+        Ok(totals)
+    }
+
+    /// The run's seconds with copies started or finished, in order.
+    pub async fn timeline(&self, run_id: &str) -> Result<Vec<Tick>, SyncError> {
+        // A key condition's begins_with needs a prefix of one character at
+        // least: DynamoDB refuses an empty one.
+        let items = self.query(&format!("{run_id}#t"), "s#").await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                Some(Tick {
+                    second: item
+                        .get("sk")?
+                        .as_s()
+                        .ok()?
+                        .strip_prefix("s#")?
+                        .parse()
+                        .ok()?,
+                    batches_started: number(item, "batches_started"),
+                    batches_finished: number(item, "batches_finished"),
+                    copied: number(item, "copied"),
+                    updated: number(item, "updated"),
+                    bytes_copied: number(item, "bytes_copied"),
+                    failed: number(item, "failed"),
+                })
+            })
+            .collect())
+    }
+
+    /// Which of `batch_ids` are counted done, with the object naming their
+    /// rows (`None`: none). Batched by 100, read consistently.
+    pub async fn done(
+        &self,
+        run_id: &str,
+        batch_ids: &[String],
+    ) -> Result<HashMap<String, Option<String>>, SyncError> {
+        let mut done = HashMap::new();
+        for chunk in batch_ids.chunks(100) {
+            let keys = chunk
+                .iter()
+                .map(|id| {
+                    HashMap::from([
+                        ("pk".to_owned(), s(format!("{run_id}#b#{id}"))),
+                        ("sk".to_owned(), s("done")),
+                    ])
+                })
+                .collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .expect("keys are set"),
+            );
+            let mut wait = Duration::from_millis(50);
+            while let Some(asked) = request.take() {
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, asked)
+                    .send()
+                    .await
+                    .map_err(|e| failed("reading which batches are done", classify(&e)))?;
+                for item in answer
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok()) else {
+                        continue;
+                    };
+                    let Some((_, id)) = pk.split_once("#b#") else {
+                        continue;
+                    };
+                    let rows = item.get("rows").and_then(|v| v.as_s().ok()).cloned();
+                    done.insert(id.to_owned(), rows);
+                }
+                // Keys DynamoDB did not get to (throttled): asked again.
+                request = answer
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+                if request.is_some() {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_spread_over_every_slot() {
+        let mut seen = [0u32; SLOTS as usize];
+        for shard in 0..64 {
+            for seq in 0..4 {
+                for i in 0..10 {
+                    seen[slot_of(&format!("{shard:05}-{seq:05}-{i:04}")) as usize] += 1;
+                }
+            }
+        }
+        // 2,560 ids over 128 slots: 20 each on average, none empty or hot.
+        assert!(seen.iter().all(|&n| (5..=40).contains(&n)), "{seen:?}");
+    }
+
+    #[test]
+    fn an_add_expression_skips_zeros_and_always_sets_the_expiry() {
+        let add = AddExpression::of(&[("a".into(), 0), ("b".into(), 3)]);
+        assert_eq!(add.expression, "SET #e = :e ADD #a0 :a0");
+        assert_eq!(add.names["#a0"], "b");
+        assert_eq!(add.values[":a0"], n(3));
+        let none = AddExpression::of(&[("a".into(), 0)]);
+        assert_eq!(none.expression, "SET #e = :e");
+    }
+
+    #[test]
+    fn outcomes_round_trip_through_their_attributes() {
+        let counts = Counts {
+            copied: 7,
+            bytes_copied: 700,
+            failed: 1,
+            ..Counts::default()
+        };
+        let attributes = count_attributes(&counts);
+        assert_eq!(attributes.len(), 3);
+        let map: serde_json::Map<String, serde_json::Value> = attributes
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches("c_").to_owned(), v.into()))
+            .collect();
+        let back: Counts = serde_json::from_value(serde_json::Value::Object(map)).unwrap();
+        assert_eq!(back, counts);
+    }
+}
