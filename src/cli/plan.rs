@@ -150,23 +150,33 @@ fn print_plan(p: &PlanReport) {
                 s.stack.architecture
             );
             println!(
-                "    Step Fns   {} state transitions, {} shards",
+                "    Step Fns   {} state transitions, {} shards (largest {} keys, {} listers at once)",
                 n(s.state_transitions),
-                n(s.shards)
+                n(s.shards),
+                n(s.largest_shard_keys),
+                s.stack.shard_concurrency
             );
             println!(
-                "    cost       {}  (S3 {}, SQS {}, Lambda {}, Step Functions {})",
+                "    DynamoDB   {} write units, {} read units (run counters)",
+                n(s.dynamodb_write_units),
+                n(s.dynamodb_read_units)
+            );
+            println!(
+                "    cost       {}  (S3 {}, SQS {}, Lambda {}, Step Functions {}, DynamoDB {})",
                 usd(s.total_usd),
                 usd(s.cost_usd["s3_requests"]),
                 usd(s.cost_usd["sqs"]),
                 usd(s.cost_usd["lambda"]),
-                usd(s.cost_usd["step_functions"])
+                usd(s.cost_usd["step_functions"]),
+                usd(s.cost_usd["dynamodb"])
             );
             println!(
-                "    time       {}  (at {} copiers at once, {} tasks each)",
+                "    time       {}  (at {} copiers at once, {} tasks each; listing {}, S3's per-prefix write rate {})",
                 duration(s.wall_secs),
                 s.stack.copier_concurrency,
-                s.stack.copier_task_concurrency
+                s.stack.copier_task_concurrency,
+                duration(s.listing_secs),
+                duration(s.partition_bound_secs)
             );
         }
         None => println!("\n  serverless runtime: not for a directory (it syncs buckets)"),

@@ -26,6 +26,7 @@ pub struct PriceTable {
     pub lambda: LambdaPrices,
     pub sqs: SqsPrices,
     pub step_functions: StepFunctionsPrices,
+    pub dynamodb: DynamoDbPrices,
     pub assumptions: Assumptions,
 }
 
@@ -64,6 +65,14 @@ pub struct StepFunctionsPrices {
     pub per_1000_state_transitions: f64,
 }
 
+/// On-demand capacity: a transactional write costs two write units per
+/// item of up to 1 KB, a strongly consistent read one read unit per 4 KB.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DynamoDbPrices {
+    pub per_million_write_request_units: f64,
+    pub per_million_read_request_units: f64,
+}
+
 /// What a plan cannot measure; each estimate that uses one says so.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Assumptions {
@@ -83,6 +92,15 @@ pub struct Assumptions {
     /// ReceiveMessage calls an SQS event source mapping makes while idle
     /// (about five pollers long-polling 20 s each).
     pub esm_idle_receives_per_minute: f64,
+    /// How long a lister invocation lists before it hands back its cursor:
+    /// its 900 s timeout less the fifth (at most 2 min) it keeps for
+    /// finishing (`serverless::stop_starting_at`).
+    pub lister_invocation_secs: f64,
+    /// Writes (PUT, COPY, DELETE) per second S3 takes under one partitioned
+    /// prefix; a prefix new to load starts as one partition, and S3 splits
+    /// it only after sustained load (FIELD.md; AWS, "Best practices design
+    /// patterns: optimizing Amazon S3 performance").
+    pub s3_writes_per_second_per_prefix: f64,
 }
 
 impl PriceTable {

@@ -497,6 +497,8 @@ async fn serverless_estimate(
         },
         serverless::Inputs {
             shards: shards.len() as u64,
+            shard_keys: &tally.keys.per_range(&shards),
+            busiest_prefix_writes: tally.busiest_prefix_writes(),
             listed_source: c.listed_source,
             listed_destination: c.listed_destination,
             destination_after,
