@@ -419,6 +419,10 @@ struct SourceRewrite {
 #[derive(Debug, Default)]
 struct State {
     rules: Vec<Rule>,
+    /// Buckets whose names start with the first of a pair answered by the
+    /// second, another loopback server (the synthetic endpoint): moto
+    /// behind, for the stack's own buckets and other services.
+    routes: Vec<(String, String)>,
     enforce_if_match: bool,
     /// Buckets that answer as requester-pays buckets do.
     requester_pays: Vec<String>,
@@ -609,6 +613,18 @@ impl FaultProxy {
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state().log.clone()
+    }
+
+    /// Send requests for buckets named `prefix…` to `upstream` (loopback)
+    /// instead of moto: listings of millions of keys from the synthetic
+    /// endpoint, with the stack's own state in moto.
+    pub fn route_buckets(&self, prefix: &str, upstream: &str) {
+        assert!(
+            upstream.starts_with("http://127.0.0.1:"),
+            "the proxy only forwards to loopback, not {upstream}"
+        );
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        self.state().routes.push((prefix.to_owned(), upstream));
     }
 
     /// Forget the requests recorded so far (before a re-run, say).
@@ -1212,9 +1228,21 @@ async fn forward(shared: &Shared, parts: Parts, body: Bytes) -> Response<ProxyBo
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
+    // Path-style: the bucket is the path's first segment.
+    let bucket = parts.uri.path().trim_start_matches('/');
+    let bucket = bucket.split('/').next().unwrap_or_default();
+    let upstream = {
+        let state = shared.state.lock().expect("proxy state poisoned");
+        state
+            .routes
+            .iter()
+            .find(|(prefix, _)| !bucket.is_empty() && bucket.starts_with(prefix.as_str()))
+            .map(|(_, upstream)| upstream.clone())
+    };
+    let upstream = upstream.as_deref().unwrap_or(&shared.upstream);
     let mut builder = Request::builder()
         .method(parts.method.clone())
-        .uri(format!("{}{path_and_query}", shared.upstream));
+        .uri(format!("{upstream}{path_and_query}"));
     for (name, value) in &parts.headers {
         // Host is set from the upstream URI by the client.
         if name != HOST && name != CONTENT_LENGTH && !hop_by_hop(name) {
