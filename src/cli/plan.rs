@@ -150,8 +150,9 @@ fn print_plan(p: &PlanReport) {
                 s.stack.architecture
             );
             println!(
-                "    Step Fns   {} state transitions, {} shards (largest {} keys, {} listers at once)",
+                "    Step Fns   {} state transitions, {} history events, {} shards (largest {} keys, {} listers at once)",
                 n(s.state_transitions),
+                n(s.history_events),
                 n(s.shards),
                 n(s.largest_shard_keys),
                 s.stack.shard_concurrency

@@ -1,0 +1,235 @@
+//! The serverless runtime simulated at sizes this machine cannot hold
+//! (issue 21). The real planner (`engine::shards::plan_shards`) cuts a
+//! bucket of 100M or 1B keys served by the synthetic endpoint (listings are
+//! computed, nothing is stored), the endpoint weighs each shard exactly
+//! (`/__synthetic/keys`), and `plan`'s serverless model
+//! (`plan::serverless::estimate`: lister invocations ending at 2M keys or
+//! 780 s, the Map's concurrency, S3's per-prefix write rate, SQS, Lambda,
+//! Step Functions history, the run counters, the price table) gives the
+//! time, invocations, history events, requests and cost of an unchanged
+//! night and of a first copy of small objects, at AWS's rates
+//! (`src/model/prices-us-east-1.json`), not this machine's.
+//!
+//!     cargo run --release --example serverless_simulation -- ENDPOINT [KEYS,..] [LAYOUTS] [LISTERS,..]
+//!
+//! `scripts/bench-serverless-simulation.sh` starts the endpoint and runs it;
+//! the README quotes its output as simulated.
+
+use std::io::{Read, Write};
+
+use s3_fanout::backend::s3::listing::ListTarget;
+use s3_fanout::base::client::{ClientSettings, build_s3_client};
+use s3_fanout::engine::shards::plan_shards;
+use s3_fanout::model::location::{KeyRange, S3Location};
+use s3_fanout::model::prices::PriceTable;
+use s3_fanout::plan::requests::Requests;
+use s3_fanout::plan::serverless::{Inputs, StackShape, estimate};
+use s3_fanout::plan::tally::BatchCost;
+
+/// `GET path` of the synthetic endpoint's control API, as JSON.
+fn control(endpoint: &str, path: &str) -> serde_json::Value {
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("the synthetic endpoint");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+fn encode(key: &str) -> String {
+    percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Keys of `bucket` from `from` (inclusive) to `before` (exclusive).
+fn keys_between(endpoint: &str, bucket: &str, from: Option<&str>, before: Option<&str>) -> u64 {
+    let mut query = format!("bucket={bucket}");
+    if let Some(from) = from {
+        query.push_str(&format!("&from={}", encode(from)));
+    }
+    if let Some(before) = before {
+        query.push_str(&format!("&before={}", encode(before)));
+    }
+    control(endpoint, &format!("/__synthetic/keys?{query}"))["keys"]
+        .as_u64()
+        .expect("a key count")
+}
+
+/// The smallest string after every string starting with `prefix`.
+fn successor(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            return String::from_utf8(bytes).expect("ASCII");
+        }
+    }
+    String::new()
+}
+
+/// Keys under the busiest top-level prefix (all of them for a flat key space).
+async fn busiest_prefix(
+    client: &aws_sdk_s3::Client,
+    endpoint: &str,
+    bucket: &str,
+    keys: u64,
+) -> u64 {
+    let listed = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .delimiter("/")
+        .send()
+        .await
+        .expect("a delimiter listing");
+    listed
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .map(|p| keys_between(endpoint, bucket, Some(p), Some(&successor(p))))
+        .max()
+        .unwrap_or(keys)
+}
+
+fn stack(shard_concurrency: u64) -> StackShape {
+    // The template's defaults, but for the Map's concurrency.
+    StackShape {
+        copier_concurrency: 50,
+        copier_batch_size: 1,
+        copier_task_concurrency: 16,
+        shard_concurrency,
+        lister_max_keys: s3_fanout::serverless::env::DEFAULT_LISTER_MAX_KEYS,
+        architecture: "arm64".into(),
+        validate: true,
+        notifications: false,
+    }
+}
+
+fn minutes(secs: f64) -> String {
+    if secs >= 3600.0 {
+        format!("{:.1} h", secs / 3600.0)
+    } else {
+        format!("{:.1} min", secs / 60.0)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let endpoint = args
+        .next()
+        .expect("ENDPOINT of scripts/bench/synthetic_s3.py");
+    let list = |arg: Option<String>, default: &str| -> Vec<String> {
+        arg.unwrap_or_else(|| default.to_owned())
+            .split(',')
+            .map(str::to_owned)
+            .collect()
+    };
+    let sizes: Vec<u64> = list(args.next(), "100000000,1000000000")
+        .iter()
+        .map(|k| k.parse().expect("KEYS"))
+        .collect();
+    let layouts = list(args.next(), "dirs,flat,uuid,skewed");
+    let listers: Vec<u64> = list(args.next(), "16,256")
+        .iter()
+        .map(|k| k.parse().expect("LISTERS"))
+        .collect();
+    let settings = ClientSettings {
+        endpoint_url: Some(endpoint.clone()),
+        force_path_style: true,
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    };
+    let client = build_s3_client(&settings, None).await;
+    let prices = PriceTable::built_in();
+    println!(
+        "| layout | keys | run | listers | shards | largest / mean | lister invocations | history events | listing | wall | S3 requests | cost |"
+    );
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &keys in &sizes {
+        for layout in &layouts {
+            let bucket = format!("syn-{keys}-{layout}");
+            let location: S3Location = format!("s3://{bucket}").parse().unwrap();
+            let target = ListTarget::new(&client, &location, None, false);
+            let busiest = busiest_prefix(&client, &endpoint, &bucket, keys).await;
+            for &concurrency in &listers {
+                // The planner's own numbers: 4 shards a lister, at most 256.
+                let want = s3_fanout::engine::shards::shards_wanted(concurrency as u32, 256);
+                let shards = plan_shards(&target, &KeyRange::default(), want, 256)
+                    .await
+                    .expect("the planner cuts the bucket");
+                let shard_keys: Vec<u64> = shards
+                    .iter()
+                    .map(|s| {
+                        keys_between(
+                            &endpoint,
+                            &bucket,
+                            s.start_at.as_deref(),
+                            s.end_before.as_deref(),
+                        )
+                    })
+                    .collect();
+                let total: u64 = shard_keys.iter().sum();
+                assert_eq!(total, keys, "{layout}: the shards tile the bucket");
+                let mean = total as f64 / shards.len() as f64;
+                let largest = *shard_keys.iter().max().unwrap() as f64 / mean;
+                let no_requests = Requests::new();
+                // An unchanged night: both sides listed once, nothing sent.
+                let night = estimate(
+                    stack(concurrency),
+                    Inputs {
+                        shards: shards.len() as u64,
+                        shard_keys: &shard_keys,
+                        busiest_prefix_writes: 0,
+                        listed_source: keys,
+                        listed_destination: keys,
+                        destination_after: keys,
+                        transfer_requests: &no_requests,
+                        batches: &[],
+                        planner_requests: &no_requests,
+                    },
+                    &prices,
+                )
+                .unwrap();
+                // A first copy of small objects: a CopyObject each, batches
+                // of 100 as the listers cut them.
+                let batch = BatchCost {
+                    tasks: 100,
+                    body_bytes: 24_000,
+                    task_secs: 100.0 * prices.assumptions.copy_request_ms / 1000.0,
+                    longest_task_secs: prices.assumptions.copy_request_ms / 1000.0,
+                    deletes: 0,
+                };
+                let batches = vec![batch; keys.div_ceil(100) as usize];
+                let copies = Requests::from([("CopyObject".to_owned(), keys)]);
+                let first = estimate(
+                    stack(concurrency),
+                    Inputs {
+                        shards: shards.len() as u64,
+                        shard_keys: &shard_keys,
+                        busiest_prefix_writes: busiest,
+                        listed_source: keys,
+                        listed_destination: 0,
+                        destination_after: keys,
+                        transfer_requests: &copies,
+                        batches: &batches,
+                        planner_requests: &no_requests,
+                    },
+                    &prices,
+                )
+                .unwrap();
+                for (run, e) in [("unchanged night", &night), ("first copy", &first)] {
+                    println!(
+                        "| {layout} | {keys} | {run} | {concurrency} | {} | {largest:.2} | {} | {} | {} | {} | {} | ${:.2} |",
+                        shards.len(),
+                        e.lambda_invocations["lister"],
+                        e.history_events,
+                        minutes(e.listing_secs),
+                        minutes(e.wall_secs),
+                        e.s3_requests.values().sum::<u64>(),
+                        e.total_usd
+                    );
+                }
+            }
+        }
+    }
+}
