@@ -47,6 +47,19 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The key the action is about (relative to its side's location).
+    pub fn key(&self) -> &str {
+        match self {
+            Action::Copy { source }
+            | Action::Update { source, .. }
+            | Action::Compare { source, .. } => &source.key,
+            Action::Delete { destination } => &destination.key,
+            Action::Skip { key, .. } => key,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {

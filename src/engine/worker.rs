@@ -116,7 +116,7 @@ impl WorkContext {
     pub fn record_plan(&self, action: &Action) {
         let names = |key: &str| self.mover.row_names(Side::Source, key);
         if let Some(row) = count_plan(&self.stats, action, names) {
-            self.rows.push(action_key(action), row);
+            self.rows.push(action.key(), row);
         }
     }
 
@@ -334,16 +334,6 @@ impl WorkContext {
             &reported.message,
         );
         self.rows.push(key, row);
-    }
-}
-
-fn action_key(action: &Action) -> &str {
-    match action {
-        Action::Copy { source }
-        | Action::Update { source, .. }
-        | Action::Compare { source, .. } => &source.key,
-        Action::Delete { destination } => &destination.key,
-        Action::Skip { key, .. } => key,
     }
 }
 

@@ -487,8 +487,8 @@ mod tests {
         assert_eq!(progress_polls(930.0 + 600.0), 41);
     }
 
-    #[test]
-    fn a_million_new_objects_cost_what_the_stack_would_spend() {
+    /// 10,000 batches of 100 small copies (80 ms each), as a lister cuts them.
+    fn a_million_small_copies() -> (Vec<BatchCost>, Requests) {
         let batch = BatchCost {
             tasks: 100,
             body_bytes: 20_000,
@@ -496,8 +496,13 @@ mod tests {
             longest_task_secs: 0.08,
             deletes: 0,
         };
-        let batches = vec![batch; 10_000];
         let copies = Requests::from([("CopyObject".to_owned(), 1_000_000)]);
+        (vec![batch; 10_000], copies)
+    }
+
+    #[test]
+    fn a_million_new_objects_cost_what_the_stack_would_spend() {
+        let (batches, copies) = a_million_small_copies();
         let estimate = estimate(
             StackShape {
                 copier_concurrency: 50,
@@ -696,15 +701,7 @@ mod tests {
     fn copies_into_one_prefix_wait_for_s3s_partition() {
         // GIVEN a million new objects, all under one top-level prefix, and
         // copiers enough to send 10,000 a second
-        let batch = BatchCost {
-            tasks: 100,
-            body_bytes: 20_000,
-            task_secs: 8.0,
-            longest_task_secs: 0.08,
-            deletes: 0,
-        };
-        let batches = vec![batch; 10_000];
-        let copies = Requests::from([("CopyObject".to_owned(), 1_000_000)]);
+        let (batches, copies) = a_million_small_copies();
         let run = |busiest_prefix_writes| {
             let mut stack = stack_of(64);
             stack.copier_concurrency = 1_000;

@@ -147,7 +147,7 @@ impl Tally {
     }
 
     pub fn take(&mut self, action: &Action) {
-        let key = action_key(action);
+        let key = action.key();
         self.keys.push(key);
         if matches!(action, Action::Skip { .. }) {
             return;
@@ -232,16 +232,6 @@ impl Tally {
         let overhead = if parts > 1 { 3.0 * request } else { request };
         let mib = source.size as f64 / (1024.0 * 1024.0);
         overhead + mib / (a.server_side_copy_mib_per_second * in_flight)
-    }
-}
-
-fn action_key(action: &Action) -> &str {
-    match action {
-        Action::Copy { source }
-        | Action::Update { source, .. }
-        | Action::Compare { source, .. } => &source.key,
-        Action::Delete { destination } => &destination.key,
-        Action::Skip { key, .. } => key,
     }
 }
 

@@ -268,13 +268,7 @@ impl RunWatcher {
         // Progress is best effort: the execution's state is what counts.
         let (progress, totals) = match &self.counters {
             Some(counters) => {
-                let counted = async {
-                    let progress =
-                        crate::serverless::reporter::batch_counts(counters, &run_id).await?;
-                    let totals = counters.totals(&run_id).await?;
-                    Ok::<_, SyncError>((progress, totals))
-                };
-                match counted.await {
+                match crate::serverless::reporter::batch_counts(counters, &run_id).await {
                     Ok((progress, totals)) => (Some(progress), totals.counts),
                     Err(err) => {
                         tracing::debug!(run_id, error = %err, "could not read the run's counters");

@@ -36,7 +36,7 @@ use crate::serverless::FunctionEnv;
 use crate::serverless::contract::{
     BatchResult, Checkpoint, Progress, ReportOutcome, RunManifest, SentBatch,
 };
-use crate::serverless::counters::{RunCounters, Tick};
+use crate::serverless::counters::{RunCounters, RunTotals, Tick};
 use crate::serverless::proofs;
 use crate::serverless::store::RunStore;
 
@@ -127,11 +127,15 @@ pub async fn handle(
 /// part tasks sent before its own batch done, so whenever the first read
 /// sees that batch done, the second sees the part tasks it waits for. One
 /// read of every counter is no snapshot: it could see the batch done but
-/// not yet its parts, and call the run complete.
-pub async fn batch_counts(counters: &RunCounters, run_id: &str) -> Result<Progress, SyncError> {
+/// not yet its parts, and call the run complete. Also returns the second
+/// read's totals, for a caller that shows the outcomes too.
+pub async fn batch_counts(
+    counters: &RunCounters,
+    run_id: &str,
+) -> Result<(Progress, RunTotals), SyncError> {
     let batches_done = counters.totals(run_id).await?.batches_done;
     let sent = counters.totals(run_id).await?;
-    Ok(Progress {
+    let progress = Progress {
         run_id: run_id.to_owned(),
         batches_sent: sent.batches_sent,
         batches_done: batches_done.min(sent.batches_sent),
@@ -140,7 +144,8 @@ pub async fn batch_counts(counters: &RunCounters, run_id: &str) -> Result<Progre
         idle_polls: 0,
         polls: 0,
         wait_seconds: 0,
-    })
+    };
+    Ok((progress, sent))
 }
 
 /// Whether every batch sent is done: two Queries of the run's counters,
@@ -153,7 +158,7 @@ pub async fn progress(
     polls: u32,
     done_before: u64,
 ) -> Result<Progress, SyncError> {
-    let counted = batch_counts(env.counters()?, run_id).await?;
+    let (counted, _) = batch_counts(env.counters()?, run_id).await?;
     let (batches_sent, batches_done) = (counted.batches_sent, counted.batches_done);
     // Idle: results missing, none arrived since the last poll, and nothing
     // left on the queue or in flight. Only a batch lost without a result
