@@ -380,9 +380,16 @@ fn every_function_emits_valid_emf_and_the_copiers_add_up_to_the_report() {
         metric(last, "BatchesSent"),
         run.state["batches_sent"].as_u64().unwrap()
     );
-    // AND the planner reported once, copying nothing
-    let planners = of_function(&run.records, "planner");
-    assert_eq!(planners.len(), 1, "{planners:#?}");
+    // AND the planner reported once for the plan and once for starting
+    // VALIDATE, copying nothing
+    let all_planners = of_function(&run.records, "planner");
+    let (starts, planners): (Vec<&Value>, Vec<&Value>) = all_planners
+        .iter()
+        .copied()
+        .partition(|r| r["action"] == "validate");
+    assert_eq!(planners.len(), 1, "{all_planners:#?}");
+    assert_eq!(starts.len(), 1, "{all_planners:#?}");
+    assert_eq!(starts[0]["run_id"], run.run_id.as_str());
     assert_eq!(metric(planners[0], "ObjectsCopied"), 0);
     assert!(metric(planners[0], "Shards") >= 1);
     assert_eq!(planners[0]["run_id"], run.run_id.as_str());

@@ -177,7 +177,12 @@ async fn progress_is_two_queries_at_two_thousand_batches_and_the_report_finds_th
     // WHEN the state machine asks for progress
     stack().proxy.clear_log();
     let (env, id) = (stack().env.clone(), run_id.clone());
-    let progress = on_stack(async move { reporter::progress(&env, &id, 0, 3, 0).await })
+    let before = s3_fanout::serverless::contract::Progress {
+        run_id: id.clone(),
+        polls: 3,
+        ..Default::default()
+    };
+    let progress = on_stack(async move { reporter::progress(&env, &before).await })
         .await
         .expect("progress");
     // THEN it knows every batch, in two Queries and no read of the run's folder

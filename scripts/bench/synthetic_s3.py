@@ -34,7 +34,10 @@ request the benchmark did not expect is visible rather than silently served.
 Read-only: s3-fanout must be run with --dry-run against it.
 
 Control endpoint (bucket names cannot contain "_"):
-    GET /__synthetic/counts   {"ops": {op: n}, "errors": n}
+    GET /__synthetic/counts   {"ops": {op: n}, "errors": n, "keys": {bucket: n}}:
+                              requests by operation, and the keys each
+                              bucket's listings returned (a key listed twice
+                              counts twice)
     GET /__synthetic/keys?bucket=B[&from=K][&before=K]
                               {"keys": n}: how many keys of B are at or after
                               `from` and before `before` (either may be left
@@ -199,15 +202,20 @@ class Counts:
         self.lock = threading.Lock()
         self.ops = {}
         self.errors = 0
+        self.keys = {}
 
     def record(self, op, failed):
         with self.lock:
             self.ops[op] = self.ops.get(op, 0) + 1
             self.errors += failed
 
+    def listed(self, bucket, keys):
+        with self.lock:
+            self.keys[bucket] = self.keys.get(bucket, 0) + keys
+
     def snapshot(self):
         with self.lock:
-            return {"ops": dict(self.ops), "errors": self.errors}
+            return {"ops": dict(self.ops), "errors": self.errors, "keys": dict(self.keys)}
 
 
 COUNTS = Counts()
@@ -322,6 +330,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         objects, prefixes, truncated, marker = bucket.list_page(
             prefix, delimiter, after, skip_prefix, max_keys)
+        COUNTS.listed(name, len(objects))
         if max_keys == 0:
             truncated = False
         enc = s3_quote if encoding == "url" else (lambda v: v)

@@ -74,6 +74,8 @@ impl StackArgs {
                 report_prefix: self.report_prefix.clone(),
                 work_queue_url: None,
                 dead_letter_queue_url: None,
+                range_queue_url: None,
+                range_dead_letter_queue_url: None,
                 run_table_name: self.run_table.clone(),
                 event_queue_url: None,
                 event_dead_letter_queue_url: None,

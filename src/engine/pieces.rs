@@ -242,10 +242,7 @@ fn cut_into_pieces(range: &KeyRange, end: &MovableEnd, cuts: Vec<String>) -> Vec
 }
 
 /// Cut in two the piece that has listed the most full pages since its last
-/// cut (at least [`PAGES_BEFORE_CUT`]) and has at least as many again ahead
-/// by its key space, so each half is worth its partly used page: at the
-/// midpoint of what it has left, or, for a piece without an end, as far
-/// past where it is as it has come, if the source has keys there.
+/// cut (at least [`PAGES_BEFORE_CUT`]) and is worth halving ([`bisect`]).
 async fn bisect_one(
     sides: &Sides,
     running: &[(KeyRange, Arc<MovableEnd>)],
@@ -260,44 +257,73 @@ async fn bisect_one(
         .filter(|(_, _, p)| p.full_pages >= PAGES_BEFORE_CUT && p.sample.is_some())
         .collect();
     candidates.sort_by_key(|(_, _, p)| std::cmp::Reverse(p.full_pages));
-    for (range, end, progress) in candidates {
-        let mut sample = progress.sample.clone().unwrap_or_default();
-        let low = progress.past.clone().unwrap_or_default();
-        let from = progress
-            .counted_from
-            .clone()
-            .unwrap_or_else(|| sample[0].clone());
-        // The first page's keys may all share a folder the piece has since
-        // left: the space must also span where it is and where it ends.
-        sample.extend(
-            [low.clone(), from.clone()]
-                .into_iter()
-                .chain(progress.end.clone()),
-        );
-        sample.sort();
-        let space = KeySpace::from_sample(&sample);
-        let ahead = space
-            .ratio_ahead(&from, &low, progress.end.as_deref())
-            .map(|ratio| ratio * progress.full_pages as f64);
-        if progress.end.is_some() && ahead.is_none_or(|pages| pages < 2.0 * PAGES_BEFORE_CUT as f64)
-        {
-            end.defer(); // too little left to halve
-            continue;
+    for (range, end, _) in candidates {
+        let pieces = bisect(source, range, end).await?;
+        if !pieces.is_empty() {
+            return Ok(pieces);
         }
-        let cuts: Vec<String> = match progress.end.as_deref() {
-            Some(high) => space.midpoint(&low, Some(high)).into_iter().collect(),
-            None => {
-                let bet = space.extend(&from, &low).into_iter().collect();
-                within_listing(source, &range.prefix, bet).await?
-            }
-        };
-        if cuts.is_empty() {
-            end.defer();
-            continue;
-        }
-        return Ok(cut_into_pieces(range, end, cuts));
     }
     Ok(Vec::new())
+}
+
+/// Cut the remainder of a range being listed (`range`, its end `end`) in
+/// two, if it has listed at least [`PAGES_BEFORE_CUT`] full pages since its
+/// last cut and has at least twice as many ahead by its key space, so each
+/// half is worth its partly used page: at the midpoint of what it has left,
+/// or, for a range without an end, as far past where it is as it has come,
+/// if the source has keys there (a few one-key listings say). Returns the
+/// new range (the end moved down to its start), or none: then the range
+/// is looked at again only after as many pages more.
+///
+/// The CLI's pieces and the serverless listers both cut by this.
+pub async fn bisect(
+    source: &Listing,
+    range: &KeyRange,
+    end: &MovableEnd,
+) -> Result<Vec<KeyRange>, SyncError> {
+    let Some(progress) = end.progress() else {
+        return Ok(Vec::new());
+    };
+    let Some(mut sample) = progress
+        .sample
+        .clone()
+        .filter(|_| progress.full_pages >= PAGES_BEFORE_CUT)
+    else {
+        return Ok(Vec::new());
+    };
+    let low = progress.past.clone().unwrap_or_default();
+    let from = progress
+        .counted_from
+        .clone()
+        .unwrap_or_else(|| sample[0].clone());
+    // The first page's keys may all share a folder the piece has since
+    // left: the space must also span where it is and where it ends.
+    sample.extend(
+        [low.clone(), from.clone()]
+            .into_iter()
+            .chain(progress.end.clone()),
+    );
+    sample.sort();
+    let space = KeySpace::from_sample(&sample);
+    let ahead = space
+        .ratio_ahead(&from, &low, progress.end.as_deref())
+        .map(|ratio| ratio * progress.full_pages as f64);
+    if progress.end.is_some() && ahead.is_none_or(|pages| pages < 2.0 * PAGES_BEFORE_CUT as f64) {
+        end.defer(); // too little left to halve
+        return Ok(Vec::new());
+    }
+    let cuts: Vec<String> = match progress.end.as_deref() {
+        Some(high) => space.midpoint(&low, Some(high)).into_iter().collect(),
+        None => {
+            let bet = space.extend(&from, &low).into_iter().collect();
+            within_listing(source, &range.prefix, bet).await?
+        }
+    };
+    if cuts.is_empty() {
+        end.defer();
+        return Ok(Vec::new());
+    }
+    Ok(cut_into_pieces(range, end, cuts))
 }
 
 /// One piece: list both sides up to its (movable) end, merge-join, and hand

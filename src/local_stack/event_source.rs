@@ -1,5 +1,6 @@
 //! The SQS event source mapping, emulated: poll a queue, invoke a handler
-//! (the copier on the work queue, the replicator on the event queue) with a
+//! (the copier on the work queue, the lister on the range queue, the
+//! replicator on the event queue) with a
 //! batch of messages, delete the ones it did not hand back. Like the AWS
 //! service, it honours the batch size, the queue's visibility timeout (a
 //! handed-back message reappears when it expires), partial batch responses,
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::report::emf;
 use crate::serverless::contract::CopyBatch;
 use crate::serverless::replicator::Replicator;
-use crate::serverless::{FunctionEnv, copier};
+use crate::serverless::{FunctionEnv, copier, lister};
 
 use super::router;
 
@@ -36,6 +37,8 @@ pub enum Target {
         env: Arc<FunctionEnv>,
         crashes: CopierCrashes,
     },
+    /// The lister, on the range queue.
+    Lister(Arc<FunctionEnv>),
     Replicator(Arc<Replicator>),
 }
 
@@ -292,7 +295,7 @@ pub async fn run(
         // Registered before it is spawned, so a kill from now on finds it.
         let invocation = match &target {
             Target::Copier { crashes, .. } => crashes.invocation(&records),
-            Target::Replicator(_) => Invocation::immortal(),
+            Target::Lister(_) | Target::Replicator(_) => Invocation::immortal(),
         };
         let (sqs, target, options) = (sqs.clone(), target.clone(), options.clone());
         tokio::spawn(async move {
@@ -364,12 +367,22 @@ async fn call(
             Target::Copier { env, .. } => {
                 let mut event = SqsEvent::default();
                 event.records = records.to_vec();
-                let name = copier_name(&options.queue_arn);
+                let name = function_name(&options.queue_arn, "-work", "copier");
                 let context = router::context(&name, options.function_timeout);
                 match copier::handle(LambdaEvent::new(event, context), env).await {
                     Ok(response) => response,
                     // It never fails as a whole; if it did, Lambda would
                     // retry every message.
+                    Err(_) => hand_back_all(records),
+                }
+            }
+            Target::Lister(env) => {
+                let mut event = SqsEvent::default();
+                event.records = records.to_vec();
+                let name = function_name(&options.queue_arn, "-ranges", "lister");
+                let context = router::context(&name, options.function_timeout);
+                match lister::handle(LambdaEvent::new(event, context), env).await {
+                    Ok(response) => response,
                     Err(_) => hand_back_all(records),
                 }
             }
@@ -384,12 +397,13 @@ async fn call(
     response
 }
 
-/// The copier's function name: the local stack names its work queue
-/// `<stack>-work` and its functions `<stack>-<function>`.
-fn copier_name(queue_arn: &str) -> String {
+/// The name of the function a queue feeds: the local stack names its
+/// queues `<stack><suffix>` (`-work`, `-ranges`) and its functions
+/// `<stack>-<function>`.
+fn function_name(queue_arn: &str, suffix: &str, function: &str) -> String {
     let queue = queue_arn.rsplit(':').next().unwrap_or_default();
-    let stack = queue.strip_suffix("-work").unwrap_or("s3-fanout");
-    format!("{stack}-copier")
+    let stack = queue.strip_suffix(suffix).unwrap_or("s3-fanout");
+    format!("{stack}-{function}")
 }
 
 fn hand_back_all(records: &[SqsMessage]) -> SqsBatchResponse {
@@ -407,11 +421,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_copier_is_named_after_the_stack_of_its_queue() {
+    fn functions_are_named_after_the_stack_of_their_queue() {
+        let name = |arn, suffix, function| function_name(arn, suffix, function);
         assert_eq!(
-            copier_name("arn:aws:sqs:us-east-1:123456789012:nightly-work"),
+            name(
+                "arn:aws:sqs:us-east-1:123456789012:nightly-work",
+                "-work",
+                "copier"
+            ),
             "nightly-copier"
         );
-        assert_eq!(copier_name("unexpected"), "s3-fanout-copier");
+        assert_eq!(
+            name(
+                "arn:aws:sqs:us-east-1:123456789012:nightly-ranges",
+                "-ranges",
+                "lister"
+            ),
+            "nightly-lister"
+        );
+        assert_eq!(name("unexpected", "-work", "copier"), "s3-fanout-copier");
     }
 }

@@ -50,6 +50,12 @@ pub struct LocalStackOptions {
     /// Resource names start with this, so several stacks can share a moto.
     pub name: String,
     pub visibility_timeout_secs: u32,
+    /// The range queue's: a lister's time limit here.
+    pub range_visibility_timeout_secs: u32,
+    /// Listers at once (the range queue mapping's MaximumConcurrency).
+    pub listing_concurrency: usize,
+    /// A lister's time limit: its deadline, and its range tasks' lease.
+    pub lister_timeout: Duration,
     pub max_receive_count: u32,
     pub batch_size: i32,
     pub max_concurrency: usize,
@@ -89,6 +95,9 @@ impl LocalStackOptions {
             // that reappears while its invocation still runs is delivered
             // again, and after maxReceiveCount moved to the DLQ under it.
             visibility_timeout_secs: 6,
+            range_visibility_timeout_secs: 30,
+            listing_concurrency: 4,
+            lister_timeout: Duration::from_secs(25),
             max_receive_count: 3,
             batch_size: 1,
             max_concurrency: 4,
@@ -149,6 +158,17 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
     )
     .await
     .map_err(|e| fail("creating the work queue and its dead-letter queue", e))?;
+    // Listers take much longer than copiers: their tasks stay hidden for a
+    // lister's time limit, as the template's RangeQueue does.
+    let ((ranges_url, ranges_arn), (ranges_dlq_url, _)) = create_redriven_queue(
+        &sqs,
+        &format!("{}-ranges", options.name),
+        &format!("{}-ranges-dlq", options.name),
+        options.range_visibility_timeout_secs,
+        options.max_receive_count,
+    )
+    .await
+    .map_err(|e| fail("creating the range queue and its dead-letter queue", e))?;
     let state_machine_arn = create_state_machine(&moto, &options).await?;
     let run_table = create_run_table(
         &build_dynamodb_client(&moto).await,
@@ -159,12 +179,18 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
 
     let mut vars = function_vars(&options, &report_bucket, &queue_url);
     vars.insert("S3_FANOUT_RUN_TABLE", run_table.clone());
+    vars.insert("S3_FANOUT_RANGE_QUEUE_URL", ranges_url.clone());
     let config = StackConfig::from_vars(|name| vars.get(name).cloned())?;
     let env = Arc::new(FunctionEnv::new(config).await);
 
     let cancel = CancellationToken::new();
-    let crashes =
-        start_functions(&options, &env, (sqs, &queue_url, queue_arn), cancel.clone()).await?;
+    let crashes = start_functions(
+        &options,
+        &env,
+        (sqs, [(&queue_url, queue_arn), (&ranges_url, ranges_arn)]),
+        cancel.clone(),
+    )
+    .await?;
     let replication = match &options.replication {
         Some(replication) => Some(replication::start(replication, cancel.clone()).await?),
         None => None,
@@ -181,6 +207,8 @@ pub async fn start(options: LocalStackOptions) -> Result<LocalStack, SyncError> 
             report_prefix: REPORT_PREFIX.into(),
             work_queue_url: Some(queue_url),
             dead_letter_queue_url: Some(dlq_url),
+            range_queue_url: Some(ranges_url),
+            range_dead_letter_queue_url: Some(ranges_dlq_url),
             run_table_name: Some(run_table),
             endpoint_url: Some(options.moto_endpoint.clone()),
         },
@@ -309,12 +337,16 @@ fn function_vars(
     ])
 }
 
-/// Start the Lambda router and the copiers' event source mapping on the
-/// work queue; returns the copiers' fault injection.
+/// Start the Lambda router and the event source mappings: copiers on the
+/// work queue, listers on the range queue; returns the copiers' fault
+/// injection.
 async fn start_functions(
     options: &LocalStackOptions,
     env: &Arc<FunctionEnv>,
-    (sqs, queue_url, queue_arn): (aws_sdk_sqs::Client, &str, String),
+    (sqs, [(queue_url, queue_arn), (ranges_url, ranges_arn)]): (
+        aws_sdk_sqs::Client,
+        [(&str, String); 2],
+    ),
     cancel: CancellationToken,
 ) -> Result<event_source::CopierCrashes, SyncError> {
     let listener = tokio::net::TcpListener::bind(options.router)
@@ -327,6 +359,19 @@ async fn start_functions(
         cancel.clone(),
     ));
     let crashes = event_source::CopierCrashes::default();
+    tokio::spawn(event_source::run(
+        sqs.clone(),
+        event_source::Target::Lister(env.clone()),
+        event_source::EventSourceOptions {
+            queue_url: ranges_url.to_owned(),
+            queue_arn: ranges_arn,
+            batch_size: 1,
+            max_concurrency: options.listing_concurrency,
+            function_timeout: options.lister_timeout,
+            duplicate_deliveries: options.duplicate_deliveries,
+        },
+        cancel.clone(),
+    ));
     tokio::spawn(event_source::run(
         sqs,
         event_source::Target::Copier {

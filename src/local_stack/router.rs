@@ -23,12 +23,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::serverless::{FunctionEnv, lister, planner, reporter};
+use crate::serverless::{FunctionEnv, planner, reporter};
 
 /// Function time limits, as in `infra/template.yaml`: the handlers read
 /// their deadline from the context, exactly as on Lambda.
 const PLANNER_TIMEOUT: Duration = Duration::from_secs(60);
-const LISTER_TIMEOUT: Duration = Duration::from_secs(900);
 const REPORTER_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Router {
@@ -113,8 +112,6 @@ impl Router {
         tracing::debug!(function = name, "invoke");
         let result = if name.ends_with("planner") {
             call(payload, name, PLANNER_TIMEOUT, |e| planner::handle(e, env)).await
-        } else if name.ends_with("lister") {
-            call(payload, name, LISTER_TIMEOUT, |e| lister::handle(e, env)).await
         } else if name.ends_with("reporter") {
             call(payload, name, REPORTER_TIMEOUT, |e| {
                 reporter::handle(e, env)

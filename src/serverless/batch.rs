@@ -124,11 +124,22 @@ pub async fn send_batches(
     queue_url: &str,
     batches: &[CopyBatch],
 ) -> Result<(), SyncError> {
-    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
     let bodies: Vec<(String, String)> = batches
         .iter()
-        .map(|b| (b.batch_id.clone(), b.body()))
+        .map(|b| (format!("batch {}", b.batch_id), b.body()))
         .collect();
+    send_messages(sqs, queue_url, "copy batches", &bodies).await
+}
+
+/// Send `bodies` ((name, body), the name for errors) with
+/// SendMessageBatch, as [`send_batches`] does.
+pub async fn send_messages(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    what: &str,
+    bodies: &[(String, String)],
+) -> Result<(), SyncError> {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
     let mut start = 0;
     while start < bodies.len() {
         let (mut end, mut total) = (start, 0);
@@ -156,7 +167,7 @@ pub async fn send_batches(
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| SyncError::s3("sending copy batches to SQS", classify(&e)))?;
+                .map_err(|e| SyncError::s3(format!("sending {what} to SQS"), classify(&e)))?;
             pending = response
                 .failed()
                 .iter()
@@ -168,7 +179,7 @@ pub async fn send_batches(
             let first = &response.failed()[0];
             if attempt == 3 || first.sender_fault() {
                 return Err(SyncError::s3(
-                    format!("SQS refused batch {}", bodies[pending[0]].0),
+                    format!("SQS refused {}", bodies[pending[0]].0),
                     S3Failure {
                         code: first.code().to_owned(),
                         http_status: None,

@@ -196,14 +196,23 @@ pub struct PartGroup {
     pub last_part: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    #[default]
     Write,
     Validate,
 }
 
 impl Phase {
+    /// Its name on the wire and in the run counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Write => "write",
+            Phase::Validate => "validate",
+        }
+    }
+
     pub fn folder(self) -> &'static str {
         match self {
             Phase::Write => "sent",
@@ -212,8 +221,10 @@ impl Phase {
     }
 }
 
-/// The lister's event and result: where a shard's listing stands. The state
-/// machine feeds each result back in until `done`.
+/// A range task, the body of a message on the range queue: where a shard's
+/// listing stands. The lister that takes it lists on from `cursor` until
+/// its deadline, then sends what it returns (`seq` + 1) back to the queue,
+/// until `done`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardCursor {
     pub run_id: String,
@@ -236,6 +247,19 @@ pub struct ShardCursor {
     /// whose write phase sent none has nothing for VALIDATE to check.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub batches_sent: u64,
+    /// The range's keys, when they are not the manifest's shard `shard`: a
+    /// range split off another while it was listed, or one whose end a
+    /// split moved down. `shard` is then its number, past the manifest's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<KeyRange>,
+}
+
+/// A range an invocation split off the end of its own while listing it,
+/// and handed to other listers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitRange {
+    pub shard: usize,
+    pub range: KeyRange,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -277,6 +301,24 @@ pub struct Checkpoint {
     /// (by the run's last listing pass only), in key order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proven: Vec<ChunkInfo>,
+    /// The invocation stopped on purpose (done, or its deadline or key
+    /// budget): a retry of it lists nothing more, and hands on this
+    /// checkpoint's cursor. Without it, a retry resumes from the cursor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
+    /// What came after was sent: the range task for the next invocation,
+    /// or the range counted done. A range task found here again is a
+    /// duplicate delivery, and is dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handed_on: bool,
+    /// The range this invocation lists: the task's, its end moved down by
+    /// each split. Missing from checkpoints written before splits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<KeyRange>,
+    /// The ranges split off it, recorded here before they are counted and
+    /// sent, so a retry sends them again rather than listing their keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<SplitRange>,
     /// When the invocation started this checkpoint, and when it last wrote
     /// it, in milliseconds since the Unix epoch: the report's phase timings.
     /// Missing from checkpoints written before they were recorded.
@@ -347,20 +389,29 @@ pub struct PlannerEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub run_id: String,
-    /// Shard numbers, the Map state's items.
+    /// Shard numbers, each sent to the range queue as its first task.
     pub shards: Vec<usize>,
     pub shard_concurrency: u32,
     pub validate: bool,
     pub run_url: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub run_id: String,
+    /// The listing pass waited for: its ranges, then the copies they sent.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Ranges of that pass sent to the range queue, and listed to their end.
+    #[serde(default)]
+    pub ranges_sent: u64,
+    #[serde(default)]
+    pub ranges_done: u64,
     pub batches_sent: u64,
     pub batches_done: u64,
     pub tasks_sent: u64,
-    /// Every batch has a result, or waiting longer cannot help.
+    /// Every range is listed and every batch has a result, or waiting
+    /// longer cannot help.
     pub complete: bool,
     pub idle_polls: u32,
     pub polls: u32,
@@ -390,9 +441,10 @@ pub struct ReportOutcome {
 pub struct RunSettings {
     /// Failed objects a run may have and still succeed.
     pub failure_threshold: u64,
-    /// Shards listed at once (the Map state's MaxConcurrency).
+    /// Shards the planner aims for: 4 per lister the stack runs at once
+    /// (the range queue's mapping caps them at `ListingConcurrency`).
     pub shard_concurrency: u32,
-    /// At most this many shards (the Map's items travel in the execution's
+    /// At most this many shards (the plan travels in the execution's
     /// state, which is limited to 256 KiB).
     pub max_shards: u32,
     /// Run the VALIDATE phase (re-list and re-diff every shard).

@@ -14,6 +14,7 @@ use crate::base::client::{
     build_sfn_client,
 };
 use crate::base::error::{SyncError, classify};
+use crate::serverless::contract::{Phase, Progress};
 use crate::serverless::counters::RunCounters;
 use crate::serverless::store::RunStore;
 
@@ -31,6 +32,11 @@ pub struct StackOutputs {
     pub work_queue_url: Option<String>,
     #[serde(default)]
     pub dead_letter_queue_url: Option<String>,
+    /// The listers' range tasks, and those that failed on every receive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_queue_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_dead_letter_queue_url: Option<String>,
     /// The run counters' table: a run's progress, in one Query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_table_name: Option<String>,
@@ -172,8 +178,8 @@ pub struct RunState {
     /// The run's phase, named as the report's phases are: plan, list and
     /// send, copy, validate, report.
     pub phase: Option<String>,
-    /// The last state the execution entered (Plan, ListShard,
-    /// CheckProgress, ValidateShard, Report...).
+    /// The last state the execution entered (Plan, CheckProgress,
+    /// StartValidate, Report...).
     pub state: Option<String>,
     pub error: Option<String>,
     pub cause: Option<String>,
@@ -207,14 +213,21 @@ pub fn phase_of(state: &str) -> &'static str {
     match state {
         // The plan and its failure's notification and end.
         s if s == "Plan" || s.contains("PlanFailed") => "plan",
-        "Write" | "ListShard" | "IsListShardDone" | "ListShardDone" => "list and send",
-        "StartWaiting" | "CheckProgress" | "AreAllBatchesDone" | "WaitForCopies" => "copy",
-        "ShouldValidate"
-        | "Validate"
-        | "ValidateShard"
-        | "IsValidateShardDone"
-        | "ValidateShardDone" => "validate",
+        // The wait of either listing pass: the progress says which, and
+        // whether its ranges are still listed (`phase_of_pass`).
+        "StartWaiting" | "CheckProgress" | "AreAllBatchesDone" | "WaitForCopies" => "list and send",
+        "ShouldValidate" | "StartValidate" => "validate",
         _ => "report", // Report, IsOverThreshold and the end states
+    }
+}
+
+/// The phase of a run waiting in a listing pass: its ranges still listed
+/// (list and send), its copies still running (copy), or VALIDATE.
+pub fn phase_of_pass(progress: &Progress) -> &'static str {
+    match progress.phase {
+        Phase::Validate => "validate",
+        Phase::Write if progress.ranges_done < progress.ranges_sent => "list and send",
+        Phase::Write => "copy",
     }
 }
 
@@ -268,7 +281,7 @@ impl RunWatcher {
         // Progress is best effort: the execution's state is what counts.
         let (progress, totals) = match &self.counters {
             Some(counters) => {
-                match crate::serverless::reporter::batch_counts(counters, &run_id).await {
+                match crate::serverless::reporter::batch_counts(counters, &run_id, None).await {
                     Ok((progress, totals)) => (Some(progress), totals.counts),
                     Err(err) => {
                         tracing::debug!(run_id, error = %err, "could not read the run's counters");
@@ -291,7 +304,10 @@ impl RunWatcher {
         Ok(RunState {
             run_id,
             status: described.status().as_str().to_owned(),
-            phase: state.as_deref().map(|s| phase_of(s).to_owned()),
+            phase: state.as_deref().map(|s| match (phase_of(s), &progress) {
+                ("list and send", Some(progress)) => phase_of_pass(progress).to_owned(),
+                (phase, _) => phase.to_owned(),
+            }),
             state,
             error: described.error().map(str::to_owned),
             cause: described.cause().map(str::to_owned),
@@ -459,9 +475,8 @@ mod tests {
             "{plan:?}"
         );
         assert!(plan.iter().all(|s| s.contains("Plan")), "{plan:?}");
-        assert!(in_phase("list and send").contains("ListShard"));
-        assert!(in_phase("copy").contains("WaitForCopies"));
-        assert!(in_phase("validate").contains("ValidateShard"));
+        assert!(in_phase("list and send").contains("WaitForCopies"));
+        assert!(in_phase("validate").contains("StartValidate"));
         // What falls through to "report" is the report and what follows
         // it: a new state elsewhere in the machine must be placed above.
         assert_eq!(in_phase("report"), reachable(&machine, "Report"));

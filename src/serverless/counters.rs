@@ -23,6 +23,18 @@
 //!   does not exist: a batch sent twice (a lister retried) or done twice (a
 //!   duplicate delivery) counts once. A done marker names the object that
 //!   holds its report rows (`rows`), when it has any.
+//! - `pk = RUN#r#PHASE, sk = sent#SHARD | done#SHARD`: one marker per range
+//!   of a listing pass (`write`, `validate`) and side, counted in the
+//!   slot items as `ranges_sent_PHASE` and `ranges_done_PHASE` in the same
+//!   transaction. A done marker carries the batches the range sent
+//!   (`batches`) and the keys it covered (`range`, JSON): VALIDATE is sent
+//!   only the ranges that wrote something, each as it ended. One partition
+//!   per pass, so the ranges done are one Query.
+//! - `pk = RUN, sk = ranges`: the numbers given to split ranges (`next`).
+//! - `pk = RUN#l, sk = PHASE#SHARD#SEQ`: the lease of a range task, held by
+//!   the lister working on it until its deadline (`until`, milliseconds).
+//!   SQS may deliver a message twice at once; the second lister finds the
+//!   lease held and hands its copy back, to find it done later.
 //! - `pk = RUN#t, sk = s#SECOND`: the copies finished in each second, and the
 //!   batches started in it, for the report's timeline and copy phase. Added
 //!   after the batch's own transaction, outside it: a chart point lost to a
@@ -44,9 +56,10 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 
 use crate::base::error::{S3Failure, SyncError, classify};
+use crate::model::location::KeyRange;
 use crate::report::Counts;
 use crate::report::emf;
-use crate::serverless::contract::SentBatch;
+use crate::serverless::contract::{Phase, SentBatch, ShardCursor};
 
 /// Counter items per run. More slots, fewer transaction conflicts between
 /// concurrent copiers; progress reads them all, in one page (each is under
@@ -72,6 +85,24 @@ pub struct RunTotals {
     pub batches_with_rows: u64,
     /// The outcomes the done batches recorded.
     pub counts: Counts,
+    /// Ranges sent to the range queue and listed to their end, by pass.
+    pub ranges_sent: [u64; 2],
+    pub ranges_done: [u64; 2],
+}
+
+impl RunTotals {
+    /// (ranges sent, ranges done) in `phase`.
+    pub fn ranges(&self, phase: Phase) -> (u64, u64) {
+        let i = phase_index(phase);
+        (self.ranges_sent[i], self.ranges_done[i])
+    }
+}
+
+fn phase_index(phase: Phase) -> usize {
+    match phase {
+        Phase::Write => 0,
+        Phase::Validate => 1,
+    }
 }
 
 /// One second of the run, as the copiers recorded it.
@@ -159,6 +190,10 @@ fn count_attributes(counts: &Counts) -> Vec<(String, u64)> {
         .filter_map(|(name, value)| Some((format!("c_{name}"), value.as_u64()?)))
         .filter(|(_, value)| *value > 0)
         .collect()
+}
+
+fn range_of(item: &HashMap<String, AttributeValue>) -> Option<KeyRange> {
+    serde_json::from_str(item.get("range")?.as_s().ok()?).ok()
 }
 
 fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
@@ -342,6 +377,231 @@ impl RunCounters {
         self.transact("counting a batch done", items).await
     }
 
+    fn range_marker(
+        &self,
+        run_id: &str,
+        phase: Phase,
+        shard: usize,
+        side: &str,
+        range: Option<&KeyRange>,
+    ) -> Put {
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("{run_id}#r#{}", phase.name())))
+            .item("sk", s(format!("{side}#{shard:05}")))
+            .item("expires_at", expires_at())
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(range) = range.and_then(|r| serde_json::to_string(r).ok()) {
+            put = put.item("range", s(range));
+        }
+        put.build().expect("pk, sk and table are set")
+    }
+
+    /// Count `tasks` (the first task of each) as ranges of their phase
+    /// sent, each once however often this is called for it. Called before
+    /// they are sent: a range counted and never sent (a crash in between)
+    /// keeps the run waiting until its sender's retry sends it, never lets
+    /// it end early. A range of its own keys (a split) keeps them on its
+    /// marker, for the report to name a range never listed.
+    pub async fn record_ranges_sent(
+        &self,
+        run_id: &str,
+        tasks: &[ShardCursor],
+    ) -> Result<(), SyncError> {
+        for chunk in tasks.chunks(MAX_TRANSACTION_ITEMS - 1) {
+            if !self.ranges_together(run_id, chunk).await? {
+                for task in chunk {
+                    self.ranges_together(run_id, std::slice::from_ref(task))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn ranges_together(
+        &self,
+        run_id: &str,
+        tasks: &[ShardCursor],
+    ) -> Result<bool, SyncError> {
+        let Some(first) = tasks.first() else {
+            return Ok(true);
+        };
+        let mut items: Vec<TransactWriteItem> = tasks
+            .iter()
+            .map(|task| {
+                let marker =
+                    self.range_marker(run_id, task.phase, task.shard, "sent", task.range.as_ref());
+                TransactWriteItem::builder().put(marker).build()
+            })
+            .collect();
+        let phase = first.phase;
+        let counter = format!("ranges_sent_{}", phase.name());
+        let slot = slot_of(&format!("{}#{}", phase.name(), first.shard));
+        items.push(
+            TransactWriteItem::builder()
+                .update(self.add_to_slot(run_id, slot, &[(counter, tasks.len() as u64)]))
+                .build(),
+        );
+        self.transact("counting the ranges sent", items).await
+    }
+
+    /// Count a range of `phase` listed to its end, once, with the batches
+    /// its listing sent and the keys it covered (its end moved down by its
+    /// splits): VALIDATE lists those. `false`: it was counted before.
+    pub async fn record_range_done(
+        &self,
+        run_id: &str,
+        (phase, shard): (Phase, usize),
+        batches: u64,
+        range: &KeyRange,
+    ) -> Result<bool, SyncError> {
+        let mut marker = self.range_marker(run_id, phase, shard, "done", Some(range));
+        marker.item.insert("batches".into(), n(batches));
+        let counter = format!("ranges_done_{}", phase.name());
+        let slot = slot_of(&format!("{}#{shard}", phase.name()));
+        let items = vec![
+            TransactWriteItem::builder().put(marker).build(),
+            TransactWriteItem::builder()
+                .update(self.add_to_slot(run_id, slot, &[(counter, 1)]))
+                .build(),
+        ];
+        self.transact("counting a range done", items).await
+    }
+
+    /// The ranges of `phase` listed to their end: (shard, batches sent,
+    /// keys covered), in shard order.
+    pub async fn ranges_done(
+        &self,
+        run_id: &str,
+        phase: Phase,
+    ) -> Result<Vec<(usize, u64, Option<KeyRange>)>, SyncError> {
+        let items = self
+            .query(&format!("{run_id}#r#{}", phase.name()), "done#")
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let shard = item
+                    .get("sk")?
+                    .as_s()
+                    .ok()?
+                    .strip_prefix("done#")?
+                    .parse()
+                    .ok()?;
+                Some((shard, number(item, "batches"), range_of(item)))
+            })
+            .collect())
+    }
+
+    /// The ranges of `phase` counted sent, in shard order, with their keys
+    /// where they are not a manifest's shard.
+    pub async fn ranges_sent(
+        &self,
+        run_id: &str,
+        phase: Phase,
+    ) -> Result<Vec<(usize, Option<KeyRange>)>, SyncError> {
+        let items = self
+            .query(&format!("{run_id}#r#{}", phase.name()), "sent#")
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let shard = item
+                    .get("sk")?
+                    .as_s()
+                    .ok()?
+                    .strip_prefix("sent#")?
+                    .parse()
+                    .ok()?;
+                Some((shard, range_of(item)))
+            })
+            .collect())
+    }
+
+    /// `count` new range numbers for the run's splits, the first returned:
+    /// one atomic ADD. A number taken by a lister that dies before it
+    /// records its split is never used, which costs nothing.
+    pub async fn new_ranges(&self, run_id: &str, count: u64) -> Result<u64, SyncError> {
+        let added = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_id))
+            .key("sk", s("ranges"))
+            .update_expression("SET #e = :e ADD #n :count")
+            .expression_attribute_names("#n", "next")
+            .expression_attribute_names("#e", "expires_at")
+            .expression_attribute_values(":count", n(count))
+            .expression_attribute_values(":e", expires_at())
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| failed("numbering split ranges", classify(&e)))?;
+        let next = added.attributes().map_or(0, |a| number(a, "next"));
+        Ok(next - count)
+    }
+
+    /// Take the lease of a range task until `until_ms`: `None` while a
+    /// lister that has not reached its deadline holds it, else whether
+    /// this is the first attempt at the task (no lease was ever taken on
+    /// it). One conditional write per invocation.
+    pub async fn lease(
+        &self,
+        run_id: &str,
+        (phase, shard, seq): (Phase, usize, u32),
+        until_ms: i64,
+    ) -> Result<Option<bool>, SyncError> {
+        let now = emf::now_ms();
+        let taken = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{run_id}#l")))
+            .key("sk", s(format!("{}#{shard:05}#{seq:05}", phase.name())))
+            .update_expression("SET #u = :until, #e = :e")
+            .condition_expression("attribute_not_exists(#u) OR #u < :now")
+            .expression_attribute_names("#u", "until")
+            .expression_attribute_names("#e", "expires_at")
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":e", expires_at())
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
+            .send()
+            .await;
+        match taken {
+            Ok(old) => Ok(Some(
+                old.attributes().is_none_or(|a| !a.contains_key("until")),
+            )),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(None)
+            }
+            Err(e) => Err(failed("taking a range task's lease", classify(&e))),
+        }
+    }
+
+    /// Give a range task's lease up once it is handed on, so a duplicate
+    /// of the task finds it free and the `handed_on` mark, and is dropped
+    /// instead of handed back until the dead-letter queue takes it.
+    pub async fn release(
+        &self,
+        run_id: &str,
+        (phase, shard, seq): (Phase, usize, u32),
+    ) -> Result<(), SyncError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{run_id}#l")))
+            .key("sk", s(format!("{}#{shard:05}#{seq:05}", phase.name())))
+            .update_expression("SET #u = :zero")
+            .expression_attribute_names("#u", "until")
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await
+            .map_err(|e| failed("releasing a range task's lease", classify(&e)))?;
+        Ok(())
+    }
+
     /// Add a counted batch to the timeline: started in one second,
     /// finished with `counts` in another. Best effort (see the module).
     pub async fn record_times(
@@ -423,6 +683,12 @@ impl RunCounters {
             totals.tasks_sent += number(&item, "tasks_sent");
             totals.batches_done += number(&item, "batches_done");
             totals.batches_with_rows += number(&item, "batches_with_rows");
+            for phase in [Phase::Write, Phase::Validate] {
+                let i = phase_index(phase);
+                let name = phase.name();
+                totals.ranges_sent[i] += number(&item, &format!("ranges_sent_{name}"));
+                totals.ranges_done[i] += number(&item, &format!("ranges_done_{name}"));
+            }
             for name in item.keys().filter_map(|k| k.strip_prefix("c_")) {
                 let sum = outcomes.get(name).and_then(serde_json::Value::as_u64);
                 let value = sum.unwrap_or(0) + number(&item, &format!("c_{name}"));

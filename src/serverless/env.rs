@@ -34,6 +34,9 @@ pub struct StackConfig {
     pub report_bucket: String,
     pub report_prefix: String,
     pub queue_url: Option<String>,
+    /// The range queue (`S3_FANOUT_RANGE_QUEUE_URL`): the planner sends
+    /// each shard's first range task there, listers their next ones.
+    pub range_queue_url: Option<String>,
     /// The DynamoDB table of run counters (`S3_FANOUT_RUN_TABLE`): the
     /// lister, copier and reporter count batches there.
     pub run_table: Option<String>,
@@ -151,6 +154,7 @@ impl StackConfig {
             report_bucket,
             report_prefix,
             queue_url: var("S3_FANOUT_WORK_QUEUE_URL"),
+            range_queue_url: var("S3_FANOUT_RANGE_QUEUE_URL"),
             run_table: var("S3_FANOUT_RUN_TABLE").filter(|t| !t.is_empty()),
             max_receive_count: number("S3_FANOUT_MAX_RECEIVE_COUNT", 5)?.max(1) as u32,
             copy_concurrency: number("S3_FANOUT_COPY_CONCURRENCY", 16)?.max(1) as usize,
@@ -190,6 +194,12 @@ impl StackConfig {
             spec.sse = self.sse.clone();
             spec.sse_kms_key_id = self.sse_kms_key_id.clone();
         }
+    }
+
+    pub fn range_queue_url(&self) -> Result<&str, SyncError> {
+        self.range_queue_url.as_deref().ok_or_else(|| {
+            SyncError::Config("S3_FANOUT_RANGE_QUEUE_URL is not set for this function".into())
+        })
     }
 
     pub fn queue_url(&self) -> Result<&str, SyncError> {

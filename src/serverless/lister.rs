@@ -1,19 +1,35 @@
-//! The lister: one shard, both sides, the CLI's merge-join and decision, and
-//! copy batches sent to SQS. The same loop, in validate mode, is the
-//! VALIDATE phase: re-list, re-diff, and record every mismatch.
+//! The lister: one range of the buckets, both sides, the CLI's merge-join
+//! and decision, and copy batches sent to SQS. The same loop, in validate
+//! mode, is the VALIDATE phase: re-list, re-diff, and record every
+//! mismatch.
 //!
-//! An invocation works page by page (1,000 keys), looking at its deadline
-//! after each. Every ten pages (`S3_FANOUT_CHECKPOINT_KEYS`), or every 30 s
-//! if pages come slowly, and when it stops, it sends the batches those
-//! pages made and writes its checkpoint (`sent/SHARD-SEQ.json`): the last
-//! key handled, the counts, the batches sent. A checkpoint per page cost a
-//! PUT per 1,000 keys, 200,000 a night at 100M keys; this is a tenth. It
-//! stops before its deadline, or after `S3_FANOUT_LISTER_MAX_KEYS` keys,
-//! and returns its cursor; the state machine calls it again with the next
-//! SEQ. A retried invocation (same SEQ) resumes from its checkpoint and
-//! numbers its batches from the count there, so a crash repeats at most
-//! the pages since the last checkpoint, and what it repeats is sent under
-//! the same batch ids.
+//! Its work comes as range tasks off the range queue ([`super::ranges`]):
+//! a shard of the plan, or a range split off one. An invocation takes one
+//! task, leases it in the run table until its deadline (SQS may deliver a
+//! message twice at once; the second copy is handed back), and works page
+//! by page (1,000 keys), looking at its deadline after each. Every ten
+//! pages (`S3_FANOUT_CHECKPOINT_KEYS`), or every 30 s if pages come
+//! slowly, and when it stops, it sends the batches those pages made and
+//! writes its checkpoint (`sent/SHARD-SEQ.json`): the last key handled,
+//! the counts, the batches sent, the range (its end moved down by splits).
+//! A checkpoint per page cost a PUT per 1,000 keys, 200,000 a night at 100M
+//! keys; this is a tenth. It stops before its deadline, or after
+//! `S3_FANOUT_LISTER_MAX_KEYS` keys, sends the range's next task (SEQ + 1)
+//! to the queue, or counts the range done, and marks its checkpoint handed
+//! on. A redelivered task resumes from its checkpoint and numbers its
+//! batches from the count there, so a crash repeats at most the pages since
+//! the last checkpoint, under the same batch ids; a task whose checkpoint
+//! says it stopped hands on the same next task; one already handed on is a
+//! duplicate, dropped.
+//!
+//! At a checkpoint, when no range task waits for a lister, a range with
+//! enough left cuts the rest in two by the CLI's own rule
+//! ([`crate::engine::pieces::bisect`]: the same `MovableEnd`, `KeySpace`
+//! and one-key probes): its end moves down, the new range is numbered and
+//! recorded in the checkpoint, and only then counted and sent. A retried
+//! invocation does not split (the attempt it repeats may have sent keys
+//! past its checkpoint, which a new range would send again under other
+//! batch ids); it sends again the splits its checkpoint records.
 //!
 //! A pair whose ETags cannot decide (a KMS side) is proven as the CLI
 //! proves it: by the ledger of proven pairs, read beside the listings from
@@ -39,34 +55,39 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 use crate::backend::ledger::in_order::InOrderWriter;
 use crate::backend::ledger::read::{Cursor, Ledger};
 use crate::backend::ledger::store::{CHUNK_PREFIX, StateStore};
-use crate::backend::s3::listing::{ListTarget, list_range};
+use crate::backend::s3::listing::{ListTarget, list_range_until};
+use crate::backend::side::Listing;
 use crate::backend::transfer::Mover;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, SkipReason, decide, merge_join};
+use crate::engine::pieces::bisect;
 use crate::engine::prove::Proofs;
 use crate::engine::verify::{Check, check_pair, prove_in_turn};
 use crate::engine::worker::count_plan;
 use crate::model::entry::{ObjectEntry, Pair, Side};
+use crate::model::keyspace::MovableEnd;
+use crate::model::location::KeyRange;
 use crate::report::emf::{self, MetricRecord, Unit, Work};
 use crate::report::{Counts, Stats};
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{BatchBuilder, BatchLimits, send_batches};
 use crate::serverless::contract::{
-    Checkpoint, CopyBatch, CopyTask, Phase, SentBatch, ShardCursor, ShardWritten,
+    Checkpoint, CopyBatch, CopyTask, Phase, SentBatch, ShardCursor, ShardWritten, SplitRange,
 };
 use crate::serverless::env::RunContext;
 
 /// What one invocation did, for its metrics: a resumed checkpoint's counts
 /// include an earlier, crashed invocation's work, so these are kept apart.
 #[derive(Debug, Default)]
-struct Tally {
+pub struct Tally {
     counts: Counts,
     /// Keys handled, one per key whether on one side or both.
     keys: u64,
@@ -122,53 +143,178 @@ pub fn checkpoint_name(phase: Phase, shard: usize, seq: u32) -> String {
     format!("{}/{shard:05}-{seq:05}.json", phase.folder())
 }
 
+/// The lister's Lambda handler: range tasks off the range queue, through
+/// its event source mapping (batch size 1). A task that fails, or whose
+/// lease another lister holds, is handed back, and SQS delivers it again
+/// after the visibility timeout; after `maxReceiveCount` receives it is in
+/// the range dead-letter queue, and the run's report says which range was
+/// never listed.
 pub async fn handle(
-    event: LambdaEvent<ShardCursor>,
+    event: LambdaEvent<SqsEvent>,
     env: &FunctionEnv,
-) -> Result<ShardCursor, Diagnostic> {
-    let started = Instant::now();
+) -> Result<SqsBatchResponse, Diagnostic> {
     let deadline = event.context.deadline();
     let function = emf::function_name(&event.context.env_config.function_name, "lister");
-    let cursor = event.payload;
-    let mut tally = Tally::default();
-    let listed = list_and_tally(env, cursor.clone(), deadline, &mut tally).await;
-    emf::emit(&tally.record(&function, &cursor, started.elapsed()));
-    listed.map_err(|err| {
-        tracing::error!(run_id = %cursor.run_id, shard = cursor.shard, seq = cursor.seq, error = %err, "listing failed");
-        err.into()
-    })
+    let mut response = SqsBatchResponse::default();
+    for record in event.payload.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let task = record
+            .body
+            .as_deref()
+            .map(serde_json::from_str::<ShardCursor>);
+        let Some(Ok(at)) = task else {
+            tracing::error!(
+                message_id = id,
+                "a range task that does not read as one; handed back until the dead-letter queue takes it"
+            );
+            response.batch_item_failures.push(hand_back(id));
+            continue;
+        };
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let taken = take_range(env, at.clone(), deadline, &mut tally).await;
+        emf::emit(&tally.record(&function, &at, started.elapsed()));
+        match taken {
+            Ok(Taken::HandedOn(_) | Taken::Duplicate) => {}
+            Ok(Taken::Leased) => response.batch_item_failures.push(hand_back(id)),
+            Err(err) => {
+                tracing::error!(run_id = %at.run_id, shard = at.shard, seq = at.seq, error = %err, "listing failed; the range task is handed back");
+                response.batch_item_failures.push(hand_back(id));
+            }
+        }
+    }
+    Ok(response)
+}
+
+fn hand_back(message_id: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = message_id;
+    failure
+}
+
+/// What became of a range task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Listed, then handed on: the next range task sent (`done` false), or
+    /// the range counted done. Carries that next task.
+    HandedOn(ShardCursor),
+    /// Its invocation had already handed on: a duplicate delivery, dropped.
+    Duplicate,
+    /// Another lister holds its lease: handed back, to be found done later.
+    Leased,
+}
+
+/// Take one range task: lease it until `deadline`, list on from its cursor
+/// until the deadline, then hand on (send the next task, or count the
+/// range done), and record that it did. A crash anywhere repeats at most
+/// what the last checkpoint did not cover: a redelivered task resumes from
+/// its checkpoint, or, if that invocation had stopped, sends its next task
+/// (a duplicate of which is dropped by the `handed_on` mark or the lease).
+pub async fn take_range(
+    env: &FunctionEnv,
+    at: ShardCursor,
+    deadline: SystemTime,
+    tally: &mut Tally,
+) -> Result<Taken, SyncError> {
+    let counters = env.counters()?;
+    let until_ms = deadline
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let key = (at.phase, at.shard, at.seq);
+    let Some(first_attempt) = counters.lease(&at.run_id, key, until_ms).await? else {
+        tracing::info!(
+            shard = at.shard,
+            seq = at.seq,
+            "another lister holds this range task; handed back"
+        );
+        return Ok(Taken::Leased);
+    };
+    let taken = hand_on(env, at.clone(), (deadline, first_attempt), tally).await;
+    if taken.is_err() {
+        // Failed, not dead: its redelivery need not wait out the lease.
+        let _ = counters.release(&at.run_id, key).await;
+    }
+    taken
+}
+
+/// [`take_range`] once the lease is held.
+async fn hand_on(
+    env: &FunctionEnv,
+    at: ShardCursor,
+    (deadline, first_attempt): (SystemTime, bool),
+    tally: &mut Tally,
+) -> Result<Taken, SyncError> {
+    let counters = env.counters()?;
+    let (next, mut checkpoint) =
+        list_checkpointed(env, at.clone(), (deadline, first_attempt), tally).await?;
+    if checkpoint.handed_on {
+        tracing::info!(
+            shard = at.shard,
+            seq = at.seq,
+            "this range task was handed on before: a duplicate, dropped"
+        );
+        counters
+            .release(&at.run_id, (at.phase, at.shard, at.seq))
+            .await?;
+        return Ok(Taken::Duplicate);
+    }
+    if next.done {
+        let range = next.range.clone().unwrap_or_default();
+        counters
+            .record_range_done(&at.run_id, (at.phase, at.shard), next.batches_sent, &range)
+            .await?;
+    } else {
+        crate::serverless::ranges::send_tasks(env, std::slice::from_ref(&next)).await?;
+    }
+    checkpoint.handed_on = true;
+    let name = checkpoint_name(at.phase, at.shard, at.seq);
+    env.store.put_json(&at.run_id, &name, &checkpoint).await?;
+    counters
+        .release(&at.run_id, (at.phase, at.shard, at.seq))
+        .await?;
+    Ok(Taken::HandedOn(next))
 }
 
 /// Run one invocation's worth of a shard; returns the cursor for the next.
+/// Without a lease, it cannot know it is the first attempt: it never
+/// splits.
 pub async fn list_shard(
     env: &FunctionEnv,
     at: ShardCursor,
     deadline: SystemTime,
 ) -> Result<ShardCursor, SyncError> {
-    list_and_tally(env, at, deadline, &mut Tally::default()).await
+    Ok(
+        list_checkpointed(env, at, (deadline, false), &mut Tally::default())
+            .await?
+            .0,
+    )
 }
 
-/// [`list_shard`], adding what it does to `tally`.
-async fn list_and_tally(
+/// [`list_shard`], adding what it does to `tally`, and returning the
+/// invocation's checkpoint as it left it too. `first_attempt`: no lister
+/// took this task before (its lease was never taken), so it may split.
+async fn list_checkpointed(
     env: &FunctionEnv,
     at: ShardCursor,
-    deadline: SystemTime,
+    (deadline, first_attempt): (SystemTime, bool),
     tally: &mut Tally,
-) -> Result<ShardCursor, SyncError> {
-    if at.done {
-        return Ok(at);
-    }
+) -> Result<(ShardCursor, Checkpoint), SyncError> {
     let run = env.run(&at.run_id).await?;
-    let shard_range = run.manifest.shards.get(at.shard).ok_or_else(|| {
-        SyncError::Config(format!(
-            "run {} has {} shards, not {}",
-            at.run_id,
-            run.manifest.shards.len(),
-            at.shard + 1
-        ))
-    })?;
+    let task_range = match &at.range {
+        Some(range) => range.clone(),
+        None => run.manifest.shards.get(at.shard).cloned().ok_or_else(|| {
+            SyncError::Config(format!(
+                "run {} has {} shards, not {}, and the task names no keys",
+                at.run_id,
+                run.manifest.shards.len(),
+                at.shard + 1
+            ))
+        })?,
+    };
     let name = checkpoint_name(at.phase, at.shard, at.seq);
-    let mut checkpoint = match env.store.get_json::<Checkpoint>(&at.run_id, &name).await? {
+    let saved = env.store.get_json::<Checkpoint>(&at.run_id, &name).await?;
+    let resumed = saved.is_some();
+    let mut checkpoint = match saved {
         Some(saved) => {
             tracing::info!(shard = at.shard, seq = at.seq, cursor = ?saved.cursor, "resuming from a checkpoint");
             saved
@@ -177,12 +323,25 @@ async fn list_and_tally(
             shard: at.shard,
             seq: at.seq,
             cursor: at.cursor.clone(),
+            range: Some(task_range.clone()),
             started_at_ms: Some(emf::now_ms()),
             ..Checkpoint::default()
         },
     };
+    // The keys this invocation lists: the task's, or as an earlier attempt
+    // narrowed them by splitting.
+    let shard_range = checkpoint.range.clone().unwrap_or(task_range);
+    if resumed && !checkpoint.handed_on && !checkpoint.splits.is_empty() {
+        // An earlier attempt recorded these and may have died before
+        // handing them out: counted once and sent again (a duplicate task
+        // is dropped by the lister that finds it handed on).
+        hand_out_splits(env, &at, &checkpoint.splits).await?;
+    }
+    // An invocation that stopped on purpose listed all it was going to:
+    // its retry hands on the same cursor.
+    let listing = !(checkpoint.done || checkpoint.ended || checkpoint.handed_on);
     let written = match at.phase {
-        Phase::Validate if !checkpoint.done => shard_written(env, &at).await,
+        Phase::Validate if listing => shard_written(env, &at).await,
         _ => None,
     };
     if let Some(written) = written.as_ref().filter(|w| w.batches_sent == 0) {
@@ -192,18 +351,23 @@ async fn list_and_tally(
             shard = at.shard,
             "the write phase sent no batch in this shard; nothing to validate"
         );
-        checkpoint.done = true;
+        (checkpoint.done, checkpoint.ended) = (true, true);
         if run.options.ledger.is_some() {
             checkpoint.proven = written.chunks.clone();
         }
         checkpoint.updated_at_ms = Some(emf::now_ms());
         env.store.put_json(&at.run_id, &name, &checkpoint).await?;
-    } else if !checkpoint.done {
+    } else if listing {
         let range = shard_range.resumed_after(checkpoint.cursor.as_deref());
         let proofs = shard_proofs(env, &run, &at, checkpoint.proven.len()).await;
         let this_run = write_phase_proofs(&proofs, written.as_ref());
         let journal = journal_proofs(&run, &proofs);
         let mut pass = Pass::new(env, &run, &at, &mut checkpoint, deadline, tally);
+        // A retry does not split: the attempt it repeats may have sent keys
+        // past its last checkpoint (or died before writing its first),
+        // which a split there would send again under the new range's batch
+        // ids. The next invocation may.
+        pass.may_split = first_attempt && !resumed && env.config.range_queue_url.is_some();
         pass.cursors = (proofs.cursor().into_iter())
             .chain(journal)
             .chain(this_run)
@@ -213,14 +377,41 @@ async fn list_and_tally(
         pass.tally.throttles += pass.counter.throttled();
         passed?;
     }
-    Ok(ShardCursor {
+    let next = ShardCursor {
         seq: at.seq + 1,
         cursor: checkpoint.cursor.clone(),
         done: checkpoint.done,
         proven_chunks: at.proven_chunks + checkpoint.proven.len() as u32,
         batches_sent: at.batches_sent + checkpoint.batches.len() as u64,
+        range: Some(shard_range_now(&checkpoint, &shard_range)),
         ..at
-    })
+    };
+    Ok((next, checkpoint))
+}
+
+/// The range as the invocation left it: its end moved down by its splits.
+fn shard_range_now(checkpoint: &Checkpoint, listed: &KeyRange) -> KeyRange {
+    checkpoint.range.clone().unwrap_or_else(|| listed.clone())
+}
+
+/// Count the ranges `splits` sent, once, then send their first tasks.
+async fn hand_out_splits(
+    env: &FunctionEnv,
+    at: &ShardCursor,
+    splits: &[SplitRange],
+) -> Result<(), SyncError> {
+    let tasks: Vec<ShardCursor> = splits
+        .iter()
+        .map(|split| {
+            crate::serverless::ranges::first_task(
+                &at.run_id,
+                at.phase,
+                split.shard,
+                Some(split.range.clone()),
+            )
+        })
+        .collect();
+    crate::serverless::ranges::hand_out(env, &at.run_id, &tasks).await
 }
 
 /// The ledger this invocation reads, and the chunks it writes (the next
@@ -336,6 +527,8 @@ struct Pass<'a> {
     /// phase's proofs.
     proofs: Proofs,
     cursors: Vec<Cursor>,
+    /// Whether this invocation may split its range (see `list_checkpointed`).
+    may_split: bool,
 }
 
 impl<'a> Pass<'a> {
@@ -372,10 +565,11 @@ impl<'a> Pass<'a> {
             tally,
             proofs: Proofs::default(),
             cursors: Vec::new(),
+            may_split: false,
         }
     }
 
-    async fn run(&mut self, range: crate::model::location::KeyRange) -> Result<(), SyncError> {
+    async fn run(&mut self, range: KeyRange) -> Result<(), SyncError> {
         let options = &self.run.options;
         let copier = &self.run.copier.counted(&self.counter);
         let source =
@@ -386,9 +580,20 @@ impl<'a> Pass<'a> {
             options,
             Side::Destination,
         );
+        // An end this invocation can move down while it lists, to hand the
+        // rest of its range to another lister: the CLI's pieces do the same.
+        let end = Arc::new(MovableEnd::new(
+            range.end_before.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+        ));
+        let source_listing = Listing::S3(source.clone());
         let pairs = merge_join(
-            list_range(source, range.clone()),
-            list_range(destination, range),
+            list_range_until(source, range.clone(), Some((end.clone(), Side::Source))),
+            list_range_until(
+                destination,
+                range.clone(),
+                Some((end.clone(), Side::Destination)),
+            ),
         );
         futures::pin_mut!(pairs);
 
@@ -455,8 +660,19 @@ impl<'a> Pass<'a> {
                 let due = unsaved >= self.env.config.checkpoint_keys
                     || saved_at.elapsed() >= crate::serverless::env::CHECKPOINT_INTERVAL;
                 if ending || due {
+                    let splits = if self.may_split && !ending {
+                        self.split(&source_listing, &range, &end).await?
+                    } else {
+                        Vec::new()
+                    };
                     self.save(last_key.clone(), false, ending).await?;
                     (unsaved, saved_at) = (0, std::time::Instant::now());
+                    if !splits.is_empty() {
+                        // Recorded in the checkpoint just saved: handed out
+                        // only now, so a crash before sends them again
+                        // instead of listing their keys here.
+                        hand_out_splits(self.env, self.at, &splits).await?;
+                    }
                 }
                 if ending {
                     tracing::info!(
@@ -469,6 +685,57 @@ impl<'a> Pass<'a> {
                 }
             }
         }
+    }
+
+    /// At a checkpoint: when no range task waits for a lister (the listers
+    /// keep up, so one may be free), cut the rest of this range in two by
+    /// the CLI's rule ([`bisect`]) and record the new range, numbered from
+    /// the run's counter, in the checkpoint about to be saved, with this
+    /// range's end moved down. Returns the new ranges.
+    async fn split(
+        &mut self,
+        source: &Listing,
+        range: &KeyRange,
+        end: &MovableEnd,
+    ) -> Result<Vec<SplitRange>, SyncError> {
+        if end
+            .progress()
+            .is_none_or(|p| p.full_pages < crate::engine::pieces::PAGES_BEFORE_CUT)
+        {
+            return Ok(Vec::new());
+        }
+        if crate::serverless::ranges::backlog(self.env).await? > 0 {
+            end.defer(); // ranges wait for listers already
+            return Ok(Vec::new());
+        }
+        let pieces = bisect(source, range, end).await?;
+        if pieces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counters = self.env.counters()?;
+        let first = counters
+            .new_ranges(&self.at.run_id, pieces.len() as u64)
+            .await?;
+        let base = self.run.manifest.shards.len() as u64;
+        let splits: Vec<SplitRange> = pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, range)| SplitRange {
+                shard: (base + first + i as u64) as usize,
+                range,
+            })
+            .collect();
+        let new_end = splits
+            .iter()
+            .map(|s| s.range.start_at.clone())
+            .min()
+            .flatten();
+        if let Some(own) = self.checkpoint.range.as_mut() {
+            own.end_before = new_end;
+        }
+        tracing::info!(shard = self.at.shard, seq = self.at.seq, splits = ?splits, "split the rest of the range off for another lister");
+        self.checkpoint.splits.extend(splits.iter().cloned());
+        Ok(splits)
     }
 
     /// A write-phase pair whose ETags cannot decide: equal by the ledger
@@ -545,6 +812,7 @@ impl<'a> Pass<'a> {
             self.checkpoint.cursor = last_key;
         }
         self.checkpoint.done = done;
+        self.checkpoint.ended = ends;
         let counts = Counts {
             retries: self.counter.take_retries(),
             ..self.stats.snapshot()

@@ -2,15 +2,18 @@
 //! and Step Functions (`statemachine/sync.asl.json`, `infra/template.yaml`).
 //!
 //! ```text
-//!  execution input ─▶ planner ─▶ shards ─▶ Map(MaxConcurrency) ─┐
-//!          (engine/shards.rs)             lister, looped on its cursor        (lister.rs)
-//!                                         list both sides, merge_join, decide
-//!                                         └─ SendMessageBatch ─▶ work queue ─▶ copier (copier.rs)
-//!                                                                  │   ESM     CopyObject / UploadPartCopy
-//!                                                                  └─ DLQ      batch counted done, once
-//!  run counters (counters.rs, DynamoDB): batches sent and done, outcomes, per-second timeline
-//!  progress: done == sent? two Queries (reporter.rs) ─▶ VALIDATE: Map, lister in validate mode
-//!  ─▶ REPORT: counters + checkpoints + rows into summary.json + failures.csv ─▶ Choice on the threshold
+//!  execution input ─▶ planner ─▶ shards ─▶ range tasks ─▶ range queue ─ ESM(ListingConcurrency) ─┐
+//!          (engine/shards.rs)          (ranges.rs)                                         │
+//!  lister (lister.rs): lease, list both sides, merge_join, decide until the deadline  ◀──────┘
+//!      ├─ SendMessageBatch ─▶ work queue ─▶ copier (copier.rs): CopyObject / UploadPartCopy,
+//!      │                          │ ESM     batch counted done, once
+//!      │                          └─ DLQ
+//!      ├─ no task waiting: the rest of its range split off (engine/pieces.rs::bisect) ─▶ range queue
+//!      └─ deadline: the range's next task ─▶ range queue; end: the range counted done
+//!  run counters (counters.rs, DynamoDB): ranges and batches sent and done, outcomes, leases, timeline
+//!  progress: ranges, then batches, done == sent? two Queries (reporter.rs) ─▶ VALIDATE: the same, in
+//!  validate mode, over the ranges that wrote ─▶ REPORT: counters + checkpoints + rows into summary.json
+//!  + failures.csv ─▶ Choice on the threshold
 //! ```
 //!
 //! Every function is a handler here; `functions/<name>` only wires one to
@@ -36,6 +39,7 @@ pub mod lister;
 pub mod parts;
 pub mod planner;
 pub mod proofs;
+pub mod ranges;
 pub mod replicator;
 pub mod reporter;
 pub mod store;

@@ -1,11 +1,13 @@
 //! The planner: validate the execution input, split the source into shards,
-//! record the run in `run.json`, and hand the state machine the shard list.
-//! Its EMF record has the common figures (it copies nothing: zeros) and
-//! `Shards`.
+//! record the run in `run.json`, and start the write phase: one range task
+//! per shard on the range queue ([`super::ranges`]). Asked to, it starts
+//! VALIDATE the same way, once the write phase is over. Its EMF record has
+//! the common figures (it copies nothing: zeros) and `Shards`.
 
 use std::time::Instant;
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backend::s3::listing::ListTarget;
@@ -14,20 +16,63 @@ use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::engine::shards::plan_shards;
 use crate::model::entry::Side;
+use crate::model::location::KeyRange;
 use crate::report::emf::{self, Unit, Work};
 use crate::serverless::FunctionEnv;
-use crate::serverless::contract::{Plan, PlannerEvent, RunManifest};
+use crate::serverless::contract::{Phase, Plan, PlannerEvent, Progress, RunManifest};
 use crate::serverless::input::resolve_input;
+use crate::serverless::ranges;
+
+/// What the state machine asks of the planner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum PlannerRequest {
+    /// Plan the run and start its write phase.
+    Plan(PlannerEvent),
+    /// Start VALIDATE, the write phase being over.
+    Validate { run_id: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PlannerOutput {
+    Plan(Plan),
+    /// VALIDATE's ranges sent: the progress the state machine waits on.
+    Validate(Progress),
+}
 
 pub async fn handle(
-    event: LambdaEvent<PlannerEvent>,
+    event: LambdaEvent<PlannerRequest>,
     env: &FunctionEnv,
-) -> Result<Plan, Diagnostic> {
+) -> Result<PlannerOutput, Diagnostic> {
     let started = Instant::now();
     let function = emf::function_name(&event.context.env_config.function_name, "planner");
-    let PlannerEvent { run_id, input } = event.payload;
+    let PlannerEvent { run_id, input } = match event.payload {
+        PlannerRequest::Plan(event) => event,
+        PlannerRequest::Validate { run_id } => {
+            let started_pass = ranges::start_validate(env, &run_id).await;
+            emf::emit(
+                &emf::function_record(&function, &Work::default(), started.elapsed())
+                    .property("run_id", run_id.as_str().into())
+                    .property("action", "validate".into()),
+            );
+            return started_pass.map(PlannerOutput::Validate).map_err(|err| {
+                tracing::error!(run_id, error = %err, "starting VALIDATE failed");
+                err.into()
+            });
+        }
+    };
     let counter = RequestCounter::new();
-    let planned = plan_counted(env, &run_id, &input, &counter).await;
+    let planned = match plan_counted(env, &run_id, &input, &counter).await {
+        Ok(plan) => {
+            let shards: Vec<(usize, Option<KeyRange>)> =
+                plan.shards.iter().map(|&shard| (shard, None)).collect();
+            ranges::start_pass(env, &run_id, Phase::Write, &shards)
+                .await
+                .map(|_| plan)
+        }
+        Err(err) => Err(err),
+    };
     let shards = planned.as_ref().map_or(0, |p| p.shards.len());
     emf::emit(
         &emf::function_record(
@@ -39,12 +84,14 @@ pub async fn handle(
         .property("run_id", run_id.as_str().into())
         .property("planned", planned.is_ok().into()),
     );
-    planned.map_err(|err| {
+    planned.map(PlannerOutput::Plan).map_err(|err| {
         tracing::error!(run_id, error = %err, "planning failed");
         err.into()
     })
 }
 
+/// Plan a run, without starting its write phase: for callers that drive
+/// the lister themselves.
 pub async fn plan(env: &FunctionEnv, run_id: &str, input: &Value) -> Result<Plan, SyncError> {
     plan_counted(env, run_id, input, &RequestCounter::new()).await
 }

@@ -34,7 +34,7 @@ use crate::report::timeline::MAX_POINTS;
 use crate::report::{Counts, PhaseTiming, ReportRow, ReportRows, TaskStatus, TimelinePoint};
 use crate::serverless::FunctionEnv;
 use crate::serverless::contract::{
-    BatchResult, Checkpoint, Progress, ReportOutcome, RunManifest, SentBatch,
+    BatchResult, Checkpoint, Phase, Progress, ReportOutcome, RunManifest, SentBatch,
 };
 use crate::serverless::counters::{RunCounters, RunTotals, Tick};
 use crate::serverless::proofs;
@@ -49,6 +49,9 @@ const IDLE_POLLS_BEFORE_GIVING_UP: u32 = 3;
 pub enum ReporterEvent {
     Progress {
         run_id: String,
+        /// The listing pass waited for.
+        #[serde(default)]
+        phase: Phase,
         #[serde(default)]
         idle_polls: u32,
         #[serde(default)]
@@ -56,6 +59,9 @@ pub enum ReporterEvent {
         /// Results counted at the previous poll.
         #[serde(default)]
         batches_done: u64,
+        /// Ranges counted done at the previous poll.
+        #[serde(default)]
+        ranges_done: u64,
     },
     Report {
         run_id: String,
@@ -84,11 +90,22 @@ pub async fn handle(
     let (run_id, result) = match event.payload {
         ReporterEvent::Progress {
             run_id,
+            phase,
             idle_polls,
             polls,
             batches_done,
+            ranges_done,
         } => {
-            let checked = progress(env, &run_id, idle_polls, polls, batches_done).await;
+            let before = Progress {
+                run_id: run_id.clone(),
+                phase,
+                idle_polls,
+                polls,
+                batches_done,
+                ranges_done,
+                ..Progress::default()
+            };
+            let checked = progress(env, &before).await;
             (run_id, checked.map(ReporterOutput::Progress))
         }
         ReporterEvent::Report { run_id, error } => {
@@ -122,25 +139,41 @@ pub async fn handle(
     })
 }
 
-/// The batches counted sent and done, and the tasks sent: two reads of the
-/// run's counters, done first. A copier that splits an object counts its
-/// part tasks sent before its own batch done, so whenever the first read
-/// sees that batch done, the second sees the part tasks it waits for. One
-/// read of every counter is no snapshot: it could see the batch done but
-/// not yet its parts, and call the run complete. Also returns the second
-/// read's totals, for a caller that shows the outcomes too.
+/// The ranges of a listing pass and the batches counted sent and done, and
+/// the tasks sent: two reads of the run's counters, done first. A lister
+/// counts the batches it sends before it counts its range done, and a
+/// copier that splits an object counts its part tasks sent before its own
+/// batch done, so whenever the first read sees every range done, the
+/// second sees every batch they sent, and whenever it sees a batch done,
+/// the second sees the part tasks it waits for. One read of every counter
+/// is no snapshot: it could see the batch done but not yet its parts, and
+/// call the run complete. `phase`: the pass to wait for; `None`, the last
+/// one started. Also returns the second read's totals, for a caller that
+/// shows the outcomes too.
 pub async fn batch_counts(
     counters: &RunCounters,
     run_id: &str,
+    phase: Option<Phase>,
 ) -> Result<(Progress, RunTotals), SyncError> {
-    let batches_done = counters.totals(run_id).await?.batches_done;
+    let done = counters.totals(run_id).await?;
     let sent = counters.totals(run_id).await?;
+    let phase = phase.unwrap_or(if sent.ranges(Phase::Validate).0 > 0 {
+        Phase::Validate
+    } else {
+        Phase::Write
+    });
+    let (ranges_sent, _) = sent.ranges(phase);
+    let (_, ranges_done) = done.ranges(phase);
+    let batches_done = done.batches_done;
     let progress = Progress {
         run_id: run_id.to_owned(),
+        phase,
+        ranges_sent,
+        ranges_done: ranges_done.min(ranges_sent),
         batches_sent: sent.batches_sent,
         batches_done: batches_done.min(sent.batches_sent),
         tasks_sent: sent.tasks_sent,
-        complete: batches_done >= sent.batches_sent,
+        complete: ranges_done >= ranges_sent && batches_done >= sent.batches_sent,
         idle_polls: 0,
         polls: 0,
         wait_seconds: 0,
@@ -148,34 +181,36 @@ pub async fn batch_counts(
     Ok((progress, sent))
 }
 
-/// Whether every batch sent is done: two Queries of the run's counters,
-/// whatever the number of batches, and a look at the queue only while some
-/// are missing and none arrived since the last poll.
-pub async fn progress(
-    env: &FunctionEnv,
-    run_id: &str,
-    idle_polls: u32,
-    polls: u32,
-    done_before: u64,
-) -> Result<Progress, SyncError> {
-    let (counted, _) = batch_counts(env.counters()?, run_id).await?;
-    let (batches_sent, batches_done) = (counted.batches_sent, counted.batches_done);
-    // Idle: results missing, none arrived since the last poll, and nothing
-    // left on the queue or in flight. Only a batch lost without a result
-    // (a copier killed on its last receive) looks like that for long.
+/// Whether every range of the pass `before` waits for is listed and every
+/// batch sent is done: two Queries of the run's counters, whatever the
+/// number of ranges and batches, and a look at the queues only while some
+/// are missing and none finished since the last poll (`before`).
+pub async fn progress(env: &FunctionEnv, before: &Progress) -> Result<Progress, SyncError> {
+    let run_id = before.run_id.as_str();
+    let (counted, _) = batch_counts(env.counters()?, run_id, Some(before.phase)).await?;
+    // Idle: ranges or results missing, none finished since the last poll,
+    // and nothing left on the queues or in flight. Only a range or batch
+    // lost (a lister or copier that failed on its last receive, now in a
+    // dead-letter queue) looks like that for long.
     let mut idle = 0;
-    if !counted.complete && batches_done == done_before && queue_is_empty(env).await? {
-        idle = idle_polls + 1;
+    let unchanged =
+        counted.batches_done == before.batches_done && counted.ranges_done == before.ranges_done;
+    if !counted.complete && unchanged && queues_are_empty(env).await? {
+        idle = before.idle_polls + 1;
     }
     let complete = counted.complete || idle >= IDLE_POLLS_BEFORE_GIVING_UP;
     tracing::debug!(
         run_id,
-        batches_sent,
-        batches_done,
+        phase = before.phase.name(),
+        ranges_sent = counted.ranges_sent,
+        ranges_done = counted.ranges_done,
+        batches_sent = counted.batches_sent,
+        batches_done = counted.batches_done,
         idle,
         complete,
         "progress"
     );
+    let polls = before.polls;
     Ok(Progress {
         complete,
         idle_polls: idle,
@@ -185,12 +220,26 @@ pub async fn progress(
     })
 }
 
-/// Nothing visible and nothing in flight on the work queue.
-async fn queue_is_empty(env: &FunctionEnv) -> Result<bool, SyncError> {
+/// Nothing visible and nothing in flight on the work and range queues.
+async fn queues_are_empty(env: &FunctionEnv) -> Result<bool, SyncError> {
+    let queues = [
+        env.config.queue_url.as_deref(),
+        env.config.range_queue_url.as_deref(),
+    ];
+    for queue in queues {
+        let Some(queue) = queue else {
+            return Ok(false); // cannot tell: keep waiting
+        };
+        if !queue_is_empty(env, queue).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Nothing visible and nothing in flight on `queue`.
+async fn queue_is_empty(env: &FunctionEnv, queue: &str) -> Result<bool, SyncError> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
-    let Some(queue) = env.config.queue_url.as_deref() else {
-        return Ok(false); // cannot tell: keep waiting
-    };
     let attributes = env
         .sqs
         .get_queue_attributes()
@@ -200,12 +249,7 @@ async fn queue_is_empty(env: &FunctionEnv) -> Result<bool, SyncError> {
         .attribute_names(A::ApproximateNumberOfMessagesDelayed)
         .send()
         .await
-        .map_err(|e| {
-            SyncError::s3(
-                "reading the work queue's depth",
-                crate::base::error::classify(&e),
-            )
-        })?;
+        .map_err(|e| SyncError::s3("reading a queue's depth", crate::base::error::classify(&e)))?;
     Ok(attributes
         .attributes()
         .is_some_and(|a| a.values().all(|v| v == "0")))
@@ -247,6 +291,8 @@ async fn report_in(
     let counters = env.counters()?;
     let rows = ReportRows::new()?;
     let totals = counters.totals(run_id).await?;
+    let unlisted = unlisted_ranges(counters, &manifest, &totals).await?;
+    let fatal = error.as_ref().map(describe_error).or(unlisted);
     // Results hold outcomes only; the listers counted the plan.
     let mut counts = totals.counts.clone();
     let lost_some = totals.batches_done < totals.batches_sent;
@@ -269,7 +315,7 @@ async fn report_in(
     let timeline = copy_timeline(&clock, &ticks, &counts, now_ms);
     let writes: Vec<&Checkpoint> = listing.checkpoints.iter().collect();
     let checks: Vec<&Checkpoint> = checks.iter().collect();
-    if error.is_none()
+    if fatal.is_none()
         && let Some(committed) = proofs::commit(store.client(), &manifest, &writes, &checks).await
     {
         counts.ledger_entries = committed.entries;
@@ -289,7 +335,7 @@ async fn report_in(
         started_at: manifest.created_at.clone(),
         duration_secs: clock.secs(now_ms),
         counts: counts.clone(),
-        fatal: error.as_ref().map(describe_error),
+        fatal,
         interrupted: false,
         // The CLI's rule, so summary.json carries the same error either
         // way; the state machine fails the execution on `over_threshold`.
@@ -685,6 +731,54 @@ fn phases(
     }
     phases.push(phase("report", report_started_ms, report_ended_ms));
     phases
+}
+
+/// What no lister finished listing: the ranges of a pass counted sent and
+/// never done (their tasks failed on every receive, and are in the range
+/// dead-letter queue), by shard and keys. Their keys were never compared,
+/// so the run cannot succeed; it says where, for a re-run or a redrive.
+async fn unlisted_ranges(
+    counters: &RunCounters,
+    manifest: &RunManifest,
+    totals: &RunTotals,
+) -> Result<Option<String>, SyncError> {
+    let mut missing = Vec::new();
+    for phase in [Phase::Write, Phase::Validate] {
+        let (sent, done) = totals.ranges(phase);
+        if done >= sent {
+            continue;
+        }
+        let run_id = manifest.run_id.as_str();
+        let finished: HashSet<usize> = (counters.ranges_done(run_id, phase).await?)
+            .into_iter()
+            .map(|(shard, _, _)| shard)
+            .collect();
+        for (shard, range) in counters.ranges_sent(run_id, phase).await? {
+            if finished.contains(&shard) {
+                continue;
+            }
+            // A split range's keys are on its marker; a split's parent may
+            // have listed part of its shard before it stopped.
+            let keys = range
+                .or_else(|| manifest.shards.get(shard).cloned())
+                .map_or_else(
+                    || "unknown keys".to_owned(),
+                    |range| {
+                        let from = range.start_after.as_deref().unwrap_or("the first key");
+                        let to = range.end_before.as_deref().unwrap_or("the last key");
+                        format!("keys after {from:?} up to {to:?}")
+                    },
+                );
+            missing.push(format!("{} shard {shard} ({keys})", phase.name()));
+        }
+    }
+    Ok((!missing.is_empty()).then(|| {
+        format!(
+            "ListingIncomplete: {} range(s) were never listed to their end; their range tasks are in the range dead-letter queue, and their keys were not compared: {}",
+            missing.len(),
+            missing.join("; ")
+        )
+    }))
 }
 
 fn describe_error(error: &Value) -> String {

@@ -190,14 +190,40 @@ pub fn check_environment(t: &Template) -> Check {
             "{id} S3_FANOUT_WORK_QUEUE_URL must be !Ref {queue} exactly for the lister, copier and reporter"
         );
     }
-    // The run counters, for the functions that count batches or read them.
+    // The run counters, for the functions that count batches and ranges or
+    // read them.
     for binary in FUNCTION_BINARIES {
         let (id, function) = t.function(binary)?;
-        let counts = [COPIER, "s3-fanout-lister", "s3-fanout-reporter"].contains(&binary);
+        let counts = [
+            COPIER,
+            "s3-fanout-lister",
+            "s3-fanout-reporter",
+            "s3-fanout-planner",
+        ]
+        .contains(&binary);
         let table = t.environment(function).get("S3_FANOUT_RUN_TABLE").cloned();
         ensure!(
             table == counts.then(|| json!({"Ref": "RunTable"})),
-            "{id} S3_FANOUT_RUN_TABLE must be !Ref RunTable exactly for the lister, copier and reporter, is {table:?}"
+            "{id} S3_FANOUT_RUN_TABLE must be !Ref RunTable exactly for the planner, lister, copier and reporter, is {table:?}"
+        );
+    }
+    // The range queue: the planner starts a pass there, listers take and
+    // hand on its tasks, the reporter reads its depth.
+    for binary in FUNCTION_BINARIES {
+        let (id, function) = t.function(binary)?;
+        let uses = [
+            "s3-fanout-planner",
+            "s3-fanout-lister",
+            "s3-fanout-reporter",
+        ]
+        .contains(&binary);
+        let queue = t
+            .environment(function)
+            .get("S3_FANOUT_RANGE_QUEUE_URL")
+            .cloned();
+        ensure!(
+            queue == uses.then(|| json!({"Ref": "RangeQueue"})),
+            "{id} S3_FANOUT_RANGE_QUEUE_URL must be !Ref RangeQueue exactly for the planner, lister and reporter, is {queue:?}"
         );
     }
     for binary in [COPIER, REPLICATOR] {

@@ -51,6 +51,8 @@
 //!   invoke exactly those.
 //! - the report bucket (`report_bucket.rs`): encrypted, private, TLS only,
 //!   reports expiring; and the stack outputs operators need (`outputs.rs`).
+//! - the range queue (`range_queue.rs`): listers take one range task at a
+//!   time, capped by ListingConcurrency, redriven to an alarmed DLQ;
 //! - the run counters (`run_table.rs`): one on-demand table keyed pk/sk,
 //!   items expiring by `expires_at`, encrypted; DynamoDB granted on it
 //!   alone (and to whom, exactly, is `permissions.rs`'s to say); the
@@ -143,6 +145,7 @@ mod notifications;
 mod outputs;
 mod permissions;
 mod queues;
+mod range_queue;
 mod replication;
 mod report_bucket;
 mod run_table;

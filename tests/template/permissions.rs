@@ -215,6 +215,10 @@ pub fn check_least_privilege(t: &Template) -> Check {
     let report = "${ReportBucket.Arn}";
     let report_objects = "${ReportBucket.Arn}/${ReportPrefix}*";
     let queue = "${WorkQueue.Arn}";
+    // Range tasks: the planner starts each listing pass there, listers
+    // take them (the event source polls with the lister's role) and hand
+    // on the next, the reporter reads the depth.
+    let ranges = "${RangeQueue.Arn}";
     // The run counters: listers and copiers count (inside transactions,
     // authorised by the actions they hold), the reporter reads.
     let table = "${RunTable.Arn}";
@@ -250,8 +254,12 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 // The replicator's journal is found by listing, and a
                 // ledger not written yet must read as 404.
                 ("s3:ListBucket", report),
+                ("sqs:SendMessage", ranges),
+                // Ranges counted sent; VALIDATE reads the ranges done.
+                ("dynamodb:Query", table),
             ]);
             g.extend(grants(&report_rw));
+            g.extend(grants(&count));
             g
         }),
         ("s3-fanout-lister", "Lister", {
@@ -259,6 +267,11 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:ListBucket", src),
                 ("s3:ListBucket", dst),
                 ("sqs:SendMessage", queue),
+                ("sqs:ReceiveMessage", ranges),
+                ("sqs:DeleteMessage", ranges),
+                ("sqs:GetQueueAttributes", ranges),
+                ("sqs:ChangeMessageVisibility", ranges),
+                ("sqs:SendMessage", ranges),
                 // GetObject of a checkpoint not written yet must be a 404.
                 ("s3:ListBucket", report),
             ]);
@@ -293,6 +306,7 @@ pub fn check_least_privilege(t: &Template) -> Check {
             let mut g = grants(&[
                 ("s3:ListBucket", report),
                 ("sqs:GetQueueAttributes", queue),
+                ("sqs:GetQueueAttributes", ranges),
                 // Switching a ledger deletes its old chunks and the
                 // journal it folded; nothing else in the report bucket.
                 (

@@ -1,0 +1,152 @@
+//! The range queue: how a listing pass is handed out to listers.
+//!
+//! A pass (the write phase, VALIDATE) starts as one range task per shard,
+//! sent here by the planner. The lister function takes them off the queue
+//! through an event source mapping whose `MaximumConcurrency` is the
+//! listing concurrency; each invocation lists its range until its deadline
+//! and sends the range's next task back, until the range is done. The
+//! state machine only waits: its history grows with its polls, not with
+//! shards or invocations (a Map state costs 4 events a shard and 7 an
+//! invocation, 60,000 at a billion keys, against a limit of 25,000).
+//!
+//! Completion is counted in the run table ([`super::counters`]): every
+//! range is counted sent, once, before it is sent, and done, once, by the
+//! invocation that lists its last key. The pass is over when the two are
+//! equal, read done first.
+
+use crate::base::error::SyncError;
+use crate::model::location::KeyRange;
+use crate::serverless::FunctionEnv;
+use crate::serverless::batch::send_messages;
+use crate::serverless::contract::{Phase, Progress, ShardCursor};
+
+/// Send range tasks to the range queue.
+pub async fn send_tasks(env: &FunctionEnv, tasks: &[ShardCursor]) -> Result<(), SyncError> {
+    let queue = env.config.range_queue_url()?;
+    let mut bodies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let body = serde_json::to_string(task)
+            .map_err(|e| SyncError::Report(format!("a range task does not serialise: {e}")))?;
+        bodies.push((
+            format!(
+                "range task {}/{:05}/{:05}",
+                task.phase.name(),
+                task.shard,
+                task.seq
+            ),
+            body,
+        ));
+    }
+    send_messages(&env.sqs, queue, "range tasks", &bodies).await
+}
+
+/// Start a listing pass over `shards`: count each range sent, then send
+/// its first task. A retry (the state machine retries the planner) counts
+/// nothing twice and sends the tasks again; a duplicate task is dropped by
+/// the lister that finds it handed on.
+pub async fn start_pass(
+    env: &FunctionEnv,
+    run_id: &str,
+    phase: Phase,
+    shards: &[(usize, Option<KeyRange>)],
+) -> Result<Progress, SyncError> {
+    let tasks: Vec<ShardCursor> = shards
+        .iter()
+        .map(|&(shard, ref range)| first_task(run_id, phase, shard, range.clone()))
+        .collect();
+    hand_out(env, run_id, &tasks).await?;
+    tracing::info!(
+        run_id,
+        phase = phase.name(),
+        ranges = shards.len(),
+        "listing pass started"
+    );
+    Ok(Progress {
+        run_id: run_id.to_owned(),
+        phase,
+        ranges_sent: shards.len() as u64,
+        ranges_done: 0,
+        batches_sent: 0,
+        batches_done: 0,
+        tasks_sent: 0,
+        complete: false,
+        idle_polls: 0,
+        polls: 0,
+        wait_seconds: 0,
+    })
+}
+
+/// The first task of a range: `range`, or the manifest's shard.
+pub fn first_task(
+    run_id: &str,
+    phase: Phase,
+    shard: usize,
+    range: Option<KeyRange>,
+) -> ShardCursor {
+    ShardCursor {
+        run_id: run_id.to_owned(),
+        phase,
+        shard,
+        seq: 0,
+        cursor: None,
+        done: false,
+        proven_chunks: 0,
+        batches_sent: 0,
+        range,
+    }
+}
+
+/// Count `tasks` (first tasks of new ranges) sent, then send them.
+pub async fn hand_out(
+    env: &FunctionEnv,
+    run_id: &str,
+    tasks: &[ShardCursor],
+) -> Result<(), SyncError> {
+    env.counters()?.record_ranges_sent(run_id, tasks).await?;
+    send_tasks(env, tasks).await
+}
+
+/// Range tasks waiting on the queue for a lister: none means the listers
+/// keep up, and a range being listed may split off its remainder for the
+/// next one free (the CLI splits a piece when a lister is idle).
+pub async fn backlog(env: &FunctionEnv) -> Result<u64, SyncError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let queue = env.config.range_queue_url()?;
+    let attributes = env
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .map_err(|e| {
+            SyncError::s3(
+                "reading the range queue's depth",
+                crate::base::error::classify(&e),
+            )
+        })?;
+    Ok(attributes
+        .attributes()
+        .and_then(|a| a.get(&A::ApproximateNumberOfMessages))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Start VALIDATE over the ranges whose write phase sent batches, and, with
+/// a ledger of proven pairs, over the others too: VALIDATE is the run's
+/// last listing pass, whose checkpoints name the next ledger's chunks, and
+/// a range that wrote nothing hands on its write phase's proofs without
+/// listing ([`super::lister`]).
+pub async fn start_validate(env: &FunctionEnv, run_id: &str) -> Result<Progress, SyncError> {
+    let run = env.run(run_id).await?;
+    let done = env.counters()?.ranges_done(run_id, Phase::Write).await?;
+    let with_ledger = run.options.ledger.is_some();
+    // Each range as its write phase ended: the keys it listed itself, not
+    // those it split off (they are ranges of their own).
+    let shards: Vec<(usize, Option<KeyRange>)> = done
+        .into_iter()
+        .filter(|&(_, batches, _)| with_ledger || batches > 0)
+        .map(|(shard, _, range)| (shard, range))
+        .collect();
+    start_pass(env, run_id, Phase::Validate, &shards).await
+}
