@@ -8,7 +8,7 @@
 //!   own listing put between the planner's real cuts), again whenever an
 //!   invocation reaches `lister_max_keys` keys or its deadline, and a new
 //!   range whenever one splits its rest off for a lister with nothing to
-//!   do ([`listing_pass`]); for WRITE and, where a batch was sent, for
+//!   do (`listing_pass`); for WRITE and, where a batch was sent, for
 //!   VALIDATE;
 //! - copies no faster than S3 takes writes under the busiest top-level
 //!   prefix (3,500 a second while it is one partition);
