@@ -192,6 +192,11 @@ fn count_attributes(counts: &Counts) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The sort key of a range task's lease.
+fn lease_key(phase: Phase, shard: usize, seq: u32) -> String {
+    format!("{}#{shard:05}#{seq:05}", phase.name())
+}
+
 fn range_of(item: &HashMap<String, AttributeValue>) -> Option<KeyRange> {
     serde_json::from_str(item.get("range")?.as_s().ok()?).ok()
 }
@@ -469,6 +474,28 @@ impl RunCounters {
         self.transact("counting a range done", items).await
     }
 
+    /// The range markers of `phase` on `side` (`sent`, `done`), by shard,
+    /// in shard order.
+    async fn range_markers(
+        &self,
+        run_id: &str,
+        phase: Phase,
+        side: &str,
+    ) -> Result<Vec<(usize, HashMap<String, AttributeValue>)>, SyncError> {
+        let prefix = format!("{side}#");
+        let items = self
+            .query(&format!("{run_id}#r#{}", phase.name()), &prefix)
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|item| {
+                let sk = item.get("sk")?.as_s().ok()?;
+                let shard = sk.strip_prefix(prefix.as_str())?.parse().ok()?;
+                Some((shard, item))
+            })
+            .collect())
+    }
+
     /// The ranges of `phase` listed to their end: (shard, batches sent,
     /// keys covered), in shard order.
     pub async fn ranges_done(
@@ -476,21 +503,10 @@ impl RunCounters {
         run_id: &str,
         phase: Phase,
     ) -> Result<Vec<(usize, u64, Option<KeyRange>)>, SyncError> {
-        let items = self
-            .query(&format!("{run_id}#r#{}", phase.name()), "done#")
-            .await?;
-        Ok(items
+        let markers = self.range_markers(run_id, phase, "done").await?;
+        Ok(markers
             .iter()
-            .filter_map(|item| {
-                let shard = item
-                    .get("sk")?
-                    .as_s()
-                    .ok()?
-                    .strip_prefix("done#")?
-                    .parse()
-                    .ok()?;
-                Some((shard, number(item, "batches"), range_of(item)))
-            })
+            .map(|(shard, item)| (*shard, number(item, "batches"), range_of(item)))
             .collect())
     }
 
@@ -501,21 +517,10 @@ impl RunCounters {
         run_id: &str,
         phase: Phase,
     ) -> Result<Vec<(usize, Option<KeyRange>)>, SyncError> {
-        let items = self
-            .query(&format!("{run_id}#r#{}", phase.name()), "sent#")
-            .await?;
-        Ok(items
+        let markers = self.range_markers(run_id, phase, "sent").await?;
+        Ok(markers
             .iter()
-            .filter_map(|item| {
-                let shard = item
-                    .get("sk")?
-                    .as_s()
-                    .ok()?
-                    .strip_prefix("sent#")?
-                    .parse()
-                    .ok()?;
-                Some((shard, range_of(item)))
-            })
+            .map(|(shard, item)| (*shard, range_of(item)))
             .collect())
     }
 
@@ -558,7 +563,7 @@ impl RunCounters {
             .update_item()
             .table_name(&self.table)
             .key("pk", s(format!("{run_id}#l")))
-            .key("sk", s(format!("{}#{shard:05}#{seq:05}", phase.name())))
+            .key("sk", s(lease_key(phase, shard, seq)))
             .update_expression("SET #u = :until, #e = :e")
             .condition_expression("attribute_not_exists(#u) OR #u < :now")
             .expression_attribute_names("#u", "until")
@@ -592,7 +597,7 @@ impl RunCounters {
             .update_item()
             .table_name(&self.table)
             .key("pk", s(format!("{run_id}#l")))
-            .key("sk", s(format!("{}#{shard:05}#{seq:05}", phase.name())))
+            .key("sk", s(lease_key(phase, shard, seq)))
             .update_expression("SET #u = :zero")
             .expression_attribute_names("#u", "until")
             .expression_attribute_values(":zero", n(0))
