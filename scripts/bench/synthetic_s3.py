@@ -19,8 +19,17 @@ and no seeding:
     syn-N-LAYOUT-mod  the same keys; every 100th object (index 0, 100, …) has
                       another size and ETag, so a diff against the plain
                       bucket plans ceil(N/100) updates
+    syn-N-LAYOUT-big  the same keys; every 100,000th object (index 99,999,
+                      199,999, …) is 6 GiB, past CopyObject's 5 GiB limit,
+                      so copying it takes the multipart calls
     …-twin            any of the above under a second name, with the same
                       content: a bucket pair already in sync
+    …-copy            an empty bucket that holds what is copied into it
+                      (CopyObject, or a completed multipart upload of
+                      UploadPartCopy parts) from a bucket of the same N and
+                      LAYOUT: a first full copy, and then a re-run of it.
+                      A copied object is one byte of state (the variant it
+                      was copied from); bytes are never stored.
 
 Object i's key sorts at position i (fixed-width numbers, dir-DD assigned in
 contiguous blocks), so a page is found by binary search over indices and
@@ -28,10 +37,16 @@ made by arithmetic: start-after, continuation tokens, prefix and delimiter
 work for any value, and nothing is ever materialised.
 
 Also answered: HeadBucket and GetBucketLocation (for clients that check a
-bucket first). Anything else gets an S3 XML error (501 NotImplemented, or
-404 NoSuchBucket for a name outside the grammar) and a line on stderr, so a
-request the benchmark did not expect is visible rather than silently served.
-Read-only: s3-fanout must be run with --dry-run against it.
+bucket first); HeadObject (with If-Match and partNumber), GetObjectTagging
+(no tags) and ListMultipartUploads on any bucket; CopyObject (with
+x-amz-copy-source-if-match), CreateMultipartUpload, UploadPartCopy,
+CompleteMultipartUpload and AbortMultipartUpload into a -copy bucket. A
+multipart copy gets S3's composite ETag (the MD5 of its parts' MD5s, "-N"),
+its parts' ETags being MD5s of the source range they copied. Anything else
+gets an S3 XML error (501 NotImplemented, or 404 NoSuchBucket for a name
+outside the grammar) and a line on stderr, so a request the benchmark did
+not expect is visible rather than silently served. Only -copy buckets take
+writes; run s3-fanout with --dry-run against the others.
 
 Control endpoint (bucket names cannot contain "_"):
     GET /__synthetic/counts   {"ops": {op: n}, "errors": n, "keys": {bucket: n}}:
@@ -65,26 +80,46 @@ MOD_EVERY = 100
 # One fixed time for every object: the diff compares sizes and ETags, and a
 # time equal on both sides never makes a copy look older than its source.
 LAST_MODIFIED = "2024-01-01T00:00:00.000Z"
-BUCKET_RE = re.compile(r"^syn-([1-9][0-9]{0,9}|0)-(flat|dirs|uuid|skewed)(-mod)?(-twin)?$")
+HTTP_LAST_MODIFIED = "Mon, 01 Jan 2024 00:00:00 GMT"
+BUCKET_RE = re.compile(
+    r"^syn-([1-9][0-9]{0,9}|0)-(flat|dirs|uuid|skewed)(-big)?(-mod)?(-twin|-copy)?$")
+BIG_EVERY = 100_000
+BIG_SIZE = 6 << 30  # past CopyObject's 5 GiB: a copy takes the multipart calls
 UUID_SPACE = 1 << 128
 HOT = 50  # the skewed layout's hot prefix, p-050/
 
 
 class Bucket:
     """The synthetic content of one bucket name: keys, sizes and ETags as
-    functions of an object's index."""
+    functions of an object's index. A -copy bucket's objects are those
+    copied into it (`written`), each the content of the variant it was
+    copied from."""
 
-    def __init__(self, count, layout, modified):
+    def __init__(self, count, layout, big=False, modified=False, copy=False):
         self.count = count
         self.layout = layout
+        self.big = big
         self.modified = modified
+        self.copy = copy
+        self.name = None
 
     @classmethod
     def parse(cls, name):
         match = BUCKET_RE.match(name)
         if not match:
             return None
-        return cls(int(match.group(1)), match.group(2), bool(match.group(3)))
+        count, layout, big, modified, twin = match.groups()
+        bucket = cls(int(count), layout, bool(big), bool(modified), twin == "-copy")
+        bucket.name = name
+        return bucket
+
+    def variant(self):
+        """The one byte a copy of this content is stored as (0 is absent)."""
+        return 1 | self.big << 1 | self.modified << 2
+
+    @classmethod
+    def of_variant(cls, count, layout, byte):
+        return cls(count, layout, bool(byte & 2), bool(byte & 4))
 
     def key(self, i):
         if self.layout == "flat":
@@ -108,15 +143,34 @@ class Bucket:
         # Contiguous blocks keep key order equal to index order.
         return f"dir-{i * DIRS // self.count:02d}/obj-{i:09d}"
 
+    def index_of(self, key):
+        """The index whose key is `key`, or None: keys ascend with index."""
+        i = self.first_index(lambda k: k >= key)
+        return i if i < self.count and self.key(i) == key else None
+
     def differs(self, i):
         return self.modified and i % MOD_EVERY == 0
 
     def size(self, i):
+        if self.big and i % BIG_EVERY == BIG_EVERY - 1:
+            return BIG_SIZE + i
         return 1024 + i % 4096 + (1 if self.differs(i) else 0)
 
     def etag(self, i, key):
-        seed = key + ("#mod" if self.differs(i) else "")
+        seed = key + ("#mod" if self.differs(i) else "") + ("#big" if self.big else "")
         return hashlib.md5(seed.encode()).hexdigest()
+
+    def object(self, i, key):
+        """(size, ETag, part sizes or None) of object i, or None if absent."""
+        if not self.copy:
+            return self.size(i), self.etag(i, key), None
+        return STORE.object(self, i, key)
+
+    def next_index(self, i, hi):
+        """The first index in [i, hi) that holds an object; hi if none."""
+        if not self.copy:
+            return i
+        return STORE.next_present(self, i, hi)
 
     def first_index(self, predicate, lo=0):
         """The first index in [lo, count) whose key satisfies a predicate
@@ -150,6 +204,7 @@ class Bucket:
             lo = self.first_index(lambda k: k > skip_prefix and not k.startswith(skip_prefix), lo)
         objects, prefixes = [], []
         i, marker = lo, None
+        i = self.next_index(i, hi)
         while i < hi and len(objects) + len(prefixes) < max_keys:
             key = self.key(i)
             cut = key.find(delimiter, len(prefix)) if delimiter else -1
@@ -162,6 +217,7 @@ class Bucket:
                 objects.append((i, key))
                 marker = ("k", key)
                 i += 1
+            i = self.next_index(i, hi)
         return objects, prefixes, i < hi, marker
 
 
@@ -215,10 +271,101 @@ class Counts:
 
     def snapshot(self):
         with self.lock:
-            return {"ops": dict(self.ops), "errors": self.errors, "keys": dict(self.keys)}
+            return {"ops": dict(self.ops), "errors": self.errors, "keys": dict(self.keys),
+                    "written": STORE.written()}
 
 
 COUNTS = Counts()
+
+COMPOSED = 255  # a -copy object made by a multipart upload: its parts are kept
+MIN_PART = 5 << 20
+MAX_COPY = 5 << 30
+
+
+class Store:
+    """What the -copy buckets hold: a byte per index (0 absent, COMPOSED, or
+    the variant of the content copied), the composite objects' ETags and
+    part sizes, and the multipart uploads in progress."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.variants = {}  # bucket name -> bytearray(count)
+        self.present = {}  # bucket name -> bytearray(count) of 0/1: find() is C-fast
+        self.objects = {}  # bucket name -> objects present
+        self.composed = {}  # (bucket name, index) -> (size, ETag, [part sizes])
+        self.uploads = {}  # upload id -> {"bucket", "key", "index", "parts": {n: (size, etag)}}
+        self.next_upload = 0
+
+    def _arrays(self, bucket):
+        if bucket.name not in self.variants:
+            self.variants[bucket.name] = bytearray(bucket.count)
+            self.present[bucket.name] = bytearray(bucket.count)
+            self.objects[bucket.name] = 0
+        return self.variants[bucket.name], self.present[bucket.name]
+
+    def state(self, bucket, i):
+        """What a copy of object i of `bucket` stores: (variant, composed)."""
+        if not bucket.copy:
+            return bucket.variant(), None
+        with self.lock:
+            variants, _ = self._arrays(bucket)
+            byte = variants[i]
+            return byte, self.composed.get((bucket.name, i))
+
+    def object(self, bucket, i, key):
+        byte, composed = self.state(bucket, i)
+        if byte == 0:
+            return None
+        if byte == COMPOSED:
+            return composed
+        content = Bucket.of_variant(bucket.count, bucket.layout, byte)
+        return content.size(i), content.etag(i, key), None
+
+    def next_present(self, bucket, i, hi):
+        with self.lock:
+            _, present = self._arrays(bucket)
+            found = present.find(1, i, hi)
+        return hi if found < 0 else found
+
+    def put(self, bucket, i, byte, composed=None):
+        with self.lock:
+            variants, present = self._arrays(bucket)
+            self.objects[bucket.name] += 1 - present[i]
+            variants[i], present[i] = byte, 1
+            if composed is None:
+                self.composed.pop((bucket.name, i), None)
+            else:
+                self.composed[(bucket.name, i)] = composed
+
+    def create_upload(self, bucket, key, i):
+        with self.lock:
+            self.next_upload += 1
+            upload_id = f"syn-upload-{self.next_upload}"
+            self.uploads[upload_id] = {"bucket": bucket.name, "key": key, "index": i, "parts": {}}
+            return upload_id
+
+    def upload(self, upload_id, bucket, key):
+        with self.lock:
+            upload = self.uploads.get(upload_id)
+        if upload is None or upload["bucket"] != bucket.name or upload["key"] != key:
+            return None
+        return upload
+
+    def end_upload(self, upload_id):
+        with self.lock:
+            return self.uploads.pop(upload_id, None) is not None
+
+    def open_uploads(self, bucket_name, prefix):
+        with self.lock:
+            return sorted((u["key"], upload_id) for upload_id, u in self.uploads.items()
+                          if u["bucket"] == bucket_name and u["key"].startswith(prefix))
+
+    def written(self):
+        with self.lock:
+            return dict(self.objects)
+
+
+STORE = Store()
 
 # Query parameters of ListObjectsV2 that change nothing here, or that the
 # AWS SDK adds for its own bookkeeping.
@@ -237,11 +384,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass  # one line per page would be a million lines; errors are logged
 
-    def send(self, status, body, op, content_type="application/xml", headers=()):
+    def send(self, status, body, op, content_type="application/xml", headers=(), length=None):
         COUNTS.record(op, status >= 400)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
         self.send_header("x-amz-request-id", "synthetic")
         for name, value in headers:
             self.send_header(name, value)
@@ -253,13 +400,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sys.stderr.write(f"synthetic_s3: {status} {code}: {self.command} {self.path}: {message}\n")
         self.send(status, error_xml(code, message, self.path), op)
 
-    def drain_body(self):
+    def read_body(self):
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        return self.rfile.read(length) if length else b""
 
     def route(self):
-        self.drain_body()
+        body = self.read_body()
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         path = urllib.parse.unquote(url.path)
@@ -283,10 +429,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         bucket = Bucket.parse(name)
         if bucket is None:
             return self.fail(404, "NoSuchBucket", f"no synthetic bucket {name!r}; "
-                             "names are syn-N-flat, syn-N-dirs, optionally with -mod")
+                             "names are syn-N-LAYOUT[-big][-mod][-twin|-copy]")
         if key:
-            return self.fail(501, "NotImplemented", "object-level requests are not synthesised "
-                             "(run s3-fanout with --dry-run)")
+            return self.object_request(bucket, key, query, body)
+        if self.command == "GET" and "uploads" in query:
+            return self.list_uploads(name, query)
         if self.command == "HEAD" and not query:
             return self.send(200, b"", "HeadBucket", headers=[("x-amz-bucket-region", "us-east-1")])
         if self.command == "GET" and "location" in query:
@@ -351,16 +498,221 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if truncated:
             out.append(f"<NextContinuationToken>{encode_token(marker)}</NextContinuationToken>")
         for i, key in objects:
+            size, etag, _ = bucket.object(i, key)
             out.append(
                 f"<Contents><Key>{escape(enc(key))}</Key>"
                 f"<LastModified>{LAST_MODIFIED}</LastModified>"
-                f"<ETag>&quot;{bucket.etag(i, key)}&quot;</ETag>"
-                f"<Size>{bucket.size(i)}</Size><StorageClass>STANDARD</StorageClass></Contents>"
+                f"<ETag>&quot;{etag}&quot;</ETag>"
+                f"<Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
             )
         for common in prefixes:
             out.append(f"<CommonPrefixes><Prefix>{escape(enc(common))}</Prefix></CommonPrefixes>")
         out.append("</ListBucketResult>")
         self.send(200, "".join(out).encode(), "ListObjectsV2")
+
+    # Object-level requests. What S3 answers is cited where it decides
+    # something: https://docs.aws.amazon.com/AmazonS3/latest/API/API_Operations_Amazon_Simple_Storage_Service.html
+
+    def object_request(self, bucket, key, query, body):
+        # x-id names the operation for the AWS SDK's own bookkeeping.
+        query = {k: v for k, v in query.items() if k != "x-id"}
+        index = bucket.index_of(key)
+        command = self.command
+        if command == "HEAD" and set(query) <= {"partNumber"}:
+            return self.head_object(bucket, key, index, query)
+        if command == "GET" and "tagging" in query:
+            if index is None or bucket.object(index, key) is None:
+                return self.fail(404, "NoSuchKey", "no such key", "GetObjectTagging")
+            body = '<?xml version="1.0" encoding="UTF-8"?>\n<Tagging><TagSet></TagSet></Tagging>'
+            return self.send(200, body.encode(), "GetObjectTagging")
+        if command == "PUT" and "uploadId" in query and "x-amz-copy-source" in self.headers:
+            return self.upload_part_copy(bucket, key, query)
+        if command == "PUT" and not query and "x-amz-copy-source" in self.headers:
+            return self.copy_object(bucket, key, index)
+        if command == "POST" and "uploads" in query:
+            return self.create_upload(bucket, key, index)
+        if command == "POST" and "uploadId" in query:
+            return self.complete_upload(bucket, key, query, body)
+        if command == "DELETE" and "uploadId" in query:
+            if not STORE.end_upload(query["uploadId"][0]):
+                return self.fail(404, "NoSuchUpload", "no such upload", "AbortMultipartUpload")
+            return self.send(204, b"", "AbortMultipartUpload")
+        return self.fail(501, "NotImplemented", "this object-level request is not synthesised")
+
+    def head_object(self, bucket, key, index, query):
+        found = bucket.object(index, key) if index is not None else None
+        if found is None:
+            return self.send(404, b"", "HeadObject")
+        size, etag, parts = found
+        if_match = self.headers.get("If-Match")
+        if if_match is not None and if_match.strip('"') != etag:
+            return self.send(412, b"", "HeadObject")
+        headers = [("ETag", f'"{etag}"'), ("Last-Modified", HTTP_LAST_MODIFIED),
+                   ("Accept-Ranges", "bytes")]
+        part = query.get("partNumber", [None])[0]
+        if part is not None:
+            # HeadObject partNumber: a part's length and the part count of a
+            # multipart object; part 1 of any other object is all of it, and
+            # a later part is out of range (416).
+            number = int(part)
+            if parts is None and number != 1 or parts is not None and number > len(parts):
+                return self.send(416, b"", "HeadObject")
+            if parts is not None:
+                size = parts[number - 1]
+                headers.append(("x-amz-mp-parts-count", str(len(parts))))
+        return self.send(200, b"", "HeadObject", "binary/octet-stream", headers, length=size)
+
+    def copy_source(self, op):
+        """The source object of a copy request: (bucket, index, key, size,
+        ETag, parts), or None once an error is sent."""
+        value = self.headers["x-amz-copy-source"]
+        path, _, version = value.partition("?")
+        name, _, key = urllib.parse.unquote(path).lstrip("/").partition("/")
+        source = Bucket.parse(name)
+        if source is None:
+            self.fail(404, "NoSuchBucket", f"no synthetic bucket {name!r}", op)
+            return None
+        index = source.index_of(key)
+        found = source.object(index, key) if index is not None else None
+        if found is None or version:
+            self.fail(404, "NoSuchKey", f"no source object {value!r}", op)
+            return None
+        size, etag, parts = found
+        if_match = self.headers.get("x-amz-copy-source-if-match")
+        if if_match is not None and if_match.strip('"') != etag:
+            self.fail(412, "PreconditionFailed", "x-amz-copy-source-if-match failed", op)
+            return None
+        return source, index, key, size, etag, parts
+
+    def writable(self, bucket, key, source, op):
+        """A -copy bucket of the same keys as the source takes the write."""
+        if not bucket.copy:
+            self.fail(501, "NotImplemented", "only -copy buckets take writes", op)
+            return False
+        if source is not None and (source.count, source.layout) != (bucket.count, bucket.layout):
+            self.fail(501, "NotImplemented", "copies between different key sets "
+                      "are not synthesised", op)
+            return False
+        if bucket.index_of(key) is None:
+            self.fail(501, "NotImplemented", f"{key!r} is not a key of {bucket.name}", op)
+            return False
+        return True
+
+    def copy_object(self, bucket, key, index):
+        found = self.copy_source("CopyObject")
+        if found is None:
+            return None
+        source, source_index, _, size, etag, _ = found
+        if not self.writable(bucket, key, source, "CopyObject"):
+            return None
+        if size > MAX_COPY:
+            # CopyObject copies at most 5 GB in one request:
+            # https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html
+            return self.fail(400, "InvalidRequest", "The specified copy source is larger than "
+                             "the maximum allowable size for a copy source: 5368709120",
+                             "CopyObject")
+        byte, composed = STORE.state(source, source_index)
+        if byte == COMPOSED:
+            # A one-request copy of a multipart object is a single-part
+            # object: a plain ETag, no parts.
+            composed = (size, hashlib.md5(f"copy:{etag}".encode()).hexdigest(), None)
+        STORE.put(bucket, index, byte, composed)
+        new_etag = etag if composed is None else composed[1]
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult>'
+                f"<LastModified>{LAST_MODIFIED}</LastModified><ETag>&quot;{new_etag}&quot;</ETag>"
+                "</CopyObjectResult>")
+        return self.send(200, body.encode(), "CopyObject")
+
+    def create_upload(self, bucket, key, index):
+        if not self.writable(bucket, key, None, "CreateMultipartUpload"):
+            return None
+        upload_id = STORE.create_upload(bucket, key, index)
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult>'
+                f"<Bucket>{escape(bucket.name)}</Bucket><Key>{escape(key)}</Key>"
+                f"<UploadId>{upload_id}</UploadId></InitiateMultipartUploadResult>")
+        return self.send(200, body.encode(), "CreateMultipartUpload")
+
+    def upload_part_copy(self, bucket, key, query):
+        op = "UploadPartCopy"
+        upload = STORE.upload(query["uploadId"][0], bucket, key)
+        if upload is None:
+            return self.fail(404, "NoSuchUpload", "no such upload", op)
+        found = self.copy_source(op)
+        if found is None:
+            return None
+        source, _, _, size, etag, _ = found
+        if not self.writable(bucket, key, source, op):
+            return None
+        number = int(query.get("partNumber", ["0"])[0])
+        if not 1 <= number <= 10_000:
+            return self.fail(400, "InvalidArgument", "part numbers are 1 to 10,000", op)
+        first, last = 0, size - 1
+        wanted = self.headers.get("x-amz-copy-source-range")
+        if wanted is not None:
+            match = re.fullmatch(r"bytes=(\d+)-(\d+)", wanted)
+            if not match or int(match.group(2)) >= size or int(match.group(1)) > int(match.group(2)):
+                return self.fail(400, "InvalidArgument", f"bad copy source range {wanted!r}", op)
+            first, last = int(match.group(1)), int(match.group(2))
+        if last - first + 1 > MAX_COPY:
+            return self.fail(400, "InvalidRequest", "a part is at most 5 GiB", op)
+        part_etag = hashlib.md5(f"{etag}:{first}-{last}".encode()).hexdigest()
+        with STORE.lock:
+            upload["parts"][number] = (last - first + 1, part_etag)
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<CopyPartResult>'
+                f"<LastModified>{LAST_MODIFIED}</LastModified><ETag>&quot;{part_etag}&quot;</ETag>"
+                "</CopyPartResult>")
+        return self.send(200, body.encode(), op)
+
+    def complete_upload(self, bucket, key, query, body):
+        op = "CompleteMultipartUpload"
+        upload_id = query["uploadId"][0]
+        upload = STORE.upload(upload_id, bucket, key)
+        if upload is None:
+            return self.fail(404, "NoSuchUpload", "no such upload", op)
+        text = body.decode()
+        listed = []
+        for part in re.findall(r"<Part>(.*?)</Part>", text, re.S):
+            number = re.search(r"<PartNumber>(\d+)</PartNumber>", part)
+            etag = re.search(r"<ETag>(.*?)</ETag>", part, re.S)
+            if not number or not etag:
+                return self.fail(400, "MalformedXML", "a part without a number or ETag", op)
+            listed.append((int(number.group(1)), etag.group(1).replace("&quot;", "").strip('"')))
+        # https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html:
+        # parts in ascending order, each one uploaded with that ETag, every
+        # part but the last at least 5 MiB.
+        numbers = [n for n, _ in listed]
+        if not listed or numbers != sorted(set(numbers)):
+            return self.fail(400, "InvalidPartOrder", "parts must ascend", op)
+        with STORE.lock:
+            parts = dict(upload["parts"])
+        sizes = []
+        for n, etag in listed:
+            if parts.get(n, (0, None))[1] != etag:
+                return self.fail(400, "InvalidPart", f"part {n} was not uploaded as {etag}", op)
+            sizes.append(parts[n][0])
+        if any(size < MIN_PART for size in sizes[:-1]):
+            return self.fail(400, "EntityTooSmall", "a part but the last is under 5 MiB", op)
+        digest = hashlib.md5(b"".join(bytes.fromhex(e) for _, e in listed)).hexdigest()
+        etag = f"{digest}-{len(listed)}"
+        if not STORE.end_upload(upload_id):
+            return self.fail(404, "NoSuchUpload", "no such upload", op)
+        STORE.put(bucket, upload["index"], COMPOSED, (sum(sizes), etag, sizes))
+        out = ('<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUploadResult>'
+               f"<Bucket>{escape(bucket.name)}</Bucket><Key>{escape(key)}</Key>"
+               f"<ETag>&quot;{etag}&quot;</ETag></CompleteMultipartUploadResult>")
+        return self.send(200, out.encode(), op)
+
+    def list_uploads(self, name, query):
+        prefix = query.get("prefix", [""])[0]
+        out = ['<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult>'
+               f"<Bucket>{escape(name)}</Bucket><Prefix>{escape(prefix)}</Prefix>"
+               "<MaxUploads>1000</MaxUploads><IsTruncated>false</IsTruncated>"]
+        for key, upload_id in STORE.open_uploads(name, prefix):
+            out.append(f"<Upload><Key>{escape(key)}</Key><UploadId>{upload_id}</UploadId>"
+                       f"<Initiated>{LAST_MODIFIED}</Initiated>"
+                       "<StorageClass>STANDARD</StorageClass></Upload>")
+        out.append("</ListMultipartUploadsResult>")
+        return self.send(200, "".join(out).encode(), "ListMultipartUploads")
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = route
 
