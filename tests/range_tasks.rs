@@ -265,15 +265,10 @@ async fn a_range_never_listed_to_its_end_fails_the_run_by_name() {
     );
 }
 
-/// The synthetic endpoint of this binary's split tests, routed to once
-/// (each test lists buckets of its own size, so its counts are its own).
+/// The synthetic endpoint of this binary's split tests (each test lists
+/// buckets of its own size, so its counts are its own).
 fn synthetic() -> &'static Synthetic {
-    static SYNTHETIC: std::sync::OnceLock<Synthetic> = std::sync::OnceLock::new();
-    SYNTHETIC.get_or_init(|| {
-        let synthetic = Synthetic::start();
-        stack().proxy.route_buckets("syn-", &synthetic.endpoint);
-        synthetic
-    })
+    Synthetic::shared(&stack().proxy)
 }
 
 /// How a split test's first lister dies.

@@ -49,10 +49,13 @@ not expect is visible rather than silently served. Only -copy buckets take
 writes; run s3-fanout with --dry-run against the others.
 
 Control endpoint (bucket names cannot contain "_"):
-    GET /__synthetic/counts   {"ops": {op: n}, "errors": n, "keys": {bucket: n}}:
-                              requests by operation, and the keys each
-                              bucket's listings returned (a key listed twice
-                              counts twice)
+    GET /__synthetic/counts   {"ops": {op: n}, "errors": n, "keys": {bucket: n},
+                               "sampled": {bucket: n}, "written": {bucket: n}}:
+                              requests by operation; the keys each bucket's
+                              listings without a delimiter returned (a key
+                              listed twice counts twice), and those with one
+                              (a planner's look at a prefix); the objects
+                              each -copy bucket holds
     GET /__synthetic/keys?bucket=B[&from=K][&before=K]
                               {"keys": n}: how many keys of B are at or after
                               `from` and before `before` (either may be left
@@ -259,20 +262,22 @@ class Counts:
         self.ops = {}
         self.errors = 0
         self.keys = {}
+        self.sampled = {}
 
     def record(self, op, failed):
         with self.lock:
             self.ops[op] = self.ops.get(op, 0) + 1
             self.errors += failed
 
-    def listed(self, bucket, keys):
+    def listed(self, bucket, keys, delimited):
         with self.lock:
-            self.keys[bucket] = self.keys.get(bucket, 0) + keys
+            into = self.sampled if delimited else self.keys
+            into[bucket] = into.get(bucket, 0) + keys
 
     def snapshot(self):
         with self.lock:
             return {"ops": dict(self.ops), "errors": self.errors, "keys": dict(self.keys),
-                    "written": STORE.written()}
+                    "sampled": dict(self.sampled), "written": STORE.written()}
 
 
 COUNTS = Counts()
@@ -477,7 +482,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         objects, prefixes, truncated, marker = bucket.list_page(
             prefix, delimiter, after, skip_prefix, max_keys)
-        COUNTS.listed(name, len(objects))
+        COUNTS.listed(name, len(objects), bool(delimiter))
         if max_keys == 0:
             truncated = False
         enc = s3_quote if encoding == "url" else (lambda v: v)
@@ -728,7 +733,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0: let the kernel choose")
     parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument("--exit-with-stdin", action="store_true",
+                        help="exit when stdin closes: a test's endpoint ends with the test "
+                        "process, even one that never drops it")
     args = parser.parse_args()
+    if args.exit_with_stdin:
+        def wait_for_eof():
+            sys.stdin.buffer.read()
+            os._exit(0)
+        threading.Thread(target=wait_for_eof, daemon=True).start()
     server = Server(("127.0.0.1", args.port), Handler)
     port = server.server_address[1]
     if args.port_file:

@@ -1,8 +1,8 @@
 //! Plain records and S3's rules, shared by every layer above: what an
 //! object and a side are ([`entry`]), where things are ([`location`]), the
 //! key space and its cuts ([`keyspace`]), ETag shapes and part limits
-//! ([`s3_shape`]), the run's options ([`options`], [`filter`]) and prices
-//! ([`prices`]). No I/O happens here.
+//! ([`s3_shape`]), the run's options ([`options`], [`filter`]), prices
+//! ([`prices`]) and the serverless run's poll pacing ([`polling`]). No I/O happens here.
 
 pub mod checksum;
 pub mod entry;
@@ -10,5 +10,6 @@ pub mod filter;
 pub mod keyspace;
 pub mod location;
 pub mod options;
+pub mod polling;
 pub mod prices;
 pub mod s3_shape;

@@ -16,8 +16,9 @@
 //!   sent and when done, two timeline updates; two Queries per poll;
 //! - a copier per `batch_size` messages of at most 100 tasks each
 //!   (the real [`crate::serverless::batch::BatchBuilder`] cuts them);
-//! - the reporter once per progress poll, whose wait grows 2 s per poll up
-//!   to 60 s (`reporter::progress`), and once for the report.
+//! - the reporter once per progress poll, waiting as
+//!   [`crate::model::polling`] says (the reporter's own rule), and once
+//!   for the report.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,7 @@ use super::requests::{Requests, add};
 use super::tally::BatchCost;
 use crate::base::error::SyncError;
 use crate::engine::pieces::PAGES_BEFORE_CUT;
+use crate::model::polling::polls_for;
 use crate::model::prices::{Assumptions, PriceTable};
 
 /// The stack's settings the estimate depends on (the template's defaults).
@@ -88,16 +90,6 @@ pub struct ServerlessEstimate {
     pub cost_usd: BTreeMap<String, f64>,
     pub total_usd: f64,
     pub wall_secs: f64,
-}
-
-/// Reporter polls until `secs` have passed: waits of 2, 4, ... 60, 60 s.
-fn progress_polls(secs: f64) -> u64 {
-    let (mut polls, mut waited) = (1u64, 0.0);
-    while waited < secs {
-        waited += (2 * polls).min(60) as f64;
-        polls += 1;
-    }
-    polls
 }
 
 /// Keys a lister handles between checkpoints (the stack's default
@@ -402,24 +394,19 @@ impl Run<'_> {
         // Listers take range tasks off the range queue while the state
         // machine polls progress: the write phase's polls cover its listing
         // and its copies, and VALIDATE starts polling again from 2 s.
-        let write_polls = progress_polls(write_wall);
+        let (write_polls, write_last_wait) = polls_for(write_wall);
         let validate_list_secs = self.validate.wall_secs;
-        let validate_polls = if self.stack.validate {
-            progress_polls(validate_list_secs)
+        let (validate_polls, validate_last_wait) = if self.stack.validate {
+            polls_for(validate_list_secs)
         } else {
-            0
+            (0, 0)
         };
         // The last poll's wait of each pass, half of it on average.
-        let last_wait = |polls: u64| (2 * polls).min(60) as f64 / 2.0;
+        let late = (write_last_wait + validate_last_wait) as f64 / 2.0;
         Timing {
             copier_secs,
             polls: write_polls + validate_polls,
-            wall_secs: 2.0
-                + write_wall
-                + last_wait(write_polls)
-                + validate_list_secs
-                + last_wait(validate_polls)
-                + 2.0,
+            wall_secs: 2.0 + write_wall + validate_list_secs + late + 2.0,
             partition_bound_secs,
         }
     }
@@ -598,15 +585,6 @@ impl Run<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn polls_grow_to_a_minute() {
-        assert_eq!(progress_polls(0.0), 1);
-        assert_eq!(progress_polls(2.0), 2);
-        // 2+4+...+60 = 930 s in 30 polls, then a minute each.
-        assert_eq!(progress_polls(930.0), 31);
-        assert_eq!(progress_polls(930.0 + 600.0), 41);
-    }
-
     /// 10,000 batches of 100 small copies (80 ms each), as a lister cuts them.
     fn a_million_small_copies() -> (Vec<BatchCost>, Requests) {
         let batch = BatchCost {
@@ -772,13 +750,13 @@ mod tests {
             2 * listers + 8 * (night.ranges + night.ranges) + (night.ranges - 64)
         );
         // AND the history: the polls of two hours of listing (30 to reach
-        // a minute's wait, then one a minute), and of a VALIDATE that lists
-        // nothing; no event per shard or invocation
-        let write_polls = progress_polls(night.listing_secs);
-        assert!((120..150).contains(&write_polls), "{write_polls}");
+        // a minute's wait, then a twentieth of the time waited), and of a
+        // VALIDATE that lists nothing; no event per shard or invocation
+        let (write_polls, _) = polls_for(night.listing_secs);
+        assert!((60..90).contains(&write_polls), "{write_polls}");
         assert_eq!(
             night.history_events,
-            30 + 9 * (write_polls + progress_polls(0.0)) + 7
+            30 + 9 * (write_polls + polls_for(0.0).0) + 7
         );
     }
 

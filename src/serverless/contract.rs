@@ -415,10 +415,14 @@ pub struct Progress {
     pub complete: bool,
     pub idle_polls: u32,
     pub polls: u32,
-    /// How long the state machine waits before asking again: short at
-    /// first, then up to a minute, so a night-long run stays far below
-    /// the 25,000-event history limit of a Standard workflow.
+    /// How long the state machine waits before asking again
+    /// ([`crate::model::polling`]): short at first, then a twentieth of
+    /// the time waited, so a long run's history grows with the logarithm
+    /// of its length, far below a Standard workflow's 25,000 events.
     pub wait_seconds: u64,
+    /// Seconds the pass has waited between polls, this wait included.
+    #[serde(default)]
+    pub waited_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

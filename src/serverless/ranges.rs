@@ -73,6 +73,7 @@ pub async fn start_pass(
         idle_polls: 0,
         polls: 0,
         wait_seconds: 0,
+        waited_secs: 0,
     })
 }
 

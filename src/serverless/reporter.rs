@@ -28,6 +28,7 @@ use serde_json::Value;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::model::location::{ReportLocation, S3Location};
+use crate::model::polling::poll_wait_secs;
 use crate::report::deliver::{RunRecord, deliver};
 use crate::report::emf::{self, Unit, Work};
 use crate::report::timeline::MAX_POINTS;
@@ -62,6 +63,9 @@ pub enum ReporterEvent {
         /// Ranges counted done at the previous poll.
         #[serde(default)]
         ranges_done: u64,
+        /// Seconds waited between the pass's polls so far.
+        #[serde(default)]
+        waited_secs: u64,
     },
     Report {
         run_id: String,
@@ -95,6 +99,7 @@ pub async fn handle(
             polls,
             batches_done,
             ranges_done,
+            waited_secs,
         } => {
             let before = Progress {
                 run_id: run_id.clone(),
@@ -103,6 +108,7 @@ pub async fn handle(
                 polls,
                 batches_done,
                 ranges_done,
+                waited_secs,
                 ..Progress::default()
             };
             let checked = progress(env, &before).await;
@@ -177,6 +183,7 @@ pub async fn batch_counts(
         idle_polls: 0,
         polls: 0,
         wait_seconds: 0,
+        waited_secs: 0,
     };
     Ok((progress, sent))
 }
@@ -210,12 +217,18 @@ pub async fn progress(env: &FunctionEnv, before: &Progress) -> Result<Progress, 
         complete,
         "progress"
     );
-    let polls = before.polls;
+    let polls = before.polls + 1;
+    let wait_seconds = poll_wait_secs(
+        u64::from(polls),
+        before.waited_secs,
+        !counted.complete && unchanged,
+    );
     Ok(Progress {
         complete,
         idle_polls: idle,
-        polls: polls + 1,
-        wait_seconds: (2 * (u64::from(polls) + 1)).min(60),
+        polls,
+        wait_seconds,
+        waited_secs: before.waited_secs + wait_seconds,
         ..counted
     })
 }

@@ -20,6 +20,8 @@ impl Synthetic {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench/synthetic_s3.py");
         let child = std::process::Command::new("python3")
             .args([script, "--port-file", port_file.to_str().unwrap()])
+            .arg("--exit-with-stdin")
+            .stdin(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("python3 runs the synthetic server");
@@ -38,6 +40,19 @@ impl Synthetic {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
         }
+    }
+
+    /// One endpoint for the whole test binary, which its stack's proxy
+    /// routes `syn-*` buckets to: tests of one binary share the proxy, so
+    /// an endpoint of their own would be dropped under the next one. Never
+    /// dropped; it exits with the process (its stdin closes).
+    pub fn shared(proxy: &super::fault_proxy::FaultProxy) -> &'static Synthetic {
+        static SHARED: std::sync::OnceLock<Synthetic> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let synthetic = Synthetic::start();
+            proxy.route_buckets("syn-", &synthetic.endpoint);
+            synthetic
+        })
     }
 
     /// Requests answered so far, by operation.
