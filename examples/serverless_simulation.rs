@@ -10,10 +10,16 @@
 //! night and of a first copy of small objects, at AWS's rates
 //! (`src/model/prices-us-east-1.json`), not this machine's.
 //!
-//!     cargo run --release --example serverless_simulation -- ENDPOINT [KEYS,..] [LAYOUTS] [LISTERS,..]
+//!     cargo run --release --example serverless_simulation -- ENDPOINT [KEYS,..] [LAYOUTS] [LISTERS,..] [local:RATE]
 //!
 //! `scripts/bench-serverless-simulation.sh` starts the endpoint and runs it;
 //! the README quotes its output as simulated.
+//!
+//! `local:RATE` models the local stack instead, to hold the model against
+//! `scripts/bench-serverless-scale.sh`'s measurements: lister invocations
+//! of 25 s (of which 20 s listing), RATE keys a second a lister (both
+//! sides, as measured there), shards planned for the execution input's
+//! default `shard_concurrency` of 16, and LISTERS listing at once.
 
 use std::io::{Read, Write};
 
@@ -133,6 +139,11 @@ async fn main() {
         .iter()
         .map(|k| k.parse().expect("LISTERS"))
         .collect();
+    let local_rate: Option<f64> = args.next().map(|a| {
+        a.strip_prefix("local:")
+            .and_then(|r| r.parse().ok())
+            .expect("local:RATE, keys a second a lister")
+    });
     let settings = ClientSettings {
         endpoint_url: Some(endpoint.clone()),
         force_path_style: true,
@@ -140,11 +151,16 @@ async fn main() {
         ..Default::default()
     };
     let client = build_s3_client(&settings, None).await;
-    let prices = PriceTable::built_in();
+    let mut prices = PriceTable::built_in();
+    if let Some(rate) = local_rate {
+        // The local stack's lister_timeout, less the fifth it keeps.
+        prices.assumptions.lister_invocation_secs = 20.0;
+        prices.assumptions.list_keys_per_second = rate;
+    }
     println!(
-        "| layout | keys | run | listers | shards | largest / mean | lister invocations | history events | listing | wall | S3 requests | cost |"
+        "| layout | keys | run | listers | shards | largest / mean | ranges | lister invocations | polls | history events | listing | wall | S3 requests | cost |"
     );
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &keys in &sizes {
         for layout in &layouts {
             let bucket = format!("syn-{keys}-{layout}");
@@ -153,7 +169,12 @@ async fn main() {
             let busiest = busiest_prefix(&client, &endpoint, &bucket, keys).await;
             for &concurrency in &listers {
                 // The planner's own numbers: 4 shards a lister, at most 256.
-                let want = s3_fanout::engine::shards::shards_wanted(concurrency as u32, 256);
+                let planned_for = if local_rate.is_some() {
+                    16
+                } else {
+                    concurrency
+                };
+                let want = s3_fanout::engine::shards::shards_wanted(planned_for as u32, 256);
                 let shards = plan_shards(&target, &KeyRange::default(), want, 256)
                     .await
                     .expect("the planner cuts the bucket");
@@ -217,11 +238,18 @@ async fn main() {
                     &prices,
                 )
                 .unwrap();
-                for (run, e) in [("unchanged night", &night), ("first copy", &first)] {
+                let runs = if local_rate.is_some() {
+                    vec![("unchanged night", &night)]
+                } else {
+                    vec![("unchanged night", &night), ("first copy", &first)]
+                };
+                for (run, e) in runs {
                     println!(
-                        "| {layout} | {keys} | {run} | {concurrency} | {} | {largest:.2} | {} | {} | {} | {} | {} | ${:.2} |",
+                        "| {layout} | {keys} | {run} | {concurrency} | {} | {largest:.2} | {} | {} | {} | {} | {} | {} | {} | ${:.2} |",
                         shards.len(),
+                        e.ranges,
                         e.lambda_invocations["lister"],
+                        e.progress_polls,
                         e.history_events,
                         minutes(e.listing_secs),
                         minutes(e.wall_secs),

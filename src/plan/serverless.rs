@@ -77,6 +77,8 @@ pub struct ServerlessEstimate {
     pub state_transitions: u64,
     /// Events in the execution's history (Standard workflows stop at 25,000).
     pub history_events: u64,
+    /// Progress polls of the state machine, both passes.
+    pub progress_polls: u64,
     /// The run counters' write and read units (on-demand).
     pub dynamodb_write_units: u64,
     pub dynamodb_read_units: u64,
@@ -148,7 +150,8 @@ fn listing_pass(
         ..Pass::default()
     };
     let mut listers: Vec<Option<Lister>> = vec![None; concurrency.max(1) as usize];
-    // (time of the lister's next event, in ms, the lister).
+    // (time of the lister's next event, in µs, the lister). Time advances
+    // at least a µs an event, so a fast lister never stalls in rounding.
     let mut events: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
     let next_event = |l: &Lister| -> f64 {
         let to_deadline =
@@ -159,9 +162,9 @@ fn listing_pass(
             .min(max_keys - l.invocation_keys.min(max_keys))
             .min(to_deadline)
             .max(1);
-        l.at + keys as f64 / speed
+        l.at + (keys as f64 / speed).max(2e-6)
     };
-    let ms = |t: f64| (t * 1000.0).round() as u64;
+    let us = |t: f64| (t * 1e6).round() as u64;
     let mut now = 0.0f64;
     loop {
         // Idle listers take the tasks waiting, in order.
@@ -179,14 +182,14 @@ fn listing_pass(
                     invocation_keys: 0,
                     invocation_start: began,
                 };
-                events.push(Reverse((ms(next_event(&lister)), i)));
+                events.push(Reverse((us(next_event(&lister)), i)));
                 *slot = Some(lister);
             }
         }
         let Some(Reverse((when, i))) = events.pop() else {
             break;
         };
-        now = when as f64 / 1000.0;
+        now = when as f64 / 1e6;
         let mut lister = listers[i].expect("an event is a busy lister's");
         let keys = (((now - lister.at) * speed).round() as u64).min(lister.left);
         pass.lister_secs += now - lister.at;
@@ -213,7 +216,7 @@ fn listing_pass(
             }
             lister.since_cut = 0;
         }
-        events.push(Reverse((ms(next_event(&lister)), i)));
+        events.push(Reverse((us(next_event(&lister)), i)));
         listers[i] = Some(lister);
     }
     pass.wall_secs = now;
@@ -317,6 +320,7 @@ pub fn estimate(
         lambda_gb_seconds: gb_seconds,
         state_transitions: transitions,
         history_events,
+        progress_polls: timing.polls,
         dynamodb_write_units: write_units,
         dynamodb_read_units: read_units,
         largest_shard_keys: shard_keys.iter().copied().max().unwrap_or(0),
@@ -811,6 +815,31 @@ mod tests {
         );
         assert_eq!(skewed.largest_shard_keys, 90_000_000);
         assert!(skewed.ranges > 256 + 200, "{}", skewed.ranges);
+    }
+
+    #[test]
+    fn a_fast_lister_ends_its_pass() {
+        // GIVEN the local stack's shape: listers 7 times FIELD.md's rate,
+        // invocations of 20 s (a key then took less than the 1 ms the
+        // simulation's clock once ticked in, and the pass never ended)
+        let mut a = PriceTable::built_in().assumptions;
+        a.list_keys_per_second = 12_436.0;
+        a.lister_invocation_secs = 20.0;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let shards = vec![10_000; 101];
+            let _ = tx.send(listing_pass(&shards, 2 * 1_010_000, (2_000_000, 4), &a));
+        });
+        // THEN it ends, each key listed at that rate on 4 listers
+        let pass = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the pass ends");
+        let ideal = 2.0 * 1_010_000.0 / 12_436.0 / 4.0;
+        assert!(
+            (ideal..ideal * 1.2).contains(&pass.wall_secs),
+            "{} s against {ideal} s",
+            pass.wall_secs
+        );
     }
 
     #[test]
