@@ -7,14 +7,15 @@
 //! so far, up to 30 minutes, so a run is reported at most 5% (and at most
 //! 30 minutes) after it ends, and its polls grow with the logarithm of a
 //! long run's length: about 300 for a 100-hour first copy. While nothing
-//! moves, a poll comes within a minute, so a lost range or batch is found
-//! as soon as at any size.
+//! moves and nothing is in flight, a poll comes within a minute, so a lost
+//! range or batch is found as soon as at any size.
 
 /// The longest wait between polls.
 pub const MAX_WAIT_SECS: u64 = 30 * 60;
 
 /// Seconds to wait after poll number `polls` (1 for the first), `waited`
-/// seconds into the pass; `idle`: nothing finished since the last poll.
+/// seconds into the pass; `idle`: nothing finished since the last poll
+/// and nothing is queued or in flight.
 pub fn poll_wait_secs(polls: u64, waited: u64, idle: bool) -> u64 {
     let ramp = (2 * polls).min(60);
     if idle {

@@ -218,11 +218,10 @@ pub async fn progress(env: &FunctionEnv, before: &Progress) -> Result<Progress, 
         "progress"
     );
     let polls = before.polls + 1;
-    let wait_seconds = poll_wait_secs(
-        u64::from(polls),
-        before.waited_secs,
-        !counted.complete && unchanged,
-    );
+    // Short waits only while nothing moves and nothing is in flight (a
+    // lost range or batch): a lister holding a long range's task is work
+    // in flight, even when no count moved since the last poll.
+    let wait_seconds = poll_wait_secs(u64::from(polls), before.waited_secs, idle > 0);
     Ok(Progress {
         complete,
         idle_polls: idle,
