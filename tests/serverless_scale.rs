@@ -180,11 +180,12 @@ impl Figures {
     }
 }
 
+/// One run and its figures. The caller holds [`one_run_at_a_time`]: the
+/// endpoint's counts, the proxy's log and the heap are the whole binary's.
 fn run(source: &str, destination: &str, run_id: &str, synthetic: &Synthetic) -> (Value, Figures) {
     let outputs = stack().outputs_file.display().to_string();
     let before = synthetic.counts()["ops"].clone();
     stack().proxy.clear_log();
-    let _turn = one_run_at_a_time();
     let started = Instant::now();
     let out = run_cli(&[
         "run",
@@ -329,6 +330,7 @@ fn an_unchanged_pair_of_a_million_keys_lists_each_key_once_in_even_chains() {
             format!("syn-{n}-{layout}-twin"),
         );
         let run_id = unique_bucket(&format!("scale-{layout}"));
+        let _turn = one_run_at_a_time();
         let listed_before = synthetic.counts()["keys"].clone();
         let (summary, f) = run(&source, &destination, &run_id, synthetic);
         f.print(&format!("unchanged, {layout}"), n);
@@ -390,6 +392,7 @@ fn a_first_copy_copies_every_key_once_and_validates_it() {
             format!("syn-{n}-{layout}-copy"),
         );
         let run_id = unique_bucket(&format!("scale-copy-{layout}"));
+        let _turn = one_run_at_a_time();
         let (summary, f) = run(&source, &destination, &run_id, synthetic);
         f.print(&format!("first copy, {layout}"), n);
         // THEN every key was copied, once: one CopyObject a small object,
