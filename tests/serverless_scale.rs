@@ -7,7 +7,7 @@
 //! Two runs, each asserting the structure a 100M-key night depends on:
 //! - an unchanged pair of a million keys: every key listed once on each
 //!   side (counted by the run and by the endpoint's pages), no range's
-//!   chain of lister invocations more than twice the mean, no batch and no
+//!   chain of range tasks more than twice the mean, no batch and no
 //!   VALIDATE listing;
 //! - a first copy into an empty bucket (`…-copy`, which keeps what is
 //!   copied): every key copied once, the 6 GiB objects by part copies,
@@ -67,6 +67,9 @@ static ALLOCATOR: PeakAlloc = PeakAlloc;
 /// The reporter's fixed bound: its memory must not grow with batches.
 const REPORTER_PEAK_BOUND: usize = 64 << 20;
 
+/// The whole local stack's bound while a run lists and copies.
+const STACK_PEAK_BOUND: usize = 256 << 20;
+
 fn size(var: &str, default: u64) -> u64 {
     std::env::var(var)
         .ok()
@@ -104,12 +107,20 @@ struct Figures {
     wall_secs: f64,
     /// Ranges listed in the write phase: the planner's and the splits'.
     ranges: usize,
-    lister_invocations: usize,
+    /// Range tasks of the write phase (a checkpoint each).
+    range_tasks: usize,
+    /// Range tasks (both passes) each lister invocation listed, by its
+    /// request id in the listers' metrics: its streams, and what they pulled.
+    tasks_by_invocation: BTreeMap<String, usize>,
     /// Keys listed (source side, write phase) by each range's chain of
-    /// invocations.
+    /// tasks.
     chain_keys: Vec<u64>,
-    /// Keys listed by each write-phase invocation.
-    invocation_keys: Vec<u64>,
+    /// Keys listed by each write-phase task.
+    task_keys: Vec<u64>,
+    /// The local stack's heap at its peak during the run, above where it
+    /// started: every function running here (4 listers of 2 streams, the
+    /// copiers, the reporter) together, so a bound on any one of them.
+    stack_peak: usize,
     history_events: usize,
     polls: usize,
     requests: BTreeMap<String, u64>,
@@ -132,21 +143,24 @@ impl Figures {
 
     fn print_header() {
         println!(
-            "| run | keys | wall | ranges | lister invocations | largest chain / mean | keys per invocation (max) | polls | history events | reporter peak | S3 requests | DynamoDB |"
+            "| run | keys | wall | ranges | range tasks | lister invocations (tasks at most) | largest chain / mean | keys per task (max) | polls | history events | stack peak | reporter peak | S3 requests | DynamoDB |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     }
 
     fn print(&self, run: &str, n: u64) {
         println!(
-            "| {run} | {n} | {:.1} s | {} | {} | {:.2} | {} | {} | {} | {:.1} MiB | {:?} | {:?} |",
+            "| {run} | {n} | {:.1} s | {} | {} | {} ({}) | {:.2} | {} | {} | {} | {:.1} MiB | {:.1} MiB | {:?} | {:?} |",
             self.wall_secs,
             self.ranges,
-            self.lister_invocations,
+            self.range_tasks,
+            self.tasks_by_invocation.len(),
+            self.tasks_by_invocation.values().max().unwrap_or(&0),
             self.largest_chain() as f64 / self.mean_chain(),
-            self.invocation_keys.iter().max().unwrap_or(&0),
+            self.task_keys.iter().max().unwrap_or(&0),
             self.polls,
             self.history_events,
+            self.stack_peak as f64 / (1 << 20) as f64,
             self.reporter_peak as f64 / (1 << 20) as f64,
             self.requests,
             self.dynamodb
@@ -177,6 +191,28 @@ impl Figures {
             "{run}: the reporter's heap peaked at {} bytes",
             self.reporter_peak
         );
+        // A lister lists ListerStreams tasks at once, and its free streams
+        // take more off the queue: invocations hold several tasks, and
+        // some more than their event's batch of 2 (they pulled).
+        let most = self
+            .tasks_by_invocation
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0);
+        assert!(
+            most > 2 && self.tasks_by_invocation.len() < self.range_tasks,
+            "{run}: {} invocations for {} write tasks, at most {most} tasks in one",
+            self.tasks_by_invocation.len(),
+            self.range_tasks
+        );
+        // All the functions at once, 8 streams among them, in what one
+        // lister of the template's 512 MB would hold with room to spare.
+        assert!(
+            self.stack_peak <= STACK_PEAK_BOUND,
+            "{run}: the stack's heap peaked at {} bytes",
+            self.stack_peak
+        );
     }
 }
 
@@ -186,6 +222,8 @@ fn run(source: &str, destination: &str, run_id: &str, synthetic: &Synthetic) -> 
     let outputs = stack().outputs_file.display().to_string();
     let before = synthetic.counts()["ops"].clone();
     stack().proxy.clear_log();
+    let baseline = IN_USE.load(Ordering::SeqCst);
+    PEAK.store(baseline, Ordering::SeqCst);
     let started = Instant::now();
     let out = run_cli(&[
         "run",
@@ -199,6 +237,7 @@ fn run(source: &str, destination: &str, run_id: &str, synthetic: &Synthetic) -> 
         run_id,
     ]);
     let wall_secs = started.elapsed().as_secs_f64();
+    let stack_peak = PEAK.load(Ordering::SeqCst).saturating_sub(baseline);
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     let summary: Value = serde_json::from_str(&out.stdout).expect("the report");
     let after = synthetic.counts()["ops"].clone();
@@ -230,9 +269,11 @@ fn run(source: &str, destination: &str, run_id: &str, synthetic: &Synthetic) -> 
     let figures = Figures {
         wall_secs,
         ranges: chains.len(),
-        lister_invocations: checkpoints.len(),
+        range_tasks: checkpoints.len(),
+        tasks_by_invocation: lister_invocations(run_id),
         chain_keys: chains.into_values().collect(),
-        invocation_keys: checkpoints.iter().map(|c| c.counts.listed_source).collect(),
+        task_keys: checkpoints.iter().map(|c| c.counts.listed_source).collect(),
+        stack_peak,
         history_events,
         polls,
         requests,
@@ -240,6 +281,25 @@ fn run(source: &str, destination: &str, run_id: &str, synthetic: &Synthetic) -> 
         reporter_peak: reporter_peak(run_id),
     };
     (summary, figures)
+}
+
+/// Range tasks each lister invocation of `run_id` listed: the listers'
+/// metric records (one a task), by the invocation's request id.
+fn lister_invocations(run_id: &str) -> BTreeMap<String, usize> {
+    let log = std::fs::read_to_string(&stack().emf_log).expect("the EMF log");
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|r| {
+            r["run_id"] == run_id
+                && r["FunctionName"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("-lister"))
+        })
+        .fold(BTreeMap::new(), |mut by, r| {
+            let invocation = r["invocation"].as_str().unwrap_or_default().to_owned();
+            *by.entry(invocation).or_default() += 1;
+            by
+        })
 }
 
 /// The heap the report of a finished run takes at its peak, above what the
@@ -262,7 +322,7 @@ fn reporter_peak(run_id: &str) -> usize {
     .expect("stack task")
 }
 
-/// The run's write checkpoints, one per lister invocation.
+/// The run's write checkpoints, one per range task.
 fn read_checkpoints(run_id: &str) -> Vec<s3_fanout::serverless::contract::Checkpoint> {
     let (store, run_id) = (stack().env.store.clone(), run_id.to_owned());
     let runtime = stack().runtime.clone();
@@ -347,7 +407,7 @@ fn an_unchanged_pair_of_a_million_keys_lists_each_key_once_in_even_chains() {
         // read past each stop (the planner's delimiter listings are
         // counted apart)
         let listed = synthetic.counts()["keys"].clone();
-        let partial = 3_000 * (f.ranges + f.lister_invocations) as u64;
+        let partial = 3_000 * (f.ranges + f.range_tasks) as u64;
         for bucket in [&source, &destination] {
             let served =
                 listed[bucket].as_u64().unwrap_or(0) - listed_before[bucket].as_u64().unwrap_or(0);

@@ -5,6 +5,7 @@
 //! ([`prices`]) and the serverless run's poll pacing ([`polling`]). No I/O happens here.
 
 pub mod checksum;
+pub mod deadlines;
 pub mod entry;
 pub mod filter;
 pub mod keyspace;

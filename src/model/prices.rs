@@ -81,8 +81,12 @@ pub struct Assumptions {
     /// Bytes one server-side copy request (or part) moves per second.
     pub server_side_copy_mib_per_second: f64,
     pub head_request_ms: f64,
-    /// One sequential lister (FIELD.md: 1,500–2,000).
+    /// Keys a second one sequential listing of one side manages
+    /// (FIELD.md: 1,500–2,000). A lister's stream lists both sides at once.
     pub list_keys_per_second: f64,
+    /// CPU a lister spends on a key listed (either side): parsing its page,
+    /// the merge-join and the decision (measured: `scripts/bench-lister-cpu.sh`).
+    pub lister_cpu_us_per_key: f64,
     /// A warm function's overhead per invocation.
     pub function_start_ms: f64,
     pub lister_memory_mb: f64,
@@ -92,10 +96,10 @@ pub struct Assumptions {
     /// ReceiveMessage calls an SQS event source mapping makes while idle
     /// (about five pollers long-polling 20 s each).
     pub esm_idle_receives_per_minute: f64,
-    /// How long a lister invocation lists before it hands back its cursor:
-    /// its 900 s timeout less the fifth (at most 2 min) it keeps for
-    /// finishing (`serverless::stop_starting_at`).
-    pub lister_invocation_secs: f64,
+    /// The lister's timeout: its tasks list until
+    /// `model::deadlines::stop_margin` before it, and its free streams take
+    /// tasks until `pull_margin` before it.
+    pub lister_timeout_secs: f64,
     /// Writes (PUT, COPY, DELETE) per second S3 takes under one partitioned
     /// prefix; a prefix new to load starts as one partition, and S3 splits
     /// it only after sustained load (FIELD.md; AWS, "Best practices design

@@ -490,6 +490,7 @@ async fn serverless_estimate(
             copier_batch_size: spec.lambda_batch_size.clamp(1, 10),
             copier_task_concurrency: spec.lambda_task_concurrency.max(1),
             shard_concurrency: u64::from(settings.shard_concurrency),
+            lister_streams: crate::serverless::env::DEFAULT_LISTER_STREAMS,
             lister_max_keys: crate::serverless::env::DEFAULT_LISTER_MAX_KEYS,
             architecture: spec.architecture.clone(),
             validate: settings.validate,

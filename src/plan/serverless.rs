@@ -28,8 +28,10 @@ use super::requests::{Requests, add};
 use super::tally::BatchCost;
 use crate::base::error::SyncError;
 use crate::engine::pieces::PAGES_BEFORE_CUT;
+use crate::model::deadlines::{pull_margin, stop_margin};
 use crate::model::polling::polls_for;
 use crate::model::prices::{Assumptions, PriceTable};
+use std::time::Duration;
 
 /// The stack's settings the estimate depends on (the template's defaults).
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +40,8 @@ pub struct StackShape {
     pub copier_batch_size: u64,
     pub copier_task_concurrency: u64,
     pub shard_concurrency: u64,
+    /// Range tasks a lister invocation lists at once (`ListerStreams`).
+    pub lister_streams: u64,
     pub lister_max_keys: u64,
     pub architecture: String,
     pub validate: bool,
@@ -87,6 +91,8 @@ pub struct ServerlessEstimate {
     pub listing_secs: f64,
     /// Ranges the write phase listed: the shards, and those split off them.
     pub ranges: u64,
+    /// Range tasks of both passes (a task each time a stream takes a range).
+    pub lister_tasks: u64,
     /// The shortest time S3 takes the copies in, at its per-prefix rate.
     pub partition_bound_secs: f64,
     pub cost_usd: BTreeMap<String, f64>,
@@ -94,54 +100,93 @@ pub struct ServerlessEstimate {
     pub wall_secs: f64,
 }
 
+/// Memory that buys one vCPU of a Lambda function ("at 1,769 MB, a
+/// function has the equivalent of one vCPU", Lambda developer guide,
+/// "Configuring memory").
+const LAMBDA_MB_PER_VCPU: f64 = 1769.0;
+
 /// Keys a lister handles between checkpoints (the stack's default
 /// `S3_FANOUT_CHECKPOINT_KEYS`).
 const CHECKPOINT_KEYS: u64 = 10_000;
 
-/// One listing pass: its lister invocations, their time summed, the
-/// pass's wall time, and the ranges it listed (shards and splits).
+/// One listing pass: its lister invocations, their billed time summed,
+/// the pass's wall time, and the ranges it listed (shards and splits).
 #[derive(Debug, Clone, Copy, Default)]
 struct Pass {
     invocations: u64,
+    /// Range tasks listed (each its lease, checkpoints and hand-on).
+    tasks: u64,
     lister_secs: f64,
     wall_secs: f64,
     ranges: u64,
 }
 
-/// A lister at work in [`listing_pass`]: the range it holds, as of `at`.
+/// A stream at work in [`listing_pass`]: the range task it holds, as of `at`.
 #[derive(Debug, Clone, Copy)]
-struct Lister {
+struct Stream {
     at: f64,
     /// Source keys of its range still to list.
     left: u64,
     /// Keys since its range was last cut or looked at for a cut.
     since_cut: u64,
-    /// Keys and start of the invocation.
-    invocation_keys: u64,
-    invocation_start: f64,
+    /// Keys of this task, and when it stops listing (its deadline less
+    /// [`stop_margin`] of the time it had when it began).
+    task_keys: u64,
+    stop_at: f64,
+}
+
+/// A lister invocation in [`listing_pass`]: its streams, and when it
+/// began; `None` while it is not running.
+#[derive(Debug, Clone, Default)]
+struct Invocation {
+    began: Option<f64>,
+    streams: Vec<Option<Stream>>,
 }
 
 /// A pass listing `listed` keys (both sides) starting from shards of
-/// `shard_keys` source keys, as the range queue runs it: `concurrency`
-/// listers take range tasks in order; an invocation lists until
-/// `max_keys` keys or `lister_invocation_secs`, then hands its range's
-/// rest back to the queue; and every [`CHECKPOINT_KEYS`] keys (the
-/// lister's [`PAGES_BEFORE_CUT`] pages), when no task waits, a range with
-/// at least twice that left splits its rest in two, the second half a new
-/// task (`engine::pieces::bisect`, assuming keys evenly spread within the
-/// range). A retried invocation, which may not split, is not modelled.
+/// `shard_keys` source keys, as the range queue runs it:
+/// - `concurrency` invocations at once (the mapping's MaximumConcurrency),
+///   each given up to `streams` tasks when it starts (its BatchSize);
+/// - a free stream of a running invocation takes the next waiting task
+///   until [`pull_margin`] before the deadline (`serverless::streams`);
+///   an invocation ends when none of its streams lists and none can take
+///   a task, and is billed from start to end, idle streams included;
+/// - a task lists until `max_keys` keys or [`stop_margin`] before the
+///   deadline, then hands its range's rest back to the queue;
+/// - every [`CHECKPOINT_KEYS`] keys (the lister's [`PAGES_BEFORE_CUT`]
+///   pages), when no task waits, a range with at least twice that left
+///   splits its rest in two, the second half a new task
+///   (`engine::pieces::bisect`, assuming keys evenly spread in the range).
+///
+/// A stream lists both sides at once, each at `list_keys_per_second`, no
+/// faster than the invocation's share of a vCPU (memory / 1,769 MB) lets
+/// all its streams parse. A retried invocation, which may not split, is
+/// not modelled.
 fn listing_pass(
     shard_keys: &[u64],
-    listed: u64,
-    (max_keys, concurrency): (u64, u64),
+    (source, destination): (u64, u64),
+    (max_keys, concurrency, streams): (u64, u64, u64),
     a: &Assumptions,
 ) -> Pass {
     use std::cmp::Reverse;
     use std::collections::{BinaryHeap, VecDeque};
-    let total = shard_keys.iter().sum::<u64>().max(1);
-    // Source keys a lister goes through a second, both sides listed.
-    let speed = a.list_keys_per_second * total as f64 / listed.max(1) as f64;
+    // Source keys a stream goes through a second: the longer side sets the
+    // pace; and the CPU the invocation's streams share.
+    let streams = streams.max(1);
+    let longer = source.max(destination).max(1) as f64;
+    let by_requests = a.list_keys_per_second * source.max(1) as f64 / longer;
+    let cpu_per_source_key =
+        a.lister_cpu_us_per_key / 1e6 * (source + destination) as f64 / source.max(1) as f64;
+    let vcpus = a.lister_memory_mb / LAMBDA_MB_PER_VCPU;
+    let speed = if cpu_per_source_key > 0.0 {
+        by_requests.min(vcpus / cpu_per_source_key / streams as f64)
+    } else {
+        by_requests
+    };
     let start = a.function_start_ms / 1000.0;
+    let timeout = a.lister_timeout_secs;
+    let secs = |d: Duration| d.as_secs_f64();
+    let pull_until = timeout - secs(pull_margin(Duration::from_secs_f64(timeout)));
     let max_keys = max_keys.max(1);
     let cut_keys = PAGES_BEFORE_CUT * 1_000;
     let mut queue: VecDeque<u64> = shard_keys.iter().copied().filter(|&k| k > 0).collect();
@@ -149,75 +194,109 @@ fn listing_pass(
         ranges: queue.len() as u64,
         ..Pass::default()
     };
-    let mut listers: Vec<Option<Lister>> = vec![None; concurrency.max(1) as usize];
-    // (time of the lister's next event, in µs, the lister). Time advances
-    // at least a µs an event, so a fast lister never stalls in rounding.
-    let mut events: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
-    let next_event = |l: &Lister| -> f64 {
-        let to_deadline =
-            ((l.invocation_start + a.lister_invocation_secs - l.at) * speed).max(0.0) as u64;
-        let keys = l
+    let mut invocations = vec![
+        Invocation {
+            began: None,
+            streams: vec![None; streams as usize],
+        };
+        concurrency.max(1) as usize
+    ];
+    // (time of a stream's next event, in µs, invocation, stream). Time
+    // advances at least a µs an event, so a fast stream never stalls in
+    // rounding.
+    let mut events: BinaryHeap<Reverse<(u64, usize, usize)>> = BinaryHeap::new();
+    let next_event = |s: &Stream| -> f64 {
+        let to_stop = ((s.stop_at - s.at) * speed).max(0.0) as u64;
+        let keys = s
             .left
-            .min(cut_keys - l.since_cut.min(cut_keys))
-            .min(max_keys - l.invocation_keys.min(max_keys))
-            .min(to_deadline)
+            .min(cut_keys - s.since_cut.min(cut_keys))
+            .min(max_keys - s.task_keys.min(max_keys))
+            .min(to_stop)
             .max(1);
-        l.at + (keys as f64 / speed).max(2e-6)
+        s.at + (keys as f64 / speed).max(2e-6)
     };
     let us = |t: f64| (t * 1e6).round() as u64;
+    let task = |left: u64, began: f64, now: f64| -> Stream {
+        let remaining = (began + timeout - now).max(0.0);
+        Stream {
+            at: now,
+            left,
+            since_cut: 0,
+            task_keys: 0,
+            stop_at: began + timeout - secs(stop_margin(Duration::from_secs_f64(remaining))),
+        }
+    };
     let mut now = 0.0f64;
     loop {
-        // Idle listers take the tasks waiting, in order.
-        for (i, slot) in listers.iter_mut().enumerate() {
-            if slot.is_none()
-                && let Some(left) = queue.pop_front()
-            {
+        for (i, invocation) in invocations.iter_mut().enumerate() {
+            // A running invocation's free streams pull what waits, until
+            // its time to pull is over; with none listing and nothing to
+            // take, it ends.
+            if let Some(began) = invocation.began {
+                if now < began + pull_until {
+                    for (j, slot) in invocation.streams.iter_mut().enumerate() {
+                        if slot.is_none()
+                            && let Some(left) = queue.pop_front()
+                        {
+                            let stream = task(left, began, now);
+                            pass.tasks += 1;
+                            events.push(Reverse((us(next_event(&stream)), i, j)));
+                            *slot = Some(stream);
+                        }
+                    }
+                }
+                if invocation.streams.iter().all(Option::is_none) {
+                    pass.lister_secs += now - began;
+                    invocation.began = None;
+                }
+            }
+            // The event source starts an idle one with a batch.
+            if invocation.began.is_none() && !queue.is_empty() {
                 let began = now + start;
                 pass.invocations += 1;
                 pass.lister_secs += start;
-                let lister = Lister {
-                    at: began,
-                    left,
-                    since_cut: 0,
-                    invocation_keys: 0,
-                    invocation_start: began,
-                };
-                events.push(Reverse((us(next_event(&lister)), i)));
-                *slot = Some(lister);
+                invocation.began = Some(began);
+                for (j, slot) in invocation.streams.iter_mut().enumerate() {
+                    if let Some(left) = queue.pop_front() {
+                        let stream = task(left, began, began);
+                        pass.tasks += 1;
+                        events.push(Reverse((us(next_event(&stream)), i, j)));
+                        *slot = Some(stream);
+                    }
+                }
             }
         }
-        let Some(Reverse((when, i))) = events.pop() else {
+        let Some(Reverse((when, i, j))) = events.pop() else {
             break;
         };
         now = when as f64 / 1e6;
-        let mut lister = listers[i].expect("an event is a busy lister's");
-        let keys = (((now - lister.at) * speed).round() as u64).min(lister.left);
-        pass.lister_secs += now - lister.at;
-        lister.at = now;
-        lister.left -= keys;
-        lister.since_cut += keys;
-        lister.invocation_keys += keys;
-        if lister.left == 0 {
-            listers[i] = None;
+        let slot = &mut invocations[i].streams[j];
+        let mut stream = slot.expect("an event is a busy stream's");
+        let keys = (((now - stream.at) * speed).round() as u64).min(stream.left);
+        stream.at = now;
+        stream.left -= keys;
+        stream.since_cut += keys;
+        stream.task_keys += keys;
+        if stream.left == 0 {
+            *slot = None;
             continue;
         }
-        let out_of_time = now >= lister.invocation_start + a.lister_invocation_secs - 1e-3;
-        if lister.invocation_keys >= max_keys || out_of_time {
-            queue.push_back(lister.left); // the range's next task
-            listers[i] = None;
+        if stream.task_keys >= max_keys || now >= stream.stop_at - 1e-3 {
+            queue.push_back(stream.left); // the range's next task
+            *slot = None;
             continue;
         }
-        if lister.since_cut >= cut_keys {
-            if queue.is_empty() && lister.left >= 2 * cut_keys {
-                let half = lister.left / 2;
-                queue.push_back(lister.left - half);
-                lister.left = half;
+        if stream.since_cut >= cut_keys {
+            if queue.is_empty() && stream.left >= 2 * cut_keys {
+                let half = stream.left / 2;
+                queue.push_back(stream.left - half);
+                stream.left = half;
                 pass.ranges += 1;
             }
-            lister.since_cut = 0;
+            stream.since_cut = 0;
         }
-        events.push(Reverse((us(next_event(&lister)), i)));
-        listers[i] = Some(lister);
+        events.push(Reverse((us(next_event(&stream)), i, j)));
+        *slot = Some(stream);
     }
     pass.wall_secs = now;
     pass
@@ -239,10 +318,14 @@ pub fn estimate(
     let batches = inputs.batches.len() as u64;
     let a = &prices.assumptions;
     let shard_keys = shard_keys(&inputs, shards);
-    let limits = (stack.lister_max_keys, stack.shard_concurrency);
+    let limits = (
+        stack.lister_max_keys,
+        stack.shard_concurrency,
+        stack.lister_streams,
+    );
     let write = listing_pass(
         &shard_keys,
-        inputs.listed_source + inputs.listed_destination,
+        (inputs.listed_source, inputs.listed_destination),
         limits,
         a,
     );
@@ -253,12 +336,13 @@ pub fn estimate(
     let validate = match (stack.validate, validating) {
         (true, true) => listing_pass(
             &shard_keys,
-            inputs.listed_source + inputs.destination_after,
+            (inputs.listed_source, inputs.destination_after),
             limits,
             a,
         ),
         (true, false) => Pass {
-            invocations: write.ranges,
+            invocations: write.ranges.div_ceil(stack.lister_streams.max(1)),
+            tasks: write.ranges,
             lister_secs: write.ranges as f64 * a.function_start_ms / 1000.0,
             wall_secs: 0.0,
             ranges: write.ranges,
@@ -274,10 +358,12 @@ pub fn estimate(
         copier_invocations: batches.div_ceil(stack.copier_batch_size.max(1)),
         listers: write.invocations,
         validators: validate.invocations,
+        tasks: write.tasks + validate.tasks,
         write,
         validate,
         validating,
     };
+    let lister_tasks = run.tasks;
     let timing = run.timing();
     let s3 = run.s3_requests(timing.polls);
     let sqs_requests = run.sqs_requests(prices, &timing);
@@ -326,6 +412,7 @@ pub fn estimate(
         largest_shard_keys: shard_keys.iter().copied().max().unwrap_or(0),
         listing_secs: write.wall_secs,
         ranges: write.ranges,
+        lister_tasks,
         partition_bound_secs: timing.partition_bound_secs,
         cost_usd: cost,
         total_usd,
@@ -358,6 +445,8 @@ struct Run<'a> {
     /// without it).
     listers: u64,
     validators: u64,
+    /// Range tasks of both passes: a stream of an invocation each.
+    tasks: u64,
     write: Pass,
     validate: Pass,
     /// VALIDATE lists (some shard sent a batch).
@@ -449,7 +538,7 @@ impl Run<'_> {
         // A checkpoint every ten pages of a pass, one at each invocation's
         // end and its mark that it handed on; with VALIDATE, what each
         // range's write phase leaves it (a PUT, and VALIDATE's GET).
-        let checkpoints = self.checkpoints() + self.listers + self.validators;
+        let checkpoints = self.checkpoints() + self.tasks;
         let handed_over = if self.stack.validate {
             self.write.ranges
         } else {
@@ -467,16 +556,10 @@ impl Run<'_> {
     }
 
     /// Checkpoints written: one every ten pages of a pass, and one at each
-    /// invocation's end; a VALIDATE that lists nothing writes one a shard.
+    /// task's end; a VALIDATE that lists nothing writes one a range.
     fn checkpoints(&self) -> u64 {
-        let listed = self.inputs.listed_source;
-        let mut checkpoints = listed / CHECKPOINT_KEYS + self.listers;
-        checkpoints += if self.validating {
-            listed / CHECKPOINT_KEYS + self.validators
-        } else {
-            self.validators
-        };
-        checkpoints
+        let listed = self.inputs.listed_source * (1 + u64::from(self.validating));
+        listed / CHECKPOINT_KEYS + self.tasks
     }
 
     /// The run counters' write and read units. Per batch: a marker and its
@@ -487,7 +570,7 @@ impl Run<'_> {
     /// small counter items (about 26 KB: 7 units each); the report one more
     /// and its timeline (100 bytes a second copied).
     ///
-    /// Per lister invocation its range task's lease and release (a unit
+    /// Per range task its's lease and release (a unit
     /// each); per range a marker and a count when sent and when done (a
     /// transaction each: 4 units); per split its number (a unit).
     fn dynamodb_units(&self, timing: &Timing) -> (u64, u64) {
@@ -500,7 +583,7 @@ impl Run<'_> {
         }
         let writes = self.batches * (2 + 4 + 2)
             + saves_with_batches * 2
-            + (self.listers + self.validators) * 2
+            + self.tasks * 2
             + ranges * 8
             + splits;
         let query = 7;
@@ -510,8 +593,8 @@ impl Run<'_> {
     }
 
     /// SQS: sends of up to 10 messages, each 64 KiB of payload billed as a
-    /// request; a receive and a delete per copier invocation; per lister
-    /// invocation its task's receive, delete and the next task's send, and
+    /// request; a receive and a delete per copier invocation; per range
+    /// task its receive, delete and the next task's send, and
     /// a look at the range queue's depth per ten pages listed; both
     /// mappings' idle polling for as long as the run lasts; a queue-depth
     /// read per poll.
@@ -527,7 +610,7 @@ impl Run<'_> {
         let idle_receives =
             (self.a.esm_idle_receives_per_minute * timing.wall_secs / 60.0).ceil() as u64;
         let listed = self.inputs.listed_source * (1 + u64::from(self.validating));
-        let range_tasks = 3 * (self.listers + self.validators) + listed / CHECKPOINT_KEYS;
+        let range_tasks = 3 * self.tasks + listed / CHECKPOINT_KEYS;
         sends + chunks + self.copier_invocations + 2 * idle_receives + timing.polls + range_tasks
     }
 
@@ -611,6 +694,7 @@ mod tests {
                 copier_batch_size: 1,
                 copier_task_concurrency: 16,
                 shard_concurrency: 16,
+                lister_streams: 1,
                 lister_max_keys: 2_000_000,
                 architecture: "arm64".into(),
                 validate: true,
@@ -667,6 +751,7 @@ mod tests {
                 copier_batch_size: 1,
                 copier_task_concurrency: 16,
                 shard_concurrency: 16,
+                lister_streams: 1,
                 lister_max_keys: 2_000_000,
                 architecture: "arm64".into(),
                 validate: false,
@@ -699,6 +784,7 @@ mod tests {
                     copier_batch_size: 1,
                     copier_task_concurrency: 16,
                     shard_concurrency: 16,
+                    lister_streams: 1,
                     lister_max_keys: 2_000_000,
                     architecture: "arm64".into(),
                     validate: true,
@@ -724,26 +810,31 @@ mod tests {
         // page; no second pass (VALIDATE would add 200,000 more).
         let listings = night.s3_requests["ListObjectsV2"];
         assert!((200_064..201_000).contains(&listings), "{listings}");
-        // 100M keys: 64 shards of 3.1M keys listed at 1,750 a second (30
-        // minutes each, three invocations of at most 780 s), 16 at a time,
-        // and a few ranges split off at the end, when listers run out of
-        // shards
+        // 100M keys: 64 shards of 1.56M keys, a stream listing both sides
+        // at 1,750 keys a second (15 minutes a shard: a task of 780 s, the
+        // rest taken by a stream free before its invocation stops pulling),
+        // 16 at a time, and a range split off at the end, when streams run
+        // out of shards
         let listers = night.lambda_invocations["lister"];
+        // (three tasks a shard: 780 s, then the 96 s a stream free 120 s
+        // before its deadline lists, then the rest; VALIDATE a task a range)
+        let tasks = night.lister_tasks;
+        assert!((3 * 64 + 65..3 * 64 + 100).contains(&tasks), "{tasks}");
         let write_listers = listers - night.ranges;
-        assert!((192..230).contains(&write_listers), "{write_listers}");
+        assert!((64..100).contains(&write_listers), "{write_listers}");
         assert!((64..100).contains(&night.ranges), "{}", night.ranges);
-        // AND 10,000 checkpoints, one at each invocation's end and its mark
-        // that it handed on, what each range leaves VALIDATE (which lists
-        // nothing: one invocation a range), and the run's own files
+        // AND 10,000 checkpoints, one at each task's end and its mark that
+        // it handed on, what each range leaves VALIDATE, and the run's own
+        // files
         assert_eq!(
             night.s3_requests["PutObject"],
-            10_000 + 2 * listers + night.ranges + 2
+            10_000 + 2 * tasks + night.ranges + 2
         );
         // AND the 64 shards, 16 at a time, take the time of four rounds
-        // of 30 minutes: listers that run out of shards share the last ones
+        // of 15 minutes
         assert_eq!(night.largest_shard_keys, 1_562_500);
         assert!(
-            (7_100.0..7_300.0).contains(&night.listing_secs),
+            (3_500.0..3_700.0).contains(&night.listing_secs),
             "{}",
             night.listing_secs
         );
@@ -751,13 +842,13 @@ mod tests {
         // done, 8 units each) and the listers' leases (2 units each)
         assert_eq!(
             night.dynamodb_write_units,
-            2 * listers + 8 * (night.ranges + night.ranges) + (night.ranges - 64)
+            2 * tasks + 8 * (night.ranges + night.ranges) + (night.ranges - 64)
         );
-        // AND the history: the polls of two hours of listing (30 to reach
+        // AND the history: the polls of an hour of listing (30 to reach
         // a minute's wait, then a twentieth of the time waited), and of a
         // VALIDATE that lists nothing; no event per shard or invocation
         let (write_polls, _) = polls_for(night.listing_secs);
-        assert!((60..90).contains(&write_polls), "{write_polls}");
+        assert!((50..70).contains(&write_polls), "{write_polls}");
         assert_eq!(
             night.history_events,
             30 + 9 * (write_polls + polls_for(0.0).0) + 7
@@ -770,11 +861,93 @@ mod tests {
             copier_batch_size: 1,
             copier_task_concurrency: 16,
             shard_concurrency,
+            lister_streams: 1,
             lister_max_keys: 2_000_000,
             architecture: "arm64".into(),
             validate: true,
             notifications: false,
         }
+    }
+
+    /// An unchanged night of `keys` in 64 even shards on `stack`.
+    fn unchanged_night(stack: StackShape, keys: u64, a: &Assumptions) -> ServerlessEstimate {
+        let mut prices = PriceTable::built_in();
+        prices.assumptions = a.clone();
+        estimate(
+            stack,
+            Inputs {
+                shards: 64,
+                shard_keys: &[],
+                busiest_prefix_writes: 0,
+                listed_source: keys,
+                listed_destination: keys,
+                destination_after: keys,
+                transfer_requests: &Requests::new(),
+                batches: &[],
+                planner_requests: &Requests::new(),
+            },
+            &prices,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn streams_share_an_invocations_billed_seconds() {
+        // GIVEN 100M unchanged keys, 16 lister invocations at once
+        let a = PriceTable::built_in().assumptions;
+        let with = |streams: u64| {
+            let mut stack = stack_of(16);
+            stack.lister_streams = streams;
+            unchanged_night(stack, 100_000_000, &a)
+        };
+        let (one, eight) = (with(1), with(8));
+        // THEN eight streams an invocation list about eight times as fast
+        assert!(
+            eight.listing_secs < one.listing_secs / 7.0,
+            "{} against {}",
+            eight.listing_secs,
+            one.listing_secs
+        );
+        // AND bill about an eighth of the lister seconds: idle streams
+        // (waiting at the end for the last ranges) cost a little
+        let lister = |e: &ServerlessEstimate| e.lambda_gb_seconds["lister"];
+        assert!(
+            lister(&eight) < lister(&one) / 7.0,
+            "{} against {}",
+            lister(&eight),
+            lister(&one)
+        );
+        // AND at the stack's defaults (16 invocations of 8 streams) the
+        // night meets the goal: 100M keys in under 10 minutes, for at most
+        // $1.20, of which the 200,000 listings are $1.00 (and the
+        // checkpoints, a PUT per ten pages, $0.05)
+        assert!(eight.wall_secs < 600.0, "{}", eight.wall_secs);
+        assert!(eight.total_usd <= 1.20, "{:?}", eight.cost_usd);
+        let s3 = eight.cost_usd["s3_requests"];
+        assert!((1.0..1.1).contains(&s3), "{:?}", eight.cost_usd);
+    }
+
+    #[test]
+    fn a_listers_share_of_a_vcpu_caps_its_streams() {
+        // GIVEN a lister whose keys cost 40 µs of CPU each (both sides of
+        // a stream at 1,750 keys a second: 0.14 vCPU a stream), with 512 MB
+        // (0.29 vCPU)
+        let mut a = PriceTable::built_in().assumptions;
+        a.lister_cpu_us_per_key = 40.0;
+        a.lister_memory_mb = 512.0;
+        let night = |streams: u64, a: &Assumptions| {
+            let mut stack = stack_of(16);
+            stack.lister_streams = streams;
+            unchanged_night(stack, 10_000_000, a).listing_secs
+        };
+        // THEN two streams are as many as it can parse: eight list no
+        // faster than two
+        let (two, eight) = (night(2, &a), night(8, &a));
+        assert!(eight > 0.9 * two, "{eight} against {two}");
+        // AND with the CPU to spare, eight are four times as fast
+        a.lister_cpu_us_per_key = 5.0;
+        let (two, eight) = (night(2, &a), night(8, &a));
+        assert!(eight < two / 3.5, "{eight} against {two}");
     }
 
     #[test]
@@ -803,7 +976,7 @@ mod tests {
         };
         let (skewed, even) = (night(&skewed), night(&even));
         // THEN even shards, all at once, list in under 8 minutes, and the
-        // hot one, alone 29 hours at 1,750 keys a second, is split while
+        // hot one, alone 14 hours at 1,750 keys a second, is split while
         // it is listed until the 256 listers share it: within a quarter
         // of the even night's time
         assert!(even.listing_secs < 8.0 * 60.0, "{}", even.listing_secs);
@@ -823,12 +996,14 @@ mod tests {
         // invocations of 20 s (a key then took less than the 1 ms the
         // simulation's clock once ticked in, and the pass never ended)
         let mut a = PriceTable::built_in().assumptions;
-        a.list_keys_per_second = 12_436.0;
-        a.lister_invocation_secs = 20.0;
+        a.list_keys_per_second = 12_436.0 / 2.0;
+        a.lister_cpu_us_per_key = 0.0;
+        a.lister_timeout_secs = 25.0;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let shards = vec![10_000; 101];
-            let _ = tx.send(listing_pass(&shards, 2 * 1_010_000, (2_000_000, 4), &a));
+            let sides = (1_010_000, 1_010_000);
+            let _ = tx.send(listing_pass(&shards, sides, (2_000_000, 4, 1), &a));
         });
         // THEN it ends, each key listed at that rate on 4 listers
         let pass = rx

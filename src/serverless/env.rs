@@ -17,6 +17,12 @@ use crate::serverless::store::RunStore;
 /// Keys a lister invocation handles at most, unless the stack says otherwise.
 pub const DEFAULT_LISTER_MAX_KEYS: u64 = 2_000_000;
 
+/// Range tasks a lister invocation lists at once, unless the stack says
+/// otherwise. Listing is bound by round trips, not CPU (a page costs a
+/// lister well under a millisecond of it), so streams share a billed
+/// second: see the README's scale section.
+pub const DEFAULT_LISTER_STREAMS: u64 = 8;
+
 /// A lister writes a checkpoint at least this often, however slowly its
 /// keys come (a page of pairs proven by HEADs).
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -55,6 +61,10 @@ pub struct StackConfig {
     /// (`S3_FANOUT_CHECKPOINT_KEYS`, default 10,000: ten listing pages),
     /// besides one every [`CHECKPOINT_INTERVAL`]: what a crash repeats.
     pub checkpoint_keys: u64,
+    /// Range tasks one lister invocation lists at once
+    /// (`S3_FANOUT_LISTER_STREAMS`, the template's `ListerStreams`, which
+    /// is also its event source's BatchSize): a stream a side each.
+    pub lister_streams: usize,
     /// How old a replicator's journal object must be before a run folds it
     /// in (`S3_FANOUT_JOURNAL_SETTLE_SECONDS`, default 300): an invocation
     /// still writing its object is folded by the next run, not skipped.
@@ -161,6 +171,8 @@ impl StackConfig {
             lister_max_keys: number("S3_FANOUT_LISTER_MAX_KEYS", DEFAULT_LISTER_MAX_KEYS)?.max(1),
             lister_page_keys: number("S3_FANOUT_LISTER_PAGE_KEYS", 1_000)?.max(1),
             checkpoint_keys: number("S3_FANOUT_CHECKPOINT_KEYS", 10_000)?.max(1),
+            lister_streams: number("S3_FANOUT_LISTER_STREAMS", DEFAULT_LISTER_STREAMS)?.clamp(1, 10)
+                as usize,
             journal_settle_ms: number("S3_FANOUT_JOURNAL_SETTLE_SECONDS", 300)?
                 .saturating_mul(1000),
             split_object_bytes: var("S3_FANOUT_SPLIT_OBJECT_BYTES")

@@ -4,10 +4,11 @@
 //! mismatch.
 //!
 //! Its work comes as range tasks off the range queue ([`super::ranges`]):
-//! a shard of the plan, or a range split off one. An invocation takes one
-//! task, leases it in the run table until its deadline (SQS may deliver a
-//! message twice at once; the second copy is handed back), and works page
-//! by page (1,000 keys), looking at its deadline after each. Every ten
+//! a shard of the plan, or a range split off one. An invocation lists up
+//! to `lister_streams` tasks at once ([`super::streams`]); each task it
+//! leases in the run table until the deadline (SQS may deliver a message
+//! twice at once; the second copy is handed back), and works page by page
+//! (1,000 keys), looking at the deadline after each. Every ten
 //! pages (`S3_FANOUT_CHECKPOINT_KEYS`), or every 30 s if pages come
 //! slowly, and when it stops, it sends the batches those pages made and
 //! writes its checkpoint (`sent/SHARD-SEQ.json`): the last key handled,
@@ -55,7 +56,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
@@ -144,52 +145,56 @@ pub fn checkpoint_name(phase: Phase, shard: usize, seq: u32) -> String {
 }
 
 /// The lister's Lambda handler: range tasks off the range queue, through
-/// its event source mapping (batch size 1). A task that fails, or whose
-/// lease another lister holds, is handed back, and SQS delivers it again
-/// after the visibility timeout; after `maxReceiveCount` receives it is in
-/// the range dead-letter queue, and the run's report says which range was
-/// never listed.
+/// its event source mapping (BatchSize `lister_streams`), and more pulled
+/// off it while the invocation has time ([`super::streams`]), listed
+/// `lister_streams` at once. A task that fails, or whose lease another
+/// lister holds, is handed back, and SQS delivers it again after the
+/// visibility timeout; after `maxReceiveCount` receives it is in the range
+/// dead-letter queue, and the run's report says which range was never
+/// listed.
 pub async fn handle(
     event: LambdaEvent<SqsEvent>,
     env: &FunctionEnv,
 ) -> Result<SqsBatchResponse, Diagnostic> {
     let deadline = event.context.deadline();
     let function = emf::function_name(&event.context.env_config.function_name, "lister");
-    let mut response = SqsBatchResponse::default();
-    for record in event.payload.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        let task = record
-            .body
-            .as_deref()
-            .map(serde_json::from_str::<ShardCursor>);
-        let Some(Ok(at)) = task else {
-            tracing::error!(
-                message_id = id,
-                "a range task that does not read as one; handed back until the dead-letter queue takes it"
-            );
-            response.batch_item_failures.push(hand_back(id));
-            continue;
-        };
-        let started = Instant::now();
-        let mut tally = Tally::default();
-        let taken = take_range(env, at.clone(), deadline, &mut tally).await;
-        emf::emit(&tally.record(&function, &at, started.elapsed()));
-        match taken {
-            Ok(Taken::HandedOn(_) | Taken::Duplicate) => {}
-            Ok(Taken::Leased) => response.batch_item_failures.push(hand_back(id)),
-            Err(err) => {
-                tracing::error!(run_id = %at.run_id, shard = at.shard, seq = at.seq, error = %err, "listing failed; the range task is handed back");
-                response.batch_item_failures.push(hand_back(id));
-            }
-        }
-    }
-    Ok(response)
+    let invocation = event.context.request_id.as_str();
+    let work = |body: Option<String>| take_task(env, body, deadline, (&function, invocation));
+    Ok(crate::serverless::streams::run(env, event.payload.records, deadline, work).await)
 }
 
-fn hand_back(message_id: String) -> BatchItemFailure {
-    let mut failure = BatchItemFailure::default();
-    failure.item_identifier = message_id;
-    failure
+/// One range task's message: taken, with its metrics emitted. Whether it
+/// is done with (handed on, or a duplicate dropped); if not, it is handed
+/// back.
+async fn take_task(
+    env: &FunctionEnv,
+    body: Option<String>,
+    deadline: SystemTime,
+    (function, invocation): (&str, &str),
+) -> bool {
+    let Some(Ok(at)) = body.as_deref().map(serde_json::from_str::<ShardCursor>) else {
+        tracing::error!(
+            invocation,
+            "a range task that does not read as one; handed back until the dead-letter queue takes it"
+        );
+        return false;
+    };
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let taken = take_range(env, at.clone(), deadline, &mut tally).await;
+    emf::emit(
+        &tally
+            .record(function, &at, started.elapsed())
+            .property("invocation", invocation.into()),
+    );
+    match taken {
+        Ok(Taken::HandedOn(_) | Taken::Duplicate) => true,
+        Ok(Taken::Leased) => false,
+        Err(err) => {
+            tracing::error!(run_id = %at.run_id, shard = at.shard, seq = at.seq, error = %err, "listing failed; the range task is handed back");
+            false
+        }
+    }
 }
 
 /// What became of a range task.
@@ -545,7 +550,7 @@ impl<'a> Pass<'a> {
         let remaining = deadline
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        let margin = (remaining / 5).clamp(Duration::from_secs(5), Duration::from_secs(120));
+        let margin = crate::model::deadlines::stop_margin(remaining);
         let builder = BatchBuilder::new(
             &at.run_id,
             &format!("{:05}-{:05}", at.shard, at.seq),

@@ -4,7 +4,7 @@
 //! ```text
 //!  execution input ─▶ planner ─▶ shards ─▶ range tasks ─▶ range queue ─ ESM(ListingConcurrency) ─┐
 //!          (engine/shards.rs)          (ranges.rs)                                         │
-//!  lister (lister.rs): lease, list both sides, merge_join, decide until the deadline  ◀──────┘
+//!  lister (lister.rs, streams.rs: ListerStreams tasks at once): lease, list, merge_join, decide ◀┘
 //!      ├─ SendMessageBatch ─▶ work queue ─▶ copier (copier.rs): CopyObject / UploadPartCopy,
 //!      │                          │ ESM     batch counted done, once
 //!      │                          └─ DLQ
@@ -43,6 +43,7 @@ pub mod ranges;
 pub mod replicator;
 pub mod reporter;
 pub mod store;
+pub mod streams;
 
 pub use env::FunctionEnv;
 

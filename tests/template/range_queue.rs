@@ -1,6 +1,6 @@
 //! The range queue (`src/serverless/ranges.rs`): listers take range tasks
-//! off it through their event source, one at a time, at most
-//! ListingConcurrency at once; a task that fails on every receive ends in
+//! off it through their event source, ListerStreams an invocation, at
+//! most ListingConcurrency invocations at once; a task that fails on every receive ends in
 //! an alarmed dead-letter queue; a crashed lister's task comes back soon
 //! after the lister's time limit, not six times it.
 
@@ -23,11 +23,31 @@ pub fn check_range_queue(t: &Template) -> Check {
     );
     check_event_source(t, LISTER)?;
     let event = t.sqs_event(LISTER)?;
-    // A lease and a deadline per task: one range per invocation.
+    // A stream per task delivered: the batch is ListerStreams, and the
+    // function is told the same number, or it would list fewer at once
+    // than it was given (and hold the rest until its deadline) or pull
+    // past the batch. Standard queues take 1-10 without a batching window.
     ensure!(
-        event.get("BatchSize") == Some(&json!(1)),
-        "the lister's SQS event must take one range task per invocation, BatchSize is {:?}",
+        event.get("BatchSize").and_then(ref_name) == Some("ListerStreams"),
+        "the lister's SQS event must take ListerStreams range tasks an invocation, BatchSize is {:?}",
         event.get("BatchSize")
+    );
+    let (_, function) = t.function(LISTER)?;
+    let told = t
+        .environment(function)
+        .get("S3_FANOUT_LISTER_STREAMS")
+        .cloned();
+    ensure!(
+        told.as_ref().and_then(ref_name) == Some("ListerStreams"),
+        "the lister must be told S3_FANOUT_LISTER_STREAMS: !Ref ListerStreams, is {told:?}"
+    );
+    let spec = t
+        .parameter("ListerStreams")
+        .ok_or("no ListerStreams parameter")?;
+    let bound = |name: &str| spec.get(name).and_then(Value::as_f64);
+    ensure!(
+        bound("MinValue") == Some(1.0) && bound("MaxValue") == Some(10.0),
+        "ListerStreams must be within 1-10 (a batch without a batching window), is {spec}"
     );
     let cap = event.pointer("/ScalingConfig/MaximumConcurrency");
     ensure!(
@@ -73,7 +93,7 @@ pub fn check_range_queue(t: &Template) -> Check {
 }
 
 #[test]
-fn range_queue_feeds_listers_one_task_at_a_time_and_redrives_to_an_alarmed_dead_letter_queue() {
+fn range_queue_feeds_listers_a_task_a_stream_and_redrives_to_an_alarmed_dead_letter_queue() {
     crate::assert_ok(check_range_queue(&crate::model::load()));
 }
 
@@ -81,7 +101,22 @@ fn range_queue_feeds_listers_one_task_at_a_time_and_redrives_to_an_alarmed_dead_
 fn range_queue_mistakes_are_caught() {
     let event = "/Resources/ListerFunction/Properties/Events/RangeQueue/Properties";
     let t = broken(|d| set(d, &format!("{event}/BatchSize"), json!(10)));
-    assert_caught(check_range_queue(&t), "ten ranges per invocation");
+    assert_caught(
+        check_range_queue(&t),
+        "ten ranges to a lister told 8 streams",
+    );
+    let t = broken(|d| {
+        remove(
+            d,
+            "/Resources/ListerFunction/Properties/Environment/Variables/S3_FANOUT_LISTER_STREAMS",
+        )
+    });
+    assert_caught(check_range_queue(&t), "a lister not told its streams");
+    let t = broken(|d| set(d, "/Parameters/ListerStreams/MaxValue", json!(100)));
+    assert_caught(
+        check_range_queue(&t),
+        "a batch SQS refuses without a window",
+    );
     let t = broken(|d| remove(d, &format!("{event}/ScalingConfig")));
     assert_caught(check_range_queue(&t), "listers without a cap");
     let t = broken(|d| remove(d, &format!("{event}/FunctionResponseTypes")));
