@@ -777,34 +777,9 @@ mod tests {
 
     #[test]
     fn an_unchanged_night_lists_each_side_once_and_checkpoints_every_ten_pages() {
-        let run = |keys: u64| {
-            estimate(
-                StackShape {
-                    copier_concurrency: 50,
-                    copier_batch_size: 1,
-                    copier_task_concurrency: 16,
-                    shard_concurrency: 16,
-                    lister_streams: 1,
-                    lister_max_keys: 2_000_000,
-                    architecture: "arm64".into(),
-                    validate: true,
-                    notifications: false,
-                },
-                Inputs {
-                    shards: 64,
-                    shard_keys: &[],
-                    busiest_prefix_writes: 0,
-                    listed_source: keys,
-                    listed_destination: keys,
-                    destination_after: keys,
-                    transfer_requests: &Requests::new(),
-                    batches: &[],
-                    planner_requests: &Requests::new(),
-                },
-                &PriceTable::built_in(),
-            )
-            .unwrap()
-        };
+        // (one stream an invocation: the counts per task are clearest)
+        let a = PriceTable::built_in().assumptions;
+        let run = |keys: u64| unchanged_night(stack_of(16), keys, &a);
         let night = run(100_000_000);
         // One page per 1,000 keys a side, plus each range's partial last
         // page; no second pass (VALIDATE would add 200,000 more).
