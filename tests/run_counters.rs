@@ -310,3 +310,71 @@ async fn a_batch_delivered_twice_counts_once_with_the_rows_of_the_delivery_count
     let csv = failures_csv(&run_id).await;
     assert_eq!(csv.matches("gone.bin").count(), 1, "{csv}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_counted_by_a_delivery_killed_before_its_record_gets_the_next_deliverys() {
+    let _serial = SERIAL.lock().await;
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "record").await;
+    let etag = put(&s3, &src, "present.bin", body(2, 2048)).await;
+    let run_id = planned_run(&src, &dst).await;
+    let entry = |key: &str, etag: &str| ObjectEntry {
+        key: key.into(),
+        size: 2048,
+        etag: etag.trim_matches('"').into(),
+        last_modified_ms: 0,
+        storage_class: None,
+        checksum: None,
+    };
+    let batch = batch(
+        &run_id,
+        &src,
+        entry("present.bin", &etag),
+        entry("gone.bin", "0123456789abcdef0123456789abcdef"),
+    );
+    let deliver = |receive_count| {
+        let (env, message) = (stack().env.clone(), message(&batch, receive_count));
+        on_stack(async move {
+            let deadline = SystemTime::now() + Duration::from_secs(120);
+            copy_messages(&env, vec![message], deadline).await
+        })
+    };
+    let record = || {
+        let (env, id, name) = (
+            stack().env.clone(),
+            run_id.clone(),
+            result_name(&batch.batch_id),
+        );
+        on_stack(async move { env.store.get_json::<BatchResult>(&id, &name).await })
+    };
+    // GIVEN a delivery that counted the batch and was killed before it
+    // wrote the batch's record (the record is removed to stand for it)
+    assert!(deliver(1).await.batch_item_failures.is_empty());
+    let url = stack()
+        .env
+        .store
+        .url(&run_id, &result_name(&batch.batch_id));
+    let (bucket, key) = url
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .expect("an s3:// URL");
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert!(record().await.unwrap().is_none());
+    // WHEN SQS delivers it again
+    assert!(deliver(2).await.batch_item_failures.is_empty());
+    // THEN the batch has a record, the redelivery's, and still counts once
+    let written = record().await.unwrap().expect("results/BATCH.json");
+    assert_eq!(written.receive_count, 2);
+    let (c, id) = (counters(), run_id.clone());
+    let totals = on_stack(async move { c.totals(&id).await }).await.unwrap();
+    assert_eq!(totals.batches_done, 1);
+    assert_eq!(totals.counts.copied, 1, "{:?}", totals.counts);
+    // AND a third delivery leaves the record as it is
+    assert!(deliver(3).await.batch_item_failures.is_empty());
+    assert_eq!(record().await.unwrap().unwrap().receive_count, 2);
+}

@@ -223,7 +223,8 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
 /// Record a batch's result: its rows (if any) under this delivery's name,
 /// then its count, once per batch, in the run counters; then the batch's
 /// own record, `results/BATCH.json`, and its place in the timeline. `Ok(false)`:
-/// an earlier delivery was counted, and this one changes nothing. An error
+/// an earlier delivery was counted, and this one changes nothing but a
+/// missing record. An error
 /// hands the message back: nothing was counted.
 async fn settle_batch(
     env: &FunctionEnv,
@@ -258,6 +259,22 @@ async fn settle_batch(
         counters
             .record_times(&batch.run_id, times, &result.counts)
             .await;
+    } else {
+        // The delivery that counted the batch may have been killed between
+        // its count and its record. This delivery's result stands in (with
+        // its own receive count) unless that record exists: one PUT, only
+        // on a redelivery of a counted batch.
+        let written = match serde_json::to_vec(result) {
+            Ok(body) => env
+                .store
+                .put_if_absent(&batch.run_id, &result_name(&batch.batch_id), body)
+                .await
+                .map(drop),
+            Err(err) => Err(SyncError::Report(err.to_string())),
+        };
+        if let Err(err) = written {
+            tracing::warn!(batch = %batch.batch_id, error = %err, "the batch's record was not written; it is counted");
+        }
     }
     Ok(counted)
 }
