@@ -3,12 +3,15 @@
 //! bucket of 100M or 1B keys served by the synthetic endpoint (listings are
 //! computed, nothing is stored), the endpoint weighs each shard exactly
 //! (`/__synthetic/keys`), and `plan`'s serverless model
-//! (`plan::serverless::estimate`: lister invocations ending at 2M keys or
-//! 780 s, the Map's concurrency, S3's per-prefix write rate, SQS, Lambda,
-//! Step Functions history, the run counters, the price table) gives the
-//! time, invocations, history events, requests and cost of an unchanged
-//! night and of a first copy of small objects, at AWS's rates
-//! (`src/model/prices-us-east-1.json`), not this machine's.
+//! (`plan::serverless::estimate`: lister invocations of several streams
+//! ending their tasks at 2M keys or their stop margin, the event sources'
+//! ramp of 300 invocations a minute, the listers' and copiers' concurrency,
+//! S3's per-prefix write rate, SQS, Lambda, Step Functions history, the run
+//! counters, the price table) gives the time, invocations, history events,
+//! requests and cost of an unchanged night and of a first copy of small
+//! objects, at AWS's rates (`src/model/prices-us-east-1.json`), not this
+//! machine's. With LISTERS 192 the first copy is also priced at the
+//! first-copy settings (`StackShape::for_a_first_copy`).
 //!
 //!     cargo run --release --example serverless_simulation -- ENDPOINT [KEYS,..] [LAYOUTS] [LISTERS,..] [local:RATE]
 //!
@@ -16,7 +19,8 @@
 //! the README quotes its output as simulated.
 //!
 //! LISTERS is the listers' concurrency (`ListingConcurrency`), each
-//! listing the template's default `ListerStreams` tasks at once.
+//! listing the template's default `ListerStreams` tasks at once; the
+//! copiers are the template's defaults but for the first-copy settings' row.
 //!
 //! `local:RATE` models the local stack instead, to hold the model against
 //! `scripts/bench-serverless-scale.sh`'s measurements: lister invocations
@@ -167,9 +171,9 @@ async fn main() {
         streams = 1;
     }
     println!(
-        "| layout | keys | run | listers | shards | largest / mean | ranges | lister invocations | polls | history events | listing | wall | S3 requests | cost |"
+        "| layout | keys | run | listers | shards | largest / mean | ranges | lister invocations | polls | history events | listing | write phase | S3's bound | wall | S3 requests | cost |"
     );
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &keys in &sizes {
         for layout in &layouts {
             let bucket = format!("syn-{keys}-{layout}");
@@ -221,7 +225,8 @@ async fn main() {
                 )
                 .unwrap();
                 // A first copy of small objects: a CopyObject each, batches
-                // of 100 as the listers cut them.
+                // of 100 as the listers cut them; at the first-copy
+                // settings too when LISTERS is theirs (shards planned for it).
                 let batch = BatchCost {
                     tasks: 100,
                     body_bytes: 24_000,
@@ -231,36 +236,47 @@ async fn main() {
                 };
                 let batches = vec![batch; keys.div_ceil(100) as usize];
                 let copies = Requests::from([("CopyObject".to_owned(), keys)]);
-                let first = estimate(
-                    stack(concurrency, streams),
-                    Inputs {
-                        shards: shards.len() as u64,
-                        shard_keys: &shard_keys,
-                        busiest_prefix_writes: busiest,
-                        listed_source: keys,
-                        listed_destination: 0,
-                        destination_after: keys,
-                        transfer_requests: &copies,
-                        batches: &batches,
-                        planner_requests: &no_requests,
-                    },
-                    &prices,
-                )
-                .unwrap();
-                let runs = if local_rate.is_some() {
-                    vec![("unchanged night", &night)]
-                } else {
-                    vec![("unchanged night", &night), ("first copy", &first)]
+                let first_copy = |stack: StackShape| {
+                    estimate(
+                        stack,
+                        Inputs {
+                            shards: shards.len() as u64,
+                            shard_keys: &shard_keys,
+                            busiest_prefix_writes: busiest,
+                            listed_source: keys,
+                            listed_destination: 0,
+                            destination_after: keys,
+                            transfer_requests: &copies,
+                            batches: &batches,
+                            planner_requests: &no_requests,
+                        },
+                        &prices,
+                    )
+                    .unwrap()
                 };
+                let first = first_copy(stack(concurrency, streams));
+                let tuned_stack = stack(concurrency, streams).for_a_first_copy();
+                let tuned = (local_rate.is_none() && concurrency == tuned_stack.shard_concurrency)
+                    .then(|| first_copy(tuned_stack));
+                let mut runs = vec![("unchanged night", &night)];
+                if local_rate.is_none() {
+                    runs.push(("first copy", &first));
+                }
+                if let Some(tuned) = &tuned {
+                    runs.push(("first copy, first-copy settings", tuned));
+                }
                 for (run, e) in runs {
                     println!(
-                        "| {layout} | {keys} | {run} | {concurrency} | {} | {largest:.2} | {} | {} | {} | {} | {} | {} | {} | ${:.2} |",
+                        "| {layout} | {keys} | {run} | {} | {} | {largest:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | ${:.2} |",
+                        e.stack.shard_concurrency,
                         shards.len(),
                         e.ranges,
                         e.lambda_invocations["lister"],
                         e.progress_polls,
                         e.history_events,
                         minutes(e.listing_secs),
+                        minutes(e.write_secs),
+                        minutes(e.partition_bound_secs),
                         minutes(e.wall_secs),
                         e.s3_requests.values().sum::<u64>(),
                         e.total_usd

@@ -172,8 +172,9 @@ fn print_plan(p: &PlanReport) {
                 usd(s.cost_usd["dynamodb"])
             );
             println!(
-                "    time       {}  (at {} copiers at once, {} tasks each; listing {}, S3's per-prefix write rate {})",
+                "    time       {}  (copies done after {}, at {} copiers at once, {} tasks each; listing {}, S3's per-prefix write rate {})",
                 duration(s.wall_secs),
+                duration(s.write_secs),
                 s.stack.copier_concurrency,
                 s.stack.copier_task_concurrency,
                 duration(s.listing_secs),

@@ -96,6 +96,15 @@ pub struct Assumptions {
     /// ReceiveMessage calls an SQS event source mapping makes while idle
     /// (about five pollers long-polling 20 s each).
     pub esm_idle_receives_per_minute: f64,
+    /// Invocations an SQS event source mapping starts with when messages
+    /// arrive, and how many more it adds a minute while they keep coming,
+    /// up to its MaximumConcurrency ("Lambda starts processing five batches
+    /// at a time with five concurrent invocations [...] increases the number
+    /// of processes that are reading batches by up to 300 more instances per
+    /// minute", Lambda developer guide, "Configuring scaling behavior for
+    /// SQS event source mappings").
+    pub esm_start_invocations: f64,
+    pub esm_added_invocations_per_minute: f64,
     /// The lister's timeout: its tasks list until
     /// `model::deadlines::stop_margin` before it, and its free streams take
     /// tasks until `pull_margin` before it.

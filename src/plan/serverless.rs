@@ -49,6 +49,30 @@ pub struct StackShape {
     pub notifications: bool,
 }
 
+impl StackShape {
+    /// The template's parameters for the first copy of a large bucket
+    /// (README, "The first copy of a large bucket"): `ListingConcurrency`
+    /// 192, `CopierMaxConcurrency` 300, `CopierBatchSize` 10 and
+    /// `CopierTaskConcurrency` 32.
+    /// - A copier copies 10 messages at once, 32 tasks of each at a time:
+    ///   320 requests in flight, well within a function's 1,024 file
+    ///   descriptors, and about 3,300 small objects a second. The work
+    ///   queue's event source, adding 300 copiers a minute, so reaches S3's
+    ///   pace over 100 prefixes (350,000 writes a second) in 20 s.
+    /// - VALIDATE lists both sides again after the copies, its listers
+    ///   ramping from 5 as well: 192 of them list 100M in about a minute.
+    /// - 492 functions at once stay within an account's default 1,000.
+    pub fn for_a_first_copy(self) -> Self {
+        StackShape {
+            shard_concurrency: 192,
+            copier_concurrency: 300,
+            copier_batch_size: 10,
+            copier_task_concurrency: 32,
+            ..self
+        }
+    }
+}
+
 /// What the plan measured and decided, the model's input.
 pub struct Inputs<'a> {
     pub shards: u64,
@@ -95,6 +119,9 @@ pub struct ServerlessEstimate {
     pub lister_tasks: u64,
     /// The shortest time S3 takes the copies in, at its per-prefix rate.
     pub partition_bound_secs: f64,
+    /// From the start until the state machine sees the write phase done:
+    /// every batch copied (VALIDATE's listing follows).
+    pub write_secs: f64,
     pub cost_usd: BTreeMap<String, f64>,
     pub total_usd: f64,
     pub wall_secs: f64,
@@ -158,6 +185,7 @@ struct Invocation {
 ///   splits its rest in two, the second half a new task
 ///   (`engine::pieces::bisect`, assuming keys evenly spread in the range).
 ///
+/// The event source ramps up as it does for the copiers ([`CopyPhase`]).
 /// A stream lists both sides at once, each at `list_keys_per_second`, no
 /// faster than the invocation's share of a vCPU (memory / 1,769 MB) lets
 /// all its streams parse. A retried invocation, which may not split, is
@@ -226,7 +254,19 @@ fn listing_pass(
             stop_at: began + timeout - secs(stop_margin(Duration::from_secs_f64(remaining))),
         }
     };
-    let mut now = 0.0f64;
+    // The range queue's event source starts `esm_start_invocations` and
+    // adds `esm_added_invocations_per_minute` while tasks wait: invocation
+    // `i` may start no sooner than this. Each pass ramps from the start:
+    // the event source scales back while its queue is empty between passes.
+    let added_per_sec = (a.esm_added_invocations_per_minute / 60.0).max(1e-9);
+    let ramp_at = |i: usize| (i as f64 + 1.0 - a.esm_start_invocations).max(0.0) / added_per_sec;
+    const WAKE: usize = usize::MAX;
+    for i in 0..invocations.len() {
+        if ramp_at(i) > 0.0 {
+            events.push(Reverse((us(ramp_at(i)), i, WAKE)));
+        }
+    }
+    let (mut now, mut last) = (0.0f64, 0.0f64);
     loop {
         for (i, invocation) in invocations.iter_mut().enumerate() {
             // A running invocation's free streams pull what waits, until
@@ -251,7 +291,7 @@ fn listing_pass(
                 }
             }
             // The event source starts an idle one with a batch.
-            if invocation.began.is_none() && !queue.is_empty() {
+            if invocation.began.is_none() && !queue.is_empty() && now >= ramp_at(i) - 1e-6 {
                 let began = now + start;
                 pass.invocations += 1;
                 pass.lister_secs += start;
@@ -270,6 +310,10 @@ fn listing_pass(
             break;
         };
         now = when as f64 / 1e6;
+        if j == WAKE {
+            continue; // the event source may start invocation i now
+        }
+        last = now;
         let slot = &mut invocations[i].streams[j];
         let mut stream = slot.expect("an event is a busy stream's");
         let keys = (((now - stream.at) * speed).round() as u64).min(stream.left);
@@ -298,7 +342,7 @@ fn listing_pass(
         events.push(Reverse((us(next_event(&stream)), i, j)));
         *slot = Some(stream);
     }
-    pass.wall_secs = now;
+    pass.wall_secs = last;
     pass
 }
 
@@ -414,6 +458,7 @@ pub fn estimate(
         ranges: write.ranges,
         lister_tasks,
         partition_bound_secs: timing.partition_bound_secs,
+        write_secs: timing.write_secs,
         cost_usd: cost,
         total_usd,
         wall_secs: timing.wall_secs,
@@ -453,6 +498,47 @@ struct Run<'a> {
     validating: bool,
 }
 
+/// The copies of a run, as the work queue's event source runs them.
+struct CopyPhase {
+    tasks: f64,
+    /// Tasks a second one busy copier goes through.
+    per_copier: f64,
+    /// Copiers at most (CopierMaxConcurrency, or fewer invocations).
+    copiers: f64,
+    /// Tasks a second S3 takes: the busiest top-level prefix's writes at
+    /// its partition's rate set the pace of all of them.
+    s3_rate: f64,
+    /// The listers send the batches evenly over their pass.
+    listing_secs: f64,
+}
+
+impl CopyPhase {
+    /// When the last copier takes its last batch. The event source starts
+    /// `esm_start_invocations` copiers and adds
+    /// `esm_added_invocations_per_minute` while batches wait, up to
+    /// `copiers`; they go no faster than S3 takes writes, and take only what
+    /// the listers have sent. Stepped a tenth of a second at a time.
+    fn secs(&self, a: &Assumptions) -> f64 {
+        const STEP: f64 = 0.1;
+        let added_per_sec = a.esm_added_invocations_per_minute / 60.0;
+        let (mut at, mut done) = (0.0f64, 0.0f64);
+        while done < self.tasks {
+            let copiers = (a.esm_start_invocations + added_per_sec * at)
+                .min(self.copiers)
+                .max(1.0);
+            let rate = (copiers * self.per_copier).min(self.s3_rate);
+            at += STEP;
+            let sent = if self.listing_secs > 0.0 {
+                self.tasks * (at / self.listing_secs).min(1.0)
+            } else {
+                self.tasks
+            };
+            done = (done + rate * STEP).min(sent);
+        }
+        at
+    }
+}
+
 /// How long the run takes.
 struct Timing {
     /// Copier invocations' time, summed.
@@ -460,6 +546,8 @@ struct Timing {
     /// Reporter progress polls.
     polls: u64,
     wall_secs: f64,
+    /// Until the state machine sees the write phase done.
+    write_secs: f64,
     /// The copies at S3's rate for the busiest top-level prefix.
     partition_bound_secs: f64,
 }
@@ -467,22 +555,42 @@ struct Timing {
 impl Run<'_> {
     fn timing(&self) -> Timing {
         let (stack, inputs, a) = (self.stack, self.inputs, self.a);
-        // Copier time: a batch's tasks run `copier_task_concurrency` at once,
-        // never faster than its slowest one.
-        let batch_secs: Vec<f64> = inputs
+        // Copier time: an invocation copies its messages at once, each
+        // message's tasks `copier_task_concurrency` at a time
+        // (`serverless::copier`), and ends with its slowest message.
+        let start = a.function_start_ms / 1000.0;
+        let per_message = stack.copier_task_concurrency.max(1) as f64;
+        let invocation_secs: Vec<f64> = inputs
             .batches
-            .iter()
-            .map(|b| {
-                (b.task_secs / stack.copier_task_concurrency.max(1) as f64).max(b.longest_task_secs)
-                    + a.function_start_ms / 1000.0
+            .chunks(stack.copier_batch_size.max(1) as usize)
+            .map(|messages| {
+                messages
+                    .iter()
+                    .map(|b| (b.task_secs / per_message).max(b.longest_task_secs))
+                    .fold(0.0, f64::max)
+                    + start
             })
             .collect();
-        let copier_secs: f64 = batch_secs.iter().sum();
+        let copier_secs: f64 = invocation_secs.iter().sum();
         let partition_bound_secs =
             inputs.busiest_prefix_writes as f64 / a.s3_writes_per_second_per_prefix.max(1.0);
-        let copy_wall = (copier_secs
-            / stack.copier_concurrency.min(self.copier_invocations).max(1) as f64)
-            .max(partition_bound_secs);
+        let tasks: u64 = inputs.batches.iter().map(|b| b.tasks).sum();
+        let copy_wall = if tasks == 0 {
+            0.0
+        } else {
+            let copies = CopyPhase {
+                tasks: tasks as f64,
+                per_copier: tasks as f64 / copier_secs,
+                copiers: stack.copier_concurrency.min(self.copier_invocations).max(1) as f64,
+                s3_rate: if partition_bound_secs > 0.0 {
+                    tasks as f64 / partition_bound_secs
+                } else {
+                    f64::INFINITY
+                },
+                listing_secs: self.write.wall_secs,
+            };
+            copies.secs(a) + copier_secs / invocation_secs.len() as f64
+        };
         let write_wall = self.write.wall_secs.max(copy_wall);
         // Listers take range tasks off the range queue while the state
         // machine polls progress: the write phase's polls cover its listing
@@ -500,6 +608,7 @@ impl Run<'_> {
             copier_secs,
             polls: write_polls + validate_polls,
             wall_secs: 2.0 + write_wall + validate_list_secs + late + 2.0,
+            write_secs: 2.0 + write_wall + write_last_wait as f64 / 2.0,
             partition_bound_secs,
         }
     }
@@ -827,6 +936,112 @@ mod tests {
         assert_eq!(
             night.history_events,
             30 + 9 * (write_polls + polls_for(0.0).0) + 7
+        );
+    }
+
+    /// A first copy of `keys` small new objects, in batches of 100 as the
+    /// listers cut them, `busiest` of them under one top-level prefix.
+    fn first_copy(
+        stack: StackShape,
+        keys: u64,
+        busiest: u64,
+        a: &Assumptions,
+    ) -> ServerlessEstimate {
+        let batch = BatchCost {
+            tasks: 100,
+            body_bytes: 24_000,
+            task_secs: 100.0 * a.copy_request_ms / 1000.0,
+            longest_task_secs: a.copy_request_ms / 1000.0,
+            deletes: 0,
+        };
+        let batches = vec![batch; keys.div_ceil(100) as usize];
+        let copies = Requests::from([("CopyObject".to_owned(), keys)]);
+        let mut prices = PriceTable::built_in();
+        prices.assumptions = a.clone();
+        let shards = 4 * stack.shard_concurrency;
+        estimate(
+            stack,
+            Inputs {
+                shards,
+                shard_keys: &[],
+                busiest_prefix_writes: busiest,
+                listed_source: keys,
+                listed_destination: 0,
+                destination_after: keys,
+                transfer_requests: &copies,
+                batches: &batches,
+                planner_requests: &Requests::new(),
+            },
+            &prices,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_first_copy_of_100m_over_100_prefixes_keeps_up_with_s3() {
+        // GIVEN 100M small new objects, a million under each of 100
+        // top-level prefixes: S3 takes them in 286 s at the least
+        let a = PriceTable::built_in().assumptions;
+        let (keys, busiest) = (100_000_000, 1_000_000);
+        let defaults = StackShape {
+            lister_streams: 8,
+            ..stack_of(16)
+        };
+        // WHEN the stack's defaults copy them
+        let slow = first_copy(defaults.clone(), keys, busiest, &a);
+        assert!((285.0..286.0).contains(&slow.partition_bound_secs));
+        // THEN 50 copiers of 16 copies in flight set the pace: hours
+        assert!(slow.wall_secs > 3.0 * 3600.0, "{}", slow.wall_secs);
+        // WHEN the first-copy settings copy them
+        let fast = first_copy(defaults.clone().for_a_first_copy(), keys, busiest, &a);
+        // THEN the copies are done within 1.25x S3's bound, the event
+        // source's ramp included
+        assert!(
+            fast.write_secs <= 1.25 * fast.partition_bound_secs,
+            "{} s against {} s",
+            fast.write_secs,
+            fast.partition_bound_secs
+        );
+        // AND VALIDATE then lists both sides again, its listers ramping
+        // from 5 (the range queue's event source scaled back while it
+        // was empty): at least 40 s more, and the whole run within 1.5x
+        assert!(fast.wall_secs > fast.write_secs + 40.0);
+        assert!(
+            fast.wall_secs <= 1.5 * fast.partition_bound_secs,
+            "{} s",
+            fast.wall_secs
+        );
+        // AND no more than half a dollar more than the slow run's copies:
+        // longer invocations, fewer of them
+        assert!(
+            fast.total_usd < slow.total_usd + 0.5,
+            "{} {}",
+            fast.total_usd,
+            slow.total_usd
+        );
+        assert_eq!(fast.lambda_invocations["copier"], 100_000);
+    }
+
+    #[test]
+    fn copiers_ramp_as_the_event_source_adds_them() {
+        // GIVEN a million small copies over 100 prefixes, and 1,000 copiers
+        // allowed
+        let a = PriceTable::built_in().assumptions;
+        let mut stack = stack_of(64);
+        stack.copier_concurrency = 1_000;
+        let ramped = first_copy(stack.clone(), 1_000_000, 10_000, &a);
+        // WHEN the event source started all 1,000 at once
+        let mut all_at_once = a.clone();
+        all_at_once.esm_start_invocations = 1_000.0;
+        let instant = first_copy(stack, 1_000_000, 10_000, &all_at_once);
+        // THEN they'd copy a million in about 10,000 batches' time over
+        // 1,000 copiers (10 x 0.61 s) after the listing; ramping by 300 a
+        // minute from 5 takes more than half a minute longer
+        assert!(
+            ramped.write_secs > instant.write_secs + 30.0,
+            "{} {}",
+            ramped.write_secs,
+            instant.write_secs
         );
     }
 
