@@ -227,13 +227,7 @@ async fn main() {
                 // A first copy of small objects: a CopyObject each, batches
                 // of 100 as the listers cut them; at the first-copy
                 // settings too when LISTERS is theirs (shards planned for it).
-                let batch = BatchCost {
-                    tasks: 100,
-                    body_bytes: 24_000,
-                    task_secs: 100.0 * prices.assumptions.copy_request_ms / 1000.0,
-                    longest_task_secs: prices.assumptions.copy_request_ms / 1000.0,
-                    deletes: 0,
-                };
+                let batch = BatchCost::small_copies(100, &prices.assumptions);
                 let batches = vec![batch; keys.div_ceil(100) as usize];
                 let copies = Requests::from([("CopyObject".to_owned(), keys)]);
                 let first_copy = |stack: StackShape| {

@@ -221,10 +221,30 @@ async fn progress_is_two_queries_at_two_thousand_batches_and_the_report_finds_th
     assert_eq!(dynamodb_calls("BatchGetItem"), 20);
 }
 
-/// A batch of one copy of `present` and one of `gone` (listed, then
-/// deleted before the copy).
-fn batch(run_id: &str, src: &str, present: ObjectEntry, gone: ObjectEntry) -> CopyBatch {
-    let _ = src;
+/// A planned run and its one batch: a copy of `present.bin`, in the
+/// source, and one of `gone.bin` (listed, then deleted before the copy).
+async fn run_of_one_batch(s3: &aws_sdk_s3::Client, name: &str, seed: u64) -> (String, CopyBatch) {
+    let (src, dst) = bucket_pair(s3, name).await;
+    let etag = put(s3, &src, "present.bin", body(seed, 2048)).await;
+    let run_id = planned_run(&src, &dst).await;
+    let entry = |key: &str, etag: &str| ObjectEntry {
+        key: key.into(),
+        size: 2048,
+        etag: etag.trim_matches('"').into(),
+        last_modified_ms: 0,
+        storage_class: None,
+        checksum: None,
+    };
+    let batch = batch(
+        &run_id,
+        entry("present.bin", &etag),
+        entry("gone.bin", "0123456789abcdef0123456789abcdef"),
+    );
+    (run_id, batch)
+}
+
+/// A batch of one copy of `present` and one of `gone`.
+fn batch(run_id: &str, present: ObjectEntry, gone: ObjectEntry) -> CopyBatch {
     CopyBatch {
         version: MESSAGE_VERSION,
         run_id: run_id.to_owned(),
@@ -250,23 +270,7 @@ fn message(batch: &CopyBatch, receive_count: u32) -> SqsMessage {
 async fn a_batch_delivered_twice_counts_once_with_the_rows_of_the_delivery_counted() {
     let _serial = SERIAL.lock().await;
     let s3 = s3().await;
-    let (src, dst) = bucket_pair(&s3, "twice").await;
-    let etag = put(&s3, &src, "present.bin", body(1, 2048)).await;
-    let run_id = planned_run(&src, &dst).await;
-    let entry = |key: &str, etag: &str| ObjectEntry {
-        key: key.into(),
-        size: 2048,
-        etag: etag.trim_matches('"').into(),
-        last_modified_ms: 0,
-        storage_class: None,
-        checksum: None,
-    };
-    let batch = batch(
-        &run_id,
-        &src,
-        entry("present.bin", &etag),
-        entry("gone.bin", "0123456789abcdef0123456789abcdef"),
-    );
+    let (run_id, batch) = run_of_one_batch(&s3, "twice", 1).await;
     // WHEN SQS delivers the batch, then again (its first copier's delete
     // of the message was lost)
     for receive_count in [1, 2] {
@@ -315,23 +319,7 @@ async fn a_batch_delivered_twice_counts_once_with_the_rows_of_the_delivery_count
 async fn a_batch_counted_by_a_delivery_killed_before_its_record_gets_the_next_deliverys() {
     let _serial = SERIAL.lock().await;
     let s3 = s3().await;
-    let (src, dst) = bucket_pair(&s3, "record").await;
-    let etag = put(&s3, &src, "present.bin", body(2, 2048)).await;
-    let run_id = planned_run(&src, &dst).await;
-    let entry = |key: &str, etag: &str| ObjectEntry {
-        key: key.into(),
-        size: 2048,
-        etag: etag.trim_matches('"').into(),
-        last_modified_ms: 0,
-        storage_class: None,
-        checksum: None,
-    };
-    let batch = batch(
-        &run_id,
-        &src,
-        entry("present.bin", &etag),
-        entry("gone.bin", "0123456789abcdef0123456789abcdef"),
-    );
+    let (run_id, batch) = run_of_one_batch(&s3, "record", 2).await;
     let deliver = |receive_count| {
         let (env, message) = (stack().env.clone(), message(&batch, receive_count));
         on_stack(async move {

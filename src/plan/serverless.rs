@@ -947,14 +947,7 @@ mod tests {
         busiest: u64,
         a: &Assumptions,
     ) -> ServerlessEstimate {
-        let batch = BatchCost {
-            tasks: 100,
-            body_bytes: 24_000,
-            task_secs: 100.0 * a.copy_request_ms / 1000.0,
-            longest_task_secs: a.copy_request_ms / 1000.0,
-            deletes: 0,
-        };
-        let batches = vec![batch; keys.div_ceil(100) as usize];
+        let batches = vec![BatchCost::small_copies(100, a); keys.div_ceil(100) as usize];
         let copies = Requests::from([("CopyObject".to_owned(), keys)]);
         let mut prices = PriceTable::built_in();
         prices.assumptions = a.clone();

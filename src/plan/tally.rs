@@ -29,6 +29,20 @@ pub struct BatchCost {
     pub deletes: u64,
 }
 
+impl BatchCost {
+    /// A batch of `tasks` CopyObjects of small objects, each taking the
+    /// assumptions' `copy_request_ms` (the models' first copies).
+    pub fn small_copies(tasks: u64, a: &Assumptions) -> Self {
+        BatchCost {
+            tasks,
+            body_bytes: 240 * tasks,
+            task_secs: tasks as f64 * a.copy_request_ms / 1000.0,
+            longest_task_secs: a.copy_request_ms / 1000.0,
+            deletes: 0,
+        }
+    }
+}
+
 pub struct Tally {
     options: SyncOptions,
     assumptions: Assumptions,
