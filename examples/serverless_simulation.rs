@@ -13,7 +13,7 @@
 //! machine's. With LISTERS 192 the first copy is also priced at the
 //! first-copy settings (`StackShape::for_a_first_copy`).
 //!
-//!     cargo run --release --example serverless_simulation -- ENDPOINT [KEYS,..] [LAYOUTS] [LISTERS,..] [local:RATE]
+//!     cargo run --release --example serverless_simulation -- ENDPOINT [KEYS,..] [LAYOUTS] [LISTERS,..] [local:RATE[:STREAMS]]
 //!
 //! `scripts/bench-serverless-simulation.sh` starts the endpoint and runs it;
 //! the README quotes its output as simulated.
@@ -22,11 +22,14 @@
 //! listing the template's default `ListerStreams` tasks at once; the
 //! copiers are the template's defaults but for the first-copy settings' row.
 //!
-//! `local:RATE` models the local stack instead, to hold the model against
-//! `scripts/bench-serverless-scale.sh`'s measurements: lister invocations
-//! of 25 s (of which 20 s listing), one stream, RATE keys a second a lister
-//! (both sides, as measured there), shards planned for the execution
-//! input's default `shard_concurrency` of 16, and LISTERS listing at once.
+//! `local:RATE[:STREAMS]` models the local stack instead, to hold the model
+//! against `scripts/bench-serverless-scale.sh`'s measurements: lister
+//! invocations of 25 s (of which 20 s listing), STREAMS streams each (1;
+//! the local stack has had 2 since aa903d7), RATE keys a second a stream
+//! (both sides, as the listers' metrics showed there), event sources that
+//! start every invocation at once (the local stack's do not ramp), shards
+//! planned for the execution input's default `shard_concurrency` of 16,
+//! and LISTERS listing at once.
 
 use std::io::{Read, Write};
 
@@ -147,11 +150,15 @@ async fn main() {
         .iter()
         .map(|k| k.parse().expect("LISTERS"))
         .collect();
-    let local_rate: Option<f64> = args.next().map(|a| {
-        a.strip_prefix("local:")
-            .and_then(|r| r.parse().ok())
-            .expect("local:RATE, keys a second a lister")
+    let local: Option<(f64, u64)> = args.next().map(|a| {
+        let spec = a.strip_prefix("local:").expect("local:RATE[:STREAMS]");
+        let (rate, streams) = spec.split_once(':').unwrap_or((spec, "1"));
+        (
+            rate.parse().expect("RATE, keys a second a stream"),
+            streams.parse().expect("STREAMS, streams a lister"),
+        )
     });
+    let local_rate = local.map(|(rate, _)| rate);
     let settings = ClientSettings {
         endpoint_url: Some(endpoint.clone()),
         force_path_style: true,
@@ -161,14 +168,15 @@ async fn main() {
     let client = build_s3_client(&settings, None).await;
     let mut prices = PriceTable::built_in();
     // The template's ListerStreams; the local stack's runs were measured
-    // with a stream a lister, at the rate their metrics showed for both
-    // sides together (its CPU is this machine's, shared, not Lambda's).
+    // at the rate their metrics showed a stream for both sides together
+    // (its CPU is this machine's, shared, not Lambda's).
     let mut streams = s3_fanout::serverless::env::DEFAULT_LISTER_STREAMS;
-    if let Some(rate) = local_rate {
+    if let Some((rate, local_streams)) = local {
         prices.assumptions.lister_timeout_secs = 25.0;
         prices.assumptions.list_keys_per_second = rate / 2.0;
         prices.assumptions.lister_cpu_us_per_key = 0.0;
-        streams = 1;
+        prices.assumptions.esm_start_invocations = 1_000.0;
+        streams = local_streams;
     }
     println!(
         "| layout | keys | run | listers | shards | largest / mean | ranges | lister invocations | polls | history events | listing | write phase | S3's bound | wall | S3 requests | cost |"

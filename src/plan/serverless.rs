@@ -374,8 +374,10 @@ pub fn estimate(
         a,
     );
     // A shard whose write phase sent no batch is not listed again: with
-    // none sent anywhere, VALIDATE is one invocation per shard that reads
-    // what the write phase left and lists nothing.
+    // none sent anywhere, VALIDATE is a task per range that reads what the
+    // write phase left and lists nothing. Such tasks end at once, so an
+    // invocation's free streams pull the next until none waits: the
+    // mapping's concurrency in invocations at most.
     let validating = stack.validate && batches > 0;
     let validate = match (stack.validate, validating) {
         (true, true) => listing_pass(
@@ -385,7 +387,10 @@ pub fn estimate(
             a,
         ),
         (true, false) => Pass {
-            invocations: write.ranges.div_ceil(stack.lister_streams.max(1)),
+            invocations: write
+                .ranges
+                .div_ceil(stack.lister_streams.max(1))
+                .min(stack.shard_concurrency.max(1)),
             tasks: write.ranges,
             lister_secs: write.ranges as f64 * a.function_start_ms / 1000.0,
             wall_secs: 0.0,
@@ -901,10 +906,11 @@ mod tests {
         // out of shards
         let listers = night.lambda_invocations["lister"];
         // (three tasks a shard: 780 s, then the 96 s a stream free 120 s
-        // before its deadline lists, then the rest; VALIDATE a task a range)
+        // before its deadline lists, then the rest; VALIDATE a task a
+        // range, which ends at once: its 16 invocations pull them all)
         let tasks = night.lister_tasks;
         assert!((3 * 64 + 65..3 * 64 + 100).contains(&tasks), "{tasks}");
-        let write_listers = listers - night.ranges;
+        let write_listers = listers - 16;
         assert!((64..100).contains(&write_listers), "{write_listers}");
         assert!((64..100).contains(&night.ranges), "{}", night.ranges);
         // AND 10,000 checkpoints, one at each task's end and its mark that
