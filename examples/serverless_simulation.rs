@@ -159,6 +159,14 @@ async fn main() {
         )
     });
     let local_rate = local.map(|(rate, _)| rate);
+    // The local stack's runs are compared to the second.
+    let time = |secs: f64| {
+        if local.is_some() {
+            format!("{secs:.1} s")
+        } else {
+            minutes(secs)
+        }
+    };
     let settings = ClientSettings {
         endpoint_url: Some(endpoint.clone()),
         force_path_style: true,
@@ -276,10 +284,10 @@ async fn main() {
                         e.lambda_invocations["lister"],
                         e.progress_polls,
                         e.history_events,
-                        minutes(e.listing_secs),
-                        minutes(e.write_secs),
-                        minutes(e.partition_bound_secs),
-                        minutes(e.wall_secs),
+                        time(e.listing_secs),
+                        time(e.write_secs),
+                        time(e.partition_bound_secs),
+                        time(e.wall_secs),
                         e.s3_requests.values().sum::<u64>(),
                         e.total_usd
                     );
