@@ -196,6 +196,13 @@ async fn the_plan_predicts_the_syncs_requests_within_one_percent() {
     assert_eq!(serverless["lambda_invocations"]["copier"], messages);
     assert!(serverless["state_transitions"].as_u64().unwrap() > 10);
     assert!(serverless["total_usd"].as_f64().unwrap() > local_cost);
+    // AND the same run at the first-copy settings: the same messages, ten
+    // to a copier invocation, and its write phase no longer
+    let tuned = &plan["serverless_first_copy"];
+    assert_eq!(tuned["stack"]["copier_batch_size"], 10);
+    assert_eq!(tuned["sqs_messages"], messages);
+    assert_eq!(tuned["lambda_invocations"]["copier"], messages.div_ceil(10));
+    assert!(tuned["write_secs"].as_f64().unwrap() <= serverless["write_secs"].as_f64().unwrap());
     assert_eq!(plan["prices"]["region"], "us-east-1");
 
     // Planned again after the sync: nothing to do, and the prediction is
@@ -203,6 +210,7 @@ async fn the_plan_predicts_the_syncs_requests_within_one_percent() {
     proxy.clear_log();
     let again = plan_json(&proxy, &src, &dst, &["--delete"]);
     assert_eq!(again["work"]["copy"]["objects"], 0);
+    assert!(again["serverless_first_copy"].is_null(), "nothing to copy");
     proxy.clear_log();
     sync_via(&proxy, &src, &dst, &["--delete"]);
     assert_within_one_percent(&predicted(&again["local"]["s3_requests"]), &seen(&proxy));

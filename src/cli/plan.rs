@@ -180,6 +180,22 @@ fn print_plan(p: &PlanReport) {
                 duration(s.listing_secs),
                 duration(s.partition_bound_secs)
             );
+            // Worth a deploy only where the copiers, not S3, set the pace.
+            if let Some(f) = p
+                .serverless_first_copy
+                .as_ref()
+                .filter(|f| f.wall_secs < 0.8 * s.wall_secs)
+            {
+                println!(
+                    "    faster     {}, {}  deployed with the first-copy settings (README): ListingConcurrency={} CopierMaxConcurrency={} CopierBatchSize={} CopierTaskConcurrency={}",
+                    duration(f.wall_secs),
+                    usd(f.total_usd),
+                    f.stack.shard_concurrency,
+                    f.stack.copier_concurrency,
+                    f.stack.copier_batch_size,
+                    f.stack.copier_task_concurrency
+                );
+            }
         }
         None => println!("\n  serverless runtime: not for a directory (it syncs buckets)"),
     }

@@ -132,6 +132,9 @@ pub struct PlanReport {
     pub local: LocalEstimate,
     /// None when a side is a directory (the serverless runtime syncs buckets).
     pub serverless: Option<ServerlessEstimate>,
+    /// The same run on a stack deployed with the first-copy settings
+    /// ([`StackShape::for_a_first_copy`]), when it copies anything.
+    pub serverless_first_copy: Option<ServerlessEstimate>,
     /// `s3-fanout check` of the same two locations, and `check --checksum`.
     pub check: CheckEstimate,
     pub check_checksum: CheckEstimate,
@@ -190,11 +193,14 @@ pub async fn plan(spec: PlanSpec) -> Result<PlanReport, SyncError> {
         rate_source(&spec, report_dir.as_deref()),
         &mut notes,
     )?;
-    let serverless = match options.buckets() {
-        Ok(_) => Some(
-            serverless_estimate(&spec, &options, &dry, &tally, destination_after, &prices).await?,
-        ),
-        Err(_) => None,
+    let (serverless, serverless_first_copy) = match options.buckets() {
+        Ok(_) => {
+            let (defaults, first_copy) =
+                serverless_estimate(&spec, &options, &dry, &tally, destination_after, &prices)
+                    .await?;
+            (Some(defaults), first_copy)
+        }
+        Err(_) => (None, None),
     };
     let (check, check_checksum) =
         audit::estimates(&options, &dry, tally.same_size_updates, &prices)?;
@@ -230,6 +236,7 @@ pub async fn plan(spec: PlanSpec) -> Result<PlanReport, SyncError> {
         },
         local,
         serverless,
+        serverless_first_copy,
         check,
         check_checksum,
         prices: PriceSource {
@@ -457,7 +464,9 @@ fn newest_copying_run(path: &Path) -> Option<(Summary, PathBuf)> {
 }
 
 /// The serverless estimate: the planner's shards are cut for real (a few
-/// listings), the rest is modelled.
+/// listings), the rest is modelled; and, for a run that copies, the same at
+/// the first-copy settings (on the same shards: listers split what they
+/// need).
 async fn serverless_estimate(
     spec: &PlanSpec,
     options: &SyncOptions,
@@ -465,7 +474,7 @@ async fn serverless_estimate(
     tally: &Tally,
     destination_after: u64,
     prices: &PriceTable,
-) -> Result<ServerlessEstimate, SyncError> {
+) -> Result<(ServerlessEstimate, Option<ServerlessEstimate>), SyncError> {
     let (source, _) = options.buckets()?;
     let settings = RunSettings::default();
     let counter = RequestCounter::new();
@@ -484,29 +493,37 @@ async fn serverless_estimate(
     let mut planner_requests = counter.snapshot();
     add(&mut planner_requests, "ListObjectsV2", 2);
     let c = &dry.counts;
-    serverless::estimate(
-        StackShape {
-            copier_concurrency: spec.lambda_concurrency.max(1),
-            copier_batch_size: spec.lambda_batch_size.clamp(1, 10),
-            copier_task_concurrency: spec.lambda_task_concurrency.max(1),
-            shard_concurrency: u64::from(settings.shard_concurrency),
-            lister_streams: crate::serverless::env::DEFAULT_LISTER_STREAMS,
-            lister_max_keys: crate::serverless::env::DEFAULT_LISTER_MAX_KEYS,
-            architecture: spec.architecture.clone(),
-            validate: settings.validate,
-            notifications: spec.notifications,
-        },
-        serverless::Inputs {
-            shards: shards.len() as u64,
-            shard_keys: &tally.keys.per_range(&shards),
-            busiest_prefix_writes: tally.busiest_prefix_writes(),
-            listed_source: c.listed_source,
-            listed_destination: c.listed_destination,
-            destination_after,
-            transfer_requests: &tally.requests,
-            batches: &tally.batches,
-            planner_requests: &planner_requests,
-        },
-        prices,
-    )
+    let stack = StackShape {
+        copier_concurrency: spec.lambda_concurrency.max(1),
+        copier_batch_size: spec.lambda_batch_size.clamp(1, 10),
+        copier_task_concurrency: spec.lambda_task_concurrency.max(1),
+        shard_concurrency: u64::from(settings.shard_concurrency),
+        lister_streams: crate::serverless::env::DEFAULT_LISTER_STREAMS,
+        lister_max_keys: crate::serverless::env::DEFAULT_LISTER_MAX_KEYS,
+        architecture: spec.architecture.clone(),
+        validate: settings.validate,
+        notifications: spec.notifications,
+    };
+    let shard_keys = tally.keys.per_range(&shards);
+    let inputs = || serverless::Inputs {
+        shards: shards.len() as u64,
+        shard_keys: &shard_keys,
+        busiest_prefix_writes: tally.busiest_prefix_writes(),
+        listed_source: c.listed_source,
+        listed_destination: c.listed_destination,
+        destination_after,
+        transfer_requests: &tally.requests,
+        batches: &tally.batches,
+        planner_requests: &planner_requests,
+    };
+    let first_copy = if tally.batches.is_empty() {
+        None
+    } else {
+        Some(serverless::estimate(
+            stack.clone().for_a_first_copy(),
+            inputs(),
+            prices,
+        )?)
+    };
+    Ok((serverless::estimate(stack, inputs(), prices)?, first_copy))
 }
