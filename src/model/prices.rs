@@ -154,6 +154,15 @@ impl PriceTable {
                 return Err(format!("{operation} is priced in an unknown tier {tier:?}"));
             }
         }
+        // An event source that never starts an invocation would model a run
+        // that never ends.
+        let a = &self.assumptions;
+        if !(a.esm_start_invocations >= 1.0 && a.esm_added_invocations_per_minute > 0.0) {
+            return Err(
+                "esm_start_invocations must be at least 1 and esm_added_invocations_per_minute above 0"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -229,5 +238,15 @@ mod tests {
         let unknown = BTreeMap::from([("RestoreObject".to_string(), 1)]);
         let err = table.s3_requests(&unknown).unwrap_err().to_string();
         assert!(err.contains("RestoreObject"), "{err}");
+    }
+
+    #[test]
+    fn an_event_source_that_never_scales_is_refused() {
+        let mut table = PriceTable::built_in();
+        table.assumptions.esm_added_invocations_per_minute = 0.0;
+        assert!(table.check().unwrap_err().contains("esm_added"));
+        table.assumptions.esm_added_invocations_per_minute = 300.0;
+        table.assumptions.esm_start_invocations = 0.0;
+        assert!(table.check().unwrap_err().contains("esm_start"));
     }
 }
