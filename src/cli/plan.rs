@@ -172,7 +172,7 @@ fn print_plan(p: &PlanReport) {
                 usd(s.cost_usd["dynamodb"])
             );
             println!(
-                "    time       {}  (copies done after {}, at {} copiers at once, {} tasks each; listing {}, S3's per-prefix write rate {})",
+                "    time       {}  (write phase done after {}, at {} copiers at once, {} tasks each; listing {}, S3's per-prefix write rate {})",
                 duration(s.wall_secs),
                 duration(s.write_secs),
                 s.stack.copier_concurrency,
