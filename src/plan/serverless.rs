@@ -29,7 +29,7 @@ use super::tally::BatchCost;
 use crate::base::error::SyncError;
 use crate::engine::pieces::PAGES_BEFORE_CUT;
 use crate::model::deadlines::{pull_margin, stop_margin};
-use crate::model::polling::polls_for;
+use crate::model::polling::{expected_lateness_secs, polls_for};
 use crate::model::prices::{Assumptions, PriceTable};
 use std::time::Duration;
 
@@ -607,13 +607,19 @@ impl Run<'_> {
         } else {
             (0, 0)
         };
-        // The last poll's wait of each pass, half of it on average.
-        let late = (write_last_wait + validate_last_wait) as f64 / 2.0;
+        // How late each pass is seen ended: its last wait, cut to the end
+        // its pace predicts.
+        let write_late = expected_lateness_secs(write_last_wait);
+        let validate_late = if self.stack.validate {
+            expected_lateness_secs(validate_last_wait)
+        } else {
+            0.0
+        };
         Timing {
             copier_secs,
             polls: write_polls + validate_polls,
-            wall_secs: 2.0 + write_wall + validate_list_secs + late + 2.0,
-            write_secs: 2.0 + write_wall + write_last_wait as f64 / 2.0,
+            wall_secs: 2.0 + write_wall + write_late + validate_list_secs + validate_late + 2.0,
+            write_secs: 2.0 + write_wall + write_late,
             partition_bound_secs,
         }
     }

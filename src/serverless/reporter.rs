@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::model::location::{ReportLocation, S3Location};
-use crate::model::polling::poll_wait_secs;
+use crate::model::polling::{eta_bounded, eta_secs, poll_wait_secs};
 use crate::report::deliver::{RunRecord, deliver};
 use crate::report::emf::{self, Unit, Work};
 use crate::report::timeline::MAX_POINTS;
@@ -221,7 +221,8 @@ pub async fn progress(env: &FunctionEnv, before: &Progress) -> Result<Progress, 
     // Short waits only while nothing moves and nothing is in flight (a
     // lost range or batch): a lister holding a long range's task is work
     // in flight, even when no count moved since the last poll.
-    let wait_seconds = poll_wait_secs(u64::from(polls), before.waited_secs, idle > 0);
+    let wait = poll_wait_secs(u64::from(polls), before.waited_secs, idle > 0);
+    let wait_seconds = eta_bounded(wait, pass_eta_secs(before, &counted));
     Ok(Progress {
         complete,
         idle_polls: idle,
@@ -230,6 +231,29 @@ pub async fn progress(env: &FunctionEnv, before: &Progress) -> Result<Progress, 
         waited_secs: before.waited_secs + wait_seconds,
         ..counted
     })
+}
+
+/// Seconds until the pass `now` counts ends, at the pace of the wait since
+/// `before`. While ranges are listed, the batches they will send are not
+/// known: only a pass with no copies outstanding (an unchanged night) has
+/// an end to predict then. Once every range is listed, the batches left.
+fn pass_eta_secs(before: &Progress, now: &Progress) -> Option<f64> {
+    let ranges_left = now.ranges_sent.saturating_sub(now.ranges_done);
+    let batches_left = now.batches_sent.saturating_sub(now.batches_done);
+    match (ranges_left, batches_left) {
+        (0, 0) => None,
+        (0, left) => eta_secs(
+            left,
+            now.batches_done.saturating_sub(before.batches_done),
+            before.wait_seconds,
+        ),
+        (left, 0) => eta_secs(
+            left,
+            now.ranges_done.saturating_sub(before.ranges_done),
+            before.wait_seconds,
+        ),
+        _ => None,
+    }
 }
 
 /// Nothing visible and nothing in flight on the work and range queues.
@@ -838,6 +862,50 @@ mod tests {
             updated_at_ms: Some(updated),
             ..Checkpoint::default()
         }
+    }
+
+    fn counted(ranges: (u64, u64), batches: (u64, u64), wait_seconds: u64) -> Progress {
+        Progress {
+            run_id: "r".to_owned(),
+            phase: Phase::Write,
+            ranges_sent: ranges.0,
+            ranges_done: ranges.1,
+            batches_sent: batches.0,
+            batches_done: batches.1,
+            tasks_sent: 0,
+            complete: false,
+            idle_polls: 0,
+            polls: 3,
+            wait_seconds,
+            waited_secs: 60,
+        }
+    }
+
+    #[test]
+    fn the_end_of_a_pass_is_predicted_only_once_its_work_is_known() {
+        // copies outstanding while ranges are still listed: more will come
+        let before = counted((10, 2), (500, 100), 10);
+        assert_eq!(
+            pass_eta_secs(&before, &counted((10, 4), (600, 300), 0)),
+            None
+        );
+        // every range listed: the batches left at the last wait's pace
+        let before = counted((10, 10), (600, 300), 10);
+        let eta = pass_eta_secs(&before, &counted((10, 10), (600, 500), 0));
+        assert_eq!(eta, Some(5.0));
+        // a night sends nothing: the ranges left at their pace
+        let before = counted((100, 20), (0, 0), 8);
+        let eta = pass_eta_secs(&before, &counted((100, 60), (0, 0), 0));
+        assert_eq!(eta, Some(8.0));
+        // nothing moved, or nothing left: no prediction
+        assert_eq!(pass_eta_secs(&before, &counted((100, 20), (0, 0), 0)), None);
+        assert_eq!(
+            pass_eta_secs(&before, &counted((100, 100), (0, 0), 0)),
+            None
+        );
+        // the first poll has no wait behind it
+        let first = counted((100, 0), (0, 0), 0);
+        assert_eq!(pass_eta_secs(&first, &counted((100, 60), (0, 0), 0)), None);
     }
 
     #[test]
