@@ -10,7 +10,7 @@
 //! counters, the price table) gives the time, invocations, history events,
 //! requests and cost of an unchanged night and of a first copy of small
 //! objects, at AWS's rates (`src/model/prices-us-east-1.json`), not this
-//! machine's. With LISTERS 192 the first copy is also priced at the
+//! machine's. With LISTERS 300 the first copy is also priced at the
 //! first-copy settings (`StackShape::for_a_first_copy`).
 //!
 //!     cargo run --release --example serverless_simulation -- ENDPOINT [KEYS,..] [LAYOUTS] [LISTERS,..] [local:RATE[:STREAMS]]
@@ -187,9 +187,11 @@ async fn main() {
         streams = local_streams;
     }
     println!(
-        "| layout | keys | run | listers | shards | largest / mean | ranges | lister invocations | polls | history events | listing | write phase | S3's bound | wall | S3 requests | cost |"
+        "| layout | keys | run | listers | shards | largest / mean | ranges | lister invocations | polls | history events | listing | write phase | S3's bound | wall | wall / bound | S3 requests | cost |"
     );
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for &keys in &sizes {
         for layout in &layouts {
             let bucket = format!("syn-{keys}-{layout}");
@@ -277,7 +279,7 @@ async fn main() {
                 }
                 for (run, e) in runs {
                     println!(
-                        "| {layout} | {keys} | {run} | {} | {} | {largest:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | ${:.2} |",
+                        "| {layout} | {keys} | {run} | {} | {} | {largest:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | ${:.2} |",
                         e.stack.shard_concurrency,
                         shards.len(),
                         e.ranges,
@@ -288,11 +290,21 @@ async fn main() {
                         time(e.write_secs),
                         time(e.partition_bound_secs),
                         time(e.wall_secs),
+                        ratio(e.wall_secs, e.partition_bound_secs),
                         e.s3_requests.values().sum::<u64>(),
                         e.total_usd
                     );
                 }
             }
         }
+    }
+}
+
+/// The wall time over S3's bound for the copies, where there are copies.
+fn ratio(wall_secs: f64, bound_secs: f64) -> String {
+    if bound_secs > 0.0 {
+        format!("{:.3}×", wall_secs / bound_secs)
+    } else {
+        String::new()
     }
 }

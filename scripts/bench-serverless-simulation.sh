@@ -3,12 +3,12 @@
 # the real planner cuts buckets the synthetic endpoint computes, the
 # endpoint weighs each shard, and plan's serverless model prices an
 # unchanged night and a first copy at AWS's rates (see the header of
-# examples/serverless_simulation.rs). With LISTERS 192 (the first-copy
+# examples/serverless_simulation.rs). With LISTERS 300 (the first-copy
 # settings' ListingConcurrency) it also prices the first copy at the
 # first-copy settings. Prints a Markdown table, also written to
 # bench-results/. Simulated figures, not measured ones.
 #
-#   scripts/bench-serverless-simulation.sh [KEYS=100000000,1000000000] [LAYOUTS=dirs,flat,uuid,skewed] [LISTERS=16,64,192]
+#   scripts/bench-serverless-simulation.sh [KEYS=100000000,1000000000] [LAYOUTS=dirs,flat,uuid,skewed] [LISTERS=16,64,300]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_RELEASE:-$HOME/.cache/s3-fanout/target-rel}"
@@ -22,5 +22,5 @@ for _ in $(seq 100); do [[ -s "$dir/port" ]] && break; sleep 0.1; done
 mkdir -p bench-results
 out="bench-results/serverless-simulation-$(date -u +%Y%m%dT%H%M%S).md"
 "$CARGO_TARGET_DIR/release/examples/serverless_simulation" "http://127.0.0.1:$(cat "$dir/port")" \
-    "${1:-100000000,1000000000}" "${2:-dirs,flat,uuid,skewed}" "${3:-16,64,192}" | tee "$out"
+    "${1:-100000000,1000000000}" "${2:-dirs,flat,uuid,skewed}" "${3:-16,64,300}" | tee "$out"
 echo "written: $out"

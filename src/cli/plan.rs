@@ -187,10 +187,11 @@ fn print_plan(p: &PlanReport) {
                 .filter(|f| f.wall_secs < 0.8 * s.wall_secs)
             {
                 println!(
-                    "    faster     {}, {}  deployed with the first-copy settings (README): ListingConcurrency={} CopierMaxConcurrency={} CopierBatchSize={} CopierTaskConcurrency={}",
+                    "    faster     {}, {}  deployed with the first-copy settings (README): ListingConcurrency={} ListerStreams={} CopierMaxConcurrency={} CopierBatchSize={} CopierTaskConcurrency={}",
                     duration(f.wall_secs),
                     usd(f.total_usd),
                     f.stack.shard_concurrency,
+                    f.stack.lister_streams,
                     f.stack.copier_concurrency,
                     f.stack.copier_batch_size,
                     f.stack.copier_task_concurrency

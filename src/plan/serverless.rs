@@ -52,19 +52,24 @@ pub struct StackShape {
 impl StackShape {
     /// The template's parameters for the first copy of a large bucket
     /// (README, "The first copy of a large bucket"): `ListingConcurrency`
-    /// 192, `CopierMaxConcurrency` 300, `CopierBatchSize` 10 and
-    /// `CopierTaskConcurrency` 32.
+    /// 300, `ListerStreams` 10, `CopierMaxConcurrency` 300,
+    /// `CopierBatchSize` 10 and `CopierTaskConcurrency` 32.
     /// - A copier copies 10 messages at once, 32 tasks of each at a time:
     ///   320 requests in flight, well within a function's 1,024 file
     ///   descriptors, and about 3,300 small objects a second. The work
     ///   queue's event source, adding 300 copiers a minute, so reaches S3's
     ///   pace over 100 prefixes (350,000 writes a second) in 20 s.
     /// - VALIDATE lists both sides again after the copies, its listers
-    ///   ramping from 5 as well: 192 of them list 100M in about a minute.
-    /// - 492 functions at once stay within an account's default 1,000.
+    ///   ramping from 5 as well (the range queue was empty while the copies
+    ///   ran, and Lambda scales an idle queue's mapping back to 5). The
+    ///   ramp, not the cap, sets its pace, so each lister lists as many
+    ///   ranges as its event source's batch allows (10), and 300 of them
+    ///   are there when the ramp reaches them: 100M in under a minute.
+    /// - 600 functions at once stay within an account's default 1,000.
     pub fn for_a_first_copy(self) -> Self {
         StackShape {
-            shard_concurrency: 192,
+            shard_concurrency: 300,
+            lister_streams: 10,
             copier_concurrency: 300,
             copier_batch_size: 10,
             copier_task_concurrency: 32,
@@ -1009,10 +1014,11 @@ mod tests {
         );
         // AND VALIDATE then lists both sides again, its listers ramping
         // from 5 (the range queue's event source scaled back while it
-        // was empty): at least 40 s more, and the whole run within 1.5x
+        // was empty): at least 40 s more, and the whole run within 1.27x
+        // (1.26x: the goal is 1.25x, short by VALIDATE's ramp)
         assert!(fast.wall_secs > fast.write_secs + 40.0);
         assert!(
-            fast.wall_secs <= 1.5 * fast.partition_bound_secs,
+            fast.wall_secs <= 1.27 * fast.partition_bound_secs,
             "{} s",
             fast.wall_secs
         );
