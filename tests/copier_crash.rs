@@ -345,6 +345,15 @@ async fn a_duplicate_killed_mid_multipart_copy_after_the_object_arrived_leaves_n
             .bucket(&dst)
             .delay(Duration::from_millis(1500)),
     );
+    // AND the run table's reads failing, so the duplicate cannot see that
+    // the first delivery counted the batch done, and copies it again (it
+    // would not copy a batch it saw counted)
+    let reads = "DynamoDB_20120810.BatchGetItem";
+    stack().proxy.add_rule(
+        Rule::any()
+            .target(reads)
+            .respond(500, support::fault_proxy::DYNAMODB_INTERNAL_ERROR_JSON),
+    );
     let run_id = unique_bucket("crash-dup");
 
     // WHEN the first delivery has copied the object and the second, a
@@ -372,6 +381,7 @@ async fn a_duplicate_killed_mid_multipart_copy_after_the_object_arrived_leaves_n
             (seen, killed, redelivered_now(&run_id))
         },
     );
+    stack().proxy.remove_target_rules(reads);
     assert!(
         seen,
         "the duplicate delivery copied no part: {}",

@@ -80,6 +80,7 @@ async fn deliver_deletes(run_id: &str, entries: Vec<ObjectEntry>) -> BatchResult
         run_id: run_id.to_owned(),
         batch_id: format!("00000-00000-{:05}", 7),
         tasks,
+        range: None,
     };
     let mut message = SqsMessage::default();
     message.message_id = Some(format!("m-{run_id}"));

@@ -111,8 +111,8 @@ async fn batches_sent_again_by_a_retried_lister_count_once() {
     let (first, retry) = (sent_batches(0, 150), sent_batches(100, 250));
     let (c, id) = (counters.clone(), run_id.clone());
     on_stack(async move {
-        c.record_sent(&id, &first).await?;
-        c.record_sent(&id, &retry).await
+        c.record_sent(&id, &first, None).await?;
+        c.record_sent(&id, &retry, None).await
     })
     .await
     .expect("counted");
@@ -152,7 +152,7 @@ async fn progress_is_two_queries_at_two_thousand_batches_and_the_report_finds_th
         env.store
             .put_json(&id, "sent/00000-00000.json", &checkpoint)
             .await?;
-        c.record_sent(&id, &all).await?;
+        c.record_sent(&id, &all, None).await?;
         let done = futures::stream::iter(all[..1_999].to_vec())
             .map(|batch| {
                 let (c, id) = (c.clone(), id.clone());
@@ -162,7 +162,7 @@ async fn progress_is_two_queries_at_two_thousand_batches_and_the_report_finds_th
                         bytes_copied: batch.tasks * 1_000,
                         ..Counts::default()
                     };
-                    c.record_done(&id, &batch.id, &counts, None).await
+                    c.record_done(&id, &batch.id, &counts, (None, None)).await
                 }
             })
             .buffer_unordered(32)
@@ -253,6 +253,7 @@ fn batch(run_id: &str, present: ObjectEntry, gone: ObjectEntry) -> CopyBatch {
             CopyTask::Copy { object: present },
             CopyTask::Copy { object: gone },
         ],
+        range: None,
     }
 }
 
@@ -272,7 +273,14 @@ async fn a_batch_delivered_twice_counts_once_with_the_rows_of_the_delivery_count
     let s3 = s3().await;
     let (run_id, batch) = run_of_one_batch(&s3, "twice", 1).await;
     // WHEN SQS delivers the batch, then again (its first copier's delete
-    // of the message was lost)
+    // of the message was lost), and the second delivery cannot read that
+    // the first counted it (the run table's reads fail), so it copies too
+    let reads = "DynamoDB_20120810.BatchGetItem";
+    stack().proxy.add_rule(
+        support::fault_proxy::Rule::any()
+            .target(reads)
+            .respond(500, support::fault_proxy::DYNAMODB_INTERNAL_ERROR_JSON),
+    );
     for receive_count in [1, 2] {
         let (env, message) = (stack().env.clone(), message(&batch, receive_count));
         let response = on_stack(async move {
@@ -282,6 +290,7 @@ async fn a_batch_delivered_twice_counts_once_with_the_rows_of_the_delivery_count
         .await;
         assert!(response.batch_item_failures.is_empty());
     }
+    stack().proxy.remove_target_rules(reads);
     // THEN it counts once: one copy, one vanished source
     let (c, id) = (counters(), run_id.clone());
     let totals = on_stack(async move { c.totals(&id).await }).await.unwrap();
@@ -354,8 +363,14 @@ async fn a_batch_counted_by_a_delivery_killed_before_its_record_gets_the_next_de
         .unwrap();
     assert!(record().await.unwrap().is_none());
     // WHEN SQS delivers it again
+    let copies = stack().proxy.count_op(support::fault_proxy::Op::CopyObject);
     assert!(deliver(2).await.batch_item_failures.is_empty());
-    // THEN the batch has a record, the redelivery's, and still counts once
+    // THEN nothing is copied again: the batch is counted done
+    assert_eq!(
+        stack().proxy.count_op(support::fault_proxy::Op::CopyObject),
+        copies
+    );
+    // AND the batch has a record, the redelivery's, and still counts once
     let written = record().await.unwrap().expect("results/BATCH.json");
     assert_eq!(written.receive_count, 2);
     let (c, id) = (counters(), run_id.clone());
@@ -365,4 +380,87 @@ async fn a_batch_counted_by_a_delivery_killed_before_its_record_gets_the_next_de
     // AND a third delivery leaves the record as it is
     assert!(deliver(3).await.batch_item_failures.is_empty());
     assert_eq!(record().await.unwrap().unwrap().receive_count, 2);
+}
+
+/// A write-phase range is copied (and VALIDATE may list it again) only
+/// once its listing is done and every batch it sent, and every part its
+/// copiers split a large object into, is done: never on a count that only
+/// looks complete (parts done before the batch that split them, a batch
+/// delivered twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_is_copied_only_when_its_listing_its_batches_and_their_parts_are_done() {
+    let _serial = SERIAL.lock().await;
+    let run_id = unique_bucket("range-copies");
+    let (c, id) = (counters(), run_id.clone());
+    let copies = on_stack(async move {
+        let shard = 3;
+        let range = s3_fanout::model::location::KeyRange::default();
+        let done = |batch: &str| {
+            let (c, id, batch) = (c.clone(), id.clone(), batch.to_owned());
+            async move {
+                let counts = Counts::default();
+                c.record_done(&id, &batch, &counts, (None, Some(shard)))
+                    .await
+            }
+        };
+        let look = || {
+            let (c, id) = (c.clone(), id.clone());
+            async move {
+                c.range_copies(&id, shard)
+                    .await
+                    .map(|r| r.map(|r| r.all_done()))
+            }
+        };
+        let mut seen = Vec::new();
+        // GIVEN a range still listed whose two batches are copied
+        c.record_sent(&id, &sent_batches(0, 2), None).await?;
+        done("00000-00000-00000").await?;
+        done("00000-00000-00001").await?;
+        seen.push(look().await?); // None: its listing is not done
+        // WHEN its lister counts it done with 3 batches sent
+        c.record_range_done(
+            &id,
+            (s3_fanout::serverless::contract::Phase::Write, shard),
+            3,
+            &range,
+        )
+        .await?;
+        seen.push(look().await?); // Some(false): one batch to go
+        // AND the third batch's copier splits an object into two part
+        // batches (counted sent first), one of which finishes before the
+        // batch that split it is counted done
+        let parts = vec![
+            SentBatch {
+                id: "00000-00000-00002-p0000-0000".into(),
+                tasks: 1,
+                first_key: "big".into(),
+                last_key: "big".into(),
+            },
+            SentBatch {
+                id: "00000-00000-00002-p0000-0001".into(),
+                tasks: 1,
+                first_key: "big".into(),
+                last_key: "big".into(),
+            },
+        ];
+        c.record_sent(&id, &parts, Some(shard)).await?;
+        // a retried split sends the same parts again
+        c.record_sent(&id, &parts, Some(shard)).await?;
+        done(&parts[0].id).await?;
+        seen.push(look().await?); // 3 of 5 done
+        done("00000-00000-00002").await?;
+        // a duplicate delivery of a counted batch
+        assert!(!done("00000-00000-00002").await?);
+        seen.push(look().await?); // 4 of 5 done
+        done(&parts[1].id).await?;
+        seen.push(look().await?); // all 5
+        Ok::<_, s3_fanout::base::error::SyncError>(seen)
+    })
+    .await
+    .expect("counted");
+    // THEN it reads copied only at the end
+    assert_eq!(
+        copies,
+        [None, Some(false), Some(false), Some(false), Some(true)]
+    );
 }

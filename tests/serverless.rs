@@ -944,3 +944,71 @@ async fn a_run_after_replication_proves_replicated_pairs_by_the_journal() {
     assert_eq!(count(&after, "checksum_heads"), 0, "{after}");
     assert_eq!(count(&after, "proven_by_ledger"), KEYS as u64);
 }
+
+/// VALIDATE does not wait for the last copy: a range whose copies are all
+/// done is listed again while another range's copies are still going, and
+/// every key is still validated exactly once (the stack delivers every
+/// message twice, VALIDATE's range tasks included, and the state machine's
+/// VALIDATE start sends those still being listed again).
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_lists_a_copied_range_while_another_still_copies() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "sls-early").await;
+    // GIVEN 30 keys under fast/ and 3 under slow/, whose copies each take
+    // 8 s more
+    for i in 0..30u64 {
+        put(&s3, &src, &format!("fast/{i:02}"), body(i, 100)).await;
+    }
+    for i in 0..3u64 {
+        put(&s3, &src, &format!("slow/{i}"), body(100 + i, 100)).await;
+    }
+    let turn = one_run_at_a_time();
+    for i in 0..3u64 {
+        let key = format!("slow/{i}");
+        stack().proxy.add_rule(
+            Rule::on(Op::CopyObject)
+                .bucket(&dst)
+                .key(&key)
+                .delay(std::time::Duration::from_secs(8)),
+        );
+    }
+    // WHEN a run goes through the state machine
+    let run_id = unique_bucket("early");
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+    let (code, summary, out) = run_in_turn(&[&source, &destination, "--run-id", &run_id]);
+    drop(turn);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    // THEN it succeeds, and each key is copied once and validated once
+    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
+    assert_eq!(count(&summary, "copied"), 33);
+    assert_eq!(count(&summary, "verify_checked"), 33, "{summary}");
+    assert_eq!(count(&summary, "verify_mismatched"), 0);
+    assert_eq!(contents(&s3, &dst).await, contents(&s3, &src).await);
+    // AND VALIDATE began listing before the slow copies were done
+    let times = |folder: &str, field: &str| {
+        let (s3, folder, field) = (s3.clone(), folder.to_owned(), field.to_owned());
+        let config = stack().env.config.clone();
+        let prefix = format!("{}{run_id}/{folder}/", config.report_prefix);
+        async move {
+            let mut times = Vec::new();
+            for (key, _, _) in contents(&s3, &config.report_bucket).await {
+                if key.starts_with(&prefix) {
+                    let body = get_bytes(&s3, &config.report_bucket, &key).await;
+                    let value: Value = serde_json::from_slice(&body).unwrap();
+                    times.extend(value[&field].as_i64());
+                }
+            }
+            times
+        }
+    };
+    let validate_started = times("validate", "started_at_ms").await;
+    let copies_finished = times("results", "finished_at_ms").await;
+    let (first_validate, last_copy) = (
+        validate_started.iter().min().copied().unwrap_or(i64::MAX),
+        copies_finished.iter().max().copied().unwrap_or(0),
+    );
+    assert!(
+        first_validate < last_copy - 2_000,
+        "VALIDATE started at {first_validate}, the last copy ended at {last_copy}"
+    );
+}

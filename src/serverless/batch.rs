@@ -43,6 +43,8 @@ pub struct BatchBuilder {
     id_prefix: String,
     next: usize,
     limits: BatchLimits,
+    /// The write-phase range the batches come from, if any.
+    range: Option<usize>,
     tasks: Vec<CopyTask>,
     bytes: usize,
     object_bytes: u64,
@@ -58,6 +60,7 @@ impl BatchBuilder {
             id_prefix: id_prefix.to_owned(),
             next: first,
             limits,
+            range: None,
             tasks: Vec::new(),
             bytes: 0,
             object_bytes: 0,
@@ -66,12 +69,20 @@ impl BatchBuilder {
         builder
     }
 
+    /// Batches that name the write-phase range `shard` as their sender.
+    pub fn from_range(mut self, shard: usize) -> Self {
+        self.range = Some(shard);
+        self.bytes = self.envelope_bytes();
+        self
+    }
+
     fn envelope_bytes(&self) -> usize {
         CopyBatch {
             version: MESSAGE_VERSION,
             run_id: self.run_id.clone(),
             batch_id: format!("{}-{:05}", self.id_prefix, self.next),
             tasks: Vec::new(),
+            range: self.range,
         }
         .body()
         .len()
@@ -108,6 +119,7 @@ impl BatchBuilder {
             run_id: self.run_id.clone(),
             batch_id: format!("{}-{:05}", self.id_prefix, self.next),
             tasks: std::mem::take(&mut self.tasks),
+            range: self.range,
         };
         self.next += 1;
         self.object_bytes = 0;

@@ -129,6 +129,14 @@ pub struct CopyBatch {
     pub run_id: String,
     pub batch_id: String,
     pub tasks: Vec<CopyTask>,
+    /// The write-phase range whose listing sent this batch (or whose batch
+    /// split off these parts): its copier counts the range's copies, so
+    /// VALIDATE lists the range again as soon as they are all done
+    /// ([`crate::serverless::ranges::validate_when_copied`]). `None`: a
+    /// replication batch, or one sent before batches named their range
+    /// (VALIDATE then waits for the whole write phase, as it always did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<usize>,
 }
 
 impl CopyBatch {
@@ -344,6 +352,21 @@ pub struct BatchResult {
     pub started_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
+}
+
+impl BatchResult {
+    /// A delivery that copied nothing of `batch` (an earlier one did).
+    pub fn nothing(batch: &CopyBatch, receive_count: u32) -> Self {
+        BatchResult {
+            run_id: batch.run_id.clone(),
+            batch_id: batch.batch_id.clone(),
+            receive_count,
+            counts: Counts::default(),
+            rows: Vec::new(),
+            started_at_ms: None,
+            finished_at_ms: None,
+        }
+    }
 }
 
 /// What the planner writes to `run.json`: everything later steps need.

@@ -58,7 +58,7 @@ use crate::report::{Counts, ReportRow, ReportRows, Stats, TaskStatus};
 use crate::serverless::FunctionEnv;
 use crate::serverless::contract::{BatchResult, CopyBatch, CopyTask};
 use crate::serverless::env::RunContext;
-use crate::serverless::parts;
+use crate::serverless::{parts, ranges};
 
 pub fn result_name(batch_id: &str) -> String {
     format!("results/{batch_id}.json")
@@ -189,17 +189,29 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
     };
     delivery.run_id = Some(batch.run_id.clone());
     delivery.batch_id = Some(batch.batch_id.clone());
-    let result = match env.run(&batch.run_id).await {
+    let (result, validates) = match env.run(&batch.run_id).await {
+        Ok(run) if counted_before(env, &batch).await => {
+            // Another delivery copied it and counted it done: copying again
+            // would only write the same objects anew, perhaps after
+            // VALIDATE proved them (their ETags changed under KMS).
+            tracing::info!(batch = %batch.batch_id, receive_count, "counted done by an earlier delivery; not copied again");
+            (
+                Ok(BatchResult::nothing(&batch, receive_count)),
+                run.manifest.settings.validate,
+            )
+        }
         Ok(run) => {
             let counter = &delivery.requests;
-            copy_batch(env, &run, &batch, receive_count, last, deadline, counter).await
+            let result =
+                copy_batch(env, &run, &batch, receive_count, last, deadline, counter).await;
+            (result, run.manifest.settings.validate)
         }
         Err(err) => {
             tracing::error!(batch = %batch.batch_id, error = %err, "the run's manifest is unavailable");
             if !last {
                 return delivery;
             }
-            Ok(unavailable_result(&batch, receive_count, &err))
+            (Ok(unavailable_result(&batch, receive_count, &err)), false)
         }
     };
     let Ok(mut result) = result else {
@@ -207,17 +219,40 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
     };
     result.started_at_ms = Some(started_at_ms);
     result.finished_at_ms = Some(emf::now_ms());
-    match settle_batch(env, &batch, &result).await {
+    match settle_batch(env, &batch, &result, validates).await {
         Ok(counted) => {
             tracing::info!(batch = %batch.batch_id, receive_count, counted, copied = result.counts.copied + result.counts.updated, failed = result.counts.failed, "batch done");
             delivery.hand_back = false;
             delivery.counts = Some(result.counts);
+            // Also on a redelivery of a counted batch: the delivery that
+            // counted it may have died before it looked.
+            if let (Some(shard), true) = (batch.range, validates)
+                && let Err(err) = ranges::validate_when_copied(env, &batch.run_id, shard).await
+            {
+                tracing::warn!(batch = %batch.batch_id, shard, error = %err, "could not look whether the range is copied; VALIDATE lists it when the write phase ends");
+            }
         }
         Err(err) => {
             tracing::error!(batch = %batch.batch_id, error = %err, "could not record the batch's result");
         }
     }
     delivery
+}
+
+/// Whether an earlier delivery of `batch` counted it done (one read of its
+/// marker); `false` when that cannot be read, and the batch is copied.
+async fn counted_before(env: &FunctionEnv, batch: &CopyBatch) -> bool {
+    let Ok(counters) = env.counters() else {
+        return false;
+    };
+    let ids = [batch.batch_id.clone()];
+    match counters.done(&batch.run_id, &ids).await {
+        Ok(done) => done.contains_key(&batch.batch_id),
+        Err(err) => {
+            tracing::warn!(batch = %batch.batch_id, error = %err, "could not read whether the batch is done; copying it");
+            false
+        }
+    }
 }
 
 /// Record a batch's result: its rows (if any) under this delivery's name,
@@ -230,6 +265,7 @@ async fn settle_batch(
     env: &FunctionEnv,
     batch: &CopyBatch,
     result: &BatchResult,
+    validates: bool,
 ) -> Result<bool, SyncError> {
     let started_at_ms = result.started_at_ms.unwrap_or_default();
     let rows = (!result.rows.is_empty())
@@ -243,7 +279,7 @@ async fn settle_batch(
             &batch.run_id,
             &batch.batch_id,
             &result.counts,
-            rows.as_deref(),
+            (rows.as_deref(), batch.range.filter(|_| validates)),
         )
         .await?;
     if counted {
@@ -378,7 +414,7 @@ async fn copy_batch(
                             env,
                             run,
                             &context,
-                            &batch.batch_id,
+                            (&batch.batch_id, batch.range),
                             index,
                             &object,
                             update,

@@ -30,6 +30,14 @@
 //!   (`batches`) and the keys it covered (`range`, JSON): VALIDATE is sent
 //!   only the ranges that wrote something, each as it ended. One partition
 //!   per pass, so the ranges done are one Query.
+//! - `pk = RUN#r#write, sk = copied#SHARD`: the copies of a write-phase
+//!   range: `copied`, its batches counted done, and `parts`, the part
+//!   batches its copiers split large objects into, each added in the same
+//!   transaction as the batch's own marker, so once. The range is copied
+//!   when `copied` reaches its done marker's `batches` plus `parts` (a
+//!   batch counts its parts sent before it counts itself done, so no count
+//!   reaches that sum early), and VALIDATE may list it again then, while
+//!   other ranges still copy ([`super::ranges::validate_when_copied`]).
 //! - `pk = RUN, sk = ranges`: the numbers given to split ranges (`next`).
 //! - `pk = RUN#l, sk = PHASE#SHARD#SEQ`: the lease of a range task, held by
 //!   the lister working on it until its deadline (`until`, milliseconds).
@@ -45,7 +53,10 @@
 //! Costs at 100M objects copied (1M batches, on-demand at $0.625 per
 //! million write units): a transaction's write is two units per item, so
 //! about 4 units per batch sent and 4 per batch done, 8M units: $5, beside
-//! the $500 of the 100M CopyObject requests.
+//! the $500 of the 100M CopyObject requests. With VALIDATE, a batch done
+//! also counts in its range's copies (2 more units) and reads them (2 read
+//! units at $0.125 a million), and every delivery first reads its batch's
+//! done marker (1): $1.63 more.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -102,6 +113,25 @@ fn phase_index(phase: Phase) -> usize {
     match phase {
         Phase::Write => 0,
         Phase::Validate => 1,
+    }
+}
+
+/// A write-phase range's copies ([`RunCounters::range_copies`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeCopies {
+    /// Batches its listing sent, and the keys it covered.
+    pub batches: u64,
+    pub range: Option<KeyRange>,
+    /// Its batches and parts counted done, and the parts split off.
+    pub copied: u64,
+    pub parts: u64,
+}
+
+impl RangeCopies {
+    /// Every batch the range sent, and every part its copies split off,
+    /// is done: nothing of it is left to copy.
+    pub fn all_done(&self) -> bool {
+        self.batches > 0 && self.copied >= self.batches + self.parts
     }
 }
 
@@ -318,12 +348,19 @@ impl RunCounters {
 
     /// Count `batches` as sent, each once however often this is called
     /// for it (a retried lister sends its batches again under their ids).
-    pub async fn record_sent(&self, run_id: &str, batches: &[SentBatch]) -> Result<(), SyncError> {
-        for chunk in batches.chunks(MAX_TRANSACTION_ITEMS - 1) {
-            if !self.sent_together(run_id, chunk).await? {
+    /// `parts_of`: the batches are parts a copier split a large object of
+    /// that write-phase range into, which the range's copies wait for too.
+    pub async fn record_sent(
+        &self,
+        run_id: &str,
+        batches: &[SentBatch],
+        parts_of: Option<usize>,
+    ) -> Result<(), SyncError> {
+        for chunk in batches.chunks(MAX_TRANSACTION_ITEMS - 2) {
+            if !self.sent_together(run_id, chunk, parts_of).await? {
                 // Some of them were counted before: one at a time.
                 for batch in chunk {
-                    self.sent_together(run_id, std::slice::from_ref(batch))
+                    self.sent_together(run_id, std::slice::from_ref(batch), parts_of)
                         .await?;
                 }
             }
@@ -331,7 +368,12 @@ impl RunCounters {
         Ok(())
     }
 
-    async fn sent_together(&self, run_id: &str, batches: &[SentBatch]) -> Result<bool, SyncError> {
+    async fn sent_together(
+        &self,
+        run_id: &str,
+        batches: &[SentBatch],
+        parts_of: Option<usize>,
+    ) -> Result<bool, SyncError> {
         let Some(first) = batches.first() else {
             return Ok(true);
         };
@@ -353,18 +395,27 @@ impl RunCounters {
                 .update(self.add_to_slot(run_id, slot_of(&first.id), &values))
                 .build(),
         );
+        if let Some(shard) = parts_of {
+            let parts = [("parts".to_owned(), batches.len() as u64)];
+            items.push(
+                TransactWriteItem::builder()
+                    .update(self.add_to_range_copies(run_id, shard, &parts))
+                    .build(),
+            );
+        }
         self.transact("counting the batches sent", items).await
     }
 
     /// Count a batch done with its outcomes, once; `rows` names the object
-    /// holding its report rows, if it has any. `false`: it was counted
-    /// before (a duplicate delivery), and nothing changed.
+    /// holding its report rows, if it has any, and `range` the write-phase
+    /// range that sent it, whose copies it counts too. `false`: it was
+    /// counted before (a duplicate delivery), and nothing changed.
     pub async fn record_done(
         &self,
         run_id: &str,
         batch_id: &str,
         counts: &Counts,
-        rows: Option<&str>,
+        (rows, range): (Option<&str>, Option<usize>),
     ) -> Result<bool, SyncError> {
         let mut marker = self.marker(run_id, batch_id, "done");
         if let Some(rows) = rows {
@@ -373,13 +424,100 @@ impl RunCounters {
         let mut values = count_attributes(counts);
         values.push(("batches_done".into(), 1));
         values.push(("batches_with_rows".into(), u64::from(rows.is_some())));
-        let items = vec![
+        let mut items = vec![
             TransactWriteItem::builder().put(marker).build(),
             TransactWriteItem::builder()
                 .update(self.add_to_slot(run_id, slot_of(batch_id), &values))
                 .build(),
         ];
+        if let Some(shard) = range {
+            let copied = [("copied".to_owned(), 1)];
+            items.push(
+                TransactWriteItem::builder()
+                    .update(self.add_to_range_copies(run_id, shard, &copied))
+                    .build(),
+            );
+        }
         self.transact("counting a batch done", items).await
+    }
+
+    fn range_copies_key(run_id: &str, shard: usize) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (
+                "pk".to_owned(),
+                s(format!("{run_id}#r#{}", Phase::Write.name())),
+            ),
+            ("sk".to_owned(), s(format!("copied#{shard:05}"))),
+        ])
+    }
+
+    fn add_to_range_copies(&self, run_id: &str, shard: usize, values: &[(String, u64)]) -> Update {
+        let add = AddExpression::of(values);
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::range_copies_key(run_id, shard)))
+            .update_expression(add.expression)
+            .set_expression_attribute_names(Some(add.names))
+            .set_expression_attribute_values(Some(add.values))
+            .build()
+            .expect("key, table and expression are set")
+    }
+
+    /// Where the copies of write-phase range `shard` stand: `None` while
+    /// the range is still listed (its done marker is not written yet).
+    /// One BatchGetItem of its done marker and its copies, read
+    /// consistently.
+    pub async fn range_copies(
+        &self,
+        run_id: &str,
+        shard: usize,
+    ) -> Result<Option<RangeCopies>, SyncError> {
+        let done_key = HashMap::from([
+            (
+                "pk".to_owned(),
+                s(format!("{run_id}#r#{}", Phase::Write.name())),
+            ),
+            ("sk".to_owned(), s(format!("done#{shard:05}"))),
+        ]);
+        let keys = KeysAndAttributes::builder()
+            .keys(done_key)
+            .keys(Self::range_copies_key(run_id, shard))
+            .consistent_read(true)
+            .build()
+            .expect("keys are set");
+        let answer = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, keys)
+            .send()
+            .await
+            .map_err(|e| failed("reading a range's copies", classify(&e)))?;
+        if answer
+            .unprocessed_keys()
+            .and_then(|u| u.get(&self.table))
+            .is_some_and(|k| !k.keys().is_empty())
+        {
+            // Throttled: the caller's next look, or VALIDATE's start, will do.
+            return Ok(None);
+        }
+        let items = answer.responses().and_then(|r| r.get(&self.table));
+        let find = |prefix: &str| {
+            items.into_iter().flatten().find(|item| {
+                item.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|sk| sk.starts_with(prefix))
+            })
+        };
+        let Some(done) = find("done#") else {
+            return Ok(None);
+        };
+        let copies = find("copied#");
+        Ok(Some(RangeCopies {
+            batches: number(done, "batches"),
+            range: range_of(done),
+            copied: copies.map_or(0, |c| number(c, "copied")),
+            parts: copies.map_or(0, |c| number(c, "parts")),
+        }))
     }
 
     fn range_marker(

@@ -268,6 +268,13 @@ async fn hand_on(
         counters
             .record_range_done(&at.run_id, (at.phase, at.shard), next.batches_sent, &range)
             .await?;
+        // Its copies may all be done already (a range's last batches are
+        // copied while its last page is listed).
+        if at.phase == Phase::Write
+            && let Err(err) = validate_if_copied(env, &at).await
+        {
+            tracing::warn!(shard = at.shard, error = %err, "could not look whether the range is copied; VALIDATE lists it when the write phase ends");
+        }
     } else {
         crate::serverless::ranges::send_tasks(env, std::slice::from_ref(&next)).await?;
     }
@@ -278,6 +285,15 @@ async fn hand_on(
         .release(&at.run_id, (at.phase, at.shard, at.seq))
         .await?;
     Ok(Taken::HandedOn(next))
+}
+
+/// Send the write-phase range `at` to VALIDATE if the run validates and its
+/// copies are all done.
+async fn validate_if_copied(env: &FunctionEnv, at: &ShardCursor) -> Result<(), SyncError> {
+    if env.run(&at.run_id).await?.manifest.settings.validate {
+        crate::serverless::ranges::validate_when_copied(env, &at.run_id, at.shard).await?;
+    }
+    Ok(())
 }
 
 /// Run one invocation's worth of a shard; returns the cursor for the next.
@@ -556,7 +572,8 @@ impl<'a> Pass<'a> {
             &format!("{:05}-{:05}", at.shard, at.seq),
             checkpoint.batches.len(),
             BatchLimits::default(),
-        );
+        )
+        .from_range(at.shard);
         Pass {
             env,
             run,
@@ -808,7 +825,7 @@ impl<'a> Pass<'a> {
             let sent: Vec<SentBatch> = self.ready.drain(..).map(|b| SentBatch::from(&b)).collect();
             self.env
                 .counters()?
-                .record_sent(&self.at.run_id, &sent)
+                .record_sent(&self.at.run_id, &sent, None)
                 .await?;
             self.tally.batches_sent += sent.len() as u64;
             self.checkpoint.batches.extend(sent);

@@ -61,14 +61,15 @@ pub fn group_parts(layout: &Layout, max_bytes: u64) -> Vec<Range<usize>> {
     groups
 }
 
-/// Split one large object of batch `batch_id` (its task number `task`) into
-/// part-range tasks.
+/// Split one large object of batch `batch_id` (its task number `task`),
+/// sent by the write-phase range `range`, into part-range tasks, which name
+/// that range too.
 #[allow(clippy::too_many_arguments)] // the copier's context for one task, spelled out
 pub async fn split(
     env: &FunctionEnv,
     run: &RunContext,
     context: &WorkContext,
-    batch_id: &str,
+    (batch_id, range): (&str, Option<usize>),
     task: usize,
     object: &ObjectEntry,
     update: bool,
@@ -103,6 +104,7 @@ pub async fn split(
                 first_part: parts.start as u32 + 1,
                 last_part: parts.end as u32,
             })],
+            range,
         })
         .collect();
     // Recorded before sent: progress must wait for every group, and a
@@ -121,7 +123,12 @@ pub async fn split(
         return Retry::Worthwhile;
     }
     let counted = match env.counters() {
-        Ok(counters) => counters.record_sent(run_id, &sent.batches).await,
+        Ok(counters) => {
+            // The range's copies wait for its parts only where VALIDATE
+            // waits for the range's copies.
+            let parts_of = range.filter(|_| run.manifest.settings.validate);
+            counters.record_sent(run_id, &sent.batches, parts_of).await
+        }
         Err(err) => Err(err),
     };
     if let Err(err) = counted {

@@ -13,6 +13,13 @@
 //! range is counted sent, once, before it is sent, and done, once, by the
 //! invocation that lists its last key. The pass is over when the two are
 //! equal, read done first.
+//!
+//! VALIDATE does not wait for the whole write phase: a write-phase range
+//! whose listing and copies are all done is sent to VALIDATE at once
+//! ([`validate_when_copied`]), so VALIDATE lists most ranges while others
+//! still copy, and after the last copy only the last ranges are left.
+//! Listing the range again then cannot race its own copies: every batch it
+//! sent, and every part they split into, is counted done.
 
 use crate::base::error::SyncError;
 use crate::model::location::KeyRange;
@@ -133,21 +140,67 @@ pub async fn backlog(env: &FunctionEnv) -> Result<u64, SyncError> {
         .unwrap_or(0))
 }
 
+/// Send write-phase range `shard` to VALIDATE if its listing is done and
+/// everything it sent is copied ([`crate::serverless::counters::RangeCopies`]).
+/// The lister that ends the range and each copier that finishes one of its
+/// batches look (one read); whichever sees it complete sends it. Both may,
+/// and a redelivered batch looks again: the lister that takes a second copy
+/// finds the first's lease or its hand-on and drops it. A look that fails
+/// or is lost costs only the overlap: VALIDATE's start sends every range
+/// not yet validated. `Ok(true)`: sent.
+pub async fn validate_when_copied(
+    env: &FunctionEnv,
+    run_id: &str,
+    shard: usize,
+) -> Result<bool, SyncError> {
+    let Some(copies) = env.counters()?.range_copies(run_id, shard).await? else {
+        return Ok(false);
+    };
+    if !copies.all_done() {
+        return Ok(false);
+    }
+    tracing::info!(
+        run_id,
+        shard,
+        batches = copies.batches,
+        parts = copies.parts,
+        "range copied: sent to VALIDATE"
+    );
+    let task = first_task(run_id, Phase::Validate, shard, copies.range);
+    hand_out(env, run_id, std::slice::from_ref(&task)).await?;
+    Ok(true)
+}
+
 /// Start VALIDATE over the ranges whose write phase sent batches, and, with
 /// a ledger of proven pairs, over the others too: VALIDATE is the run's
 /// last listing pass, whose checkpoints name the next ledger's chunks, and
 /// a range that wrote nothing hands on its write phase's proofs without
-/// listing ([`super::lister`]).
+/// listing ([`super::lister`]). Ranges VALIDATE already listed to their end
+/// (sent as their copies ended) are not sent again; those it is still
+/// listing are, and their second task is dropped.
 pub async fn start_validate(env: &FunctionEnv, run_id: &str) -> Result<Progress, SyncError> {
     let run = env.run(run_id).await?;
-    let done = env.counters()?.ranges_done(run_id, Phase::Write).await?;
+    let counters = env.counters()?;
+    let done = counters.ranges_done(run_id, Phase::Write).await?;
+    let validated: std::collections::HashSet<usize> = counters
+        .ranges_done(run_id, Phase::Validate)
+        .await?
+        .into_iter()
+        .map(|(shard, _, _)| shard)
+        .collect();
     let with_ledger = run.options.ledger.is_some();
     // Each range as its write phase ended: the keys it listed itself, not
     // those it split off (they are ranges of their own).
     let shards: Vec<(usize, Option<KeyRange>)> = done
         .into_iter()
         .filter(|&(_, batches, _)| with_ledger || batches > 0)
+        .filter(|(shard, _, _)| !validated.contains(shard))
         .map(|(shard, _, range)| (shard, range))
         .collect();
+    tracing::info!(
+        run_id,
+        validated_early = validated.len(),
+        "VALIDATE starts; ranges validated while others copied are not sent again"
+    );
     start_pass(env, run_id, Phase::Validate, &shards).await
 }

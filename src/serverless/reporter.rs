@@ -163,7 +163,12 @@ pub async fn batch_counts(
 ) -> Result<(Progress, RunTotals), SyncError> {
     let done = counters.totals(run_id).await?;
     let sent = counters.totals(run_id).await?;
-    let phase = phase.unwrap_or(if sent.ranges(Phase::Validate).0 > 0 {
+    // VALIDATE lists ranges while others still copy: the run is in
+    // VALIDATE once the write phase is over.
+    let (write_sent, _) = sent.ranges(Phase::Write);
+    let (_, write_done) = done.ranges(Phase::Write);
+    let writing = write_done < write_sent || done.batches_done < sent.batches_sent;
+    let phase = phase.unwrap_or(if sent.ranges(Phase::Validate).0 > 0 && !writing {
         Phase::Validate
     } else {
         Phase::Write

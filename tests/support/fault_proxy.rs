@@ -89,6 +89,7 @@ pub const SSE_C_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>
 pub const TOO_MANY_REQUESTS_XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>TooManyRequests</Code><Message>Please reduce your request rate.</Message><RequestId>FAULTPROXY</RequestId><HostId>fault-proxy</HostId></Error>";
 
 /// SQS's (JSON protocol) answer to a request it failed, sent with 500.
+pub const DYNAMODB_INTERNAL_ERROR_JSON: &str = "{\"__type\":\"com.amazonaws.dynamodb.v20120810#InternalServerError\",\"message\":\"Internal server error\"}";
 pub const SQS_INTERNAL_ERROR_JSON: &str = "{\"__type\":\"com.amazonaws.sqs#InternalError\",\"message\":\"We encountered an internal error. Please try again.\"}";
 
 /// S3's answer, with 404, to a part copy or completion of an upload that
@@ -246,6 +247,8 @@ pub struct Rule {
     bucket: Option<String>,
     query: Option<String>,
     part: Option<u32>,
+    /// `x-amz-target` of a JSON-protocol call (DynamoDB's, say).
+    target: Option<String>,
     /// `None`: forever.
     remaining: Option<u32>,
     /// Matching requests still to let through before the rule applies.
@@ -264,6 +267,7 @@ pub struct RuleBuilder {
     bucket: Option<String>,
     query: Option<String>,
     part: Option<u32>,
+    target: Option<String>,
     remaining: Option<u32>,
     skip: u32,
     sample: Option<Sample>,
@@ -286,6 +290,7 @@ impl Rule {
             bucket: None,
             query: None,
             part: None,
+            target: None,
             remaining: None,
             skip: 0,
             sample: None,
@@ -306,6 +311,10 @@ impl Rule {
                 .as_ref()
                 .is_none_or(|q| request.query.contains(q.as_str()))
             && self.part.is_none_or(|p| request.part_number == Some(p))
+            && self
+                .target
+                .as_ref()
+                .is_none_or(|t| request.target.as_ref() == Some(t))
     }
 }
 
@@ -313,6 +322,13 @@ impl RuleBuilder {
     /// Only requests for this object key (decoded, relative to the bucket).
     pub fn key(mut self, key: &str) -> Self {
         self.key = Some(key.to_owned());
+        self
+    }
+
+    /// Only JSON-protocol calls with this `x-amz-target`
+    /// (`DynamoDB_20120810.BatchGetItem`); use with [`Rule::any`].
+    pub fn target(mut self, target: &str) -> Self {
+        self.target = Some(target.to_owned());
         self
     }
 
@@ -399,6 +415,7 @@ impl RuleBuilder {
             bucket: self.bucket,
             query: self.query,
             part: self.part,
+            target: self.target,
             remaining: self.remaining,
             skip: self.skip,
             sample: self.sample,
@@ -535,6 +552,13 @@ impl FaultProxy {
                 .respond(503, SLOW_DOWN_XML),
         );
         self.add_rule(Rule::any().bucket(bucket).fraction(0.05, !seed).reset());
+    }
+
+    /// Remove the rules for JSON-protocol calls with this `x-amz-target`.
+    pub fn remove_target_rules(&self, target: &str) {
+        self.state()
+            .rules
+            .retain(|rule| rule.target.as_deref() != Some(target));
     }
 
     /// Remove every rule: from now on everything is forwarded (the switches

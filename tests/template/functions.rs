@@ -208,12 +208,14 @@ pub fn check_environment(t: &Template) -> Check {
         );
     }
     // The range queue: the planner starts a pass there, listers take and
-    // hand on its tasks, the reporter reads its depth.
+    // hand on its tasks, a range's last copier sends it to VALIDATE, the
+    // reporter reads its depth.
     for binary in FUNCTION_BINARIES {
         let (id, function) = t.function(binary)?;
         let uses = [
             "s3-fanout-planner",
             "s3-fanout-lister",
+            COPIER,
             "s3-fanout-reporter",
         ]
         .contains(&binary);
@@ -223,7 +225,7 @@ pub fn check_environment(t: &Template) -> Check {
             .cloned();
         ensure!(
             queue == uses.then(|| json!({"Ref": "RangeQueue"})),
-            "{id} S3_FANOUT_RANGE_QUEUE_URL must be !Ref RangeQueue exactly for the planner, lister and reporter, is {queue:?}"
+            "{id} S3_FANOUT_RANGE_QUEUE_URL must be !Ref RangeQueue exactly for the planner, lister, copier and reporter, is {queue:?}"
         );
     }
     for binary in [COPIER, REPLICATOR] {

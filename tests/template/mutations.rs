@@ -693,6 +693,14 @@ fn a_run_table_that_keeps_items_or_is_granted_too_widely_is_caught() {
     });
     assert_caught(check_least_privilege(&t), "the lister unable to count");
     let t = broken(|d| {
+        role_statements(d, COPIER)
+            .retain(|s| s.get("Sid") != Some(&json!("SendCopiedRangesToValidate")));
+    });
+    assert_caught(
+        check_least_privilege(&t),
+        "the copier unable to send a copied range to VALIDATE",
+    );
+    let t = broken(|d| {
         let copier = copier_id(d);
         remove(
             d,

@@ -274,6 +274,8 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("sqs:SendMessage", ranges),
                 // GetObject of a checkpoint not written yet must be a 404.
                 ("s3:ListBucket", report),
+                // A range's copies, read when its listing ends.
+                ("dynamodb:BatchGetItem", table),
             ]);
             g.extend(grants(&report_rw));
             g.extend(grants(&count));
@@ -296,6 +298,9 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:GetObject", dst_objects),
                 ("s3:ListBucketMultipartUploads", dst),
                 ("s3:ListBucket", report),
+                // A range whose copies are all done, sent to VALIDATE.
+                ("sqs:SendMessage", ranges),
+                ("dynamodb:BatchGetItem", table),
             ]);
             g.extend(grants(&report_rw));
             g.extend(grants(&count));
