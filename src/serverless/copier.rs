@@ -37,8 +37,10 @@
 //! the batch back reports none (the delivery that writes the result counts
 //! them, arrived objects included), so over a run they add up to
 //! summary.json's; only a duplicate delivery, which really copies twice,
-//! is counted twice. Retries, throttles and the duration are every
-//! delivery's, handed back or not: that is where throttling shows.
+//! is counted twice. A delivery that finds its batch already counted done
+//! copies nothing and says so (`duplicate`: true, no objects). Retries,
+//! throttles and the duration are every delivery's, handed back or not:
+//! that is where throttling shows.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -126,6 +128,9 @@ struct Delivery {
     receive_count: u32,
     /// The result's counts, when this delivery wrote one.
     counts: Option<Counts>,
+    /// It found its batch counted done by an earlier delivery and copied
+    /// nothing: its record stands for no batch (its counts are zero).
+    duplicate: bool,
     requests: RequestCounter,
     started: Instant,
 }
@@ -148,7 +153,8 @@ impl Delivery {
         let mut record = emf::function_record(function_name, &work, self.started.elapsed())
             .value("ObjectsDeleted", Unit::Count, counts.deleted as f64)
             .property("receive_count", self.receive_count.into())
-            .property("handed_back", self.hand_back.into());
+            .property("handed_back", self.hand_back.into())
+            .property("duplicate", self.duplicate.into());
         for (name, value) in [("run_id", &self.run_id), ("batch_id", &self.batch_id)] {
             if let Some(value) = value {
                 record = record.property(name, value.as_str().into());
@@ -172,6 +178,7 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
         batch_id: None,
         receive_count,
         counts: None,
+        duplicate: false,
         // Counted per delivery, so a result carries its batch's retries only.
         requests: RequestCounter::new(),
         started: Instant::now(),
@@ -195,6 +202,7 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
             // would only write the same objects anew, perhaps after
             // VALIDATE proved them (their ETags changed under KMS).
             tracing::info!(batch = %batch.batch_id, receive_count, "counted done by an earlier delivery; not copied again");
+            delivery.duplicate = true;
             (
                 Ok(BatchResult::nothing(&batch, receive_count)),
                 run.manifest.settings.validate,
@@ -528,6 +536,7 @@ mod tests {
             batch_id: Some("00001-00000-0000".into()),
             receive_count: 2,
             counts,
+            duplicate: false,
             requests: RequestCounter::new(),
             started: Instant::now(),
         }
