@@ -230,3 +230,78 @@ async fn failures_within_the_threshold_are_reported_and_still_exit_1_without_an_
         "{summary}"
     );
 }
+
+#[tokio::test]
+async fn fail_fast_stops_the_run_once_failures_pass_the_threshold_and_says_why() {
+    // GIVEN 1,000 objects of which every 20th is refused for good
+    // (AccessDenied, as a missing KMS grant answers)
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "thr-failfast").await;
+    futures::future::join_all((0..1000).map(|i| {
+        let (s3, src) = (s3.clone(), src.clone());
+        async move { put(&s3, &src, &format!("ff/{i:04}"), body(i, 20)).await }
+    }))
+    .await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    for i in (7..1000).step_by(20) {
+        proxy.add_rule(
+            Rule::on(Op::CopyObject)
+                .bucket(&dst)
+                .key(&format!("ff/{i:04}"))
+                .respond(403, support::fault_proxy::ACCESS_DENIED_XML),
+        );
+    }
+    let report = tempfile::tempdir().unwrap();
+
+    // WHEN it is synced failing fast past 10 failures
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+    let out = run_cli(&[
+        "sync",
+        &source,
+        &destination,
+        "--endpoint-url",
+        proxy.endpoint(),
+        "--no-progress",
+        "--json",
+        "--concurrency",
+        "8",
+        "--failure-threshold",
+        "10",
+        "--fail-fast",
+        "--report",
+        report.path().to_str().unwrap(),
+    ]);
+
+    // THEN it stops: exit 1, and the error (stderr and summary) says after
+    // how many failures, and where the report is
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    let summary: Value = serde_json::from_str(&out.stdout).unwrap();
+    let error = summary["error"].as_str().unwrap_or_default();
+    let failures: u64 = error
+        .strip_prefix("stopped: failure threshold 10 passed after ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the error says why: {error:?}"));
+    assert!(failures > 10, "{error}");
+    let summary_json = summary["summary_json"].as_str().expect("summary_json");
+    assert!(
+        error.ends_with(&format!("; report: {summary_json}")),
+        "{error}"
+    );
+    assert_eq!(error_lines(&out.stderr), [format!("error: {error}")]);
+    assert_eq!(summary["status"], "failed");
+    assert_eq!(summary["stopped"]["reason"], "failure_threshold");
+    // AND far fewer than the 1,000 objects were attempted; those it did not
+    // start are counted dropped, and the failures are the report's rows
+    let attempted = proxy.count_op(Op::CopyObject);
+    println!("{attempted} copies attempted, stopped after {failures} failures");
+    assert!(attempted < 500, "{attempted} copies attempted");
+    assert!(count(&summary, "dropped") > 0, "{summary}");
+    assert_eq!(count(&summary, "failed"), failures);
+    let folder = only_run_folder(report.path());
+    assert_eq!(
+        failure_rows(&folder.join("failures.csv")).len() as u64,
+        failures
+    );
+    assert_eq!(list_multipart_uploads(&s3, &dst).await, 0);
+}

@@ -74,6 +74,7 @@ impl RunClock {
             counts,
             fatal: None,
             interrupted: false,
+            stop: None,
             failure_threshold: 0,
             requests: counter.snapshot(),
             copy_concurrency: None,

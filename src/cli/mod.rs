@@ -57,6 +57,9 @@ pub enum Command {
     Run(serverless::RunArgs),
     /// Show a serverless run's phase and progress.
     Status(serverless::RunRef),
+    /// Stop a serverless run: its listers and copiers drop what is left
+    /// within about a second, and it ends as Cancelled with its report.
+    Cancel(cancel::CancelArgs),
     /// Print a run's report, CLI or serverless; --open writes its HTML page.
     Report(report::ReportArgs),
     /// Run the serverless stack on this machine, on moto (development).
@@ -69,6 +72,7 @@ pub enum Command {
 }
 
 mod archive;
+mod cancel;
 mod check;
 mod interrupt;
 mod output;
@@ -86,6 +90,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Check(spec) => return check::check(*spec, cli.json, cli.no_progress).await,
         Command::Run(args) => return serverless::run(args, cli.json).await,
         Command::Status(args) => return serverless::status(args, cli.json).await,
+        Command::Cancel(args) => return cancel::cancel(args).await,
         Command::Report(args) => return report::report(args, cli.json).await,
         Command::LocalStack(args) => return serverless::local_stack(args).await,
         Command::Export(spec) => return archive::export(*spec, cli.json).await,

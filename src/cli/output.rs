@@ -110,6 +110,22 @@ pub fn print_summary(s: &Summary) {
             human_bytes(c.bytes_copied),
             s.duration_secs
         );
+        if let Some(stopped) = &s.stopped {
+            println!(
+                "  stopped    {}: {} not started (dropped{}); the next run does them",
+                stopped.describe(),
+                n(c.dropped),
+                if c.dropped_batches + c.dropped_ranges > 0 {
+                    format!(
+                        ": {} batches and {} range tasks whole",
+                        n(c.dropped_batches),
+                        n(c.dropped_ranges)
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
         let how = if c.verify_heads > 0 {
             " (the keys written, by HEAD on both sides)"
         } else {

@@ -16,7 +16,11 @@ use crate::model::options::{ClientFlags, DiffMode};
 use crate::report::{ReportRow, Summary};
 use crate::serverless::control::{self, RunState, StackOutputs};
 
+use crate::cli::cancel::{Followed, OnInterrupt, Show, follow};
 use crate::cli::output::{EXIT_USAGE, print_summary};
+
+/// A follower left on Ctrl-C, the run still going: 128 + SIGINT.
+const EXIT_INTERRUPTED: i32 = 130;
 
 /// Which deployed stack to drive.
 #[derive(Debug, Clone, clap::Args)]
@@ -120,6 +124,11 @@ pub struct RunArgs {
     /// says whether every object is synced, N whether the run failed.
     #[arg(long, value_name = "N")]
     pub failure_threshold: Option<u64>,
+    /// Stop the whole run once more objects failed than the threshold
+    /// allows: listers and copiers drop what is left, and the execution
+    /// ends as Stopped with its report (`"fail_fast": true`).
+    #[arg(long)]
+    pub fail_fast: bool,
     /// Shards listed at once (default 16).
     #[arg(long, value_name = "N")]
     pub shard_concurrency: Option<u32>,
@@ -130,8 +139,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub run_id: Option<String>,
     /// Wait for the run to end, print its report, exit with its status.
+    /// Ctrl-C then asks whether to cancel the run or leave it running.
     #[arg(long)]
     pub wait: bool,
+    /// (with --wait) Ctrl-C leaves the run running without asking.
+    #[arg(long, requires = "wait")]
+    pub detach: bool,
 }
 
 impl RunArgs {
@@ -182,6 +195,9 @@ impl RunArgs {
         if self.no_validate {
             set("validate", json!(false));
         }
+        if self.fail_fast {
+            set("fail_fast", json!(true));
+        }
         Ok(input)
     }
 }
@@ -211,6 +227,10 @@ pub struct FollowArgs {
     /// results; a run of 100,000 batches is 100 listing pages.
     #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = parse_interval)]
     pub interval: f64,
+    /// (status --watch) Ctrl-C stops watching without asking whether to
+    /// cancel the run.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 fn parse_interval(text: &str) -> Result<f64, String> {
@@ -258,7 +278,7 @@ pub struct LocalStackArgs {
     pub emf_log: Option<PathBuf>,
 }
 
-pub(super) fn config_exit(err: &SyncError) -> i32 {
+pub(crate) fn config_exit(err: &SyncError) -> i32 {
     eprintln!("error: {err}");
     if matches!(err, SyncError::Config(_)) {
         EXIT_USAGE
@@ -281,10 +301,24 @@ pub async fn run(args: RunArgs, json_output: bool) -> i32 {
         // stdout carries the report: progress goes to stderr.
         let mut progress = ProgressPrinter::new(Stream::Stderr);
         let every = control::REFRESH;
-        let state =
-            control::wait_for_run(&stack, &settings, &run_id, every, |s| progress.show(s)).await?;
+        let on_interrupt = if args.detach {
+            OnInterrupt::Leave
+        } else {
+            OnInterrupt::Ask
+        };
+        let followed = follow(
+            (&stack, &settings),
+            &run_id,
+            every,
+            &mut progress,
+            on_interrupt,
+        );
+        let followed = followed.await?;
         progress.finish();
-        finish(&stack, &settings, &state, json_output).await
+        match followed {
+            Followed::Ended(state) => finish(&stack, &settings, &state, json_output).await,
+            Followed::Left => Ok(EXIT_INTERRUPTED),
+        }
     }
     .await;
     result.unwrap_or_else(|err| config_exit(&err))
@@ -363,12 +397,50 @@ impl ProgressPrinter {
         }
     }
 
+    /// Take the line off the screen while a question is asked, and put
+    /// it back after.
+    fn pause(&mut self, paused: bool) {
+        if let Some(bar) = &self.bar {
+            if paused {
+                bar.disable_steady_tick();
+                bar.set_draw_target(ProgressDrawTarget::hidden());
+            } else {
+                bar.set_draw_target(match self.stream {
+                    Stream::Stdout => ProgressDrawTarget::stdout(),
+                    Stream::Stderr => ProgressDrawTarget::stderr(),
+                });
+                bar.enable_steady_tick(Duration::from_millis(200));
+            }
+        }
+    }
+
     /// Leave the last line on screen.
     fn finish(self) {
         if let Some(bar) = self.bar {
             bar.finish();
         }
     }
+}
+
+impl Show for ProgressPrinter {
+    fn state(&mut self, state: &RunState) {
+        self.show(state);
+    }
+
+    fn asking(&mut self, asking: bool) {
+        self.pause(asking);
+    }
+}
+
+/// `status --watch --json`: one JSON state per line.
+struct JsonLines;
+
+impl Show for JsonLines {
+    fn state(&mut self, state: &RunState) {
+        println!("{}", serde_json::to_string(state).expect("JSON prints"));
+    }
+
+    fn asking(&mut self, _: bool) {}
 }
 
 /// `SUCCEEDED  copy  batches 40/40 · 3,900/3,900 objects · 120.5 objects/s (97.3 overall) · 2 failed · 0:41`
@@ -426,6 +498,18 @@ fn ended(state: &RunState, report: Option<&Value>) -> i32 {
         state.error.as_deref().unwrap_or_default(),
         state.cause.as_deref().unwrap_or_default()
     );
+    // Stopped on purpose: the report's exit code (130 cancelled, 1 past
+    // the failure threshold), as the CLI's own would be.
+    if let Some(stopped) = state
+        .error
+        .as_deref()
+        .filter(|e| *e == "Cancelled" || *e == "Stopped")
+    {
+        let fallback = if stopped == "Cancelled" { 130 } else { 1 };
+        return report
+            .and_then(|r| r.get("exit_code")?.as_i64())
+            .map_or(fallback, |c| c as i32);
+    }
     // A refused input is a usage error, like the CLI's.
     if state.error.as_deref() == Some("PlanFailed")
         && state
@@ -474,7 +558,18 @@ pub async fn status(args: RunRef, json_output: bool) -> i32 {
             follow.watch || (!follow.once && !json_output && std::io::stdout().is_terminal());
         if watch {
             let every = Duration::from_secs_f64(follow.interval);
-            return watch_run(&stack, &settings, &args.run_id, every, json_output).await;
+            let on_interrupt = if follow.detach {
+                OnInterrupt::Leave
+            } else {
+                OnInterrupt::Ask
+            };
+            return watch_run(
+                (&stack, &settings),
+                &args.run_id,
+                (every, on_interrupt),
+                json_output,
+            )
+            .await;
         }
         let state = control::run_state(&stack, &settings, &args.run_id).await?;
         if json_output {
@@ -495,23 +590,35 @@ pub async fn status(args: RunRef, json_output: bool) -> i32 {
 /// `status --watch`: progress until the run ends, then where its report
 /// is; the exit code is the run's. With --json, one JSON state per line.
 async fn watch_run(
-    stack: &StackOutputs,
-    settings: &ClientSettings,
+    (stack, settings): (&StackOutputs, &ClientSettings),
     run_id: &str,
-    every: Duration,
+    (every, on_interrupt): (Duration, OnInterrupt),
     json_output: bool,
 ) -> Result<i32, SyncError> {
-    let state = if json_output {
-        control::wait_for_run(stack, settings, run_id, every, |state| {
-            println!("{}", serde_json::to_string(state).expect("JSON prints"));
-        })
+    let followed = if json_output {
+        follow(
+            (stack, settings),
+            run_id,
+            every,
+            &mut JsonLines,
+            on_interrupt,
+        )
         .await?
     } else {
         let mut progress = ProgressPrinter::new(Stream::Stdout);
-        let state =
-            control::wait_for_run(stack, settings, run_id, every, |s| progress.show(s)).await?;
+        let followed = follow(
+            (stack, settings),
+            run_id,
+            every,
+            &mut progress,
+            on_interrupt,
+        )
+        .await?;
         progress.finish();
-        state
+        followed
+    };
+    let Followed::Ended(state) = followed else {
+        return Ok(EXIT_INTERRUPTED);
     };
     let report = control::read_report(stack, settings, run_id).await.ok();
     if let Some(summary) = report.as_ref().filter(|_| !json_output) {

@@ -43,7 +43,7 @@ use crate::model::location::Location;
 use crate::model::options::SyncOptions;
 use crate::report::deliver::{RunRecord, deliver};
 use crate::report::timeline::TimelineSampler;
-use crate::report::{ConcurrencyRange, Phase, PhaseClock, ReportRows, Stats, Summary};
+use crate::report::{ConcurrencyRange, Phase, PhaseClock, ReportRows, Stats, StopReason, Summary};
 
 /// Called with every planned action (for `--dry-run -v` and `-v` output).
 pub type ActionObserver = Arc<dyn Fn(&Action) + Send + Sync>;
@@ -101,7 +101,13 @@ pub async fn run_sync(
     }
     run.stats.set_phase(Phase::Done);
     let timeline = sampler.finish();
-    let interrupted = run.cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
+    let stop = run.stopped_by_failures();
+    if stop.is_some() {
+        // The cancellation fail-fast caused is no error of the run's.
+        fatal = fatal.filter(|e| !matches!(e, SyncError::Cancelled));
+    }
+    let interrupted = stop.is_none()
+        && (run.cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled)));
     if let Some(err) = &fatal
         && !interrupted
     {
@@ -109,6 +115,7 @@ pub async fn run_sync(
     }
 
     let mut record = run.record((started, started_at), fatal, interrupted, timeline, phases);
+    record.stop = stop;
     record.dry_run = options.dry_run;
     record.copy_concurrency = (!options.dry_run).then(|| {
         let (lowest, highest) = limit.range();
@@ -258,6 +265,13 @@ impl<'a> Run<'a> {
             written: Some(Arc::new(WrittenKeys::default())),
             deletes: Arc::new(DeleteBatcher::new(options.concurrency)),
             proofs,
+            fail_fast: options.fail_fast.then(|| {
+                crate::engine::worker::fail_fast_locally(
+                    stats.clone(),
+                    options.failure_threshold,
+                    cancel.clone(),
+                )
+            }),
         };
         Ok(Run {
             options,
@@ -271,6 +285,19 @@ impl<'a> Run<'a> {
             context,
             recorded_at_commit: AtomicU64::new(0),
         })
+    }
+
+    /// Fail-fast's stop: the run fails fast and more objects failed than
+    /// its threshold allows (the workers cancelled it then).
+    fn stopped_by_failures(&self) -> Option<StopReason> {
+        let failures = self.stats.snapshot().failed_objects();
+        let threshold = self.options.failure_threshold;
+        (self.options.fail_fast && failures > threshold && self.cancel.is_cancelled()).then_some(
+            StopReason::FailureThreshold {
+                threshold,
+                failures,
+            },
+        )
     }
 
     /// What the report says of this run: a dry run's, with no copy
@@ -295,6 +322,7 @@ impl<'a> Run<'a> {
             counts,
             fatal: fatal.map(|e| e.to_string()),
             interrupted,
+            stop: None,
             failure_threshold: self.options.failure_threshold,
             requests: self.counter.snapshot(),
             copy_concurrency: None,
@@ -476,8 +504,11 @@ async fn write_phase(
                     (rx.clone(), context.clone(), limit.clone(), counter.clone());
                 tokio::spawn(async move {
                     while let Ok(action) = rx.recv().await {
+                        // Stopped: what is still queued is counted, not done
+                        // (the listing stops too, so this ends soon).
                         if context.cancel.is_cancelled() {
-                            break;
+                            context.drop_action(&action);
+                            continue;
                         }
                         let _permit = limit.acquire().await;
                         let (started, throttled) =

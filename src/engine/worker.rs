@@ -53,6 +53,32 @@ pub struct WorkContext {
     pub deletes: Arc<DeleteBatcher>,
     /// The ledger read and written, and the checksum comparisons.
     pub proofs: Arc<Proofs>,
+    /// Fail-fast: told of every failure as it is counted, with whether a
+    /// retry could help; it decides whether the run stops (the CLI against
+    /// its own counts, the serverless copier against the run's shared
+    /// ones) and cancels `cancel` if so.
+    pub fail_fast: Option<FailureHook>,
+}
+
+/// See [`WorkContext::fail_fast`].
+pub type FailureHook = Arc<dyn Fn(RetryClass) + Send + Sync>;
+
+/// The CLI's fail-fast: cancel the run once its own failed objects pass
+/// `threshold`.
+pub fn fail_fast_locally(
+    stats: Arc<Stats>,
+    threshold: u64,
+    cancel: CancellationToken,
+) -> FailureHook {
+    Arc::new(move |_| {
+        if stats.snapshot().failed_objects() > threshold && !cancel.is_cancelled() {
+            tracing::warn!(
+                threshold,
+                "failure threshold passed: stopping the run (fail-fast)"
+            );
+            cancel.cancel();
+        }
+    })
 }
 
 /// Deletes gathered into batches, so a bucket's objects go a thousand to a
@@ -112,6 +138,23 @@ impl WorkContext {
         }
     }
 
+    /// Count an action not carried out because the run was stopped: the
+    /// next run does it. Skips were never work.
+    pub fn drop_action(&self, action: &Action) {
+        if !matches!(action, Action::Skip { .. }) {
+            tracing::debug!(key = %action.key(), "not started: the run was stopped");
+            Stats::add(&self.stats.dropped, 1);
+        }
+    }
+
+    /// Count a failure, and tell fail-fast of it.
+    fn count_failure(&self, counter: &std::sync::atomic::AtomicU64, class: RetryClass) {
+        Stats::add(counter, 1);
+        if let Some(hook) = &self.fail_fast {
+            hook(class);
+        }
+    }
+
     /// Count a planned action (both real runs and dry runs).
     pub fn record_plan(&self, action: &Action) {
         let names = |key: &str| self.mover.row_names(Side::Source, key);
@@ -131,7 +174,7 @@ impl WorkContext {
 
     /// A delete not carried out, as a failure row.
     fn refuse(&self, key: &str, code: &str, message: &str) {
-        Stats::add(&self.stats.failed, 1);
+        self.count_failure(&self.stats.failed, RetryClass::NonRetryable);
         let (bucket, full_key) = self.mover.row_names(Side::Destination, key);
         self.rows.push(
             key,
@@ -147,14 +190,10 @@ impl WorkContext {
     pub async fn apply(&self, action: Action) -> Retry {
         let s = &self.stats;
         match action {
-            Action::Copy { source } | Action::Update { source, .. }
+            Action::Copy { .. } | Action::Update { .. } | Action::Compare { .. }
                 if self.cancel.is_cancelled() =>
             {
-                tracing::debug!(key = %source.key, "not started: cancelled");
-                Retry::Worthwhile
-            }
-            Action::Compare { source, .. } if self.cancel.is_cancelled() => {
-                tracing::debug!(key = %source.key, "not compared: cancelled");
+                self.drop_action(&action);
                 Retry::Worthwhile
             }
             Action::Copy { source } => self.copy(&source, &s.copied).await,
@@ -196,6 +235,7 @@ impl WorkContext {
         }
         if self.cancel.is_cancelled() {
             tracing::debug!(deletes = batch.len(), "not started: cancelled");
+            Stats::add(&self.stats.dropped, batch.len() as u64);
             return Retry::Worthwhile;
         }
         self.delete_batch(batch).await
@@ -252,7 +292,7 @@ impl WorkContext {
                 (row, Retry::No)
             }
             DeleteOutcome::Failed(failure) => {
-                Stats::add(&s.failed, 1);
+                self.count_failure(&s.failed, failure.class);
                 let row = ReportRow::from_failure(&bucket, &full_key, TaskStatus::Failed, &failure);
                 (row, Retry::from(failure.class))
             }
@@ -312,18 +352,17 @@ impl WorkContext {
 
     pub(crate) fn record_copy_error(&self, key: &str, err: CopyError) {
         let Some(reported) = err.reported() else {
-            return; // cancelled: not an outcome
+            // Cancelled in flight (its upload aborted): not copied.
+            Stats::add(&self.stats.dropped, 1);
+            return;
         };
         let s = &self.stats;
-        Stats::add(
-            match err {
-                CopyError::Archived(_) => &s.skipped_archived,
-                CopyError::SseC(_) => &s.skipped_sse_c,
-                CopyError::Vanished => &s.source_vanished,
-                _ => &s.failed,
-            },
-            1,
-        );
+        match err {
+            CopyError::Archived(_) => Stats::add(&s.skipped_archived, 1),
+            CopyError::SseC(_) => Stats::add(&s.skipped_sse_c, 1),
+            CopyError::Vanished => Stats::add(&s.source_vanished, 1),
+            _ => self.count_failure(&s.failed, err.retry_class()),
+        }
         let (bucket, full_key) = self.mover.row_names(Side::Source, key);
         let row = ReportRow::new(
             &bucket,

@@ -180,6 +180,13 @@ pub struct SyncSpec {
         env = "S3_FANOUT_FAILURE_THRESHOLD"
     )]
     pub failure_threshold: u64,
+    /// Stop the run once more objects have failed than
+    /// `--failure-threshold` allows: no new copy starts, copies in flight
+    /// finish (or abort their uploads), and the report says the run stopped
+    /// after how many failures (exit 1). Serverless runs stop the whole
+    /// fleet (`"fail_fast": true` in the execution input).
+    #[arg(long, env = "S3_FANOUT_FAIL_FAST")]
+    pub fail_fast: bool,
 
     /// How both sides are reached; the flags below name one side each.
     #[command(flatten)]
@@ -342,6 +349,7 @@ impl Default for SyncSpec {
             state: None,
             no_state: false,
             failure_threshold: 0,
+            fail_fast: false,
             client: ClientFlags::default(),
             source_endpoint_url: None,
             dest_endpoint_url: None,
@@ -458,6 +466,8 @@ pub struct SyncOptions {
     pub ledger: Option<Location>,
     /// Failed objects tolerated before the run fails as a whole.
     pub failure_threshold: u64,
+    /// Stop at once when the failures pass the threshold.
+    pub fail_fast: bool,
 }
 
 impl TryFrom<SyncSpec> for SyncOptions {
@@ -526,6 +536,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
             report,
             ledger,
             failure_threshold: spec.failure_threshold,
+            fail_fast: spec.fail_fast,
         })
     }
 }

@@ -13,7 +13,7 @@ use crate::base::error::SyncError;
 use crate::model::location::ReportLocation;
 
 use super::ledger::{Counts, ReportRows};
-use super::summary::{ConcurrencyRange, Summary};
+use super::summary::{ConcurrencyRange, RunStatus, StopReason, Summary};
 use super::timeline::{PhaseTiming, TimelinePoint};
 use super::write::{write_csv_with_header, write_report};
 
@@ -33,6 +33,9 @@ pub struct RunRecord {
     /// Cancelled by the user: the status says so, and the error that the
     /// cancellation caused is not reported as the run's.
     pub interrupted: bool,
+    /// Stopped before its end on purpose (cancelled, or failing fast):
+    /// the status and error say why.
+    pub stop: Option<StopReason>,
     /// Failed objects the run may have and still not fail as a whole.
     pub failure_threshold: u64,
     pub requests: BTreeMap<String, u64>,
@@ -55,8 +58,19 @@ pub struct Delivered {
 impl RunRecord {
     /// The run's summary, before it knows where its report goes.
     fn summary(self, rows: &ReportRows) -> Summary {
-        let status = Summary::status_of(&self.counts, self.fatal.is_some(), self.interrupted);
+        let status = match self.stop {
+            Some(StopReason::Cancelled) => RunStatus::Cancelled,
+            Some(StopReason::FailureThreshold { .. }) => RunStatus::Failed,
+            None => Summary::status_of(&self.counts, self.fatal.is_some(), self.interrupted),
+        };
         let interrupted = self.interrupted;
+        // A run stopped past its failure threshold fails with that reason
+        // (the report's place is added once known), unless something worse
+        // stopped it first.
+        let stopped_by_failures = self
+            .stop
+            .filter(|s| matches!(s, StopReason::FailureThreshold { .. }))
+            .map(|s| s.describe());
         Summary {
             run_id: self.run_id,
             source: self.source,
@@ -67,12 +81,13 @@ impl RunRecord {
             started_at: self.started_at,
             duration_secs: self.duration_secs,
             counts: self.counts,
-            error: self.fatal.filter(|_| !interrupted),
+            error: self.fatal.filter(|_| !interrupted).or(stopped_by_failures),
             failure_threshold: self.failure_threshold,
             requests: self.requests,
             copy_concurrency: self.copy_concurrency,
             report_rows: rows.len(),
             failures_csv: None,
+            stopped: self.stop,
             summary_json: None,
             report_html: None,
             timeline: self.timeline,
@@ -106,6 +121,16 @@ pub async fn deliver(
         summary.failures_csv = Some(csv_at);
     } else if let Some(path) = &spare_csv {
         summary.failures_csv = Some(path.display().to_string());
+    }
+    if let (Some(StopReason::FailureThreshold { .. }), Some(error), Some(at)) = (
+        summary.stopped,
+        summary.error.as_mut(),
+        summary
+            .summary_json
+            .as_deref()
+            .or(summary.failures_csv.as_deref()),
+    ) {
+        error.push_str(&format!("; report: {at}"));
     }
     let over_threshold = summary.apply_failure_threshold(threshold);
     let mut written = None;
@@ -153,6 +178,7 @@ mod tests {
             },
             fatal: None,
             interrupted: false,
+            stop: None,
             failure_threshold: 0,
             requests: BTreeMap::new(),
             copy_concurrency: None,

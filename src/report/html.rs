@@ -41,7 +41,7 @@ h1 { font-size: 26px; margin: 0 0 4px 0; }
 h2 { font-size: 19px; margin: 28px 0 8px 0; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 .sub { color: #444; font-size: 15px; }
 .badge { display: inline-block; padding: 3px 12px; border-radius: 4px; color: #fff; font-weight: bold; }
-.ok { background: #1e7b34; } .warnings { background: #b8860b; } .failed { background: #b3261e; } .interrupted { background: #555; }
+.ok { background: #1e7b34; } .warnings { background: #b8860b; } .failed { background: #b3261e; } .interrupted, .cancelled { background: #555; }
 .big { display: flex; flex-wrap: wrap; gap: 14px; margin: 18px 0; }
 .big div { border: 1px solid #ccc; border-radius: 6px; padding: 10px 18px; min-width: 150px; }
 .big .value { font-size: 40px; font-weight: bold; display: block; }
@@ -168,6 +168,7 @@ fn counts_table(page: &mut String, summary: &Summary) {
         ("failed", thousands(c.failed)),
         ("skipped (archived, SSE-C)", thousands(skipped)),
         ("vanished at the source", thousands(c.source_vanished)),
+        ("dropped (the run was stopped)", thousands(c.dropped)),
         (
             "bytes copied",
             format!(
@@ -519,6 +520,7 @@ mod tests {
             copy_concurrency: None,
             report_rows: 3,
             failures_csv: Some("/r/failures.csv".into()),
+            stopped: None,
             summary_json: Some("/r/summary.json".into()),
             report_html: None,
             timeline: vec![

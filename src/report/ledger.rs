@@ -150,6 +150,11 @@ counters! {
     checksum_heads, checksum_different,
     /// Entries of the ledger this run committed.
     ledger_entries,
+    /// Objects not copied, deleted or compared because the run was stopped
+    /// (cancelled, or failing fast past its failure threshold): the next
+    /// run does them. Serverless runs also count the batches their copiers
+    /// dropped whole, and the range tasks their listers dropped.
+    dropped, dropped_batches, dropped_ranges,
     /// Requests sent again after a failed attempt (throttling, 5xx, broken
     /// connections), counted by the client ([`crate::base::metrics`]).
     retries,

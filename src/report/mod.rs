@@ -119,6 +119,7 @@ mod tests {
             copy_concurrency: None,
             report_rows: 0,
             failures_csv: Some("/r/failures.csv".into()),
+            stopped: None,
             summary_json: Some("/r/summary.json".into()),
             report_html: None,
             timeline: Vec::new(),

@@ -16,6 +16,31 @@ pub enum RunStatus {
     Warnings,
     Failed,
     Interrupted,
+    /// Stopped on purpose before its end (`s3-fanout cancel`).
+    Cancelled,
+}
+
+/// Why a run was stopped before its end, by someone or by its own rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum StopReason {
+    /// `s3-fanout cancel`, or Ctrl-C answered "cancel".
+    Cancelled,
+    /// Fail-fast: more objects failed than the failure threshold allows.
+    FailureThreshold { threshold: u64, failures: u64 },
+}
+
+impl StopReason {
+    /// The words the report, the CLI and the state machine's cause use.
+    pub fn describe(&self) -> String {
+        match self {
+            StopReason::Cancelled => "cancelled".to_owned(),
+            StopReason::FailureThreshold {
+                threshold,
+                failures,
+            } => format!("stopped: failure threshold {threshold} passed after {failures} failures"),
+        }
+    }
 }
 
 impl RunStatus {
@@ -25,7 +50,7 @@ impl RunStatus {
             RunStatus::Failed => 1,
             RunStatus::Warnings => 3,
             // 128 + SIGINT, as shells report a Ctrl-C.
-            RunStatus::Interrupted => 130,
+            RunStatus::Interrupted | RunStatus::Cancelled => 130,
         }
     }
 }
@@ -69,6 +94,9 @@ pub struct Summary {
     pub report_rows: u64,
     /// Where failures.csv was written, if anywhere.
     pub failures_csv: Option<String>,
+    /// Why the run stopped before its end, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<StopReason>,
     pub summary_json: Option<String>,
     /// Where report.html was written: the same report for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,7 +145,8 @@ impl Summary {
     pub fn apply_failure_threshold(&mut self, threshold: u64) -> bool {
         self.failure_threshold = threshold;
         let failed = self.counts.failed_objects();
-        if failed > threshold && self.error.is_none() && self.status != RunStatus::Interrupted {
+        let stopped = matches!(self.status, RunStatus::Interrupted | RunStatus::Cancelled);
+        if failed > threshold && self.error.is_none() && !stopped {
             let report = (self.summary_json.as_deref())
                 .or(self.failures_csv.as_deref())
                 .unwrap_or("not written");

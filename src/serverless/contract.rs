@@ -446,6 +446,12 @@ pub struct Progress {
     /// Seconds the pass has waited between polls, this wait included.
     #[serde(default)]
     pub waited_secs: u64,
+    /// The run is stopped (cancelled, or failing fast): once `complete`
+    /// (every range and batch settled, most of them dropped), the state
+    /// machine goes straight to the report. Always present, as the state
+    /// machine reads it.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -457,6 +463,14 @@ pub struct ReportOutcome {
     pub failure_threshold: u64,
     /// More failures than the threshold allows: the execution fails.
     pub over_threshold: bool,
+    /// Why the run was stopped before its end: `cancelled`,
+    /// `failure_threshold`, or empty. The state machine ends a stopped
+    /// run as `Cancelled` or `Stopped` on it.
+    #[serde(default)]
+    pub stop: String,
+    /// The stop in words (the `Stopped` and `Cancelled` causes), or empty.
+    #[serde(default)]
+    pub stop_reason: String,
     pub summary_json: String,
     pub failures_csv: String,
     pub counts: Counts,

@@ -14,8 +14,10 @@ use crate::base::client::{
     build_sfn_client,
 };
 use crate::base::error::{SyncError, classify};
+use crate::report::StopReason;
 use crate::serverless::contract::{Phase, Progress};
 use crate::serverless::counters::RunCounters;
+use crate::serverless::stop;
 use crate::serverless::store::RunStore;
 
 /// What `run`, `status` and `report` need of a deployed stack: its
@@ -392,6 +394,63 @@ pub async fn wait_for_run(
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// What `cancel` found and did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// The run is marked cancelled: its fleet stops within about a second
+    /// (see [`crate::serverless::stop`]) and its execution ends as
+    /// `Cancelled` with its report at its next progress check.
+    Cancelled,
+    /// It was stopped before (cancelled, or by fail-fast): nothing changed.
+    AlreadyStopped(StopReason),
+    /// Its execution had ended (with this status): nothing changed.
+    Finished(String),
+}
+
+/// Cancel a running run: mark it in the run table, once. An unknown run
+/// is a [`SyncError::Config`] (exit 2); a run that ended is left as it is.
+pub async fn cancel_run(
+    stack: &StackOutputs,
+    settings: &ClientSettings,
+    run_id: &str,
+) -> Result<CancelOutcome, SyncError> {
+    let settings = stack.settings(settings);
+    let sfn = build_sfn_client(&settings).await;
+    let described = sfn
+        .describe_execution()
+        .execution_arn(stack.execution_arn(run_id))
+        .send()
+        .await;
+    let described = match described {
+        Ok(described) => described,
+        Err(err) => {
+            let failure = classify(&err);
+            return Err(if failure.code == "ExecutionDoesNotExist" {
+                SyncError::Config(format!("no run {run_id:?} on this stack"))
+            } else {
+                SyncError::s3(format!("run {run_id}: reading its execution"), failure)
+            });
+        }
+    };
+    if described.status() != &ExecutionStatus::Running {
+        return Ok(CancelOutcome::Finished(
+            described.status().as_str().to_owned(),
+        ));
+    }
+    let table = stack.run_table_name.clone().ok_or_else(|| {
+        SyncError::Config(
+            "this stack has no run table (RunTableName): redeploy it to cancel runs".into(),
+        )
+    })?;
+    let counters = RunCounters::new(build_dynamodb_client(&settings).await, table);
+    Ok(
+        match stop::mark(&counters, run_id, StopReason::Cancelled).await? {
+            stop::Marked::Now(_) => CancelOutcome::Cancelled,
+            stop::Marked::Before(mark) => CancelOutcome::AlreadyStopped(mark.reason),
+        },
+    )
 }
 
 /// The run's summary.json, as the reporter wrote it.

@@ -51,15 +51,16 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::s3::multipart::abort_other_uploads;
-use crate::base::error::SyncError;
+use crate::base::error::{RetryClass, SyncError};
 use crate::base::metrics::RequestCounter;
 use crate::engine::worker::{DeleteBatcher, Retry, WorkContext};
 use crate::model::s3_shape::{EtagShape, etag_shape};
 use crate::report::emf::{self, MetricRecord, Unit, Work};
-use crate::report::{Counts, ReportRow, ReportRows, Stats, TaskStatus};
+use crate::report::{Counts, ReportRow, ReportRows, Stats, StopReason, TaskStatus};
 use crate::serverless::FunctionEnv;
 use crate::serverless::contract::{BatchResult, CopyBatch, CopyTask};
 use crate::serverless::env::RunContext;
+use crate::serverless::stop::{self, StopWatch};
 use crate::serverless::{parts, ranges};
 
 pub fn result_name(batch_id: &str) -> String {
@@ -101,11 +102,11 @@ async fn copy_and_measure(
     records: Vec<SqsMessage>,
     deadline: SystemTime,
 ) -> (SqsBatchResponse, Vec<Delivery>) {
-    let deliveries = futures::future::join_all(
-        records
-            .iter()
-            .map(|record| copy_message(env, record, deadline)),
-    )
+    let watches = watch_runs(env, &records).await;
+    let deliveries = futures::future::join_all(records.iter().map(|record| {
+        let watch = run_of(record).and_then(|run| watches.get(&run));
+        copy_message(env, record, deadline, watch)
+    }))
     .await;
     let mut response = SqsBatchResponse::default();
     for (record, delivery) in records.iter().zip(&deliveries) {
@@ -116,6 +117,35 @@ async fn copy_and_measure(
         }
     }
     (response, deliveries)
+}
+
+/// The run a message's batch belongs to, read without parsing the batch.
+fn run_of(record: &SqsMessage) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct RunOnly {
+        run_id: String,
+    }
+    let body = record.body.as_deref()?;
+    Some(serde_json::from_str::<RunOnly>(body).ok()?.run_id)
+}
+
+/// A watch of the stop mark of each run the messages belong to (almost
+/// always one), started before anything is copied.
+async fn watch_runs(
+    env: &FunctionEnv,
+    records: &[SqsMessage],
+) -> std::collections::HashMap<String, StopWatch> {
+    let mut watches = std::collections::HashMap::new();
+    let Ok(counters) = env.counters() else {
+        return watches;
+    };
+    for run in records.iter().filter_map(run_of) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = watches.entry(run) {
+            let watch = StopWatch::start(counters, entry.key()).await;
+            entry.insert(watch);
+        }
+    }
+    watches
 }
 
 /// One message's delivery, for its metrics.
@@ -166,7 +196,12 @@ impl Delivery {
 
 /// Copy one message's batch and write its result, or decide to hand it
 /// back to SQS.
-async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTime) -> Delivery {
+async fn copy_message(
+    env: &FunctionEnv,
+    record: &SqsMessage,
+    deadline: SystemTime,
+    watch: Option<&StopWatch>,
+) -> Delivery {
     let receive_count: u32 = record
         .attributes
         .get("ApproximateReceiveCount")
@@ -196,7 +231,15 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
     };
     delivery.run_id = Some(batch.run_id.clone());
     delivery.batch_id = Some(batch.batch_id.clone());
+    let stopped = watch.is_some_and(StopWatch::is_stopped);
     let (result, validates) = match env.run(&batch.run_id).await {
+        Ok(run) if stopped => {
+            // Dropped whole: nothing copied, the message deleted (SQS must
+            // not deliver it again), its tasks counted dropped. Its part
+            // tasks' upload is aborted, so none stays open.
+            tracing::info!(batch = %batch.batch_id, receive_count, "the run is stopped: the batch is dropped");
+            (drop_batch(env, &run, &batch, receive_count).await, false)
+        }
         Ok(run) if counted_before(env, &batch).await => {
             // Another delivery copied it and counted it done: copying again
             // would only write the same objects anew, perhaps after
@@ -210,9 +253,18 @@ async fn copy_message(env: &FunctionEnv, record: &SqsMessage, deadline: SystemTi
         }
         Ok(run) => {
             let counter = &delivery.requests;
-            let result =
-                copy_batch(env, &run, &batch, receive_count, last, deadline, counter).await;
-            (result, run.manifest.settings.validate)
+            let result = copy_batch(
+                env,
+                &run,
+                (&batch, receive_count, last),
+                (deadline, watch),
+                counter,
+            )
+            .await;
+            // A run stopped while the batch copied sends no VALIDATE.
+            let validates =
+                run.manifest.settings.validate && !watch.is_some_and(StopWatch::is_stopped);
+            (result, validates)
         }
         Err(err) => {
             tracing::error!(batch = %batch.batch_id, error = %err, "the run's manifest is unavailable");
@@ -357,10 +409,8 @@ fn unavailable_result(batch: &CopyBatch, receive_count: u32, err: &SyncError) ->
 async fn copy_batch(
     env: &FunctionEnv,
     run: &Arc<RunContext>,
-    batch: &CopyBatch,
-    receive_count: u32,
-    last: bool,
-    deadline: SystemTime,
+    (batch, receive_count, last): (&CopyBatch, u32, bool),
+    (deadline, watch): (SystemTime, Option<&StopWatch>),
     counter: &RequestCounter,
 ) -> Result<BatchResult, ()> {
     let rows = match ReportRows::new() {
@@ -376,12 +426,22 @@ async fn copy_batch(
         )),
         stats: Arc::new(Stats::default()),
         rows: rows.clone(),
-        cancel: CancellationToken::new(),
+        // Cancelled when the run is stopped: no task starts after that,
+        // and multipart copies in flight abort their uploads.
+        cancel: watch.map_or_else(CancellationToken::new, StopWatch::token),
         written: None, // the VALIDATE phase lists again
         // A batch's deletes (at most its 100 tasks) go out together.
         deletes: Arc::new(DeleteBatcher::new(env.config.copy_concurrency)),
         // No ledger in the serverless runtime yet; listers plan no Compare.
         proofs: Arc::default(),
+        fail_fast: None,
+    };
+    let fail_fast = watch
+        .filter(|_| run.options.fail_fast)
+        .and_then(|watch| FailFast::new(env, run, watch, last));
+    let context = WorkContext {
+        fail_fast: fail_fast.as_ref().map(FailFast::hook),
+        ..context
     };
     let stop_at = crate::serverless::stop_starting_at(deadline);
     let redelivered = receive_count > 1;
@@ -396,8 +456,15 @@ async fn copy_batch(
             let context = context.clone();
             async move {
                 if let CopyTask::Parts(group) = &task {
+                    if context.cancel.is_cancelled() {
+                        return parts::drop_group(env, run, &context, group).await;
+                    }
                     return parts::copy_group(env, run, &context, &batch.batch_id, group, last)
                         .await;
+                }
+                if context.cancel.is_cancelled() {
+                    Stats::add(&context.stats.dropped, 1);
+                    return Retry::No;
                 }
                 // A delete task deletes only in a run that asked for
                 // deletes: a message is not proof of that (one redriven
@@ -443,8 +510,14 @@ async fn copy_batch(
     // The batch's deletes, gathered above, in one conditional request.
     let mut retries = retries;
     retries.push(context.flush_deletes().await);
+    if let Some(fail_fast) = &fail_fast {
+        fail_fast.settle().await;
+    }
     let worth_retrying = retries.iter().filter(|r| **r == Retry::Worthwhile).count();
-    if worth_retrying > 0 && !last {
+    // A stopped run's batch is settled as it stands: what it did not do is
+    // counted dropped, and SQS must not deliver it again.
+    let stopped = context.cancel.is_cancelled();
+    if worth_retrying > 0 && !last && !stopped {
         tracing::warn!(batch = %batch.batch_id, receive_count, worth_retrying, "handing the batch back for another attempt");
         return Err(());
     }
@@ -463,6 +536,131 @@ async fn copy_batch(
         started_at_ms: None,
         finished_at_ms: None,
     })
+}
+
+/// A batch of a stopped run, settled without copying: each task counted
+/// dropped, part tasks' uploads aborted.
+async fn drop_batch(
+    env: &FunctionEnv,
+    run: &Arc<RunContext>,
+    batch: &CopyBatch,
+    receive_count: u32,
+) -> Result<BatchResult, ()> {
+    let stats = Arc::new(Stats::default());
+    let rows = ReportRows::new().map_err(|err| {
+        tracing::error!(error = %err, "no temporary space for the report rows");
+    })?;
+    let cancelled = CancellationToken::new();
+    cancelled.cancel();
+    let context = WorkContext {
+        mover: Arc::new(crate::backend::transfer::Mover::Buckets(
+            run.copier.as_ref().clone(),
+        )),
+        stats: stats.clone(),
+        rows: Arc::new(rows),
+        cancel: cancelled,
+        written: None,
+        deletes: Arc::new(DeleteBatcher::new(1)),
+        proofs: Arc::default(),
+        fail_fast: None,
+    };
+    for task in &batch.tasks {
+        match task {
+            CopyTask::Parts(group) => {
+                parts::drop_group(env, run, &context, group).await;
+            }
+            _ => Stats::add(&stats.dropped, 1),
+        }
+    }
+    let mut result = BatchResult::nothing(batch, receive_count);
+    result.counts = Counts {
+        dropped_batches: 1,
+        ..stats.snapshot()
+    };
+    Ok(result)
+}
+
+/// Serverless fail-fast: each failure that will not be retried is added to
+/// the run's shared count as it happens; the copier that sees the count
+/// pass the threshold marks the run stopped ([`stop::mark`]), and stops
+/// its own tasks at once.
+struct FailFast {
+    counters: crate::serverless::counters::RunCounters,
+    run_id: String,
+    threshold: u64,
+    last_receive: bool,
+    stop: crate::serverless::stop::StopHandle,
+    pending: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl FailFast {
+    fn new(
+        env: &FunctionEnv,
+        run: &RunContext,
+        watch: &StopWatch,
+        last_receive: bool,
+    ) -> Option<Self> {
+        Some(FailFast {
+            counters: env.counters().ok()?.clone(),
+            run_id: run.manifest.run_id.clone(),
+            threshold: run.manifest.settings.failure_threshold,
+            last_receive,
+            stop: watch.handle(),
+            pending: Arc::default(),
+        })
+    }
+
+    fn hook(&self) -> crate::engine::worker::FailureHook {
+        let (counters, run_id, threshold, last_receive, stop, pending) = (
+            self.counters.clone(),
+            self.run_id.clone(),
+            self.threshold,
+            self.last_receive,
+            self.stop.clone(),
+            self.pending.clone(),
+        );
+        Arc::new(move |class| {
+            // A failure a redelivery may still cure is not one yet.
+            if class == RetryClass::Retryable && !last_receive {
+                return;
+            }
+            let (counters, run_id, stop) = (counters.clone(), run_id.clone(), stop.clone());
+            let task = tokio::spawn(async move {
+                let failures = match stop::add_failures(&counters, &run_id, 1).await {
+                    Ok(failures) => failures,
+                    Err(err) => {
+                        tracing::warn!(run_id, error = %err, "could not count a failure for fail-fast");
+                        return;
+                    }
+                };
+                if failures <= threshold {
+                    return;
+                }
+                let reason = StopReason::FailureThreshold {
+                    threshold,
+                    failures,
+                };
+                match stop::mark(&counters, &run_id, reason).await {
+                    Ok(marked) => {
+                        tracing::warn!(run_id, reason = %marked.mark().reason.describe(), "fail-fast: the run is stopped");
+                        stop.stopped(marked.mark());
+                    }
+                    Err(err) => {
+                        tracing::error!(run_id, error = %err, "fail-fast: could not mark the run stopped");
+                    }
+                }
+            });
+            pending.lock().expect("fail-fast tasks").push(task);
+        })
+    }
+
+    /// Wait for the counts and marks started, before the invocation ends.
+    async fn settle(&self) {
+        let tasks = std::mem::take(&mut *self.pending.lock().expect("fail-fast tasks"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 /// A task not started for lack of time: retried, or on the last receive a

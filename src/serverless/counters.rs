@@ -284,6 +284,11 @@ impl RunCounters {
         &self.table
     }
 
+    /// For the run's other items in the same table ([`super::stop`]).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     fn marker(&self, run_id: &str, batch_id: &str, side: &str) -> Put {
         Put::builder()
             .table_name(&self.table)
@@ -599,14 +604,47 @@ impl RunCounters {
         batches: u64,
         range: &KeyRange,
     ) -> Result<bool, SyncError> {
+        self.end_range(run_id, (phase, shard), batches, range, false)
+            .await
+    }
+
+    /// Count a range of a stopped run done without listing the rest of it
+    /// (its listing is dropped, and counted so: `c_dropped_ranges`), so
+    /// the run's progress still reaches its end. Once, as
+    /// [`Self::record_range_done`]; its marker says `dropped`.
+    pub async fn record_range_dropped(
+        &self,
+        run_id: &str,
+        (phase, shard): (Phase, usize),
+        batches: u64,
+        range: &KeyRange,
+    ) -> Result<bool, SyncError> {
+        self.end_range(run_id, (phase, shard), batches, range, true)
+            .await
+    }
+
+    async fn end_range(
+        &self,
+        run_id: &str,
+        (phase, shard): (Phase, usize),
+        batches: u64,
+        range: &KeyRange,
+        dropped: bool,
+    ) -> Result<bool, SyncError> {
         let mut marker = self.range_marker(run_id, phase, shard, "done", Some(range));
         marker.item.insert("batches".into(), n(batches));
-        let counter = format!("ranges_done_{}", phase.name());
+        let mut counts = vec![(format!("ranges_done_{}", phase.name()), 1)];
+        if dropped {
+            marker
+                .item
+                .insert("dropped".into(), AttributeValue::Bool(true));
+            counts.push(("c_dropped_ranges".to_owned(), 1));
+        }
         let slot = slot_of(&format!("{}#{shard}", phase.name()));
         let items = vec![
             TransactWriteItem::builder().put(marker).build(),
             TransactWriteItem::builder()
-                .update(self.add_to_slot(run_id, slot, &[(counter, 1)]))
+                .update(self.add_to_slot(run_id, slot, &counts))
                 .build(),
         ];
         self.transact("counting a range done", items).await

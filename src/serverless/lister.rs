@@ -59,6 +59,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::ledger::in_order::InOrderWriter;
 use crate::backend::ledger::read::{Cursor, Ledger};
@@ -84,6 +85,7 @@ use crate::serverless::contract::{
     Checkpoint, CopyBatch, CopyTask, Phase, SentBatch, ShardCursor, ShardWritten, SplitRange,
 };
 use crate::serverless::env::RunContext;
+use crate::serverless::stop::StopWatch;
 
 /// What one invocation did, for its metrics: a resumed checkpoint's counts
 /// include an earlier, crashed invocation's work, so these are kept apart.
@@ -159,7 +161,9 @@ pub async fn handle(
     let deadline = event.context.deadline();
     let function = emf::function_name(&event.context.env_config.function_name, "lister");
     let invocation = event.context.request_id.as_str();
-    let work = |body: Option<String>| take_task(env, body, deadline, (&function, invocation));
+    let watches = Watches::default();
+    let work =
+        |body: Option<String>| take_task(env, body, deadline, (&function, invocation), &watches);
     Ok(crate::serverless::streams::run(env, event.payload.records, deadline, work).await)
 }
 
@@ -171,6 +175,7 @@ async fn take_task(
     body: Option<String>,
     deadline: SystemTime,
     (function, invocation): (&str, &str),
+    watches: &Watches,
 ) -> bool {
     let Some(Ok(at)) = body.as_deref().map(serde_json::from_str::<ShardCursor>) else {
         tracing::error!(
@@ -181,14 +186,19 @@ async fn take_task(
     };
     let started = Instant::now();
     let mut tally = Tally::default();
-    let taken = take_range(env, at.clone(), deadline, &mut tally).await;
+    let stop = watches.token(env, &at.run_id).await;
+    let taken = if stop.is_cancelled() {
+        drop_range(env, &at).await
+    } else {
+        take_range_until_stopped(env, at.clone(), deadline, &mut tally, &stop).await
+    };
     emf::emit(
         &tally
             .record(function, &at, started.elapsed())
             .property("invocation", invocation.into()),
     );
     match taken {
-        Ok(Taken::HandedOn(_) | Taken::Duplicate) => true,
+        Ok(Taken::HandedOn(_) | Taken::Duplicate | Taken::Dropped) => true,
         Ok(Taken::Leased) => false,
         Err(err) => {
             tracing::error!(run_id = %at.run_id, shard = at.shard, seq = at.seq, error = %err, "listing failed; the range task is handed back");
@@ -207,6 +217,56 @@ pub enum Taken {
     Duplicate,
     /// Another lister holds its lease: handed back, to be found done later.
     Leased,
+    /// The run is stopped: the rest of the range is not listed, and the
+    /// range is counted done and dropped.
+    Dropped,
+}
+
+/// The stop marks of the runs an invocation's range tasks belong to, each
+/// watched from the first task of its run ([`StopWatch`]).
+#[derive(Default)]
+struct Watches(tokio::sync::Mutex<std::collections::HashMap<String, StopWatch>>);
+
+impl Watches {
+    /// Cancelled once `run_id` is stopped; never, where the run table
+    /// cannot be reached (the run goes on, as before marks).
+    async fn token(&self, env: &FunctionEnv, run_id: &str) -> CancellationToken {
+        let Ok(counters) = env.counters() else {
+            return CancellationToken::new();
+        };
+        let mut watches = self.0.lock().await;
+        if let Some(watch) = watches.get(run_id) {
+            return watch.token();
+        }
+        let watch = StopWatch::start(counters, run_id).await;
+        let token = watch.token();
+        watches.insert(run_id.to_owned(), watch);
+        token
+    }
+}
+
+/// A range task of a stopped run: counted done and dropped, unlisted.
+async fn drop_range(env: &FunctionEnv, at: &ShardCursor) -> Result<Taken, SyncError> {
+    let range = match &at.range {
+        Some(range) => range.clone(),
+        None => env
+            .run(&at.run_id)
+            .await?
+            .manifest
+            .shards
+            .get(at.shard)
+            .cloned()
+            .unwrap_or_default(),
+    };
+    tracing::info!(
+        shard = at.shard,
+        seq = at.seq,
+        "the run is stopped: the range task is dropped"
+    );
+    env.counters()?
+        .record_range_dropped(&at.run_id, (at.phase, at.shard), at.batches_sent, &range)
+        .await?;
+    Ok(Taken::Dropped)
 }
 
 /// Take one range task: lease it until `deadline`, list on from its cursor
@@ -221,6 +281,18 @@ pub async fn take_range(
     deadline: SystemTime,
     tally: &mut Tally,
 ) -> Result<Taken, SyncError> {
+    take_range_until_stopped(env, at, deadline, tally, &CancellationToken::new()).await
+}
+
+/// [`take_range`], ending the listing at the next page once `stop` is
+/// cancelled (the run was stopped): the rest of the range is dropped.
+async fn take_range_until_stopped(
+    env: &FunctionEnv,
+    at: ShardCursor,
+    deadline: SystemTime,
+    tally: &mut Tally,
+    stop: &CancellationToken,
+) -> Result<Taken, SyncError> {
     let counters = env.counters()?;
     let until_ms = deadline
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -234,7 +306,7 @@ pub async fn take_range(
         );
         return Ok(Taken::Leased);
     };
-    let taken = hand_on(env, at.clone(), (deadline, first_attempt), tally).await;
+    let taken = hand_on(env, at.clone(), (deadline, first_attempt), tally, stop).await;
     if taken.is_err() {
         // Failed, not dead: its redelivery need not wait out the lease.
         let _ = counters.release(&at.run_id, key).await;
@@ -248,10 +320,11 @@ async fn hand_on(
     at: ShardCursor,
     (deadline, first_attempt): (SystemTime, bool),
     tally: &mut Tally,
+    stop: &CancellationToken,
 ) -> Result<Taken, SyncError> {
     let counters = env.counters()?;
     let (next, mut checkpoint) =
-        list_checkpointed(env, at.clone(), (deadline, first_attempt), tally).await?;
+        list_checkpointed(env, at.clone(), (deadline, first_attempt, stop), tally).await?;
     if checkpoint.handed_on {
         tracing::info!(
             shard = at.shard,
@@ -263,7 +336,19 @@ async fn hand_on(
             .await?;
         return Ok(Taken::Duplicate);
     }
-    if next.done {
+    let dropped = stop.is_cancelled() && !next.done;
+    if dropped {
+        // Stopped while listing: what is left of the range is not listed.
+        tracing::info!(
+            shard = at.shard,
+            seq = at.seq,
+            "the run is stopped: the rest of the range is dropped"
+        );
+        let range = next.range.clone().unwrap_or_default();
+        counters
+            .record_range_dropped(&at.run_id, (at.phase, at.shard), next.batches_sent, &range)
+            .await?;
+    } else if next.done {
         let range = next.range.clone().unwrap_or_default();
         counters
             .record_range_done(&at.run_id, (at.phase, at.shard), next.batches_sent, &range)
@@ -271,6 +356,7 @@ async fn hand_on(
         // Its copies may all be done already (a range's last batches are
         // copied while its last page is listed).
         if at.phase == Phase::Write
+            && !stop.is_cancelled()
             && let Err(err) = validate_if_copied(env, &at).await
         {
             tracing::warn!(shard = at.shard, error = %err, "could not look whether the range is copied; VALIDATE lists it when the write phase ends");
@@ -284,7 +370,11 @@ async fn hand_on(
     counters
         .release(&at.run_id, (at.phase, at.shard, at.seq))
         .await?;
-    Ok(Taken::HandedOn(next))
+    Ok(if dropped {
+        Taken::Dropped
+    } else {
+        Taken::HandedOn(next)
+    })
 }
 
 /// Send the write-phase range `at` to VALIDATE if the run validates and its
@@ -304,11 +394,14 @@ pub async fn list_shard(
     at: ShardCursor,
     deadline: SystemTime,
 ) -> Result<ShardCursor, SyncError> {
-    Ok(
-        list_checkpointed(env, at, (deadline, false), &mut Tally::default())
-            .await?
-            .0,
+    Ok(list_checkpointed(
+        env,
+        at,
+        (deadline, false, &CancellationToken::new()),
+        &mut Tally::default(),
     )
+    .await?
+    .0)
 }
 
 /// [`list_shard`], adding what it does to `tally`, and returning the
@@ -317,7 +410,7 @@ pub async fn list_shard(
 async fn list_checkpointed(
     env: &FunctionEnv,
     at: ShardCursor,
-    (deadline, first_attempt): (SystemTime, bool),
+    (deadline, first_attempt, stop): (SystemTime, bool, &CancellationToken),
     tally: &mut Tally,
 ) -> Result<(ShardCursor, Checkpoint), SyncError> {
     let run = env.run(&at.run_id).await?;
@@ -389,6 +482,7 @@ async fn list_checkpointed(
         // which a split there would send again under the new range's batch
         // ids. The next invocation may.
         pass.may_split = first_attempt && !resumed && env.config.range_queue_url.is_some();
+        pass.stop = stop.clone();
         pass.cursors = (proofs.cursor().into_iter())
             .chain(journal)
             .chain(this_run)
@@ -550,6 +644,8 @@ struct Pass<'a> {
     cursors: Vec<Cursor>,
     /// Whether this invocation may split its range (see `list_checkpointed`).
     may_split: bool,
+    /// Cancelled when the run is stopped: the pass ends at the next page.
+    stop: CancellationToken,
 }
 
 impl<'a> Pass<'a> {
@@ -588,6 +684,7 @@ impl<'a> Pass<'a> {
             proofs: Proofs::default(),
             cursors: Vec::new(),
             may_split: false,
+            stop: CancellationToken::new(),
         }
     }
 
@@ -678,7 +775,8 @@ impl<'a> Pass<'a> {
             if in_page >= page_keys {
                 in_page = 0;
                 let ending = in_invocation >= self.env.config.lister_max_keys
-                    || SystemTime::now() >= self.stop_at;
+                    || SystemTime::now() >= self.stop_at
+                    || self.stop.is_cancelled();
                 let due = unsaved >= self.env.config.checkpoint_keys
                     || saved_at.elapsed() >= crate::serverless::env::CHECKPOINT_INTERVAL;
                 if ending || due {

@@ -42,6 +42,7 @@ pub mod proofs;
 pub mod ranges;
 pub mod replicator;
 pub mod reporter;
+pub mod stop;
 pub mod store;
 pub mod streams;
 

@@ -220,6 +220,18 @@ pub async fn copy_group(
     }
 }
 
+/// A group of a stopped run: the upload is aborted (by the first group
+/// that gets here; the others find it aborted) and the object counted
+/// dropped, once, so no upload stays open after a stop.
+pub async fn drop_group(
+    env: &FunctionEnv,
+    run: &RunContext,
+    context: &WorkContext,
+    group: &PartGroup,
+) -> Retry {
+    fail_upload(env, run, context, group, CopyError::Cancelled, false).await
+}
+
 /// The steps of [`copy_group`]; `Err` is a failure to read or write the
 /// run's state, retried like a throttled copy.
 async fn group_outcome(

@@ -81,6 +81,7 @@ pub async fn start_pass(
         polls: 0,
         wait_seconds: 0,
         waited_secs: 0,
+        stopped: false,
     })
 }
 

@@ -32,18 +32,24 @@ use crate::model::polling::{eta_bounded, eta_secs, poll_wait_secs};
 use crate::report::deliver::{RunRecord, deliver};
 use crate::report::emf::{self, Unit, Work};
 use crate::report::timeline::MAX_POINTS;
-use crate::report::{Counts, PhaseTiming, ReportRow, ReportRows, TaskStatus, TimelinePoint};
+use crate::report::{
+    Counts, PhaseTiming, ReportRow, ReportRows, StopReason, TaskStatus, TimelinePoint,
+};
 use crate::serverless::FunctionEnv;
 use crate::serverless::contract::{
     BatchResult, Checkpoint, Phase, Progress, ReportOutcome, RunManifest, SentBatch,
 };
 use crate::serverless::counters::{RunCounters, RunTotals, Tick};
-use crate::serverless::proofs;
 use crate::serverless::store::RunStore;
+use crate::serverless::{proofs, stop};
 
 /// Polls with an empty queue and missing results before the run stops
 /// waiting for them.
 const IDLE_POLLS_BEFORE_GIVING_UP: u32 = 3;
+
+/// The longest wait between polls of a stopped run, which settles within
+/// seconds of its mark: its report should not wait for the run's pace.
+const STOPPED_WAIT_SECS: u64 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -189,6 +195,7 @@ pub async fn batch_counts(
         polls: 0,
         wait_seconds: 0,
         waited_secs: 0,
+        stopped: false,
     };
     Ok((progress, sent))
 }
@@ -211,6 +218,9 @@ pub async fn progress(env: &FunctionEnv, before: &Progress) -> Result<Progress, 
         idle = before.idle_polls + 1;
     }
     let complete = counted.complete || idle >= IDLE_POLLS_BEFORE_GIVING_UP;
+    // A stopped run settles in seconds (the fleet drops what is left):
+    // polled every few seconds until it has, whatever the pace before.
+    let stopped = stop::read(env.counters()?, run_id).await?.is_some();
     tracing::debug!(
         run_id,
         phase = before.phase.name(),
@@ -227,9 +237,13 @@ pub async fn progress(env: &FunctionEnv, before: &Progress) -> Result<Progress, 
     // lost range or batch): a lister holding a long range's task is work
     // in flight, even when no count moved since the last poll.
     let wait = poll_wait_secs(u64::from(polls), before.waited_secs, idle > 0);
-    let wait_seconds = eta_bounded(wait, pass_eta_secs(before, &counted));
+    let mut wait_seconds = eta_bounded(wait, pass_eta_secs(before, &counted));
+    if stopped {
+        wait_seconds = wait_seconds.min(STOPPED_WAIT_SECS);
+    }
     Ok(Progress {
         complete,
+        stopped,
         idle_polls: idle,
         polls,
         wait_seconds,
@@ -331,6 +345,7 @@ async fn report_in(
     };
     let counters = env.counters()?;
     let rows = ReportRows::new()?;
+    let stopped = stop::read(counters, run_id).await?.map(|mark| mark.reason);
     let totals = counters.totals(run_id).await?;
     let unlisted = unlisted_ranges(counters, &manifest, &totals).await?;
     let fatal = error.as_ref().map(describe_error).or(unlisted);
@@ -356,7 +371,10 @@ async fn report_in(
     let timeline = copy_timeline(&clock, &ticks, &counts, now_ms);
     let writes: Vec<&Checkpoint> = listing.checkpoints.iter().collect();
     let checks: Vec<&Checkpoint> = checks.iter().collect();
+    // A stopped run listed only part of the pair: the ledger it found
+    // stays, as the CLI's does when interrupted.
     if fatal.is_none()
+        && stopped.is_none()
         && let Some(committed) = proofs::commit(store.client(), &manifest, &writes, &checks).await
     {
         counts.ledger_entries = committed.entries;
@@ -378,6 +396,7 @@ async fn report_in(
         counts: counts.clone(),
         fatal,
         interrupted: false,
+        stop: stopped,
         // The CLI's rule, so summary.json carries the same error either
         // way; the state machine fails the execution on `over_threshold`.
         failure_threshold: manifest.settings.failure_threshold,
@@ -405,6 +424,13 @@ async fn report_in(
         failed,
         failure_threshold: manifest.settings.failure_threshold,
         over_threshold: delivered.over_threshold,
+        stop: match stopped {
+            Some(StopReason::Cancelled) => "cancelled",
+            Some(StopReason::FailureThreshold { .. }) => "failure_threshold",
+            None => "",
+        }
+        .to_owned(),
+        stop_reason: stopped.map(|s| s.describe()).unwrap_or_default(),
         summary_json,
         failures_csv,
         counts,
@@ -883,6 +909,7 @@ mod tests {
             polls: 3,
             wait_seconds,
             waited_secs: 60,
+            stopped: false,
         }
     }
 

@@ -191,6 +191,9 @@ pub struct Recorded {
     pub status: Option<u16>,
     /// Whether the proxy answered itself instead of moto.
     pub injected: bool,
+    /// When it arrived (milliseconds since the epoch), before any delay a
+    /// rule adds: when its sender sent it.
+    pub at_ms: i64,
 }
 
 /// What a matching [`Rule`] does.
@@ -1152,6 +1155,9 @@ fn describe(parts: &Parts) -> Recorded {
     };
     Recorded {
         op,
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
         method: parts.method.to_string(),
         bucket: decode(bucket),
         key,

@@ -684,6 +684,7 @@ fn a_run_table_that_keeps_items_or_is_granted_too_widely_is_caught() {
         role_statement(d, "s3-fanout-reporter", "ReadRunCounts")["Action"] = json!([
             "dynamodb:Query",
             "dynamodb:BatchGetItem",
+            "dynamodb:GetItem",
             "dynamodb:PutItem"
         ]);
     });
@@ -692,6 +693,17 @@ fn a_run_table_that_keeps_items_or_is_granted_too_widely_is_caught() {
         role_statements(d, "s3-fanout-lister").retain(|s| s.get("Sid") != Some(&json!("CountRun")));
     });
     assert_caught(check_least_privilege(&t), "the lister unable to count");
+    let t = broken(|d| {
+        role_statement(d, COPIER, "CountRun")["Action"] = json!([
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:BatchGetItem"
+        ]);
+    });
+    assert_caught(
+        check_least_privilege(&t),
+        "the copier unable to read the run's stop mark",
+    );
     let t = broken(|d| {
         role_statements(d, COPIER)
             .retain(|s| s.get("Sid") != Some(&json!("SendCopiedRangesToValidate")));

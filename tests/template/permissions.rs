@@ -276,6 +276,8 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:ListBucket", report),
                 // A range's copies, read when its listing ends.
                 ("dynamodb:BatchGetItem", table),
+                // The run's stop mark (cancel, fail-fast).
+                ("dynamodb:GetItem", table),
             ]);
             g.extend(grants(&report_rw));
             g.extend(grants(&count));
@@ -301,6 +303,9 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 // A range whose copies are all done, sent to VALIDATE.
                 ("sqs:SendMessage", ranges),
                 ("dynamodb:BatchGetItem", table),
+                // The run's stop mark, read; written by fail-fast (PutItem
+                // and UpdateItem, as counting needs anyway).
+                ("dynamodb:GetItem", table),
             ]);
             g.extend(grants(&report_rw));
             g.extend(grants(&count));
@@ -321,6 +326,8 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 // Progress and totals; the markers of lost batches.
                 ("dynamodb:Query", table),
                 ("dynamodb:BatchGetItem", table),
+                // Whether the run was stopped, and why.
+                ("dynamodb:GetItem", table),
             ]);
             g.extend(grants(&report_rw));
             g
