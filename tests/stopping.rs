@@ -502,3 +502,65 @@ async fn an_upload_a_killed_copier_left_in_a_cancelled_run_is_cleaned_up_by_the_
     assert_eq!(list_multipart_uploads(&s3, &dst).await, 0, "no open upload");
     assert_eq!(contents(&s3, &dst).await, contents(&s3, &src).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_without_a_terminal_leaves_the_run_going_and_says_so() {
+    let _turn = TURN.lock().await;
+    let proxy = &stack().proxy;
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "ctrlc-noterm").await;
+    seed(&s3, &src, "t", 300).await;
+    proxy.add_rule(Rule::on(Op::CopyObject).bucket(&dst).delay(COPY_DELAY));
+
+    // GIVEN run --wait with no terminal (stdin is /dev/null, output piped)
+    let (source, destination) = (format!("s3://{src}"), format!("s3://{dst}"));
+    let outputs = outputs();
+    let child = cli()
+        .args([
+            "run",
+            "--stack-outputs",
+            &outputs,
+            &source,
+            &destination,
+            "--wait",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the CLI starts");
+    let dst2 = dst.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        wait_for(Op::CopyObject, &dst2, 20, Duration::from_secs(120));
+        // WHEN it gets Ctrl-C's signal
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        child.wait_with_output().expect("the CLI ends")
+    })
+    .await
+    .unwrap();
+
+    // THEN it leaves the run going, says so and how to stop it (exit 130)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("no terminal to ask"), "{stderr}");
+    let run_id = stderr
+        .split("left run ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("it says which run it left: {stderr}"))
+        .to_owned();
+    assert!(
+        stderr.contains(&format!("s3-fanout cancel {run_id}")),
+        "{stderr}"
+    );
+    assert_eq!(status_json(&run_id)["status"], "RUNNING");
+
+    // AND the run can still be cancelled from elsewhere
+    let out = run_cli(&["cancel", "--stack-outputs", &outputs, &run_id, "--wait"]);
+    proxy.clear_rules();
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(status_json(&run_id)["error"], "Cancelled");
+}

@@ -452,6 +452,9 @@ pub struct Progress {
     /// machine reads it.
     #[serde(default)]
     pub stopped: bool,
+    /// Polls since the run was seen stopped (their waits grow again).
+    #[serde(default)]
+    pub stopped_polls: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -82,6 +82,7 @@ pub async fn start_pass(
         wait_seconds: 0,
         waited_secs: 0,
         stopped: false,
+        stopped_polls: 0,
     })
 }
 

@@ -47,9 +47,16 @@ use crate::serverless::{proofs, stop};
 /// waiting for them.
 const IDLE_POLLS_BEFORE_GIVING_UP: u32 = 3;
 
-/// The longest wait between polls of a stopped run, which settles within
-/// seconds of its mark: its report should not wait for the run's pace.
-const STOPPED_WAIT_SECS: u64 = 2;
+/// The longest wait between polls of a stopped run, `polls` since it was
+/// seen stopped. It settles within seconds of its mark, so its report
+/// should not wait for the run's pace: 2 s, growing 2 s a poll to a
+/// minute, since a batch whose copier was killed settles only when SQS
+/// delivers it again (up to the work queue's visibility timeout, 90 min
+/// for the template's copier), and 2 s polls for that long would fill the
+/// execution's history (9 events a poll, 25,000 at most).
+fn stopped_wait_secs(polls: u32) -> u64 {
+    (2 * u64::from(polls)).clamp(2, 60)
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -72,6 +79,9 @@ pub enum ReporterEvent {
         /// Seconds waited between the pass's polls so far.
         #[serde(default)]
         waited_secs: u64,
+        /// Polls since the run was seen stopped.
+        #[serde(default)]
+        stopped_polls: u32,
     },
     Report {
         run_id: String,
@@ -106,6 +116,7 @@ pub async fn handle(
             batches_done,
             ranges_done,
             waited_secs,
+            stopped_polls,
         } => {
             let before = Progress {
                 run_id: run_id.clone(),
@@ -115,6 +126,7 @@ pub async fn handle(
                 batches_done,
                 ranges_done,
                 waited_secs,
+                stopped_polls,
                 ..Progress::default()
             };
             let checked = progress(env, &before).await;
@@ -196,6 +208,7 @@ pub async fn batch_counts(
         wait_seconds: 0,
         waited_secs: 0,
         stopped: false,
+        stopped_polls: 0,
     };
     Ok((progress, sent))
 }
@@ -238,12 +251,14 @@ pub async fn progress(env: &FunctionEnv, before: &Progress) -> Result<Progress, 
     // in flight, even when no count moved since the last poll.
     let wait = poll_wait_secs(u64::from(polls), before.waited_secs, idle > 0);
     let mut wait_seconds = eta_bounded(wait, pass_eta_secs(before, &counted));
+    let stopped_polls = if stopped { before.stopped_polls + 1 } else { 0 };
     if stopped {
-        wait_seconds = wait_seconds.min(STOPPED_WAIT_SECS);
+        wait_seconds = wait_seconds.min(stopped_wait_secs(stopped_polls));
     }
     Ok(Progress {
         complete,
         stopped,
+        stopped_polls,
         idle_polls: idle,
         polls,
         wait_seconds,
@@ -910,7 +925,23 @@ mod tests {
             wait_seconds,
             waited_secs: 60,
             stopped: false,
+            stopped_polls: 0,
         }
+    }
+
+    #[test]
+    fn a_stopped_run_is_polled_within_seconds_and_a_long_settle_stays_far_from_the_history_limit() {
+        assert_eq!(stopped_wait_secs(1), 2);
+        assert_eq!(stopped_wait_secs(5), 10);
+        // A killed copier's batch settles only when SQS delivers it again:
+        // up to the template's 90-minute visibility timeout.
+        let (mut polls, mut waited) = (0u32, 0u64);
+        while waited < 90 * 60 {
+            polls += 1;
+            waited += stopped_wait_secs(polls);
+        }
+        assert!(polls < 150, "{polls} polls");
+        assert!(9 * u64::from(polls) < 25_000 / 10);
     }
 
     #[test]
