@@ -10,7 +10,7 @@ use crate::base::client::ClientSettings;
 use crate::base::error::SyncError;
 use crate::serverless::control::{self, CancelOutcome, RunState, RunWatcher, StackOutputs};
 
-use super::serverless::{StackArgs, config_exit};
+use super::stack::{StackArgs, config_exit};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CancelArgs {

@@ -80,6 +80,7 @@ mod plan;
 pub mod progress;
 mod report;
 mod serverless;
+mod stack;
 
 /// Run the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {

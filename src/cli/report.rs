@@ -15,7 +15,7 @@ use crate::model::location::HTML_NAME;
 use crate::report::{ReportRow, Summary, html};
 use crate::serverless::control;
 
-use super::serverless::{StackArgs, config_exit};
+use super::stack::{StackArgs, config_exit};
 use crate::cli::output::print_summary;
 
 #[derive(Debug, Clone, clap::Args)]
