@@ -454,6 +454,16 @@ export RCLONE_CONFIG="$WORK/rclone.conf" RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONF
     RCLONE_CONFIG_BENCH_ENDPOINT="$PROXY" RCLONE_CONFIG_BENCH_REGION="$REGION" \
     RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
 
+# Each peer's documented large-bucket settings, run as a column of its own.
+declare -A TUNED=([rclone-tuned]="--transfers 64 --checkers 64 --fast-list"
+    [s5cmd-256]="--numworkers 256" [s3sync-256]="--worker-size 256")
+# TOOL's tuned flags into the TUNED_FLAGS array (none for a default
+# column), named in NOTE.
+tuned_flags() {
+    read -ra TUNED_FLAGS <<<"${TUNED[$1]:-}"
+    NOTE="${TUNED[$1]:-}"
+}
+
 # The command line of TOOL syncing SRC to DST in SCENARIO, into the CMD array,
 # and in NOTE any departure from the tool's defaults beyond the multipart
 # threshold (8 MiB, 8 MiB parts) in the multipart and upload scenarios, where
@@ -485,18 +495,13 @@ tool_cmd() {
         # Same remote on both sides: rclone copies server-side.
         CMD=("$RCLONE" sync "bench:$src" "bench:$dst")
         if ((mp)); then CMD+=(--s3-copy-cutoff 8M); fi
-        if [[ "$tool" == rclone-tuned ]]; then
-            CMD+=(--transfers 64 --checkers 64 --fast-list)
-            NOTE="--transfers 64 --checkers 64 --fast-list"
-        fi
+        tuned_flags "$tool"
+        CMD+=("${TUNED_FLAGS[@]}")
         ;;
     s5cmd | s5cmd-256)
         # s3:// to s3:// is a server-side copy (CopyObject) in s5cmd.
-        CMD=("$S5CMD" --endpoint-url "$PROXY")
-        if [[ "$tool" == s5cmd-256 ]]; then
-            CMD+=(--numworkers 256)
-            NOTE="--numworkers 256"
-        fi
+        tuned_flags "$tool"
+        CMD=("$S5CMD" --endpoint-url "$PROXY" "${TUNED_FLAGS[@]}")
         CMD+=(sync "s3://$src/*" "s3://$dst/")
         if ((mp)); then NOTE="${NOTE:+$NOTE, }no multipart copy setting: one CopyObject each"; fi
         ;;
@@ -526,10 +531,8 @@ tool_cmd() {
             --source-access-key "$ACCESS_KEY" --source-secret-access-key "$SECRET_KEY"
             --target-access-key "$ACCESS_KEY" --target-secret-access-key "$SECRET_KEY")
         if ((mp)); then CMD+=(--multipart-threshold 8MiB --multipart-chunksize 8MiB); fi
-        if [[ "$tool" == s3sync-256 ]]; then
-            CMD+=(--worker-size 256)
-            NOTE="--worker-size 256"
-        fi
+        tuned_flags "$tool"
+        CMD+=("${TUNED_FLAGS[@]}")
         CMD+=("s3://$src" "s3://$dst")
         ;;
     esac
@@ -560,18 +563,13 @@ upload_cmd() {
         ;;
     rclone | rclone-tuned)
         CMD=("$RCLONE" sync "$src" "bench:$dst" --s3-upload-cutoff 8M --s3-chunk-size 8M)
-        if [[ "$tool" == rclone-tuned ]]; then
-            CMD+=(--transfers 64 --checkers 64 --fast-list)
-            NOTE="--transfers 64 --checkers 64 --fast-list"
-        fi
+        tuned_flags "$tool"
+        CMD+=("${TUNED_FLAGS[@]}")
         ;;
     s5cmd | s5cmd-256)
         # The slash after SRC: its content, not a folder named after it.
-        CMD=("$S5CMD" --endpoint-url "$PROXY")
-        if [[ "$tool" == s5cmd-256 ]]; then
-            CMD+=(--numworkers 256)
-            NOTE="--numworkers 256"
-        fi
+        tuned_flags "$tool"
+        CMD=("$S5CMD" --endpoint-url "$PROXY" "${TUNED_FLAGS[@]}")
         CMD+=(sync --part-size 8 "$src/" "s3://$dst/")
         ;;
     awscli)
@@ -594,10 +592,8 @@ upload_cmd() {
             --target-endpoint-url "$PROXY" --target-force-path-style --target-region "$REGION"
             --target-access-key "$ACCESS_KEY" --target-secret-access-key "$SECRET_KEY"
             --multipart-threshold 8MiB --multipart-chunksize 8MiB)
-        if [[ "$tool" == s3sync-256 ]]; then
-            CMD+=(--worker-size 256)
-            NOTE="--worker-size 256"
-        fi
+        tuned_flags "$tool"
+        CMD+=("${TUNED_FLAGS[@]}")
         CMD+=("$src" "s3://$dst/")
         ;;
     esac
