@@ -17,6 +17,9 @@ export AWS_EC2_METADATA_DISABLED=true
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+step "disk: room for the build and moto's spooled objects (scripts/disk-room.sh)"
+scripts/disk-room.sh "$CARGO_TARGET_DIR"
+
 step "toolchain and system packages"
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     # Debian splits venv/ensurepip out of python3.
