@@ -50,8 +50,11 @@ pub struct SyncSpec {
     #[arg(long, value_name = "N", env = "S3_FANOUT_MAX_DELETE")]
     pub max_delete: Option<u64>,
 
-    /// Objects copied at once.
-    #[arg(long, default_value_t = 64, env = "S3_FANOUT_CONCURRENCY")]
+    /// Objects copied at once, at most: the number in flight adapts below
+    /// it. 256, as s5cmd's workers: at a region's 30 ms round trip, 64 in
+    /// flight cap a sync near 2,100 copies/s, under what S3 takes per
+    /// prefix; the adaptive limit only gets there while latency holds.
+    #[arg(long, default_value_t = 256, env = "S3_FANOUT_CONCURRENCY")]
     pub concurrency: usize,
     /// Pieces of the key range listed at once (each on both sides). A range
     /// is cut at its folders, or for a flat keyspace at keys placed from its
@@ -326,7 +329,7 @@ impl Default for SyncSpec {
             exclude: Vec::new(),
             delete: false,
             max_delete: None,
-            concurrency: 64,
+            concurrency: 256,
             list_concurrency: 8,
             list_page_size: 1000,
             multipart_threshold: None,
