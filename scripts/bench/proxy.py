@@ -157,6 +157,11 @@ COUNTERS = Counters()
 UPSTREAM = ("127.0.0.1", 0)
 LATENCY_S = 0.0
 KMS_BUCKETS = frozenset()
+# --trace FILE: one line per request (ms since start, operation, status,
+# wall ms, path?query), the timeline to profile a run by.
+TRACE = None
+TRACE_LOCK = threading.Lock()
+STARTED = time.monotonic()
 # For requests the KMS emulation must sign again (kms_etags.py): the
 # benchmark's own server credentials, which bench.sh exports.
 SECRET_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
@@ -369,6 +374,7 @@ class Handler(socketserver.StreamRequestHandler):
         names = {k.decode("latin-1") for k in headers}
         path = urllib.parse.unquote(split.path)
         op = classify(method.decode("latin-1"), path, split.query, names)
+        began = time.monotonic()
         if LATENCY_S:
             time.sleep(LATENCY_S)  # releases the GIL: other connections' threads go on
         settle = None
@@ -397,6 +403,12 @@ class Handler(socketserver.StreamRequestHandler):
                 rsize = 0
         COUNTERS.add(op, status, size, rsize)
         self.connection.sendall(forwarded_head(rlines) + rbody)
+        if TRACE:
+            line = (f"{(began - STARTED) * 1000:.1f}\t{op}\t{status}\t"
+                    f"{(time.monotonic() - began) * 1000:.1f}\t{path}?{split.query}\n")
+            with TRACE_LOCK:
+                TRACE.write(line)
+                TRACE.flush()
         if upstream.reusable:
             return upstream
         upstream.close()
@@ -504,7 +516,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 def main():
-    global UPSTREAM, LATENCY_S, KMS_BUCKETS
+    global UPSTREAM, LATENCY_S, KMS_BUCKETS, TRACE
     parser = argparse.ArgumentParser()
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, default=0)
@@ -513,7 +525,11 @@ def main():
                         help="delay before forwarding each S3 request (not the control endpoints)")
     parser.add_argument("--kms-bucket", action="append", default=[], metavar="NAME",
                         help="objects of this bucket answer SSE-KMS ETags (repeatable)")
+    parser.add_argument("--trace", metavar="FILE",
+                        help="write a line per request: ms since start, op, status, wall ms, path?query")
     args = parser.parse_args()
+    if args.trace:
+        TRACE = open(args.trace, "w", encoding="utf-8")
     if args.latency_ms < 0:
         sys.exit("proxy.py: --latency-ms must be >= 0")
     LATENCY_S = args.latency_ms / 1000
