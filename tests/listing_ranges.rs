@@ -112,3 +112,44 @@ async fn the_planner_cuts_a_flat_keyspace_into_shards_that_hold_every_key_once()
     }
     assert_eq!(all, keys, "every key once, in order, across the shards");
 }
+
+/// GIVEN 100,000 keys over 100 folders (the synthetic endpoint's `dirs`)
+/// WHEN a piece that starts at a short cut ("dir-15", as bisection makes
+/// them) lists to the next folder
+/// THEN the endpoint serves that folder's keys and at most one page past
+/// its end, and nothing below the cut. Before: the listing started after
+/// "dir-1" and served dir-10/ to dir-14/ again (5,000 keys) on every such
+/// piece; a 100k-object no-op on Garage cost 443 listings for 200 pages.
+#[tokio::test]
+async fn a_piece_starting_at_a_short_cut_lists_nothing_below_it() {
+    let server = support::synthetic::Synthetic::start();
+    let bucket = "syn-100000-dirs";
+    let target = ListTarget {
+        client: s3_at(&server.endpoint).await,
+        location: format!("s3://{bucket}").parse().unwrap(),
+        expected_owner: None,
+        request_payer: false,
+        page_size: s3_fanout::model::s3_shape::MAX_PAGE_SIZE,
+    };
+    let range = KeyRange {
+        start_at: Some("dir-15".into()),
+        end_before: Some("dir-16/".into()),
+        ..KeyRange::default()
+    };
+    let served = |server: &support::synthetic::Synthetic| {
+        server.counts()["keys"][bucket].as_u64().unwrap_or(0)
+    };
+    let before = served(&server);
+    let entries: Vec<ObjectEntry> = list_range(target, range).try_collect().await.unwrap();
+    let served = served(&server) - before;
+    assert_eq!(entries.len(), 1_000, "dir-15/ holds 1,000 keys");
+    assert!(
+        entries.iter().all(|e| e.key.starts_with("dir-15/")),
+        "{:?}",
+        entries.first()
+    );
+    assert!(
+        served <= 2_000,
+        "{served} keys served for a folder of 1,000 (at most a page past its end)"
+    );
+}

@@ -188,6 +188,29 @@ pub struct KeyRange {
     pub end_before: Option<String>,
 }
 
+/// A string just below `s` in S3's (UTF-8 byte) order, for a listing to
+/// start after: `s` with its last character one lower and the highest
+/// character after it ("data15" becomes "data14\u{10FFFF}"), so only keys
+/// that begin with that lie between the two. Dropping the last character
+/// instead ("data1") would list every key from "data10" on again: a
+/// bisection's cut is often short, and a piece starting at one re-listed
+/// whole folders below it. `None` for the empty string (nothing is below).
+pub fn just_below(s: &str) -> Option<String> {
+    let mut below = s.to_owned();
+    let last = below.pop()?;
+    if let Some(lower) = (last as u32)
+        .checked_sub(1)
+        // One below U+E000 is a surrogate, which no string holds.
+        .map(|c| char::from_u32(c).unwrap_or('\u{D7FF}'))
+    {
+        below.push(lower);
+        below.push(char::MAX);
+    }
+    // After a last U+0000 the shorter string is the one just below; an
+    // empty one is no StartAfter at all.
+    (!below.is_empty()).then_some(below)
+}
+
 impl KeyRange {
     /// Every key of the location.
     pub fn all() -> Self {
@@ -202,15 +225,11 @@ impl KeyRange {
     }
 
     /// The `StartAfter` for a listing of this range: ListObjectsV2 only has an
-    /// exclusive start, so an inclusive `start_at` becomes the string one
-    /// character shorter (smaller than it); the few keys in between are
+    /// exclusive start, so an inclusive `start_at` becomes the nearest string
+    /// below it ([`just_below`]); keys in between (none in practice) are
     /// dropped by [`KeyRange::contains`].
     pub fn list_start_after(&self) -> Option<String> {
-        let below_start_at = self.start_at.as_deref().and_then(|s| {
-            let mut shorter = s.to_owned();
-            shorter.pop();
-            (!shorter.is_empty()).then_some(shorter)
-        });
+        let below_start_at = self.start_at.as_deref().and_then(just_below);
         match (self.start_after.clone(), below_start_at) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -341,13 +360,54 @@ mod tests {
             "below start_at, above StartAfter"
         );
         assert!(!range.contains("photo"));
-        assert_eq!(range.list_start_after().as_deref(), Some("photos"));
+        assert_eq!(
+            range.list_start_after().as_deref(),
+            Some("photos.\u{10FFFF}"),
+            "'/' is one above '.'"
+        );
         let resumed = range.resumed_after(Some("photos/a"));
         assert!(!resumed.contains("photos/a"));
         assert!(resumed.contains("photos/b"));
         assert_eq!(resumed.list_start_after().as_deref(), Some("photos/a"));
         // A cursor never moves a range backwards.
         assert_eq!(resumed.resumed_after(Some("a")), resumed);
+    }
+
+    #[test]
+    fn a_short_cut_lists_from_just_below_it_not_from_its_folder() {
+        // A bisection's cut between data13/ and data16/ is "data15": the
+        // listing must not start after "data1", which re-lists data10/ to
+        // data14/ whole.
+        let below = just_below("data15").unwrap();
+        assert_eq!(below, "data14\u{10FFFF}");
+        for key in ["data10/0000001.bin", "data14/9999999.bin", "data14"] {
+            assert!(key < below.as_str(), "{key} would be listed again");
+        }
+        assert!(below.as_str() < "data15");
+        assert_eq!(just_below("x\0").as_deref(), Some("x"));
+        assert_eq!(just_below("\0"), None);
+        assert_eq!(just_below(""), None);
+        assert_eq!(
+            just_below("a\u{E000}").as_deref(),
+            Some("a\u{D7FF}\u{10FFFF}")
+        );
+    }
+
+    proptest::proptest! {
+        /// Below its argument in UTF-8 byte order (S3's), and above every
+        /// key that is below it and does not extend the result itself.
+        #[test]
+        fn just_below_is_below_and_near(s in "\\PC{1,6}", key in "\\PC{0,8}") {
+            let below = just_below(&s);
+            if let Some(below) = &below {
+                proptest::prop_assert!(below.as_bytes() < s.as_bytes());
+                if key.as_bytes() < s.as_bytes() && !key.starts_with(below.as_str()) {
+                    proptest::prop_assert!(key.as_bytes() <= below.as_bytes(), "{key:?} in ({below:?}, {s:?})");
+                }
+            } else {
+                proptest::prop_assert!(s == "\0");
+            }
+        }
     }
 }
 
