@@ -30,6 +30,7 @@
 # request N ms, as a real region's round trip would (20 is typical).
 # PROFILE=release (default) or debug builds s3-fanout and the ceiling;
 # FANOUT_ARGS adds flags to every s3-fanout run (e.g. "--list-concurrency 1").
+# TRACE=1 keeps every request's line in bench-results/logs/proxy-trace.tsv.
 # The pseudo-tool `s3-fanout-baseline` runs BASELINE_BIN, another build of
 # s3-fanout (say, the commit before a refactor), with the same flags, so
 # one run compares two versions under the same conditions:
@@ -415,8 +416,16 @@ use_credentials
 for _ in $(seq 1 60); do s3u ping "$SERVER_URL" 2>/dev/null && break; sleep 0.5; done
 s3u ping "$SERVER_URL" || die "$SERVER at $SERVER_URL does not answer S3 requests"
 
+# TRACE=1: every request of the run, one line each, into
+# bench-results/logs/proxy-trace.tsv (ms since the proxy started,
+# operation, status, wall ms, path?query), to profile a tool by.
+trace_args=()
+if [[ "${TRACE:-0}" == 1 ]]; then
+    mkdir -p "$OUT_DIR/logs"
+    trace_args=(--trace "$OUT_DIR/logs/proxy-trace.tsv")
+fi
 "$PY" scripts/bench/proxy.py --upstream "$SERVER_URL" --port-file "$WORK/proxy.port" \
-    --latency-ms "$LATENCY_MS" "${KMS_ARGS[@]}" 2>"$WORK/proxy.log" &
+    --latency-ms "$LATENCY_MS" "${KMS_ARGS[@]}" "${trace_args[@]}" 2>"$WORK/proxy.log" &
 proxy_pid=$!
 for _ in $(seq 1 100); do [[ -s "$WORK/proxy.port" ]] && break; sleep 0.1; done
 [[ -s "$WORK/proxy.port" ]] || die "the counting proxy did not start: $(cat "$WORK/proxy.log")"
