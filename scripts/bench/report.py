@@ -7,13 +7,19 @@
 
 The pseudo-tool `ceiling` (examples/ceiling.rs: only the necessary requests,
 at high concurrency) is the server's own limit; "x ceiling" is each row's
-wall time over the ceiling's in the same scenario.
+wall time over the ceiling's in the same scenario. The scenarios that move
+their source's bytes (THROUGHPUT) also show MiB/s: the source's bytes over
+the wall time.
 """
 
 import json
 import re
 import sys
 
+MIB = 1024 * 1024
+# Scenarios that move all their source's bytes: re-syncs move next to none,
+# and the small-object copies are measured in objects per second.
+THROUGHPUT = ("multipart", "upload-dir", "restore-dir", "large-1g", "large-6g")
 
 def peak_rss_kib(path):
     try:
@@ -36,13 +42,16 @@ def record(out, tool, scenario, objects, code, wall, time_file, counts_file, com
     counts = load(counts_file, {"ops": {}, "errors": {}, "total": None})
     compare = load(compare_file, {})
     wall = float(wall)
+    size = compare.get("source_bytes")
     rec = {
         "tool": tool,
         "scenario": scenario,
         "objects": int(objects),
+        "bytes": size,
         "exit_code": int(code),
         "wall_s": round(wall, 3),
         "objects_per_s": round(int(objects) / wall, 1) if wall > 0 else None,
+        "mib_per_s": round(size / MIB / wall, 1) if size is not None and wall > 0 else None,
         "peak_rss_kib": peak_rss_kib(time_file),
         "requests_total": counts.get("total"),
         "requests": counts.get("ops", {}),
@@ -72,6 +81,10 @@ ABBREV = {
 
 def fmt_rss(kib):
     return f"{kib / 1024:.0f}" if kib else "?"
+
+
+def fmt_mib(mib):
+    return f"{mib:.0f}" if mib >= 10 else f"{mib:.1f}"
 
 
 def median_runs(runs):
@@ -113,10 +126,14 @@ def render(results, out_md, out_json, meta_file):
     lines.append("Versions: " + "; ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()))
     lines.append("")
     for scen in scenarios:
-        lines.append(f"## {scen}")
+        first = next(r for r in rows if r["scenario"] == scen)
+        size = f", {fmt_mib(first['bytes'] / MIB)} MiB" if first.get("bytes") is not None else ""
+        lines.append(f"## {scen} ({first['objects']} objects{size})")
         lines.append("")
-        lines.append("| tool | exit | wall s | x ceiling | obj/s | peak RSS MiB | requests | by operation | equal key+size | equal ETag |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---|:---:|:---:|")
+        rate = scen in THROUGHPUT
+        lines.append("| tool | exit | wall s |" + (" MiB/s |" if rate else "") + " x ceiling | obj/s | peak RSS MiB "
+                     "| requests | by operation | equal key+size | equal ETag |")
+        lines.append("|---|---:|---:|" + ("---:|" if rate else "") + "---:|---:|---:|---:|---|:---:|:---:|")
         ceiling = next((r["wall_s"] for r in rows if r["scenario"] == scen and r["tool"] == "ceiling"), None)
         for r in (r for r in rows if r["scenario"] == scen):
             if r["tool"] == "ceiling" or not ceiling:
@@ -145,6 +162,10 @@ def render(results, out_md, out_json, meta_file):
             note = f" ({r['note']})" if r.get("note") else ""
             walls = r["runs_wall_s"]
             wall = f"{r['wall_s']:.2f}" + (f" ({min(walls):.2f}–{max(walls):.2f})" if len(walls) > 1 else "")
+            if rate:
+                # A destination short of its source did not move its bytes.
+                mibs = r.get("mib_per_s") if c.get("equal_key_size") else None
+                wall += f" | {'-' if mibs is None else fmt_mib(mibs)}"
             lines.append(
                 f"| {r['tool']}{note} | {r['exit_code']} | {wall} | {vs} | {r['objects_per_s'] or 0:.0f} | "
                 f"{fmt_rss(r['peak_rss_kib'])} | {r['requests_total'] if r['requests_total'] is not None else '?'} | {ops} | {eq_size} | {eq_etag} |"
@@ -160,7 +181,9 @@ def render(results, out_md, out_json, meta_file):
     lines.append("")
     lines.append(
         "obj/s = source objects in the scenario / wall time (for re-syncs: objects compared; "
-        "for uploads: local files). The ceiling copies between buckets only, so the upload scenarios have no x ceiling. "
+        "for uploads: local files); MiB/s = the source's bytes / wall time (- where the destination is short of the source). "
+        "The ceiling copies between buckets only, so the upload and restore scenarios have no x ceiling. "
+        "For restores, equal ETag means equal bytes, file by file. "
         "With REPEAT above 1, each row is the run with the median wall time, its range in brackets. "
         "Equal ETag may legitimately fail for multipart copies: a `-N` ETag depends on the part layout a tool chose."
     )
