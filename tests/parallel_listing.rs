@@ -1,7 +1,8 @@
 //! Listing one range as several pieces at once (`--list-concurrency`),
 //! against a real server. Pages of 10 keys (`--list-page-size`) make a few
 //! hundred keys behave like a large bucket: the range is cut once it has
-//! listed ten full pages, and pieces that list ten more are cut again.
+//! listed its first full page, and pieces that list four more while a
+//! lister is idle are cut again.
 //!
 //! What must hold whatever the cuts: every key is listed, diffed and acted
 //! on exactly once, on both sides, so the counts are exact and a re-run
@@ -95,10 +96,9 @@ async fn in_sync_pair(tag: &str, n: u64) -> (String, String) {
 const LISTS_AT_MOST: u64 = 96;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_range_under_ten_pages_stays_one_stream_at_one_request_per_page() {
-    let (src, dst) = in_sync_pair("pieces-small", 95).await;
-    // 95 keys in pages of 10 (9 full, 1 partial): not worth a cut at the
-    // default list concurrency, so 10 pages a side and nothing else.
+async fn a_range_of_one_page_is_one_stream_at_one_request_a_side() {
+    let (src, dst) = in_sync_pair("pieces-page", 9).await;
+    // 9 keys in pages of 10: nothing to cut, so one page a side.
     let (status, summary) = sync_json(
         &format!("s3://{src}"),
         &format!("s3://{dst}"),
@@ -106,7 +106,34 @@ async fn a_range_under_ten_pages_stays_one_stream_at_one_request_per_page() {
     );
     assert_eq!(status, 0, "{summary:#}");
     assert_eq!(count(&summary, "listed_pieces"), 1, "{summary:#}");
-    assert_eq!(summary["requests"]["ListObjectsV2"], 20, "{summary:#}");
+    assert_eq!(summary["requests"]["ListObjectsV2"], 2, "{summary:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_of_a_few_pages_is_cut_after_its_first_and_pays_a_partly_used_page_a_piece() {
+    let (src, dst) = in_sync_pair("pieces-small", 95).await;
+    // 95 keys in pages of 10 (9 full, 1 partial): after the first page the
+    // rest is cut at keys placed from it, so the other listers start at
+    // once instead of waiting nine round trips.
+    let (status, summary) = sync_json(
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &["--list-page-size", "10"],
+    );
+    assert_eq!(status, 0, "{summary:#}");
+    let pieces = count(&summary, "listed_pieces");
+    assert!(pieces > 1, "{summary:#}");
+    assert_eq!(count(&summary, "listed_source"), 95);
+    assert_eq!(count(&summary, "skip_equal"), 95);
+    // Ten pages a side; up to a partly used page a side per piece after the
+    // first; and the one-key probes that keep cuts within the listing
+    // (a bisection over the seven cuts, and one per later cut of an open end).
+    let lists = summary["requests"]["ListObjectsV2"].as_u64().unwrap_or(0);
+    let bound = 20 + 2 * (pieces - 1) + 3 + pieces;
+    assert!(
+        (20..=bound).contains(&lists),
+        "{lists} listings (at most {bound}) for {pieces} pieces: {summary:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -128,8 +155,9 @@ async fn folders_are_listed_as_pieces_cut_at_their_common_prefixes() {
     }
     let (status, summary) = sync_json(&format!("s3://{src}"), &format!("s3://{dst}"), &args(&[]));
     assert_eq!(status, 0, "{summary:#}");
-    // Ten pages reach the second of seven folders, so the five ahead hold
-    // about 25 pages: two cuts at folders, and bisection after that.
+    // The first page is in the first of seven folders, so the six ahead
+    // hold about 36 pages: cuts at folders for the free listers, and
+    // bisection after that.
     assert!(count(&summary, "listed_pieces") >= 3, "{summary:#}");
     assert_eq!(count(&summary, "listed_source"), keys.len() as u64);
     assert_eq!(count(&summary, "copied"), keys.len() as u64);

@@ -21,13 +21,30 @@ use crate::model::keyspace::{KeySpace, MovableEnd, thin, tile};
 use crate::model::location::KeyRange;
 use crate::report::Stats;
 
-/// Full source pages a piece lists before it may be cut, and again after
-/// each cut. A cut costs up to one partly used page a side (the last page
-/// before it runs past it), so this bounds that waste to about one request
-/// in ten; and a range of under ten pages (ten thousand keys) stays the one
-/// sequential stream of one request per thousand keys a side, which is as
-/// few as a listing can make.
+/// Full source pages a serverless range lists before it may be split
+/// ([`bisect`]), and again after each split. A split is a range record, a
+/// queue message and a checkpoint, and costs up to one partly used page a
+/// side (the last page before the cut runs past it), so this bounds that
+/// waste to about one request in ten.
 pub const PAGES_BEFORE_CUT: u64 = 10;
+
+/// Full source pages the range lists as one stream before its first cut.
+/// One: a page is sample enough to place cuts, and each page listed before
+/// the cut is a round trip the whole range waits for (30 ms in a region,
+/// 100 ms or more per page of a large S3 listing) while the other listers
+/// stand idle. The first cut makes pieces of about a page ahead or more, so
+/// its waste is at most one request a side per page it saves; a range of
+/// one page lists as one stream, one request a side.
+pub const PAGES_BEFORE_FIRST_CUT: u64 = 1;
+
+/// Full source pages a piece lists before an idle lister may cut it in two
+/// ([`bisect`]), and again after each cut. A piece here is a task, not a
+/// record, and a cut is made only when a lister has nothing to do, so a
+/// range with one hot folder doubles its listers every few round trips
+/// instead of every ten; each cut still leaves both halves at least this
+/// many pages, which bounds its partly used page to one request in that
+/// many.
+pub const PIECE_PAGES_BEFORE_CUT: u64 = 4;
 
 /// What a piece does with each pair of its merge-join.
 pub trait PairSink: Clone + Send + Sync + 'static {
@@ -60,11 +77,11 @@ pub struct Sides {
 /// each piece's pairs to `sink`.
 ///
 /// It starts as one piece. Once that piece's source side has listed
-/// [`PAGES_BEFORE_CUT`] full pages and more follow, the range is cut
+/// [`PAGES_BEFORE_FIRST_CUT`] full pages and more follow, the range is cut
 /// (`model/keyspace.rs`): at its folders if the keys have any, else at keys placed
 /// from what it has listed. After that, whenever a lister is idle, the piece
 /// that has listed the most full pages since it was last cut (at least
-/// [`PAGES_BEFORE_CUT`]) has its remainder cut in two. Each piece runs its
+/// [`PIECE_PAGES_BEFORE_CUT`]) has its remainder cut in two. Each piece runs its
 /// own merge-join, so pieces need no order among themselves; actions from
 /// all of them go to the one sink.
 pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), SyncError> {
@@ -133,10 +150,11 @@ pub async fn list_in_pieces<S: PairSink>(sides: Sides, sink: S) -> Result<(), Sy
     }
 }
 
-/// The first cut, once the first piece has listed [`PAGES_BEFORE_CUT`]
-/// full pages: at the range's folders when its keys have folders, as many
-/// as the folders still ahead are estimated to fill with pieces of that
-/// size; else at keys placed beyond what was listed. Returns the new pieces.
+/// The first cut, once the first piece has listed
+/// [`PAGES_BEFORE_FIRST_CUT`] full pages: at the range's folders when its
+/// keys have folders, one per page the folders still ahead are estimated to
+/// hold (up to the free listers); else at keys placed beyond what was
+/// listed. Returns the new pieces.
 async fn first_cut(
     sides: &Sides,
     running: &[(KeyRange, Arc<MovableEnd>)],
@@ -153,7 +171,7 @@ async fn first_cut(
     };
     let Some(sample) = progress
         .sample
-        .filter(|_| progress.full_pages >= PAGES_BEFORE_CUT)
+        .filter(|_| progress.full_pages >= PAGES_BEFORE_FIRST_CUT)
     else {
         return Ok(Vec::new()); // not enough listed yet
     };
@@ -176,7 +194,7 @@ async fn first_cut(
             .collect();
         // Folders ahead hold about as many pages each as the ones passed.
         let pages_ahead = progress.full_pages * ahead.len() as u64 / passed.max(1) as u64;
-        let wanted = (pages_ahead / PAGES_BEFORE_CUT).min(slots as u64 - 1) as usize;
+        let wanted = pages_ahead.min(slots as u64 - 1) as usize;
         thin(ahead, wanted)
     } else {
         // Cuts at 1, 2, 4, … times the reach of what was listed, but none
@@ -242,7 +260,8 @@ fn cut_into_pieces(range: &KeyRange, end: &MovableEnd, cuts: Vec<String>) -> Vec
 }
 
 /// Cut in two the piece that has listed the most full pages since its last
-/// cut (at least [`PAGES_BEFORE_CUT`]) and is worth halving ([`bisect`]).
+/// cut (at least [`PIECE_PAGES_BEFORE_CUT`]) and is worth halving
+/// ([`bisect`]).
 async fn bisect_one(
     sides: &Sides,
     running: &[(KeyRange, Arc<MovableEnd>)],
@@ -254,11 +273,11 @@ async fn bisect_one(
     let mut candidates: Vec<_> = running
         .iter()
         .filter_map(|(range, end)| Some((range, end, end.progress()?)))
-        .filter(|(_, _, p)| p.full_pages >= PAGES_BEFORE_CUT && p.sample.is_some())
+        .filter(|(_, _, p)| p.full_pages >= PIECE_PAGES_BEFORE_CUT && p.sample.is_some())
         .collect();
     candidates.sort_by_key(|(_, _, p)| std::cmp::Reverse(p.full_pages));
     for (range, end, _) in candidates {
-        let pieces = bisect(source, range, end).await?;
+        let pieces = bisect(source, range, end, PIECE_PAGES_BEFORE_CUT).await?;
         if !pieces.is_empty() {
             return Ok(pieces);
         }
@@ -267,8 +286,8 @@ async fn bisect_one(
 }
 
 /// Cut the remainder of a range being listed (`range`, its end `end`) in
-/// two, if it has listed at least [`PAGES_BEFORE_CUT`] full pages since its
-/// last cut and has at least twice as many ahead by its key space, so each
+/// two, if it has listed at least `pages` full pages since its last cut
+/// and has at least twice as many ahead by its key space, so each
 /// half is worth its partly used page: at the midpoint of what it has left,
 /// or, for a range without an end, as far past where it is as it has come,
 /// if the source has keys there (a few one-key listings say). Returns the
@@ -280,6 +299,7 @@ pub async fn bisect(
     source: &Listing,
     range: &KeyRange,
     end: &MovableEnd,
+    pages: u64,
 ) -> Result<Vec<KeyRange>, SyncError> {
     let Some(progress) = end.progress() else {
         return Ok(Vec::new());
@@ -287,7 +307,7 @@ pub async fn bisect(
     let Some(mut sample) = progress
         .sample
         .clone()
-        .filter(|_| progress.full_pages >= PAGES_BEFORE_CUT)
+        .filter(|_| progress.full_pages >= pages)
     else {
         return Ok(Vec::new());
     };
@@ -308,7 +328,7 @@ pub async fn bisect(
     let ahead = space
         .ratio_ahead(&from, &low, progress.end.as_deref())
         .map(|ratio| ratio * progress.full_pages as f64);
-    if progress.end.is_some() && ahead.is_none_or(|pages| pages < 2.0 * PAGES_BEFORE_CUT as f64) {
+    if progress.end.is_some() && ahead.is_none_or(|ahead| ahead < 2.0 * pages as f64) {
         end.defer(); // too little left to halve
         return Ok(Vec::new());
     }

@@ -70,7 +70,7 @@ use crate::backend::transfer::Mover;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, SkipReason, decide, merge_join};
-use crate::engine::pieces::bisect;
+use crate::engine::pieces::{PAGES_BEFORE_CUT, bisect};
 use crate::engine::prove::Proofs;
 use crate::engine::verify::{Check, check_pair, prove_in_turn};
 use crate::engine::worker::count_plan;
@@ -820,7 +820,7 @@ impl<'a> Pass<'a> {
     ) -> Result<Vec<SplitRange>, SyncError> {
         if end
             .progress()
-            .is_none_or(|p| p.full_pages < crate::engine::pieces::PAGES_BEFORE_CUT)
+            .is_none_or(|p| p.full_pages < PAGES_BEFORE_CUT)
         {
             return Ok(Vec::new());
         }
@@ -828,7 +828,7 @@ impl<'a> Pass<'a> {
             end.defer(); // ranges wait for listers already
             return Ok(Vec::new());
         }
-        let pieces = bisect(source, range, end).await?;
+        let pieces = bisect(source, range, end, PAGES_BEFORE_CUT).await?;
         if pieces.is_empty() {
             return Ok(Vec::new());
         }
