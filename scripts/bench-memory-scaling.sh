@@ -5,7 +5,7 @@
 # merge-join, so nothing should grow per key; this is the check at the scale
 # where a per-key structure would show. Memory does depend on how many pieces
 # list at once (each holds a response of up to a thousand keys a side in
-# flight), and a range under ten thousand keys lists as one stream, so the
+# flight), and a small range lists as fewer pieces than a large one, so the
 # smallest run at default settings is not the baseline: growth per key is
 # judged at one listing stream (smallest vs largest, within 20%) and at
 # default settings over the last tenfold step, where as many pieces list at
