@@ -8,6 +8,7 @@ server's `ceiling` among them when it ran).
 
 import json
 import sys
+import textwrap
 
 import matplotlib
 
@@ -44,7 +45,9 @@ def main(src, out):
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(ncol=len(tools), fontsize="small")
     params = ", ".join(f"{k}={v}" for k, v in data.get("params", {}).items() if k != "SERVER" and v != "")
-    fig.suptitle(f"s3-fanout vs peers on {data.get('server', 'moto')}\n({params})", fontsize="medium")
+    # Wrapped: with every scenario's sizes the line is wider than the figure.
+    params = "\n".join(textwrap.wrap(f"({params})", 110))
+    fig.suptitle(f"s3-fanout vs peers on {data.get('server', 'moto')}\n{params}", fontsize="small")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
 
