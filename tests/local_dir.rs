@@ -473,6 +473,59 @@ async fn an_interrupted_upload_and_restore_converge_on_rerun() {
     assert_eq!(partials, 0);
 }
 
+#[tokio::test]
+async fn a_restore_keeps_at_most_64_gets_in_flight_whatever_its_concurrency() {
+    // GIVEN 400 small objects, listed first, over which the adaptive
+    // limit grows past 8 objects at once; then 12 objects of 40 MiB,
+    // eight 5 MiB ranges each, whose GETs the proxy holds half a second:
+    // at --concurrency 256 and 8 ranges an object, all 96 could be out at
+    // once
+    let s3 = s3().await;
+    let bucket = unique_bucket("local-gets");
+    create_bucket(&s3, &bucket).await;
+    let mut files = Vec::new();
+    for i in 0..400u64 {
+        let (key, data) = (format!("a/{i:03}.bin"), body(i, 64));
+        put(&s3, &bucket, &key, data.clone()).await;
+        files.push((key, data));
+    }
+    let proxy = FaultProxy::start(&moto().endpoint);
+    for i in 0..12u64 {
+        let (key, data) = (format!("z/{i:03}.bin"), body(i, 40 * MIB));
+        put(&s3, &bucket, &key, data.clone()).await;
+        proxy.add_rule(
+            Rule::on(Op::GetObject)
+                .key(&key)
+                .delay(Duration::from_millis(500)),
+        );
+        files.push((key, data));
+    }
+    let restore = tempfile::tempdir().unwrap();
+    let target = restore.path().join("r");
+
+    // WHEN it restores at the highest concurrency
+    let out = cli()
+        .args(["sync", &format!("s3://{bucket}"), &path_arg(&target)])
+        .args(["--endpoint-url", proxy.endpoint(), "--concurrency", "256"])
+        .args(["--multipart-threshold", "5MiB", "--part-size", "5MiB"])
+        .args(["--part-concurrency", "8"])
+        .output()
+        .unwrap();
+
+    // THEN every file is there, and no more than 64 GETs were ever out at
+    // once: each holds a connection's read buffer and a write buffer, and
+    // a 5 GiB tree of large files peaked at 216 MiB without the bound
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(tree(&target), sorted(files));
+    assert_eq!(proxy.count_op(Op::GetObject), 400 + 96);
+    let peak = proxy.peak_in_flight();
+    assert!(
+        (2..=64 + 2).contains(&peak),
+        "{peak} requests in flight at once"
+    );
+}
+
 fn sorted_strings(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v

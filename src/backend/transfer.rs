@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use aws_sdk_s3::Client;
 
 use crate::backend::local::dir::{DirRole, LocalDir, io_failure};
-use crate::backend::local::download::{Source, download};
+use crate::backend::local::download::{self, Source, download};
 use crate::backend::local::upload::{Destination, ObjectMeta, Shape, upload_file};
 use crate::backend::local::{posix, remove};
 use crate::backend::outcome::DeleteOutcome;
@@ -46,6 +46,8 @@ pub enum Mover {
     Download {
         dir: Arc<LocalDir>,
         bucket: RemoteBucket,
+        /// GETs in flight across all downloads ([`download::RANGES_IN_FLIGHT`]).
+        ranges: Arc<tokio::sync::Semaphore>,
     },
 }
 
@@ -128,6 +130,9 @@ impl Mover {
                     },
                 ),
                 bucket: bucket(source_client, &options.source),
+                ranges: Arc::new(tokio::sync::Semaphore::new(
+                    download::RANGES_IN_FLIGHT.max(options.copy.part_concurrency),
+                )),
             },
         }
     }
@@ -182,7 +187,7 @@ impl Mover {
                 );
             }
             Mover::Upload { dir, bucket } => (dir, bucket, Side::Source),
-            Mover::Download { dir, bucket } => (dir, bucket, Side::Destination),
+            Mover::Download { dir, bucket, .. } => (dir, bucket, Side::Destination),
         };
         let remote_side = match local_side {
             Side::Source => Side::Destination,
@@ -252,11 +257,16 @@ impl Mover {
         match self {
             Mover::Buckets(copier) => copier.copy(entry, cancel).await,
             Mover::Upload { dir, bucket } => upload(dir, bucket, entry, cancel).await,
-            Mover::Download { dir, bucket } => {
+            Mover::Download {
+                dir,
+                bucket,
+                ranges,
+            } => {
                 let from = Source {
                     client: &bucket.client,
                     location: &bucket.location,
                     options: &bucket.options,
+                    ranges,
                 };
                 let (downloaded, source_changed) = match download(&from, dir, entry, cancel).await {
                     // Changed since it was listed: fetch it as it is now,

@@ -451,6 +451,8 @@ struct State {
     shifted_part_copies: Vec<String>,
     log: Vec<Recorded>,
     in_flight: usize,
+    /// The most requests in flight at once since the log was last cleared.
+    peak_in_flight: usize,
     /// The proxy's own failures.
     errors: Vec<String>,
 }
@@ -654,9 +656,18 @@ impl FaultProxy {
         self.state().routes.push((prefix.to_owned(), upstream));
     }
 
-    /// Forget the requests recorded so far (before a re-run, say).
+    /// Forget the requests recorded so far (before a re-run, say), and
+    /// the peak of requests in flight.
     pub fn clear_log(&self) {
-        self.state().log.clear();
+        let mut state = self.state();
+        state.log.clear();
+        state.peak_in_flight = state.in_flight;
+    }
+
+    /// The most requests that were in flight at once since the proxy
+    /// started or its log was last cleared.
+    pub fn peak_in_flight(&self) -> usize {
+        self.state().peak_in_flight
     }
 
     /// Requests of `op` for object `key`.
@@ -844,6 +855,7 @@ async fn process(
         let plan = plan(&mut state, &recorded);
         state.log.push(recorded.clone());
         state.in_flight += 1;
+        state.peak_in_flight = state.peak_in_flight.max(state.in_flight);
         let guard = InFlight {
             state: shared.state.clone(),
             index: state.log.len() - 1,

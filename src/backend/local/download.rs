@@ -43,11 +43,22 @@ const BODY_ATTEMPTS: u32 = 3;
 /// call per network chunk.
 const WRITE_BUFFER: usize = 256 * 1024;
 
+/// GETs in flight across every download of a run. Each holds its
+/// connection's read buffer (up to about 400 KiB in hyper) and up to
+/// [`WRITE_BUFFER`] of body, and a restore would otherwise have object
+/// concurrency times part concurrency of them (256 x 8): a 5 GiB tree of
+/// mid-size and large files peaked at 216 MiB. 64 keep a link busy at a
+/// region's round trip (64 x 8 MiB parts in flight) within about 45 MiB.
+pub const RANGES_IN_FLIGHT: usize = 64;
+
 /// Where a download comes from.
 pub struct Source<'a> {
     pub client: &'a Client,
     pub location: &'a S3Location,
     pub options: &'a CopyOptions,
+    /// Permits for GETs in flight, shared by the run's downloads
+    /// ([`RANGES_IN_FLIGHT`]).
+    pub ranges: &'a tokio::sync::Semaphore,
 }
 
 /// What the first GET said about the object.
@@ -236,6 +247,9 @@ async fn fetch_range(
     let (start, end) = range.unwrap_or((0, entry.size.saturating_sub(1)));
     let mut at = start;
     let mut attempt = 0;
+    // Held until the body is written; never closed, so acquiring fails
+    // only if the run dropped it, which it does not while downloading.
+    let _permit = from.ranges.acquire().await.ok();
     loop {
         attempt += 1;
         let mut request = from
