@@ -45,7 +45,7 @@ const WRITE_BUFFER: usize = 256 * 1024;
 
 /// GETs in flight across every download of a run. Each holds its
 /// connection's read buffer (up to about 400 KiB in hyper) and up to
-/// [`WRITE_BUFFER`] of body, and a restore would otherwise have object
+/// `WRITE_BUFFER` of body, and a restore would otherwise have object
 /// concurrency times part concurrency of them (256 x 8): a 5 GiB tree of
 /// mid-size and large files peaked at 216 MiB. 64 keep a link busy at a
 /// region's round trip (64 x 8 MiB parts in flight) within about 45 MiB.
