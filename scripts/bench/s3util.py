@@ -179,6 +179,25 @@ def rmbucket(endpoint, bucket):
     s3.delete_bucket(Bucket=bucket)
 
 
+def verdict(a, b, missing, extra, size_diff, content_diff, examples, **more):
+    """The JSON every compare prints: A and B map a key to (size, ...), the
+    lists name the keys that differ; content differences go in the ETag
+    fields (report.py's equality columns), and MORE adds fields of its own."""
+    return {
+        "source_objects": len(a),
+        "source_bytes": sum(v[0] for v in a.values()),
+        "dest_objects": len(b),
+        "missing": len(missing),
+        "extra": len(extra),
+        "size_mismatch": len(size_diff),
+        "etag_mismatch": len(content_diff),
+        "equal_key_size": not missing and not extra and not size_diff,
+        "equal_etag": not missing and not extra and not size_diff and not content_diff,
+        "examples": examples,
+        **more,
+    }
+
+
 def compare(endpoint, src, dst):
     s3 = client(endpoint)
     a, b = listing(s3, src), listing(s3, dst)
@@ -189,19 +208,8 @@ def compare(endpoint, src, dst):
     # A multipart copy's ETag ("…-N") depends on the part layout the tool
     # chose, so it may differ from a single-part source's ETag legitimately.
     etag_diff_multipart = [k for k in etag_diff if "-" in b[k][1] or "-" in a[k][1]]
-    result = {
-        "source_objects": len(a),
-        "source_bytes": sum(size for size, _ in a.values()),
-        "dest_objects": len(b),
-        "missing": len(missing),
-        "extra": len(extra),
-        "size_mismatch": len(size_diff),
-        "etag_mismatch": len(etag_diff),
-        "etag_mismatch_multipart_shape": len(etag_diff_multipart),
-        "equal_key_size": not missing and not extra and not size_diff,
-        "equal_etag": not missing and not extra and not size_diff and not etag_diff,
-        "examples": (missing[:3] + size_diff[:3] + etag_diff[:3]),
-    }
+    result = verdict(a, b, missing, extra, size_diff, etag_diff, missing[:3] + size_diff[:3] + etag_diff[:3],
+                     etag_mismatch_multipart_shape=len(etag_diff_multipart))
     print(json.dumps(result))
 
 
@@ -312,20 +320,10 @@ def compare_dir(endpoint, root, bucket, prefix):
     # A key that differs from a local name only by Unicode normalization is
     # the tool rewriting the name, worth telling apart from a lost file.
     renormalized = [k for k in extra if unicodedata.normalize("NFC", k) in a and k not in a]
-    result = {
-        "source_objects": len(a),
-        "source_bytes": sum(size for size, _ in a.values()),
-        "dest_objects": len(b),
-        "missing": len(missing),
-        "extra": len(extra),
-        "size_mismatch": len(size_diff),
-        "etag_mismatch": len(etag_diff),
-        "etag_mismatch_multipart_shape": len([k for k in etag_diff if "-" in b[k][1]]),
-        "equal_key_size": not missing and not extra and not size_diff,
-        "equal_etag": not missing and not extra and not size_diff and not etag_diff,
-        "examples": (missing[:3] + extra[:3] + size_diff[:3] + etag_diff[:3]),
-        "extra_renormalized": len(renormalized),
-    }
+    result = verdict(a, b, missing, extra, size_diff, etag_diff,
+                     missing[:3] + extra[:3] + size_diff[:3] + etag_diff[:3],
+                     etag_mismatch_multipart_shape=len([k for k in etag_diff if "-" in b[k][1]]),
+                     extra_renormalized=len(renormalized))
     print(json.dumps(result, ensure_ascii=False))
 
 
@@ -348,18 +346,8 @@ def compare_tree(root, copy):
     extra = sorted(k for k in b if k not in a)
     size_diff = [k for k in a if k in b and a[k][0] != b[k][0]]
     byte_diff = [k for k in a if k in b and a[k][0] == b[k][0] and not same_bytes(a[k][1], b[k][1])]
-    result = {
-        "source_objects": len(a),
-        "source_bytes": sum(size for size, _ in a.values()),
-        "dest_objects": len(b),
-        "missing": len(missing),
-        "extra": len(extra),
-        "size_mismatch": len(size_diff),
-        "etag_mismatch": len(byte_diff),
-        "equal_key_size": not missing and not extra and not size_diff,
-        "equal_etag": not missing and not extra and not size_diff and not byte_diff,
-        "examples": (missing[:3] + extra[:3] + size_diff[:3] + byte_diff[:3]),
-    }
+    result = verdict(a, b, missing, extra, size_diff, byte_diff,
+                     missing[:3] + extra[:3] + size_diff[:3] + byte_diff[:3])
     print(json.dumps(result, ensure_ascii=False))
 
 
