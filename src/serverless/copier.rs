@@ -43,7 +43,7 @@
 //! that is where throttling shows.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
@@ -163,6 +163,57 @@ struct Delivery {
     duplicate: bool,
     requests: RequestCounter,
     started: Instant,
+    /// Where the batch's time went, for the dashboards and for
+    /// `scripts/bench-serverless.sh`: the serverless path's own costs next
+    /// to the copies.
+    times: BatchTimes,
+}
+
+/// One delivery's time, in milliseconds, by what it waited on.
+#[derive(Debug, Default, Clone, Copy)]
+struct BatchTimes {
+    /// From SQS accepting the batch (its `SentTimestamp`) to this handler
+    /// taking it: the queue, the poller and the invocation. None without
+    /// the attribute.
+    queued: Option<i64>,
+    /// Copying the batch's tasks. The rest of the delivery's
+    /// `BatchDuration`, but for the result and the handoff, is reading the
+    /// run's manifest and whether the batch was counted before.
+    copy: Option<Duration>,
+    /// Recording the result: rows, the count in the run counters, the
+    /// batch's record and its second in the timeline.
+    result: Option<Duration>,
+    /// Looking whether the batch's range is all copied, and if so sending
+    /// it to VALIDATE.
+    handoff: Option<Duration>,
+}
+
+impl BatchTimes {
+    fn add_to(self, mut record: MetricRecord) -> MetricRecord {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if let Some(queued) = self.queued {
+            record = record.value("BatchQueueTime", Unit::Milliseconds, queued.max(0) as f64);
+        }
+        if let Some(copy) = self.copy {
+            record = record.value("BatchCopyTime", Unit::Milliseconds, ms(copy));
+        }
+        if let Some(result) = self.result {
+            record = record.value("BatchResultTime", Unit::Milliseconds, ms(result));
+        }
+        if let Some(handoff) = self.handoff {
+            record = record.value("BatchHandoffTime", Unit::Milliseconds, ms(handoff));
+        }
+        record
+    }
+}
+
+/// Milliseconds from SQS accepting `record` to `now_ms`: its
+/// `SentTimestamp`, which Lambda's SQS events carry
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/with-sqs.html>, "Example
+/// standard queue message event").
+fn queued_ms(record: &SqsMessage, now_ms: i64) -> Option<i64> {
+    let sent: i64 = record.attributes.get("SentTimestamp")?.parse().ok()?;
+    Some(now_ms - sent)
 }
 
 impl Delivery {
@@ -180,7 +231,10 @@ impl Delivery {
             ..Work::default()
         }
         .requests(&self.requests);
-        let mut record = emf::function_record(function_name, &work, self.started.elapsed())
+        let record = emf::function_record(function_name, &work, self.started.elapsed());
+        let mut record = self
+            .times
+            .add_to(record)
             .value("ObjectsDeleted", Unit::Count, counts.deleted as f64)
             .property("receive_count", self.receive_count.into())
             .property("handed_back", self.hand_back.into())
@@ -217,8 +271,10 @@ async fn copy_message(
         // Counted per delivery, so a result carries its batch's retries only.
         requests: RequestCounter::new(),
         started: Instant::now(),
+        times: BatchTimes::default(),
     };
     let started_at_ms = emf::now_ms();
+    delivery.times.queued = queued_ms(record, started_at_ms);
     let last = receive_count >= env.config.max_receive_count;
     let batch = match CopyBatch::parse(record.body.as_deref().unwrap_or_default()) {
         Ok(batch) => batch,
@@ -253,6 +309,7 @@ async fn copy_message(
         }
         Ok(run) => {
             let counter = &delivery.requests;
+            let copying = Instant::now();
             let result = copy_batch(
                 env,
                 &run,
@@ -261,6 +318,7 @@ async fn copy_message(
                 counter,
             )
             .await;
+            delivery.times.copy = Some(copying.elapsed());
             // A run stopped while the batch copied sends no VALIDATE.
             let validates =
                 run.manifest.settings.validate && !watch.is_some_and(StopWatch::is_stopped);
@@ -279,17 +337,23 @@ async fn copy_message(
     };
     result.started_at_ms = Some(started_at_ms);
     result.finished_at_ms = Some(emf::now_ms());
-    match settle_batch(env, &batch, &result, validates).await {
+    let settling = Instant::now();
+    let settled = settle_batch(env, &batch, &result, validates).await;
+    delivery.times.result = Some(settling.elapsed());
+    match settled {
         Ok(counted) => {
             tracing::info!(batch = %batch.batch_id, receive_count, counted, copied = result.counts.copied + result.counts.updated, failed = result.counts.failed, "batch done");
             delivery.hand_back = false;
             delivery.counts = Some(result.counts);
             // Also on a redelivery of a counted batch: the delivery that
             // counted it may have died before it looked.
-            if let (Some(shard), true) = (batch.range, validates)
-                && let Err(err) = ranges::validate_when_copied(env, &batch.run_id, shard).await
-            {
-                tracing::warn!(batch = %batch.batch_id, shard, error = %err, "could not look whether the range is copied; VALIDATE lists it when the write phase ends");
+            if let (Some(shard), true) = (batch.range, validates) {
+                let handing = Instant::now();
+                let handed = ranges::validate_when_copied(env, &batch.run_id, shard).await;
+                delivery.times.handoff = Some(handing.elapsed());
+                if let Err(err) = handed {
+                    tracing::warn!(batch = %batch.batch_id, shard, error = %err, "could not look whether the range is copied; VALIDATE lists it when the write phase ends");
+                }
             }
         }
         Err(err) => {
@@ -737,6 +801,7 @@ mod tests {
             duplicate: false,
             requests: RequestCounter::new(),
             started: Instant::now(),
+            times: BatchTimes::default(),
         }
     }
 
@@ -766,6 +831,31 @@ mod tests {
         assert_eq!(record["run_id"], "run");
         assert_eq!(record["batch_id"], "00001-00000-0000");
         assert_eq!(record["handed_back"], false);
+    }
+
+    #[test]
+    fn a_delivery_reports_where_its_batch_waited_copied_and_was_recorded() {
+        // GIVEN a batch SQS accepted 1,250 ms before its copier took it
+        let mut message = SqsMessage::default();
+        message
+            .attributes
+            .insert("SentTimestamp".into(), "1700000000000".into());
+        let mut timed = delivery(Some(Counts::default()));
+        timed.times = BatchTimes {
+            queued: queued_ms(&message, 1_700_000_001_250),
+            copy: Some(Duration::from_millis(420)),
+            result: Some(Duration::from_millis(35)),
+            handoff: Some(Duration::from_millis(12)),
+        };
+        // THEN its record has each share in milliseconds
+        let reported = record(&timed);
+        assert_eq!(reported["BatchQueueTime"], 1250.0);
+        assert_eq!(reported["BatchCopyTime"], 420.0);
+        assert_eq!(reported["BatchResultTime"], 35.0);
+        assert_eq!(reported["BatchHandoffTime"], 12.0);
+        // AND a message without the attribute reports no queue time
+        assert_eq!(queued_ms(&SqsMessage::default(), 1), None);
+        assert!(record(&delivery(None)).get("BatchQueueTime").is_none());
     }
 
     #[test]

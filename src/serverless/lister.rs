@@ -96,6 +96,11 @@ pub struct Tally {
     keys: u64,
     batches_sent: u64,
     throttles: u64,
+    /// Sending batches to SQS and counting them sent in the run counters.
+    sending: Duration,
+    /// Saving progress: the checkpoint, and the ledger's chunks and what
+    /// VALIDATE needs, written with it.
+    checkpointing: Duration,
 }
 
 impl Tally {
@@ -112,8 +117,12 @@ impl Tally {
             Unit::Count,
             self.keys as f64,
         );
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let record = record.value("CheckpointTime", Unit::Milliseconds, ms(self.checkpointing));
         let record = match at.phase {
-            Phase::Write => record.value("BatchesSent", Unit::Count, self.batches_sent as f64),
+            Phase::Write => record
+                .value("BatchesSent", Unit::Count, self.batches_sent as f64)
+                .value("SendTime", Unit::Milliseconds, ms(self.sending)),
             Phase::Validate => record
                 .value("ObjectsVerified", Unit::Count, c.verify_checked as f64)
                 .value("ObjectsMismatched", Unit::Count, c.verify_mismatched as f64),
@@ -906,6 +915,8 @@ impl<'a> Pass<'a> {
         done: bool,
         ends: bool,
     ) -> Result<(), SyncError> {
+        let saving = Instant::now();
+        let sending_before = self.tally.sending;
         if let Some(next) = &self.proofs.in_order {
             let written = if ends {
                 next.write_all().await
@@ -916,6 +927,7 @@ impl<'a> Pass<'a> {
         }
         self.ready.extend(self.builder.flush());
         if !self.ready.is_empty() {
+            let sending = Instant::now();
             let queue = self.env.config.queue_url()?;
             send_batches(&self.env.sqs, queue, &self.ready).await?;
             // Counted once SQS has them, each once: a retry that sends
@@ -926,6 +938,7 @@ impl<'a> Pass<'a> {
                 .record_sent(&self.at.run_id, &sent, None)
                 .await?;
             self.tally.batches_sent += sent.len() as u64;
+            self.tally.sending += sending.elapsed();
             self.checkpoint.batches.extend(sent);
         }
         if last_key.is_some() {
@@ -951,9 +964,14 @@ impl<'a> Pass<'a> {
             tracing::warn!(error = %e, "what the write phase leaves VALIDATE could not be written; VALIDATE lists the shard and proves its pairs again");
         }
         let name = checkpoint_name(self.at.phase, self.at.shard, self.at.seq);
-        self.env
+        let saved = self
+            .env
             .store
             .put_json(&self.at.run_id, &name, &*self.checkpoint)
-            .await
+            .await;
+        // The whole save but the sending, which is counted apart.
+        let sent_in = self.tally.sending - sending_before;
+        self.tally.checkpointing += saving.elapsed().saturating_sub(sent_in);
+        saved
     }
 }
