@@ -181,6 +181,12 @@ pub struct LocalStackArgs {
     /// Write the stack's outputs here, for `--stack-outputs`.
     #[arg(long, value_name = "FILE")]
     pub outputs: PathBuf,
+    /// Where the functions, and the CLI through the outputs, reach S3, SQS
+    /// and DynamoDB (default: --moto-endpoint): a proxy that sends S3 to
+    /// another server, with the report bucket there. moto still runs Step
+    /// Functions and feeds the queues to the functions.
+    #[arg(long, value_name = "URL")]
+    pub functions_endpoint: Option<String>,
     #[arg(long, default_value_t = 3)]
     pub max_receive_count: u32,
     #[arg(long, default_value_t = 6, value_name = "SECS")]
@@ -582,6 +588,7 @@ pub async fn local_stack(args: LocalStackArgs) -> i32 {
     options.batch_size = args.batch_size;
     options.max_concurrency = args.max_concurrency;
     options.lister_max_keys = args.lister_max_keys;
+    options.functions_endpoint = args.functions_endpoint.clone();
     if let Some([source, destination]) = args.replicate.as_deref() {
         let mut replication = local_stack::replication::ReplicationOptions::new(
             &args.moto_endpoint,
@@ -596,7 +603,12 @@ pub async fn local_stack(args: LocalStackArgs) -> i32 {
         Ok(stack) => stack,
         Err(err) => return config_exit(&err),
     };
-    let outputs = serde_json::to_string_pretty(&stack.outputs).expect("JSON prints");
+    let mut outputs = stack.outputs.clone();
+    if args.functions_endpoint.is_some() {
+        // The run's folder is where the functions write it.
+        outputs.endpoint_url = args.functions_endpoint.clone();
+    }
+    let outputs = serde_json::to_string_pretty(&outputs).expect("JSON prints");
     if let Err(err) = std::fs::write(&args.outputs, outputs) {
         eprintln!("error: {}: {err}", args.outputs.display());
         return 1;
