@@ -39,6 +39,15 @@
 # s3-fanout (say, the commit before a refactor), with the same flags, so
 # one run compares two versions under the same conditions:
 #   BASELINE_BIN=/tmp/s3-fanout-old TOOLS="s3-fanout s3-fanout-baseline" REPEAT=3 scripts/bench.sh
+# The pseudo-tool `s3-fanout-serverless` runs the serverless runtime on this
+# machine (`s3-fanout run --wait` against `s3-fanout local-stack`): the real
+# state machine on a moto of its own (Step Functions, SQS, DynamoDB), the
+# functions' S3 requests to the server measured, every request of either
+# through the proxy and its latency; SERVERLESS_COPIERS (16) copier
+# invocations at once. It runs the bucket-to-bucket scenarios only, and
+# after each run writes where its time went (scripts/bench/serverless.py)
+# to bench-results/serverless.md. scripts/bench-serverless.sh compares it
+# with the CLI.
 # REPEAT=N runs every tool N times per scenario (the 1% re-sync rewrites 1%
 # again before each round) and reports the run with the median wall time,
 # with the range beside it: on a 2-core machine that hosts the server, the
@@ -130,6 +139,9 @@ GARAGE_DB="${GARAGE_DB:-lmdb}"     # Garage's metadata engine: lmdb | sqlite
 LATENCY_MS="${LATENCY_MS:-0}"      # added by the proxy to every request
 PROFILE="${PROFILE:-release}"      # release | debug, for s3-fanout and the ceiling
 CEILING_CONCURRENCY="${CEILING_CONCURRENCY:-256}"
+# s3-fanout-serverless: copier invocations at once (the work queue
+# mapping's MaximumConcurrency); each copies 16 objects at a time.
+SERVERLESS_COPIERS="${SERVERLESS_COPIERS:-16}"
 FANOUT_ARGS="${FANOUT_ARGS:-}"     # extra `s3-fanout sync` flags, split on spaces
 REPEAT="${REPEAT:-1}"              # runs per tool and scenario; the median is reported
 readonly REPEAT COUNT BIG_COUNT BIG_SIZE_MIB MID_COUNT LARGE_1G_COUNT LARGE_1G_MIB LARGE_6G_COUNT LARGE_6G_MIB \
@@ -253,7 +265,7 @@ ensure_tools() {
     local tool
     for tool in $TOOLS; do
         case "$tool" in
-        ceiling | s3-fanout) ;;
+        ceiling | s3-fanout | s3-fanout-serverless) ;;
         s3-fanout-baseline)
             [[ -x "${BASELINE_BIN:-}" ]] || SKIP[s3-fanout-baseline]="set BASELINE_BIN to another build of s3-fanout"
             ;;
@@ -290,7 +302,7 @@ ensure_tools() {
                 fi
             fi
             ;;
-        *) die "unknown tool '$tool' (known: ceiling s3-fanout s5cmd s5cmd-256 rclone rclone-tuned s3sync s3sync-256 awscli s3cmd s4cmd)" ;;
+        *) die "unknown tool '$tool' (known: ceiling s3-fanout s3-fanout-serverless s5cmd s5cmd-256 rclone rclone-tuned s3sync s3sync-256 awscli s3cmd s4cmd)" ;;
         esac
     done
     return 0
@@ -298,11 +310,14 @@ ensure_tools() {
 
 s4cmd_cmd() { if command -v s4cmd >/dev/null; then command -v s4cmd; else echo "$REPO/.venv/bin/s4cmd"; fi; }
 
+control_version() { echo "moto $("$PY" -c 'import importlib.metadata as m; print(m.version("moto"))')"; }
+
 tool_version() {
     case "$1" in
     ceiling) echo "examples/ceiling.rs, $CEILING_CONCURRENCY requests in flight ($CEILING_BIN)" ;;
     s3-fanout) echo "$("$BIN" --version 2>/dev/null | head -1) ($BIN)" ;;
     s3-fanout-baseline) echo "$("$BASELINE_BIN" --version 2>/dev/null | head -1) ($BASELINE_BIN)" ;;
+    s3-fanout-serverless) echo "$("$BIN" --version 2>/dev/null | head -1), serverless: local stack on $(control_version), $SERVERLESS_COPIERS copiers of 16 copies" ;;
     s5cmd | s5cmd-256) echo "s5cmd $("$S5CMD" version 2>/dev/null | head -1)" ;;
     rclone | rclone-tuned) "$RCLONE" version 2>/dev/null | head -1 ;;
     awscli) "$AWS_BIN" --version 2>&1 | head -1 | cut -d' ' -f1 ;;
@@ -396,10 +411,12 @@ readonly KMS_ARGS
 
 WORK="$(mktemp -d)"
 readonly WORK
-moto_port="" garage_pid="" proxy_pid=""
+moto_port="" garage_pid="" proxy_pid="" stack_pid="" control_port=""
 cleanup() {
     if [[ -n "$proxy_pid" ]]; then kill "$proxy_pid" 2>/dev/null || true; fi
     if [[ -n "$moto_port" ]]; then scripts/moto.sh stop "$moto_port" || true; fi
+    if [[ -n "$stack_pid" ]]; then kill "$stack_pid" 2>/dev/null || true; fi
+    if [[ -n "$control_port" ]]; then scripts/moto.sh stop "$control_port" || true; fi
     if [[ -n "$garage_pid" ]]; then
         kill "$garage_pid" 2>/dev/null || true
         wait "$garage_pid" 2>/dev/null || true
@@ -433,7 +450,7 @@ rpc_public_addr = "127.0.0.1:$rpc_port"
 rpc_secret = "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 
 [s3_api]
-s3_region = "garage"
+s3_region = "$REGION"
 api_bind_addr = "127.0.0.1:$s3_port"
 root_domain = ".s3.garage.localhost"
 EOF
@@ -451,7 +468,6 @@ EOF
     ACCESS_KEY="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["accessKeyId"])' <<<"$key")"
     SECRET_KEY="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["secretAccessKey"])' <<<"$key")"
     garage key allow --create-bucket "$ACCESS_KEY" >/dev/null
-    REGION=garage
     SERVER_URL="http://127.0.0.1:$s3_port"
 }
 
@@ -467,18 +483,31 @@ use_credentials
 for _ in $(seq 1 60); do s3u ping "$SERVER_URL" 2>/dev/null && break; sleep 0.5; done
 s3u ping "$SERVER_URL" || die "$SERVER at $SERVER_URL does not answer S3 requests"
 
+# s3-fanout-serverless: the serverless runtime's control plane (SQS, Step
+# Functions, DynamoDB) on a moto of its own, whose Step Functions invoke the
+# local stack's Lambda router; the proxy sends it every request not signed
+# for S3, so S3 (the run's folder included) is the server measured, and
+# every service gets the same latency.
+control_args=()
+if want_tool s3-fanout-serverless; then
+    router_port="$(free_port)"
+    CONTROL_URL="$(MOTO_PORT="$router_port" scripts/moto.sh start)"
+    control_port="${CONTROL_URL##*:}"
+    control_args=(--control-upstream "$CONTROL_URL")
+fi
+
 # TRACE=1: every request of the run, one line each, into
 # bench-results/logs/proxy-trace.tsv (ms since the proxy started,
 # operation, status, wall ms, path?query), to profile a tool by. The last
 # run's logs go first: not after the proxy opened its trace there.
-rm -rf "$OUT_DIR/logs"
+rm -rf "$OUT_DIR/logs" "$OUT_DIR/serverless.md"
 trace_args=()
 if [[ "${TRACE:-0}" == 1 ]]; then
     mkdir -p "$OUT_DIR/logs"
     trace_args=(--trace "$OUT_DIR/logs/proxy-trace.tsv")
 fi
 "$PY" scripts/bench/proxy.py --upstream "$SERVER_URL" --port-file "$WORK/proxy.port" \
-    --latency-ms "$LATENCY_MS" "${KMS_ARGS[@]}" "${trace_args[@]}" --copy-limit-bytes $((COPY_LIMIT_MIB * 1024 * 1024)) \
+    --latency-ms "$LATENCY_MS" "${KMS_ARGS[@]}" "${trace_args[@]}" "${control_args[@]}" --copy-limit-bytes $((COPY_LIMIT_MIB * 1024 * 1024)) \
     --copy-limit-source src-multipart --copy-limit-source src-large-1g --copy-limit-source src-large-6g \
     2>"$WORK/proxy.log" &
 proxy_pid=$!
@@ -487,6 +516,23 @@ for _ in $(seq 1 100); do [[ -s "$WORK/proxy.port" ]] && break; sleep 0.1; done
 PROXY="http://127.0.0.1:$(cat "$WORK/proxy.port")"
 readonly PROXY
 log "$SERVER at $SERVER_URL, counting proxy at $PROXY (+$LATENCY_MS ms per request)"
+
+# The serverless stack, its functions reaching S3, SQS and DynamoDB through
+# the proxy, and its report bucket on the server measured.
+if want_tool s3-fanout-serverless; then
+    s3u fresh "$SERVER_URL" s3-fanout-reports
+    mkdir -p "$OUT_DIR/logs"
+    EMF_LOG="$OUT_DIR/logs/serverless-emf.log"
+    : >"$EMF_LOG"
+    "$BIN" local-stack --moto-endpoint "$CONTROL_URL" --listen "127.0.0.1:$router_port" \
+        --outputs "$WORK/stack.json" --functions-endpoint "$PROXY" --emf-log "$EMF_LOG" \
+        --max-concurrency "$SERVERLESS_COPIERS" --visibility-timeout 120 \
+        </dev/null >"$OUT_DIR/logs/local-stack.log" 2>&1 &
+    stack_pid=$!
+    for _ in $(seq 1 300); do [[ -s "$WORK/stack.json" ]] && break; sleep 0.2; done
+    [[ -s "$WORK/stack.json" ]] || die "the local stack did not start: $(tail -n 5 "$OUT_DIR/logs/local-stack.log")"
+    log "serverless: local stack (router 127.0.0.1:$router_port, control plane $CONTROL_URL), $SERVERLESS_COPIERS copiers"
+fi
 
 case "$SERVER" in
 moto) SERVER_VERSION="moto $("$PY" -c 'import importlib.metadata as m; print(m.version("moto"))')" ;;
@@ -560,6 +606,12 @@ tool_cmd() {
         CMD=("$(fanout_bin "$tool")" sync "s3://$src" "s3://$dst" --endpoint-url "$PROXY" --no-progress --json "${FANOUT_EXTRA[@]}")
         if ((mp)); then CMD+=(--multipart-threshold 8MiB --part-size 8MiB); fi
         if takes_state "$tool"; then CMD+=(--state "$(state_of "$tool" "$scen")"); fi
+        ;;
+    s3-fanout-serverless)
+        # The stack's part layout (64 GiB before part tasks); a run has no
+        # multipart flags.
+        CMD=("$BIN" run --stack-outputs "$WORK/stack.json" --wait --json "s3://$src" "s3://$dst")
+        if ((mp)); then NOTE="the stack's multipart settings"; fi
         ;;
     rclone | rclone-tuned)
         # Same remote on both sides: rclone copies server-side.
@@ -802,6 +854,18 @@ needed_later() {
     return 1
 }
 
+# Wait until the proxy has seen no request for a second (at most 30 s).
+quiesce() {
+    local last="" now
+    for _ in $(seq 1 30); do
+        now="$(curl --silent --fail --noproxy '*' "$PROXY/__proxy/counts" | python3 -c 'import json, sys; print(json.load(sys.stdin)["total"])')"
+        [[ "$now" == "$last" ]] && return
+        last="$now"
+        sleep 1
+    done
+    log "the serverless stack was still sending requests 30 s after its run"
+}
+
 run_one() {
     local tool="$1" scen="$2" src="$3" dst="$4"
     local t="$WORK/$tool-$scen"
@@ -812,6 +876,10 @@ run_one() {
     start="$(date +%s.%N)"
     /usr/bin/time -v -o "$t.time" "${CMD[@]}" </dev/null >"$t.out" 2>"$t.err" || code=$?
     end="$(date +%s.%N)"
+    # `run --wait` returns once the run is reported; a function may still
+    # be ending (a lister dropping a duplicate task, a watch's last poll).
+    # Its requests are the run's, not the next tool's.
+    if [[ "$tool" == s3-fanout-serverless ]]; then quiesce; fi
     curl --silent --fail --noproxy '*' "$PROXY/__proxy/counts" >"$t.counts"
     # The proxy's CPU time shows what relaying (and emulating) took from the
     # cores the tool and the server share.
@@ -842,6 +910,12 @@ print(c["total"], "requests,", c.get("proxy_cpu_s", "?"), "s of proxy CPU")' "$t
     "$PY" scripts/bench/report.py record "$RESULTS" "$tool" "$scen" "${OBJECTS[$scen]}" "$code" \
         "$(python3 -c "print($end - $start)")" "$t.time" "$t.counts" "$t.compare" "$note"
     mkdir -p "$OUT_DIR/logs"
+    if [[ "$tool" == s3-fanout-serverless ]]; then
+        # Where the run's time went, from its report and its functions'
+        # metrics: one section a run, in bench-results/serverless.md.
+        "$PY" scripts/bench/serverless.py "$EMF_LOG" "$t.out" "$scen" "$(python3 -c "print($end - $start)")" \
+            "$SERVERLESS_COPIERS" "$LATENCY_MS" >>"$WORK/serverless.md" || log "$scen: no serverless breakdown"
+    fi
     cp "$t.out" "$OUT_DIR/logs/$tool-$scen.stdout" 2>/dev/null || true
     cp "$t.err" "$OUT_DIR/logs/$tool-$scen.stderr" 2>/dev/null || true
 }
@@ -862,6 +936,7 @@ for scen in $RUN_SCENARIOS; do
     first="${FIRST[$scen]:-}"
     seed_before "$scen"
     if is_local "$scen" && want_tool ceiling; then log "$scen: the ceiling copies between buckets only; not run"; fi
+    if is_local "$scen" && want_tool s3-fanout-serverless; then log "$scen: the serverless runtime copies between buckets only; not run"; fi
     if [[ "$scen" == resync-kms ]] && want_tool ceiling; then
         log "$scen: the ceiling compares ETags and would recopy every object; not run"
     fi
@@ -874,6 +949,7 @@ for scen in $RUN_SCENARIOS; do
         fi
         for tool in "${ACTIVE[@]}"; do
             if [[ "$tool" == ceiling ]] && { is_local "$scen" || [[ "$scen" == resync-kms ]]; }; then continue; fi
+            if [[ "$tool" == s3-fanout-serverless ]] && is_local "$scen"; then continue; fi
             dst="$(dst_of "$tool" "$scen")"
             if [[ -z "$first" ]]; then
                 if is_restore "$scen"; then
@@ -915,6 +991,11 @@ mkdir -p "$OUT_DIR"
 } >"$WORK/meta.json"
 "$PY" scripts/bench/report.py render "$RESULTS" "$OUT_DIR/latest.md" "$OUT_DIR/latest.json" "$WORK/meta.json"
 log "wrote $OUT_DIR/latest.md and $OUT_DIR/latest.json (tool output in $OUT_DIR/logs/)"
+if [[ -s "$WORK/serverless.md" ]]; then
+    cp "$WORK/serverless.md" "$OUT_DIR/serverless.md"
+    cat "$OUT_DIR/serverless.md"
+    log "wrote $OUT_DIR/serverless.md"
+fi
 
 # The chart is an extra: without matplotlib (and no way to install it into
 # .venv) the tables above still stand.

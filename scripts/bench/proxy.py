@@ -49,6 +49,15 @@ checked: a HEAD per copy of the small-object scenarios would load the server
 being measured, and their objects are far from the limit. A smoke run
 lowers the limit to prove the check with small objects.
 
+--control-upstream URL sends every request signed for a service other than
+S3 (the credential scope of its SigV4 Authorization header names the
+service) to a second loopback server: the serverless runtime's SQS,
+DynamoDB and Step Functions on moto, while its S3 traffic, the run's folder
+included, goes to the S3 server measured (scripts/bench-serverless.sh).
+They are counted as "<service>:<operation>" (from X-Amz-Target, or the
+query API's Action) and held --latency-ms too: a region's round trip is the
+same for every service.
+
 Control endpoints (never forwarded; bucket names cannot contain "_"):
     GET  /__proxy/counts   {"ops": {op: n}, "errors": {op: n}, "total": n, "latency_ms": n,
                             "proxy_cpu_s": s, ...}
@@ -68,6 +77,27 @@ import urllib.parse
 import zlib
 
 import kms_etags
+
+
+def signed_service(headers):
+    """The service a SigV4 request is signed for: the fourth field of its
+    credential scope, "Credential=KEY/DATE/REGION/SERVICE/aws4_request"
+    (https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html).
+    Unsigned or presigned requests count as S3's."""
+    auth = headers.get(b"authorization", b"")
+    _, found, scope = auth.partition(b"Credential=")
+    fields = scope.split(b",", 1)[0].split(b"/")
+    return fields[3].decode("latin-1") if found and len(fields) >= 5 else "s3"
+
+
+def control_operation(headers, query, body):
+    """A non-S3 request's operation: the JSON protocols' X-Amz-Target
+    ("AmazonSQS.SendMessageBatch"), or the query protocol's Action."""
+    target = headers.get(b"x-amz-target")
+    if target:
+        return target.decode("latin-1").rpartition(".")[2]
+    form = urllib.parse.parse_qs(query or body.decode("latin-1", "replace"))
+    return (form.get("Action") or ["Unknown"])[0]
 
 
 def classify(method, path, query, headers):
@@ -172,6 +202,7 @@ class Counters:
 
 COUNTERS = Counters()
 UPSTREAM = ("127.0.0.1", 0)
+CONTROL_UPSTREAM = None  # --control-upstream: (host, port) for non-S3 services
 LATENCY_S = 0.0
 KMS_BUCKETS = frozenset()
 # --trace FILE: one line per request (ms since start, operation, status,
@@ -262,8 +293,8 @@ def forwarded_head(lines):
 class Upstream:
     """This thread's keep-alive connection to the server."""
 
-    def __init__(self):
-        self.sock = socket.create_connection(UPSTREAM, timeout=600)
+    def __init__(self, address=None):
+        self.sock = socket.create_connection(address or UPSTREAM, timeout=600)
         # Without it, Nagle's algorithm and the server's delayed ACK can hold
         # a small write ~40 ms: latency nobody asked for.
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -420,12 +451,17 @@ class Handler(socketserver.StreamRequestHandler):
         finally:
             if upstream:
                 upstream.close()
+            if getattr(self, "control", None):
+                self.control.close()
 
     def _relay(self, upstream, method, split, lines, headers, body, size):
         """Forward one request and its answer; the upstream connection to keep,
         None if there is none to keep, False if the client connection must close."""
         names = {k.decode("latin-1") for k in headers}
         path = urllib.parse.unquote(split.path)
+        service = signed_service(headers) if CONTROL_UPSTREAM else "s3"
+        if service != "s3":
+            return self._relay_control(upstream, service, method, split, lines, headers, body, size)
         op = classify(method.decode("latin-1"), path, split.query, names)
         began = time.monotonic()
         if LATENCY_S:
@@ -472,8 +508,36 @@ class Handler(socketserver.StreamRequestHandler):
         # A body that ended with the server's close ends with ours too.
         return False if until_close else None
 
+    def _relay_control(self, upstream, service, method, split, lines, headers, body, size):
+        """Forward a request for another service to --control-upstream, on
+        this client connection's own connection there; the S3 connection
+        (UPSTREAM) is kept as it was."""
+        op = f"{service}:{control_operation(headers, split.query, body)}"
+        began = time.monotonic()
+        if LATENCY_S:
+            time.sleep(LATENCY_S)
+        control = getattr(self, "control", None)
+        control, answer = self._send(control, method, forwarded_head(lines) + body, None, CONTROL_UPSTREAM)
+        self.control = control
+        if answer is None:
+            COUNTERS.add(op, 502, size, 0)
+            self.connection.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return upstream
+        status, rlines, rbody, rsize, until_close = answer
+        COUNTERS.add(op, status, size, rsize)
+        self.connection.sendall(forwarded_head(rlines) + rbody)
+        if TRACE:
+            line = f"{(began - STARTED) * 1000:.1f}\t{op}\t{status}\t{(time.monotonic() - began) * 1000:.1f}\t{split.path}\n"
+            with TRACE_LOCK:
+                TRACE.write(line)
+                TRACE.flush()
+        if not control.reusable:
+            control.close()
+            self.control = None
+        return False if until_close else upstream
+
     @staticmethod
-    def _send(upstream, method, message, stream_to=None):
+    def _send(upstream, method, message, stream_to=None, address=None):
         """Send one request to the server, once more on a new connection when
         the kept-alive one fails (the server closed it meanwhile): the
         connection and the answer, (None, None) when both attempts failed.
@@ -485,7 +549,7 @@ class Handler(socketserver.StreamRequestHandler):
                     if upstream:
                         upstream.close()
                     upstream = None
-                    upstream = Upstream()
+                    upstream = Upstream(address)
                 return upstream, upstream.exchange(method, message, stream_to)
             except BrokenRelay:
                 upstream.close()
@@ -599,7 +663,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 def main():
-    global UPSTREAM, LATENCY_S, KMS_BUCKETS, TRACE, COPY_LIMIT_SOURCES, COPY_LIMIT
+    global UPSTREAM, LATENCY_S, KMS_BUCKETS, TRACE, COPY_LIMIT_SOURCES, COPY_LIMIT, CONTROL_UPSTREAM
     parser = argparse.ArgumentParser()
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, default=0)
@@ -612,6 +676,8 @@ def main():
                         help="CopyObject from this bucket refuses sources over --copy-limit-bytes, as S3 (repeatable)")
     parser.add_argument("--copy-limit-bytes", type=int, default=COPY_LIMIT,
                         help="CopyObject's largest source (S3: 5 GiB); lower only to test the check")
+    parser.add_argument("--control-upstream", metavar="URL",
+                        help="requests signed for a service other than s3 go here (loopback only)")
     parser.add_argument("--trace", metavar="FILE",
                         help="write a line per request: ms since start, op, status, wall ms, path?query")
     args = parser.parse_args()
@@ -629,6 +695,11 @@ def main():
     if up.hostname not in ("127.0.0.1", "localhost") or up.scheme != "http":
         sys.exit(f"proxy.py: refusing non-loopback upstream {args.upstream}")
     UPSTREAM = ("127.0.0.1", up.port or 80)
+    if args.control_upstream:
+        control = urllib.parse.urlsplit(args.control_upstream)
+        if control.hostname not in ("127.0.0.1", "localhost") or control.scheme != "http":
+            sys.exit(f"proxy.py: refusing non-loopback control upstream {args.control_upstream}")
+        CONTROL_UPSTREAM = ("127.0.0.1", control.port or 80)
     server = Server(("127.0.0.1", args.port), Handler)
     port = server.server_address[1]
     if args.port_file:
