@@ -464,3 +464,57 @@ async fn a_range_is_copied_only_when_its_listing_its_batches_and_their_parts_are
         [None, Some(false), Some(false), Some(false), Some(true)]
     );
 }
+
+/// A copied range goes to VALIDATE once, whichever of its batches' copiers
+/// (and its lister) look after its last count: the first to count it sent
+/// sends it. A retry (a redelivered batch, which may be the one that
+/// counted it and died before sending) sends it again. Before, every look
+/// that saw it copied sent it: 151 VALIDATE tasks for 21 ranges in a
+/// 10,000-object run at 30 ms (`scripts/bench-serverless.sh`), 130 lister
+/// invocations that only found the range taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copied_range_is_sent_to_validate_once_by_its_looks_and_again_by_a_retry() {
+    let _serial = SERIAL.lock().await;
+    let (src, dst) = bucket_pair(&s3().await, "validate-once").await;
+    let run_id = planned_run(&src, &dst).await;
+    let (c, env, id) = (counters(), stack().env.clone(), run_id.clone());
+    let sent = on_stack(async move {
+        // A shard past the plan's: only this test counts it.
+        let shard = 900;
+        // GIVEN a range listed to its end whose one batch is copied
+        c.record_sent(&id, &sent_batches(0, 1), None).await?;
+        c.record_done(
+            &id,
+            "00000-00000-00000",
+            &Counts::default(),
+            (None, Some(shard)),
+        )
+        .await?;
+        let range = s3_fanout::model::location::KeyRange::default();
+        c.record_range_done(
+            &id,
+            (s3_fanout::serverless::contract::Phase::Write, shard),
+            1,
+            &range,
+        )
+        .await?;
+        // WHEN its lister, the batch's copier and a duplicate delivery of
+        // the batch look, and then a redelivery (a retry) does
+        let look = |retry| {
+            let (env, id) = (env.clone(), id.clone());
+            async move {
+                s3_fanout::serverless::ranges::validate_when_copied(&env, &id, shard, retry).await
+            }
+        };
+        Ok::<_, s3_fanout::base::error::SyncError>([
+            look(false).await?,
+            look(false).await?,
+            look(false).await?,
+            look(true).await?,
+        ])
+    })
+    .await
+    .expect("looked");
+    // THEN the first look sent it, the next two did not, the retry did
+    assert_eq!(sent, [true, false, false, true]);
+}

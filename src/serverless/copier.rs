@@ -349,7 +349,8 @@ async fn copy_message(
             // counted it may have died before it looked.
             if let (Some(shard), true) = (batch.range, validates) {
                 let handing = Instant::now();
-                let handed = ranges::validate_when_copied(env, &batch.run_id, shard).await;
+                let retry = receive_count > 1;
+                let handed = ranges::validate_when_copied(env, &batch.run_id, shard, retry).await;
                 delivery.times.handoff = Some(handing.elapsed());
                 if let Err(err) = handed {
                     tracing::warn!(batch = %batch.batch_id, shard, error = %err, "could not look whether the range is copied; VALIDATE lists it when the write phase ends");

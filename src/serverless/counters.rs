@@ -567,6 +567,17 @@ impl RunCounters {
         Ok(())
     }
 
+    /// Count one range sent, once: `true` when this call counted it,
+    /// `false` when an earlier one had.
+    pub async fn record_range_sent(
+        &self,
+        run_id: &str,
+        task: &ShardCursor,
+    ) -> Result<bool, SyncError> {
+        self.ranges_together(run_id, std::slice::from_ref(task))
+            .await
+    }
+
     async fn ranges_together(
         &self,
         run_id: &str,

@@ -366,7 +366,7 @@ async fn hand_on(
         // copied while its last page is listed).
         if at.phase == Phase::Write
             && !stop.is_cancelled()
-            && let Err(err) = validate_if_copied(env, &at).await
+            && let Err(err) = validate_if_copied(env, &at, !first_attempt).await
         {
             tracing::warn!(shard = at.shard, error = %err, "could not look whether the range is copied; VALIDATE lists it when the write phase ends");
         }
@@ -387,10 +387,14 @@ async fn hand_on(
 }
 
 /// Send the write-phase range `at` to VALIDATE if the run validates and its
-/// copies are all done.
-async fn validate_if_copied(env: &FunctionEnv, at: &ShardCursor) -> Result<(), SyncError> {
+/// copies are all done; on a `retry` of its task, even if sent before.
+async fn validate_if_copied(
+    env: &FunctionEnv,
+    at: &ShardCursor,
+    retry: bool,
+) -> Result<(), SyncError> {
     if env.run(&at.run_id).await?.manifest.settings.validate {
-        crate::serverless::ranges::validate_when_copied(env, &at.run_id, at.shard).await?;
+        crate::serverless::ranges::validate_when_copied(env, &at.run_id, at.shard, retry).await?;
     }
     Ok(())
 }
