@@ -79,6 +79,10 @@ pub enum ReporterEvent {
         /// Seconds waited between the pass's polls so far.
         #[serde(default)]
         waited_secs: u64,
+        /// The wait that ended with this poll: the pace since the last poll
+        /// is measured over it, to cut the next wait to the pass's end.
+        #[serde(default)]
+        wait_seconds: u64,
         /// Polls since the run was seen stopped.
         #[serde(default)]
         stopped_polls: u32,
@@ -98,6 +102,41 @@ pub enum ReporterOutput {
     Report(Box<ReportOutcome>),
 }
 
+impl ReporterEvent {
+    /// What the last poll saw, as the state machine hands it back (its
+    /// `$.progress`); a default for a report event.
+    fn last_poll(&self) -> Progress {
+        match self {
+            ReporterEvent::Progress {
+                run_id,
+                phase,
+                idle_polls,
+                polls,
+                batches_done,
+                ranges_done,
+                waited_secs,
+                wait_seconds,
+                stopped_polls,
+            } => Progress {
+                run_id: run_id.clone(),
+                phase: *phase,
+                idle_polls: *idle_polls,
+                polls: *polls,
+                batches_done: *batches_done,
+                ranges_done: *ranges_done,
+                waited_secs: *waited_secs,
+                wait_seconds: *wait_seconds,
+                stopped_polls: *stopped_polls,
+                ..Progress::default()
+            },
+            ReporterEvent::Report { run_id, .. } => Progress {
+                run_id: run_id.clone(),
+                ..Progress::default()
+            },
+        }
+    }
+}
+
 pub async fn handle(
     event: LambdaEvent<ReporterEvent>,
     env: &FunctionEnv,
@@ -108,29 +147,10 @@ pub async fn handle(
     let counter = RequestCounter::new();
     let store = env.store.counted(&counter);
     let (run_id, result) = match event.payload {
-        ReporterEvent::Progress {
-            run_id,
-            phase,
-            idle_polls,
-            polls,
-            batches_done,
-            ranges_done,
-            waited_secs,
-            stopped_polls,
-        } => {
-            let before = Progress {
-                run_id: run_id.clone(),
-                phase,
-                idle_polls,
-                polls,
-                batches_done,
-                ranges_done,
-                waited_secs,
-                stopped_polls,
-                ..Progress::default()
-            };
+        ReporterEvent::Progress { .. } => {
+            let before = event.payload.last_poll();
             let checked = progress(env, &before).await;
-            (run_id, checked.map(ReporterOutput::Progress))
+            (before.run_id, checked.map(ReporterOutput::Progress))
         }
         ReporterEvent::Report { run_id, error } => {
             let reported = report_in(env, &store, &run_id, error).await;
@@ -969,6 +989,31 @@ mod tests {
         // the first poll has no wait behind it
         let first = counted((100, 0), (0, 0), 0);
         assert_eq!(pass_eta_secs(&first, &counted((100, 60), (0, 0), 0)), None);
+    }
+
+    #[test]
+    fn a_poll_knows_the_wait_the_state_machine_ended_so_its_next_wait_can_be_cut() {
+        // GIVEN the progress the state machine hands back ($.progress, as
+        // sync.asl.json's ResultSelector names it) after a 6 s wait, every
+        // range listed and 40 batches of 100 left
+        let payload = serde_json::json!({
+            "action": "progress", "run_id": "r", "phase": "write",
+            "idle_polls": 0, "polls": 3, "complete": false,
+            "wait_seconds": 6, "waited_secs": 12,
+            "batches_sent": 100, "batches_done": 60,
+            "ranges_sent": 21, "ranges_done": 21,
+            "stopped": false, "stopped_polls": 0
+        });
+        let event: ReporterEvent = serde_json::from_value(payload).expect("the poll's event");
+        // WHEN this poll counts 90 done
+        let before = event.last_poll();
+        let now = counted((21, 21), (100, 90), 0);
+        // THEN the pace over those 6 s (30 batches) puts the end 2 s away,
+        // and the next wait is cut from 8 s to 3 s
+        assert_eq!(before.wait_seconds, 6);
+        let eta = pass_eta_secs(&before, &now);
+        assert_eq!(eta, Some(2.0));
+        assert_eq!(eta_bounded(poll_wait_secs(4, 12, false), eta), 3);
     }
 
     #[test]
