@@ -854,12 +854,14 @@ needed_later() {
     return 1
 }
 
-# Wait until the proxy has seen no request for a second (at most 30 s).
+# Wait until the proxy has seen no request for 3 s (at most 30 s): a
+# function's stop watch looks every few seconds while it runs.
 quiesce() {
-    local last="" now
+    local last="" now quiet=0
     for _ in $(seq 1 30); do
         now="$(curl --silent --fail --noproxy '*' "$PROXY/__proxy/counts" | python3 -c 'import json, sys; print(json.load(sys.stdin)["total"])')"
-        [[ "$now" == "$last" ]] && return
+        if [[ "$now" == "$last" ]]; then quiet=$((quiet + 1)); else quiet=0; fi
+        ((quiet < 3)) || return 0
         last="$now"
         sleep 1
     done
