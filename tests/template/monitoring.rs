@@ -36,8 +36,19 @@ pub const COMMON: [&str; 7] = [
 /// Each function's own metrics, besides [`COMMON`], by binary.
 pub const EMITTED: [(&str, &[&str]); 5] = [
     ("s3-fanout-planner", &[]),
-    ("s3-fanout-lister", &["ObjectsListed", "BatchesSent"]),
-    ("s3-fanout-copier", &[]),
+    (
+        "s3-fanout-lister",
+        &["ObjectsListed", "BatchesSent", "SendTime", "CheckpointTime"],
+    ),
+    (
+        "s3-fanout-copier",
+        &[
+            "BatchQueueTime",
+            "BatchCopyTime",
+            "BatchResultTime",
+            "BatchHandoffTime",
+        ],
+    ),
     ("s3-fanout-reporter", &["BatchesSent", "BatchesDone"]),
     (
         "s3-fanout-replicator",
