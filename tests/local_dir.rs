@@ -588,3 +588,131 @@ async fn an_upload_and_a_restore_under_random_faults_end_byte_for_byte_equal() {
     assert_eq!(walkdir_count(restore.path(), ".s3-fanout-partial"), 0);
     assert_eq!(list_multipart_uploads(&s3, &bucket).await, 0);
 }
+
+/// Rewrite `name` with other bytes of the same size and put its mtime
+/// back: what s5cmd's and rclone's size-and-time comparison cannot see.
+fn rewrite_same_size_same_mtime(root: &Path, name: &str) {
+    let path = root.join(name);
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut data = std::fs::read(&path).unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 0xFF;
+    std::fs::write(&path, data).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(before).unwrap();
+}
+
+/// Long enough for every file written before it to be settled: a digest
+/// is only remembered for a file whose times are 2 s old when read.
+fn let_files_settle() {
+    std::thread::sleep(Duration::from_millis(2_200));
+}
+
+#[tokio::test]
+async fn unchanged_files_are_not_read_again_and_a_same_size_rewrite_with_its_mtime_put_back_is() {
+    // GIVEN a tree uploaded, its files settled, and one re-sync that read
+    // every file to compare its ETag (the upload's verification had the
+    // HEADs of what it wrote)
+    let s3 = s3().await;
+    let bucket = unique_bucket("local-digests");
+    create_bucket(&s3, &bucket).await;
+    let local = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let files = seed_tree(local.path());
+    let n = files.len() as u64;
+    let_files_settle();
+    let (src, url) = (path_arg(local.path()), format!("s3://{bucket}/up"));
+    let state_arg = ["--state", state.path().to_str().unwrap()];
+    assert_eq!(sync(&src, &url, &state_arg).0, 0);
+    let (code, first) = sync(&src, &url, &state_arg);
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(count(&first, "skip_equal"), n, "{first}");
+    assert_eq!(
+        count(&first, "file_etags_read") + count(&first, "file_etags_remembered"),
+        n,
+        "{first}"
+    );
+    assert!(state.path().join("file-digests.zst").exists());
+
+    // WHEN it is re-synced again
+    let (code, again) = sync(&src, &url, &state_arg);
+
+    // THEN no file is read: each is known unchanged by its stat
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(count(&again, "skip_equal"), n, "{again}");
+    assert_eq!(count(&again, "file_etags_read"), 0, "{again}");
+    assert_eq!(count(&again, "file_etags_remembered"), n, "{again}");
+
+    // WHEN a small and a multipart file are rewritten with the same size
+    // and their old mtimes put back
+    rewrite_same_size_same_mtime(local.path(), "plain.txt");
+    rewrite_same_size_same_mtime(local.path(), "big/two.bin");
+    let (code, changed) = sync(&src, &url, &state_arg);
+
+    // THEN their ctimes give them away: they are read, found different and
+    // uploaded, and the bucket holds their new bytes
+    assert_eq!(code, 0, "{changed}");
+    assert_eq!(count(&changed, "file_etags_read"), 2, "{changed}");
+    assert_eq!(count(&changed, "updated"), 2, "{changed}");
+    assert_eq!(count(&changed, "verify_mismatched"), 0, "{changed}");
+    assert_eq!(bucket_tree(&s3, &bucket, "up/").await, tree(local.path()));
+
+    // AND, written moments before that run, they were not remembered (a
+    // write in the same clock tick as a stat leaves the stat unchanged):
+    // the next run reads them again, and the one after does not
+    let (_, next) = sync(&src, &url, &state_arg);
+    assert_eq!(count(&next, "file_etags_read"), 2, "{next}");
+    let_files_settle();
+    let (_, next) = sync(&src, &url, &state_arg);
+    assert_eq!(count(&next, "file_etags_read"), 2, "{next}");
+    let (_, next) = sync(&src, &url, &state_arg);
+    assert_eq!(count(&next, "file_etags_read"), 0, "{next}");
+
+    // WHEN the store is damaged
+    let store = state.path().join("file-digests.zst");
+    let mut bytes = std::fs::read(&store).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&store, bytes).unwrap();
+    rewrite_same_size_same_mtime(local.path(), "a-b");
+    let (code, damaged) = sync(&src, &url, &state_arg);
+    // THEN the run reads every file instead, and misses no change
+    assert_eq!(code, 0, "{damaged}");
+    assert_eq!(count(&damaged, "file_etags_read"), n, "{damaged}");
+    assert_eq!(count(&damaged, "updated"), 1, "{damaged}");
+    assert_eq!(bucket_tree(&s3, &bucket, "up/").await, tree(local.path()));
+}
+
+#[tokio::test]
+async fn a_restore_target_edited_in_place_with_its_mtime_put_back_is_downloaded_again() {
+    // GIVEN a bucket restored into a directory, settled, and re-synced
+    // until its files' digests are remembered
+    let s3 = s3().await;
+    let bucket = unique_bucket("restore-digests");
+    create_bucket(&s3, &bucket).await;
+    let seed = tempfile::tempdir().unwrap();
+    let files = seed_tree(seed.path());
+    let url = format!("s3://{bucket}");
+    assert_eq!(sync(&path_arg(seed.path()), &url, &["--no-state"]).0, 0);
+    let restore = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = ["--state", state.path().to_str().unwrap()];
+    let target = path_arg(restore.path());
+    assert_eq!(sync(&url, &target, &state_arg).0, 0);
+    let_files_settle();
+    assert_eq!(sync(&url, &target, &state_arg).0, 0);
+    let (code, again) = sync(&url, &target, &state_arg);
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(count(&again, "file_etags_read"), 0, "{again}");
+    assert_eq!(requests(&again, "GetObject"), 0, "{again}");
+
+    // WHEN a restored file is edited in place, same size, old mtime back
+    rewrite_same_size_same_mtime(restore.path(), "many/file-007.dat");
+    let (code, repaired) = sync(&url, &target, &state_arg);
+
+    // THEN it is read, found different and downloaded again
+    assert_eq!(code, 0, "{repaired}");
+    assert_eq!(count(&repaired, "file_etags_read"), 1, "{repaired}");
+    assert_eq!(count(&repaired, "updated"), 1, "{repaired}");
+    assert_eq!(tree(restore.path()), sorted(files));
+}

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use aws_sdk_s3::Client;
 
+use crate::backend::local::digests::FileDigests;
 use crate::backend::local::dir::{DirRole, LocalDir, io_failure};
 use crate::backend::local::download::{self, Source, download};
 use crate::backend::local::upload::{Destination, ObjectMeta, Shape, upload_file};
@@ -86,6 +87,11 @@ impl Mover {
                 root: root.to_owned(),
                 role,
                 hash_etags: options.diff.mode == DiffMode::Etag,
+                // Beside the ledger, which is only kept in `etag` mode.
+                digests: match &options.ledger {
+                    Some(Location::Local(ledger)) => Some(FileDigests::in_dir(ledger)),
+                    _ => None,
+                },
                 part_size: options.copy.part_size,
                 problems: Some((rows.clone(), stats.clone())),
                 reported: Default::default(),

@@ -87,6 +87,14 @@ pub fn print_summary(s: &Summary) {
             n(c.ledger_entries)
         );
     }
+    if c.file_etags_read + c.file_etags_remembered > 0 {
+        // A directory's files compared by ETag: read, or known unchanged.
+        println!(
+            "  files      read for their ETags {} · unchanged since read (a stat) {}",
+            n(c.file_etags_read),
+            n(c.file_etags_remembered)
+        );
+    }
     if c.skip_folder_markers > 0 {
         println!(
             "             folder markers skipped {} (keys ending in /: a directory is not an object)",

@@ -150,6 +150,10 @@ counters! {
     checksum_heads, checksum_different,
     /// Entries of the ledger this run committed.
     ledger_entries,
+    /// Files of a directory whose ETag a comparison needed: read whole to
+    /// compute it, or known from the digest remembered with the file's
+    /// unchanged fingerprint (a `stat`, [`crate::backend::local::digests`]).
+    file_etags_read, file_etags_remembered,
     /// Objects not copied, deleted or compared because the run was stopped
     /// (cancelled, or failing fast past its failure threshold): the next
     /// run does them. Serverless runs also count the batches their copiers

@@ -48,7 +48,7 @@ impl Proven {
 pub const CHUNK_ENTRIES: usize = 50_000;
 
 /// zstd's level for chunks and runs: fast, and these lines compress well.
-const LEVEL: i32 = 3;
+pub const LEVEL: i32 = 3;
 
 /// The manifest's name in the store. It is written last, in one step, so
 /// it always names a complete set of chunks.
@@ -82,8 +82,8 @@ pub struct ChunkInfo {
 }
 
 /// Encode sorted entries as one zstd stream of JSON lines.
-pub fn encode<'a>(
-    entries: impl IntoIterator<Item = &'a Proven>,
+pub fn encode<'a, T: Serialize + 'a>(
+    entries: impl IntoIterator<Item = &'a T>,
     into: impl Write,
 ) -> std::io::Result<()> {
     let mut encoder = zstd::Encoder::new(into, LEVEL)?;
@@ -98,27 +98,31 @@ pub fn encode<'a>(
 /// Check a whole zstd stream against its content checksum without keeping
 /// what it decodes: a chunk is checked before its first entry is used, as
 /// zstd can only tell damage at the end of a frame.
-pub fn check(compressed: &[u8]) -> std::io::Result<()> {
+pub fn check(compressed: impl Read) -> std::io::Result<()> {
     let mut decoder = zstd::Decoder::new(compressed)?;
     std::io::copy(&mut decoder, &mut std::io::sink()).map(|_| ())
 }
 
-/// The entries of one zstd stream of JSON lines, one at a time. An error
-/// (damage, a line that is not an entry) ends the stream with that error.
-pub struct Decoded<R: Read> {
+/// The entries of one zstd stream of JSON lines, one at a time: ledger
+/// entries, or another store's in the same format (a directory's file
+/// digests). An error (damage, a line that is not an entry) ends the
+/// stream with that error.
+pub struct Decoded<R: Read, T = Proven> {
     lines: std::io::Lines<BufReader<zstd::Decoder<'static, BufReader<R>>>>,
+    entry: std::marker::PhantomData<T>,
 }
 
-impl<R: Read> Decoded<R> {
+impl<R: Read, T> Decoded<R, T> {
     pub fn new(compressed: R) -> std::io::Result<Self> {
         Ok(Decoded {
             lines: BufReader::new(zstd::Decoder::new(compressed)?).lines(),
+            entry: std::marker::PhantomData,
         })
     }
 }
 
-impl<R: Read> Iterator for Decoded<R> {
-    type Item = std::io::Result<Proven>;
+impl<R: Read, T: serde::de::DeserializeOwned> Iterator for Decoded<R, T> {
+    type Item = std::io::Result<T>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let line = self.lines.next()?;
@@ -159,12 +163,12 @@ mod tests {
         let entries: Vec<Proven> = (0..1000).map(|i| entry(&format!("k{i:05}"))).collect();
         let mut bytes = Vec::new();
         encode(&entries, &mut bytes).unwrap();
-        check(&bytes).unwrap();
+        check(bytes.as_slice()).unwrap();
         for at in [bytes.len() / 3, bytes.len() / 2, bytes.len() - 5] {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x55;
             assert!(
-                check(&damaged).is_err(),
+                check(damaged.as_slice()).is_err(),
                 "damage at byte {at} went unnoticed"
             );
         }

@@ -119,7 +119,7 @@ impl Ledger {
                 return None;
             }
         };
-        if let Err(e) = check(&bytes) {
+        if let Err(e) = check(bytes.as_slice()) {
             tracing::warn!(ledger = %self.store, chunk = %info.name, error = %e, "a ledger chunk is damaged; proving its pairs again (HEADs)");
             return None;
         }

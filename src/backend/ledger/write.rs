@@ -223,7 +223,7 @@ fn merge(
     per_chunk: usize,
 ) -> std::io::Result<Vec<ChunkInfo>> {
     std::fs::create_dir_all(out)?;
-    let mut readers = Vec::with_capacity(runs.len());
+    let mut readers: Vec<Decoded<_, Proven>> = Vec::with_capacity(runs.len());
     for run in runs {
         readers.push(Decoded::new(std::io::BufReader::new(std::fs::File::open(
             run,

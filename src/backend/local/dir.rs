@@ -33,6 +33,9 @@ pub struct LocalDir {
     pub role: DirRole,
     /// Compute files' ETags for pairs of equal size (`--mode etag`).
     pub hash_etags: bool,
+    /// Where the ETags computed are remembered with each file's
+    /// fingerprint, so an unchanged file is not read again next run.
+    pub digests: Option<super::digests::FileDigests>,
     /// The part size this run uploads with: the first guess for the layout
     /// of a `-N` ETag.
     pub part_size: u64,
@@ -243,6 +246,7 @@ mod tests {
             root: "/restore".into(),
             role: DirRole::Destination { delete: false },
             hash_etags: false,
+            digests: None,
             part_size: 8 << 20,
             problems: None,
             reported: Default::default(),

@@ -18,11 +18,13 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use md5::{Digest, Md5};
 
+use super::digests::{DigestPass, Fingerprint, Remembered};
 use super::dir::LocalDir;
 use crate::base::error::{S3Failure, SyncError};
 use crate::model::checksum::{Checksum, ChecksumAlgorithm};
 use crate::model::entry::{Pair, Side};
 use crate::model::s3_shape::{EtagShape, etag_shape};
+use crate::report::Stats;
 
 /// The full-object checksum S3 stores for an object with this file's
 /// bytes, in `algorithm` (a KMS object's identity, where its ETag is
@@ -79,53 +81,182 @@ const HASHING_AT_ONCE: usize = 4;
 /// presence or size, which decides them without reading a byte. A file
 /// that cannot be read keeps an ETag that matches nothing, so it is
 /// transferred (where its read error is reported) rather than skipped.
+///
+/// Where the directory remembers digests ([`super::digests`]), a file
+/// whose fingerprint is unchanged is a `stat`; the files read are
+/// remembered for the next pass, which starts once the old digests are
+/// read and checked.
 pub fn with_file_etags(
     pairs: BoxStream<'static, Result<Pair, SyncError>>,
     dir: Arc<LocalDir>,
     local: Side,
 ) -> BoxStream<'static, Result<Pair, SyncError>> {
-    pairs
+    let Some(digests) = dir.digests.clone() else {
+        return hashed(pairs, dir, local, None);
+    };
+    let mut pairs = Some(pairs);
+    futures::stream::once(tokio::task::spawn_blocking(move || digests.pass()))
+        .map(move |pass| {
+            let pairs = pairs.take().expect("one pass");
+            let pass = pass
+                .inspect_err(|e| tracing::warn!(error = %e, "opening the file digests failed"))
+                .ok();
+            hashed(pairs, dir.clone(), local, pass)
+        })
+        .flatten()
+        .boxed()
+}
+
+/// [`with_file_etags`], with the digests of this pass, if any.
+fn hashed(
+    pairs: BoxStream<'static, Result<Pair, SyncError>>,
+    dir: Arc<LocalDir>,
+    local: Side,
+    pass: Option<DigestPass>,
+) -> BoxStream<'static, Result<Pair, SyncError>> {
+    let pass = pass.map(|p| Arc::new(std::sync::Mutex::new(p)));
+    let looking = pass.clone();
+    let keeping = pass.clone();
+    let hashed = pairs
         .map(move |pair| {
             let dir = dir.clone();
+            // Looked up here, in key order, before the files are read
+            // (a few at once, finishing in any order).
+            let remembered = match (&pair, &looking) {
+                (Ok(Pair::Both(source, destination)), Some(pass))
+                    if source.size == destination.size =>
+                {
+                    let key = &source.key;
+                    pass.lock().unwrap_or_else(|p| p.into_inner()).lookup(key)
+                }
+                _ => None,
+            };
             async move {
                 let Ok(Pair::Both(source, destination)) = pair else {
-                    return pair;
+                    return (pair, None);
                 };
                 if source.size != destination.size {
-                    return Ok(Pair::Both(source, destination));
+                    return (Ok(Pair::Both(source, destination)), None);
                 }
                 let (mut file, remote) = match local {
                     Side::Source => (source, destination),
                     Side::Destination => (destination, source),
                 };
                 let path = dir.path_for(&file.key);
-                let (size, remote_etag, part_size) =
-                    (file.size, remote.etag.clone(), dir.part_size);
-                let etag = tokio::task::spawn_blocking(move || {
+                let (key, size, remote_etag, part_size) = (
+                    file.key.clone(),
+                    file.size,
+                    remote.etag.clone(),
+                    dir.part_size,
+                );
+                let known = tokio::task::spawn_blocking(move || {
                     let path = path.map_err(|f: S3Failure| f.message)?;
-                    etag_like(&path, size, &remote_etag, part_size)
+                    file_etag(&path, key, size, &remote_etag, part_size, remembered)
                         .map_err(|e| format!("reading {}: {e}", path.display()))
                 })
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r);
-                file.etag = etag.unwrap_or_else(|why| {
-                    tracing::warn!(key = %file.key, why, "could not compute the file's ETag");
-                    // Shaped like the object's, so the two are compared
-                    // (and differ), not set aside as incomparable.
-                    match etag_shape(&remote.etag) {
-                        EtagShape::Single => UNREADABLE.to_owned(),
-                        EtagShape::Multipart(n) => format!("{UNREADABLE}-{n}"),
+                let (etag, keep) = match known {
+                    Ok(known) => {
+                        if let Some((_, stats)) = &dir.problems {
+                            let counter = if known.read {
+                                &stats.file_etags_read
+                            } else {
+                                &stats.file_etags_remembered
+                            };
+                            Stats::add(counter, 1);
+                        }
+                        (known.etag, known.keep)
                     }
-                });
-                Ok(match local {
+                    Err(why) => {
+                        tracing::warn!(key = %file.key, why, "could not compute the file's ETag");
+                        // Shaped like the object's, so the two are compared
+                        // (and differ), not set aside as incomparable.
+                        let etag = match etag_shape(&remote.etag) {
+                            EtagShape::Single => UNREADABLE.to_owned(),
+                            EtagShape::Multipart(n) => format!("{UNREADABLE}-{n}"),
+                        };
+                        (etag, None)
+                    }
+                };
+                file.etag = etag;
+                let pair = match local {
                     Side::Source => Pair::Both(file, remote),
                     Side::Destination => Pair::Both(remote, file),
-                })
+                };
+                (Ok(pair), keep)
             }
         })
         .buffered(HASHING_AT_ONCE)
-        .boxed()
+        .map(move |(pair, keep)| {
+            // Back in key order: the new store is written in it.
+            if let (Some(pass), Some(digest)) = (&keeping, keep) {
+                pass.lock().unwrap_or_else(|p| p.into_inner()).keep(&digest);
+            }
+            pair
+        });
+    let Some(pass) = pass else {
+        return hashed.boxed();
+    };
+    // Only a pass that saw the whole stream replaces the stored digests.
+    let finish = futures::stream::once(async move {
+        let pass = Arc::into_inner(pass).map(|p| p.into_inner().unwrap_or_else(|p| p.into_inner()));
+        if let Some(pass) = pass {
+            let _ = tokio::task::spawn_blocking(move || pass.finish()).await;
+        }
+    })
+    .filter_map(|()| futures::future::ready(None));
+    hashed.chain(finish).boxed()
+}
+
+/// A file's ETag, and whether it was read to get it (else a remembered
+/// digest gave it), with the digest to remember for the next pass.
+struct FileEtag {
+    etag: String,
+    read: bool,
+    keep: Option<Remembered>,
+}
+
+/// The ETag of the file at `path` in the shape of `remote`: from the
+/// digest `remembered` when its fingerprint is the file's, else read.
+fn file_etag(
+    path: &Path,
+    key: String,
+    size: u64,
+    remote: &str,
+    part_size: u64,
+    remembered: Option<Remembered>,
+) -> std::io::Result<FileEtag> {
+    let before = Fingerprint::of(path)?;
+    let remembered = remembered.filter(|r| before.is_some_and(|(print, _)| print == r.print));
+    if let Some(etag) = remembered.as_ref().and_then(|r| r.etag_like(remote)) {
+        return Ok(FileEtag {
+            etag: etag.to_owned(),
+            read: false,
+            keep: remembered.clone(),
+        });
+    }
+    let etag = etag_like(path, size, remote, part_size)?;
+    // Remembered only if settled before the read and unchanged by its end.
+    let keep = match (before, Fingerprint::of(path)?) {
+        (Some((print, true)), Some((after, _))) if print == after && print.size == size => {
+            Some(match remembered {
+                Some(digest) => digest.with(etag.clone()),
+                None => Remembered {
+                    key,
+                    print,
+                    etags: vec![etag.clone()],
+                },
+            })
+        }
+        _ => None,
+    };
+    Ok(FileEtag {
+        etag,
+        read: true,
+        keep,
+    })
 }
 
 /// The ETag of a file that could not be read: equal to no object's.

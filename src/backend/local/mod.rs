@@ -15,6 +15,7 @@
 //! reads one, following links.
 
 pub mod confined;
+pub mod digests;
 pub mod dir;
 pub mod download;
 pub mod etag;

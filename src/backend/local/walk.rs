@@ -235,6 +235,7 @@ mod tests {
             root: root.to_owned(),
             role: DirRole::Source,
             hash_etags: false,
+            digests: None,
             part_size: 8 << 20,
             problems: None,
             reported: Default::default(),
