@@ -4,7 +4,8 @@
 //! [`ObjectEntry`](crate::model::entry::ObjectEntry)s in S3's key order, so the same merge-join diffs it
 //! against a bucket; [`upload`] and [`download`] move one object each way;
 //! [`etag`] computes a file's ETag the way S3 would, only when a diff or a
-//! verification needs it; [`posix`] carries uid, gid, mode and mtime as user
+//! verification needs it, and [`digests`] remembers it with the file's
+//! fingerprint so an unchanged file is not read again; [`posix`] carries uid, gid, mode and mtime as user
 //! metadata. A relative key is the file's path below the directory with `/`
 //! between components.
 //!
