@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
+use crate::backend::s3::list_page::{Page, ReadPage};
 use crate::base::error::{SyncError, classify};
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::keyspace::MovableEnd;
@@ -144,19 +145,28 @@ async fn list_pages(
     let mut token: Option<String> = None;
     let mut previous: Option<String> = None;
     loop {
-        let page = list_request(target, &list_prefix)
+        // Read by this crate's page parser where it can, by the SDK where
+        // it cannot (list_page.rs): the same objects either way.
+        let read = ReadPage::default();
+        let output = list_request(target, &list_prefix)
             .max_keys(target.page_size.clamp(1, MAX_PAGE_SIZE))
             .set_start_after(start_after.clone())
             .set_continuation_token(token.take())
+            .customize()
+            .interceptor(read.clone())
             .send()
             .await
             .map_err(|e| SyncError::s3(format!("listing {location}"), classify(&e)))?;
-        let url_encoded = page.encoding_type() == Some(&EncodingType::Url);
+        let page = read.take().unwrap_or_else(|| Page::from_sdk(&output));
 
-        let mut entries = Vec::with_capacity(page.contents().len());
+        let mut entries = Vec::with_capacity(page.objects.len());
         let mut reached_end = false;
-        for object in page.contents() {
-            let key = listed_key(object, url_encoded)?;
+        for object in page.objects {
+            let key = if page.url_encoded {
+                form_decode(&object.key)?
+            } else {
+                object.key.clone()
+            };
             if let Some(prev) = &previous
                 && key.as_str() <= prev.as_str()
             {
@@ -166,8 +176,8 @@ async fn list_pages(
                     next: key,
                 });
             }
-            previous = Some(key.clone());
             let Some(relative) = location.relative(&key) else {
+                previous = Some(key);
                 continue;
             };
             if range.is_past_end(relative) {
@@ -175,19 +185,21 @@ async fn list_pages(
                 break;
             }
             if !range.contains(relative) {
+                previous = Some(key);
                 continue;
             }
-            entries.push(ObjectEntry::from_listed(relative, object));
+            entries.push(object.entry(relative));
+            previous = Some(key);
         }
-        token = page.next_continuation_token().map(str::to_owned);
+        token = page.next_continuation_token;
         if let Some((end, side)) = movable {
-            let more = !reached_end && token.is_some() && page.is_truncated() == Some(true);
+            let more = !reached_end && token.is_some() && page.is_truncated;
             reached_end |= end.admit(*side, &mut entries, |e| e.key.as_str(), more);
         }
         if !entries.is_empty() && tx.send(Ok(entries)).await.is_err() {
             return Ok(()); // consumer gone
         }
-        if reached_end || token.is_none() || page.is_truncated() != Some(true) {
+        if reached_end || token.is_none() || !page.is_truncated {
             return Ok(());
         }
     }

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod delete;
 pub mod folders;
 pub mod head;
+pub mod list_page;
 pub mod listing;
 pub mod multipart;
 pub mod preflight;
