@@ -37,28 +37,6 @@ pub struct ObjectEntry {
     pub checksum: Option<Checksum>,
 }
 
-impl ObjectEntry {
-    /// The entry for one object of a ListObjectsV2 page; `relative` is its
-    /// already decoded key, relative to the listed location.
-    pub fn from_listed(relative: &str, object: &aws_sdk_s3::types::Object) -> Self {
-        ObjectEntry {
-            key: relative.to_owned(),
-            size: object.size().unwrap_or(0).max(0) as u64,
-            etag: object
-                .e_tag()
-                .unwrap_or_default()
-                .trim_matches('"')
-                .to_owned(),
-            last_modified_ms: object
-                .last_modified()
-                .and_then(|t| t.to_millis().ok())
-                .unwrap_or(0),
-            storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
-            checksum: None,
-        }
-    }
-}
-
 /// A side of a sync: where an object was listed, which bucket of a copy it
 /// is in, and the index of that side's cursor in a [`crate::model::keyspace::MovableEnd`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

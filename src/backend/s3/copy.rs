@@ -16,6 +16,7 @@ use crate::backend::s3::checksum_refusal::{refuses_checksums, sends_checksums};
 use crate::backend::s3::copier::{Copier, copy_source};
 use crate::backend::s3::delete::delete_object;
 use crate::backend::s3::head::head_object;
+use crate::backend::s3::list_page::Listed;
 use crate::base::error::{RetryClass, S3Failure, classify};
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::options::requester_pays;
@@ -181,7 +182,7 @@ impl Copier {
                 class: RetryClass::NonRetryable,
             })
         })?;
-        Ok((listed == key).then(|| ObjectEntry::from_listed(relative, object)))
+        Ok((listed == key).then(|| Listed::from_sdk(object).entry(relative)))
     }
 
     /// HEAD one side's object: `None` when it does not exist.

@@ -46,6 +46,25 @@ pub struct Listed {
 }
 
 impl Listed {
+    /// An object as the SDK deserialized it (from a listing page, or a
+    /// page this module could not read).
+    pub fn from_sdk(object: &aws_sdk_s3::types::Object) -> Listed {
+        Listed {
+            key: object.key().unwrap_or_default().to_owned(),
+            size: object.size().unwrap_or(0).max(0) as u64,
+            etag: object
+                .e_tag()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_owned(),
+            last_modified_ms: object
+                .last_modified()
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or(0),
+            storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
+        }
+    }
+
     /// The entry of this object, `relative` being its decoded key relative
     /// to the listed location.
     pub fn entry(self, relative: &str) -> ObjectEntry {
@@ -75,24 +94,7 @@ impl Page {
     /// could not read the body.
     pub fn from_sdk(output: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output) -> Page {
         Page {
-            objects: output
-                .contents()
-                .iter()
-                .map(|object| Listed {
-                    key: object.key().unwrap_or_default().to_owned(),
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                    etag: object
-                        .e_tag()
-                        .unwrap_or_default()
-                        .trim_matches('"')
-                        .to_owned(),
-                    last_modified_ms: object
-                        .last_modified()
-                        .and_then(|t| t.to_millis().ok())
-                        .unwrap_or(0),
-                    storage_class: object.storage_class().map(|c| c.as_str().to_owned()),
-                })
-                .collect(),
+            objects: output.contents().iter().map(Listed::from_sdk).collect(),
             is_truncated: output.is_truncated() == Some(true),
             next_continuation_token: output.next_continuation_token().map(str::to_owned),
             url_encoded: output.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url),
