@@ -161,11 +161,13 @@ async fn list_pages(
 
         let mut entries = Vec::with_capacity(page.objects.len());
         let mut reached_end = false;
-        for object in page.objects {
+        for mut object in page.objects {
+            // The entry is made from the relative key: the listed one is
+            // moved out, not copied, on this per-key path.
             let key = if page.url_encoded {
                 form_decode(&object.key)?
             } else {
-                object.key.clone()
+                std::mem::take(&mut object.key)
             };
             if let Some(prev) = &previous
                 && key.as_str() <= prev.as_str()
