@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Results bookkeeping for scripts/bench.sh.
 
-    report.py record RESULTS.jsonl TOOL SCENARIO OBJECTS EXIT WALL_S TIME_V_FILE COUNTS.json COMPARE.json [NOTE]
+    report.py record RESULTS.jsonl TOOL SCENARIO OBJECTS EXIT WALL_S TIME_V_FILE COUNTS.json COMPARE.json SERVER_CPU_S [NOTE]
     report.py skip   RESULTS.jsonl TOOL REASON
     report.py render RESULTS.jsonl OUT.md OUT.json META.json    (Markdown also on stdout)
 
@@ -10,6 +10,12 @@ at high concurrency) is the server's own limit; "x ceiling" is each row's
 wall time over the ceiling's in the same scenario. The scenarios that move
 their source's bytes (THROUGHPUT) also show MiB/s: the source's bytes over
 the wall time.
+
+"CPU s" is where the cores went during a run: the tool's user and system
+time (from time -v), the server's (its /proc counters, read before and
+after) and the counting proxy's. On a machine whose cores they share, a
+wall time can be no shorter than their sum over the cores, which is how a
+run shows the part of its time that is the server's.
 """
 
 import json
@@ -30,6 +36,17 @@ def peak_rss_kib(path):
         return None
 
 
+def cpu_s(path):
+    """User plus system seconds from a time -v file."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    found = [re.search(rf"{kind} time \(seconds\): ([0-9.]+)", text) for kind in ("User", "System")]
+    return round(sum(float(m.group(1)) for m in found), 2) if all(found) else None
+
+
 def load(path, default=None):
     try:
         with open(path) as f:
@@ -38,7 +55,7 @@ def load(path, default=None):
         return default
 
 
-def record(out, tool, scenario, objects, code, wall, time_file, counts_file, compare_file, note=""):
+def record(out, tool, scenario, objects, code, wall, time_file, counts_file, compare_file, server_cpu, note=""):
     counts = load(counts_file, {"ops": {}, "errors": {}, "total": None})
     compare = load(compare_file, {})
     wall = float(wall)
@@ -53,6 +70,8 @@ def record(out, tool, scenario, objects, code, wall, time_file, counts_file, com
         "objects_per_s": round(int(objects) / wall, 1) if wall > 0 else None,
         "mib_per_s": round(size / MIB / wall, 1) if size is not None and wall > 0 else None,
         "peak_rss_kib": peak_rss_kib(time_file),
+        "cpu_s": {"tool": cpu_s(time_file), "server": round(float(server_cpu), 2),
+                  "proxy": counts.get("proxy_cpu_s")},
         "requests_total": counts.get("total"),
         "requests": counts.get("ops", {}),
         "request_errors": counts.get("errors", {}),
@@ -81,6 +100,12 @@ ABBREV = {
 
 def fmt_rss(kib):
     return f"{kib / 1024:.0f}" if kib else "?"
+
+
+def fmt_cpu(cpu):
+    if not cpu:
+        return "?"
+    return " / ".join("?" if cpu.get(k) is None else f"{cpu[k]:.2f}" for k in ("tool", "server", "proxy"))
 
 
 def fmt_mib(mib):
@@ -132,8 +157,8 @@ def render(results, out_md, out_json, meta_file):
         lines.append("")
         rate = scen in THROUGHPUT
         lines.append("| tool | exit | wall s |" + (" MiB/s |" if rate else "") + " x ceiling | obj/s | peak RSS MiB "
-                     "| requests | by operation | equal key+size | equal ETag |")
-        lines.append("|---|---:|---:|" + ("---:|" if rate else "") + "---:|---:|---:|---:|---|:---:|:---:|")
+                     "| CPU s: tool / server / proxy | requests | by operation | equal key+size | equal ETag |")
+        lines.append("|---|---:|---:|" + ("---:|" if rate else "") + "---:|---:|---:|---:|---:|---|:---:|:---:|")
         ceiling = next((r["wall_s"] for r in rows if r["scenario"] == scen and r["tool"] == "ceiling"), None)
         for r in (r for r in rows if r["scenario"] == scen):
             if r["tool"] == "ceiling" or not ceiling:
@@ -168,7 +193,7 @@ def render(results, out_md, out_json, meta_file):
                 wall += f" | {'-' if mibs is None else fmt_mib(mibs)}"
             lines.append(
                 f"| {r['tool']}{note} | {r['exit_code']} | {wall} | {vs} | {r['objects_per_s'] or 0:.0f} | "
-                f"{fmt_rss(r['peak_rss_kib'])} | {r['requests_total'] if r['requests_total'] is not None else '?'} | {ops} | {eq_size} | {eq_etag} |"
+                f"{fmt_rss(r['peak_rss_kib'])} | {fmt_cpu(r.get('cpu_s'))} | {r['requests_total'] if r['requests_total'] is not None else '?'} | {ops} | {eq_size} | {eq_etag} |"
             )
         lines.append("")
     if skipped:
