@@ -38,10 +38,15 @@ use crate::model::s3_shape::{default_part_size, quoted, uniform_layout};
 /// Attempts at one range when its body breaks off: the SDK retries a
 /// request, but not a response body that stops halfway.
 const BODY_ATTEMPTS: u32 = 3;
-/// Bytes gathered from a body before one positioned write: few enough
-/// that parts in flight stay small, enough that a write is not a system
-/// call per network chunk.
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes of small network chunks gathered before one positioned write, so
+/// a write is not a system call (and a blocking-pool hand-off) per few
+/// KiB. Kept under the allocator's mmap threshold ([`crate::base::allocator`],
+/// 64 KiB): a buffer that size comes from the heap and its memory is used
+/// again by the next one, where a mapped buffer costs a page fault for
+/// every 4 KiB it fills and a TLB shootdown when it is unmapped (a tenth of
+/// a restore's CPU with 256 KiB buffers, in `perf`). Chunks at least this
+/// big are written as they came, without a copy.
+const WRITE_BUFFER: usize = 60 * 1024;
 
 /// GETs in flight across every download of a run. Each holds its
 /// connection's read buffer (up to about 400 KiB in hyper) and up to
@@ -219,19 +224,21 @@ async fn fetch_to(
     Ok(fetched.swap_remove(0))
 }
 
-/// Write `bytes` at `offset`, off the async threads.
+/// Write `bytes` at `offset`, off the async threads; how many were written.
 async fn write_at(
     file: &Arc<std::fs::File>,
-    bytes: Vec<u8>,
+    bytes: bytes::Bytes,
     offset: u64,
     key: &str,
-) -> Result<(), CopyError> {
+) -> Result<u64, CopyError> {
     let (file, key) = (file.clone(), key.to_owned());
     blocking(move || {
-        file.write_all_at(&bytes, offset).map_err(|e| {
-            let what = "writing the partial file of key";
-            CopyError::Failed(io_failure(what, std::path::Path::new(&key), &e))
-        })
+        file.write_all_at(&bytes, offset)
+            .map(|()| bytes.len() as u64)
+            .map_err(|e| {
+                let what = "writing the partial file of key";
+                CopyError::Failed(io_failure(what, std::path::Path::new(&key), &e))
+            })
     })
     .await
 }
@@ -282,16 +289,20 @@ async fn fetch_range(
             metadata: output.metadata().cloned(),
         };
         let mut body = output.body;
-        let mut buffer: Vec<u8> = Vec::new();
+        let mut buffer: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
         let broke = loop {
             match body.next().await {
                 None => break None,
                 Some(Ok(chunk)) => {
-                    buffer.extend_from_slice(&chunk);
-                    if buffer.len() >= WRITE_BUFFER {
-                        let written = buffer.len() as u64;
-                        write_at(file, std::mem::take(&mut buffer), at, &entry.key).await?;
-                        at += written;
+                    if buffer.len() + chunk.len() > WRITE_BUFFER && !buffer.is_empty() {
+                        let gathered =
+                            std::mem::replace(&mut buffer, Vec::with_capacity(WRITE_BUFFER));
+                        at += write_at(file, gathered.into(), at, &entry.key).await?;
+                    }
+                    if chunk.len() >= WRITE_BUFFER {
+                        at += write_at(file, chunk, at, &entry.key).await?;
+                    } else {
+                        buffer.extend_from_slice(&chunk);
                     }
                 }
                 Some(Err(e)) => break Some(e.to_string()),
@@ -299,10 +310,8 @@ async fn fetch_range(
         };
         // What arrived before a break is kept: the next attempt asks
         // for the rest only.
-        let written = buffer.len() as u64;
-        if written > 0 {
-            write_at(file, buffer, at, &entry.key).await?;
-            at += written;
+        if !buffer.is_empty() {
+            at += write_at(file, buffer.into(), at, &entry.key).await?;
         }
         match broke {
             None if at > end || entry.size == 0 => return Ok(fetched),
