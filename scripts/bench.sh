@@ -890,11 +890,29 @@ quiesce() {
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK="$(getconf CLK_TCK)"
 
+# Before a run: dirty pages written back, then wait (up to 60 s) for a
+# second in which the server used under 5% of a core. Garage checks and
+# resyncs freshly written blocks in the background, on the cores the next
+# tool needs: the first tool after a seeding paid for it (7 s more of
+# Garage's CPU in a 5 GiB restore than the tools after it).
+settle_server() {
+    sync
+    local before after
+    for _ in $(seq 1 60); do
+        before="$(cpu_ticks "$server_pid")"
+        sleep 1
+        after="$(cpu_ticks "$server_pid")"
+        ((after - before > CLK_TCK / 20)) || return 0
+    done
+    log "the server was still busy 60 s after the last run"
+}
+
 run_one() {
     local tool="$1" scen="$2" src="$3" dst="$4"
     local t="$WORK/$tool-$scen"
     tool_cmd "$tool" "$scen" "$src" "$dst"
     log "$scen: $tool: ${CMD[*]}"
+    settle_server
     curl --silent --fail --noproxy '*' -X POST "$PROXY/__proxy/reset" >/dev/null
     local start end code=0 server_cpu
     server_cpu="$(cpu_ticks "$server_pid")"
