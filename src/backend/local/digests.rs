@@ -14,9 +14,10 @@
 //! Timestamps are coarse (a clock tick on Linux, 2 s for mtimes on FAT),
 //! so a write in the same tick as the `stat` can leave the fingerprint
 //! unchanged: git's "racily clean" problem. A digest is therefore kept
-//! only for a file whose mtime and ctime were both at least [`SETTLED`]
-//! old when it was `stat`ed, and whose fingerprint was the same after the
-//! read as before it. A younger file is read again next time.
+//! only for a file whose mtime and ctime were both settled when it was
+//! `stat`ed ([`settle_time`]: 100 ms on a local file system with
+//! nanosecond times, else 2 s), and whose fingerprint was the same after
+//! the read as before it. A younger file is read again next time.
 //!
 //! The digests live beside the ledger of proven pairs, when that is a
 //! local directory, as one zstd stream of JSON lines in key order. A pass
@@ -36,9 +37,59 @@ use serde::{Deserialize, Serialize};
 use crate::backend::ledger::proven::{Decoded, LEVEL, check};
 use crate::model::s3_shape::{EtagShape, etag_shape};
 
-/// How old a file's mtime and ctime must be for its digest to be kept:
-/// FAT's mtime granularity, well above any clock tick.
+/// How old a file's mtime and ctime must be for its digest to be kept,
+/// where its file system is not known to keep fine times: FAT's mtime
+/// granularity, and room for a network file system's clock (its server
+/// stamps the times).
 pub const SETTLED: Duration = Duration::from_secs(2);
+
+/// The same on a local Linux file system that keeps nanosecond times. The
+/// kernel stamps a write with its coarse clock, at most one tick (10 ms at
+/// HZ=100) behind the real time, so a write after a `stat` that found both
+/// times this old gets a later ctime: ten ticks of margin. Without it a
+/// restore's verification, which reads each file moments after writing
+/// it, kept no digest for the files written last, and the next re-sync of
+/// a 5 GiB tree read its large files again.
+pub const SETTLED_FINE: Duration = Duration::from_millis(100);
+
+/// Local file systems whose inodes keep nanosecond times (`statfs`
+/// magic numbers, linux/magic.h): ext2/3/4, XFS, Btrfs, tmpfs, F2FS, ZFS,
+/// and overlayfs, which shows its upper layer's times. An ext4 made with
+/// 128-byte inodes keeps whole seconds; [`settle_time`] tells by the ctime.
+const FINE_TIMES: [u32; 7] = [
+    0xEF53,      // ext2, ext3, ext4
+    0x5846_5342, // XFS
+    0x9123_683E, // Btrfs
+    0x0102_1994, // tmpfs
+    0xF2F5_2010, // F2FS
+    0x2FC1_2FC1, // ZFS
+    0x794C_7630, // overlayfs
+];
+
+/// How long a file on a file system with `statfs` magic `fs` (`None`:
+/// unknown) must have been unchanged, given one of its ctimes: fine only
+/// where the file system is local, keeps fine times, and this ctime has a
+/// fraction of a second (a whole one may be all the inode can hold).
+pub fn settle_time(fs: Option<u32>, ctime_ns: i128) -> Duration {
+    let fine = fs.is_some_and(|magic| FINE_TIMES.contains(&magic));
+    if fine && ctime_ns % 1_000_000_000 != 0 {
+        SETTLED_FINE
+    } else {
+        SETTLED
+    }
+}
+
+/// The `statfs` magic number of the file system holding `path`.
+#[cfg(target_os = "linux")]
+pub fn file_system_of(path: &Path) -> Option<u32> {
+    // The field's width differs by architecture; every magic fits 32 bits.
+    rustix::fs::statfs(path).ok().map(|fs| fs.f_type as u32)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn file_system_of(_: &Path) -> Option<u32> {
+    None
+}
 
 /// The store's file name, in the ledger's directory.
 const FILE_NAME: &str = "file-digests.zst";
@@ -60,17 +111,39 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     /// The fingerprint of the file at `path` (links followed, as the file
-    /// is read), and whether it was [`SETTLED`] when taken. `None` where
-    /// the platform has no ctime.
+    /// is read), and whether it was settled ([`settle_time`]) when taken.
+    /// `None` where the platform has no ctime.
     pub fn of(path: &Path) -> std::io::Result<Option<(Fingerprint, bool)>> {
-        let observed = SystemTime::now();
+        Ok(Self::unsettled_for(path)?.map(|(print, left)| (print, left.is_zero())))
+    }
+
+    /// [`Fingerprint::of`], after waiting for the file to settle if it
+    /// will within [`SETTLED_FINE`]: a restore's verification reaches the
+    /// files it wrote last moments after writing them, and would otherwise
+    /// keep no digest of them. Every file's wait ends by a tenth of a
+    /// second after the last write, so a pass waits that long at most.
+    pub fn of_settling(path: &Path) -> std::io::Result<Option<(Fingerprint, bool)>> {
+        match Self::unsettled_for(path)? {
+            Some((_, left)) if !left.is_zero() && left <= SETTLED_FINE => {
+                std::thread::sleep(left);
+                Self::of(path)
+            }
+            taken => Ok(taken.map(|(print, left)| (print, left.is_zero()))),
+        }
+    }
+
+    /// The file's fingerprint, and how much longer it must stay unchanged
+    /// to be settled ([`settle_time`]; zero if it is).
+    fn unsettled_for(path: &Path) -> std::io::Result<Option<(Fingerprint, Duration)>> {
+        let observed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
         let metadata = std::fs::metadata(path)?;
         Ok(Self::from_metadata(&metadata).map(|print| {
-            let settled_before = observed
-                .checked_sub(SETTLED)
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos() as i128);
-            (print, print.mtime_ns.max(print.ctime_ns) <= settled_before)
+            let settle = settle_time(file_system_of(path), print.ctime_ns);
+            let settled_at = print.mtime_ns.max(print.ctime_ns) + settle.as_nanos() as i128;
+            let left = u64::try_from(settled_at - observed).unwrap_or(0);
+            (print, Duration::from_nanos(left))
         }))
     }
 
@@ -351,5 +424,38 @@ mod tests {
         let (print, settled) = Fingerprint::of(&path).unwrap().unwrap();
         assert!(!settled, "its ctime moved to now");
         assert_eq!(print.size, 3);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unchanged_file_settles_after_its_file_systems_settle_time() {
+        // GIVEN a file just written (on this machine's ext4 or tmpfs the
+        // settle time is a tenth of a second, elsewhere 2 s)
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"now").unwrap();
+        let (print, settled) = Fingerprint::of(&path).unwrap().unwrap();
+        assert!(!settled, "just written");
+        let settle = settle_time(file_system_of(&path), print.ctime_ns);
+        // WHEN it is left alone for that long
+        std::thread::sleep(settle + Duration::from_millis(20));
+        // THEN it is settled, with the same fingerprint
+        let (again, settled) = Fingerprint::of(&path).unwrap().unwrap();
+        assert_eq!(again, print);
+        assert!(settled, "unchanged for {settle:?}");
+    }
+
+    #[test]
+    fn only_a_local_file_system_with_sub_second_times_settles_fast() {
+        let ext4 = Some(0xEF53);
+        let with_fraction = 1_700_000_000_123_456_789;
+        assert_eq!(settle_time(ext4, with_fraction), SETTLED_FINE);
+        assert_eq!(settle_time(Some(0x0102_1994), with_fraction), SETTLED_FINE);
+        // An ext4 with 128-byte inodes keeps whole seconds.
+        assert_eq!(settle_time(ext4, 1_700_000_000_000_000_000), SETTLED);
+        // NFS (its server's clock), FAT (2 s mtimes), unknown.
+        assert_eq!(settle_time(Some(0x6969), with_fraction), SETTLED);
+        assert_eq!(settle_time(Some(0x4d44), with_fraction), SETTLED);
+        assert_eq!(settle_time(None, with_fraction), SETTLED);
     }
 }

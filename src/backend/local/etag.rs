@@ -131,6 +131,7 @@ fn hashed(
                 }
                 _ => None,
             };
+            let remembering = looking.is_some();
             async move {
                 let Ok(Pair::Both(source, destination)) = pair else {
                     return (pair, None);
@@ -151,6 +152,7 @@ fn hashed(
                 );
                 let known = tokio::task::spawn_blocking(move || {
                     let path = path.map_err(|f: S3Failure| f.message)?;
+                    let remembered = (remembering, remembered);
                     file_etag(&path, key, size, &remote_etag, part_size, remembered)
                         .map_err(|e| format!("reading {}: {e}", path.display()))
                 })
@@ -220,15 +222,21 @@ struct FileEtag {
 
 /// The ETag of the file at `path` in the shape of `remote`: from the
 /// digest `remembered` when its fingerprint is the file's, else read.
+/// `remembering`: a digest kept is stored for the next pass, so a file
+/// about to settle is worth the wait ([`Fingerprint::of_settling`]).
 fn file_etag(
     path: &Path,
     key: String,
     size: u64,
     remote: &str,
     part_size: u64,
-    remembered: Option<Remembered>,
+    (remembering, remembered): (bool, Option<Remembered>),
 ) -> std::io::Result<FileEtag> {
-    let before = Fingerprint::of(path)?;
+    let before = if remembering {
+        Fingerprint::of_settling(path)?
+    } else {
+        Fingerprint::of(path)?
+    };
     let remembered = remembered.filter(|r| before.is_some_and(|(print, _)| print == r.print));
     if let Some(etag) = remembered.as_ref().and_then(|r| r.etag_like(remote)) {
         return Ok(FileEtag {
