@@ -677,29 +677,53 @@ async fn unchanged_files_are_not_read_again_and_a_same_size_rewrite_with_its_mti
     assert_eq!(bucket_tree(&s3, &bucket, "up/").await, tree(local.path()));
 }
 
+/// A bucket holding [`seed_tree`], and an empty directory to restore it
+/// into, with a state directory of its own (so digests are remembered).
+struct RestoreBed {
+    url: String,
+    files: Vec<(String, Vec<u8>)>,
+    restore: tempfile::TempDir,
+    state: tempfile::TempDir,
+}
+
+impl RestoreBed {
+    async fn new(name: &str) -> RestoreBed {
+        let s3 = s3().await;
+        let bucket = unique_bucket(name);
+        create_bucket(&s3, &bucket).await;
+        let seed = tempfile::tempdir().unwrap();
+        let files = seed_tree(seed.path());
+        let url = format!("s3://{bucket}");
+        assert_eq!(sync(&path_arg(seed.path()), &url, &["--no-state"]).0, 0);
+        RestoreBed {
+            url,
+            files,
+            restore: tempfile::tempdir().unwrap(),
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `s3-fanout sync` from the bucket into the directory.
+    fn run(&self) -> (i32, Value) {
+        let state_arg = ["--state", self.state.path().to_str().unwrap()];
+        sync(&self.url, &path_arg(self.restore.path()), &state_arg)
+    }
+}
+
 #[tokio::test]
 async fn a_restore_run_again_at_once_reads_no_file_its_verification_read() {
     use s3_fanout::backend::local::digests::file_system_of;
     // GIVEN a bucket, restored into a directory on a local file system
     // with fine times (ext4, tmpfs), whose verification reads each file
     // moments after writing it
-    let s3 = s3().await;
-    let bucket = unique_bucket("restore-again");
-    create_bucket(&s3, &bucket).await;
-    let seed = tempfile::tempdir().unwrap();
-    let files = seed_tree(seed.path());
-    let url = format!("s3://{bucket}");
-    assert_eq!(sync(&path_arg(seed.path()), &url, &["--no-state"]).0, 0);
-    let restore = tempfile::tempdir().unwrap();
+    let bed = RestoreBed::new("restore-again").await;
+    let (files, restore) = (bed.files.clone(), bed.restore.path());
     // ext4, XFS, Btrfs or tmpfs, as on every machine this runs on in CI
     let fine = matches!(
-        file_system_of(restore.path()),
+        file_system_of(restore),
         Some(0xEF53 | 0x5846_5342 | 0x9123_683E | 0x0102_1994)
     );
-    let state = tempfile::tempdir().unwrap();
-    let state_arg = ["--state", state.path().to_str().unwrap()];
-    let target = path_arg(restore.path());
-    let (code, restored) = sync(&url, &target, &state_arg);
+    let (code, restored) = bed.run();
     assert_eq!(code, 0, "{restored}");
     assert_eq!(
         count(&restored, "file_etags_read"),
@@ -708,7 +732,7 @@ async fn a_restore_run_again_at_once_reads_no_file_its_verification_read() {
     );
 
     // WHEN it is run again straight away
-    let (code, again) = sync(&url, &target, &state_arg);
+    let (code, again) = bed.run();
 
     // THEN nothing is downloaded, and on such a file system no file is
     // read: the verification waited the tenth of a second until each file
@@ -719,39 +743,30 @@ async fn a_restore_run_again_at_once_reads_no_file_its_verification_read() {
     if fine {
         assert_eq!(count(&again, "file_etags_read"), 0, "{again}");
     }
-    assert_eq!(tree(restore.path()), sorted(files));
+    assert_eq!(tree(restore), sorted(files));
 }
 
 #[tokio::test]
 async fn a_restore_target_edited_in_place_with_its_mtime_put_back_is_downloaded_again() {
     // GIVEN a bucket restored into a directory, settled, and re-synced
     // until its files' digests are remembered
-    let s3 = s3().await;
-    let bucket = unique_bucket("restore-digests");
-    create_bucket(&s3, &bucket).await;
-    let seed = tempfile::tempdir().unwrap();
-    let files = seed_tree(seed.path());
-    let url = format!("s3://{bucket}");
-    assert_eq!(sync(&path_arg(seed.path()), &url, &["--no-state"]).0, 0);
-    let restore = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let state_arg = ["--state", state.path().to_str().unwrap()];
-    let target = path_arg(restore.path());
-    assert_eq!(sync(&url, &target, &state_arg).0, 0);
-    let_files_settle(restore.path());
-    assert_eq!(sync(&url, &target, &state_arg).0, 0);
-    let (code, again) = sync(&url, &target, &state_arg);
+    let bed = RestoreBed::new("restore-digests").await;
+    let (files, restore) = (bed.files.clone(), bed.restore.path());
+    assert_eq!(bed.run().0, 0);
+    let_files_settle(restore);
+    assert_eq!(bed.run().0, 0);
+    let (code, again) = bed.run();
     assert_eq!(code, 0, "{again}");
     assert_eq!(count(&again, "file_etags_read"), 0, "{again}");
     assert_eq!(requests(&again, "GetObject"), 0, "{again}");
 
     // WHEN a restored file is edited in place, same size, old mtime back
-    rewrite_same_size_same_mtime(restore.path(), "many/file-007.dat");
-    let (code, repaired) = sync(&url, &target, &state_arg);
+    rewrite_same_size_same_mtime(restore, "many/file-007.dat");
+    let (code, repaired) = bed.run();
 
     // THEN it is read, found different and downloaded again
     assert_eq!(code, 0, "{repaired}");
     assert_eq!(count(&repaired, "file_etags_read"), 1, "{repaired}");
     assert_eq!(count(&repaired, "updated"), 1, "{repaired}");
-    assert_eq!(tree(restore.path()), sorted(files));
+    assert_eq!(tree(restore), sorted(files));
 }
