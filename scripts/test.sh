@@ -32,6 +32,12 @@ if ! command -v chromium >/dev/null || ! command -v tesseract >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         chromium tesseract-ocr tesseract-ocr-eng fonts-dejavu-core >/dev/null
 fi
+# Completion scripts are loaded into their shells and manual pages rendered
+# with man (tests/completions.rs).
+if ! command -v zsh >/dev/null || ! command -v fish >/dev/null || ! command -v man >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zsh fish man-db >/dev/null
+fi
 for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
         rustup component add "$component"

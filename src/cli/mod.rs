@@ -69,11 +69,17 @@ pub enum Command {
     Export(Box<crate::archive::ExportSpec>),
     /// Check an archive written by `export` whole, then make DST match it.
     Import(Box<crate::archive::ImportSpec>),
+    /// Print the shell completion script for bash, zsh, fish, PowerShell
+    /// or elvish.
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page (roff), or with --dir write one per command.
+    Man(generate::ManArgs),
 }
 
 mod archive;
 mod cancel;
 mod check;
+mod generate;
 mod interrupt;
 mod output;
 mod plan;
@@ -96,6 +102,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::LocalStack(args) => return serverless::local_stack(args).await,
         Command::Export(spec) => return archive::export(*spec, cli.json).await,
         Command::Import(spec) => return archive::import(*spec, cli.json).await,
+        Command::Completions(args) => return generate::completions(args),
+        Command::Man(args) => return generate::man(args),
     };
     let options = match SyncOptions::try_from(spec) {
         Ok(options) => options,
