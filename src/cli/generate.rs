@@ -34,12 +34,13 @@ pub fn completions(args: CompletionsArgs) -> i32 {
     let mut command = Cli::command();
     // Into memory first: clap_complete panics on a failed write, and a
     // reader that stops early (`| head`) is no reason to.
-    let mut script = Vec::new();
-    if args.shell == clap_complete::Shell::Bash {
-        script = bash_script(&mut command);
+    let script = if args.shell == clap_complete::Shell::Bash {
+        bash_script(&mut command)
     } else {
+        let mut script = Vec::new();
         clap_complete::generate(args.shell, &mut command, BIN, &mut script);
-    }
+        script
+    };
     let mut out = std::io::stdout().lock();
     let written = out.write_all(&script).and_then(|()| out.flush());
     ended("writing the completion script", written, 1)
