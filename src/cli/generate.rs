@@ -5,9 +5,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::CommandFactory;
-
-use super::Cli;
 use super::output::EXIT_USAGE;
 
 #[derive(Debug, clap::Args)]
@@ -29,9 +26,8 @@ pub struct ManArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Print the completion script for a shell.
-pub fn completions(args: CompletionsArgs) -> i32 {
-    let mut command = Cli::command();
+/// Print the completion script for a shell, for `command` (the CLI's).
+pub fn completions(args: CompletionsArgs, mut command: clap::Command) -> i32 {
     // Into memory first: clap_complete panics on a failed write, and a
     // reader that stops early (`| head`) is no reason to.
     let script = if args.shell == clap_complete::Shell::Bash {
@@ -78,9 +74,9 @@ fn bash_script(command: &mut clap::Command) -> Vec<u8> {
     script.into_bytes()
 }
 
-/// Print the top manual page, or write every page into a directory.
-pub fn man(args: ManArgs) -> i32 {
-    let command = Cli::command();
+/// Print the top manual page of `command` (the CLI's), or write every
+/// page into a directory.
+pub fn man(args: ManArgs, command: clap::Command) -> i32 {
     match &args.dir {
         Some(dir) => {
             let written =

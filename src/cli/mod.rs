@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::base::format::human_bytes;
@@ -102,8 +102,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::LocalStack(args) => return serverless::local_stack(args).await,
         Command::Export(spec) => return archive::export(*spec, cli.json).await,
         Command::Import(spec) => return archive::import(*spec, cli.json).await,
-        Command::Completions(args) => return generate::completions(args),
-        Command::Man(args) => return generate::man(args),
+        Command::Completions(args) => return generate::completions(args, Cli::command()),
+        Command::Man(args) => return generate::man(args, Cli::command()),
     };
     let options = match SyncOptions::try_from(spec) {
         Ok(options) => options,
