@@ -31,13 +31,19 @@
 //! process (`s3-fanout sync`), and [`serverless`] as Lambda functions under
 //! Step Functions (`s3-fanout run`).
 
+// The command and what only it runs are behind features (Cargo.toml), so
+// the Lambda functions, built without them, do not compile them.
+#[cfg(feature = "archive")]
 pub mod archive;
 pub mod backend;
 pub mod base;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod engine;
+#[cfg(feature = "local-stack")]
 pub mod local_stack;
 pub mod model;
+#[cfg(feature = "cli")]
 pub mod plan;
 pub mod report;
 pub mod serverless;

@@ -196,11 +196,13 @@ pub async fn build_dynamodb_client(settings: &ClientSettings) -> aws_sdk_dynamod
 }
 
 /// The Step Functions client of `s3-fanout run`, `status` and `report`.
+#[cfg(feature = "control")]
 pub async fn build_sfn_client(settings: &ClientSettings) -> aws_sdk_sfn::Client {
     aws_sdk_sfn::Client::new(&shared_config(settings).await)
 }
 
 /// The CloudFormation client that reads a deployed stack's outputs.
+#[cfg(feature = "control")]
 pub async fn build_cloudformation_client(
     settings: &ClientSettings,
 ) -> aws_sdk_cloudformation::Client {

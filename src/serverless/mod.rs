@@ -29,6 +29,7 @@
 
 pub mod batch;
 pub mod contract;
+#[cfg(feature = "control")]
 pub mod control;
 pub mod copier;
 pub mod counters;

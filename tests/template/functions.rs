@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::Check;
 use crate::iam::render;
 use crate::model::{COPIER, FUNCTION_BINARIES, REPLICATOR, Template, infra_dir};
-use crate::workspace::{function_crate_dir, manifest_has_table, workspace_list};
+use crate::workspace::{dependency_line, function_crate_dir, workspace_list};
 
 /// The directory a function's CodeUri names, relative to the template.
 pub fn code_dir(t: &Template, function: &Value) -> Result<PathBuf, String> {
@@ -71,32 +71,44 @@ pub fn check_functions_build(t: &Template) -> Check {
             .pointer("/Metadata/BuildProperties/Binary")
             .and_then(Value::as_str)
             .expect("checked above");
-        let root = code_dir(t, function)?;
-        let manifest = fs::read_to_string(root.join("Cargo.toml"))
-            .map_err(|e| format!("{id}: no Cargo.toml at CodeUri {}: {e}", root.display()))?;
-        if let Some(crate_dir) = function_crate_dir(&root, binary) {
-            let member = crate_dir
-                .strip_prefix(&root)
-                .expect("under root")
-                .to_string_lossy()
-                .into_owned();
-            ensure!(
-                workspace_list(&manifest, "members").contains(&member),
-                "{member} (package {binary}) is not a member of the workspace at {}",
-                root.display()
-            );
-            // SAM runs `cargo lambda build --bin <Binary>` at CodeUri,
-            // without --package. In a workspace whose root is also a package,
-            // cargo then only looks in the default members, which are just
-            // the root unless `default-members` says otherwise.
-            if manifest_has_table(&manifest, "package") {
-                ensure!(
-                    workspace_list(&manifest, "default-members").contains(&member),
-                    "SAM's `cargo lambda build --bin {binary}` at the workspace root cannot find {member}: \
-                     add it to [workspace] default-members in Cargo.toml"
-                );
-            }
-        }
+        // SAM runs `cargo lambda build --bin <Binary>` in CodeUri. In the
+        // function's own crate, cargo builds that package alone, so the
+        // library comes without the CLI's features; at the workspace root it
+        // would select every default member and unify their features.
+        let dir = code_dir(t, function)?;
+        let root = crate::model::repo()
+            .canonicalize()
+            .map_err(|e| format!("repository root: {e}"))?;
+        let crate_dir = function_crate_dir(&root, binary)
+            .ok_or_else(|| format!("{id}: no crate under functions/ builds {binary}"))?
+            .canonicalize()
+            .map_err(|e| format!("{id}: {e}"))?;
+        ensure!(
+            dir == crate_dir,
+            "{id}: CodeUri is {}, not the crate that builds {binary} ({})",
+            dir.display(),
+            crate_dir.display()
+        );
+        let member = crate_dir
+            .strip_prefix(&root)
+            .expect("under root")
+            .to_string_lossy()
+            .into_owned();
+        let workspace = fs::read_to_string(root.join("Cargo.toml"))
+            .map_err(|e| format!("cannot read the workspace's Cargo.toml: {e}"))?;
+        ensure!(
+            workspace_list(&workspace, "members").contains(&member),
+            "{member} (package {binary}) is not a member of the workspace at {}",
+            root.display()
+        );
+        let manifest = fs::read_to_string(crate_dir.join("Cargo.toml"))
+            .map_err(|e| format!("{id}: no Cargo.toml in {member}: {e}"))?;
+        ensure!(
+            dependency_line(&manifest, "s3-fanout")
+                .is_some_and(|line| line.contains("default-features = false")),
+            "{member}/Cargo.toml must depend on s3-fanout with default-features = false: \
+             the CLI's features (local stack server, archives, stack controls) stay out of the Lambda"
+        );
     }
     Ok(())
 }

@@ -116,7 +116,7 @@ use replication::{
 use report_bucket::check_report_bucket;
 use schedule::{check_nightly_schedule, check_schedule_is_wired};
 use state_machine::{asl_placeholders, check_state_machine, placeholders};
-use workspace::{manifest_has_table, workspace_list};
+use workspace::{dependency_line, manifest_has_table, workspace_list};
 use yaml::parse_template;
 
 type Check = Result<(), String>;
@@ -340,6 +340,12 @@ fn workspace_manifest_reader_reads_members_and_default_members() {
     assert_eq!(workspace_list(manifest, "default-members"), ["functions/a"]);
     assert!(workspace_list("[workspace]\nmembers = [\"a\"]\n", "default-members").is_empty());
     assert!(manifest_has_table(manifest, "package"));
+    assert_eq!(dependency_line(manifest, "x"), Some("x = \"1\""));
+    assert_eq!(
+        dependency_line(manifest, "name"),
+        Some("name = \"s3-fanout\"")
+    );
+    assert_eq!(dependency_line(manifest, "y"), None);
 }
 
 #[test]

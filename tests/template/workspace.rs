@@ -20,6 +20,14 @@ pub fn function_crate_dir(root: &Path, binary: &str) -> Option<PathBuf> {
         })
 }
 
+/// The `name = ...` line of a dependency, if the manifest has one.
+pub fn dependency_line<'a>(manifest: &'a str, name: &str) -> Option<&'a str> {
+    manifest.lines().map(str::trim).find(|line| {
+        line.split_once('=')
+            .is_some_and(|(key, _)| key.trim() == name)
+    })
+}
+
 pub fn manifest_has_table(manifest: &str, table: &str) -> bool {
     manifest.lines().any(|l| l.trim() == format!("[{table}]"))
 }
