@@ -64,6 +64,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --lib --no-deps --locked -p s3-fanout --qui
 step "serverless stack: cfn-lint, asl-validator, cargo lambda build"
 scripts/check-infra.sh
 
+step "CDK construct: cdk synth, parity with the SAM template, cfn-lint, checkov (scripts/check-cdk.sh)"
+scripts/check-cdk.sh
+
 step "documentation book: mdbook build, links in the book and README.md (scripts/check-book.sh)"
 scripts/check-book.sh
 

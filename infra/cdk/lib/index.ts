@@ -1,0 +1,2 @@
+export { S3Fanout } from './s3-fanout';
+export { S3FanoutProps } from './props';
