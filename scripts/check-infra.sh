@@ -5,14 +5,13 @@
 #   2. checkov on the template: no failed check; each one that does not fit
 #      this stack is skipped in the template with its reason
 #   3. asl-validator on the state machine (statemachine/sync.asl.json)
-#   4. cargo lambda build of every function the template deploys
-#      (x86_64, debug: the aarch64 target cannot be installed here, and
-#      the point is that the functions compile and link for Lambda)
+#
+# The functions themselves are built as a deploy builds them, by `sam build`
+# in release mode for arm64: scripts/sam-build.sh.
 #
 #   scripts/check-infra.sh
 #
-# Tools are pinned and installed inside the repo: cfn-lint and cargo-lambda
-# (which brings zig) into .venv/ (the virtualenv scripts/moto.sh uses),
+# Tools are pinned and installed inside the repo: cfn-lint into .venv/ (the virtualenv scripts/moto.sh uses),
 # checkov into .venv-checkov/, asl-validator into .tools/node/. A second run
 # skips the installs.
 # All checks run; the exit status is non-zero if any failed.
@@ -21,7 +20,6 @@ set -euo pipefail
 # Pinned: linters add rules between releases, and a check that passes today
 # must not fail tomorrow without a change to this repo.
 readonly CFN_LINT_VERSION="1.58.0"
-readonly CARGO_LAMBDA_VERSION="1.9.2"
 readonly ASL_VALIDATOR_VERSION="4.0.0"
 readonly CHECKOV_VERSION="3.3.30"
 
@@ -40,8 +38,6 @@ readonly ASL_VALIDATOR="$NODE_PREFIX/node_modules/.bin/asl-validator"
 readonly TEMPLATE="infra/template.yaml"
 readonly ASL="statemachine/sync.asl.json"
 
-# Same build directory as scripts/test.sh: the AWS SDK is built once.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3-fanout/target}"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 log() { printf 'check-infra.sh: %s\n' "$*" >&2; }
@@ -73,8 +69,7 @@ EOF
 }
 
 python_tools_ok() {
-    [[ -x "$VENV/bin/cfn-lint" && -x "$VENV/bin/cargo-lambda" ]] &&
-        venv_has "$VENV" "cfn-lint==$CFN_LINT_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
+    [[ -x "$VENV/bin/cfn-lint" ]] && venv_has "$VENV" "cfn-lint==$CFN_LINT_VERSION"
 }
 
 checkov_ok() {
@@ -111,11 +106,11 @@ install_tools() {
 
     if ! python_tools_ok; then
         make_venv "$VENV"
-        log "installing cfn-lint $CFN_LINT_VERSION and cargo-lambda $CARGO_LAMBDA_VERSION into $VENV"
+        log "installing cfn-lint $CFN_LINT_VERSION into $VENV"
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            "cfn-lint==$CFN_LINT_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION" ||
-            die "pip could not install cfn-lint==$CFN_LINT_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION"
-        python_tools_ok || die "cfn-lint/cargo-lambda still not at the pinned versions after pip install"
+            "cfn-lint==$CFN_LINT_VERSION" ||
+            die "pip could not install cfn-lint==$CFN_LINT_VERSION"
+        python_tools_ok || die "cfn-lint still not at $CFN_LINT_VERSION after pip install"
     fi
 
     if ! checkov_ok; then
@@ -147,7 +142,7 @@ install_tools() {
 
 step "tools (pinned, project-local)"
 install_tools
-log "cfn-lint $CFN_LINT_VERSION, checkov $CHECKOV_VERSION, cargo-lambda $CARGO_LAMBDA_VERSION, asl-validator $ASL_VALIDATOR_VERSION, node $(node --version)"
+log "cfn-lint $CFN_LINT_VERSION, checkov $CHECKOV_VERSION, asl-validator $ASL_VALIDATOR_VERSION, node $(node --version)"
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -242,46 +237,6 @@ else
     fi
 fi
 
-# --- 4. function builds --------------------------------------------------------
-
-# The binaries the template deploys (Metadata.BuildProperties.Binary), each
-# the one binary of the workspace package of the same name.
-mapfile -t binaries < <(sed -n 's/^ *Binary: *\([A-Za-z0-9_-]*\) *$/\1/p' "$TEMPLATE" 2>/dev/null | sort -u)
-
-step "cargo lambda build (x86_64, debug): ${binaries[*]:-none}"
-if ((${#binaries[@]} == 0)); then
-    fail "no BuildProperties.Binary found in $TEMPLATE"
-else
-    packages=()
-    for binary in "${binaries[@]}"; do
-        packages+=(--package "$binary")
-    done
-    started=$SECONDS
-    # `cargo lambda` finds its subcommand binary on PATH. `--compiler
-    # cargo` links with the host toolchain instead of zig: the target here
-    # is the host's, and zig's wrappers live under .venv/, whose path
-    # changes with every clone and would rebuild every dependency (5 min in
-    # CI). `sam build` uses zig, for the arm64 target and an older glibc.
-    if PATH="$VENV/bin:$PATH" cargo lambda build --x86-64 --compiler cargo --locked "${packages[@]}"; then
-        missing=()
-        for binary in "${binaries[@]}"; do
-            bootstrap="$CARGO_TARGET_DIR/lambda/$binary/bootstrap"
-            if [[ -x "$bootstrap" ]]; then
-                log "$bootstrap ($(du -h "$bootstrap" | cut -f1))"
-            else
-                missing+=("$binary")
-            fi
-        done
-        if ((${#missing[@]})); then
-            fail "cargo lambda build made no bootstrap for: ${missing[*]}"
-        else
-            log "cargo lambda build: ${#binaries[@]} functions in $((SECONDS - started)) s"
-        fi
-    else
-        fail "cargo lambda build failed (errors above)"
-    fi
-fi
-
 # --- result --------------------------------------------------------------------
 
 if ((${#failures[@]})); then
@@ -289,4 +244,4 @@ if ((${#failures[@]})); then
     printf '  - %s\n' "${failures[@]}" >&2
     exit 1
 fi
-printf '\ncheck-infra.sh: template (cfn-lint, checkov), state machine and function builds all pass\n' >&2
+printf '\ncheck-infra.sh: template (cfn-lint, checkov) and state machine pass\n' >&2

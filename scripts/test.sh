@@ -15,7 +15,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3-fanout/target}"
 # Never let a developer's own AWS setup leak into the tests.
 export AWS_EC2_METADATA_DISABLED=true
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+# Each step with the seconds since the start, so a log shows what each costs.
+step() { printf '\n==> [%d s] %s\n' "$SECONDS" "$*" >&2; }
 
 step "disk: room for the build and moto's spooled objects (scripts/disk-room.sh)"
 scripts/disk-room.sh "$CARGO_TARGET_DIR"
@@ -61,8 +62,11 @@ cargo clippy -p s3-fanout --lib --no-default-features --locked -- -D warnings
 step "cargo doc: the module map in src/lib.rs links every layer; no broken links"
 RUSTDOCFLAGS="-D warnings" cargo doc --lib --no-deps --locked -p s3-fanout --quiet
 
-step "serverless stack: cfn-lint, asl-validator, cargo lambda build"
+step "serverless stack: cfn-lint, checkov, asl-validator (scripts/check-infra.sh)"
 scripts/check-infra.sh
+
+step "sam build, as the README deploys: every function, release, arm64 (scripts/sam-build.sh)"
+scripts/sam-build.sh arm64
 
 step "CDK construct: cdk synth, parity with the SAM template, cfn-lint, checkov (scripts/check-cdk.sh)"
 scripts/check-cdk.sh
