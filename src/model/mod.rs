@@ -2,7 +2,8 @@
 //! object and a side are ([`entry`]), where things are ([`location`]), the
 //! key space and its cuts ([`keyspace`]), ETag shapes and part limits
 //! ([`s3_shape`]), the run's options ([`options`], [`filter`]), prices
-//! ([`prices`]) and the serverless run's poll pacing ([`polling`]). No I/O happens here.
+//! ([`prices`]), the serverless run's poll pacing ([`polling`]) and a
+//! versioned bucket at a point in time ([`versions`]). No I/O happens here.
 
 pub mod checksum;
 pub mod deadlines;
@@ -14,3 +15,4 @@ pub mod options;
 pub mod polling;
 pub mod prices;
 pub mod s3_shape;
+pub mod versions;
