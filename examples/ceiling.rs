@@ -321,7 +321,7 @@ impl Listing {
 impl Copier {
     /// Copy one object; true if it went in parts.
     async fn copy(&self, entry: &Entry) -> Result<bool> {
-        let source = copy_source(&self.source_bucket, &entry.key);
+        let source = copy_source(&self.source_bucket, &entry.key, None);
         if entry.size <= self.multipart_threshold {
             let _permit = self.requests.acquire().await?;
             self.client

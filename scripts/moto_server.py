@@ -6,6 +6,22 @@ holds a threading.RLock that cannot be copied: after the first execution on
 a server, every StartExecution answers HTTP 500. An execution is a record
 of what ran, never changed by a later one, so the copy can share it.
 
+And S3's ListObjectVersions, which moto 5.1.22 answers unlike S3 in three
+ways a listing "as of" a time depends on (S3's behaviour: "Listing objects
+in a versioning-enabled bucket",
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/list-obj-version-enabled-bucket.html,
+and https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectVersions.html):
+- S3 lists a key's versions and delete markers together, newest first, so
+  the Version and DeleteMarker elements of a page interleave; moto prints
+  every Version of the page, then every DeleteMarker.
+- A KeyMarker without a VersionIdMarker starts the listing at the first
+  version of the next key; moto lists the rest of that key's versions and
+  skips the first version at or after it, wherever that is.
+- EncodingType=url encodes the keys of the answer; moto ignores it.
+Here the answer is S3's, built from moto's own store (a key's versions are
+kept oldest first, delete markers among them). A request with a delimiter
+is left to moto: nothing here lists versions by folder.
+
 And one emulation of DynamoDB, whose transactions are atomic and isolated
 ("serializable isolation" between TransactWriteItems and any other write
 of the items it holds: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-isolation),
@@ -23,6 +39,8 @@ conditions before it writes anything, so it never needs to undo a write
 import functools
 import sys
 import threading
+import urllib.parse
+from xml.sax.saxutils import escape
 
 from moto.server import main
 from moto.dynamodb.comparisons import get_filter_expression
@@ -33,6 +51,8 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
+from moto.s3.models import FakeDeleteMarker
+from moto.s3.responses import S3Response
 from moto.stepfunctions.parser.backend.execution import Execution
 
 Execution.__deepcopy__ = lambda self, memo: self
@@ -100,6 +120,69 @@ def _transact_write_items(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = _transact_write_items
+
+
+_original_list_object_versions = S3Response.list_object_versions
+
+
+def _list_object_versions(self):
+    query = self.querystring
+    if query.get("delimiter", [None])[0]:
+        return _original_list_object_versions(self)
+    prefix = self._get_querystring(self.request, self.uri).get("prefix", [""])[0]
+    key_marker = query.get("key-marker", [None])[0]
+    version_marker = query.get("version-id-marker", [None])[0]
+    max_keys = int(query.get("max-keys", ["1000"])[0])
+    url = query.get("encoding-type", [None])[0] == "url"
+    bucket = self.backend.get_bucket(self.bucket_name)
+    entries = []
+    for name, versions in sorted(bucket.keys.iterlists(), key=lambda kv: kv[0]):
+        if not name.startswith(prefix) or (key_marker is not None and name < key_marker):
+            continue
+        # Newest first; the newest is the latest, whichever page it is on.
+        listed = [(name, v, i == 0) for i, v in enumerate(reversed(versions))]
+        if key_marker is not None and name == key_marker:
+            # A version marker: resume after that version; none: the
+            # marker's key is done, and the listing starts at the next.
+            ids = [_version_id(v) for _, v, _ in listed]
+            at = ids.index(version_marker) + 1 if version_marker in ids else len(ids)
+            listed = listed[at:]
+        entries.extend(listed)
+    page, rest = entries[:max_keys], entries[max_keys:]
+    encode = (lambda k: urllib.parse.quote(k, safe="/")) if url else (lambda k: k)
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           '<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+           f"<Name>{escape(bucket.name)}</Name><Prefix>{escape(encode(prefix))}</Prefix>",
+           f"<KeyMarker>{escape(encode(key_marker or ''))}</KeyMarker>",
+           f"<VersionIdMarker>{escape(version_marker or '')}</VersionIdMarker>",
+           f"<MaxKeys>{max_keys}</MaxKeys>"]
+    if url:
+        out.append("<EncodingType>url</EncodingType>")
+    if rest and page:
+        last_name, last, _ = page[-1]
+        out.append("<IsTruncated>true</IsTruncated>")
+        out.append(f"<NextKeyMarker>{escape(encode(last_name))}</NextKeyMarker>")
+        out.append(f"<NextVersionIdMarker>{escape(_version_id(last))}</NextVersionIdMarker>")
+    else:
+        out.append("<IsTruncated>false</IsTruncated>")
+    for name, version, latest in page:
+        common = (f"<Key>{escape(encode(name))}</Key><VersionId>{escape(_version_id(version))}</VersionId>"
+                  f"<IsLatest>{'true' if latest else 'false'}</IsLatest>"
+                  f"<LastModified>{version.last_modified_ISO8601}</LastModified>")
+        if isinstance(version, FakeDeleteMarker):
+            out.append(f"<DeleteMarker>{common}</DeleteMarker>")
+        else:
+            out.append(f"<Version>{common}<ETag>{escape(version.etag)}</ETag><Size>{version.size}</Size>"
+                       f"<StorageClass>{escape(version.storage_class)}</StorageClass></Version>")
+    out.append("</ListVersionsResult>")
+    return "".join(out)
+
+
+def _version_id(version):
+    return "null" if version.version_id is None else str(version.version_id)
+
+
+S3Response.list_object_versions = _list_object_versions
 
 if __name__ == "__main__":
     sys.argv[0] = "moto_server"

@@ -36,6 +36,7 @@ async fn listed(client: &Client, bucket: &str) -> Vec<ObjectEntry> {
         .await
         .into_iter()
         .map(|l| ObjectEntry {
+            version_id: None,
             key: l.key,
             size: l.size,
             etag: l.etag.trim_matches('"').to_owned(),

@@ -16,6 +16,7 @@ async fn target(bucket: &str, location_prefix: &str, page_size: i32) -> ListTarg
         expected_owner: None,
         request_payer: false,
         page_size,
+        as_of_ms: None,
     }
 }
 
@@ -130,6 +131,7 @@ async fn a_piece_starting_at_a_short_cut_lists_nothing_below_it() {
         expected_owner: None,
         request_payer: false,
         page_size: s3_fanout::model::s3_shape::MAX_PAGE_SIZE,
+        as_of_ms: None,
     };
     let range = KeyRange {
         start_at: Some("dir-15".into()),

@@ -228,6 +228,7 @@ async fn run_of_one_batch(s3: &aws_sdk_s3::Client, name: &str, seed: u64) -> (St
     let etag = put(s3, &src, "present.bin", body(seed, 2048)).await;
     let run_id = planned_run(&src, &dst).await;
     let entry = |key: &str, etag: &str| ObjectEntry {
+        version_id: None,
         key: key.into(),
         size: 2048,
         etag: etag.trim_matches('"').into(),

@@ -398,6 +398,7 @@ mod tests {
             let appended = tar.append_object(0, bytes.len() as u64, *bytes).unwrap();
             assert!(appended.complete);
             let mut line = ManifestEntry::from_listed(&ObjectEntry {
+                version_id: None,
                 key: (*key).into(),
                 size: bytes.len() as u64,
                 etag: appended.digest.md5.clone(),
@@ -418,6 +419,7 @@ mod tests {
         }
         manifest
             .push(&ManifestEntry::from_listed(&ObjectEntry {
+                version_id: None,
                 key: "zz-kept".into(),
                 size: 1,
                 etag: "e".into(),

@@ -105,6 +105,7 @@ impl Source {
             _ => out.content_length().unwrap_or(0).max(0) as u64,
         };
         let current = ObjectEntry {
+            version_id: None,
             key: entry.key.clone(),
             size,
             etag: out.e_tag().unwrap_or_default().trim_matches('"').to_owned(),

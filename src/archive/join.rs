@@ -110,6 +110,7 @@ mod tests {
 
     fn object(key: &str, size: u64, etag: &str) -> ObjectEntry {
         ObjectEntry {
+            version_id: None,
             key: key.into(),
             size,
             etag: etag.into(),

@@ -96,6 +96,7 @@ mod tests {
 
     fn line(etag: &str, size: u64, md5: &str, part_size: Option<u64>) -> (ManifestEntry, Exported) {
         let line = ManifestEntry::from_listed(&ObjectEntry {
+            version_id: None,
             key: "k".into(),
             size,
             etag: etag.into(),

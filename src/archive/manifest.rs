@@ -420,6 +420,7 @@ mod tests {
 
     fn entry(key: &str, size: u64, etag: &str) -> ManifestEntry {
         ManifestEntry::from_listed(&ObjectEntry {
+            version_id: None,
             key: key.into(),
             size,
             etag: etag.into(),
@@ -618,6 +619,7 @@ mod tests {
         let reader = ManifestReader::open_spool(spool, Path::new("m")).unwrap();
         let mut since = UnchangedSince::new(reader).unwrap();
         let listed = |key: &str, size, etag: &str| ObjectEntry {
+            version_id: None,
             key: key.into(),
             size,
             etag: etag.into(),

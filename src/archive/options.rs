@@ -163,11 +163,7 @@ impl TryFrom<ExportSpec> for ExportOptions {
         }
         let since = match (spec.since, spec.since_manifest) {
             (Some(text), _) => {
-                let at = parse_date(&text).map_err(|_| {
-                    config(format!(
-                        "--since {text:?} is not a date (use 2024-03-01 or 2024-03-01T12:00:00Z)"
-                    ))
-                })?;
+                let at = parse_date("--since", &text)?;
                 Since::Date { text, at }
             }
             (None, Some(previous)) => {

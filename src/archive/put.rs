@@ -72,6 +72,7 @@ pub async fn put_file(
         stream: false,
         posix_metadata: false,
         posix_special_bits: false,
+        as_of_ms: None,
     };
     let to = upload::Destination {
         client: &destination.client,

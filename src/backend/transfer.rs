@@ -415,6 +415,20 @@ impl Mover {
 
     /// The source side of `relative`, as a listing would show it.
     async fn head_source(&self, relative: &str) -> Result<Option<ObjectEntry>, S3Failure> {
+        // A key absent from the source as of a past time stays absent:
+        // whatever is written now is newer than that time. (Its current
+        // version, which a HEAD would find, is not the one that counts.)
+        let as_of = match self {
+            Mover::Buckets(copier) => copier.options.as_of_ms,
+            Mover::Download { bucket, .. } => bucket.options.as_of_ms,
+            Mover::Upload { .. } => None,
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if as_of.is_some_and(|t| t < now_ms) {
+            return Ok(None);
+        }
         match self {
             Mover::Buckets(copier) => copier.head(Side::Source, relative).await,
             Mover::Upload { dir, .. } => stat_file(dir, relative).await,

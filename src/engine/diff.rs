@@ -297,6 +297,7 @@ mod tests {
 
     fn entry(key: &str, size: u64, etag: &str, t: i64) -> ObjectEntry {
         ObjectEntry {
+            version_id: None,
             key: key.into(),
             size,
             etag: etag.into(),

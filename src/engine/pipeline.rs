@@ -409,7 +409,9 @@ impl<'a> Run<'a> {
         let (options, stats) = (self.options, &self.stats);
         let planned = stats.snapshot();
         let wrote_nothing = planned.plan_copy + planned.plan_update + planned.plan_delete == 0;
-        if !options.verify || (self.cancel.is_cancelled() && !wrote_nothing) {
+        // A dry run wrote nothing to verify (`plan` keeps `verify` set, to
+        // price it, on the dry run it runs).
+        if !options.verify || options.dry_run || (self.cancel.is_cancelled() && !wrote_nothing) {
             return Ok(());
         }
         if wrote_nothing {
@@ -433,7 +435,7 @@ impl<'a> Run<'a> {
             .context
             .written
             .as_ref()
-            .filter(|_| !options.verify_by_listing)
+            .filter(|_| !options.verifies_by_listing())
             .and_then(|w| {
                 w.if_cheaper_than_listing(
                     planned.listed_source,

@@ -201,6 +201,7 @@ impl Proofs {
             Some((_, fresh_source, fresh_destination)) => Action::Update {
                 // Copied as it is now, conditional on the ETag just seen.
                 source: ObjectEntry {
+                    version_id: None,
                     storage_class: source.storage_class.clone(),
                     ..fresh_source
                 },

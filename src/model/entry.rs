@@ -35,6 +35,12 @@ pub struct ObjectEntry {
     /// none): what proves a pair equal when ETags cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<Checksum>,
+    /// The version a versioned listing chose (`--as-of`): every read of
+    /// the source (copy, HEAD, tags, part layout, GET) names it, so what is
+    /// written is that version whatever is current. `None` for a listing
+    /// of current objects, which reads the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 /// A side of a sync: where an object was listed, which bucket of a copy it

@@ -349,6 +349,11 @@ impl MovableEnd {
         true
     }
 
+    /// Whether `key` is at or past the end as it is now.
+    pub fn is_past(&self, key: &str) -> bool {
+        self.lock().end.as_deref().is_some_and(|end| key >= end)
+    }
+
     /// Count full pages from zero again: the range was looked at and not
     /// cut, so look again only after as many pages more.
     pub fn defer(&self) {

@@ -37,6 +37,12 @@ pub struct SyncSpec {
     /// (RFC 3339, or YYYY-MM-DD for midnight UTC).
     #[arg(long, value_name = "DATE", env = "S3_FANOUT_MODIFIED_SINCE")]
     pub modified_since: Option<String>,
+    /// Sync the source as it was at this time (RFC 3339, or YYYY-MM-DD for
+    /// midnight UTC): each key's newest version at or before it, from a
+    /// versioned bucket; a key deleted then, or not yet made, is absent
+    /// (and `--delete` deletes it at the destination).
+    #[arg(long, value_name = "TIME", env = "S3_FANOUT_AS_OF")]
+    pub as_of: Option<String>,
     /// Only sync keys (relative to the prefix) matching this glob; repeatable.
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
@@ -325,6 +331,7 @@ impl Default for SyncSpec {
             destination: String::new(),
             mode: DiffMode::Etag,
             modified_since: None,
+            as_of: None,
             include: Vec::new(),
             exclude: Vec::new(),
             delete: false,
@@ -408,6 +415,10 @@ pub struct CopyOptions {
     pub posix_metadata: bool,
     /// Restore setuid, setgid and sticky bits (with an owner, as root).
     pub posix_special_bits: bool,
+    /// `--as-of`, in milliseconds since the Unix epoch: the source is read
+    /// as it was then (its listing is of versions, and each copy names
+    /// its version, see [`crate::model::entry::ObjectEntry::version_id`]).
+    pub as_of_ms: Option<i64>,
 }
 
 impl CopyOptions {
@@ -487,17 +498,25 @@ impl TryFrom<SyncSpec> for SyncOptions {
         let source = absolute(spec.source.parse()?)?;
         let destination = absolute(spec.destination.parse()?)?;
         let (source_client, destination_client) = client_settings(&spec);
+        let as_of_ms = as_of(&spec, &source)?;
+        let now_ms = DateTime::from(std::time::SystemTime::now())
+            .to_millis()
+            .unwrap_or(i64::MAX);
         let transfer = choose_transfer(
             &source,
             &destination,
             (&source_client, &destination_client),
-            spec.stream,
+            (spec.stream, as_of_ms.is_some_and(|t| t < now_ms)),
         )?;
         check_limits(&spec)?;
         let (multipart_threshold, part_size) = part_sizes(&spec, transfer)?;
         let (storage_class, sse) = encryption(&spec)?;
         check_posix(&spec, transfer)?;
-        let modified_since = spec.modified_since.as_deref().map(parse_date).transpose()?;
+        let modified_since = spec
+            .modified_since
+            .as_deref()
+            .map(|text| parse_date("--modified-since", text))
+            .transpose()?;
         let report = spec.report.as_deref().map(str::parse).transpose()?;
         let ledger = ledger_location(&spec, (&source, &destination))?;
 
@@ -528,6 +547,7 @@ impl TryFrom<SyncSpec> for SyncOptions {
                 stream: transfer == Transfer::Streamed,
                 posix_metadata: spec.posix_metadata,
                 posix_special_bits: spec.posix_special_bits,
+                as_of_ms,
             },
             max_delete: spec.max_delete,
             concurrency: spec.concurrency,
@@ -541,6 +561,15 @@ impl TryFrom<SyncSpec> for SyncOptions {
             failure_threshold: spec.failure_threshold,
             fail_fast: spec.fail_fast,
         })
+    }
+}
+
+impl SyncOptions {
+    /// Whether verification lists both sides again rather than HEAD the
+    /// written keys: asked for, or `--as-of`, whose source is a listing of
+    /// versions at a time (a HEAD of a key reads its current version).
+    pub fn verifies_by_listing(&self) -> bool {
+        self.verify_by_listing || self.copy.as_of_ms.is_some()
     }
 }
 
@@ -635,11 +664,13 @@ fn client_settings(spec: &SyncSpec) -> (ClientSettings, ClientSettings) {
 
 /// How this run's objects move, decided once from its two sides: the mover
 /// ([`crate::backend::transfer::Mover::for_run`]) is built from it.
+/// How the bytes travel. `past`: the source is read as of a past time,
+/// which is what makes a restore in place (destination = source) sound.
 fn choose_transfer(
     source: &Location,
     destination: &Location,
     (source_client, destination_client): (&ClientSettings, &ClientSettings),
-    stream: bool,
+    (stream, past): (bool, bool),
 ) -> Result<Transfer, SyncError> {
     Ok(match (source, destination) {
         (Location::Local(_), Location::Local(_)) => {
@@ -659,7 +690,16 @@ fn choose_transfer(
             // Two endpoints can hold buckets of the same name that are
             // different buckets, so overlap only means something on
             // the same endpoint.
-            if source_client.endpoint_url == destination_client.endpoint_url && s.overlaps(d) {
+            // Restoring a location in place as of a past time is sound: the
+            // listing is of versions then, and whatever the run writes is
+            // newer, so it never reads its own writes; each copy of an old
+            // version onto its key is how S3 restores a version ("Restoring
+            // previous versions", <https://docs.aws.amazon.com/AmazonS3/latest/userguide/RestoringPreviousVersions.html>).
+            let in_place = past && s == d;
+            if source_client.endpoint_url == destination_client.endpoint_url
+                && s.overlaps(d)
+                && !in_place
+            {
                 return Err(SyncError::Config(format!(
                     "the destination {destination} overlaps the source {source}: \
                      one prefix contains the other in the same bucket, so the sync would copy into the range it reads"
@@ -853,8 +893,25 @@ fn parse_storage_class(text: &str) -> Result<StorageClass, SyncError> {
     }
 }
 
-/// `2024-03-01T12:00:00Z` or `2024-03-01` (midnight UTC).
-pub fn parse_date(text: &str) -> Result<DateTime, SyncError> {
+/// `--as-of`: a time, for a bucket source (a directory has no versions).
+fn as_of(spec: &SyncSpec, source: &Location) -> Result<Option<i64>, SyncError> {
+    let Some(text) = spec.as_of.as_deref() else {
+        return Ok(None);
+    };
+    let at = parse_date("--as-of", text)?;
+    if !matches!(source, Location::S3(_)) {
+        return Err(SyncError::Config(format!(
+            "--as-of needs a versioned bucket as the source; {} is a directory",
+            source
+        )));
+    }
+    at.to_millis()
+        .map(Some)
+        .map_err(|e| SyncError::Config(format!("--as-of {text:?}: {e}")))
+}
+
+/// `2024-03-01T12:00:00Z` or `2024-03-01` (midnight UTC), given to `flag`.
+pub fn parse_date(flag: &str, text: &str) -> Result<DateTime, SyncError> {
     let full = if text.len() == 10 {
         format!("{text}T00:00:00Z")
     } else {
@@ -862,7 +919,7 @@ pub fn parse_date(text: &str) -> Result<DateTime, SyncError> {
     };
     DateTime::from_str(&full, Format::DateTime).map_err(|e| {
         SyncError::Config(format!(
-            "--modified-since {text:?} is not a date (use 2024-03-01 or 2024-03-01T12:00:00Z): {e}"
+            "{flag} {text:?} is not a date (use 2024-03-01 or 2024-03-01T12:00:00Z): {e}"
         ))
     })
 }
@@ -1019,8 +1076,11 @@ mod tests {
 
     #[test]
     fn dates_accept_day_or_timestamp() {
-        assert_eq!(parse_date("2024-03-01").unwrap().secs(), 1_709_251_200);
-        assert!(parse_date("2024-03-01T12:00:00Z").is_ok());
+        assert_eq!(
+            parse_date("--x", "2024-03-01").unwrap().secs(),
+            1_709_251_200
+        );
+        assert!(parse_date("--x", "2024-03-01T12:00:00Z").is_ok());
         assert!(
             config_error({
                 let mut s = spec("s3://aaa", "s3://bbb");

@@ -14,19 +14,19 @@
 use crate::model::entry::ObjectEntry;
 
 /// One entry of a ListObjectVersions listing: a version, or a delete
-/// marker (whose `entry` has size 0 and no ETag).
+/// marker (whose `entry` has size 0 and no ETag). `entry.version_id` is
+/// always set: S3 names the version of an object written while
+/// versioning was off or suspended `null`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedVersion {
     pub entry: ObjectEntry,
-    pub version_id: String,
     pub delete_marker: bool,
 }
 
-/// The version of a key that was current at the point in time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionAt {
-    pub entry: ObjectEntry,
-    pub version_id: String,
+impl ListedVersion {
+    pub fn version_id(&self) -> &str {
+        self.entry.version_id.as_deref().unwrap_or("null")
+    }
 }
 
 /// Chooses, entry by entry in listing order, each key's version at a point
@@ -51,9 +51,10 @@ impl AsOfSelector {
         }
     }
 
-    /// The next listed entry; the version to keep, if this entry decides
-    /// its key for a version (a delete marker decides it for absence).
-    pub fn push(&mut self, listed: ListedVersion) -> Option<VersionAt> {
+    /// The next listed entry; the version to keep (its entry, naming the
+    /// version), if this entry decides its key for a version (a delete
+    /// marker decides it for absence).
+    pub fn push(&mut self, listed: ListedVersion) -> Option<ObjectEntry> {
         if self.key.as_deref() != Some(listed.entry.key.as_str()) {
             self.key = Some(listed.entry.key.clone());
             self.decided = false;
@@ -62,10 +63,7 @@ impl AsOfSelector {
             return None;
         }
         self.decided = true;
-        (!listed.delete_marker).then_some(VersionAt {
-            entry: listed.entry,
-            version_id: listed.version_id,
-        })
+        (!listed.delete_marker).then_some(listed.entry)
     }
 }
 
@@ -74,7 +72,7 @@ impl AsOfSelector {
 pub fn versions_at(
     listing: impl IntoIterator<Item = ListedVersion>,
     as_of_ms: i64,
-) -> impl Iterator<Item = VersionAt> {
+) -> impl Iterator<Item = ObjectEntry> {
     let mut selector = AsOfSelector::new(as_of_ms);
     listing
         .into_iter()
@@ -95,8 +93,8 @@ mod tests {
                 last_modified_ms: at,
                 storage_class: Some("STANDARD".into()),
                 checksum: None,
+                version_id: Some(id.into()),
             },
-            version_id: id.into(),
             delete_marker: false,
         }
     }
@@ -111,7 +109,7 @@ mod tests {
     /// (key, version id) of what is current at `at`.
     fn at(listing: &[ListedVersion], at: i64) -> Vec<(String, String)> {
         versions_at(listing.to_vec(), at)
-            .map(|v| (v.entry.key, v.version_id))
+            .map(|v| (v.key, v.version_id.unwrap()))
             .collect()
     }
 
@@ -152,10 +150,11 @@ mod tests {
 
     #[test]
     fn the_chosen_version_keeps_its_own_size_etag_and_time() {
-        let chosen: Vec<VersionAt> = versions_at(history(), 22).collect();
-        assert_eq!(chosen[0].entry.etag, "e2");
-        assert_eq!(chosen[0].entry.last_modified_ms, 20);
-        assert_eq!(chosen[0].entry.size, 2);
+        let chosen: Vec<ObjectEntry> = versions_at(history(), 22).collect();
+        assert_eq!(chosen[0].etag, "e2");
+        assert_eq!(chosen[0].last_modified_ms, 20);
+        assert_eq!(chosen[0].size, 2);
+        assert_eq!(chosen[0].version_id.as_deref(), Some("a2"));
     }
 
     #[test]
@@ -166,7 +165,7 @@ mod tests {
         let kept: Vec<_> = history()
             .into_iter()
             .filter_map(|v| selector.push(v))
-            .map(|v| v.version_id)
+            .map(|v| v.version_id.unwrap())
             .collect();
         assert_eq!(kept, ["a2"]);
     }
@@ -201,7 +200,7 @@ mod tests {
                 if let Some(current) = made.iter().rev().find(|v| v.entry.last_modified_ms <= as_of)
                     && !current.delete_marker
                 {
-                    expected.push((key.clone(), current.version_id.clone()));
+                    expected.push((key.clone(), current.version_id().to_owned()));
                 }
                 // Listed newest first within the key.
                 listing.extend(made.into_iter().rev());

@@ -296,7 +296,7 @@ fn local_estimate(
     let mut verify_by_head = false;
     let mut verify_secs = 0.0;
     if options.verify && written > 0 {
-        verify_by_head = !options.verify_by_listing
+        verify_by_head = !options.verifies_by_listing()
             && crate::engine::written::heads_are_cheaper(
                 written,
                 c.listed_source,

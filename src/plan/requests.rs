@@ -162,6 +162,7 @@ mod tests {
 
     fn entry(size: u64, etag: &str) -> ObjectEntry {
         ObjectEntry {
+            version_id: None,
             key: "k".into(),
             size,
             etag: etag.into(),

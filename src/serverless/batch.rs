@@ -219,6 +219,7 @@ mod tests {
 
     fn entry(key: String, size: u64) -> ObjectEntry {
         ObjectEntry {
+            version_id: None,
             key,
             size,
             etag: "0123456789abcdef0123456789abcdef-12".into(),
@@ -258,6 +259,7 @@ mod tests {
     #[test]
     fn a_delete_task_carries_its_listed_etag_and_reads_one_written_without() {
         let listed = ObjectEntry {
+            version_id: None,
             etag: "abc-2".into(),
             ..entry("gone".into(), 7)
         };

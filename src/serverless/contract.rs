@@ -94,6 +94,7 @@ impl CopyTask {
             CopyTask::Parts(_) => return None,
             CopyTask::Delete { key, etag } => Action::Delete {
                 destination: ObjectEntry {
+                    version_id: None,
                     key,
                     size: 0,
                     etag,

@@ -18,6 +18,7 @@
 pub mod fault_proxy;
 pub mod local_stack;
 pub mod synthetic;
+pub mod versioned;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

@@ -181,6 +181,7 @@ mod tests {
     #[test]
     fn an_entry_proves_only_the_pair_it_was_made_for() {
         let object = |etag: &str| ObjectEntry {
+            version_id: None,
             key: "k".into(),
             size: 3,
             etag: etag.into(),
@@ -193,6 +194,7 @@ mod tests {
         assert!(!proven.proves(&object("s2"), &object("d")));
         assert!(!proven.proves(&object("s"), &object("d2")));
         let bigger = ObjectEntry {
+            version_id: None,
             size: 4,
             ..object("s")
         };

@@ -204,6 +204,7 @@ pub fn io_failure(what: &str, path: &Path, err: &std::io::Error) -> S3Failure {
 /// A file's entry from its metadata: no ETag until one is needed.
 pub fn file_entry(relative: &str, meta: &std::fs::Metadata) -> ObjectEntry {
     ObjectEntry {
+        version_id: None,
         key: relative.to_owned(),
         size: meta.len(),
         etag: String::new(),

@@ -264,6 +264,7 @@ async fn fetch_range(
             .get_object()
             .bucket(&from.location.bucket)
             .key(from.location.key_for(&entry.key))
+            .set_version_id(entry.version_id.clone())
             .if_match(quoted(&entry.etag))
             .set_expected_bucket_owner(from.options.expected_source_owner.clone());
         if range.is_some() || at > start {

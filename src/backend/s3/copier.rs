@@ -17,8 +17,19 @@ const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
-pub fn copy_source(bucket: &str, key: &str) -> String {
-    format!("{bucket}/{}", utf8_percent_encode(key, COPY_SOURCE))
+/// `x-amz-copy-source` of `key` in `bucket`, naming `version` when the
+/// copy is of one ("CopyObject": "To copy a specific version of an object,
+/// append `?versionId=<version-id>` to the value",
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html>).
+pub fn copy_source(bucket: &str, key: &str, version: Option<&str>) -> String {
+    let source = format!("{bucket}/{}", utf8_percent_encode(key, COPY_SOURCE));
+    match version {
+        Some(version) => format!(
+            "{source}?versionId={}",
+            utf8_percent_encode(version, COPY_SOURCE)
+        ),
+        None => source,
+    }
 }
 
 /// Everything a copy needs: both sides and how to write.

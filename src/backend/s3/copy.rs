@@ -30,6 +30,19 @@ impl Copier {
         cancel: &CancellationToken,
     ) -> Result<Copied, CopyError> {
         match self.copy_once(entry, cancel).await {
+            // A version never changes: listing the key again would find
+            // its current version, which is not the one asked for.
+            Err(CopyError::SourceChanged) if entry.version_id.is_some() => {
+                Err(CopyError::Failed(S3Failure {
+                    code: "PreconditionFailed".into(),
+                    http_status: Some(412),
+                    message: format!(
+                        "version {} no longer has the ETag it was listed with",
+                        entry.version_id.as_deref().unwrap_or_default()
+                    ),
+                    class: RetryClass::NonRetryable,
+                }))
+            }
             Err(CopyError::SourceChanged) => {
                 tracing::info!(key = %entry.key, "source changed since it was listed; listing it again");
                 match self.relist(&entry.key).await? {
@@ -108,6 +121,7 @@ impl Copier {
             .copy_source(copy_source(
                 &self.source.bucket,
                 &self.source.key_for(&entry.key),
+                entry.version_id.as_deref(),
             ))
             .copy_source_if_match(quoted(&entry.etag))
             .set_storage_class(self.storage_class(entry))
@@ -212,8 +226,15 @@ mod tests {
 
     #[test]
     fn copy_source_escapes_everything_but_slashes() {
-        assert_eq!(copy_source("b", "a b+c%41/ü"), "b/a%20b%2Bc%2541/%C3%BC");
-        assert_eq!(copy_source("b", "/lead//x "), "b//lead//x%20");
+        assert_eq!(
+            copy_source("b", "a b+c%41/ü", None),
+            "b/a%20b%2Bc%2541/%C3%BC"
+        );
+        assert_eq!(copy_source("b", "/lead//x ", None), "b//lead//x%20");
+        assert_eq!(
+            copy_source("b", "k?", Some("3/L4kqtJl+w=")),
+            "b/k%3F?versionId=3/L4kqtJl%2Bw%3D"
+        );
     }
 
     fn failure(code: &str, status: u16, message: &str) -> S3Failure {

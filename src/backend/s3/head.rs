@@ -37,6 +37,7 @@ pub async fn head_object(
         .checksum_mode(ChecksumMode::Enabled);
     match request.send().await {
         Ok(head) => Ok(Some(ObjectEntry {
+            version_id: None,
             key: relative.to_owned(),
             size: head.content_length().unwrap_or(0).max(0) as u64,
             etag: head

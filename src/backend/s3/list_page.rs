@@ -5,32 +5,17 @@
 //! checksum algorithms, restore status, each field a `String`) and parses
 //! each `LastModified` through a generic XML decoder; on two cores that was
 //! 60% of a 100,000-object no-op's CPU (`perf`, issue 23). This reads the
-//! five fields a sync compares with quick-xml, in one pass over the bytes.
-//!
-//! It stays inside the SDK's request path, so signing, endpoints, retries,
-//! timeouts, error responses and the request counter are the SDK's as for
-//! every other call: [`ReadPage`], an interceptor for one `send()`, wraps a
-//! successful response's body; once the body has arrived whole, the page
-//! is parsed here and the SDK is handed a page with no contents to
-//! deserialize. A body this cannot parse is handed to the SDK unchanged,
-//! and its own deserialization is used ([`Page::from_sdk`]), so an
-//! unexpected document costs speed, never an object.
+//! five fields a sync compares with quick-xml, in one pass over the bytes,
+//! inside the SDK's request path ([`crate::backend::s3::page_reader`]). A
+//! body this cannot parse is left to the SDK, and its own deserialization
+//! is used ([`Page::from_sdk`]), so an unexpected document costs speed,
+//! never an object.
 
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::date_time::{DateTime, Format};
-use bytes::Bytes;
-use quick_xml::events::Event;
-
+use crate::backend::s3::page_reader::{Document, Elements, Ended, last_modified_ms};
 use crate::model::entry::ObjectEntry;
+
+/// The interceptor that reads a ListObjectsV2 page.
+pub type ReadPage = crate::backend::s3::page_reader::ReadPage<Page>;
 
 /// One listed object, as a sync needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -69,6 +54,7 @@ impl Listed {
     /// to the listed location.
     pub fn entry(self, relative: &str) -> ObjectEntry {
         ObjectEntry {
+            version_id: None,
             key: relative.to_owned(),
             size: self.size,
             etag: self.etag,
@@ -102,14 +88,17 @@ impl Page {
     }
 }
 
-/// What the SDK deserializes instead of a page read here: a valid, empty
-/// ListObjectsV2 result.
-const EMPTY_RESULT: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"></ListBucketResult>";
-
-/// The elements a page is read from; every other is passed over.
+/// The elements listing pages are read from (ListObjectsV2's here,
+/// ListObjectVersions' in [`crate::backend::s3::version_page`]); every
+/// other is passed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Element {
+pub(crate) enum Element {
     Contents,
+    Version,
+    DeleteMarker,
+    VersionId,
+    NextKeyMarker,
+    NextVersionIdMarker,
     Key,
     Size,
     ETag,
@@ -122,9 +111,14 @@ enum Element {
 }
 
 impl Element {
-    fn of(local_name: &[u8]) -> Element {
+    pub(crate) fn of(local_name: &[u8]) -> Element {
         match local_name {
             b"Contents" => Element::Contents,
+            b"Version" => Element::Version,
+            b"DeleteMarker" => Element::DeleteMarker,
+            b"VersionId" => Element::VersionId,
+            b"NextKeyMarker" => Element::NextKeyMarker,
+            b"NextVersionIdMarker" => Element::NextVersionIdMarker,
             b"Key" => Element::Key,
             b"Size" => Element::Size,
             b"ETag" => Element::ETag,
@@ -138,189 +132,63 @@ impl Element {
     }
 }
 
+impl Document for Page {
+    const EMPTY_RESULT: &'static [u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"></ListBucketResult>";
+
+    fn parse(xml: &[u8]) -> Result<Page, String> {
+        parse(xml)
+    }
+}
+
 /// Parse a ListObjectsV2 result document. `Err` for anything that is not
 /// one (the SDK then reads it).
 pub fn parse(xml: &[u8]) -> Result<Page, String> {
-    let mut reader = quick_xml::Reader::from_reader(xml);
     let mut page = Page::default();
-    // The elements open below the root; the text of the innermost so far
-    // (text and entity references come in pieces).
-    let mut path: Vec<Element> = Vec::with_capacity(4);
-    let mut text = String::new();
     let mut object = Listed::default();
-    let (mut rooted, mut closed) = (false, false);
-    loop {
-        match reader.read_event().map_err(|e| e.to_string())? {
-            Event::Start(start) => {
-                if !rooted {
-                    if start.local_name().as_ref() != b"ListBucketResult" {
-                        return Err(format!(
-                            "the document is a {}, not a ListBucketResult",
-                            String::from_utf8_lossy(start.local_name().as_ref())
-                        ));
+    Elements::new(xml, b"ListBucketResult", Element::of).each(
+        |Ended {
+             element,
+             parents,
+             text,
+         }| {
+            match (parents, element) {
+                ([], Element::Contents) => {
+                    if object.key.is_empty() {
+                        return Err("an object without a key".to_owned());
                     }
-                    rooted = true;
-                    continue;
+                    page.objects.push(std::mem::take(&mut object));
                 }
-                let element = Element::of(start.local_name().as_ref());
-                if path.is_empty() && element == Element::Contents {
-                    object = Listed::default();
+                ([], Element::IsTruncated) => page.is_truncated = text == "true",
+                ([], Element::NextContinuationToken) => {
+                    page.next_continuation_token = Some(std::mem::take(text));
                 }
-                path.push(element);
-                text.clear();
+                ([], Element::EncodingType) => page.url_encoded = text == "url",
+                ([Element::Contents], field) => read_field(&mut object, field, text)?,
+                _ => {}
             }
-            Event::Empty(_) => {}
-            Event::Text(t) => text.push_str(&t.decode().map_err(|e| e.to_string())?),
-            Event::CData(t) => text.push_str(&t.decode().map_err(|e| e.to_string())?),
-            Event::GeneralRef(r) => {
-                if let Some(c) = r.resolve_char_ref().map_err(|e| e.to_string())? {
-                    text.push(c);
-                } else {
-                    let name = r.decode().map_err(|e| e.to_string())?;
-                    let resolved = quick_xml::escape::resolve_predefined_entity(&name)
-                        .ok_or_else(|| format!("unknown entity &{name};"))?;
-                    text.push_str(resolved);
-                }
-            }
-            Event::End(_) => {
-                let Some(element) = path.pop() else {
-                    closed = true; // the root's end
-                    break;
-                };
-                match (path.as_slice(), element) {
-                    ([], Element::Contents) => {
-                        if object.key.is_empty() {
-                            return Err("an object without a key".to_owned());
-                        }
-                        page.objects.push(std::mem::take(&mut object));
-                    }
-                    ([], Element::IsTruncated) => page.is_truncated = text == "true",
-                    ([], Element::NextContinuationToken) => {
-                        page.next_continuation_token = Some(std::mem::take(&mut text));
-                    }
-                    ([], Element::EncodingType) => page.url_encoded = text == "url",
-                    ([Element::Contents], field) => match field {
-                        Element::Key => object.key = std::mem::take(&mut text),
-                        Element::Size => {
-                            object.size =
-                                text.parse().map_err(|e| format!("Size {text:?}: {e}"))?;
-                        }
-                        Element::ETag => object.etag = text.trim_matches('"').to_owned(),
-                        Element::LastModified => {
-                            object.last_modified_ms = DateTime::from_str(&text, Format::DateTime)
-                                .map_err(|e| format!("LastModified {text:?}: {e}"))?
-                                .to_millis()
-                                .map_err(|e| format!("LastModified {text:?}: {e}"))?;
-                        }
-                        Element::StorageClass => {
-                            object.storage_class = Some(std::mem::take(&mut text));
-                        }
-                        _ => {}
-                    },
-                    _ => {}
-                }
-                text.clear();
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    if !closed {
-        return Err("the document ends before its ListBucketResult does".to_owned());
-    }
+            Ok(())
+        },
+    )?;
     Ok(page)
 }
 
-/// The interceptor of one ListObjectsV2 `send()`: the page it read, if it
-/// could ([`ReadPage::take`]).
-#[derive(Debug, Clone, Default)]
-pub struct ReadPage {
-    page: Arc<Mutex<Option<Page>>>,
-}
-
-impl ReadPage {
-    /// The page of the last attempt, when this module read it; `None`
-    /// when the SDK's own output holds it.
-    pub fn take(&self) -> Option<Page> {
-        self.page.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-impl Intercept for ReadPage {
-    fn name(&self) -> &'static str {
-        "ReadPage"
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        // An earlier attempt's page is not this attempt's.
-        self.page.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let response = context.response_mut();
-        if !response.status().is_success() {
-            return Ok(()); // an error document: the SDK's to read
+/// One field of an object (or version) into `object`; others pass.
+pub(crate) fn read_field(
+    object: &mut Listed,
+    field: Element,
+    text: &mut String,
+) -> Result<(), String> {
+    match field {
+        Element::Key => object.key = std::mem::take(text),
+        Element::Size => {
+            object.size = text.parse().map_err(|e| format!("Size {text:?}: {e}"))?;
         }
-        let body = std::mem::replace(response.body_mut(), SdkBody::taken());
-        *response.body_mut() = SdkBody::from_body_1_x(Condensing {
-            inner: body,
-            received: Vec::new(),
-            page: self.page.clone(),
-            done: false,
-        });
-        Ok(())
+        Element::ETag => object.etag = text.trim_matches('"').to_owned(),
+        Element::LastModified => object.last_modified_ms = last_modified_ms(text)?,
+        Element::StorageClass => object.storage_class = Some(std::mem::take(text)),
+        _ => {}
     }
-}
-
-/// A response body that gathers the page, parses it at its end, and then
-/// yields the empty result in its place (or, unparsed, the page itself).
-struct Condensing {
-    inner: SdkBody,
-    received: Vec<u8>,
-    page: Arc<Mutex<Option<Page>>>,
-    done: bool,
-}
-
-impl http_body::Body for Condensing {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        this.received.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => {
-                    this.done = true;
-                    let received = std::mem::take(&mut this.received);
-                    let data = match parse(&received) {
-                        Ok(page) => {
-                            *this.page.lock().unwrap_or_else(|p| p.into_inner()) = Some(page);
-                            Bytes::from_static(EMPTY_RESULT)
-                        }
-                        Err(why) => {
-                            tracing::debug!(why, "a listing page read by the SDK instead");
-                            Bytes::from(received)
-                        }
-                    };
-                    return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
-                }
-            }
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -380,7 +248,7 @@ mod tests {
         }
         // An empty page is a page.
         assert_eq!(
-            parse(EMPTY_RESULT).unwrap(),
+            parse(<Page as Document>::EMPTY_RESULT).unwrap(),
             Page::default(),
             "the stand-in the SDK reads"
         );

@@ -4,19 +4,21 @@
 //! so the source and destination listings proceed in parallel and copying
 //! starts with the first page. Memory is bounded by `PAGES_AHEAD` pages.
 
-use aws_sdk_s3::Client;
 use aws_sdk_s3::types::EncodingType;
 use futures::Stream;
 use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
+pub use crate::backend::s3::key_walk::form_decode;
+use crate::backend::s3::key_walk::{KeyWalk, Place, hand_on};
 use crate::backend::s3::list_page::{Page, ReadPage};
+pub use crate::backend::s3::list_target::ListTarget;
 use crate::base::error::{SyncError, classify};
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::keyspace::MovableEnd;
-use crate::model::location::{KeyRange, S3Location};
-use crate::model::options::{SyncOptions, requester_pays};
+use crate::model::location::KeyRange;
+use crate::model::options::requester_pays;
 use crate::model::s3_shape::MAX_PAGE_SIZE;
 
 /// Pages a listing may run ahead of its consumer: enough to hide one request's
@@ -33,53 +35,6 @@ pub fn listed_key(
         form_decode(raw)
     } else {
         Ok(raw.to_owned())
-    }
-}
-
-/// Who is listing what: a location on the client that reaches it.
-#[derive(Debug, Clone)]
-pub struct ListTarget {
-    pub client: Client,
-    pub location: S3Location,
-    pub expected_owner: Option<String>,
-    pub request_payer: bool,
-    /// Keys per ListObjectsV2 page ([`MAX_PAGE_SIZE`] but in tests).
-    pub page_size: i32,
-}
-
-impl ListTarget {
-    /// Full pages of `location`, as `client` reaches it.
-    pub fn new(
-        client: &Client,
-        location: &S3Location,
-        expected_owner: Option<String>,
-        request_payer: bool,
-    ) -> ListTarget {
-        ListTarget {
-            client: client.clone(),
-            location: location.clone(),
-            expected_owner,
-            request_payer,
-            page_size: MAX_PAGE_SIZE,
-        }
-    }
-
-    /// One side of a run, as its options say: that side's expected owner,
-    /// requester pays, and the page size.
-    pub fn for_side(
-        client: &Client,
-        location: &S3Location,
-        options: &SyncOptions,
-        side: Side,
-    ) -> ListTarget {
-        let owner = match side {
-            Side::Source => &options.copy.expected_source_owner,
-            Side::Destination => &options.copy.expected_dest_owner,
-        };
-        ListTarget {
-            page_size: options.list_page_size,
-            ..ListTarget::new(client, location, owner.clone(), options.copy.request_payer)
-        }
     }
 }
 
@@ -139,11 +94,17 @@ async fn list_pages(
     movable: Option<&(Arc<MovableEnd>, Side)>,
     tx: &mpsc::Sender<Result<Vec<ObjectEntry>, SyncError>>,
 ) -> Result<(), SyncError> {
+    if let Some(as_of_ms) = target.as_of_ms {
+        return crate::backend::s3::listing_versions::list_version_pages(
+            target, range, movable, tx, as_of_ms,
+        )
+        .await;
+    }
     let location = &target.location;
     let list_prefix = location.key_for(&range.prefix);
     let start_after = range.list_start_after().map(|s| location.key_for(&s));
     let mut token: Option<String> = None;
-    let mut previous: Option<String> = None;
+    let mut walk = KeyWalk::new(&target.location, range, false);
     loop {
         // Read by this crate's page parser where it can, by the SDK where
         // it cannot (list_page.rs): the same objects either way.
@@ -169,39 +130,19 @@ async fn list_pages(
             } else {
                 std::mem::take(&mut object.key)
             };
-            if let Some(prev) = &previous
-                && key.as_str() <= prev.as_str()
-            {
-                return Err(SyncError::ListingOrder {
-                    location: location.to_string(),
-                    previous: prev.clone(),
-                    next: key,
-                });
+            match walk.place(&key)? {
+                Place::PastEnd => {
+                    reached_end = true;
+                    break;
+                }
+                Place::Outside => {}
+                Place::In(start) => entries.push(object.entry(&key[start..])),
             }
-            let Some(relative) = location.relative(&key) else {
-                previous = Some(key);
-                continue;
-            };
-            if range.is_past_end(relative) {
-                reached_end = true;
-                break;
-            }
-            if !range.contains(relative) {
-                previous = Some(key);
-                continue;
-            }
-            entries.push(object.entry(relative));
-            previous = Some(key);
+            walk.passed(key);
         }
         token = page.next_continuation_token;
-        if let Some((end, side)) = movable {
-            let more = !reached_end && token.is_some() && page.is_truncated;
-            reached_end |= end.admit(*side, &mut entries, |e| e.key.as_str(), more);
-        }
-        if !entries.is_empty() && tx.send(Ok(entries)).await.is_err() {
-            return Ok(()); // consumer gone
-        }
-        if reached_end || token.is_none() || !page.is_truncated {
+        let more = token.is_some() && page.is_truncated;
+        if hand_on(movable, entries, more, reached_end, tx).await {
             return Ok(());
         }
     }
@@ -240,33 +181,4 @@ pub async fn any_key_after(
         .await
         .map_err(|e| SyncError::s3(format!("listing {location}"), classify(&e)))?;
     Ok(!page.contents().is_empty())
-}
-
-/// Decode a key from a listing with `encoding-type=url`. S3 form-encodes
-/// (a space may arrive as `+`, a literal `+` always as `%2B`), so `+` is a
-/// space and `%XX` an escaped byte.
-pub fn form_decode(encoded: &str) -> Result<String, SyncError> {
-    let spaced = encoded.replace('+', " ");
-    let bytes: Vec<u8> = percent_encoding::percent_decode_str(&spaced).collect();
-    String::from_utf8(bytes).map_err(|_| {
-        SyncError::Config(format!(
-            "the server listed a key that is not UTF-8 once decoded: {encoded:?}"
-        ))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn form_decode_handles_plus_percent_and_unicode() {
-        assert_eq!(form_decode("a+b").unwrap(), "a b");
-        assert_eq!(form_decode("a%2Bb").unwrap(), "a+b");
-        assert_eq!(form_decode("%2541").unwrap(), "%41");
-        assert_eq!(form_decode("%C3%BC/%C3%B1").unwrap(), "ü/ñ");
-        assert_eq!(form_decode("a%20b").unwrap(), "a b");
-        assert_eq!(form_decode("/lead//x%20").unwrap(), "/lead//x ");
-        assert!(form_decode("%FF").is_err());
-    }
 }

@@ -118,6 +118,7 @@ pub async fn start_upload(
         .head_object()
         .bucket(&copier.source.bucket)
         .key(&source_key)
+        .set_version_id(entry.version_id.clone())
         .if_match(quoted(&entry.etag))
         .set_expected_bucket_owner(copier.options.expected_source_owner.clone())
         .set_request_payer(requester_pays(copier.options.request_payer))
@@ -129,7 +130,12 @@ pub async fn start_upload(
     let (head, layout, tagging) = tokio::join!(
         head.send(),
         source_layout(copier, entry, &source_key),
-        source_tagging(copier, &source_key, &mut warnings),
+        source_tagging(
+            copier,
+            &source_key,
+            entry.version_id.as_deref(),
+            &mut warnings
+        ),
     );
     let head = head.map_err(|e| {
         let failure = classify(&e);
@@ -472,7 +478,11 @@ pub async fn copy_parts(
     let (upload_id, algorithm) = (upload.upload_id.as_str(), upload.algorithm);
     let source_key = copier.source.key_for(&entry.key);
     let destination_key = copier.destination.key_for(&entry.key);
-    let source = copy_source(&copier.source.bucket, &source_key);
+    let source = copy_source(
+        &copier.source.bucket,
+        &source_key,
+        entry.version_id.as_deref(),
+    );
     // The futures are built up front: a closure mapped over a stream inside
     // an async fn trips rustc's higher-ranked Send check once spawned.
     let requests: Vec<_> = upload.layout[indexes.clone()]
@@ -585,6 +595,7 @@ async fn source_layout(
             .head_object()
             .bucket(&copier.source.bucket)
             .key(source_key)
+            .set_version_id(entry.version_id.clone())
             .part_number(part)
             // No If-Match here: some servers (moto) apply it to the part's
             // ETag. Every UploadPartCopy is conditional on the object's ETag,
@@ -642,6 +653,7 @@ async fn source_layout(
 pub(crate) async fn source_tagging(
     copier: &Copier,
     source_key: &str,
+    version: Option<&str>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<String>, CopyError> {
     let request = copier
@@ -649,6 +661,7 @@ pub(crate) async fn source_tagging(
         .get_object_tagging()
         .bucket(&copier.source.bucket)
         .key(source_key)
+        .set_version_id(version.map(str::to_owned))
         .set_expected_bucket_owner(copier.options.expected_source_owner.clone())
         .set_request_payer(requester_pays(copier.options.request_payer));
     match request.send().await {

@@ -78,6 +78,7 @@ impl Copier {
             .get_object()
             .bucket(&self.source.bucket)
             .key(self.source.key_for(&entry.key))
+            .set_version_id(entry.version_id.clone())
             .if_match(quoted(&entry.etag))
             .set_range(range.map(|(start, end)| format!("bytes={start}-{end}")))
             .set_expected_bucket_owner(self.options.expected_source_owner.clone())
@@ -153,8 +154,13 @@ impl Copier {
                 let mut tag_warnings = Vec::new();
                 let tagging = if head.tag_count().unwrap_or(0) > 0 {
                     let key = self.source.key_for(&entry.key);
-                    crate::backend::s3::multipart::source_tagging(self, &key, &mut tag_warnings)
-                        .await?
+                    crate::backend::s3::multipart::source_tagging(
+                        self,
+                        &key,
+                        entry.version_id.as_deref(),
+                        &mut tag_warnings,
+                    )
+                    .await?
                 } else {
                     None
                 };
