@@ -44,6 +44,10 @@ pub struct RunArgs {
     pub include: Vec<String>,
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Restore the source as it was at this time (RFC 3339, or a date):
+    /// each key's version then, from a versioned bucket (`"as_of"`).
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
     /// Failed objects the run may have and still succeed (default 0).
     ///
     /// Above N the execution fails, its cause naming the report. At or
@@ -113,6 +117,9 @@ impl RunArgs {
         }
         if !self.exclude.is_empty() {
             set("exclude", json!(self.exclude));
+        }
+        if let Some(time) = &self.as_of {
+            set("as_of", json!(time));
         }
         if let Some(n) = self.failure_threshold {
             set("failure_threshold", json!(n));

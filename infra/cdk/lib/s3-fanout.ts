@@ -147,6 +147,13 @@ export class S3Fanout extends Construct {
     const listDestination = (sid: string, op: 'StringLike' | 'StringLikeIfExists') =>
       statement(sid, ['s3:ListBucket'], [destinationBucketArn],
         p.destinationPrefix === '' ? undefined : { [op]: { 's3:prefix': `${p.destinationPrefix}*` } });
+    // A run "as_of" a time lists the source's versions (the SAM template's
+    // comment on ListSourceVersions).
+    const sourceVersions = [
+      statement('ListSourceVersions', ['s3:ListBucketVersions'], [sourceBucketArn],
+        p.sourcePrefix === '' ? undefined : { StringLike: { 's3:prefix': `${p.sourcePrefix}*` } }),
+      statement('ReadSourceVersioning', ['s3:GetBucketVersioning'], [sourceBucketArn]),
+    ];
     const listRunState = statement('ListRunState', ['s3:ListBucket'], [this.reportBucket.bucketArn],
       { StringLikeIfExists: { 's3:prefix': `${p.reportPrefix}*` } });
     const runStateObjects = statement('RunState', ['s3:GetObject', 's3:PutObject'], [runState]);
@@ -194,6 +201,7 @@ export class S3Fanout extends Construct {
       statements: (logGroup) => [
         writeOwnLogs(logGroup),
         listSource('ListSource', 'StringLike'),
+        ...sourceVersions,
         listDestination('ListDestination', 'StringLike'),
         statement('EnqueueCopyTasks', ['sqs:SendMessage'], [this.workQueue.queueArn]),
         statement('ConsumeAndHandOnRangeTasks', [...consume, 'sqs:SendMessage'], [this.rangeQueue.queueArn]),
@@ -226,7 +234,8 @@ export class S3Fanout extends Construct {
         statement('SendCopiedRangesToValidate', ['sqs:SendMessage'], [this.rangeQueue.queueArn]),
         statement('CountRun', ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:BatchGetItem', 'dynamodb:GetItem'],
           [this.runTable.tableArn]),
-        statement('ReadSourceObjects', ['s3:GetObject', 's3:GetObjectVersion', 's3:GetObjectTagging'], [sourceObjects]),
+        statement('ReadSourceObjects',
+          ['s3:GetObject', 's3:GetObjectVersion', 's3:GetObjectTagging', 's3:GetObjectVersionTagging'], [sourceObjects]),
         listSource('RelistSourceKey', 'StringLikeIfExists'),
         statement('WriteDestinationObjects',
           ['s3:PutObject', 's3:PutObjectTagging', 's3:AbortMultipartUpload', 's3:GetObject'], [destinationObjects]),
