@@ -299,3 +299,44 @@ async fn version_count(client: &aws_sdk_s3::Client, bucket: &str) -> usize {
         .unwrap();
     out.versions().len() + out.delete_markers().len()
 }
+
+#[tokio::test]
+async fn a_version_in_glacier_then_is_skipped_archived_and_the_rest_is_restored() {
+    let s3 = s3().await;
+    // GIVEN a key whose version then is in GLACIER (moto refuses to copy it,
+    // as S3 does: InvalidObjectState), overwritten since in STANDARD
+    let bucket = versioned_bucket(&s3, "asofcold").await;
+    let cold = PutExtras {
+        storage_class: Some("GLACIER".into()),
+        ..PutExtras::default()
+    };
+    put_with(&s3, &bucket, "cold", body(1, 50), cold).await;
+    put(&s3, &bucket, "warm", body(2, 50)).await;
+    let then = newest_time(&s3, &bucket).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    put(&s3, &bucket, "cold", body(3, 50)).await;
+    let dst = unique_bucket("asofcold-dst");
+    create_bucket(&s3, &dst).await;
+
+    // WHEN it is restored as of then
+    let (code, summary) = sync_as_of(
+        &format!("s3://{bucket}"),
+        &format!("s3://{dst}"),
+        &then,
+        &[],
+    );
+
+    // THEN the archived version is reported as skipped, nothing of the
+    // current one is copied in its place, and the run ends with warnings
+    assert_eq!(code, 3, "{summary}");
+    assert_eq!(count(&summary, "skipped_archived"), 1, "{summary}");
+    assert_eq!(count(&summary, "copied"), 1);
+    assert_eq!(
+        contents(&s3, &dst)
+            .await
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect::<Vec<_>>(),
+        ["warm"]
+    );
+}

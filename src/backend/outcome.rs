@@ -51,9 +51,17 @@ impl CopyError {
     pub fn from_failure(failure: S3Failure) -> Self {
         let message = failure.message.to_ascii_lowercase();
         match (failure.code.as_str(), failure.http_status) {
-            ("InvalidObjectState", _) => CopyError::Archived(failure),
+            // S3 answers a GET of an archived object InvalidObjectState;
+            // CopyObject's documented error is ObjectNotInActiveTierError
+            // ("The source object of the COPY action is not in the active
+            // tier", <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html>),
+            // and servers answer either for a copy.
+            ("InvalidObjectState" | "ObjectNotInActiveTierError", _) => {
+                CopyError::Archived(failure)
+            }
             ("PreconditionFailed", _) | (_, Some(412)) => CopyError::SourceChanged,
-            ("NoSuchKey", _) => CopyError::Vanished,
+            // A version deleted for good since it was listed (`--as-of`).
+            ("NoSuchKey" | "NoSuchVersion", _) => CopyError::Vanished,
             // S3's own words for a customer-key object; other InvalidRequest
             // errors (a KMS request without SigV4, say) are real failures.
             ("InvalidRequest" | "BadRequest", _)

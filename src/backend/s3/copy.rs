@@ -252,6 +252,14 @@ mod tests {
             CopyError::from_failure(failure("InvalidObjectState", 403, "archived")),
             CopyError::Archived(_)
         ));
+        assert!(matches!(
+            CopyError::from_failure(failure("ObjectNotInActiveTierError", 403, "glacier")),
+            CopyError::Archived(_)
+        ));
+        assert_eq!(
+            CopyError::from_failure(failure("NoSuchVersion", 404, "")),
+            CopyError::Vanished
+        );
         assert_eq!(
             CopyError::from_failure(failure("PreconditionFailed", 412, "")),
             CopyError::SourceChanged
