@@ -340,3 +340,59 @@ async fn a_version_in_glacier_then_is_skipped_archived_and_the_rest_is_restored(
         ["warm"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_as_of_a_time_carries_that_snapshot_and_imports_as_it() {
+    let s3 = s3().await;
+    let h = history(&s3, "asofexp").await;
+    let (time, expected) = &h.steps[2];
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("then.tar");
+    let endpoint = moto().endpoint.clone();
+
+    // WHEN the source is exported as of step 3
+    let out = run_cli(&[
+        "export",
+        &format!("s3://{}", h.bucket),
+        archive.to_str().unwrap(),
+        "--as-of",
+        time,
+        "--endpoint-url",
+        &endpoint,
+    ]);
+    out.assert_success();
+
+    // THEN importing it gives that snapshot: keys, bytes, metadata, tags
+    let dst = unique_bucket("asofexp-dst");
+    create_bucket(&s3, &dst).await;
+    let out = run_cli(&[
+        "import",
+        archive.to_str().unwrap(),
+        &format!("s3://{dst}"),
+        "--endpoint-url",
+        &endpoint,
+    ]);
+    out.assert_success();
+    let got = snapshot_of(&s3, &dst).await;
+    assert!(got == *expected, "{got:?}");
+
+    // AND an export as of a time from an unversioned bucket is refused
+    let plain = unique_bucket("asofexp-plain");
+    create_bucket(&s3, &plain).await;
+    let out = run_cli(&[
+        "export",
+        &format!("s3://{plain}"),
+        dir.path().join("no.tar").to_str().unwrap(),
+        "--as-of",
+        time,
+        "--endpoint-url",
+        &endpoint,
+    ]);
+    assert_eq!(out.status, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("never had versioning"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("no.tar").exists());
+}

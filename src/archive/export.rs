@@ -211,12 +211,15 @@ impl Exporter {
         options: &ExportOptions,
         mut unchanged: Option<UnchangedSince>,
     ) -> Result<(), ArchiveError> {
-        let target = ListTarget::new(
-            &self.source.client,
-            &options.source,
-            options.expected_owner.clone(),
-            options.request_payer,
-        );
+        let target = ListTarget {
+            as_of_ms: options.as_of_ms,
+            ..ListTarget::new(
+                &self.source.client,
+                &options.source,
+                options.expected_owner.clone(),
+                options.request_payer,
+            )
+        };
         let since_ms = match &options.since {
             Since::Date { at, .. } => Some(at.to_millis().unwrap_or(i64::MIN)),
             _ => None,
@@ -541,7 +544,7 @@ struct Read {
 
 /// Tags and (for a `-N` ETag) part 1's size, then, if small, the bytes.
 async fn prepare(source: &Source, listed: ObjectEntry) -> Prepared {
-    let tags = match source.tags(&listed.key).await {
+    let tags = match source.tags(&listed).await {
         Ok(tags) => tags,
         Err(error) => return Prepared::Unreadable { listed, error },
     };

@@ -89,6 +89,8 @@ impl Source {
             .get_object()
             .bucket(&self.location.bucket)
             .key(self.location.key_for(&entry.key))
+            // An export `--as-of` reads the version its listing chose.
+            .set_version_id(entry.version_id.clone())
             .set_if_match(if_match.map(quoted))
             .set_range(from.map(|f| format!("bytes={f}-")))
             .set_expected_bucket_owner(self.expected_owner.clone())
@@ -105,7 +107,7 @@ impl Source {
             _ => out.content_length().unwrap_or(0).max(0) as u64,
         };
         let current = ObjectEntry {
-            version_id: None,
+            version_id: entry.version_id.clone(),
             key: entry.key.clone(),
             size,
             etag: out.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
@@ -183,13 +185,14 @@ impl Source {
     /// warning to report, and the object is exported without tags.
     pub async fn tags(
         &self,
-        key: &str,
+        entry: &ObjectEntry,
     ) -> Result<Result<Vec<(String, String)>, String>, CopyError> {
         let answer = self
             .client
             .get_object_tagging()
             .bucket(&self.location.bucket)
-            .key(self.location.key_for(key))
+            .key(self.location.key_for(&entry.key))
+            .set_version_id(entry.version_id.clone())
             .set_expected_bucket_owner(self.expected_owner.clone())
             .set_request_payer(self.payer())
             .send()
@@ -227,6 +230,7 @@ impl Source {
             .head_object()
             .bucket(&self.location.bucket)
             .key(self.location.key_for(&entry.key))
+            .set_version_id(entry.version_id.clone())
             .part_number(1)
             .set_expected_bucket_owner(self.expected_owner.clone())
             .set_request_payer(self.payer())

@@ -32,6 +32,11 @@ pub struct ExportSpec {
     /// previous archive, or a manifest taken out of one.
     #[arg(long, value_name = "PREV")]
     pub since_manifest: Option<PathBuf>,
+    /// Export the source as it was at this time (RFC 3339, or a date):
+    /// each key's version then, from a versioned bucket; a key deleted
+    /// then, or not yet made, is not in the archive.
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
     /// Compress the tar with zstd.
     #[arg(long)]
     pub zstd: bool,
@@ -114,6 +119,8 @@ pub struct ExportOptions {
     pub client: ClientSettings,
     pub expected_owner: Option<String>,
     pub request_payer: bool,
+    /// `--as-of`, in milliseconds since the Unix epoch.
+    pub as_of_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +215,15 @@ impl TryFrom<ExportSpec> for ExportOptions {
             },
             expected_owner: spec.expected_source_owner,
             request_payer: spec.request_payer,
+            as_of_ms: spec
+                .as_of
+                .as_deref()
+                .map(|text| {
+                    let at = parse_date("--as-of", text)?;
+                    at.to_millis()
+                        .map_err(|e| config(format!("--as-of {text:?}: {e}")))
+                })
+                .transpose()?,
         })
     }
 }
