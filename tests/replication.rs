@@ -1106,3 +1106,102 @@ async fn into_a_kms_destination_checksums_decide_what_etags_cannot() {
     );
     assert_eq!(get_bytes(&s3, &dst, "k").await, body(1, 300));
 }
+
+/// `fixture`, with the version id a versioned bucket's events carry
+/// (`s3.object.versionId` natively, `detail.object.version-id` through
+/// EventBridge: "Event message structure",
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html>,
+/// and "EventBridge message structure",
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html>).
+fn versioned_fixture(name: &str, bucket: &str, key: &str, version_id: &str) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(&fixture(name, bucket, key)).unwrap();
+    if name.starts_with("eventbridge") {
+        event["detail"]["object"]["version-id"] = version_id.into();
+    } else {
+        event["Records"][0]["s3"]["object"]["versionId"] = version_id.into();
+        // A delete without a version id in a versioned bucket makes a
+        // delete marker, and says so.
+        if name == "s3-delete" {
+            event["Records"][0]["eventName"] = "ObjectRemoved:DeleteMarkerCreated".into();
+        }
+    }
+    event.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_of_a_versioned_source_reconcile_the_key_s_current_state_whatever_version_they_name()
+{
+    use support::versioned::{delete, versioned_bucket};
+    let s3 = s3().await;
+    // GIVEN a versioned source whose key was put twice, and events naming
+    // each version, the older one arriving last
+    let src = versioned_bucket(&s3, "repl-vers").await;
+    let dst = unique_bucket("repl-vers-dst");
+    create_bucket(&s3, &dst).await;
+    put(&s3, &src, "k", body(1, 10)).await;
+    put(&s3, &src, "k", body(2, 20)).await;
+    let versions = s3.list_object_versions().bucket(&src).send().await.unwrap();
+    let ids: Vec<String> = versions
+        .versions()
+        .iter()
+        .map(|v| v.version_id().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let (newer, older) = (&ids[0], &ids[1]);
+    let replicator = replicator(
+        &moto().endpoint,
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        &[("S3_FANOUT_REPLICATE_DELETES", "true")],
+    )
+    .await;
+
+    // WHEN they are replicated
+    let invocation = replicator
+        .replicate(
+            vec![
+                message(
+                    "v2",
+                    &versioned_fixture("eventbridge-object-created", &src, "k", newer),
+                ),
+                message("v1", &versioned_fixture("s3-put", &src, "k", older)),
+            ],
+            deadline(),
+        )
+        .await;
+
+    // THEN the destination holds the current version, not the one the
+    // last event named
+    assert!(
+        handed_back(&invocation).is_empty(),
+        "{:#?}",
+        invocation.keys
+    );
+    assert_eq!(get_bytes(&s3, &dst, "k").await, body(2, 20));
+
+    // WHEN the key is deleted (a delete marker) and that event arrives
+    delete(&s3, &src, "k").await;
+    let marker = s3
+        .list_object_versions()
+        .bucket(&src)
+        .send()
+        .await
+        .unwrap()
+        .delete_markers()[0]
+        .version_id()
+        .unwrap()
+        .to_owned();
+    let invocation = replicator
+        .replicate(
+            vec![message(
+                "dm",
+                &versioned_fixture("s3-delete", &src, "k", &marker),
+            )],
+            deadline(),
+        )
+        .await;
+
+    // THEN the key is gone at the destination too
+    assert_eq!(*outcome(&invocation, "k"), Outcome::Deleted);
+    assert!(list_all(&s3, &dst, "").await.is_empty());
+}
