@@ -14,16 +14,28 @@
 # beside them. COUNTS="10000 1000000 10000000" checks ten times further
 # (about 90 s for the 10M run on 2 cores).
 #
+# The versions layout is `--as-of` (issue 25): the source is a versioned
+# bucket listed with ListObjectVersions and seen as it was at AS_OF, each
+# key's version then chosen as its versions stream past, so memory must not
+# grow with versions either. COUNT versions are those of 2*COUNT/5 keys
+# (a key has 1 to 4 versions and delete markers, 2.5 on average).
+#
 #   scripts/bench-memory-scaling.sh
 #   PROFILE=release scripts/bench-memory-scaling.sh
 #   COUNTS="10000 100000" LAYOUTS=flat scripts/bench-memory-scaling.sh
+#   LAYOUTS=versions scripts/bench-memory-scaling.sh
 #
 # moto cannot hold a million objects, so the buckets come from
 # scripts/bench/synthetic_s3.py, whose listings are computed from the bucket
 # name: `syn-N-flat` (N keys, no folders) and `syn-N-dirs` (N keys under 100
 # folders), each diffed against its `-mod` twin, in which every 100th object
-# differs. Each run is `s3-fanout sync --dry-run`, so the diff plans
-# ceil(N/100) updates and nothing is written. Two more runs list the smallest
+# differs; and `syn-K-dirs-versions` (the same keys as `syn-K-dirs`, each
+# with a history of versions and delete markers) synced `--as-of` AS_OF,
+# mid-history, against the plain `syn-K-dirs`, which holds every key's
+# newest version. Each run is `s3-fanout sync --dry-run`, so the diff plans
+# ceil(N/100) updates (versions: one per key present at AS_OF at an older
+# version than its newest, as the server's versions_as_of counts them) and
+# nothing is written. Two more runs list the smallest
 # and the largest count with --list-concurrency 1: what parallel listing
 # costs in memory, and the growth with that cost taken out. Prints a Markdown table, writes bench-results/memory-scaling.{md,json},
 # and ends with PASS, or FAIL with exit status 1; a failed run or a wrong
@@ -31,9 +43,12 @@
 set -euo pipefail
 
 COUNTS="${COUNTS:-10000 100000 1000000}"
-LAYOUTS="${LAYOUTS:-flat dirs}"
+LAYOUTS="${LAYOUTS:-flat dirs versions}"
 PROFILE="${PROFILE:-debug}"
-readonly COUNTS LAYOUTS PROFILE
+# Mid-history of the synthetic versioned buckets: keys at their first,
+# second or third entry, or absent (scripts/bench/synthetic_s3.py).
+AS_OF="${AS_OF:-2026-01-02T12:00:00Z}"
+readonly COUNTS LAYOUTS PROFILE AS_OF
 readonly MAX_RSS_MIB=100
 readonly MAX_GROWTH_PCT=20
 readonly SERVER_READY_TIMEOUT_S=30
@@ -56,7 +71,8 @@ for n in "${counts[@]}"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "COUNTS must hold positive integers, got '$n'"
 done
 for layout in "${layouts[@]}"; do
-    [[ "$layout" == flat || "$layout" == dirs ]] || die "LAYOUTS may hold flat and dirs, got '$layout'"
+    [[ "$layout" == flat || "$layout" == dirs || "$layout" == versions ]] ||
+        die "LAYOUTS may hold flat, dirs and versions, got '$layout'"
 done
 mapfile -t counts < <(printf '%s\n' "${counts[@]}" | sort -n -u)
 readonly smallest="${counts[0]}" largest="${counts[-1]}"
@@ -114,9 +130,16 @@ log "synthetic S3 on $endpoint (pid $server_pid)"
 # how many requests it answered, to cross-check the summary's own count.
 measure_sync() {
     local name="$1" n="$2" layout="$3" list_concurrency="$4"
-    local extra=()
+    local extra=() source="s3://syn-$n-$layout" destination="s3://syn-$n-$layout-mod"
     [[ "$list_concurrency" == default ]] || extra=(--list-concurrency "$list_concurrency")
-    python3 - "$WORK/$name" "$endpoint" "$BIN" sync "s3://syn-$n-$layout" "s3://syn-$n-$layout-mod" \
+    if [[ "$layout" == versions ]]; then
+        # n versions: those of 2n/5 keys; the plain bucket of the same keys
+        # holds each key's newest version.
+        local keys=$((n * 2 / 5))
+        source="s3://syn-$keys-dirs-versions" destination="s3://syn-$keys-dirs"
+        extra+=(--as-of "$AS_OF")
+    fi
+    python3 - "$WORK/$name" "$endpoint" "$BIN" sync "$source" "$destination" \
         --endpoint-url "$endpoint" --dry-run --json --no-progress "${extra[@]}" <<'PY'
 import json, resource, subprocess, sys, time, urllib.request
 
@@ -146,10 +169,17 @@ for layout in "${layouts[@]}"; do
     for n in "${counts[@]}"; do runs+=("$layout-$n $n $layout default"); done
 done
 for n in "$smallest" "$largest"; do runs+=("${layouts[0]}-$n-serial $n ${layouts[0]} 1"); done
+if [[ " ${layouts[*]} " == *" versions "* && "${layouts[0]}" != versions ]]; then
+    # The versions listing at one stream as well: its growth per version,
+    # with parallel listing's cost taken out.
+    for n in "$smallest" "$largest"; do runs+=("versions-$n-serial $n versions 1"); done
+fi
 
 for run in "${runs[@]}"; do
     read -r name n layout list_concurrency <<<"$run"
-    log "dry-run sync of $n objects, $layout (list concurrency $list_concurrency)"
+    what="$n objects, $layout"
+    [[ "$layout" != versions ]] || what="$n versions (--as-of $AS_OF)"
+    log "dry-run sync of $what (list concurrency $list_concurrency)"
     if ! measure_sync "$name" "$n" "$layout" "$list_concurrency"; then
         cat "$WORK/$name.json" >&2 || true
         tail -n 20 "$WORK/server.log" >&2 || true
@@ -164,11 +194,18 @@ fi
 
 mkdir -p bench-results
 python3 - "$WORK" "$PROFILE" "$MAX_RSS_MIB" "$MAX_GROWTH_PCT" "$smallest" "$largest" \
-    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(nproc)" <<'PY'
+    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(nproc)" "$AS_OF" <<'PY'
 import datetime, json, math, sys
 
-work, profile, max_rss, max_growth, smallest, largest, commit, cpus = sys.argv[1:]
+work, profile, max_rss, max_growth, smallest, largest, commit, cpus, as_of = sys.argv[1:]
 max_rss, max_growth, smallest, largest = float(max_rss), float(max_growth), int(smallest), int(largest)
+sys.path.insert(0, "scripts/bench")
+import synthetic_s3  # the versioned buckets' formula, for their expected counts
+
+as_of_seconds = int(datetime.datetime.fromisoformat(as_of.replace("Z", "+00:00")).timestamp())
+LISTINGS = ("ListObjectsV2", "ListObjectVersions")
+# --as-of asks each listing of the source whether it is versioned.
+EXPECTED_OPS = {"versions": set(LISTINGS) | {"GetBucketVersioning"}}
 
 rows, errors = [], []
 with open(f"{work}/runs") as f:
@@ -180,16 +217,18 @@ for name, n, layout, list_concurrency in runs:
     with open(f"{work}/{name}.measure") as f:
         measure = json.load(f)
     counts, requests = summary["counts"], summary["requests"]
+    keys = n * 2 // 5 if layout == "versions" else n
     row = {
-        "layout": layout, "objects": n, "list_concurrency": list_concurrency,
+        "layout": layout, "objects": n, "keys": keys, "list_concurrency": list_concurrency,
         "peak_rss_mib": round(measure["max_rss_kib"] / 1024, 1),
         "wall_secs": round(measure["wall_secs"], 2),
         "listed_source": counts["listed_source"],
         "listed_destination": counts["listed_destination"],
         "planned_updates": counts["plan_update"],
         "pieces": counts["listed_pieces"],
-        "list_requests": requests.get("ListObjectsV2", 0),
-        "other_requests": {op: c for op, c in requests.items() if op != "ListObjectsV2"},
+        "list_requests": sum(requests.get(op, 0) for op in LISTINGS),
+        "other_requests": {op: c for op, c in requests.items()
+                           if op not in EXPECTED_OPS.get(layout, {"ListObjectsV2"})},
         "served_requests": measure["served_requests"],
         "status": summary["status"],
     }
@@ -197,13 +236,20 @@ for name, n, layout, list_concurrency in runs:
     # A figure from a run that listed the wrong keys says nothing about
     # memory, so every count is checked before the verdict.
     want = {"listed_source": n, "listed_destination": n, "planned_updates": math.ceil(n / 100)}
+    if layout == "versions":
+        # The keys present at AS_OF, and those at an older version than the
+        # plain bucket's (the newest); every key of the plain bucket.
+        present, older = synthetic_s3.versions_as_of(keys, as_of_seconds)
+        row["versions"] = synthetic_s3.versions_total(keys)
+        row["as_of"] = as_of
+        want = {"listed_source": present, "listed_destination": keys, "planned_updates": older}
     wrong = [f"{k} {row[k]} (want {v})" for k, v in want.items() if row[k] != v]
     if summary["exit_code"] != 0:
         wrong.append(f"status {summary['status']}, error {summary.get('error')}")
     if counts["plan_copy"] or counts["plan_delete"]:
         wrong.append(f"planned {counts['plan_copy']} copies, {counts['plan_delete']} deletes (want none)")
     if row["other_requests"]:
-        wrong.append(f"requests other than ListObjectsV2: {row['other_requests']}")
+        wrong.append(f"unexpected requests: {row['other_requests']}")
     if sum(requests.values()) != row["served_requests"]:
         wrong.append(f"summary counts {sum(requests.values())} requests, the server answered {row['served_requests']}")
     if wrong:
@@ -213,13 +259,17 @@ def label(n):
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 table = [
-    "| layout | objects | list concurrency | peak RSS (MiB) | wall (s) | objects/s | listed src / dst | planned updates | pieces | ListObjectsV2 |",
+    "| layout | objects | list concurrency | peak RSS (MiB) | wall (s) | objects/s | listed src / dst | planned updates | pieces | list requests |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for r in rows:
+    # A versions row lists versions and delete markers: its "objects".
+    objects = r.get("versions", r["objects"])
+    shown = (f"{objects:,} versions of {r['keys']:,} keys" if "versions" in r
+             else f"{objects:,}")
     table.append(
-        f"| {r['layout']} | {r['objects']:,} | {r['list_concurrency']} | {r['peak_rss_mib']:.1f} "
-        f"| {r['wall_secs']:.1f} | {r['objects'] / r['wall_secs']:,.0f} "
+        f"| {r['layout']} | {shown} | {r['list_concurrency']} | {r['peak_rss_mib']:.1f} "
+        f"| {r['wall_secs']:.1f} | {objects / r['wall_secs']:,.0f} "
         f"| {r['listed_source']:,} / {r['listed_destination']:,} | {r['planned_updates']:,} "
         f"| {r['pieces']} | {r['list_requests']:,} |")
 
@@ -238,11 +288,14 @@ def pct(a, b):
 growth, notes = {}, []
 counts = sorted({r["objects"] for r in rows})
 # Per key, at one listing stream: nothing but the key count differs.
-serial = rows[-1]["layout"]
-serial_growth = pct(rss(serial, smallest, "1"), rss(serial, largest, "1"))
-verdicts.append((serial_growth <= max_growth,
-                 f"{serial}, list concurrency 1: memory growth {label(largest)} vs "
-                 f"{label(smallest)} {serial_growth:+.1f}%; limit +{max_growth:.0f}%"))
+serials = list(dict.fromkeys(r["layout"] for r in rows if r["list_concurrency"] == "1"))
+serial = serials[0]
+serial_growth = {}
+for layout in serials:
+    serial_growth[layout] = pct(rss(layout, smallest, "1"), rss(layout, largest, "1"))
+    verdicts.append((serial_growth[layout] <= max_growth,
+                     f"{layout}, list concurrency 1: memory growth {label(largest)} vs "
+                     f"{label(smallest)} {serial_growth[layout]:+.1f}%; limit +{max_growth:.0f}%"))
 below = max(n for n in counts if n < largest)
 for layout in dict.fromkeys(r["layout"] for r in rows):
     # Per key at default settings: the last tenfold step, where as many
@@ -253,11 +306,18 @@ for layout in dict.fromkeys(r["layout"] for r in rows):
                      f"{layout}: memory growth {label(largest)} vs {label(below)} "
                      f"{growth[layout]:+.1f}%; limit +{max_growth:.0f}%"))
     if below != smallest:
+        pieces = next(r["pieces"] for r in rows if r["layout"] == layout
+                      and r["objects"] == smallest and r["list_concurrency"] == "default")
         notes.append(f"{layout}: {label(largest)} vs {label(smallest)} "
                      f"{pct(rss(layout, smallest), rss(layout, largest)):+.1f}% "
-                     f"(the {label(smallest)} run lists as one stream)")
-notes.append(f"{serial}: parallel listing costs "
-             f"{rss(serial, largest) - rss(serial, largest, '1'):.1f} MiB at {label(largest)}")
+                     f"(the {label(smallest)} run lists as "
+                     f"{'one stream' if pieces == 1 else f'{pieces} pieces'})")
+for layout in serials:
+    notes.append(f"{layout}: parallel listing costs "
+                 f"{rss(layout, largest) - rss(layout, largest, '1'):.1f} MiB at {label(largest)}")
+if any(r["layout"] == "versions" for r in rows):
+    notes.append(f"versions: `--as-of {as_of}`, s3://syn-K-dirs-versions against s3://syn-K-dirs "
+                 "(K = 2N/5 keys); figures are versions and delete markers listed")
 passed = not errors and all(ok for ok, _ in verdicts)
 
 lines = [
@@ -266,7 +326,8 @@ lines = [
     f"`scripts/bench-memory-scaling.sh`, {profile} build, commit {commit}, {cpus} CPUs, "
     f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
     "`s3-fanout sync s3://syn-N-LAYOUT s3://syn-N-LAYOUT-mod --dry-run` against the synthetic "
-    "listing server (`scripts/bench/synthetic_s3.py`); every 100th object differs.",
+    "listing server (`scripts/bench/synthetic_s3.py`); every 100th object differs. "
+    f"versions: `s3-fanout sync s3://syn-K-dirs-versions s3://syn-K-dirs --dry-run --as-of {as_of}`.",
     "",
     *table,
     "",
@@ -283,7 +344,9 @@ with open("bench-results/memory-scaling.json", "w") as f:
     json.dump({"profile": profile, "commit": commit, "cpus": int(cpus),
                "limits": {"peak_rss_mib": max_rss, "growth_pct": max_growth},
                "growth_pct": {k: round(v, 1) for k, v in growth.items()},
-               "serial_growth_pct": round(serial_growth, 1), "notes": notes,
+               "serial_growth_pct": round(serial_growth[serial], 1),
+               "serial_growth_pct_by_layout": {k: round(v, 1) for k, v in serial_growth.items()},
+               "notes": notes,
                "runs": rows, "errors": errors, "pass": passed}, f, indent=2)
     f.write("\n")
 print(report, end="")

@@ -22,6 +22,17 @@ and no seeding:
     syn-N-LAYOUT-big  the same keys; every 100,000th object (index 99,999,
                       199,999, …) is 6 GiB, past CopyObject's 5 GiB limit,
                       so copying it takes the multipart calls
+    syn-N-LAYOUT[-big][-mod]-versions
+                      a versioned bucket (versioning Enabled) of the same N
+                      keys, each with a history of versions and delete
+                      markers (below), whose current objects are the plain
+                      bucket's: ListObjectVersions, ListObjectsV2 (the keys
+                      whose newest entry is a version), HeadObject and
+                      GetObjectTagging with or without a versionId (a
+                      delete marker's id is 405, as on S3). It copies as
+                      its current objects; a copy of a version
+                      (x-amz-copy-source ?versionId=) is not synthesised,
+                      nor is a -versions-copy bucket
     …-twin            any of the above under a second name, with the same
                       content: a bucket pair already in sync
     …-copy            an empty bucket that holds what is copied into it
@@ -31,14 +42,61 @@ and no seeding:
                       A copied object is one byte of state (the variant it
                       was copied from); bytes are never stored.
 
+A -versions bucket's history is a function of the index too (M64 is
+2**64, `mix` is SplitMix64's finaliser, the same in any language):
+
+    mix(x):  x = (x + 0x9E3779B97F4A7C15) % M64
+             x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % M64
+             x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % M64
+             return x ^ (x >> 31)
+    h = mix(i), g = mix(h)
+    entries   key i has c = 1 + h % 4 entries, j = 0 (oldest) … c-1
+              (newest), listed newest first as S3 does. Entry 0 is a
+              version; entry j >= 1 is a delete marker when
+              (h >> (4 + 4j)) % 16 < 5, else a version. So N keys have
+              sum(c) entries, about 2.5 N (versions_total(N) counts them).
+    time      entry j was written at VERSIONS_EPOCH + j * 86400
+              + (g >> 16j) % 65536 seconds (VERSIONS_EPOCH is
+              2026-01-01T00:00:00Z): generation j on day j, whole seconds,
+              strictly newer with j.
+    id        "null" for entry 0 when (h >> 24) % 8 == 0 (written before
+              versioning was enabled), else "v{j}.{h:016x}".
+    content   the newest version (not delete marker) of key i is the plain
+              bucket's object i (its size and ETag, -big/-mod included);
+              an older version j has size 512 + j and the ETag
+              f"{mix(g + j):016x}{h:016x}" (32 hex digits, as an MD5's).
+
+So key i is present as of a time T (seconds) iff some entry has a time at
+or before T and the newest such entry is a version; it is then that
+version (as_of(i, T) gives it). Before day 0 nothing is present; from day
+3 plus 65536 s on (2026-01-04T18:12:16Z) every key is what it is now:
+present unless its newest entry is a delete marker. versions_as_of(N, T)
+counts the keys present at T and those of them at an older version than
+now, for a benchmark's expected figures.
+
+ListObjectVersions pages as S3 does (API_ListObjectVersions.html and
+"Listing objects in a versioning-enabled bucket" in the S3 user guide):
+keys ascending, each key's versions and delete markers interleaved newest
+first; MaxKeys (at most 1000) counts both; a KeyMarker alone starts at the
+newest entry of the first key after it; KeyMarker with VersionIdMarker
+resumes after that entry (400 if it names none of that key's, or comes
+without a KeyMarker); a truncated page's NextKeyMarker and
+NextVersionIdMarker are its last entry; encoding-type=url encodes Key,
+Prefix, KeyMarker and NextKeyMarker.
+
 Object i's key sorts at position i (fixed-width numbers, dir-DD assigned in
 contiguous blocks), so a page is found by binary search over indices and
 made by arithmetic: start-after, continuation tokens, prefix and delimiter
 work for any value, and nothing is ever materialised.
 
-Also answered: HeadBucket and GetBucketLocation (for clients that check a
-bucket first); HeadObject (with If-Match and partNumber), GetObjectTagging
-(no tags) and ListMultipartUploads on any bucket; CopyObject (with
+Also answered: HeadBucket, GetBucketLocation and GetBucketVersioning (for
+clients that check a bucket first; Enabled for -versions buckets, and no
+Status at all for the others, as S3 answers for a bucket whose versioning
+was never set); HeadObject (with If-Match, partNumber and versionId),
+GetObjectTagging (no tags; versionId too) and ListMultipartUploads on any
+bucket; ListObjectVersions (prefix, key-marker, version-id-marker,
+max-keys, encoding-type; no delimiter) on any bucket: a plain bucket's
+objects are each one "null" version; CopyObject (with
 x-amz-copy-source-if-match), CreateMultipartUpload, UploadPartCopy,
 CompleteMultipartUpload and AbortMultipartUpload into a -copy bucket. A
 multipart copy gets S3's composite ETag (the MD5 of its parts' MD5s, "-N"),
@@ -50,17 +108,20 @@ writes; run s3-fanout with --dry-run against the others.
 
 Control endpoint (bucket names cannot contain "_"):
     GET /__synthetic/counts   {"ops": {op: n}, "errors": n, "keys": {bucket: n},
-                               "sampled": {bucket: n}, "written": {bucket: n}}:
+                               "sampled": {bucket: n}, "versions": {bucket: n},
+                               "written": {bucket: n}}:
                               requests by operation; the keys each bucket's
                               listings without a delimiter returned (a key
                               listed twice counts twice), and those with one
-                              (a planner's look at a prefix); the objects
-                              each -copy bucket holds
+                              (a planner's look at a prefix); the versions
+                              and delete markers ListObjectVersions returned;
+                              the objects each -copy bucket holds
     GET /__synthetic/keys?bucket=B[&from=K][&before=K]
                               {"keys": n}: how many keys of B are at or after
                               `from` and before `before` (either may be left
                               out), so a test can weigh shards without
-                              listing them
+                              listing them (of a -versions bucket:
+                              the keys ever written, deleted ones included)
 """
 
 import argparse
@@ -74,6 +135,7 @@ import re
 import socketserver
 import sys
 import threading
+import time
 import urllib.parse
 from xml.sax.saxutils import escape
 
@@ -83,9 +145,13 @@ MOD_EVERY = 100
 # One fixed time for every object: the diff compares sizes and ETags, and a
 # time equal on both sides never makes a copy look older than its source.
 LAST_MODIFIED = "2024-01-01T00:00:00.000Z"
+LAST_MODIFIED_SECONDS = 1_704_067_200
 HTTP_LAST_MODIFIED = "Mon, 01 Jan 2024 00:00:00 GMT"
 BUCKET_RE = re.compile(
-    r"^syn-([1-9][0-9]{0,9}|0)-(flat|dirs|uuid|skewed)(-big)?(-mod)?(-twin|-copy)?$")
+    r"^syn-([1-9][0-9]{0,9}|0)-(flat|dirs|uuid|skewed)(-big)?(-mod)?(-versions)?(-twin|-copy)?$")
+M64 = (1 << 64) - 1
+VERSIONS_EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z
+DAY = 86_400
 BIG_EVERY = 100_000
 BIG_SIZE = 6 << 30  # past CopyObject's 5 GiB: a copy takes the multipart calls
 UUID_SPACE = 1 << 128
@@ -98,12 +164,13 @@ class Bucket:
     copied into it (`written`), each the content of the variant it was
     copied from."""
 
-    def __init__(self, count, layout, big=False, modified=False, copy=False):
+    def __init__(self, count, layout, big=False, modified=False, copy=False, versions=False):
         self.count = count
         self.layout = layout
         self.big = big
         self.modified = modified
         self.copy = copy
+        self.versions = versions
         self.name = None
 
     @classmethod
@@ -111,8 +178,11 @@ class Bucket:
         match = BUCKET_RE.match(name)
         if not match:
             return None
-        count, layout, big, modified, twin = match.groups()
-        bucket = cls(int(count), layout, bool(big), bool(modified), twin == "-copy")
+        count, layout, big, modified, versions, twin = match.groups()
+        if versions and twin == "-copy":
+            return None  # copies keep one byte an object, not a history
+        bucket = cls(int(count), layout, bool(big), bool(modified), twin == "-copy",
+                     bool(versions))
         bucket.name = name
         return bucket
 
@@ -165,15 +235,84 @@ class Bucket:
 
     def object(self, i, key):
         """(size, ETag, part sizes or None) of object i, or None if absent."""
+        if self.versions:
+            history = History(i)
+            if history.marker(history.count - 1):
+                return None  # deleted: its newest entry is a delete marker
+            return self.size(i), self.etag(i, key), None
         if not self.copy:
             return self.size(i), self.etag(i, key), None
         return STORE.object(self, i, key)
 
     def next_index(self, i, hi):
         """The first index in [i, hi) that holds an object; hi if none."""
+        if self.versions:
+            # Deleted keys come in short runs (23% of keys, at random).
+            while i < hi and History(i).deleted():
+                i += 1
+            return i
         if not self.copy:
             return i
         return STORE.next_present(self, i, hi)
+
+    def version(self, i, key, j, history=None):
+        """Entry j of key i: (version id, delete marker, seconds, size,
+        ETag); a delete marker has size 0 and no ETag."""
+        history = history or History(i)
+        vid, seconds = history.version_id(j), history.seconds(j)
+        if history.marker(j):
+            return vid, True, seconds, 0, None
+        if j == history.newest_version():
+            return vid, False, seconds, self.size(i), self.etag(i, key)
+        return vid, False, seconds, 512 + j, f"{mix(history.g + j):016x}{history.h:016x}"
+
+    def history_of(self, i):
+        """Key i's history; a plain bucket's object is one "null" version
+        (written before versioning, at the fixed LAST_MODIFIED)."""
+        return History(i) if self.versions else PlainHistory()
+
+    def list_versions(self, prefix, key_marker, version_marker, max_keys):
+        """One ListObjectVersions page: ([(index, entry j, history)], truncated).
+
+        https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectVersions.html
+        and "Listing objects in a versioning-enabled bucket"
+        (https://docs.aws.amazon.com/AmazonS3/latest/userguide/list-obj-version-enabled-bucket.html):
+        keys ascend, each key's versions and delete markers together newest
+        first; a KeyMarker alone starts at the first (newest) entry of the
+        next key after it; KeyMarker and VersionIdMarker resume after that
+        version of that key; MaxKeys counts versions and delete markers.
+        Raises ValueError for a VersionIdMarker that names no version of
+        KeyMarker's key (S3: 400 InvalidArgument)."""
+        lo, hi = self.prefix_span(prefix)
+        i, r = lo, 0  # key index, and entry position within it, newest first
+        if key_marker is not None and version_marker is not None:
+            at = self.index_of(key_marker)
+            history = self.history_of(at) if at is not None else None
+            j = history.entry_of(version_marker) if history else None
+            if j is None:
+                raise ValueError(f"no version {version_marker!r} of {key_marker!r}")
+            # Entry j is at position count-1-j: resume at the next one.
+            if (at, history.count - j) > (lo, 0):
+                i, r = at, history.count - j
+        elif key_marker is not None:
+            i = self.first_index(lambda k: k > key_marker, lo)
+        # A -copy bucket lists what it holds; every other key has a history.
+        present = (lambda i: STORE.next_present(self, i, hi)) if self.copy else (lambda i: i)
+        if r == 0:
+            i = present(i)
+        out = []
+        history = self.history_of(i) if i < hi else None
+        while i < hi and len(out) < max_keys:
+            if r >= history.count:
+                i, r = present(i + 1), 0
+                history = self.history_of(i) if i < hi else None
+                continue
+            out.append((i, history.count - 1 - r, history))
+            r += 1
+        if i < hi and r >= history.count:
+            i = present(i + 1)
+        return out, i < hi
+
 
     def first_index(self, predicate, lo=0):
         """The first index in [lo, count) whose key satisfies a predicate
@@ -224,6 +363,108 @@ class Bucket:
         return objects, prefixes, i < hi, marker
 
 
+def mix(x):
+    """SplitMix64's finaliser: a -versions key's history is a function of
+    mix(index) (see the module's docstring)."""
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+class History:
+    """The versions and delete markers of key i of a -versions bucket,
+    entry 0 the oldest (the module's docstring says how)."""
+
+    __slots__ = ("h", "g", "count")
+
+    def __init__(self, i):
+        self.h = mix(i)
+        self.g = mix(self.h)
+        self.count = 1 + self.h % 4
+
+    def marker(self, j):
+        return j >= 1 and (self.h >> (4 + 4 * j)) % 16 < 5
+
+    def deleted(self):
+        return self.marker(self.count - 1)
+
+    def newest_version(self):
+        j = self.count - 1
+        while self.marker(j):
+            j -= 1
+        return j
+
+    def seconds(self, j):
+        return VERSIONS_EPOCH + j * DAY + (self.g >> (16 * j)) % 65536
+
+    def version_id(self, j):
+        if j == 0 and (self.h >> 24) % 8 == 0:
+            return "null"
+        return f"v{j}.{self.h:016x}"
+
+    def entry_of(self, version_id):
+        """The entry whose id this is, or None."""
+        for j in range(self.count):
+            if self.version_id(j) == version_id:
+                return j
+        return None
+
+    def as_of(self, seconds):
+        """The entry current at `seconds`: its j, or None if the key was
+        absent then (nothing written yet, or a delete marker)."""
+        for j in range(self.count - 1, -1, -1):
+            if self.seconds(j) <= seconds:
+                return None if self.marker(j) else j
+        return None
+
+
+class PlainHistory:
+    """A plain bucket's object as ListObjectVersions shows it: one version
+    "null", as S3 shows an object written while versioning was never on."""
+
+    count = 1
+
+    def marker(self, j):
+        return False
+
+    def seconds(self, j):
+        return LAST_MODIFIED_SECONDS
+
+    def version_id(self, j):
+        return "null"
+
+    def entry_of(self, version_id):
+        return 0 if version_id == "null" else None
+
+    def newest_version(self):
+        return 0
+
+
+def iso_time(seconds):
+    """A LastModified of a listing: S3 has whole seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(seconds))
+
+
+def versions_total(count):
+    """Versions and delete markers of a -versions bucket of `count` keys."""
+    return sum(1 + mix(i) % 4 for i in range(count))
+
+
+def versions_as_of(count, seconds):
+    """(keys present as of `seconds`, those of them at an older version than
+    their newest): a sync as of that time against the plain bucket lists the
+    first and plans the second as updates."""
+    present = older = 0
+    for i in range(count):
+        history = History(i)
+        j = history.as_of(seconds)
+        if j is not None:
+            present += 1
+            older += j != history.newest_version()
+    return present, older
+
+
 def encode_token(marker):
     kind, value = marker
     return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
@@ -263,6 +504,7 @@ class Counts:
         self.errors = 0
         self.keys = {}
         self.sampled = {}
+        self.versions = {}
 
     def record(self, op, failed):
         with self.lock:
@@ -277,7 +519,8 @@ class Counts:
     def snapshot(self):
         with self.lock:
             return {"ops": dict(self.ops), "errors": self.errors, "keys": dict(self.keys),
-                    "sampled": dict(self.sampled), "written": STORE.written()}
+                    "sampled": dict(self.sampled), "versions": dict(self.versions),
+                    "written": STORE.written()}
 
 
 COUNTS = Counts()
@@ -377,6 +620,8 @@ STORE = Store()
 IGNORED_LIST_PARAMS = {"fetch-owner", "x-id", "optional-object-attributes"}
 LIST_PARAMS = {"list-type", "prefix", "delimiter", "max-keys", "start-after",
                "continuation-token", "encoding-type"} | IGNORED_LIST_PARAMS
+VERSION_LIST_PARAMS = {"versions", "prefix", "key-marker", "version-id-marker", "max-keys",
+                       "encoding-type"} | IGNORED_LIST_PARAMS
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -434,7 +679,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         bucket = Bucket.parse(name)
         if bucket is None:
             return self.fail(404, "NoSuchBucket", f"no synthetic bucket {name!r}; "
-                             "names are syn-N-LAYOUT[-big][-mod][-twin|-copy]")
+                             "names are syn-N-LAYOUT[-big][-mod][-versions][-twin|-copy]")
         if key:
             return self.object_request(bucket, key, query, body)
         if self.command == "GET" and "uploads" in query:
@@ -445,10 +690,90 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
                     '<LocationConstraint xmlns="http://s3.amazonaws.com/doc/2006-03-01/"/>').encode()
             return self.send(200, body, "GetBucketLocation")
+        if self.command == "GET" and "versioning" in query:
+            # https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketVersioning.html:
+            # a bucket whose versioning was never set answers no Status.
+            status = "<Status>Enabled</Status>" if bucket.versions else ""
+            body = ('<?xml version="1.0" encoding="UTF-8"?>\n<VersioningConfiguration '
+                    f'xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{status}'
+                    "</VersioningConfiguration>").encode()
+            return self.send(200, body, "GetBucketVersioning")
+        if self.command == "GET" and "versions" in query:
+            return self.list_object_versions(name, bucket, query)
         if self.command == "GET" and query.get("list-type") == ["2"]:
             return self.list_objects_v2(name, bucket, query)
-        return self.fail(501, "NotImplemented", "only ListObjectsV2, HeadBucket and "
-                         "GetBucketLocation are synthesised")
+        return self.fail(501, "NotImplemented", "only ListObjectsV2, ListObjectVersions, "
+                         "HeadBucket, GetBucketLocation and GetBucketVersioning are synthesised")
+
+    def list_object_versions(self, name, bucket, query):
+        op = "ListObjectVersions"
+        unknown = sorted(set(query) - VERSION_LIST_PARAMS)
+        if unknown:
+            return self.fail(501, "NotImplemented", f"unsupported list parameters {unknown}", op)
+        arg = lambda k: query.get(k, [""])[0]  # noqa: E731
+        prefix, encoding = arg("prefix"), arg("encoding-type")
+        key_marker = arg("key-marker") or None
+        version_marker = arg("version-id-marker") or None
+        if encoding not in ("", "url"):
+            return self.fail(400, "InvalidArgument", f"invalid encoding type {encoding!r}", op)
+        if version_marker is not None and key_marker is None:
+            return self.fail(400, "InvalidArgument", "A version-id marker cannot be "
+                             "specified without a key marker.", op)
+        try:
+            max_keys = int(arg("max-keys") or MAX_KEYS)
+        except ValueError:
+            max_keys = -1
+        if max_keys < 0:
+            return self.fail(400, "InvalidArgument", "max-keys must be a non-negative integer", op)
+        max_keys = min(max_keys, MAX_KEYS)
+        try:
+            entries, truncated = bucket.list_versions(prefix, key_marker, version_marker,
+                                                      max_keys)
+        except ValueError as e:
+            return self.fail(400, "InvalidArgument", f"Invalid version id specified: {e}", op)
+        with COUNTS.lock:
+            COUNTS.versions[name] = COUNTS.versions.get(name, 0) + len(entries)
+        truncated = truncated and max_keys > 0
+        enc = s3_quote if encoding == "url" else (lambda v: v)
+        out = ['<?xml version="1.0" encoding="UTF-8"?>\n'
+               '<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+               f"<Name>{escape(name)}</Name><Prefix>{escape(enc(prefix))}</Prefix>",
+               f"<KeyMarker>{escape(enc(key_marker or ''))}</KeyMarker>",
+               f"<VersionIdMarker>{escape(version_marker or '')}</VersionIdMarker>"]
+        rows, last, key, owner = [], None, None, "<Owner><ID>synthetic</ID></Owner>"
+        for i, j, history in entries:
+            if i != last:
+                last, key = i, bucket.key(i)
+                shown = escape(enc(key))
+            if bucket.versions:
+                vid, marker, seconds, size, etag = bucket.version(i, key, j, history)
+            else:
+                found = bucket.object(i, key)
+                vid, marker, seconds = "null", False, LAST_MODIFIED_SECONDS
+                size, etag = found[0], found[1]
+            # S3 has whole seconds: 2026-01-01T00:00:00.000Z.
+            stamp = iso_time(seconds)
+            latest = "true" if j == history.count - 1 else "false"
+            head = (f"<Key>{shown}</Key><VersionId>{vid}</VersionId>"
+                    f"<IsLatest>{latest}</IsLatest><LastModified>{stamp}</LastModified>")
+            if marker:
+                rows.append(f"<DeleteMarker>{head}{owner}</DeleteMarker>")
+            else:
+                rows.append(f"<Version>{head}<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size>"
+                            f"{owner}<StorageClass>STANDARD</StorageClass></Version>")
+        if truncated:
+            # The last entry returned, as S3 gives them: the next page
+            # resumes after it.
+            i, j, history = entries[-1]
+            out.append(f"<NextKeyMarker>{escape(enc(bucket.key(i)))}</NextKeyMarker>"
+                       f"<NextVersionIdMarker>{history.version_id(j)}</NextVersionIdMarker>")
+        out.append(f"<MaxKeys>{max_keys}</MaxKeys>")
+        if encoding:
+            out.append(f"<EncodingType>{encoding}</EncodingType>")
+        out.append(f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>")
+        out.extend(rows)
+        out.append("</ListVersionsResult>")
+        self.send(200, "".join(out).encode(), op)
 
     def list_objects_v2(self, name, bucket, query):
         unknown = sorted(set(query) - LIST_PARAMS)
@@ -504,9 +829,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             out.append(f"<NextContinuationToken>{encode_token(marker)}</NextContinuationToken>")
         for i, key in objects:
             size, etag, _ = bucket.object(i, key)
+            stamp = LAST_MODIFIED
+            if bucket.versions:
+                history = History(i)
+                stamp = iso_time(history.seconds(history.newest_version()))
             out.append(
                 f"<Contents><Key>{escape(enc(key))}</Key>"
-                f"<LastModified>{LAST_MODIFIED}</LastModified>"
+                f"<LastModified>{stamp}</LastModified>"
                 f"<ETag>&quot;{etag}&quot;</ETag>"
                 f"<Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
             )
@@ -523,13 +852,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         query = {k: v for k, v in query.items() if k != "x-id"}
         index = bucket.index_of(key)
         command = self.command
-        if command == "HEAD" and set(query) <= {"partNumber"}:
+        if command == "HEAD" and set(query) <= {"partNumber", "versionId"}:
             return self.head_object(bucket, key, index, query)
-        if command == "GET" and "tagging" in query:
-            if index is None or bucket.object(index, key) is None:
-                return self.fail(404, "NoSuchKey", "no such key", "GetObjectTagging")
+        if command == "GET" and set(query) <= {"tagging", "versionId"} and "tagging" in query:
+            found = self.lookup(bucket, key, index, query, "GetObjectTagging")
+            if found is None:
+                return None
             body = '<?xml version="1.0" encoding="UTF-8"?>\n<Tagging><TagSet></TagSet></Tagging>'
-            return self.send(200, body.encode(), "GetObjectTagging")
+            return self.send(200, body.encode(), "GetObjectTagging", headers=found[4])
         if command == "PUT" and "uploadId" in query and "x-amz-copy-source" in self.headers:
             return self.upload_part_copy(bucket, key, query)
         if command == "PUT" and not query and "x-amz-copy-source" in self.headers:
@@ -544,16 +874,58 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send(204, b"", "AbortMultipartUpload")
         return self.fail(501, "NotImplemented", "this object-level request is not synthesised")
 
+    def lookup(self, bucket, key, index, query, op):
+        """The object a HeadObject or GetObjectTagging names, the current
+        one or the version `versionId` says: (size, ETag, parts, HTTP
+        Last-Modified, headers), or None once the error is sent (a HEAD's
+        has no body). A delete marker named by its id is 405, as on S3
+        (https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeleteMarker.html);
+        an id that is not "null" is 400 on a bucket never versioned."""
+        version_id = query.get("versionId", [None])[0]
+        headers = []
+        fail = (lambda status, code, message, extra=():  # noqa: E731
+                self.send(status, b"", op, headers=list(extra)) if self.command == "HEAD"
+                else self.fail(status, code, message, op))
+        if version_id is None:
+            found = bucket.object(index, key) if index is not None else None
+            if found is None:
+                fail(404, "NoSuchKey", "no such key")
+                return None
+            if not bucket.versions:
+                return (*found, HTTP_LAST_MODIFIED, headers)
+            history = History(index)
+            j = history.newest_version()
+        else:
+            history = bucket.history_of(index) if index is not None else None
+            j = history.entry_of(version_id) if history is not None else None
+            if j is None and not bucket.versions and version_id != "null":
+                fail(400, "InvalidArgument", "Invalid version id specified")
+                return None
+            found = bucket.object(index, key) if index is not None else None
+            if j is None or not bucket.versions and found is None:
+                fail(404, "NoSuchVersion", "no such version")
+                return None
+            if not bucket.versions:
+                return (*found, HTTP_LAST_MODIFIED, headers)
+        vid, marker, seconds, size, etag = bucket.version(index, key, j, history)
+        headers.append(("x-amz-version-id", vid))
+        if marker:
+            fail(405, "MethodNotAllowed", "the version is a delete marker",
+                 [("x-amz-delete-marker", "true"), *headers])
+            return None
+        stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(seconds))
+        return size, etag, None, stamp, headers
+
     def head_object(self, bucket, key, index, query):
-        found = bucket.object(index, key) if index is not None else None
+        found = self.lookup(bucket, key, index, query, "HeadObject")
         if found is None:
-            return self.send(404, b"", "HeadObject")
-        size, etag, parts = found
+            return None
+        size, etag, parts, last_modified, extra = found
         if_match = self.headers.get("If-Match")
         if if_match is not None and if_match.strip('"') != etag:
             return self.send(412, b"", "HeadObject")
-        headers = [("ETag", f'"{etag}"'), ("Last-Modified", HTTP_LAST_MODIFIED),
-                   ("Accept-Ranges", "bytes")]
+        headers = [("ETag", f'"{etag}"'), ("Last-Modified", last_modified),
+                   ("Accept-Ranges", "bytes"), *extra]
         part = query.get("partNumber", [None])[0]
         if part is not None:
             # HeadObject partNumber: a part's length and the part count of a
