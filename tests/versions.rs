@@ -396,3 +396,231 @@ async fn an_export_as_of_a_time_carries_that_snapshot_and_imports_as_it() {
     );
     assert!(!dir.path().join("no.tar").exists());
 }
+
+/// Each key's history, oldest first, as S3 lists it (versions and delete
+/// markers in order, read by the tool's own page reader: the SDK's output
+/// splits them): (is a delete marker, version id, ETag).
+async fn histories(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> BTreeMap<String, Vec<(bool, String, String)>> {
+    use s3_fanout::backend::s3::version_page::ReadVersions;
+    let read = ReadVersions::default();
+    client
+        .list_object_versions()
+        .bucket(bucket)
+        .customize()
+        .interceptor(read.clone())
+        .send()
+        .await
+        .unwrap();
+    let page = read.take().expect("a version page");
+    assert!(!page.is_truncated, "one page holds these histories");
+    let mut histories: BTreeMap<String, Vec<(bool, String, String)>> = BTreeMap::new();
+    for e in page.entries {
+        histories.entry(e.object.key.clone()).or_default().push((
+            e.delete_marker,
+            e.version_id,
+            e.object.etag,
+        ));
+    }
+    for h in histories.values_mut() {
+        h.reverse();
+    }
+    histories
+}
+
+/// The destination's histories are the source's: the same entries in the
+/// same order, each copy of a version with its ETag, its metadata, and its
+/// origin's version id and time.
+async fn assert_same_histories(s3: &aws_sdk_s3::Client, src: &str, dst: &str) {
+    let (source, destination) = (histories(s3, src).await, histories(s3, dst).await);
+    assert_eq!(
+        source.keys().collect::<Vec<_>>(),
+        destination.keys().collect::<Vec<_>>()
+    );
+    for (key, s) in &source {
+        let d = &destination[key];
+        let shape = |h: &[(bool, String, String)]| {
+            h.iter()
+                .map(|(m, _, e)| (*m, e.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(s), shape(d), "the history of {key}");
+        for ((marker, origin, _), (_, copy, _)) in s.iter().zip(d) {
+            if *marker {
+                continue;
+            }
+            let head = |bucket: &str, id: &str| {
+                s3.head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .version_id(id)
+                    .send()
+            };
+            let (from, to) = (
+                head(src, origin).await.unwrap(),
+                head(dst, copy).await.unwrap(),
+            );
+            let to_meta = to.metadata().cloned().unwrap_or_default();
+            assert_eq!(
+                to_meta.get("s3fanout-origin-version-id"),
+                Some(origin),
+                "{key}"
+            );
+            let at = from
+                .last_modified()
+                .unwrap()
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .unwrap();
+            assert_eq!(to_meta.get("s3fanout-origin-last-modified"), Some(&at));
+            for (name, value) in from.metadata().cloned().unwrap_or_default() {
+                assert_eq!(to_meta.get(&name), Some(&value), "{key}: {name}");
+            }
+            assert_eq!(from.content_type(), to.content_type(), "{key}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_versions_reproduces_every_history_in_order_a_rerun_copies_nothing_and_new_versions_are_appended()
+ {
+    let s3 = s3().await;
+    let h = history(&s3, "allv").await;
+    let dst = versioned_bucket(&s3, "allv-dst").await;
+    let (src_url, dst_url) = (format!("s3://{}", h.bucket), format!("s3://{dst}"));
+
+    // WHEN every version is copied
+    let (code, summary) = sync_json(
+        &src_url,
+        &dst_url,
+        &["--all-versions", "--part-size", "5MiB"],
+    );
+
+    // THEN each key's history is the source's, oldest first, delete
+    // markers included, and verified
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(count(&summary, "verify_mismatched"), 0, "{summary}");
+    // a1 a2 b1 b2 c1 odd big1 big2 d1: 9 versions; 3 delete markers
+    assert_eq!(count(&summary, "copied"), 9, "{summary}");
+    assert_eq!(count(&summary, "deleted"), 3, "{summary}");
+    assert_same_histories(&s3, &h.bucket, &dst).await;
+
+    // WHEN it runs again THEN nothing is written
+    let (code, summary) = sync_json(&src_url, &dst_url, &["--all-versions"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(
+        count(&summary, "copied") + count(&summary, "deleted"),
+        0,
+        "{summary}"
+    );
+    assert_eq!(count(&summary, "skip_equal"), 6);
+
+    // WHEN the source gains versions (a made again, dir/d deleted) THEN
+    // the next run appends exactly those
+    put(&s3, &h.bucket, "a", body(9, 90)).await;
+    delete(&s3, &h.bucket, "dir/d").await;
+    let (code, summary) = sync_json(&src_url, &dst_url, &["--all-versions"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(count(&summary, "copied"), 1, "{summary}");
+    assert_eq!(count(&summary, "deleted"), 1, "{summary}");
+    assert_same_histories(&s3, &h.bucket, &dst).await;
+}
+
+#[tokio::test]
+async fn all_versions_refuses_an_unversioned_side_before_any_write() {
+    let s3 = s3().await;
+    let versioned = versioned_bucket(&s3, "allvbad").await;
+    put(&s3, &versioned, "k", body(1, 10)).await;
+    let (plain_src, plain_dst) = bucket_pair(&s3, "allvbad").await;
+    put(&s3, &plain_src, "k", body(1, 10)).await;
+    for (src, dst, says) in [
+        (
+            &versioned,
+            &plain_dst,
+            "versioning enabled on the destination",
+        ),
+        (&plain_src, &versioned, "needs a versioned source"),
+    ] {
+        let out = run_cli(&[
+            "sync",
+            &format!("s3://{src}"),
+            &format!("s3://{dst}"),
+            "--all-versions",
+            "--endpoint-url",
+            &moto().endpoint,
+        ]);
+        assert_eq!(out.status, 2, "{}", out.stderr);
+        assert!(out.stderr.contains(says), "{}", out.stderr);
+        assert!(out.stderr.contains(dst.as_str()) || out.stderr.contains(src.as_str()));
+    }
+    assert!(contents(&s3, &plain_dst).await.is_empty());
+    assert_eq!(contents(&s3, &versioned).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_versions_places_copies_whose_etags_differ_by_their_origin_id() {
+    const MIB: usize = 1024 * 1024;
+    let s3 = s3().await;
+    // GIVEN multipart versions copied in other parts (--no-mirror-parts),
+    // so no copy has its source's ETag, as with a KMS destination
+    let src = versioned_bucket(&s3, "allvkms").await;
+    put_multipart(&s3, &src, "big", 11 * MIB, 5 * MIB).await;
+    put_multipart(&s3, &src, "big", 6 * MIB, 5 * MIB).await;
+    let dst = versioned_bucket(&s3, "allvkms-dst").await;
+    let (src_url, dst_url) = (format!("s3://{src}"), format!("s3://{dst}"));
+    let args = ["--all-versions", "--no-mirror-parts", "--part-size", "8MiB"];
+    let (code, summary) = sync_json(&src_url, &dst_url, &args);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(count(&summary, "copied"), 2, "{summary}");
+    let (s, d) = (histories(&s3, &src).await, histories(&s3, &dst).await);
+    assert_ne!(s["big"][0].2, d["big"][0].2, "other ETags");
+
+    // WHEN it runs again THEN the newest copy's origin id places the
+    // history (one HEAD), and nothing is copied
+    let (code, summary) = sync_json(&src_url, &dst_url, &args);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(count(&summary, "copied"), 0, "{summary}");
+    assert_eq!(count(&summary, "skip_equal"), 1);
+    assert!(summary["requests"]["HeadObject"].as_u64().unwrap() >= 1);
+
+    // AND a new version is appended once
+    put(&s3, &src, "big", body(3, 30)).await;
+    let (code, summary) = sync_json(&src_url, &dst_url, &args);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(count(&summary, "copied"), 1, "{summary}");
+    assert_eq!(histories(&s3, &dst).await["big"].len(), 3);
+}
+
+#[tokio::test]
+async fn a_version_page_that_says_more_but_names_no_marker_fails_the_run_rather_than_end_it() {
+    use support::fault_proxy::{FaultProxy, Rule};
+    let s3 = s3().await;
+    let src = versioned_bucket(&s3, "asoftrunc").await;
+    put(&s3, &src, "a", body(1, 10)).await;
+    let dst = unique_bucket("asoftrunc-dst");
+    create_bucket(&s3, &dst).await;
+    put(&s3, &dst, "z", body(2, 10)).await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    // A page that is truncated, with no NextKeyMarker to go on from.
+    proxy.add_rule(Rule::any().bucket(&src).query_contains("versions").respond(
+        200,
+        r#"<?xml version="1.0" encoding="UTF-8"?><ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>true</IsTruncated><Version><Key>a</Key><VersionId>v1</VersionId><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>"x"</ETag><Size>10</Size></Version></ListVersionsResult>"#,
+    ));
+
+    let out = run_cli(&[
+        "sync",
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        "--as-of",
+        "2026-06-01",
+        "--delete",
+        "--endpoint-url",
+        proxy.endpoint(),
+    ]);
+
+    // THEN the run fails, says why, and deletes nothing at the destination
+    assert_ne!(out.status, 0);
+    assert!(out.stderr.contains("NextKeyMarker"), "{}", out.stderr);
+    assert_eq!(contents(&s3, &dst).await.len(), 1, "z not deleted");
+}

@@ -73,6 +73,8 @@ pub async fn put_file(
         posix_metadata: false,
         posix_special_bits: false,
         as_of_ms: None,
+        all_versions: false,
+        extra_metadata: None,
     };
     let to = upload::Destination {
         client: &destination.client,

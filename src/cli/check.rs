@@ -32,6 +32,12 @@ pub struct CheckSpec {
 pub async fn check(mut spec: CheckSpec, json: bool, no_progress: bool) -> i32 {
     // Nothing is written: no copies, no deletes, no ledger. Objects only
     // at the destination are reported as such.
+    if spec.sync.all_versions {
+        eprintln!(
+            "error: check does not compare version histories yet; `s3-fanout sync --all-versions --dry-run` counts what a run would append"
+        );
+        return EXIT_USAGE;
+    }
     spec.sync.dry_run = true;
     spec.sync.delete = true;
     let options = match SyncOptions::try_from(spec.sync) {

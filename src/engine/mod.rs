@@ -7,9 +7,11 @@
 //! and [`prove`] settles pairs whose ETags cannot decide (the ledger of
 //! proven pairs, then checksums); [`worker`] applies one action and records it; [`verify`] checks what was
 //! written ([`written`] says how); [`pipeline`] runs it all in one process;
-//! [`shards`] cuts a range up front for the serverless fan-out.
+//! [`shards`] cuts a range up front for the serverless fan-out;
+//! [`histories`] copies whole version histories (`--all-versions`).
 
 pub mod diff;
+pub mod histories;
 pub mod pieces;
 pub mod pipeline;
 pub mod prove;

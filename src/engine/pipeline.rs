@@ -33,6 +33,7 @@ use crate::base::concurrency::AdaptiveLimit;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, SkipReason, decide};
+use crate::engine::histories;
 use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
 use crate::engine::prove::{Proofs, without_checksums};
 use crate::engine::verify::{Audit, check_range, verify_range, verify_written};
@@ -62,6 +63,9 @@ pub async fn run_sync(
     let limit = Arc::new(AdaptiveLimit::new(options.concurrency));
     let mut phases = PhaseClock::new(started);
     let sampler = TimelineSampler::start(run.stats.clone(), started);
+    if options.copy.all_versions {
+        return run_histories(&run, (started, started_at), sampler, phases).await;
+    }
     let mut fatal = write_phase(
         options,
         run.listings(),
@@ -130,6 +134,64 @@ pub async fn run_sync(
     Ok(deliver(record, &run.rows, report, &run.destination_client)
         .await?
         .summary)
+}
+
+/// `--all-versions`: append each key's missing history, then (unless a
+/// dry run) align every key again to verify, and report.
+async fn run_histories(
+    run: &Run<'_>,
+    started: (Instant, String),
+    sampler: TimelineSampler,
+    mut phases: PhaseClock,
+) -> Result<Summary, SyncError> {
+    let options = run.options;
+    let targets = || {
+        let (Location::S3(source), Location::S3(destination)) =
+            (&options.source, &options.destination)
+        else {
+            unreachable!("the options refuse --all-versions but between buckets")
+        };
+        (
+            ListTarget::for_side(&run.source_client, source, options, Side::Source),
+            ListTarget::for_side(
+                &run.destination_client,
+                destination,
+                options,
+                Side::Destination,
+            ),
+        )
+    };
+    run.stats.set_phase(Phase::Listing);
+    let listed = Instant::now();
+    let mut fatal = histories::write_histories(options, &run.context, targets(), false)
+        .await
+        .err();
+    phases.record("list and copy versions", listed);
+    if let Some(SyncError::Config(why)) = fatal {
+        sampler.finish();
+        return Err(SyncError::Config(why));
+    }
+    if fatal.is_none() && options.verify && !run.cancel.is_cancelled() {
+        run.stats.set_phase(Phase::Verifying);
+        let verified = Instant::now();
+        fatal = histories::write_histories(options, &run.context, targets(), true)
+            .await
+            .err();
+        phases.record("verify", verified);
+    }
+    run.stats.set_phase(Phase::Done);
+    let timeline = sampler.finish();
+    let interrupted = run.cancel.is_cancelled() || matches!(fatal, Some(SyncError::Cancelled));
+    let mut record = run.record(started, fatal, interrupted, timeline, phases);
+    record.dry_run = options.dry_run;
+    Ok(deliver(
+        record,
+        &run.rows,
+        options.report.as_ref(),
+        &run.destination_client,
+    )
+    .await?
+    .summary)
 }
 
 /// The ledger of proven pairs a run reads, and the next one it writes

@@ -9,6 +9,7 @@ pub mod checksum;
 pub mod deadlines;
 pub mod entry;
 pub mod filter;
+pub mod history;
 pub mod keyspace;
 pub mod location;
 pub mod options;

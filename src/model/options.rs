@@ -43,6 +43,14 @@ pub struct SyncSpec {
     /// (and `--delete` deletes it at the destination).
     #[arg(long, value_name = "TIME", env = "S3_FANOUT_AS_OF")]
     pub as_of: Option<String>,
+    /// Copy every version of a versioned source into a versioned
+    /// destination, oldest first per key, delete markers as delete
+    /// markers. Each copy keeps its origin's version id and time in user
+    /// metadata (s3fanout-origin-version-id, s3fanout-origin-last-modified):
+    /// S3 gives each copy a version id of its own. A re-run appends only
+    /// what is newer.
+    #[arg(long, conflicts_with_all = ["as_of", "delete"])]
+    pub all_versions: bool,
     /// Only sync keys (relative to the prefix) matching this glob; repeatable.
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
@@ -332,6 +340,7 @@ impl Default for SyncSpec {
             mode: DiffMode::Etag,
             modified_since: None,
             as_of: None,
+            all_versions: false,
             include: Vec::new(),
             exclude: Vec::new(),
             delete: false,
@@ -419,6 +428,13 @@ pub struct CopyOptions {
     /// as it was then (its listing is of versions, and each copy names
     /// its version, see [`crate::model::entry::ObjectEntry::version_id`]).
     pub as_of_ms: Option<i64>,
+    /// `--all-versions`: every version of the source is copied, oldest
+    /// first ([`crate::engine::histories`]).
+    pub all_versions: bool,
+    /// User metadata a copy adds to its source's (a version's origin,
+    /// with `--all-versions`); a single copy then replaces the metadata
+    /// with the source's and these.
+    pub extra_metadata: Option<std::collections::HashMap<String, String>>,
 }
 
 impl CopyOptions {
@@ -509,6 +525,11 @@ impl TryFrom<SyncSpec> for SyncOptions {
             (spec.stream, as_of_ms.is_some_and(|t| t < now_ms)),
         )?;
         check_limits(&spec)?;
+        if spec.all_versions && transfer != Transfer::ServerSide {
+            return Err(SyncError::Config(format!(
+                "--all-versions copies server-side between two buckets of one endpoint; {source} to {destination} is not that"
+            )));
+        }
         let (multipart_threshold, part_size) = part_sizes(&spec, transfer)?;
         let (storage_class, sse) = encryption(&spec)?;
         check_posix(&spec, transfer)?;
@@ -548,6 +569,8 @@ impl TryFrom<SyncSpec> for SyncOptions {
                 posix_metadata: spec.posix_metadata,
                 posix_special_bits: spec.posix_special_bits,
                 as_of_ms,
+                all_versions: spec.all_versions,
+                extra_metadata: None,
             },
             max_delete: spec.max_delete,
             concurrency: spec.concurrency,

@@ -109,6 +109,11 @@ pub fn resolve_input(
             "execution input: \"delete\": true, but this stack was deployed with AllowDelete=false, so its copier may not delete".into(),
         ));
     }
+    if spec.all_versions {
+        return Err(SyncError::Config(
+            "execution input: \"all_versions\" is not run by the serverless runtime yet; use `s3-fanout sync --all-versions`".into(),
+        ));
+    }
     stack.apply_client(&mut spec);
     spec.state = ledger_state(&spec, stack)?;
     let options = SyncOptions::try_from(spec.clone())?;

@@ -130,6 +130,10 @@ impl Copier {
             .set_expected_bucket_owner(self.options.expected_dest_owner.clone())
             .set_expected_source_bucket_owner(self.options.expected_source_owner.clone())
             .set_request_payer(requester_pays(self.options.request_payer));
+        let request = match &self.options.extra_metadata {
+            None => request,
+            Some(extra) => self.replacing_metadata(request, entry, extra).await?,
+        };
         // No checksum algorithm is named, so S3 gives the copy the
         // source's ("CopyObject", checksums:
         // <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html>),
@@ -149,6 +153,43 @@ impl Copier {
             source_changed: false,
             etags: etag.map(|etag| (entry.etag.clone(), etag)),
         })
+    }
+
+    /// `request` with the source's user metadata and content headers
+    /// replaced by themselves plus `extra`: metadata cannot be added to a
+    /// copy, only replaced whole (`x-amz-metadata-directive: REPLACE`),
+    /// so the source's are read first. Tags are still copied
+    /// (`x-amz-tagging-directive` stays COPY).
+    async fn replacing_metadata(
+        &self,
+        request: aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder,
+        entry: &ObjectEntry,
+        extra: &std::collections::HashMap<String, String>,
+    ) -> Result<aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder, CopyError>
+    {
+        let head = self
+            .source_client
+            .head_object()
+            .bucket(&self.source.bucket)
+            .key(self.source.key_for(&entry.key))
+            .set_version_id(entry.version_id.clone())
+            .if_match(quoted(&entry.etag))
+            .set_expected_bucket_owner(self.options.expected_source_owner.clone())
+            .set_request_payer(requester_pays(self.options.request_payer))
+            .send()
+            .await
+            .map_err(|e| CopyError::from_failure(classify(&e)))?;
+        let mut metadata = head.metadata().cloned().unwrap_or_default();
+        metadata.extend(extra.clone());
+        Ok(request
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .set_metadata(Some(metadata))
+            .set_content_type(head.content_type().map(str::to_owned))
+            .set_content_encoding(head.content_encoding().map(str::to_owned))
+            .set_content_disposition(head.content_disposition().map(str::to_owned))
+            .set_content_language(head.content_language().map(str::to_owned))
+            .set_cache_control(head.cache_control().map(str::to_owned))
+            .set_website_redirect_location(head.website_redirect_location().map(str::to_owned)))
     }
 
     /// The storage class for the copy: the override, else the source's own.

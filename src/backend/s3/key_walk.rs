@@ -3,14 +3,17 @@
 //! in or past the range listed, and hand the range's entries on, kept to a
 //! movable end.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::base::error::SyncError;
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::keyspace::MovableEnd;
 use crate::model::location::{KeyRange, S3Location};
+use crate::model::versions::ListedVersion;
 
 /// Where a listing's keys fall in the range it lists: checked to ascend
 /// (an error is never an end, nor is a server's misordering), made
@@ -77,24 +80,70 @@ impl<'a> KeyWalk<'a> {
     }
 }
 
+/// What a listing hands on: something with a (relative) key.
+pub(crate) trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for ObjectEntry {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Keyed for ListedVersion {
+    fn key(&self) -> &str {
+        &self.entry.key
+    }
+}
+
+/// Pages a listing may run ahead of its consumer: enough to hide one request's
+/// latency, small enough that memory does not depend on the bucket's size.
+const PAGES_AHEAD: usize = 2;
+
+/// A listing run in its own task, one or two pages ahead of its consumer,
+/// as a stream of its entries: `list` sends pages; its error, if any, ends
+/// the stream (an error is never an end).
+pub(crate) fn paged<T, F, Fut>(list: F) -> impl Stream<Item = Result<T, SyncError>> + Send + 'static
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<Vec<T>, SyncError>>) -> Fut,
+    Fut: Future<Output = Result<(), SyncError>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Result<Vec<T>, SyncError>>(PAGES_AHEAD);
+    let listing = list(tx.clone());
+    tokio::spawn(async move {
+        if let Err(err) = listing.await {
+            // The consumer may be gone (cancelled); nothing else to tell then.
+            let _ = tx.send(Err(err)).await;
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        let page = rx.recv().await?;
+        Some((page, rx))
+    })
+    .flat_map(|page| {
+        let items: Vec<Result<T, SyncError>> = match page {
+            Ok(entries) => entries.into_iter().map(Ok).collect(),
+            Err(err) => vec![Err(err)],
+        };
+        futures::stream::iter(items)
+    })
+}
+
 /// Hand one page's entries on, kept to a movable end if there is one, and
 /// count the page towards a cut. `more`: the server has more pages.
 /// Returns whether the listing is over (the end reached, nothing more, or
 /// the consumer gone).
-pub(crate) async fn hand_on(
+pub(crate) async fn hand_on<T: Keyed>(
     movable: Option<&(Arc<MovableEnd>, Side)>,
-    mut entries: Vec<ObjectEntry>,
+    mut entries: Vec<T>,
     more: bool,
     mut reached_end: bool,
-    tx: &mpsc::Sender<Result<Vec<ObjectEntry>, SyncError>>,
+    tx: &mpsc::Sender<Result<Vec<T>, SyncError>>,
 ) -> bool {
     if let Some((end, side)) = movable {
-        reached_end |= end.admit(
-            *side,
-            &mut entries,
-            |e| e.key.as_str(),
-            more && !reached_end,
-        );
+        reached_end |= end.admit(*side, &mut entries, |e| e.key(), more && !reached_end);
     }
     if !entries.is_empty() && tx.send(Ok(entries)).await.is_err() {
         return true; // consumer gone

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 pub use crate::backend::s3::key_walk::form_decode;
-use crate::backend::s3::key_walk::{KeyWalk, Place, hand_on};
+use crate::backend::s3::key_walk::{KeyWalk, Place, hand_on, paged};
 use crate::backend::s3::list_page::{Page, ReadPage};
 pub use crate::backend::s3::list_target::ListTarget;
 use crate::base::error::{SyncError, classify};
@@ -20,10 +20,6 @@ use crate::model::keyspace::MovableEnd;
 use crate::model::location::KeyRange;
 use crate::model::options::requester_pays;
 use crate::model::s3_shape::MAX_PAGE_SIZE;
-
-/// Pages a listing may run ahead of its consumer: enough to hide one request's
-/// latency, small enough that memory does not depend on the bucket's size.
-const PAGES_AHEAD: usize = 2;
 
 /// The full key of a listed object, decoded if the page was URL-encoded.
 pub fn listed_key(
@@ -55,35 +51,17 @@ pub fn list_range_until(
     range: KeyRange,
     end: Option<(Arc<MovableEnd>, Side)>,
 ) -> impl Stream<Item = Result<ObjectEntry, SyncError>> + Send + 'static {
-    let (tx, rx) = mpsc::channel::<Result<Vec<ObjectEntry>, SyncError>>(PAGES_AHEAD);
     let taker = end.clone();
-    tokio::spawn(async move {
-        let result = list_pages(&target, &range, end.as_ref(), &tx).await;
-        if let Err(err) = result {
-            // The consumer may be gone (cancelled); nothing else to tell then.
-            let _ = tx.send(Err(err)).await;
-        }
-    });
-    futures::stream::unfold(rx, |mut rx| async move {
-        let page = rx.recv().await?;
-        Some((page, rx))
-    })
-    .flat_map(|page| {
-        let items: Vec<Result<ObjectEntry, SyncError>> = match page {
-            Ok(entries) => entries.into_iter().map(Ok).collect(),
-            Err(err) => vec![Err(err)],
-        };
-        futures::stream::iter(items)
-    })
-    // The end may have moved down since a page was listed: keys from it on
-    // are the new range's, so this side ends before them.
-    .take_while(move |item| {
-        let take = match (item, &taker) {
-            (Ok(entry), Some((end, side))) => end.pass(*side, &entry.key),
-            _ => true,
-        };
-        std::future::ready(take)
-    })
+    paged(move |tx| async move { list_pages(&target, &range, end.as_ref(), &tx).await })
+        // The end may have moved down since a page was listed: keys from it on
+        // are the new range's, so this side ends before them.
+        .take_while(move |item| {
+            let take = match (item, &taker) {
+                (Ok(entry), Some((end, side))) => end.pass(*side, &entry.key),
+                _ => true,
+            };
+            std::future::ready(take)
+        })
 }
 
 use futures::StreamExt;

@@ -12,10 +12,11 @@
 
 use std::sync::Arc;
 
-use aws_sdk_s3::types::EncodingType;
+use aws_sdk_s3::types::{BucketVersioningStatus, EncodingType};
+use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::backend::s3::key_walk::{KeyWalk, Place, form_decode, hand_on};
+use crate::backend::s3::key_walk::{KeyWalk, Keyed, Place, form_decode, hand_on, paged};
 use crate::backend::s3::list_target::ListTarget;
 use crate::backend::s3::version_page::ReadVersions;
 use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
@@ -24,7 +25,7 @@ use crate::model::keyspace::MovableEnd;
 use crate::model::location::KeyRange;
 use crate::model::options::requester_pays;
 use crate::model::s3_shape::MAX_PAGE_SIZE;
-use crate::model::versions::AsOfSelector;
+use crate::model::versions::{AsOfSelector, ListedVersion};
 
 pub(crate) async fn list_version_pages(
     target: &ListTarget,
@@ -34,12 +35,34 @@ pub(crate) async fn list_version_pages(
     as_of_ms: i64,
 ) -> Result<(), SyncError> {
     check_versioned(target).await?;
+    let mut selector = AsOfSelector::new(as_of_ms);
+    version_pages(target, range, movable, tx, |listed| selector.push(listed)).await
+}
+
+/// Every version and delete marker of `range`, in listing order (keys
+/// ascending, each key's entries newest first): a key's whole history,
+/// for `--all-versions`. The caller checks the bucket's versioning.
+pub fn list_all_versions(
+    target: ListTarget,
+    range: KeyRange,
+) -> impl Stream<Item = Result<ListedVersion, SyncError>> + Send + 'static {
+    paged(move |tx| async move { version_pages(&target, &range, None, &tx, Some).await })
+}
+
+/// Page through ListObjectVersions over `range`, handing on what `pick`
+/// makes of each entry in the range.
+async fn version_pages<T: Keyed>(
+    target: &ListTarget,
+    range: &KeyRange,
+    movable: Option<&(Arc<MovableEnd>, Side)>,
+    tx: &mpsc::Sender<Result<Vec<T>, SyncError>>,
+    mut pick: impl FnMut(ListedVersion) -> Option<T>,
+) -> Result<(), SyncError> {
     let location = &target.location;
     let list_prefix = location.key_for(&range.prefix);
     let mut key_marker = range.list_start_after().map(|s| location.key_for(&s));
     let mut version_marker: Option<String> = None;
     let mut walk = KeyWalk::new(&target.location, range, true);
-    let mut selector = AsOfSelector::new(as_of_ms);
     loop {
         let read = ReadVersions::default();
         target
@@ -97,7 +120,7 @@ pub(crate) async fn list_version_pages(
                 Place::In(start) => {
                     let relative = &key[start..];
                     last_relative = Some(relative.to_owned());
-                    entries.extend(selector.push(listed.version(relative)));
+                    entries.extend(pick(listed.version(relative)));
                 }
             }
             walk.passed(key);
@@ -109,7 +132,20 @@ pub(crate) async fn list_version_pages(
         }
         key_marker = page.next_key_marker.as_deref().map(decode).transpose()?;
         version_marker = page.next_version_id_marker;
-        let more = page.is_truncated && key_marker.is_some();
+        // "More, but from nowhere" would end the listing early: a key
+        // not listed must never read as a key absent.
+        if page.is_truncated && key_marker.is_none() {
+            return Err(SyncError::s3(
+                format!("listing the versions of {location}"),
+                S3Failure {
+                    code: "TruncatedWithoutMarker".into(),
+                    http_status: None,
+                    message: "the server says the listing goes on but names no NextKeyMarker to go on from".into(),
+                    class: RetryClass::NonRetryable,
+                },
+            ));
+        }
+        let more = page.is_truncated;
         if hand_on(movable, entries, more, reached_end, tx).await {
             return Ok(());
         }
@@ -124,7 +160,22 @@ pub(crate) async fn list_version_pages(
 /// merge-join decides nothing before it.
 async fn check_versioned(target: &ListTarget) -> Result<(), SyncError> {
     let bucket = &target.location.bucket;
-    let status = target
+    match versioning(target, "source").await? {
+        Some(_) => Ok(()),
+        None => Err(SyncError::Config(format!(
+            "--as-of needs a versioned source, and bucket {bucket:?} has never had versioning \
+             enabled: it keeps no earlier versions to restore"
+        ))),
+    }
+}
+
+/// A bucket's versioning status: `None` for one that has never had it on.
+pub async fn versioning(
+    target: &ListTarget,
+    side: &str,
+) -> Result<Option<BucketVersioningStatus>, SyncError> {
+    let bucket = &target.location.bucket;
+    let answer = target
         .client
         .get_bucket_versioning()
         .bucket(bucket)
@@ -133,15 +184,9 @@ async fn check_versioned(target: &ListTarget) -> Result<(), SyncError> {
         .await
         .map_err(|e| {
             SyncError::s3(
-                format!("checking that the source bucket {bucket:?} is versioned"),
+                format!("reading the versioning of the {side} bucket {bucket:?}"),
                 classify(&e),
             )
         })?;
-    match status.status() {
-        Some(_) => Ok(()),
-        None => Err(SyncError::Config(format!(
-            "--as-of needs a versioned source, and bucket {bucket:?} has never had versioning \
-             enabled: it keeps no earlier versions to restore"
-        ))),
-    }
+    Ok(answer.status().cloned())
 }

@@ -185,7 +185,10 @@ pub async fn start_upload(
         .create_multipart_upload()
         .bucket(&copier.destination.bucket)
         .key(&destination_key)
-        .set_metadata(head.metadata().cloned())
+        .set_metadata(with_extra(
+            head.metadata(),
+            copier.options.extra_metadata.as_ref(),
+        ))
         .set_content_type(head.content_type().map(str::to_owned))
         .set_content_encoding(head.content_encoding().map(str::to_owned))
         .set_content_disposition(head.content_disposition().map(str::to_owned))
@@ -208,6 +211,21 @@ pub async fn start_upload(
         checksum,
         algorithm: algorithm.and_then(|a| ChecksumAlgorithm::from_name(a.as_str())),
     })
+}
+
+/// The source's user metadata plus what the copy adds, if anything.
+fn with_extra(
+    source: Option<&std::collections::HashMap<String, String>>,
+    extra: Option<&std::collections::HashMap<String, String>>,
+) -> Option<std::collections::HashMap<String, String>> {
+    match extra {
+        None => source.cloned(),
+        Some(extra) => {
+            let mut metadata = source.cloned().unwrap_or_default();
+            metadata.extend(extra.clone());
+            Some(metadata)
+        }
+    }
 }
 
 /// The checksum a streamed copy's upload is created with. Its parts are
