@@ -568,11 +568,15 @@ async fn all_versions_places_copies_whose_etags_differ_by_their_origin_id() {
     put_multipart(&s3, &src, "big", 11 * MIB, 5 * MIB).await;
     put_multipart(&s3, &src, "big", 6 * MIB, 5 * MIB).await;
     let dst = versioned_bucket(&s3, "allvkms-dst").await;
+    // and a key of the destination's own, which is kept
+    put(&s3, &dst, "own", body(7, 7)).await;
     let (src_url, dst_url) = (format!("s3://{src}"), format!("s3://{dst}"));
     let args = ["--all-versions", "--no-mirror-parts", "--part-size", "8MiB"];
     let (code, summary) = sync_json(&src_url, &dst_url, &args);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(count(&summary, "copied"), 2, "{summary}");
+    assert_eq!(count(&summary, "extraneous_kept"), 1, "{summary}");
+    assert_eq!(histories(&s3, &dst).await["own"].len(), 1);
     let (s, d) = (histories(&s3, &src).await, histories(&s3, &dst).await);
     assert_ne!(s["big"][0].2, d["big"][0].2, "other ETags");
 

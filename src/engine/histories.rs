@@ -278,26 +278,28 @@ pub async fn write_histories(
                 u64::from(!history.destination.is_empty()),
             );
         }
+        if history.source.is_empty() {
+            // Only at the destination: kept, as a sync without --delete
+            // keeps what the source lacks.
+            if !check_only {
+                Stats::add(&stats.extraneous_kept, 1);
+            }
+            return Ok(());
+        }
         let held = match standing(copier, &history).await {
             Ok(held) => held,
             Err(Standing::Diverged(why)) => {
-                let (bucket, full_key) = context.mover.row_names(Side::Destination, &history.key);
                 let counter = if check_only {
                     &stats.verify_mismatched
                 } else {
                     &stats.failed
                 };
                 Stats::add(counter, 1);
-                context.rows.push(
+                report(
+                    context,
                     &history.key,
-                    ReportRow::new(
-                        &bucket,
-                        &full_key,
-                        TaskStatus::Failed,
-                        "HistoryDiverged",
-                        None,
-                        &format!("not appended: {why}"),
-                    ),
+                    "HistoryDiverged",
+                    &format!("not appended: {why}"),
                 );
                 return Ok(());
             }
@@ -311,21 +313,11 @@ pub async fn write_histories(
             Stats::add(&stats.verify_checked, 1);
             if !missing.is_empty() {
                 Stats::add(&stats.verify_mismatched, 1);
-                let (bucket, full_key) = context.mover.row_names(Side::Destination, &history.key);
-                context.rows.push(
-                    &history.key,
-                    ReportRow::new(
-                        &bucket,
-                        &full_key,
-                        TaskStatus::Failed,
-                        "VerifyMismatch",
-                        None,
-                        &format!(
-                            "verify: {} versions of the source are not at the destination",
-                            missing.len()
-                        ),
-                    ),
+                let why = format!(
+                    "verify: {} versions of the source are not at the destination",
+                    missing.len()
                 );
+                report(context, &history.key, "VerifyMismatch", &why);
             }
             return Ok(());
         }
@@ -354,6 +346,13 @@ pub async fn write_histories(
         }
     }
     Ok(())
+}
+
+/// A failed row for a key's destination history.
+fn report(context: &WorkContext, key: &str, code: &str, message: &str) {
+    let (bucket, full_key) = context.mover.row_names(Side::Destination, key);
+    let row = ReportRow::new(&bucket, &full_key, TaskStatus::Failed, code, None, message);
+    context.rows.push(key, row);
 }
 
 impl Copier {
