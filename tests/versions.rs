@@ -490,6 +490,21 @@ async fn all_versions_reproduces_every_history_in_order_a_rerun_copies_nothing_a
     let dst = versioned_bucket(&s3, "allv-dst").await;
     let (src_url, dst_url) = (format!("s3://{}", h.bucket), format!("s3://{dst}"));
 
+    // WHEN plan is asked first THEN it counts every version and marker
+    let out = run_cli(&[
+        "plan",
+        &src_url,
+        &dst_url,
+        "--all-versions",
+        "--endpoint-url",
+        &moto().endpoint,
+        "--json",
+    ]);
+    out.assert_success();
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["work"]["copy"]["objects"], 9, "{plan}");
+    assert_eq!(plan["work"]["delete"], 3, "{plan}");
+
     // WHEN every version is copied
     let (code, summary) = sync_json(
         &src_url,

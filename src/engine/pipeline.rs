@@ -171,7 +171,8 @@ async fn run_histories(
         sampler.finish();
         return Err(SyncError::Config(why));
     }
-    if fatal.is_none() && options.verify && !run.cancel.is_cancelled() {
+    // A dry run (plan's too, which keeps `verify` set) verifies nothing.
+    if fatal.is_none() && options.verify && !options.dry_run && !run.cancel.is_cancelled() {
         run.stats.set_phase(Phase::Verifying);
         let verified = Instant::now();
         fatal = histories::write_histories(options, &run.context, targets(), true)
