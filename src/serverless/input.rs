@@ -562,6 +562,15 @@ mod tests {
     #[test]
     fn invalid_inputs_are_refused_with_the_field_named() {
         assert!(refusal(json!({"delet": true})).contains("unknown field \"delet\""));
+        // Not run by the serverless runtime yet: said, not ignored.
+        assert!(
+            refusal(json!({"all_versions": true})).contains("not run by the serverless runtime")
+        );
+        // A time is taken (and checked) like the CLI's --as-of.
+        assert!(
+            refusal(json!({"as_of": "last tuesday"}))
+                .contains("--as-of \"last tuesday\" is not a date")
+        );
         assert!(
             refusal(json!({"source": "s3://other/data"})).contains("outside this stack's source")
         );
