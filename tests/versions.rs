@@ -531,10 +531,30 @@ async fn all_versions_reproduces_every_history_in_order_a_rerun_copies_nothing_a
     );
     assert_eq!(count(&summary, "skip_equal"), 6);
 
-    // WHEN the source gains versions (a made again, dir/d deleted) THEN
-    // the next run appends exactly those
+    // AND check finds every history equal; once the source gains
+    // versions (a made again, dir/d deleted), it finds the two keys behind
+    let check = || {
+        run_cli(&[
+            "check",
+            &src_url,
+            &dst_url,
+            "--all-versions",
+            "--endpoint-url",
+            &moto().endpoint,
+            "--json",
+        ])
+    };
+    let out = check();
+    assert_eq!(out.status, 0, "{}", out.stderr);
     put(&s3, &h.bucket, "a", body(9, 90)).await;
     delete(&s3, &h.bucket, "dir/d").await;
+    let out = check();
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    let audit: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(count(&audit, "verify_mismatched"), 2, "{audit}");
+    assert_eq!(count(&audit, "listed_source"), 6, "{audit}");
+
+    // THEN the next run appends exactly those
     let (code, summary) = sync_json(&src_url, &dst_url, &["--all-versions"]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(count(&summary, "copied"), 1, "{summary}");

@@ -32,9 +32,9 @@ pub struct CheckSpec {
 pub async fn check(mut spec: CheckSpec, json: bool, no_progress: bool) -> i32 {
     // Nothing is written: no copies, no deletes, no ledger. Objects only
     // at the destination are reported as such.
-    if spec.sync.all_versions {
+    if spec.sync.all_versions && spec.checksum {
         eprintln!(
-            "error: check does not compare version histories yet; `s3-fanout sync --all-versions --dry-run` counts what a run would append"
+            "error: --checksum does not apply to --all-versions, which places each copy by its size, ETag or origin version id"
         );
         return EXIT_USAGE;
     }

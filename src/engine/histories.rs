@@ -253,14 +253,27 @@ async fn append(context: &WorkContext, copier: &Copier, key: &str, entries: &[Li
     }
 }
 
-/// List, join, align and append every key's history; with `check_only`,
-/// write nothing and count what differs (the verification after a run).
+/// What a pass over the histories does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Append what each key's destination history lacks.
+    Write,
+    /// Write nothing; count and report each key that differs (the
+    /// verification after a write pass).
+    Verify,
+    /// [`Pass::Verify`] as the run's only pass (`check`), counting what
+    /// it lists.
+    Audit,
+}
+
+/// List, join and align every key's history, and do what `pass` says.
 pub async fn write_histories(
     options: &SyncOptions,
     context: &WorkContext,
     (source, destination): (ListTarget, ListTarget),
-    check_only: bool,
+    pass: Pass,
 ) -> Result<(), SyncError> {
+    let check_only = pass != Pass::Write;
     let crate::backend::transfer::Mover::Buckets(copier) = &*context.mover else {
         return Err(SyncError::Config(
             "--all-versions copies between two buckets".into(),
@@ -271,7 +284,7 @@ pub async fn write_histories(
     let histories = joined(source, destination, options);
     let work = histories.map(|history| async move {
         let history = history?;
-        if !check_only {
+        if pass != Pass::Verify {
             Stats::add(&stats.listed_source, 1);
             Stats::add(
                 &stats.listed_destination,
@@ -281,7 +294,7 @@ pub async fn write_histories(
         if history.source.is_empty() {
             // Only at the destination: kept, as a sync without --delete
             // keeps what the source lacks.
-            if !check_only {
+            if pass != Pass::Verify {
                 Stats::add(&stats.extraneous_kept, 1);
             }
             return Ok(());

@@ -33,7 +33,7 @@ use crate::base::concurrency::AdaptiveLimit;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, SkipReason, decide};
-use crate::engine::histories;
+use crate::engine::histories::{self, Pass};
 use crate::engine::pieces::{PairSink, Sides, list_in_pieces};
 use crate::engine::prove::{Proofs, without_checksums};
 use crate::engine::verify::{Audit, check_range, verify_range, verify_written};
@@ -64,7 +64,7 @@ pub async fn run_sync(
     let mut phases = PhaseClock::new(started);
     let sampler = TimelineSampler::start(run.stats.clone(), started);
     if options.copy.all_versions {
-        return run_histories(&run, (started, started_at), sampler, phases).await;
+        return run_histories(&run, (started, started_at), sampler, phases, false).await;
     }
     let mut fatal = write_phase(
         options,
@@ -143,6 +143,7 @@ async fn run_histories(
     started: (Instant, String),
     sampler: TimelineSampler,
     mut phases: PhaseClock,
+    audit: bool,
 ) -> Result<Summary, SyncError> {
     let options = run.options;
     let targets = || {
@@ -161,21 +162,26 @@ async fn run_histories(
             ),
         )
     };
-    run.stats.set_phase(Phase::Listing);
+    let (first, phase, name) = match audit {
+        true => (Pass::Audit, Phase::Verifying, "check versions"),
+        false => (Pass::Write, Phase::Listing, "list and copy versions"),
+    };
+    run.stats.set_phase(phase);
     let listed = Instant::now();
-    let mut fatal = histories::write_histories(options, &run.context, targets(), false)
+    let mut fatal = histories::write_histories(options, &run.context, targets(), first)
         .await
         .err();
-    phases.record("list and copy versions", listed);
+    phases.record(name, listed);
     if let Some(SyncError::Config(why)) = fatal {
         sampler.finish();
         return Err(SyncError::Config(why));
     }
     // A dry run (plan's too, which keeps `verify` set) verifies nothing.
-    if fatal.is_none() && options.verify && !options.dry_run && !run.cancel.is_cancelled() {
+    if !audit && fatal.is_none() && options.verify && !options.dry_run && !run.cancel.is_cancelled()
+    {
         run.stats.set_phase(Phase::Verifying);
         let verified = Instant::now();
-        fatal = histories::write_histories(options, &run.context, targets(), true)
+        fatal = histories::write_histories(options, &run.context, targets(), Pass::Verify)
             .await
             .err();
         phases.record("verify", verified);
@@ -230,6 +236,9 @@ pub async fn run_check(
     let run = Run::new(options, stats, cancel).await?;
     let mut phases = PhaseClock::new(started);
     let sampler = TimelineSampler::start(run.stats.clone(), started);
+    if options.copy.all_versions {
+        return run_histories(&run, (started, started_at), sampler, phases, true).await;
+    }
     run.stats.set_phase(Phase::Verifying);
     let (source, destination) = run.listings();
     let sides = Sides {
