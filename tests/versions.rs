@@ -519,6 +519,10 @@ async fn all_versions_reproduces_every_history_in_order_a_rerun_copies_nothing_a
     // a1 a2 b1 b2 c1 odd big1 big2 d1: 9 versions; 3 delete markers
     assert_eq!(count(&summary, "copied"), 9, "{summary}");
     assert_eq!(count(&summary, "deleted"), 3, "{summary}");
+    assert!(
+        count(&summary, "listed_pieces") > 1,
+        "listed as several ranges at once, cut at folders: {summary}"
+    );
     assert_same_histories(&s3, &h.bucket, &dst).await;
 
     // WHEN it runs again THEN nothing is written

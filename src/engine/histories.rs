@@ -3,7 +3,8 @@
 //!
 //! Both sides are listed with ListObjectVersions, grouped by key (a key's
 //! entries are contiguous, newest first) and joined by key, so memory is a
-//! key's history and a page a side. Each key's destination history is
+//! key's history and a page a side per range; the range is cut at the
+//! source's folders and `--list-concurrency` ranges are listed at once. Each key's destination history is
 //! aligned with its source's ([`crate::model::history`]); what the
 //! destination lacks is appended in order, one entry after another, while
 //! other keys go on in parallel. A key whose destination history is not a
@@ -19,11 +20,13 @@ use crate::backend::s3::copier::Copier;
 use crate::backend::s3::list_target::ListTarget;
 use crate::backend::s3::listing_versions::{list_all_versions, versioning};
 use crate::base::error::{S3Failure, SyncError, classify};
+use crate::engine::shards::plan_shards;
 use crate::engine::worker::WorkContext;
 use crate::model::entry::Side;
 use crate::model::history::{
     Alignment, ORIGIN_LAST_MODIFIED, ORIGIN_VERSION_ID, align, align_by_origin,
 };
+use crate::model::location::KeyRange;
 use crate::model::options::{SyncOptions, requester_pays};
 use crate::model::versions::ListedVersion;
 use crate::report::Stats;
@@ -104,14 +107,14 @@ fn grouped(
     .boxed()
 }
 
-/// Both sides' histories joined by key.
+/// Both sides' histories of `range` joined by key.
 fn joined(
     source: ListTarget,
     destination: ListTarget,
-    options: &SyncOptions,
+    range: KeyRange,
 ) -> BoxStream<'static, Result<KeyHistory, SyncError>> {
-    let source = grouped(list_all_versions(source, options.range.clone())).peekable();
-    let destination = grouped(list_all_versions(destination, options.range.clone())).peekable();
+    let source = grouped(list_all_versions(source, range.clone())).peekable();
+    let destination = grouped(list_all_versions(destination, range)).peekable();
     futures::stream::unfold(
         (Box::pin(source), Box::pin(destination)),
         |(mut source, mut destination)| async move {
@@ -281,7 +284,17 @@ pub async fn write_histories(
     };
     check_versioned(&source, &destination).await?;
     let stats = &context.stats;
-    let histories = joined(source, destination, options);
+    // Ranges listed at once, as a sync lists pieces: cut at the source's
+    // folders (the tiles cover the whole range, so a folder whose keys
+    // are all deleted now is still in one).
+    let lists = options.list_concurrency.max(1);
+    let ranges = plan_shards(&source, &options.range, lists * 2, lists * 8).await?;
+    if pass != Pass::Verify {
+        Stats::add(&stats.listed_pieces, ranges.len() as u64);
+    }
+    let histories = futures::stream::iter(ranges)
+        .map(move |range| joined(source.clone(), destination.clone(), range))
+        .flatten_unordered(lists);
     let work = histories.map(|history| async move {
         let history = history?;
         if pass != Pass::Verify {
