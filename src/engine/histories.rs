@@ -4,11 +4,12 @@
 //! Both sides are listed with ListObjectVersions, grouped by key (a key's
 //! entries are contiguous, newest first) and joined by key, so memory is a
 //! key's history and a page a side per range; the range is cut at the
-//! source's folders and `--list-concurrency` ranges are listed at once. Each key's destination history is
-//! aligned with its source's ([`crate::model::history`]); what the
-//! destination lacks is appended in order, one entry after another, while
-//! other keys go on in parallel. A key whose destination history is not a
-//! copy of its source's is reported, never written over.
+//! source's folders and `--list-concurrency` ranges are listed at once.
+//! Each key's destination history is aligned with its source's
+//! ([`crate::model::history`]); what the destination lacks is appended in
+//! order, one entry after another, while other keys go on in parallel. A
+//! key whose destination history is not a copy of its source's is
+//! reported, never written over.
 
 use std::collections::HashMap;
 

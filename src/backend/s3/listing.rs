@@ -2,7 +2,8 @@
 //!
 //! Each listing runs in its own task, one or two pages ahead of its consumer,
 //! so the source and destination listings proceed in parallel and copying
-//! starts with the first page. Memory is bounded by `PAGES_AHEAD` pages.
+//! starts with the first page. Memory is bounded by `PAGES_AHEAD` pages
+//! (`key_walk::paged`, which every listing runs through).
 
 use aws_sdk_s3::types::EncodingType;
 use futures::Stream;
