@@ -1168,3 +1168,35 @@ async fn verify_by_listing_catches_a_copy_the_server_acknowledged_but_never_made
         run.summary
     );
 }
+
+#[tokio::test]
+async fn an_object_page_that_says_more_but_names_no_token_fails_the_run_rather_than_end_it() {
+    let s3 = s3().await;
+    let (src, dst) = bucket_pair(&s3, "trunc").await;
+    // GIVEN a source of a and b, whose listing stops after a, saying
+    // there is more but not where from
+    put(&s3, &src, "a", body(1, 10)).await;
+    put(&s3, &src, "b", body(2, 10)).await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    proxy.add_rule(Rule::on(Op::ListObjectsV2).bucket(&src).respond(
+        200,
+        r#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>true</IsTruncated><Contents><Key>a</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>"x"</ETag><Size>10</Size></Contents></ListBucketResult>"#,
+    ));
+
+    let out = run_cli(&[
+        "sync",
+        &format!("s3://{src}"),
+        &format!("s3://{dst}"),
+        "--endpoint-url",
+        proxy.endpoint(),
+    ]);
+
+    // THEN the run fails and says why (it ended there, and reported
+    // success with b never looked at)
+    assert_ne!(out.status, 0);
+    assert!(
+        out.stderr.contains("NextContinuationToken"),
+        "{}",
+        out.stderr
+    );
+}

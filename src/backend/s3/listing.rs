@@ -15,7 +15,7 @@ pub use crate::backend::s3::key_walk::form_decode;
 use crate::backend::s3::key_walk::{KeyWalk, Place, hand_on, paged};
 use crate::backend::s3::list_page::{Page, ReadPage};
 pub use crate::backend::s3::list_target::ListTarget;
-use crate::base::error::{SyncError, classify};
+use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
 use crate::model::entry::{ObjectEntry, Side};
 use crate::model::keyspace::MovableEnd;
 use crate::model::location::KeyRange;
@@ -120,7 +120,20 @@ async fn list_pages(
             walk.passed(key);
         }
         token = page.next_continuation_token;
-        let more = token.is_some() && page.is_truncated;
+        // "More, but from nowhere" would end the listing early: a key not
+        // listed must never read as a key absent.
+        if page.is_truncated && token.is_none() {
+            return Err(SyncError::s3(
+                format!("listing {location}"),
+                S3Failure {
+                    code: "TruncatedWithoutToken".into(),
+                    http_status: None,
+                    message: "the server says the listing goes on but names no NextContinuationToken to go on from".into(),
+                    class: RetryClass::NonRetryable,
+                },
+            ));
+        }
+        let more = page.is_truncated;
         if hand_on(movable, entries, more, reached_end, tx).await {
             return Ok(());
         }
