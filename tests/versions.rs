@@ -641,11 +641,12 @@ async fn a_version_page_that_says_more_but_names_no_marker_fails_the_run_rather_
     let s3 = s3().await;
     let src = versioned_bucket(&s3, "asoftrunc").await;
     // GIVEN a source of a and b, whose version listing stops after a,
-    // saying there is more but not where from
+    // saying there is more but not where from; b at the destination too
     put(&s3, &src, "a", body(1, 10)).await;
     put(&s3, &src, "b", body(2, 10)).await;
     let dst = unique_bucket("asoftrunc-dst");
     create_bucket(&s3, &dst).await;
+    put(&s3, &dst, "b", body(2, 10)).await;
     let proxy = FaultProxy::start(&moto().endpoint);
     // A page that is truncated, with no NextKeyMarker to go on from.
     proxy.add_rule(Rule::any().bucket(&src).query_contains("versions").respond(
@@ -659,12 +660,15 @@ async fn a_version_page_that_says_more_but_names_no_marker_fails_the_run_rather_
         &format!("s3://{dst}"),
         "--as-of",
         "2026-06-01",
+        "--delete",
         "--endpoint-url",
         proxy.endpoint(),
     ]);
 
-    // THEN the run fails and says why (it ended there, and reported
-    // success with b never looked at)
+    // THEN the run fails and says why, and b is kept: a key never listed
+    // is not absent (as of a past time, no HEAD of the source would
+    // catch it before the delete)
     assert_ne!(out.status, 0);
     assert!(out.stderr.contains("NextKeyMarker"), "{}", out.stderr);
+    assert_eq!(contents(&s3, &dst).await.len(), 1, "b kept");
 }
