@@ -1014,7 +1014,18 @@ async fn settle(
                 add_checksum_headers(shared, &mut head.headers, bucket, &key, &data);
                 return Ok(with_body(head, data));
             }
-            if let Some(data) = fetch(shared, &object_path(bucket, &key), None).await? {
+            // A HEAD of a version answers that version's checksum
+            // ("HeadObject", versionId:
+            // <https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html>).
+            let path = match param(request, "versionId") {
+                Some(version) => format!(
+                    "{}?versionId={}",
+                    object_path(bucket, &key),
+                    utf8_percent_encode(&version, PATH_SEGMENT)
+                ),
+                None => object_path(bucket, &key),
+            };
+            if let Some(data) = fetch(shared, &path, None).await? {
                 add_checksum_headers(shared, &mut head.headers, bucket, &key, &data);
             }
             // HEAD keeps moto's empty body and its Content-Length.
@@ -1241,7 +1252,13 @@ async fn settle_part_copy(
         (upload, request.part_number, request.copy_source.as_deref())
         && let Some(algorithm) = upload.algorithm
     {
-        let path = copy_source_path(source);
+        // The bytes of the version the copy names, if it names one.
+        let path = match source.split_once('?') {
+            Some((_, query)) if query.starts_with("versionId=") => {
+                format!("{}?{query}", copy_source_path(source))
+            }
+            _ => copy_source_path(source),
+        };
         let bytes = fetch(shared, &path, note.copy_range.as_deref())
             .await?
             .ok_or_else(|| format!("{path} is gone right after a part copy from it"))?;
