@@ -265,6 +265,10 @@ pub fn check_least_privilege(t: &Template) -> Check {
         ("s3-fanout-lister", "Lister", {
             let mut g = grants(&[
                 ("s3:ListBucket", src),
+                // A run as of a time lists the source's versions, after
+                // asking whether it is versioned.
+                ("s3:ListBucketVersions", src),
+                ("s3:GetBucketVersioning", src),
                 ("s3:ListBucket", dst),
                 ("sqs:SendMessage", queue),
                 ("sqs:ReceiveMessage", ranges),
@@ -293,6 +297,8 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:GetObject", src_objects),
                 ("s3:GetObjectVersion", src_objects),
                 ("s3:GetObjectTagging", src_objects),
+                // The tags of a version (as_of runs).
+                ("s3:GetObjectVersionTagging", src_objects),
                 ("s3:ListBucket", src),
                 ("s3:PutObject", dst_objects),
                 ("s3:PutObjectTagging", dst_objects),
