@@ -10,11 +10,18 @@
 //! order, one entry after another, while other keys go on in parallel. A
 //! key whose destination history is not a copy of its source's is
 //! reported, never written over.
+//!
+//! The serverless runtime uses the same pieces: its listers align each
+//! key ([`joined`], [`verdict`]) and send a task per key that lacks
+//! entries; its copier and replicator take a key as it stands then
+//! ([`append_key`]: listed on both sides and aligned again), so a task
+//! delivered twice appends nothing twice.
 
 use std::collections::HashMap;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::outcome::CopyError;
 use crate::backend::s3::copier::Copier;
@@ -22,7 +29,7 @@ use crate::backend::s3::list_target::ListTarget;
 use crate::backend::s3::listing_versions::{list_all_versions, versioning};
 use crate::base::error::{S3Failure, SyncError, classify};
 use crate::engine::shards::plan_shards;
-use crate::engine::worker::WorkContext;
+use crate::engine::worker::{Retry, WorkContext};
 use crate::model::entry::Side;
 use crate::model::history::{
     Alignment, ORIGIN_LAST_MODIFIED, ORIGIN_VERSION_ID, align, align_by_origin,
@@ -35,10 +42,10 @@ use crate::report::ledger::{ReportRow, TaskStatus};
 
 /// One key's history on each side, oldest first.
 #[derive(Debug)]
-struct KeyHistory {
-    key: String,
-    source: Vec<ListedVersion>,
-    destination: Vec<ListedVersion>,
+pub struct KeyHistory {
+    pub key: String,
+    pub source: Vec<ListedVersion>,
+    pub destination: Vec<ListedVersion>,
 }
 
 /// Refuse what cannot hold a history: a source that has never had
@@ -109,7 +116,7 @@ fn grouped(
 }
 
 /// Both sides' histories of `range` joined by key.
-fn joined(
+pub fn joined(
     source: ListTarget,
     destination: ListTarget,
     range: KeyRange,
@@ -167,13 +174,32 @@ fn joined(
     .boxed()
 }
 
+/// What a key's two histories call for.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Only at the destination: kept, as a sync without --delete keeps
+    /// what the source lacks.
+    DestinationOnly,
+    /// The destination holds the source's first `n` entries, in order
+    /// (all of them, or the rest is to be appended).
+    Holds(usize),
+    /// The destination's history is not a copy of the source's: never
+    /// written over.
+    Diverged(String),
+    /// Reading where the destination stands failed.
+    Failed(S3Failure),
+}
+
 /// How a key stands: how many of its source entries the destination holds
 /// (a HEAD of its newest version when the ETags cannot say), or why it
 /// cannot be appended to.
-async fn standing(copier: &Copier, history: &KeyHistory) -> Result<usize, Standing> {
+pub async fn verdict(copier: &Copier, history: &KeyHistory) -> Verdict {
+    if history.source.is_empty() {
+        return Verdict::DestinationOnly;
+    }
     match align(&history.source, &history.destination) {
-        Alignment::Holds(n) => Ok(n),
-        Alignment::Diverged(why) => Err(Standing::Diverged(why)),
+        Alignment::Holds(n) => Verdict::Holds(n),
+        Alignment::Diverged(why) => Verdict::Diverged(why),
         Alignment::NeedsOrigin(newest) => {
             let version = history.destination[newest].entry.version_id.clone();
             let head = copier
@@ -185,8 +211,11 @@ async fn standing(copier: &Copier, history: &KeyHistory) -> Result<usize, Standi
                 .set_expected_bucket_owner(copier.options.expected_dest_owner.clone())
                 .set_request_payer(requester_pays(copier.options.request_payer))
                 .send()
-                .await
-                .map_err(|e| Standing::Failed(classify(&e)))?;
+                .await;
+            let head = match head {
+                Ok(head) => head,
+                Err(e) => return Verdict::Failed(classify(&e)),
+            };
             let origin = head.metadata().and_then(|m| m.get(ORIGIN_VERSION_ID));
             match align_by_origin(
                 &history.source,
@@ -194,19 +223,147 @@ async fn standing(copier: &Copier, history: &KeyHistory) -> Result<usize, Standi
                 newest,
                 origin.map(String::as_str),
             ) {
-                Alignment::Holds(n) => Ok(n),
-                Alignment::Diverged(why) => Err(Standing::Diverged(why)),
-                Alignment::NeedsOrigin(_) => Err(Standing::Diverged(
+                Alignment::Holds(n) => Verdict::Holds(n),
+                Alignment::Diverged(why) => Verdict::Diverged(why),
+                Alignment::NeedsOrigin(_) => Verdict::Diverged(
                     "the destination's history cannot be placed in the source's".into(),
-                )),
+                ),
             }
         }
     }
 }
 
-enum Standing {
+/// One key's history on both sides, listed now: what a copier or the
+/// replicator aligns before it appends, so a task delivered twice, or
+/// late, appends only what is still missing.
+pub async fn key_history(copier: &Copier, key: &str) -> Result<KeyHistory, SyncError> {
+    let options = &copier.options;
+    let (source, destination) = (
+        ListTarget::new(
+            &copier.source_client,
+            &copier.source,
+            options.expected_source_owner.clone(),
+            options.request_payer,
+        ),
+        ListTarget::new(
+            &copier.destination_client,
+            &copier.destination,
+            options.expected_dest_owner.clone(),
+            options.request_payer,
+        ),
+    );
+    // The key and nothing after it: a prefix of the key itself, ending
+    // before its successor ("k" + U+0000), so "k/…" and "ka" are not read.
+    let range = KeyRange {
+        prefix: key.to_owned(),
+        end_before: Some(format!("{key}\u{0}")),
+        ..KeyRange::all()
+    };
+    let mut histories = joined(source, destination, range);
+    let mut found = KeyHistory {
+        key: key.to_owned(),
+        source: Vec::new(),
+        destination: Vec::new(),
+    };
+    while let Some(history) = histories.next().await {
+        let history = history?;
+        if history.key == key {
+            found = history;
+        }
+    }
+    Ok(found)
+}
+
+/// What became of one key's history, taken as it stands now.
+#[derive(Debug)]
+pub enum KeyOutcome {
+    /// Only at the destination: kept.
+    Kept,
+    /// The destination already holds the whole history.
+    Equal,
+    /// Appended to: what was appended, and the failure that stopped the
+    /// rest, if one did.
+    Appended(Appended, Option<CopyError>),
+    /// Not a copy of the source's history: not written to.
     Diverged(String),
+    /// Where the destination stands could not be read (a listing, or the
+    /// HEAD of its newest version).
     Failed(S3Failure),
+}
+
+/// What was appended to one key's history.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub versions: u64,
+    pub markers: u64,
+    pub bytes: u64,
+}
+
+/// A task's key, appended to as it stands now (the copier's and the
+/// replicator's way in): listed on both sides, aligned, and what the
+/// destination lacks appended in order. So a task delivered twice, or
+/// late, appends only what is still missing.
+pub async fn append_key(copier: &Copier, key: &str, cancel: &CancellationToken) -> KeyOutcome {
+    let history = match key_history(copier, key).await {
+        Ok(history) => history,
+        Err(err) => {
+            return KeyOutcome::Failed(S3Failure {
+                code: "ListFailed".into(),
+                http_status: None,
+                message: format!("listing the key's history: {err}"),
+                class: err.retry_class(),
+            });
+        }
+    };
+    match verdict(copier, &history).await {
+        Verdict::DestinationOnly => KeyOutcome::Kept,
+        Verdict::Holds(held) if held == history.source.len() => KeyOutcome::Equal,
+        Verdict::Holds(held) => {
+            let (appended, stopped) = append(copier, &history.source[held..], cancel).await;
+            KeyOutcome::Appended(appended, stopped)
+        }
+        Verdict::Diverged(why) => KeyOutcome::Diverged(why),
+        Verdict::Failed(failure) => KeyOutcome::Failed(failure),
+    }
+}
+
+/// Count and report a key's outcome as a sync does; says whether another
+/// attempt could do more.
+pub fn record(context: &WorkContext, key: &str, outcome: KeyOutcome) -> Retry {
+    let stats = &context.stats;
+    let (appended, stopped) = match outcome {
+        KeyOutcome::Kept => {
+            Stats::add(&stats.extraneous_kept, 1);
+            return Retry::No;
+        }
+        KeyOutcome::Equal => {
+            Stats::add(&stats.skip_equal, 1);
+            return Retry::No;
+        }
+        KeyOutcome::Diverged(why) => {
+            Stats::add(&stats.failed, 1);
+            report(
+                context,
+                key,
+                "HistoryDiverged",
+                &format!("not appended: {why}"),
+            );
+            return Retry::No;
+        }
+        KeyOutcome::Failed(failure) => (Appended::default(), Some(CopyError::Failed(failure))),
+        KeyOutcome::Appended(appended, stopped) => (appended, stopped),
+    };
+    Stats::add(&stats.copied, appended.versions);
+    Stats::add(&stats.deleted, appended.markers);
+    Stats::add(&stats.bytes_copied, appended.bytes);
+    match stopped {
+        None => Retry::No,
+        Some(err) => {
+            let retry = Retry::from(err.retry_class());
+            context.record_copy_error(key, err);
+            retry
+        }
+    }
 }
 
 /// The user metadata a copy of `version` adds: its origin.
@@ -225,36 +382,35 @@ pub fn origin_metadata(version: &ListedVersion) -> HashMap<String, String> {
 
 /// Append `entries` (oldest first) to the key's destination history, one
 /// after another; the first that fails stops the key (a later version
-/// appended before it would put the history out of order).
-async fn append(context: &WorkContext, copier: &Copier, key: &str, entries: &[ListedVersion]) {
-    let stats = &context.stats;
+/// appended before it would put the history out of order), and so does a
+/// cancellation ([`CopyError::Cancelled`]).
+async fn append(
+    copier: &Copier,
+    entries: &[ListedVersion],
+    cancel: &CancellationToken,
+) -> (Appended, Option<CopyError>) {
+    let mut appended = Appended::default();
     for entry in entries {
-        if context.cancel.is_cancelled() {
-            Stats::add(&stats.dropped, 1);
-            return;
+        if cancel.is_cancelled() {
+            return (appended, Some(CopyError::Cancelled));
         }
         if entry.delete_marker {
             // A delete in a versioned bucket makes a delete marker.
             match copier.delete(&entry.entry).await {
-                Ok(()) => Stats::add(&stats.deleted, 1),
-                Err(failure) => {
-                    context.record_copy_error(key, CopyError::Failed(failure));
-                    return;
-                }
+                Ok(()) => appended.markers += 1,
+                Err(failure) => return (appended, Some(CopyError::Failed(failure))),
             }
             continue;
         }
-        match copier.copy_version(entry, &context.cancel).await {
+        match copier.copy_version(entry, cancel).await {
             Ok(copied) => {
-                Stats::add(&stats.copied, 1);
-                Stats::add(&stats.bytes_copied, copied.bytes);
+                appended.versions += 1;
+                appended.bytes += copied.bytes;
             }
-            Err(err) => {
-                context.record_copy_error(key, err);
-                return;
-            }
+            Err(err) => return (appended, Some(err)),
         }
     }
+    (appended, None)
 }
 
 /// What a pass over the histories does.
@@ -305,17 +461,15 @@ pub async fn write_histories(
                 u64::from(!history.destination.is_empty()),
             );
         }
-        if history.source.is_empty() {
-            // Only at the destination: kept, as a sync without --delete
-            // keeps what the source lacks.
-            if pass != Pass::Verify {
-                Stats::add(&stats.extraneous_kept, 1);
+        let held = match verdict(copier, &history).await {
+            Verdict::Holds(held) => held,
+            Verdict::DestinationOnly => {
+                if pass != Pass::Verify {
+                    Stats::add(&stats.extraneous_kept, 1);
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        let held = match standing(copier, &history).await {
-            Ok(held) => held,
-            Err(Standing::Diverged(why)) => {
+            Verdict::Diverged(why) => {
                 let counter = if check_only {
                     &stats.verify_mismatched
                 } else {
@@ -330,7 +484,7 @@ pub async fn write_histories(
                 );
                 return Ok(());
             }
-            Err(Standing::Failed(failure)) => {
+            Verdict::Failed(failure) => {
                 context.record_copy_error(&history.key, CopyError::Failed(failure));
                 return Ok(());
             }
@@ -361,7 +515,9 @@ pub async fn write_histories(
             }
         }
         if !options.dry_run {
-            append(context, copier, &history.key, missing).await;
+            let (appended, stopped) = append(copier, missing, &context.cancel).await;
+            let outcome = KeyOutcome::Appended(appended, stopped);
+            record(context, &history.key, outcome);
         }
         Ok::<(), SyncError>(())
     });

@@ -79,6 +79,16 @@ pub fn align_by_origin(
             "the destination's newest version is a copy of source version {origin}, which the source no longer has"
         ));
     };
+    if at != newest {
+        // A copy of entry `at` is the destination's entry `newest`: its
+        // history before that copy is longer or shorter than the source's
+        // (a version appended twice, say, by a task delivered twice at once).
+        return Alignment::Diverged(format!(
+            "the destination's newest version is a copy of source version {origin}, the source's entry {} oldest first, but is the destination's entry {}",
+            at + 1,
+            newest + 1
+        ));
+    }
     let after = &destination[newest + 1..];
     let next = source.get(at + 1..at + 1 + after.len());
     match next {
@@ -164,6 +174,12 @@ mod tests {
         ));
         assert!(matches!(
             align(&source, &[marker("m")]),
+            Alignment::Diverged(_)
+        ));
+        // A version appended twice: its copy is not where the source has it.
+        let twice = [version("x", "K1"), version("y", "K1"), version("z", "K3")];
+        assert!(matches!(
+            align_by_origin(&source, &twice, 2, Some("3")),
             Alignment::Diverged(_)
         ));
         // Longer than the source: not a copy of it.
