@@ -1057,3 +1057,93 @@ async fn an_as_of_run_restores_the_source_as_it_was_and_a_rerun_copies_nothing()
     assert_eq!(count(&summary, "copied") + count(&summary, "updated"), 0);
     assert_eq!(count(&summary, "skip_equal"), expected.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_all_versions_run_reproduces_every_history_and_a_task_delivered_twice_appends_once() {
+    use support::versioned::{assert_same_histories, delete, history, versioned_bucket};
+    let s3 = s3().await;
+    // GIVEN a versioned source with a history (overwrites, delete markers,
+    // a multipart overwrite) and an empty versioned destination
+    let h = history(&s3, "sls-allv").await;
+    let dst = versioned_bucket(&s3, "sls-allv-dst").await;
+    let (source, destination) = (format!("s3://{}", h.bucket), format!("s3://{dst}"));
+
+    // WHEN a run copies every version
+    let (code, summary, out) = run(&[&source, &destination, "--all-versions"]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+
+    // THEN each key's history is the source's, oldest first, with its
+    // delete markers, and VALIDATE aligned every key again
+    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
+    // a1 a2 b1 b2 c1 odd big1 big2 d1: 9 versions; 3 delete markers
+    assert_eq!(count(&summary, "copied"), 9, "{summary}");
+    assert_eq!(count(&summary, "deleted"), 3, "{summary}");
+    assert!(count(&summary, "verify_checked") >= 6, "{summary}");
+    assert_eq!(count(&summary, "verify_mismatched"), 0, "{summary}");
+    assert_same_histories(&s3, &h.bucket, &dst).await;
+
+    // WHEN it runs again THEN nothing is written
+    let (code, summary, out) = run(&[&source, &destination, "--all-versions"]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    assert_eq!(code, 0, "{}", out.stderr);
+    assert_eq!(
+        count(&summary, "copied") + count(&summary, "deleted"),
+        0,
+        "{summary}"
+    );
+    assert_eq!(count(&summary, "skip_equal"), 6, "{summary}");
+    let run_id = summary["run_id"].as_str().unwrap().to_owned();
+
+    // WHEN the source gains a version of a, and the task for a reaches
+    // copiers twice (SQS delivers at least once; here under two batch
+    // ids, so neither is dropped as counted before)
+    put(&s3, &h.bucket, "a", body(9, 90)).await;
+    let task = r#"{"op":"history","key":"a","entries":1,"bytes":90}"#;
+    for batch_id in ["twice-1", "twice-2"] {
+        let body = format!(
+            r#"{{"version":1,"run_id":"{run_id}","batch_id":"{batch_id}","tasks":[{task}]}}"#
+        );
+        let mut message = SqsMessage::default();
+        message.message_id = Some(batch_id.into());
+        message.body = Some(body);
+        message
+            .attributes
+            .insert("ApproximateReceiveCount".into(), "1".into());
+        let env = stack().env.clone();
+        let response = stack()
+            .runtime
+            .spawn(async move {
+                s3_fanout::serverless::copier::copy_messages(
+                    &env,
+                    vec![message],
+                    std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+                )
+                .await
+            })
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty(), "{batch_id}");
+    }
+    // THEN the new version is appended once: each delivery listed and
+    // aligned the key first, and the second found nothing missing
+    let a = |bucket: String| {
+        let s3 = s3.clone();
+        async move {
+            support::versioned::histories(&s3, &bucket).await["a"]
+                .iter()
+                .filter(|(marker, _, _)| !marker)
+                .count()
+        }
+    };
+    assert_eq!(a(dst.clone()).await, a(h.bucket.clone()).await);
+
+    // WHEN dir/d is deleted too and the next run comes THEN it appends
+    // exactly that marker, and the histories are the same
+    delete(&s3, &h.bucket, "dir/d").await;
+    let (code, summary, out) = run(&[&source, &destination, "--all-versions"]);
+    let summary = summary.unwrap_or_else(|| panic!("no report: {}", out.stderr));
+    assert_eq!(code, 0, "{}\n{}", out.stderr, failures_csv(&summary));
+    assert_eq!(count(&summary, "copied"), 0, "{summary}");
+    assert_eq!(count(&summary, "deleted"), 1, "{summary}");
+    assert_same_histories(&s3, &h.bucket, &dst).await;
+}

@@ -48,6 +48,12 @@ pub struct RunArgs {
     /// each key's version then, from a versioned bucket (`"as_of"`).
     #[arg(long, value_name = "TIME")]
     pub as_of: Option<String>,
+    /// Copy every version and delete marker of a versioned source into a
+    /// versioned destination, oldest first per key, appending only what
+    /// the destination lacks (`"all_versions"`; the stack must allow
+    /// deletes, which append the markers).
+    #[arg(long, conflicts_with_all = ["as_of", "delete"])]
+    pub all_versions: bool,
     /// Failed objects the run may have and still succeed (default 0).
     ///
     /// Above N the execution fails, its cause naming the report. At or
@@ -120,6 +126,9 @@ impl RunArgs {
         }
         if let Some(time) = &self.as_of {
             set("as_of", json!(time));
+        }
+        if self.all_versions {
+            set("all_versions", json!(true));
         }
         if let Some(n) = self.failure_threshold {
             set("failure_threshold", json!(n));
@@ -213,6 +222,11 @@ pub struct LocalStackArgs {
     /// With --replicate: delete at DST what is deleted at SRC.
     #[arg(long, requires = "replicate")]
     pub replicate_deletes: bool,
+    /// With --replicate: append each key's new versions and delete markers
+    /// to its history at DST (both buckets versioned), as
+    /// `sync --all-versions` does.
+    #[arg(long, requires = "replicate")]
+    pub replicate_all_versions: bool,
     /// Append the functions' CloudWatch metrics (EMF lines) to FILE
     /// instead of printing them on stdout, as Lambda would.
     #[arg(long, value_name = "FILE")]
@@ -604,6 +618,7 @@ pub async fn local_stack(args: LocalStackArgs) -> i32 {
             destination,
         );
         replication.replicate_deletes = args.replicate_deletes;
+        replication.replicate_all_versions = args.replicate_all_versions;
         options.replication = Some(replication);
     }
     let stack = match local_stack::start(options).await {

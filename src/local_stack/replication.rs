@@ -46,6 +46,9 @@ pub struct ReplicationOptions {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub replicate_deletes: bool,
+    /// Append each key's new versions and delete markers to its history
+    /// (the template's `ReplicateAllVersions`).
+    pub replicate_all_versions: bool,
     pub visibility_timeout_secs: u32,
     pub max_receive_count: u32,
     pub batch_size: i32,
@@ -67,6 +70,7 @@ impl ReplicationOptions {
             include: Vec::new(),
             exclude: Vec::new(),
             replicate_deletes: false,
+            replicate_all_versions: false,
             // As the work queue's: a handed-back event is retried within
             // seconds here (the template sets 6x the replicator's timeout).
             visibility_timeout_secs: 6,
@@ -176,6 +180,10 @@ pub async fn start(
         (
             "S3_FANOUT_REPLICATE_DELETES",
             options.replicate_deletes.to_string(),
+        ),
+        (
+            "S3_FANOUT_REPLICATE_ALL_VERSIONS",
+            options.replicate_all_versions.to_string(),
         ),
         (
             "S3_FANOUT_DEAD_LETTER_QUEUE_URL",

@@ -58,6 +58,22 @@ pub enum CopyTask {
     },
     /// Some parts of an object too large for one invocation (parts.rs).
     Parts(PartGroup),
+    /// `--all-versions`: append what the key's destination history lacks,
+    /// oldest first. The copier lists the key's history on both sides
+    /// again and aligns them before it appends, so a task delivered twice,
+    /// or after the source gained versions, appends only what is missing
+    /// then, in order; one task per key, so no two copiers append to one
+    /// history at once. A copier from before this task refuses the batch
+    /// (an unknown `op`) rather than misreading it.
+    History {
+        key: String,
+        /// What the lister found missing: entries (versions and delete
+        /// markers) and their bytes, for the batch's limits.
+        #[serde(default)]
+        entries: u64,
+        #[serde(default)]
+        bytes: u64,
+    },
 }
 
 impl CopyTask {
@@ -91,7 +107,7 @@ impl CopyTask {
                 destination: object.clone(),
                 source: object,
             },
-            CopyTask::Parts(_) => return None,
+            CopyTask::Parts(_) | CopyTask::History { .. } => return None,
             CopyTask::Delete { key, etag } => Action::Delete {
                 destination: ObjectEntry {
                     version_id: None,
@@ -110,7 +126,7 @@ impl CopyTask {
         match self {
             CopyTask::Copy { object } | CopyTask::Update { object } => &object.key,
             CopyTask::Parts(group) => &group.object.key,
-            CopyTask::Delete { key, .. } => key,
+            CopyTask::Delete { key, .. } | CopyTask::History { key, .. } => key,
         }
     }
 
@@ -119,6 +135,7 @@ impl CopyTask {
             CopyTask::Copy { object } | CopyTask::Update { object } => object.size,
             CopyTask::Parts(group) => group.object.size,
             CopyTask::Delete { .. } => 0,
+            CopyTask::History { bytes, .. } => *bytes,
         }
     }
 }

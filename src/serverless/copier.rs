@@ -26,6 +26,11 @@
 //! redriven from the dead-letter queue days later deletes nothing that came
 //! back or changed since.
 //!
+//! A history task (`all_versions`) lists its key's versions on both sides
+//! and aligns them before it appends what the destination lacks, oldest
+//! first ([`histories::append_key`]): a batch delivered twice, or after the
+//! source gained versions, appends only what is missing then.
+//!
 //! A redelivered batch first checks which of its objects already arrived
 //! (HEAD at the destination, same ETag and size) and counts those as copied
 //! instead of copying them again; for one that arrived in parts, it also
@@ -53,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::s3::multipart::abort_other_uploads;
 use crate::base::error::{RetryClass, SyncError};
 use crate::base::metrics::RequestCounter;
+use crate::engine::histories;
 use crate::engine::worker::{DeleteBatcher, Retry, WorkContext};
 use crate::model::s3_shape::{EtagShape, etag_shape};
 use crate::report::emf::{self, MetricRecord, Unit, Work};
@@ -538,6 +544,16 @@ async fn copy_batch(
                 if matches!(task, CopyTask::Delete { .. }) && !run.options.diff.delete {
                     context.refuse_unrequested_delete(task.key());
                     return Retry::No;
+                }
+                if let CopyTask::History { key, .. } = &task {
+                    // Listed and aligned again here, so a redelivery
+                    // appends only what is still missing.
+                    if SystemTime::now() >= stop_at {
+                        return not_started(&context, &task, last);
+                    }
+                    let copier = context.mover.copier();
+                    let outcome = histories::append_key(copier, key, &context.cancel).await;
+                    return histories::record(&context, key, outcome);
                 }
                 if redelivered && already_copied(&context, &task).await {
                     return Retry::No;

@@ -80,6 +80,10 @@ pub struct StackConfig {
     /// Whether the replicator deletes a destination object whose source is
     /// gone (the `ReplicateDeletes` parameter; its role may delete only then).
     pub replicate_deletes: bool,
+    /// Whether the replicator appends each key's new versions and delete
+    /// markers to its history at the destination (the
+    /// `ReplicateAllVersions` parameter), as `sync --all-versions` does.
+    pub replicate_all_versions: bool,
     /// Where the replicator sends events that no retry can fix.
     pub dead_letter_queue_url: Option<String>,
     /// How every copy of this stack is encrypted, when the stack fixes it
@@ -183,6 +187,8 @@ impl StackConfig {
             include: globs("S3_FANOUT_INCLUDE")?,
             exclude: globs("S3_FANOUT_EXCLUDE")?,
             replicate_deletes: var("S3_FANOUT_REPLICATE_DELETES").is_some_and(|v| v == "true"),
+            replicate_all_versions: var("S3_FANOUT_REPLICATE_ALL_VERSIONS")
+                .is_some_and(|v| v == "true"),
             dead_letter_queue_url: var("S3_FANOUT_DEAD_LETTER_QUEUE_URL"),
             sse,
             sse_kms_key_id,

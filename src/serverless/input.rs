@@ -109,9 +109,12 @@ pub fn resolve_input(
             "execution input: \"delete\": true, but this stack was deployed with AllowDelete=false, so its copier may not delete".into(),
         ));
     }
-    if spec.all_versions {
+    if spec.all_versions && !stack.allow_delete {
+        // A delete marker is appended by a DeleteObject (on a versioned
+        // bucket it removes no bytes), which only an AllowDelete stack's
+        // copier may send.
         return Err(SyncError::Config(
-            "execution input: \"all_versions\" is not run by the serverless runtime yet; use `s3-fanout sync --all-versions`".into(),
+            "execution input: \"all_versions\": true appends delete markers with s3:DeleteObject, and this stack was deployed with AllowDelete=false, so its copier may not".into(),
         ));
     }
     stack.apply_client(&mut spec);
@@ -562,10 +565,8 @@ mod tests {
     #[test]
     fn invalid_inputs_are_refused_with_the_field_named() {
         assert!(refusal(json!({"delet": true})).contains("unknown field \"delet\""));
-        // Not run by the serverless runtime yet: said, not ignored.
-        assert!(
-            refusal(json!({"all_versions": true})).contains("not run by the serverless runtime")
-        );
+        // Delete markers are appended with DeleteObject.
+        assert!(refusal(json!({"all_versions": true})).contains("appends delete markers"));
         // A time is taken (and checked) like the CLI's --as-of.
         assert!(
             refusal(json!({"as_of": "last tuesday"}))

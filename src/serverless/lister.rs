@@ -48,6 +48,13 @@
 //! and takes the write phase's proofs as its own, so an unchanged night
 //! lists each side once, as the CLI does.
 //!
+//! With `all_versions`, the listings are both sides' versions, joined into
+//! each key's two histories ([`histories::joined`]) and aligned as the CLI
+//! aligns them: the write phase sends a history task for each key whose
+//! destination lacks entries, and VALIDATE reports each key whose history
+//! is not whole. Those ranges are not split (nothing moves their end), so
+//! their shards are the planner's.
+//!
 //! Every invocation reports one EMF record: what it listed, skipped as
 //! already equal, sent (`ObjectsListed`, `ObjectsSkipped`, `BatchesSent`)
 //! or, validating, checked (`ObjectsVerified`, `ObjectsMismatched`); a
@@ -64,12 +71,14 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::ledger::in_order::InOrderWriter;
 use crate::backend::ledger::read::{Cursor, Ledger};
 use crate::backend::ledger::store::{CHUNK_PREFIX, StateStore};
+use crate::backend::s3::copier::Copier;
 use crate::backend::s3::listing::{ListTarget, list_range_until};
 use crate::backend::side::Listing;
 use crate::backend::transfer::Mover;
 use crate::base::error::SyncError;
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, SkipReason, decide, merge_join};
+use crate::engine::histories::{self, KeyHistory, Verdict};
 use crate::engine::pieces::{PAGES_BEFORE_CUT, bisect};
 use crate::engine::prove::Proofs;
 use crate::engine::verify::{Check, check_pair, prove_in_turn};
@@ -78,6 +87,7 @@ use crate::model::entry::{ObjectEntry, Pair, Side};
 use crate::model::keyspace::MovableEnd;
 use crate::model::location::KeyRange;
 use crate::report::emf::{self, MetricRecord, Unit, Work};
+use crate::report::ledger::{ReportRow, TaskStatus};
 use crate::report::{Counts, Stats};
 use crate::serverless::FunctionEnv;
 use crate::serverless::batch::{BatchBuilder, BatchLimits, send_batches};
@@ -636,6 +646,17 @@ async fn end_write_phase(
         .await
 }
 
+/// What a pass lists: a key's pair of objects, or (`--all-versions`) its
+/// two version histories.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one at a time, moved straight into its handler: boxing a pair would cost an allocation per listed key"
+)]
+enum Listed {
+    Pair(Pair),
+    History(KeyHistory),
+}
+
 /// The state of one invocation's pass over its part of a shard.
 struct Pass<'a> {
     env: &'a FunctionEnv,
@@ -719,14 +740,24 @@ impl<'a> Pass<'a> {
             Arc::new(tokio::sync::Notify::new()),
         ));
         let source_listing = Listing::S3(source.clone());
-        let pairs = merge_join(
-            list_range_until(source, range.clone(), Some((end.clone(), Side::Source))),
-            list_range_until(
-                destination,
-                range.clone(),
-                Some((end.clone(), Side::Destination)),
-            ),
-        );
+        let pairs = if options.copy.all_versions {
+            // Whole histories, joined by key. Nothing moves this listing's
+            // end, so the range is never split: its shards are the plan's.
+            histories::joined(source, destination, range.clone())
+                .map(|h| h.map(Listed::History))
+                .boxed()
+        } else {
+            merge_join(
+                list_range_until(source, range.clone(), Some((end.clone(), Side::Source))),
+                list_range_until(
+                    destination,
+                    range.clone(),
+                    Some((end.clone(), Side::Destination)),
+                ),
+            )
+            .map(|p| p.map(Listed::Pair))
+            .boxed()
+        };
         futures::pin_mut!(pairs);
 
         let config = &self.env.config;
@@ -735,51 +766,21 @@ impl<'a> Pass<'a> {
         let mut saved_at = std::time::Instant::now();
         let mut last_key: Option<String> = None;
         loop {
-            let Some(pair) = pairs.next().await else {
+            let Some(listed) = pairs.next().await else {
                 return self.save(last_key, true, true).await;
             };
-            let pair = pair?;
-            let key = pair.key().to_owned();
-            if self.at.phase == Phase::Write {
-                count_listed(&self.stats, &pair);
-            }
-            // A pair whose ETags cannot decide (KMS, other layouts) is
-            // proven by the ledger, else by its stored checksums (a HEAD of
-            // each side).
-            match self.at.phase {
-                Phase::Write => {
-                    let action = match decide(pair, &options.diff) {
-                        Action::Compare {
-                            source,
-                            destination,
-                        } => self.compare(copier, source, destination).await,
-                        action => action,
-                    };
-                    self.plan(action)
+            let key = match listed? {
+                Listed::Pair(pair) => {
+                    let key = pair.key().to_owned();
+                    self.pair(copier, pair).await;
+                    key
                 }
-                Phase::Validate => {
-                    let found = match check_pair(pair, &options.diff, &self.stats) {
-                        Check::Unproven(s, d) => {
-                            let mover = Mover::Buckets(copier.clone());
-                            prove_in_turn(
-                                (&self.proofs, &mover),
-                                &mut self.cursors,
-                                s,
-                                d,
-                                &self.stats,
-                            )
-                            .await
-                        }
-                        check => check.mismatch(),
-                    };
-                    if let Some(mismatch) = found {
-                        Stats::add(&self.stats.verify_mismatched, 1);
-                        self.checkpoint
-                            .rows
-                            .push(mismatch.row(&options.source, &options.destination));
-                    }
+                Listed::History(history) => {
+                    let key = history.key.clone();
+                    self.history(copier, history).await;
+                    key
                 }
-            }
+            };
             last_key = Some(key);
             in_page += 1;
             unsaved += 1;
@@ -818,6 +819,131 @@ impl<'a> Pass<'a> {
                 }
             }
         }
+    }
+
+    /// One key's pair: in the write phase, the task it calls for; in
+    /// VALIDATE, whether the two sides match.
+    async fn pair(&mut self, copier: &Copier, pair: Pair) {
+        let options = &self.run.options;
+        if self.at.phase == Phase::Write {
+            count_listed(&self.stats, &pair);
+        }
+        // A pair whose ETags cannot decide (KMS, other layouts) is
+        // proven by the ledger, else by its stored checksums (a HEAD of
+        // each side).
+        match self.at.phase {
+            Phase::Write => {
+                let action = match decide(pair, &options.diff) {
+                    Action::Compare {
+                        source,
+                        destination,
+                    } => self.compare(copier, source, destination).await,
+                    action => action,
+                };
+                self.plan(action)
+            }
+            Phase::Validate => {
+                let found = match check_pair(pair, &options.diff, &self.stats) {
+                    Check::Unproven(s, d) => {
+                        let mover = Mover::Buckets(copier.clone());
+                        prove_in_turn((&self.proofs, &mover), &mut self.cursors, s, d, &self.stats)
+                            .await
+                    }
+                    check => check.mismatch(),
+                };
+                if let Some(mismatch) = found {
+                    Stats::add(&self.stats.verify_mismatched, 1);
+                    self.checkpoint
+                        .rows
+                        .push(mismatch.row(&options.source, &options.destination));
+                }
+            }
+        }
+    }
+
+    /// One key's two histories (`--all-versions`), aligned as the CLI
+    /// aligns them: in the write phase, a task to append what the
+    /// destination lacks (the copier aligns again before it appends); in
+    /// VALIDATE, whether it holds the whole history now.
+    async fn history(&mut self, copier: &Copier, history: KeyHistory) {
+        let stats = &self.stats;
+        let validating = self.at.phase == Phase::Validate;
+        if !validating {
+            Stats::add(&stats.listed_source, u64::from(!history.source.is_empty()));
+            Stats::add(
+                &stats.listed_destination,
+                u64::from(!history.destination.is_empty()),
+            );
+        }
+        let failed = if validating {
+            &stats.verify_mismatched
+        } else {
+            &stats.failed
+        };
+        let (code, why) = match histories::verdict(copier, &history).await {
+            Verdict::DestinationOnly => {
+                if !validating {
+                    Stats::add(&stats.extraneous_kept, 1);
+                }
+                return;
+            }
+            Verdict::Holds(held) if validating => {
+                Stats::add(&stats.verify_checked, 1);
+                let missing = history.source.len() - held;
+                if missing == 0 {
+                    return;
+                }
+                Stats::add(failed, 1);
+                let why =
+                    format!("verify: {missing} versions of the source are not at the destination");
+                ("VerifyMismatch".to_owned(), why)
+            }
+            Verdict::Holds(held) => {
+                let missing = &history.source[held..];
+                if missing.is_empty() {
+                    Stats::add(&stats.skip_equal, 1);
+                    return;
+                }
+                let mut bytes = 0;
+                for entry in missing {
+                    if entry.delete_marker {
+                        Stats::add(&stats.plan_delete, 1);
+                    } else {
+                        Stats::add(&stats.plan_copy, 1);
+                        Stats::add(&stats.plan_bytes, entry.entry.size);
+                        bytes += entry.entry.size;
+                    }
+                }
+                let task = CopyTask::History {
+                    key: history.key,
+                    entries: missing.len() as u64,
+                    bytes,
+                };
+                self.ready.extend(self.builder.push(task));
+                return;
+            }
+            Verdict::Diverged(why) => {
+                Stats::add(failed, 1);
+                ("HistoryDiverged".to_owned(), format!("not appended: {why}"))
+            }
+            Verdict::Failed(failure) => {
+                Stats::add(failed, 1);
+                let why = format!(
+                    "reading the destination's newest version: {}",
+                    failure.message
+                );
+                (failure.code, why)
+            }
+        };
+        let destination = &self.run.copier.destination;
+        self.checkpoint.rows.push(ReportRow::new(
+            &destination.bucket,
+            &destination.key_for(&history.key),
+            TaskStatus::Failed,
+            &code,
+            None,
+            &why,
+        ));
     }
 
     /// At a checkpoint: when no range task waits for a lister (the listers
@@ -876,7 +1002,7 @@ impl<'a> Pass<'a> {
     /// checksums, else by the listings' rule.
     async fn compare(
         &mut self,
-        copier: &crate::backend::s3::copier::Copier,
+        copier: &Copier,
         source: ObjectEntry,
         destination: ObjectEntry,
     ) -> Action {

@@ -128,6 +128,10 @@ async fn plan_counted(
     );
     preflight(&source, Side::Source).await?;
     preflight(&destination, Side::Destination).await?;
+    if options.copy.all_versions {
+        // Refused here, before any write, as the CLI refuses it.
+        crate::engine::histories::check_versioned(&source, &destination).await?;
+    }
     let want =
         crate::engine::shards::shards_wanted(settings.shard_concurrency, settings.max_shards);
     let shards = plan_shards(&source, &options.range, want, settings.max_shards as usize).await?;

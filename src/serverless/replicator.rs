@@ -34,6 +34,13 @@
 //! conditional on the ETag the HEAD saw (`x-amz-copy-source-if-match`), so
 //! a stale copy cannot land over a newer one.
 //!
+//! With `ReplicateAllVersions` (`S3_FANOUT_REPLICATE_ALL_VERSIONS`), the
+//! replicator appends instead of reconciling: each key's two version
+//! histories are listed and aligned, and what the destination lacks is
+//! appended oldest first ([`histories::append_key`], the copier's own), so
+//! a late or duplicate event appends nothing. Both buckets' versioning is
+//! checked once, when the replicator is built.
+//!
 //! A pair the replicator proves equal although its ETags differ (a copy
 //! into a KMS destination, equal stored checksums) goes into the ledger's
 //! journal, one object per invocation, so the next run proves it from its
@@ -66,14 +73,17 @@ use crate::backend::ledger::proven::Proven;
 use crate::backend::ledger::store::StateStore;
 use crate::backend::outcome::CopyError;
 use crate::backend::s3::copier::Copier;
+use crate::backend::s3::list_target::ListTarget;
 use crate::base::error::{RetryClass, S3Failure, SyncError, classify};
 use crate::base::metrics::RequestCounter;
 use crate::engine::diff::{Action, SkipReason, decide};
+use crate::engine::histories;
 use crate::engine::prove::without_checksums;
 use crate::model::checksum::{Proof, prove};
 use crate::model::entry::{ObjectEntry, Pair, Side};
 use crate::model::options::{DiffMode, DiffOptions, SyncOptions, SyncSpec};
 use crate::report::emf::{self, MetricRecord, Unit, Work, now_ms};
+use crate::report::ledger::TaskStatus;
 use crate::serverless::FunctionEnv;
 use crate::serverless::events::{EventBody, ObjectEvent, parse_body};
 
@@ -91,6 +101,10 @@ pub struct Replicator {
     /// journal this replicator appends to; `None` where they keep none.
     journal: Option<StateStore>,
     diff: DiffOptions,
+    /// Append each key's new versions and delete markers to its history
+    /// at the destination (`ReplicateAllVersions`), rather than reconcile
+    /// its current state.
+    all_versions: bool,
     sqs: aws_sdk_sqs::Client,
     dead_letter_queue_url: Option<String>,
     max_receive_count: u32,
@@ -246,9 +260,27 @@ impl Replicator {
         };
         let options = SyncOptions::try_from(spec)?;
         let copier = Arc::new(env.copier_for(&options).await?);
+        let all_versions = config.replicate_all_versions;
+        if all_versions {
+            // Refused before any event is taken, naming the bucket, as a
+            // sync --all-versions refuses it.
+            let target = |side| match side {
+                Side::Source => {
+                    ListTarget::for_side(&copier.source_client, &copier.source, &options, side)
+                }
+                Side::Destination => ListTarget::for_side(
+                    &copier.destination_client,
+                    &copier.destination,
+                    &options,
+                    side,
+                ),
+            };
+            histories::check_versioned(&target(Side::Source), &target(Side::Destination)).await?;
+        }
         Ok(Replicator {
             copier,
             journal,
+            all_versions,
             diff: options.diff,
             sqs: env.sqs.clone(),
             dead_letter_queue_url: config.dead_letter_queue_url.clone(),
@@ -491,6 +523,10 @@ impl Replicator {
                     retryable: true,
                 };
                 (outcome, 0, None)
+            } else if self.all_versions {
+                let (key, outcome) = self.append(copier, &readings).await;
+                reconciled = key.to_owned();
+                (outcome, 1, None)
             } else {
                 match self
                     .resolve(copier, &readings, own_excluded.is_none())
@@ -529,6 +565,29 @@ impl Replicator {
         };
         log_key(&report, &event.event_name, self);
         report
+    }
+
+    /// `ReplicateAllVersions`: append what the key's destination history
+    /// lacks, as the serverless copier does ([`histories::append_key`]:
+    /// both histories listed and aligned first, so a duplicate, late or
+    /// out-of-order event appends nothing twice). The first reading of the
+    /// key with a history at the source is the one appended to; the
+    /// event's own, if none has.
+    async fn append<'k>(
+        &self,
+        copier: &Copier,
+        readings: &[(&'k str, &'k str)],
+    ) -> (&'k str, Outcome) {
+        let cancel = CancellationToken::new();
+        for &(key, relative) in readings {
+            match histories::append_key(copier, relative, &cancel).await {
+                // No history under this reading at the source (only the
+                // destination's, if any): nothing to append; try the next.
+                histories::KeyOutcome::Kept => continue,
+                outcome => return (key, appended(outcome)),
+            }
+        }
+        (readings[0].0, Outcome::InSync)
     }
 
     /// Which reading of an event's key to reconcile. The first that exists
@@ -741,6 +800,41 @@ enum Resolved<'k> {
 }
 
 /// The outcome of a source HEAD that failed.
+/// A key's outcome with `ReplicateAllVersions`, as the replicator reports it.
+fn appended(outcome: histories::KeyOutcome) -> Outcome {
+    match outcome {
+        histories::KeyOutcome::Kept | histories::KeyOutcome::Equal => Outcome::InSync,
+        histories::KeyOutcome::Appended(appended, None) => match appended.versions {
+            0 if appended.markers > 0 => Outcome::Deleted,
+            _ => Outcome::Replicated {
+                bytes: appended.bytes,
+                warnings: Vec::new(),
+            },
+        },
+        histories::KeyOutcome::Appended(_, Some(err)) => {
+            let retryable = err.retry_class() == RetryClass::Retryable;
+            match err.reported() {
+                Some(r) if r.status == TaskStatus::Skipped => Outcome::Skipped {
+                    code: r.code,
+                    message: r.message,
+                },
+                Some(r) => Outcome::Failed {
+                    code: r.code,
+                    message: format!("appending to the key's history: {}", r.message),
+                    retryable,
+                },
+                None => unreachable!("never cancelled"),
+            }
+        }
+        histories::KeyOutcome::Diverged(why) => Outcome::Failed {
+            code: "HistoryDiverged".into(),
+            message: format!("not appended: {why}"),
+            retryable: false,
+        },
+        histories::KeyOutcome::Failed(f) => Outcome::failed(&f, "reading the key's history"),
+    }
+}
+
 fn source_head_failed(failure: &S3Failure) -> Outcome {
     // HEAD has no body: a 400 on an object S3 can read is one encrypted
     // with a customer-provided key.

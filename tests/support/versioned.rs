@@ -219,3 +219,88 @@ pub async fn etags_at(
     }
     etags
 }
+
+/// Each key's history, oldest first, as S3 lists it (versions and delete
+/// markers in order, read by the tool's own page reader: the SDK's output
+/// splits them): (is a delete marker, version id, ETag).
+pub async fn histories(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> BTreeMap<String, Vec<(bool, String, String)>> {
+    use s3_fanout::backend::s3::version_page::ReadVersions;
+    let read = ReadVersions::default();
+    client
+        .list_object_versions()
+        .bucket(bucket)
+        .customize()
+        .interceptor(read.clone())
+        .send()
+        .await
+        .unwrap();
+    let page = read.take().expect("a version page");
+    assert!(!page.is_truncated, "one page holds these histories");
+    let mut histories: BTreeMap<String, Vec<(bool, String, String)>> = BTreeMap::new();
+    for e in page.entries {
+        histories.entry(e.object.key.clone()).or_default().push((
+            e.delete_marker,
+            e.version_id,
+            e.object.etag,
+        ));
+    }
+    for h in histories.values_mut() {
+        h.reverse();
+    }
+    histories
+}
+
+/// The destination's histories are the source's: the same entries in the
+/// same order, each copy of a version with its ETag, its metadata, and its
+/// origin's version id and time.
+pub async fn assert_same_histories(s3: &aws_sdk_s3::Client, src: &str, dst: &str) {
+    let (source, destination) = (histories(s3, src).await, histories(s3, dst).await);
+    assert_eq!(
+        source.keys().collect::<Vec<_>>(),
+        destination.keys().collect::<Vec<_>>()
+    );
+    for (key, s) in &source {
+        let d = &destination[key];
+        let shape = |h: &[(bool, String, String)]| {
+            h.iter()
+                .map(|(m, _, e)| (*m, e.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(s), shape(d), "the history of {key}");
+        for ((marker, origin, _), (_, copy, _)) in s.iter().zip(d) {
+            if *marker {
+                continue;
+            }
+            let head = |bucket: &str, id: &str| {
+                s3.head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .version_id(id)
+                    .send()
+            };
+            let (from, to) = (
+                head(src, origin).await.unwrap(),
+                head(dst, copy).await.unwrap(),
+            );
+            let to_meta = to.metadata().cloned().unwrap_or_default();
+            assert_eq!(
+                to_meta.get("s3fanout-origin-version-id"),
+                Some(origin),
+                "{key}"
+            );
+            let at = from
+                .last_modified()
+                .unwrap()
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .unwrap();
+            assert_eq!(to_meta.get("s3fanout-origin-last-modified"), Some(&at));
+            for (name, value) in from.metadata().cloned().unwrap_or_default() {
+                assert_eq!(to_meta.get(&name), Some(&value), "{key}: {name}");
+            }
+            assert_eq!(from.content_type(), to.content_type(), "{key}");
+        }
+    }
+}
