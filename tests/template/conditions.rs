@@ -20,6 +20,7 @@ pub fn parameter_sets() -> Vec<Params> {
         params(&[
             ("Replication", "true"),
             ("ReplicateDeletes", "true"),
+            ("ReplicateAllVersions", "true"),
             ("AllowDelete", "true"),
             ("ScheduleEnabled", "false"),
             ("SourcePrefix", "data/"),

@@ -103,7 +103,7 @@ use notifications::{check_asl_notifications, check_run_topic, load_asl};
 use outputs::check_outputs;
 use permissions::{
     check_delete_only_when_allowed, check_kms, check_least_privilege, check_no_star_resources,
-    check_no_wildcard_writes,
+    check_no_wildcard_writes, check_replicator_versions,
 };
 use queues::{
     check_copier_event_source, check_dead_letter_alarm, check_max_receive_count,
@@ -195,6 +195,11 @@ fn each_function_has_exactly_the_permissions_it_needs() {
 #[test]
 fn delete_object_is_granted_only_when_allow_delete_or_replicate_deletes_allows_it() {
     assert_ok(check_delete_only_when_allowed(&load()));
+}
+
+#[test]
+fn the_replicator_may_read_versions_only_when_it_replicates_all_versions() {
+    assert_ok(check_replicator_versions(&load()));
 }
 
 #[test]

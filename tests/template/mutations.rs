@@ -14,7 +14,7 @@ use crate::model::{COPIER, REPLICATOR, Template, load};
 use crate::outputs::check_outputs;
 use crate::permissions::{
     check_delete_only_when_allowed, check_kms, check_least_privilege, check_no_star_resources,
-    check_no_wildcard_writes,
+    check_no_wildcard_writes, check_replicator_versions,
 };
 use crate::queues::{
     check_copier_event_source, check_dead_letter_alarm, check_max_receive_count,
@@ -412,13 +412,19 @@ fn replicator_deletes_not_following_both_parameters_are_caught() {
         broken(move |d| {
             for s in role_statements(d, REPLICATOR).iter_mut() {
                 if let Some(args) = s.get_mut("Fn::If").and_then(Value::as_array_mut)
-                    && args[0] == json!("DeleteReplicated")
+                    && args[0] == json!("ReplicatorDeletes")
                 {
                     args[0] = json!(condition);
                 }
             }
         })
     };
+    // Without ReplicateAllVersions' delete markers, its histories would
+    // stop at the first one...
+    assert_caught(
+        check_delete_only_when_allowed(&guard("DeleteReplicated")),
+        "replicator deleting only on ReplicateDeletes",
+    );
     // Replication alone would delete even with ReplicateDeletes=false...
     assert_caught(
         check_delete_only_when_allowed(&guard("ReplicationEnabled")),
@@ -470,6 +476,20 @@ fn replicator_deletes_not_following_both_parameters_are_caught() {
             &format!("S3_FANOUT_REPLICATE_DELETES {told} disagreeing with the role"),
         );
     }
+    let t = broken(|d| {
+        let id = function_id(d, REPLICATOR);
+        set(
+            d,
+            &format!(
+                "/Resources/{id}/Properties/Environment/Variables/S3_FANOUT_REPLICATE_ALL_VERSIONS"
+            ),
+            json!("true"),
+        );
+    });
+    assert_caught(
+        check_delete_only_when_allowed(&t),
+        "S3_FANOUT_REPLICATE_ALL_VERSIONS true whatever the parameter",
+    );
     let t = broken(|d| set(d, "/Parameters/ReplicateDeletes/Default", json!("true")));
     assert_caught(
         check_delete_only_when_allowed(&t),
@@ -1209,4 +1229,31 @@ fn a_runtime_started_before_the_allocator_is_tuned_is_caught() {
     assert_ok(check_binary_main("main.rs", good));
     let swapped = "pub fn tuned_runtime() -> std::io::Result<Runtime> {\n    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build();\n    tune();\n    rt\n}\n";
     assert_caught(check_tuned_runtime(swapped), "tuned_runtime building first");
+}
+
+#[test]
+fn replicator_version_grants_not_following_replicate_all_versions_are_caught() {
+    // Granted whenever replication is on.
+    let t = broken(|d| {
+        for s in role_statements(d, REPLICATOR).iter_mut() {
+            if let Some(args) = s.get_mut("Fn::If").and_then(Value::as_array_mut)
+                && args[0] == json!("AllVersionsReplicated")
+            {
+                args[0] = json!("ReplicationEnabled");
+            }
+        }
+    });
+    assert_caught(
+        check_replicator_versions(&t),
+        "version grants whenever the replicator is deployed",
+    );
+    // One of them missing: the destination's versions not listable.
+    let t = broken(|d| {
+        role_statements(d, REPLICATOR)
+            .retain(|s| s.pointer("/Fn::If/1/Sid") != Some(&json!("ListDestinationVersions")));
+    });
+    assert_caught(
+        check_replicator_versions(&t),
+        "the destination's versions not listable",
+    );
 }

@@ -120,7 +120,8 @@ pub fn check_no_star_resources(t: &Template) -> Check {
 /// (e) s3:DeleteObject on the synced buckets is granted only where the
 /// parameters allow deletes: to the copier's role exactly when AllowDelete
 /// is true, to the replicator's exactly when Replication and
-/// ReplicateDeletes are both true, to no other role ever (the reporter's
+/// ReplicateDeletes (or ReplicateAllVersions, whose delete markers are
+/// DeleteObjects) are true, to no other role ever (the reporter's
 /// clean-up of ledgers in the report bucket is the least-privilege check's); and each function's environment tells its code
 /// the same. Every combination of the three parameters is evaluated, with
 /// resource conditions (the replicator's role exists only with
@@ -129,7 +130,12 @@ pub fn check_delete_only_when_allowed(t: &Template) -> Check {
     let copier_role = t.function_role(t.function(COPIER)?.0)?.to_string();
     let (replicator_id, replicator) = t.function(REPLICATOR)?;
     let replicator_role = t.function_role(replicator_id)?.to_string();
-    let flags = ["AllowDelete", "Replication", "ReplicateDeletes"];
+    let flags = [
+        "AllowDelete",
+        "Replication",
+        "ReplicateDeletes",
+        "ReplicateAllVersions",
+    ];
     for bits in 0..(1u32 << flags.len()) {
         let values: Vec<(&str, &str)> = flags
             .iter()
@@ -170,7 +176,8 @@ pub fn check_delete_only_when_allowed(t: &Template) -> Check {
         if on("AllowDelete") {
             allowed.insert(copier_role.clone());
         }
-        if on("Replication") && on("ReplicateDeletes") {
+        // Appending a delete marker to a history is a DeleteObject too.
+        if on("Replication") && (on("ReplicateDeletes") || on("ReplicateAllVersions")) {
             allowed.insert(replicator_role.clone());
         }
         ensure!(
@@ -179,13 +186,19 @@ pub fn check_delete_only_when_allowed(t: &Template) -> Check {
         );
         if t.is_deployed(replicator, &p) {
             let env = t.eval(&Value::Object(t.environment(replicator)), &p);
-            let told = env.get("S3_FANOUT_REPLICATE_DELETES").and_then(scalar);
-            let may = allowed.contains(&replicator_role).to_string();
-            ensure!(
-                told.as_deref() == Some(may.as_str()),
-                "with {values:?}, the replicator's S3_FANOUT_REPLICATE_DELETES is {told:?} but its role {} delete: code and policy must agree",
-                if may == "true" { "may" } else { "may not" }
-            );
+            // Deletes of objects only with ReplicateDeletes; markers
+            // appended only with ReplicateAllVersions.
+            for (var, flag) in [
+                ("S3_FANOUT_REPLICATE_DELETES", "ReplicateDeletes"),
+                ("S3_FANOUT_REPLICATE_ALL_VERSIONS", "ReplicateAllVersions"),
+            ] {
+                let told = env.get(var).and_then(scalar);
+                let want = (on("Replication") && on(flag)).to_string();
+                ensure!(
+                    told.as_deref() == Some(want.as_str()),
+                    "with {values:?}, the replicator's {var} is {told:?}, not {want}: code and parameters must agree"
+                );
+            }
         }
     }
     for flag in flags {
@@ -198,6 +211,72 @@ pub fn check_delete_only_when_allowed(t: &Template) -> Check {
     ensure!(
         t.environment(copier).get("S3_FANOUT_ALLOW_DELETE") == Some(&json!({"Ref": "AllowDelete"})),
         "the copier's S3_FANOUT_ALLOW_DELETE must !Ref AllowDelete, so code and policy agree"
+    );
+    Ok(())
+}
+
+/// With Replication and ReplicateAllVersions, the replicator's role may
+/// read both buckets' versioning, list both sides' versions under the
+/// stack's prefixes, read a source version's tags and HEAD a destination
+/// version; without ReplicateAllVersions, none of that.
+pub fn check_replicator_versions(t: &Template) -> Check {
+    let (id, _) = t.function(REPLICATOR)?;
+    let role = t.function_role(id)?.to_string();
+    let src = "arn:${AWS::Partition}:s3:::${SourceBucket}";
+    let dst = "arn:${AWS::Partition}:s3:::${DestinationBucket}";
+    let want_on: BTreeSet<(String, String)> = [
+        ("s3:GetBucketVersioning", src.to_owned()),
+        ("s3:GetBucketVersioning", dst.to_owned()),
+        ("s3:ListBucketVersions", src.to_owned()),
+        ("s3:ListBucketVersions", dst.to_owned()),
+        (
+            "s3:GetObjectVersionTagging",
+            format!("{src}/${{SourcePrefix}}*"),
+        ),
+        (
+            "s3:GetObjectVersion",
+            format!("{dst}/${{DestinationPrefix}}*"),
+        ),
+    ]
+    .into_iter()
+    .map(|(a, r)| (a.to_owned(), r))
+    .collect();
+    for all_versions in ["true", "false"] {
+        let p = params(&[
+            ("Replication", "true"),
+            ("ReplicateAllVersions", all_versions),
+        ]);
+        let mut have = BTreeSet::new();
+        for statement in t.statements_of(&role) {
+            let guarded_on = !statement.guards.is_empty()
+                && statement
+                    .guards
+                    .iter()
+                    .all(|(condition, taken)| t.condition(condition, &p) == *taken);
+            if !guarded_on {
+                continue;
+            }
+            for action in statement.actions() {
+                for resource in statement.resources() {
+                    if action.contains("Version") {
+                        have.insert((action.clone(), resource));
+                    }
+                }
+            }
+        }
+        let want = if all_versions == "true" {
+            want_on.clone()
+        } else {
+            BTreeSet::new()
+        };
+        ensure!(
+            have == want,
+            "with ReplicateAllVersions={all_versions}, the replicator's version grants are {have:?}, not {want:?}"
+        );
+    }
+    ensure!(
+        t.default_of("ReplicateAllVersions").as_deref() == Some("false"),
+        "ReplicateAllVersions must default to \"false\""
     );
     Ok(())
 }
@@ -254,6 +333,10 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 // The replicator's journal is found by listing, and a
                 // ledger not written yet must read as 404.
                 ("s3:ListBucket", report),
+                // all_versions runs are refused unless both sides are
+                // versioned.
+                ("s3:GetBucketVersioning", src),
+                ("s3:GetBucketVersioning", dst),
                 ("sqs:SendMessage", ranges),
                 // Ranges counted sent; VALIDATE reads the ranges done.
                 ("dynamodb:Query", table),
@@ -270,6 +353,10 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:ListBucketVersions", src),
                 ("s3:GetBucketVersioning", src),
                 ("s3:ListBucket", dst),
+                // all_versions: both histories listed and aligned, the
+                // destination's newest copy HEADed for its origin.
+                ("s3:ListBucketVersions", dst),
+                ("s3:GetObjectVersion", dst_objects),
                 ("sqs:SendMessage", queue),
                 ("sqs:ReceiveMessage", ranges),
                 ("sqs:DeleteMessage", ranges),
@@ -305,6 +392,10 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 ("s3:AbortMultipartUpload", dst_objects),
                 ("s3:GetObject", dst_objects),
                 ("s3:ListBucketMultipartUploads", dst),
+                // A history task lists and aligns its key's histories.
+                ("s3:ListBucketVersions", src),
+                ("s3:ListBucketVersions", dst),
+                ("s3:GetObjectVersion", dst_objects),
                 ("s3:ListBucket", report),
                 // A range whose copies are all done, sent to VALIDATE.
                 ("sqs:SendMessage", ranges),

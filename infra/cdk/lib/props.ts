@@ -129,6 +129,15 @@ export interface S3FanoutProps {
    */
   readonly replicateDeletes?: boolean;
   /**
+   * With replication, append each key's new versions and delete markers to
+   * its history at the destination, as a run with "all_versions" does; both
+   * buckets must be versioned. The replicator's role then may list versions
+   * and send s3:DeleteObject, which on a versioned bucket appends a delete
+   * marker and removes no bytes.
+   * @default false
+   */
+  readonly replicateAllVersions?: boolean;
+  /**
    * Account that owns sourceBucket when it is not this stack's (12 digits).
    * Empty: this stack's account.
    * @default ""
@@ -236,6 +245,7 @@ export const DEFAULTS = {
   scheduleTimezone: 'UTC',
   replication: false,
   replicateDeletes: false,
+  replicateAllVersions: false,
   sourceAccountId: '',
   replicatorBatchSize: 10,
   replicatorMaxConcurrency: 20,

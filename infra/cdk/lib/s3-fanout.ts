@@ -154,6 +154,16 @@ export class S3Fanout extends Construct {
         p.sourcePrefix === '' ? undefined : { StringLike: { 's3:prefix': `${p.sourcePrefix}*` } }),
       statement('ReadSourceVersioning', ['s3:GetBucketVersioning'], [sourceBucketArn]),
     ];
+    // "all_versions": each key's histories listed on both sides and aligned,
+    // the destination's newest copy HEADed by version id for its origin (the
+    // SAM template's comments on ListDestinationVersions).
+    const listSourceVersions = statement('ListSourceVersions', ['s3:ListBucketVersions'], [sourceBucketArn],
+      p.sourcePrefix === '' ? undefined : { StringLike: { 's3:prefix': `${p.sourcePrefix}*` } });
+    const listDestinationVersions = statement('ListDestinationVersions', ['s3:ListBucketVersions'],
+      [destinationBucketArn],
+      p.destinationPrefix === '' ? undefined : { StringLike: { 's3:prefix': `${p.destinationPrefix}*` } });
+    const readDestinationVersions = statement('ReadDestinationVersions', ['s3:GetObjectVersion'],
+      [destinationObjects]);
     const listRunState = statement('ListRunState', ['s3:ListBucket'], [this.reportBucket.bucketArn],
       { StringLikeIfExists: { 's3:prefix': `${p.reportPrefix}*` } });
     const runStateObjects = statement('RunState', ['s3:GetObject', 's3:PutObject'], [runState]);
@@ -177,6 +187,7 @@ export class S3Fanout extends Construct {
         writeOwnLogs(logGroup),
         listSource('ListSource', 'StringLike'),
         listDestination('ListDestination', 'StringLike'),
+        statement('ReadVersioning', ['s3:GetBucketVersioning'], [sourceBucketArn, destinationBucketArn]),
         runStateObjects,
         statement('StartListing', ['sqs:SendMessage'], [this.rangeQueue.queueArn]),
         statement('CountRanges', ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'], [this.runTable.tableArn]),
@@ -203,6 +214,8 @@ export class S3Fanout extends Construct {
         listSource('ListSource', 'StringLike'),
         ...sourceVersions,
         listDestination('ListDestination', 'StringLike'),
+        listDestinationVersions,
+        readDestinationVersions,
         statement('EnqueueCopyTasks', ['sqs:SendMessage'], [this.workQueue.queueArn]),
         statement('ConsumeAndHandOnRangeTasks', [...consume, 'sqs:SendMessage'], [this.rangeQueue.queueArn]),
         statement('CountRun', ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:BatchGetItem', 'dynamodb:GetItem'],
@@ -240,6 +253,9 @@ export class S3Fanout extends Construct {
         statement('WriteDestinationObjects',
           ['s3:PutObject', 's3:PutObjectTagging', 's3:AbortMultipartUpload', 's3:GetObject'], [destinationObjects]),
         statement('FindOpenUploads', ['s3:ListBucketMultipartUploads'], [destinationBucketArn]),
+        listSourceVersions,
+        listDestinationVersions,
+        readDestinationVersions,
         ...(p.allowDelete ? [statement('DeleteDestinationObjects', ['s3:DeleteObject'], [destinationObjects])] : []),
         runStateObjects,
         listRunState,
@@ -335,12 +351,14 @@ export class S3Fanout extends Construct {
       );
 
       const deleteReplicated = p.replicateDeletes;
+      const allVersions = p.replicateAllVersions;
       this.replicatorFunction = this.rustFunction('replicator', {
         description: 's3-fanout replicator: reconciles each key of an S3 object event at the destination.',
         timeout: 300,
         memorySize: 512,
         environment: {
           S3_FANOUT_REPLICATE_DELETES: deleteReplicated ? 'true' : 'false',
+          S3_FANOUT_REPLICATE_ALL_VERSIONS: allVersions ? 'true' : 'false',
           S3_FANOUT_DEAD_LETTER_QUEUE_URL: eventDeadLetterQueue.queueUrl,
           S3_FANOUT_MAX_RECEIVE_COUNT: String(p.maxReceiveCount),
           S3_FANOUT_COPY_CONCURRENCY: String(p.copierTaskConcurrency),
@@ -357,7 +375,16 @@ export class S3Fanout extends Construct {
           statement('FindOpenUploads', ['s3:ListBucketMultipartUploads'], [destinationBucketArn]),
           statement('AppendLedgerJournal', ['s3:PutObject'],
             [this.reportBucket.arnForObjects(`${p.reportPrefix}ledgers/*/journal-*`)]),
-          ...(deleteReplicated ? [statement('DeleteDestinationObjects', ['s3:DeleteObject'], [destinationObjects])] : []),
+          // A delete marker appended to a history is a DeleteObject too.
+          ...(deleteReplicated || allVersions
+            ? [statement('DeleteDestinationObjects', ['s3:DeleteObject'], [destinationObjects])] : []),
+          ...(allVersions ? [
+            statement('ReadVersioning', ['s3:GetBucketVersioning'], [sourceBucketArn, destinationBucketArn]),
+            listSourceVersions,
+            listDestinationVersions,
+            statement('ReadSourceVersionTags', ['s3:GetObjectVersionTagging'], [sourceObjects]),
+            readDestinationVersions,
+          ] : []),
           ...kmsStatements,
         ],
         queue: {
