@@ -587,3 +587,86 @@ async fn a_version_page_that_says_more_but_names_no_marker_fails_the_run_rather_
     assert!(out.stderr.contains("NextKeyMarker"), "{}", out.stderr);
     assert_eq!(contents(&s3, &dst).await.len(), 1, "b kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_versions_between_two_endpoints_streams_every_history_in_order() {
+    use support::fault_proxy::FaultProxy;
+    let s3 = s3().await;
+    // GIVEN the history reached through another endpoint than the
+    // versioned destination (moto behind the proxy: s3-fanout cannot know
+    // they are one server, so it streams)
+    let h = history(&s3, "allv-stream").await;
+    let dst = versioned_bucket(&s3, "allv-stream-dst").await;
+    let proxy = FaultProxy::start(&moto().endpoint);
+    let (src_url, dst_url) = (format!("s3://{}", h.bucket), format!("s3://{dst}"));
+    let moto_endpoint = moto().endpoint.clone();
+    let sync = || {
+        let out = run_cli(&[
+            "sync",
+            &src_url,
+            &dst_url,
+            "--all-versions",
+            "--source-endpoint-url",
+            proxy.endpoint(),
+            "--dest-endpoint-url",
+            &moto_endpoint,
+            "--part-size",
+            "5MiB",
+            "--json",
+        ]);
+        let summary: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
+        (out.status, summary)
+    };
+
+    // WHEN every version is copied
+    let (code, summary) = sync();
+
+    // THEN through GETs and PUTs, each key's history is the source's,
+    // oldest first, with its markers and each copy's origin
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["requests"]["CopyObject"].as_u64().unwrap_or(0), 0);
+    assert_eq!(count(&summary, "copied"), 9, "{summary}");
+    assert_eq!(count(&summary, "deleted"), 3, "{summary}");
+    assert_eq!(count(&summary, "verify_mismatched"), 0, "{summary}");
+    assert_same_histories(&s3, &h.bucket, &dst).await;
+
+    // WHEN it runs again THEN nothing is written
+    let (code, summary) = sync();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(
+        count(&summary, "copied") + count(&summary, "deleted"),
+        0,
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn all_versions_refuses_a_directory_on_either_side_before_any_write() {
+    let s3 = s3().await;
+    let versioned = versioned_bucket(&s3, "allvdir").await;
+    put(&s3, &versioned, "k", body(1, 10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().display().to_string();
+    for (src, dst) in [
+        (format!("s3://{versioned}"), path.clone()),
+        (path.clone(), format!("s3://{versioned}")),
+    ] {
+        let out = run_cli(&[
+            "sync",
+            &src,
+            &dst,
+            "--all-versions",
+            "--endpoint-url",
+            &moto().endpoint,
+        ]);
+        assert_eq!(out.status, 2, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("between two versioned buckets"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    assert_eq!(version_count(&s3, &versioned).await, 1);
+}

@@ -525,9 +525,10 @@ impl TryFrom<SyncSpec> for SyncOptions {
             (spec.stream, as_of_ms.is_some_and(|t| t < now_ms)),
         )?;
         check_limits(&spec)?;
-        if spec.all_versions && transfer != Transfer::ServerSide {
+        if spec.all_versions && !matches!(transfer, Transfer::ServerSide | Transfer::Streamed) {
+            // A directory has no versions to read or to append to.
             return Err(SyncError::Config(format!(
-                "--all-versions copies server-side between two buckets of one endpoint; {source} to {destination} is not that"
+                "--all-versions copies between two versioned buckets; {source} to {destination} is not that"
             )));
         }
         let (multipart_threshold, part_size) = part_sizes(&spec, transfer)?;

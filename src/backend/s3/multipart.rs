@@ -214,7 +214,7 @@ pub async fn start_upload(
 }
 
 /// The source's user metadata plus what the copy adds, if anything.
-fn with_extra(
+pub(crate) fn with_extra(
     source: Option<&std::collections::HashMap<String, String>>,
     extra: Option<&std::collections::HashMap<String, String>>,
 ) -> Option<std::collections::HashMap<String, String>> {

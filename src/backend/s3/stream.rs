@@ -171,7 +171,10 @@ impl Copier {
                     .bucket(&self.destination.bucket)
                     .key(self.destination.key_for(&entry.key))
                     .content_length(entry.size as i64)
-                    .set_metadata(head.metadata().cloned())
+                    .set_metadata(crate::backend::s3::multipart::with_extra(
+                        head.metadata(),
+                        self.options.extra_metadata.as_ref(),
+                    ))
                     .set_content_type(head.content_type().map(str::to_owned))
                     .set_content_encoding(head.content_encoding().map(str::to_owned))
                     .set_content_disposition(head.content_disposition().map(str::to_owned))
