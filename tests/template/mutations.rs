@@ -257,11 +257,18 @@ fn wildcard_writes_and_star_resources_are_caught() {
 fn extra_or_missing_permissions_are_caught() {
     let t = broken(|d| {
         role_statements(d, "s3-fanout-lister").push(json!({
-            "Effect": "Allow", "Action": "s3:GetObject",
+            "Effect": "Allow", "Action": "s3:PutObject",
             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${SourceBucket}/${SourcePrefix}*"}
         }));
     });
-    assert_caught(check_least_privilege(&t), "lister reading source objects");
+    assert_caught(check_least_privilege(&t), "lister writing source objects");
+    // It proves KMS pairs by HEADs: without s3:GetObject on the
+    // destination, each would fall back to the listings' rule.
+    let t = broken(|d| {
+        role_statements(d, "s3-fanout-lister")
+            .retain(|s| s.get("Sid") != Some(&json!("ProvePairsByChecksums")));
+    });
+    assert_caught(check_least_privilege(&t), "lister unable to HEAD a pair");
     let t = broken(|d| {
         role_statements(d, COPIER).retain(|s| s.get("Sid") != Some(&json!("ReadSourceObjects")));
     });

@@ -357,6 +357,10 @@ pub fn check_least_privilege(t: &Template) -> Check {
                 // destination's newest copy HEADed for its origin.
                 ("s3:ListBucketVersions", dst),
                 ("s3:GetObjectVersion", dst_objects),
+                // A KMS pair is proven by a HEAD of each side, which is
+                // s3:GetObject.
+                ("s3:GetObject", src_objects),
+                ("s3:GetObject", dst_objects),
                 ("sqs:SendMessage", queue),
                 ("sqs:ReceiveMessage", ranges),
                 ("sqs:DeleteMessage", ranges),

@@ -211,9 +211,13 @@ export class S3Fanout extends Construct {
       },
       statements: (logGroup) => [
         writeOwnLogs(logGroup),
-        listSource('ListSource', 'StringLike'),
+        // A KMS pair is proven by a HEAD of each side (s3:GetObject), and
+        // ListBucket then keeps a key gone since its listing a 404 (the SAM
+        // template's comment on ProvePairsByChecksums).
+        statement('ProvePairsByChecksums', ['s3:GetObject'], [sourceObjects, destinationObjects]),
+        listSource('ListSource', 'StringLikeIfExists'),
         ...sourceVersions,
-        listDestination('ListDestination', 'StringLike'),
+        listDestination('ListDestination', 'StringLikeIfExists'),
         listDestinationVersions,
         readDestinationVersions,
         statement('EnqueueCopyTasks', ['sqs:SendMessage'], [this.workQueue.queueArn]),
