@@ -506,14 +506,7 @@ pub async fn write_histories(
             Stats::add(&stats.skip_equal, 1);
             return Ok(());
         }
-        for entry in missing {
-            if entry.delete_marker {
-                Stats::add(&stats.plan_delete, 1);
-            } else {
-                Stats::add(&stats.plan_copy, 1);
-                Stats::add(&stats.plan_bytes, entry.entry.size);
-            }
-        }
+        count_planned(stats, missing);
         if !options.dry_run {
             let (appended, stopped) = append(copier, missing, &context.cancel).await;
             let outcome = KeyOutcome::Appended(appended, stopped);
@@ -529,6 +522,22 @@ pub async fn write_histories(
         }
     }
     Ok(())
+}
+
+/// Count what appending `missing` plans (versions to copy, their bytes,
+/// markers to append); returns the bytes.
+pub fn count_planned(stats: &Stats, missing: &[ListedVersion]) -> u64 {
+    let mut bytes = 0;
+    for entry in missing {
+        if entry.delete_marker {
+            Stats::add(&stats.plan_delete, 1);
+        } else {
+            Stats::add(&stats.plan_copy, 1);
+            Stats::add(&stats.plan_bytes, entry.entry.size);
+            bytes += entry.entry.size;
+        }
+    }
+    bytes
 }
 
 /// A failed row for a key's destination history.

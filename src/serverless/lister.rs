@@ -904,20 +904,10 @@ impl<'a> Pass<'a> {
                     Stats::add(&stats.skip_equal, 1);
                     return;
                 }
-                let mut bytes = 0;
-                for entry in missing {
-                    if entry.delete_marker {
-                        Stats::add(&stats.plan_delete, 1);
-                    } else {
-                        Stats::add(&stats.plan_copy, 1);
-                        Stats::add(&stats.plan_bytes, entry.entry.size);
-                        bytes += entry.entry.size;
-                    }
-                }
                 let task = CopyTask::History {
                     key: history.key,
                     entries: missing.len() as u64,
-                    bytes,
+                    bytes: histories::count_planned(stats, missing),
                 };
                 self.ready.extend(self.builder.push(task));
                 return;
