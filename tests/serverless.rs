@@ -303,6 +303,23 @@ async fn an_invalid_execution_input_fails_the_run_before_any_write() {
         out.stderr
     );
     assert!(list_all(&s3, &dst, "").await.is_empty());
+
+    // all_versions into a destination whose versioning is off: refused by
+    // the planner, naming the bucket, before any write
+    let versioned = support::versioned::versioned_bucket(&s3, "sls-bad-v").await;
+    put(&s3, &versioned, "k", body(1, 10)).await;
+    let (code, _, out) = run(&[
+        &format!("s3://{versioned}"),
+        &format!("s3://{dst}"),
+        "--all-versions",
+    ]);
+    assert_eq!(code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("versioning enabled on the destination") && out.stderr.contains(&dst),
+        "{}",
+        out.stderr
+    );
+    assert!(list_all(&s3, &dst, "").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
