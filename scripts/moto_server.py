@@ -22,6 +22,17 @@ Here the answer is S3's, built from moto's own store (a key's versions are
 kept oldest first, delete markers among them). A request with a delimiter
 is left to moto: nothing here lists versions by folder.
 
+And S3's event for a delete marker. A DELETE without a version id in a
+versioned bucket makes a delete marker, and S3 notifies
+s3:ObjectRemoved:DeleteMarkerCreated ("Supported event types",
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-how-to-event-types-and-destinations.html),
+whose object carries the marker's versionId and no size or eTag ("Event
+message structure",
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html).
+moto 5.1.22 sends no event at all for it, so a replicator would never hear
+of the delete. Here the event is sent once the marker is stored, as S3
+sends it once the delete is done.
+
 And one emulation of DynamoDB, whose transactions are atomic and isolated
 ("serializable isolation" between TransactWriteItems and any other write
 of the items it holds: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-isolation),
@@ -51,7 +62,8 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
-from moto.s3.models import FakeDeleteMarker
+from moto.s3 import notifications
+from moto.s3.models import FakeDeleteMarker, S3Backend
 from moto.s3.responses import S3Response
 from moto.stepfunctions.parser.backend.execution import Execution
 
@@ -183,6 +195,58 @@ def _version_id(version):
 
 
 S3Response.list_object_versions = _list_object_versions
+
+
+class _Marker:
+    """A delete marker as S3's event names one: its key and version id."""
+
+    def __init__(self, marker):
+        self.name = marker.name
+        self.version_id = marker.version_id
+        # Read by moto's event builders, and taken out of the event below.
+        self.size = 0
+        self.etag = ""
+
+
+_original_get_s3_event = notifications._get_s3_event
+
+
+def _get_s3_event(event_name, bucket, key, notification_id):
+    event = _original_get_s3_event(event_name, bucket, key, notification_id)
+    if isinstance(key, _Marker):
+        obj = event["Records"][0]["s3"]["object"]
+        del obj["size"], obj["eTag"]
+        obj["versionId"] = key.version_id
+    return event
+
+
+notifications._get_s3_event = _get_s3_event
+
+_original_delete_object = S3Backend.delete_object
+
+
+def _delete_object(self, bucket_name, key_name, version_id=None, bypass=False):
+    done, meta = _original_delete_object(
+        self, bucket_name, key_name, version_id=version_id, bypass=bypass
+    )
+    if done and version_id is None and meta.get("delete-marker") == "true":
+        bucket = self.get_bucket(bucket_name)
+        marker = next(
+            (v for v in bucket.keys.getlist(key_name, [])
+             if isinstance(v, FakeDeleteMarker) and v.version_id == meta.get("version-id")),
+            None,
+        )
+        if marker is not None:
+            notifications.send_event(
+                self.account_id,
+                notifications.S3NotificationEvent.OBJECT_REMOVED_DELETE_MARKER_CREATED_EVENT,
+                bucket,
+                _Marker(marker),
+            )
+    return done, meta
+
+
+S3Backend.delete_object = _delete_object
 
 if __name__ == "__main__":
     sys.argv[0] = "moto_server"
