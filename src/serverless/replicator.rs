@@ -264,18 +264,21 @@ impl Replicator {
         if all_versions {
             // Refused before any event is taken, naming the bucket, as a
             // sync --all-versions refuses it.
-            let target = |side| match side {
-                Side::Source => {
-                    ListTarget::for_side(&copier.source_client, &copier.source, &options, side)
-                }
-                Side::Destination => ListTarget::for_side(
+            let (source, destination) = (
+                ListTarget::for_side(
+                    &copier.source_client,
+                    &copier.source,
+                    &options,
+                    Side::Source,
+                ),
+                ListTarget::for_side(
                     &copier.destination_client,
                     &copier.destination,
                     &options,
-                    side,
+                    Side::Destination,
                 ),
-            };
-            histories::check_versioned(&target(Side::Source), &target(Side::Destination)).await?;
+            );
+            histories::check_versioned(&source, &destination).await?;
         }
         Ok(Replicator {
             copier,
@@ -799,7 +802,6 @@ enum Resolved<'k> {
     NoneOurs,
 }
 
-/// The outcome of a source HEAD that failed.
 /// A key's outcome with `ReplicateAllVersions`, as the replicator reports it.
 fn appended(outcome: histories::KeyOutcome) -> Outcome {
     match outcome {
@@ -835,6 +837,7 @@ fn appended(outcome: histories::KeyOutcome) -> Outcome {
     }
 }
 
+/// The outcome of a source HEAD that failed.
 fn source_head_failed(failure: &S3Failure) -> Outcome {
     // HEAD has no body: a 400 on an object S3 can read is one encrypted
     // with a customer-provided key.
